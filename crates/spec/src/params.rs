@@ -1,0 +1,182 @@
+//! Parameter values: from the user's `-p name=value` text, and to/from the IR's
+//! declared types. Values travel as native JSON (integers as JSON integers) so the
+//! executor protocol sees what a KFP backend would send.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use crate::{ComponentSpec, ParameterType, SpecError};
+
+/// Parses a command-line value by the parameter's declared type: integers, floats
+/// and booleans by their text, lists and structs as JSON, strings as they are.
+pub fn parse_cli_value(ty: ParameterType, raw: &str) -> Result<Value, String> {
+    match ty {
+        ParameterType::String => Ok(Value::String(raw.to_string())),
+        ParameterType::NumberInteger => raw
+            .trim()
+            .parse::<i64>()
+            .map(Value::from)
+            .map_err(|_| format!("expected an integer, got '{raw}'")),
+        ParameterType::NumberDouble => raw
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .map(Value::from)
+            .ok_or_else(|| format!("expected a number, got '{raw}'")),
+        ParameterType::Boolean => match raw.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Ok(Value::Bool(true)),
+            "false" | "0" | "no" => Ok(Value::Bool(false)),
+            _ => Err(format!("expected true or false, got '{raw}'")),
+        },
+        ParameterType::List => match serde_json::from_str::<Value>(raw) {
+            Ok(v @ Value::Array(_)) => Ok(v),
+            _ => Err(format!("expected a JSON array such as [1, 2], got '{raw}'")),
+        },
+        ParameterType::Struct => match serde_json::from_str::<Value>(raw) {
+            Ok(v @ Value::Object(_)) => Ok(v),
+            _ => Err(format!("expected a JSON object such as {{\"a\": 1}}, got '{raw}'")),
+        },
+        other => Err(format!("a {} parameter cannot be set from the command line", other.user_name())),
+    }
+}
+
+/// Brings a JSON value to the declared type, accepting the IR's habit of storing
+/// integers as doubles (`2.0`). Errors say what was expected.
+pub fn normalize(ty: ParameterType, value: Value) -> Result<Value, String> {
+    match (ty, value) {
+        (ParameterType::NumberInteger, Value::Number(n)) => {
+            if let Some(i) = n.as_i64() {
+                Ok(Value::from(i))
+            } else if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15) {
+                Ok(Value::from(f as i64))
+            } else {
+                Err(format!("expected an integer, got {n}"))
+            }
+        }
+        (ParameterType::NumberInteger, Value::String(s)) => parse_cli_value(ty, &s),
+        (ParameterType::NumberDouble, Value::Number(n)) => n
+            .as_f64()
+            .map(Value::from)
+            .ok_or_else(|| format!("expected a number, got {n}")),
+        (ParameterType::NumberDouble, Value::String(s)) => parse_cli_value(ty, &s),
+        (ParameterType::Boolean, v @ Value::Bool(_)) => Ok(v),
+        (ParameterType::Boolean, Value::String(s)) => parse_cli_value(ty, &s),
+        (ParameterType::String, v @ Value::String(_)) => Ok(v),
+        (ParameterType::String, v) => Ok(Value::String(value_to_text(&v))),
+        (ParameterType::List, Value::Array(a)) => Ok(Value::Array(a)),
+        (ParameterType::List, Value::String(s)) => parse_cli_value(ty, &s),
+        (ParameterType::Struct, Value::Object(o)) => Ok(Value::Object(o)),
+        (ParameterType::Struct, Value::String(s)) => parse_cli_value(ty, &s),
+        (ParameterType::TaskFinalStatus | ParameterType::TaskConfig, v) => Ok(v),
+        (ParameterType::ParameterTypeEnumUnspecified, v) => Ok(v),
+        (ty, v) => Err(format!("expected a {} value, got {}", ty.user_name(), v)),
+    }
+}
+
+/// Converts text written by a component to its output file into a typed value,
+/// as KFP's launcher does for container components.
+pub fn from_output_file(ty: ParameterType, text: &str) -> Result<Value, String> {
+    match ty {
+        ParameterType::String => Ok(Value::String(text.to_string())),
+        ParameterType::Boolean => parse_cli_value(ty, text.trim()),
+        ParameterType::List | ParameterType::Struct => parse_cli_value(ty, text.trim()),
+        _ => parse_cli_value(ty, text.trim()),
+    }
+}
+
+/// How a parameter value appears inside a command line: strings bare, numbers and
+/// booleans as text, lists and structs as compact JSON.
+pub fn value_to_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => i.to_string(),
+            (None, Some(f)) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{f:.1}"),
+            _ => n.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// Resolves the pipeline's input parameters: defaults from the spec, overridden by
+/// the user's values (already typed JSON or raw text), each checked by type. Unknown
+/// names and missing required values are errors.
+pub fn resolve_pipeline_parameters(
+    root: &ComponentSpec,
+    given: &BTreeMap<String, Value>,
+) -> Result<Map<String, Value>, SpecError> {
+    let defs = &root.input_definitions.parameters;
+    for name in given.keys() {
+        if !defs.contains_key(name) {
+            let known = if defs.is_empty() {
+                "(none)".to_string()
+            } else {
+                defs.keys().cloned().collect::<Vec<_>>().join(", ")
+            };
+            return Err(SpecError::UnknownParameter { name: name.clone(), known });
+        }
+    }
+    let mut out = Map::new();
+    for (name, def) in defs {
+        let value = match given.get(name) {
+            Some(Value::String(raw)) if def.parameter_type != ParameterType::String => {
+                parse_cli_value(def.parameter_type, raw)
+                    .map_err(|message| SpecError::BadValue { name: name.clone(), message })?
+            }
+            Some(v) => normalize(def.parameter_type, v.clone())
+                .map_err(|message| SpecError::BadValue { name: name.clone(), message })?,
+            None => match &def.default_value {
+                Some(d) => normalize(def.parameter_type, d.clone())
+                    .map_err(|message| SpecError::BadValue { name: name.clone(), message })?,
+                None if def.is_optional => continue,
+                None => {
+                    return Err(SpecError::MissingParameter {
+                        name: name.clone(),
+                        ty: def.parameter_type.user_name(),
+                    })
+                }
+            },
+        };
+        out.insert(name.clone(), value);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn cli_values_by_type() {
+        assert_eq!(parse_cli_value(ParameterType::NumberInteger, "3").unwrap(), json!(3));
+        assert!(parse_cli_value(ParameterType::NumberInteger, "abc").is_err());
+        assert!(parse_cli_value(ParameterType::NumberInteger, "2.5").is_err());
+        assert_eq!(parse_cli_value(ParameterType::NumberDouble, "2.5").unwrap(), json!(2.5));
+        assert_eq!(parse_cli_value(ParameterType::Boolean, "True").unwrap(), json!(true));
+        assert!(parse_cli_value(ParameterType::Boolean, "maybe").is_err());
+        assert_eq!(parse_cli_value(ParameterType::List, "[1,2]").unwrap(), json!([1, 2]));
+        assert!(parse_cli_value(ParameterType::List, "{}").is_err());
+        assert_eq!(parse_cli_value(ParameterType::Struct, "{\"a\":1}").unwrap(), json!({"a":1}));
+        assert_eq!(parse_cli_value(ParameterType::String, " x ").unwrap(), json!(" x "));
+    }
+
+    #[test]
+    fn normalize_integers_stored_as_doubles() {
+        assert_eq!(normalize(ParameterType::NumberInteger, json!(2.0)).unwrap(), json!(2));
+        assert!(normalize(ParameterType::NumberInteger, json!(2.5)).is_err());
+        assert_eq!(normalize(ParameterType::NumberDouble, json!(2)).unwrap(), json!(2.0));
+        assert!(normalize(ParameterType::Boolean, json!(1)).is_err());
+    }
+
+    #[test]
+    fn text_forms() {
+        assert_eq!(value_to_text(&json!(3)), "3");
+        assert_eq!(value_to_text(&json!(3.0)), "3.0");
+        assert_eq!(value_to_text(&json!(true)), "true");
+        assert_eq!(value_to_text(&json!([1, "a"])), "[1,\"a\"]");
+    }
+}

@@ -1,0 +1,53 @@
+//! The durable record of runs: what ran, with which inputs, in which state, when.
+//!
+//! [`RunStore`] is the small trait the engine and the CLI talk to; [`SqliteStore`]
+//! is the embedded implementation (one file in the data directory, WAL mode, so
+//! several `switchyard` processes can share it safely). Every state change of a
+//! run or task is written together with a row in `transitions`, in one
+//! transaction, so the history is never out of step with the current state.
+
+mod model;
+mod sqlite;
+
+pub use model::*;
+pub use sqlite::SqliteStore;
+
+/// Store failures. The message names the operation and the record.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("failed to open the store at {path}: {source}")]
+    Open { path: String, source: sqlx::Error },
+    #[error("store operation '{op}' failed: {source}")]
+    Query { op: &'static str, source: sqlx::Error },
+    #[error("stored record is corrupt ({what}): {message}")]
+    Corrupt { what: String, message: String },
+    #[error("no run with id '{0}'")]
+    RunNotFound(String),
+    #[error("run id prefix '{0}' matches more than one run; give more characters")]
+    Ambiguous(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The operations the engine and the CLI need from a store. Implementations must
+/// make each call atomic, and must be safe to share between processes.
+#[async_trait::async_trait]
+pub trait RunStore: Send + Sync {
+    async fn create_run(&self, run: &RunRecord) -> Result<()>;
+    /// Finds a run by its id or by an unambiguous id prefix.
+    async fn get_run(&self, id: &str) -> Result<RunRecord>;
+    async fn list_runs(&self, limit: u32) -> Result<Vec<RunRecord>>;
+    /// Moves a run to `to` only if it is in one of `from` (empty = any state);
+    /// returns false when the guard did not match (somebody else moved it first).
+    async fn transition_run(&self, id: &str, from: &[State], to: State, update: RunUpdate) -> Result<bool>;
+    async fn set_owner(&self, id: &str, pid: Option<u32>) -> Result<()>;
+    async fn request_cancel(&self, id: &str) -> Result<()>;
+    async fn cancel_requested(&self, id: &str) -> Result<bool>;
+    /// Writes the task's current record; records a transition when its state changed.
+    async fn put_task(&self, task: &TaskRecord) -> Result<()>;
+    async fn get_task(&self, run_id: &str, task_key: &str) -> Result<Option<TaskRecord>>;
+    async fn list_tasks(&self, run_id: &str) -> Result<Vec<TaskRecord>>;
+    async fn transitions(&self, run_id: &str) -> Result<Vec<Transition>>;
+    async fn get_cache(&self, fingerprint: &str) -> Result<Option<CacheEntry>>;
+    async fn put_cache(&self, entry: &CacheEntry) -> Result<()>;
+}

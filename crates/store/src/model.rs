@@ -1,0 +1,136 @@
+//! Records as the store keeps them. States use the KFP REST API's names so the
+//! server can expose them unchanged.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A run's or task's state, named as in KFP's `V2beta1RuntimeState`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum State {
+    Pending,
+    Running,
+    Succeeded,
+    Skipped,
+    Failed,
+    Canceling,
+    Canceled,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "PENDING",
+            State::Running => "RUNNING",
+            State::Succeeded => "SUCCEEDED",
+            State::Skipped => "SKIPPED",
+            State::Failed => "FAILED",
+            State::Canceling => "CANCELING",
+            State::Canceled => "CANCELED",
+        }
+    }
+
+    /// Final states never change again (except by an explicit resume).
+    pub fn is_final(self) -> bool {
+        matches!(self, State::Succeeded | State::Skipped | State::Failed | State::Canceled)
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for State {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "PENDING" => State::Pending,
+            "RUNNING" => State::Running,
+            "SUCCEEDED" => State::Succeeded,
+            "SKIPPED" => State::Skipped,
+            "FAILED" => State::Failed,
+            "CANCELING" => State::Canceling,
+            "CANCELED" => State::Canceled,
+            other => return Err(format!("unknown state '{other}'")),
+        })
+    }
+}
+
+/// One pipeline run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub pipeline_name: String,
+    pub display_name: String,
+    pub state: State,
+    /// The compiled PipelineSpec as JSON text: a resume needs exactly what ran.
+    pub spec: String,
+    /// Resolved pipeline parameters (defaults applied).
+    pub parameters: Value,
+    pub pipeline_root: String,
+    /// Engine options the run was started with (caching, parallelism).
+    pub options: Value,
+    pub outputs: Option<Value>,
+    pub error: Option<String>,
+    pub owner_pid: Option<u32>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Fields written together with a run's state change.
+#[derive(Debug, Clone, Default)]
+pub struct RunUpdate {
+    pub outputs: Option<Value>,
+    pub error: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Clear error and finish time (used by resume).
+    pub reset: bool,
+}
+
+/// One task execution inside a run. `task_key` is unique in the run and stable
+/// across a resume: the DAG path plus loop iteration indices.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub run_id: String,
+    pub task_key: String,
+    pub name: String,
+    pub parent_key: Option<String>,
+    /// `container`, `importer`, `dag`, `loop` or `iteration`.
+    pub kind: String,
+    pub state: State,
+    pub attempt: u32,
+    pub cached: bool,
+    pub inputs: Option<Value>,
+    pub outputs: Option<Value>,
+    pub log_path: Option<String>,
+    pub error: Option<String>,
+    pub fingerprint: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A state change, for the run (`task_key` None) or one task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Transition {
+    pub task_key: Option<String>,
+    pub state: State,
+    pub at: DateTime<Utc>,
+}
+
+/// A reusable result: the outputs of a successful task with this fingerprint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CacheEntry {
+    pub fingerprint: String,
+    pub outputs: Value,
+    pub run_id: String,
+    pub task_key: String,
+    pub created_at: DateTime<Utc>,
+}
