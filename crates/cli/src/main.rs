@@ -1,1 +1,65 @@
-fn main() {}
+//! The `switchyard` binary: parses the command line, builds the store, backend
+//! and engine, and maps outcomes to exit codes (0 success, 1 run failed,
+//! 2 bad input or other error, 130 canceled).
+
+mod cli;
+mod commands;
+mod config;
+mod progress;
+mod report;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use switchyard_engine::Engine;
+use switchyard_local::LocalBackend;
+use switchyard_store::SqliteStore;
+
+use crate::cli::{Cli, Command, RunsCommand};
+use crate::config::Paths;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<i32> {
+    let paths = Paths::resolve(cli.home)?;
+    let store = Arc::new(
+        SqliteStore::open(&paths.db)
+            .await
+            .with_context(|| format!("opening the run store in {}", paths.home.display()))?,
+    );
+    let backend = Arc::new(LocalBackend::new(paths.local_backend()));
+    let engine = Engine::new(store.clone(), backend, paths.logs.clone());
+    match cli.command {
+        Command::Run(args) => commands::run::run(&engine, &paths, args).await,
+        Command::Runs(RunsCommand::List { limit, output }) => commands::runs::list(store.as_ref(), limit, output).await,
+        Command::Runs(RunsCommand::Get { id, output }) => commands::runs::get(store.as_ref(), &id, output).await,
+        Command::Runs(RunsCommand::Cancel { id }) => commands::runs::cancel(store.as_ref(), &id).await,
+        Command::Runs(RunsCommand::Resume { id, display }) => commands::run::resume(&engine, &id, &display).await,
+        Command::Logs { run, task } => commands::logs::logs(store.as_ref(), &run, task.as_deref()).await,
+    }
+}

@@ -1,1 +1,233 @@
-//! stub
+//! Switchyard's engine: runs a compiled KFP v2 pipeline to the end.
+//!
+//! [`Engine::create_run`] validates a pipeline and its parameters and writes the
+//! run record (nothing is written when validation fails); [`Engine::execute`]
+//! drives the run: DAG order, CEL trigger conditions, loops, retries, caching,
+//! exit handlers and placeholders, recording each transition in a
+//! [`switchyard_store::RunStore`]. Work is handed to a [`Backend`], so the same
+//! engine drives local processes, Kubernetes or SageMaker; the engine itself
+//! never learns which.
+
+pub mod backend;
+mod driver;
+pub mod events;
+pub mod expr;
+pub mod fingerprint;
+pub mod io;
+pub mod placeholder;
+pub mod retry;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{json, Value};
+use switchyard_spec::params::resolve_pipeline_parameters;
+use switchyard_spec::{validate, ParsedPipeline, SpecError};
+use switchyard_store::{RunRecord, RunStore, RunUpdate, State, StoreError};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+pub use backend::{Backend, BackendError, Job, JobOutcome, LogSink};
+pub use events::{Event, EventSender};
+pub use io::{Artifact, Io};
+
+/// Engine failures that stop a run from starting or finishing.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("run {id} cannot be {action}: {reason}")]
+    State { id: String, action: &'static str, reason: String },
+    #[error("the stored pipeline of run {id} cannot be read: {reason}")]
+    StoredSpec { id: String, reason: String },
+}
+
+/// Per-run choices.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Most container tasks running at once.
+    pub parallelism: usize,
+    /// Reuse cached results of tasks whose caching is on (KFP's default).
+    pub cache: bool,
+    /// Root directory (or URI) under which artifacts are written.
+    pub pipeline_root: PathBuf,
+    pub display_name: Option<String>,
+}
+
+/// The engine: a store to record into, a backend to run on, a place for logs.
+#[derive(Clone)]
+pub struct Engine {
+    store: Arc<dyn RunStore>,
+    backend: Arc<dyn Backend>,
+    logs_dir: PathBuf,
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn RunStore>, backend: Arc<dyn Backend>, logs_dir: PathBuf) -> Self {
+        Engine { store, backend, logs_dir }
+    }
+
+    pub fn store(&self) -> &Arc<dyn RunStore> {
+        &self.store
+    }
+
+    /// Validates the pipeline and parameters, then writes a PENDING run record.
+    /// On any error nothing is written.
+    pub async fn create_run(
+        &self,
+        pipeline: &ParsedPipeline,
+        params: &BTreeMap<String, Value>,
+        opts: &RunOptions,
+    ) -> Result<RunRecord, EngineError> {
+        validate(&pipeline.spec)?;
+        let parameters = resolve_pipeline_parameters(&pipeline.spec.root, params)?;
+        let name = if pipeline.spec.pipeline_info.name.is_empty() {
+            "pipeline".to_string()
+        } else {
+            pipeline.spec.pipeline_info.name.clone()
+        };
+        let id = uuid::Uuid::new_v4().to_string();
+        let spec_text = serde_json::to_string(&pipeline.spec).map_err(|e| EngineError::StoredSpec {
+            id: id.clone(),
+            reason: e.to_string(),
+        })?;
+        let run = RunRecord {
+            display_name: opts.display_name.clone().unwrap_or_else(|| format!("{name}-{}", &id[..8])),
+            pipeline_name: name,
+            state: State::Pending,
+            spec: spec_text,
+            parameters: Value::Object(parameters),
+            pipeline_root: opts.pipeline_root.to_string_lossy().into_owned(),
+            options: json!({"parallelism": opts.parallelism, "cache": opts.cache}),
+            outputs: None,
+            error: None,
+            owner_pid: None,
+            created_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+            id,
+        };
+        self.store.create_run(&run).await?;
+        Ok(run)
+    }
+
+    /// Drives a run to a final state. With `resume`, tasks that already
+    /// succeeded in this run are kept, not run again. `cancel` (or a cancel
+    /// request written to the store by another process) stops it.
+    pub async fn execute(
+        &self,
+        run_id: &str,
+        events: EventSender,
+        cancel: CancellationToken,
+        resume: bool,
+    ) -> Result<RunRecord, EngineError> {
+        let run = self.store.get_run(run_id).await?;
+        let from: &[State] = if resume {
+            &[State::Running, State::Failed, State::Canceled, State::Canceling, State::Pending]
+        } else {
+            &[State::Pending]
+        };
+        let started = self
+            .store
+            .transition_run(
+                &run.id,
+                from,
+                State::Running,
+                RunUpdate { started_at: Some(Utc::now()), reset: resume, ..Default::default() },
+            )
+            .await?;
+        if !started {
+            return Err(EngineError::State {
+                id: run.id.clone(),
+                action: if resume { "resumed" } else { "started" },
+                reason: format!("it is {}", self.store.get_run(&run.id).await?.state),
+            });
+        }
+        self.store.set_owner(&run.id, Some(std::process::id())).await?;
+        let spec_value: Value = serde_json::from_str(&run.spec)
+            .map_err(|e| EngineError::StoredSpec { id: run.id.clone(), reason: e.to_string() })?;
+        let spec = switchyard_spec::parse::from_value(spec_value)?;
+        let parallelism = run.options.get("parallelism").and_then(Value::as_u64).unwrap_or(1).max(1) as usize;
+        let cache = run.options.get("cache").and_then(Value::as_bool).unwrap_or(true);
+        let ctx = Arc::new(driver::RunCtx {
+            run_id: run.id.clone(),
+            pipeline_name: run.pipeline_name.clone(),
+            run_dir: PathBuf::from(&run.pipeline_root).join(&run.pipeline_name).join(&run.id),
+            pipeline_root: run.pipeline_root.clone(),
+            logs_dir: self.logs_dir.join(&run.id),
+            spec,
+            cache,
+            resume,
+            slots: Semaphore::new(parallelism),
+            cancel: cancel.clone(),
+            events,
+            store: self.store.clone(),
+            backend: self.backend.clone(),
+            failures: Mutex::new(Vec::new()),
+        });
+
+        // Another process (`switchyard runs cancel`, the server) asks through the store.
+        let stop = CancellationToken::new();
+        let watcher = {
+            let (store, id, cancel, stop) = (self.store.clone(), run.id.clone(), cancel.clone(), stop.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                            if store.cancel_requested(&id).await.unwrap_or(false) {
+                                cancel.cancel();
+                                break;
+                            }
+                        }
+                    }
+                }
+                let _ = store.transition_run(&id, &[State::Running], State::Canceling, RunUpdate::default()).await;
+            })
+        };
+
+        let params = run.parameters.as_object().cloned().unwrap_or_default();
+        let outcome = driver::run_dag(
+            ctx.clone(),
+            driver::Scope::default(),
+            "root".into(),
+            Io { parameters: params, ..Default::default() },
+        )
+        .await;
+        let (state, error) = if cancel.is_cancelled() {
+            (State::Canceled, Some("run canceled".to_string()))
+        } else {
+            match outcome.state {
+                State::Succeeded | State::Skipped => (State::Succeeded, None),
+                s => {
+                    let failures = ctx.failures.lock().map(|f| f.clone()).unwrap_or_default();
+                    let msg = match failures.split_first() {
+                        Some(((_, first), rest)) if rest.is_empty() => first.clone(),
+                        Some(((_, first), rest)) => format!("{first} (and {} more failed tasks)", rest.len()),
+                        None => outcome.error.clone().unwrap_or_else(|| "run failed".into()),
+                    };
+                    (s, Some(msg))
+                }
+            }
+        };
+        stop.cancel();
+        let _ = watcher.await;
+        let outputs = (state == State::Succeeded).then(|| outcome.outputs.to_user_json());
+        self.store
+            .transition_run(
+                &run.id,
+                &[State::Running, State::Canceling],
+                state,
+                RunUpdate { outputs, error, finished_at: Some(Utc::now()), ..Default::default() },
+            )
+            .await?;
+        self.store.set_owner(&run.id, None).await?;
+        Ok(self.store.get_run(&run.id).await?)
+    }
+}

@@ -1,1 +1,64 @@
-//! stub
+//! The local backend: a job becomes a process group on this machine.
+//!
+//! The container image is recorded, not pulled: the command runs on the host.
+//! KFP Python components are recognised by the pip preamble the SDK puts in
+//! front of them; instead of letting that preamble install packages into the
+//! user's interpreter, [`venv`] builds (once, cached by package set) a virtual
+//! environment and the component runs there with no network call.
+
+mod process;
+pub mod venv;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use switchyard_engine::{Backend, BackendError, Job, JobOutcome, LogSink};
+use tokio_util::sync::CancellationToken;
+
+/// Settings of the local backend.
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    /// Where managed virtual environments live (shared by all runs).
+    pub venv_dir: PathBuf,
+    /// The interpreter used to create them.
+    pub python: String,
+    /// How long a cancelled job gets between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+}
+
+/// Runs jobs as local process groups.
+pub struct LocalBackend {
+    config: LocalConfig,
+}
+
+impl LocalBackend {
+    pub fn new(config: LocalConfig) -> Self {
+        LocalBackend { config }
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for LocalBackend {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    async fn run(&self, job: Job, logs: LogSink, cancel: CancellationToken) -> Result<JobOutcome, BackendError> {
+        let mut argv = job.argv.clone();
+        let mut env = job.env.clone();
+        let mut remove_env: Vec<&str> = Vec::new();
+        if let Some(plan) = venv::KfpPythonComponent::detect(&argv) {
+            let bin = tokio::select! {
+                r = venv::ensure(&self.config, &plan, logs.clone()) => r.map_err(BackendError::Permanent)?,
+                _ = cancel.cancelled() => return Ok(JobOutcome::Canceled),
+            };
+            argv = plan.program_argv;
+            let path = std::env::var("PATH").unwrap_or_default();
+            env.insert("PATH".into(), format!("{}:{path}", bin.display()));
+            env.insert("VIRTUAL_ENV".into(), bin.parent().map(|p| p.display().to_string()).unwrap_or_default());
+            env.entry("PYTHONUNBUFFERED".into()).or_insert_with(|| "1".into());
+            remove_env.extend(["PYTHONPATH", "PYTHONHOME"]);
+        }
+        process::run_process(&argv, &env, &remove_env, &job.work_dir, logs, cancel, self.config.kill_grace).await
+    }
+}

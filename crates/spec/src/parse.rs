@@ -16,8 +16,11 @@ pub struct ParsedPipeline {
 /// SDK writes, a bare JSON spec, and the `{pipeline_spec, platform_spec}` wrapper
 /// the REST API uses.
 pub fn parse_pipeline(text: &str) -> Result<ParsedPipeline, SpecError> {
+    // YAML 1.2 booleans only: PyYAML (what kfp writes with) leaves `n` and `y`
+    // unquoted, and they are names, not booleans.
+    let options = serde_saphyr::options! { strict_booleans: true };
     let docs: Vec<Value> =
-        serde_saphyr::from_multiple(text).map_err(|e| SpecError::Yaml(e.to_string()))?;
+        serde_saphyr::from_multiple_with_options(text, options).map_err(|e| SpecError::Yaml(e.to_string()))?;
     let mut docs: Vec<Value> = docs.into_iter().filter(|d| !d.is_null()).collect();
     if docs.is_empty() {
         return Err(SpecError::Empty);

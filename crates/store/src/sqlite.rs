@@ -303,7 +303,7 @@ impl RunStore for SqliteStore {
                inputs = excluded.inputs, outputs = excluded.outputs, log_path = excluded.log_path, \
                error = excluded.error, fingerprint = excluded.fingerprint, started_at = excluded.started_at, \
                finished_at = excluded.finished_at \
-             RETURNING (SELECT state FROM transitions WHERE run_id = ?1 AND task_key = ?2 ORDER BY seq DESC LIMIT 1)",
+             RETURNING (SELECT state FROM transitions WHERE run_id = ? AND task_key = ? ORDER BY seq DESC LIMIT 1)",
         )
         .bind(&t.run_id)
         .bind(&t.task_key)
@@ -320,6 +320,8 @@ impl RunStore for SqliteStore {
         .bind(&t.fingerprint)
         .bind(t.started_at.as_ref().map(ts))
         .bind(t.finished_at.as_ref().map(ts))
+        .bind(&t.run_id)
+        .bind(&t.task_key)
         .fetch_one(&mut *tx)
         .await
         .map_err(q("write task"))?;

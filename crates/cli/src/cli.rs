@@ -1,0 +1,96 @@
+//! What the user typed: clap definitions only, no I/O.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, about = "Run Kubeflow Pipelines (KFP v2) pipelines and training jobs on this machine, Kubernetes or SageMaker")]
+pub struct Cli {
+    /// Data directory (store, logs, artifacts, environments).
+    #[arg(long, env = "SWITCHYARD_HOME", global = true)]
+    pub home: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a compiled pipeline (YAML from `kfp.compiler.Compiler().compile`).
+    Run(RunArgs),
+    /// Inspect and control recorded runs.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Print the logs of a run, or of one of its tasks.
+    Logs {
+        /// Run id (or an unambiguous prefix).
+        run: String,
+        /// Task name or key (`train`, `for-loop-2[0]/train`); all tasks when absent.
+        task: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct DisplayArgs {
+    /// Hide task log lines (states and the result are still shown).
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// `json` prints exactly one JSON document on stdout.
+    #[arg(long, short, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The compiled pipeline file.
+    pub pipeline: PathBuf,
+    /// A pipeline parameter, `name=value` (repeatable). Lists and structs as JSON.
+    #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// Most tasks running at once (default: the number of CPUs).
+    #[arg(long)]
+    pub parallelism: Option<usize>,
+    /// Do not reuse cached task results.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Where artifacts go (default: <home>/artifacts).
+    #[arg(long)]
+    pub pipeline_root: Option<PathBuf>,
+    /// A display name for the run.
+    #[arg(long)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub display: DisplayArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// List recent runs.
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long, short, value_enum, default_value = "text")]
+        output: OutputFormat,
+    },
+    /// Show one run with its tasks and state history.
+    Get {
+        id: String,
+        #[arg(long, short, value_enum, default_value = "text")]
+        output: OutputFormat,
+    },
+    /// Stop a run: its running tasks are terminated.
+    Cancel { id: String },
+    /// Finish a run whose `switchyard run` was killed (or that failed), keeping
+    /// the tasks that already succeeded.
+    Resume {
+        id: String,
+        #[command(flatten)]
+        display: DisplayArgs,
+    },
+}

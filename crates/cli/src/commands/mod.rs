@@ -1,0 +1,5 @@
+//! One module per command.
+
+pub mod logs;
+pub mod run;
+pub mod runs;

@@ -1,0 +1,92 @@
+//! `switchyard runs list | get | cancel`.
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use switchyard_store::{RunStore, RunUpdate, State};
+
+use crate::cli::OutputFormat;
+use crate::report;
+
+/// True when a process with this pid exists (signal 0 probes without sending).
+pub fn process_alive(pid: u32) -> bool {
+    if pid == 0 || pid == std::process::id() {
+        return false;
+    }
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None) {
+        Ok(()) => true,
+        Err(nix::errno::Errno::EPERM) => true,
+        Err(_) => false,
+    }
+}
+
+pub async fn list(store: &dyn RunStore, limit: u32, output: OutputFormat) -> Result<i32> {
+    let runs = store.list_runs(limit).await?;
+    if output == OutputFormat::Json {
+        let v: Vec<_> = runs.iter().map(|r| report::run_json(r, &[], None)).collect();
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"runs": v}))?);
+        return Ok(0);
+    }
+    println!("{:<36}  {:<10}  {:<24}  {:<20}  NAME", "RUN ID", "STATE", "PIPELINE", "CREATED");
+    for r in runs {
+        let stale = matches!(r.state, State::Running | State::Canceling)
+            && !r.owner_pid.is_some_and(process_alive);
+        let state = if stale { format!("{}*", r.state) } else { r.state.to_string() };
+        println!(
+            "{:<36}  {:<10}  {:<24}  {:<20}  {}",
+            r.id,
+            state,
+            r.pipeline_name,
+            r.created_at.format("%Y-%m-%d %H:%M:%S"),
+            r.display_name
+        );
+    }
+    Ok(0)
+}
+
+pub async fn get(store: &dyn RunStore, id: &str, output: OutputFormat) -> Result<i32> {
+    let run = store.get_run(id).await?;
+    let tasks = store.list_tasks(&run.id).await?;
+    let history = store.transitions(&run.id).await?;
+    if output == OutputFormat::Json {
+        println!("{}", serde_json::to_string_pretty(&report::run_json(&run, &tasks, Some(&history)))?);
+    } else {
+        print!("{}", report::run_text(&run, &tasks, &history));
+        if matches!(run.state, State::Running | State::Canceling) && !run.owner_pid.is_some_and(process_alive) {
+            println!("  note: no process is executing this run any more; `switchyard runs resume {}` finishes it", run.id);
+        }
+    }
+    Ok(0)
+}
+
+pub async fn cancel(store: &dyn RunStore, id: &str) -> Result<i32> {
+    let run = store.get_run(id).await?;
+    if run.state.is_final() {
+        bail!("run {} is already {}; nothing to cancel", run.id, run.state);
+    }
+    let owner_alive = run.owner_pid.is_some_and(process_alive);
+    if !owner_alive {
+        // Nobody is executing it: mark it canceled directly.
+        store
+            .transition_run(
+                &run.id,
+                &[State::Pending, State::Running, State::Canceling],
+                State::Canceled,
+                RunUpdate { error: Some("run canceled".into()), finished_at: Some(chrono::Utc::now()), ..Default::default() },
+            )
+            .await?;
+        eprintln!("run {} canceled", run.id);
+        return Ok(0);
+    }
+    store.request_cancel(&run.id).await?;
+    eprintln!("cancel requested; waiting for run {} to stop…", run.id);
+    for _ in 0..600 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = store.get_run(&run.id).await?;
+        if now.state.is_final() {
+            eprintln!("run {} {}", now.id, now.state);
+            return Ok(0);
+        }
+    }
+    bail!("run {} did not stop within 60s; its process is {}", run.id, run.owner_pid.unwrap_or(0))
+}

@@ -1,0 +1,91 @@
+//! Values flowing between tasks: parameters (native JSON) and artifacts.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use switchyard_spec::ArtifactType;
+
+/// One artifact as the executor protocol describes it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Artifact {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub artifact_type: ArtifactTypeJson,
+    pub uri: String,
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactTypeJson {
+    #[serde(default)]
+    pub schema_title: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub schema_version: String,
+}
+
+impl From<&ArtifactType> for ArtifactTypeJson {
+    fn from(t: &ArtifactType) -> Self {
+        ArtifactTypeJson { schema_title: t.schema_title.clone(), schema_version: t.schema_version.clone() }
+    }
+}
+
+impl Artifact {
+    /// The local path a component reads or writes, per KFP's URI mapping
+    /// (`s3://b/k` is `/s3/b/k`, a local URI is its own path).
+    pub fn local_path(&self) -> String {
+        uri_to_path(&self.uri)
+    }
+
+    pub fn to_executor_json(&self) -> Value {
+        json!({
+            "name": self.name,
+            "type": self.artifact_type,
+            "uri": self.uri,
+            "metadata": self.metadata,
+        })
+    }
+}
+
+/// KFP's mapping from artifact URI to the path a component sees.
+pub fn uri_to_path(uri: &str) -> String {
+    for (prefix, mount) in [("gs://", "/gcs/"), ("s3://", "/s3/"), ("minio://", "/minio/")] {
+        if let Some(rest) = uri.strip_prefix(prefix) {
+            return format!("{mount}{rest}");
+        }
+    }
+    uri.strip_prefix("file://").unwrap_or(uri).to_string()
+}
+
+/// The inputs or outputs of a task or DAG.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Io {
+    #[serde(default)]
+    pub parameters: Map<String, Value>,
+    #[serde(default)]
+    pub artifacts: BTreeMap<String, Vec<Artifact>>,
+}
+
+impl Io {
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    pub fn from_value(v: &Value) -> Option<Io> {
+        serde_json::from_value(v.clone()).ok()
+    }
+
+    /// The user-facing form: parameters as they are, artifacts as `{uri, metadata}`
+    /// (a single object, or a list for artifact lists).
+    pub fn to_user_json(&self) -> Value {
+        let mut out = self.parameters.clone();
+        for (k, arts) in &self.artifacts {
+            let items: Vec<Value> = arts.iter().map(|a| json!({"uri": a.uri, "metadata": a.metadata})).collect();
+            let v = if items.len() == 1 { items.into_iter().next().unwrap_or(Value::Null) } else { Value::Array(items) };
+            out.insert(k.clone(), v);
+        }
+        Value::Object(out)
+    }
+}

@@ -1,0 +1,232 @@
+//! Substitutes KFP placeholders (`{{$...}}`, Concat, IfPresent) in a container's
+//! command and args, exactly as KFP's launcher would, so a component's argv is
+//! the same here as on a cluster.
+
+use serde_json::Value;
+use switchyard_spec::params::value_to_text;
+
+use crate::io::{uri_to_path, Io};
+
+/// What placeholders can refer to.
+pub struct PlaceholderContext<'a> {
+    pub inputs: &'a Io,
+    pub outputs: &'a Io,
+    /// `outputs.parameters[name].outputFile` paths.
+    pub output_files: &'a serde_json::Map<String, Value>,
+    pub executor_output_file: &'a str,
+    pub executor_input: &'a str,
+    pub pipeline_job_name: &'a str,
+    pub pipeline_job_uuid: &'a str,
+    pub pipeline_task_name: &'a str,
+    pub pipeline_task_uuid: &'a str,
+    pub pipeline_root: &'a str,
+}
+
+/// Resolves every command or args entry into zero or more argv strings.
+pub fn resolve_all(items: &[String], ctx: &PlaceholderContext<'_>) -> Result<Vec<String>, String> {
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        out.extend(resolve_item(item, ctx)?);
+    }
+    Ok(out)
+}
+
+fn structured(s: &str) -> Option<Value> {
+    let t = s.trim_start();
+    if !t.starts_with('{') {
+        return None;
+    }
+    match serde_json::from_str::<Value>(s) {
+        Ok(v @ Value::Object(_)) if v.get("Concat").is_some() || v.get("IfPresent").is_some() => Some(v),
+        _ => None,
+    }
+}
+
+fn resolve_item(s: &str, ctx: &PlaceholderContext<'_>) -> Result<Vec<String>, String> {
+    match structured(s) {
+        Some(v) => resolve_structured(&v, ctx),
+        None => Ok(vec![substitute(s, ctx)?]),
+    }
+}
+
+fn resolve_structured(v: &Value, ctx: &PlaceholderContext<'_>) -> Result<Vec<String>, String> {
+    match v {
+        Value::String(s) => resolve_item(s, ctx),
+        Value::Array(items) => {
+            let mut out = Vec::new();
+            for i in items {
+                out.extend(resolve_structured(i, ctx)?);
+            }
+            Ok(out)
+        }
+        Value::Object(m) => {
+            if let Some(parts) = m.get("Concat") {
+                let parts = parts.as_array().ok_or("Concat placeholder must hold a list")?;
+                let mut joined = String::new();
+                for p in parts {
+                    joined.push_str(&resolve_structured(p, ctx)?.concat());
+                }
+                Ok(vec![joined])
+            } else if let Some(ip) = m.get("IfPresent") {
+                let name = ip
+                    .get("InputName")
+                    .and_then(Value::as_str)
+                    .ok_or("IfPresent placeholder needs an InputName")?;
+                let present = ctx.inputs.parameters.contains_key(name) || ctx.inputs.artifacts.contains_key(name);
+                let branch = if present { ip.get("Then") } else { ip.get("Else") };
+                match branch {
+                    None | Some(Value::Null) => Ok(vec![]),
+                    Some(b) => resolve_structured(b, ctx),
+                }
+            } else {
+                Err(format!("unknown structured placeholder {v}"))
+            }
+        }
+        other => Ok(vec![value_to_text(other)]),
+    }
+}
+
+/// Replaces each `{{$...}}` in a string.
+fn substitute(s: &str, ctx: &PlaceholderContext<'_>) -> Result<String, String> {
+    if !s.contains("{{$") {
+        return Ok(s.to_string());
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("{{$") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start..];
+        let end = after.find("}}").ok_or_else(|| format!("unterminated placeholder in '{s}'"))?;
+        let inner = &after[3..end];
+        out.push_str(&resolve_placeholder(inner, ctx)?);
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// `inner` is what follows `{{$`, e.g. `.inputs.parameters['x']`.
+fn resolve_placeholder(inner: &str, ctx: &PlaceholderContext<'_>) -> Result<String, String> {
+    let full = format!("{{{{${inner}}}}}");
+    match inner {
+        "" => return Ok(ctx.executor_input.to_string()),
+        ".outputs.output_file" => return Ok(ctx.executor_output_file.to_string()),
+        ".pipeline_job_name" => return Ok(ctx.pipeline_job_name.to_string()),
+        ".pipeline_job_uuid" | ".pipeline_job_resource_name" => return Ok(ctx.pipeline_job_uuid.to_string()),
+        ".pipeline_task_name" => return Ok(ctx.pipeline_task_name.to_string()),
+        ".pipeline_task_uuid" => return Ok(ctx.pipeline_task_uuid.to_string()),
+        ".pipeline_root" => return Ok(ctx.pipeline_root.to_string()),
+        _ => {}
+    }
+    let (section, name, tail) = split_named(inner).ok_or_else(|| format!("unsupported placeholder {full}"))?;
+    match (section, tail) {
+        (".inputs.parameters", "") => ctx
+            .inputs
+            .parameters
+            .get(name)
+            .map(value_to_text)
+            .ok_or_else(|| format!("placeholder {full}: input '{name}' has no value; give it a default or wrap it in IfPresent")),
+        (".outputs.parameters", ".output_file") => ctx
+            .output_files
+            .get(name)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| format!("placeholder {full}: the component declares no output parameter '{name}'")),
+        (".inputs.artifacts", attr) | (".outputs.artifacts", attr) => {
+            let io = if section == ".inputs.artifacts" { ctx.inputs } else { ctx.outputs };
+            let art = io
+                .artifacts
+                .get(name)
+                .and_then(|l| l.first())
+                .ok_or_else(|| format!("placeholder {full}: artifact '{name}' has no value"))?;
+            match attr {
+                ".path" => Ok(uri_to_path(&art.uri)),
+                ".uri" => Ok(art.uri.clone()),
+                ".metadata" => Ok(Value::Object(art.metadata.clone()).to_string()),
+                _ => Err(format!("unsupported placeholder {full} (use .path, .uri or .metadata)")),
+            }
+        }
+        _ => Err(format!("unsupported placeholder {full}")),
+    }
+}
+
+/// Splits `.inputs.parameters['x'].path` into (`.inputs.parameters`, `x`, `.path`).
+fn split_named(inner: &str) -> Option<(&str, &str, &str)> {
+    let open = inner.find("['")?;
+    let close = inner[open + 2..].find("']")? + open + 2;
+    Some((&inner[..open], &inner[open + 2..close], &inner[close + 2..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::{Artifact, ArtifactTypeJson};
+    use serde_json::json;
+
+    fn ctx_with<'a>(inputs: &'a Io, outputs: &'a Io, files: &'a serde_json::Map<String, Value>) -> PlaceholderContext<'a> {
+        PlaceholderContext {
+            inputs,
+            outputs,
+            output_files: files,
+            executor_output_file: "/t/executor_output.json",
+            executor_input: "{\"inputs\":{}}",
+            pipeline_job_name: "demo",
+            pipeline_job_uuid: "run-1",
+            pipeline_task_name: "train",
+            pipeline_task_uuid: "train",
+            pipeline_root: "/root",
+        }
+    }
+
+    #[test]
+    fn all_placeholders() {
+        let mut inputs = Io::default();
+        inputs.parameters.insert("n".into(), json!(3));
+        inputs.parameters.insert("s".into(), json!("hi"));
+        inputs.artifacts.insert(
+            "d".into(),
+            vec![Artifact {
+                name: "d".into(),
+                artifact_type: ArtifactTypeJson::default(),
+                uri: "s3://b/k".into(),
+                metadata: json!({"rows": 2}).as_object().cloned().unwrap_or_default(),
+            }],
+        );
+        let outputs = Io::default();
+        let mut files = serde_json::Map::new();
+        files.insert("o".into(), json!("/t/o"));
+        let c = ctx_with(&inputs, &outputs, &files);
+        let argv = resolve_all(
+            &[
+                "{{$}}".into(),
+                "--n={{$.inputs.parameters['n']}}".into(),
+                "{{$.inputs.artifacts['d'].path}}".into(),
+                "{{$.inputs.artifacts['d'].uri}}".into(),
+                "{{$.inputs.artifacts['d'].metadata}}".into(),
+                "{{$.outputs.parameters['o'].output_file}}".into(),
+                r#"{"Concat": ["a-", "{{$.inputs.parameters['s']}}", "-b"]}"#.into(),
+                r#"{"IfPresent": {"InputName": "missing", "Then": ["--m"], "Else": ["--no-m"]}}"#.into(),
+                r#"{"IfPresent": {"InputName": "s", "Then": ["--s", "{{$.inputs.parameters['s']}}"]}}"#.into(),
+                "{{$.pipeline_job_name}}/{{$.pipeline_task_name}}".into(),
+            ],
+            &c,
+        )
+        .unwrap();
+        assert_eq!(
+            argv,
+            vec![
+                "{\"inputs\":{}}", "--n=3", "/s3/b/k", "s3://b/k", "{\"rows\":2}", "/t/o", "a-hi-b", "--no-m", "--s", "hi",
+                "demo/train"
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_input_is_an_error_naming_it() {
+        let (i, o, f) = (Io::default(), Io::default(), serde_json::Map::new());
+        let err = resolve_all(&["{{$.inputs.parameters['x']}}".into()], &ctx_with(&i, &o, &f)).unwrap_err();
+        assert!(err.contains("'x'"), "{err}");
+        let err = resolve_all(&["{{$.bogus}}".into()], &ctx_with(&i, &o, &f)).unwrap_err();
+        assert!(err.contains("unsupported placeholder"), "{err}");
+    }
+}
