@@ -36,6 +36,8 @@ pub(crate) struct RunCtx {
     /// `<pipeline_root>/<pipeline>/<run>`: where this run's artifacts go.
     pub run_dir: PathBuf,
     pub pipeline_root: String,
+    /// The run's creation time, RFC 3339.
+    pub created_at: String,
     pub logs_dir: PathBuf,
     pub cache: bool,
     pub resume: bool,
@@ -223,7 +225,9 @@ fn dag_outcome(ctx: &RunCtx, comp_name: &str, results: &BTreeMap<String, Outcome
     let canceled = results.values().any(|o| o.state == State::Canceled) || ctx.cancel.is_cancelled();
     let dag = ctx.component(comp_name).and_then(|c| c.dag.as_ref());
     if let Some((name, o)) = bad {
-        return Outcome::ended(State::Failed, Some(format!("task '{name}' failed: {}", o.error.clone().unwrap_or_default())));
+        // Leaf errors already name their full task key; pass them up unchanged.
+        let msg = o.error.clone().unwrap_or_else(|| format!("task '{name}' failed"));
+        return Outcome::ended(State::Failed, Some(msg));
     }
     if canceled {
         return Outcome::ended(State::Canceled, Some("run canceled".into()));
@@ -378,9 +382,13 @@ fn resolve_inputs(
             value = Some(eval_selector(sel, v).map_err(|e| format!("input '{pname}': {e}"))?);
         }
         if let Some(v) = value {
+            // Executors get values of their declared type; DAG components pass values
+            // through untouched, as KFP's driver does (loop items of untyped lists).
             let v = match comp.input_definitions.parameters.get(pname) {
-                Some(def) => normalize(def.parameter_type, v).map_err(|e| format!("input '{pname}': {e}"))?,
-                None => v,
+                Some(def) if comp.executor_label.is_some() => {
+                    normalize(def.parameter_type, v).map_err(|e| format!("input '{pname}': {e}"))?
+                }
+                _ => v,
             };
             io.parameters.insert(pname.clone(), v);
         }
@@ -478,10 +486,6 @@ async fn run_loop(
         let mut it_inputs = inputs.clone();
         match item {
             Item::Param(name, v) => {
-                let v = match comp.input_definitions.parameters.get(&name) {
-                    Some(def) => normalize(def.parameter_type, v.clone()).unwrap_or(v),
-                    None => v,
-                };
                 it_inputs.parameters.insert(name, v);
             }
             Item::Art(name, a) => {
@@ -496,7 +500,7 @@ async fn run_loop(
     }
     let outcomes = futures::future::join_all(iterations).await;
     if let Some((i, o)) = outcomes.iter().enumerate().find(|(_, o)| o.state == State::Failed) {
-        let msg = format!("iteration {i}: {}", o.error.clone().unwrap_or_default());
+        let msg = o.error.clone().unwrap_or_else(|| format!("iteration {i} failed"));
         return ctx.finish(&mut rec, State::Failed, Io::default(), Some(msg)).await;
     }
     if outcomes.iter().any(|o| o.state == State::Canceled) || ctx.cancel.is_cancelled() {
@@ -652,6 +656,7 @@ async fn run_container(
         pipeline_task_name: &rec.name,
         pipeline_task_uuid: key,
         pipeline_root: &ctx.pipeline_root,
+        pipeline_job_create_time_utc: &ctx.created_at,
     };
     let mut argv = resolve_all(&container.command, &pctx)?;
     argv.extend(resolve_all(&container.args, &pctx)?);
@@ -679,7 +684,7 @@ async fn run_container(
                 let _ = writeln!(f, "{line}");
             }
             if let Ok(mut t) = tail.lock() {
-                if t.len() == 20 {
+                if t.len() == 10 {
                     t.pop_front();
                 }
                 t.push_back(line.to_string());

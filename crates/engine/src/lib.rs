@@ -159,6 +159,7 @@ impl Engine {
             pipeline_name: run.pipeline_name.clone(),
             run_dir: PathBuf::from(&run.pipeline_root).join(&run.pipeline_name).join(&run.id),
             pipeline_root: run.pipeline_root.clone(),
+            created_at: run.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             logs_dir: self.logs_dir.join(&run.id),
             spec,
             cache,

@@ -20,6 +20,8 @@ pub struct PlaceholderContext<'a> {
     pub pipeline_task_name: &'a str,
     pub pipeline_task_uuid: &'a str,
     pub pipeline_root: &'a str,
+    /// RFC 3339 creation time of the run (also used as its schedule time).
+    pub pipeline_job_create_time_utc: &'a str,
 }
 
 /// Resolves every command or args entry into zero or more argv strings.
@@ -116,6 +118,9 @@ fn resolve_placeholder(inner: &str, ctx: &PlaceholderContext<'_>) -> Result<Stri
         ".pipeline_task_name" => return Ok(ctx.pipeline_task_name.to_string()),
         ".pipeline_task_uuid" => return Ok(ctx.pipeline_task_uuid.to_string()),
         ".pipeline_root" => return Ok(ctx.pipeline_root.to_string()),
+        ".pipeline_job_create_time_utc" | ".pipeline_job_schedule_time_utc" => {
+            return Ok(ctx.pipeline_job_create_time_utc.to_string())
+        }
         _ => {}
     }
     let (section, name, tail) = split_named(inner).ok_or_else(|| format!("unsupported placeholder {full}"))?;
@@ -134,16 +139,23 @@ fn resolve_placeholder(inner: &str, ctx: &PlaceholderContext<'_>) -> Result<Stri
             .ok_or_else(|| format!("placeholder {full}: the component declares no output parameter '{name}'")),
         (".inputs.artifacts", attr) | (".outputs.artifacts", attr) => {
             let io = if section == ".inputs.artifacts" { ctx.inputs } else { ctx.outputs };
-            let art = io
+            let list = io
                 .artifacts
                 .get(name)
-                .and_then(|l| l.first())
                 .ok_or_else(|| format!("placeholder {full}: artifact '{name}' has no value"))?;
+            if attr.is_empty() {
+                // A whole list of artifacts, as JSON.
+                return Ok(Value::Array(list.iter().map(|a| a.to_executor_json()).collect()).to_string());
+            }
+            let art = list.first().ok_or_else(|| format!("placeholder {full}: artifact list '{name}' is empty"))?;
             match attr {
                 ".path" => Ok(uri_to_path(&art.uri)),
                 ".uri" => Ok(art.uri.clone()),
                 ".metadata" => Ok(Value::Object(art.metadata.clone()).to_string()),
-                _ => Err(format!("unsupported placeholder {full} (use .path, .uri or .metadata)")),
+                _ => match split_named(attr) {
+                    Some((".metadata", key, "")) => Ok(art.metadata.get(key).map(value_to_text).unwrap_or_default()),
+                    _ => Err(format!("unsupported placeholder {full} (use .path, .uri, .metadata or .metadata['key'])")),
+                },
             }
         }
         _ => Err(format!("unsupported placeholder {full}")),
@@ -175,6 +187,7 @@ mod tests {
             pipeline_task_name: "train",
             pipeline_task_uuid: "train",
             pipeline_root: "/root",
+            pipeline_job_create_time_utc: "2026-01-01T00:00:00Z",
         }
     }
 
@@ -203,6 +216,7 @@ mod tests {
                 "{{$.inputs.artifacts['d'].path}}".into(),
                 "{{$.inputs.artifacts['d'].uri}}".into(),
                 "{{$.inputs.artifacts['d'].metadata}}".into(),
+                "{{$.inputs.artifacts['d'].metadata['rows']}}".into(),
                 "{{$.outputs.parameters['o'].output_file}}".into(),
                 r#"{"Concat": ["a-", "{{$.inputs.parameters['s']}}", "-b"]}"#.into(),
                 r#"{"IfPresent": {"InputName": "missing", "Then": ["--m"], "Else": ["--no-m"]}}"#.into(),
@@ -215,7 +229,7 @@ mod tests {
         assert_eq!(
             argv,
             vec![
-                "{\"inputs\":{}}", "--n=3", "/s3/b/k", "s3://b/k", "{\"rows\":2}", "/t/o", "a-hi-b", "--no-m", "--s", "hi",
+                "{\"inputs\":{}}", "--n=3", "/s3/b/k", "s3://b/k", "{\"rows\":2}", "2", "/t/o", "a-hi-b", "--no-m", "--s", "hi",
                 "demo/train"
             ]
         );

@@ -13,11 +13,14 @@ use crate::{ComponentSpec, ParameterType, SpecError};
 pub fn parse_cli_value(ty: ParameterType, raw: &str) -> Result<Value, String> {
     match ty {
         ParameterType::String => Ok(Value::String(raw.to_string())),
-        ParameterType::NumberInteger => raw
-            .trim()
-            .parse::<i64>()
-            .map(Value::from)
-            .map_err(|_| format!("expected an integer, got '{raw}'")),
+        ParameterType::NumberInteger => {
+            let t = raw.trim();
+            t.parse::<i64>()
+                .ok()
+                .or_else(|| t.parse::<f64>().ok().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64))
+                .map(Value::from)
+                .ok_or_else(|| format!("expected an integer, got '{raw}'"))
+        }
         ParameterType::NumberDouble => raw
             .trim()
             .parse::<f64>()

@@ -1,0 +1,134 @@
+//! Test support: compiles the Python test pipelines with the real kfp SDK once
+//! per test binary, and runs the `switchyard` binary in a private data directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+}
+
+/// The interpreter that has the pinned kfp SDK (`.ci/setup` creates it).
+pub fn python() -> PathBuf {
+    let p = std::env::var_os("SWITCHYARD_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv/bin/python"));
+    assert!(p.exists(), "{} not found: run `bash .ci/setup` first (it creates .venv with the pinned kfp SDK)", p.display());
+    p
+}
+
+/// Compiled pipeline YAML for a test pipeline defined in tests/pipelines/*.py.
+pub fn pipeline(name: &str) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("switchyard-compiled-{}", std::process::id()));
+        let out = Command::new(python())
+            .arg(repo_root().join("tests/pipelines/compile.py"))
+            .arg(&dir)
+            .output()
+            .expect("run compile.py");
+        assert!(out.status.success(), "compiling test pipelines failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        dir
+    });
+    let p = dir.join(format!("{name}.yaml"));
+    assert!(p.exists(), "no compiled pipeline {name}");
+    p
+}
+
+/// Shared cache of component environments, so tests build each once.
+fn venv_dir() -> PathBuf {
+    std::env::var_os("SWITCHYARD_TEST_VENV_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+        home.join(".cache/switchyard/test-venvs")
+    })
+}
+
+/// A private data directory plus a scratch directory for one test.
+pub struct Sandbox {
+    pub home: tempfile::TempDir,
+    pub work: tempfile::TempDir,
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+    }
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        Sandbox { home: tempfile::tempdir().expect("tempdir"), work: tempfile::tempdir().expect("tempdir") }
+    }
+
+    pub fn path(&self, name: &str) -> String {
+        self.work.path().join(name).to_string_lossy().into_owned()
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        c.env("SWITCHYARD_HOME", self.home.path())
+            .env("SWITCHYARD_VENV_DIR", venv_dir())
+            .env("SWITCHYARD_KILL_GRACE_SECONDS", "2")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        let out: Output = self.cmd().args(args).output().expect("run switchyard");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `switchyard run <pipeline> --output json <args>`; returns the run document.
+    pub fn run_pipeline(&self, name: &str, args: &[&str]) -> (i32, Value) {
+        let p = pipeline(name);
+        let mut all = vec!["run", p.to_str().expect("utf8 path"), "--output", "json", "--quiet"];
+        all.extend_from_slice(args);
+        let r = self.run(&all);
+        (r.code, r.json())
+    }
+
+    pub fn run_count(&self) -> usize {
+        let r = self.run(&["runs", "list", "--output", "json"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        r.json()["runs"].as_array().map(Vec::len).unwrap_or(0)
+    }
+}
+
+/// The task with this key in a run document.
+pub fn task<'a>(run: &'a Value, key: &str) -> &'a Value {
+    run["tasks"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["key"] == key))
+        .unwrap_or_else(|| panic!("no task {key} in {run:#}"))
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn pid_alive(pid: i32) -> bool {
+    // A zombie still answers signal 0; look at /proc state too.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s.split_whitespace().nth(2).is_some_and(|st| st == "Z"),
+        Err(_) => false,
+    }
+}

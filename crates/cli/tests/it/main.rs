@@ -1,0 +1,10 @@
+//! Integration tests: real kfp-compiled pipelines run by the real binary.
+
+mod artifacts;
+mod bad_input;
+mod behaviour;
+mod common;
+mod containers;
+mod control;
+mod lifecycle;
+mod params;
