@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "switchyard", version, about = "Run Kubeflow Pipelines (KFP v2) pipelines and training jobs on this machine, Kubernetes or SageMaker")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Run Kubeflow Pipelines (KFP v2) pipelines and training jobs on this machine, Kubernetes or SageMaker"
+)]
 pub struct Cli {
     /// Data directory (store, logs, artifacts, environments).
     #[arg(long, env = "SWITCHYARD_HOME", global = true)]

@@ -22,13 +22,19 @@ impl Paths {
         let home = match home {
             Some(h) => h,
             None => {
-                let user = std::env::var_os("HOME").context("neither --home, SWITCHYARD_HOME nor HOME is set")?;
+                let user = std::env::var_os("HOME")
+                    .context("neither --home, SWITCHYARD_HOME nor HOME is set")?;
                 PathBuf::from(user).join(".switchyard")
             }
         };
-        std::fs::create_dir_all(&home).with_context(|| format!("cannot create data directory {}", home.display()))?;
-        let home = home.canonicalize().with_context(|| format!("cannot resolve {}", home.display()))?;
-        let venvs = std::env::var_os("SWITCHYARD_VENV_DIR").map(PathBuf::from).unwrap_or_else(|| home.join("venvs"));
+        std::fs::create_dir_all(&home)
+            .with_context(|| format!("cannot create data directory {}", home.display()))?;
+        let home = home
+            .canonicalize()
+            .with_context(|| format!("cannot resolve {}", home.display()))?;
+        let venvs = std::env::var_os("SWITCHYARD_VENV_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| home.join("venvs"));
         Ok(Paths {
             db: home.join("switchyard.db"),
             logs: home.join("logs"),
@@ -43,7 +49,10 @@ impl Paths {
             venv_dir: self.venvs.clone(),
             python: std::env::var("SWITCHYARD_PYTHON").unwrap_or_else(|_| "python3".into()),
             kill_grace: Duration::from_secs(
-                std::env::var("SWITCHYARD_KILL_GRACE_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10),
+                std::env::var("SWITCHYARD_KILL_GRACE_SECONDS")
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(10),
             ),
         }
     }

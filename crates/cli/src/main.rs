@@ -29,7 +29,10 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -56,10 +59,20 @@ async fn dispatch(cli: Cli) -> Result<i32> {
     let engine = Engine::new(store.clone(), backend, paths.logs.clone());
     match cli.command {
         Command::Run(args) => commands::run::run(&engine, &paths, args).await,
-        Command::Runs(RunsCommand::List { limit, output }) => commands::runs::list(store.as_ref(), limit, output).await,
-        Command::Runs(RunsCommand::Get { id, output }) => commands::runs::get(store.as_ref(), &id, output).await,
-        Command::Runs(RunsCommand::Cancel { id }) => commands::runs::cancel(store.as_ref(), &id).await,
-        Command::Runs(RunsCommand::Resume { id, display }) => commands::run::resume(&engine, &id, &display).await,
-        Command::Logs { run, task } => commands::logs::logs(store.as_ref(), &run, task.as_deref()).await,
+        Command::Runs(RunsCommand::List { limit, output }) => {
+            commands::runs::list(store.as_ref(), limit, output).await
+        }
+        Command::Runs(RunsCommand::Get { id, output }) => {
+            commands::runs::get(store.as_ref(), &id, output).await
+        }
+        Command::Runs(RunsCommand::Cancel { id }) => {
+            commands::runs::cancel(store.as_ref(), &id).await
+        }
+        Command::Runs(RunsCommand::Resume { id, display }) => {
+            commands::run::resume(&engine, &id, &display).await
+        }
+        Command::Logs { run, task } => {
+            commands::logs::logs(store.as_ref(), &run, task.as_deref()).await
+        }
     }
 }

@@ -66,7 +66,15 @@ pub async fn show(mut rx: UnboundedReceiver<Event>, display: Display) {
                     print(format!("[{key}] {line}"));
                 }
             }
-            Event::Task { key, kind, state, cached, attempt, error, .. } => {
+            Event::Task {
+                key,
+                kind,
+                state,
+                cached,
+                attempt,
+                error,
+                ..
+            } => {
                 let elapsed = started.get(&key).map(|s| s.elapsed());
                 if state == State::Running {
                     started.entry(key.clone()).or_insert_with(Instant::now);
@@ -79,24 +87,47 @@ pub async fn show(mut rx: UnboundedReceiver<Event>, display: Display) {
                                 b.enable_steady_tick(Duration::from_millis(120));
                                 b
                             });
-                            bar.set_message(if attempt > 0 { format!("running (retry {attempt})") } else { "running".into() });
+                            bar.set_message(if attempt > 0 {
+                                format!("running (retry {attempt})")
+                            } else {
+                                "running".into()
+                            });
                         } else {
-                            let retry = if attempt > 0 { format!(" (retry {attempt})") } else { String::new() };
-                            print(format!("{:>7.1}s  {key}  RUNNING{retry}", t0.elapsed().as_secs_f64()));
+                            let retry = if attempt > 0 {
+                                format!(" (retry {attempt})")
+                            } else {
+                                String::new()
+                            };
+                            print(format!(
+                                "{:>7.1}s  {key}  RUNNING{retry}",
+                                t0.elapsed().as_secs_f64()
+                            ));
                         }
                     }
                     continue;
                 }
-                let took = elapsed.map(|d| format!(" in {:.1}s", d.as_secs_f64())).unwrap_or_default();
-                let why = error.as_deref().map(|e| format!(": {}", first_line(e))).unwrap_or_default();
+                let took = elapsed
+                    .map(|d| format!(" in {:.1}s", d.as_secs_f64()))
+                    .unwrap_or_default();
+                let why = error
+                    .as_deref()
+                    .map(|e| format!(": {}", first_line(e)))
+                    .unwrap_or_default();
                 if let Some(bar) = bars.remove(&key) {
                     bar.finish_and_clear();
                     multi.remove(&bar);
                 }
                 if state == State::Skipped && kind != "container" && error.is_none() {
-                    print(format!("{:>7.1}s  {key}  condition false, skipped", t0.elapsed().as_secs_f64()));
+                    print(format!(
+                        "{:>7.1}s  {key}  condition false, skipped",
+                        t0.elapsed().as_secs_f64()
+                    ));
                 } else if kind == "container" || state != State::Succeeded {
-                    print(format!("{:>7.1}s  {key}  {}{took}{why}", t0.elapsed().as_secs_f64(), mark(state, cached)));
+                    print(format!(
+                        "{:>7.1}s  {key}  {}{took}{why}",
+                        t0.elapsed().as_secs_f64(),
+                        mark(state, cached)
+                    ));
                 }
             }
         }

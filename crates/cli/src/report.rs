@@ -101,7 +101,12 @@ pub fn run_text(run: &RunRecord, tasks: &[TaskRecord], history: &[Transition]) -
             _ => String::new(),
         };
         let extra = if t.cached { " (cached)" } else { "" };
-        s.push_str(&format!("    {:<40} {:<10} {:<9} {took}{extra}\n", t.task_key, t.state.as_str(), t.kind));
+        s.push_str(&format!(
+            "    {:<40} {:<10} {:<9} {took}{extra}\n",
+            t.task_key,
+            t.state.as_str(),
+            t.kind
+        ));
     }
     let run_hist: Vec<String> = history
         .iter()

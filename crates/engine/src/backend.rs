@@ -36,7 +36,10 @@ pub struct Job {
 pub enum JobOutcome {
     Succeeded,
     /// The job ran and failed; `message` is what to show the user.
-    Failed { exit_code: Option<i32>, message: String },
+    Failed {
+        exit_code: Option<i32>,
+        message: String,
+    },
     Canceled,
 }
 
@@ -60,5 +63,10 @@ pub type LogSink = Arc<dyn Fn(&str) + Send + Sync>;
 pub trait Backend: Send + Sync {
     /// Short name recorded with each task (`local`, `kubernetes`, `sagemaker`).
     fn name(&self) -> &'static str;
-    async fn run(&self, job: Job, logs: LogSink, cancel: CancellationToken) -> Result<JobOutcome, BackendError>;
+    async fn run(
+        &self,
+        job: Job,
+        logs: LogSink,
+        cancel: CancellationToken,
+    ) -> Result<JobOutcome, BackendError>;
 }

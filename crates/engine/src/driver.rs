@@ -60,12 +60,17 @@ pub(crate) struct Outcome {
 
 impl Outcome {
     fn ended(state: State, error: Option<String>) -> Self {
-        Outcome { state, outputs: Io::default(), error }
+        Outcome {
+            state,
+            outputs: Io::default(),
+            error,
+        }
     }
     /// Failed, canceled, or skipped because something upstream did not succeed:
     /// downstream tasks do not run (unless they ask to run after failures).
     fn bad(&self) -> bool {
-        matches!(self.state, State::Failed | State::Canceled) || (self.state == State::Skipped && self.error.is_some())
+        matches!(self.state, State::Failed | State::Canceled)
+            || (self.state == State::Skipped && self.error.is_some())
     }
 }
 
@@ -81,10 +86,16 @@ impl Scope {
         format!("{}{}", self.prefix, task)
     }
     fn child(key: &str) -> Scope {
-        Scope { prefix: format!("{key}/"), parent: Some(key.to_string()) }
+        Scope {
+            prefix: format!("{key}/"),
+            parent: Some(key.to_string()),
+        }
     }
     fn iteration(key: &str, i: usize) -> Scope {
-        Scope { prefix: format!("{key}[{i}]/"), parent: Some(key.to_string()) }
+        Scope {
+            prefix: format!("{key}[{i}]/"),
+            parent: Some(key.to_string()),
+        }
     }
 }
 
@@ -153,7 +164,13 @@ impl RunCtx {
     }
 
     /// Records a final state for a task and returns the matching outcome.
-    async fn finish(&self, rec: &mut TaskRecord, state: State, outputs: Io, error: Option<String>) -> Outcome {
+    async fn finish(
+        &self,
+        rec: &mut TaskRecord,
+        state: State,
+        outputs: Io,
+        error: Option<String>,
+    ) -> Outcome {
         rec.state = state;
         rec.error = error.clone();
         rec.finished_at = Some(Utc::now());
@@ -161,17 +178,32 @@ impl RunCtx {
             rec.outputs = Some(outputs.to_value());
         }
         if let Err(e) = self.save(rec).await {
-            return Outcome::ended(State::Failed, Some(format!("could not record task '{}': {e}", rec.task_key)));
+            return Outcome::ended(
+                State::Failed,
+                Some(format!("could not record task '{}': {e}", rec.task_key)),
+            );
         }
-        Outcome { state, outputs, error }
+        Outcome {
+            state,
+            outputs,
+            error,
+        }
     }
 }
 
 /// Runs one DAG component to the end and returns its outputs.
-pub(crate) fn run_dag(ctx: Arc<RunCtx>, scope: Scope, comp_name: String, inputs: Io) -> BoxFuture<'static, Outcome> {
+pub(crate) fn run_dag(
+    ctx: Arc<RunCtx>,
+    scope: Scope,
+    comp_name: String,
+    inputs: Io,
+) -> BoxFuture<'static, Outcome> {
     Box::pin(async move {
         let Some(dag) = ctx.component(&comp_name).and_then(|c| c.dag.as_ref()) else {
-            return Outcome::ended(State::Failed, Some(format!("component '{comp_name}' has no DAG")));
+            return Outcome::ended(
+                State::Failed,
+                Some(format!("component '{comp_name}' has no DAG")),
+            );
         };
         let inputs = Arc::new(inputs);
         let mut results: BTreeMap<String, Outcome> = BTreeMap::new();
@@ -189,21 +221,44 @@ pub(crate) fn run_dag(ctx: Arc<RunCtx>, scope: Scope, comp_name: String, inputs:
                     }
                     started.insert(name.clone());
                     progressed = true;
-                    let failed_up = ups.iter().find(|u| results.get(**u).is_some_and(Outcome::bad));
+                    let failed_up = ups
+                        .iter()
+                        .find(|u| results.get(**u).is_some_and(Outcome::bad));
                     if let (Some(up), false) = (failed_up, task.runs_after_upstream_failure()) {
                         let mut rec = ctx.new_record(&scope.key(name), name, &scope, "skipped");
-                        let msg = format!("not run: upstream task '{}' did not succeed", scope.key(up));
-                        let out = ctx.finish(&mut rec, State::Skipped, Io::default(), Some(msg)).await;
-                        results.insert(name.clone(), Outcome { state: State::Skipped, ..out });
+                        let msg =
+                            format!("not run: upstream task '{}' did not succeed", scope.key(up));
+                        let out = ctx
+                            .finish(&mut rec, State::Skipped, Io::default(), Some(msg))
+                            .await;
+                        results.insert(
+                            name.clone(),
+                            Outcome {
+                                state: State::Skipped,
+                                ..out
+                            },
+                        );
                         continue;
                     }
                     if ctx.cancel.is_cancelled() && !task.runs_after_upstream_failure() {
-                        results.insert(name.clone(), Outcome::ended(State::Canceled, Some("run canceled".into())));
+                        results.insert(
+                            name.clone(),
+                            Outcome::ended(State::Canceled, Some("run canceled".into())),
+                        );
                         continue;
                     }
-                    let upstream: BTreeMap<String, Outcome> =
-                        ups.iter().filter_map(|u| results.get(*u).map(|o| (u.to_string(), o.clone()))).collect();
-                    let fut = run_task(ctx.clone(), scope.clone(), inputs.clone(), comp_name.clone(), name.clone(), upstream);
+                    let upstream: BTreeMap<String, Outcome> = ups
+                        .iter()
+                        .filter_map(|u| results.get(*u).map(|o| (u.to_string(), o.clone())))
+                        .collect();
+                    let fut = run_task(
+                        ctx.clone(),
+                        scope.clone(),
+                        inputs.clone(),
+                        comp_name.clone(),
+                        name.clone(),
+                        upstream,
+                    );
                     let name = name.clone();
                     running.push(async move { (name, fut.await) });
                 }
@@ -222,11 +277,15 @@ pub(crate) fn run_dag(ctx: Arc<RunCtx>, scope: Scope, comp_name: String, inputs:
 /// A DAG's state and outputs from its tasks' outcomes.
 fn dag_outcome(ctx: &RunCtx, comp_name: &str, results: &BTreeMap<String, Outcome>) -> Outcome {
     let bad = results.iter().find(|(_, o)| o.state == State::Failed);
-    let canceled = results.values().any(|o| o.state == State::Canceled) || ctx.cancel.is_cancelled();
+    let canceled =
+        results.values().any(|o| o.state == State::Canceled) || ctx.cancel.is_cancelled();
     let dag = ctx.component(comp_name).and_then(|c| c.dag.as_ref());
     if let Some((name, o)) = bad {
         // Leaf errors already name their full task key; pass them up unchanged.
-        let msg = o.error.clone().unwrap_or_else(|| format!("task '{name}' failed"));
+        let msg = o
+            .error
+            .clone()
+            .unwrap_or_else(|| format!("task '{name}' failed"));
         return Outcome::ended(State::Failed, Some(msg));
     }
     if canceled {
@@ -235,15 +294,18 @@ fn dag_outcome(ctx: &RunCtx, comp_name: &str, results: &BTreeMap<String, Outcome
     let mut outputs = Io::default();
     if let Some(dag) = dag {
         for (name, sel) in &dag.outputs.parameters {
-            let selectors: Vec<(&str, &str)> = match (&sel.value_from_parameter, &sel.value_from_oneof) {
-                (Some(p), _) => vec![(p.producer_subtask.as_str(), p.output_parameter_key.as_str())],
-                (None, Some(o)) => o
-                    .parameter_selectors
-                    .iter()
-                    .map(|s| (s.producer_subtask.as_str(), s.output_parameter_key.as_str()))
-                    .collect(),
-                _ => vec![],
-            };
+            let selectors: Vec<(&str, &str)> =
+                match (&sel.value_from_parameter, &sel.value_from_oneof) {
+                    (Some(p), _) => {
+                        vec![(p.producer_subtask.as_str(), p.output_parameter_key.as_str())]
+                    }
+                    (None, Some(o)) => o
+                        .parameter_selectors
+                        .iter()
+                        .map(|s| (s.producer_subtask.as_str(), s.output_parameter_key.as_str()))
+                        .collect(),
+                    _ => vec![],
+                };
             let value = selectors.iter().find_map(|(task, key)| {
                 results
                     .get(*task)
@@ -266,7 +328,11 @@ fn dag_outcome(ctx: &RunCtx, comp_name: &str, results: &BTreeMap<String, Outcome
             }
         }
     }
-    Outcome { state: State::Succeeded, outputs, error: None }
+    Outcome {
+        state: State::Succeeded,
+        outputs,
+        error: None,
+    }
 }
 
 /// Runs one task of a DAG: resolves its inputs, checks its condition, then
@@ -281,13 +347,20 @@ fn run_task(
 ) -> BoxFuture<'static, Outcome> {
     Box::pin(async move {
         let key = scope.key(&name);
-        let Some(task) = ctx.component(&dag_comp).and_then(|c| c.dag.as_ref()).and_then(|d| d.tasks.get(&name)).cloned()
+        let Some(task) = ctx
+            .component(&dag_comp)
+            .and_then(|c| c.dag.as_ref())
+            .and_then(|d| d.tasks.get(&name))
+            .cloned()
         else {
             return Outcome::ended(State::Failed, Some(format!("task '{key}' not found")));
         };
         let comp_name = task.component_ref.name.clone();
         let Some(comp) = ctx.component(&comp_name).cloned() else {
-            return Outcome::ended(State::Failed, Some(format!("task '{key}': component '{comp_name}' not found")));
+            return Outcome::ended(
+                State::Failed,
+                Some(format!("task '{key}': component '{comp_name}' not found")),
+            );
         };
         let kind = if task.parameter_iterator.is_some() || task.artifact_iterator.is_some() {
             "loop"
@@ -301,19 +374,38 @@ fn run_task(
             Ok(i) => i,
             Err(e) => {
                 let msg = format!("task '{key}': {e}");
-                ctx.failures.lock().map(|mut f| f.push((key.clone(), msg.clone()))).ok();
-                return ctx.finish(&mut rec, State::Failed, Io::default(), Some(msg)).await;
+                ctx.failures
+                    .lock()
+                    .map(|mut f| f.push((key.clone(), msg.clone())))
+                    .ok();
+                return ctx
+                    .finish(&mut rec, State::Failed, Io::default(), Some(msg))
+                    .await;
             }
         };
         rec.inputs = Some(inputs.to_value());
-        if let Some(cond) = task.trigger_policy.as_ref().and_then(|t| t.condition.as_deref()).filter(|c| !c.is_empty()) {
+        if let Some(cond) = task
+            .trigger_policy
+            .as_ref()
+            .and_then(|t| t.condition.as_deref())
+            .filter(|c| !c.is_empty())
+        {
             match eval_condition(cond, &inputs.parameters) {
                 Ok(true) => {}
-                Ok(false) => return ctx.finish(&mut rec, State::Skipped, Io::default(), None).await,
+                Ok(false) => {
+                    return ctx
+                        .finish(&mut rec, State::Skipped, Io::default(), None)
+                        .await
+                }
                 Err(e) => {
                     let msg = format!("task '{key}': {e}");
-                    ctx.failures.lock().map(|mut f| f.push((key.clone(), msg.clone()))).ok();
-                    return ctx.finish(&mut rec, State::Failed, Io::default(), Some(msg)).await;
+                    ctx.failures
+                        .lock()
+                        .map(|mut f| f.push((key.clone(), msg.clone())))
+                        .ok();
+                    return ctx
+                        .finish(&mut rec, State::Failed, Io::default(), Some(msg))
+                        .await;
                 }
             }
         }
@@ -328,7 +420,8 @@ fn run_task(
             "loop" => run_loop(&ctx, &key, &task, &comp_name, &comp, inputs, rec).await,
             "dag" => {
                 let out = run_dag(ctx.clone(), Scope::child(&key), comp_name, inputs).await;
-                ctx.finish(&mut rec, out.state, out.outputs, out.error).await
+                ctx.finish(&mut rec, out.state, out.outputs, out.error)
+                    .await
             }
             _ => run_executor(&ctx, &key, &task, &comp, inputs, rec).await,
         }
@@ -362,9 +455,18 @@ fn resolve_inputs(
         } else if let Some(t) = &p.task_output_parameter {
             let o = upstream.get(&t.producer_task);
             match o {
-                Some(o) if o.state == State::Succeeded => Some(o.outputs.parameters.get(&t.output_parameter_key).cloned().ok_or_else(|| {
-                    format!("input '{pname}': task '{}' did not produce output '{}'", t.producer_task, t.output_parameter_key)
-                })?),
+                Some(o) if o.state == State::Succeeded => Some(
+                    o.outputs
+                        .parameters
+                        .get(&t.output_parameter_key)
+                        .cloned()
+                        .ok_or_else(|| {
+                            format!(
+                                "input '{pname}': task '{}' did not produce output '{}'",
+                                t.producer_task, t.output_parameter_key
+                            )
+                        })?,
+                ),
                 _ => None,
             }
         } else if let Some(rv) = &p.runtime_value {
@@ -398,7 +500,9 @@ fn resolve_inputs(
             dag_inputs.artifacts.get(src).cloned()
         } else if let Some(t) = &a.task_output_artifact {
             match upstream.get(&t.producer_task) {
-                Some(o) if o.state == State::Succeeded => o.outputs.artifacts.get(&t.output_artifact_key).cloned(),
+                Some(o) if o.state == State::Succeeded => {
+                    o.outputs.artifacts.get(&t.output_artifact_key).cloned()
+                }
                 _ => None,
             }
         } else {
@@ -413,9 +517,13 @@ fn resolve_inputs(
             continue;
         }
         if let Some(d) = &def.default_value {
-            let v = normalize(def.parameter_type, d.clone()).map_err(|e| format!("default of input '{pname}': {e}"))?;
+            let v = normalize(def.parameter_type, d.clone())
+                .map_err(|e| format!("default of input '{pname}': {e}"))?;
             io.parameters.insert(pname.clone(), v);
-        } else if comp.executor_label.is_some() && !def.is_optional && task.parameter_iterator.is_none() {
+        } else if comp.executor_label.is_some()
+            && !def.is_optional
+            && task.parameter_iterator.is_none()
+        {
             return Err(format!(
                 "required input '{pname}' has no value (its producer was skipped or produced nothing)"
             ));
@@ -424,7 +532,9 @@ fn resolve_inputs(
     if comp.executor_label.is_some() {
         for (aname, def) in &comp.input_definitions.artifacts {
             if !io.artifacts.contains_key(aname) && !def.is_optional {
-                return Err(format!("required input artifact '{aname}' has no value (its producer was skipped)"));
+                return Err(format!(
+                    "required input artifact '{aname}' has no value (its producer was skipped)"
+                ));
             }
         }
     }
@@ -452,22 +562,35 @@ async fn run_loop(
         } else {
             let name = it.items.input_parameter.clone().unwrap_or_default();
             match inputs.parameters.get(&name) {
-                Some(Value::String(s)) => serde_json::from_str::<Value>(s)
-                    .map_err(|_| format!("loop input '{name}' is a string that is not a JSON list: {s}")),
+                Some(Value::String(s)) => serde_json::from_str::<Value>(s).map_err(|_| {
+                    format!("loop input '{name}' is a string that is not a JSON list: {s}")
+                }),
                 Some(v) => Ok(v.clone()),
                 None => Err(format!("loop input '{name}' has no value")),
             }
         };
         list.and_then(|l| match l {
-            Value::Array(a) => Ok(a.into_iter().map(|v| Item::Param(it.item_input.clone(), v)).collect()),
+            Value::Array(a) => Ok(a
+                .into_iter()
+                .map(|v| Item::Param(it.item_input.clone(), v))
+                .collect()),
             other => Err(format!("ParallelFor items must be a list, got {other}")),
         })
     } else if let Some(it) = &task.artifact_iterator {
         inputs
             .artifacts
             .get(&it.items.input_artifact)
-            .map(|l| l.iter().map(|a| Item::Art(it.item_input.clone(), a.clone())).collect())
-            .ok_or_else(|| format!("loop input artifact '{}' has no value", it.items.input_artifact))
+            .map(|l| {
+                l.iter()
+                    .map(|a| Item::Art(it.item_input.clone(), a.clone()))
+                    .collect()
+            })
+            .ok_or_else(|| {
+                format!(
+                    "loop input artifact '{}' has no value",
+                    it.items.input_artifact
+                )
+            })
     } else {
         Ok(vec![])
     };
@@ -475,12 +598,25 @@ async fn run_loop(
         Ok(i) => i,
         Err(e) => {
             let msg = format!("task '{key}': {e}");
-            ctx.failures.lock().map(|mut f| f.push((key.to_string(), msg.clone()))).ok();
-            return ctx.finish(&mut rec, State::Failed, Io::default(), Some(msg)).await;
+            ctx.failures
+                .lock()
+                .map(|mut f| f.push((key.to_string(), msg.clone())))
+                .ok();
+            return ctx
+                .finish(&mut rec, State::Failed, Io::default(), Some(msg))
+                .await;
         }
     };
-    let limit = task.iterator_policy.as_ref().map(|p| p.parallelism_limit as usize).unwrap_or(0);
-    let gate = Arc::new(Semaphore::new(if limit == 0 { Semaphore::MAX_PERMITS } else { limit }));
+    let limit = task
+        .iterator_policy
+        .as_ref()
+        .map(|p| p.parallelism_limit as usize)
+        .unwrap_or(0);
+    let gate = Arc::new(Semaphore::new(if limit == 0 {
+        Semaphore::MAX_PERMITS
+    } else {
+        limit
+    }));
     let mut iterations = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         let mut it_inputs = inputs.clone();
@@ -492,28 +628,57 @@ async fn run_loop(
                 it_inputs.artifacts.insert(name, vec![a]);
             }
         }
-        let (ctx, gate, comp_name, scope) = (ctx.clone(), gate.clone(), comp_name.to_string(), Scope::iteration(key, i));
+        let (ctx, gate, comp_name, scope) = (
+            ctx.clone(),
+            gate.clone(),
+            comp_name.to_string(),
+            Scope::iteration(key, i),
+        );
         iterations.push(async move {
             let _permit = gate.acquire_owned().await;
             run_dag(ctx, scope, comp_name, it_inputs).await
         });
     }
     let outcomes = futures::future::join_all(iterations).await;
-    if let Some((i, o)) = outcomes.iter().enumerate().find(|(_, o)| o.state == State::Failed) {
-        let msg = o.error.clone().unwrap_or_else(|| format!("iteration {i} failed"));
-        return ctx.finish(&mut rec, State::Failed, Io::default(), Some(msg)).await;
+    if let Some((i, o)) = outcomes
+        .iter()
+        .enumerate()
+        .find(|(_, o)| o.state == State::Failed)
+    {
+        let msg = o
+            .error
+            .clone()
+            .unwrap_or_else(|| format!("iteration {i} failed"));
+        return ctx
+            .finish(&mut rec, State::Failed, Io::default(), Some(msg))
+            .await;
     }
     if outcomes.iter().any(|o| o.state == State::Canceled) || ctx.cancel.is_cancelled() {
-        return ctx.finish(&mut rec, State::Canceled, Io::default(), Some("run canceled".into())).await;
+        return ctx
+            .finish(
+                &mut rec,
+                State::Canceled,
+                Io::default(),
+                Some("run canceled".into()),
+            )
+            .await;
     }
     let mut outputs = Io::default();
     if let Some(dag) = &comp.dag {
         for name in dag.outputs.parameters.keys() {
-            let list: Vec<Value> = outcomes.iter().filter_map(|o| o.outputs.parameters.get(name).cloned()).collect();
+            let list: Vec<Value> = outcomes
+                .iter()
+                .filter_map(|o| o.outputs.parameters.get(name).cloned())
+                .collect();
             outputs.parameters.insert(name.clone(), Value::Array(list));
         }
         for name in dag.outputs.artifacts.keys() {
-            let list: Vec<Artifact> = outcomes.iter().filter_map(|o| o.outputs.artifacts.get(name)).flatten().cloned().collect();
+            let list: Vec<Artifact> = outcomes
+                .iter()
+                .filter_map(|o| o.outputs.artifacts.get(name))
+                .flatten()
+                .cloned()
+                .collect();
             outputs.artifacts.insert(name.clone(), list);
         }
     }
@@ -521,11 +686,20 @@ async fn run_loop(
 }
 
 /// A container or importer task.
-async fn run_executor(ctx: &Arc<RunCtx>, key: &str, task: &TaskSpec, comp: &ComponentSpec, inputs: Io, mut rec: TaskRecord) -> Outcome {
+async fn run_executor(
+    ctx: &Arc<RunCtx>,
+    key: &str,
+    task: &TaskSpec,
+    comp: &ComponentSpec,
+    inputs: Io,
+    mut rec: TaskRecord,
+) -> Outcome {
     let label = comp.executor_label.clone().unwrap_or_default();
     let Some(exec) = ctx.spec.deployment_spec.executors.get(&label).cloned() else {
         let msg = format!("task '{key}': executor '{label}' not found");
-        return ctx.finish(&mut rec, State::Failed, Io::default(), Some(msg)).await;
+        return ctx
+            .finish(&mut rec, State::Failed, Io::default(), Some(msg))
+            .await;
     };
     if let Some(imp) = &exec.importer {
         rec.kind = "importer".into();
@@ -533,29 +707,51 @@ async fn run_executor(ctx: &Arc<RunCtx>, key: &str, task: &TaskSpec, comp: &Comp
     }
     let Some(container) = exec.container else {
         let msg = format!("task '{key}': executor '{label}' has no container");
-        return ctx.finish(&mut rec, State::Failed, Io::default(), Some(msg)).await;
+        return ctx
+            .finish(&mut rec, State::Failed, Io::default(), Some(msg))
+            .await;
     };
     match run_container(ctx, key, task, comp, &container, inputs, &mut rec).await {
         Ok(o) => o,
         Err(msg) => {
             let msg = format!("task '{key}': {msg}");
-            ctx.failures.lock().map(|mut f| f.push((key.to_string(), msg.clone()))).ok();
-            ctx.finish(&mut rec, State::Failed, Io::default(), Some(msg)).await
+            ctx.failures
+                .lock()
+                .map(|mut f| f.push((key.to_string(), msg.clone())))
+                .ok();
+            ctx.finish(&mut rec, State::Failed, Io::default(), Some(msg))
+                .await
         }
     }
 }
 
-async fn run_importer(ctx: &Arc<RunCtx>, key: &str, imp: &ImporterSpec, inputs: &Io, mut rec: TaskRecord) -> Outcome {
+async fn run_importer(
+    ctx: &Arc<RunCtx>,
+    key: &str,
+    imp: &ImporterSpec,
+    inputs: &Io,
+    mut rec: TaskRecord,
+) -> Outcome {
     let uri = if let Some(c) = imp.artifact_uri.get("constant") {
         c.as_str().map(str::to_string)
-    } else if let Some(p) = imp.artifact_uri.get("runtimeParameter").and_then(Value::as_str) {
-        inputs.parameters.get(p).and_then(Value::as_str).map(str::to_string)
+    } else if let Some(p) = imp
+        .artifact_uri
+        .get("runtimeParameter")
+        .and_then(Value::as_str)
+    {
+        inputs
+            .parameters
+            .get(p)
+            .and_then(Value::as_str)
+            .map(str::to_string)
     } else {
         None
     };
     let Some(uri) = uri else {
         let msg = format!("task '{key}': importer has no artifact URI");
-        return ctx.finish(&mut rec, State::Failed, Io::default(), Some(msg)).await;
+        return ctx
+            .finish(&mut rec, State::Failed, Io::default(), Some(msg))
+            .await;
     };
     let mut outputs = Io::default();
     outputs.artifacts.insert(
@@ -603,13 +799,28 @@ async fn run_container(
                         error: None,
                         at: Utc::now(),
                     });
-                    return Ok(Outcome { state: State::Succeeded, outputs: io, error: None });
+                    return Ok(Outcome {
+                        state: State::Succeeded,
+                        outputs: io,
+                        error: None,
+                    });
                 }
             }
         }
     }
-    let caching = ctx.cache && task.caching_options.as_ref().is_some_and(|c| c.enable_cache);
-    let fp = fingerprint(comp, container, &inputs, task.caching_options.as_ref().and_then(|c| c.cache_key.as_deref()));
+    let caching = ctx.cache
+        && task
+            .caching_options
+            .as_ref()
+            .is_some_and(|c| c.enable_cache);
+    let fp = fingerprint(
+        comp,
+        container,
+        &inputs,
+        task.caching_options
+            .as_ref()
+            .and_then(|c| c.cache_key.as_deref()),
+    );
     rec.fingerprint = Some(fp.clone());
     if caching {
         if let Ok(Some(hit)) = ctx.store.get_cache(&fp).await {
@@ -623,7 +834,8 @@ async fn run_container(
 
     let task_dir = ctx.run_dir.join(key_dir(key));
     let param_dir = task_dir.join(".params");
-    std::fs::create_dir_all(&param_dir).map_err(|e| format!("cannot create {}: {e}", param_dir.display()))?;
+    std::fs::create_dir_all(&param_dir)
+        .map_err(|e| format!("cannot create {}: {e}", param_dir.display()))?;
     let mut outputs = Io::default();
     for (name, def) in &comp.output_definitions.artifacts {
         let uri = task_dir.join(name).to_string_lossy().into_owned();
@@ -639,9 +851,15 @@ async fn run_container(
     }
     let mut output_files = Map::new();
     for name in comp.output_definitions.parameters.keys() {
-        output_files.insert(name.clone(), Value::String(param_dir.join(name).to_string_lossy().into_owned()));
+        output_files.insert(
+            name.clone(),
+            Value::String(param_dir.join(name).to_string_lossy().into_owned()),
+        );
     }
-    let exec_output = task_dir.join("executor_output.json").to_string_lossy().into_owned();
+    let exec_output = task_dir
+        .join("executor_output.json")
+        .to_string_lossy()
+        .into_owned();
     let executor_input = executor_input_json(&inputs, &outputs, &output_files, &exec_output);
     let executor_input_text = executor_input.to_string();
     let job_name = format!("{}/{}", ctx.pipeline_name, ctx.run_id);
@@ -663,9 +881,14 @@ async fn run_container(
     if argv.is_empty() {
         return Err("the container has no command".into());
     }
-    let env: BTreeMap<String, String> = container.env.iter().map(|e| (e.name.clone(), e.value.clone())).collect();
+    let env: BTreeMap<String, String> = container
+        .env
+        .iter()
+        .map(|e| (e.name.clone(), e.value.clone()))
+        .collect();
 
-    std::fs::create_dir_all(&ctx.logs_dir).map_err(|e| format!("cannot create {}: {e}", ctx.logs_dir.display()))?;
+    std::fs::create_dir_all(&ctx.logs_dir)
+        .map_err(|e| format!("cannot create {}: {e}", ctx.logs_dir.display()))?;
     let log_path = ctx.logs_dir.join(format!("{}.log", key_dir(key)));
     rec.log_path = Some(log_path.to_string_lossy().into_owned());
     let log_file = Arc::new(Mutex::new(
@@ -677,7 +900,12 @@ async fn run_container(
     ));
     let tail: Arc<Mutex<std::collections::VecDeque<String>>> = Arc::default();
     let sink: LogSink = {
-        let (events, key, tail, log_file) = (ctx.events.clone(), key.to_string(), tail.clone(), log_file.clone());
+        let (events, key, tail, log_file) = (
+            ctx.events.clone(),
+            key.to_string(),
+            tail.clone(),
+            log_file.clone(),
+        );
         Arc::new(move |line: &str| {
             use std::io::Write;
             if let Ok(mut f) = log_file.lock() {
@@ -689,7 +917,10 @@ async fn run_container(
                 }
                 t.push_back(line.to_string());
             }
-            let _ = events.send(Event::Log { key: key.clone(), line: line.to_string() });
+            let _ = events.send(Event::Log {
+                key: key.clone(),
+                line: line.to_string(),
+            });
         })
     };
 
@@ -697,7 +928,14 @@ async fn run_container(
     let mut attempt: u32 = 0;
     loop {
         if ctx.cancel.is_cancelled() {
-            return Ok(ctx.finish(rec, State::Canceled, Io::default(), Some("run canceled".into())).await);
+            return Ok(ctx
+                .finish(
+                    rec,
+                    State::Canceled,
+                    Io::default(),
+                    Some("run canceled".into()),
+                )
+                .await);
         }
         // Leftovers of an earlier attempt must not be read as this one's outputs.
         let _ = std::fs::remove_file(&exec_output);
@@ -723,7 +961,10 @@ async fn run_container(
             work_dir: task_dir.clone(),
             resources: container.resources.clone(),
         };
-        let result = ctx.backend.run(job, sink.clone(), ctx.cancel.child_token()).await;
+        let result = ctx
+            .backend
+            .run(job, sink.clone(), ctx.cancel.child_token())
+            .await;
         drop(permit);
         let (message, retryable) = match result {
             Ok(JobOutcome::Succeeded) => {
@@ -744,14 +985,28 @@ async fn run_container(
                 return Ok(out);
             }
             Ok(JobOutcome::Canceled) => {
-                return Ok(ctx.finish(rec, State::Canceled, Io::default(), Some("run canceled".into())).await);
+                return Ok(ctx
+                    .finish(
+                        rec,
+                        State::Canceled,
+                        Io::default(),
+                        Some("run canceled".into()),
+                    )
+                    .await);
             }
             Ok(JobOutcome::Failed { message, .. }) => (message, true),
             Err(BackendError::Retryable(m)) => (m, true),
             Err(BackendError::Permanent(m)) => (m, false),
         };
-        let tail_text = tail.lock().map(|t| t.iter().cloned().collect::<Vec<_>>().join("\n")).unwrap_or_default();
-        let full = if tail_text.is_empty() { message } else { format!("{message}; last output:\n{tail_text}") };
+        let tail_text = tail
+            .lock()
+            .map(|t| t.iter().cloned().collect::<Vec<_>>().join("\n"))
+            .unwrap_or_default();
+        let full = if tail_text.is_empty() {
+            message
+        } else {
+            format!("{message}; last output:\n{tail_text}")
+        };
         if retryable && attempt < retry.max_retry_count {
             attempt += 1;
             let wait = backoff(&retry, attempt);
@@ -773,19 +1028,36 @@ async fn run_container(
 }
 
 /// The executor input document (`{{$}}`), as KFP's launcher builds it.
-fn executor_input_json(inputs: &Io, outputs: &Io, output_files: &Map<String, Value>, exec_output: &str) -> Value {
+fn executor_input_json(
+    inputs: &Io,
+    outputs: &Io,
+    output_files: &Map<String, Value>,
+    exec_output: &str,
+) -> Value {
     let in_arts: Map<String, Value> = inputs
         .artifacts
         .iter()
-        .map(|(k, l)| (k.clone(), json!({"artifacts": l.iter().map(Artifact::to_executor_json).collect::<Vec<_>>()})))
+        .map(|(k, l)| {
+            (
+                k.clone(),
+                json!({"artifacts": l.iter().map(Artifact::to_executor_json).collect::<Vec<_>>()}),
+            )
+        })
         .collect();
     let out_arts: Map<String, Value> = outputs
         .artifacts
         .iter()
-        .map(|(k, l)| (k.clone(), json!({"artifacts": l.iter().map(Artifact::to_executor_json).collect::<Vec<_>>()})))
+        .map(|(k, l)| {
+            (
+                k.clone(),
+                json!({"artifacts": l.iter().map(Artifact::to_executor_json).collect::<Vec<_>>()}),
+            )
+        })
         .collect();
-    let out_params: Map<String, Value> =
-        output_files.iter().map(|(k, f)| (k.clone(), json!({"outputFile": f}))).collect();
+    let out_params: Map<String, Value> = output_files
+        .iter()
+        .map(|(k, f)| (k.clone(), json!({"outputFile": f})))
+        .collect();
     json!({
         "inputs": {"parameterValues": inputs.parameters, "artifacts": in_arts},
         "outputs": {"parameters": out_params, "artifacts": out_arts, "outputFile": exec_output},
@@ -794,19 +1066,38 @@ fn executor_input_json(inputs: &Io, outputs: &Io, output_files: &Map<String, Val
 
 /// Reads what a finished container produced: the executor output file wins, then
 /// each parameter's own output file, converted by declared type.
-fn collect_outputs(comp: &ComponentSpec, mut outputs: Io, output_files: &Map<String, Value>, exec_output: &str) -> Result<Io, String> {
+fn collect_outputs(
+    comp: &ComponentSpec,
+    mut outputs: Io,
+    output_files: &Map<String, Value>,
+    exec_output: &str,
+) -> Result<Io, String> {
     let exec: Option<Value> = match std::fs::read_to_string(exec_output) {
-        Ok(text) if !text.trim().is_empty() => {
-            Some(serde_json::from_str(&text).map_err(|e| format!("executor output {exec_output} is not JSON: {e}"))?)
-        }
+        Ok(text) if !text.trim().is_empty() => Some(
+            serde_json::from_str(&text)
+                .map_err(|e| format!("executor output {exec_output} is not JSON: {e}"))?,
+        ),
         _ => None,
     };
     for (name, def) in &comp.output_definitions.parameters {
-        let from_exec = exec.as_ref().and_then(|e| e.get("parameterValues")).and_then(|p| p.get(name)).cloned();
+        let from_exec = exec
+            .as_ref()
+            .and_then(|e| e.get("parameterValues"))
+            .and_then(|p| p.get(name))
+            .cloned();
         let value = match from_exec {
-            Some(v) => Some(normalize(def.parameter_type, v).map_err(|e| format!("output '{name}': {e}"))?),
-            None => match output_files.get(name).and_then(Value::as_str).map(std::fs::read_to_string) {
-                Some(Ok(text)) => Some(from_output_file(def.parameter_type, &text).map_err(|e| format!("output '{name}': {e}"))?),
+            Some(v) => Some(
+                normalize(def.parameter_type, v).map_err(|e| format!("output '{name}': {e}"))?,
+            ),
+            None => match output_files
+                .get(name)
+                .and_then(Value::as_str)
+                .map(std::fs::read_to_string)
+            {
+                Some(Ok(text)) => Some(
+                    from_output_file(def.parameter_type, &text)
+                        .map_err(|e| format!("output '{name}': {e}"))?,
+                ),
                 _ => None,
             },
         };
@@ -814,12 +1105,26 @@ fn collect_outputs(comp: &ComponentSpec, mut outputs: Io, output_files: &Map<Str
             outputs.parameters.insert(name.clone(), v);
         }
     }
-    if let Some(arts) = exec.as_ref().and_then(|e| e.get("artifacts")).and_then(Value::as_object) {
+    if let Some(arts) = exec
+        .as_ref()
+        .and_then(|e| e.get("artifacts"))
+        .and_then(Value::as_object)
+    {
         for (name, v) in arts {
-            let Some(first) = v.get("artifacts").and_then(Value::as_array).and_then(|a| a.first()) else { continue };
+            let Some(first) = v
+                .get("artifacts")
+                .and_then(Value::as_array)
+                .and_then(|a| a.first())
+            else {
+                continue;
+            };
             if let Some(list) = outputs.artifacts.get_mut(name) {
                 if let Some(a) = list.first_mut() {
-                    if let Some(uri) = first.get("uri").and_then(Value::as_str).filter(|u| !u.is_empty()) {
+                    if let Some(uri) = first
+                        .get("uri")
+                        .and_then(Value::as_str)
+                        .filter(|u| !u.is_empty())
+                    {
                         a.uri = uri.to_string();
                     }
                     if let Some(m) = first.get("metadata").and_then(Value::as_object) {

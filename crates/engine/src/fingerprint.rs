@@ -13,7 +13,11 @@ fn canonical(v: &Value) -> Value {
         Value::Object(m) => {
             let mut keys: Vec<&String> = m.keys().collect();
             keys.sort();
-            Value::Object(keys.into_iter().map(|k| (k.clone(), canonical(&m[k]))).collect())
+            Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), canonical(&m[k])))
+                    .collect(),
+            )
         }
         Value::Array(a) => Value::Array(a.iter().map(canonical).collect()),
         other => other.clone(),
@@ -23,7 +27,12 @@ fn canonical(v: &Value) -> Value {
 /// The fingerprint of one container task: component interface, container (image,
 /// command, args, env), resolved input parameters, input artifacts (URI and
 /// metadata) and the user's cache key if any. Outputs paths are not part of it.
-pub fn fingerprint(component: &ComponentSpec, container: &ContainerSpec, inputs: &Io, cache_key: Option<&str>) -> String {
+pub fn fingerprint(
+    component: &ComponentSpec,
+    container: &ContainerSpec,
+    inputs: &Io,
+    cache_key: Option<&str>,
+) -> String {
     let artifacts: Value = inputs
         .artifacts
         .iter()

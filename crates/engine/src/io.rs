@@ -28,7 +28,10 @@ pub struct ArtifactTypeJson {
 
 impl From<&ArtifactType> for ArtifactTypeJson {
     fn from(t: &ArtifactType) -> Self {
-        ArtifactTypeJson { schema_title: t.schema_title.clone(), schema_version: t.schema_version.clone() }
+        ArtifactTypeJson {
+            schema_title: t.schema_title.clone(),
+            schema_version: t.schema_version.clone(),
+        }
     }
 }
 
@@ -51,7 +54,11 @@ impl Artifact {
 
 /// KFP's mapping from artifact URI to the path a component sees.
 pub fn uri_to_path(uri: &str) -> String {
-    for (prefix, mount) in [("gs://", "/gcs/"), ("s3://", "/s3/"), ("minio://", "/minio/")] {
+    for (prefix, mount) in [
+        ("gs://", "/gcs/"),
+        ("s3://", "/s3/"),
+        ("minio://", "/minio/"),
+    ] {
         if let Some(rest) = uri.strip_prefix(prefix) {
             return format!("{mount}{rest}");
         }
@@ -82,8 +89,15 @@ impl Io {
     pub fn to_user_json(&self) -> Value {
         let mut out = self.parameters.clone();
         for (k, arts) in &self.artifacts {
-            let items: Vec<Value> = arts.iter().map(|a| json!({"uri": a.uri, "metadata": a.metadata})).collect();
-            let v = if items.len() == 1 { items.into_iter().next().unwrap_or(Value::Null) } else { Value::Array(items) };
+            let items: Vec<Value> = arts
+                .iter()
+                .map(|a| json!({"uri": a.uri, "metadata": a.metadata}))
+                .collect();
+            let v = if items.len() == 1 {
+                items.into_iter().next().unwrap_or(Value::Null)
+            } else {
+                Value::Array(items)
+            };
             out.insert(k.clone(), v);
         }
         Value::Object(out)

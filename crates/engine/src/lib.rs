@@ -42,7 +42,11 @@ pub enum EngineError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("run {id} cannot be {action}: {reason}")]
-    State { id: String, action: &'static str, reason: String },
+    State {
+        id: String,
+        action: &'static str,
+        reason: String,
+    },
     #[error("the stored pipeline of run {id} cannot be read: {reason}")]
     StoredSpec { id: String, reason: String },
 }
@@ -69,7 +73,11 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(store: Arc<dyn RunStore>, backend: Arc<dyn Backend>, logs_dir: PathBuf) -> Self {
-        Engine { store, backend, logs_dir }
+        Engine {
+            store,
+            backend,
+            logs_dir,
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn RunStore> {
@@ -92,12 +100,16 @@ impl Engine {
             pipeline.spec.pipeline_info.name.clone()
         };
         let id = uuid::Uuid::new_v4().to_string();
-        let spec_text = serde_json::to_string(&pipeline.spec).map_err(|e| EngineError::StoredSpec {
-            id: id.clone(),
-            reason: e.to_string(),
-        })?;
+        let spec_text =
+            serde_json::to_string(&pipeline.spec).map_err(|e| EngineError::StoredSpec {
+                id: id.clone(),
+                reason: e.to_string(),
+            })?;
         let run = RunRecord {
-            display_name: opts.display_name.clone().unwrap_or_else(|| format!("{name}-{}", &id[..8])),
+            display_name: opts
+                .display_name
+                .clone()
+                .unwrap_or_else(|| format!("{name}-{}", &id[..8])),
             pipeline_name: name,
             state: State::Pending,
             spec: spec_text,
@@ -128,7 +140,13 @@ impl Engine {
     ) -> Result<RunRecord, EngineError> {
         let run = self.store.get_run(run_id).await?;
         let from: &[State] = if resume {
-            &[State::Running, State::Failed, State::Canceled, State::Canceling, State::Pending]
+            &[
+                State::Running,
+                State::Failed,
+                State::Canceled,
+                State::Canceling,
+                State::Pending,
+            ]
         } else {
             &[State::Pending]
         };
@@ -138,7 +156,11 @@ impl Engine {
                 &run.id,
                 from,
                 State::Running,
-                RunUpdate { started_at: Some(Utc::now()), reset: resume, ..Default::default() },
+                RunUpdate {
+                    started_at: Some(Utc::now()),
+                    reset: resume,
+                    ..Default::default()
+                },
             )
             .await?;
         if !started {
@@ -148,18 +170,36 @@ impl Engine {
                 reason: format!("it is {}", self.store.get_run(&run.id).await?.state),
             });
         }
-        self.store.set_owner(&run.id, Some(std::process::id())).await?;
-        let spec_value: Value = serde_json::from_str(&run.spec)
-            .map_err(|e| EngineError::StoredSpec { id: run.id.clone(), reason: e.to_string() })?;
+        self.store
+            .set_owner(&run.id, Some(std::process::id()))
+            .await?;
+        let spec_value: Value =
+            serde_json::from_str(&run.spec).map_err(|e| EngineError::StoredSpec {
+                id: run.id.clone(),
+                reason: e.to_string(),
+            })?;
         let spec = switchyard_spec::parse::from_value(spec_value)?;
-        let parallelism = run.options.get("parallelism").and_then(Value::as_u64).unwrap_or(1).max(1) as usize;
-        let cache = run.options.get("cache").and_then(Value::as_bool).unwrap_or(true);
+        let parallelism = run
+            .options
+            .get("parallelism")
+            .and_then(Value::as_u64)
+            .unwrap_or(1)
+            .max(1) as usize;
+        let cache = run
+            .options
+            .get("cache")
+            .and_then(Value::as_bool)
+            .unwrap_or(true);
         let ctx = Arc::new(driver::RunCtx {
             run_id: run.id.clone(),
             pipeline_name: run.pipeline_name.clone(),
-            run_dir: PathBuf::from(&run.pipeline_root).join(&run.pipeline_name).join(&run.id),
+            run_dir: PathBuf::from(&run.pipeline_root)
+                .join(&run.pipeline_name)
+                .join(&run.id),
             pipeline_root: run.pipeline_root.clone(),
-            created_at: run.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            created_at: run
+                .created_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             logs_dir: self.logs_dir.join(&run.id),
             spec,
             cache,
@@ -175,7 +215,12 @@ impl Engine {
         // Another process (`switchyard runs cancel`, the server) asks through the store.
         let stop = CancellationToken::new();
         let watcher = {
-            let (store, id, cancel, stop) = (self.store.clone(), run.id.clone(), cancel.clone(), stop.clone());
+            let (store, id, cancel, stop) = (
+                self.store.clone(),
+                run.id.clone(),
+                cancel.clone(),
+                stop.clone(),
+            );
             tokio::spawn(async move {
                 loop {
                     tokio::select! {
@@ -189,7 +234,14 @@ impl Engine {
                         }
                     }
                 }
-                let _ = store.transition_run(&id, &[State::Running], State::Canceling, RunUpdate::default()).await;
+                let _ = store
+                    .transition_run(
+                        &id,
+                        &[State::Running],
+                        State::Canceling,
+                        RunUpdate::default(),
+                    )
+                    .await;
             })
         };
 
@@ -198,7 +250,10 @@ impl Engine {
             ctx.clone(),
             driver::Scope::default(),
             "root".into(),
-            Io { parameters: params, ..Default::default() },
+            Io {
+                parameters: params,
+                ..Default::default()
+            },
         )
         .await;
         let (state, error) = if cancel.is_cancelled() {
@@ -209,8 +264,10 @@ impl Engine {
                 s => {
                     let failures = ctx.failures.lock().map(|f| f.clone()).unwrap_or_default();
                     let msg = match failures.split_first() {
-                        Some(((_, first), rest)) if rest.is_empty() => first.clone(),
-                        Some(((_, first), rest)) => format!("{first} (and {} more failed tasks)", rest.len()),
+                        Some(((_, first), [])) => first.clone(),
+                        Some(((_, first), rest)) => {
+                            format!("{first} (and {} more failed tasks)", rest.len())
+                        }
                         None => outcome.error.clone().unwrap_or_else(|| "run failed".into()),
                     };
                     (s, Some(msg))
@@ -225,7 +282,12 @@ impl Engine {
                 &run.id,
                 &[State::Running, State::Canceling],
                 state,
-                RunUpdate { outputs, error, finished_at: Some(Utc::now()), ..Default::default() },
+                RunUpdate {
+                    outputs,
+                    error,
+                    finished_at: Some(Utc::now()),
+                    ..Default::default()
+                },
             )
             .await?;
         self.store.set_owner(&run.id, None).await?;

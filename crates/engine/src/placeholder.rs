@@ -39,7 +39,9 @@ fn structured(s: &str) -> Option<Value> {
         return None;
     }
     match serde_json::from_str::<Value>(s) {
-        Ok(v @ Value::Object(_)) if v.get("Concat").is_some() || v.get("IfPresent").is_some() => Some(v),
+        Ok(v @ Value::Object(_)) if v.get("Concat").is_some() || v.get("IfPresent").is_some() => {
+            Some(v)
+        }
         _ => None,
     }
 }
@@ -63,7 +65,9 @@ fn resolve_structured(v: &Value, ctx: &PlaceholderContext<'_>) -> Result<Vec<Str
         }
         Value::Object(m) => {
             if let Some(parts) = m.get("Concat") {
-                let parts = parts.as_array().ok_or("Concat placeholder must hold a list")?;
+                let parts = parts
+                    .as_array()
+                    .ok_or("Concat placeholder must hold a list")?;
                 let mut joined = String::new();
                 for p in parts {
                     joined.push_str(&resolve_structured(p, ctx)?.concat());
@@ -74,8 +78,13 @@ fn resolve_structured(v: &Value, ctx: &PlaceholderContext<'_>) -> Result<Vec<Str
                     .get("InputName")
                     .and_then(Value::as_str)
                     .ok_or("IfPresent placeholder needs an InputName")?;
-                let present = ctx.inputs.parameters.contains_key(name) || ctx.inputs.artifacts.contains_key(name);
-                let branch = if present { ip.get("Then") } else { ip.get("Else") };
+                let present = ctx.inputs.parameters.contains_key(name)
+                    || ctx.inputs.artifacts.contains_key(name);
+                let branch = if present {
+                    ip.get("Then")
+                } else {
+                    ip.get("Else")
+                };
                 match branch {
                     None | Some(Value::Null) => Ok(vec![]),
                     Some(b) => resolve_structured(b, ctx),
@@ -98,7 +107,9 @@ fn substitute(s: &str, ctx: &PlaceholderContext<'_>) -> Result<String, String> {
     while let Some(start) = rest.find("{{$") {
         out.push_str(&rest[..start]);
         let after = &rest[start..];
-        let end = after.find("}}").ok_or_else(|| format!("unterminated placeholder in '{s}'"))?;
+        let end = after
+            .find("}}")
+            .ok_or_else(|| format!("unterminated placeholder in '{s}'"))?;
         let inner = &after[3..end];
         out.push_str(&resolve_placeholder(inner, ctx)?);
         rest = &after[end + 2..];
@@ -114,7 +125,9 @@ fn resolve_placeholder(inner: &str, ctx: &PlaceholderContext<'_>) -> Result<Stri
         "" => return Ok(ctx.executor_input.to_string()),
         ".outputs.output_file" => return Ok(ctx.executor_output_file.to_string()),
         ".pipeline_job_name" => return Ok(ctx.pipeline_job_name.to_string()),
-        ".pipeline_job_uuid" | ".pipeline_job_resource_name" => return Ok(ctx.pipeline_job_uuid.to_string()),
+        ".pipeline_job_uuid" | ".pipeline_job_resource_name" => {
+            return Ok(ctx.pipeline_job_uuid.to_string())
+        }
         ".pipeline_task_name" => return Ok(ctx.pipeline_task_name.to_string()),
         ".pipeline_task_uuid" => return Ok(ctx.pipeline_task_uuid.to_string()),
         ".pipeline_root" => return Ok(ctx.pipeline_root.to_string()),
@@ -123,7 +136,8 @@ fn resolve_placeholder(inner: &str, ctx: &PlaceholderContext<'_>) -> Result<Stri
         }
         _ => {}
     }
-    let (section, name, tail) = split_named(inner).ok_or_else(|| format!("unsupported placeholder {full}"))?;
+    let (section, name, tail) =
+        split_named(inner).ok_or_else(|| format!("unsupported placeholder {full}"))?;
     match (section, tail) {
         (".inputs.parameters", "") => ctx
             .inputs
@@ -175,7 +189,11 @@ mod tests {
     use crate::io::{Artifact, ArtifactTypeJson};
     use serde_json::json;
 
-    fn ctx_with<'a>(inputs: &'a Io, outputs: &'a Io, files: &'a serde_json::Map<String, Value>) -> PlaceholderContext<'a> {
+    fn ctx_with<'a>(
+        inputs: &'a Io,
+        outputs: &'a Io,
+        files: &'a serde_json::Map<String, Value>,
+    ) -> PlaceholderContext<'a> {
         PlaceholderContext {
             inputs,
             outputs,
@@ -229,7 +247,17 @@ mod tests {
         assert_eq!(
             argv,
             vec![
-                "{\"inputs\":{}}", "--n=3", "/s3/b/k", "s3://b/k", "{\"rows\":2}", "2", "/t/o", "a-hi-b", "--no-m", "--s", "hi",
+                "{\"inputs\":{}}",
+                "--n=3",
+                "/s3/b/k",
+                "s3://b/k",
+                "{\"rows\":2}",
+                "2",
+                "/t/o",
+                "a-hi-b",
+                "--no-m",
+                "--s",
+                "hi",
                 "demo/train"
             ]
         );
@@ -238,7 +266,11 @@ mod tests {
     #[test]
     fn missing_input_is_an_error_naming_it() {
         let (i, o, f) = (Io::default(), Io::default(), serde_json::Map::new());
-        let err = resolve_all(&["{{$.inputs.parameters['x']}}".into()], &ctx_with(&i, &o, &f)).unwrap_err();
+        let err = resolve_all(
+            &["{{$.inputs.parameters['x']}}".into()],
+            &ctx_with(&i, &o, &f),
+        )
+        .unwrap_err();
         assert!(err.contains("'x'"), "{err}");
         let err = resolve_all(&["{{$.bogus}}".into()], &ctx_with(&i, &o, &f)).unwrap_err();
         assert!(err.contains("unsupported placeholder"), "{err}");

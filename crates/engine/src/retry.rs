@@ -26,7 +26,11 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
 /// The wait before retry number `retry` (1-based): backoff × factor^(retry-1),
 /// capped by the maximum (default one hour, as in KFP).
 pub fn backoff(policy: &RetryPolicy, retry: u32) -> Duration {
-    let base = policy.backoff_duration.as_deref().and_then(parse_duration).unwrap_or(Duration::ZERO);
+    let base = policy
+        .backoff_duration
+        .as_deref()
+        .and_then(parse_duration)
+        .unwrap_or(Duration::ZERO);
     let factor = policy.backoff_factor.unwrap_or(2.0).max(1.0);
     let max = policy
         .backoff_max_duration

@@ -43,7 +43,12 @@ impl Backend for LocalBackend {
         "local"
     }
 
-    async fn run(&self, job: Job, logs: LogSink, cancel: CancellationToken) -> Result<JobOutcome, BackendError> {
+    async fn run(
+        &self,
+        job: Job,
+        logs: LogSink,
+        cancel: CancellationToken,
+    ) -> Result<JobOutcome, BackendError> {
         let mut argv = job.argv.clone();
         let mut env = job.env.clone();
         let mut remove_env: Vec<&str> = Vec::new();
@@ -55,10 +60,25 @@ impl Backend for LocalBackend {
             argv = plan.program_argv;
             let path = std::env::var("PATH").unwrap_or_default();
             env.insert("PATH".into(), format!("{}:{path}", bin.display()));
-            env.insert("VIRTUAL_ENV".into(), bin.parent().map(|p| p.display().to_string()).unwrap_or_default());
-            env.entry("PYTHONUNBUFFERED".into()).or_insert_with(|| "1".into());
+            env.insert(
+                "VIRTUAL_ENV".into(),
+                bin.parent()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            );
+            env.entry("PYTHONUNBUFFERED".into())
+                .or_insert_with(|| "1".into());
             remove_env.extend(["PYTHONPATH", "PYTHONHOME"]);
         }
-        process::run_process(&argv, &env, &remove_env, &job.work_dir, logs, cancel, self.config.kill_grace).await
+        process::run_process(
+            &argv,
+            &env,
+            &remove_env,
+            &job.work_dir,
+            logs,
+            cancel,
+            self.config.kill_grace,
+        )
+        .await
     }
 }

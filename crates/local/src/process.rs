@@ -95,15 +95,26 @@ pub async fn run_process(
             } else {
                 use std::os::unix::process::ExitStatusExt;
                 match (status.code(), status.signal()) {
-                    (Some(code), _) => JobOutcome::Failed { exit_code: Some(code), message: format!("exited with code {code}") },
-                    (None, Some(sig)) => {
-                        JobOutcome::Failed { exit_code: Some(128 + sig), message: format!("killed by signal {sig}") }
-                    }
-                    _ => JobOutcome::Failed { exit_code: None, message: "ended abnormally".into() },
+                    (Some(code), _) => JobOutcome::Failed {
+                        exit_code: Some(code),
+                        message: format!("exited with code {code}"),
+                    },
+                    (None, Some(sig)) => JobOutcome::Failed {
+                        exit_code: Some(128 + sig),
+                        message: format!("killed by signal {sig}"),
+                    },
+                    _ => JobOutcome::Failed {
+                        exit_code: None,
+                        message: "ended abnormally".into(),
+                    },
                 }
             }
         }
-        Some(Err(e)) => return Err(BackendError::Retryable(format!("lost track of process {pid}: {e}"))),
+        Some(Err(e)) => {
+            return Err(BackendError::Retryable(format!(
+                "lost track of process {pid}: {e}"
+            )))
+        }
         None => {
             signal_group(pid, Signal::SIGTERM);
             if tokio::time::timeout(grace, child.wait()).await.is_err() {

@@ -39,14 +39,22 @@ impl KfpPythonComponent {
         }
         let mut installs = Vec::new();
         for segment in script.split("&&") {
-            let Some(at) = segment.find("pip install") else { continue };
+            let Some(at) = segment.find("pip install") else {
+                continue;
+            };
             let words = shlex::split(&segment[at + "pip install".len()..])?;
-            let args: Vec<String> = words.into_iter().filter(|w| !DROP_OPTS.contains(&w.as_str())).collect();
+            let args: Vec<String> = words
+                .into_iter()
+                .filter(|w| !DROP_OPTS.contains(&w.as_str()))
+                .collect();
             if !args.is_empty() {
                 installs.push(args);
             }
         }
-        Some(KfpPythonComponent { pip_installs: installs, program_argv: argv[3..].to_vec() })
+        Some(KfpPythonComponent {
+            pip_installs: installs,
+            program_argv: argv[3..].to_vec(),
+        })
     }
 
     /// The cache key: interpreter plus the exact install recipe.
@@ -65,28 +73,49 @@ impl KfpPythonComponent {
 }
 
 fn run_logged(cmd: &mut Command, what: &str, logs: &LogSink) -> Result<(), String> {
-    let out = cmd.output().map_err(|e| format!("{what}: cannot start: {e}"))?;
+    let out = cmd
+        .output()
+        .map_err(|e| format!("{what}: cannot start: {e}"))?;
     if out.status.success() {
         return Ok(());
     }
     let text = String::from_utf8_lossy(&out.stderr);
-    for line in text.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev() {
+    for line in text
+        .lines()
+        .rev()
+        .take(15)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+    {
         logs(line);
     }
-    Err(format!("{what} failed ({}): {}", out.status, text.lines().last().unwrap_or("").trim()))
+    Err(format!(
+        "{what} failed ({}): {}",
+        out.status,
+        text.lines().last().unwrap_or("").trim()
+    ))
 }
 
 /// Returns the `bin` directory of the environment for this component, creating it
 /// under a file lock if it does not exist yet (so concurrent tasks and processes
 /// build it once).
-pub async fn ensure(config: &LocalConfig, comp: &KfpPythonComponent, logs: LogSink) -> Result<PathBuf, String> {
+pub async fn ensure(
+    config: &LocalConfig,
+    comp: &KfpPythonComponent,
+    logs: LogSink,
+) -> Result<PathBuf, String> {
     let (config, comp) = (config.clone(), comp.clone());
     tokio::task::spawn_blocking(move || ensure_blocking(&config, &comp, &logs))
         .await
         .map_err(|e| format!("environment setup panicked: {e}"))?
 }
 
-fn ensure_blocking(config: &LocalConfig, comp: &KfpPythonComponent, logs: &LogSink) -> Result<PathBuf, String> {
+fn ensure_blocking(
+    config: &LocalConfig,
+    comp: &KfpPythonComponent,
+    logs: &LogSink,
+) -> Result<PathBuf, String> {
     let key = comp.key(&config.python);
     let dir = config.venv_dir.join(&key);
     let marker = dir.join(".switchyard-complete");
@@ -94,26 +123,45 @@ fn ensure_blocking(config: &LocalConfig, comp: &KfpPythonComponent, logs: &LogSi
     if marker.exists() {
         return Ok(bin);
     }
-    fs::create_dir_all(&config.venv_dir).map_err(|e| format!("cannot create {}: {e}", config.venv_dir.display()))?;
+    fs::create_dir_all(&config.venv_dir)
+        .map_err(|e| format!("cannot create {}: {e}", config.venv_dir.display()))?;
     let lock_path = config.venv_dir.join(format!("{key}.lock"));
-    let lock = File::create(&lock_path).map_err(|e| format!("cannot create {}: {e}", lock_path.display()))?;
-    lock.lock().map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
+    let lock = File::create(&lock_path)
+        .map_err(|e| format!("cannot create {}: {e}", lock_path.display()))?;
+    lock.lock()
+        .map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
     if marker.exists() {
         return Ok(bin);
     }
     build(config, comp, &dir, logs).inspect_err(|_| {
         let _ = fs::remove_dir_all(&dir);
     })?;
-    fs::write(&marker, comp.pip_installs.iter().map(|i| i.join(" ")).collect::<Vec<_>>().join("\n"))
-        .map_err(|e| format!("cannot write {}: {e}", marker.display()))?;
+    fs::write(
+        &marker,
+        comp.pip_installs
+            .iter()
+            .map(|i| i.join(" "))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+    .map_err(|e| format!("cannot write {}: {e}", marker.display()))?;
     Ok(bin)
 }
 
-fn build(config: &LocalConfig, comp: &KfpPythonComponent, dir: &Path, logs: &LogSink) -> Result<(), String> {
+fn build(
+    config: &LocalConfig,
+    comp: &KfpPythonComponent,
+    dir: &Path,
+    logs: &LogSink,
+) -> Result<(), String> {
     if dir.exists() {
-        fs::remove_dir_all(dir).map_err(|e| format!("cannot clear half-built environment {}: {e}", dir.display()))?;
+        fs::remove_dir_all(dir)
+            .map_err(|e| format!("cannot clear half-built environment {}: {e}", dir.display()))?;
     }
-    logs(&format!("[switchyard] creating Python environment {} (once per package set)", dir.display()));
+    logs(&format!(
+        "[switchyard] creating Python environment {} (once per package set)",
+        dir.display()
+    ));
     run_logged(
         Command::new(&config.python).args(["-m", "venv"]).arg(dir),
         &format!("creating a virtual environment with '{}'", config.python),
@@ -124,7 +172,13 @@ fn build(config: &LocalConfig, comp: &KfpPythonComponent, dir: &Path, logs: &Log
         logs(&format!("[switchyard] pip install {}", install.join(" ")));
         run_logged(
             Command::new(&py)
-                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                ])
                 .args(install)
                 .env("PIP_DISABLE_PIP_VERSION_CHECK", "1"),
             "installing the component's packages",
@@ -141,24 +195,50 @@ mod tests {
     #[test]
     fn detects_the_sdk_preamble() {
         let script = "\nif ! [ -x \"$(command -v pip)\" ]; then\n    python3 -m ensurepip\nfi\n\nPIP_DISABLE_PIP_VERSION_CHECK=1 python3 -m pip install --quiet --no-warn-script-location 'kfp==2.17.3' '--no-deps' 'typing-extensions>=3.7.4,<5; python_version<\"3.9\"'  &&  python3 -m pip install --quiet --no-warn-script-location 'numpy' && \"$0\" \"$@\"\n";
-        let argv: Vec<String> =
-            ["sh", "-c", script, "sh", "-ec", "prog", "src", "--executor_input", "{}"].iter().map(|s| s.to_string()).collect();
+        let argv: Vec<String> = [
+            "sh",
+            "-c",
+            script,
+            "sh",
+            "-ec",
+            "prog",
+            "src",
+            "--executor_input",
+            "{}",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let c = KfpPythonComponent::detect(&argv).unwrap();
         assert_eq!(
             c.pip_installs,
             vec![
-                vec!["kfp==2.17.3".to_string(), "--no-deps".into(), "typing-extensions>=3.7.4,<5; python_version<\"3.9\"".into()],
+                vec![
+                    "kfp==2.17.3".to_string(),
+                    "--no-deps".into(),
+                    "typing-extensions>=3.7.4,<5; python_version<\"3.9\"".into()
+                ],
                 vec!["numpy".to_string()],
             ]
         );
         assert_eq!(c.program_argv[0], "sh");
         assert_eq!(c.program_argv.len(), 6);
-        assert_ne!(c.key("python3"), KfpPythonComponent { pip_installs: vec![], ..c.clone() }.key("python3"));
+        assert_ne!(
+            c.key("python3"),
+            KfpPythonComponent {
+                pip_installs: vec![],
+                ..c.clone()
+            }
+            .key("python3")
+        );
     }
 
     #[test]
     fn leaves_other_commands_alone() {
-        let argv: Vec<String> = ["sh", "-c", "echo hi", "x"].iter().map(|s| s.to_string()).collect();
+        let argv: Vec<String> = ["sh", "-c", "echo hi", "x"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         assert!(KfpPythonComponent::detect(&argv).is_none());
     }
 }

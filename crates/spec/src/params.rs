@@ -17,7 +17,12 @@ pub fn parse_cli_value(ty: ParameterType, raw: &str) -> Result<Value, String> {
             let t = raw.trim();
             t.parse::<i64>()
                 .ok()
-                .or_else(|| t.parse::<f64>().ok().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64))
+                .or_else(|| {
+                    t.parse::<f64>()
+                        .ok()
+                        .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                        .map(|f| f as i64)
+                })
                 .map(Value::from)
                 .ok_or_else(|| format!("expected an integer, got '{raw}'"))
         }
@@ -39,9 +44,14 @@ pub fn parse_cli_value(ty: ParameterType, raw: &str) -> Result<Value, String> {
         },
         ParameterType::Struct => match serde_json::from_str::<Value>(raw) {
             Ok(v @ Value::Object(_)) => Ok(v),
-            _ => Err(format!("expected a JSON object such as {{\"a\": 1}}, got '{raw}'")),
+            _ => Err(format!(
+                "expected a JSON object such as {{\"a\": 1}}, got '{raw}'"
+            )),
         },
-        other => Err(format!("a {} parameter cannot be set from the command line", other.user_name())),
+        other => Err(format!(
+            "a {} parameter cannot be set from the command line",
+            other.user_name()
+        )),
     }
 }
 
@@ -119,21 +129,34 @@ pub fn resolve_pipeline_parameters(
             } else {
                 defs.keys().cloned().collect::<Vec<_>>().join(", ")
             };
-            return Err(SpecError::UnknownParameter { name: name.clone(), known });
+            return Err(SpecError::UnknownParameter {
+                name: name.clone(),
+                known,
+            });
         }
     }
     let mut out = Map::new();
     for (name, def) in defs {
         let value = match given.get(name) {
             Some(Value::String(raw)) if def.parameter_type != ParameterType::String => {
-                parse_cli_value(def.parameter_type, raw)
-                    .map_err(|message| SpecError::BadValue { name: name.clone(), message })?
+                parse_cli_value(def.parameter_type, raw).map_err(|message| SpecError::BadValue {
+                    name: name.clone(),
+                    message,
+                })?
             }
-            Some(v) => normalize(def.parameter_type, v.clone())
-                .map_err(|message| SpecError::BadValue { name: name.clone(), message })?,
+            Some(v) => {
+                normalize(def.parameter_type, v.clone()).map_err(|message| SpecError::BadValue {
+                    name: name.clone(),
+                    message,
+                })?
+            }
             None => match &def.default_value {
-                Some(d) => normalize(def.parameter_type, d.clone())
-                    .map_err(|message| SpecError::BadValue { name: name.clone(), message })?,
+                Some(d) => normalize(def.parameter_type, d.clone()).map_err(|message| {
+                    SpecError::BadValue {
+                        name: name.clone(),
+                        message,
+                    }
+                })?,
                 None if def.is_optional => continue,
                 None => {
                     return Err(SpecError::MissingParameter {
@@ -155,23 +178,47 @@ mod tests {
 
     #[test]
     fn cli_values_by_type() {
-        assert_eq!(parse_cli_value(ParameterType::NumberInteger, "3").unwrap(), json!(3));
+        assert_eq!(
+            parse_cli_value(ParameterType::NumberInteger, "3").unwrap(),
+            json!(3)
+        );
         assert!(parse_cli_value(ParameterType::NumberInteger, "abc").is_err());
         assert!(parse_cli_value(ParameterType::NumberInteger, "2.5").is_err());
-        assert_eq!(parse_cli_value(ParameterType::NumberDouble, "2.5").unwrap(), json!(2.5));
-        assert_eq!(parse_cli_value(ParameterType::Boolean, "True").unwrap(), json!(true));
+        assert_eq!(
+            parse_cli_value(ParameterType::NumberDouble, "2.5").unwrap(),
+            json!(2.5)
+        );
+        assert_eq!(
+            parse_cli_value(ParameterType::Boolean, "True").unwrap(),
+            json!(true)
+        );
         assert!(parse_cli_value(ParameterType::Boolean, "maybe").is_err());
-        assert_eq!(parse_cli_value(ParameterType::List, "[1,2]").unwrap(), json!([1, 2]));
+        assert_eq!(
+            parse_cli_value(ParameterType::List, "[1,2]").unwrap(),
+            json!([1, 2])
+        );
         assert!(parse_cli_value(ParameterType::List, "{}").is_err());
-        assert_eq!(parse_cli_value(ParameterType::Struct, "{\"a\":1}").unwrap(), json!({"a":1}));
-        assert_eq!(parse_cli_value(ParameterType::String, " x ").unwrap(), json!(" x "));
+        assert_eq!(
+            parse_cli_value(ParameterType::Struct, "{\"a\":1}").unwrap(),
+            json!({"a":1})
+        );
+        assert_eq!(
+            parse_cli_value(ParameterType::String, " x ").unwrap(),
+            json!(" x ")
+        );
     }
 
     #[test]
     fn normalize_integers_stored_as_doubles() {
-        assert_eq!(normalize(ParameterType::NumberInteger, json!(2.0)).unwrap(), json!(2));
+        assert_eq!(
+            normalize(ParameterType::NumberInteger, json!(2.0)).unwrap(),
+            json!(2)
+        );
         assert!(normalize(ParameterType::NumberInteger, json!(2.5)).is_err());
-        assert_eq!(normalize(ParameterType::NumberDouble, json!(2)).unwrap(), json!(2.0));
+        assert_eq!(
+            normalize(ParameterType::NumberDouble, json!(2)).unwrap(),
+            json!(2.0)
+        );
         assert!(normalize(ParameterType::Boolean, json!(1)).is_err());
     }
 

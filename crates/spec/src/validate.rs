@@ -49,10 +49,14 @@ fn check_component(
 
 fn check_executor(spec: &PipelineSpec, comp: &str, label: &str) -> Result<(), SpecError> {
     let place = format!("component '{comp}'");
-    let exec = spec.deployment_spec.executors.get(label).ok_or_else(|| SpecError::Invalid {
-        place: place.clone(),
-        message: format!("executorLabel '{label}' is not defined in deploymentSpec.executors"),
-    })?;
+    let exec = spec
+        .deployment_spec
+        .executors
+        .get(label)
+        .ok_or_else(|| SpecError::Invalid {
+            place: place.clone(),
+            message: format!("executorLabel '{label}' is not defined in deploymentSpec.executors"),
+        })?;
     if exec.resolver.is_some() {
         return Err(SpecError::Unsupported {
             place: format!("executor '{label}'"),
@@ -84,13 +88,23 @@ fn check_dag(
     visiting: &mut Vec<String>,
     done: &mut BTreeSet<String>,
 ) -> Result<(), SpecError> {
-    let dag_place = if comp_name == "root" { "root DAG".to_string() } else { format!("DAG of '{comp_name}'") };
+    let dag_place = if comp_name == "root" {
+        "root DAG".to_string()
+    } else {
+        format!("DAG of '{comp_name}'")
+    };
     for (key, task) in &dag.tasks {
         let place = format!("{dag_place}, task '{key}'");
-        let child = spec.components.get(&task.component_ref.name).ok_or_else(|| SpecError::Invalid {
-            place: place.clone(),
-            message: format!("componentRef '{}' is not defined in `components`", task.component_ref.name),
-        })?;
+        let child = spec
+            .components
+            .get(&task.component_ref.name)
+            .ok_or_else(|| SpecError::Invalid {
+                place: place.clone(),
+                message: format!(
+                    "componentRef '{}' is not defined in `components`",
+                    task.component_ref.name
+                ),
+            })?;
         for up in task.upstream() {
             if !dag.tasks.contains_key(up) {
                 return Err(SpecError::Invalid {
@@ -104,7 +118,9 @@ fn check_dag(
                 if !comp.input_definitions.parameters.contains_key(src) {
                     return Err(SpecError::Invalid {
                         place: format!("{place}, input '{pname}'"),
-                        message: format!("reads component input '{src}', which '{comp_name}' does not declare"),
+                        message: format!(
+                            "reads component input '{src}', which '{comp_name}' does not declare"
+                        ),
                     });
                 }
             }
@@ -123,11 +139,15 @@ fn check_dag(
             if it.items.raw.is_none() && it.items.input_parameter.is_none() {
                 return Err(SpecError::Invalid {
                     place,
-                    message: "parameterIterator has neither `items.raw` nor `items.inputParameter`".into(),
+                    message: "parameterIterator has neither `items.raw` nor `items.inputParameter`"
+                        .into(),
                 });
             }
             if let Some(raw) = &it.items.raw {
-                if !matches!(serde_json::from_str::<serde_json::Value>(raw), Ok(serde_json::Value::Array(_))) {
+                if !matches!(
+                    serde_json::from_str::<serde_json::Value>(raw),
+                    Ok(serde_json::Value::Array(_))
+                ) {
                     return Err(SpecError::Invalid {
                         place,
                         message: format!("parameterIterator items.raw is not a JSON list: {raw}"),
@@ -140,7 +160,11 @@ fn check_dag(
     for (out, sel) in &dag.outputs.parameters {
         let producers: Vec<&str> = match (&sel.value_from_parameter, &sel.value_from_oneof) {
             (Some(p), _) => vec![p.producer_subtask.as_str()],
-            (None, Some(o)) => o.parameter_selectors.iter().map(|s| s.producer_subtask.as_str()).collect(),
+            (None, Some(o)) => o
+                .parameter_selectors
+                .iter()
+                .map(|s| s.producer_subtask.as_str())
+                .collect(),
             (None, None) => vec![],
         };
         for p in producers {
@@ -157,13 +181,19 @@ fn check_dag(
             if !dag.tasks.contains_key(&s.producer_subtask) {
                 return Err(SpecError::Invalid {
                     place: format!("{dag_place}, output artifact '{out}'"),
-                    message: format!("selects from task '{}', which is not in the DAG", s.producer_subtask),
+                    message: format!(
+                        "selects from task '{}', which is not in the DAG",
+                        s.producer_subtask
+                    ),
                 });
             }
         }
     }
     if let Some(cycle) = find_cycle(dag) {
-        return Err(SpecError::Cycle { dag: dag_place, cycle });
+        return Err(SpecError::Cycle {
+            dag: dag_place,
+            cycle,
+        });
     }
     Ok(())
 }

@@ -18,7 +18,10 @@ pub enum StoreError {
     #[error("failed to open the store at {path}: {source}")]
     Open { path: String, source: sqlx::Error },
     #[error("store operation '{op}' failed: {source}")]
-    Query { op: &'static str, source: sqlx::Error },
+    Query {
+        op: &'static str,
+        source: sqlx::Error,
+    },
     #[error("stored record is corrupt ({what}): {message}")]
     Corrupt { what: String, message: String },
     #[error("no run with id '{0}'")]
@@ -39,7 +42,13 @@ pub trait RunStore: Send + Sync {
     async fn list_runs(&self, limit: u32) -> Result<Vec<RunRecord>>;
     /// Moves a run to `to` only if it is in one of `from` (empty = any state);
     /// returns false when the guard did not match (somebody else moved it first).
-    async fn transition_run(&self, id: &str, from: &[State], to: State, update: RunUpdate) -> Result<bool>;
+    async fn transition_run(
+        &self,
+        id: &str,
+        from: &[State],
+        to: State,
+        update: RunUpdate,
+    ) -> Result<bool>;
     async fn set_owner(&self, id: &str, pid: Option<u32>) -> Result<()>;
     async fn request_cancel(&self, id: &str) -> Result<()>;
     async fn cancel_requested(&self, id: &str) -> Result<bool>;

@@ -36,7 +36,10 @@ impl State {
 
     /// Final states never change again (except by an explicit resume).
     pub fn is_final(self) -> bool {
-        matches!(self, State::Succeeded | State::Skipped | State::Failed | State::Canceled)
+        matches!(
+            self,
+            State::Succeeded | State::Skipped | State::Failed | State::Canceled
+        )
     }
 }
 

@@ -11,10 +11,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, SqlitePool};
 
-use crate::{CacheEntry, Result, RunRecord, RunStore, RunUpdate, State, StoreError, TaskRecord, Transition};
+use crate::{
+    CacheEntry, Result, RunRecord, RunStore, RunUpdate, State, StoreError, TaskRecord, Transition,
+};
 
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
 
@@ -36,18 +40,29 @@ fn parse_ts(s: Option<String>, what: &str) -> Result<Option<DateTime<Utc>>> {
     s.map(|s| {
         DateTime::parse_from_rfc3339(&s)
             .map(|d| d.with_timezone(&Utc))
-            .map_err(|e| StoreError::Corrupt { what: what.to_string(), message: e.to_string() })
+            .map_err(|e| StoreError::Corrupt {
+                what: what.to_string(),
+                message: e.to_string(),
+            })
     })
     .transpose()
 }
 
 fn parse_json(s: Option<String>, what: &str) -> Result<Option<Value>> {
-    s.map(|s| serde_json::from_str(&s).map_err(|e| StoreError::Corrupt { what: what.to_string(), message: e.to_string() }))
-        .transpose()
+    s.map(|s| {
+        serde_json::from_str(&s).map_err(|e| StoreError::Corrupt {
+            what: what.to_string(),
+            message: e.to_string(),
+        })
+    })
+    .transpose()
 }
 
 fn parse_state(s: &str, what: &str) -> Result<State> {
-    State::from_str(s).map_err(|message| StoreError::Corrupt { what: what.to_string(), message })
+    State::from_str(s).map_err(|message| StoreError::Corrupt {
+        what: what.to_string(),
+        message,
+    })
 }
 
 impl SqliteStore {
@@ -64,7 +79,10 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(opts)
             .await
-            .map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+            .map_err(|source| StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
         let store = SqliteStore { pool };
         store.migrate().await?;
         Ok(store)
@@ -76,22 +94,28 @@ impl SqliteStore {
             .await
             .map_err(q("migrate"))?;
         for (version, sql) in MIGRATIONS {
-            let applied: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
-                .bind(version)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(q("migrate"))?;
+            let applied: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
+                    .bind(version)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(q("migrate"))?;
             if applied.is_some() {
                 continue;
             }
             let mut tx = self.pool.begin().await.map_err(q("migrate"))?;
-            sqlx::query("INSERT OR IGNORE INTO schema_migrations (version, applied_at) VALUES (?, ?)")
-                .bind(version)
-                .bind(ts(&Utc::now()))
+            sqlx::query(
+                "INSERT OR IGNORE INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+            )
+            .bind(version)
+            .bind(ts(&Utc::now()))
+            .execute(&mut *tx)
+            .await
+            .map_err(q("migrate"))?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
                 .execute(&mut *tx)
                 .await
                 .map_err(q("migrate"))?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(*sql)).execute(&mut *tx).await.map_err(q("migrate"))?;
             tx.commit().await.map_err(q("migrate"))?;
         }
         Ok(())
@@ -224,7 +248,13 @@ impl RunStore for SqliteStore {
         rows.iter().map(Self::run_from_row).collect()
     }
 
-    async fn transition_run(&self, id: &str, from: &[State], to: State, update: RunUpdate) -> Result<bool> {
+    async fn transition_run(
+        &self,
+        id: &str,
+        from: &[State],
+        to: State,
+        update: RunUpdate,
+    ) -> Result<bool> {
         let now = Utc::now();
         let guard: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
         let guard_json = serde_json::to_string(&guard).unwrap_or_else(|_| "[]".into());
@@ -326,14 +356,16 @@ impl RunStore for SqliteStore {
         .await
         .map_err(q("write task"))?;
         if old.as_deref() != Some(t.state.as_str()) {
-            sqlx::query("INSERT INTO transitions (run_id, task_key, state, at) VALUES (?, ?, ?, ?)")
-                .bind(&t.run_id)
-                .bind(&t.task_key)
-                .bind(t.state.as_str())
-                .bind(ts(&Utc::now()))
-                .execute(&mut *tx)
-                .await
-                .map_err(q("write task"))?;
+            sqlx::query(
+                "INSERT INTO transitions (run_id, task_key, state, at) VALUES (?, ?, ?, ?)",
+            )
+            .bind(&t.run_id)
+            .bind(&t.task_key)
+            .bind(t.state.as_str())
+            .bind(ts(&Utc::now()))
+            .execute(&mut *tx)
+            .await
+            .map_err(q("write task"))?;
         }
         tx.commit().await.map_err(q("write task"))
     }
@@ -358,11 +390,13 @@ impl RunStore for SqliteStore {
     }
 
     async fn transitions(&self, run_id: &str) -> Result<Vec<Transition>> {
-        let rows = sqlx::query("SELECT task_key, state, at FROM transitions WHERE run_id = ? ORDER BY seq")
-            .bind(run_id)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(q("list transitions"))?;
+        let rows = sqlx::query(
+            "SELECT task_key, state, at FROM transitions WHERE run_id = ? ORDER BY seq",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("list transitions"))?;
         rows.iter()
             .map(|r| {
                 Ok(Transition {
@@ -386,7 +420,8 @@ impl RunStore for SqliteStore {
                 outputs: parse_json(Some(r.get("outputs")), "cache entry")?.unwrap_or(Value::Null),
                 run_id: r.get("run_id"),
                 task_key: r.get("task_key"),
-                created_at: parse_ts(Some(r.get("created_at")), "cache entry")?.unwrap_or_else(Utc::now),
+                created_at: parse_ts(Some(r.get("created_at")), "cache entry")?
+                    .unwrap_or_else(Utc::now),
             })
         })
         .transpose()

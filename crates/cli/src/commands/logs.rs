@@ -12,14 +12,26 @@ pub async fn logs(store: &dyn RunStore, run: &str, task: Option<&str>) -> Result
     let chosen: Vec<_> = match task {
         None => with_logs.clone(),
         Some(name) => {
-            let by_key: Vec<_> = with_logs.iter().copied().filter(|t| t.task_key == name).collect();
+            let by_key: Vec<_> = with_logs
+                .iter()
+                .copied()
+                .filter(|t| t.task_key == name)
+                .collect();
             if !by_key.is_empty() {
                 by_key
             } else {
-                let by_name: Vec<_> = with_logs.iter().copied().filter(|t| t.name == name).collect();
+                let by_name: Vec<_> = with_logs
+                    .iter()
+                    .copied()
+                    .filter(|t| t.name == name)
+                    .collect();
                 if by_name.is_empty() {
                     let known: Vec<&str> = with_logs.iter().map(|t| t.task_key.as_str()).collect();
-                    bail!("run {} has no task '{name}' with logs; tasks with logs: {}", run.id, known.join(", "));
+                    bail!(
+                        "run {} has no task '{name}' with logs; tasks with logs: {}",
+                        run.id,
+                        known.join(", ")
+                    );
                 }
                 by_name
             }
@@ -29,7 +41,8 @@ pub async fn logs(store: &dyn RunStore, run: &str, task: Option<&str>) -> Result
     let mut out = std::io::stdout().lock();
     for t in chosen {
         let path = t.log_path.as_deref().unwrap_or_default();
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read log of task '{}' at {path}", t.task_key))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read log of task '{}' at {path}", t.task_key))?;
         for line in text.lines() {
             if prefix {
                 writeln!(out, "[{}] {line}", t.task_key)?;

@@ -28,7 +28,10 @@ pub fn parse_params(raw: &[String]) -> Result<BTreeMap<String, Value>> {
         if k.is_empty() {
             bail!("invalid -p '{p}': the parameter name is empty");
         }
-        if out.insert(k.to_string(), Value::String(v.to_string())).is_some() {
+        if out
+            .insert(k.to_string(), Value::String(v.to_string()))
+            .is_some()
+        {
             bail!("parameter '{k}' is given twice with -p");
         }
     }
@@ -36,13 +39,18 @@ pub fn parse_params(raw: &[String]) -> Result<BTreeMap<String, Value>> {
 }
 
 fn pipeline_root(args: &RunArgs, paths: &Paths) -> Result<PathBuf> {
-    let root = args.pipeline_root.clone().unwrap_or_else(|| paths.artifacts.clone());
+    let root = args
+        .pipeline_root
+        .clone()
+        .unwrap_or_else(|| paths.artifacts.clone());
     let text = root.to_string_lossy();
     if text.contains("://") {
         bail!("--pipeline-root {text}: only local directories are supported by this version (S3 pipeline roots are not supported yet)");
     }
-    std::fs::create_dir_all(&root).with_context(|| format!("cannot create pipeline root {}", root.display()))?;
-    root.canonicalize().with_context(|| format!("cannot resolve pipeline root {}", root.display()))
+    std::fs::create_dir_all(&root)
+        .with_context(|| format!("cannot create pipeline root {}", root.display()))?;
+    root.canonicalize()
+        .with_context(|| format!("cannot resolve pipeline root {}", root.display()))
 }
 
 pub async fn run(engine: &Engine, paths: &Paths, args: RunArgs) -> Result<i32> {
@@ -50,9 +58,11 @@ pub async fn run(engine: &Engine, paths: &Paths, args: RunArgs) -> Result<i32> {
         .with_context(|| format!("cannot read pipeline file {}", args.pipeline.display()))?;
     let pipeline = parse_pipeline(&text).with_context(|| format!("{}", args.pipeline.display()))?;
     let params = parse_params(&args.params)?;
-    let parallelism = args
-        .parallelism
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+    let parallelism = args.parallelism.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
     if parallelism == 0 {
         bail!("--parallelism must be at least 1");
     }
@@ -73,11 +83,17 @@ pub async fn resume(engine: &Engine, id: &str, display: &DisplayArgs) -> Result<
     let run = engine.store().get_run(id).await?;
     if let Some(pid) = run.owner_pid {
         if crate::commands::runs::process_alive(pid) {
-            bail!("run {} is still being executed by process {pid}; cancel it or wait for it", run.id);
+            bail!(
+                "run {} is still being executed by process {pid}; cancel it or wait for it",
+                run.id
+            );
         }
     }
     if run.state == switchyard_store::State::Succeeded {
-        bail!("run {} already succeeded; there is nothing to resume", run.id);
+        bail!(
+            "run {} already succeeded; there is nothing to resume",
+            run.id
+        );
     }
     execute(engine, &run.id, display, true).await
 }
@@ -85,16 +101,23 @@ pub async fn resume(engine: &Engine, id: &str, display: &DisplayArgs) -> Result<
 async fn execute(engine: &Engine, id: &str, display: &DisplayArgs, resume: bool) -> Result<i32> {
     let json = display.output == OutputFormat::Json;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let shown = tokio::spawn(progress::show(rx, Display { show_logs: !display.quiet, silent: false }));
+    let shown = tokio::spawn(progress::show(
+        rx,
+        Display {
+            show_logs: !display.quiet,
+            silent: false,
+        },
+    ));
     let cancel = CancellationToken::new();
     let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
     {
         let (cancel, interrupted) = (cancel.clone(), interrupted.clone());
         tokio::spawn(async move {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return,
-            };
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => return,
+                };
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
@@ -113,7 +136,10 @@ async fn execute(engine: &Engine, id: &str, display: &DisplayArgs, resume: bool)
     let store: &Arc<dyn RunStore> = engine.store();
     let tasks = store.list_tasks(&run.id).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report::run_json(&run, &tasks, None))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report::run_json(&run, &tasks, None))?
+        );
     } else {
         let took = match (run.started_at, run.finished_at) {
             (Some(a), Some(b)) => format!(" in {:.1}s", (b - a).num_milliseconds() as f64 / 1000.0),
@@ -128,11 +154,19 @@ async fn execute(engine: &Engine, id: &str, display: &DisplayArgs, resume: bool)
                 .map(|t| t.task_key.as_str())
                 .collect();
             if !failed.is_empty() {
-                eprintln!("failed tasks: {} (see `switchyard logs {} TASK`)", failed.join(", "), run.id);
+                eprintln!(
+                    "failed tasks: {} (see `switchyard logs {} TASK`)",
+                    failed.join(", "),
+                    run.id
+                );
             }
         }
         print!("{}", report::outputs_text(&run));
     }
     let code = report::state_exit_code(run.state);
-    Ok(if interrupted.load(std::sync::atomic::Ordering::SeqCst) { 130 } else { code })
+    Ok(if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+        130
+    } else {
+        code
+    })
 }

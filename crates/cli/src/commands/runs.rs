@@ -23,15 +23,28 @@ pub fn process_alive(pid: u32) -> bool {
 pub async fn list(store: &dyn RunStore, limit: u32, output: OutputFormat) -> Result<i32> {
     let runs = store.list_runs(limit).await?;
     if output == OutputFormat::Json {
-        let v: Vec<_> = runs.iter().map(|r| report::run_json(r, &[], None)).collect();
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"runs": v}))?);
+        let v: Vec<_> = runs
+            .iter()
+            .map(|r| report::run_json(r, &[], None))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"runs": v}))?
+        );
         return Ok(0);
     }
-    println!("{:<36}  {:<10}  {:<24}  {:<20}  NAME", "RUN ID", "STATE", "PIPELINE", "CREATED");
+    println!(
+        "{:<36}  {:<10}  {:<24}  {:<20}  NAME",
+        "RUN ID", "STATE", "PIPELINE", "CREATED"
+    );
     for r in runs {
         let stale = matches!(r.state, State::Running | State::Canceling)
             && !r.owner_pid.is_some_and(process_alive);
-        let state = if stale { format!("{}*", r.state) } else { r.state.to_string() };
+        let state = if stale {
+            format!("{}*", r.state)
+        } else {
+            r.state.to_string()
+        };
         println!(
             "{:<36}  {:<10}  {:<24}  {:<20}  {}",
             r.id,
@@ -49,10 +62,15 @@ pub async fn get(store: &dyn RunStore, id: &str, output: OutputFormat) -> Result
     let tasks = store.list_tasks(&run.id).await?;
     let history = store.transitions(&run.id).await?;
     if output == OutputFormat::Json {
-        println!("{}", serde_json::to_string_pretty(&report::run_json(&run, &tasks, Some(&history)))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report::run_json(&run, &tasks, Some(&history)))?
+        );
     } else {
         print!("{}", report::run_text(&run, &tasks, &history));
-        if matches!(run.state, State::Running | State::Canceling) && !run.owner_pid.is_some_and(process_alive) {
+        if matches!(run.state, State::Running | State::Canceling)
+            && !run.owner_pid.is_some_and(process_alive)
+        {
             println!("  note: no process is executing this run any more; `switchyard runs resume {}` finishes it", run.id);
         }
     }
@@ -72,7 +90,11 @@ pub async fn cancel(store: &dyn RunStore, id: &str) -> Result<i32> {
                 &run.id,
                 &[State::Pending, State::Running, State::Canceling],
                 State::Canceled,
-                RunUpdate { error: Some("run canceled".into()), finished_at: Some(chrono::Utc::now()), ..Default::default() },
+                RunUpdate {
+                    error: Some("run canceled".into()),
+                    finished_at: Some(chrono::Utc::now()),
+                    ..Default::default()
+                },
             )
             .await?;
         eprintln!("run {} canceled", run.id);
@@ -88,5 +110,9 @@ pub async fn cancel(store: &dyn RunStore, id: &str) -> Result<i32> {
             return Ok(0);
         }
     }
-    bail!("run {} did not stop within 60s; its process is {}", run.id, run.owner_pid.unwrap_or(0))
+    bail!(
+        "run {} did not stop within 60s; its process is {}",
+        run.id,
+        run.owner_pid.unwrap_or(0)
+    )
 }

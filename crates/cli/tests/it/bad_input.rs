@@ -6,7 +6,9 @@ use switchyard_spec::{parse_pipeline, InputParameterSpec, PipelineSpec};
 use crate::common::{pipeline, Sandbox};
 
 fn compiled(name: &str) -> PipelineSpec {
-    parse_pipeline(&std::fs::read_to_string(pipeline(name)).unwrap()).unwrap().spec
+    parse_pipeline(&std::fs::read_to_string(pipeline(name)).unwrap())
+        .unwrap()
+        .spec
 }
 
 /// Writes a (mutated) compiled spec as JSON and runs it; expects exit code 2.
@@ -16,7 +18,11 @@ fn refuse(sb: &Sandbox, file: &str, text: &str, needles: &[&str]) {
     let r = sb.run(&["run", &f]);
     assert_eq!(r.code, 2, "{file}: {}", r.stderr);
     for n in needles {
-        assert!(r.stderr.contains(n), "{file}: expected '{n}' in: {}", r.stderr);
+        assert!(
+            r.stderr.contains(n),
+            "{file}: expected '{n}' in: {}",
+            r.stderr
+        );
     }
     assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
 }
@@ -28,21 +34,43 @@ fn refuse_spec(sb: &Sandbox, file: &str, spec: &PipelineSpec, needles: &[&str]) 
 #[test]
 fn malformed_and_foreign_documents() {
     let sb = Sandbox::new();
-    refuse(&sb, "bad.yaml", "components: [\n  - a\n b: }", &["malformed pipeline YAML", "line"]);
+    refuse(
+        &sb,
+        "bad.yaml",
+        "components: [\n  - a\n b: }",
+        &["malformed pipeline YAML", "line"],
+    );
     refuse(&sb, "empty.yaml", "", &["empty"]);
-    refuse(&sb, "other.yaml", "apiVersion: v1\nkind: Pod\n", &["PipelineSpec", "root"]);
+    refuse(
+        &sb,
+        "other.yaml",
+        "apiVersion: v1\nkind: Pod\n",
+        &["PipelineSpec", "root"],
+    );
     refuse(&sb, "list.yaml", "- 1\n- 2\n", &["expected a mapping"]);
     let r = sb.run(&["run", "/nonexistent/pipeline.yaml"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("cannot read pipeline file /nonexistent/pipeline.yaml"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("cannot read pipeline file /nonexistent/pipeline.yaml"),
+        "{}",
+        r.stderr
+    );
     assert_eq!(sb.run_count(), 0);
 }
 
 #[test]
 fn unknown_schema_version() {
     let sb = Sandbox::new();
-    let text = std::fs::read_to_string(pipeline("failing_chain")).unwrap().replace("schemaVersion: 2.1.0", "schemaVersion: 3.0.0");
-    refuse(&sb, "v3.yaml", &text, &["unsupported schemaVersion '3.0.0'", "kfp 2.x"]);
+    let text = std::fs::read_to_string(pipeline("failing_chain"))
+        .unwrap()
+        .replace("schemaVersion: 2.1.0", "schemaVersion: 3.0.0");
+    refuse(
+        &sb,
+        "v3.yaml",
+        &text,
+        &["unsupported schemaVersion '3.0.0'", "kfp 2.x"],
+    );
     assert_eq!(sb.run_count(), 0);
 }
 
@@ -51,29 +79,87 @@ fn broken_references_and_cycles_name_the_task() {
     let sb = Sandbox::new();
 
     let mut spec = compiled("failing_chain");
-    spec.root.dag.as_mut().unwrap().tasks.get_mut("explode").unwrap().component_ref.name = "comp-gone".into();
-    refuse_spec(&sb, "ref.json", &spec, &["task 'explode'", "componentRef 'comp-gone'"]);
+    spec.root
+        .dag
+        .as_mut()
+        .unwrap()
+        .tasks
+        .get_mut("explode")
+        .unwrap()
+        .component_ref
+        .name = "comp-gone".into();
+    refuse_spec(
+        &sb,
+        "ref.json",
+        &spec,
+        &["task 'explode'", "componentRef 'comp-gone'"],
+    );
 
     let mut spec = compiled("failing_chain");
-    spec.components.get_mut("comp-explode").unwrap().executor_label = Some("exec-gone".into());
-    refuse_spec(&sb, "exec.json", &spec, &["component 'comp-explode'", "executorLabel 'exec-gone'"]);
+    spec.components
+        .get_mut("comp-explode")
+        .unwrap()
+        .executor_label = Some("exec-gone".into());
+    refuse_spec(
+        &sb,
+        "exec.json",
+        &spec,
+        &["component 'comp-explode'", "executorLabel 'exec-gone'"],
+    );
 
     let mut spec = compiled("failing_chain");
     let tasks = &mut spec.root.dag.as_mut().unwrap().tasks;
-    tasks.get_mut("echo-str").unwrap().dependent_tasks.push("echo-str-2".into());
-    refuse_spec(&sb, "cycle.json", &spec, &["dependency cycle in root DAG", "echo-str", "explode"]);
+    tasks
+        .get_mut("echo-str")
+        .unwrap()
+        .dependent_tasks
+        .push("echo-str-2".into());
+    refuse_spec(
+        &sb,
+        "cycle.json",
+        &spec,
+        &["dependency cycle in root DAG", "echo-str", "explode"],
+    );
 
     let mut spec = compiled("failing_chain");
-    spec.root.dag.as_mut().unwrap().tasks.get_mut("explode").unwrap().dependent_tasks.push("ghost".into());
-    refuse_spec(&sb, "ghost.json", &spec, &["task 'explode'", "depends on task 'ghost'"]);
+    spec.root
+        .dag
+        .as_mut()
+        .unwrap()
+        .tasks
+        .get_mut("explode")
+        .unwrap()
+        .dependent_tasks
+        .push("ghost".into());
+    refuse_spec(
+        &sb,
+        "ghost.json",
+        &spec,
+        &["task 'explode'", "depends on task 'ghost'"],
+    );
 
     let mut spec = compiled("required_param");
-    let t = spec.root.dag.as_mut().unwrap().tasks.get_mut("echo-int").unwrap();
+    let t = spec
+        .root
+        .dag
+        .as_mut()
+        .unwrap()
+        .tasks
+        .get_mut("echo-int")
+        .unwrap();
     t.inputs.parameters.insert(
         "x".into(),
-        InputParameterSpec { component_input_parameter: Some("nope".into()), ..Default::default() },
+        InputParameterSpec {
+            component_input_parameter: Some("nope".into()),
+            ..Default::default()
+        },
     );
-    refuse_spec(&sb, "input.json", &spec, &["task 'echo-int', input 'x'", "component input 'nope'"]);
+    refuse_spec(
+        &sb,
+        "input.json",
+        &spec,
+        &["task 'echo-int', input 'x'", "component input 'nope'"],
+    );
     assert_eq!(sb.run_count(), 0);
 }
 
@@ -81,14 +167,32 @@ fn broken_references_and_cycles_name_the_task() {
 fn unsupported_features_say_which() {
     let sb = Sandbox::new();
     let mut spec = compiled("failing_chain");
-    let exec = spec.deployment_spec.executors.get_mut("exec-explode").unwrap();
+    let exec = spec
+        .deployment_spec
+        .executors
+        .get_mut("exec-explode")
+        .unwrap();
     exec.container = None;
     exec.resolver = Some(serde_json::json!({"outputArtifactQueries": {}}));
-    refuse_spec(&sb, "resolver.json", &spec, &["not supported yet", "resolver"]);
+    refuse_spec(
+        &sb,
+        "resolver.json",
+        &spec,
+        &["not supported yet", "resolver"],
+    );
 
     let p = pipeline("failing_chain");
-    let r = sb.run(&["run", p.to_str().unwrap(), "--pipeline-root", "s3://bucket/root"]);
+    let r = sb.run(&[
+        "run",
+        p.to_str().unwrap(),
+        "--pipeline-root",
+        "s3://bucket/root",
+    ]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("not supported yet") && r.stderr.contains("s3://bucket/root"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("not supported yet") && r.stderr.contains("s3://bucket/root"),
+        "{}",
+        r.stderr
+    );
     assert_eq!(sb.run_count(), 0);
 }

@@ -8,23 +8,44 @@ use crate::common::{task, Sandbox};
 fn retry_policy_retries_until_success() {
     let sb = Sandbox::new();
     let counter = sb.path("counter");
-    let (code, run) = sb.run_pipeline("retry", &["-p", &format!("counter={counter}"), "-p", "fail_times=2"]);
+    let (code, run) = sb.run_pipeline(
+        "retry",
+        &["-p", &format!("counter={counter}"), "-p", "fail_times=2"],
+    );
     assert_eq!(code, 0, "{run:#}");
     assert_eq!(run["outputs"]["Output"], json!(3));
     assert_eq!(task(&run, "flaky")["attempt"], json!(2));
     let id = run["run_id"].as_str().unwrap();
     let logs = sb.run(&["logs", id, "flaky"]);
-    assert!(logs.stdout.contains("attempt 1 fails on purpose") && logs.stdout.contains("retry 2/2"), "{}", logs.stdout);
+    assert!(
+        logs.stdout.contains("attempt 1 fails on purpose") && logs.stdout.contains("retry 2/2"),
+        "{}",
+        logs.stdout
+    );
 }
 
 #[test]
 fn retry_policy_gives_up_after_max_retries() {
     let sb = Sandbox::new();
     let counter = sb.path("counter");
-    let (code, run) = sb.run_pipeline("retry", &["-p", &format!("counter={counter}"), "-p", "fail_times=5"]);
+    let (code, run) = sb.run_pipeline(
+        "retry",
+        &["-p", &format!("counter={counter}"), "-p", "fail_times=5"],
+    );
     assert_eq!(code, 1);
-    assert_eq!(std::fs::read_to_string(&counter).unwrap(), "3", "1 try + 2 retries");
-    assert!(run["error"].as_str().unwrap().contains("attempt 3 fails on purpose"), "{}", run["error"]);
+    assert_eq!(
+        std::fs::read_to_string(&counter).unwrap(),
+        "3",
+        "1 try + 2 retries"
+    );
+    assert!(
+        run["error"]
+            .as_str()
+            .unwrap()
+            .contains("attempt 3 fails on purpose"),
+        "{}",
+        run["error"]
+    );
 }
 
 #[test]
@@ -37,7 +58,11 @@ fn caching_reuses_results_unless_disabled() {
     assert_eq!(task(&first, "stamp")["cached"], json!(false));
     let (_, second) = sb.run_pipeline("caching", &["-p", &p]);
     assert_eq!(task(&second, "stamp")["cached"], json!(true));
-    assert_eq!(task(&second, "stamp-2")["cached"], json!(false), "set_caching_options(False)");
+    assert_eq!(
+        task(&second, "stamp-2")["cached"],
+        json!(false),
+        "set_caching_options(False)"
+    );
     assert_eq!(second["outputs"]["Output"], "a");
     // A different input is a different fingerprint.
     let (_, third) = sb.run_pipeline("caching", &["-p", &p, "-p", "tag=b"]);
@@ -45,8 +70,23 @@ fn caching_reuses_results_unless_disabled() {
     // --no-cache runs everything.
     let (_, fourth) = sb.run_pipeline("caching", &["-p", &p, "--no-cache"]);
     assert_eq!(task(&fourth, "stamp")["cached"], json!(false));
-    let lines: Vec<String> = std::fs::read_to_string(&path).unwrap().lines().map(String::from).collect();
-    assert_eq!(lines, vec!["a", "uncached-x", "uncached-x", "b", "uncached-x", "a", "uncached-x"]);
+    let lines: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            "a",
+            "uncached-x",
+            "uncached-x",
+            "b",
+            "uncached-x",
+            "a",
+            "uncached-x"
+        ]
+    );
 }
 
 #[test]
@@ -56,23 +96,42 @@ fn a_failure_names_the_task_and_stops_its_dependents_only() {
     let r = sb.run(&["run", p.to_str().unwrap()]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("FAILED"), "{}", r.stderr);
-    assert!(r.stderr.contains("task 'explode'") && r.stderr.contains("exited with code 4"), "{}", r.stderr);
-    assert!(r.stderr.contains("explode says: kaboom"), "the error carries the task's last output: {}", r.stderr);
+    assert!(
+        r.stderr.contains("task 'explode'") && r.stderr.contains("exited with code 4"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("explode says: kaboom"),
+        "the error carries the task's last output: {}",
+        r.stderr
+    );
     let (_, run) = sb.run_pipeline("failing_chain", &[]);
     assert_eq!(task(&run, "explode")["state"], "FAILED");
     assert_eq!(task(&run, "echo-str-2")["state"], "SKIPPED");
-    assert_eq!(task(&run, "echo-str-3")["state"], "SUCCEEDED", "independent work still runs");
+    assert_eq!(
+        task(&run, "echo-str-3")["state"],
+        "SUCCEEDED",
+        "independent work still runs"
+    );
 }
 
 fn max_overlap(dir: &str) -> usize {
     let mut spans = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
-        let v: Vec<f64> = text.split_whitespace().map(|x| x.parse().unwrap()).collect();
+        let v: Vec<f64> = text
+            .split_whitespace()
+            .map(|x| x.parse().unwrap())
+            .collect();
         spans.push((v[0], v[1]));
     }
     assert_eq!(spans.len(), 6);
-    spans.iter().map(|(s, _)| spans.iter().filter(|(a, b)| a <= s && s < b).count()).max().unwrap_or(0)
+    spans
+        .iter()
+        .map(|(s, _)| spans.iter().filter(|(a, b)| a <= s && s < b).count())
+        .max()
+        .unwrap_or(0)
 }
 
 #[test]
@@ -80,13 +139,33 @@ fn parallelism_bounds_concurrent_tasks() {
     let sb = Sandbox::new();
     let two = sb.path("two");
     std::fs::create_dir_all(&two).unwrap();
-    let (code, run) = sb.run_pipeline("fan_out", &["-p", &format!("log_dir={two}"), "-p", "seconds=0.6", "--parallelism", "2"]);
+    let (code, run) = sb.run_pipeline(
+        "fan_out",
+        &[
+            "-p",
+            &format!("log_dir={two}"),
+            "-p",
+            "seconds=0.6",
+            "--parallelism",
+            "2",
+        ],
+    );
     assert_eq!(code, 0, "{run:#}");
     assert_eq!(max_overlap(&two), 2);
 
     let six = sb.path("six");
     std::fs::create_dir_all(&six).unwrap();
-    let (code, _) = sb.run_pipeline("fan_out", &["-p", &format!("log_dir={six}"), "-p", "seconds=1.5", "--parallelism", "6"]);
+    let (code, _) = sb.run_pipeline(
+        "fan_out",
+        &[
+            "-p",
+            &format!("log_dir={six}"),
+            "-p",
+            "seconds=1.5",
+            "--parallelism",
+            "6",
+        ],
+    );
     assert_eq!(code, 0);
     assert!(max_overlap(&six) >= 3, "independent tasks run concurrently");
 }

@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
 }
 
 /// The interpreter that has the pinned kfp SDK (`.ci/setup` creates it).
@@ -17,7 +20,11 @@ pub fn python() -> PathBuf {
     let p = std::env::var_os("SWITCHYARD_TEST_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join(".venv/bin/python"));
-    assert!(p.exists(), "{} not found: run `bash .ci/setup` first (it creates .venv with the pinned kfp SDK)", p.display());
+    assert!(
+        p.exists(),
+        "{} not found: run `bash .ci/setup` first (it creates .venv with the pinned kfp SDK)",
+        p.display()
+    );
     p
 }
 
@@ -31,7 +38,11 @@ pub fn pipeline(name: &str) -> PathBuf {
             .arg(&dir)
             .output()
             .expect("run compile.py");
-        assert!(out.status.success(), "compiling test pipelines failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "compiling test pipelines failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         dir
     });
     let p = dir.join(format!("{name}.yaml"));
@@ -41,10 +52,14 @@ pub fn pipeline(name: &str) -> PathBuf {
 
 /// Shared cache of component environments, so tests build each once.
 fn venv_dir() -> PathBuf {
-    std::env::var_os("SWITCHYARD_TEST_VENV_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-        home.join(".cache/switchyard/test-venvs")
-    })
+    std::env::var_os("SWITCHYARD_TEST_VENV_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(std::env::temp_dir);
+            home.join(".cache/switchyard/test-venvs")
+        })
 }
 
 /// A private data directory plus a scratch directory for one test.
@@ -61,14 +76,21 @@ pub struct Run {
 
 impl Run {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not one JSON document ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
     }
 }
 
 impl Sandbox {
     pub fn new() -> Self {
-        Sandbox { home: tempfile::tempdir().expect("tempdir"), work: tempfile::tempdir().expect("tempdir") }
+        Sandbox {
+            home: tempfile::tempdir().expect("tempdir"),
+            work: tempfile::tempdir().expect("tempdir"),
+        }
     }
 
     pub fn path(&self, name: &str) -> String {
@@ -96,7 +118,13 @@ impl Sandbox {
     /// `switchyard run <pipeline> --output json <args>`; returns the run document.
     pub fn run_pipeline(&self, name: &str, args: &[&str]) -> (i32, Value) {
         let p = pipeline(name);
-        let mut all = vec!["run", p.to_str().expect("utf8 path"), "--output", "json", "--quiet"];
+        let mut all = vec![
+            "run",
+            p.to_str().expect("utf8 path"),
+            "--output",
+            "json",
+            "--quiet",
+        ];
         all.extend_from_slice(args);
         let r = self.run(&all);
         (r.code, r.json())
@@ -128,7 +156,7 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 pub fn pid_alive(pid: i32) -> bool {
     // A zombie still answers signal 0; look at /proc state too.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s.split_whitespace().nth(2).is_some_and(|st| st == "Z"),
+        Ok(s) => s.split_whitespace().nth(2).is_none_or(|st| st != "Z"),
         Err(_) => false,
     }
 }

@@ -15,7 +15,10 @@ fn get(sb: &Sandbox, id: &str) -> Value {
 
 fn only_run_id(sb: &Sandbox) -> String {
     let r = sb.run(&["runs", "list", "--output", "json"]);
-    r.json()["runs"][0]["run_id"].as_str().map(String::from).unwrap_or_default()
+    r.json()["runs"][0]["run_id"]
+        .as_str()
+        .map(String::from)
+        .unwrap_or_default()
 }
 
 #[test]
@@ -28,7 +31,17 @@ fn two_runs_at_once_share_the_store() {
         .map(|d| {
             std::fs::create_dir_all(d).unwrap();
             sb.cmd()
-                .args(["run", p.to_str().unwrap(), "-q", "--output", "json", "-p", &format!("log_dir={d}"), "-p", "seconds=0.1"])
+                .args([
+                    "run",
+                    p.to_str().unwrap(),
+                    "-q",
+                    "--output",
+                    "json",
+                    "-p",
+                    &format!("log_dir={d}"),
+                    "-p",
+                    "seconds=0.1",
+                ])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -37,10 +50,22 @@ fn two_runs_at_once_share_the_store() {
         .collect();
     for c in children {
         let out = c.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["state"], "SUCCEEDED");
-        assert_eq!(v["tasks"].as_array().unwrap().iter().filter(|t| t["kind"] == "container").count(), 6);
+        assert_eq!(
+            v["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|t| t["kind"] == "container")
+                .count(),
+            6
+        );
     }
     assert_eq!(sb.run_count(), 3);
 }
@@ -52,20 +77,33 @@ fn a_killed_run_resumes_without_rerunning_finished_tasks() {
     let p = pipeline("resumable");
     let mut child = sb
         .cmd()
-        .args(["run", p.to_str().unwrap(), "-q", "-p", &format!("counter={counter}"), "-p", &format!("flag={flag}")])
+        .args([
+            "run",
+            p.to_str().unwrap(),
+            "-q",
+            "-p",
+            &format!("counter={counter}"),
+            "-p",
+            &format!("flag={flag}"),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     // Wait until `stamp` finished and `wait-for` is blocked on the flag.
     wait_until("wait-for to start", Duration::from_secs(60), || {
-        std::fs::read_to_string(&counter).map(|s| s.contains("a\nb\n")).unwrap_or(false)
+        std::fs::read_to_string(&counter)
+            .map(|s| s.contains("a\nb\n"))
+            .unwrap_or(false)
     });
     let id = only_run_id(&sb);
     child.kill().unwrap(); // SIGKILL: no chance to clean up
     child.wait().unwrap();
     let before = get(&sb, &id);
-    assert_eq!(before["state"], "RUNNING", "a killed run stays RUNNING until resumed");
+    assert_eq!(
+        before["state"], "RUNNING",
+        "a killed run stays RUNNING until resumed"
+    );
     let listing = sb.run(&["runs", "get", &id]);
     assert!(listing.stdout.contains("runs resume"), "{}", listing.stdout);
 
@@ -81,7 +119,11 @@ fn a_killed_run_resumes_without_rerunning_finished_tasks() {
     // Resuming a finished run is refused.
     let again = sb.run(&["runs", "resume", &id]);
     assert_eq!(again.code, 2);
-    assert!(again.stderr.contains("already succeeded"), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("already succeeded"),
+        "{}",
+        again.stderr
+    );
 }
 
 fn start_cancelable(sb: &Sandbox) -> (std::process::Child, String, i32) {
@@ -89,15 +131,29 @@ fn start_cancelable(sb: &Sandbox) -> (std::process::Child, String, i32) {
     let p = pipeline("cancelable");
     let child = sb
         .cmd()
-        .args(["run", p.to_str().unwrap(), "-q", "--output", "json", "-p", &format!("pid_file={pid_file}")])
+        .args([
+            "run",
+            p.to_str().unwrap(),
+            "-q",
+            "--output",
+            "json",
+            "-p",
+            &format!("pid_file={pid_file}"),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     wait_until("the task to start", Duration::from_secs(30), || {
-        std::fs::read_to_string(&pid_file).map(|s| s.trim().parse::<i32>().is_ok()).unwrap_or(false)
+        std::fs::read_to_string(&pid_file)
+            .map(|s| s.trim().parse::<i32>().is_ok())
+            .unwrap_or(false)
     });
-    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert!(pid_alive(pid));
     (child, only_run_id(sb), pid)
 }
@@ -109,7 +165,12 @@ fn cancel_stops_the_run_and_its_processes() {
     let r = sb.run(&["runs", "cancel", &id]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["state"], "CANCELED");
     assert_eq!(task(&v, "long-sleep")["state"], "CANCELED");
@@ -124,7 +185,11 @@ fn cancel_stops_the_run_and_its_processes() {
     assert_eq!(history, vec!["PENDING", "RUNNING", "CANCELING", "CANCELED"]);
     let again = sb.run(&["runs", "cancel", &id]);
     assert_eq!(again.code, 2);
-    assert!(again.stderr.contains("already CANCELED"), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("already CANCELED"),
+        "{}",
+        again.stderr
+    );
 }
 
 #[test]
@@ -144,7 +209,9 @@ fn a_killed_switchyard_takes_its_tasks_with_it() {
     let (mut child, id, pid) = start_cancelable(&sb);
     child.kill().unwrap();
     child.wait().unwrap();
-    wait_until("the orphan to die", Duration::from_secs(5), || !pid_alive(pid));
+    wait_until("the orphan to die", Duration::from_secs(5), || {
+        !pid_alive(pid)
+    });
     // Cancelling a run whose process is gone marks it canceled directly.
     let r = sb.run(&["runs", "cancel", &id]);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -152,7 +219,11 @@ fn a_killed_switchyard_takes_its_tasks_with_it() {
 }
 
 fn nix_kill(pid: i32, sig: i32) {
-    let status = std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
@@ -167,11 +238,23 @@ fn logs_of_a_task_and_of_a_run() {
     assert!(one.stdout.contains("explode says: kaboom"));
     assert!(!one.stdout.contains("[explode]"));
     let all = sb.run(&["logs", id]);
-    assert!(all.stdout.contains("[explode] explode says: kaboom") && all.stdout.contains("[echo-str]"), "{}", all.stdout);
+    assert!(
+        all.stdout.contains("[explode] explode says: kaboom") && all.stdout.contains("[echo-str]"),
+        "{}",
+        all.stdout
+    );
     let missing = sb.run(&["logs", id, "nope"]);
     assert_eq!(missing.code, 2);
-    assert!(missing.stderr.contains("no task 'nope'") && missing.stderr.contains("explode"), "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("no task 'nope'") && missing.stderr.contains("explode"),
+        "{}",
+        missing.stderr
+    );
     let unknown = sb.run(&["runs", "get", "zzzz"]);
     assert_eq!(unknown.code, 2);
-    assert!(unknown.stderr.contains("no run with id 'zzzz'"), "{}", unknown.stderr);
+    assert!(
+        unknown.stderr.contains("no run with id 'zzzz'"),
+        "{}",
+        unknown.stderr
+    );
 }

@@ -1,0 +1,202 @@
+//! The store's contract, checked on the SQLite implementation: guarded
+//! transitions, history, prefixes, cache entries, and writers in parallel.
+
+use chrono::Utc;
+use serde_json::json;
+use switchyard_store::{
+    CacheEntry, RunRecord, RunStore, RunUpdate, SqliteStore, State, StoreError, TaskRecord,
+};
+
+fn run(id: &str) -> RunRecord {
+    RunRecord {
+        id: id.into(),
+        pipeline_name: "p".into(),
+        display_name: "p-1".into(),
+        state: State::Pending,
+        spec: "{}".into(),
+        parameters: json!({"a": 1}),
+        pipeline_root: "/tmp".into(),
+        options: json!({}),
+        outputs: None,
+        error: None,
+        owner_pid: None,
+        created_at: Utc::now(),
+        started_at: None,
+        finished_at: None,
+    }
+}
+
+fn task(run: &str, key: &str, state: State) -> TaskRecord {
+    TaskRecord {
+        run_id: run.into(),
+        task_key: key.into(),
+        name: key.into(),
+        parent_key: None,
+        kind: "container".into(),
+        state,
+        attempt: 0,
+        cached: false,
+        inputs: Some(json!({"x": 1})),
+        outputs: None,
+        log_path: None,
+        error: None,
+        fingerprint: None,
+        started_at: Some(Utc::now()),
+        finished_at: None,
+    }
+}
+
+#[tokio::test]
+async fn runs_transitions_and_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("db")).await.unwrap();
+    store.create_run(&run("abc-1")).await.unwrap();
+    store.create_run(&run("abd-2")).await.unwrap();
+    assert_eq!(store.get_run("abc").await.unwrap().id, "abc-1");
+    assert!(matches!(
+        store.get_run("ab").await,
+        Err(StoreError::Ambiguous(_))
+    ));
+    assert!(matches!(
+        store.get_run("zz").await,
+        Err(StoreError::RunNotFound(_))
+    ));
+    assert!(matches!(
+        store.get_run("%").await,
+        Err(StoreError::RunNotFound(_))
+    ));
+
+    // Guarded: only from the listed states.
+    assert!(!store
+        .transition_run(
+            "abc-1",
+            &[State::Running],
+            State::Succeeded,
+            RunUpdate::default()
+        )
+        .await
+        .unwrap());
+    assert!(store
+        .transition_run(
+            "abc-1",
+            &[State::Pending],
+            State::Running,
+            RunUpdate {
+                started_at: Some(Utc::now()),
+                ..Default::default()
+            }
+        )
+        .await
+        .unwrap());
+    let done = RunUpdate {
+        outputs: Some(json!({"o": 2})),
+        finished_at: Some(Utc::now()),
+        ..Default::default()
+    };
+    assert!(store
+        .transition_run("abc-1", &[State::Running], State::Succeeded, done)
+        .await
+        .unwrap());
+    let r = store.get_run("abc-1").await.unwrap();
+    assert_eq!(r.state, State::Succeeded);
+    assert_eq!(r.outputs, Some(json!({"o": 2})));
+    assert!(r.started_at.is_some() && r.finished_at.is_some());
+
+    // Tasks: a transition is recorded only when the state changes.
+    store
+        .put_task(&task("abc-1", "t", State::Running))
+        .await
+        .unwrap();
+    store
+        .put_task(&task("abc-1", "t", State::Running))
+        .await
+        .unwrap();
+    let mut t = task("abc-1", "t", State::Succeeded);
+    t.outputs = Some(json!({"parameters": {"Output": 1}}));
+    store.put_task(&t).await.unwrap();
+    let got = store.get_task("abc-1", "t").await.unwrap().unwrap();
+    assert_eq!(got.state, State::Succeeded);
+    assert_eq!(got.outputs, t.outputs);
+    let history: Vec<(Option<String>, State)> = store
+        .transitions("abc-1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.task_key, t.state))
+        .collect();
+    assert_eq!(
+        history,
+        vec![
+            (None, State::Pending),
+            (None, State::Running),
+            (None, State::Succeeded),
+            (Some("t".into()), State::Running),
+            (Some("t".into()), State::Succeeded)
+        ]
+    );
+    assert_eq!(store.list_runs(10).await.unwrap().len(), 2);
+
+    // Cancel requests.
+    assert!(!store.cancel_requested("abd-2").await.unwrap());
+    store.request_cancel("abd-2").await.unwrap();
+    assert!(store.cancel_requested("abd-2").await.unwrap());
+}
+
+#[tokio::test]
+async fn cache_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("db")).await.unwrap();
+    assert!(store.get_cache("f").await.unwrap().is_none());
+    let e = CacheEntry {
+        fingerprint: "f".into(),
+        outputs: json!({"a": 1}),
+        run_id: "r".into(),
+        task_key: "t".into(),
+        created_at: Utc::now(),
+    };
+    store.put_cache(&e).await.unwrap();
+    store
+        .put_cache(&CacheEntry {
+            outputs: json!({"a": 2}),
+            ..e.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_cache("f").await.unwrap().unwrap().outputs,
+        json!({"a": 2})
+    );
+}
+
+/// Two stores on one file (as two processes would be) writing at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_writers_do_not_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let a = SqliteStore::open(&path).await.unwrap();
+    let b = SqliteStore::open(&path).await.unwrap();
+    a.create_run(&run("r1")).await.unwrap();
+    b.create_run(&run("r2")).await.unwrap();
+    let mut handles = Vec::new();
+    for (store, id) in [
+        (a.clone(), "r1"),
+        (b.clone(), "r2"),
+        (a.clone(), "r2"),
+        (b.clone(), "r1"),
+    ] {
+        handles.push(tokio::spawn(async move {
+            for i in 0..50 {
+                let key = format!("{}-{i}", std::thread::current().name().unwrap_or("t"));
+                let key = format!("{key}-{}", uuid_like(i));
+                store.put_task(&task(id, &key, State::Running)).await?;
+                store.put_task(&task(id, &key, State::Succeeded)).await?;
+            }
+            Ok::<_, StoreError>(())
+        }));
+    }
+    for h in handles {
+        h.await.unwrap().unwrap();
+    }
+    let total = a.list_tasks("r1").await.unwrap().len() + a.list_tasks("r2").await.unwrap().len();
+    assert_eq!(total, 200);
+}
