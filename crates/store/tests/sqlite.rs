@@ -178,16 +178,16 @@ async fn parallel_writers_do_not_conflict() {
     a.create_run(&run("r1")).await.unwrap();
     b.create_run(&run("r2")).await.unwrap();
     let mut handles = Vec::new();
-    for (store, id) in [
+    let writers = [
         (a.clone(), "r1"),
         (b.clone(), "r2"),
         (a.clone(), "r2"),
         (b.clone(), "r1"),
-    ] {
+    ];
+    for (worker, (store, id)) in writers.into_iter().enumerate() {
         handles.push(tokio::spawn(async move {
             for i in 0..50 {
-                let key = format!("{}-{i}", std::thread::current().name().unwrap_or("t"));
-                let key = format!("{key}-{}", uuid_like(i));
+                let key = format!("w{worker}-{i}");
                 store.put_task(&task(id, &key, State::Running)).await?;
                 store.put_task(&task(id, &key, State::Succeeded)).await?;
             }
