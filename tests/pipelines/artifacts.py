@@ -56,3 +56,14 @@ def artifact_passing(rows: int = 5) -> str:
         s = shard(i=i)
     merge(parts=dsl.Collected(s.outputs["part"]))
     return e.output
+
+
+@dsl.component(base_image=BASE)
+def count_lines(data: Input[Dataset]) -> str:
+    return f"{len(open(data.path).read().splitlines())} {data.metadata.get('origin')}"
+
+
+@dsl.pipeline(name="import-existing")
+def import_existing(uri: str) -> str:
+    imported = dsl.importer(artifact_uri=uri, artifact_class=Dataset, reimport=False, metadata={"origin": "lab"})
+    return count_lines(data=imported.output).output

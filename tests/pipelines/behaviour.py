@@ -97,3 +97,29 @@ def long_sleep(pid_file: str):
 @dsl.pipeline(name="cancelable")
 def cancelable(pid_file: str) -> None:
     long_sleep(pid_file=pid_file).set_caching_options(False)
+
+
+@dsl.pipeline(name="limited-fan-out")
+def limited_fan_out(log_dir: str, seconds: float = 0.5) -> None:
+    with dsl.ParallelFor([0, 1, 2, 3, 4, 5], parallelism=2) as i:
+        sleeper(i=i, log_dir=log_dir, seconds=seconds).set_caching_options(False)
+
+
+@dsl.component(base_image=BASE)
+def where_am_i() -> str:
+    import sys
+    return sys.executable
+
+
+@dsl.component(base_image=BASE, packages_to_install=["six==1.16.0"])
+def with_package() -> str:
+    import sys
+
+    import six
+    return f"{six.__version__} {sys.executable}"
+
+
+@dsl.pipeline(name="environments")
+def environments() -> None:
+    where_am_i().set_caching_options(False)
+    with_package().set_caching_options(False)

@@ -54,3 +54,17 @@ fn artifacts_flow_with_metadata_and_layout() {
         assert!(base.join(format!("for-loop-2.{i}.shard/part")).is_file());
     }
 }
+
+#[test]
+fn importer_brings_in_an_existing_file() {
+    let sb = Sandbox::new();
+    let f = sb.path("existing.csv");
+    std::fs::write(&f, "a\nb\nc\n").unwrap();
+    let (code, run) = sb.run_pipeline("import_existing", &["-p", &format!("uri={f}")]);
+    assert_eq!(code, 0, "{run:#}");
+    assert_eq!(run["outputs"]["Output"], "3 lab");
+    assert_eq!(
+        task(&run, "importer")["outputs"]["artifact"]["uri"],
+        Value::String(f)
+    );
+}

@@ -169,3 +169,65 @@ fn parallelism_bounds_concurrent_tasks() {
     assert_eq!(code, 0);
     assert!(max_overlap(&six) >= 3, "independent tasks run concurrently");
 }
+
+#[test]
+fn loop_parallelism_limit_is_honoured() {
+    let sb = Sandbox::new();
+    let dir = sb.path("limited");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (code, run) = sb.run_pipeline(
+        "limited_fan_out",
+        &[
+            "-p",
+            &format!("log_dir={dir}"),
+            "-p",
+            "seconds=0.6",
+            "--parallelism",
+            "6",
+        ],
+    );
+    assert_eq!(code, 0, "{run:#}");
+    assert_eq!(max_overlap(&dir), 2);
+}
+
+#[test]
+fn python_components_run_in_managed_environments_without_network() {
+    let sb = Sandbox::new();
+    let (code, run) = sb.run_pipeline("environments", &[]);
+    assert_eq!(code, 0, "{run:#}");
+    let plain = task(&run, "where-am-i")["outputs"]["Output"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let with_pkg = task(&run, "with-package")["outputs"]["Output"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let venvs = crate::common::venv_dir().canonicalize().unwrap();
+    assert!(
+        plain.starts_with(venvs.to_str().unwrap()),
+        "not the user's interpreter: {plain}"
+    );
+    let (version, exe) = with_pkg.split_once(' ').unwrap();
+    assert_eq!(version, "1.16.0");
+    assert!(exe.starts_with(venvs.to_str().unwrap()));
+    assert_ne!(
+        std::path::Path::new(exe).parent(),
+        std::path::Path::new(&plain).parent(),
+        "packages_to_install gets its own environment"
+    );
+    // Once the environments exist, a run makes no network call: a dead index must not matter.
+    let p = crate::common::pipeline("environments");
+    let out = sb
+        .cmd()
+        .args(["run", p.to_str().unwrap(), "-q", "--output", "json"])
+        .env("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+        .env("PIP_NO_INDEX", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

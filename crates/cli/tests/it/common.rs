@@ -51,7 +51,7 @@ pub fn pipeline(name: &str) -> PathBuf {
 }
 
 /// Shared cache of component environments, so tests build each once.
-fn venv_dir() -> PathBuf {
+pub fn venv_dir() -> PathBuf {
     std::env::var_os("SWITCHYARD_TEST_VENV_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
