@@ -8,19 +8,22 @@ use std::time::Duration;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use switchyard_engine::{BackendError, JobOutcome, LogSink};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-fn pump<R: AsyncRead + Unpin + Send + 'static>(r: R, sink: LogSink) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(r).lines();
-        loop {
-            match lines.next_line().await {
-                Ok(Some(line)) => sink(&line),
-                Ok(None) => break,
+/// Reads the merged output pipe line by line on a blocking thread; one pipe for
+/// stdout and stderr keeps lines in the order the process wrote them (a Python
+/// traceback stays after the lines that led to it).
+fn pump(reader: std::io::PipeReader, sink: LogSink) -> tokio::task::JoinHandle<()> {
+    tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(reader).split(b'\n') {
+            match line {
+                Ok(bytes) => {
+                    let text = String::from_utf8_lossy(&bytes);
+                    sink(text.strip_suffix('\r').unwrap_or(&text));
+                }
                 Err(e) => {
-                    // Not UTF-8 or a read error: say so once and stop reading this stream.
                     sink(&format!("[switchyard] could not read output: {e}"));
                     break;
                 }
@@ -57,8 +60,6 @@ pub async fn run_process(
         .envs(env)
         .current_dir(work_dir)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
     for k in remove_env {
@@ -72,7 +73,16 @@ pub async fn run_process(
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|e| {
+    let (reader, writer) = std::io::pipe()
+        .map_err(|e| BackendError::Retryable(format!("cannot create an output pipe: {e}")))?;
+    let writer2 = writer
+        .try_clone()
+        .map_err(|e| BackendError::Retryable(format!("cannot create an output pipe: {e}")))?;
+    cmd.stdout(writer).stderr(writer2);
+    let spawned = cmd.spawn();
+    // Our copies of the pipe's write end must close, or the reader never sees EOF.
+    drop(cmd);
+    let mut child = spawned.map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::NotFound {
             " (the local backend runs the container's command on this machine: install it or put it on PATH)"
         } else {
@@ -81,8 +91,7 @@ pub async fn run_process(
         BackendError::Permanent(format!("cannot start '{program}': {e}{hint}"))
     })?;
     let pid = child.id().unwrap_or(0);
-    let out = child.stdout.take().map(|s| pump(s, logs.clone()));
-    let err = child.stderr.take().map(|s| pump(s, logs.clone()));
+    let output = pump(reader, logs.clone());
 
     let status = tokio::select! {
         s = child.wait() => Some(s),
@@ -126,8 +135,6 @@ pub async fn run_process(
     };
     // Stragglers that inherited the group (background children) go too.
     signal_group(pid, Signal::SIGKILL);
-    for h in [out, err].into_iter().flatten() {
-        let _ = tokio::time::timeout(Duration::from_secs(5), h).await;
-    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), output).await;
     Ok(outcome)
 }
