@@ -84,6 +84,17 @@ impl Io {
         serde_json::from_value(v.clone()).ok()
     }
 
+    /// `{name: {"artifacts": [...]}}`, the executor protocol's shape for artifacts.
+    pub fn artifacts_executor_json(&self) -> Map<String, Value> {
+        self.artifacts
+            .iter()
+            .map(|(k, l)| {
+                let list: Vec<Value> = l.iter().map(Artifact::to_executor_json).collect();
+                (k.clone(), json!({ "artifacts": list }))
+            })
+            .collect()
+    }
+
     /// The user-facing form: parameters as they are, artifacts as `{uri, metadata}`
     /// (a single object, or a list for artifact lists).
     pub fn to_user_json(&self) -> Value {

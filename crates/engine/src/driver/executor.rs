@@ -1,0 +1,397 @@
+//! Container and importer tasks: caching, the executor protocol, retries, outputs.
+
+use super::tasklog::TaskLog;
+use super::*;
+
+/// A container or importer task.
+pub(super) async fn run_executor(
+    ctx: &Arc<RunCtx>,
+    key: &str,
+    task: &TaskSpec,
+    comp: &ComponentSpec,
+    inputs: Io,
+    mut rec: TaskRecord,
+) -> Outcome {
+    let label = comp.executor_label.clone().unwrap_or_default();
+    let Some(exec) = ctx.spec.deployment_spec.executors.get(&label).cloned() else {
+        let msg = format!("task '{key}': executor '{label}' not found");
+        return ctx.fail(&mut rec, msg).await;
+    };
+    if let Some(imp) = &exec.importer {
+        rec.kind = "importer".into();
+        return run_importer(ctx, key, imp, &inputs, rec).await;
+    }
+    let Some(container) = exec.container else {
+        let msg = format!("task '{key}': executor '{label}' has no container");
+        return ctx.fail(&mut rec, msg).await;
+    };
+    match run_container(ctx, key, task, comp, &container, inputs, &mut rec).await {
+        Ok(o) => o,
+        Err(msg) => {
+            let msg = format!("task '{key}': {msg}");
+            ctx.fail(&mut rec, msg).await
+        }
+    }
+}
+
+async fn run_importer(
+    ctx: &Arc<RunCtx>,
+    key: &str,
+    imp: &ImporterSpec,
+    inputs: &Io,
+    mut rec: TaskRecord,
+) -> Outcome {
+    let uri = if let Some(c) = imp.artifact_uri.get("constant") {
+        c.as_str().map(str::to_string)
+    } else if let Some(p) = imp
+        .artifact_uri
+        .get("runtimeParameter")
+        .and_then(Value::as_str)
+    {
+        inputs
+            .parameters
+            .get(p)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    } else {
+        None
+    };
+    let Some(uri) = uri else {
+        let msg = format!("task '{key}': importer has no artifact URI");
+        return ctx.fail(&mut rec, msg).await;
+    };
+    let mut outputs = Io::default();
+    outputs.artifacts.insert(
+        "artifact".into(),
+        vec![Artifact {
+            name: "artifact".into(),
+            artifact_type: ArtifactTypeJson::from(&imp.type_schema),
+            uri,
+            metadata: imp.metadata.clone().unwrap_or_default(),
+        }],
+    );
+    rec.started_at = Some(Utc::now());
+    ctx.finish(&mut rec, State::Succeeded, outputs, None).await
+}
+
+/// True when every local artifact file a cached result points to still exists.
+fn artifacts_exist(io: &Io) -> bool {
+    io.artifacts.values().flatten().all(|a| {
+        let p = a.local_path();
+        !p.starts_with('/') || std::path::Path::new(&p).exists()
+    })
+}
+
+async fn run_container(
+    ctx: &Arc<RunCtx>,
+    key: &str,
+    task: &TaskSpec,
+    comp: &ComponentSpec,
+    container: &ContainerSpec,
+    inputs: Io,
+    rec: &mut TaskRecord,
+) -> Result<Outcome, String> {
+    // A resumed run keeps what already succeeded.
+    if ctx.resume {
+        if let Some(done) = reuse_succeeded(ctx, key).await {
+            return Ok(done);
+        }
+    }
+    let caching = ctx.cache
+        && task
+            .caching_options
+            .as_ref()
+            .is_some_and(|c| c.enable_cache);
+    let fp = fingerprint(
+        comp,
+        container,
+        &inputs,
+        task.caching_options
+            .as_ref()
+            .and_then(|c| c.cache_key.as_deref()),
+    );
+    rec.fingerprint = Some(fp.clone());
+    if caching {
+        if let Ok(Some(hit)) = ctx.store.get_cache(&fp).await {
+            if let Some(io) = Io::from_value(&hit.outputs).filter(artifacts_exist) {
+                rec.cached = true;
+                rec.started_at = Some(Utc::now());
+                return Ok(ctx.finish(rec, State::Succeeded, io, None).await);
+            }
+        }
+    }
+
+    let task_dir = ctx.run_dir.join(key_dir(key));
+    let param_dir = task_dir.join(".params");
+    std::fs::create_dir_all(&param_dir)
+        .map_err(|e| format!("cannot create {}: {e}", param_dir.display()))?;
+    let mut outputs = Io::default();
+    for (name, def) in &comp.output_definitions.artifacts {
+        let uri = task_dir.join(name).to_string_lossy().into_owned();
+        outputs.artifacts.insert(
+            name.clone(),
+            vec![Artifact {
+                name: name.clone(),
+                artifact_type: ArtifactTypeJson::from(&def.artifact_type),
+                uri,
+                metadata: Map::new(),
+            }],
+        );
+    }
+    let mut output_files = Map::new();
+    for name in comp.output_definitions.parameters.keys() {
+        output_files.insert(
+            name.clone(),
+            Value::String(param_dir.join(name).to_string_lossy().into_owned()),
+        );
+    }
+    let exec_output = task_dir
+        .join("executor_output.json")
+        .to_string_lossy()
+        .into_owned();
+    let executor_input = executor_input_json(&inputs, &outputs, &output_files, &exec_output);
+    let executor_input_text = executor_input.to_string();
+    let job_name = format!("{}/{}", ctx.pipeline_name, ctx.run_id);
+    let pctx = PlaceholderContext {
+        inputs: &inputs,
+        outputs: &outputs,
+        output_files: &output_files,
+        executor_output_file: &exec_output,
+        executor_input: &executor_input_text,
+        pipeline_job_name: &job_name,
+        pipeline_job_uuid: &ctx.run_id,
+        pipeline_task_name: &rec.name,
+        pipeline_task_uuid: key,
+        pipeline_root: &ctx.pipeline_root,
+        pipeline_job_create_time_utc: &ctx.created_at,
+    };
+    let mut argv = resolve_all(&container.command, &pctx)?;
+    argv.extend(resolve_all(&container.args, &pctx)?);
+    if argv.is_empty() {
+        return Err("the container has no command".into());
+    }
+    let env: BTreeMap<String, String> = container
+        .env
+        .iter()
+        .map(|e| (e.name.clone(), e.value.clone()))
+        .collect();
+
+    let log = TaskLog::open(ctx, key)?;
+    rec.log_path = Some(log.path.to_string_lossy().into_owned());
+    let sink = log.sink.clone();
+
+    let retry = task.retry_policy.clone().unwrap_or_default();
+    let mut attempt: u32 = 0;
+    loop {
+        if ctx.cancel.is_cancelled() {
+            return Ok(ctx
+                .finish(
+                    rec,
+                    State::Canceled,
+                    Io::default(),
+                    Some("run canceled".into()),
+                )
+                .await);
+        }
+        // Leftovers of an earlier attempt must not be read as this one's outputs.
+        let _ = std::fs::remove_file(&exec_output);
+        for f in output_files.values().filter_map(Value::as_str) {
+            let _ = std::fs::remove_file(f);
+        }
+        let permit = tokio::select! {
+            p = ctx.slots.acquire() => p.map_err(|e| e.to_string())?,
+            _ = ctx.cancel.cancelled() => {
+                return Ok(ctx.finish(rec, State::Canceled, Io::default(), Some("run canceled".into())).await);
+            }
+        };
+        rec.state = State::Running;
+        rec.attempt = attempt;
+        rec.started_at = Some(Utc::now());
+        ctx.save(rec).await?;
+        let job = Job {
+            id: format!("{}-{}-{}", ctx.run_id, key_dir(key), attempt),
+            display_name: key.to_string(),
+            image: container.image.clone(),
+            argv: argv.clone(),
+            env: env.clone(),
+            work_dir: task_dir.clone(),
+            resources: container.resources.clone(),
+        };
+        let result = ctx
+            .backend
+            .run(job, sink.clone(), ctx.cancel.child_token())
+            .await;
+        drop(permit);
+        let (message, retryable) = match result {
+            Ok(JobOutcome::Succeeded) => {
+                let outs = collect_outputs(comp, outputs.clone(), &output_files, &exec_output)?;
+                let out = ctx.finish(rec, State::Succeeded, outs.clone(), None).await;
+                if caching && out.state == State::Succeeded {
+                    let entry = CacheEntry {
+                        fingerprint: fp.clone(),
+                        outputs: outs.to_value(),
+                        run_id: ctx.run_id.clone(),
+                        task_key: key.to_string(),
+                        created_at: Utc::now(),
+                    };
+                    if let Err(e) = ctx.store.put_cache(&entry).await {
+                        tracing::warn!(task = key, error = %e, "could not write cache entry");
+                    }
+                }
+                return Ok(out);
+            }
+            Ok(JobOutcome::Canceled) => {
+                return Ok(ctx
+                    .finish(
+                        rec,
+                        State::Canceled,
+                        Io::default(),
+                        Some("run canceled".into()),
+                    )
+                    .await);
+            }
+            Ok(JobOutcome::Failed { message, .. }) => (message, true),
+            Err(BackendError::Retryable(m)) => (m, true),
+            Err(BackendError::Permanent(m)) => (m, false),
+        };
+        let tail_text = log.tail();
+        let full = if tail_text.is_empty() {
+            message
+        } else {
+            format!("{message}; last output:\n{tail_text}")
+        };
+        if retryable && attempt < retry.max_retry_count {
+            attempt += 1;
+            let wait = backoff(&retry, attempt);
+            sink(&format!(
+                "[switchyard] attempt {} failed ({}); retry {attempt}/{} in {:.1}s",
+                attempt,
+                full.lines().next().unwrap_or_default(),
+                retry.max_retry_count,
+                wait.as_secs_f64()
+            ));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = ctx.cancel.cancelled() => {}
+            }
+            continue;
+        }
+        return Err(full);
+    }
+}
+
+/// On resume: the outputs of this task if it already succeeded in this run.
+async fn reuse_succeeded(ctx: &RunCtx, key: &str) -> Option<Outcome> {
+    let old = ctx.store.get_task(&ctx.run_id, key).await.ok()??;
+    if old.state != State::Succeeded {
+        return None;
+    }
+    let outputs = old.outputs.as_ref().and_then(Io::from_value)?;
+    let _ = ctx.events.send(Event::Task {
+        key: key.to_string(),
+        name: old.name.clone(),
+        kind: "container",
+        state: State::Succeeded,
+        cached: old.cached,
+        attempt: old.attempt,
+        error: None,
+        at: Utc::now(),
+    });
+    Some(Outcome {
+        state: State::Succeeded,
+        outputs,
+        error: None,
+    })
+}
+
+/// The executor input document (`{{$}}`), as KFP's launcher builds it.
+fn executor_input_json(
+    inputs: &Io,
+    outputs: &Io,
+    output_files: &Map<String, Value>,
+    exec_output: &str,
+) -> Value {
+    let in_arts = inputs.artifacts_executor_json();
+    let out_arts = outputs.artifacts_executor_json();
+    let out_params: Map<String, Value> = output_files
+        .iter()
+        .map(|(k, f)| (k.clone(), json!({"outputFile": f})))
+        .collect();
+    json!({
+        "inputs": {"parameterValues": inputs.parameters, "artifacts": in_arts},
+        "outputs": {"parameters": out_params, "artifacts": out_arts, "outputFile": exec_output},
+    })
+}
+
+/// Reads what a finished container produced: the executor output file wins, then
+/// each parameter's own output file, converted by declared type.
+fn collect_outputs(
+    comp: &ComponentSpec,
+    mut outputs: Io,
+    output_files: &Map<String, Value>,
+    exec_output: &str,
+) -> Result<Io, String> {
+    let exec: Option<Value> = match std::fs::read_to_string(exec_output) {
+        Ok(text) if !text.trim().is_empty() => Some(
+            serde_json::from_str(&text)
+                .map_err(|e| format!("executor output {exec_output} is not JSON: {e}"))?,
+        ),
+        _ => None,
+    };
+    for (name, def) in &comp.output_definitions.parameters {
+        let from_exec = exec
+            .as_ref()
+            .and_then(|e| e.get("parameterValues"))
+            .and_then(|p| p.get(name))
+            .cloned();
+        let value = match from_exec {
+            Some(v) => Some(
+                normalize(def.parameter_type, v).map_err(|e| format!("output '{name}': {e}"))?,
+            ),
+            None => match output_files
+                .get(name)
+                .and_then(Value::as_str)
+                .map(std::fs::read_to_string)
+            {
+                Some(Ok(text)) => Some(
+                    from_output_file(def.parameter_type, &text)
+                        .map_err(|e| format!("output '{name}': {e}"))?,
+                ),
+                _ => None,
+            },
+        };
+        if let Some(v) = value {
+            outputs.parameters.insert(name.clone(), v);
+        }
+    }
+    if let Some(arts) = exec
+        .as_ref()
+        .and_then(|e| e.get("artifacts"))
+        .and_then(Value::as_object)
+    {
+        for (name, v) in arts {
+            let Some(first) = v
+                .get("artifacts")
+                .and_then(Value::as_array)
+                .and_then(|a| a.first())
+            else {
+                continue;
+            };
+            if let Some(list) = outputs.artifacts.get_mut(name) {
+                if let Some(a) = list.first_mut() {
+                    if let Some(uri) = first
+                        .get("uri")
+                        .and_then(Value::as_str)
+                        .filter(|u| !u.is_empty())
+                    {
+                        a.uri = uri.to_string();
+                    }
+                    if let Some(m) = first.get("metadata").and_then(Value::as_object) {
+                        a.metadata.extend(m.clone());
+                    }
+                }
+            }
+        }
+    }
+    Ok(outputs)
+}

@@ -1,0 +1,141 @@
+//! `dsl.ParallelFor`: iterations of a DAG, bounded by the loop's parallelism.
+
+use super::*;
+
+/// `dsl.ParallelFor`: one DAG run per item, at most `parallelismLimit` at once;
+/// outputs become lists (what `dsl.Collected` reads).
+pub(super) async fn run_loop(
+    ctx: &Arc<RunCtx>,
+    key: &str,
+    task: &TaskSpec,
+    comp_name: &str,
+    comp: &ComponentSpec,
+    inputs: Io,
+    mut rec: TaskRecord,
+) -> Outcome {
+    enum Item {
+        Param(String, Value),
+        Art(String, Artifact),
+    }
+    let items: Result<Vec<Item>, String> = if let Some(it) = &task.parameter_iterator {
+        let list = if let Some(raw) = &it.items.raw {
+            serde_json::from_str::<Value>(raw).map_err(|e| format!("loop items are not JSON: {e}"))
+        } else {
+            let name = it.items.input_parameter.clone().unwrap_or_default();
+            match inputs.parameters.get(&name) {
+                Some(Value::String(s)) => serde_json::from_str::<Value>(s).map_err(|_| {
+                    format!("loop input '{name}' is a string that is not a JSON list: {s}")
+                }),
+                Some(v) => Ok(v.clone()),
+                None => Err(format!("loop input '{name}' has no value")),
+            }
+        };
+        list.and_then(|l| match l {
+            Value::Array(a) => Ok(a
+                .into_iter()
+                .map(|v| Item::Param(it.item_input.clone(), v))
+                .collect()),
+            other => Err(format!("ParallelFor items must be a list, got {other}")),
+        })
+    } else if let Some(it) = &task.artifact_iterator {
+        inputs
+            .artifacts
+            .get(&it.items.input_artifact)
+            .map(|l| {
+                l.iter()
+                    .map(|a| Item::Art(it.item_input.clone(), a.clone()))
+                    .collect()
+            })
+            .ok_or_else(|| {
+                format!(
+                    "loop input artifact '{}' has no value",
+                    it.items.input_artifact
+                )
+            })
+    } else {
+        Ok(vec![])
+    };
+    let items = match items {
+        Ok(i) => i,
+        Err(e) => {
+            let msg = format!("task '{key}': {e}");
+            return ctx.fail(&mut rec, msg).await;
+        }
+    };
+    let limit = task
+        .iterator_policy
+        .as_ref()
+        .map(|p| p.parallelism_limit as usize)
+        .unwrap_or(0);
+    let gate = Arc::new(Semaphore::new(if limit == 0 {
+        Semaphore::MAX_PERMITS
+    } else {
+        limit
+    }));
+    let mut iterations = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let mut it_inputs = inputs.clone();
+        match item {
+            Item::Param(name, v) => {
+                it_inputs.parameters.insert(name, v);
+            }
+            Item::Art(name, a) => {
+                it_inputs.artifacts.insert(name, vec![a]);
+            }
+        }
+        let (ctx, gate, comp_name, scope) = (
+            ctx.clone(),
+            gate.clone(),
+            comp_name.to_string(),
+            Scope::iteration(key, i),
+        );
+        iterations.push(async move {
+            let _permit = gate.acquire_owned().await;
+            run_dag(ctx, scope, comp_name, it_inputs).await
+        });
+    }
+    let outcomes = futures::future::join_all(iterations).await;
+    if let Some((i, o)) = outcomes
+        .iter()
+        .enumerate()
+        .find(|(_, o)| o.state == State::Failed)
+    {
+        let msg = o
+            .error
+            .clone()
+            .unwrap_or_else(|| format!("iteration {i} failed"));
+        return ctx
+            .finish(&mut rec, State::Failed, Io::default(), Some(msg))
+            .await;
+    }
+    if outcomes.iter().any(|o| o.state == State::Canceled) || ctx.cancel.is_cancelled() {
+        return ctx
+            .finish(
+                &mut rec,
+                State::Canceled,
+                Io::default(),
+                Some("run canceled".into()),
+            )
+            .await;
+    }
+    let mut outputs = Io::default();
+    if let Some(dag) = &comp.dag {
+        for name in dag.outputs.parameters.keys() {
+            let list: Vec<Value> = outcomes
+                .iter()
+                .filter_map(|o| o.outputs.parameters.get(name).cloned())
+                .collect();
+            outputs.parameters.insert(name.clone(), Value::Array(list));
+        }
+        for name in dag.outputs.artifacts.keys() {
+            let list: Vec<Artifact> = outcomes
+                .iter()
+                .filter_map(|o| o.outputs.artifacts.get(name))
+                .flatten()
+                .cloned()
+                .collect();
+            outputs.artifacts.insert(name.clone(), list);
+        }
+    }
+    ctx.finish(&mut rec, State::Succeeded, outputs, None).await
+}

@@ -1,0 +1,436 @@
+//! The run driver: walks a pipeline's DAGs, starts each task when its upstream
+//! tasks are done, and records every state change in the store.
+//!
+//! Containers are handed to the [`Backend`]; DAG components (conditions, loops,
+//! exit-handler bodies, pipelines used as components) recurse into `run_dag`.
+//! Task keys are stable paths (`for-loop-2[1]/train`), so a resumed run finds the
+//! tasks that already succeeded and does not run them again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use chrono::Utc;
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use serde_json::{json, Map, Value};
+use switchyard_spec::params::{from_output_file, normalize};
+use switchyard_spec::{ComponentSpec, ContainerSpec, ImporterSpec, PipelineSpec, TaskSpec};
+use switchyard_store::{CacheEntry, RunStore, State, TaskRecord};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{Backend, BackendError, Job, JobOutcome};
+use crate::events::{Event, EventSender};
+use crate::expr::{eval_condition, eval_selector};
+use crate::fingerprint::fingerprint;
+use crate::io::{Artifact, ArtifactTypeJson, Io};
+use crate::placeholder::{resolve_all, PlaceholderContext};
+use crate::retry::backoff;
+
+mod executor;
+mod inputs;
+mod loops;
+mod tasklog;
+
+use executor::run_executor;
+use inputs::resolve_inputs;
+use loops::run_loop;
+
+/// Everything one run's tasks share.
+pub(crate) struct RunCtx {
+    pub run_id: String,
+    pub pipeline_name: String,
+    pub spec: PipelineSpec,
+    /// `<pipeline_root>/<pipeline>/<run>`: where this run's artifacts go.
+    pub run_dir: PathBuf,
+    pub pipeline_root: String,
+    /// The run's creation time, RFC 3339.
+    pub created_at: String,
+    pub logs_dir: PathBuf,
+    pub cache: bool,
+    pub resume: bool,
+    pub slots: Semaphore,
+    pub cancel: CancellationToken,
+    pub events: EventSender,
+    pub store: Arc<dyn RunStore>,
+    pub backend: Arc<dyn Backend>,
+    /// Container tasks that failed for good: (task key, message), in order.
+    pub failures: Mutex<Vec<(String, String)>>,
+}
+
+/// How a task or DAG ended, with what it produced.
+#[derive(Debug, Clone)]
+pub(crate) struct Outcome {
+    pub state: State,
+    pub outputs: Io,
+    pub error: Option<String>,
+}
+
+impl Outcome {
+    fn ended(state: State, error: Option<String>) -> Self {
+        Outcome {
+            state,
+            outputs: Io::default(),
+            error,
+        }
+    }
+    /// Failed, canceled, or skipped because something upstream did not succeed:
+    /// downstream tasks do not run (unless they ask to run after failures).
+    fn bad(&self) -> bool {
+        matches!(self.state, State::Failed | State::Canceled)
+            || (self.state == State::Skipped && self.error.is_some())
+    }
+}
+
+/// Where a DAG sits in the run: the key prefix of its tasks and its owner's key.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Scope {
+    prefix: String,
+    parent: Option<String>,
+}
+
+impl Scope {
+    fn key(&self, task: &str) -> String {
+        format!("{}{}", self.prefix, task)
+    }
+    fn child(key: &str) -> Scope {
+        Scope {
+            prefix: format!("{key}/"),
+            parent: Some(key.to_string()),
+        }
+    }
+    fn iteration(key: &str, i: usize) -> Scope {
+        Scope {
+            prefix: format!("{key}[{i}]/"),
+            parent: Some(key.to_string()),
+        }
+    }
+}
+
+/// A file-system-safe name for a task key.
+pub(crate) fn key_dir(key: &str) -> String {
+    key.chars()
+        .map(|c| match c {
+            '/' | '[' => '.',
+            c if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' || c == ']' => c,
+            _ => '_',
+        })
+        .filter(|c| *c != ']')
+        .collect::<String>()
+}
+
+impl RunCtx {
+    fn component(&self, name: &str) -> Option<&ComponentSpec> {
+        if name == "root" {
+            Some(&self.spec.root)
+        } else {
+            self.spec.components.get(name)
+        }
+    }
+
+    fn new_record(&self, key: &str, name: &str, scope: &Scope, kind: &str) -> TaskRecord {
+        TaskRecord {
+            run_id: self.run_id.clone(),
+            task_key: key.to_string(),
+            name: name.to_string(),
+            parent_key: scope.parent.clone(),
+            kind: kind.to_string(),
+            state: State::Pending,
+            attempt: 0,
+            cached: false,
+            inputs: None,
+            outputs: None,
+            log_path: None,
+            error: None,
+            fingerprint: None,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    /// Writes the record and tells watchers. A store failure is returned so the
+    /// task fails visibly instead of running on with an unrecorded state.
+    async fn save(&self, rec: &TaskRecord) -> Result<(), String> {
+        self.store.put_task(rec).await.map_err(|e| e.to_string())?;
+        let kind = match rec.kind.as_str() {
+            "container" => "container",
+            "importer" => "importer",
+            "loop" => "loop",
+            _ => "dag",
+        };
+        let _ = self.events.send(Event::Task {
+            key: rec.task_key.clone(),
+            name: rec.name.clone(),
+            kind,
+            state: rec.state,
+            cached: rec.cached,
+            attempt: rec.attempt,
+            error: rec.error.clone(),
+            at: Utc::now(),
+        });
+        Ok(())
+    }
+
+    /// Records a task's own failure (not one inherited from upstream): the run's
+    /// error message names the first of these.
+    async fn fail(&self, rec: &mut TaskRecord, msg: String) -> Outcome {
+        if let Ok(mut f) = self.failures.lock() {
+            f.push((rec.task_key.clone(), msg.clone()));
+        }
+        self.finish(rec, State::Failed, Io::default(), Some(msg))
+            .await
+    }
+
+    /// Records a final state for a task and returns the matching outcome.
+    async fn finish(
+        &self,
+        rec: &mut TaskRecord,
+        state: State,
+        outputs: Io,
+        error: Option<String>,
+    ) -> Outcome {
+        rec.state = state;
+        rec.error = error.clone();
+        rec.finished_at = Some(Utc::now());
+        if state == State::Succeeded {
+            rec.outputs = Some(outputs.to_value());
+        }
+        if let Err(e) = self.save(rec).await {
+            return Outcome::ended(
+                State::Failed,
+                Some(format!("could not record task '{}': {e}", rec.task_key)),
+            );
+        }
+        Outcome {
+            state,
+            outputs,
+            error,
+        }
+    }
+}
+
+/// Runs one DAG component to the end and returns its outputs.
+pub(crate) fn run_dag(
+    ctx: Arc<RunCtx>,
+    scope: Scope,
+    comp_name: String,
+    inputs: Io,
+) -> BoxFuture<'static, Outcome> {
+    Box::pin(async move {
+        let Some(dag) = ctx.component(&comp_name).and_then(|c| c.dag.as_ref()) else {
+            return Outcome::ended(
+                State::Failed,
+                Some(format!("component '{comp_name}' has no DAG")),
+            );
+        };
+        let inputs = Arc::new(inputs);
+        let mut results: BTreeMap<String, Outcome> = BTreeMap::new();
+        let mut started: BTreeSet<String> = BTreeSet::new();
+        let mut running = FuturesUnordered::new();
+        loop {
+            // Start everything that is ready; a skip can make more tasks ready.
+            let mut progressed = true;
+            while progressed {
+                progressed = false;
+                for (name, task) in &dag.tasks {
+                    let ups = task.upstream();
+                    if started.contains(name) || !ups.iter().all(|u| results.contains_key(*u)) {
+                        continue;
+                    }
+                    started.insert(name.clone());
+                    progressed = true;
+                    let failed_up = ups
+                        .iter()
+                        .find(|u| results.get(**u).is_some_and(Outcome::bad));
+                    if let (Some(up), false) = (failed_up, task.runs_after_upstream_failure()) {
+                        let mut rec = ctx.new_record(&scope.key(name), name, &scope, "skipped");
+                        let msg =
+                            format!("not run: upstream task '{}' did not succeed", scope.key(up));
+                        let out = ctx
+                            .finish(&mut rec, State::Skipped, Io::default(), Some(msg))
+                            .await;
+                        results.insert(
+                            name.clone(),
+                            Outcome {
+                                state: State::Skipped,
+                                ..out
+                            },
+                        );
+                        continue;
+                    }
+                    if ctx.cancel.is_cancelled() && !task.runs_after_upstream_failure() {
+                        results.insert(
+                            name.clone(),
+                            Outcome::ended(State::Canceled, Some("run canceled".into())),
+                        );
+                        continue;
+                    }
+                    let upstream: BTreeMap<String, Outcome> = ups
+                        .iter()
+                        .filter_map(|u| results.get(*u).map(|o| (u.to_string(), o.clone())))
+                        .collect();
+                    let fut = run_task(
+                        ctx.clone(),
+                        scope.clone(),
+                        inputs.clone(),
+                        comp_name.clone(),
+                        name.clone(),
+                        upstream,
+                    );
+                    let name = name.clone();
+                    running.push(async move { (name, fut.await) });
+                }
+            }
+            match running.next().await {
+                Some((name, outcome)) => {
+                    results.insert(name, outcome);
+                }
+                None => break,
+            }
+        }
+        dag_outcome(&ctx, &comp_name, &results)
+    })
+}
+
+/// A DAG's state and outputs from its tasks' outcomes.
+fn dag_outcome(ctx: &RunCtx, comp_name: &str, results: &BTreeMap<String, Outcome>) -> Outcome {
+    let bad = results.iter().find(|(_, o)| o.state == State::Failed);
+    let canceled =
+        results.values().any(|o| o.state == State::Canceled) || ctx.cancel.is_cancelled();
+    let dag = ctx.component(comp_name).and_then(|c| c.dag.as_ref());
+    if let Some((name, o)) = bad {
+        // Leaf errors already name their full task key; pass them up unchanged.
+        let msg = o
+            .error
+            .clone()
+            .unwrap_or_else(|| format!("task '{name}' failed"));
+        return Outcome::ended(State::Failed, Some(msg));
+    }
+    if canceled {
+        return Outcome::ended(State::Canceled, Some("run canceled".into()));
+    }
+    let mut outputs = Io::default();
+    if let Some(dag) = dag {
+        for (name, sel) in &dag.outputs.parameters {
+            let selectors: Vec<(&str, &str)> =
+                match (&sel.value_from_parameter, &sel.value_from_oneof) {
+                    (Some(p), _) => {
+                        vec![(p.producer_subtask.as_str(), p.output_parameter_key.as_str())]
+                    }
+                    (None, Some(o)) => o
+                        .parameter_selectors
+                        .iter()
+                        .map(|s| (s.producer_subtask.as_str(), s.output_parameter_key.as_str()))
+                        .collect(),
+                    _ => vec![],
+                };
+            let value = selectors.iter().find_map(|(task, key)| {
+                results
+                    .get(*task)
+                    .filter(|o| o.state == State::Succeeded)
+                    .and_then(|o| o.outputs.parameters.get(*key).cloned())
+            });
+            if let Some(v) = value {
+                outputs.parameters.insert(name.clone(), v);
+            }
+        }
+        for (name, sel) in &dag.outputs.artifacts {
+            let value = sel.artifact_selectors.iter().find_map(|s| {
+                results
+                    .get(&s.producer_subtask)
+                    .filter(|o| o.state == State::Succeeded)
+                    .and_then(|o| o.outputs.artifacts.get(&s.output_artifact_key).cloned())
+            });
+            if let Some(v) = value {
+                outputs.artifacts.insert(name.clone(), v);
+            }
+        }
+    }
+    Outcome {
+        state: State::Succeeded,
+        outputs,
+        error: None,
+    }
+}
+
+/// Runs one task of a DAG: resolves its inputs, checks its condition, then
+/// dispatches to a loop, a sub-DAG or an executor.
+fn run_task(
+    ctx: Arc<RunCtx>,
+    scope: Scope,
+    dag_inputs: Arc<Io>,
+    dag_comp: String,
+    name: String,
+    upstream: BTreeMap<String, Outcome>,
+) -> BoxFuture<'static, Outcome> {
+    Box::pin(async move {
+        let key = scope.key(&name);
+        let Some(task) = ctx
+            .component(&dag_comp)
+            .and_then(|c| c.dag.as_ref())
+            .and_then(|d| d.tasks.get(&name))
+            .cloned()
+        else {
+            return Outcome::ended(State::Failed, Some(format!("task '{key}' not found")));
+        };
+        let comp_name = task.component_ref.name.clone();
+        let Some(comp) = ctx.component(&comp_name).cloned() else {
+            return Outcome::ended(
+                State::Failed,
+                Some(format!("task '{key}': component '{comp_name}' not found")),
+            );
+        };
+        let kind = if task.parameter_iterator.is_some() || task.artifact_iterator.is_some() {
+            "loop"
+        } else if comp.dag.is_some() {
+            "dag"
+        } else {
+            "container"
+        };
+        let mut rec = ctx.new_record(&key, &name, &scope, kind);
+        let inputs = match resolve_inputs(&ctx, &task, &comp, &dag_inputs, &upstream) {
+            Ok(i) => i,
+            Err(e) => {
+                let msg = format!("task '{key}': {e}");
+                return ctx.fail(&mut rec, msg).await;
+            }
+        };
+        rec.inputs = Some(inputs.to_value());
+        if let Some(cond) = task
+            .trigger_policy
+            .as_ref()
+            .and_then(|t| t.condition.as_deref())
+            .filter(|c| !c.is_empty())
+        {
+            match eval_condition(cond, &inputs.parameters) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return ctx
+                        .finish(&mut rec, State::Skipped, Io::default(), None)
+                        .await
+                }
+                Err(e) => {
+                    let msg = format!("task '{key}': {e}");
+                    return ctx.fail(&mut rec, msg).await;
+                }
+            }
+        }
+        rec.state = State::Running;
+        rec.started_at = Some(Utc::now());
+        if kind != "container" {
+            if let Err(e) = ctx.save(&rec).await {
+                return Outcome::ended(State::Failed, Some(e));
+            }
+        }
+        match kind {
+            "loop" => run_loop(&ctx, &key, &task, &comp_name, &comp, inputs, rec).await,
+            "dag" => {
+                let out = run_dag(ctx.clone(), Scope::child(&key), comp_name, inputs).await;
+                ctx.finish(&mut rec, out.state, out.outputs, out.error)
+                    .await
+            }
+            _ => run_executor(&ctx, &key, &task, &comp, inputs, rec).await,
+        }
+    })
+}
