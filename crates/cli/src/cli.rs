@@ -25,6 +25,9 @@ pub enum Command {
     /// Inspect and control recorded runs.
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// Distributed training jobs (TrainingJob documents).
+    #[command(subcommand)]
+    Job(JobCommand),
     /// Print the logs of a run, or of one of its tasks.
     Logs {
         /// Run id (or an unambiguous prefix).
@@ -96,5 +99,49 @@ pub enum RunsCommand {
         id: String,
         #[command(flatten)]
         display: DisplayArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Run a TrainingJob (YAML or JSON) and follow it to the end.
+    Run {
+        /// The TrainingJob file.
+        file: PathBuf,
+        /// Override spec.backend (local, kubernetes, sagemaker).
+        #[arg(long)]
+        backend: Option<String>,
+        /// Override a field: `spec.hyperparameters.epochs=3` (repeatable; values read as YAML).
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        sets: Vec<String>,
+        #[command(flatten)]
+        display: DisplayArgs,
+    },
+    /// List recent jobs.
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long, short, value_enum, default_value = "text")]
+        output: OutputFormat,
+    },
+    /// Show one job (by id, id prefix or name).
+    Get {
+        id: String,
+        #[arg(long, short, value_enum, default_value = "text")]
+        output: OutputFormat,
+    },
+    /// Print a job's logs, every rank prefixed, or one rank's.
+    Logs {
+        id: String,
+        #[arg(long)]
+        rank: Option<u32>,
+    },
+    /// Stop a running job; every rank is terminated.
+    Cancel { id: String },
+    /// Used by the KFP training-job component: run the job its executor input describes.
+    #[command(hide = true)]
+    RunComponent {
+        #[arg(long)]
+        executor_input: String,
     },
 }

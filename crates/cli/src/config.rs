@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use switchyard_local::admission::{Admission, Capacity};
+use switchyard_local::training::{LocalTraining, LocalTrainingConfig};
 use switchyard_local::LocalConfig;
 
 /// Resolved locations.
@@ -14,6 +16,7 @@ pub struct Paths {
     pub logs: PathBuf,
     pub artifacts: PathBuf,
     pub venvs: PathBuf,
+    pub jobs: PathBuf,
 }
 
 impl Paths {
@@ -40,20 +43,41 @@ impl Paths {
             logs: home.join("logs"),
             artifacts: home.join("artifacts"),
             venvs,
+            jobs: home.join("jobs"),
             home,
         })
+    }
+
+    fn kill_grace() -> Duration {
+        Duration::from_secs(
+            std::env::var("SWITCHYARD_KILL_GRACE_SECONDS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(10),
+        )
+    }
+
+    /// The local training backend: jobs under `<home>/jobs`, admission ledger
+    /// beside them, scripts run by `SWITCHYARD_TRAINING_PYTHON` (default python3),
+    /// EFS mounts from `SWITCHYARD_EFS_MOUNTS`.
+    pub fn local_training(&self) -> Result<LocalTraining> {
+        let efs = std::env::var("SWITCHYARD_EFS_MOUNTS").unwrap_or_default();
+        let config = LocalTrainingConfig {
+            jobs_dir: self.jobs.clone(),
+            python: std::env::var("SWITCHYARD_TRAINING_PYTHON")
+                .unwrap_or_else(|_| "python3".into()),
+            efs_mounts: LocalTrainingConfig::parse_efs_mounts(&efs).map_err(anyhow::Error::msg)?,
+            kill_grace: Self::kill_grace(),
+        };
+        let admission = Admission::new(self.home.join("admission.json"), Capacity::detect());
+        Ok(LocalTraining::new(config, admission))
     }
 
     pub fn local_backend(&self) -> LocalConfig {
         LocalConfig {
             venv_dir: self.venvs.clone(),
             python: std::env::var("SWITCHYARD_PYTHON").unwrap_or_else(|_| "python3".into()),
-            kill_grace: Duration::from_secs(
-                std::env::var("SWITCHYARD_KILL_GRACE_SECONDS")
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(10),
-            ),
+            kill_grace: Self::kill_grace(),
         }
     }
 }

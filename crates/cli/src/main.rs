@@ -17,7 +17,7 @@ use switchyard_engine::Engine;
 use switchyard_local::LocalBackend;
 use switchyard_store::SqliteStore;
 
-use crate::cli::{Cli, Command, RunsCommand};
+use crate::cli::{Cli, Command, JobCommand, RunsCommand};
 use crate::config::Paths;
 
 fn main() -> ExitCode {
@@ -70,6 +70,35 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         }
         Command::Runs(RunsCommand::Resume { id, display }) => {
             commands::run::resume(&engine, &id, &display).await
+        }
+        Command::Job(JobCommand::Run {
+            file,
+            backend,
+            sets,
+            display,
+        }) => {
+            commands::job::run(
+                &paths,
+                store.clone(),
+                &file,
+                backend.as_deref(),
+                &sets,
+                &display,
+            )
+            .await
+        }
+        Command::Job(JobCommand::List { limit, output }) => {
+            commands::job::list(store.as_ref(), limit, output).await
+        }
+        Command::Job(JobCommand::Get { id, output }) => {
+            commands::job::get(store.as_ref(), &id, output).await
+        }
+        Command::Job(JobCommand::Logs { id, rank }) => {
+            commands::job::logs(store.as_ref(), &id, rank).await
+        }
+        Command::Job(JobCommand::Cancel { id }) => commands::job::cancel(store.as_ref(), &id).await,
+        Command::Job(JobCommand::RunComponent { executor_input }) => {
+            commands::component::run(&paths, store.clone(), &executor_input).await
         }
         Command::Logs { run, task } => {
             commands::logs::logs(store.as_ref(), &run, task.as_deref()).await

@@ -6,7 +6,9 @@
 //! user's interpreter, [`venv`] builds (once, cached by package set) a virtual
 //! environment and the component runs there with no network call.
 
+pub mod admission;
 mod process;
+pub mod training;
 pub mod venv;
 
 use std::path::PathBuf;

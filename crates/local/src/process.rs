@@ -1,14 +1,15 @@
-//! One process group: start, stream output line by line, wait, stop.
+//! Process groups: start one with its output streamed line by line, wait for
+//! it, stop it. Used for single pipeline tasks and for the ranks of a gang.
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use switchyard_engine::{BackendError, JobOutcome, LogSink};
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 /// Reads the merged output pipe line by line on a blocking thread; one pipe for
@@ -32,7 +33,8 @@ fn pump(reader: std::io::PipeReader, sink: LogSink) -> tokio::task::JoinHandle<(
     })
 }
 
-fn signal_group(pid: u32, sig: Signal) {
+/// Sends a signal to a whole process group.
+pub fn signal_group(pid: u32, sig: Signal) {
     // pid 0 would mean our own group: never signal that.
     if pid == 0 {
         return;
@@ -40,18 +42,33 @@ fn signal_group(pid: u32, sig: Signal) {
     let _ = killpg(Pid::from_raw(pid as i32), sig);
 }
 
-/// Runs `argv` in its own process group and waits for it. On cancel the group
-/// gets SIGTERM, then SIGKILL after `grace`. Whatever the group left behind is
-/// killed when the leader exits, so nothing outlives the job.
-pub async fn run_process(
+/// A started process group.
+pub struct Spawned {
+    pub child: Child,
+    pub pid: u32,
+    /// The reader of the output pipe; done when every writer has closed it.
+    pub output: tokio::task::JoinHandle<()>,
+}
+
+impl Spawned {
+    /// After the leader exited: kills what is left of its group and waits (a
+    /// little) for the last output lines.
+    pub async fn finish(self) {
+        signal_group(self.pid, Signal::SIGKILL);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.output).await;
+    }
+}
+
+/// Starts `argv` as the leader of a new process group, stdout and stderr merged
+/// into `logs`. The child is killed if this process dies, so a killed
+/// `switchyard` leaves no orphans.
+pub fn spawn_group(
     argv: &[String],
     env: &BTreeMap<String, String>,
     remove_env: &[&str],
     work_dir: &Path,
     logs: LogSink,
-    cancel: CancellationToken,
-    grace: Duration,
-) -> Result<JobOutcome, BackendError> {
+) -> Result<Spawned, BackendError> {
     let Some((program, args)) = argv.split_first() else {
         return Err(BackendError::Permanent("empty command".into()));
     };
@@ -66,75 +83,102 @@ pub async fn run_process(
         cmd.env_remove(k);
     }
     // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the
-    // child if this process dies, so a killed `switchyard run` leaves no orphans.
+    // child when this process dies.
     unsafe {
         cmd.pre_exec(|| {
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
             Ok(())
         });
     }
-    let (reader, writer) = std::io::pipe()
-        .map_err(|e| BackendError::Retryable(format!("cannot create an output pipe: {e}")))?;
-    let writer2 = writer
-        .try_clone()
-        .map_err(|e| BackendError::Retryable(format!("cannot create an output pipe: {e}")))?;
+    let pipe_err =
+        |e: std::io::Error| BackendError::Retryable(format!("cannot create an output pipe: {e}"));
+    let (reader, writer) = std::io::pipe().map_err(pipe_err)?;
+    let writer2 = writer.try_clone().map_err(pipe_err)?;
     cmd.stdout(writer).stderr(writer2);
     let spawned = cmd.spawn();
     // Our copies of the pipe's write end must close, or the reader never sees EOF.
     drop(cmd);
-    let mut child = spawned.map_err(|e| {
+    let child = spawned.map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::NotFound {
-            " (the local backend runs the container's command on this machine: install it or put it on PATH)"
+            " (the local backend runs the command on this machine: install it or put it on PATH)"
         } else {
             ""
         };
-        BackendError::Permanent(format!("cannot start '{program}': {e}{hint}"))
+        BackendError::Permanent(format!(
+            "cannot start '{program}' in {}: {e}{hint}",
+            work_dir.display()
+        ))
     })?;
     let pid = child.id().unwrap_or(0);
-    let output = pump(reader, logs.clone());
+    Ok(Spawned {
+        child,
+        pid,
+        output: pump(reader, logs),
+    })
+}
 
+/// The exit code a shell would report: the code, or 128 + signal.
+pub fn exit_code(status: &ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(-1)
+}
+
+pub fn describe_exit(status: &ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => "ended abnormally".into(),
+    }
+}
+
+/// Stops a group: SIGTERM, then SIGKILL if it is still there after `grace`.
+pub async fn stop(child: &mut Child, pid: u32, grace: Duration) {
+    signal_group(pid, Signal::SIGTERM);
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        signal_group(pid, Signal::SIGKILL);
+        let _ = child.wait().await;
+    }
+}
+
+/// Runs `argv` in its own process group and waits for it. On cancel the group
+/// gets SIGTERM, then SIGKILL after `grace`. Whatever the group left behind is
+/// killed when the leader exits, so nothing outlives the job.
+pub async fn run_process(
+    argv: &[String],
+    env: &BTreeMap<String, String>,
+    remove_env: &[&str],
+    work_dir: &Path,
+    logs: LogSink,
+    cancel: CancellationToken,
+    grace: Duration,
+) -> Result<JobOutcome, BackendError> {
+    let mut sp = spawn_group(argv, env, remove_env, work_dir, logs)?;
     let status = tokio::select! {
-        s = child.wait() => Some(s),
+        s = sp.child.wait() => Some(s),
         _ = cancel.cancelled() => None,
     };
     let outcome = match status {
-        Some(Ok(status)) => {
-            if status.success() {
-                JobOutcome::Succeeded
-            } else {
-                use std::os::unix::process::ExitStatusExt;
-                match (status.code(), status.signal()) {
-                    (Some(code), _) => JobOutcome::Failed {
-                        exit_code: Some(code),
-                        message: format!("exited with code {code}"),
-                    },
-                    (None, Some(sig)) => JobOutcome::Failed {
-                        exit_code: Some(128 + sig),
-                        message: format!("killed by signal {sig}"),
-                    },
-                    _ => JobOutcome::Failed {
-                        exit_code: None,
-                        message: "ended abnormally".into(),
-                    },
-                }
-            }
-        }
+        Some(Ok(status)) if status.success() => JobOutcome::Succeeded,
+        Some(Ok(status)) => JobOutcome::Failed {
+            exit_code: Some(exit_code(&status)),
+            message: describe_exit(&status),
+        },
         Some(Err(e)) => {
+            let pid = sp.pid;
+            sp.finish().await;
             return Err(BackendError::Retryable(format!(
                 "lost track of process {pid}: {e}"
-            )))
+            )));
         }
         None => {
-            signal_group(pid, Signal::SIGTERM);
-            if tokio::time::timeout(grace, child.wait()).await.is_err() {
-                signal_group(pid, Signal::SIGKILL);
-                let _ = child.wait().await;
-            }
+            stop(&mut sp.child, sp.pid, grace).await;
             JobOutcome::Canceled
         }
     };
-    // Stragglers that inherited the group (background children) go too.
-    signal_group(pid, Signal::SIGKILL);
-    let _ = tokio::time::timeout(Duration::from_secs(5), output).await;
+    sp.finish().await;
     Ok(outcome)
 }

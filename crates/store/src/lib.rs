@@ -6,6 +6,7 @@
 //! run or task is written together with a row in `transitions`, in one
 //! transaction, so the history is never out of step with the current state.
 
+mod jobs;
 mod model;
 mod sqlite;
 
@@ -28,6 +29,10 @@ pub enum StoreError {
     RunNotFound(String),
     #[error("run id prefix '{0}' matches more than one run; give more characters")]
     Ambiguous(String),
+    #[error("no job with id or name '{0}'")]
+    JobNotFound(String),
+    #[error("'{0}' matches more than one job; give more of the id")]
+    AmbiguousJob(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -59,4 +64,20 @@ pub trait RunStore: Send + Sync {
     async fn transitions(&self, run_id: &str) -> Result<Vec<Transition>>;
     async fn get_cache(&self, fingerprint: &str) -> Result<Option<CacheEntry>>;
     async fn put_cache(&self, entry: &CacheEntry) -> Result<()>;
+}
+
+/// The record of training jobs, in the same database as runs.
+#[async_trait::async_trait]
+pub trait JobStore: Send + Sync {
+    async fn create_job(&self, job: &JobRecord) -> Result<()>;
+    /// By id, unambiguous id prefix, or the name of the latest job with that name.
+    async fn get_job(&self, id: &str) -> Result<JobRecord>;
+    async fn list_jobs(&self, limit: u32) -> Result<Vec<JobRecord>>;
+    /// Writes the job's mutable fields; a state change adds an event.
+    async fn update_job(&self, job: &JobRecord, message: Option<&str>) -> Result<()>;
+    /// Adds an event without changing the state (e.g. "restarting").
+    async fn add_job_event(&self, id: &str, state: State, message: &str) -> Result<()>;
+    async fn job_events(&self, id: &str) -> Result<Vec<JobEventRecord>>;
+    async fn request_job_cancel(&self, id: &str) -> Result<()>;
+    async fn job_cancel_requested(&self, id: &str) -> Result<bool>;
 }

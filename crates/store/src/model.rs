@@ -137,3 +137,31 @@ pub struct CacheEntry {
     pub task_key: String,
     pub created_at: DateTime<Utc>,
 }
+
+/// One training job submission.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: String,
+    pub name: String,
+    pub backend: String,
+    pub state: State,
+    /// The validated TrainingJob document (paths resolved), JSON.
+    pub spec: Value,
+    pub restarts: u32,
+    pub model: Option<String>,
+    pub metrics: Option<Value>,
+    pub failure_reason: Option<String>,
+    pub logs_dir: Option<String>,
+    pub owner_pid: Option<u32>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A state change or notable moment of a job (queued, started, restarting).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobEventRecord {
+    pub state: State,
+    pub message: Option<String>,
+    pub at: DateTime<Utc>,
+}

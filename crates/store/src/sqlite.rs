@@ -20,7 +20,10 @@ use crate::{
     CacheEntry, Result, RunRecord, RunStore, RunUpdate, State, StoreError, TaskRecord, Transition,
 };
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_init.sql")),
+    (2, include_str!("../migrations/0002_jobs.sql")),
+];
 
 /// The embedded store: one SQLite database file.
 #[derive(Clone)]
@@ -28,15 +31,15 @@ pub struct SqliteStore {
     pool: SqlitePool,
 }
 
-fn q(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+pub(crate) fn q(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Query { op, source }
 }
 
-fn ts(t: &DateTime<Utc>) -> String {
+pub(crate) fn ts(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-fn parse_ts(s: Option<String>, what: &str) -> Result<Option<DateTime<Utc>>> {
+pub(crate) fn parse_ts(s: Option<String>, what: &str) -> Result<Option<DateTime<Utc>>> {
     s.map(|s| {
         DateTime::parse_from_rfc3339(&s)
             .map(|d| d.with_timezone(&Utc))
@@ -48,7 +51,7 @@ fn parse_ts(s: Option<String>, what: &str) -> Result<Option<DateTime<Utc>>> {
     .transpose()
 }
 
-fn parse_json(s: Option<String>, what: &str) -> Result<Option<Value>> {
+pub(crate) fn parse_json(s: Option<String>, what: &str) -> Result<Option<Value>> {
     s.map(|s| {
         serde_json::from_str(&s).map_err(|e| StoreError::Corrupt {
             what: what.to_string(),
@@ -58,7 +61,7 @@ fn parse_json(s: Option<String>, what: &str) -> Result<Option<Value>> {
     .transpose()
 }
 
-fn parse_state(s: &str, what: &str) -> Result<State> {
+pub(crate) fn parse_state(s: &str, what: &str) -> Result<State> {
     State::from_str(s).map_err(|message| StoreError::Corrupt {
         what: what.to_string(),
         message,
@@ -86,6 +89,10 @@ impl SqliteStore {
         let store = SqliteStore { pool };
         store.migrate().await?;
         Ok(store)
+    }
+
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 
     async fn migrate(&self) -> Result<()> {

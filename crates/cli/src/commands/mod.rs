@@ -1,5 +1,7 @@
 //! One module per command.
 
+pub mod component;
+pub mod job;
 pub mod logs;
 pub mod run;
 pub mod runs;

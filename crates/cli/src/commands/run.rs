@@ -98,6 +98,28 @@ pub async fn resume(engine: &Engine, id: &str, display: &DisplayArgs) -> Result<
     execute(engine, &run.id, display, true).await
 }
 
+/// Ctrl-C or SIGTERM cancels `cancel`; the flag tells whether that happened.
+pub fn cancel_on_signal(cancel: CancellationToken) -> Arc<std::sync::atomic::AtomicBool> {
+    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = interrupted.clone();
+    tokio::spawn(async move {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+            _ = cancel.cancelled() => return,
+        }
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        eprintln!("interrupted: stopping…");
+        cancel.cancel();
+    });
+    interrupted
+}
+
 async fn execute(engine: &Engine, id: &str, display: &DisplayArgs, resume: bool) -> Result<i32> {
     let json = display.output == OutputFormat::Json;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -109,24 +131,7 @@ async fn execute(engine: &Engine, id: &str, display: &DisplayArgs, resume: bool)
         },
     ));
     let cancel = CancellationToken::new();
-    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    {
-        let (cancel, interrupted) = (cancel.clone(), interrupted.clone());
-        tokio::spawn(async move {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(_) => return,
-                };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            interrupted.store(true, std::sync::atomic::Ordering::SeqCst);
-            eprintln!("interrupted: stopping the run's tasks…");
-            cancel.cancel();
-        });
-    }
+    let interrupted = cancel_on_signal(cancel.clone());
     if !json {
         eprintln!("{} run {id}", if resume { "Resuming" } else { "Starting" });
     }

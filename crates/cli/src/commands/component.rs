@@ -1,0 +1,165 @@
+//! The KFP training-job component's entry point: a pipeline step that submits a
+//! TrainingJob, waits for it, and hands back the model and what happened.
+//!
+//! The component runs `switchyard job run-component --executor-input {{$}}`, so
+//! its inputs arrive typed, through the same executor protocol as Python
+//! components, and its outputs go to the files the protocol names.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Map, Value};
+use switchyard_store::{JobStore, State};
+
+use crate::cli::{DisplayArgs, OutputFormat};
+use crate::config::Paths;
+
+/// Component input name → TrainingJob spec field.
+const FIELDS: &[(&str, &str)] = &[
+    ("backend", "backend"),
+    ("image", "image"),
+    ("source_dir", "sourceDir"),
+    ("entry_point", "entryPoint"),
+    ("command", "command"),
+    ("nodes", "nodes"),
+    ("procs_per_node", "procsPerNode"),
+    ("resources", "resources"),
+    ("instance_type", "instanceType"),
+    ("hyperparameters", "hyperparameters"),
+    ("channels", "channels"),
+    ("output", "output"),
+    ("checkpoint", "checkpoint"),
+    ("env", "env"),
+    ("restart_policy", "restartPolicy"),
+    ("backoff_limit", "backoffLimit"),
+    ("max_runtime_seconds", "maxRuntimeSeconds"),
+    ("metrics", "metrics"),
+    ("role_arn", "roleArn"),
+];
+
+/// Empty strings, lists and maps, and zero runtimes mean "not set".
+fn is_unset(field: &str, v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        Value::Number(n) => field == "maxRuntimeSeconds" && n.as_f64() == Some(0.0),
+        _ => false,
+    }
+}
+
+/// Builds the TrainingJob document from the component's parameter values.
+pub fn job_document(params: &Map<String, Value>) -> Result<Value> {
+    let name = params
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let mut spec = Map::new();
+    for (input, field) in FIELDS {
+        if let Some(v) = params.get(*input).filter(|v| !is_unset(field, v)) {
+            // The IR carries integers as doubles; the job spec wants integers.
+            let v = match v {
+                Value::Number(n)
+                    if n.as_f64().is_some_and(|f| f.fract() == 0.0) && n.as_i64().is_none() =>
+                {
+                    json!(n.as_f64().unwrap_or(0.0) as i64)
+                }
+                other => other.clone(),
+            };
+            spec.insert(field.to_string(), v);
+        }
+    }
+    Ok(
+        json!({"apiVersion": switchyard_job::API_VERSION, "kind": "TrainingJob", "metadata": {"name": name}, "spec": spec}),
+    )
+}
+
+fn output_file(exec: &Value, name: &str) -> Option<PathBuf> {
+    exec["outputs"]["parameters"][name]["outputFile"]
+        .as_str()
+        .map(PathBuf::from)
+}
+
+fn write_param(exec: &Value, name: &str, value: &str) -> Result<()> {
+    if let Some(path) = output_file(exec, name) {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&path, value)
+            .with_context(|| format!("cannot write output '{name}' to {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    if from.is_file() {
+        if let Some(d) = to.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        std::fs::copy(from, to)?;
+        return Ok(());
+    }
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        copy_tree(&e.path(), &to.join(e.file_name()))?;
+    }
+    Ok(())
+}
+
+pub async fn run(paths: &Paths, store: Arc<dyn JobStore>, executor_input: &str) -> Result<i32> {
+    let exec: Value =
+        serde_json::from_str(executor_input).context("--executor-input is not JSON")?;
+    let params = exec["inputs"]["parameterValues"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let doc = job_document(&params)?;
+    // Relative paths are taken from where `switchyard run` was started.
+    let base = std::env::var_os("SWITCHYARD_INVOCATION_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")));
+    let job = switchyard_job::load(&doc.to_string(), &base, &[], None)
+        .context("the training-job component's inputs")?;
+    let display = DisplayArgs {
+        quiet: false,
+        output: OutputFormat::Text,
+    };
+    let rec = super::job::execute(paths, store, &job, &display).await?;
+    write_param(&exec, "job_name", &rec.name)?;
+    write_param(&exec, "job_id", &rec.id)?;
+    write_param(&exec, "state", rec.state.as_str())?;
+    write_param(&exec, "backend_used", &rec.backend)?;
+    if rec.state != State::Succeeded {
+        bail!(
+            "training job {} ({}) {}: {}",
+            rec.name,
+            rec.id,
+            rec.state,
+            rec.failure_reason.clone().unwrap_or_default()
+        );
+    }
+    if let (Some(model), Some(uri)) = (
+        &rec.model,
+        exec["outputs"]["artifacts"]["model"]["artifacts"][0]["uri"].as_str(),
+    ) {
+        let dest = PathBuf::from(switchyard_engine::io::uri_to_path(uri));
+        copy_tree(Path::new(model), &dest)
+            .with_context(|| format!("cannot copy the model to {}", dest.display()))?;
+        let metadata = json!({"job_id": rec.id, "backend": rec.backend, "metrics": rec.metrics, "source": model});
+        if let Some(out) = exec["outputs"]["outputFile"].as_str() {
+            let doc = json!({"artifacts": {"model": {"artifacts": [{"name": "model", "uri": uri, "metadata": metadata}]}}});
+            std::fs::write(out, doc.to_string()).with_context(|| format!("cannot write {out}"))?;
+        }
+    }
+    eprintln!(
+        "training job {} {} (model: {})",
+        rec.id,
+        rec.state,
+        rec.model.unwrap_or_default()
+    );
+    Ok(0)
+}

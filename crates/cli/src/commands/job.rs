@@ -1,0 +1,376 @@
+//! `switchyard job run | list | get | logs | cancel`, and the entry point of the
+//! KFP training-job component.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use chrono::Utc;
+use serde_json::{json, Value};
+use switchyard_job::{BackendKind, JobEvent, JobOutcome, JobState, TrainingBackend, TrainingJob};
+use switchyard_store::{JobRecord, JobStore, State};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{DisplayArgs, OutputFormat};
+use crate::commands::runs::process_alive;
+use crate::config::Paths;
+
+fn backend_for(paths: &Paths, kind: BackendKind) -> Result<Arc<dyn TrainingBackend>> {
+    match kind {
+        BackendKind::Local => Ok(Arc::new(paths.local_training()?)),
+        other => bail!(
+            "spec.backend: the {} backend is not available in this version yet; use backend: local (or --backend local)",
+            other.as_str()
+        ),
+    }
+}
+
+fn state_of(s: JobState) -> State {
+    match s {
+        JobState::Succeeded => State::Succeeded,
+        JobState::Failed => State::Failed,
+        JobState::Canceled => State::Canceled,
+    }
+}
+
+pub fn job_json(j: &JobRecord) -> Value {
+    let duration = match (j.started_at, j.finished_at) {
+        (Some(a), Some(b)) => Some((b - a).num_milliseconds() as f64 / 1000.0),
+        _ => None,
+    };
+    json!({
+        "job_id": j.id,
+        "name": j.name,
+        "backend": j.backend,
+        "state": j.state,
+        "restarts": j.restarts,
+        "model": j.model,
+        "metrics": j.metrics.clone().unwrap_or_else(|| json!({})),
+        "failure_reason": j.failure_reason,
+        "logs": j.logs_dir,
+        "created_at": j.created_at,
+        "started_at": j.started_at,
+        "finished_at": j.finished_at,
+        "duration_seconds": duration,
+    })
+}
+
+/// Loads and validates a TrainingJob file.
+pub fn load_file(file: &Path, sets: &[String], backend: Option<&str>) -> Result<TrainingJob> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read TrainingJob file {}", file.display()))?;
+    let base = file
+        .parent()
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
+        .unwrap_or(Path::new("."))
+        .canonicalize()
+        .with_context(|| format!("cannot resolve the folder of {}", file.display()))?;
+    switchyard_job::load(&text, &base, sets, backend).with_context(|| format!("{}", file.display()))
+}
+
+/// Records, runs and follows one job; returns its final record.
+pub async fn execute(
+    paths: &Paths,
+    store: Arc<dyn JobStore>,
+    job: &TrainingJob,
+    display: &DisplayArgs,
+) -> Result<JobRecord> {
+    let backend = backend_for(paths, job.spec.backend)?;
+    backend.preflight(job).map_err(anyhow::Error::msg)?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut rec = JobRecord {
+        id: id.clone(),
+        name: job.name.clone(),
+        backend: job.spec.backend.as_str().into(),
+        state: State::Pending,
+        spec: job.to_json(),
+        restarts: 0,
+        model: None,
+        metrics: None,
+        failure_reason: None,
+        logs_dir: Some(
+            paths
+                .jobs
+                .join(&id)
+                .join("logs")
+                .to_string_lossy()
+                .into_owned(),
+        ),
+        owner_pid: Some(std::process::id()),
+        created_at: Utc::now(),
+        started_at: None,
+        finished_at: None,
+    };
+    store.create_job(&rec).await?;
+    let json = display.output == OutputFormat::Json;
+    if !json {
+        eprintln!(
+            "Job {} ({id}): {} × {} on {}",
+            job.name,
+            job.spec.nodes,
+            job.spec.procs_per_node,
+            job.spec.backend.as_str()
+        );
+    }
+
+    let cancel = CancellationToken::new();
+    let interrupted = crate::commands::run::cancel_on_signal(cancel.clone());
+    // Another process may ask through the store (`switchyard job cancel`).
+    let watcher = {
+        let (store, id, cancel) = (store.clone(), id.clone(), cancel.clone());
+        tokio::spawn(async move {
+            while !cancel.is_cancelled() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if store.job_cancel_requested(&id).await.unwrap_or(false) {
+                    cancel.cancel();
+                }
+            }
+        })
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<JobEvent>();
+    let follower = {
+        let (store, mut rec, show_logs) = (store.clone(), rec.clone(), !display.quiet);
+        tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                match ev {
+                    JobEvent::Log { host, rank, line } => {
+                        if show_logs {
+                            eprintln!("[{host}/rank {rank}] {line}");
+                        }
+                    }
+                    JobEvent::Started {
+                        attempt,
+                        master_port,
+                    } => {
+                        rec.state = State::Running;
+                        rec.restarts = attempt;
+                        rec.started_at.get_or_insert_with(Utc::now);
+                        let msg = format!(
+                            "all ranks started (attempt {attempt}, master port {master_port})"
+                        );
+                        eprintln!("{msg}");
+                        let _ = store.update_job(&rec, Some(&msg)).await;
+                    }
+                    JobEvent::Restarting { attempt, reason } => {
+                        let msg = format!(
+                            "restarting the gang (restart {attempt}): {}",
+                            reason.lines().next().unwrap_or("")
+                        );
+                        eprintln!("{msg}");
+                        let _ = store.add_job_event(&rec.id, State::Running, &msg).await;
+                    }
+                    JobEvent::Status { message } => {
+                        eprintln!("{message}");
+                        let _ = store.add_job_event(&rec.id, rec.state, &message).await;
+                    }
+                    JobEvent::Metric { .. } => {}
+                }
+            }
+        })
+    };
+    let result = backend.run(job, &id, tx, cancel.clone()).await;
+    cancel.cancel();
+    let _ = watcher.await;
+    let _ = follower.await;
+    let outcome = match result {
+        Ok(o) => o,
+        Err(e) => JobOutcome {
+            state: JobState::Failed,
+            restarts: 0,
+            model: None,
+            metrics: Default::default(),
+            failure_reason: Some(e.to_string()),
+        },
+    };
+    rec = store.get_job(&id).await?;
+    rec.state = state_of(outcome.state);
+    rec.restarts = outcome.restarts;
+    rec.model = outcome.model;
+    rec.metrics = Some(json!(outcome.metrics));
+    rec.failure_reason = outcome.failure_reason;
+    rec.owner_pid = None;
+    rec.finished_at = Some(Utc::now());
+    store.update_job(&rec, None).await?;
+    if interrupted.load(std::sync::atomic::Ordering::SeqCst) && rec.state == State::Canceled {
+        rec.failure_reason = Some("interrupted".into());
+    }
+    Ok(rec)
+}
+
+fn report(rec: &JobRecord, output: OutputFormat) -> Result<i32> {
+    if output == OutputFormat::Json {
+        println!("{}", serde_json::to_string_pretty(&job_json(rec))?);
+    } else {
+        let took = match (rec.started_at, rec.finished_at) {
+            (Some(a), Some(b)) => format!(" in {:.1}s", (b - a).num_milliseconds() as f64 / 1000.0),
+            _ => String::new(),
+        };
+        eprintln!(
+            "Job {} {}{took} (restarts: {})",
+            rec.name, rec.state, rec.restarts
+        );
+        if let Some(r) = &rec.failure_reason {
+            eprintln!("failure reason: {r}");
+        }
+        if let Some(m) = &rec.model {
+            println!("model = {m}");
+        }
+        if let Some(Value::Object(m)) = &rec.metrics {
+            for (k, v) in m {
+                println!("{k} = {v}");
+            }
+        }
+    }
+    Ok(crate::report::state_exit_code(rec.state))
+}
+
+pub async fn run(
+    paths: &Paths,
+    store: Arc<dyn JobStore>,
+    file: &Path,
+    backend: Option<&str>,
+    sets: &[String],
+    display: &DisplayArgs,
+) -> Result<i32> {
+    let job = load_file(file, sets, backend)?;
+    let rec = execute(paths, store, &job, display).await?;
+    report(&rec, display.output)
+}
+
+pub async fn list(store: &dyn JobStore, limit: u32, output: OutputFormat) -> Result<i32> {
+    let jobs = store.list_jobs(limit).await?;
+    if output == OutputFormat::Json {
+        let v: Vec<Value> = jobs.iter().map(job_json).collect();
+        println!("{}", serde_json::to_string_pretty(&json!({ "jobs": v }))?);
+        return Ok(0);
+    }
+    println!(
+        "{:<36}  {:<24}  {:<10}  {:<10}  {:<8}  CREATED",
+        "JOB ID", "NAME", "BACKEND", "STATE", "RESTARTS"
+    );
+    for j in jobs {
+        println!(
+            "{:<36}  {:<24}  {:<10}  {:<10}  {:<8}  {}",
+            j.id,
+            j.name,
+            j.backend,
+            j.state.as_str(),
+            j.restarts,
+            j.created_at.format("%Y-%m-%d %H:%M:%S")
+        );
+    }
+    Ok(0)
+}
+
+pub async fn get(store: &dyn JobStore, id: &str, output: OutputFormat) -> Result<i32> {
+    let j = store.get_job(id).await?;
+    let events = store.job_events(&j.id).await?;
+    if output == OutputFormat::Json {
+        let mut v = job_json(&j);
+        v["spec"] = j.spec.clone();
+        v["events"] = events
+            .iter()
+            .map(|e| json!({"state": e.state, "message": e.message, "at": e.at}))
+            .collect::<Vec<_>>()
+            .into();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    println!(
+        "Job {} ({})\n  backend:  {}\n  state:    {}\n  restarts: {}",
+        j.name, j.id, j.backend, j.state, j.restarts
+    );
+    if let Some(r) = &j.failure_reason {
+        println!("  failure:  {}", r.lines().next().unwrap_or(""));
+    }
+    if let Some(m) = &j.model {
+        println!("  model:    {m}");
+    }
+    if let Some(m) = &j.metrics {
+        println!("  metrics:  {m}");
+    }
+    println!("  events:");
+    for e in events {
+        println!(
+            "    {} {:<10} {}",
+            e.at.format("%H:%M:%S%.3f"),
+            e.state.as_str(),
+            e.message.unwrap_or_default()
+        );
+    }
+    Ok(0)
+}
+
+pub async fn logs(store: &dyn JobStore, id: &str, rank: Option<u32>) -> Result<i32> {
+    let j = store.get_job(id).await?;
+    let dir = j.logs_dir.clone().context("the job has no log directory")?;
+    let mut files: Vec<(u32, String, std::path::PathBuf)> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some((host, r)) = name
+                .strip_suffix(".log")
+                .and_then(|n| n.split_once("-rank-"))
+            {
+                if let Ok(r) = r.parse::<u32>() {
+                    files.push((r, host.to_string(), e.path()));
+                }
+            }
+        }
+    }
+    files.sort();
+    if let Some(r) = rank {
+        files.retain(|(x, _, _)| *x == r);
+        if files.is_empty() {
+            bail!("job {} has no log for rank {r}", j.id);
+        }
+    }
+    for (r, host, path) in files {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        for line in text.lines() {
+            if rank.is_some() {
+                println!("{line}");
+            } else {
+                println!("[{host}/rank {r}] {line}");
+            }
+        }
+    }
+    Ok(0)
+}
+
+pub async fn cancel(store: &dyn JobStore, id: &str) -> Result<i32> {
+    let mut j = store.get_job(id).await?;
+    if j.state.is_final() {
+        bail!("job {} is already {}; nothing to cancel", j.id, j.state);
+    }
+    if !j.owner_pid.is_some_and(process_alive) {
+        j.state = State::Canceled;
+        j.failure_reason = Some("canceled".into());
+        j.finished_at = Some(Utc::now());
+        j.owner_pid = None;
+        store
+            .update_job(&j, Some("canceled: no process was following it"))
+            .await?;
+        eprintln!("job {} canceled", j.id);
+        return Ok(0);
+    }
+    store.request_job_cancel(&j.id).await?;
+    eprintln!("cancel requested; waiting for job {} to stop…", j.id);
+    for _ in 0..600 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = store.get_job(&j.id).await?;
+        if now.state.is_final() {
+            eprintln!("job {} {}", now.id, now.state);
+            return Ok(0);
+        }
+    }
+    bail!("job {} did not stop within 60s", j.id)
+}

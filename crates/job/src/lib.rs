@@ -1,0 +1,135 @@
+//! The backend-neutral training job.
+//!
+//! A user writes one `TrainingJob` document ([`spec`]); [`validate`] checks it
+//! and resolves it into a [`TrainingJob`]; a [`TrainingBackend`] runs it (this
+//! machine, a PyTorchJob, a SageMaker training job) and every rank sees the same
+//! environment and files ([`contract`]), so the script never changes. Metrics
+//! are scraped from log lines the same way everywhere ([`MetricScraper`]).
+
+pub mod contract;
+pub mod spec;
+pub mod validate;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+pub use spec::{BackendKind, RestartPolicy, TrainingJobSpec};
+pub use validate::{load, Channel, ChannelSource, TrainingJob};
+
+/// The one apiVersion this version reads.
+pub const API_VERSION: &str = "switchyard/v1";
+
+/// A TrainingJob document that cannot be run; names the field and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum JobSpecError {
+    #[error("malformed TrainingJob YAML: {0}")]
+    Yaml(String),
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+/// Something that happened while a job ran.
+#[derive(Debug, Clone)]
+pub enum JobEvent {
+    /// One line from one rank.
+    Log {
+        host: String,
+        rank: u32,
+        line: String,
+    },
+    /// The gang (re)started: attempt 0 is the first start.
+    Started {
+        attempt: u32,
+        master_port: u16,
+    },
+    /// The gang failed and will be restarted.
+    Restarting {
+        attempt: u32,
+        reason: String,
+    },
+    /// Waiting for resources, or another state a person should see.
+    Status {
+        message: String,
+    },
+    Metric {
+        name: String,
+        value: f64,
+    },
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobState {
+    Succeeded,
+    Failed,
+    Canceled,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JobOutcome {
+    pub state: JobState,
+    pub restarts: u32,
+    /// Where the model is: the `output` location, or rank 0's model directory.
+    pub model: Option<String>,
+    /// Last value of each metric seen in the logs.
+    pub metrics: BTreeMap<String, f64>,
+    pub failure_reason: Option<String>,
+}
+
+/// Failures of the backend itself (not of the training script).
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("{0}")]
+    Setup(String),
+}
+
+pub type JobEvents = tokio::sync::mpsc::UnboundedSender<JobEvent>;
+
+/// Runs a training job somewhere. `job_id` is unique per submission and names
+/// what the backend creates, so a repeated call is recognisable.
+#[async_trait::async_trait]
+pub trait TrainingBackend: Send + Sync {
+    fn kind(&self) -> BackendKind;
+    /// Refuses, before anything is recorded or started, a job this backend
+    /// cannot run here (an unmapped EFS channel, a missing credential).
+    fn preflight(&self, _job: &TrainingJob) -> Result<(), JobError> {
+        Ok(())
+    }
+    async fn run(
+        &self,
+        job: &TrainingJob,
+        job_id: &str,
+        events: JobEvents,
+        cancel: CancellationToken,
+    ) -> Result<JobOutcome, JobError>;
+}
+
+/// Scrapes `metrics` regexes from log lines (the same way on every backend,
+/// as SageMaker's MetricDefinitions do).
+#[derive(Clone)]
+pub struct MetricScraper {
+    defs: Vec<(String, regex::Regex)>,
+}
+
+impl MetricScraper {
+    pub fn new(job: &TrainingJob) -> Self {
+        MetricScraper {
+            defs: job.metrics.clone(),
+        }
+    }
+
+    /// Every (metric, value) the line carries.
+    pub fn scrape(&self, line: &str) -> Vec<(String, f64)> {
+        self.defs
+            .iter()
+            .filter_map(|(name, re)| {
+                let caps = re.captures(line)?;
+                let v: f64 = caps.get(1)?.as_str().parse().ok()?;
+                Some((name.clone(), v))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,169 @@
+//! The `TrainingJob` document (`apiVersion: switchyard/v1`), as users write it.
+//!
+//! Unknown fields are refused (a misspelt `procPerNode` must not silently mean
+//! "1 process"); every error names the field path.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The whole document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TrainingJobDoc {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: TrainingJobSpec,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Metadata {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Where a job runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    #[default]
+    Local,
+    Kubernetes,
+    Sagemaker,
+}
+
+impl BackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Local => "local",
+            BackendKind::Kubernetes => "kubernetes",
+            BackendKind::Sagemaker => "sagemaker",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "local" => Some(BackendKind::Local),
+            "kubernetes" | "k8s" => Some(BackendKind::Kubernetes),
+            "sagemaker" => Some(BackendKind::Sagemaker),
+            _ => None,
+        }
+    }
+}
+
+/// When a failed gang is started again (as the PyTorchJob operator decides).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum RestartPolicy {
+    /// A failure fails the job.
+    #[default]
+    Never,
+    /// Any failure restarts the gang, up to `backoffLimit` times.
+    OnFailure,
+    /// Exit codes >= 128 (killed by a signal: preemption, OOM killer) restart;
+    /// 1-127 (a bug in the script) fail the job at once.
+    ExitCode,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Resources {
+    /// CPUs per host.
+    #[serde(default = "one_f64")]
+    pub cpu: f64,
+    /// Memory per host, Kubernetes quantity (`2Gi`, `512Mi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    /// GPUs per host.
+    #[serde(default)]
+    pub gpu: u32,
+}
+
+fn one_f64() -> f64 {
+    1.0
+}
+fn one() -> u32 {
+    1
+}
+fn three() -> u32 {
+    3
+}
+
+/// A metric scraped from the logs: the first capture group of `regex`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricDefinition {
+    pub name: String,
+    pub regex: String,
+}
+
+/// What to train, where and how.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TrainingJobSpec {
+    #[serde(default)]
+    pub backend: BackendKind,
+    /// The training image (used where containers run; recorded locally).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Directory shipped with the job; the entry point is relative to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_dir: Option<String>,
+    /// A Python script in `sourceDir`, run as `python <entryPoint> --hp value ...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry_point: Option<String>,
+    /// Or an explicit command (no hyperparameter arguments are added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(default = "one")]
+    pub nodes: u32,
+    #[serde(default = "one")]
+    pub procs_per_node: u32,
+    #[serde(default)]
+    pub resources: Resources,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_type: Option<String>,
+    #[serde(default)]
+    pub hyperparameters: BTreeMap<String, Value>,
+    /// Channel name to URI: a local path, `s3://bucket/prefix` or `efs://fs-id/path`.
+    #[serde(default)]
+    pub channels: BTreeMap<String, String>,
+    /// Where the model goes (rank 0's model directory is copied there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// Kept across restarts; SageMaker's CheckpointConfig.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+    #[serde(default = "three")]
+    pub backoff_limit: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_runtime_seconds: Option<u64>,
+    #[serde(default)]
+    pub metrics: Vec<MetricDefinition>,
+    /// SageMaker: the execution role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+    /// SageMaker: EBS volume per instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_size_gb: Option<u32>,
+    /// SageMaker: managed spot training (needs `maxWaitSeconds`).
+    #[serde(default)]
+    pub use_spot_instances: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_wait_seconds: Option<u64>,
+    /// SageMaker: File (default), FastFile or Pipe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_mode: Option<String>,
+    /// Kubernetes: the namespace of the PyTorchJob.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}

@@ -1,0 +1,414 @@
+//! From text to a checked [`TrainingJob`]: parse, apply `--set` overrides,
+//! resolve relative paths against the spec file's folder, and refuse anything
+//! that would fail later, naming the field.
+
+use std::path::{Path, PathBuf};
+
+use regex::Regex;
+use serde_json::Value;
+
+use crate::spec::{BackendKind, TrainingJobDoc, TrainingJobSpec};
+use crate::JobSpecError;
+
+/// Where a channel's data comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChannelSource {
+    Local(PathBuf),
+    S3 {
+        bucket: String,
+        prefix: String,
+    },
+    Efs {
+        file_system_id: String,
+        path: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Channel {
+    pub name: String,
+    pub uri: String,
+    pub source: ChannelSource,
+}
+
+/// A validated job: paths absolute, channels classified, metric regexes compiled.
+#[derive(Debug, Clone)]
+pub struct TrainingJob {
+    pub name: String,
+    pub spec: TrainingJobSpec,
+    pub channels: Vec<Channel>,
+    pub metrics: Vec<(String, Regex)>,
+}
+
+impl TrainingJob {
+    pub fn world_size(&self) -> u32 {
+        self.spec.nodes * self.spec.procs_per_node
+    }
+
+    /// The document as it will be recorded (paths resolved).
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "apiVersion": crate::API_VERSION,
+            "kind": "TrainingJob",
+            "metadata": {"name": self.name},
+            "spec": self.spec,
+        })
+    }
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> JobSpecError {
+    JobSpecError::Invalid {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Applies `path.to.field=value` to the raw document. The value is read as YAML
+/// (so `3` is a number, `true` a boolean, `[1, 2]` a list).
+pub fn apply_set(doc: &mut Value, assignment: &str) -> Result<(), JobSpecError> {
+    let (path, raw) = assignment.split_once('=').ok_or_else(|| {
+        invalid(
+            "--set",
+            format!("'{assignment}' is not PATH=VALUE (e.g. spec.hyperparameters.epochs=3)"),
+        )
+    })?;
+    let value: Value = if raw.is_empty() {
+        Value::String(String::new())
+    } else {
+        serde_saphyr::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()))
+    };
+    let parts: Vec<&str> = path.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(invalid("--set", format!("'{path}' is not a field path")));
+    }
+    let mut cur = doc;
+    for (i, part) in parts.iter().enumerate() {
+        let obj = cur.as_object_mut().ok_or_else(|| {
+            invalid(
+                &parts[..i].join("."),
+                "is not a mapping, cannot --set inside it",
+            )
+        })?;
+        if i == parts.len() - 1 {
+            obj.insert(part.to_string(), value);
+            return Ok(());
+        }
+        cur = obj
+            .entry(part.to_string())
+            .or_insert_with(|| Value::Object(Default::default()));
+    }
+    Ok(())
+}
+
+/// Parses, overrides and validates a TrainingJob. `base` is the folder relative
+/// paths are taken from (the spec file's folder).
+pub fn load(
+    text: &str,
+    base: &Path,
+    sets: &[String],
+    backend: Option<&str>,
+) -> Result<TrainingJob, JobSpecError> {
+    let mut doc: Value =
+        serde_saphyr::from_str_with_options(text, serde_saphyr::options! { strict_booleans: true })
+            .map_err(|e| JobSpecError::Yaml(e.to_string()))?;
+    if !doc.is_object() {
+        return Err(invalid(
+            ".",
+            "expected a TrainingJob mapping with apiVersion, kind, metadata and spec",
+        ));
+    }
+    for s in sets {
+        apply_set(&mut doc, s)?;
+    }
+    if let Some(b) = backend {
+        apply_set(&mut doc, &format!("spec.backend={b}"))?;
+    }
+    let doc: TrainingJobDoc =
+        serde_path_to_error::deserialize(doc).map_err(|e| JobSpecError::Invalid {
+            field: e.path().to_string(),
+            message: e.inner().to_string(),
+        })?;
+    check(doc, base)
+}
+
+fn absolute(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn check_name(name: &str) -> Result<(), JobSpecError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "metadata.name",
+            format!("'{name}' must be 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit (it names Pods and SageMaker jobs)"),
+        ))
+    }
+}
+
+fn check(doc: TrainingJobDoc, base: &Path) -> Result<TrainingJob, JobSpecError> {
+    if doc.api_version != crate::API_VERSION {
+        return Err(invalid(
+            "apiVersion",
+            format!(
+                "'{}' is not supported; use {}",
+                doc.api_version,
+                crate::API_VERSION
+            ),
+        ));
+    }
+    if doc.kind != "TrainingJob" {
+        return Err(invalid(
+            "kind",
+            format!("'{}' is not supported; use TrainingJob", doc.kind),
+        ));
+    }
+    check_name(&doc.metadata.name)?;
+    let mut spec = doc.spec;
+    if spec.nodes == 0 {
+        return Err(invalid("spec.nodes", "must be at least 1"));
+    }
+    if spec.procs_per_node == 0 {
+        return Err(invalid("spec.procsPerNode", "must be at least 1"));
+    }
+    if !(spec.resources.cpu > 0.0 && spec.resources.cpu.is_finite()) {
+        return Err(invalid(
+            "spec.resources.cpu",
+            "must be a positive number of CPUs",
+        ));
+    }
+    if let Some(m) = &spec.resources.memory {
+        parse_quantity(m).ok_or_else(|| {
+            invalid(
+                "spec.resources.memory",
+                format!("'{m}' is not a quantity such as 2Gi or 512Mi"),
+            )
+        })?;
+    }
+    if spec.max_runtime_seconds == Some(0) {
+        return Err(invalid("spec.maxRuntimeSeconds", "must be positive"));
+    }
+    if spec.use_spot_instances && spec.max_wait_seconds.is_none() {
+        return Err(invalid(
+            "spec.maxWaitSeconds",
+            "is required with useSpotInstances",
+        ));
+    }
+    if let (Some(wait), Some(run)) = (spec.max_wait_seconds, spec.max_runtime_seconds) {
+        if wait < run {
+            return Err(invalid(
+                "spec.maxWaitSeconds",
+                "must be at least maxRuntimeSeconds",
+            ));
+        }
+    }
+    if let Some(mode) = &spec.input_mode {
+        if !matches!(mode.as_str(), "File" | "FastFile" | "Pipe") {
+            return Err(invalid(
+                "spec.inputMode",
+                format!("'{mode}' must be File, FastFile or Pipe"),
+            ));
+        }
+    }
+
+    // Code: a script in a shipped directory, or a command.
+    if let Some(dir) = &spec.source_dir {
+        let abs = absolute(base, dir);
+        if !abs.is_dir() {
+            return Err(invalid(
+                "spec.sourceDir",
+                format!("{} is not a directory", abs.display()),
+            ));
+        }
+        spec.source_dir = Some(abs.to_string_lossy().into_owned());
+    }
+    match (&spec.entry_point, &spec.command) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "spec.entryPoint",
+                "give either entryPoint or command, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(invalid(
+                "spec.entryPoint",
+                "missing: name the script to run (entryPoint: train.py) or give a command",
+            ))
+        }
+        (Some(ep), None) => {
+            let dir = spec.source_dir.as_ref().ok_or_else(|| {
+                invalid(
+                    "spec.sourceDir",
+                    "is required with entryPoint (the folder that holds the script)",
+                )
+            })?;
+            if Path::new(ep).is_absolute() || ep.split('/').any(|c| c == "..") {
+                return Err(invalid(
+                    "spec.entryPoint",
+                    format!("'{ep}' must be a path inside sourceDir"),
+                ));
+            }
+            if !Path::new(dir).join(ep).is_file() {
+                return Err(invalid(
+                    "spec.entryPoint",
+                    format!("'{ep}' does not exist in sourceDir {dir}"),
+                ));
+            }
+        }
+        (None, Some(cmd)) => {
+            if cmd.is_empty() || cmd[0].is_empty() {
+                return Err(invalid("spec.command", "must not be empty"));
+            }
+        }
+    }
+    if spec.backend != BackendKind::Local && spec.image.as_deref().unwrap_or("").is_empty() {
+        return Err(invalid(
+            "spec.image",
+            format!("is required for the {} backend", spec.backend.as_str()),
+        ));
+    }
+
+    let mut channels = Vec::new();
+    for (name, uri) in &spec.channels {
+        let field = format!("spec.channels.{name}");
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(invalid(
+                &field,
+                "channel names are letters, digits, '_' and '-'",
+            ));
+        }
+        channels.push(Channel {
+            name: name.clone(),
+            uri: uri.clone(),
+            source: parse_channel(&field, uri, base)?,
+        });
+    }
+    for ch in &channels {
+        if let ChannelSource::Local(p) = &ch.source {
+            spec.channels
+                .insert(ch.name.clone(), p.to_string_lossy().into_owned());
+        }
+    }
+    for (field, value) in [
+        ("spec.output", &mut spec.output),
+        ("spec.checkpoint", &mut spec.checkpoint),
+    ] {
+        if let Some(v) = value {
+            if v.contains("://") {
+                if !v.starts_with("s3://") {
+                    return Err(invalid(
+                        field,
+                        format!("'{v}': use a local path or an s3:// URI"),
+                    ));
+                }
+            } else {
+                *v = absolute(base, v).to_string_lossy().into_owned();
+            }
+        }
+    }
+    let mut metrics = Vec::new();
+    for (i, m) in spec.metrics.iter().enumerate() {
+        let re = Regex::new(&m.regex)
+            .map_err(|e| invalid(&format!("spec.metrics[{i}].regex"), e.to_string()))?;
+        if re.captures_len() < 2 {
+            return Err(invalid(
+                &format!("spec.metrics[{i}].regex"),
+                "needs a capture group around the number, e.g. 'loss=([0-9.]+)'",
+            ));
+        }
+        metrics.push((m.name.clone(), re));
+    }
+    for k in spec.env.keys() {
+        if k.is_empty() || k.contains('=') {
+            return Err(invalid(
+                &format!("spec.env.{k}"),
+                "is not a valid variable name",
+            ));
+        }
+    }
+    Ok(TrainingJob {
+        name: doc.metadata.name,
+        spec,
+        channels,
+        metrics,
+    })
+}
+
+fn parse_channel(field: &str, uri: &str, base: &Path) -> Result<ChannelSource, JobSpecError> {
+    if let Some(rest) = uri.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(invalid(field, format!("'{uri}' has no bucket")));
+        }
+        return Ok(ChannelSource::S3 {
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+        });
+    }
+    if let Some(rest) = uri.strip_prefix("efs://") {
+        let (fs, path) = rest.split_once('/').unwrap_or((rest, ""));
+        if !fs.starts_with("fs-") {
+            return Err(invalid(
+                field,
+                format!("'{uri}': expected efs://fs-<id>/path"),
+            ));
+        }
+        return Ok(ChannelSource::Efs {
+            file_system_id: fs.into(),
+            path: format!("/{path}"),
+        });
+    }
+    if uri.contains("://") {
+        return Err(invalid(
+            field,
+            format!("'{uri}': channels are local paths, s3:// or efs:// URIs"),
+        ));
+    }
+    let p = absolute(base, uri);
+    if !p.exists() {
+        return Err(invalid(field, format!("{} does not exist", p.display())));
+    }
+    Ok(ChannelSource::Local(p))
+}
+
+/// Bytes in a Kubernetes quantity (`2Gi`, `500M`, `1024`).
+pub fn parse_quantity(q: &str) -> Option<u64> {
+    let q = q.trim();
+    let units: [(&str, u64); 8] = [
+        ("Ki", 1 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("Ti", 1 << 40),
+        ("k", 1000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+        ("T", 1_000_000_000_000),
+    ];
+    for (suffix, mult) in units {
+        if let Some(n) = q.strip_suffix(suffix) {
+            return n
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|v| *v >= 0.0)
+                .map(|v| (v * mult as f64) as u64);
+        }
+    }
+    q.parse::<u64>().ok()
+}

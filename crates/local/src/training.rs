@@ -1,0 +1,572 @@
+//! Training jobs on this machine: `nodes × procsPerNode` processes started as one
+//! gang, each rank in its own process group, with the runtime contract of
+//! [`switchyard_job::contract`]. Hosts `algo-1..N` are directories under the
+//! job's folder; all ranks reach the master on 127.0.0.1.
+//!
+//! Any rank failing stops the whole gang (SIGTERM, then SIGKILL after the grace
+//! period); the restart policy then decides between restarting every rank (the
+//! checkpoint directory is kept, so a script that checkpoints resumes) and
+//! failing the job with the script's own failure text.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use switchyard_engine::LogSink;
+use switchyard_job::contract::{self, HostLayout, Placement};
+use switchyard_job::{
+    BackendKind, ChannelSource, JobError, JobEvent, JobEvents, JobOutcome, JobState, MetricScraper,
+    RestartPolicy, TrainingBackend, TrainingJob,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::Admission;
+use crate::process::{describe_exit, exit_code, signal_group, spawn_group, stop, Spawned};
+
+/// Settings of local training.
+#[derive(Debug, Clone)]
+pub struct LocalTrainingConfig {
+    /// One folder per job: code, hosts, logs.
+    pub jobs_dir: PathBuf,
+    /// The interpreter that runs `entryPoint` scripts (has PyTorch for DDP jobs).
+    pub python: String,
+    /// `fs-id` to local mount path, for `efs://` channels.
+    pub efs_mounts: BTreeMap<String, PathBuf>,
+    pub kill_grace: Duration,
+}
+
+impl LocalTrainingConfig {
+    /// Parses `fs-0123=/mnt/efs,fs-0456=/data` (SWITCHYARD_EFS_MOUNTS).
+    pub fn parse_efs_mounts(text: &str) -> Result<BTreeMap<String, PathBuf>, String> {
+        let mut out = BTreeMap::new();
+        for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (fs, path) = item.split_once('=').ok_or_else(|| {
+                format!("SWITCHYARD_EFS_MOUNTS: '{item}' is not fs-ID=/local/path")
+            })?;
+            out.insert(fs.trim().to_string(), PathBuf::from(path.trim()));
+        }
+        Ok(out)
+    }
+}
+
+/// The local [`TrainingBackend`].
+pub struct LocalTraining {
+    config: LocalTrainingConfig,
+    admission: Admission,
+}
+
+impl LocalTraining {
+    pub fn new(config: LocalTrainingConfig, admission: Admission) -> Self {
+        LocalTraining { config, admission }
+    }
+
+    pub fn job_dir(&self, job_id: &str) -> PathBuf {
+        self.config.jobs_dir.join(job_id)
+    }
+
+    /// Where each channel's data is on this machine; refuses what cannot be had
+    /// before anything starts.
+    pub fn channel_paths(&self, job: &TrainingJob) -> Result<BTreeMap<String, PathBuf>, JobError> {
+        let mut out = BTreeMap::new();
+        for c in &job.channels {
+            let path = match &c.source {
+                ChannelSource::Local(p) => p.clone(),
+                ChannelSource::Efs { file_system_id, path } => {
+                    let mount = self.config.efs_mounts.get(file_system_id).ok_or_else(|| {
+                        JobError::Setup(format!(
+                            "spec.channels.{}: {} is on EFS file system {file_system_id}, which has no local mount; \
+                             set SWITCHYARD_EFS_MOUNTS={file_system_id}=/path/where/it/is/mounted",
+                            c.name, c.uri
+                        ))
+                    })?;
+                    let p = mount.join(path.trim_start_matches('/'));
+                    if !p.exists() {
+                        return Err(JobError::Setup(format!(
+                            "spec.channels.{}: {} maps to {}, which does not exist",
+                            c.name,
+                            c.uri,
+                            p.display()
+                        )));
+                    }
+                    p
+                }
+                ChannelSource::S3 { .. } => {
+                    return Err(JobError::Setup(format!(
+                        "spec.channels.{}: {}: s3:// channels are not supported by the local backend yet; \
+                         copy the data to a local path or an EFS mount",
+                        c.name, c.uri
+                    )))
+                }
+            };
+            out.insert(c.name.clone(), path);
+        }
+        for (field, v) in [
+            ("spec.output", &job.spec.output),
+            ("spec.checkpoint", &job.spec.checkpoint),
+        ] {
+            if let Some(v) = v.as_deref().filter(|v| v.contains("://")) {
+                return Err(JobError::Setup(format!(
+                    "{field}: {v}: S3 locations are not supported by the local backend yet"
+                )));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn setup(e: impl std::fmt::Display, what: &str) -> JobError {
+    JobError::Setup(format!("{what}: {e}"))
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        let ty = entry.file_type()?;
+        if ty.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else if ty.is_symlink() {
+            let link = std::fs::read_link(entry.path())?;
+            let _ = std::fs::remove_file(&target);
+            std::os::unix::fs::symlink(link, &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+fn replace_symlink(target: &Path, link: &Path) -> std::io::Result<()> {
+    if link.symlink_metadata().is_ok() {
+        if link.is_dir() && !link.symlink_metadata()?.file_type().is_symlink() {
+            std::fs::remove_dir_all(link)?;
+        } else {
+            std::fs::remove_file(link)?;
+        }
+    }
+    std::os::unix::fs::symlink(target, link)
+}
+
+fn free_port() -> Result<u16, JobError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| setup(e, "cannot find a free port"))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| setup(e, "cannot find a free port"))
+}
+
+/// One rank of a running gang.
+struct Rank {
+    rank: u32,
+    host: String,
+    spawned: Spawned,
+}
+
+/// Why an attempt ended.
+enum Ending {
+    AllSucceeded,
+    /// First rank to fail, with its exit code and description.
+    RankFailed {
+        rank: u32,
+        host: String,
+        code: i32,
+        what: String,
+    },
+    TimedOut,
+    Canceled,
+}
+
+/// Per-rank logs: a file each, the live stream, a tail for failure messages.
+struct RankLogs {
+    dir: PathBuf,
+    events: JobEvents,
+    tails: Arc<Mutex<HashMap<u32, Vec<String>>>>,
+    metrics: Arc<Mutex<BTreeMap<String, f64>>>,
+}
+
+impl RankLogs {
+    fn sink(&self, job: &TrainingJob, host: &str, rank: u32) -> Result<LogSink, JobError> {
+        let path = self.dir.join(format!("{host}-rank-{rank}.log"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| setup(e, &format!("cannot open {}", path.display())))?;
+        let file = Mutex::new(file);
+        let (events, tails, metrics, host) = (
+            self.events.clone(),
+            self.tails.clone(),
+            self.metrics.clone(),
+            host.to_string(),
+        );
+        let scraper = MetricScraper::new(job);
+        Ok(Arc::new(move |line: &str| {
+            use std::io::Write;
+            if let Ok(mut f) = file.lock() {
+                let _ = writeln!(f, "{line}");
+            }
+            if let Ok(mut t) = tails.lock() {
+                let tail = t.entry(rank).or_default();
+                if tail.len() == 10 {
+                    tail.remove(0);
+                }
+                tail.push(line.to_string());
+            }
+            for (name, value) in scraper.scrape(line) {
+                if let Ok(mut m) = metrics.lock() {
+                    m.insert(name.clone(), value);
+                }
+                let _ = events.send(JobEvent::Metric { name, value });
+            }
+            let _ = events.send(JobEvent::Log {
+                host: host.clone(),
+                rank,
+                line: line.to_string(),
+            });
+        }))
+    }
+
+    fn tail(&self, rank: u32) -> String {
+        self.tails
+            .lock()
+            .ok()
+            .and_then(|t| t.get(&rank).map(|l| l.join("\n")))
+            .unwrap_or_default()
+    }
+}
+
+#[async_trait::async_trait]
+impl TrainingBackend for LocalTraining {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Local
+    }
+
+    fn preflight(&self, job: &TrainingJob) -> Result<(), JobError> {
+        self.channel_paths(job).map(|_| ())
+    }
+
+    async fn run(
+        &self,
+        job: &TrainingJob,
+        job_id: &str,
+        events: JobEvents,
+        cancel: CancellationToken,
+    ) -> Result<JobOutcome, JobError> {
+        let channels = self.channel_paths(job)?;
+        let spec = &job.spec;
+        let dir = self.job_dir(job_id);
+        let logs_dir = dir.join("logs");
+        std::fs::create_dir_all(&logs_dir)
+            .map_err(|e| setup(e, &format!("cannot create {}", logs_dir.display())))?;
+
+        // Ship the code: a private copy, so editing the source during a run changes nothing.
+        let code_dir = match &spec.source_dir {
+            Some(src) => {
+                let code = dir.join("code");
+                copy_dir(Path::new(src), &code)
+                    .map_err(|e| setup(e, &format!("cannot copy sourceDir {src}")))?;
+                Some(code)
+            }
+            None => None,
+        };
+        let checkpoint = match &spec.checkpoint {
+            Some(c) => PathBuf::from(c),
+            None => dir.join("checkpoints"),
+        };
+        std::fs::create_dir_all(&checkpoint)
+            .map_err(|e| setup(e, &format!("cannot create {}", checkpoint.display())))?;
+        let instance_type = spec.instance_type.clone().unwrap_or_else(|| "local".into());
+        let layouts: Vec<HostLayout> = (0..spec.nodes)
+            .map(|n| HostLayout::new(dir.join("hosts").join(contract::host_name(n))))
+            .collect();
+        for (n, layout) in layouts.iter().enumerate() {
+            contract::write_host(job, n as u32, &instance_type, layout)
+                .map_err(|e| setup(e, "cannot write the host files"))?;
+            for (name, path) in &channels {
+                replace_symlink(path, &layout.channel_dir(name))
+                    .map_err(|e| setup(e, "cannot link a channel"))?;
+            }
+            replace_symlink(&checkpoint, &layout.checkpoint_dir())
+                .map_err(|e| setup(e, "cannot link the checkpoint directory"))?;
+        }
+
+        // Admission: wait for the CPUs and GPUs the whole gang needs.
+        let cpus = spec.resources.cpu * f64::from(spec.nodes);
+        let gpus = spec.resources.gpu * spec.nodes;
+        let ev = events.clone();
+        let grant = self
+            .admission
+            .acquire(job_id, cpus, gpus, &cancel, |m| {
+                let _ = ev.send(JobEvent::Status { message: m });
+            })
+            .await
+            .map_err(JobError::Setup)?;
+        let Some(grant) = grant else {
+            return Ok(JobOutcome {
+                state: JobState::Canceled,
+                restarts: 0,
+                model: None,
+                metrics: BTreeMap::new(),
+                failure_reason: Some("canceled while queued".into()),
+            });
+        };
+
+        let rank_logs = RankLogs {
+            dir: logs_dir,
+            events: events.clone(),
+            tails: Arc::default(),
+            metrics: Arc::default(),
+        };
+        let deadline = spec
+            .max_runtime_seconds
+            .map(|s| Instant::now() + Duration::from_secs(s));
+        let mut restarts = 0u32;
+        let outcome = loop {
+            for l in &layouts {
+                let _ = std::fs::remove_file(l.failure_file());
+            }
+            let port = free_port()?;
+            let _ = events.send(JobEvent::Started {
+                attempt: restarts,
+                master_port: port,
+            });
+            let ending = self
+                .attempt(
+                    job,
+                    job_id,
+                    restarts,
+                    port,
+                    &layouts,
+                    code_dir.as_deref(),
+                    &grant.gpus,
+                    &rank_logs,
+                    deadline,
+                    &cancel,
+                )
+                .await?;
+            let (code, reason) = match ending {
+                Ending::AllSucceeded => break (JobState::Succeeded, None),
+                Ending::Canceled => break (JobState::Canceled, Some("canceled".to_string())),
+                Ending::TimedOut => {
+                    let s = spec.max_runtime_seconds.unwrap_or(0);
+                    break (JobState::Failed, Some(format!("MaxRuntimeExceeded: the job ran longer than maxRuntimeSeconds ({s}s) and was stopped")));
+                }
+                Ending::RankFailed {
+                    rank,
+                    host,
+                    code,
+                    what,
+                } => {
+                    let reason = failure_text(&layouts).unwrap_or_else(|| {
+                        let tail = rank_logs.tail(rank);
+                        if tail.is_empty() {
+                            format!("rank {rank} ({host}) {what}")
+                        } else {
+                            format!("rank {rank} ({host}) {what}; last output:\n{tail}")
+                        }
+                    });
+                    (code, reason)
+                }
+            };
+            let retryable = match spec.restart_policy {
+                RestartPolicy::Never => false,
+                RestartPolicy::OnFailure => true,
+                RestartPolicy::ExitCode => code >= 128,
+            };
+            if retryable && restarts < spec.backoff_limit {
+                restarts += 1;
+                let _ = events.send(JobEvent::Restarting {
+                    attempt: restarts,
+                    reason: reason.clone(),
+                });
+                continue;
+            }
+            let why = if retryable {
+                format!(
+                    "{reason} (gave up after {restarts} restarts: backoffLimit {})",
+                    spec.backoff_limit
+                )
+            } else if spec.restart_policy == RestartPolicy::ExitCode
+                && restarts < spec.backoff_limit
+            {
+                format!("{reason} (exit code {code} is not retryable under restartPolicy ExitCode)")
+            } else {
+                reason
+            };
+            break (JobState::Failed, Some(why));
+        };
+        drop(grant);
+
+        let (state, failure_reason) = outcome;
+        let mut model = None;
+        if state == JobState::Succeeded {
+            let rank0_model = layouts[0].model_dir();
+            model = Some(match &spec.output {
+                Some(out) => {
+                    copy_dir(&rank0_model, Path::new(out))
+                        .map_err(|e| setup(e, &format!("cannot copy the model to {out}")))?;
+                    out.clone()
+                }
+                None => rank0_model.to_string_lossy().into_owned(),
+            });
+        }
+        let metrics = rank_logs
+            .metrics
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default();
+        Ok(JobOutcome {
+            state,
+            restarts,
+            model,
+            metrics,
+            failure_reason,
+        })
+    }
+}
+
+/// The first non-empty `output/failure` a rank wrote.
+fn failure_text(layouts: &[HostLayout]) -> Option<String> {
+    layouts
+        .iter()
+        .filter_map(|l| std::fs::read_to_string(l.failure_file()).ok())
+        .map(|s| s.trim().to_string())
+        .find(|s| !s.is_empty())
+}
+
+impl LocalTraining {
+    /// Starts every rank and waits for the gang to end.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt(
+        &self,
+        job: &TrainingJob,
+        job_id: &str,
+        attempt: u32,
+        port: u16,
+        layouts: &[HostLayout],
+        code_dir: Option<&Path>,
+        gpus: &[u32],
+        logs: &RankLogs,
+        deadline: Option<Instant>,
+        cancel: &CancellationToken,
+    ) -> Result<Ending, JobError> {
+        let spec = &job.spec;
+        let gpus_per_node = spec.resources.gpu as usize;
+        let mut ranks: Vec<Rank> = Vec::new();
+        for (node, layout) in layouts.iter().enumerate() {
+            let node = node as u32;
+            let host = contract::host_name(node);
+            for local_rank in 0..spec.procs_per_node {
+                let placement = Placement {
+                    node,
+                    local_rank,
+                    master_addr: "127.0.0.1".into(),
+                    master_port: port,
+                    num_cpus: spec.resources.cpu.ceil().max(1.0) as u32,
+                    num_gpus: spec.resources.gpu,
+                    instance_type: spec.instance_type.clone().unwrap_or_else(|| "local".into()),
+                    code_dir: code_dir.map(Path::to_path_buf),
+                    run_id: format!("{job_id}-{attempt}"),
+                };
+                let mut env = contract::rank_env(job, layout, &placement);
+                let mine = gpus
+                    .iter()
+                    .skip(node as usize * gpus_per_node)
+                    .take(gpus_per_node);
+                env.insert(
+                    "CUDA_VISIBLE_DEVICES".into(),
+                    mine.map(u32::to_string).collect::<Vec<_>>().join(","),
+                );
+                let argv: Vec<String> = match (&spec.entry_point, &spec.command) {
+                    (Some(ep), _) => {
+                        let mut a = vec![self.config.python.clone(), ep.clone()];
+                        a.extend(contract::user_args(job));
+                        a
+                    }
+                    (None, Some(cmd)) => cmd.clone(),
+                    (None, None) => return Err(JobError::Setup("spec.entryPoint: missing".into())),
+                };
+                let cwd = code_dir
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| layout.base.clone());
+                let rank = placement.node * spec.procs_per_node + local_rank;
+                let sink = logs.sink(job, &host, rank)?;
+                match spawn_group(&argv, &env, &[], &cwd, sink) {
+                    Ok(spawned) => ranks.push(Rank {
+                        rank,
+                        host: host.clone(),
+                        spawned,
+                    }),
+                    Err(e) => {
+                        for mut r in ranks {
+                            stop(&mut r.spawned.child, r.spawned.pid, self.config.kill_grace).await;
+                            r.spawned.finish().await;
+                        }
+                        return Err(JobError::Setup(format!("rank {rank}: {e}")));
+                    }
+                }
+            }
+        }
+
+        // Wait for every rank; the first failure, a timeout or a cancel stops the rest.
+        let mut pending = futures::stream::FuturesUnordered::new();
+        let mut running: HashMap<u32, (String, u32, tokio::task::JoinHandle<()>)> = HashMap::new();
+        for r in ranks {
+            let Spawned {
+                mut child,
+                pid,
+                output,
+            } = r.spawned;
+            let rank = r.rank;
+            pending.push(async move { (rank, child.wait().await) });
+            running.insert(rank, (r.host, pid, output));
+        }
+        let mut ending = None;
+        let mut kill_at: Option<Instant> = None;
+        let at = |d: Option<Instant>| async move {
+            match d {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        while !pending.is_empty() {
+            let mut stop_reason = None;
+            tokio::select! {
+                next = futures::StreamExt::next(&mut pending) => {
+                    let Some((rank, status)) = next else { break };
+                    let Some((host, pid, output)) = running.remove(&rank) else { continue };
+                    // The rank's leftovers go with it; its last lines are read.
+                    signal_group(pid, Signal::SIGKILL);
+                    let _ = tokio::time::timeout(Duration::from_secs(5), output).await;
+                    let failed = match &status {
+                        Ok(s) if s.success() => None,
+                        Ok(s) => Some((exit_code(s), describe_exit(s))),
+                        Err(e) => Some((-1, format!("could not be waited for: {e}"))),
+                    };
+                    if let (Some((code, what)), None) = (failed, &ending) {
+                        stop_reason = Some(Ending::RankFailed { rank, host, code, what });
+                    }
+                }
+                _ = at(deadline), if ending.is_none() => stop_reason = Some(Ending::TimedOut),
+                _ = cancel.cancelled(), if ending.is_none() => stop_reason = Some(Ending::Canceled),
+                _ = at(kill_at), if kill_at.is_some() => {
+                    for (_, pid, _) in running.values() {
+                        signal_group(*pid, Signal::SIGKILL);
+                    }
+                    kill_at = None;
+                }
+            }
+            if let Some(reason) = stop_reason {
+                ending = Some(reason);
+                for (_, pid, _) in running.values() {
+                    signal_group(*pid, Signal::SIGTERM);
+                }
+                kill_at = Some(Instant::now() + self.config.kill_grace);
+            }
+        }
+        Ok(ending.unwrap_or(Ending::AllSucceeded))
+    }
+}

@@ -1,0 +1,205 @@
+//! [`JobStore`] on the SQLite database.
+
+use chrono::Utc;
+use serde_json::Value;
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+
+use crate::sqlite::{parse_json, parse_state, parse_ts, q, ts};
+use crate::{JobEventRecord, JobRecord, JobStore, Result, SqliteStore, State, StoreError};
+
+fn job_from_row(row: &SqliteRow) -> Result<JobRecord> {
+    let id: String = row.get("id");
+    let what = format!("job {id}");
+    Ok(JobRecord {
+        name: row.get("name"),
+        backend: row.get("backend"),
+        state: parse_state(row.get::<&str, _>("state"), &what)?,
+        spec: parse_json(Some(row.get("spec")), &what)?.unwrap_or(Value::Null),
+        restarts: row.get::<i64, _>("restarts") as u32,
+        model: row.get("model"),
+        metrics: parse_json(row.get("metrics"), &what)?,
+        failure_reason: row.get("failure_reason"),
+        logs_dir: row.get("logs_dir"),
+        owner_pid: row.get::<Option<i64>, _>("owner_pid").map(|p| p as u32),
+        created_at: parse_ts(Some(row.get("created_at")), &what)?.unwrap_or_else(Utc::now),
+        started_at: parse_ts(row.get("started_at"), &what)?,
+        finished_at: parse_ts(row.get("finished_at"), &what)?,
+        id,
+    })
+}
+
+impl SqliteStore {
+    async fn resolve_job(&self, id: &str) -> Result<String> {
+        let exact: Option<String> = sqlx::query_scalar("SELECT id FROM jobs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(q("get job"))?;
+        if let Some(id) = exact {
+            return Ok(id);
+        }
+        let by_name: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE name = ? ORDER BY created_at DESC LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(q("get job"))?;
+        if let Some(id) = by_name {
+            return Ok(id);
+        }
+        if id.is_empty() || id.contains(['%', '_']) {
+            return Err(StoreError::JobNotFound(id.to_string()));
+        }
+        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM jobs WHERE id LIKE ? LIMIT 2")
+            .bind(format!("{id}%"))
+            .fetch_all(self.pool())
+            .await
+            .map_err(q("get job"))?;
+        match ids.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(StoreError::JobNotFound(id.to_string())),
+            _ => Err(StoreError::AmbiguousJob(id.to_string())),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl JobStore for SqliteStore {
+    async fn create_job(&self, j: &JobRecord) -> Result<()> {
+        let mut tx = self.pool().begin().await.map_err(q("create job"))?;
+        sqlx::query(
+            "INSERT INTO jobs (id, name, backend, state, spec, restarts, model, metrics, failure_reason, logs_dir, \
+             owner_pid, created_at, started_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        )
+        .bind(&j.id)
+        .bind(&j.name)
+        .bind(&j.backend)
+        .bind(j.state.as_str())
+        .bind(j.spec.to_string())
+        .bind(i64::from(j.restarts))
+        .bind(&j.model)
+        .bind(j.metrics.as_ref().map(Value::to_string))
+        .bind(&j.failure_reason)
+        .bind(&j.logs_dir)
+        .bind(j.owner_pid.map(i64::from))
+        .bind(ts(&j.created_at))
+        .bind(j.started_at.as_ref().map(ts))
+        .bind(j.finished_at.as_ref().map(ts))
+        .execute(&mut *tx)
+        .await
+        .map_err(q("create job"))?;
+        sqlx::query("INSERT INTO job_events (job_id, state, message, at) VALUES (?, ?, NULL, ?)")
+            .bind(&j.id)
+            .bind(j.state.as_str())
+            .bind(ts(&j.created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(q("create job"))?;
+        tx.commit().await.map_err(q("create job"))
+    }
+
+    async fn get_job(&self, id: &str) -> Result<JobRecord> {
+        let id = self.resolve_job(id).await?;
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?")
+            .bind(&id)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(q("get job"))?
+            .ok_or_else(|| StoreError::JobNotFound(id.clone()))?;
+        job_from_row(&row)
+    }
+
+    async fn list_jobs(&self, limit: u32) -> Result<Vec<JobRecord>> {
+        let rows = sqlx::query("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?")
+            .bind(i64::from(limit))
+            .fetch_all(self.pool())
+            .await
+            .map_err(q("list jobs"))?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn update_job(&self, j: &JobRecord, message: Option<&str>) -> Result<()> {
+        let mut tx = self.pool().begin().await.map_err(q("update job"))?;
+        let old: Option<String> = sqlx::query_scalar(
+            "UPDATE jobs SET state = ?, restarts = ?, model = ?, metrics = ?, failure_reason = ?, logs_dir = ?, \
+             owner_pid = ?, started_at = ?, finished_at = ? WHERE id = ? \
+             RETURNING (SELECT state FROM job_events WHERE job_id = ? ORDER BY seq DESC LIMIT 1)",
+        )
+        .bind(j.state.as_str())
+        .bind(i64::from(j.restarts))
+        .bind(&j.model)
+        .bind(j.metrics.as_ref().map(Value::to_string))
+        .bind(&j.failure_reason)
+        .bind(&j.logs_dir)
+        .bind(j.owner_pid.map(i64::from))
+        .bind(j.started_at.as_ref().map(ts))
+        .bind(j.finished_at.as_ref().map(ts))
+        .bind(&j.id)
+        .bind(&j.id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(q("update job"))?
+        .flatten();
+        if old.as_deref() != Some(j.state.as_str()) || message.is_some() {
+            sqlx::query("INSERT INTO job_events (job_id, state, message, at) VALUES (?, ?, ?, ?)")
+                .bind(&j.id)
+                .bind(j.state.as_str())
+                .bind(message)
+                .bind(ts(&Utc::now()))
+                .execute(&mut *tx)
+                .await
+                .map_err(q("update job"))?;
+        }
+        tx.commit().await.map_err(q("update job"))
+    }
+
+    async fn add_job_event(&self, id: &str, state: State, message: &str) -> Result<()> {
+        sqlx::query("INSERT INTO job_events (job_id, state, message, at) VALUES (?, ?, ?, ?)")
+            .bind(id)
+            .bind(state.as_str())
+            .bind(message)
+            .bind(ts(&Utc::now()))
+            .execute(self.pool())
+            .await
+            .map_err(q("add job event"))?;
+        Ok(())
+    }
+
+    async fn job_events(&self, id: &str) -> Result<Vec<JobEventRecord>> {
+        let rows =
+            sqlx::query("SELECT state, message, at FROM job_events WHERE job_id = ? ORDER BY seq")
+                .bind(id)
+                .fetch_all(self.pool())
+                .await
+                .map_err(q("list job events"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(JobEventRecord {
+                    state: parse_state(r.get::<&str, _>("state"), "job event")?,
+                    message: r.get("message"),
+                    at: parse_ts(Some(r.get("at")), "job event")?.unwrap_or_else(Utc::now),
+                })
+            })
+            .collect()
+    }
+
+    async fn request_job_cancel(&self, id: &str) -> Result<()> {
+        sqlx::query("UPDATE jobs SET cancel_requested = 1 WHERE id = ?")
+            .bind(id)
+            .execute(self.pool())
+            .await
+            .map_err(q("request job cancel"))?;
+        Ok(())
+    }
+
+    async fn job_cancel_requested(&self, id: &str) -> Result<bool> {
+        let v: Option<i64> = sqlx::query_scalar("SELECT cancel_requested FROM jobs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(q("read job cancel flag"))?;
+        Ok(v.unwrap_or(0) != 0)
+    }
+}
