@@ -78,6 +78,23 @@ impl Paths {
             venv_dir: self.venvs.clone(),
             python: std::env::var("SWITCHYARD_PYTHON").unwrap_or_else(|_| "python3".into()),
             kill_grace: Self::kill_grace(),
+            tool_dir: std::env::current_exe()
+                .ok()
+                .and_then(|p| p.parent().map(PathBuf::from)),
+            extra_env: [
+                (
+                    "SWITCHYARD_HOME".to_string(),
+                    self.home.to_string_lossy().into_owned(),
+                ),
+                (
+                    "SWITCHYARD_INVOCATION_DIR".to_string(),
+                    std::env::current_dir()
+                        .map(|d| d.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                ),
+            ]
+            .into_iter()
+            .collect(),
         }
     }
 }

@@ -26,6 +26,11 @@ pub struct LocalConfig {
     pub python: String,
     /// How long a cancelled job gets between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
+    /// Put first on every task's PATH (the folder of the `switchyard` binary, so
+    /// components such as training-job can call it).
+    pub tool_dir: Option<PathBuf>,
+    /// Set for every task (`SWITCHYARD_HOME`, `SWITCHYARD_INVOCATION_DIR`).
+    pub extra_env: std::collections::BTreeMap<String, String>,
 }
 
 /// Runs jobs as local process groups.
@@ -53,6 +58,15 @@ impl Backend for LocalBackend {
     ) -> Result<JobOutcome, BackendError> {
         let mut argv = job.argv.clone();
         let mut env = job.env.clone();
+        for (k, v) in &self.config.extra_env {
+            env.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        let base_path = std::env::var("PATH").unwrap_or_default();
+        let base_path = match &self.config.tool_dir {
+            Some(dir) => format!("{}:{base_path}", dir.display()),
+            None => base_path,
+        };
+        env.entry("PATH".into()).or_insert(base_path);
         let mut remove_env: Vec<&str> = Vec::new();
         if let Some(plan) = venv::KfpPythonComponent::detect(&argv) {
             let bin = tokio::select! {
@@ -60,7 +74,7 @@ impl Backend for LocalBackend {
                 _ = cancel.cancelled() => return Ok(JobOutcome::Canceled),
             };
             argv = plan.program_argv;
-            let path = std::env::var("PATH").unwrap_or_default();
+            let path = env.get("PATH").cloned().unwrap_or_default();
             env.insert("PATH".into(), format!("{}:{path}", bin.display()));
             env.insert(
                 "VIRTUAL_ENV".into(),

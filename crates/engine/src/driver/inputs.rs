@@ -13,6 +13,51 @@ fn final_status(ctx: &RunCtx, producer_key: &str, o: &Outcome) -> Value {
     })
 }
 
+/// Replaces input placeholders inside a constant: a string that is exactly one
+/// placeholder becomes the input's value (keeping its type); placeholders inside
+/// longer strings are replaced by the value's text.
+fn fill_placeholders(v: Value, inputs: &Map<String, Value>) -> Value {
+    const OPEN: &str = "{{$.inputs.parameters['";
+    const CLOSE: &str = "']}}";
+    match v {
+        Value::String(s) if s.contains(OPEN) => {
+            if let Some(name) = s.strip_prefix(OPEN).and_then(|r| r.strip_suffix(CLOSE)) {
+                if !name.contains(CLOSE) {
+                    if let Some(val) = inputs.get(name) {
+                        return val.clone();
+                    }
+                }
+            }
+            let mut out = String::new();
+            let mut rest = s.as_str();
+            while let Some(start) = rest.find(OPEN) {
+                let after = &rest[start + OPEN.len()..];
+                let Some(end) = after.find(CLOSE) else { break };
+                let name = &after[..end];
+                out.push_str(&rest[..start]);
+                match inputs.get(name) {
+                    Some(val) => out.push_str(&switchyard_spec::params::value_to_text(val)),
+                    None => out.push_str(&rest[start..start + OPEN.len() + end + CLOSE.len()]),
+                }
+                rest = &after[end + CLOSE.len()..];
+            }
+            out.push_str(rest);
+            Value::String(out)
+        }
+        Value::Array(a) => Value::Array(
+            a.into_iter()
+                .map(|x| fill_placeholders(x, inputs))
+                .collect(),
+        ),
+        Value::Object(o) => Value::Object(
+            o.into_iter()
+                .map(|(k, x)| (k, fill_placeholders(x, inputs)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 /// Resolves a task's inputs from the enclosing DAG's inputs, upstream outputs and
 /// constants; applies selectors, component defaults and declared types.
 pub(super) fn resolve_inputs(
@@ -23,6 +68,8 @@ pub(super) fn resolve_inputs(
     upstream: &BTreeMap<String, Outcome>,
 ) -> Result<Io, String> {
     let mut io = Io::default();
+    // First everything but constants, which may refer to the others.
+    let mut raw: Map<String, Value> = Map::new();
     for (pname, p) in &task.inputs.parameters {
         let mut value: Option<Value> = if let Some(src) = &p.component_input_parameter {
             dag_inputs.parameters.get(src).cloned()
@@ -58,16 +105,38 @@ pub(super) fn resolve_inputs(
             value = Some(eval_selector(sel, v).map_err(|e| format!("input '{pname}': {e}"))?);
         }
         if let Some(v) = value {
-            // Executors get values of their declared type; DAG components pass values
-            // through untouched, as KFP's driver does (loop items of untyped lists).
-            let v = match comp.input_definitions.parameters.get(pname) {
-                Some(def) if comp.executor_label.is_some() => {
-                    normalize(def.parameter_type, v).map_err(|e| format!("input '{pname}': {e}"))?
-                }
-                _ => v,
-            };
-            io.parameters.insert(pname.clone(), v);
+            raw.insert(pname.clone(), v);
         }
+    }
+    // Constants can hold `{{$.inputs.parameters['pipelinechannel--x']}}` (a pipeline
+    // parameter inside a dict or list literal); KFP fills them from the task's inputs.
+    let channels = raw.clone();
+    for (pname, v) in raw {
+        let is_constant = task
+            .inputs
+            .parameters
+            .get(&pname)
+            .is_some_and(|p| p.runtime_value.is_some());
+        let v = if is_constant {
+            fill_placeholders(v, &channels)
+        } else {
+            v
+        };
+        let def = comp.input_definitions.parameters.get(&pname);
+        if comp.executor_label.is_some() && def.is_none() && pname.starts_with("pipelinechannel--")
+        {
+            // Only there to fill constants; the component does not declare it.
+            continue;
+        }
+        // Executors get values of their declared type; DAG components pass values
+        // through untouched, as KFP's driver does (loop items of untyped lists).
+        let v = match def {
+            Some(def) if comp.executor_label.is_some() => {
+                normalize(def.parameter_type, v).map_err(|e| format!("input '{pname}': {e}"))?
+            }
+            _ => v,
+        };
+        io.parameters.insert(pname, v);
     }
     for (aname, a) in &task.inputs.artifacts {
         let value = if let Some(src) = &a.component_input_artifact {
@@ -113,4 +182,23 @@ pub(super) fn resolve_inputs(
         }
     }
     Ok(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fill_placeholders;
+    use serde_json::json;
+
+    #[test]
+    fn placeholders_inside_constants() {
+        let inputs = json!({"pipelinechannel--epochs": 8, "pipelinechannel--name": "x"});
+        let inputs = inputs.as_object().unwrap();
+        let v = json!({"epochs": "{{$.inputs.parameters['pipelinechannel--epochs']}}", "lr": 0.1,
+                       "tag": "run-{{$.inputs.parameters['pipelinechannel--name']}}-v{{$.inputs.parameters['pipelinechannel--epochs']}}",
+                       "list": ["{{$.inputs.parameters['pipelinechannel--name']}}"], "other": "{{$.inputs.parameters['missing']}}"});
+        assert_eq!(
+            fill_placeholders(v, inputs),
+            json!({"epochs": 8, "lr": 0.1, "tag": "run-x-v8", "list": ["x"], "other": "{{$.inputs.parameters['missing']}}"})
+        );
+    }
 }

@@ -1,0 +1,60 @@
+"""The training-job component: a pipeline step that runs a Switchyard TrainingJob.
+
+Compile (writes component.yaml beside this file; CI checks it is up to date):
+    python components/training-job/component.py
+Use in a pipeline:
+    training_job = kfp.components.load_component_from_file("components/training-job/component.yaml")
+    t = training_job(name="digits", backend=runtime, source_dir="examples/ddp-digits", entry_point="train.py", nodes=2)
+    t.outputs["model"], t.outputs["job_name"], t.outputs["state"], t.outputs["backend_used"]
+
+The step runs `switchyard job run-component`, which reads the inputs below through
+the KFP executor protocol, submits the job to `backend`, follows it, and copies the
+model (rank 0's SM_MODEL_DIR) into the `model` artifact.
+"""
+import pathlib
+
+from kfp import compiler, dsl
+from kfp.dsl import Model, Output, OutputPath
+
+IMAGE = "switchyard/switchyard:0.1.0"
+
+
+@dsl.container_component
+def training_job(
+    name: str,
+    model: Output[Model],
+    job_name: OutputPath(str),
+    job_id: OutputPath(str),
+    state: OutputPath(str),
+    backend_used: OutputPath(str),
+    backend: str = "local",
+    image: str = "",
+    source_dir: str = "",
+    entry_point: str = "",
+    command: list = [],
+    nodes: int = 1,
+    procs_per_node: int = 1,
+    resources: dict = {},
+    instance_type: str = "",
+    hyperparameters: dict = {},
+    channels: dict = {},
+    env: dict = {},
+    output: str = "",
+    checkpoint: str = "",
+    restart_policy: str = "Never",
+    backoff_limit: int = 3,
+    max_runtime_seconds: int = 0,
+    metrics: list = [],
+    role_arn: str = "",
+):
+    return dsl.ContainerSpec(
+        image=IMAGE,
+        command=["switchyard", "job", "run-component"],
+        args=["--executor-input", dsl.PIPELINE_TASK_EXECUTOR_INPUT_PLACEHOLDER],
+    )
+
+
+if __name__ == "__main__":
+    out = pathlib.Path(__file__).with_name("component.yaml")
+    compiler.Compiler().compile(training_job, str(out))
+    print(out)
