@@ -109,6 +109,7 @@ def train_and_select(samples: int = 400, noise: float = 0.1, epochs: int = 60,
 
 
 if __name__ == "__main__":
-    out = pathlib.Path(__file__).with_suffix(".yaml")
+    import sys
+    out = sys.argv[1] if len(sys.argv) > 1 else pathlib.Path(__file__).with_suffix(".yaml")
     compiler.Compiler().compile(train_and_select, str(out))
     print(out)

@@ -55,6 +55,7 @@ def training_job(
 
 
 if __name__ == "__main__":
-    out = pathlib.Path(__file__).with_name("component.yaml")
+    import sys
+    out = sys.argv[1] if len(sys.argv) > 1 else pathlib.Path(__file__).with_name("component.yaml")
     compiler.Compiler().compile(training_job, str(out))
     print(out)

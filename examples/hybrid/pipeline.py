@@ -61,6 +61,7 @@ def hybrid_training(training_runtime: str = "local", epochs: int = 8, nodes: int
 
 
 if __name__ == "__main__":
-    out = HERE / "pipeline.yaml"
+    import sys
+    out = sys.argv[1] if len(sys.argv) > 1 else HERE / "pipeline.yaml"
     compiler.Compiler().compile(hybrid_training, str(out))
     print(out)

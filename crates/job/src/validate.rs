@@ -131,13 +131,18 @@ pub fn load(
     check(doc, base)
 }
 
+/// `p` against `base`, without `.` components (paths are shown in messages).
 fn absolute(base: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
-    if p.is_absolute() {
+    let joined = if p.is_absolute() {
         p.to_path_buf()
     } else {
         base.join(p)
-    }
+    };
+    joined
+        .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect()
 }
 
 fn check_name(name: &str) -> Result<(), JobSpecError> {
@@ -223,7 +228,9 @@ fn check(doc: TrainingJobDoc, base: &Path) -> Result<TrainingJob, JobSpecError> 
         }
     }
 
-    // Code: a script in a shipped directory, or a command.
+    // Code: a script in a shipped directory, or a command. Empty means not given.
+    spec.entry_point = spec.entry_point.take().filter(|e| !e.is_empty());
+    spec.source_dir = spec.source_dir.take().filter(|d| !d.is_empty());
     if let Some(dir) = &spec.source_dir {
         let abs = absolute(base, dir);
         if !abs.is_dir() {

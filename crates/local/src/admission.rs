@@ -101,6 +101,18 @@ impl Admission {
         Admission { path, capacity }
     }
 
+    /// Refuses a request larger than the whole machine (it could never start).
+    pub fn check_fits(&self, cpus: f64, gpus: u32) -> Result<(), String> {
+        if cpus > self.capacity.cpus + 1e-9 || gpus > self.capacity.gpus {
+            return Err(format!(
+                "spec.resources: the job needs {cpus} CPUs and {gpus} GPUs, but this machine has {} CPUs and {} GPUs in all \
+                 (lower spec.resources or spec.nodes)",
+                self.capacity.cpus, self.capacity.gpus
+            ));
+        }
+        Ok(())
+    }
+
     /// Waits until `cpus` and `gpus` are free, then records them for `job`.
     /// Asking for more than the machine has at all is an error, not a wait.
     pub async fn acquire(
@@ -111,12 +123,7 @@ impl Admission {
         cancel: &CancellationToken,
         mut waiting: impl FnMut(String),
     ) -> Result<Option<Grant>, String> {
-        if cpus > self.capacity.cpus + 1e-9 || gpus > self.capacity.gpus {
-            return Err(format!(
-                "the job needs {cpus} CPUs and {gpus} GPUs, but this machine has {} CPUs and {} GPUs in all (lower spec.resources or spec.nodes)",
-                self.capacity.cpus, self.capacity.gpus
-            ));
-        }
+        self.check_fits(cpus, gpus)?;
         let mut told = false;
         loop {
             let cap = self.capacity;

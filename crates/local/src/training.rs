@@ -245,6 +245,10 @@ impl TrainingBackend for LocalTraining {
     }
 
     fn preflight(&self, job: &TrainingJob) -> Result<(), JobError> {
+        let (cpus, gpus) = demand(job);
+        self.admission
+            .check_fits(cpus, gpus)
+            .map_err(JobError::Setup)?;
         self.channel_paths(job).map(|_| ())
     }
 
@@ -294,8 +298,7 @@ impl TrainingBackend for LocalTraining {
         }
 
         // Admission: wait for the CPUs and GPUs the whole gang needs.
-        let cpus = spec.resources.cpu * f64::from(spec.nodes);
-        let gpus = spec.resources.gpu * spec.nodes;
+        let (cpus, gpus) = demand(job);
         let ev = events.clone();
         let grant = self
             .admission
@@ -426,6 +429,14 @@ impl TrainingBackend for LocalTraining {
             failure_reason,
         })
     }
+}
+
+/// CPUs and GPUs the whole gang needs.
+fn demand(job: &TrainingJob) -> (f64, u32) {
+    (
+        job.spec.resources.cpu * f64::from(job.spec.nodes),
+        job.spec.resources.gpu * job.spec.nodes,
+    )
 }
 
 /// The first non-empty `output/failure` a rank wrote.

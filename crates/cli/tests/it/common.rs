@@ -160,3 +160,52 @@ pub fn pid_alive(pid: i32) -> bool {
         Err(_) => false,
     }
 }
+
+/// The interpreter with PyTorch and scikit-learn (`scripts/setup` installs it).
+pub fn torch_python() -> PathBuf {
+    let p = std::env::var_os("SWITCHYARD_TEST_TORCH_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(std::env::temp_dir);
+            home.join(".cache/switchyard/torch-venv/bin/python")
+        });
+    assert!(
+        p.exists(),
+        "{} not found: run `scripts/setup` first (it installs PyTorch once)",
+        p.display()
+    );
+    p
+}
+
+impl Sandbox {
+    /// `switchyard job run FILE --output json -q ARGS...` with the PyTorch interpreter.
+    pub fn job(&self, file: &str, args: &[&str]) -> (i32, Value, String) {
+        let mut c = self.cmd();
+        c.env("SWITCHYARD_TRAINING_PYTHON", torch_python());
+        c.args(["job", "run", file, "--output", "json", "-q"])
+            .args(args);
+        let out = c.output().expect("run switchyard job");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "job stdout is not JSON ({e}): {}\n{stderr}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        });
+        (out.status.code().unwrap_or(-1), v, stderr)
+    }
+
+    /// The folder of a job's files (code, hosts, logs).
+    pub fn job_dir(&self, job: &Value) -> PathBuf {
+        self.home
+            .path()
+            .join("jobs")
+            .join(job["job_id"].as_str().expect("job_id"))
+    }
+}
+
+pub fn repo_file(rel: &str) -> String {
+    repo_root().join(rel).to_string_lossy().into_owned()
+}

@@ -6,5 +6,6 @@ mod behaviour;
 mod common;
 mod containers;
 mod control;
+mod jobs;
 mod lifecycle;
 mod params;

@@ -1,0 +1,569 @@
+//! Training jobs on the local backend: the runtime contract on every rank, real
+//! PyTorch DDP, restarts, failures, limits, cancel, admission, bad specs.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common::{pid_alive, repo_file, wait_until, Sandbox};
+
+fn contract() -> String {
+    repo_file("tests/jobs/contract.yaml")
+}
+fn digits() -> String {
+    repo_file("examples/ddp-digits/job.yaml")
+}
+fn sleeper() -> String {
+    repo_file("tests/jobs/sleeper.yaml")
+}
+
+#[test]
+fn the_contract_holds_on_every_rank() {
+    let sb = Sandbox::new();
+    let (code, job, stderr) = sb.job(&contract(), &[]);
+    assert_eq!(code, 0, "{job:#}\n{stderr}");
+    assert_eq!(job["state"], "SUCCEEDED");
+    let dir = sb.job_dir(&job);
+    // Every rank reached the shared checkpoint directory with a full environment.
+    for rank in 0..4 {
+        let seen: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(format!("checkpoints/rank-{rank}.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(seen["RANK"], rank.to_string());
+        assert_eq!(seen["WORLD_SIZE"], "4");
+        assert_eq!(seen["SM_CURRENT_HOST"], format!("algo-{}", rank / 2 + 1));
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.join("hosts/algo-1/model/model.txt")).unwrap(),
+        "trained"
+    );
+    assert!(job["model"]
+        .as_str()
+        .unwrap()
+        .ends_with("hosts/algo-1/model"));
+    assert!(
+        job["metrics"]["loss"].as_f64().is_some(),
+        "metrics scraped from the logs: {job:#}"
+    );
+    // Logs: every rank's lines, prefixed, and one rank alone.
+    let logs = sb.run(&["job", "logs", "contract-check"]);
+    for r in 0..4 {
+        assert!(
+            logs.stdout
+                .contains(&format!("/rank {r}] contract ok on rank {r} of 4")),
+            "{}",
+            logs.stdout
+        );
+    }
+    let one = sb.run(&["job", "logs", "contract-check", "--rank", "2"]);
+    assert_eq!(
+        one.stdout.trim(),
+        "contract ok on rank 2 of 4 (host algo-2) loss=0.2"
+    );
+    let got = sb.run(&[
+        "job",
+        "get",
+        job["job_id"].as_str().unwrap(),
+        "--output",
+        "json",
+    ]);
+    let got = got.json();
+    assert_eq!(got["state"], "SUCCEEDED");
+    let states: Vec<&str> = got["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states.first(), Some(&"PENDING"));
+    assert_eq!(states.last(), Some(&"SUCCEEDED"));
+}
+
+#[test]
+fn efs_channels_map_to_local_mounts() {
+    let sb = Sandbox::new();
+    let mount = sb.path("efs");
+    std::fs::create_dir_all(format!("{mount}/datasets/train")).unwrap();
+    std::fs::write(format!("{mount}/datasets/train/train.csv"), "1,2\n").unwrap();
+    let set = "spec.channels.train=efs://fs-0123/datasets/train";
+    // Unmapped: refused before anything starts, saying how to map it.
+    let (code, _, stderr) = {
+        let out = sb
+            .cmd()
+            .args(["job", "run", &contract(), "--set", set])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            (),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("spec.channels.train") && stderr.contains("SWITCHYARD_EFS_MOUNTS=fs-0123="),
+        "{stderr}"
+    );
+    assert_eq!(
+        sb.run(&["job", "list", "--output", "json"]).json()["jobs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    let out = sb
+        .cmd()
+        .env("SWITCHYARD_EFS_MOUNTS", format!("fs-0123={mount}"))
+        .args(["job", "run", &contract(), "--set", set, "-q", "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn bad_specs_are_refused_naming_the_field() {
+    let sb = Sandbox::new();
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["--set", "spec.nodes=0"], &["spec.nodes", "at least 1"]),
+        (&["--set", "spec.procsPerNode=0"], &["spec.procsPerNode"]),
+        (
+            &["--backend", "slurm"],
+            &[
+                "spec.backend",
+                "unknown variant `slurm`",
+                "`local`, `kubernetes`, `sagemaker`",
+            ],
+        ),
+        (
+            &["--set", "spec.entryPoint=missing.py"],
+            &["spec.entryPoint", "'missing.py' does not exist"],
+        ),
+        (
+            &["--set", "spec.entryPoint="],
+            &["spec.entryPoint", "missing"],
+        ),
+        (
+            &["--set", "spec.channels.train=./no/such/dir"],
+            &["spec.channels.train", "does not exist"],
+        ),
+        (
+            &["--set", "spec.channels.raw=ftp://x/y"],
+            &["spec.channels.raw", "s3:// or efs://"],
+        ),
+        (
+            &["--set", "spec.procPerNode=2"],
+            &["spec", "unknown field `procPerNode`"],
+        ),
+        (
+            &["--set", "spec.restartPolicy=Sometimes"],
+            &["spec.restartPolicy", "`Never`, `OnFailure`, `ExitCode`"],
+        ),
+        (
+            &["--set", "spec.metrics=[{name: loss, regex: 'loss='}]"],
+            &["spec.metrics[0].regex", "capture group"],
+        ),
+        (
+            &["--set", "metadata.name=Bad_Name"],
+            &["metadata.name", "lowercase"],
+        ),
+        (
+            &["--set", "spec.resources.cpu=64"],
+            &["needs 128 CPUs", "this machine has"],
+        ),
+        (
+            &["--backend", "kubernetes", "--set", "spec.image=x"],
+            &["spec.backend", "kubernetes backend is not available"],
+        ),
+        (&["--set", "spec"], &["--set", "PATH=VALUE"]),
+    ];
+    for (args, needles) in cases {
+        let out = sb
+            .cmd()
+            .args(["job", "run", &contract()])
+            .args(*args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        for n in *needles {
+            assert!(stderr.contains(n), "{args:?}: expected '{n}' in: {stderr}");
+        }
+    }
+    assert_eq!(
+        sb.run(&["job", "list", "-o", "json"]).json()["jobs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0,
+        "nothing recorded"
+    );
+    let r = sb.run(&["job", "run", "/no/such/job.yaml"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("cannot read TrainingJob file /no/such/job.yaml"),
+        "{}",
+        r.stderr
+    );
+}
+
+fn params_digests(sb: &Sandbox, job: &Value) -> Vec<String> {
+    let dir = sb.job_dir(job).join("hosts");
+    let mut out = Vec::new();
+    for host in std::fs::read_dir(&dir).unwrap() {
+        let data = host.unwrap().path().join("output/data");
+        for f in std::fs::read_dir(&data).unwrap() {
+            out.push(std::fs::read_to_string(f.unwrap().path()).unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn ddp_digits_two_nodes_and_two_processes() {
+    let sb = Sandbox::new();
+    for (nodes, procs) in [("2", "1"), ("1", "2")] {
+        let (code, job, stderr) = sb.job(
+            &digits(),
+            &[
+                "--set",
+                &format!("spec.nodes={nodes}"),
+                "--set",
+                &format!("spec.procsPerNode={procs}"),
+                "--set",
+                "spec.hyperparameters.epochs=8",
+            ],
+        );
+        assert_eq!(code, 0, "{nodes}x{procs}: {job:#}\n{stderr}");
+        let acc = job["metrics"]["test_accuracy"].as_f64().unwrap();
+        assert!(acc >= 0.9, "{nodes}x{procs}: accuracy {acc}");
+        let digests = params_digests(&sb, &job);
+        assert_eq!(digests.len(), 2, "{digests:?}");
+        assert_eq!(
+            digests[0], digests[1],
+            "{nodes}x{procs}: parameters differ across ranks"
+        );
+        let model_dir = std::path::Path::new(job["model"].as_str().unwrap());
+        assert!(model_dir.join("model.pt").is_file());
+    }
+}
+
+#[test]
+fn a_killed_rank_restarts_the_gang_which_resumes_from_the_checkpoint() {
+    let sb = Sandbox::new();
+    let out = sb.path("model-out");
+    let (code, job, stderr) = sb.job(
+        &digits(),
+        &[
+            "--set",
+            "spec.hyperparameters.epochs=4",
+            "--set",
+            "spec.hyperparameters.fail-at-epoch=1",
+            "--set",
+            "spec.hyperparameters.fail-code=137",
+            "--set",
+            &format!("spec.output={out}"),
+        ],
+    );
+    assert_eq!(code, 0, "{job:#}\n{stderr}");
+    assert_eq!(job["restarts"], 1);
+    assert_eq!(job["model"], Value::String(out.clone()));
+    assert!(
+        std::path::Path::new(&out).join("model.pt").is_file(),
+        "model copied to spec.output"
+    );
+    let logs = sb.run(&[
+        "job",
+        "logs",
+        job["job_id"].as_str().unwrap(),
+        "--rank",
+        "0",
+    ]);
+    assert!(
+        logs.stdout.contains("resumed from checkpoint at epoch 1"),
+        "{}",
+        logs.stdout
+    );
+    let events = sb.run(&["job", "get", job["job_id"].as_str().unwrap()]);
+    assert!(
+        events
+            .stdout
+            .contains("restarting the gang (restart 1): rank 1 (algo-2) exited with code 137"),
+        "{}",
+        events.stdout
+    );
+}
+
+#[test]
+fn exit_code_one_fails_without_restart_with_the_failure_file_as_reason() {
+    let sb = Sandbox::new();
+    let (code, job, _) = sb.job(
+        &digits(),
+        &[
+            "--set",
+            "spec.hyperparameters.epochs=3",
+            "--set",
+            "spec.hyperparameters.fail-at-epoch=0",
+            "--set",
+            "spec.hyperparameters.fail-code=1",
+            "--set",
+            "spec.hyperparameters.fail-message=bad data in shard 3",
+        ],
+    );
+    assert_eq!(code, 1);
+    assert_eq!(job["state"], "FAILED");
+    assert_eq!(job["restarts"], 0);
+    assert!(
+        job["failure_reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("bad data in shard 3"),
+        "{job:#}"
+    );
+}
+
+fn rank_pids(sb: &Sandbox) -> Vec<i32> {
+    let jobs = sb.home.path().join("jobs");
+    let mut pids = Vec::new();
+    for j in std::fs::read_dir(jobs).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(j.path().join("checkpoints"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if f.file_name().to_string_lossy().starts_with("pid-") {
+                if let Ok(p) = std::fs::read_to_string(f.path())
+                    .unwrap_or_default()
+                    .trim()
+                    .parse()
+                {
+                    pids.push(p);
+                }
+            }
+        }
+    }
+    pids
+}
+
+#[test]
+fn max_runtime_stops_the_job() {
+    let sb = Sandbox::new();
+    let out = sb
+        .cmd()
+        .args([
+            "job",
+            "run",
+            &sleeper(),
+            "--set",
+            "spec.maxRuntimeSeconds=2",
+            "-q",
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let job: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        job["failure_reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("MaxRuntimeExceeded"),
+        "{job:#}"
+    );
+    let pids = rank_pids(&sb);
+    assert_eq!(pids.len(), 2);
+    for p in pids {
+        assert!(!pid_alive(p), "rank process {p} left behind");
+    }
+}
+
+#[test]
+fn cancel_leaves_no_process_behind() {
+    let sb = Sandbox::new();
+    let child = sb
+        .cmd()
+        .args(["job", "run", &sleeper(), "-q", "-o", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("both ranks to start", Duration::from_secs(30), || {
+        rank_pids(&sb).len() == 2
+    });
+    let pids = rank_pids(&sb);
+    let r = sb.run(&["job", "cancel", "sleeper"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for p in pids {
+        assert!(!pid_alive(p), "rank process {p} left behind");
+    }
+    assert_eq!(
+        sb.run(&["job", "get", "sleeper", "-o", "json"]).json()["state"],
+        "CANCELED"
+    );
+}
+
+#[test]
+fn ctrl_c_leaves_no_process_behind() {
+    let sb = Sandbox::new();
+    let child = sb
+        .cmd()
+        .args(["job", "run", &sleeper(), "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("both ranks to start", Duration::from_secs(30), || {
+        rank_pids(&sb).len() == 2
+    });
+    let pids = rank_pids(&sb);
+    assert!(std::process::Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    for p in pids {
+        assert!(!pid_alive(p), "rank process {p} left behind");
+    }
+}
+
+#[test]
+fn a_job_waits_for_free_cpus_instead_of_oversubscribing() {
+    let sb = Sandbox::new();
+    let spawn = |name: &str| {
+        sb.cmd()
+            .env("SWITCHYARD_CPUS", "2")
+            .args(["job", "run", &sleeper(), "-q", "-o", "json"])
+            .args([
+                "--set",
+                &format!("metadata.name={name}"),
+                "--set",
+                "spec.resources.cpu=0.75",
+                "--set",
+                "spec.hyperparameters.seconds=1.5",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = spawn("first");
+    wait_until("the first job to start", Duration::from_secs(30), || {
+        rank_pids(&sb).len() == 2
+    });
+    let second = spawn("second");
+    let a: Value = serde_json::from_slice(&first.wait_with_output().unwrap().stdout).unwrap();
+    let out = second.wait_with_output().unwrap();
+    let b: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(a["state"], "SUCCEEDED");
+    assert_eq!(b["state"], "SUCCEEDED");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("queued: needs 1.5 CPUs"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let at = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    let waited = at(&b["started_at"]) - at(&a["started_at"]);
+    assert!(
+        waited >= chrono::Duration::milliseconds(1500),
+        "the second job started {waited} after the first, before its ranks ended"
+    );
+}
+
+fn compile_script(sb: &Sandbox, script: &str, out: &str) -> String {
+    let path = sb.path(out);
+    let st = std::process::Command::new(crate::common::python())
+        .args(["-W", "ignore", &repo_file(script), &path])
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    path
+}
+
+#[test]
+fn the_training_job_component_is_up_to_date() {
+    let sb = Sandbox::new();
+    let fresh = compile_script(
+        &sb,
+        "components/training-job/component.py",
+        "component.yaml",
+    );
+    let committed =
+        std::fs::read_to_string(repo_file("components/training-job/component.yaml")).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(fresh).unwrap(),
+        committed,
+        "components/training-job/component.yaml is stale: run python components/training-job/component.py"
+    );
+}
+
+#[test]
+fn hybrid_pipeline_chooses_the_backend_at_run_time() {
+    let sb = Sandbox::new();
+    let pipeline = compile_script(&sb, "examples/hybrid/pipeline.py", "hybrid.yaml");
+    let run = |runtime: &str| {
+        let out = sb
+            .cmd()
+            .current_dir(crate::common::repo_root())
+            .env("SWITCHYARD_TRAINING_PYTHON", crate::common::torch_python())
+            .args([
+                "run",
+                &pipeline,
+                "-q",
+                "-o",
+                "json",
+                "-p",
+                &format!("training_runtime={runtime}"),
+                "-p",
+                "epochs=6",
+            ])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code(), v)
+    };
+    let (code, v) = run("local");
+    assert_eq!(code, Some(0), "{v:#}");
+    assert!(v["outputs"]["Output"].as_f64().unwrap() >= 0.9);
+    let t = crate::common::task(&v, "condition-branches-1/condition-2/training-job");
+    assert_eq!(t["outputs"]["state"], "SUCCEEDED");
+    assert_eq!(t["outputs"]["backend_used"], "local");
+    assert_eq!(t["outputs"]["job_name"], "digits-ddp");
+    let model = t["outputs"]["model"]["uri"].as_str().unwrap();
+    assert!(std::path::Path::new(model).join("model.pt").is_file());
+    assert_eq!(t["outputs"]["model"]["metadata"]["backend"], "local");
+    // The job is recorded in the same store as the run.
+    let jobs = sb.run(&["job", "list", "-o", "json"]).json();
+    assert_eq!(jobs["jobs"][0]["state"], "SUCCEEDED");
+
+    let (code, v) = run("mainframe");
+    assert_eq!(code, Some(1));
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("training_runtime must be local, kubernetes or sagemaker"),
+        "{v:#}"
+    );
+}
