@@ -107,6 +107,26 @@ pub trait TrainingBackend: Send + Sync {
     ) -> Result<JobOutcome, JobError>;
 }
 
+/// What a channel download did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DownloadStats {
+    pub downloaded: u64,
+    pub cached: u64,
+    pub bytes: u64,
+}
+
+/// Brings an object-store prefix (`s3://bucket/prefix`) to this machine.
+/// Implemented over the AWS SDK in `switchyard-s3`; backends see only this.
+#[async_trait::async_trait]
+pub trait ObjectDownloader: Send + Sync {
+    /// Mirrors the prefix into a local cache folder and returns that folder.
+    async fn download_prefix(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<(std::path::PathBuf, DownloadStats), String>;
+}
+
 /// Scrapes `metrics` regexes from log lines (the same way on every backend,
 /// as SageMaker's MetricDefinitions do).
 #[derive(Clone)]

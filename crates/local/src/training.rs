@@ -18,7 +18,7 @@ use switchyard_engine::LogSink;
 use switchyard_job::contract::{self, HostLayout, Placement};
 use switchyard_job::{
     BackendKind, ChannelSource, JobError, JobEvent, JobEvents, JobOutcome, JobState, MetricScraper,
-    RestartPolicy, TrainingBackend, TrainingJob,
+    ObjectDownloader, RestartPolicy, TrainingBackend, TrainingJob,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -55,25 +55,38 @@ impl LocalTrainingConfig {
 pub struct LocalTraining {
     config: LocalTrainingConfig,
     admission: Admission,
+    /// Fetches `s3://` channels into a local cache.
+    s3: Option<Arc<dyn ObjectDownloader>>,
 }
 
 impl LocalTraining {
     pub fn new(config: LocalTrainingConfig, admission: Admission) -> Self {
-        LocalTraining { config, admission }
+        LocalTraining {
+            config,
+            admission,
+            s3: None,
+        }
+    }
+
+    /// Enables `s3://` channels.
+    pub fn with_s3(mut self, s3: Arc<dyn ObjectDownloader>) -> Self {
+        self.s3 = Some(s3);
+        self
     }
 
     pub fn job_dir(&self, job_id: &str) -> PathBuf {
         self.config.jobs_dir.join(job_id)
     }
 
-    /// Where each channel's data is on this machine; refuses what cannot be had
-    /// before anything starts.
-    pub fn channel_paths(&self, job: &TrainingJob) -> Result<BTreeMap<String, PathBuf>, JobError> {
-        let mut out = BTreeMap::new();
+    /// Refuses, before anything starts, channels that cannot be had here.
+    fn check_channels(&self, job: &TrainingJob) -> Result<(), JobError> {
         for c in &job.channels {
-            let path = match &c.source {
-                ChannelSource::Local(p) => p.clone(),
-                ChannelSource::Efs { file_system_id, path } => {
+            match &c.source {
+                ChannelSource::Local(_) => {}
+                ChannelSource::Efs {
+                    file_system_id,
+                    path,
+                } => {
                     let mount = self.config.efs_mounts.get(file_system_id).ok_or_else(|| {
                         JobError::Setup(format!(
                             "spec.channels.{}: {} is on EFS file system {file_system_id}, which has no local mount; \
@@ -90,17 +103,15 @@ impl LocalTraining {
                             p.display()
                         )));
                     }
-                    p
                 }
-                ChannelSource::S3 { .. } => {
+                ChannelSource::S3 { .. } if self.s3.is_none() => {
                     return Err(JobError::Setup(format!(
-                        "spec.channels.{}: {}: s3:// channels are not supported by the local backend yet; \
-                         copy the data to a local path or an EFS mount",
+                        "spec.channels.{}: {}: S3 access is not configured",
                         c.name, c.uri
                     )))
                 }
-            };
-            out.insert(c.name.clone(), path);
+                ChannelSource::S3 { .. } => {}
+            }
         }
         for (field, v) in [
             ("spec.output", &job.spec.output),
@@ -108,9 +119,56 @@ impl LocalTraining {
         ] {
             if let Some(v) = v.as_deref().filter(|v| v.contains("://")) {
                 return Err(JobError::Setup(format!(
-                    "{field}: {v}: S3 locations are not supported by the local backend yet"
+                    "{field}: {v}: S3 locations for outputs are not supported by the local backend yet; use a local path"
                 )));
             }
+        }
+        Ok(())
+    }
+
+    /// Where each channel's data is on this machine: local paths as they are, EFS
+    /// through its mount, S3 downloaded into the cache (only what changed).
+    async fn channel_paths(
+        &self,
+        job: &TrainingJob,
+        events: &JobEvents,
+    ) -> Result<BTreeMap<String, PathBuf>, JobError> {
+        self.check_channels(job)?;
+        let mut out = BTreeMap::new();
+        for c in &job.channels {
+            let path = match &c.source {
+                ChannelSource::Local(p) => p.clone(),
+                ChannelSource::Efs {
+                    file_system_id,
+                    path,
+                } => {
+                    let mount = self
+                        .config
+                        .efs_mounts
+                        .get(file_system_id)
+                        .cloned()
+                        .unwrap_or_default();
+                    mount.join(path.trim_start_matches('/'))
+                }
+                ChannelSource::S3 { bucket, prefix } => {
+                    let s3 = self
+                        .s3
+                        .as_ref()
+                        .ok_or_else(|| JobError::Setup("S3 access is not configured".into()))?;
+                    let (dir, stats) = s3
+                        .download_prefix(bucket, prefix)
+                        .await
+                        .map_err(|e| JobError::Setup(format!("spec.channels.{}: {e}", c.name)))?;
+                    let _ = events.send(JobEvent::Status {
+                        message: format!(
+                            "channel {}: {} — {} downloaded ({} bytes), {} cached",
+                            c.name, c.uri, stats.downloaded, stats.bytes, stats.cached
+                        ),
+                    });
+                    dir
+                }
+            };
+            out.insert(c.name.clone(), path);
         }
         Ok(out)
     }
@@ -249,7 +307,7 @@ impl TrainingBackend for LocalTraining {
         self.admission
             .check_fits(cpus, gpus)
             .map_err(JobError::Setup)?;
-        self.channel_paths(job).map(|_| ())
+        self.check_channels(job)
     }
 
     async fn run(
@@ -259,7 +317,7 @@ impl TrainingBackend for LocalTraining {
         events: JobEvents,
         cancel: CancellationToken,
     ) -> Result<JobOutcome, JobError> {
-        let channels = self.channel_paths(job)?;
+        let channels = self.channel_paths(job, &events).await?;
         let spec = &job.spec;
         let dir = self.job_dir(job_id);
         let logs_dir = dir.join("logs");

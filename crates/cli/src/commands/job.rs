@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use chrono::Utc;
 use serde_json::{json, Value};
-use switchyard_job::{BackendKind, JobEvent, JobOutcome, JobState, TrainingBackend, TrainingJob};
+use switchyard_job::{
+    BackendKind, ChannelSource, JobEvent, JobOutcome, JobState, TrainingBackend, TrainingJob,
+};
 use switchyard_store::{JobRecord, JobStore, State};
 use tokio_util::sync::CancellationToken;
 
@@ -16,9 +18,16 @@ use crate::cli::{DisplayArgs, OutputFormat};
 use crate::commands::runs::process_alive;
 use crate::config::Paths;
 
-fn backend_for(paths: &Paths, kind: BackendKind) -> Result<Arc<dyn TrainingBackend>> {
-    match kind {
-        BackendKind::Local => Ok(Arc::new(paths.local_training()?)),
+async fn backend_for(paths: &Paths, job: &TrainingJob) -> Result<Arc<dyn TrainingBackend>> {
+    match job.spec.backend {
+        BackendKind::Local => {
+            let mut local = paths.local_training()?;
+            if job.channels.iter().any(|c| matches!(c.source, ChannelSource::S3 { .. })) {
+                let s3 = switchyard_s3::S3Downloader::from_env(paths.home.join("cache/s3")).await;
+                local = local.with_s3(Arc::new(s3));
+            }
+            Ok(Arc::new(local))
+        }
         other => bail!(
             "spec.backend: the {} backend is not available in this version yet; use backend: local (or --backend local)",
             other.as_str()
@@ -82,7 +91,7 @@ pub async fn execute(
     job: &TrainingJob,
     display: &DisplayArgs,
 ) -> Result<JobRecord> {
-    let backend = backend_for(paths, job.spec.backend)?;
+    let backend = backend_for(paths, job).await?;
     backend.preflight(job).map_err(anyhow::Error::msg)?;
     let id = uuid::Uuid::new_v4().to_string();
     let mut rec = JobRecord {

@@ -9,3 +9,4 @@ mod control;
 mod jobs;
 mod lifecycle;
 mod params;
+mod s3;

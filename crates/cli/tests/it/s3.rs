@@ -1,0 +1,143 @@
+//! `s3://` channels against a real S3 API (the moto server on 127.0.0.1).
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::common::{python, repo_file, wait_until, Sandbox};
+
+/// A moto server for one test; stopped (by its PID) when dropped.
+struct Moto {
+    child: Child,
+    endpoint: String,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let bin = python().parent().unwrap().join("moto_server");
+        let child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server (scripts/setup installs it)");
+        wait_until("moto to listen", Duration::from_secs(30), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    fn env(&self, c: &mut Command) {
+        c.env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env_remove("AWS_PROFILE");
+    }
+
+    /// Creates a bucket and objects with boto3.
+    fn put(&self, bucket: &str, objects: &[(&str, &str)]) {
+        let mut script = format!(
+            "import boto3\ns3 = boto3.client('s3', endpoint_url='{}', region_name='us-east-1', aws_access_key_id='test', aws_secret_access_key='test')\ns3.create_bucket(Bucket='{bucket}')\n",
+            self.endpoint
+        );
+        for (k, v) in objects {
+            script.push_str(&format!(
+                "s3.put_object(Bucket='{bucket}', Key='{k}', Body=b'{v}')\n"
+            ));
+        }
+        let out = Command::new(python())
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn s3_channels_are_downloaded_once_into_a_cache() {
+    let moto = Moto::start();
+    moto.put(
+        "datasets",
+        &[
+            ("train/train.csv", "1,2\\n"),
+            ("validation/validation.csv", "3,4\\n"),
+            ("validation/extra/x.txt", "x"),
+        ],
+    );
+    let sb = Sandbox::new();
+    let job = |extra: &[&str]| {
+        let mut c = sb.cmd();
+        moto.env(&mut c);
+        c.args(["job", "run", &repo_file("tests/jobs/contract.yaml"), "-q"])
+            .args([
+                "--set",
+                "spec.channels.train=s3://datasets/train",
+                "--set",
+                "spec.channels.validation=s3://datasets/validation/",
+            ])
+            .args(extra);
+        c.output().unwrap()
+    };
+    let first = job(&[]);
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(first.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("channel train: s3://datasets/train — 1 downloaded (4 bytes), 0 cached"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("channel validation: s3://datasets/validation/ — 2 downloaded"),
+        "{stderr}"
+    );
+    let second = job(&[]);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("channel train: s3://datasets/train — 0 downloaded (0 bytes), 1 cached"),
+        "{stderr}"
+    );
+
+    // A bucket that does not exist fails the job with S3's own error.
+    let mut c = sb.cmd();
+    moto.env(&mut c);
+    let out = c
+        .args([
+            "job",
+            "run",
+            &repo_file("tests/jobs/contract.yaml"),
+            "-q",
+            "-o",
+            "json",
+            "--set",
+            "spec.channels.train=s3://nope/train",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reason = v["failure_reason"].as_str().unwrap();
+    assert!(
+        reason.contains("spec.channels.train") && reason.contains("NoSuchBucket"),
+        "{reason}"
+    );
+}

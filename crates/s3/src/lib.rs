@@ -1,0 +1,200 @@
+//! S3 through the official AWS SDK for Rust, kept in its own crate so the rest
+//! of the workspace never rebuilds it.
+//!
+//! [`S3Downloader`] implements [`switchyard_job::ObjectDownloader`]: it mirrors an
+//! `s3://bucket/prefix` into a local cache folder, downloading only objects
+//! whose ETag changed since the last time. Credentials, region and endpoint come
+//! from the standard AWS chain and variables (`AWS_ENDPOINT_URL`,
+//! `AWS_ENDPOINT_URL_S3`), so it works against S3, VPC endpoints and emulators;
+//! with a custom endpoint, path-style addressing is used.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use aws_sdk_s3::Client;
+use serde::{Deserialize, Serialize};
+use switchyard_job::{DownloadStats, ObjectDownloader};
+use tokio::io::AsyncWriteExt;
+
+/// Downloads S3 prefixes into a cache.
+pub struct S3Downloader {
+    client: Client,
+    cache: PathBuf,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Manifest {
+    /// Key (relative to the prefix) to ETag.
+    etags: BTreeMap<String, String>,
+}
+
+impl S3Downloader {
+    /// Builds a client from the environment (the standard AWS configuration chain).
+    pub async fn from_env(cache: PathBuf) -> Self {
+        let config = aws_config::load_from_env().await;
+        let custom_endpoint = std::env::var_os("AWS_ENDPOINT_URL").is_some()
+            || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+        let mut builder = aws_sdk_s3::config::Builder::from(&config);
+        if config.region().is_none() {
+            builder = builder.region(aws_sdk_s3::config::Region::new("us-east-1"));
+        }
+        if custom_endpoint {
+            builder = builder.force_path_style(true);
+        }
+        S3Downloader {
+            client: Client::from_conf(builder.build()),
+            cache,
+        }
+    }
+
+    fn cache_dir(&self, bucket: &str, prefix: &str) -> PathBuf {
+        let digest = hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(prefix.as_bytes())[..8]);
+        self.cache.join(bucket).join(digest)
+    }
+}
+
+fn describe<E>(e: &aws_sdk_s3::error::SdkError<E>) -> String
+where
+    E: std::error::Error + aws_sdk_s3::error::ProvideErrorMetadata + 'static,
+{
+    match e.as_service_error() {
+        Some(s) => format!(
+            "{}: {}",
+            s.code().unwrap_or("error"),
+            s.message().unwrap_or("")
+        ),
+        None => format!(
+            "{e}: {}",
+            std::error::Error::source(e)
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        ),
+    }
+}
+
+/// `prefix/` + `a/b.csv` → `a/b.csv`; keys are checked to stay inside the folder.
+fn relative_key<'a>(key: &'a str, prefix: &str) -> Option<&'a str> {
+    let rel = key.strip_prefix(prefix)?.trim_start_matches('/');
+    let safe = !rel.is_empty()
+        && !rel.ends_with('/')
+        && rel
+            .split('/')
+            .all(|c| !c.is_empty() && c != ".." && c != ".");
+    safe.then_some(rel)
+}
+
+#[async_trait::async_trait]
+impl ObjectDownloader for S3Downloader {
+    async fn download_prefix(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<(PathBuf, DownloadStats), String> {
+        let dir = self.cache_dir(bucket, prefix);
+        let data = dir.join("data");
+        tokio::fs::create_dir_all(&data)
+            .await
+            .map_err(|e| format!("cannot create {}: {e}", data.display()))?;
+        let manifest_path = dir.join("manifest.json");
+        let mut manifest: Manifest = tokio::fs::read(&manifest_path)
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let mut stats = DownloadStats::default();
+        let mut seen = BTreeMap::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page =
+                page.map_err(|e| format!("cannot list s3://{bucket}/{prefix}: {}", describe(&e)))?;
+            for obj in page.contents() {
+                let Some(key) = obj.key() else { continue };
+                let Some(rel) = relative_key(key, prefix) else {
+                    continue;
+                };
+                let etag = obj.e_tag().unwrap_or_default().to_string();
+                let target = data.join(rel);
+                seen.insert(rel.to_string(), etag.clone());
+                if manifest.etags.get(rel) == Some(&etag) && target.exists() {
+                    stats.cached += 1;
+                    continue;
+                }
+                download(&self.client, bucket, key, &target).await?;
+                stats.downloaded += 1;
+                stats.bytes += obj.size().unwrap_or(0).max(0) as u64;
+            }
+        }
+        if seen.is_empty() {
+            return Err(format!("s3://{bucket}/{prefix} has no objects"));
+        }
+        // Objects deleted upstream leave the cache too.
+        for (rel, _) in manifest
+            .etags
+            .iter()
+            .filter(|(k, _)| !seen.contains_key(*k))
+        {
+            let _ = tokio::fs::remove_file(data.join(rel)).await;
+        }
+        manifest.etags = seen;
+        let bytes = serde_json::to_vec(&manifest).map_err(|e| e.to_string())?;
+        tokio::fs::write(&manifest_path, bytes)
+            .await
+            .map_err(|e| format!("cannot write {}: {e}", manifest_path.display()))?;
+        Ok((data, stats))
+    }
+}
+
+async fn download(client: &Client, bucket: &str, key: &str, target: &Path) -> Result<(), String> {
+    let resp = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|e| format!("cannot download s3://{bucket}/{key}: {}", describe(&e)))?;
+    if let Some(parent) = target.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    let tmp = target.with_extension("switchyard-partial");
+    let mut file = tokio::fs::File::create(&tmp)
+        .await
+        .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+    let mut body = resp.body;
+    while let Some(chunk) = body
+        .try_next()
+        .await
+        .map_err(|e| format!("reading s3://{bucket}/{key}: {e}"))?
+    {
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    }
+    file.flush()
+        .await
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    tokio::fs::rename(&tmp, target)
+        .await
+        .map_err(|e| format!("cannot write {}: {e}", target.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relative_key;
+
+    #[test]
+    fn keys_stay_inside_the_prefix() {
+        assert_eq!(relative_key("train/a.csv", "train"), Some("a.csv"));
+        assert_eq!(relative_key("train/x/b.csv", "train/"), Some("x/b.csv"));
+        assert_eq!(relative_key("train/../etc/passwd", "train"), None);
+        assert_eq!(relative_key("train/dir/", "train"), None);
+        assert_eq!(relative_key("other/a", "train"), None);
+    }
+}
