@@ -184,14 +184,7 @@ async fn run_container(
     let mut attempt: u32 = 0;
     loop {
         if ctx.cancel.is_cancelled() {
-            return Ok(ctx
-                .finish(
-                    rec,
-                    State::Canceled,
-                    Io::default(),
-                    Some("run canceled".into()),
-                )
-                .await);
+            return Ok(ctx.canceled(rec).await);
         }
         // Leftovers of an earlier attempt must not be read as this one's outputs.
         let _ = std::fs::remove_file(&exec_output);
@@ -201,7 +194,7 @@ async fn run_container(
         let permit = tokio::select! {
             p = ctx.slots.acquire() => p.map_err(|e| e.to_string())?,
             _ = ctx.cancel.cancelled() => {
-                return Ok(ctx.finish(rec, State::Canceled, Io::default(), Some("run canceled".into())).await);
+                return Ok(ctx.canceled(rec).await);
             }
         };
         rec.state = State::Running;
@@ -241,14 +234,7 @@ async fn run_container(
                 return Ok(out);
             }
             Ok(JobOutcome::Canceled) => {
-                return Ok(ctx
-                    .finish(
-                        rec,
-                        State::Canceled,
-                        Io::default(),
-                        Some("run canceled".into()),
-                    )
-                    .await);
+                return Ok(ctx.canceled(rec).await);
             }
             Ok(JobOutcome::Failed { message, .. }) => (message, true),
             Err(BackendError::Retryable(m)) => (m, true),

@@ -109,14 +109,7 @@ pub(super) async fn run_loop(
             .await;
     }
     if outcomes.iter().any(|o| o.state == State::Canceled) || ctx.cancel.is_cancelled() {
-        return ctx
-            .finish(
-                &mut rec,
-                State::Canceled,
-                Io::default(),
-                Some("run canceled".into()),
-            )
-            .await;
+        return ctx.canceled(&mut rec).await;
     }
     let mut outputs = Io::default();
     if let Some(dag) = &comp.dag {

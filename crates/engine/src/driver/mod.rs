@@ -182,6 +182,17 @@ impl RunCtx {
             .await
     }
 
+    /// Records that a task was stopped because the run was canceled.
+    async fn canceled(&self, rec: &mut TaskRecord) -> Outcome {
+        self.finish(
+            rec,
+            State::Canceled,
+            Io::default(),
+            Some("run canceled".into()),
+        )
+        .await
+    }
+
     /// Records a final state for a task and returns the matching outcome.
     async fn finish(
         &self,
