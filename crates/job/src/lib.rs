@@ -115,16 +115,39 @@ pub struct DownloadStats {
     pub bytes: u64,
 }
 
-/// Brings an object-store prefix (`s3://bucket/prefix`) to this machine.
-/// Implemented over the AWS SDK in `switchyard-s3`; backends see only this.
+/// An object store (S3) as backends need it: channels in, models and
+/// checkpoints out. Implemented over the AWS SDK in `switchyard-s3`; backends
+/// see only this.
 #[async_trait::async_trait]
-pub trait ObjectDownloader: Send + Sync {
-    /// Mirrors the prefix into a local cache folder and returns that folder.
+pub trait ObjectStore: Send + Sync {
+    /// Mirrors `s3://bucket/prefix` into a local cache folder (only what changed)
+    /// and returns that folder. An empty prefix is an error.
     async fn download_prefix(
         &self,
         bucket: &str,
         prefix: &str,
     ) -> Result<(std::path::PathBuf, DownloadStats), String>;
+    /// Copies every object under the prefix into `dest` (nothing if there is none).
+    async fn download_into(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        dest: &std::path::Path,
+    ) -> Result<DownloadStats, String>;
+    /// Uploads every file under `dir` to `s3://bucket/prefix/<relative path>`.
+    async fn upload_dir(
+        &self,
+        dir: &std::path::Path,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<u64, String>;
+}
+
+/// `s3://bucket/prefix` → (bucket, prefix).
+pub fn parse_s3_uri(uri: &str) -> Option<(String, String)> {
+    let rest = uri.strip_prefix("s3://")?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    (!bucket.is_empty()).then(|| (bucket.to_string(), prefix.to_string()))
 }
 
 /// Scrapes `metrics` regexes from log lines (the same way on every backend,

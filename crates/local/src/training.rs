@@ -17,8 +17,8 @@ use nix::sys::signal::Signal;
 use switchyard_engine::LogSink;
 use switchyard_job::contract::{self, HostLayout, Placement};
 use switchyard_job::{
-    BackendKind, ChannelSource, JobError, JobEvent, JobEvents, JobOutcome, JobState, MetricScraper,
-    ObjectDownloader, RestartPolicy, TrainingBackend, TrainingJob,
+    parse_s3_uri, BackendKind, ChannelSource, JobError, JobEvent, JobEvents, JobOutcome, JobState,
+    MetricScraper, ObjectStore, RestartPolicy, TrainingBackend, TrainingJob,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -56,7 +56,7 @@ pub struct LocalTraining {
     config: LocalTrainingConfig,
     admission: Admission,
     /// Fetches `s3://` channels into a local cache.
-    s3: Option<Arc<dyn ObjectDownloader>>,
+    s3: Option<Arc<dyn ObjectStore>>,
 }
 
 impl LocalTraining {
@@ -69,7 +69,7 @@ impl LocalTraining {
     }
 
     /// Enables `s3://` channels.
-    pub fn with_s3(mut self, s3: Arc<dyn ObjectDownloader>) -> Self {
+    pub fn with_s3(mut self, s3: Arc<dyn ObjectStore>) -> Self {
         self.s3 = Some(s3);
         self
     }
@@ -118,9 +118,11 @@ impl LocalTraining {
             ("spec.checkpoint", &job.spec.checkpoint),
         ] {
             if let Some(v) = v.as_deref().filter(|v| v.contains("://")) {
-                return Err(JobError::Setup(format!(
-                    "{field}: {v}: S3 locations for outputs are not supported by the local backend yet; use a local path"
-                )));
+                if parse_s3_uri(v).is_none() || self.s3.is_none() {
+                    return Err(JobError::Setup(format!(
+                        "{field}: {v}: S3 access is not configured"
+                    )));
+                }
             }
         }
         Ok(())
@@ -334,12 +336,26 @@ impl TrainingBackend for LocalTraining {
             }
             None => None,
         };
-        let checkpoint = match &spec.checkpoint {
-            Some(c) => PathBuf::from(c),
-            None => dir.join("checkpoints"),
+        // Checkpoints: a local folder; an s3:// checkpoint is synced into it before
+        // the first attempt and back after each one (as SageMaker's CheckpointConfig).
+        let s3_checkpoint = spec.checkpoint.as_deref().and_then(parse_s3_uri);
+        let checkpoint = match (&spec.checkpoint, &s3_checkpoint) {
+            (Some(c), None) => PathBuf::from(c),
+            _ => dir.join("checkpoints"),
         };
         std::fs::create_dir_all(&checkpoint)
             .map_err(|e| setup(e, &format!("cannot create {}", checkpoint.display())))?;
+        if let (Some((bucket, prefix)), Some(s3)) = (&s3_checkpoint, &self.s3) {
+            let stats = s3
+                .download_into(bucket, prefix, &checkpoint)
+                .await
+                .map_err(|e| JobError::Setup(format!("spec.checkpoint: {e}")))?;
+            let message = format!(
+                "checkpoint: {} files restored from s3://{bucket}/{prefix}",
+                stats.downloaded
+            );
+            let _ = events.send(JobEvent::Status { message });
+        }
         let instance_type = spec.instance_type.clone().unwrap_or_else(|| "local".into());
         let layouts: Vec<HostLayout> = (0..spec.nodes)
             .map(|n| HostLayout::new(dir.join("hosts").join(contract::host_name(n))))
@@ -408,6 +424,13 @@ impl TrainingBackend for LocalTraining {
                     &cancel,
                 )
                 .await?;
+            if let (Some((bucket, prefix)), Some(s3)) = (&s3_checkpoint, &self.s3) {
+                let message = match s3.upload_dir(&checkpoint, bucket, prefix).await {
+                    Ok(n) => format!("checkpoint: {n} files saved to s3://{bucket}/{prefix}"),
+                    Err(e) => format!("checkpoint upload failed: {e}"),
+                };
+                let _ = events.send(JobEvent::Status { message });
+            }
             let (code, reason) = match ending {
                 Ending::AllSucceeded => break (JobState::Succeeded, None),
                 Ending::Canceled => break (JobState::Canceled, Some("canceled".to_string())),
@@ -465,14 +488,30 @@ impl TrainingBackend for LocalTraining {
         let mut model = None;
         if state == JobState::Succeeded {
             let rank0_model = layouts[0].model_dir();
-            model = Some(match &spec.output {
-                Some(out) => {
-                    copy_dir(&rank0_model, Path::new(out))
-                        .map_err(|e| setup(e, &format!("cannot copy the model to {out}")))?;
-                    out.clone()
-                }
-                None => rank0_model.to_string_lossy().into_owned(),
-            });
+            model = Some(
+                match (
+                    &spec.output,
+                    spec.output.as_deref().and_then(parse_s3_uri),
+                    &self.s3,
+                ) {
+                    (Some(out), Some((bucket, prefix)), Some(s3)) => {
+                        let n = s3
+                            .upload_dir(&rank0_model, &bucket, &prefix)
+                            .await
+                            .map_err(|e| JobError::Setup(format!("spec.output: {e}")))?;
+                        let _ = events.send(JobEvent::Status {
+                            message: format!("model: {n} files uploaded to {out}"),
+                        });
+                        out.clone()
+                    }
+                    (Some(out), _, _) => {
+                        copy_dir(&rank0_model, Path::new(out))
+                            .map_err(|e| setup(e, &format!("cannot copy the model to {out}")))?;
+                        out.clone()
+                    }
+                    (None, _, _) => rank0_model.to_string_lossy().into_owned(),
+                },
+            );
         }
         let metrics = rank_logs
             .metrics

@@ -1,9 +1,9 @@
 //! S3 through the official AWS SDK for Rust, kept in its own crate so the rest
 //! of the workspace never rebuilds it.
 //!
-//! [`S3Downloader`] implements [`switchyard_job::ObjectDownloader`]: it mirrors an
+//! [`S3Store`] implements [`switchyard_job::ObjectStore`]: it mirrors an
 //! `s3://bucket/prefix` into a local cache folder, downloading only objects
-//! whose ETag changed since the last time. Credentials, region and endpoint come
+//! whose ETag changed since the last time, and uploads models and checkpoints. Credentials, region and endpoint come
 //! from the standard AWS chain and variables (`AWS_ENDPOINT_URL`,
 //! `AWS_ENDPOINT_URL_S3`), so it works against S3, VPC endpoints and emulators;
 //! with a custom endpoint, path-style addressing is used.
@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 
 use aws_sdk_s3::Client;
 use serde::{Deserialize, Serialize};
-use switchyard_job::{DownloadStats, ObjectDownloader};
+use switchyard_job::{DownloadStats, ObjectStore};
 use tokio::io::AsyncWriteExt;
 
-/// Downloads S3 prefixes into a cache.
-pub struct S3Downloader {
+/// S3 for channels, models and checkpoints.
+pub struct S3Store {
     client: Client,
     cache: PathBuf,
 }
@@ -28,7 +28,7 @@ struct Manifest {
     etags: BTreeMap<String, String>,
 }
 
-impl S3Downloader {
+impl S3Store {
     /// Builds a client from the environment (the standard AWS configuration chain).
     pub async fn from_env(cache: PathBuf) -> Self {
         let config = aws_config::load_from_env().await;
@@ -41,7 +41,7 @@ impl S3Downloader {
         if custom_endpoint {
             builder = builder.force_path_style(true);
         }
-        S3Downloader {
+        S3Store {
             client: Client::from_conf(builder.build()),
             cache,
         }
@@ -84,7 +84,7 @@ fn relative_key<'a>(key: &'a str, prefix: &str) -> Option<&'a str> {
 }
 
 #[async_trait::async_trait]
-impl ObjectDownloader for S3Downloader {
+impl ObjectStore for S3Store {
     async fn download_prefix(
         &self,
         bucket: &str,
@@ -148,6 +148,83 @@ impl ObjectDownloader for S3Downloader {
             .map_err(|e| format!("cannot write {}: {e}", manifest_path.display()))?;
         Ok((data, stats))
     }
+
+    async fn download_into(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        dest: &Path,
+    ) -> Result<DownloadStats, String> {
+        let mut stats = DownloadStats::default();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page =
+                page.map_err(|e| format!("cannot list s3://{bucket}/{prefix}: {}", describe(&e)))?;
+            for obj in page.contents() {
+                let Some(key) = obj.key() else { continue };
+                let Some(rel) = relative_key(key, prefix) else {
+                    continue;
+                };
+                download(&self.client, bucket, key, &dest.join(rel)).await?;
+                stats.downloaded += 1;
+                stats.bytes += obj.size().unwrap_or(0).max(0) as u64;
+            }
+        }
+        Ok(stats)
+    }
+
+    async fn upload_dir(&self, dir: &Path, bucket: &str, prefix: &str) -> Result<u64, String> {
+        let mut files = Vec::new();
+        collect_files(dir, dir, &mut files)
+            .map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+        let base = prefix.trim_end_matches('/');
+        for (path, rel) in &files {
+            let key = if base.is_empty() {
+                rel.clone()
+            } else {
+                format!("{base}/{rel}")
+            };
+            let body = aws_sdk_s3::primitives::ByteStream::from_path(path)
+                .await
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            self.client
+                .put_object()
+                .bucket(bucket)
+                .key(&key)
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| format!("cannot upload to s3://{bucket}/{key}: {}", describe(&e)))?;
+        }
+        Ok(files.len() as u64)
+    }
+}
+
+/// Every regular file under `dir` (following symlinked directories once), with
+/// its path relative to `root` using `/`.
+fn collect_files(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, String)>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let meta = std::fs::metadata(&path)?;
+        if meta.is_dir() {
+            collect_files(root, &path, out)?;
+        } else if meta.is_file() {
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .replace('\\', "/");
+            out.push((path, rel));
+        }
+    }
+    Ok(())
 }
 
 async fn download(client: &Client, bucket: &str, key: &str, target: &Path) -> Result<(), String> {

@@ -22,8 +22,11 @@ async fn backend_for(paths: &Paths, job: &TrainingJob) -> Result<Arc<dyn Trainin
     match job.spec.backend {
         BackendKind::Local => {
             let mut local = paths.local_training()?;
-            if job.channels.iter().any(|c| matches!(c.source, ChannelSource::S3 { .. })) {
-                let s3 = switchyard_s3::S3Downloader::from_env(paths.home.join("cache/s3")).await;
+            let s3_location = [&job.spec.output, &job.spec.checkpoint]
+                .iter()
+                .any(|o| o.as_deref().is_some_and(|o| o.starts_with("s3://")));
+            if s3_location || job.channels.iter().any(|c| matches!(c.source, ChannelSource::S3 { .. })) {
+                let s3 = switchyard_s3::S3Store::from_env(paths.home.join("cache/s3")).await;
                 local = local.with_s3(Arc::new(s3));
             }
             Ok(Arc::new(local))

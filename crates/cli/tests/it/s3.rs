@@ -141,3 +141,73 @@ fn s3_channels_are_downloaded_once_into_a_cache() {
         "{reason}"
     );
 }
+
+impl Moto {
+    fn keys(&self, bucket: &str) -> Vec<String> {
+        let script = format!(
+            "import boto3\ns3 = boto3.client('s3', endpoint_url='{}', region_name='us-east-1', aws_access_key_id='test', aws_secret_access_key='test')\nfor o in s3.list_objects_v2(Bucket='{bucket}').get('Contents', []): print(o['Key'])\n",
+            self.endpoint
+        );
+        let out = Command::new(python())
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+}
+
+#[test]
+fn models_and_checkpoints_go_to_s3() {
+    let moto = Moto::start();
+    moto.put("models", &[]);
+    moto.put("ckpt", &[]);
+    let sb = Sandbox::new();
+    let run = || {
+        let mut c = sb.cmd();
+        moto.env(&mut c);
+        c.args([
+            "job",
+            "run",
+            &repo_file("tests/jobs/contract.yaml"),
+            "-q",
+            "-o",
+            "json",
+        ])
+        .args([
+            "--set",
+            "spec.output=s3://models/contract",
+            "--set",
+            "spec.checkpoint=s3://ckpt/run-1",
+        ]);
+        c.output().unwrap()
+    };
+    let first = run();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(v["model"], "s3://models/contract");
+    assert_eq!(moto.keys("models"), vec!["contract/model.txt"]);
+    let ckpt = moto.keys("ckpt");
+    for r in 0..4 {
+        assert!(ckpt.contains(&format!("run-1/rank-{r}.json")), "{ckpt:?}");
+    }
+    // A second job with the same checkpoint location starts from what was saved.
+    let second = run();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("checkpoint: 4 files restored from s3://ckpt/run-1"),
+        "{stderr}"
+    );
+}

@@ -255,7 +255,12 @@ pub(crate) fn run_dag(
                         .iter()
                         .find(|u| results.get(**u).is_some_and(Outcome::bad));
                     if let (Some(up), false) = (failed_up, task.runs_after_upstream_failure()) {
-                        let mut rec = ctx.new_record(&scope.key(name), name, &scope, "skipped");
+                        let display = if task.task_info.name.is_empty() {
+                            name
+                        } else {
+                            &task.task_info.name
+                        };
+                        let mut rec = ctx.new_record(&scope.key(name), display, &scope, "skipped");
                         let msg =
                             format!("not run: upstream task '{}' did not succeed", scope.key(up));
                         let out = ctx
@@ -399,7 +404,14 @@ fn run_task(
         } else {
             "container"
         };
-        let mut rec = ctx.new_record(&key, &name, &scope, kind);
+        // The display name (`.set_display_name()`) is what people see; the key stays
+        // the DAG's task name so it is stable.
+        let display = if task.task_info.name.is_empty() {
+            name.clone()
+        } else {
+            task.task_info.name.clone()
+        };
+        let mut rec = ctx.new_record(&key, &display, &scope, kind);
         let inputs = match resolve_inputs(&ctx, &task, &comp, &dag_inputs, &upstream) {
             Ok(i) => i,
             Err(e) => {
