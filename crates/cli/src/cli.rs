@@ -28,6 +28,8 @@ pub enum Command {
     /// Distributed training jobs (TrainingJob documents).
     #[command(subcommand)]
     Job(JobCommand),
+    /// Serve the Kubeflow Pipelines REST API (v2beta1) for kfp.Client.
+    Server(ServerArgs),
     /// Print the logs of a run, or of one of its tasks.
     Logs {
         /// Run id (or an unambiguous prefix).
@@ -144,4 +146,25 @@ pub enum JobCommand {
         #[arg(long)]
         executor_input: String,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Address to listen on (loopback by default).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, default_value_t = 8888)]
+    pub port: u16,
+    /// Require `Authorization: Bearer TOKEN` on every endpoint but healthz.
+    #[arg(long, env = "SWITCHYARD_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+    /// Most tasks running at once per run (default: the number of CPUs).
+    #[arg(long)]
+    pub parallelism: Option<usize>,
+    /// Where artifacts go by default (default: <home>/artifacts).
+    #[arg(long)]
+    pub pipeline_root: Option<PathBuf>,
+    /// Largest accepted request body, uploads included.
+    #[arg(long, default_value_t = 32 * 1024 * 1024)]
+    pub max_body_bytes: usize,
 }

@@ -100,6 +100,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Job(JobCommand::RunComponent { executor_input }) => {
             commands::component::run(&paths, store.clone(), &executor_input).await
         }
+        Command::Server(args) => commands::server::serve(&paths, engine, store.clone(), args).await,
         Command::Logs { run, task } => {
             commands::logs::logs(store.as_ref(), &run, task.as_deref()).await
         }

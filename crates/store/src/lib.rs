@@ -6,6 +6,7 @@
 //! run or task is written together with a row in `transitions`, in one
 //! transaction, so the history is never out of step with the current state.
 
+mod catalog;
 mod jobs;
 mod model;
 mod sqlite;
@@ -29,6 +30,10 @@ pub enum StoreError {
     RunNotFound(String),
     #[error("run id prefix '{0}' matches more than one run; give more characters")]
     Ambiguous(String),
+    #[error("no {kind} with id '{id}'")]
+    NotFound { kind: &'static str, id: String },
+    #[error("{kind} '{name}' already exists")]
+    AlreadyExists { kind: &'static str, name: String },
     #[error("no job with id or name '{0}'")]
     JobNotFound(String),
     #[error("'{0}' matches more than one job; give more of the id")]
@@ -80,4 +85,35 @@ pub trait JobStore: Send + Sync {
     async fn job_events(&self, id: &str) -> Result<Vec<JobEventRecord>>;
     async fn request_job_cancel(&self, id: &str) -> Result<()>;
     async fn job_cancel_requested(&self, id: &str) -> Result<bool>;
+}
+
+/// Experiments, pipelines and their versions, and what ties a run to them: the
+/// records behind the KFP REST API.
+#[async_trait::async_trait]
+pub trait CatalogStore: Send + Sync {
+    async fn create_experiment(&self, e: &ExperimentRecord) -> Result<()>;
+    async fn get_experiment(&self, id: &str) -> Result<ExperimentRecord>;
+    async fn experiment_by_name(&self, name: &str) -> Result<Option<ExperimentRecord>>;
+    async fn list_experiments(&self) -> Result<Vec<ExperimentRecord>>;
+    async fn set_experiment_storage(&self, id: &str, state: &str) -> Result<()>;
+    async fn delete_experiment(&self, id: &str) -> Result<()>;
+
+    async fn create_pipeline(
+        &self,
+        p: &PipelineRecord,
+        first_version: Option<&PipelineVersionRecord>,
+    ) -> Result<()>;
+    async fn get_pipeline(&self, id: &str) -> Result<PipelineRecord>;
+    async fn pipeline_by_name(&self, name: &str) -> Result<Option<PipelineRecord>>;
+    async fn list_pipelines(&self) -> Result<Vec<PipelineRecord>>;
+    async fn delete_pipeline(&self, id: &str) -> Result<()>;
+    async fn create_version(&self, v: &PipelineVersionRecord) -> Result<()>;
+    async fn get_version(&self, id: &str) -> Result<PipelineVersionRecord>;
+    async fn list_versions(&self, pipeline_id: &str) -> Result<Vec<PipelineVersionRecord>>;
+    async fn delete_version(&self, id: &str) -> Result<()>;
+
+    async fn put_run_catalog(&self, c: &RunCatalog) -> Result<()>;
+    async fn get_run_catalog(&self, run_id: &str) -> Result<Option<RunCatalog>>;
+    async fn list_run_catalog(&self) -> Result<Vec<RunCatalog>>;
+    async fn delete_run(&self, run_id: &str) -> Result<()>;
 }

@@ -165,3 +165,47 @@ pub struct JobEventRecord {
     pub message: Option<String>,
     pub at: DateTime<Utc>,
 }
+
+/// A KFP experiment: a folder of runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExperimentRecord {
+    pub id: String,
+    pub display_name: String,
+    pub description: Option<String>,
+    /// `AVAILABLE` or `ARCHIVED`.
+    pub storage_state: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PipelineRecord {
+    pub id: String,
+    pub name: String,
+    pub display_name: String,
+    pub description: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PipelineVersionRecord {
+    pub id: String,
+    pub pipeline_id: String,
+    pub name: String,
+    pub display_name: String,
+    pub description: Option<String>,
+    /// The uploaded pipeline as JSON (`{pipeline_spec, platform_spec}` or a bare spec).
+    pub spec: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What the REST API knows about a run beyond the engine's record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunCatalog {
+    pub run_id: String,
+    pub experiment_id: String,
+    pub storage_state: String,
+    pub description: Option<String>,
+    pub pipeline_id: Option<String>,
+    pub pipeline_version_id: Option<String>,
+    pub runtime_config: Option<Value>,
+}

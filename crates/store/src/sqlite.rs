@@ -23,6 +23,7 @@ use crate::{
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_jobs.sql")),
+    (3, include_str!("../migrations/0003_catalog.sql")),
 ];
 
 /// The embedded store: one SQLite database file.

@@ -5,3 +5,4 @@ pub mod job;
 pub mod logs;
 pub mod run;
 pub mod runs;
+pub mod server;

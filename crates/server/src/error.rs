@@ -1,0 +1,74 @@
+//! One error type for every endpoint, rendered in KFP's error shape
+//! (`{"error", "code", "message", "details"}`, a google.rpc.Status with the
+//! older `error` field beside it). Internal details are logged, not sent.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use switchyard_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn status(&self) -> (StatusCode, i32) {
+        // The second number is the google.rpc.Code KFP puts in `code`.
+        match self {
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, 3),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, 5),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, 6),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, 16),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, 8),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, 13),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::RunNotFound(_)
+            | StoreError::NotFound { .. }
+            | StoreError::JobNotFound(_) => ApiError::NotFound(e.to_string()),
+            StoreError::AlreadyExists { .. } => ApiError::Conflict(e.to_string()),
+            StoreError::Ambiguous(_) | StoreError::AmbiguousJob(_) => {
+                ApiError::BadRequest(e.to_string())
+            }
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status();
+        let message = match &self {
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "request failed");
+                "internal error; see the server log".to_string()
+            }
+            other => other.to_string(),
+        };
+        (
+            status,
+            Json(json!({"error": message, "code": code, "message": message, "details": []})),
+        )
+            .into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,122 @@
+//! `switchyard server`: the Kubeflow Pipelines v2beta1 REST API, so the real
+//! `kfp.Client` drives Switchyard unmodified.
+//!
+//! [`app`] builds the router over an [`AppState`] (engine + stores); runs are
+//! executed inside the server by the same engine as `switchyard run`. On start
+//! [`recover`] resumes runs that a previous server process left unfinished
+//! (killed mid-run), without re-running tasks that had succeeded.
+
+mod error;
+mod list;
+mod render;
+mod routes;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::Router;
+use switchyard_engine::Engine;
+use switchyard_store::{CatalogStore, RunStore, State as RunState};
+use tokio_util::sync::CancellationToken;
+
+pub use error::ApiError;
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Artifacts go here unless a run names its own `pipeline_root`.
+    pub pipeline_root: PathBuf,
+    /// Most container tasks running at once, per run.
+    pub parallelism: usize,
+    /// When set, every endpoint but healthz needs `Authorization: Bearer <token>`.
+    pub auth_token: Option<String>,
+    /// Largest accepted request body (uploads included), in bytes.
+    pub max_body_bytes: usize,
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Engine,
+    pub runs: Arc<dyn RunStore>,
+    pub catalog: Arc<dyn CatalogStore>,
+    pub config: Arc<ServerConfig>,
+}
+
+impl AppState {
+    /// Executes a run in the background; `resume` keeps tasks that succeeded.
+    pub fn spawn_run(&self, run_id: String, resume: bool) {
+        let engine = self.engine.clone();
+        tokio::spawn(async move {
+            let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+            if let Err(e) = engine
+                .execute(&run_id, tx, CancellationToken::new(), resume)
+                .await
+            {
+                tracing::error!(run = %run_id, error = %e, "run could not be executed");
+            }
+        });
+    }
+}
+
+async fn require_token(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if let Some(token) = &state.config.auth_token {
+        if req.uri().path() != "/apis/v2beta1/healthz" {
+            let given = req
+                .headers()
+                .get(AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if given != Some(token.as_str()) {
+                return Err(ApiError::Unauthorized(
+                    "missing or wrong bearer token (Authorization: Bearer …)".into(),
+                ));
+            }
+        }
+    }
+    Ok(next.run(req).await)
+}
+
+/// The whole HTTP API.
+pub fn app(state: AppState) -> Router {
+    routes::router()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.config.max_body_bytes,
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Resumes runs a previous server process left PENDING, RUNNING or CANCELING
+/// (their owner is gone); returns how many.
+pub async fn recover(state: &AppState) -> Result<usize, ApiError> {
+    let mut n = 0;
+    for run in state.runs.list_runs(u32::MAX).await? {
+        let unfinished = matches!(
+            run.state,
+            RunState::Pending | RunState::Running | RunState::Canceling
+        );
+        let owner_alive = run.owner_pid.is_some_and(|pid| {
+            pid != std::process::id() && std::path::Path::new(&format!("/proc/{pid}")).exists()
+        });
+        // Only runs this server created (they have a catalog entry) are its to resume.
+        if unfinished && !owner_alive && state.catalog.get_run_catalog(&run.id).await?.is_some() {
+            tracing::info!(run = %run.id, state = %run.state, "resuming a run left unfinished");
+            state.spawn_run(run.id.clone(), true);
+            n += 1;
+        }
+    }
+    Ok(n)
+}

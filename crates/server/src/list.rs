@@ -1,0 +1,209 @@
+//! KFP list semantics shared by every list endpoint: `filter` (JSON predicates),
+//! `sort_by` (`"created_at desc"`), `page_size` and `page_token`.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::error::{ApiError, ApiResult};
+
+/// The query parameters of a list call.
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    pub page_token: Option<String>,
+    pub page_size: Option<i64>,
+    pub sort_by: Option<String>,
+    pub filter: Option<String>,
+    pub experiment_id: Option<String>,
+    #[serde(rename = "resource_reference_key.id")]
+    pub reference_id: Option<String>,
+    /// Single-user server: accepted and ignored.
+    #[allow(dead_code)]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug)]
+struct Predicate {
+    op: String,
+    key: String,
+    value: Value,
+}
+
+fn op_name(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.to_ascii_uppercase()),
+        Value::Number(n) => Some(
+            match n.as_i64()? {
+                1 => "EQUALS",
+                2 => "NOT_EQUALS",
+                3 => "GREATER_THAN",
+                5 => "GREATER_THAN_EQUALS",
+                6 => "LESS_THAN",
+                7 => "LESS_THAN_EQUALS",
+                8 => "IN",
+                9 => "IS_SUBSTRING",
+                _ => return None,
+            }
+            .to_string(),
+        ),
+        _ => None,
+    }
+}
+
+fn parse_filter(text: &str) -> ApiResult<Vec<Predicate>> {
+    let v: Value = serde_json::from_str(text)
+        .map_err(|e| ApiError::BadRequest(format!("filter is not JSON: {e}")))?;
+    let preds = v
+        .get("predicates")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    preds
+        .iter()
+        .map(|p| {
+            let op = p.get("operation").and_then(op_name).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "filter predicate {p}: unknown or missing operation"
+                ))
+            })?;
+            let key = p.get("key").and_then(Value::as_str).ok_or_else(|| {
+                ApiError::BadRequest(format!("filter predicate {p}: missing key"))
+            })?;
+            let value = [
+                "string_value",
+                "stringValue",
+                "int_value",
+                "intValue",
+                "long_value",
+                "longValue",
+                "bool_value",
+                "boolValue",
+                "timestamp_value",
+                "timestampValue",
+            ]
+            .iter()
+            .find_map(|k| p.get(*k).cloned())
+            .or_else(|| {
+                p.get("string_values")
+                    .or_else(|| p.get("stringValues"))
+                    .and_then(|v| v.get("values"))
+                    .cloned()
+            })
+            .ok_or_else(|| ApiError::BadRequest(format!("filter predicate {p}: missing value")))?;
+            Ok(Predicate {
+                op,
+                key: key.to_string(),
+                value,
+            })
+        })
+        .collect()
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn matches(item: &Map<String, Value>, p: &Predicate) -> ApiResult<bool> {
+    let key = if p.key == "name" && !item.contains_key("name") {
+        "display_name"
+    } else {
+        p.key.as_str()
+    };
+    let Some(field) = item.get(key) else {
+        return Err(ApiError::BadRequest(format!(
+            "cannot filter on '{}'",
+            p.key
+        )));
+    };
+    let (a, b) = (text(field), text(&p.value));
+    Ok(match p.op.as_str() {
+        "EQUALS" => a == b,
+        "NOT_EQUALS" => a != b,
+        "IS_SUBSTRING" => a.contains(&b),
+        "GREATER_THAN" => a > b,
+        "GREATER_THAN_EQUALS" => a >= b,
+        "LESS_THAN" => a < b,
+        "LESS_THAN_EQUALS" => a <= b,
+        "IN" => p
+            .value
+            .as_array()
+            .is_some_and(|vs| vs.iter().any(|v| text(v) == a)),
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "filter operation {other} is not supported"
+            )))
+        }
+    })
+}
+
+/// One page of items, with the total and the token of the next page.
+pub struct Page {
+    pub items: Vec<Value>,
+    pub total: usize,
+    pub next: Option<String>,
+}
+
+/// Filters, sorts and pages JSON items (objects). `default_sort` is used when
+/// the caller gives none.
+pub fn page(mut items: Vec<Value>, q: &ListQuery, default_sort: &str) -> ApiResult<Page> {
+    if let Some(f) = q.filter.as_deref().filter(|f| !f.is_empty()) {
+        let preds = parse_filter(f)?;
+        let mut kept = Vec::new();
+        for item in items {
+            let obj = item.as_object().cloned().unwrap_or_default();
+            let mut ok = true;
+            for p in &preds {
+                ok &= matches(&obj, p)?;
+            }
+            if ok {
+                kept.push(item);
+            }
+        }
+        items = kept;
+    }
+    let sort = q
+        .sort_by
+        .as_deref()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or(default_sort);
+    let mut parts = sort.split_whitespace();
+    let field = parts.next().unwrap_or("created_at").to_string();
+    let field = if field == "name" {
+        "display_name".to_string()
+    } else {
+        field
+    };
+    let desc = matches!(parts.next(), Some(d) if d.eq_ignore_ascii_case("desc"));
+    items.sort_by(|a, b| {
+        let (x, y) = (
+            a.get(&field).map(text).unwrap_or_default(),
+            b.get(&field).map(text).unwrap_or_default(),
+        );
+        if desc {
+            y.cmp(&x)
+        } else {
+            x.cmp(&y)
+        }
+    });
+    let total = items.len();
+    let size = match q.page_size {
+        None | Some(0) => 20,
+        Some(n) if n < 0 => {
+            return Err(ApiError::BadRequest(
+                "page_size must not be negative".into(),
+            ))
+        }
+        Some(n) => n.min(1000) as usize,
+    };
+    let offset: usize = match q.page_token.as_deref().filter(|t| !t.is_empty()) {
+        None => 0,
+        Some(t) => t
+            .parse()
+            .map_err(|_| ApiError::BadRequest(format!("invalid page_token '{t}'")))?,
+    };
+    let items: Vec<Value> = items.into_iter().skip(offset).take(size).collect();
+    let next = (offset + items.len() < total).then(|| (offset + items.len()).to_string());
+    Ok(Page { items, total, next })
+}

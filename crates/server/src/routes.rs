@@ -1,0 +1,703 @@
+//! The v2beta1 endpoints: healthz, experiments, pipelines (+ versions), runs.
+
+use std::collections::BTreeMap;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Multipart, Path, Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use switchyard_engine::RunOptions;
+use switchyard_spec::ParsedPipeline;
+use switchyard_store::{
+    ExperimentRecord, PipelineRecord, PipelineVersionRecord, RunCatalog, RunUpdate,
+    State as RunState,
+};
+
+use crate::error::{ApiError, ApiResult};
+use crate::list::{page, ListQuery};
+use crate::{render, AppState};
+
+type JsonBody<T> = Result<Json<T>, JsonRejection>;
+
+fn body<T>(b: JsonBody<T>) -> ApiResult<T> {
+    b.map(|Json(v)| v)
+        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {}", e.body_text())))
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/apis/v2beta1/healthz", get(healthz))
+        .route(
+            "/apis/v2beta1/experiments",
+            post(create_experiment).get(list_experiments),
+        )
+        .route(
+            "/apis/v2beta1/experiments/{id}",
+            get(get_experiment)
+                .delete(delete_experiment)
+                .post(experiment_action),
+        )
+        .route(
+            "/apis/v2beta1/pipelines",
+            post(create_pipeline).get(list_pipelines),
+        )
+        .route("/apis/v2beta1/pipelines/upload", post(upload_pipeline))
+        .route(
+            "/apis/v2beta1/pipelines/upload_version",
+            post(upload_version),
+        )
+        .route(
+            "/apis/v2beta1/pipelines/names/{name}",
+            get(pipeline_by_name),
+        )
+        .route(
+            "/apis/v2beta1/pipelines/{id}",
+            get(get_pipeline).delete(delete_pipeline),
+        )
+        .route(
+            "/apis/v2beta1/pipelines/{id}/versions",
+            get(list_versions).post(create_version),
+        )
+        .route(
+            "/apis/v2beta1/pipelines/{id}/versions/{vid}",
+            get(get_version).delete(delete_version),
+        )
+        .route("/apis/v2beta1/runs", post(create_run).get(list_runs))
+        .route(
+            "/apis/v2beta1/runs/{id}",
+            get(get_run).delete(delete_run).post(run_action),
+        )
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"multi_user": false, "pipeline_store": "database"}))
+}
+
+// ---------------------------------------------------------------- experiments
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewExperiment {
+    display_name: Option<String>,
+    description: Option<String>,
+    #[allow(dead_code)]
+    namespace: Option<String>,
+    #[allow(dead_code)]
+    experiment_id: Option<String>,
+    #[allow(dead_code)]
+    storage_state: Option<String>,
+}
+
+async fn create_experiment(
+    State(s): State<AppState>,
+    b: JsonBody<NewExperiment>,
+) -> ApiResult<Json<Value>> {
+    let b = body(b)?;
+    let name = b
+        .display_name
+        .filter(|n| !n.trim().is_empty())
+        .ok_or_else(|| ApiError::BadRequest("experiment display_name is required".into()))?;
+    let e = ExperimentRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        display_name: name,
+        description: b.description,
+        storage_state: "AVAILABLE".into(),
+        created_at: Utc::now(),
+    };
+    s.catalog.create_experiment(&e).await?;
+    Ok(Json(render::experiment(&e)))
+}
+
+async fn list_experiments(
+    State(s): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    let items = s
+        .catalog
+        .list_experiments()
+        .await?
+        .iter()
+        .map(render::experiment)
+        .collect();
+    let p = page(items, &q, "created_at")?;
+    Ok(Json(render::compact(
+        json!({"experiments": p.items, "total_size": p.total, "next_page_token": p.next}),
+    )))
+}
+
+async fn get_experiment(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(render::experiment(
+        &s.catalog.get_experiment(&id).await?,
+    )))
+}
+
+async fn delete_experiment(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    s.catalog.delete_experiment(&id).await?;
+    Ok(Json(json!({})))
+}
+
+/// `POST /experiments/{id}:archive` and `:unarchive`.
+async fn experiment_action(
+    State(s): State<AppState>,
+    Path(id_action): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let (id, action) = id_action
+        .split_once(':')
+        .ok_or_else(|| ApiError::NotFound(format!("no such endpoint: experiments/{id_action}")))?;
+    let state = match action {
+        "archive" => "ARCHIVED",
+        "unarchive" => "AVAILABLE",
+        other => {
+            return Err(ApiError::NotFound(format!(
+                "unknown experiment action '{other}'"
+            )))
+        }
+    };
+    s.catalog.set_experiment_storage(id, state).await?;
+    Ok(Json(json!({})))
+}
+
+async fn default_experiment(s: &AppState) -> ApiResult<String> {
+    if let Some(e) = s.catalog.experiment_by_name("Default").await? {
+        return Ok(e.id);
+    }
+    let e = ExperimentRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        display_name: "Default".into(),
+        description: Some("All runs created without specifying an experiment.".into()),
+        storage_state: "AVAILABLE".into(),
+        created_at: Utc::now(),
+    };
+    match s.catalog.create_experiment(&e).await {
+        Ok(()) => Ok(e.id),
+        // Created by a concurrent request in between: use that one.
+        Err(switchyard_store::StoreError::AlreadyExists { .. }) => s
+            .catalog
+            .experiment_by_name("Default")
+            .await?
+            .map(|e| e.id)
+            .ok_or_else(|| ApiError::Internal("default experiment vanished".into())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+// ------------------------------------------------------------------ pipelines
+
+/// Parses and validates an uploaded or inline pipeline; returns what is stored.
+fn checked_pipeline(text: &str) -> ApiResult<(ParsedPipeline, Value)> {
+    let parsed =
+        switchyard_spec::parse_pipeline(text).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    switchyard_spec::validate(&parsed.spec).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let spec = serde_json::to_value(&parsed.spec).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let stored = match &parsed.platform_spec {
+        Some(p) => json!({"pipeline_spec": spec, "platform_spec": p}),
+        None => json!({ "pipeline_spec": spec }),
+    };
+    Ok((parsed, stored))
+}
+
+async fn read_upload(mut mp: Multipart) -> ApiResult<(String, Option<String>)> {
+    while let Some(field) = mp
+        .next_field()
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("invalid upload: {e}")))?
+    {
+        if field.name() == Some("uploadfile") {
+            let file_name = field.file_name().map(str::to_string);
+            let bytes = field
+                .bytes()
+                .await
+                .map_err(|e| ApiError::BadRequest(format!("invalid upload: {e}")))?;
+            let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
+                ApiError::BadRequest(
+                    "the uploaded pipeline is not UTF-8 text (upload the compiled YAML)".into(),
+                )
+            })?;
+            return Ok((text, file_name));
+        }
+    }
+    Err(ApiError::BadRequest(
+        "the upload has no 'uploadfile' field".into(),
+    ))
+}
+
+#[derive(Deserialize, Default)]
+struct UploadQuery {
+    name: Option<String>,
+    display_name: Option<String>,
+    description: Option<String>,
+    pipelineid: Option<String>,
+    #[allow(dead_code)]
+    namespace: Option<String>,
+}
+
+fn stem(file: &Option<String>) -> Option<String> {
+    file.as_deref()
+        .map(|f| f.rsplit('/').next().unwrap_or(f))
+        .map(|f| f.split('.').next().unwrap_or(f).to_string())
+        .filter(|s| !s.is_empty())
+}
+
+async fn upload_pipeline(
+    State(s): State<AppState>,
+    Query(q): Query<UploadQuery>,
+    mp: Multipart,
+) -> ApiResult<Json<Value>> {
+    let (text, file) = read_upload(mp).await?;
+    let (parsed, stored) = checked_pipeline(&text)?;
+    let name = q
+        .name
+        .or(q.display_name.clone())
+        .or_else(|| stem(&file))
+        .unwrap_or_else(|| parsed.spec.pipeline_info.name.clone());
+    let now = Utc::now();
+    let p = PipelineRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        display_name: q.display_name.unwrap_or_else(|| name.clone()),
+        name: name.clone(),
+        description: q
+            .description
+            .clone()
+            .or(parsed.spec.pipeline_info.description.clone()),
+        created_at: now,
+    };
+    let v = PipelineVersionRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        pipeline_id: p.id.clone(),
+        name: name.clone(),
+        display_name: name,
+        description: q.description,
+        spec: stored,
+        created_at: now,
+    };
+    s.catalog.create_pipeline(&p, Some(&v)).await?;
+    Ok(Json(render::pipeline(&p)))
+}
+
+async fn upload_version(
+    State(s): State<AppState>,
+    Query(q): Query<UploadQuery>,
+    mp: Multipart,
+) -> ApiResult<Json<Value>> {
+    let pid = q
+        .pipelineid
+        .clone()
+        .ok_or_else(|| ApiError::BadRequest("pipelineid is required".into()))?;
+    s.catalog.get_pipeline(&pid).await?;
+    let (text, file) = read_upload(mp).await?;
+    let (_, stored) = checked_pipeline(&text)?;
+    let name = q
+        .name
+        .or(q.display_name.clone())
+        .or_else(|| stem(&file))
+        .unwrap_or_else(|| Utc::now().to_rfc3339());
+    let v = PipelineVersionRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        pipeline_id: pid,
+        display_name: q.display_name.unwrap_or_else(|| name.clone()),
+        name,
+        description: q.description,
+        spec: stored,
+        created_at: Utc::now(),
+    };
+    s.catalog.create_version(&v).await?;
+    Ok(Json(render::version(&v, false)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPipeline {
+    name: Option<String>,
+    display_name: Option<String>,
+    description: Option<String>,
+    #[allow(dead_code)]
+    namespace: Option<String>,
+    #[allow(dead_code)]
+    pipeline_id: Option<String>,
+}
+
+async fn create_pipeline(
+    State(s): State<AppState>,
+    b: JsonBody<NewPipeline>,
+) -> ApiResult<Json<Value>> {
+    let b = body(b)?;
+    let name = b
+        .name
+        .or(b.display_name.clone())
+        .filter(|n| !n.trim().is_empty())
+        .ok_or_else(|| ApiError::BadRequest("pipeline name is required".into()))?;
+    let p = PipelineRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        display_name: b.display_name.unwrap_or_else(|| name.clone()),
+        name,
+        description: b.description,
+        created_at: Utc::now(),
+    };
+    s.catalog.create_pipeline(&p, None).await?;
+    Ok(Json(render::pipeline(&p)))
+}
+
+async fn list_pipelines(
+    State(s): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    let items = s
+        .catalog
+        .list_pipelines()
+        .await?
+        .iter()
+        .map(render::pipeline)
+        .collect();
+    let p = page(items, &q, "created_at")?;
+    Ok(Json(render::compact(
+        json!({"pipelines": p.items, "total_size": p.total, "next_page_token": p.next}),
+    )))
+}
+
+async fn get_pipeline(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    Ok(Json(render::pipeline(&s.catalog.get_pipeline(&id).await?)))
+}
+
+async fn pipeline_by_name(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let p = s
+        .catalog
+        .pipeline_by_name(&name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no pipeline named '{name}'")))?;
+    Ok(Json(render::pipeline(&p)))
+}
+
+async fn delete_pipeline(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    s.catalog.delete_pipeline(&id).await?;
+    Ok(Json(json!({})))
+}
+
+async fn list_versions(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    s.catalog.get_pipeline(&id).await?;
+    let items = s
+        .catalog
+        .list_versions(&id)
+        .await?
+        .iter()
+        .map(|v| render::version(v, false))
+        .collect();
+    let p = page(items, &q, "created_at")?;
+    Ok(Json(render::compact(
+        json!({"pipeline_versions": p.items, "total_size": p.total, "next_page_token": p.next}),
+    )))
+}
+
+async fn create_version(Path(_id): Path<String>) -> ApiResult<Json<Value>> {
+    Err(ApiError::BadRequest(
+        "creating a version from a package_url is not supported: upload the compiled pipeline with /apis/v2beta1/pipelines/upload_version".into(),
+    ))
+}
+
+async fn get_version(
+    State(s): State<AppState>,
+    Path((id, vid)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let v = s.catalog.get_version(&vid).await?;
+    if v.pipeline_id != id {
+        return Err(ApiError::NotFound(format!(
+            "pipeline {id} has no version {vid}"
+        )));
+    }
+    Ok(Json(render::version(&v, true)))
+}
+
+async fn delete_version(
+    State(s): State<AppState>,
+    Path((id, vid)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let v = s.catalog.get_version(&vid).await?;
+    if v.pipeline_id != id {
+        return Err(ApiError::NotFound(format!(
+            "pipeline {id} has no version {vid}"
+        )));
+    }
+    s.catalog.delete_version(&vid).await?;
+    Ok(Json(json!({})))
+}
+
+// ----------------------------------------------------------------------- runs
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RuntimeConfig {
+    #[serde(default)]
+    parameters: BTreeMap<String, Value>,
+    pipeline_root: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VersionRef {
+    pipeline_id: Option<String>,
+    pipeline_version_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewRun {
+    experiment_id: Option<String>,
+    display_name: Option<String>,
+    description: Option<String>,
+    pipeline_spec: Option<Value>,
+    pipeline_version_reference: Option<VersionRef>,
+    #[serde(default)]
+    runtime_config: Option<RuntimeConfig>,
+    #[allow(dead_code)]
+    service_account: Option<String>,
+    #[allow(dead_code)]
+    run_id: Option<String>,
+    #[allow(dead_code)]
+    pipeline_version_id: Option<String>,
+    #[allow(dead_code)]
+    recurring_run_id: Option<String>,
+    #[allow(dead_code)]
+    storage_state: Option<String>,
+}
+
+async fn create_run(State(s): State<AppState>, b: JsonBody<NewRun>) -> ApiResult<Json<Value>> {
+    let b = body(b)?;
+    let (spec_value, pipeline_id, version_id) =
+        match (b.pipeline_spec, b.pipeline_version_reference) {
+            (Some(spec), _) => (spec, None, None),
+            (None, Some(r)) => {
+                let v = match (&r.pipeline_version_id, &r.pipeline_id) {
+                    (Some(vid), _) => s.catalog.get_version(vid).await?,
+                    (None, Some(pid)) => {
+                        s.catalog.list_versions(pid).await?.pop().ok_or_else(|| {
+                            ApiError::NotFound(format!("pipeline {pid} has no versions"))
+                        })?
+                    }
+                    (None, None) => {
+                        return Err(ApiError::BadRequest(
+                            "pipeline_version_reference needs pipeline_version_id".into(),
+                        ))
+                    }
+                };
+                (
+                    v.spec.clone(),
+                    Some(v.pipeline_id.clone()),
+                    Some(v.id.clone()),
+                )
+            }
+            (None, None) => {
+                return Err(ApiError::BadRequest(
+                    "a run needs pipeline_spec or pipeline_version_reference".into(),
+                ))
+            }
+        };
+    // Bare spec, or {pipeline_spec, platform_spec}: the parser takes either.
+    let parsed = switchyard_spec::parse_pipeline(&spec_value.to_string())
+        .map_err(|e| ApiError::BadRequest(format!("pipeline_spec: {e}")))?;
+    let experiment_id = match b.experiment_id.filter(|e| !e.is_empty()) {
+        Some(id) => s.catalog.get_experiment(&id).await?.id,
+        None => default_experiment(&s).await?,
+    };
+    let rc = b.runtime_config.unwrap_or_default();
+    let root = match rc.pipeline_root.as_deref().filter(|r| !r.is_empty()) {
+        Some(r) if r.contains("://") => {
+            return Err(ApiError::BadRequest(format!("runtime_config.pipeline_root {r}: only local directories are supported by this version")))
+        }
+        Some(r) => std::path::PathBuf::from(r),
+        None => s.config.pipeline_root.clone(),
+    };
+    let opts = RunOptions {
+        parallelism: s.config.parallelism,
+        cache: true,
+        pipeline_root: root,
+        display_name: b.display_name.clone(),
+    };
+    let run = s
+        .engine
+        .create_run(&parsed, &rc.parameters, &opts)
+        .await
+        .map_err(|e| match e {
+            switchyard_engine::EngineError::Spec(e) => ApiError::BadRequest(e.to_string()),
+            other => ApiError::Internal(other.to_string()),
+        })?;
+    let cat = RunCatalog {
+        run_id: run.id.clone(),
+        experiment_id,
+        storage_state: "AVAILABLE".into(),
+        description: b.description,
+        pipeline_id,
+        pipeline_version_id: version_id,
+        runtime_config: Some(
+            json!({"parameters": rc.parameters, "pipeline_root": opts.pipeline_root}),
+        ),
+    };
+    if let Err(e) = s.catalog.put_run_catalog(&cat).await {
+        // Never leave a half-created run behind.
+        let _ = s.catalog.delete_run(&run.id).await;
+        return Err(e.into());
+    }
+    s.spawn_run(run.id.clone(), false);
+    let transitions = s.runs.transitions(&run.id).await?;
+    Ok(Json(render::run(&run, Some(&cat), None, &transitions)))
+}
+
+async fn get_run(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let run = s.runs.get_run(&id).await?;
+    if run.id != id {
+        return Err(ApiError::NotFound(format!("no run with id '{id}'")));
+    }
+    let cat = s.catalog.get_run_catalog(&run.id).await?;
+    let tasks = s.runs.list_tasks(&run.id).await?;
+    let transitions = s.runs.transitions(&run.id).await?;
+    Ok(Json(render::run(
+        &run,
+        cat.as_ref(),
+        Some(&tasks),
+        &transitions,
+    )))
+}
+
+async fn list_runs(
+    State(s): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    let cats: BTreeMap<String, RunCatalog> = s
+        .catalog
+        .list_run_catalog()
+        .await?
+        .into_iter()
+        .map(|c| (c.run_id.clone(), c))
+        .collect();
+    let experiment = q
+        .experiment_id
+        .clone()
+        .or(q.reference_id.clone())
+        .filter(|e| !e.is_empty());
+    let mut items = Vec::new();
+    for run in s.runs.list_runs(u32::MAX).await? {
+        let cat = cats.get(&run.id);
+        if let Some(e) = &experiment {
+            if cat.map(|c| &c.experiment_id) != Some(e) {
+                continue;
+            }
+        }
+        let mut v = render::run(&run, cat, None, &[]);
+        // Filterable even when empty.
+        v["storage_state"] = json!(cat
+            .map(|c| c.storage_state.clone())
+            .unwrap_or_else(|| "AVAILABLE".into()));
+        items.push(v);
+    }
+    let p = page(items, &q, "created_at desc")?;
+    Ok(Json(render::compact(
+        json!({"runs": p.items, "total_size": p.total, "next_page_token": p.next}),
+    )))
+}
+
+async fn delete_run(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let run = s.runs.get_run(&id).await?;
+    if !run.state.is_final() {
+        return Err(ApiError::BadRequest(format!(
+            "run {} is {}; terminate it before deleting it",
+            run.id, run.state
+        )));
+    }
+    s.catalog.delete_run(&run.id).await?;
+    Ok(Json(json!({})))
+}
+
+/// `POST /runs/{id}:terminate | :retry | :archive | :unarchive`.
+async fn run_action(
+    State(s): State<AppState>,
+    Path(id_action): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let (id, action) = id_action
+        .split_once(':')
+        .ok_or_else(|| ApiError::NotFound(format!("no such endpoint: runs/{id_action}")))?;
+    let run = s.runs.get_run(id).await?;
+    if run.id != id {
+        return Err(ApiError::NotFound(format!("no run with id '{id}'")));
+    }
+    match action {
+        "terminate" => {
+            if run.state.is_final() {
+                return Err(ApiError::BadRequest(format!(
+                    "run {id} is already {}",
+                    run.state
+                )));
+            }
+            let alive = run
+                .owner_pid
+                .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+            if alive {
+                s.runs.request_cancel(id).await?;
+            } else {
+                let update = RunUpdate {
+                    error: Some("run canceled".into()),
+                    finished_at: Some(Utc::now()),
+                    ..Default::default()
+                };
+                s.runs
+                    .transition_run(
+                        id,
+                        &[RunState::Pending, RunState::Running, RunState::Canceling],
+                        RunState::Canceled,
+                        update,
+                    )
+                    .await?;
+            }
+        }
+        "retry" => {
+            // PENDING at once, so a client polling right after sees the retry.
+            let update = RunUpdate {
+                reset: true,
+                ..Default::default()
+            };
+            let from = [RunState::Failed, RunState::Canceled];
+            if !s
+                .runs
+                .transition_run(id, &from, RunState::Pending, update)
+                .await?
+            {
+                return Err(ApiError::BadRequest(format!(
+                    "run {id} is {}; only failed or canceled runs can be retried",
+                    run.state
+                )));
+            }
+            s.spawn_run(id.to_string(), true);
+        }
+        "archive" | "unarchive" => {
+            let mut cat =
+                s.catalog.get_run_catalog(id).await?.ok_or_else(|| {
+                    ApiError::NotFound(format!("run {id} is not in any experiment"))
+                })?;
+            cat.storage_state = if action == "archive" {
+                "ARCHIVED"
+            } else {
+                "AVAILABLE"
+            }
+            .into();
+            s.catalog.put_run_catalog(&cat).await?;
+        }
+        other => return Err(ApiError::NotFound(format!("unknown run action '{other}'"))),
+    }
+    Ok(Json(json!({})))
+}

@@ -1,0 +1,325 @@
+//! [`CatalogStore`] on the SQLite database.
+
+use chrono::Utc;
+use serde_json::Value;
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+
+use crate::sqlite::{parse_json, parse_ts, q, ts};
+use crate::{
+    CatalogStore, ExperimentRecord, PipelineRecord, PipelineVersionRecord, Result, RunCatalog,
+    SqliteStore, StoreError,
+};
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+fn experiment(row: &SqliteRow) -> Result<ExperimentRecord> {
+    Ok(ExperimentRecord {
+        id: row.get("id"),
+        display_name: row.get("display_name"),
+        description: row.get("description"),
+        storage_state: row.get("storage_state"),
+        created_at: parse_ts(Some(row.get("created_at")), "experiment")?.unwrap_or_else(Utc::now),
+    })
+}
+
+fn pipeline(row: &SqliteRow) -> Result<PipelineRecord> {
+    Ok(PipelineRecord {
+        id: row.get("id"),
+        name: row.get("name"),
+        display_name: row.get("display_name"),
+        description: row.get("description"),
+        created_at: parse_ts(Some(row.get("created_at")), "pipeline")?.unwrap_or_else(Utc::now),
+    })
+}
+
+fn version(row: &SqliteRow) -> Result<PipelineVersionRecord> {
+    Ok(PipelineVersionRecord {
+        id: row.get("id"),
+        pipeline_id: row.get("pipeline_id"),
+        name: row.get("name"),
+        display_name: row.get("display_name"),
+        description: row.get("description"),
+        spec: parse_json(Some(row.get("spec")), "pipeline version")?.unwrap_or(Value::Null),
+        created_at: parse_ts(Some(row.get("created_at")), "pipeline version")?
+            .unwrap_or_else(Utc::now),
+    })
+}
+
+fn catalog(row: &SqliteRow) -> Result<RunCatalog> {
+    Ok(RunCatalog {
+        run_id: row.get("run_id"),
+        experiment_id: row.get("experiment_id"),
+        storage_state: row.get("storage_state"),
+        description: row.get("description"),
+        pipeline_id: row.get("pipeline_id"),
+        pipeline_version_id: row.get("pipeline_version_id"),
+        runtime_config: parse_json(row.get("runtime_config"), "run")?,
+    })
+}
+
+fn not_found(kind: &'static str, id: &str) -> StoreError {
+    StoreError::NotFound {
+        kind,
+        id: id.to_string(),
+    }
+}
+
+async fn insert_version(
+    conn: &mut sqlx::SqliteConnection,
+    v: &PipelineVersionRecord,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO pipeline_versions (id, pipeline_id, name, display_name, description, spec, created_at) VALUES (?,?,?,?,?,?,?)",
+    )
+    .bind(&v.id)
+    .bind(&v.pipeline_id)
+    .bind(&v.name)
+    .bind(&v.display_name)
+    .bind(&v.description)
+    .bind(v.spec.to_string())
+    .bind(ts(&v.created_at))
+    .execute(conn)
+    .await
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            StoreError::AlreadyExists { kind: "pipeline version", name: v.name.clone() }
+        } else {
+            StoreError::Query { op: "create pipeline version", source: e }
+        }
+    })?;
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl CatalogStore for SqliteStore {
+    async fn create_experiment(&self, e: &ExperimentRecord) -> Result<()> {
+        sqlx::query("INSERT INTO experiments (id, display_name, description, storage_state, created_at) VALUES (?,?,?,?,?)")
+            .bind(&e.id)
+            .bind(&e.display_name)
+            .bind(&e.description)
+            .bind(&e.storage_state)
+            .bind(ts(&e.created_at))
+            .execute(self.pool())
+            .await
+            .map_err(|err| {
+                if is_unique_violation(&err) {
+                    StoreError::AlreadyExists { kind: "experiment", name: e.display_name.clone() }
+                } else {
+                    StoreError::Query { op: "create experiment", source: err }
+                }
+            })?;
+        Ok(())
+    }
+
+    async fn get_experiment(&self, id: &str) -> Result<ExperimentRecord> {
+        let row = sqlx::query("SELECT * FROM experiments WHERE id = ?")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(q("get experiment"))?
+            .ok_or_else(|| not_found("experiment", id))?;
+        experiment(&row)
+    }
+
+    async fn experiment_by_name(&self, name: &str) -> Result<Option<ExperimentRecord>> {
+        let row = sqlx::query("SELECT * FROM experiments WHERE display_name = ?")
+            .bind(name)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(q("get experiment"))?;
+        row.as_ref().map(experiment).transpose()
+    }
+
+    async fn list_experiments(&self) -> Result<Vec<ExperimentRecord>> {
+        let rows = sqlx::query("SELECT * FROM experiments ORDER BY created_at")
+            .fetch_all(self.pool())
+            .await
+            .map_err(q("list experiments"))?;
+        rows.iter().map(experiment).collect()
+    }
+
+    async fn set_experiment_storage(&self, id: &str, state: &str) -> Result<()> {
+        let r = sqlx::query("UPDATE experiments SET storage_state = ? WHERE id = ?")
+            .bind(state)
+            .bind(id)
+            .execute(self.pool())
+            .await
+            .map_err(q("update experiment"))?;
+        if r.rows_affected() == 0 {
+            return Err(not_found("experiment", id));
+        }
+        Ok(())
+    }
+
+    async fn delete_experiment(&self, id: &str) -> Result<()> {
+        let r = sqlx::query("DELETE FROM experiments WHERE id = ?")
+            .bind(id)
+            .execute(self.pool())
+            .await
+            .map_err(q("delete experiment"))?;
+        if r.rows_affected() == 0 {
+            return Err(not_found("experiment", id));
+        }
+        Ok(())
+    }
+
+    async fn create_pipeline(
+        &self,
+        p: &PipelineRecord,
+        first_version: Option<&PipelineVersionRecord>,
+    ) -> Result<()> {
+        let mut tx = self.pool().begin().await.map_err(q("create pipeline"))?;
+        sqlx::query("INSERT INTO pipelines (id, name, display_name, description, created_at) VALUES (?,?,?,?,?)")
+            .bind(&p.id)
+            .bind(&p.name)
+            .bind(&p.display_name)
+            .bind(&p.description)
+            .bind(ts(&p.created_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::AlreadyExists { kind: "pipeline", name: p.name.clone() }
+                } else {
+                    StoreError::Query { op: "create pipeline", source: e }
+                }
+            })?;
+        if let Some(v) = first_version {
+            insert_version(&mut tx, v).await?;
+        }
+        tx.commit().await.map_err(q("create pipeline"))
+    }
+
+    async fn get_pipeline(&self, id: &str) -> Result<PipelineRecord> {
+        let row = sqlx::query("SELECT * FROM pipelines WHERE id = ?")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(q("get pipeline"))?
+            .ok_or_else(|| not_found("pipeline", id))?;
+        pipeline(&row)
+    }
+
+    async fn pipeline_by_name(&self, name: &str) -> Result<Option<PipelineRecord>> {
+        let row = sqlx::query("SELECT * FROM pipelines WHERE name = ?")
+            .bind(name)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(q("get pipeline"))?;
+        row.as_ref().map(pipeline).transpose()
+    }
+
+    async fn list_pipelines(&self) -> Result<Vec<PipelineRecord>> {
+        let rows = sqlx::query("SELECT * FROM pipelines ORDER BY created_at")
+            .fetch_all(self.pool())
+            .await
+            .map_err(q("list pipelines"))?;
+        rows.iter().map(pipeline).collect()
+    }
+
+    async fn delete_pipeline(&self, id: &str) -> Result<()> {
+        let r = sqlx::query("DELETE FROM pipelines WHERE id = ?")
+            .bind(id)
+            .execute(self.pool())
+            .await
+            .map_err(q("delete pipeline"))?;
+        if r.rows_affected() == 0 {
+            return Err(not_found("pipeline", id));
+        }
+        Ok(())
+    }
+
+    async fn create_version(&self, v: &PipelineVersionRecord) -> Result<()> {
+        let mut conn = self
+            .pool()
+            .acquire()
+            .await
+            .map_err(q("create pipeline version"))?;
+        insert_version(&mut conn, v).await
+    }
+
+    async fn get_version(&self, id: &str) -> Result<PipelineVersionRecord> {
+        let row = sqlx::query("SELECT * FROM pipeline_versions WHERE id = ?")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(q("get pipeline version"))?
+            .ok_or_else(|| not_found("pipeline version", id))?;
+        version(&row)
+    }
+
+    async fn list_versions(&self, pipeline_id: &str) -> Result<Vec<PipelineVersionRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM pipeline_versions WHERE pipeline_id = ? ORDER BY created_at",
+        )
+        .bind(pipeline_id)
+        .fetch_all(self.pool())
+        .await
+        .map_err(q("list pipeline versions"))?;
+        rows.iter().map(version).collect()
+    }
+
+    async fn delete_version(&self, id: &str) -> Result<()> {
+        let r = sqlx::query("DELETE FROM pipeline_versions WHERE id = ?")
+            .bind(id)
+            .execute(self.pool())
+            .await
+            .map_err(q("delete pipeline version"))?;
+        if r.rows_affected() == 0 {
+            return Err(not_found("pipeline version", id));
+        }
+        Ok(())
+    }
+
+    async fn put_run_catalog(&self, c: &RunCatalog) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO run_catalog (run_id, experiment_id, storage_state, description, pipeline_id, pipeline_version_id, runtime_config) \
+             VALUES (?,?,?,?,?,?,?) ON CONFLICT (run_id) DO UPDATE SET experiment_id = excluded.experiment_id, \
+             storage_state = excluded.storage_state, description = excluded.description, pipeline_id = excluded.pipeline_id, \
+             pipeline_version_id = excluded.pipeline_version_id, runtime_config = excluded.runtime_config",
+        )
+        .bind(&c.run_id)
+        .bind(&c.experiment_id)
+        .bind(&c.storage_state)
+        .bind(&c.description)
+        .bind(&c.pipeline_id)
+        .bind(&c.pipeline_version_id)
+        .bind(c.runtime_config.as_ref().map(Value::to_string))
+        .execute(self.pool())
+        .await
+        .map_err(q("write run catalog"))?;
+        Ok(())
+    }
+
+    async fn get_run_catalog(&self, run_id: &str) -> Result<Option<RunCatalog>> {
+        let row = sqlx::query("SELECT * FROM run_catalog WHERE run_id = ?")
+            .bind(run_id)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(q("read run catalog"))?;
+        row.as_ref().map(catalog).transpose()
+    }
+
+    async fn list_run_catalog(&self) -> Result<Vec<RunCatalog>> {
+        let rows = sqlx::query("SELECT * FROM run_catalog")
+            .fetch_all(self.pool())
+            .await
+            .map_err(q("list run catalog"))?;
+        rows.iter().map(catalog).collect()
+    }
+
+    async fn delete_run(&self, run_id: &str) -> Result<()> {
+        let r = sqlx::query("DELETE FROM runs WHERE id = ?")
+            .bind(run_id)
+            .execute(self.pool())
+            .await
+            .map_err(q("delete run"))?;
+        if r.rows_affected() == 0 {
+            return Err(not_found("run", run_id));
+        }
+        Ok(())
+    }
+}

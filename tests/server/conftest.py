@@ -1,0 +1,77 @@
+"""Starts `switchyard server` on a free loopback port for the tests, and stops it."""
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "pipelines"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, home, token=None):
+        self.home = home
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.token = token
+        self.proc = None
+
+    def start(self):
+        binary = os.environ.get("SWITCHYARD_BIN") or str(pathlib.Path.home() / ".cache/switchyard/target/debug/switchyard")
+        env = dict(os.environ, SWITCHYARD_HOME=str(self.home),
+                   SWITCHYARD_VENV_DIR=os.environ.get("SWITCHYARD_TEST_VENV_DIR", str(pathlib.Path.home() / ".cache/switchyard/test-venvs")))
+        args = [binary, "server", "--port", str(self.port)]
+        if self.token:
+            args += ["--auth-token", self.token]
+        self.log = open(self.home / "server.log", "ab")
+        self.proc = subprocess.Popen(args, env=env, stdout=self.log, stderr=self.log, cwd=str(REPO))
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError((self.home / "server.log").read_text())
+                time.sleep(0.05)
+        raise RuntimeError("server did not start")
+
+    def kill(self, sig=15):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+        self.log.close()
+
+
+@pytest.fixture
+def server():
+    with tempfile.TemporaryDirectory() as home:
+        s = Server(pathlib.Path(home)).start()
+        try:
+            yield s
+        finally:
+            s.kill()
+
+
+@pytest.fixture
+def compiled(tmp_path):
+    """Compiles a pipeline function from tests/pipelines with the real kfp SDK."""
+    from kfp import compiler
+
+    def compile_(fn):
+        path = tmp_path / f"{fn.name}.yaml"
+        compiler.Compiler().compile(fn, str(path))
+        return str(path)
+
+    return compile_

@@ -1,0 +1,153 @@
+"""The real kfp.Client against `switchyard server`."""
+import json
+import os
+import time
+import warnings
+
+import pytest
+
+warnings.simplefilter("ignore")
+
+import kfp  # noqa: E402
+from kfp import dsl  # noqa: E402
+
+import behaviour  # noqa: E402
+import control  # noqa: E402
+import params  # noqa: E402
+
+
+def client(server):
+    return kfp.Client(host=server.url)
+
+
+def test_upload_then_run_from_package(server, compiled):
+    c = client(server)
+    path = compiled(params.params_all_types)
+    p = c.upload_pipeline(path, pipeline_name="all-types", description="every parameter type")
+    assert p.pipeline_id and p.display_name == "all-types"
+    assert c.get_pipeline_id("all-types") == p.pipeline_id
+    with pytest.raises(Exception):
+        c.upload_pipeline(path, pipeline_name="all-types")  # names are unique
+    result = c.create_run_from_pipeline_package(path, arguments={"i": 5, "s": "abc"}, run_name="typed")
+    run = c.wait_for_run_completion(result.run_id, timeout=120)
+    assert run.state == "SUCCEEDED", run
+    assert run.display_name == "typed"
+    names = {t.display_name: t for t in run.run_details.task_details}
+    assert names["split"].state == "SUCCEEDED" and names["split"].end_time >= names["split"].start_time
+    assert [h.state for h in run.state_history] == ["PENDING", "RUNNING", "SUCCEEDED"]
+    exps = c.list_experiments().experiments
+    assert [e.display_name for e in exps] == ["Default"]
+    assert run.experiment_id == exps[0].experiment_id
+
+
+def test_run_a_version_and_list_with_paging_and_filters(server, compiled):
+    c = client(server)
+    path = compiled(control.outer_pipeline)
+    p = c.upload_pipeline(path, pipeline_name="outer")
+    versions = c.list_pipeline_versions(p.pipeline_id).pipeline_versions
+    assert len(versions) == 1
+    exp = c.create_experiment("nightly")
+    assert c.create_experiment("nightly").experiment_id == exp.experiment_id  # found by name
+    ids = []
+    for i in range(3):
+        r = c.run_pipeline(experiment_id=exp.experiment_id, job_name=f"outer-{i}", params={"x": i},
+                           pipeline_id=p.pipeline_id, version_id=versions[0].pipeline_version_id)
+        ids.append(r.run_id)
+    for rid in ids:
+        assert c.wait_for_run_completion(rid, timeout=120).state == "SUCCEEDED"
+    page1 = c.list_runs(experiment_id=exp.experiment_id, page_size=2, sort_by="created_at desc")
+    assert page1.total_size == 3 and len(page1.runs) == 2 and page1.next_page_token
+    page2 = c.list_runs(experiment_id=exp.experiment_id, page_size=2, page_token=page1.next_page_token)
+    assert len(page2.runs) == 1
+    only = c.list_runs(filter=json.dumps({"predicates": [{"operation": "EQUALS", "key": "display_name", "string_value": "outer-1"}]}))
+    assert [r.display_name for r in only.runs] == ["outer-1"]
+    c.archive_run(ids[0])
+    assert c.get_run(ids[0]).storage_state == "ARCHIVED"
+
+
+def test_run_from_pipeline_func(server):
+    c = client(server)
+    result = c.create_run_from_pipeline_func(control.conditions, arguments={"side": "tails", "n": 9}, experiment_name="funcs")
+    run = c.wait_for_run_completion(result.run_id, timeout=120)
+    assert run.state == "SUCCEEDED"
+    skipped = [t.display_name for t in run.run_details.task_details if t.state == "SKIPPED"]
+    assert "condition-5" in skipped
+    parents = {t.task_id: t.parent_task_id for t in run.run_details.task_details}
+    assert any(p == "condition-branches-1" for p in parents.values())
+
+
+def test_terminate_a_long_run(server, compiled, tmp_path):
+    c = client(server)
+    pid_file = tmp_path / "pid"
+    result = c.create_run_from_pipeline_package(compiled(behaviour.cancelable), arguments={"pid_file": str(pid_file)})
+    deadline = time.time() + 60
+    while not pid_file.exists() or not pid_file.read_text().strip():
+        assert time.time() < deadline
+        time.sleep(0.1)
+    pid = int(pid_file.read_text())
+    c.terminate_run(result.run_id)
+    run = c.wait_for_run_completion(result.run_id, timeout=60) if False else None
+    deadline = time.time() + 60
+    while True:
+        run = c.get_run(result.run_id)
+        if run.state == "CANCELED":
+            break
+        assert time.time() < deadline, run.state
+        time.sleep(0.2)
+    assert "CANCELING" in [h.state for h in run.state_history]
+    time.sleep(0.5)
+    assert not os.path.exists(f"/proc/{pid}"), "the task's process is gone"
+
+
+def test_retry_a_failed_run_after_fixing_its_input(server, compiled, tmp_path):
+    c = client(server)
+    counter = tmp_path / "counter"
+    # fail_times=1 with no retry policy hit twice: fails once, then a retry succeeds.
+    path = compiled(behaviour.retry)
+    result = c.create_run_from_pipeline_package(path, arguments={"counter": str(counter), "fail_times": 3})
+    run = c.wait_for_run_completion(result.run_id, timeout=120)
+    assert run.state == "FAILED"
+    assert "attempt 3 fails on purpose" in run.error.message
+    counter.write_text("10")  # the fix: the next attempt is past fail_times
+    c._run_api.run_service_retry_run(run_id=result.run_id)
+    run = c.wait_for_run_completion(result.run_id, timeout=120)
+    assert run.state == "SUCCEEDED", run.error
+
+
+def test_bad_input_gets_kfp_errors(server, compiled):
+    import requests
+    base = server.url + "/apis/v2beta1"
+    r = requests.post(base + "/runs", data="{not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and "invalid request body" in r.json()["message"]
+    r = requests.post(base + "/runs", json={"display_name": "x", "bogus": 1})
+    assert r.status_code == 400 and "bogus" in r.json()["message"]
+    r = requests.post(base + "/runs", json={"display_name": "x", "pipeline_spec": {"schemaVersion": "9.0.0", "root": {}}})
+    assert r.status_code == 400 and "schemaVersion" in r.json()["message"]
+    with open(compiled(params.required_param)) as f:
+        spec = f.read()
+    import yaml
+    r = requests.post(base + "/runs", json={"display_name": "x", "pipeline_spec": yaml.safe_load(spec)})
+    assert r.status_code == 400 and "missing required parameter 'epochs'" in r.json()["message"]
+    r = requests.get(base + "/runs/does-not-exist")
+    assert r.status_code == 404 and r.json()["code"] == 5
+    r = requests.post(base + "/pipelines/upload", files={"uploadfile": ("p.yaml", b"components: [")})
+    assert r.status_code == 400 and "malformed" in r.json()["message"]
+    r = requests.get(base + "/runs", params={"filter": "nope"})
+    assert r.status_code == 400
+    assert requests.get(base + "/runs").json().get("runs") is None  # nothing half-created
+
+
+def test_auth_token(tmp_path):
+    import requests
+    from conftest import Server
+    s = Server(tmp_path, token="s3cret").start()
+    try:
+        base = s.url + "/apis/v2beta1"
+        assert requests.get(base + "/healthz").status_code == 200
+        assert requests.get(base + "/runs").status_code == 401
+        assert requests.get(base + "/runs", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert requests.get(base + "/runs", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        c = kfp.Client(host=s.url, existing_token="s3cret")
+        assert c.list_experiments().total_size in (0, None)
+    finally:
+        s.kill()
