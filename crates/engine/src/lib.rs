@@ -150,11 +150,14 @@ impl Engine {
         } else {
             &[State::Pending]
         };
+        // Claim the run: exactly one process executes it, even if two resume it at once.
         let started = self
             .store
-            .transition_run(
+            .claim_run(
                 &run.id,
                 from,
+                run.owner_pid,
+                std::process::id(),
                 State::Running,
                 RunUpdate {
                     started_at: Some(Utc::now()),
@@ -167,12 +170,12 @@ impl Engine {
             return Err(EngineError::State {
                 id: run.id.clone(),
                 action: if resume { "resumed" } else { "started" },
-                reason: format!("it is {}", self.store.get_run(&run.id).await?.state),
+                reason: format!(
+                    "it is {} (or another process took it first)",
+                    self.store.get_run(&run.id).await?.state
+                ),
             });
         }
-        self.store
-            .set_owner(&run.id, Some(std::process::id()))
-            .await?;
         let spec_value: Value =
             serde_json::from_str(&run.spec).map_err(|e| EngineError::StoredSpec {
                 id: run.id.clone(),
@@ -277,7 +280,8 @@ impl Engine {
         stop.cancel();
         let _ = watcher.await;
         let outputs = (state == State::Succeeded).then(|| outcome.outputs.to_user_json());
-        self.store
+        let finished = self
+            .store
             .transition_run(
                 &run.id,
                 &[State::Running, State::Canceling],
@@ -291,6 +295,17 @@ impl Engine {
             )
             .await?;
         self.store.set_owner(&run.id, None).await?;
+        if !finished {
+            // Someone moved the run while it executed (e.g. marked it canceled).
+            return Err(EngineError::State {
+                id: run.id.clone(),
+                action: "finished",
+                reason: format!(
+                    "it was moved to {} by another process meanwhile",
+                    self.store.get_run(&run.id).await?.state
+                ),
+            });
+        }
         Ok(self.store.get_run(&run.id).await?)
     }
 }

@@ -14,10 +14,13 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 /// What this machine offers.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Capacity {
     pub cpus: f64,
     pub gpus: u32,
+    /// The device ids behind GPU indices 0..gpus (from the inherited
+    /// `CUDA_VISIBLE_DEVICES`, so a job never escapes the user's selection).
+    pub gpu_ids: Vec<String>,
 }
 
 impl Capacity {
@@ -32,15 +35,29 @@ impl Capacity {
                     .map(|n| n.get() as f64)
                     .unwrap_or(1.0)
             });
+        let visible: Option<Vec<String>> = std::env::var("CUDA_VISIBLE_DEVICES").ok().map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        });
         let gpus = std::env::var("SWITCHYARD_GPUS")
             .ok()
             .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::env::var("CUDA_VISIBLE_DEVICES")
-                    .map(|v| v.split(',').filter(|s| !s.trim().is_empty()).count() as u32)
-                    .unwrap_or(0)
-            });
-        Capacity { cpus, gpus }
+            .unwrap_or_else(|| visible.as_ref().map(|v| v.len() as u32).unwrap_or(0));
+        let gpu_ids = (0..gpus)
+            .map(|i| {
+                visible
+                    .as_ref()
+                    .and_then(|v| v.get(i as usize).cloned())
+                    .unwrap_or_else(|| i.to_string())
+            })
+            .collect();
+        Capacity {
+            cpus,
+            gpus,
+            gpu_ids,
+        }
     }
 }
 
@@ -101,6 +118,14 @@ impl Admission {
         Admission { path, capacity }
     }
 
+    /// The device ids (for CUDA_VISIBLE_DEVICES) of granted GPU indices.
+    pub fn device_ids(&self, indices: &[u32]) -> Vec<String> {
+        indices
+            .iter()
+            .filter_map(|i| self.capacity.gpu_ids.get(*i as usize).cloned())
+            .collect()
+    }
+
     /// Refuses a request larger than the whole machine (it could never start).
     pub fn check_fits(&self, cpus: f64, gpus: u32) -> Result<(), String> {
         if cpus > self.capacity.cpus + 1e-9 || gpus > self.capacity.gpus {
@@ -126,7 +151,7 @@ impl Admission {
         self.check_fits(cpus, gpus)?;
         let mut told = false;
         loop {
-            let cap = self.capacity;
+            let cap = self.capacity.clone();
             let granted = with_ledger(&self.path, |entries| {
                 let used_cpu: f64 = entries.iter().map(|e| e.cpus).sum();
                 let used_gpu: Vec<u32> = entries.iter().flat_map(|e| e.gpus.clone()).collect();
@@ -141,7 +166,7 @@ impl Admission {
                     });
                     Ok(take)
                 } else {
-                    Err((cap.cpus - used_cpu, cap.gpus as usize - used_gpu.len()))
+                    Err((cap.cpus - used_cpu, free_gpus.len()))
                 }
             })?;
             match granted {
@@ -187,7 +212,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = Admission::new(
             dir.path().join("ledger.json"),
-            Capacity { cpus: 2.0, gpus: 2 },
+            Capacity {
+                cpus: 2.0,
+                gpus: 2,
+                gpu_ids: vec!["4".into(), "7".into()],
+            },
         );
         let cancel = CancellationToken::new();
         let g1 = a
@@ -196,6 +225,16 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(g1.gpus, vec![0]);
+        assert_eq!(
+            a.device_ids(&g1.gpus),
+            vec!["4".to_string()],
+            "indices map to the visible devices"
+        );
+        assert_eq!(
+            a.device_ids(&g1.gpus),
+            vec!["4".to_string()],
+            "indices map to the visible devices"
+        );
         assert!(
             a.acquire("big", 3.0, 0, &cancel, |_| {}).await.is_err(),
             "more than the machine has"

@@ -12,25 +12,44 @@ use switchyard_engine::{BackendError, JobOutcome, LogSink};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
-/// Reads the merged output pipe line by line on a blocking thread; one pipe for
-/// stdout and stderr keeps lines in the order the process wrote them (a Python
-/// traceback stays after the lines that led to it).
-fn pump(reader: std::io::PipeReader, sink: LogSink) -> tokio::task::JoinHandle<()> {
-    tokio::task::spawn_blocking(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(reader).split(b'\n') {
-            match line {
-                Ok(bytes) => {
+/// Reads the merged output pipe line by line; one pipe for stdout and stderr
+/// keeps lines in the order the process wrote them (a Python traceback stays
+/// after the lines that led to it). Async, so it can be abandoned (see [`drain`]).
+fn pump(
+    reader: std::io::PipeReader,
+    sink: LogSink,
+) -> Result<tokio::task::JoinHandle<()>, BackendError> {
+    use tokio::io::AsyncBufReadExt;
+    let fd: std::os::fd::OwnedFd = reader.into();
+    let rx = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
+        .map_err(|e| BackendError::Retryable(format!("cannot read the output pipe: {e}")))?;
+    Ok(tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(rx).split(b'\n');
+        loop {
+            match lines.next_segment().await {
+                Ok(Some(bytes)) => {
                     let text = String::from_utf8_lossy(&bytes);
                     sink(text.strip_suffix('\r').unwrap_or(&text));
                 }
+                Ok(None) => break,
                 Err(e) => {
                     sink(&format!("[switchyard] could not read output: {e}"));
                     break;
                 }
             }
         }
-    })
+    }))
+}
+
+/// Waits a little for the last output lines, then stops reading: a process that
+/// escaped its group (setsid) and still holds the pipe must not hang us.
+pub async fn drain(mut output: tokio::task::JoinHandle<()>) {
+    if tokio::time::timeout(Duration::from_secs(5), &mut output)
+        .await
+        .is_err()
+    {
+        output.abort();
+    }
 }
 
 /// Sends a signal to a whole process group.
@@ -55,7 +74,7 @@ impl Spawned {
     /// little) for the last output lines.
     pub async fn finish(self) {
         signal_group(self.pid, Signal::SIGKILL);
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.output).await;
+        drain(self.output).await;
     }
 }
 
@@ -110,11 +129,14 @@ pub fn spawn_group(
         ))
     })?;
     let pid = child.id().unwrap_or(0);
-    Ok(Spawned {
-        child,
-        pid,
-        output: pump(reader, logs),
-    })
+    let output = match pump(reader, logs) {
+        Ok(o) => o,
+        Err(e) => {
+            signal_group(pid, Signal::SIGKILL);
+            return Err(e);
+        }
+    };
+    Ok(Spawned { child, pid, output })
 }
 
 /// The exit code a shell would report: the code, or 128 + signal.

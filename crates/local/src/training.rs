@@ -23,7 +23,7 @@ use switchyard_job::{
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Admission;
-use crate::process::{describe_exit, exit_code, signal_group, spawn_group, stop, Spawned};
+use crate::process::{describe_exit, drain, exit_code, signal_group, spawn_group, stop, Spawned};
 
 /// Settings of local training.
 #[derive(Debug, Clone)]
@@ -563,7 +563,8 @@ impl LocalTraining {
     ) -> Result<Ending, JobError> {
         let spec = &job.spec;
         let gpus_per_node = spec.resources.gpu as usize;
-        let mut ranks: Vec<Rank> = Vec::new();
+        // Everything that can fail is prepared before the first rank starts.
+        let mut plans = Vec::new();
         for (node, layout) in layouts.iter().enumerate() {
             let node = node as u32;
             let host = contract::host_name(node);
@@ -602,19 +603,23 @@ impl LocalTraining {
                     .unwrap_or_else(|| layout.base.clone());
                 let rank = placement.node * spec.procs_per_node + local_rank;
                 let sink = logs.sink(job, &host, rank)?;
-                match spawn_group(&argv, &env, &[], &cwd, sink) {
-                    Ok(spawned) => ranks.push(Rank {
-                        rank,
-                        host: host.clone(),
-                        spawned,
-                    }),
-                    Err(e) => {
-                        for mut r in ranks {
-                            stop(&mut r.spawned.child, r.spawned.pid, self.config.kill_grace).await;
-                            r.spawned.finish().await;
-                        }
-                        return Err(JobError::Setup(format!("rank {rank}: {e}")));
+                plans.push((rank, host.clone(), argv, env, cwd, sink));
+            }
+        }
+        let mut ranks: Vec<Rank> = Vec::new();
+        for (rank, host, argv, env, cwd, sink) in plans {
+            match spawn_group(&argv, &env, &[], &cwd, sink) {
+                Ok(spawned) => ranks.push(Rank {
+                    rank,
+                    host: host.clone(),
+                    spawned,
+                }),
+                Err(e) => {
+                    for mut r in ranks {
+                        stop(&mut r.spawned.child, r.spawned.pid, self.config.kill_grace).await;
+                        r.spawned.finish().await;
                     }
+                    return Err(JobError::Setup(format!("rank {rank}: {e}")));
                 }
             }
         }
@@ -648,7 +653,7 @@ impl LocalTraining {
                     let Some((host, pid, output)) = running.remove(&rank) else { continue };
                     // The rank's leftovers go with it; its last lines are read.
                     signal_group(pid, Signal::SIGKILL);
-                    let _ = tokio::time::timeout(Duration::from_secs(5), output).await;
+                    drain(output).await;
                     let failed = match &status {
                         Ok(s) if s.success() => None,
                         Ok(s) => Some((exit_code(s), describe_exit(s))),

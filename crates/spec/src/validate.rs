@@ -8,6 +8,7 @@ use crate::{ComponentSpec, DagSpec, PipelineSpec, SpecError};
 /// Checks references, executors, dependency cycles and unsupported features in
 /// every DAG reachable from the root.
 pub fn validate(spec: &PipelineSpec) -> Result<(), SpecError> {
+    check_path_name("pipelineInfo.name", &spec.pipeline_info.name, true)?;
     let mut visiting = Vec::new();
     let mut done = BTreeSet::new();
     check_component(spec, "root", &spec.root, &mut visiting, &mut done)
@@ -32,6 +33,14 @@ fn check_component(
         });
     }
     visiting.push(name.to_string());
+    for out in comp
+        .output_definitions
+        .parameters
+        .keys()
+        .chain(comp.output_definitions.artifacts.keys())
+    {
+        check_path_name(&format!("component '{name}', output '{out}'"), out, false)?;
+    }
     match (&comp.dag, &comp.executor_label) {
         (Some(dag), _) => check_dag(spec, name, comp, dag, visiting, done)?,
         (None, Some(label)) => check_executor(spec, name, label)?,
@@ -95,6 +104,7 @@ fn check_dag(
     };
     for (key, task) in &dag.tasks {
         let place = format!("{dag_place}, task '{key}'");
+        check_path_name(&place, key, false)?;
         let child = spec
             .components
             .get(&task.component_ref.name)
@@ -239,4 +249,20 @@ pub fn find_cycle(dag: &DagSpec) -> Option<Vec<String>> {
         }
     }
     None
+}
+
+/// Names that become file names (pipeline, task, output) must stay inside the
+/// run's folder: no separators, no `.`/`..`, nothing absolute.
+fn check_path_name(place: &str, name: &str, allow_empty: bool) -> Result<(), SpecError> {
+    let bad = (!allow_empty && name.is_empty())
+        || name == "."
+        || name == ".."
+        || name.contains(['/', '\\', '\0']);
+    if bad {
+        return Err(SpecError::Invalid {
+            place: place.to_string(),
+            message: format!("the name '{name}' cannot be used: names become file names, so they may not be empty, '.', '..' or contain '/'"),
+        });
+    }
+    Ok(())
 }

@@ -59,6 +59,19 @@ pub trait RunStore: Send + Sync {
         to: State,
         update: RunUpdate,
     ) -> Result<bool>;
+    /// Takes a run for execution: moves it to `to` and records `owner` as its
+    /// executing process, only if it is in one of `from` and its owner is still
+    /// `observed_owner` (what the caller saw). Two processes racing to execute
+    /// the same run: exactly one gets true.
+    async fn claim_run(
+        &self,
+        id: &str,
+        from: &[State],
+        observed_owner: Option<u32>,
+        owner: u32,
+        to: State,
+        update: RunUpdate,
+    ) -> Result<bool>;
     async fn set_owner(&self, id: &str, pid: Option<u32>) -> Result<()>;
     async fn request_cancel(&self, id: &str) -> Result<()>;
     async fn cancel_requested(&self, id: &str) -> Result<bool>;

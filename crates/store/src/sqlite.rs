@@ -302,6 +302,50 @@ impl RunStore for SqliteStore {
         Ok(true)
     }
 
+    async fn claim_run(
+        &self,
+        id: &str,
+        from: &[State],
+        observed_owner: Option<u32>,
+        owner: u32,
+        to: State,
+        update: RunUpdate,
+    ) -> Result<bool> {
+        let guard: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        let guard_json = serde_json::to_string(&guard).unwrap_or_else(|_| "[]".into());
+        let mut tx = self.pool.begin().await.map_err(q("claim run"))?;
+        let res = sqlx::query(
+            "UPDATE runs SET state = ?1, owner_pid = ?2, started_at = COALESCE(?3, started_at), \
+               error = CASE WHEN ?4 THEN NULL ELSE error END, \
+               finished_at = CASE WHEN ?4 THEN NULL ELSE finished_at END, \
+               cancel_requested = CASE WHEN ?4 THEN 0 ELSE cancel_requested END \
+             WHERE id = ?5 AND owner_pid IS ?6 AND state IN (SELECT value FROM json_each(?7))",
+        )
+        .bind(to.as_str())
+        .bind(i64::from(owner))
+        .bind(update.started_at.as_ref().map(ts))
+        .bind(update.reset)
+        .bind(id)
+        .bind(observed_owner.map(i64::from))
+        .bind(&guard_json)
+        .execute(&mut *tx)
+        .await
+        .map_err(q("claim run"))?;
+        if res.rows_affected() == 0 {
+            tx.rollback().await.map_err(q("claim run"))?;
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO transitions (run_id, task_key, state, at) VALUES (?, NULL, ?, ?)")
+            .bind(id)
+            .bind(to.as_str())
+            .bind(ts(&Utc::now()))
+            .execute(&mut *tx)
+            .await
+            .map_err(q("claim run"))?;
+        tx.commit().await.map_err(q("claim run"))?;
+        Ok(true)
+    }
+
     async fn set_owner(&self, id: &str, pid: Option<u32>) -> Result<()> {
         sqlx::query("UPDATE runs SET owner_pid = ? WHERE id = ?")
             .bind(pid.map(i64::from))

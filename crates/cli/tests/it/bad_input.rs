@@ -196,3 +196,36 @@ fn unsupported_features_say_which() {
     );
     assert_eq!(sb.run_count(), 0);
 }
+
+#[test]
+fn names_cannot_escape_the_run_folder() {
+    let sb = Sandbox::new();
+    let mut spec = compiled("failing_chain");
+    let tasks = &mut spec.root.dag.as_mut().unwrap().tasks;
+    let t = tasks.remove("echo-str-3").unwrap();
+    tasks.insert("..".into(), t);
+    refuse_spec(&sb, "dots.json", &spec, &["task '..'", "cannot be used"]);
+
+    let mut spec = compiled("container_placeholders");
+    let comp = spec.components.get_mut("comp-write-dataset").unwrap();
+    let art = comp.output_definitions.artifacts.remove("data").unwrap();
+    comp.output_definitions
+        .artifacts
+        .insert("../../escape".into(), art);
+    refuse_spec(
+        &sb,
+        "escape.json",
+        &spec,
+        &["output '../../escape'", "cannot be used"],
+    );
+
+    let mut spec = compiled("failing_chain");
+    spec.pipeline_info.name = "/etc".into();
+    refuse_spec(
+        &sb,
+        "abs.json",
+        &spec,
+        &["pipelineInfo.name", "cannot be used"],
+    );
+    assert_eq!(sb.run_count(), 0);
+}

@@ -275,7 +275,9 @@ pub(crate) fn run_dag(
                         );
                         continue;
                     }
-                    if ctx.cancel.is_cancelled() && !task.runs_after_upstream_failure() {
+                    // A canceled run starts nothing more, exit handlers included (their
+                    // containers would be stopped by the same cancel at once).
+                    if ctx.cancel.is_cancelled() {
                         results.insert(
                             name.clone(),
                             Outcome::ended(State::Canceled, Some("run canceled".into())),
