@@ -151,3 +151,31 @@ def test_auth_token(tmp_path):
         assert c.list_experiments().total_size in (0, None)
     finally:
         s.kill()
+
+
+def test_a_killed_server_resumes_its_runs(tmp_path, compiled):
+    from conftest import Server
+    counter, flag = tmp_path / "counter", tmp_path / "flag"
+    home = tmp_path / "home"
+    home.mkdir()
+    s = Server(home).start()
+    try:
+        c = kfp.Client(host=s.url)
+        result = c.create_run_from_pipeline_package(compiled(behaviour.resumable),
+                                                    arguments={"counter": str(counter), "flag": str(flag)})
+        deadline = time.time() + 60
+        while not (counter.exists() and counter.read_text() == "a\nb\n"):
+            assert time.time() < deadline
+            time.sleep(0.1)
+    finally:
+        s.kill(sig=9)  # no chance to clean up
+    flag.write_text("go")
+    s2 = Server(home).start()
+    try:
+        c = kfp.Client(host=s2.url)
+        run = c.wait_for_run_completion(result.run_id, timeout=120)
+        assert run.state == "SUCCEEDED", run.error
+        # `stamp` (a) ran once; the interrupted `wait-for` (b) ran again.
+        assert counter.read_text() == "a\nb\nb\nc\n"
+    finally:
+        s2.kill()

@@ -238,7 +238,8 @@ pub(crate) fn run_dag(
         let inputs = Arc::new(inputs);
         let mut results: BTreeMap<String, Outcome> = BTreeMap::new();
         let mut started: BTreeSet<String> = BTreeSet::new();
-        let mut running = FuturesUnordered::new();
+        let mut running: FuturesUnordered<BoxFuture<'static, (String, Outcome)>> =
+            FuturesUnordered::new();
         loop {
             // Start everything that is ready; a skip can make more tasks ready.
             let mut progressed = true;
@@ -263,16 +264,20 @@ pub(crate) fn run_dag(
                         let mut rec = ctx.new_record(&scope.key(name), display, &scope, "skipped");
                         let msg =
                             format!("not run: upstream task '{}' did not succeed", scope.key(up));
-                        let out = ctx
-                            .finish(&mut rec, State::Skipped, Io::default(), Some(msg))
-                            .await;
-                        results.insert(
-                            name.clone(),
+                        // Recorded inside `running`, never awaited here: a sibling polled by
+                        // this loop may hold a store transaction and must keep moving.
+                        let (ctx2, name2) = (ctx.clone(), name.clone());
+                        let fut: BoxFuture<'static, Outcome> = Box::pin(async move {
+                            let out = ctx2
+                                .finish(&mut rec, State::Skipped, Io::default(), Some(msg))
+                                .await;
                             Outcome {
                                 state: State::Skipped,
                                 ..out
-                            },
-                        );
+                            }
+                        });
+                        running.push(Box::pin(async move { (name2, fut.await) })
+                            as BoxFuture<'static, (String, Outcome)>);
                         continue;
                     }
                     // A canceled run starts nothing more, exit handlers included (their
@@ -297,7 +302,7 @@ pub(crate) fn run_dag(
                         upstream,
                     );
                     let name = name.clone();
-                    running.push(async move { (name, fut.await) });
+                    running.push(Box::pin(async move { (name, fut.await) }));
                 }
             }
             match running.next().await {
