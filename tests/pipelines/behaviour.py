@@ -123,3 +123,14 @@ def with_package() -> str:
 def environments() -> None:
     where_am_i().set_caching_options(False)
     with_package().set_caching_options(False)
+
+
+@dsl.container_component
+def record_run(path: str):
+    return dsl.ContainerSpec(image="alpine:3.19", command=["sh", "-c", 'echo "$1" >> "$0"'],
+                             args=[path, dsl.PIPELINE_JOB_ID_PLACEHOLDER])
+
+
+@dsl.pipeline(name="record-run")
+def record_run_pipeline(path: str) -> None:
+    record_run(path=path).set_caching_options(False)

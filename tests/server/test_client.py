@@ -179,3 +179,40 @@ def test_a_killed_server_resumes_its_runs(tmp_path, compiled):
         assert counter.read_text() == "a\nb\nb\nc\n"
     finally:
         s2.kill()
+
+
+def test_200_runs_created_concurrently_each_complete_once(server, compiled, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+    import requests
+    log = tmp_path / "runs.log"
+    c = client(server)
+    p = c.upload_pipeline(compiled(behaviour.record_run_pipeline), pipeline_name="record")
+    version = c.list_pipeline_versions(p.pipeline_id).pipeline_versions[0].pipeline_version_id
+    exp = c.create_experiment("load").experiment_id
+
+    def create(i):
+        body = {"display_name": f"load-{i}", "experiment_id": exp,
+                "pipeline_version_reference": {"pipeline_id": p.pipeline_id, "pipeline_version_id": version},
+                "runtime_config": {"parameters": {"path": str(log)}}}
+        r = requests.post(server.url + "/apis/v2beta1/runs", json=body, timeout=60)
+        assert r.status_code == 200, r.text
+        return r.json()["run_id"]
+
+    with ThreadPoolExecutor(16) as pool:
+        ids = list(pool.map(create, range(200)))
+    assert len(set(ids)) == 200
+    deadline = time.time() + 300
+    while True:
+        runs = c.list_runs(experiment_id=exp, page_size=1000).runs or []
+        states = [r.state for r in runs]
+        if len(runs) == 200 and all(s in ("SUCCEEDED", "FAILED") for s in states):
+            break
+        assert time.time() < deadline, f"{states.count('SUCCEEDED')} succeeded so far"
+        time.sleep(0.5)
+    assert states.count("SUCCEEDED") == 200
+    lines = log.read_text().split()
+    assert sorted(lines) == sorted(ids), "every run executed its task exactly once"
+    metrics = requests.get(server.url + "/metrics").text
+    assert 'switchyard_runs{state="SUCCEEDED"} 200' in metrics, metrics
+    assert "switchyard_queue_depth 0" in metrics
+    assert "switchyard_task_duration_seconds_count 200" in metrics

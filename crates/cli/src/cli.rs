@@ -167,4 +167,7 @@ pub struct ServerArgs {
     /// Largest accepted request body, uploads included.
     #[arg(long, default_value_t = 32 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Runs executing at once (default: twice the CPUs); the rest wait PENDING.
+    #[arg(long)]
+    pub max_concurrent_runs: Option<usize>,
 }

@@ -8,6 +8,7 @@
 
 mod error;
 mod list;
+mod metrics;
 mod render;
 mod routes;
 
@@ -36,6 +37,8 @@ pub struct ServerConfig {
     pub auth_token: Option<String>,
     /// Largest accepted request body (uploads included), in bytes.
     pub max_body_bytes: usize,
+    /// Runs executing at once; more wait PENDING (the queue `/metrics` reports).
+    pub max_concurrent_runs: usize,
 }
 
 /// What every handler shares.
@@ -45,13 +48,20 @@ pub struct AppState {
     pub runs: Arc<dyn RunStore>,
     pub catalog: Arc<dyn CatalogStore>,
     pub config: Arc<ServerConfig>,
+    /// One permit per executing run.
+    pub run_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
     /// Executes a run in the background; `resume` keeps tasks that succeeded.
     pub fn spawn_run(&self, run_id: String, resume: bool) {
-        let engine = self.engine.clone();
+        let (engine, slots) = (self.engine.clone(), self.run_slots.clone());
         tokio::spawn(async move {
+            // Waits PENDING until a slot is free; a run terminated meanwhile is
+            // no longer claimable and is left as it is.
+            let Ok(_permit) = slots.acquire_owned().await else {
+                return;
+            };
             let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
             if let Err(e) = engine
                 .execute(&run_id, tx, CancellationToken::new(), resume)
@@ -69,7 +79,7 @@ async fn require_token(
     next: Next,
 ) -> Result<Response, ApiError> {
     if let Some(token) = &state.config.auth_token {
-        if req.uri().path() != "/apis/v2beta1/healthz" {
+        if req.uri().path() != "/apis/v2beta1/healthz" && req.uri().path() != "/healthz" {
             let given = req
                 .headers()
                 .get(AUTHORIZATION)
@@ -83,6 +93,25 @@ async fn require_token(
         }
     }
     Ok(next.run(req).await)
+}
+
+/// Creates the shared state.
+pub fn state(
+    engine: Engine,
+    runs: Arc<dyn RunStore>,
+    catalog: Arc<dyn CatalogStore>,
+    config: ServerConfig,
+) -> AppState {
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        config.max_concurrent_runs.max(1),
+    ));
+    AppState {
+        engine,
+        runs,
+        catalog,
+        config: Arc::new(config),
+        run_slots: slots,
+    }
 }
 
 /// The whole HTTP API.

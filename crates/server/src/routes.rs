@@ -30,6 +30,7 @@ fn body<T>(b: JsonBody<T>) -> ApiResult<T> {
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/apis/v2beta1/healthz", get(healthz))
+        .route("/metrics", get(crate::metrics::metrics))
         .route(
             "/apis/v2beta1/experiments",
             post(create_experiment).get(list_experiments),

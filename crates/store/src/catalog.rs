@@ -8,7 +8,7 @@ use sqlx::Row;
 use crate::sqlite::{parse_json, parse_ts, q, ts};
 use crate::{
     CatalogStore, ExperimentRecord, PipelineRecord, PipelineVersionRecord, Result, RunCatalog,
-    SqliteStore, StoreError,
+    SqliteStore, Stats, StoreError,
 };
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -321,5 +321,62 @@ impl CatalogStore for SqliteStore {
             return Err(not_found("run", run_id));
         }
         Ok(())
+    }
+
+    async fn stats(&self) -> Result<Stats> {
+        let counts = |sql: &'static str| async move {
+            let rows = sqlx::query(sql)
+                .fetch_all(self.pool())
+                .await
+                .map_err(q("stats"))?;
+            Ok::<_, StoreError>(
+                rows.iter()
+                    .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1).max(0) as u64))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let duration = |sql: &'static str| async move {
+            let row = sqlx::query(sql)
+                .fetch_one(self.pool())
+                .await
+                .map_err(q("stats"))?;
+            Ok::<_, StoreError>((
+                row.get::<Option<f64>, _>(0).unwrap_or(0.0),
+                row.get::<i64, _>(1).max(0) as u64,
+            ))
+        };
+        let jobs = sqlx::query("SELECT backend, state, COUNT(*) FROM jobs GROUP BY backend, state")
+            .fetch_all(self.pool())
+            .await
+            .map_err(q("stats"))?
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<String, _>(0),
+                    r.get::<String, _>(1),
+                    r.get::<i64, _>(2).max(0) as u64,
+                )
+            })
+            .collect();
+        Ok(Stats {
+            runs_by_state: counts("SELECT state, COUNT(*) FROM runs GROUP BY state").await?,
+            tasks_by_state: counts("SELECT state, COUNT(*) FROM tasks WHERE kind = 'container' GROUP BY state").await?,
+            jobs,
+            run_seconds: duration(
+                "SELECT SUM((julianday(finished_at) - julianday(started_at)) * 86400.0), COUNT(*) FROM runs \
+                 WHERE finished_at IS NOT NULL AND started_at IS NOT NULL",
+            )
+            .await?,
+            task_seconds: duration(
+                "SELECT SUM((julianday(finished_at) - julianday(started_at)) * 86400.0), COUNT(*) FROM tasks \
+                 WHERE kind = 'container' AND finished_at IS NOT NULL AND started_at IS NOT NULL",
+            )
+            .await?,
+            job_seconds: duration(
+                "SELECT SUM((julianday(finished_at) - julianday(started_at)) * 86400.0), COUNT(*) FROM jobs \
+                 WHERE finished_at IS NOT NULL AND started_at IS NOT NULL",
+            )
+            .await?,
+        })
     }
 }

@@ -129,4 +129,6 @@ pub trait CatalogStore: Send + Sync {
     async fn get_run_catalog(&self, run_id: &str) -> Result<Option<RunCatalog>>;
     async fn list_run_catalog(&self) -> Result<Vec<RunCatalog>>;
     async fn delete_run(&self, run_id: &str) -> Result<()>;
+    /// Counts and durations for `/metrics`, computed by the database.
+    async fn stats(&self) -> Result<Stats>;
 }

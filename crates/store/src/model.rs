@@ -209,3 +209,16 @@ pub struct RunCatalog {
     pub pipeline_version_id: Option<String>,
     pub runtime_config: Option<Value>,
 }
+
+/// Operational numbers: how many runs, tasks and jobs are in each state, and
+/// the total and count of finished durations (seconds).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    pub runs_by_state: Vec<(String, u64)>,
+    pub tasks_by_state: Vec<(String, u64)>,
+    /// (backend, state, count)
+    pub jobs: Vec<(String, String, u64)>,
+    pub run_seconds: (f64, u64),
+    pub task_seconds: (f64, u64),
+    pub job_seconds: (f64, u64),
+}

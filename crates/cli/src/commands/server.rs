@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use switchyard_engine::Engine;
-use switchyard_server::{app, recover, AppState, ServerConfig};
+use switchyard_server::{app, recover, state, ServerConfig};
 use switchyard_store::SqliteStore;
 
 use crate::cli::ServerArgs;
@@ -34,13 +34,13 @@ pub async fn serve(
             .max(1),
         auth_token: args.auth_token.clone().filter(|t| !t.is_empty()),
         max_body_bytes: args.max_body_bytes,
+        max_concurrent_runs: args.max_concurrent_runs.unwrap_or_else(|| {
+            2 * std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        }),
     };
-    let state = AppState {
-        engine,
-        runs: store.clone(),
-        catalog: store,
-        config: Arc::new(config),
-    };
+    let state = state(engine, store.clone(), store, config);
     let resumed = recover(&state)
         .await
         .map_err(|e| anyhow::anyhow!("recovering unfinished runs: {e}"))?;
