@@ -84,8 +84,9 @@ pub async fn cancel(store: &dyn RunStore, id: &str) -> Result<i32> {
     }
     let owner_alive = run.owner_pid.is_some_and(process_alive);
     if !owner_alive {
-        // Nobody is executing it: mark it canceled directly.
-        store
+        // Nobody is executing it: mark it canceled directly. The flag is set too,
+        // so a process that claims it at this very moment stops at once.
+        let moved = store
             .transition_run(
                 &run.id,
                 &[State::Pending, State::Running, State::Canceling],
@@ -97,8 +98,11 @@ pub async fn cancel(store: &dyn RunStore, id: &str) -> Result<i32> {
                 },
             )
             .await?;
-        eprintln!("run {} canceled", run.id);
-        return Ok(0);
+        store.request_cancel(&run.id).await?;
+        if moved {
+            eprintln!("run {} canceled", run.id);
+            return Ok(0);
+        }
     }
     store.request_cancel(&run.id).await?;
     eprintln!("cancel requested; waiting for run {} to stop…", run.id);
