@@ -28,7 +28,44 @@ struct Manifest {
     etags: BTreeMap<String, String>,
 }
 
+/// One object under a prefix.
+struct Listed {
+    key: String,
+    rel: String,
+    etag: String,
+    size: u64,
+}
+
 impl S3Store {
+    /// Every object under `prefix` whose key maps to a safe relative path.
+    async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<Listed>, String> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page =
+                page.map_err(|e| format!("cannot list s3://{bucket}/{prefix}: {}", describe(&e)))?;
+            for obj in page.contents() {
+                let Some(key) = obj.key() else { continue };
+                let Some(rel) = relative_key(key, prefix) else {
+                    continue;
+                };
+                out.push(Listed {
+                    key: key.to_string(),
+                    rel: rel.to_string(),
+                    etag: obj.e_tag().unwrap_or_default().to_string(),
+                    size: obj.size().unwrap_or(0).max(0) as u64,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     /// Builds a client from the environment (the standard AWS configuration chain).
     pub async fn from_env(cache: PathBuf) -> Self {
         let config = aws_config::load_from_env().await;
@@ -103,32 +140,16 @@ impl ObjectStore for S3Store {
             .unwrap_or_default();
         let mut stats = DownloadStats::default();
         let mut seen = BTreeMap::new();
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(prefix)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page =
-                page.map_err(|e| format!("cannot list s3://{bucket}/{prefix}: {}", describe(&e)))?;
-            for obj in page.contents() {
-                let Some(key) = obj.key() else { continue };
-                let Some(rel) = relative_key(key, prefix) else {
-                    continue;
-                };
-                let etag = obj.e_tag().unwrap_or_default().to_string();
-                let target = data.join(rel);
-                seen.insert(rel.to_string(), etag.clone());
-                if manifest.etags.get(rel) == Some(&etag) && target.exists() {
-                    stats.cached += 1;
-                    continue;
-                }
-                download(&self.client, bucket, key, &target).await?;
-                stats.downloaded += 1;
-                stats.bytes += obj.size().unwrap_or(0).max(0) as u64;
+        for obj in self.list(bucket, prefix).await? {
+            let target = data.join(&obj.rel);
+            seen.insert(obj.rel.clone(), obj.etag.clone());
+            if manifest.etags.get(&obj.rel) == Some(&obj.etag) && target.exists() {
+                stats.cached += 1;
+                continue;
             }
+            download(&self.client, bucket, &obj.key, &target).await?;
+            stats.downloaded += 1;
+            stats.bytes += obj.size;
         }
         if seen.is_empty() {
             return Err(format!("s3://{bucket}/{prefix} has no objects"));
@@ -156,25 +177,10 @@ impl ObjectStore for S3Store {
         dest: &Path,
     ) -> Result<DownloadStats, String> {
         let mut stats = DownloadStats::default();
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(prefix)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page =
-                page.map_err(|e| format!("cannot list s3://{bucket}/{prefix}: {}", describe(&e)))?;
-            for obj in page.contents() {
-                let Some(key) = obj.key() else { continue };
-                let Some(rel) = relative_key(key, prefix) else {
-                    continue;
-                };
-                download(&self.client, bucket, key, &dest.join(rel)).await?;
-                stats.downloaded += 1;
-                stats.bytes += obj.size().unwrap_or(0).max(0) as u64;
-            }
+        for obj in self.list(bucket, prefix).await? {
+            download(&self.client, bucket, &obj.key, &dest.join(&obj.rel)).await?;
+            stats.downloaded += 1;
+            stats.bytes += obj.size;
         }
         Ok(stats)
     }

@@ -73,6 +73,21 @@ pub fn router() -> Router<AppState> {
         )
 }
 
+/// `{<field>: [...], total_size, next_page_token}` for one page of `items`.
+fn list_response(
+    field: &str,
+    items: Vec<Value>,
+    q: &ListQuery,
+    default_sort: &str,
+) -> ApiResult<Json<Value>> {
+    let p = page(items, q, default_sort)?;
+    let mut out = serde_json::Map::new();
+    out.insert(field.to_string(), Value::Array(p.items));
+    out.insert("total_size".into(), json!(p.total));
+    out.insert("next_page_token".into(), json!(p.next));
+    Ok(Json(render::compact(Value::Object(out))))
+}
+
 async fn healthz() -> Json<Value> {
     Json(json!({"multi_user": false, "pipeline_store": "database"}))
 }
@@ -123,10 +138,7 @@ async fn list_experiments(
         .iter()
         .map(render::experiment)
         .collect();
-    let p = page(items, &q, "created_at")?;
-    Ok(Json(render::compact(
-        json!({"experiments": p.items, "total_size": p.total, "next_page_token": p.next}),
-    )))
+    list_response("experiments", items, &q, "created_at")
 }
 
 async fn get_experiment(
@@ -358,10 +370,7 @@ async fn list_pipelines(
         .iter()
         .map(render::pipeline)
         .collect();
-    let p = page(items, &q, "created_at")?;
-    Ok(Json(render::compact(
-        json!({"pipelines": p.items, "total_size": p.total, "next_page_token": p.next}),
-    )))
+    list_response("pipelines", items, &q, "created_at")
 }
 
 async fn get_pipeline(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
@@ -401,10 +410,7 @@ async fn list_versions(
         .iter()
         .map(|v| render::version(v, false))
         .collect();
-    let p = page(items, &q, "created_at")?;
-    Ok(Json(render::compact(
-        json!({"pipeline_versions": p.items, "total_size": p.total, "next_page_token": p.next}),
-    )))
+    list_response("pipeline_versions", items, &q, "created_at")
 }
 
 async fn create_version(Path(_id): Path<String>) -> ApiResult<Json<Value>> {
@@ -607,10 +613,7 @@ async fn list_runs(
             .unwrap_or_else(|| "AVAILABLE".into()));
         items.push(v);
     }
-    let p = page(items, &q, "created_at desc")?;
-    Ok(Json(render::compact(
-        json!({"runs": p.items, "total_size": p.total, "next_page_token": p.next}),
-    )))
+    list_response("runs", items, &q, "created_at desc")
 }
 
 async fn delete_run(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
