@@ -19,8 +19,49 @@ def free_port():
         return s.getsockname()[1]
 
 
+class Postgres:
+    """A throw-away PostgreSQL server (initdb + pg_ctl on a free loopback port)."""
+
+    def __init__(self):
+        import glob
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+        assert bins, "PostgreSQL server binaries not found (scripts/setup installs postgresql)"
+        self.bin = pathlib.Path(os.environ.get("SWITCHYARD_PG_BIN", bins[-1]))
+        # Directly under /tmp: the postgres user must be able to reach it.
+        self.dir = pathlib.Path(tempfile.mkdtemp(prefix="switchyard-pg-"))
+        self.root = os.geteuid() == 0
+        if self.root:
+            subprocess.run(["chown", "-R", "postgres", str(self.dir)], check=True)
+        self.port = free_port()
+
+    def run(self, prog, *args):
+        cmd = [str(self.bin / prog), *args]
+        if self.root:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        subprocess.run(cmd, check=True, capture_output=True)
+
+    def start(self):
+        data = str(self.dir / "data")
+        self.run("initdb", "-D", data, "-A", "trust", "-U", "postgres", "--no-sync")
+        self.run("pg_ctl", "-D", data, "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off",
+                 "-l", str(self.dir / "log"), "-w", "start")
+        return self
+
+    @property
+    def url(self):
+        return f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+
+    def stop(self):
+        import shutil
+        try:
+            self.run("pg_ctl", "-D", str(self.dir / "data"), "-m", "immediate", "-w", "stop")
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
 class Server:
-    def __init__(self, home, token=None):
+    def __init__(self, home, token=None, database=None):
+        self.database = database
         self.home = home
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -34,6 +75,8 @@ class Server:
         args = [binary, "server", "--port", str(self.port)]
         if self.token:
             args += ["--auth-token", self.token]
+        if self.database:
+            args += ["--database", self.database]
         self.log = open(self.home / "server.log", "ab")
         self.proc = subprocess.Popen(args, env=env, stdout=self.log, stderr=self.log, cwd=str(REPO))
         deadline = time.time() + 30

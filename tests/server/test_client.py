@@ -216,3 +216,34 @@ def test_200_runs_created_concurrently_each_complete_once(server, compiled, tmp_
     assert 'switchyard_runs{state="SUCCEEDED"} 200' in metrics, metrics
     assert "switchyard_queue_depth 0" in metrics
     assert "switchyard_task_duration_seconds_count 200" in metrics
+
+
+def test_postgres_keeps_everything_across_servers(tmp_path, compiled):
+    from conftest import Postgres, Server
+    pg = Postgres().start()
+    try:
+        first_home, second_home = tmp_path / "a", tmp_path / "b"
+        first_home.mkdir()
+        second_home.mkdir()
+        s = Server(first_home, database=pg.url).start()
+        try:
+            c = kfp.Client(host=s.url)
+            c.upload_pipeline(compiled(control.outer_pipeline), pipeline_name="outer-pg")
+            run = c.create_run_from_pipeline_package(compiled(control.outer_pipeline), arguments={"x": 2},
+                                                     experiment_name="pg")
+            assert c.wait_for_run_completion(run.run_id, timeout=120).state == "SUCCEEDED"
+        finally:
+            s.kill()
+        # Another server (another data directory) on the same database sees it all.
+        s2 = Server(second_home, database=pg.url).start()
+        try:
+            c = kfp.Client(host=s2.url)
+            got = c.get_run(run.run_id)
+            assert got.state == "SUCCEEDED"
+            assert len(got.run_details.task_details) >= 4
+            assert c.get_pipeline_id("outer-pg")
+            assert [e.display_name for e in c.list_experiments().experiments] == ["pg"]
+        finally:
+            s2.kill()
+    finally:
+        pg.stop()

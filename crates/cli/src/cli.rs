@@ -14,6 +14,15 @@ pub struct Cli {
     /// Data directory (store, logs, artifacts, environments).
     #[arg(long, env = "SWITCHYARD_HOME", global = true)]
     pub home: Option<PathBuf>,
+    /// Keep records in this database instead of `<home>/switchyard.db`:
+    /// `postgres://user@host/db` (shared by several servers) or `sqlite://path`.
+    #[arg(
+        long,
+        env = "SWITCHYARD_DATABASE_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    pub database: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use switchyard_engine::Engine;
 use switchyard_local::LocalBackend;
-use switchyard_store::SqliteStore;
+use switchyard_store::SqlStore;
 
 use crate::cli::{Cli, Command, JobCommand, RunsCommand};
 use crate::config::Paths;
@@ -49,12 +49,15 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> Result<i32> {
-    let paths = Paths::resolve(cli.home)?;
-    let store = Arc::new(
-        SqliteStore::open(&paths.db)
+    let paths = Paths::resolve(cli.home.clone())?;
+    let store = Arc::new(match &cli.database {
+        Some(url) => SqlStore::connect(url)
+            .await
+            .context("opening the run store")?,
+        None => SqlStore::open(&paths.db)
             .await
             .with_context(|| format!("opening the run store in {}", paths.home.display()))?,
-    );
+    });
     let backend = Arc::new(LocalBackend::new(paths.local_backend()));
     let engine = Engine::new(store.clone(), backend, paths.logs.clone());
     match cli.command {

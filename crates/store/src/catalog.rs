@@ -2,20 +2,20 @@
 
 use chrono::Utc;
 use serde_json::Value;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::sqlite::{parse_json, parse_ts, q, ts};
 use crate::{
     CatalogStore, ExperimentRecord, PipelineRecord, PipelineVersionRecord, Result, RunCatalog,
-    SqliteStore, Stats, StoreError,
+    SqlStore, Stats, StoreError,
 };
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
-fn experiment(row: &SqliteRow) -> Result<ExperimentRecord> {
+fn experiment(row: &AnyRow) -> Result<ExperimentRecord> {
     Ok(ExperimentRecord {
         id: row.get("id"),
         display_name: row.get("display_name"),
@@ -25,7 +25,7 @@ fn experiment(row: &SqliteRow) -> Result<ExperimentRecord> {
     })
 }
 
-fn pipeline(row: &SqliteRow) -> Result<PipelineRecord> {
+fn pipeline(row: &AnyRow) -> Result<PipelineRecord> {
     Ok(PipelineRecord {
         id: row.get("id"),
         name: row.get("name"),
@@ -35,7 +35,7 @@ fn pipeline(row: &SqliteRow) -> Result<PipelineRecord> {
     })
 }
 
-fn version(row: &SqliteRow) -> Result<PipelineVersionRecord> {
+fn version(row: &AnyRow) -> Result<PipelineVersionRecord> {
     Ok(PipelineVersionRecord {
         id: row.get("id"),
         pipeline_id: row.get("pipeline_id"),
@@ -48,7 +48,7 @@ fn version(row: &SqliteRow) -> Result<PipelineVersionRecord> {
     })
 }
 
-fn catalog(row: &SqliteRow) -> Result<RunCatalog> {
+fn catalog(row: &AnyRow) -> Result<RunCatalog> {
     Ok(RunCatalog {
         run_id: row.get("run_id"),
         experiment_id: row.get("experiment_id"),
@@ -67,12 +67,9 @@ fn not_found(kind: &'static str, id: &str) -> StoreError {
     }
 }
 
-async fn insert_version(
-    conn: &mut sqlx::SqliteConnection,
-    v: &PipelineVersionRecord,
-) -> Result<()> {
+async fn insert_version(conn: &mut sqlx::AnyConnection, v: &PipelineVersionRecord) -> Result<()> {
     sqlx::query(
-        "INSERT INTO pipeline_versions (id, pipeline_id, name, display_name, description, spec, created_at) VALUES (?,?,?,?,?,?,?)",
+        "INSERT INTO pipeline_versions (id, pipeline_id, name, display_name, description, spec, created_at) VALUES ($1,$2,$3,$4,$5,$6,$7)",
     )
     .bind(&v.id)
     .bind(&v.pipeline_id)
@@ -94,9 +91,9 @@ async fn insert_version(
 }
 
 #[async_trait::async_trait]
-impl CatalogStore for SqliteStore {
+impl CatalogStore for SqlStore {
     async fn create_experiment(&self, e: &ExperimentRecord) -> Result<()> {
-        sqlx::query("INSERT INTO experiments (id, display_name, description, storage_state, created_at) VALUES (?,?,?,?,?)")
+        sqlx::query("INSERT INTO experiments (id, display_name, description, storage_state, created_at) VALUES ($1,$2,$3,$4,$5)")
             .bind(&e.id)
             .bind(&e.display_name)
             .bind(&e.description)
@@ -115,7 +112,7 @@ impl CatalogStore for SqliteStore {
     }
 
     async fn get_experiment(&self, id: &str) -> Result<ExperimentRecord> {
-        let row = sqlx::query("SELECT * FROM experiments WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM experiments WHERE id = $1")
             .bind(id)
             .fetch_optional(self.pool())
             .await
@@ -125,7 +122,7 @@ impl CatalogStore for SqliteStore {
     }
 
     async fn experiment_by_name(&self, name: &str) -> Result<Option<ExperimentRecord>> {
-        let row = sqlx::query("SELECT * FROM experiments WHERE display_name = ?")
+        let row = sqlx::query("SELECT * FROM experiments WHERE display_name = $1")
             .bind(name)
             .fetch_optional(self.pool())
             .await
@@ -142,7 +139,7 @@ impl CatalogStore for SqliteStore {
     }
 
     async fn set_experiment_storage(&self, id: &str, state: &str) -> Result<()> {
-        let r = sqlx::query("UPDATE experiments SET storage_state = ? WHERE id = ?")
+        let r = sqlx::query("UPDATE experiments SET storage_state = $1 WHERE id = $2")
             .bind(state)
             .bind(id)
             .execute(self.pool())
@@ -155,7 +152,7 @@ impl CatalogStore for SqliteStore {
     }
 
     async fn delete_experiment(&self, id: &str) -> Result<()> {
-        let r = sqlx::query("DELETE FROM experiments WHERE id = ?")
+        let r = sqlx::query("DELETE FROM experiments WHERE id = $1")
             .bind(id)
             .execute(self.pool())
             .await
@@ -172,7 +169,7 @@ impl CatalogStore for SqliteStore {
         first_version: Option<&PipelineVersionRecord>,
     ) -> Result<()> {
         let mut tx = self.pool().begin().await.map_err(q("create pipeline"))?;
-        sqlx::query("INSERT INTO pipelines (id, name, display_name, description, created_at) VALUES (?,?,?,?,?)")
+        sqlx::query("INSERT INTO pipelines (id, name, display_name, description, created_at) VALUES ($1,$2,$3,$4,$5)")
             .bind(&p.id)
             .bind(&p.name)
             .bind(&p.display_name)
@@ -194,7 +191,7 @@ impl CatalogStore for SqliteStore {
     }
 
     async fn get_pipeline(&self, id: &str) -> Result<PipelineRecord> {
-        let row = sqlx::query("SELECT * FROM pipelines WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM pipelines WHERE id = $1")
             .bind(id)
             .fetch_optional(self.pool())
             .await
@@ -204,7 +201,7 @@ impl CatalogStore for SqliteStore {
     }
 
     async fn pipeline_by_name(&self, name: &str) -> Result<Option<PipelineRecord>> {
-        let row = sqlx::query("SELECT * FROM pipelines WHERE name = ?")
+        let row = sqlx::query("SELECT * FROM pipelines WHERE name = $1")
             .bind(name)
             .fetch_optional(self.pool())
             .await
@@ -221,7 +218,7 @@ impl CatalogStore for SqliteStore {
     }
 
     async fn delete_pipeline(&self, id: &str) -> Result<()> {
-        let r = sqlx::query("DELETE FROM pipelines WHERE id = ?")
+        let r = sqlx::query("DELETE FROM pipelines WHERE id = $1")
             .bind(id)
             .execute(self.pool())
             .await
@@ -242,7 +239,7 @@ impl CatalogStore for SqliteStore {
     }
 
     async fn get_version(&self, id: &str) -> Result<PipelineVersionRecord> {
-        let row = sqlx::query("SELECT * FROM pipeline_versions WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM pipeline_versions WHERE id = $1")
             .bind(id)
             .fetch_optional(self.pool())
             .await
@@ -253,7 +250,7 @@ impl CatalogStore for SqliteStore {
 
     async fn list_versions(&self, pipeline_id: &str) -> Result<Vec<PipelineVersionRecord>> {
         let rows = sqlx::query(
-            "SELECT * FROM pipeline_versions WHERE pipeline_id = ? ORDER BY created_at",
+            "SELECT * FROM pipeline_versions WHERE pipeline_id = $1 ORDER BY created_at",
         )
         .bind(pipeline_id)
         .fetch_all(self.pool())
@@ -263,7 +260,7 @@ impl CatalogStore for SqliteStore {
     }
 
     async fn delete_version(&self, id: &str) -> Result<()> {
-        let r = sqlx::query("DELETE FROM pipeline_versions WHERE id = ?")
+        let r = sqlx::query("DELETE FROM pipeline_versions WHERE id = $1")
             .bind(id)
             .execute(self.pool())
             .await
@@ -277,7 +274,7 @@ impl CatalogStore for SqliteStore {
     async fn put_run_catalog(&self, c: &RunCatalog) -> Result<()> {
         sqlx::query(
             "INSERT INTO run_catalog (run_id, experiment_id, storage_state, description, pipeline_id, pipeline_version_id, runtime_config) \
-             VALUES (?,?,?,?,?,?,?) ON CONFLICT (run_id) DO UPDATE SET experiment_id = excluded.experiment_id, \
+             VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT (run_id) DO UPDATE SET experiment_id = excluded.experiment_id, \
              storage_state = excluded.storage_state, description = excluded.description, pipeline_id = excluded.pipeline_id, \
              pipeline_version_id = excluded.pipeline_version_id, runtime_config = excluded.runtime_config",
         )
@@ -295,7 +292,7 @@ impl CatalogStore for SqliteStore {
     }
 
     async fn get_run_catalog(&self, run_id: &str) -> Result<Option<RunCatalog>> {
-        let row = sqlx::query("SELECT * FROM run_catalog WHERE run_id = ?")
+        let row = sqlx::query("SELECT * FROM run_catalog WHERE run_id = $1")
             .bind(run_id)
             .fetch_optional(self.pool())
             .await
@@ -312,7 +309,7 @@ impl CatalogStore for SqliteStore {
     }
 
     async fn delete_run(&self, run_id: &str) -> Result<()> {
-        let r = sqlx::query("DELETE FROM runs WHERE id = ?")
+        let r = sqlx::query("DELETE FROM runs WHERE id = $1")
             .bind(run_id)
             .execute(self.pool())
             .await
@@ -335,15 +332,22 @@ impl CatalogStore for SqliteStore {
                     .collect::<Vec<_>>(),
             )
         };
-        let duration = |sql: &'static str| async move {
-            let row = sqlx::query(sql)
-                .fetch_one(self.pool())
+        // Durations in Rust: the databases disagree on date arithmetic.
+        let durations = |sql: &'static str| async move {
+            let rows = sqlx::query(sql)
+                .fetch_all(self.pool())
                 .await
                 .map_err(q("stats"))?;
-            Ok::<_, StoreError>((
-                row.get::<Option<f64>, _>(0).unwrap_or(0.0),
-                row.get::<i64, _>(1).max(0) as u64,
-            ))
+            let mut sum = 0.0;
+            let mut n = 0u64;
+            for r in &rows {
+                let (a, b) = (r.get::<Option<String>, _>(0), r.get::<Option<String>, _>(1));
+                if let (Some(a), Some(b)) = (parse_ts(a, "stats")?, parse_ts(b, "stats")?) {
+                    sum += (b - a).num_microseconds().unwrap_or(0) as f64 / 1e6;
+                    n += 1;
+                }
+            }
+            Ok::<_, StoreError>((sum, n))
         };
         let jobs = sqlx::query("SELECT backend, state, COUNT(*) FROM jobs GROUP BY backend, state")
             .fetch_all(self.pool())
@@ -362,21 +366,12 @@ impl CatalogStore for SqliteStore {
             runs_by_state: counts("SELECT state, COUNT(*) FROM runs GROUP BY state").await?,
             tasks_by_state: counts("SELECT state, COUNT(*) FROM tasks WHERE kind = 'container' GROUP BY state").await?,
             jobs,
-            run_seconds: duration(
-                "SELECT SUM((julianday(finished_at) - julianday(started_at)) * 86400.0), COUNT(*) FROM runs \
-                 WHERE finished_at IS NOT NULL AND started_at IS NOT NULL",
+            run_seconds: durations("SELECT started_at, finished_at FROM runs WHERE finished_at IS NOT NULL").await?,
+            task_seconds: durations(
+                "SELECT started_at, finished_at FROM tasks WHERE kind = 'container' AND finished_at IS NOT NULL",
             )
             .await?,
-            task_seconds: duration(
-                "SELECT SUM((julianday(finished_at) - julianday(started_at)) * 86400.0), COUNT(*) FROM tasks \
-                 WHERE kind = 'container' AND finished_at IS NOT NULL AND started_at IS NOT NULL",
-            )
-            .await?,
-            job_seconds: duration(
-                "SELECT SUM((julianday(finished_at) - julianday(started_at)) * 86400.0), COUNT(*) FROM jobs \
-                 WHERE finished_at IS NOT NULL AND started_at IS NOT NULL",
-            )
-            .await?,
+            job_seconds: durations("SELECT started_at, finished_at FROM jobs WHERE finished_at IS NOT NULL").await?,
         })
     }
 }

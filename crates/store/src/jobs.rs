@@ -2,19 +2,19 @@
 
 use chrono::Utc;
 use serde_json::Value;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::sqlite::{parse_json, parse_state, parse_ts, q, ts};
-use crate::{JobEventRecord, JobRecord, JobStore, Result, SqliteStore, State, StoreError};
+use crate::{JobEventRecord, JobRecord, JobStore, Result, SqlStore, State, StoreError};
 
-fn job_from_row(row: &SqliteRow) -> Result<JobRecord> {
+fn job_from_row(row: &AnyRow) -> Result<JobRecord> {
     let id: String = row.get("id");
     let what = format!("job {id}");
     Ok(JobRecord {
         name: row.get("name"),
         backend: row.get("backend"),
-        state: parse_state(row.get::<&str, _>("state"), &what)?,
+        state: parse_state(&row.get::<String, _>("state"), &what)?,
         spec: parse_json(Some(row.get("spec")), &what)?.unwrap_or(Value::Null),
         restarts: row.get::<i64, _>("restarts") as u32,
         model: row.get("model"),
@@ -29,9 +29,9 @@ fn job_from_row(row: &SqliteRow) -> Result<JobRecord> {
     })
 }
 
-impl SqliteStore {
+impl SqlStore {
     async fn resolve_job(&self, id: &str) -> Result<String> {
-        let exact: Option<String> = sqlx::query_scalar("SELECT id FROM jobs WHERE id = ?")
+        let exact: Option<String> = sqlx::query_scalar("SELECT id FROM jobs WHERE id = $1")
             .bind(id)
             .fetch_optional(self.pool())
             .await
@@ -40,7 +40,7 @@ impl SqliteStore {
             return Ok(id);
         }
         let by_name: Option<String> = sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE name = ? ORDER BY created_at DESC LIMIT 1",
+            "SELECT id FROM jobs WHERE name = $1 ORDER BY created_at DESC LIMIT 1",
         )
         .bind(id)
         .fetch_optional(self.pool())
@@ -52,7 +52,7 @@ impl SqliteStore {
         if id.is_empty() || id.contains(['%', '_']) {
             return Err(StoreError::JobNotFound(id.to_string()));
         }
-        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM jobs WHERE id LIKE ? LIMIT 2")
+        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM jobs WHERE id LIKE $1 LIMIT 2")
             .bind(format!("{id}%"))
             .fetch_all(self.pool())
             .await
@@ -66,12 +66,12 @@ impl SqliteStore {
 }
 
 #[async_trait::async_trait]
-impl JobStore for SqliteStore {
+impl JobStore for SqlStore {
     async fn create_job(&self, j: &JobRecord) -> Result<()> {
         let mut tx = self.pool().begin().await.map_err(q("create job"))?;
         sqlx::query(
             "INSERT INTO jobs (id, name, backend, state, spec, restarts, model, metrics, failure_reason, logs_dir, \
-             owner_pid, created_at, started_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+             owner_pid, created_at, started_at, finished_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
         )
         .bind(&j.id)
         .bind(&j.name)
@@ -90,19 +90,21 @@ impl JobStore for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(q("create job"))?;
-        sqlx::query("INSERT INTO job_events (job_id, state, message, at) VALUES (?, ?, NULL, ?)")
-            .bind(&j.id)
-            .bind(j.state.as_str())
-            .bind(ts(&j.created_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(q("create job"))?;
+        sqlx::query(
+            "INSERT INTO job_events (job_id, state, message, at) VALUES ($1, $2, NULL, $3)",
+        )
+        .bind(&j.id)
+        .bind(j.state.as_str())
+        .bind(ts(&j.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(q("create job"))?;
         tx.commit().await.map_err(q("create job"))
     }
 
     async fn get_job(&self, id: &str) -> Result<JobRecord> {
         let id = self.resolve_job(id).await?;
-        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1")
             .bind(&id)
             .fetch_optional(self.pool())
             .await
@@ -112,7 +114,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn list_jobs(&self, limit: u32) -> Result<Vec<JobRecord>> {
-        let rows = sqlx::query("SELECT * FROM jobs ORDER BY created_at DESC LIMIT ?")
+        let rows = sqlx::query("SELECT * FROM jobs ORDER BY created_at DESC LIMIT $1")
             .bind(i64::from(limit))
             .fetch_all(self.pool())
             .await
@@ -123,9 +125,9 @@ impl JobStore for SqliteStore {
     async fn update_job(&self, j: &JobRecord, message: Option<&str>) -> Result<()> {
         let mut tx = self.pool().begin().await.map_err(q("update job"))?;
         let old: Option<String> = sqlx::query_scalar(
-            "UPDATE jobs SET state = ?, restarts = ?, model = ?, metrics = ?, failure_reason = ?, logs_dir = ?, \
-             owner_pid = ?, started_at = ?, finished_at = ? WHERE id = ? \
-             RETURNING (SELECT state FROM job_events WHERE job_id = ? ORDER BY seq DESC LIMIT 1)",
+            "UPDATE jobs SET state = $1, restarts = $2, model = $3, metrics = $4, failure_reason = $5, logs_dir = $6, \
+             owner_pid = $7, started_at = $8, finished_at = $9 WHERE id = $10 \
+             RETURNING (SELECT state FROM job_events WHERE job_id = $11 ORDER BY seq DESC LIMIT 1)",
         )
         .bind(j.state.as_str())
         .bind(i64::from(j.restarts))
@@ -143,20 +145,22 @@ impl JobStore for SqliteStore {
         .map_err(q("update job"))?
         .flatten();
         if old.as_deref() != Some(j.state.as_str()) || message.is_some() {
-            sqlx::query("INSERT INTO job_events (job_id, state, message, at) VALUES (?, ?, ?, ?)")
-                .bind(&j.id)
-                .bind(j.state.as_str())
-                .bind(message)
-                .bind(ts(&Utc::now()))
-                .execute(&mut *tx)
-                .await
-                .map_err(q("update job"))?;
+            sqlx::query(
+                "INSERT INTO job_events (job_id, state, message, at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&j.id)
+            .bind(j.state.as_str())
+            .bind(message)
+            .bind(ts(&Utc::now()))
+            .execute(&mut *tx)
+            .await
+            .map_err(q("update job"))?;
         }
         tx.commit().await.map_err(q("update job"))
     }
 
     async fn add_job_event(&self, id: &str, state: State, message: &str) -> Result<()> {
-        sqlx::query("INSERT INTO job_events (job_id, state, message, at) VALUES (?, ?, ?, ?)")
+        sqlx::query("INSERT INTO job_events (job_id, state, message, at) VALUES ($1, $2, $3, $4)")
             .bind(id)
             .bind(state.as_str())
             .bind(message)
@@ -169,7 +173,7 @@ impl JobStore for SqliteStore {
 
     async fn job_events(&self, id: &str) -> Result<Vec<JobEventRecord>> {
         let rows =
-            sqlx::query("SELECT state, message, at FROM job_events WHERE job_id = ? ORDER BY seq")
+            sqlx::query("SELECT state, message, at FROM job_events WHERE job_id = $1 ORDER BY seq")
                 .bind(id)
                 .fetch_all(self.pool())
                 .await
@@ -177,7 +181,7 @@ impl JobStore for SqliteStore {
         rows.iter()
             .map(|r| {
                 Ok(JobEventRecord {
-                    state: parse_state(r.get::<&str, _>("state"), "job event")?,
+                    state: parse_state(&r.get::<String, _>("state"), "job event")?,
                     message: r.get("message"),
                     at: parse_ts(Some(r.get("at")), "job event")?.unwrap_or_else(Utc::now),
                 })
@@ -186,7 +190,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn request_job_cancel(&self, id: &str) -> Result<()> {
-        sqlx::query("UPDATE jobs SET cancel_requested = 1 WHERE id = ?")
+        sqlx::query("UPDATE jobs SET cancel_requested = 1 WHERE id = $1")
             .bind(id)
             .execute(self.pool())
             .await
@@ -195,7 +199,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn job_cancel_requested(&self, id: &str) -> Result<bool> {
-        let v: Option<i64> = sqlx::query_scalar("SELECT cancel_requested FROM jobs WHERE id = ?")
+        let v: Option<i64> = sqlx::query_scalar("SELECT cancel_requested FROM jobs WHERE id = $1")
             .bind(id)
             .fetch_optional(self.pool())
             .await

@@ -1,8 +1,9 @@
 //! The durable record of runs: what ran, with which inputs, in which state, when.
 //!
-//! [`RunStore`] is the small trait the engine and the CLI talk to; [`SqliteStore`]
-//! is the embedded implementation (one file in the data directory, WAL mode, so
-//! several `switchyard` processes can share it safely). Every state change of a
+//! [`RunStore`] is the small trait the engine and the CLI talk to; [`SqlStore`]
+//! implements it on an SQLite file in the data directory (the default; WAL mode, so
+//! several `switchyard` processes can share it) or on PostgreSQL (shared by
+//! several servers). Every state change of a
 //! run or task is written together with a row in `transitions`, in one
 //! transaction, so the history is never out of step with the current state.
 
@@ -12,7 +13,10 @@ mod model;
 mod sqlite;
 
 pub use model::*;
-pub use sqlite::SqliteStore;
+pub use sqlite::{Dialect, SqlStore};
+
+/// The embedded default (an SQLite file); the same type also speaks PostgreSQL.
+pub type SqliteStore = SqlStore;
 
 /// Store failures. The message names the operation and the record.
 #[derive(Debug, thiserror::Error)]

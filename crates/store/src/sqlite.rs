@@ -1,35 +1,57 @@
-//! [`RunStore`] on an SQLite file, through sqlx.
+//! The stores on a SQL database through sqlx's `Any` driver: an SQLite file
+//! (the default, embedded) or a PostgreSQL server (shared by several servers),
+//! with one set of queries (`$n` placeholders, portable SQL) and numbered
+//! migrations per database.
 //!
-//! WAL journal plus a generous busy timeout lets several processes (two
-//! `switchyard run`s, a `runs cancel`) share the file; every write is a single
-//! statement or a transaction that writes first, so SQLite never has to upgrade
-//! a reader to a writer (which fails immediately instead of waiting).
+//! SQLite runs in WAL mode with a generous busy timeout so several processes
+//! (two `switchyard run`s, a `runs cancel`) share the file; every write is a
+//! single statement or a transaction that writes first, so SQLite never has to
+//! upgrade a reader to a writer (which fails immediately instead of waiting).
 
 use std::path::Path;
 use std::str::FromStr;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{Row, SqlitePool};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
 
 use crate::{
     CacheEntry, Result, RunRecord, RunStore, RunUpdate, State, StoreError, TaskRecord, Transition,
 };
 
-const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../migrations/0001_init.sql")),
-    (2, include_str!("../migrations/0002_jobs.sql")),
-    (3, include_str!("../migrations/0003_catalog.sql")),
+/// Which database a store talks to; the SQL differs only in migrations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../migrations/sqlite/0002_jobs.sql")),
+    (3, include_str!("../migrations/sqlite/0003_catalog.sql")),
 ];
 
-/// The embedded store: one SQLite database file.
+const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/postgres/0001_init.sql")),
+    (2, include_str!("../migrations/postgres/0002_jobs.sql")),
+    (3, include_str!("../migrations/postgres/0003_catalog.sql")),
+];
+
+/// The store: runs, tasks, jobs, catalog and cache on SQLite or PostgreSQL.
 #[derive(Clone)]
-pub struct SqliteStore {
-    pool: SqlitePool,
+pub struct SqlStore {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+/// `$from, $from+1, …` for `n` values: a portable `IN (…)` list.
+pub(crate) fn placeholders(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub(crate) fn q(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
@@ -69,57 +91,119 @@ pub(crate) fn parse_state(s: &str, what: &str) -> Result<State> {
     })
 }
 
-impl SqliteStore {
-    /// Opens (creating if needed) the database file and applies migrations.
+impl SqlStore {
+    /// Opens (creating if needed) an SQLite database file and applies migrations.
     pub async fn open(path: &Path) -> Result<Self> {
-        let opts = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(30))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        Self::connect_url(&url, path.display().to_string()).await
+    }
+
+    /// Connects to `postgres://…` (or `sqlite://…`) and applies migrations.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let shown = match url.split_once('@') {
+            // Never print a password.
+            Some((_, host)) => format!(
+                "{}…@{host}",
+                &url[..url.find("://").map(|i| i + 3).unwrap_or(0)]
+            ),
+            None => url.to_string(),
+        };
+        Self::connect_url(url, shown).await
+    }
+
+    async fn connect_url(url: &str, shown: String) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let dialect = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Dialect::Postgres
+        } else if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else {
+            return Err(StoreError::Open {
+                path: shown,
+                source: sqlx::Error::Configuration(
+                    "use sqlite://PATH or postgres://USER@HOST/DB".into(),
+                ),
+            });
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if dialect == Dialect::Sqlite { 4 } else { 10 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
             .await
             .map_err(|source| StoreError::Open {
-                path: path.display().to_string(),
+                path: shown,
                 source,
             })?;
-        let store = SqliteStore { pool };
+        let store = SqlStore { pool, dialect };
         store.migrate().await?;
         Ok(store)
     }
 
-    pub(crate) fn pool(&self) -> &SqlitePool {
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
     async fn migrate(&self) -> Result<()> {
-        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
-            .execute(&self.pool)
+        let mut conn = self.pool.acquire().await.map_err(q("migrate"))?;
+        if self.dialect == Dialect::Postgres {
+            // Two servers starting at once must not both create the schema.
+            sqlx::query("SELECT pg_advisory_lock(74612026)")
+                .execute(&mut *conn)
+                .await
+                .map_err(q("migrate"))?;
+        }
+        let result = self.apply_migrations(&mut conn).await;
+        if self.dialect == Dialect::Postgres {
+            let _ = sqlx::query("SELECT pg_advisory_unlock(74612026)")
+                .execute(&mut *conn)
+                .await;
+        }
+        result
+    }
+
+    async fn apply_migrations(&self, conn: &mut sqlx::AnyConnection) -> Result<()> {
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)")
+            .execute(&mut *conn)
             .await
             .map_err(q("migrate"))?;
-        for (version, sql) in MIGRATIONS {
+        let migrations = match self.dialect {
+            Dialect::Sqlite => SQLITE_MIGRATIONS,
+            Dialect::Postgres => POSTGRES_MIGRATIONS,
+        };
+        for (version, sql) in migrations {
             let applied: Option<i64> =
-                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
                     .bind(version)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *conn)
                     .await
                     .map_err(q("migrate"))?;
             if applied.is_some() {
                 continue;
             }
-            let mut tx = self.pool.begin().await.map_err(q("migrate"))?;
-            sqlx::query(
-                "INSERT OR IGNORE INTO schema_migrations (version, applied_at) VALUES (?, ?)",
-            )
-            .bind(version)
-            .bind(ts(&Utc::now()))
-            .execute(&mut *tx)
-            .await
-            .map_err(q("migrate"))?;
+            let mut tx = sqlx::Connection::begin(&mut *conn)
+                .await
+                .map_err(q("migrate"))?;
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(version)
+                .bind(ts(&Utc::now()))
+                .execute(&mut *tx)
+                .await
+                .map_err(q("migrate"))?;
             sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
                 .execute(&mut *tx)
                 .await
@@ -129,13 +213,13 @@ impl SqliteStore {
         Ok(())
     }
 
-    fn run_from_row(row: &SqliteRow) -> Result<RunRecord> {
+    fn run_from_row(row: &AnyRow) -> Result<RunRecord> {
         let id: String = row.get("id");
         let what = format!("run {id}");
         Ok(RunRecord {
             pipeline_name: row.get("pipeline_name"),
             display_name: row.get("display_name"),
-            state: parse_state(row.get::<&str, _>("state"), &what)?,
+            state: parse_state(&row.get::<String, _>("state"), &what)?,
             spec: row.get("spec"),
             parameters: parse_json(Some(row.get("parameters")), &what)?.unwrap_or(Value::Null),
             pipeline_root: row.get("pipeline_root"),
@@ -150,7 +234,7 @@ impl SqliteStore {
         })
     }
 
-    fn task_from_row(row: &SqliteRow) -> Result<TaskRecord> {
+    fn task_from_row(row: &AnyRow) -> Result<TaskRecord> {
         let key: String = row.get("task_key");
         let what = format!("task {key}");
         Ok(TaskRecord {
@@ -158,7 +242,7 @@ impl SqliteStore {
             name: row.get("name"),
             parent_key: row.get("parent_key"),
             kind: row.get("kind"),
-            state: parse_state(row.get::<&str, _>("state"), &what)?,
+            state: parse_state(&row.get::<String, _>("state"), &what)?,
             attempt: row.get::<i64, _>("attempt") as u32,
             cached: row.get::<i64, _>("cached") != 0,
             inputs: parse_json(row.get("inputs"), &what)?,
@@ -173,7 +257,7 @@ impl SqliteStore {
     }
 
     async fn resolve_id(&self, id: &str) -> Result<String> {
-        let exact: Option<String> = sqlx::query_scalar("SELECT id FROM runs WHERE id = ?")
+        let exact: Option<String> = sqlx::query_scalar("SELECT id FROM runs WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -184,7 +268,7 @@ impl SqliteStore {
         if id.is_empty() || id.contains(['%', '_']) {
             return Err(StoreError::RunNotFound(id.to_string()));
         }
-        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM runs WHERE id LIKE ? LIMIT 2")
+        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM runs WHERE id LIKE $1 LIMIT 2")
             .bind(format!("{id}%"))
             .fetch_all(&self.pool)
             .await
@@ -202,12 +286,12 @@ fn json_text(v: &Option<Value>) -> Option<String> {
 }
 
 #[async_trait::async_trait]
-impl RunStore for SqliteStore {
+impl RunStore for SqlStore {
     async fn create_run(&self, run: &RunRecord) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(q("create run"))?;
         sqlx::query(
             "INSERT INTO runs (id, pipeline_name, display_name, state, spec, parameters, pipeline_root, options, \
-             outputs, error, owner_pid, created_at, started_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+             outputs, error, owner_pid, created_at, started_at, finished_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
         )
         .bind(&run.id)
         .bind(&run.pipeline_name)
@@ -226,19 +310,21 @@ impl RunStore for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(q("create run"))?;
-        sqlx::query("INSERT INTO transitions (run_id, task_key, state, at) VALUES (?, NULL, ?, ?)")
-            .bind(&run.id)
-            .bind(run.state.as_str())
-            .bind(ts(&run.created_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(q("create run"))?;
+        sqlx::query(
+            "INSERT INTO transitions (run_id, task_key, state, at) VALUES ($1, NULL, $2, $3)",
+        )
+        .bind(&run.id)
+        .bind(run.state.as_str())
+        .bind(ts(&run.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(q("create run"))?;
         tx.commit().await.map_err(q("create run"))
     }
 
     async fn get_run(&self, id: &str) -> Result<RunRecord> {
         let id = self.resolve_id(id).await?;
-        let row = sqlx::query("SELECT * FROM runs WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM runs WHERE id = $1")
             .bind(&id)
             .fetch_optional(&self.pool)
             .await
@@ -248,7 +334,7 @@ impl RunStore for SqliteStore {
     }
 
     async fn list_runs(&self, limit: u32) -> Result<Vec<RunRecord>> {
-        let rows = sqlx::query("SELECT * FROM runs ORDER BY created_at DESC LIMIT ?")
+        let rows = sqlx::query("SELECT * FROM runs ORDER BY created_at DESC LIMIT $1")
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await
@@ -264,40 +350,47 @@ impl RunStore for SqliteStore {
         update: RunUpdate,
     ) -> Result<bool> {
         let now = Utc::now();
-        let guard: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-        let guard_json = serde_json::to_string(&guard).unwrap_or_else(|_| "[]".into());
+        // An empty `from` means any state.
+        let guard = if from.is_empty() {
+            String::new()
+        } else {
+            format!(" AND state IN ({})", placeholders(8, from.len()))
+        };
+        let sql = format!(
+            "UPDATE runs SET state = $1, \
+               outputs = COALESCE($2, CASE WHEN $7 THEN NULL ELSE outputs END), \
+               error = COALESCE($3, CASE WHEN $7 THEN NULL ELSE error END), \
+               started_at = COALESCE($4, started_at), \
+               finished_at = COALESCE($5, CASE WHEN $7 THEN NULL ELSE finished_at END), \
+               cancel_requested = CASE WHEN $7 THEN 0 ELSE cancel_requested END \
+             WHERE id = $6{guard}"
+        );
         let mut tx = self.pool.begin().await.map_err(q("update run"))?;
-        let res = sqlx::query(
-            "UPDATE runs SET state = ?1, \
-               outputs = COALESCE(?2, CASE WHEN ?7 THEN NULL ELSE outputs END), \
-               error = COALESCE(?3, CASE WHEN ?7 THEN NULL ELSE error END), \
-               started_at = COALESCE(?4, started_at), \
-               finished_at = COALESCE(?5, CASE WHEN ?7 THEN NULL ELSE finished_at END), \
-               cancel_requested = CASE WHEN ?7 THEN 0 ELSE cancel_requested END \
-             WHERE id = ?6 AND (json_array_length(?8) = 0 OR state IN (SELECT value FROM json_each(?8)))",
-        )
-        .bind(to.as_str())
-        .bind(json_text(&update.outputs))
-        .bind(&update.error)
-        .bind(update.started_at.as_ref().map(ts))
-        .bind(update.finished_at.as_ref().map(ts))
-        .bind(id)
-        .bind(update.reset)
-        .bind(&guard_json)
-        .execute(&mut *tx)
-        .await
-        .map_err(q("update run"))?;
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(to.as_str())
+            .bind(json_text(&update.outputs))
+            .bind(update.error.clone())
+            .bind(update.started_at.as_ref().map(ts))
+            .bind(update.finished_at.as_ref().map(ts))
+            .bind(id.to_string())
+            .bind(update.reset);
+        for st in from {
+            query = query.bind(st.as_str());
+        }
+        let res = query.execute(&mut *tx).await.map_err(q("update run"))?;
         if res.rows_affected() == 0 {
             tx.rollback().await.map_err(q("update run"))?;
             return Ok(false);
         }
-        sqlx::query("INSERT INTO transitions (run_id, task_key, state, at) VALUES (?, NULL, ?, ?)")
-            .bind(id)
-            .bind(to.as_str())
-            .bind(ts(&now))
-            .execute(&mut *tx)
-            .await
-            .map_err(q("update run"))?;
+        sqlx::query(
+            "INSERT INTO transitions (run_id, task_key, state, at) VALUES ($1, NULL, $2, $3)",
+        )
+        .bind(id)
+        .bind(to.as_str())
+        .bind(ts(&now))
+        .execute(&mut *tx)
+        .await
+        .map_err(q("update run"))?;
         tx.commit().await.map_err(q("update run"))?;
         Ok(true)
     }
@@ -311,43 +404,48 @@ impl RunStore for SqliteStore {
         to: State,
         update: RunUpdate,
     ) -> Result<bool> {
-        let guard: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-        let guard_json = serde_json::to_string(&guard).unwrap_or_else(|_| "[]".into());
+        let sql = format!(
+            "UPDATE runs SET state = $1, owner_pid = $2, started_at = COALESCE($3, started_at), \
+               error = CASE WHEN $4 THEN NULL ELSE error END, \
+               finished_at = CASE WHEN $4 THEN NULL ELSE finished_at END, \
+               cancel_requested = CASE WHEN $4 THEN 0 ELSE cancel_requested END \
+             WHERE id = $5 AND COALESCE(owner_pid, -1) = COALESCE($6, -1) AND state IN ({})",
+            placeholders(7, from.len().max(1))
+        );
         let mut tx = self.pool.begin().await.map_err(q("claim run"))?;
-        let res = sqlx::query(
-            "UPDATE runs SET state = ?1, owner_pid = ?2, started_at = COALESCE(?3, started_at), \
-               error = CASE WHEN ?4 THEN NULL ELSE error END, \
-               finished_at = CASE WHEN ?4 THEN NULL ELSE finished_at END, \
-               cancel_requested = CASE WHEN ?4 THEN 0 ELSE cancel_requested END \
-             WHERE id = ?5 AND owner_pid IS ?6 AND state IN (SELECT value FROM json_each(?7))",
-        )
-        .bind(to.as_str())
-        .bind(i64::from(owner))
-        .bind(update.started_at.as_ref().map(ts))
-        .bind(update.reset)
-        .bind(id)
-        .bind(observed_owner.map(i64::from))
-        .bind(&guard_json)
-        .execute(&mut *tx)
-        .await
-        .map_err(q("claim run"))?;
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(to.as_str())
+            .bind(i64::from(owner))
+            .bind(update.started_at.as_ref().map(ts))
+            .bind(update.reset)
+            .bind(id.to_string())
+            .bind(observed_owner.map(i64::from));
+        if from.is_empty() {
+            query = query.bind("");
+        }
+        for st in from {
+            query = query.bind(st.as_str());
+        }
+        let res = query.execute(&mut *tx).await.map_err(q("claim run"))?;
         if res.rows_affected() == 0 {
             tx.rollback().await.map_err(q("claim run"))?;
             return Ok(false);
         }
-        sqlx::query("INSERT INTO transitions (run_id, task_key, state, at) VALUES (?, NULL, ?, ?)")
-            .bind(id)
-            .bind(to.as_str())
-            .bind(ts(&Utc::now()))
-            .execute(&mut *tx)
-            .await
-            .map_err(q("claim run"))?;
+        sqlx::query(
+            "INSERT INTO transitions (run_id, task_key, state, at) VALUES ($1, NULL, $2, $3)",
+        )
+        .bind(id)
+        .bind(to.as_str())
+        .bind(ts(&Utc::now()))
+        .execute(&mut *tx)
+        .await
+        .map_err(q("claim run"))?;
         tx.commit().await.map_err(q("claim run"))?;
         Ok(true)
     }
 
     async fn set_owner(&self, id: &str, pid: Option<u32>) -> Result<()> {
-        sqlx::query("UPDATE runs SET owner_pid = ? WHERE id = ?")
+        sqlx::query("UPDATE runs SET owner_pid = $1 WHERE id = $2")
             .bind(pid.map(i64::from))
             .bind(id)
             .execute(&self.pool)
@@ -357,7 +455,7 @@ impl RunStore for SqliteStore {
     }
 
     async fn request_cancel(&self, id: &str) -> Result<()> {
-        sqlx::query("UPDATE runs SET cancel_requested = 1 WHERE id = ?")
+        sqlx::query("UPDATE runs SET cancel_requested = 1 WHERE id = $1")
             .bind(id)
             .execute(&self.pool)
             .await
@@ -366,7 +464,7 @@ impl RunStore for SqliteStore {
     }
 
     async fn cancel_requested(&self, id: &str) -> Result<bool> {
-        let v: Option<i64> = sqlx::query_scalar("SELECT cancel_requested FROM runs WHERE id = ?")
+        let v: Option<i64> = sqlx::query_scalar("SELECT cancel_requested FROM runs WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -379,13 +477,13 @@ impl RunStore for SqliteStore {
         // Write first (takes the write lock), then compare with the old state.
         let old: Option<String> = sqlx::query_scalar(
             "INSERT INTO tasks (run_id, task_key, name, parent_key, kind, state, attempt, cached, inputs, outputs, \
-               log_path, error, fingerprint, started_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) \
+               log_path, error, fingerprint, started_at, finished_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15) \
              ON CONFLICT (run_id, task_key) DO UPDATE SET name = excluded.name, parent_key = excluded.parent_key, \
                kind = excluded.kind, state = excluded.state, attempt = excluded.attempt, cached = excluded.cached, \
                inputs = excluded.inputs, outputs = excluded.outputs, log_path = excluded.log_path, \
                error = excluded.error, fingerprint = excluded.fingerprint, started_at = excluded.started_at, \
                finished_at = excluded.finished_at \
-             RETURNING (SELECT state FROM transitions WHERE run_id = ? AND task_key = ? ORDER BY seq DESC LIMIT 1)",
+             RETURNING (SELECT state FROM transitions WHERE run_id = $16 AND task_key = $17 ORDER BY seq DESC LIMIT 1)",
         )
         .bind(&t.run_id)
         .bind(&t.task_key)
@@ -409,7 +507,7 @@ impl RunStore for SqliteStore {
         .map_err(q("write task"))?;
         if old.as_deref() != Some(t.state.as_str()) {
             sqlx::query(
-                "INSERT INTO transitions (run_id, task_key, state, at) VALUES (?, ?, ?, ?)",
+                "INSERT INTO transitions (run_id, task_key, state, at) VALUES ($1, $2, $3, $4)",
             )
             .bind(&t.run_id)
             .bind(&t.task_key)
@@ -423,7 +521,7 @@ impl RunStore for SqliteStore {
     }
 
     async fn get_task(&self, run_id: &str, task_key: &str) -> Result<Option<TaskRecord>> {
-        let row = sqlx::query("SELECT * FROM tasks WHERE run_id = ? AND task_key = ?")
+        let row = sqlx::query("SELECT * FROM tasks WHERE run_id = $1 AND task_key = $2")
             .bind(run_id)
             .bind(task_key)
             .fetch_optional(&self.pool)
@@ -433,7 +531,7 @@ impl RunStore for SqliteStore {
     }
 
     async fn list_tasks(&self, run_id: &str) -> Result<Vec<TaskRecord>> {
-        let rows = sqlx::query("SELECT * FROM tasks WHERE run_id = ? ORDER BY COALESCE(started_at, finished_at), task_key")
+        let rows = sqlx::query("SELECT * FROM tasks WHERE run_id = $1 ORDER BY COALESCE(started_at, finished_at), task_key")
             .bind(run_id)
             .fetch_all(&self.pool)
             .await
@@ -443,7 +541,7 @@ impl RunStore for SqliteStore {
 
     async fn transitions(&self, run_id: &str) -> Result<Vec<Transition>> {
         let rows = sqlx::query(
-            "SELECT task_key, state, at FROM transitions WHERE run_id = ? ORDER BY seq",
+            "SELECT task_key, state, at FROM transitions WHERE run_id = $1 ORDER BY seq",
         )
         .bind(run_id)
         .fetch_all(&self.pool)
@@ -453,7 +551,7 @@ impl RunStore for SqliteStore {
             .map(|r| {
                 Ok(Transition {
                     task_key: r.get("task_key"),
-                    state: parse_state(r.get::<&str, _>("state"), "transition")?,
+                    state: parse_state(&r.get::<String, _>("state"), "transition")?,
                     at: parse_ts(Some(r.get("at")), "transition")?.unwrap_or_else(Utc::now),
                 })
             })
@@ -461,7 +559,7 @@ impl RunStore for SqliteStore {
     }
 
     async fn get_cache(&self, fingerprint: &str) -> Result<Option<CacheEntry>> {
-        let row = sqlx::query("SELECT * FROM cache_entries WHERE fingerprint = ?")
+        let row = sqlx::query("SELECT * FROM cache_entries WHERE fingerprint = $1")
             .bind(fingerprint)
             .fetch_optional(&self.pool)
             .await
@@ -481,7 +579,7 @@ impl RunStore for SqliteStore {
 
     async fn put_cache(&self, e: &CacheEntry) -> Result<()> {
         sqlx::query(
-            "INSERT INTO cache_entries (fingerprint, outputs, run_id, task_key, created_at) VALUES (?,?,?,?,?) \
+            "INSERT INTO cache_entries (fingerprint, outputs, run_id, task_key, created_at) VALUES ($1,$2,$3,$4,$5) \
              ON CONFLICT (fingerprint) DO UPDATE SET outputs = excluded.outputs, run_id = excluded.run_id, \
              task_key = excluded.task_key, created_at = excluded.created_at",
         )

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use switchyard_engine::Engine;
 use switchyard_server::{app, recover, state, ServerConfig};
-use switchyard_store::SqliteStore;
+use switchyard_store::SqlStore;
 
 use crate::cli::ServerArgs;
 use crate::config::Paths;
@@ -13,7 +13,7 @@ use crate::config::Paths;
 pub async fn serve(
     paths: &Paths,
     engine: Engine,
-    store: Arc<SqliteStore>,
+    store: Arc<SqlStore>,
     args: ServerArgs,
 ) -> Result<i32> {
     let pipeline_root = args

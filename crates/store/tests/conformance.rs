@@ -1,10 +1,13 @@
-//! The store's contract, checked on the SQLite implementation: guarded
-//! transitions, history, prefixes, cache entries, and writers in parallel.
+//! The store's contract, checked on SQLite and on a real PostgreSQL server
+//! (started by the test from the machine's PostgreSQL binaries): guarded
+//! transitions, history, prefixes, cache entries, claims, writers in parallel.
+
+mod pg;
 
 use chrono::Utc;
 use serde_json::json;
 use switchyard_store::{
-    CacheEntry, RunRecord, RunStore, RunUpdate, SqliteStore, State, StoreError, TaskRecord,
+    CacheEntry, RunRecord, RunStore, RunUpdate, SqlStore, State, StoreError, TaskRecord,
 };
 
 fn run(id: &str) -> RunRecord {
@@ -46,10 +49,7 @@ fn task(run: &str, key: &str, state: State) -> TaskRecord {
     }
 }
 
-#[tokio::test]
-async fn runs_transitions_and_history() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("db")).await.unwrap();
+async fn runs_transitions_and_history(store: SqlStore) {
     store.create_run(&run("abc-1")).await.unwrap();
     store.create_run(&run("abd-2")).await.unwrap();
     assert_eq!(store.get_run("abc").await.unwrap().id, "abc-1");
@@ -142,10 +142,7 @@ async fn runs_transitions_and_history() {
     assert!(store.cancel_requested("abd-2").await.unwrap());
 }
 
-#[tokio::test]
-async fn cache_entries() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("db")).await.unwrap();
+async fn cache_entries(store: SqlStore) {
     assert!(store.get_cache("f").await.unwrap().is_none());
     let e = CacheEntry {
         fingerprint: "f".into(),
@@ -168,13 +165,8 @@ async fn cache_entries() {
     );
 }
 
-/// Two stores on one file (as two processes would be) writing at once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn parallel_writers_do_not_conflict() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
-    let a = SqliteStore::open(&path).await.unwrap();
-    let b = SqliteStore::open(&path).await.unwrap();
+/// Two stores on one database (as two processes would be) writing at once.
+async fn parallel_writers_do_not_conflict(a: SqlStore, b: SqlStore) {
     a.create_run(&run("r1")).await.unwrap();
     b.create_run(&run("r2")).await.unwrap();
     let mut handles = Vec::new();
@@ -199,4 +191,77 @@ async fn parallel_writers_do_not_conflict() {
     }
     let total = a.list_tasks("r1").await.unwrap().len() + a.list_tasks("r2").await.unwrap().len();
     assert_eq!(total, 200);
+}
+
+async fn claims_are_exclusive(store: SqlStore) {
+    store.create_run(&run("c1")).await.unwrap();
+    let claim = |owner| {
+        store.claim_run(
+            "c1",
+            &[State::Pending],
+            None,
+            owner,
+            State::Running,
+            RunUpdate::default(),
+        )
+    };
+    let (x, y) = tokio::join!(claim(11), claim(22));
+    assert!(x.unwrap() ^ y.unwrap(), "exactly one claim wins");
+    // A resume must name the owner it saw.
+    assert!(!store
+        .claim_run(
+            "c1",
+            &[State::Running],
+            Some(99),
+            33,
+            State::Running,
+            RunUpdate::default()
+        )
+        .await
+        .unwrap());
+    let owner = store.get_run("c1").await.unwrap().owner_pid;
+    assert!(store
+        .claim_run(
+            "c1",
+            &[State::Running],
+            owner,
+            33,
+            State::Running,
+            RunUpdate::default()
+        )
+        .await
+        .unwrap());
+    assert_eq!(store.get_run("c1").await.unwrap().owner_pid, Some(33));
+}
+
+async fn all(open: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = SqlStore>>>) {
+    runs_transitions_and_history(open().await).await;
+    cache_entries(open().await).await;
+    claims_are_exclusive(open().await).await;
+    parallel_writers_do_not_conflict(open().await, open().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_conformance() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    // The calls share the file, as processes do.
+    all(|| {
+        let path = path.clone();
+        Box::pin(async move { SqlStore::open(&path).await.unwrap() })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_conformance() {
+    let cluster = pg::Cluster::start();
+    let url = cluster.url();
+    all(|| {
+        let url = url.clone();
+        Box::pin(async move { SqlStore::connect(&url).await.unwrap() })
+    })
+    .await;
+    // A second connection to an existing schema applies no migration twice.
+    SqlStore::connect(&url).await.unwrap();
 }
