@@ -176,6 +176,11 @@ pub struct ServerArgs {
     /// Largest accepted request body, uploads included.
     #[arg(long, default_value_t = 32 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Resume unfinished runs whose process is gone at start. On by default with
+    /// the embedded SQLite store; with a shared PostgreSQL database only one
+    /// server may do this (owners are process ids on one host), so opt in.
+    #[arg(long)]
+    pub recover_runs: Option<bool>,
     /// Runs executing at once (default: twice the CPUs); the rest wait PENDING.
     #[arg(long)]
     pub max_concurrent_runs: Option<usize>,

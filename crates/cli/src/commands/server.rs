@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use switchyard_engine::Engine;
 use switchyard_server::{app, recover, state, ServerConfig};
-use switchyard_store::SqlStore;
+use switchyard_store::{Dialect, SqlStore};
 
 use crate::cli::ServerArgs;
 use crate::config::Paths;
@@ -40,10 +40,16 @@ pub async fn serve(
                 .unwrap_or(2)
         }),
     };
+    let dialect = store.dialect();
     let state = state(engine, store.clone(), store, config);
-    let resumed = recover(&state)
-        .await
-        .map_err(|e| anyhow::anyhow!("recovering unfinished runs: {e}"))?;
+    let recover_runs = args.recover_runs.unwrap_or(dialect == Dialect::Sqlite);
+    let resumed = if recover_runs {
+        recover(&state)
+            .await
+            .map_err(|e| anyhow::anyhow!("recovering unfinished runs: {e}"))?
+    } else {
+        0
+    };
     let addr = format!("{}:{}", args.host, args.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
