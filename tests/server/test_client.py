@@ -247,3 +247,19 @@ def test_postgres_keeps_everything_across_servers(tmp_path, compiled):
             s2.kill()
     finally:
         pg.stop()
+
+
+def test_cli_against_the_server(server, compiled):
+    binary = os.environ.get("SWITCHYARD_BIN")
+    import subprocess
+    env = dict(os.environ, SWITCHYARD_SERVER=server.url, SWITCHYARD_HOME=str(server.home / "client"))
+    out = subprocess.run([binary, "run", compiled(control.outer_pipeline), "-p", "x=7", "--output", "json"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    run = json.loads(out.stdout)
+    assert run["state"] == "SUCCEEDED"
+    listed = subprocess.run([binary, "runs", "list"], env=env, capture_output=True, text=True, timeout=60)
+    assert run["run_id"] in listed.stdout
+    bad = subprocess.run([binary, "run", compiled(control.outer_pipeline), "-p", "x=seven"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "parameter 'x'" in bad.stderr, bad.stderr

@@ -23,6 +23,10 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub database: Option<String>,
+    /// Send `run` and `runs` commands to this `switchyard server` (http://host:port)
+    /// instead of running here. `SWITCHYARD_AUTH_TOKEN` is sent as the bearer token.
+    #[arg(long, env = "SWITCHYARD_SERVER", global = true)]
+    pub server: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }

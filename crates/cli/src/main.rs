@@ -49,6 +49,15 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> Result<i32> {
+    if let Some(server) = cli.server.clone() {
+        return match cli.command {
+            Command::Run(args) => commands::remote::run(&server, &args).await,
+            Command::Runs(RunsCommand::List { limit, output }) => commands::remote::list(&server, limit, output).await,
+            Command::Runs(RunsCommand::Get { id, .. }) => commands::remote::get(&server, &id).await,
+            Command::Runs(RunsCommand::Cancel { id }) => commands::remote::cancel(&server, &id).await,
+            _ => anyhow::bail!("--server works with `run` and `runs list|get|cancel`; run other commands on the server's machine"),
+        };
+    }
     let paths = Paths::resolve(cli.home.clone())?;
     let store = Arc::new(match &cli.database {
         Some(url) => SqlStore::connect(url)

@@ -1,0 +1,207 @@
+//! The CLI against a `switchyard server` (`--server URL`): the same commands,
+//! through the KFP REST API, so scripts can target a shared server.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use crate::cli::{OutputFormat, RunArgs};
+
+/// A KFP v2beta1 endpoint.
+pub struct Remote {
+    base: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+fn message(v: &Value) -> String {
+    v.get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
+}
+
+impl Remote {
+    pub fn new(url: &str) -> Remote {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        Remote {
+            base: format!("{}/apis/v2beta1", url.trim_end_matches('/')),
+            token: std::env::var("SWITCHYARD_AUTH_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
+            agent,
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let resp = match (method, body) {
+            ("GET", _) => {
+                let mut r = self.agent.get(&url);
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.call()
+            }
+            (_, b) => {
+                let mut r = self.agent.post(&url);
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.send_json(b.cloned().unwrap_or_else(|| json!({})))
+            }
+        };
+        let mut resp = resp.with_context(|| format!("cannot reach the server at {url}"))?;
+        let status = resp.status();
+        let v: Value = resp.body_mut().read_json().unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("server answered {status}: {}", message(&v));
+        }
+        Ok(v)
+    }
+
+    async fn request(
+        &self,
+        method: &'static str,
+        path: String,
+        body: Option<Value>,
+    ) -> Result<Value> {
+        let this = Remote {
+            base: self.base.clone(),
+            token: self.token.clone(),
+            agent: self.agent.clone(),
+        };
+        tokio::task::spawn_blocking(move || this.call(method, &path, body.as_ref())).await?
+    }
+}
+
+fn final_state(s: &str) -> bool {
+    matches!(s, "SUCCEEDED" | "FAILED" | "CANCELED" | "SKIPPED")
+}
+
+fn exit_code(state: &str) -> i32 {
+    match state {
+        "SUCCEEDED" => 0,
+        "CANCELED" => 130,
+        _ => 1,
+    }
+}
+
+/// `switchyard run FILE --server URL`: submit, follow, report.
+pub async fn run(server: &str, args: &RunArgs) -> Result<i32> {
+    let text = std::fs::read_to_string(&args.pipeline)
+        .with_context(|| format!("cannot read pipeline file {}", args.pipeline.display()))?;
+    // Parsed here too, so a broken file is reported before anything is sent.
+    let parsed = switchyard_spec::parse_pipeline(&text)
+        .with_context(|| format!("{}", args.pipeline.display()))?;
+    let params = crate::commands::run::parse_params(&args.params)?;
+    let mut spec = json!({ "pipeline_spec": parsed.spec });
+    if let Some(p) = parsed.platform_spec {
+        spec["platform_spec"] = p;
+    }
+    let mut body = json!({
+        "display_name": args.name.clone().unwrap_or_else(|| parsed_name(&spec)),
+        "pipeline_spec": spec,
+        "runtime_config": {"parameters": params.into_iter().collect::<BTreeMap<_, _>>()},
+    });
+    if let Some(root) = &args.pipeline_root {
+        body["runtime_config"]["pipeline_root"] = json!(root);
+    }
+    let remote = Remote::new(server);
+    let run = remote.request("POST", "/runs".into(), Some(body)).await?;
+    let id = run["run_id"].as_str().unwrap_or_default().to_string();
+    let json_out = args.display.output == OutputFormat::Json;
+    if !json_out {
+        eprintln!("Submitted run {id} to {server}");
+    }
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    let t0 = std::time::Instant::now();
+    loop {
+        let run = remote.request("GET", format!("/runs/{id}"), None).await?;
+        let tasks = run["run_details"]["task_details"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for t in tasks {
+            let key = t["task_id"].as_str().unwrap_or("").to_string();
+            let state = t["state"].as_str().unwrap_or("").to_string();
+            if seen.get(&key) != Some(&state) && !json_out {
+                eprintln!("{:>7.1}s  {key}  {state}", t0.elapsed().as_secs_f64());
+            }
+            seen.insert(key, state);
+        }
+        let state = run["state"].as_str().unwrap_or("").to_string();
+        if final_state(&state) {
+            if json_out {
+                println!("{}", serde_json::to_string_pretty(&run)?);
+            } else {
+                eprintln!("Run {id} {state}");
+                if let Some(e) = run["error"]["message"].as_str() {
+                    eprintln!("error: {e}");
+                }
+            }
+            return Ok(exit_code(&state));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn parsed_name(spec: &Value) -> String {
+    spec["pipeline_spec"]["pipelineInfo"]["name"]
+        .as_str()
+        .unwrap_or("run")
+        .to_string()
+}
+
+pub async fn list(server: &str, limit: u32, output: OutputFormat) -> Result<i32> {
+    let v = Remote::new(server)
+        .request(
+            "GET",
+            format!("/runs?page_size={limit}&sort_by=created_at%20desc"),
+            None,
+        )
+        .await?;
+    if output == OutputFormat::Json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    println!("{:<36}  {:<10}  {:<20}  NAME", "RUN ID", "STATE", "CREATED");
+    for r in v["runs"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "{:<36}  {:<10}  {:<20}  {}",
+            r["run_id"].as_str().unwrap_or(""),
+            r["state"].as_str().unwrap_or(""),
+            r["created_at"]
+                .as_str()
+                .unwrap_or("")
+                .chars()
+                .take(19)
+                .collect::<String>(),
+            r["display_name"].as_str().unwrap_or("")
+        );
+    }
+    Ok(0)
+}
+
+pub async fn get(server: &str, id: &str) -> Result<i32> {
+    let v = Remote::new(server)
+        .request("GET", format!("/runs/{id}"), None)
+        .await?;
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(0)
+}
+
+pub async fn cancel(server: &str, id: &str) -> Result<i32> {
+    Remote::new(server)
+        .request("POST", format!("/runs/{id}:terminate"), None)
+        .await?;
+    eprintln!("terminate requested for run {id}");
+    Ok(0)
+}
