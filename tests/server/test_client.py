@@ -1,6 +1,7 @@
 """The real kfp.Client against `switchyard server`."""
 import json
 import os
+import sys
 import time
 import warnings
 
@@ -263,3 +264,13 @@ def test_cli_against_the_server(server, compiled):
     bad = subprocess.run([binary, "run", compiled(control.outer_pipeline), "-p", "x=seven"],
                          env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "parameter 'x'" in bad.stderr, bad.stderr
+
+
+def test_schemathesis_finds_no_server_error(server):
+    """Property-based requests from the served OpenAPI document: never a 5xx."""
+    import subprocess
+    st = os.path.join(os.path.dirname(sys.executable), "schemathesis")
+    out = subprocess.run([st, "run", server.url + "/apis/switchyard/v1/openapi.json", "--checks", "not_a_server_error",
+                          "--max-examples", "25", "--seed", "1"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert " passed" in out.stdout

@@ -9,6 +9,7 @@
 mod error;
 mod list;
 mod metrics;
+mod openapi;
 mod render;
 mod routes;
 
@@ -79,7 +80,8 @@ async fn require_token(
     next: Next,
 ) -> Result<Response, ApiError> {
     if let Some(token) = &state.config.auth_token {
-        if req.uri().path() != "/apis/v2beta1/healthz" && req.uri().path() != "/healthz" {
+        let open = ["/apis/v2beta1/healthz", "/apis/switchyard/v1/openapi.json"];
+        if !open.contains(&req.uri().path()) {
             let given = req
                 .headers()
                 .get(AUTHORIZATION)

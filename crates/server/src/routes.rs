@@ -32,6 +32,10 @@ pub fn router() -> Router<AppState> {
         .route("/apis/v2beta1/healthz", get(healthz))
         .route("/metrics", get(crate::metrics::metrics))
         .route(
+            "/apis/switchyard/v1/openapi.json",
+            get(|| async { Json(crate::openapi::document()) }),
+        )
+        .route(
             "/apis/v2beta1/experiments",
             post(create_experiment).get(list_experiments),
         )

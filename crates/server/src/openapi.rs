@@ -1,0 +1,250 @@
+//! The OpenAPI 3 document of the served API (`GET /apis/switchyard/v1/openapi.json`),
+//! built from one table of the routes so it cannot list an endpoint that does
+//! not exist. Schemathesis runs against it in the test suite.
+
+use serde_json::{json, Map, Value};
+
+fn error_response() -> Value {
+    json!({"description": "KFP error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}}})
+}
+
+fn ok(schema: &str) -> Value {
+    json!({"description": "OK", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
+}
+
+fn path_param(name: &str) -> Value {
+    json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}})
+}
+
+fn list_params() -> Vec<Value> {
+    ["page_token", "sort_by", "filter", "experiment_id", "namespace"]
+        .iter()
+        .map(|n| json!({"name": n, "in": "query", "schema": {"type": "string"}}))
+        .chain(std::iter::once(json!({"name": "page_size", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 1000}})))
+        .collect()
+}
+
+fn op(summary: &str, params: Vec<Value>, body: Option<Value>, response: &str) -> Value {
+    let mut o = json!({
+        "summary": summary,
+        "parameters": params,
+        "responses": {"200": ok(response), "400": error_response(), "401": error_response(), "404": error_response(), "409": error_response()},
+    });
+    if let Some(b) = body {
+        o["requestBody"] = b;
+    }
+    o
+}
+
+fn json_body(schema: &str) -> Value {
+    json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
+}
+
+fn upload_body() -> Value {
+    json!({"required": true, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["uploadfile"],
+        "properties": {"uploadfile": {"type": "string", "format": "binary"}}}}}})
+}
+
+fn upload_params(extra: &[&str]) -> Vec<Value> {
+    ["name", "display_name", "description"]
+        .iter()
+        .chain(extra.iter())
+        .map(|n| json!({"name": n, "in": "query", "schema": {"type": "string"}}))
+        .collect()
+}
+
+fn schemas() -> Value {
+    let obj = json!({"type": "object"});
+    let s = |props: Value| json!({"type": "object", "properties": props, "additionalProperties": false});
+    json!({
+        "Status": {"type": "object", "properties": {"code": {"type": "integer"}, "message": {"type": "string"}, "error": {"type": "string"}, "details": {"type": "array"}}},
+        "Empty": obj,
+        "Healthz": {"type": "object", "properties": {"multi_user": {"type": "boolean"}, "pipeline_store": {"type": "string"}}},
+        "Experiment": obj, "ExperimentList": obj,
+        "Pipeline": obj, "PipelineList": obj, "PipelineVersion": obj, "PipelineVersionList": obj,
+        "Run": obj, "RunList": obj,
+        "NewExperiment": s(json!({"display_name": {"type": "string"}, "description": {"type": "string"}, "namespace": {"type": "string"}})),
+        "NewPipeline": s(json!({"name": {"type": "string"}, "display_name": {"type": "string"}, "description": {"type": "string"}, "namespace": {"type": "string"}})),
+        "NewRun": s(json!({
+            "experiment_id": {"type": "string"}, "display_name": {"type": "string"}, "description": {"type": "string"},
+            "pipeline_spec": {"type": "object"},
+            "pipeline_version_reference": {"type": "object", "properties": {"pipeline_id": {"type": "string"}, "pipeline_version_id": {"type": "string"}}, "additionalProperties": false},
+            "runtime_config": {"type": "object", "properties": {"parameters": {"type": "object"}, "pipeline_root": {"type": "string"}}, "additionalProperties": false},
+            "service_account": {"type": "string"},
+        })),
+    })
+}
+
+/// The document.
+pub fn document() -> Value {
+    let v = "/apis/v2beta1";
+    let mut paths = Map::new();
+    let mut add = |path: String, method: &str, o: Value| {
+        let entry = paths.entry(path).or_insert_with(|| json!({}));
+        entry[method] = o;
+    };
+    add(
+        format!("{v}/healthz"),
+        "get",
+        op("Health", vec![], None, "Healthz"),
+    );
+    add(
+        format!("{v}/experiments"),
+        "post",
+        op(
+            "Create an experiment",
+            vec![],
+            Some(json_body("NewExperiment")),
+            "Experiment",
+        ),
+    );
+    add(
+        format!("{v}/experiments"),
+        "get",
+        op("List experiments", list_params(), None, "ExperimentList"),
+    );
+    add(
+        format!("{v}/experiments/{{id}}"),
+        "get",
+        op(
+            "Get an experiment",
+            vec![path_param("id")],
+            None,
+            "Experiment",
+        ),
+    );
+    add(
+        format!("{v}/experiments/{{id}}"),
+        "delete",
+        op(
+            "Delete an experiment",
+            vec![path_param("id")],
+            None,
+            "Empty",
+        ),
+    );
+    add(
+        format!("{v}/pipelines"),
+        "post",
+        op(
+            "Create a pipeline",
+            vec![],
+            Some(json_body("NewPipeline")),
+            "Pipeline",
+        ),
+    );
+    add(
+        format!("{v}/pipelines"),
+        "get",
+        op("List pipelines", list_params(), None, "PipelineList"),
+    );
+    add(
+        format!("{v}/pipelines/upload"),
+        "post",
+        op(
+            "Upload a pipeline",
+            upload_params(&[]),
+            Some(upload_body()),
+            "Pipeline",
+        ),
+    );
+    add(
+        format!("{v}/pipelines/upload_version"),
+        "post",
+        op(
+            "Upload a pipeline version",
+            upload_params(&["pipelineid"]),
+            Some(upload_body()),
+            "PipelineVersion",
+        ),
+    );
+    add(
+        format!("{v}/pipelines/names/{{name}}"),
+        "get",
+        op(
+            "Get a pipeline by name",
+            vec![path_param("name")],
+            None,
+            "Pipeline",
+        ),
+    );
+    add(
+        format!("{v}/pipelines/{{id}}"),
+        "get",
+        op("Get a pipeline", vec![path_param("id")], None, "Pipeline"),
+    );
+    add(
+        format!("{v}/pipelines/{{id}}"),
+        "delete",
+        op("Delete a pipeline", vec![path_param("id")], None, "Empty"),
+    );
+    let mut vp = list_params();
+    vp.push(path_param("id"));
+    add(
+        format!("{v}/pipelines/{{id}}/versions"),
+        "get",
+        op("List versions", vp, None, "PipelineVersionList"),
+    );
+    let ids = || vec![path_param("id"), path_param("vid")];
+    add(
+        format!("{v}/pipelines/{{id}}/versions/{{vid}}"),
+        "get",
+        op("Get a version", ids(), None, "PipelineVersion"),
+    );
+    add(
+        format!("{v}/pipelines/{{id}}/versions/{{vid}}"),
+        "delete",
+        op("Delete a version", ids(), None, "Empty"),
+    );
+    add(
+        format!("{v}/runs"),
+        "post",
+        op("Create a run", vec![], Some(json_body("NewRun")), "Run"),
+    );
+    add(
+        format!("{v}/runs"),
+        "get",
+        op("List runs", list_params(), None, "RunList"),
+    );
+    add(
+        format!("{v}/runs/{{id}}"),
+        "get",
+        op("Get a run", vec![path_param("id")], None, "Run"),
+    );
+    add(
+        format!("{v}/runs/{{id}}"),
+        "delete",
+        op("Delete a run", vec![path_param("id")], None, "Empty"),
+    );
+    for action in ["terminate", "retry", "archive", "unarchive"] {
+        add(
+            format!("{v}/runs/{{id}}:{action}"),
+            "post",
+            op(
+                &format!("{action} a run"),
+                vec![path_param("id")],
+                None,
+                "Empty",
+            ),
+        );
+    }
+    for action in ["archive", "unarchive"] {
+        add(
+            format!("{v}/experiments/{{id}}:{action}"),
+            "post",
+            op(
+                &format!("{action} an experiment"),
+                vec![path_param("id")],
+                None,
+                "Empty",
+            ),
+        );
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "Switchyard (Kubeflow Pipelines v2beta1 API)", "version": env!("CARGO_PKG_VERSION")},
+        "paths": paths,
+        "components": {"schemas": schemas(), "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    })
+}
