@@ -274,3 +274,16 @@ def test_schemathesis_finds_no_server_error(server):
                           "--max-examples", "25", "--seed", "1"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     assert " passed" in out.stdout
+
+
+def test_task_logs_endpoint(server, compiled):
+    import requests
+    c = client(server)
+    result = c.create_run_from_pipeline_package(compiled(behaviour.failing_chain))
+    run = c.wait_for_run_completion(result.run_id, timeout=120)
+    assert run.state == "FAILED"
+    base = f"{server.url}/apis/switchyard/v1/runs/{result.run_id}/logs"
+    r = requests.get(base, params={"task": "explode"})
+    assert r.status_code == 200 and "explode says: kaboom" in r.text
+    assert "explode says: kaboom" in requests.get(base, params={"task": "explode", "follow": "true"}).text
+    assert requests.get(base, params={"task": "nope"}).status_code == 404

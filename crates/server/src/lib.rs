@@ -8,6 +8,7 @@
 
 mod error;
 mod list;
+mod logs;
 mod metrics;
 mod openapi;
 mod render;

@@ -241,6 +241,23 @@ pub fn document() -> Value {
             ),
         );
     }
+    let mut lp = vec![
+        path_param("id"),
+        json!({"name": "task", "in": "query", "required": true, "schema": {"type": "string"}}),
+    ];
+    lp.push(json!({"name": "follow", "in": "query", "schema": {"type": "boolean"}}));
+    let mut log_op = op(
+        "A task's log (plain text; follow=true streams it)",
+        lp,
+        None,
+        "Empty",
+    );
+    log_op["responses"]["200"] = json!({"description": "the log", "content": {"text/plain": {"schema": {"type": "string"}}}});
+    add(
+        "/apis/switchyard/v1/runs/{id}/logs".to_string(),
+        "get",
+        log_op,
+    );
     json!({
         "openapi": "3.0.3",
         "info": {"title": "Switchyard (Kubeflow Pipelines v2beta1 API)", "version": env!("CARGO_PKG_VERSION")},

@@ -36,6 +36,10 @@ pub fn router() -> Router<AppState> {
             get(|| async { Json(crate::openapi::document()) }),
         )
         .route(
+            "/apis/switchyard/v1/runs/{id}/logs",
+            get(crate::logs::task_log),
+        )
+        .route(
             "/apis/v2beta1/experiments",
             post(create_experiment).get(list_experiments),
         )
