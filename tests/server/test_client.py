@@ -287,3 +287,51 @@ def test_task_logs_endpoint(server, compiled):
     assert r.status_code == 200 and "explode says: kaboom" in r.text
     assert "explode says: kaboom" in requests.get(base, params={"task": "explode", "follow": "true"}).text
     assert requests.get(base, params={"task": "nope"}).status_code == 404
+
+
+def _job_doc(name):
+    import yaml
+    jobs = os.path.join(os.path.dirname(__file__), "..", "jobs")
+    doc = yaml.safe_load(open(os.path.join(jobs, name)))
+    spec = doc["spec"]
+    spec["sourceDir"] = os.path.abspath(os.path.join(jobs, spec["sourceDir"]))
+    for k, v in spec.get("channels", {}).items():
+        spec["channels"][k] = os.path.abspath(os.path.join(jobs, v))
+    return doc
+
+
+def _wait_job(base, job_id, states=("SUCCEEDED", "FAILED", "CANCELED")):
+    import requests
+    deadline = time.time() + 120
+    while True:
+        j = requests.get(f"{base}/{job_id}").json()
+        if j["state"] in states:
+            return j
+        assert time.time() < deadline, j
+        time.sleep(0.2)
+
+
+def test_training_jobs_over_http(server):
+    import requests
+    base = server.url + "/apis/switchyard/v1/jobs"
+    r = requests.post(base, data=json.dumps(_job_doc("contract.yaml")))
+    assert r.status_code == 200, r.text
+    job = _wait_job(base, r.json()["job_id"])
+    assert job["state"] == "SUCCEEDED", job
+    assert job["events"][0]["state"] == "PENDING"
+    logs = requests.get(f"{base}/{job['job_id']}/logs", params={"rank": 2}).text
+    assert logs.strip() == "contract ok on rank 2 of 4 (host algo-2) loss=0.2"
+    assert "[algo-1/rank 0]" in requests.get(f"{base}/{job['job_id']}/logs").text
+    assert requests.get(base).json()["total_size"] == 1
+    # A bad spec is refused, naming the field, and nothing is recorded.
+    bad = _job_doc("contract.yaml")
+    bad["spec"]["nodes"] = 0
+    r = requests.post(base, data=json.dumps(bad))
+    assert r.status_code == 400 and "spec.nodes" in r.json()["message"]
+    assert requests.get(base).json()["total_size"] == 1
+    # Cancel a running job.
+    r = requests.post(base, data=json.dumps(_job_doc("sleeper.yaml")))
+    jid = r.json()["job_id"]
+    _wait_job(base, jid, states=("RUNNING",))
+    assert requests.post(f"{base}/{jid}:cancel").status_code == 200
+    assert _wait_job(base, jid)["state"] == "CANCELED"

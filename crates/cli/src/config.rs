@@ -4,9 +4,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use switchyard_local::admission::{Admission, Capacity};
-use switchyard_local::training::{LocalTraining, LocalTrainingConfig};
+use std::sync::Arc;
+
+use switchyard_jobs::{JobRunner, RunnerConfig};
+use switchyard_local::training::LocalTrainingConfig;
 use switchyard_local::LocalConfig;
+use switchyard_store::JobStore;
 
 /// Resolved locations.
 #[derive(Debug, Clone)]
@@ -57,20 +60,21 @@ impl Paths {
         )
     }
 
-    /// The local training backend: jobs under `<home>/jobs`, admission ledger
-    /// beside them, scripts run by `SWITCHYARD_TRAINING_PYTHON` (default python3),
-    /// EFS mounts from `SWITCHYARD_EFS_MOUNTS`.
-    pub fn local_training(&self) -> Result<LocalTraining> {
+    /// The job runner: jobs under `<home>/jobs`, the admission ledger beside
+    /// them, scripts run by `SWITCHYARD_TRAINING_PYTHON` (default python3), EFS
+    /// mounts from `SWITCHYARD_EFS_MOUNTS`, S3 downloads cached in `<home>/cache/s3`.
+    pub fn job_runner(&self, store: Arc<dyn JobStore>) -> Result<JobRunner> {
         let efs = std::env::var("SWITCHYARD_EFS_MOUNTS").unwrap_or_default();
-        let config = LocalTrainingConfig {
+        let config = RunnerConfig {
             jobs_dir: self.jobs.clone(),
+            admission_file: self.home.join("admission.json"),
             python: std::env::var("SWITCHYARD_TRAINING_PYTHON")
                 .unwrap_or_else(|_| "python3".into()),
             efs_mounts: LocalTrainingConfig::parse_efs_mounts(&efs).map_err(anyhow::Error::msg)?,
             kill_grace: Self::kill_grace(),
+            s3_cache: self.home.join("cache/s3"),
         };
-        let admission = Admission::new(self.home.join("admission.json"), Capacity::detect());
-        Ok(LocalTraining::new(config, admission))
+        Ok(JobRunner::new(store, config))
     }
 
     pub fn local_backend(&self) -> LocalConfig {

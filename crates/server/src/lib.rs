@@ -7,6 +7,7 @@
 //! (killed mid-run), without re-running tasks that had succeeded.
 
 mod error;
+mod jobs;
 mod list;
 mod logs;
 mod metrics;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     /// One permit per executing run.
     pub run_slots: Arc<tokio::sync::Semaphore>,
+    /// Training jobs (`/apis/switchyard/v1/jobs`).
+    pub jobs: Arc<switchyard_jobs::JobRunner>,
 }
 
 impl AppState {
@@ -103,6 +106,7 @@ pub fn state(
     engine: Engine,
     runs: Arc<dyn RunStore>,
     catalog: Arc<dyn CatalogStore>,
+    jobs: switchyard_jobs::JobRunner,
     config: ServerConfig,
 ) -> AppState {
     let slots = Arc::new(tokio::sync::Semaphore::new(
@@ -114,6 +118,7 @@ pub fn state(
         catalog,
         config: Arc::new(config),
         run_slots: slots,
+        jobs: Arc::new(jobs),
     }
 }
 

@@ -63,7 +63,7 @@ fn schemas() -> Value {
         "Healthz": {"type": "object", "properties": {"multi_user": {"type": "boolean"}, "pipeline_store": {"type": "string"}}},
         "Experiment": obj, "ExperimentList": obj,
         "Pipeline": obj, "PipelineList": obj, "PipelineVersion": obj, "PipelineVersionList": obj,
-        "Run": obj, "RunList": obj,
+        "Run": obj, "RunList": obj, "Job": obj, "JobList": obj,
         "NewExperiment": s(json!({"display_name": {"type": "string"}, "description": {"type": "string"}, "namespace": {"type": "string"}})),
         "NewPipeline": s(json!({"name": {"type": "string"}, "display_name": {"type": "string"}, "description": {"type": "string"}, "namespace": {"type": "string"}})),
         "NewRun": s(json!({

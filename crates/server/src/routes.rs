@@ -40,6 +40,15 @@ pub fn router() -> Router<AppState> {
             get(crate::logs::task_log),
         )
         .route(
+            "/apis/switchyard/v1/jobs",
+            post(crate::jobs::submit).get(crate::jobs::list),
+        )
+        .route(
+            "/apis/switchyard/v1/jobs/{id}",
+            get(crate::jobs::get).post(crate::jobs::action),
+        )
+        .route("/apis/switchyard/v1/jobs/{id}/logs", get(crate::jobs::logs))
+        .route(
             "/apis/v2beta1/experiments",
             post(create_experiment).get(list_experiments),
         )

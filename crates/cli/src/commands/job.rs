@@ -8,9 +8,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use chrono::Utc;
 use serde_json::{json, Value};
-use switchyard_job::{
-    BackendKind, ChannelSource, JobEvent, JobOutcome, JobState, TrainingBackend, TrainingJob,
-};
+use switchyard_job::TrainingJob;
+use switchyard_jobs::Notice;
 use switchyard_store::{JobRecord, JobStore, State};
 use tokio_util::sync::CancellationToken;
 
@@ -18,55 +17,7 @@ use crate::cli::{DisplayArgs, OutputFormat};
 use crate::commands::runs::process_alive;
 use crate::config::Paths;
 
-async fn backend_for(paths: &Paths, job: &TrainingJob) -> Result<Arc<dyn TrainingBackend>> {
-    match job.spec.backend {
-        BackendKind::Local => {
-            let mut local = paths.local_training()?;
-            let s3_location = [&job.spec.output, &job.spec.checkpoint]
-                .iter()
-                .any(|o| o.as_deref().is_some_and(|o| o.starts_with("s3://")));
-            if s3_location || job.channels.iter().any(|c| matches!(c.source, ChannelSource::S3 { .. })) {
-                let s3 = switchyard_s3::S3Store::from_env(paths.home.join("cache/s3")).await;
-                local = local.with_s3(Arc::new(s3));
-            }
-            Ok(Arc::new(local))
-        }
-        other => bail!(
-            "spec.backend: the {} backend is not available in this version yet; use backend: local (or --backend local)",
-            other.as_str()
-        ),
-    }
-}
-
-fn state_of(s: JobState) -> State {
-    match s {
-        JobState::Succeeded => State::Succeeded,
-        JobState::Failed => State::Failed,
-        JobState::Canceled => State::Canceled,
-    }
-}
-
-pub fn job_json(j: &JobRecord) -> Value {
-    let duration = match (j.started_at, j.finished_at) {
-        (Some(a), Some(b)) => Some((b - a).num_milliseconds() as f64 / 1000.0),
-        _ => None,
-    };
-    json!({
-        "job_id": j.id,
-        "name": j.name,
-        "backend": j.backend,
-        "state": j.state,
-        "restarts": j.restarts,
-        "model": j.model,
-        "metrics": j.metrics.clone().unwrap_or_else(|| json!({})),
-        "failure_reason": j.failure_reason,
-        "logs": j.logs_dir,
-        "created_at": j.created_at,
-        "started_at": j.started_at,
-        "finished_at": j.finished_at,
-        "duration_seconds": duration,
-    })
-}
+pub use switchyard_jobs::job_json;
 
 /// Loads and validates a TrainingJob file.
 pub fn load_file(file: &Path, sets: &[String], backend: Option<&str>) -> Result<TrainingJob> {
@@ -87,129 +38,37 @@ pub fn load_file(file: &Path, sets: &[String], backend: Option<&str>) -> Result<
     switchyard_job::load(&text, &base, sets, backend).with_context(|| format!("{}", file.display()))
 }
 
-/// Records, runs and follows one job; returns its final record.
+/// Records, runs and follows one job, printing its progress; returns its final record.
 pub async fn execute(
     paths: &Paths,
     store: Arc<dyn JobStore>,
     job: &TrainingJob,
     display: &DisplayArgs,
 ) -> Result<JobRecord> {
-    let backend = backend_for(paths, job).await?;
-    backend.preflight(job).map_err(anyhow::Error::msg)?;
-    let id = uuid::Uuid::new_v4().to_string();
-    let mut rec = JobRecord {
-        id: id.clone(),
-        name: job.name.clone(),
-        backend: job.spec.backend.as_str().into(),
-        state: State::Pending,
-        spec: job.to_json(),
-        restarts: 0,
-        model: None,
-        metrics: None,
-        failure_reason: None,
-        logs_dir: Some(
-            paths
-                .jobs
-                .join(&id)
-                .join("logs")
-                .to_string_lossy()
-                .into_owned(),
-        ),
-        owner_pid: Some(std::process::id()),
-        created_at: Utc::now(),
-        started_at: None,
-        finished_at: None,
-    };
-    store.create_job(&rec).await?;
-    let json = display.output == OutputFormat::Json;
-    if !json {
+    let runner = paths.job_runner(store)?;
+    let prepared = runner.prepare(job).await?;
+    if display.output != OutputFormat::Json {
         eprintln!(
-            "Job {} ({id}): {} × {} on {}",
+            "Job {} ({}): {} × {} on {}",
             job.name,
+            prepared.record.id,
             job.spec.nodes,
             job.spec.procs_per_node,
             job.spec.backend.as_str()
         );
     }
-
     let cancel = CancellationToken::new();
     let interrupted = crate::commands::run::cancel_on_signal(cancel.clone());
-    // Another process may ask through the store (`switchyard job cancel`).
-    let watcher = {
-        let (store, id, cancel) = (store.clone(), id.clone(), cancel.clone());
-        tokio::spawn(async move {
-            while !cancel.is_cancelled() {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                if store.job_cancel_requested(&id).await.unwrap_or(false) {
-                    cancel.cancel();
-                }
+    let show_logs = !display.quiet;
+    let notice = Arc::new(move |n: Notice<'_>| match n {
+        Notice::Log { host, rank, line } => {
+            if show_logs {
+                eprintln!("[{host}/rank {rank}] {line}");
             }
-        })
-    };
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<JobEvent>();
-    let follower = {
-        let (store, mut rec, show_logs) = (store.clone(), rec.clone(), !display.quiet);
-        tokio::spawn(async move {
-            while let Some(ev) = rx.recv().await {
-                match ev {
-                    JobEvent::Log { host, rank, line } => {
-                        if show_logs {
-                            eprintln!("[{host}/rank {rank}] {line}");
-                        }
-                    }
-                    JobEvent::Started {
-                        attempt,
-                        master_port,
-                    } => {
-                        rec.state = State::Running;
-                        rec.restarts = attempt;
-                        rec.started_at.get_or_insert_with(Utc::now);
-                        let msg = format!(
-                            "all ranks started (attempt {attempt}, master port {master_port})"
-                        );
-                        eprintln!("{msg}");
-                        let _ = store.update_job(&rec, Some(&msg)).await;
-                    }
-                    JobEvent::Restarting { attempt, reason } => {
-                        let msg = format!(
-                            "restarting the gang (restart {attempt}): {}",
-                            reason.lines().next().unwrap_or("")
-                        );
-                        eprintln!("{msg}");
-                        let _ = store.add_job_event(&rec.id, State::Running, &msg).await;
-                    }
-                    JobEvent::Status { message } => {
-                        eprintln!("{message}");
-                        let _ = store.add_job_event(&rec.id, rec.state, &message).await;
-                    }
-                    JobEvent::Metric { .. } => {}
-                }
-            }
-        })
-    };
-    let result = backend.run(job, &id, tx, cancel.clone()).await;
-    cancel.cancel();
-    let _ = watcher.await;
-    let _ = follower.await;
-    let outcome = match result {
-        Ok(o) => o,
-        Err(e) => JobOutcome {
-            state: JobState::Failed,
-            restarts: 0,
-            model: None,
-            metrics: Default::default(),
-            failure_reason: Some(e.to_string()),
-        },
-    };
-    rec = store.get_job(&id).await?;
-    rec.state = state_of(outcome.state);
-    rec.restarts = outcome.restarts;
-    rec.model = outcome.model;
-    rec.metrics = Some(json!(outcome.metrics));
-    rec.failure_reason = outcome.failure_reason;
-    rec.owner_pid = None;
-    rec.finished_at = Some(Utc::now());
-    store.update_job(&rec, None).await?;
+        }
+        Notice::Status(m) => eprintln!("{m}"),
+    });
+    let mut rec = runner.execute(prepared, job, cancel, notice).await?;
     if interrupted.load(std::sync::atomic::Ordering::SeqCst) && rec.state == State::Canceled {
         rec.failure_reason = Some("interrupted".into());
     }

@@ -41,7 +41,8 @@ pub async fn serve(
         }),
     };
     let dialect = store.dialect();
-    let state = state(engine, store.clone(), store, config);
+    let jobs = paths.job_runner(store.clone())?;
+    let state = state(engine, store.clone(), store, jobs, config);
     let recover_runs = args.recover_runs.unwrap_or(dialect == Dialect::Sqlite);
     let resumed = if recover_runs {
         recover(&state)

@@ -1,0 +1,253 @@
+//! Running a TrainingJob from start to end, for the CLI and the server alike:
+//! choose the backend, check the job can run here, record it, follow its
+//! events into the store (started, restarting, queued), honour cancel requests
+//! written to the store by another process, and record how it ended.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{json, Value};
+use switchyard_job::{
+    BackendKind, ChannelSource, JobEvent, JobOutcome, JobState, TrainingBackend, TrainingJob,
+};
+use switchyard_local::admission::{Admission, Capacity};
+use switchyard_local::training::{LocalTraining, LocalTrainingConfig};
+use switchyard_store::{JobRecord, JobStore, State, StoreError};
+use tokio_util::sync::CancellationToken;
+
+/// Why a job could not be started or recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    /// The job cannot run here (names the field and the fix).
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where jobs live on this machine and how they run.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    pub jobs_dir: PathBuf,
+    pub admission_file: PathBuf,
+    pub python: String,
+    pub efs_mounts: BTreeMap<String, PathBuf>,
+    pub kill_grace: Duration,
+    pub s3_cache: PathBuf,
+}
+
+/// What the runner tells whoever watches (the CLI prints it).
+pub enum Notice<'a> {
+    Log {
+        host: &'a str,
+        rank: u32,
+        line: &'a str,
+    },
+    Status(&'a str),
+}
+
+/// Starts and follows jobs.
+pub struct JobRunner {
+    store: Arc<dyn JobStore>,
+    config: RunnerConfig,
+}
+
+/// A job recorded and ready to run.
+pub struct Prepared {
+    pub record: JobRecord,
+    backend: Arc<dyn TrainingBackend>,
+}
+
+fn state_of(s: JobState) -> State {
+    match s {
+        JobState::Succeeded => State::Succeeded,
+        JobState::Failed => State::Failed,
+        JobState::Canceled => State::Canceled,
+    }
+}
+
+/// The JSON document of a job, as `job run --output json` and the API show it.
+pub fn job_json(j: &JobRecord) -> Value {
+    let duration = match (j.started_at, j.finished_at) {
+        (Some(a), Some(b)) => Some((b - a).num_milliseconds() as f64 / 1000.0),
+        _ => None,
+    };
+    json!({
+        "job_id": j.id,
+        "name": j.name,
+        "backend": j.backend,
+        "state": j.state,
+        "restarts": j.restarts,
+        "model": j.model,
+        "metrics": j.metrics.clone().unwrap_or_else(|| json!({})),
+        "failure_reason": j.failure_reason,
+        "logs": j.logs_dir,
+        "created_at": j.created_at,
+        "started_at": j.started_at,
+        "finished_at": j.finished_at,
+        "duration_seconds": duration,
+    })
+}
+
+impl JobRunner {
+    pub fn new(store: Arc<dyn JobStore>, config: RunnerConfig) -> Self {
+        JobRunner { store, config }
+    }
+
+    pub fn store(&self) -> &Arc<dyn JobStore> {
+        &self.store
+    }
+
+    async fn backend_for(
+        &self,
+        job: &TrainingJob,
+    ) -> Result<Arc<dyn TrainingBackend>, RunnerError> {
+        match job.spec.backend {
+            BackendKind::Local => {
+                let c = &self.config;
+                let config = LocalTrainingConfig {
+                    jobs_dir: c.jobs_dir.clone(),
+                    python: c.python.clone(),
+                    efs_mounts: c.efs_mounts.clone(),
+                    kill_grace: c.kill_grace,
+                };
+                let mut local = LocalTraining::new(config, Admission::new(c.admission_file.clone(), Capacity::detect()));
+                let s3_location = [&job.spec.output, &job.spec.checkpoint]
+                    .iter()
+                    .any(|o| o.as_deref().is_some_and(|o| o.starts_with("s3://")));
+                if s3_location || job.channels.iter().any(|ch| matches!(ch.source, ChannelSource::S3 { .. })) {
+                    local = local.with_s3(Arc::new(switchyard_s3::S3Store::from_env(c.s3_cache.clone()).await));
+                }
+                Ok(Arc::new(local))
+            }
+            other => Err(RunnerError::Refused(format!(
+                "spec.backend: the {} backend is not available in this version yet; use backend: local (or --backend local)",
+                other.as_str()
+            ))),
+        }
+    }
+
+    /// Checks the job can run here and records it PENDING; nothing is recorded
+    /// when it cannot.
+    pub async fn prepare(&self, job: &TrainingJob) -> Result<Prepared, RunnerError> {
+        let backend = self.backend_for(job).await?;
+        backend
+            .preflight(job)
+            .map_err(|e| RunnerError::Refused(e.to_string()))?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let record = JobRecord {
+            logs_dir: Some(
+                self.config
+                    .jobs_dir
+                    .join(&id)
+                    .join("logs")
+                    .to_string_lossy()
+                    .into_owned(),
+            ),
+            id,
+            name: job.name.clone(),
+            backend: job.spec.backend.as_str().into(),
+            state: State::Pending,
+            spec: job.to_json(),
+            restarts: 0,
+            model: None,
+            metrics: None,
+            failure_reason: None,
+            owner_pid: Some(std::process::id()),
+            created_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+        };
+        self.store.create_job(&record).await?;
+        Ok(Prepared { record, backend })
+    }
+
+    /// Runs a prepared job to the end and records the outcome. `cancel` (or a
+    /// cancel request in the store) stops it.
+    pub async fn execute(
+        &self,
+        prepared: Prepared,
+        job: &TrainingJob,
+        cancel: CancellationToken,
+        notice: Arc<dyn Fn(Notice<'_>) + Send + Sync>,
+    ) -> Result<JobRecord, RunnerError> {
+        let Prepared { record, backend } = prepared;
+        let id = record.id.clone();
+        let watcher = {
+            let (store, id, cancel) = (self.store.clone(), id.clone(), cancel.clone());
+            tokio::spawn(async move {
+                while !cancel.is_cancelled() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    if store.job_cancel_requested(&id).await.unwrap_or(false) {
+                        cancel.cancel();
+                    }
+                }
+            })
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<JobEvent>();
+        let follower = {
+            let (store, mut rec, notice) = (self.store.clone(), record.clone(), notice.clone());
+            tokio::spawn(async move {
+                while let Some(ev) = rx.recv().await {
+                    match ev {
+                        JobEvent::Log { host, rank, line } => notice(Notice::Log {
+                            host: &host,
+                            rank,
+                            line: &line,
+                        }),
+                        JobEvent::Started {
+                            attempt,
+                            master_port,
+                        } => {
+                            rec.state = State::Running;
+                            rec.restarts = attempt;
+                            rec.started_at.get_or_insert_with(Utc::now);
+                            let msg = format!(
+                                "all ranks started (attempt {attempt}, master port {master_port})"
+                            );
+                            notice(Notice::Status(&msg));
+                            let _ = store.update_job(&rec, Some(&msg)).await;
+                        }
+                        JobEvent::Restarting { attempt, reason } => {
+                            let msg = format!(
+                                "restarting the gang (restart {attempt}): {}",
+                                reason.lines().next().unwrap_or("")
+                            );
+                            notice(Notice::Status(&msg));
+                            let _ = store.add_job_event(&rec.id, State::Running, &msg).await;
+                        }
+                        JobEvent::Status { message } => {
+                            notice(Notice::Status(&message));
+                            let _ = store.add_job_event(&rec.id, rec.state, &message).await;
+                        }
+                        JobEvent::Metric { .. } => {}
+                    }
+                }
+            })
+        };
+        let result = backend.run(job, &id, tx, cancel.clone()).await;
+        cancel.cancel();
+        let _ = watcher.await;
+        let _ = follower.await;
+        let outcome = result.unwrap_or_else(|e| JobOutcome {
+            state: JobState::Failed,
+            restarts: 0,
+            model: None,
+            metrics: Default::default(),
+            failure_reason: Some(e.to_string()),
+        });
+        let mut rec = self.store.get_job(&id).await?;
+        rec.state = state_of(outcome.state);
+        rec.restarts = outcome.restarts;
+        rec.model = outcome.model;
+        rec.metrics = Some(json!(outcome.metrics));
+        rec.failure_reason = outcome.failure_reason;
+        rec.owner_pid = None;
+        rec.finished_at = Some(Utc::now());
+        self.store.update_job(&rec, None).await?;
+        Ok(rec)
+    }
+}

@@ -1,0 +1,159 @@
+//! Training jobs over HTTP (`/apis/switchyard/v1/jobs`): submit a TrainingJob,
+//! follow, list, cancel, and read each rank's log.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use switchyard_jobs::{job_json, Notice, RunnerError};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{ApiError, ApiResult};
+use crate::list::{page, ListQuery};
+use crate::AppState;
+
+impl From<RunnerError> for ApiError {
+    fn from(e: RunnerError) -> Self {
+        match e {
+            RunnerError::Refused(m) => ApiError::BadRequest(m),
+            RunnerError::Store(s) => s.into(),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub struct SubmitQuery {
+    backend: Option<String>,
+}
+
+/// `POST /jobs`: the body is a TrainingJob document (YAML or JSON). Relative
+/// paths in it are taken from the server's working directory.
+pub async fn submit(
+    State(s): State<AppState>,
+    Query(q): Query<SubmitQuery>,
+    body: String,
+) -> ApiResult<Json<Value>> {
+    let base = std::env::current_dir().map_err(|e| ApiError::Internal(e.to_string()))?;
+    let job = switchyard_job::load(&body, &base, &[], q.backend.as_deref())
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let prepared = s.jobs.prepare(&job).await?;
+    let doc = job_json(&prepared.record);
+    let runner = s.jobs.clone();
+    tokio::spawn(async move {
+        let quiet: Arc<dyn Fn(Notice<'_>) + Send + Sync> = Arc::new(|_| {});
+        if let Err(e) = runner
+            .execute(prepared, &job, CancellationToken::new(), quiet)
+            .await
+        {
+            tracing::error!(error = %e, "training job could not be finished");
+        }
+    });
+    Ok(Json(doc))
+}
+
+pub async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
+    let items: Vec<Value> = s
+        .jobs
+        .store()
+        .list_jobs(u32::MAX)
+        .await?
+        .iter()
+        .map(job_json)
+        .collect();
+    let p = page(items, &q, "created_at desc")?;
+    Ok(Json(
+        json!({"jobs": p.items, "total_size": p.total, "next_page_token": p.next}),
+    ))
+}
+
+pub async fn get(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let j = s.jobs.store().get_job(&id).await?;
+    let events = s.jobs.store().job_events(&j.id).await?;
+    let mut v = job_json(&j);
+    v["spec"] = j.spec.clone();
+    v["events"] = events
+        .iter()
+        .map(|e| json!({"state": e.state, "message": e.message, "at": e.at}))
+        .collect::<Vec<_>>()
+        .into();
+    Ok(Json(v))
+}
+
+/// `POST /jobs/{id}:cancel`.
+pub async fn action(
+    State(s): State<AppState>,
+    Path(id_action): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let (id, action) = id_action
+        .split_once(':')
+        .ok_or_else(|| ApiError::NotFound(format!("no such endpoint: jobs/{id_action}")))?;
+    if action != "cancel" {
+        return Err(ApiError::NotFound(format!("unknown job action '{action}'")));
+    }
+    let j = s.jobs.store().get_job(id).await?;
+    if j.state.is_final() {
+        return Err(ApiError::BadRequest(format!(
+            "job {} is already {}",
+            j.id, j.state
+        )));
+    }
+    s.jobs.store().request_job_cancel(&j.id).await?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+pub struct LogQuery {
+    rank: Option<u32>,
+}
+
+/// `GET /jobs/{id}/logs[?rank=R]`: every rank's lines prefixed, or one rank's.
+pub async fn logs(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> ApiResult<Response> {
+    let j = s.jobs.store().get_job(&id).await?;
+    let dir = j
+        .logs_dir
+        .clone()
+        .ok_or_else(|| ApiError::NotFound(format!("job {id} has no logs")))?;
+    let mut files: Vec<(u32, String, std::path::PathBuf)> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some((host, r)) = name
+                .strip_suffix(".log")
+                .and_then(|n| n.split_once("-rank-"))
+            {
+                if let Ok(r) = r.parse::<u32>() {
+                    files.push((r, host.to_string(), e.path()));
+                }
+            }
+        }
+    }
+    files.sort();
+    if let Some(r) = q.rank {
+        files.retain(|(x, _, _)| *x == r);
+        if files.is_empty() {
+            return Err(ApiError::NotFound(format!(
+                "job {id} has no log for rank {r}"
+            )));
+        }
+    }
+    let mut out = String::new();
+    for (r, host, path) in files {
+        let text = tokio::fs::read_to_string(&path).await.unwrap_or_default();
+        for line in text.lines() {
+            if q.rank.is_some() {
+                out.push_str(&format!("{line}\n"));
+            } else {
+                out.push_str(&format!("[{host}/rank {r}] {line}\n"));
+            }
+        }
+    }
+    Ok(([(CONTENT_TYPE, "text/plain; charset=utf-8")], out).into_response())
+}
