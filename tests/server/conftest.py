@@ -60,8 +60,9 @@ class Postgres:
 
 
 class Server:
-    def __init__(self, home, token=None, database=None):
+    def __init__(self, home, token=None, database=None, extra=()):
         self.database = database
+        self.extra = list(extra)
         self.home = home
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -70,13 +71,15 @@ class Server:
 
     def start(self):
         binary = os.environ.get("SWITCHYARD_BIN") or str(pathlib.Path.home() / ".cache/switchyard/target/debug/switchyard")
-        env = dict(os.environ, SWITCHYARD_HOME=str(self.home),
+        torch = os.environ.get("SWITCHYARD_TEST_TORCH_PYTHON", str(pathlib.Path.home() / ".cache/switchyard/torch-venv/bin/python"))
+        env = dict(os.environ, SWITCHYARD_HOME=str(self.home), SWITCHYARD_TRAINING_PYTHON=torch,
                    SWITCHYARD_VENV_DIR=os.environ.get("SWITCHYARD_TEST_VENV_DIR", str(pathlib.Path.home() / ".cache/switchyard/test-venvs")))
         args = [binary, "server", "--port", str(self.port)]
         if self.token:
             args += ["--auth-token", self.token]
         if self.database:
             args += ["--database", self.database]
+        args += self.extra
         self.log = open(self.home / "server.log", "ab")
         self.proc = subprocess.Popen(args, env=env, stdout=self.log, stderr=self.log, cwd=str(REPO))
         deadline = time.time() + 30

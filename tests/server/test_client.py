@@ -335,3 +335,46 @@ def test_training_jobs_over_http(server):
     _wait_job(base, jid, states=("RUNNING",))
     assert requests.post(f"{base}/{jid}:cancel").status_code == 200
     assert _wait_job(base, jid)["state"] == "CANCELED"
+
+
+def test_hybrid_example_through_the_client(server, tmp_path):
+    import subprocess
+    repo = os.path.join(os.path.dirname(__file__), "..", "..")
+    path = str(tmp_path / "hybrid.yaml")
+    subprocess.run([sys.executable, "-W", "ignore", os.path.join(repo, "examples/hybrid/pipeline.py"), path], check=True,
+                   capture_output=True)
+    c = client(server)
+    result = c.create_run_from_pipeline_package(path, arguments={"training_runtime": "local", "epochs": 5})
+    run = c.wait_for_run_completion(result.run_id, timeout=600)
+    assert run.state == "SUCCEEDED", run.error
+    states = {t.display_name: t.state for t in run.run_details.task_details}
+    assert states["training-job"] == "SUCCEEDED" and states["report"] == "SUCCEEDED"
+    assert states["condition-3"] == "SKIPPED" and states["condition-4"] == "SKIPPED"
+    import requests
+    jobs = requests.get(server.url + "/apis/switchyard/v1/jobs").json()["jobs"]
+    assert [j["state"] for j in jobs] == ["SUCCEEDED"], jobs
+
+
+def test_oversize_bodies_and_inline_versions(tmp_path, compiled):
+    import requests
+    import yaml
+    from conftest import Server
+    s = Server(tmp_path, extra=["--max-body-bytes", "4096"]).start()
+    try:
+        base = s.url + "/apis/v2beta1"
+        big = compiled(params.params_all_types)  # larger than 4 KiB
+        with open(big, "rb") as f:
+            r = requests.post(base + "/pipelines/upload", files={"uploadfile": ("p.yaml", f.read())})
+        assert r.status_code in (400, 413) and r.json()["message"], r.text
+        small = compiled(params.required_param)
+        with open(small, "rb") as f:
+            p = requests.post(base + "/pipelines/upload", params={"name": "small"}, files={"uploadfile": ("p.yaml", f.read())})
+        assert p.status_code == 200, p.text
+        pid = p.json()["pipeline_id"]
+        spec = yaml.safe_load(open(small))
+        v = requests.post(f"{base}/pipelines/{pid}/versions", json={"name": "v2", "pipeline_spec": spec})
+        assert v.status_code == 200, v.text
+        assert requests.post(f"{base}/pipelines/{pid}/versions", json={"name": "v3", "package_url": {"pipeline_url": "http://x"}}).status_code == 400
+        assert len(requests.get(f"{base}/pipelines/{pid}/versions").json()["pipeline_versions"]) == 2
+    finally:
+        s.kill()

@@ -122,9 +122,23 @@ pub fn state(
     }
 }
 
+/// Oversize bodies get KFP's error shape too (axum's own answer is plain text).
+async fn kfp_errors(req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    if res.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        use axum::response::IntoResponse;
+        return ApiError::TooLarge(
+            "the request body is larger than the server accepts (--max-body-bytes)".into(),
+        )
+        .into_response();
+    }
+    res
+}
+
 /// The whole HTTP API.
 pub fn app(state: AppState) -> Router {
     routes::router()
+        .layer(axum::middleware::from_fn(kfp_errors))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,

@@ -430,10 +430,55 @@ async fn list_versions(
     list_response("pipeline_versions", items, &q, "created_at")
 }
 
-async fn create_version(Path(_id): Path<String>) -> ApiResult<Json<Value>> {
-    Err(ApiError::BadRequest(
-        "creating a version from a package_url is not supported: upload the compiled pipeline with /apis/v2beta1/pipelines/upload_version".into(),
-    ))
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewVersion {
+    name: Option<String>,
+    display_name: Option<String>,
+    description: Option<String>,
+    pipeline_spec: Option<Value>,
+    package_url: Option<Value>,
+    #[allow(dead_code)]
+    pipeline_id: Option<String>,
+    #[allow(dead_code)]
+    code_source_url: Option<String>,
+}
+
+/// A version from an inline `pipeline_spec` (a `package_url` would mean fetching
+/// from the network, which this server does not do).
+async fn create_version(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    b: JsonBody<NewVersion>,
+) -> ApiResult<Json<Value>> {
+    let b = body(b)?;
+    s.catalog.get_pipeline(&id).await?;
+    let spec = match (b.pipeline_spec, b.package_url) {
+        (Some(spec), _) => spec,
+        (None, Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "package_url is not supported: give pipeline_spec inline or upload the file to /apis/v2beta1/pipelines/upload_version".into(),
+            ))
+        }
+        (None, None) => return Err(ApiError::BadRequest("a pipeline version needs pipeline_spec".into())),
+    };
+    let (_, stored) = checked_pipeline(&spec.to_string())?;
+    let name = b
+        .name
+        .or(b.display_name.clone())
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| Utc::now().to_rfc3339());
+    let v = PipelineVersionRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        pipeline_id: id,
+        display_name: b.display_name.unwrap_or_else(|| name.clone()),
+        name,
+        description: b.description,
+        spec: stored,
+        created_at: Utc::now(),
+    };
+    s.catalog.create_version(&v).await?;
+    Ok(Json(render::version(&v, false)))
 }
 
 async fn get_version(
