@@ -333,7 +333,13 @@ def test_training_jobs_over_http(server):
     r = requests.post(base, data=json.dumps(_job_doc("sleeper.yaml")))
     jid = r.json()["job_id"]
     _wait_job(base, jid, states=("RUNNING",))
-    assert requests.post(f"{base}/{jid}:cancel").status_code == 200
+    # Follow rank 0's log while it runs; the stream ends when the job does.
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(1) as pool:
+        followed = pool.submit(lambda: requests.get(f"{base}/{jid}/logs", params={"rank": 0, "follow": "true"}, timeout=120).text)
+        time.sleep(1.5)
+        assert requests.post(f"{base}/{jid}:cancel").status_code == 200
+        assert "rank 0 sleeping" in followed.result()
     assert _wait_job(base, jid)["state"] == "CANCELED"
 
 

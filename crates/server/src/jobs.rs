@@ -108,6 +108,8 @@ pub async fn action(
 #[derive(Deserialize)]
 pub struct LogQuery {
     rank: Option<u32>,
+    #[serde(default)]
+    follow: bool,
 }
 
 /// `GET /jobs/{id}/logs[?rank=R]`: every rank's lines prefixed, or one rank's.
@@ -143,6 +145,24 @@ pub async fn logs(
                 "job {id} has no log for rank {r}"
             )));
         }
+    }
+    if q.follow {
+        let path = match (q.rank, files.first()) {
+            (Some(_), Some((_, _, p))) => p.clone(),
+            _ => return Err(ApiError::BadRequest("follow=true needs a rank".into())),
+        };
+        let (store, job_id) = (s.jobs.store().clone(), j.id.clone());
+        let done = move || {
+            let (store, job_id) = (store.clone(), job_id.clone());
+            async move {
+                store
+                    .get_job(&job_id)
+                    .await
+                    .map(|j| j.state.is_final())
+                    .unwrap_or(true)
+            }
+        };
+        return Ok(crate::logs::follow_file(path, done));
     }
     let mut out = String::new();
     for (r, host, path) in files {

@@ -44,32 +44,51 @@ pub async fn task_log(
         let text = tokio::fs::read(&path).await.unwrap_or_default();
         return Ok((headers, text).into_response());
     }
-    // Follow: send what is new every 200 ms until the task is final.
     let (runs, run_id, key) = (s.runs.clone(), run.id.clone(), q.task.clone());
-    let stream = futures::stream::unfold((0usize, false), move |(offset, done)| {
-        let (runs, run_id, key, path) = (runs.clone(), run_id.clone(), key.clone(), path.clone());
+    let done = move || {
+        let (runs, run_id, key) = (runs.clone(), run_id.clone(), key.clone());
         async move {
-            if done {
+            runs.get_task(&run_id, &key)
+                .await
+                .ok()
+                .flatten()
+                .is_none_or(|t| t.state.is_final())
+        }
+    };
+    Ok(follow_file(std::path::PathBuf::from(path), done))
+}
+
+/// Streams a growing file: what is new every 200 ms, until `done()` says the
+/// writer has finished and everything has been sent.
+pub fn follow_file<F, Fut>(path: std::path::PathBuf, done: F) -> Response
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let done = std::sync::Arc::new(done);
+    let stream = futures::stream::unfold((0usize, false), move |(offset, finished)| {
+        let (path, done) = (path.clone(), done.clone());
+        async move {
+            if finished {
                 return None;
             }
             loop {
-                let finished = runs
-                    .get_task(&run_id, &key)
-                    .await
-                    .ok()
-                    .flatten()
-                    .is_none_or(|t| t.state.is_final());
+                let ended = done().await;
                 let data = tokio::fs::read(&path).await.unwrap_or_default();
                 if data.len() > offset {
                     let chunk = data[offset..].to_vec();
-                    return Some((Ok::<_, std::io::Error>(chunk), (data.len(), finished)));
+                    return Some((Ok::<_, std::io::Error>(chunk), (data.len(), ended)));
                 }
-                if finished {
+                if ended {
                     return None;
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
     });
-    Ok((headers, Body::from_stream(stream)).into_response())
+    (
+        [(CONTENT_TYPE, "text/plain; charset=utf-8")],
+        Body::from_stream(stream),
+    )
+        .into_response()
 }

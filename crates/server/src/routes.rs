@@ -648,6 +648,48 @@ async fn list_runs(
     State(s): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
+    let experiment = q
+        .experiment_id
+        .clone()
+        .or(q.reference_id.clone())
+        .filter(|e| !e.is_empty());
+    // The common call (no filter, by creation time) is paged by the database.
+    let sort = q.sort_by.as_deref().map(str::trim).unwrap_or("");
+    let by_time = match sort {
+        "" | "created_at desc" | "created_at DESC" => Some(true),
+        "created_at" | "created_at asc" | "created_at ASC" => Some(false),
+        _ => None,
+    };
+    if let (Some(desc), None) = (by_time, q.filter.as_deref().filter(|f| !f.is_empty())) {
+        let size = match q.page_size {
+            None | Some(0) => 20,
+            Some(n) if n < 0 => {
+                return Err(ApiError::BadRequest(
+                    "page_size must not be negative".into(),
+                ))
+            }
+            Some(n) => n.min(1000) as u64,
+        };
+        let offset: u64 = match q.page_token.as_deref().filter(|t| !t.is_empty()) {
+            None => 0,
+            Some(t) => t
+                .parse()
+                .map_err(|_| ApiError::BadRequest(format!("invalid page_token '{t}'")))?,
+        };
+        let (rows, total) = s
+            .catalog
+            .page_runs(experiment.as_deref(), desc, offset, size)
+            .await?;
+        let items: Vec<Value> = rows
+            .iter()
+            .map(|(r, c)| render::run(r, c.as_ref(), None, &[]))
+            .collect();
+        let next = (offset + (items.len() as u64) < total)
+            .then(|| (offset + items.len() as u64).to_string());
+        return Ok(Json(render::compact(
+            json!({"runs": items, "total_size": total, "next_page_token": next}),
+        )));
+    }
     let cats: BTreeMap<String, RunCatalog> = s
         .catalog
         .list_run_catalog()
@@ -655,11 +697,6 @@ async fn list_runs(
         .into_iter()
         .map(|c| (c.run_id.clone(), c))
         .collect();
-    let experiment = q
-        .experiment_id
-        .clone()
-        .or(q.reference_id.clone())
-        .filter(|e| !e.is_empty());
     let mut items = Vec::new();
     for run in s.runs.list_runs(u32::MAX).await? {
         let cat = cats.get(&run.id);

@@ -8,7 +8,7 @@ use sqlx::Row;
 use crate::sqlite::{parse_json, parse_ts, q, ts};
 use crate::{
     CatalogStore, ExperimentRecord, PipelineRecord, PipelineVersionRecord, Result, RunCatalog,
-    SqlStore, Stats, StoreError,
+    RunRecord, SqlStore, Stats, StoreError,
 };
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -318,6 +318,60 @@ impl CatalogStore for SqlStore {
             return Err(not_found("run", run_id));
         }
         Ok(())
+    }
+
+    async fn page_runs(
+        &self,
+        experiment_id: Option<&str>,
+        desc: bool,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<(RunRecord, Option<RunCatalog>)>, u64)> {
+        let filter = if experiment_id.is_some() {
+            "WHERE c.experiment_id = $1"
+        } else {
+            "WHERE $1 IS NULL OR $1 = ''"
+        };
+        let order = if desc { "DESC" } else { "ASC" };
+        let sql = format!(
+            "SELECT r.*, c.run_id AS c_run_id, c.experiment_id AS c_experiment_id, c.storage_state AS c_storage_state, \
+             c.description AS c_description, c.pipeline_id AS c_pipeline_id, c.pipeline_version_id AS c_pipeline_version_id, \
+             c.runtime_config AS c_runtime_config FROM runs r LEFT JOIN run_catalog c ON c.run_id = r.id {filter} \
+             ORDER BY r.created_at {order}, r.id LIMIT $2 OFFSET $3"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(experiment_id.unwrap_or("").to_string())
+            .bind(limit as i64)
+            .bind(offset as i64)
+            .fetch_all(self.pool())
+            .await
+            .map_err(q("list runs"))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let run = SqlStore::run_from_row(row)?;
+            let cat = match row.get::<Option<String>, _>("c_run_id") {
+                Some(run_id) => Some(RunCatalog {
+                    run_id,
+                    experiment_id: row.get("c_experiment_id"),
+                    storage_state: row.get("c_storage_state"),
+                    description: row.get("c_description"),
+                    pipeline_id: row.get("c_pipeline_id"),
+                    pipeline_version_id: row.get("c_pipeline_version_id"),
+                    runtime_config: parse_json(row.get("c_runtime_config"), "run")?,
+                }),
+                None => None,
+            };
+            out.push((run, cat));
+        }
+        let count_sql = format!(
+            "SELECT COUNT(*) FROM runs r LEFT JOIN run_catalog c ON c.run_id = r.id {filter}"
+        );
+        let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count_sql))
+            .bind(experiment_id.unwrap_or("").to_string())
+            .fetch_one(self.pool())
+            .await
+            .map_err(q("count runs"))?;
+        Ok((out, total.max(0) as u64))
     }
 
     async fn stats(&self) -> Result<Stats> {

@@ -132,6 +132,15 @@ pub trait CatalogStore: Send + Sync {
     async fn put_run_catalog(&self, c: &RunCatalog) -> Result<()>;
     async fn get_run_catalog(&self, run_id: &str) -> Result<Option<RunCatalog>>;
     async fn list_run_catalog(&self) -> Result<Vec<RunCatalog>>;
+    /// One page of runs by creation time (newest first when `desc`), with their
+    /// catalog entries, optionally of one experiment; and the total count.
+    async fn page_runs(
+        &self,
+        experiment_id: Option<&str>,
+        desc: bool,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<(RunRecord, Option<RunCatalog>)>, u64)>;
     async fn delete_run(&self, run_id: &str) -> Result<()>;
     /// Counts and durations for `/metrics`, computed by the database.
     async fn stats(&self) -> Result<Stats>;

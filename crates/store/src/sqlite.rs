@@ -213,7 +213,7 @@ impl SqlStore {
         Ok(())
     }
 
-    fn run_from_row(row: &AnyRow) -> Result<RunRecord> {
+    pub(crate) fn run_from_row(row: &AnyRow) -> Result<RunRecord> {
         let id: String = row.get("id");
         let what = format!("run {id}");
         Ok(RunRecord {
