@@ -69,6 +69,49 @@ fn state_of(s: JobState) -> State {
     }
 }
 
+/// One rank's log file of a job.
+pub struct RankLog {
+    pub rank: u32,
+    pub host: String,
+    pub path: PathBuf,
+}
+
+/// The per-rank log files in a job's log folder (`<host>-rank-<r>.log`), by
+/// rank; only `rank` when given (an error names the missing rank).
+pub fn rank_logs(job: &JobRecord, rank: Option<u32>) -> Result<Vec<RankLog>, RunnerError> {
+    let dir = job
+        .logs_dir
+        .clone()
+        .ok_or_else(|| RunnerError::Refused(format!("job {} has no log folder", job.id)))?;
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some((host, r)) = name
+            .strip_suffix(".log")
+            .and_then(|n| n.split_once("-rank-"))
+        {
+            if let Ok(r) = r.parse::<u32>() {
+                files.push(RankLog {
+                    rank: r,
+                    host: host.to_string(),
+                    path: e.path(),
+                });
+            }
+        }
+    }
+    files.sort_by(|a, b| (a.rank, &a.host).cmp(&(b.rank, &b.host)));
+    if let Some(r) = rank {
+        files.retain(|f| f.rank == r);
+        if files.is_empty() {
+            return Err(RunnerError::Refused(format!(
+                "job {} has no log for rank {r}",
+                job.id
+            )));
+        }
+    }
+    Ok(files)
+}
+
 /// The JSON document of a job, as `job run --output json` and the API show it.
 pub fn job_json(j: &JobRecord) -> Value {
     let duration = match (j.started_at, j.finished_at) {

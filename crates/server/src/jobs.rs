@@ -119,36 +119,11 @@ pub async fn logs(
     Query(q): Query<LogQuery>,
 ) -> ApiResult<Response> {
     let j = s.jobs.store().get_job(&id).await?;
-    let dir = j
-        .logs_dir
-        .clone()
-        .ok_or_else(|| ApiError::NotFound(format!("job {id} has no logs")))?;
-    let mut files: Vec<(u32, String, std::path::PathBuf)> = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(&dir) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if let Some((host, r)) = name
-                .strip_suffix(".log")
-                .and_then(|n| n.split_once("-rank-"))
-            {
-                if let Ok(r) = r.parse::<u32>() {
-                    files.push((r, host.to_string(), e.path()));
-                }
-            }
-        }
-    }
-    files.sort();
-    if let Some(r) = q.rank {
-        files.retain(|(x, _, _)| *x == r);
-        if files.is_empty() {
-            return Err(ApiError::NotFound(format!(
-                "job {id} has no log for rank {r}"
-            )));
-        }
-    }
+    let files =
+        switchyard_jobs::rank_logs(&j, q.rank).map_err(|e| ApiError::NotFound(e.to_string()))?;
     if q.follow {
         let path = match (q.rank, files.first()) {
-            (Some(_), Some((_, _, p))) => p.clone(),
+            (Some(_), Some(f)) => f.path.clone(),
             _ => return Err(ApiError::BadRequest("follow=true needs a rank".into())),
         };
         let (store, job_id) = (s.jobs.store().clone(), j.id.clone());
@@ -165,13 +140,13 @@ pub async fn logs(
         return Ok(crate::logs::follow_file(path, done));
     }
     let mut out = String::new();
-    for (r, host, path) in files {
-        let text = tokio::fs::read_to_string(&path).await.unwrap_or_default();
+    for f in files {
+        let text = tokio::fs::read_to_string(&f.path).await.unwrap_or_default();
         for line in text.lines() {
             if q.rank.is_some() {
                 out.push_str(&format!("{line}\n"));
             } else {
-                out.push_str(&format!("[{host}/rank {r}] {line}\n"));
+                out.push_str(&format!("[{}/rank {}] {line}\n", f.host, f.rank));
             }
         }
     }

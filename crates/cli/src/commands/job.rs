@@ -181,36 +181,14 @@ pub async fn get(store: &dyn JobStore, id: &str, output: OutputFormat) -> Result
 
 pub async fn logs(store: &dyn JobStore, id: &str, rank: Option<u32>) -> Result<i32> {
     let j = store.get_job(id).await?;
-    let dir = j.logs_dir.clone().context("the job has no log directory")?;
-    let mut files: Vec<(u32, String, std::path::PathBuf)> = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(&dir) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if let Some((host, r)) = name
-                .strip_suffix(".log")
-                .and_then(|n| n.split_once("-rank-"))
-            {
-                if let Ok(r) = r.parse::<u32>() {
-                    files.push((r, host.to_string(), e.path()));
-                }
-            }
-        }
-    }
-    files.sort();
-    if let Some(r) = rank {
-        files.retain(|(x, _, _)| *x == r);
-        if files.is_empty() {
-            bail!("job {} has no log for rank {r}", j.id);
-        }
-    }
-    for (r, host, path) in files {
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+    for f in switchyard_jobs::rank_logs(&j, rank)? {
+        let text = std::fs::read_to_string(&f.path)
+            .with_context(|| format!("cannot read {}", f.path.display()))?;
         for line in text.lines() {
             if rank.is_some() {
                 println!("{line}");
             } else {
-                println!("[{host}/rank {r}] {line}");
+                println!("[{}/rank {}] {line}", f.host, f.rank);
             }
         }
     }
