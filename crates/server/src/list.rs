@@ -138,6 +138,27 @@ fn matches(item: &Map<String, Value>, p: &Predicate) -> ApiResult<bool> {
     })
 }
 
+/// The `(offset, size)` a list call asks for: `page_size` (default 20, at most
+/// 1000) and `page_token` (an offset this server handed out).
+pub fn bounds(q: &ListQuery) -> ApiResult<(usize, usize)> {
+    let size = match q.page_size {
+        None | Some(0) => 20,
+        Some(n) if n < 0 => {
+            return Err(ApiError::BadRequest(
+                "page_size must not be negative".into(),
+            ))
+        }
+        Some(n) => n.min(1000) as usize,
+    };
+    let offset: usize = match q.page_token.as_deref().filter(|t| !t.is_empty()) {
+        None => 0,
+        Some(t) => t
+            .parse()
+            .map_err(|_| ApiError::BadRequest(format!("invalid page_token '{t}'")))?,
+    };
+    Ok((offset, size))
+}
+
 /// One page of items, with the total and the token of the next page.
 pub struct Page {
     pub items: Vec<Value>,
@@ -188,21 +209,7 @@ pub fn page(mut items: Vec<Value>, q: &ListQuery, default_sort: &str) -> ApiResu
         }
     });
     let total = items.len();
-    let size = match q.page_size {
-        None | Some(0) => 20,
-        Some(n) if n < 0 => {
-            return Err(ApiError::BadRequest(
-                "page_size must not be negative".into(),
-            ))
-        }
-        Some(n) => n.min(1000) as usize,
-    };
-    let offset: usize = match q.page_token.as_deref().filter(|t| !t.is_empty()) {
-        None => 0,
-        Some(t) => t
-            .parse()
-            .map_err(|_| ApiError::BadRequest(format!("invalid page_token '{t}'")))?,
-    };
+    let (offset, size) = bounds(q)?;
     let items: Vec<Value> = items.into_iter().skip(offset).take(size).collect();
     let next = (offset + items.len() < total).then(|| (offset + items.len()).to_string());
     Ok(Page { items, total, next })

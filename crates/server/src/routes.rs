@@ -661,21 +661,8 @@ async fn list_runs(
         _ => None,
     };
     if let (Some(desc), None) = (by_time, q.filter.as_deref().filter(|f| !f.is_empty())) {
-        let size = match q.page_size {
-            None | Some(0) => 20,
-            Some(n) if n < 0 => {
-                return Err(ApiError::BadRequest(
-                    "page_size must not be negative".into(),
-                ))
-            }
-            Some(n) => n.min(1000) as u64,
-        };
-        let offset: u64 = match q.page_token.as_deref().filter(|t| !t.is_empty()) {
-            None => 0,
-            Some(t) => t
-                .parse()
-                .map_err(|_| ApiError::BadRequest(format!("invalid page_token '{t}'")))?,
-        };
+        let (offset, size) = crate::list::bounds(&q)?;
+        let (offset, size) = (offset as u64, size as u64);
         let (rows, total) = s
             .catalog
             .page_runs(experiment.as_deref(), desc, offset, size)
