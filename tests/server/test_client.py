@@ -244,6 +244,10 @@ def test_postgres_keeps_everything_across_servers(tmp_path, compiled):
             assert len(got.run_details.task_details) >= 4
             assert c.get_pipeline_id("outer-pg")
             assert [e.display_name for e in c.list_experiments().experiments] == ["pg"]
+            exp_id = c.list_experiments().experiments[0].experiment_id
+            assert [r.run_id for r in c.list_runs().runs] == [run.run_id]
+            assert [r.run_id for r in c.list_runs(experiment_id=exp_id, sort_by="created_at").runs] == [run.run_id]
+            assert c.list_runs(filter=json.dumps({"predicates": [{"operation": "EQUALS", "key": "state", "string_value": "SUCCEEDED"}]})).total_size == 1
         finally:
             s2.kill()
     finally:
