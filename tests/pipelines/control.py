@@ -4,6 +4,7 @@ from typing import Dict, List
 from kfp import dsl
 from kfp.dsl import PipelineTaskFinalStatus
 
+from behaviour import long_sleep
 from common import BASE, echo_int, echo_str
 
 
@@ -131,3 +132,10 @@ def outer_pipeline(x: int = 5) -> int:
     first = inner_pipeline(x=x)
     second = inner_pipeline(x=first.output)
     return second.output
+
+
+@dsl.pipeline(name="exit-on-cancel")
+def exit_on_cancel(pid_file: str) -> None:
+    final = report()
+    with dsl.ExitHandler(final):
+        long_sleep(pid_file=pid_file).set_caching_options(False)

@@ -258,3 +258,50 @@ fn logs_of_a_task_and_of_a_run() {
         unknown.stderr
     );
 }
+
+#[test]
+fn exit_handlers_run_after_a_cancel() {
+    let sb = Sandbox::new();
+    let pid_file = sb.path("pid");
+    let p = pipeline("exit_on_cancel");
+    let child = sb
+        .cmd()
+        .args([
+            "run",
+            p.to_str().unwrap(),
+            "-q",
+            "--output",
+            "json",
+            "-p",
+            &format!("pid_file={pid_file}"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the body to start", Duration::from_secs(60), || {
+        std::fs::read_to_string(&pid_file)
+            .map(|s| s.trim().parse::<i32>().is_ok())
+            .unwrap_or(false)
+    });
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let r = sb.run(&["runs", "cancel", &only_run_id(&sb)]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["state"], "CANCELED");
+    let report = task(&v, "report");
+    assert_eq!(report["state"], "SUCCEEDED", "{v:#}");
+    assert_eq!(report["outputs"]["Output"], "CANCELED");
+    assert!(!pid_alive(pid));
+}

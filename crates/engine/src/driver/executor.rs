@@ -180,10 +180,18 @@ async fn run_container(
     rec.log_path = Some(log.path.to_string_lossy().into_owned());
     let sink = log.sink.clone();
 
+    // Exit handlers (ALL_UPSTREAM_TASKS_COMPLETED) run even after the run was
+    // canceled: their job gets its own token, not the run's.
+    let finalizer = task.runs_after_upstream_failure();
+    let job_cancel = if finalizer {
+        CancellationToken::new()
+    } else {
+        ctx.cancel.child_token()
+    };
     let retry = task.retry_policy.clone().unwrap_or_default();
     let mut attempt: u32 = 0;
     loop {
-        if ctx.cancel.is_cancelled() {
+        if ctx.cancel.is_cancelled() && !finalizer {
             return Ok(ctx.canceled(rec).await);
         }
         // Leftovers of an earlier attempt must not be read as this one's outputs.
@@ -193,7 +201,7 @@ async fn run_container(
         }
         let permit = tokio::select! {
             p = ctx.slots.acquire() => p.map_err(|e| e.to_string())?,
-            _ = ctx.cancel.cancelled() => {
+            _ = ctx.cancel.cancelled(), if !finalizer => {
                 return Ok(ctx.canceled(rec).await);
             }
         };
@@ -210,10 +218,7 @@ async fn run_container(
             work_dir: task_dir.clone(),
             resources: container.resources.clone(),
         };
-        let result = ctx
-            .backend
-            .run(job, sink.clone(), ctx.cancel.child_token())
-            .await;
+        let result = ctx.backend.run(job, sink.clone(), job_cancel.clone()).await;
         drop(permit);
         let (message, retryable) = match result {
             Ok(JobOutcome::Succeeded) => {

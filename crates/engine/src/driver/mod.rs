@@ -280,9 +280,10 @@ pub(crate) fn run_dag(
                             as BoxFuture<'static, (String, Outcome)>);
                         continue;
                     }
-                    // A canceled run starts nothing more, exit handlers included (their
-                    // containers would be stopped by the same cancel at once).
-                    if ctx.cancel.is_cancelled() {
+                    // A canceled run starts nothing more, except exit handlers and
+                    // `ignore_upstream_failure` tasks, which run after cancels too (as
+                    // on a KFP cluster) and see the body's CANCELED final status.
+                    if ctx.cancel.is_cancelled() && !task.runs_after_upstream_failure() {
                         results.insert(
                             name.clone(),
                             Outcome::ended(State::Canceled, Some("run canceled".into())),
