@@ -127,8 +127,14 @@ fn a_killed_run_resumes_without_rerunning_finished_tasks() {
 }
 
 fn start_cancelable(sb: &Sandbox) -> (std::process::Child, String, i32) {
+    start_long_run(sb, "cancelable")
+}
+
+/// Starts a pipeline whose long task writes its PID to `pid_file`, and waits
+/// until that task runs.
+fn start_long_run(sb: &Sandbox, name: &str) -> (std::process::Child, String, i32) {
     let pid_file = sb.path("pid");
-    let p = pipeline("cancelable");
+    let p = pipeline(name);
     let child = sb
         .cmd()
         .args([
@@ -262,34 +268,8 @@ fn logs_of_a_task_and_of_a_run() {
 #[test]
 fn exit_handlers_run_after_a_cancel() {
     let sb = Sandbox::new();
-    let pid_file = sb.path("pid");
-    let p = pipeline("exit_on_cancel");
-    let child = sb
-        .cmd()
-        .args([
-            "run",
-            p.to_str().unwrap(),
-            "-q",
-            "--output",
-            "json",
-            "-p",
-            &format!("pid_file={pid_file}"),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until("the body to start", Duration::from_secs(60), || {
-        std::fs::read_to_string(&pid_file)
-            .map(|s| s.trim().parse::<i32>().is_ok())
-            .unwrap_or(false)
-    });
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let r = sb.run(&["runs", "cancel", &only_run_id(&sb)]);
+    let (child, id, pid) = start_long_run(&sb, "exit_on_cancel");
+    let r = sb.run(&["runs", "cancel", &id]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let out = child.wait_with_output().unwrap();
     assert_eq!(
