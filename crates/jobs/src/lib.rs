@@ -135,6 +135,18 @@ pub fn job_json(j: &JobRecord) -> Value {
     })
 }
 
+/// [`job_json`] plus the submitted spec and the job's events (what `job get` shows).
+pub fn job_detail_json(j: &JobRecord, events: &[switchyard_store::JobEventRecord]) -> Value {
+    let mut v = job_json(j);
+    v["spec"] = j.spec.clone();
+    v["events"] = events
+        .iter()
+        .map(|e| json!({"state": e.state, "message": e.message, "at": e.at}))
+        .collect::<Vec<_>>()
+        .into();
+    v
+}
+
 impl JobRunner {
     pub fn new(store: Arc<dyn JobStore>, config: RunnerConfig) -> Self {
         JobRunner { store, config }

@@ -73,14 +73,7 @@ pub async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>) -> ApiR
 pub async fn get(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let j = s.jobs.store().get_job(&id).await?;
     let events = s.jobs.store().job_events(&j.id).await?;
-    let mut v = job_json(&j);
-    v["spec"] = j.spec.clone();
-    v["events"] = events
-        .iter()
-        .map(|e| json!({"state": e.state, "message": e.message, "at": e.at}))
-        .collect::<Vec<_>>()
-        .into();
-    Ok(Json(v))
+    Ok(Json(switchyard_jobs::job_detail_json(&j, &events)))
 }
 
 /// `POST /jobs/{id}:cancel`.

@@ -144,13 +144,7 @@ pub async fn get(store: &dyn JobStore, id: &str, output: OutputFormat) -> Result
     let j = store.get_job(id).await?;
     let events = store.job_events(&j.id).await?;
     if output == OutputFormat::Json {
-        let mut v = job_json(&j);
-        v["spec"] = j.spec.clone();
-        v["events"] = events
-            .iter()
-            .map(|e| json!({"state": e.state, "message": e.message, "at": e.at}))
-            .collect::<Vec<_>>()
-            .into();
+        let v = switchyard_jobs::job_detail_json(&j, &events);
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }

@@ -43,17 +43,12 @@ impl Moto {
             .env_remove("AWS_PROFILE");
     }
 
-    /// Creates a bucket and objects with boto3.
-    fn put(&self, bucket: &str, objects: &[(&str, &str)]) {
-        let mut script = format!(
-            "import boto3\ns3 = boto3.client('s3', endpoint_url='{}', region_name='us-east-1', aws_access_key_id='test', aws_secret_access_key='test')\ns3.create_bucket(Bucket='{bucket}')\n",
+    /// Runs a boto3 script against the server (`s3` is the client); returns stdout.
+    fn boto3(&self, body: &str) -> String {
+        let script = format!(
+            "import boto3\ns3 = boto3.client('s3', endpoint_url='{}', region_name='us-east-1', aws_access_key_id='test', aws_secret_access_key='test')\n{body}",
             self.endpoint
         );
-        for (k, v) in objects {
-            script.push_str(&format!(
-                "s3.put_object(Bucket='{bucket}', Key='{k}', Body=b'{v}')\n"
-            ));
-        }
         let out = Command::new(python())
             .args(["-c", &script])
             .output()
@@ -63,6 +58,27 @@ impl Moto {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Creates a bucket and objects.
+    fn put(&self, bucket: &str, objects: &[(&str, &str)]) {
+        let mut body = format!("s3.create_bucket(Bucket='{bucket}')\n");
+        for (k, v) in objects {
+            body.push_str(&format!(
+                "s3.put_object(Bucket='{bucket}', Key='{k}', Body=b'{v}')\n"
+            ));
+        }
+        self.boto3(&body);
+    }
+
+    fn keys(&self, bucket: &str) -> Vec<String> {
+        self.boto3(&format!(
+            "for o in s3.list_objects_v2(Bucket='{bucket}').get('Contents', []): print(o['Key'])\n"
+        ))
+        .lines()
+        .map(String::from)
+        .collect()
     }
 }
 
@@ -140,28 +156,6 @@ fn s3_channels_are_downloaded_once_into_a_cache() {
         reason.contains("spec.channels.train") && reason.contains("NoSuchBucket"),
         "{reason}"
     );
-}
-
-impl Moto {
-    fn keys(&self, bucket: &str) -> Vec<String> {
-        let script = format!(
-            "import boto3\ns3 = boto3.client('s3', endpoint_url='{}', region_name='us-east-1', aws_access_key_id='test', aws_secret_access_key='test')\nfor o in s3.list_objects_v2(Bucket='{bucket}').get('Contents', []): print(o['Key'])\n",
-            self.endpoint
-        );
-        let out = Command::new(python())
-            .args(["-c", &script])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(String::from)
-            .collect()
-    }
 }
 
 #[test]
