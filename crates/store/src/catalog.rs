@@ -5,7 +5,7 @@ use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use crate::sqlite::{parse_json, parse_ts, q, ts};
+use crate::sql::{parse_json, parse_ts, q, ts};
 use crate::{
     CatalogStore, ExperimentRecord, PipelineRecord, PipelineVersionRecord, Result, RunCatalog,
     RunRecord, SqlStore, Stats, StoreError,

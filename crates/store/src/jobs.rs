@@ -5,7 +5,7 @@ use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use crate::sqlite::{parse_json, parse_state, parse_ts, q, ts};
+use crate::sql::{parse_json, parse_state, parse_ts, q, ts};
 use crate::{JobEventRecord, JobRecord, JobStore, Result, SqlStore, State, StoreError};
 
 fn job_from_row(row: &AnyRow) -> Result<JobRecord> {

@@ -10,13 +10,10 @@
 mod catalog;
 mod jobs;
 mod model;
-mod sqlite;
+mod sql;
 
 pub use model::*;
-pub use sqlite::{Dialect, SqlStore};
-
-/// The embedded default (an SQLite file); the same type also speaks PostgreSQL.
-pub type SqliteStore = SqlStore;
+pub use sql::{Dialect, SqlStore};
 
 /// Store failures. The message names the operation and the record.
 #[derive(Debug, thiserror::Error)]
