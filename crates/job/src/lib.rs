@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-pub use spec::{BackendKind, RestartPolicy, TrainingJobSpec};
+pub use spec::{BackendKind, RestartPolicy, SageMakerSettings, TrainingJobSpec};
 pub use validate::{load, Channel, ChannelSource, TrainingJob};
 
 /// The one apiVersion this version reads.
@@ -38,6 +38,10 @@ pub enum JobEvent {
         host: String,
         rank: u32,
         line: String,
+    },
+    /// A managed platform reports the job running (SageMaker's Training phase).
+    Running {
+        message: String,
     },
     /// The gang (re)started: attempt 0 is the first start.
     Started {
@@ -134,7 +138,7 @@ pub trait ObjectStore: Send + Sync {
         prefix: &str,
         dest: &std::path::Path,
     ) -> Result<DownloadStats, String>;
-    /// Uploads every file under `dir` to `s3://bucket/prefix/<relative path>`.
+    /// Uploads every file under `dir` (or the one file `dir`) to `s3://bucket/prefix/<relative path>`.
     async fn upload_dir(
         &self,
         dir: &std::path::Path,

@@ -161,9 +161,46 @@ pub struct TrainingJobSpec {
     /// SageMaker: File (default), FastFile or Pipe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_mode: Option<String>,
+    /// SageMaker settings that have no meaning elsewhere.
+    #[serde(default, skip_serializing_if = "SageMakerSettings::is_empty")]
+    pub sagemaker: SageMakerSettings,
     /// Kubernetes: the namespace of the PyTorchJob.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+}
+
+/// Settings only the SageMaker backend reads. Each falls back to Switchyard's
+/// configuration (`SWITCHYARD_SAGEMAKER_*`), so a job file can stay portable.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SageMakerSettings {
+    /// The AWS region of the training job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// The bucket that receives sourcedir.tar.gz, uploaded local channels and
+    /// (without `output`) the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    /// Key prefix inside `bucket`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// VPC subnets for the training instances (needed by EFS channels).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subnets: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_group_ids: Vec<String>,
+    /// No outbound network from the training container.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub enable_network_isolation: bool,
+    /// Encrypt traffic between the training instances.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub enable_inter_container_traffic_encryption: bool,
+}
+
+impl SageMakerSettings {
+    pub fn is_empty(&self) -> bool {
+        *self == SageMakerSettings::default()
+    }
 }

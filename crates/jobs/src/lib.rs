@@ -178,11 +178,40 @@ impl JobRunner {
                 }
                 Ok(Arc::new(local))
             }
+            BackendKind::Sagemaker => {
+                let config = switchyard_sagemaker::SageMakerConfig::from_env(self.config.jobs_dir.clone())
+                    .map_err(|e| RunnerError::Refused(e.to_string()))?;
+                Ok(Arc::new(switchyard_sagemaker::SageMakerBackend::from_env(config).await))
+            }
             other => Err(RunnerError::Refused(format!(
                 "spec.backend: the {} backend is not available in this version yet; use backend: local (or --backend local)",
                 other.as_str()
             ))),
         }
+    }
+
+    /// Puts a finished job's model into `dest`: a folder or file is copied; a
+    /// SageMaker `model.tar.gz` in S3 is downloaded and unpacked (so the next
+    /// pipeline step reads the same files whichever backend trained).
+    pub async fn fetch_model(
+        &self,
+        job: &TrainingJob,
+        model: &str,
+        dest: &std::path::Path,
+    ) -> Result<(), RunnerError> {
+        if model.starts_with("s3://") {
+            let config = switchyard_sagemaker::SageMakerConfig::from_env(self.config.jobs_dir.clone())
+                .map_err(|e| RunnerError::Refused(e.to_string()))?;
+            let region = job.spec.sagemaker.region.clone().or_else(|| config.region.clone());
+            let backend = switchyard_sagemaker::SageMakerBackend::from_env(config).await;
+            switchyard_sagemaker::fetch_model(&backend.s3(region.as_deref()), model, dest)
+                .await
+                .map_err(|e| RunnerError::Refused(format!("cannot fetch the model: {e}")))?;
+            return Ok(());
+        }
+        copy_tree(std::path::Path::new(model), dest).map_err(|e| {
+            RunnerError::Refused(format!("cannot copy the model {model} to {}: {e}", dest.display()))
+        })
     }
 
     /// Checks the job can run here and records it PENDING; nothing is recorded
@@ -266,6 +295,14 @@ impl JobRunner {
                             notice(Notice::Status(&msg));
                             let _ = store.update_job(&rec, Some(&msg)).await;
                         }
+                        JobEvent::Running { message } => {
+                            if rec.state != State::Running {
+                                rec.state = State::Running;
+                                rec.started_at.get_or_insert_with(Utc::now);
+                                notice(Notice::Status(&message));
+                                let _ = store.update_job(&rec, Some(&message)).await;
+                            }
+                        }
                         JobEvent::Restarting { attempt, reason } => {
                             let msg = format!(
                                 "restarting the gang (restart {attempt}): {}",
@@ -305,4 +342,20 @@ impl JobRunner {
         self.store.update_job(&rec, None).await?;
         Ok(rec)
     }
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    if from.is_file() {
+        if let Some(d) = to.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        std::fs::copy(from, to)?;
+        return Ok(());
+    }
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        copy_tree(&e.path(), &to.join(e.file_name()))?;
+    }
+    Ok(())
 }

@@ -84,6 +84,48 @@ impl S3Store {
         }
     }
 
+    /// A store over a client built elsewhere (another region, a test's HTTP client).
+    pub fn new(client: Client, cache: PathBuf) -> Self {
+        S3Store { client, cache }
+    }
+
+    /// Uploads `bytes` to `s3://bucket/key` unless an object is already there
+    /// (content-addressed keys make that the same content). True if uploaded.
+    pub async fn put_once(&self, bucket: &str, key: &str, bytes: Vec<u8>) -> Result<bool, String> {
+        match self.client.head_object().bucket(bucket).key(key).send().await {
+            Ok(_) => return Ok(false),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => {}
+            Err(e) => return Err(format!("cannot look up s3://{bucket}/{key}: {}", describe(&e))),
+        }
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(aws_sdk_s3::primitives::ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| format!("cannot upload to s3://{bucket}/{key}: {}", describe(&e)))?;
+        Ok(true)
+    }
+
+    /// The whole object at `s3://bucket/key`.
+    pub async fn get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, String> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| format!("cannot read s3://{bucket}/{key}: {}", describe(&e)))?;
+        let data = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| format!("cannot read s3://{bucket}/{key}: {e}"))?;
+        Ok(data.into_bytes().to_vec())
+    }
+
     fn cache_dir(&self, bucket: &str, prefix: &str) -> PathBuf {
         let digest = hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(prefix.as_bytes())[..8]);
         self.cache.join(bucket).join(digest)
@@ -187,8 +229,13 @@ impl ObjectStore for S3Store {
 
     async fn upload_dir(&self, dir: &Path, bucket: &str, prefix: &str) -> Result<u64, String> {
         let mut files = Vec::new();
-        collect_files(dir, dir, &mut files)
-            .map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+        if dir.is_file() {
+            let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+            files.push((dir.to_path_buf(), name.unwrap_or_else(|| "data".into())));
+        } else {
+            collect_files(dir, dir, &mut files)
+                .map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+        }
         let base = prefix.trim_end_matches('/');
         for (path, rel) in &files {
             let key = if base.is_empty() {

@@ -5,7 +5,7 @@
 //! its inputs arrive typed, through the same executor protocol as Python
 //! components, and its outputs go to the files the protocol names.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -94,22 +94,6 @@ fn write_param(exec: &Value, name: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
-fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
-    if from.is_file() {
-        if let Some(d) = to.parent() {
-            std::fs::create_dir_all(d)?;
-        }
-        std::fs::copy(from, to)?;
-        return Ok(());
-    }
-    std::fs::create_dir_all(to)?;
-    for e in std::fs::read_dir(from)? {
-        let e = e?;
-        copy_tree(&e.path(), &to.join(e.file_name()))?;
-    }
-    Ok(())
-}
-
 pub async fn run(paths: &Paths, store: Arc<dyn JobStore>, executor_input: &str) -> Result<i32> {
     let exec: Value =
         serde_json::from_str(executor_input).context("--executor-input is not JSON")?;
@@ -128,7 +112,7 @@ pub async fn run(paths: &Paths, store: Arc<dyn JobStore>, executor_input: &str) 
         quiet: false,
         output: OutputFormat::Text,
     };
-    let rec = super::job::execute(paths, store, &job, &display).await?;
+    let rec = super::job::execute(paths, store.clone(), &job, &display).await?;
     write_param(&exec, "job_name", &rec.name)?;
     write_param(&exec, "job_id", &rec.id)?;
     write_param(&exec, "state", rec.state.as_str())?;
@@ -147,8 +131,10 @@ pub async fn run(paths: &Paths, store: Arc<dyn JobStore>, executor_input: &str) 
         exec["outputs"]["artifacts"]["model"]["artifacts"][0]["uri"].as_str(),
     ) {
         let dest = PathBuf::from(switchyard_engine::io::uri_to_path(uri));
-        copy_tree(Path::new(model), &dest)
-            .with_context(|| format!("cannot copy the model to {}", dest.display()))?;
+        paths
+            .job_runner(store.clone())?
+            .fetch_model(&job, model, &dest)
+            .await?;
         let metadata = json!({"job_id": rec.id, "backend": rec.backend, "metrics": rec.metrics, "source": model});
         if let Some(out) = exec["outputs"]["outputFile"].as_str() {
             let doc = json!({"artifacts": {"model": {"artifacts": [{"name": "model", "uri": uri, "metadata": metadata}]}}});

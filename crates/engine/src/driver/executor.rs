@@ -214,7 +214,14 @@ async fn run_container(
             display_name: key.to_string(),
             image: container.image.clone(),
             argv: argv.clone(),
-            env: env.clone(),
+            env: {
+                // Lets a step (the training-job component) tag what it creates
+                // with the run and task it belongs to.
+                let mut env = env.clone();
+                env.insert("SWITCHYARD_RUN_ID".into(), ctx.run_id.to_string());
+                env.insert("SWITCHYARD_TASK".into(), key.to_string());
+                env
+            },
             work_dir: task_dir.clone(),
             resources: container.resources.clone(),
         };

@@ -1,0 +1,312 @@
+//! The SageMaker backend: a Switchyard TrainingJob run as an Amazon SageMaker
+//! training job, through the official AWS SDK for Rust.
+//!
+//! Kept in its own crate because `aws-sdk-sagemaker` takes minutes and GBs to
+//! compile. [`SageMakerBackend`] checks the job without calling AWS
+//! ([`render::resolve`]), stages `sourceDir` and local channels in S3
+//! ([`sourcedir`]), creates the job under a name derived from the Switchyard
+//! job id (so a resubmission finds it instead of creating a second one), and
+//! follows it ([`follow`]) with its CloudWatch logs ([`logs`]).
+
+pub mod config;
+pub mod error;
+pub mod follow;
+pub mod instance;
+pub mod logs;
+pub mod render;
+pub mod sourcedir;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use switchyard_job::{
+    parse_s3_uri, BackendKind, JobError, JobEvent, JobEvents, JobOutcome, MetricScraper,
+    ObjectStore, TrainingBackend, TrainingJob,
+};
+use switchyard_s3::S3Store;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{LocalChannels, SageMakerConfig};
+use error::{classify, Kind};
+use follow::Backoff;
+use render::{join_key, Resolved, Staged};
+
+/// Region used when neither the job, the configuration nor the AWS chain names one.
+pub const DEFAULT_REGION: &str = "us-east-1";
+
+/// Runs TrainingJobs on SageMaker.
+pub struct SageMakerBackend {
+    config: SageMakerConfig,
+    sdk: SdkConfig,
+    /// Path-style S3 addressing (custom endpoints and emulators need it).
+    s3_path_style: bool,
+}
+
+/// The three service clients of one region.
+struct Clients {
+    sagemaker: aws_sdk_sagemaker::Client,
+    logs: aws_sdk_cloudwatchlogs::Client,
+    s3: S3Store,
+    region: String,
+}
+
+impl SageMakerBackend {
+    /// Credentials, region and endpoints from the standard AWS chain
+    /// (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_SAGEMAKER`, profiles, web identity…).
+    pub async fn from_env(config: SageMakerConfig) -> Self {
+        let sdk = aws_config::load_from_env().await;
+        let s3_path_style = std::env::var_os("AWS_ENDPOINT_URL").is_some()
+            || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+        SageMakerBackend {
+            config,
+            sdk,
+            s3_path_style,
+        }
+    }
+
+    /// Over an SDK configuration built elsewhere (tests use one whose HTTP
+    /// client replays recorded responses).
+    pub fn with_sdk_config(config: SageMakerConfig, sdk: SdkConfig, s3_path_style: bool) -> Self {
+        SageMakerBackend {
+            config,
+            sdk,
+            s3_path_style,
+        }
+    }
+
+    fn clients(&self, region: Option<&str>) -> Clients {
+        let region = region
+            .map(str::to_string)
+            .or_else(|| self.sdk.region().map(|r| r.to_string()))
+            .unwrap_or_else(|| DEFAULT_REGION.to_string());
+        let r = aws_config::Region::new(region.clone());
+        let sagemaker = aws_sdk_sagemaker::Client::from_conf(
+            aws_sdk_sagemaker::config::Builder::from(&self.sdk)
+                .region(r.clone())
+                .build(),
+        );
+        let logs = aws_sdk_cloudwatchlogs::Client::from_conf(
+            aws_sdk_cloudwatchlogs::config::Builder::from(&self.sdk)
+                .region(r.clone())
+                .build(),
+        );
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&self.sdk)
+                .region(r)
+                .force_path_style(self.s3_path_style)
+                .build(),
+        );
+        Clients {
+            sagemaker,
+            logs,
+            s3: S3Store::new(s3, self.config.jobs_dir.join(".s3-cache")),
+            region,
+        }
+    }
+
+    /// A client for `region` (or the default), for callers that fetch models.
+    pub fn s3(&self, region: Option<&str>) -> S3Store {
+        self.clients(region).s3
+    }
+
+    /// Uploads sourceDir (once per content) and local channels.
+    async fn stage(
+        &self,
+        c: &Clients,
+        job: &TrainingJob,
+        resolved: &Resolved,
+        name: &str,
+        events: &JobEvents,
+    ) -> Result<Staged, JobError> {
+        let mut staged = Staged::default();
+        let status = |message: String| {
+            let _ = events.send(JobEvent::Status { message });
+        };
+        if let (Some(dir), Some(_), Some(bucket)) =
+            (&job.spec.source_dir, &job.spec.entry_point, &resolved.bucket)
+        {
+            let dir = PathBuf::from(dir);
+            let archive = tokio::task::spawn_blocking(move || sourcedir::pack(&dir))
+                .await
+                .map_err(|e| JobError::Setup(e.to_string()))?
+                .map_err(JobError::Setup)?;
+            let key = join_key(
+                &resolved.prefix,
+                &format!("sourcedir/{}/sourcedir.tar.gz", archive.sha256),
+            );
+            let uri = format!("s3://{bucket}/{key}");
+            let (files, size) = (archive.files, archive.bytes.len());
+            let uploaded = c
+                .s3
+                .put_once(bucket, &key, archive.bytes)
+                .await
+                .map_err(|e| JobError::Setup(format!("spec.sourceDir: {e}")))?;
+            status(if uploaded {
+                format!("sourceDir packed ({files} files, {size} bytes) and uploaded to {uri}")
+            } else {
+                format!("sourceDir unchanged; using {uri}")
+            });
+            staged.submit_directory = Some(uri);
+        }
+        for (channel, path) in &resolved.uploads {
+            let Some(bucket) = &resolved.bucket else { continue };
+            let key = join_key(&resolved.prefix, &format!("inputs/{name}/{channel}"));
+            let n = c
+                .s3
+                .upload_dir(path, bucket, &key)
+                .await
+                .map_err(|e| JobError::Setup(format!("spec.channels.{channel}: {e}")))?;
+            let uri = format!("s3://{bucket}/{key}/");
+            status(format!("channel {channel}: uploaded {n} files from {} to {uri}", path.display()));
+            staged.channel_uris.insert(channel.clone(), uri);
+        }
+        Ok(staged)
+    }
+
+    /// Creates the job unless it exists already; true when this call created it.
+    #[allow(clippy::too_many_arguments)]
+    async fn submit(
+        &self,
+        c: &Clients,
+        job: &TrainingJob,
+        resolved: &Resolved,
+        name: &str,
+        job_id: &str,
+        events: &JobEvents,
+        cancel: &CancellationToken,
+    ) -> Result<bool, JobError> {
+        let mut backoff = Backoff::new(Duration::from_millis(500), self.config.max_poll_interval);
+        // A job with this name is this Switchyard job submitted before.
+        loop {
+            match c.sagemaker.describe_training_job().training_job_name(name).send().await {
+                Ok(d) => {
+                    let status = d.training_job_status().map(|s| s.as_str()).unwrap_or("?");
+                    let _ = events.send(JobEvent::Status {
+                        message: format!("SageMaker training job {name} exists already ({status}); following it"),
+                    });
+                    return Ok(false);
+                }
+                Err(e) => {
+                    let e = classify("DescribeTrainingJob", &e);
+                    if e.kind == Kind::NotFound {
+                        break;
+                    }
+                    backoff.failure(&e).map_err(|e| JobError::Setup(e.text))?;
+                    wait(backoff.next(), cancel).await?;
+                }
+            }
+        }
+        let staged = self.stage(c, job, resolved, name, events).await?;
+        let run = run_context();
+        let run_ref = run.as_ref().map(|(r, t)| (r.as_str(), t.as_str()));
+        backoff.success();
+        loop {
+            let request = render::render(
+                c.sagemaker.create_training_job(),
+                job,
+                resolved,
+                name,
+                job_id,
+                &staged,
+                run_ref,
+            );
+            match request.send().await {
+                Ok(out) => {
+                    let _ = events.send(JobEvent::Status {
+                        message: format!(
+                            "created SageMaker training job {name} in {} ({} × {}): {}",
+                            c.region,
+                            job.spec.nodes,
+                            resolved.instance_type,
+                            out.training_job_arn().unwrap_or("?")
+                        ),
+                    });
+                    return Ok(true);
+                }
+                Err(e) => {
+                    let e = classify("CreateTrainingJob", &e);
+                    // An earlier attempt whose answer was lost created it.
+                    if e.code.as_deref() == Some("ResourceInUse") {
+                        return Ok(false);
+                    }
+                    backoff.failure(&e).map_err(|e| JobError::Setup(e.text))?;
+                    wait(backoff.next(), cancel).await?;
+                }
+            }
+        }
+    }
+}
+
+async fn wait(d: Duration, cancel: &CancellationToken) -> Result<(), JobError> {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => Ok(()),
+        _ = cancel.cancelled() => Err(JobError::Setup("canceled before the SageMaker job was created".into())),
+    }
+}
+
+/// The pipeline run and task that started this job (set by the engine for
+/// every task), for the tags that link the SageMaker job back to them.
+fn run_context() -> Option<(String, String)> {
+    let run = std::env::var("SWITCHYARD_RUN_ID").ok().filter(|v| !v.is_empty())?;
+    let task = std::env::var("SWITCHYARD_TASK").unwrap_or_default();
+    Some((run, task))
+}
+
+#[async_trait::async_trait]
+impl TrainingBackend for SageMakerBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Sagemaker
+    }
+
+    fn preflight(&self, job: &TrainingJob) -> Result<(), JobError> {
+        render::resolve(job, &self.config).map(|_| ())
+    }
+
+    async fn run(
+        &self,
+        job: &TrainingJob,
+        job_id: &str,
+        events: JobEvents,
+        cancel: CancellationToken,
+    ) -> Result<JobOutcome, JobError> {
+        let resolved = render::resolve(job, &self.config)?;
+        let name = render::training_job_name(&job.name, job_id);
+        let c = self.clients(resolved.region.as_deref());
+        self.submit(&c, job, &resolved, &name, job_id, &events, &cancel)
+            .await?;
+        let logs = logs::LogTail::new(
+            c.logs.clone(),
+            &name,
+            self.config.jobs_dir.join(job_id).join("logs"),
+            job.spec.procs_per_node,
+            MetricScraper::new(job),
+        );
+        let backoff = Backoff::new(self.config.poll_interval, self.config.max_poll_interval);
+        follow::follow(&c.sagemaker, &name, Some(logs), backoff, &events, &cancel).await
+    }
+}
+
+/// Downloads SageMaker's `model.tar.gz` (an `s3://` URI) and unpacks it into
+/// `dest`, for a pipeline step whose next step reads the model's files.
+pub async fn fetch_model(s3: &S3Store, uri: &str, dest: &Path) -> Result<usize, String> {
+    let (bucket, key) = parse_s3_uri(uri).ok_or_else(|| format!("'{uri}' is not an s3:// URI"))?;
+    let bytes = s3.get(&bucket, &key).await?;
+    if key.ends_with(".tar.gz") || key.ends_with(".tgz") {
+        let dest = dest.to_path_buf();
+        tokio::task::spawn_blocking(move || sourcedir::unpack(&bytes, &dest))
+            .await
+            .map_err(|e| e.to_string())?
+    } else {
+        let file = dest.join(key.rsplit('/').next().unwrap_or("model"));
+        std::fs::create_dir_all(dest).map_err(|e| e.to_string())?;
+        std::fs::write(&file, bytes).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+        Ok(1)
+    }
+}
+
+/// A shareable handle, as the job runner keeps backends.
+pub fn shared(backend: SageMakerBackend) -> Arc<dyn TrainingBackend> {
+    Arc::new(backend)
+}

@@ -1,0 +1,588 @@
+//! TrainingJob → CreateTrainingJob request (REFERENCE.md §5).
+//!
+//! [`resolve`] decides everything that can be decided without AWS (role,
+//! instance type, bucket, VPC, what must be uploaded) and refuses, naming the
+//! field, whatever SageMaker would reject or the job could not use; it runs in
+//! preflight, before anything is recorded or any API is called. [`render`]
+//! then fills the SDK's request from the job and what staging uploaded.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use aws_sdk_sagemaker::operation::create_training_job::builders::CreateTrainingJobFluentBuilder;
+use aws_sdk_sagemaker::types::{
+    AlgorithmSpecification, Channel, CheckpointConfig, DataSource, FileSystemAccessMode,
+    FileSystemDataSource, FileSystemType, MetricDefinition, OutputDataConfig, ResourceConfig,
+    RetryStrategy, S3DataDistribution, S3DataSource, S3DataType, StoppingCondition, Tag,
+    TrainingInputMode, TrainingInstanceType, VpcConfig,
+};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use switchyard_job::{ChannelSource, JobError, RestartPolicy, TrainingJob};
+
+use crate::config::{LocalChannels, SageMakerConfig};
+use crate::instance;
+
+/// Where the training container sees checkpoints (SageMaker's default).
+pub const CHECKPOINT_LOCAL_PATH: &str = "/opt/ml/checkpoints";
+/// Default EBS volume per instance.
+pub const DEFAULT_VOLUME_GB: u32 = 30;
+/// Default MaxRuntimeInSeconds (SageMaker's own default is one day).
+pub const DEFAULT_MAX_RUNTIME: u64 = 86_400;
+/// SageMaker's upper bound for MaxRuntimeInSeconds (28 days).
+const MAX_RUNTIME_LIMIT: u64 = 28 * 86_400;
+/// Tag keys that link a SageMaker job back to Switchyard.
+pub const TAG_JOB_ID: &str = "switchyard:job-id";
+pub const TAG_JOB_NAME: &str = "switchyard:job-name";
+pub const TAG_RUN_ID: &str = "switchyard:run-id";
+pub const TAG_TASK: &str = "switchyard:task";
+
+/// Every choice made before any API call.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub role_arn: String,
+    pub region: Option<String>,
+    pub bucket: Option<String>,
+    pub prefix: String,
+    pub instance_type: String,
+    pub subnets: Vec<String>,
+    pub security_group_ids: Vec<String>,
+    /// OutputDataConfig.S3OutputPath.
+    pub output_path: String,
+    /// Local channels to upload before creating the job.
+    pub uploads: Vec<(String, PathBuf)>,
+}
+
+/// What staging put in S3.
+#[derive(Debug, Clone, Default)]
+pub struct Staged {
+    /// `s3://…/sourcedir.tar.gz`, when there is an entry point.
+    pub submit_directory: Option<String>,
+    /// Channel name → the S3 URI a local channel was uploaded to.
+    pub channel_uris: BTreeMap<String, String>,
+}
+
+fn refuse(field: &str, message: impl std::fmt::Display) -> JobError {
+    JobError::Setup(format!("{field}: {message}"))
+}
+
+/// The SageMaker TrainingJobName of a Switchyard job: its name, then a digest of
+/// its id, at most 63 characters. The same job always gets the same name, which
+/// is what makes a resubmission find the job it already created.
+pub fn training_job_name(name: &str, job_id: &str) -> String {
+    let digest = hex::encode(&Sha256::digest(job_id.as_bytes())[..6]);
+    let keep = 63 - 1 - digest.len();
+    let stem: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(keep)
+        .collect();
+    let stem = stem.trim_matches('-');
+    if stem.is_empty() {
+        format!("job-{digest}")
+    } else {
+        format!("{stem}-{digest}")
+    }
+}
+
+fn role_ok(arn: &str) -> bool {
+    let Some(rest) = arn.strip_prefix("arn:") else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.splitn(5, ':').collect();
+    parts.len() == 5
+        && parts[0].starts_with("aws")
+        && parts[1] == "iam"
+        && parts[3].len() == 12
+        && parts[3].chars().all(|c| c.is_ascii_digit())
+        && parts[4].strip_prefix("role/").is_some_and(|r| !r.is_empty())
+}
+
+/// Hyperparameters as the SageMaker Python SDK sends them for framework
+/// estimators: every value JSON-encoded into a string (`"adam"` → `"\"adam\""`,
+/// `3` → `"3"`), which the training toolkit decodes again.
+pub fn encode_hyperparameter(v: &Value) -> String {
+    v.to_string()
+}
+
+/// Checks the job against what SageMaker and the configuration allow.
+pub fn resolve(job: &TrainingJob, config: &SageMakerConfig) -> Result<Resolved, JobError> {
+    let spec = &job.spec;
+    let sm = &spec.sagemaker;
+    let role_arn = spec
+        .role_arn
+        .clone()
+        .filter(|r| !r.is_empty())
+        .or_else(|| config.role_arn.clone())
+        .ok_or_else(|| {
+            refuse(
+                "spec.roleArn",
+                "missing: the execution role SageMaker assumes (arn:aws:iam::<account>:role/<name>); set it in the job or in SWITCHYARD_SAGEMAKER_ROLE_ARN",
+            )
+        })?;
+    if !role_ok(&role_arn) {
+        return Err(refuse(
+            "spec.roleArn",
+            format!("'{role_arn}' is not an IAM role ARN (arn:aws:iam::<12-digit account>:role/<name>)"),
+        ));
+    }
+
+    // Instance type: named, or derived from resources.
+    let res = &spec.resources;
+    let memory_gib = res
+        .memory
+        .as_deref()
+        .and_then(switchyard_job::validate::parse_quantity)
+        .map(|b| b as f64 / (1u64 << 30) as f64)
+        .unwrap_or(0.0);
+    let instance_type = match spec.instance_type.as_deref().filter(|t| !t.is_empty()) {
+        Some(t) => {
+            if !instance::well_formed(t) {
+                return Err(refuse(
+                    "spec.instanceType",
+                    format!("'{t}' is not a SageMaker instance type (ml.<family>.<size>, e.g. ml.g5.xlarge)"),
+                ));
+            }
+            if let Some(known) = instance::lookup(t) {
+                if res.gpu > known.gpus {
+                    return Err(refuse(
+                        "spec.resources.gpu",
+                        format!("{} GPUs per host, but {t} has {}", res.gpu, known.gpus),
+                    ));
+                }
+                if res.cpu > known.vcpus as f64 {
+                    return Err(refuse(
+                        "spec.resources.cpu",
+                        format!("{} CPUs per host, but {t} has {}", res.cpu, known.vcpus),
+                    ));
+                }
+                if memory_gib > known.memory_gib as f64 {
+                    return Err(refuse(
+                        "spec.resources.memory",
+                        format!("{memory_gib:.1} GiB per host, but {t} has {} GiB", known.memory_gib),
+                    ));
+                }
+                if known.gpus > 0 && spec.procs_per_node > known.gpus {
+                    return Err(refuse(
+                        "spec.procsPerNode",
+                        format!(
+                            "{} processes per host, but SageMaker's PyTorch container starts one per GPU and {t} has {}",
+                            spec.procs_per_node, known.gpus
+                        ),
+                    ));
+                }
+            }
+            t.to_string()
+        }
+        None => instance::derive(res.cpu, memory_gib, res.gpu)
+            .map(|t| t.name.to_string())
+            .ok_or_else(|| {
+                refuse(
+                    "spec.resources",
+                    format!(
+                        "no instance type in Switchyard's table has {} CPUs, {memory_gib:.1} GiB and {} GPUs per host; name one with spec.instanceType",
+                        res.cpu, res.gpu
+                    ),
+                )
+            })?,
+    };
+    let limit = config
+        .instance_limits
+        .get(&instance_type)
+        .copied()
+        .unwrap_or(instance::DEFAULT_LIMIT);
+    if spec.nodes > limit {
+        return Err(refuse(
+            "spec.nodes",
+            format!(
+                "{} instances of {instance_type} is more than the {limit} allowed for that type (raise it with SWITCHYARD_SAGEMAKER_INSTANCE_LIMITS={instance_type}=N once the account's quota allows)",
+                spec.nodes
+            ),
+        ));
+    }
+
+    let bucket = sm.bucket.clone().or_else(|| config.bucket.clone());
+    let prefix = sm
+        .prefix
+        .clone()
+        .map(|p| p.trim_matches('/').to_string())
+        .unwrap_or_else(|| config.prefix.clone());
+    let no_bucket = |field: &str, why: &str| {
+        refuse(
+            field,
+            format!("{why}, and no bucket is configured: set spec.sagemaker.bucket or SWITCHYARD_SAGEMAKER_BUCKET"),
+        )
+    };
+    if spec.entry_point.is_some() && bucket.is_none() {
+        return Err(no_bucket(
+            "spec.sourceDir",
+            "sourceDir is uploaded to S3 as sourcedir.tar.gz",
+        ));
+    }
+
+    let subnets = if sm.subnets.is_empty() {
+        config.subnets.clone()
+    } else {
+        sm.subnets.clone()
+    };
+    let security_group_ids = if sm.security_group_ids.is_empty() {
+        config.security_group_ids.clone()
+    } else {
+        sm.security_group_ids.clone()
+    };
+    if subnets.is_empty() != security_group_ids.is_empty() {
+        return Err(refuse(
+            "spec.sagemaker.subnets",
+            "a VPC needs both subnets and securityGroupIds (or neither)",
+        ));
+    }
+
+    let mut uploads = Vec::new();
+    for ch in &job.channels {
+        let field = format!("spec.channels.{}", ch.name);
+        match &ch.source {
+            ChannelSource::S3 { .. } => {}
+            ChannelSource::Efs { .. } => {
+                if subnets.is_empty() {
+                    return Err(refuse(
+                        &field,
+                        "an EFS channel needs the training instances in the file system's VPC: set spec.sagemaker.subnets and securityGroupIds (or SWITCHYARD_SAGEMAKER_SUBNETS and SWITCHYARD_SAGEMAKER_SECURITY_GROUPS)",
+                    ));
+                }
+                if spec.input_mode.as_deref().is_some_and(|m| m != "File") {
+                    return Err(refuse(
+                        "spec.inputMode",
+                        format!("EFS channel '{}' is read in File mode only", ch.name),
+                    ));
+                }
+            }
+            ChannelSource::Local(path) => {
+                if config.local_channels == LocalChannels::Refuse {
+                    return Err(refuse(
+                        &field,
+                        format!("{} is a local path and local channels are refused here (SWITCHYARD_SAGEMAKER_LOCAL_CHANNELS=refuse); put the data in S3 or EFS", path.display()),
+                    ));
+                }
+                if bucket.is_none() {
+                    return Err(no_bucket(&field, "a local channel is uploaded to S3 first"));
+                }
+                uploads.push((ch.name.clone(), path.clone()));
+            }
+        }
+    }
+
+    let output_path = match spec.output.as_deref() {
+        Some(o) if o.starts_with("s3://") => o.trim_end_matches('/').to_string(),
+        Some(o) => {
+            return Err(refuse(
+                "spec.output",
+                format!("'{o}' is a local path; SageMaker writes model.tar.gz to S3: give an s3:// URI"),
+            ))
+        }
+        None => match &bucket {
+            Some(b) => format!("s3://{b}/{}", join_key(&prefix, "output")),
+            None => return Err(no_bucket("spec.output", "the model goes to S3")),
+        },
+    };
+    if let Some(c) = spec.checkpoint.as_deref() {
+        if !c.starts_with("s3://") {
+            return Err(refuse(
+                "spec.checkpoint",
+                format!("'{c}' is a local path; SageMaker syncs checkpoints with S3: give an s3:// URI"),
+            ));
+        }
+    }
+
+    let runtime = spec.max_runtime_seconds.unwrap_or(DEFAULT_MAX_RUNTIME);
+    if runtime > MAX_RUNTIME_LIMIT {
+        return Err(refuse(
+            "spec.maxRuntimeSeconds",
+            format!("{runtime} is more than SageMaker's limit of {MAX_RUNTIME_LIMIT} (28 days)"),
+        ));
+    }
+    if let Some(v) = spec.volume_size_gb {
+        if v == 0 || v > 16_384 {
+            return Err(refuse("spec.volumeSizeGb", "must be 1 to 16384"));
+        }
+    }
+    if spec.restart_policy != RestartPolicy::Never && spec.backoff_limit > 30 {
+        return Err(refuse(
+            "spec.backoffLimit",
+            "SageMaker retries a job at most 30 times (RetryStrategy.MaximumRetryAttempts)",
+        ));
+    }
+    if spec.hyperparameters.len() + 6 > 100 {
+        return Err(refuse(
+            "spec.hyperparameters",
+            "SageMaker takes at most 100 hyperparameters, 6 of which Switchyard uses",
+        ));
+    }
+    for (k, v) in &spec.hyperparameters {
+        if k.len() > 256 || encode_hyperparameter(v).len() > 2500 {
+            return Err(refuse(
+                &format!("spec.hyperparameters.{k}"),
+                "keys are at most 256 characters and values at most 2500",
+            ));
+        }
+    }
+    if spec.env.len() > 100 {
+        return Err(refuse("spec.env", "SageMaker takes at most 100 variables"));
+    }
+    for (k, v) in &spec.env {
+        let ok_key = k.len() <= 512
+            && k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok_key || v.len() > 512 {
+            return Err(refuse(
+                &format!("spec.env.{k}"),
+                "SageMaker needs names of letters, digits and '_' (not starting with a digit) and values of at most 512 characters",
+            ));
+        }
+    }
+    let tags = user_tags(job);
+    if tags.len() + 4 > 50 {
+        return Err(refuse(
+            "spec.tags",
+            "SageMaker takes at most 50 tags, 4 of which Switchyard uses",
+        ));
+    }
+    for (k, v) in &tags {
+        if k.is_empty() || k.len() > 128 || v.len() > 256 || k.starts_with("aws:") {
+            return Err(refuse(
+                &format!("spec.tags.{k}"),
+                "tag keys are 1-128 characters not starting with 'aws:', values at most 256",
+            ));
+        }
+    }
+
+    Ok(Resolved {
+        role_arn,
+        region: sm.region.clone().or_else(|| config.region.clone()),
+        bucket,
+        prefix,
+        instance_type,
+        subnets,
+        security_group_ids,
+        output_path,
+        uploads,
+    })
+}
+
+/// `prefix/rest` without doubled or leading slashes.
+pub fn join_key(prefix: &str, rest: &str) -> String {
+    let p = prefix.trim_matches('/');
+    if p.is_empty() {
+        rest.to_string()
+    } else {
+        format!("{p}/{rest}")
+    }
+}
+
+/// The user's own tags (`spec.tags`).
+fn user_tags(job: &TrainingJob) -> BTreeMap<String, String> {
+    job.spec.tags.clone()
+}
+
+/// Fills a CreateTrainingJob request. `run` is the pipeline run and task the
+/// job belongs to, when it was started by a pipeline step.
+pub fn render(
+    request: CreateTrainingJobFluentBuilder,
+    job: &TrainingJob,
+    resolved: &Resolved,
+    name: &str,
+    job_id: &str,
+    staged: &Staged,
+    run: Option<(&str, &str)>,
+) -> CreateTrainingJobFluentBuilder {
+    let spec = &job.spec;
+    let mode = match spec.input_mode.as_deref() {
+        Some("FastFile") => TrainingInputMode::Fastfile,
+        Some("Pipe") => TrainingInputMode::Pipe,
+        _ => TrainingInputMode::File,
+    };
+    let mut algo = AlgorithmSpecification::builder()
+        .training_image(spec.image.clone().unwrap_or_default())
+        .training_input_mode(mode.clone())
+        .set_metric_definitions(Some(
+            spec.metrics
+                .iter()
+                .map(|m| MetricDefinition::builder().name(&m.name).regex(&m.regex).build())
+                .collect(),
+        ));
+    if let Some(cmd) = &spec.command {
+        algo = algo
+            .container_entrypoint(cmd[0].clone())
+            .set_container_arguments((cmd.len() > 1).then(|| cmd[1..].to_vec()));
+    }
+
+    let mut hps: BTreeMap<String, String> = spec
+        .hyperparameters
+        .iter()
+        .map(|(k, v)| (k.clone(), encode_hyperparameter(v)))
+        .collect();
+    let quoted = |s: &str| Value::String(s.to_string()).to_string();
+    if let (Some(ep), Some(dir)) = (&spec.entry_point, &staged.submit_directory) {
+        hps.insert("sagemaker_program".into(), quoted(ep));
+        hps.insert("sagemaker_submit_directory".into(), quoted(dir));
+        hps.insert("sagemaker_container_log_level".into(), "20".into());
+        hps.insert("sagemaker_job_name".into(), quoted(name));
+        if let Some(r) = &resolved.region {
+            hps.insert("sagemaker_region".into(), quoted(r));
+        }
+        if job.world_size() > 1 {
+            hps.insert("sagemaker_torch_distributed_enabled".into(), "true".into());
+        }
+    }
+
+    let channels: Vec<Channel> = job
+        .channels
+        .iter()
+        .map(|ch| {
+            let source = match &ch.source {
+                ChannelSource::Efs {
+                    file_system_id,
+                    path,
+                } => DataSource::builder()
+                    .file_system_data_source(
+                        FileSystemDataSource::builder()
+                            .file_system_id(file_system_id)
+                            .file_system_type(FileSystemType::Efs)
+                            .file_system_access_mode(FileSystemAccessMode::Ro)
+                            .directory_path(path)
+                            .build(),
+                    )
+                    .build(),
+                ChannelSource::S3 { .. } | ChannelSource::Local(_) => {
+                    let uri = staged
+                        .channel_uris
+                        .get(&ch.name)
+                        .cloned()
+                        .unwrap_or_else(|| ch.uri.clone());
+                    DataSource::builder()
+                        .s3_data_source(
+                            S3DataSource::builder()
+                                .s3_uri(uri)
+                                .s3_data_type(S3DataType::S3Prefix)
+                                .s3_data_distribution_type(S3DataDistribution::FullyReplicated)
+                                .build(),
+                        )
+                        .build()
+                }
+            };
+            Channel::builder()
+                .channel_name(&ch.name)
+                .data_source(source)
+                .input_mode(if matches!(ch.source, ChannelSource::Efs { .. }) {
+                    TrainingInputMode::File
+                } else {
+                    mode.clone()
+                })
+                .build()
+        })
+        .collect();
+
+    let mut stopping = StoppingCondition::builder().max_runtime_in_seconds(
+        spec.max_runtime_seconds.unwrap_or(DEFAULT_MAX_RUNTIME) as i32,
+    );
+    if spec.use_spot_instances {
+        stopping = stopping.set_max_wait_time_in_seconds(spec.max_wait_seconds.map(|w| w as i32));
+    }
+
+    let mut tags: Vec<Tag> = user_tags(job)
+        .into_iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect();
+    let mut own = vec![(TAG_JOB_ID, job_id.to_string()), (TAG_JOB_NAME, job.name.clone())];
+    if let Some((run_id, task)) = run {
+        own.push((TAG_RUN_ID, run_id.to_string()));
+        own.push((TAG_TASK, task.chars().take(256).collect()));
+    }
+    tags.extend(own.into_iter().map(|(k, v)| Tag::builder().key(k).value(v).build()));
+
+    let mut req = request
+        .training_job_name(name)
+        .role_arn(&resolved.role_arn)
+        .algorithm_specification(algo.build())
+        .set_hyper_parameters((!hps.is_empty()).then(|| hps.into_iter().collect()))
+        .set_input_data_config((!channels.is_empty()).then_some(channels))
+        .output_data_config(
+            OutputDataConfig::builder()
+                .s3_output_path(&resolved.output_path)
+                .build(),
+        )
+        .resource_config(
+            ResourceConfig::builder()
+                .instance_type(TrainingInstanceType::from(resolved.instance_type.as_str()))
+                .instance_count(spec.nodes as i32)
+                .volume_size_in_gb(spec.volume_size_gb.unwrap_or(DEFAULT_VOLUME_GB) as i32)
+                .build(),
+        )
+        .stopping_condition(stopping.build())
+        .enable_managed_spot_training(spec.use_spot_instances)
+        .enable_network_isolation(spec.sagemaker.enable_network_isolation)
+        .enable_inter_container_traffic_encryption(
+            spec.sagemaker.enable_inter_container_traffic_encryption,
+        )
+        .set_environment((!spec.env.is_empty()).then(|| spec.env.clone().into_iter().collect()))
+        .set_tags(Some(tags));
+    if let Some(c) = &spec.checkpoint {
+        req = req.checkpoint_config(
+            CheckpointConfig::builder()
+                .s3_uri(c)
+                .local_path(CHECKPOINT_LOCAL_PATH)
+                .build(),
+        );
+    }
+    if !resolved.subnets.is_empty() {
+        req = req.vpc_config(
+            VpcConfig::builder()
+                .set_subnets(Some(resolved.subnets.clone()))
+                .set_security_group_ids(Some(resolved.security_group_ids.clone()))
+                .build(),
+        );
+    }
+    if spec.restart_policy != RestartPolicy::Never && spec.backoff_limit > 0 {
+        req = req.retry_strategy(
+            RetryStrategy::builder()
+                .maximum_retry_attempts(spec.backoff_limit as i32)
+                .build(),
+        );
+    }
+    req
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_stable_valid_and_short() {
+        let a = training_job_name("digits-ddp", "3f2a");
+        assert_eq!(a, training_job_name("digits-ddp", "3f2a"));
+        assert_ne!(a, training_job_name("digits-ddp", "3f2b"));
+        let long = training_job_name(&"x".repeat(80), "id");
+        assert!(long.len() <= 63, "{long}");
+        assert!(training_job_name("---", "id").starts_with("job-"));
+        for n in [a, long] {
+            assert!(n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+            assert!(n.starts_with(|c: char| c.is_ascii_alphanumeric()));
+        }
+    }
+
+    #[test]
+    fn role_arns() {
+        assert!(role_ok("arn:aws:iam::123456789012:role/SageMakerRole"));
+        assert!(role_ok("arn:aws-cn:iam::123456789012:role/path/R"));
+        assert!(!role_ok("SageMakerRole"));
+        assert!(!role_ok("arn:aws:iam::1234:role/R"));
+        assert!(!role_ok("arn:aws:iam::123456789012:user/R"));
+    }
+
+    #[test]
+    fn hyperparameters_are_json_encoded() {
+        assert_eq!(encode_hyperparameter(&serde_json::json!("adam")), "\"adam\"");
+        assert_eq!(encode_hyperparameter(&serde_json::json!(3)), "3");
+        assert_eq!(encode_hyperparameter(&serde_json::json!(0.1)), "0.1");
+        assert_eq!(encode_hyperparameter(&serde_json::json!(true)), "true");
+    }
+}
