@@ -68,7 +68,7 @@ pub enum RestartPolicy {
     ExitCode,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Resources {
     /// CPUs per host.
@@ -80,6 +80,18 @@ pub struct Resources {
     /// GPUs per host.
     #[serde(default)]
     pub gpu: u32,
+}
+
+/// A job that says nothing about resources asks for one CPU per host (as a
+/// field-by-field default would), not zero.
+impl Default for Resources {
+    fn default() -> Self {
+        Resources {
+            cpu: 1.0,
+            memory: None,
+            gpu: 0,
+        }
+    }
 }
 
 fn one_f64() -> f64 {

@@ -249,12 +249,8 @@ pub fn resolve(job: &TrainingJob, config: &SageMakerConfig) -> Result<Resolved, 
                         "an EFS channel needs the training instances in the file system's VPC: set spec.sagemaker.subnets and securityGroupIds (or SWITCHYARD_SAGEMAKER_SUBNETS and SWITCHYARD_SAGEMAKER_SECURITY_GROUPS)",
                     ));
                 }
-                if spec.input_mode.as_deref().is_some_and(|m| m != "File") {
-                    return Err(refuse(
-                        "spec.inputMode",
-                        format!("EFS channel '{}' is read in File mode only", ch.name),
-                    ));
-                }
+                // EFS channels are always read in File mode (render sets it per
+                // channel); inputMode applies to the S3 channels.
             }
             ChannelSource::Local(path) => {
                 if config.local_channels == LocalChannels::Refuse {
