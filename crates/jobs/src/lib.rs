@@ -200,9 +200,15 @@ impl JobRunner {
         dest: &std::path::Path,
     ) -> Result<(), RunnerError> {
         if model.starts_with("s3://") {
-            let config = switchyard_sagemaker::SageMakerConfig::from_env(self.config.jobs_dir.clone())
-                .map_err(|e| RunnerError::Refused(e.to_string()))?;
-            let region = job.spec.sagemaker.region.clone().or_else(|| config.region.clone());
+            let config =
+                switchyard_sagemaker::SageMakerConfig::from_env(self.config.jobs_dir.clone())
+                    .map_err(|e| RunnerError::Refused(e.to_string()))?;
+            let region = job
+                .spec
+                .sagemaker
+                .region
+                .clone()
+                .or_else(|| config.region.clone());
             let backend = switchyard_sagemaker::SageMakerBackend::from_env(config).await;
             switchyard_sagemaker::fetch_model(&backend.s3(region.as_deref()), model, dest)
                 .await
@@ -210,7 +216,10 @@ impl JobRunner {
             return Ok(());
         }
         copy_tree(std::path::Path::new(model), dest).map_err(|e| {
-            RunnerError::Refused(format!("cannot copy the model {model} to {}: {e}", dest.display()))
+            RunnerError::Refused(format!(
+                "cannot copy the model {model} to {}: {e}",
+                dest.display()
+            ))
         })
     }
 

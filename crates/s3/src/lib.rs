@@ -92,10 +92,22 @@ impl S3Store {
     /// Uploads `bytes` to `s3://bucket/key` unless an object is already there
     /// (content-addressed keys make that the same content). True if uploaded.
     pub async fn put_once(&self, bucket: &str, key: &str, bytes: Vec<u8>) -> Result<bool, String> {
-        match self.client.head_object().bucket(bucket).key(key).send().await {
+        match self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(_) => return Ok(false),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => {}
-            Err(e) => return Err(format!("cannot look up s3://{bucket}/{key}: {}", describe(&e))),
+            Err(e) => {
+                return Err(format!(
+                    "cannot look up s3://{bucket}/{key}: {}",
+                    describe(&e)
+                ))
+            }
         }
         self.client
             .put_object()

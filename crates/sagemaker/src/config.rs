@@ -76,7 +76,9 @@ impl SageMakerConfig {
     /// Reads `SWITCHYARD_SAGEMAKER_{ROLE_ARN,REGION,BUCKET,PREFIX,SUBNETS,
     /// SECURITY_GROUPS,LOCAL_CHANNELS,INSTANCE_LIMITS,POLL_SECONDS}`.
     pub fn from_env(jobs_dir: PathBuf) -> Result<Self, ConfigError> {
-        Self::from_vars(jobs_dir, |k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        Self::from_vars(jobs_dir, |k| {
+            std::env::var(k).ok().filter(|v| !v.is_empty())
+        })
     }
 
     /// [`from_env`](Self::from_env) over any source of variables.
@@ -153,8 +155,13 @@ mod tests {
         assert_eq!(c.subnets, vec!["subnet-1", "subnet-2"]);
         assert_eq!(c.instance_limits["ml.p4d.24xlarge"], 2);
         assert_eq!(c.prefix, "team/ml");
-        let bad = |k: &str| (k == "SWITCHYARD_SAGEMAKER_LOCAL_CHANNELS").then(|| "maybe".to_string());
+        let bad =
+            |k: &str| (k == "SWITCHYARD_SAGEMAKER_LOCAL_CHANNELS").then(|| "maybe".to_string());
         let e = SageMakerConfig::from_vars(PathBuf::from("/j"), bad).unwrap_err();
-        assert!(e.to_string().starts_with("SWITCHYARD_SAGEMAKER_LOCAL_CHANNELS"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("SWITCHYARD_SAGEMAKER_LOCAL_CHANNELS"),
+            "{e}"
+        );
     }
 }

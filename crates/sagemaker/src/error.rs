@@ -39,7 +39,12 @@ const THROTTLING: &[&str] = &[
     "SlowDown",
     "RequestThrottled",
 ];
-const NOT_FOUND: &[&str] = &["ResourceNotFound", "ResourceNotFoundException", "NoSuchKey", "NotFound"];
+const NOT_FOUND: &[&str] = &[
+    "ResourceNotFound",
+    "ResourceNotFoundException",
+    "NoSuchKey",
+    "NotFound",
+];
 
 /// Classifies any SDK error (SageMaker, CloudWatch Logs and S3 share the type).
 pub fn classify<E>(operation: &str, err: &SdkError<E, HttpResponse>) -> ApiError
@@ -62,7 +67,13 @@ where
             } else if missing {
                 Kind::NotFound
             } else if status_5xx
-                || matches!(c, "InternalFailure" | "InternalServerError" | "ServiceUnavailable" | "ServiceUnavailableException")
+                || matches!(
+                    c,
+                    "InternalFailure"
+                        | "InternalServerError"
+                        | "ServiceUnavailable"
+                        | "ServiceUnavailableException"
+                )
             {
                 Kind::Transient
             } else {
@@ -70,7 +81,10 @@ where
             };
             ApiError {
                 kind,
-                text: format!("{operation}: {}: {message}", code.as_deref().unwrap_or("error")),
+                text: format!(
+                    "{operation}: {}: {message}",
+                    code.as_deref().unwrap_or("error")
+                ),
                 code,
             }
         }

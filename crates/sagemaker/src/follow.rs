@@ -88,7 +88,10 @@ fn transition_events(d: &DescribeTrainingJobOutput, seen: &mut Seen, events: &Jo
             seen.restarts += 1;
             let _ = events.send(JobEvent::Restarting {
                 attempt: seen.restarts,
-                reason: t.status_message().unwrap_or("SageMaker restarted the job").to_string(),
+                reason: t
+                    .status_message()
+                    .unwrap_or("SageMaker restarted the job")
+                    .to_string(),
             });
         }
         let message = match t.status_message() {
@@ -169,7 +172,11 @@ pub async fn follow(
             stop_sent = true;
             stop(client, name, events).await;
         }
-        let described = client.describe_training_job().training_job_name(name).send().await;
+        let described = client
+            .describe_training_job()
+            .training_job_name(name)
+            .send()
+            .await;
         let d = match described {
             Ok(d) => {
                 backoff.success();
@@ -180,7 +187,10 @@ pub async fn follow(
                 backoff.failure(&e).map_err(|e| JobError::Setup(e.text))?;
                 if e.kind == Kind::Throttled {
                     let _ = events.send(JobEvent::Status {
-                        message: format!("SageMaker is throttling; next poll in {:.1} s", backoff.next().as_secs_f64()),
+                        message: format!(
+                            "SageMaker is throttling; next poll in {:.1} s",
+                            backoff.next().as_secs_f64()
+                        ),
                     });
                 }
                 continue;
@@ -242,7 +252,12 @@ async fn stop(client: &Client, name: &str, events: &JobEvents) {
         message: format!("stopping SageMaker training job {name} (StopTrainingJob)"),
     });
     for attempt in 0..5u32 {
-        match client.stop_training_job().training_job_name(name).send().await {
+        match client
+            .stop_training_job()
+            .training_job_name(name)
+            .send()
+            .await
+        {
             Ok(_) => return,
             Err(e) => {
                 let e = classify("StopTrainingJob", &e);
@@ -286,7 +301,9 @@ mod tests {
             kind: Kind::Transient,
             ..throttled.clone()
         };
-        let results: Vec<bool> = (0..MAX_TRANSIENT).map(|_| b.failure(&transient).is_ok()).collect();
+        let results: Vec<bool> = (0..MAX_TRANSIENT)
+            .map(|_| b.failure(&transient).is_ok())
+            .collect();
         assert_eq!(results.iter().filter(|ok| !**ok).count(), 1);
         let permanent = ApiError {
             kind: Kind::Permanent,

@@ -124,9 +124,11 @@ impl SageMakerBackend {
         let status = |message: String| {
             let _ = events.send(JobEvent::Status { message });
         };
-        if let (Some(dir), Some(_), Some(bucket)) =
-            (&job.spec.source_dir, &job.spec.entry_point, &resolved.bucket)
-        {
+        if let (Some(dir), Some(_), Some(bucket)) = (
+            &job.spec.source_dir,
+            &job.spec.entry_point,
+            &resolved.bucket,
+        ) {
             let dir = PathBuf::from(dir);
             let archive = tokio::task::spawn_blocking(move || sourcedir::pack(&dir))
                 .await
@@ -138,11 +140,10 @@ impl SageMakerBackend {
             );
             let uri = format!("s3://{bucket}/{key}");
             let (files, size) = (archive.files, archive.bytes.len());
-            let uploaded = c
-                .s3
-                .put_once(bucket, &key, archive.bytes)
-                .await
-                .map_err(|e| JobError::Setup(format!("spec.sourceDir: {e}")))?;
+            let uploaded =
+                c.s3.put_once(bucket, &key, archive.bytes)
+                    .await
+                    .map_err(|e| JobError::Setup(format!("spec.sourceDir: {e}")))?;
             status(if uploaded {
                 format!("sourceDir packed ({files} files, {size} bytes) and uploaded to {uri}")
             } else {
@@ -151,15 +152,19 @@ impl SageMakerBackend {
             staged.submit_directory = Some(uri);
         }
         for (channel, path) in &resolved.uploads {
-            let Some(bucket) = &resolved.bucket else { continue };
+            let Some(bucket) = &resolved.bucket else {
+                continue;
+            };
             let key = join_key(&resolved.prefix, &format!("inputs/{name}/{channel}"));
-            let n = c
-                .s3
-                .upload_dir(path, bucket, &key)
-                .await
-                .map_err(|e| JobError::Setup(format!("spec.channels.{channel}: {e}")))?;
+            let n =
+                c.s3.upload_dir(path, bucket, &key)
+                    .await
+                    .map_err(|e| JobError::Setup(format!("spec.channels.{channel}: {e}")))?;
             let uri = format!("s3://{bucket}/{key}/");
-            status(format!("channel {channel}: uploaded {n} files from {} to {uri}", path.display()));
+            status(format!(
+                "channel {channel}: uploaded {n} files from {} to {uri}",
+                path.display()
+            ));
             staged.channel_uris.insert(channel.clone(), uri);
         }
         Ok(staged)
@@ -180,11 +185,19 @@ impl SageMakerBackend {
         let mut backoff = Backoff::new(Duration::from_millis(500), self.config.max_poll_interval);
         // A job with this name is this Switchyard job submitted before.
         loop {
-            match c.sagemaker.describe_training_job().training_job_name(name).send().await {
+            match c
+                .sagemaker
+                .describe_training_job()
+                .training_job_name(name)
+                .send()
+                .await
+            {
                 Ok(d) => {
                     let status = d.training_job_status().map(|s| s.as_str()).unwrap_or("?");
                     let _ = events.send(JobEvent::Status {
-                        message: format!("SageMaker training job {name} exists already ({status}); following it"),
+                        message: format!(
+                            "SageMaker training job {name} exists already ({status}); following it"
+                        ),
                     });
                     return Ok(false);
                 }
@@ -249,7 +262,9 @@ async fn wait(d: Duration, cancel: &CancellationToken) -> Result<(), JobError> {
 /// The pipeline run and task that started this job (set by the engine for
 /// every task), for the tags that link the SageMaker job back to them.
 fn run_context() -> Option<(String, String)> {
-    let run = std::env::var("SWITCHYARD_RUN_ID").ok().filter(|v| !v.is_empty())?;
+    let run = std::env::var("SWITCHYARD_RUN_ID")
+        .ok()
+        .filter(|v| !v.is_empty())?;
     let task = std::env::var("SWITCHYARD_TASK").unwrap_or_default();
     Some((run, task))
 }
@@ -301,7 +316,8 @@ pub async fn fetch_model(s3: &S3Store, uri: &str, dest: &Path) -> Result<usize, 
     } else {
         let file = dest.join(key.rsplit('/').next().unwrap_or("model"));
         std::fs::create_dir_all(dest).map_err(|e| e.to_string())?;
-        std::fs::write(&file, bytes).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+        std::fs::write(&file, bytes)
+            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
         Ok(1)
     }
 }

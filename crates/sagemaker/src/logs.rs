@@ -36,7 +36,9 @@ pub struct LogTail {
 fn host_of(stream: &str) -> (String, u32) {
     let tail = stream.rsplit('/').next().unwrap_or(stream);
     let host = match tail.rsplit_once('-') {
-        Some((h, epoch)) if epoch.chars().all(|c| c.is_ascii_digit()) && h.starts_with("algo-") => h,
+        Some((h, epoch)) if epoch.chars().all(|c| c.is_ascii_digit()) && h.starts_with("algo-") => {
+            h
+        }
         _ => tail,
     };
     let index = host
@@ -47,7 +49,13 @@ fn host_of(stream: &str) -> (String, u32) {
 }
 
 impl LogTail {
-    pub fn new(client: Client, job_name: &str, dir: PathBuf, procs_per_node: u32, scraper: MetricScraper) -> Self {
+    pub fn new(
+        client: Client,
+        job_name: &str,
+        dir: PathBuf,
+        procs_per_node: u32,
+        scraper: MetricScraper,
+    ) -> Self {
         LogTail {
             client,
             prefix: format!("{job_name}/"),
@@ -78,7 +86,11 @@ impl LogTail {
                 Ok(p) => p,
                 Err(e) => {
                     let e = classify("DescribeLogStreams", &e);
-                    return if e.kind == Kind::NotFound { Ok(0) } else { Err(e) };
+                    return if e.kind == Kind::NotFound {
+                        Ok(0)
+                    } else {
+                        Err(e)
+                    };
                 }
             };
             for s in page.log_streams() {
@@ -130,13 +142,19 @@ impl LogTail {
                 Ok(o) => o,
                 Err(e) => {
                     let e = classify("GetLogEvents", &e);
-                    return if e.kind == Kind::NotFound { Ok(lines) } else { Err(e) };
+                    return if e.kind == Kind::NotFound {
+                        Ok(lines)
+                    } else {
+                        Err(e)
+                    };
                 }
             };
             let batch = out.events();
             if stream.file.is_none() && !batch.is_empty() {
                 std::fs::create_dir_all(&self.dir).ok();
-                let path = self.dir.join(format!("{}-rank-{}.log", stream.host, stream.rank));
+                let path = self
+                    .dir
+                    .join(format!("{}-rank-{}.log", stream.host, stream.rank));
                 stream.file = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)

@@ -95,7 +95,9 @@ fn role_ok(arn: &str) -> bool {
         && parts[1] == "iam"
         && parts[3].len() == 12
         && parts[3].chars().all(|c| c.is_ascii_digit())
-        && parts[4].strip_prefix("role/").is_some_and(|r| !r.is_empty())
+        && parts[4]
+            .strip_prefix("role/")
+            .is_some_and(|r| !r.is_empty())
 }
 
 /// Hyperparameters as the SageMaker Python SDK sends them for framework
@@ -123,7 +125,9 @@ pub fn resolve(job: &TrainingJob, config: &SageMakerConfig) -> Result<Resolved, 
     if !role_ok(&role_arn) {
         return Err(refuse(
             "spec.roleArn",
-            format!("'{role_arn}' is not an IAM role ARN (arn:aws:iam::<12-digit account>:role/<name>)"),
+            format!(
+                "'{role_arn}' is not an IAM role ARN (arn:aws:iam::<12-digit account>:role/<name>)"
+            ),
         ));
     }
 
@@ -272,7 +276,9 @@ pub fn resolve(job: &TrainingJob, config: &SageMakerConfig) -> Result<Resolved, 
         Some(o) => {
             return Err(refuse(
                 "spec.output",
-                format!("'{o}' is a local path; SageMaker writes model.tar.gz to S3: give an s3:// URI"),
+                format!(
+                    "'{o}' is a local path; SageMaker writes model.tar.gz to S3: give an s3:// URI"
+                ),
             ))
         }
         None => match &bucket {
@@ -284,7 +290,9 @@ pub fn resolve(job: &TrainingJob, config: &SageMakerConfig) -> Result<Resolved, 
         if !c.starts_with("s3://") {
             return Err(refuse(
                 "spec.checkpoint",
-                format!("'{c}' is a local path; SageMaker syncs checkpoints with S3: give an s3:// URI"),
+                format!(
+                    "'{c}' is a local path; SageMaker syncs checkpoints with S3: give an s3:// URI"
+                ),
             ));
         }
     }
@@ -402,7 +410,12 @@ pub fn render(
         .set_metric_definitions(Some(
             spec.metrics
                 .iter()
-                .map(|m| MetricDefinition::builder().name(&m.name).regex(&m.regex).build())
+                .map(|m| {
+                    MetricDefinition::builder()
+                        .name(&m.name)
+                        .regex(&m.regex)
+                        .build()
+                })
                 .collect(),
         ));
     if let Some(cmd) = &spec.command {
@@ -477,9 +490,8 @@ pub fn render(
         })
         .collect();
 
-    let mut stopping = StoppingCondition::builder().max_runtime_in_seconds(
-        spec.max_runtime_seconds.unwrap_or(DEFAULT_MAX_RUNTIME) as i32,
-    );
+    let mut stopping = StoppingCondition::builder()
+        .max_runtime_in_seconds(spec.max_runtime_seconds.unwrap_or(DEFAULT_MAX_RUNTIME) as i32);
     if spec.use_spot_instances {
         stopping = stopping.set_max_wait_time_in_seconds(spec.max_wait_seconds.map(|w| w as i32));
     }
@@ -488,12 +500,18 @@ pub fn render(
         .into_iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect();
-    let mut own = vec![(TAG_JOB_ID, job_id.to_string()), (TAG_JOB_NAME, job.name.clone())];
+    let mut own = vec![
+        (TAG_JOB_ID, job_id.to_string()),
+        (TAG_JOB_NAME, job.name.clone()),
+    ];
     if let Some((run_id, task)) = run {
         own.push((TAG_RUN_ID, run_id.to_string()));
         own.push((TAG_TASK, task.chars().take(256).collect()));
     }
-    tags.extend(own.into_iter().map(|(k, v)| Tag::builder().key(k).value(v).build()));
+    tags.extend(
+        own.into_iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build()),
+    );
 
     let mut req = request
         .training_job_name(name)
@@ -576,7 +594,10 @@ mod tests {
 
     #[test]
     fn hyperparameters_are_json_encoded() {
-        assert_eq!(encode_hyperparameter(&serde_json::json!("adam")), "\"adam\"");
+        assert_eq!(
+            encode_hyperparameter(&serde_json::json!("adam")),
+            "\"adam\""
+        );
         assert_eq!(encode_hyperparameter(&serde_json::json!(3)), "3");
         assert_eq!(encode_hyperparameter(&serde_json::json!(0.1)), "0.1");
         assert_eq!(encode_hyperparameter(&serde_json::json!(true)), "true");

@@ -17,7 +17,7 @@ pub struct SourceArchive {
     pub files: usize,
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
@@ -29,7 +29,7 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> 
         let path = e.path();
         let ty = e.file_type()?;
         if ty.is_dir() {
-            walk(root, &path, out)?;
+            walk(&path, out)?;
         } else if ty.is_file() || (ty.is_symlink() && path.is_file()) {
             out.push(path);
         }
@@ -42,7 +42,7 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> 
 pub fn pack(dir: &Path) -> Result<SourceArchive, String> {
     let ctx = |e: std::io::Error| format!("cannot pack sourceDir {}: {e}", dir.display());
     let mut files = Vec::new();
-    walk(dir, dir, &mut files).map_err(ctx)?;
+    walk(dir, &mut files).map_err(ctx)?;
     let mut tar = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::default()));
     tar.mode(tar::HeaderMode::Deterministic);
     for f in &files {
@@ -91,7 +91,10 @@ pub fn unpack(bytes: &[u8], dest: &Path) -> Result<usize, String> {
         if !inside {
             return Err(format!(
                 "the archive has an entry outside its folder ({})",
-                entry.path().map(|p| p.display().to_string()).unwrap_or_default()
+                entry
+                    .path()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
             ));
         }
         n += 1;

@@ -89,7 +89,12 @@ impl Fake {
     }
 
     fn ops(&self) -> Vec<String> {
-        self.seen.lock().unwrap().iter().map(|s| s.op.clone()).collect()
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.op.clone())
+            .collect()
     }
 
     fn count(&self, op: &str) -> usize {
@@ -112,7 +117,13 @@ impl Fake {
         let op = if op == "GetLogEvents" {
             let v: Value = serde_json::from_slice(&body).unwrap();
             let stream = v["logStreamName"].as_str().unwrap();
-            let host = stream.rsplit('/').next().unwrap().rsplit_once('-').unwrap().0;
+            let host = stream
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .rsplit_once('-')
+                .unwrap()
+                .0;
             format!("GetLogEvents {host}")
         } else {
             op
@@ -134,13 +145,27 @@ impl Fake {
         };
         let reply = reply.unwrap_or_else(|| {
             if op.starts_with("S3 HEAD") {
-                Reply { status: 404, body: String::new() }
+                Reply {
+                    status: 404,
+                    body: String::new(),
+                }
             } else if op.starts_with("S3 PUT") {
-                Reply { status: 200, body: String::new() }
+                Reply {
+                    status: 200,
+                    body: String::new(),
+                }
             } else if op.contains("Log") {
-                aws_error(400, "ResourceNotFoundException", "The specified log group does not exist.")
+                aws_error(
+                    400,
+                    "ResourceNotFoundException",
+                    "The specified log group does not exist.",
+                )
             } else {
-                aws_error(500, "InternalFailure", &format!("no scripted answer for {op}"))
+                aws_error(
+                    500,
+                    "InternalFailure",
+                    &format!("no scripted answer for {op}"),
+                )
             }
         });
         let mut r = http::Response::builder()
@@ -221,7 +246,12 @@ impl Ran {
 }
 
 /// Runs `job` as job `id`; cancels once the job is reported running when asked.
-async fn run(backend: &SageMakerBackend, job: &TrainingJob, id: &str, cancel_when_running: bool) -> Ran {
+async fn run(
+    backend: &SageMakerBackend,
+    job: &TrainingJob,
+    id: &str,
+    cancel_when_running: bool,
+) -> Ran {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let cancel = CancellationToken::new();
     let watcher = {
@@ -270,7 +300,10 @@ async fn in_progress_then_stop_on_cancel_ends_stopped_and_canceled() {
     .on(
         "StopTrainingJob",
         "DescribeTrainingJob",
-        vec![recorded("describe-stopping.json", &name), recorded("describe-stopped.json", &name)],
+        vec![
+            recorded("describe-stopping.json", &name),
+            recorded("describe-stopped.json", &name),
+        ],
     );
     let backend = SageMakerBackend::with_sdk_config(s.config.clone(), sdk(fake.clone()), true);
     let ran = run(&backend, &job(&s, SIMPLE), "job-stop", true).await;
@@ -288,12 +321,18 @@ async fn in_progress_then_stop_on_cancel_ends_stopped_and_canceled() {
         "SageMaker is throttling",
         "stopping SageMaker training job",
     ] {
-        assert!(statuses.contains(expected), "missing '{expected}' in:\n{statuses}");
+        assert!(
+            statuses.contains(expected),
+            "missing '{expected}' in:\n{statuses}"
+        );
     }
     // The stop came after the job was seen training, and describe went on after it.
     let ops = fake.ops();
     let stop = ops.iter().position(|o| o == "StopTrainingJob").unwrap();
-    assert!(ops[stop + 1..].iter().any(|o| o == "DescribeTrainingJob"), "{ops:?}");
+    assert!(
+        ops[stop + 1..].iter().any(|o| o == "DescribeTrainingJob"),
+        "{ops:?}"
+    );
 }
 
 #[tokio::test]
@@ -303,7 +342,11 @@ async fn failed_job_reports_sagemakers_failure_reason() {
     let name = name_for("job-fail");
     fake.script(
         "DescribeTrainingJob",
-        vec![not_found_job(), recorded("describe-training.json", &name), recorded("describe-failed.json", &name)],
+        vec![
+            not_found_job(),
+            recorded("describe-training.json", &name),
+            recorded("describe-failed.json", &name),
+        ],
     )
     .script("CreateTrainingJob", vec![recorded("create.json", &name)]);
     let backend = SageMakerBackend::with_sdk_config(s.config.clone(), sdk(fake.clone()), true);
@@ -315,7 +358,10 @@ async fn failed_job_reports_sagemakers_failure_reason() {
         Some("AlgorithmError: ExecuteUserScriptError:\nExitCode 1\nErrorMessage \"ValueError: learning rate must be positive\"")
     );
     assert_eq!(out.model, None);
-    assert!(ran.events.iter().any(|e| matches!(e, JobEvent::Running { .. })));
+    assert!(ran
+        .events
+        .iter()
+        .any(|e| matches!(e, JobEvent::Running { .. })));
 }
 
 #[tokio::test]
@@ -325,14 +371,23 @@ async fn max_runtime_exceeded_is_a_failure_not_a_cancel() {
     let name = name_for("job-slow");
     fake.script(
         "DescribeTrainingJob",
-        vec![not_found_job(), recorded("describe-max-runtime.json", &name)],
+        vec![
+            not_found_job(),
+            recorded("describe-max-runtime.json", &name),
+        ],
     )
     .script("CreateTrainingJob", vec![recorded("create.json", &name)]);
     let backend = SageMakerBackend::with_sdk_config(s.config.clone(), sdk(fake.clone()), true);
     let out = run(&backend, &job(&s, SIMPLE), "job-slow", false).await;
     let out = out.outcome();
     assert_eq!(out.state, JobState::Failed);
-    assert!(out.failure_reason.as_deref().unwrap().contains("MaxRuntimeExceeded"), "{out:?}");
+    assert!(
+        out.failure_reason
+            .as_deref()
+            .unwrap()
+            .contains("MaxRuntimeExceeded"),
+        "{out:?}"
+    );
 }
 
 #[tokio::test]
@@ -342,24 +397,38 @@ async fn completed_job_gives_the_model_metrics_and_logs_per_host() {
     let name = name_for("job-done");
     fake.script(
         "DescribeTrainingJob",
-        vec![not_found_job(), recorded("describe-training.json", &name), recorded("describe-completed.json", &name)],
+        vec![
+            not_found_job(),
+            recorded("describe-training.json", &name),
+            recorded("describe-completed.json", &name),
+        ],
     )
     .script("CreateTrainingJob", vec![recorded("create.json", &name)])
     // The log group does not exist until the first instance starts.
     .script(
         "DescribeLogStreams",
         vec![
-            aws_error(400, "ResourceNotFoundException", "The specified log group does not exist."),
+            aws_error(
+                400,
+                "ResourceNotFoundException",
+                "The specified log group does not exist.",
+            ),
             recorded("log-streams.json", &name),
         ],
     )
     .script(
         "GetLogEvents algo-1",
-        vec![recorded("log-events-1.json", &name), recorded("log-events-end.json", &name)],
+        vec![
+            recorded("log-events-1.json", &name),
+            recorded("log-events-end.json", &name),
+        ],
     )
     .script(
         "GetLogEvents algo-2",
-        vec![recorded("log-events-2.json", &name), recorded("log-events-end.json", &name)],
+        vec![
+            recorded("log-events-2.json", &name),
+            recorded("log-events-end.json", &name),
+        ],
     );
     let backend = SageMakerBackend::with_sdk_config(s.config.clone(), sdk(fake.clone()), true);
     let spec = format!("{SIMPLE}  metrics:\n  - {{name: test_accuracy, regex: 'test_accuracy=([0-9.]+)'}}\n  - {{name: loss, regex: 'loss=([0-9.]+)'}}\n");
@@ -371,11 +440,23 @@ async fn completed_job_gives_the_model_metrics_and_logs_per_host() {
         Some(format!("s3://staging/switchyard/output/{name}/output/model.tar.gz").as_str())
     );
     // FinalMetricDataList wins over what the logs said; loss came only from the logs.
-    assert!((out.metrics["test_accuracy"] - 0.96).abs() < 1e-6, "{:?}", out.metrics);
-    assert!((out.metrics["loss"] - 0.21).abs() < 1e-9, "{:?}", out.metrics);
+    assert!(
+        (out.metrics["test_accuracy"] - 0.96).abs() < 1e-6,
+        "{:?}",
+        out.metrics
+    );
+    assert!(
+        (out.metrics["loss"] - 0.21).abs() < 1e-9,
+        "{:?}",
+        out.metrics
+    );
     let log = std::fs::read_to_string(s.root.join("jobs/job-done/logs/algo-1-rank-0.log")).unwrap();
-    assert!(log.contains("epoch 1 loss=0.21 test_accuracy=0.94"), "{log}");
-    let log2 = std::fs::read_to_string(s.root.join("jobs/job-done/logs/algo-2-rank-1.log")).unwrap();
+    assert!(
+        log.contains("epoch 1 loss=0.21 test_accuracy=0.94"),
+        "{log}"
+    );
+    let log2 =
+        std::fs::read_to_string(s.root.join("jobs/job-done/logs/algo-2-rank-1.log")).unwrap();
     assert!(log2.contains("rank 1 ready"), "{log2}");
     let lines: Vec<&str> = ran
         .events
@@ -393,12 +474,18 @@ async fn resubmitting_the_same_job_follows_the_existing_one() {
     let s = setup();
     let fake = Arc::new(Fake::default());
     let name = name_for("job-again");
-    fake.script("DescribeTrainingJob", vec![recorded("describe-completed.json", &name)]);
+    fake.script(
+        "DescribeTrainingJob",
+        vec![recorded("describe-completed.json", &name)],
+    );
     let backend = SageMakerBackend::with_sdk_config(s.config.clone(), sdk(fake.clone()), true);
     let ran = run(&backend, &job(&s, SIMPLE), "job-again", false).await;
     assert_eq!(ran.outcome().state, JobState::Succeeded);
     assert_eq!(fake.count("CreateTrainingJob"), 0, "{:?}", fake.ops());
-    assert!(fake.ops().iter().all(|o| !o.starts_with("S3 PUT")), "nothing uploaded again");
+    assert!(
+        fake.ops().iter().all(|o| !o.starts_with("S3 PUT")),
+        "nothing uploaded again"
+    );
     assert!(ran.statuses().iter().any(|m| m.contains("exists already")));
 }
 
@@ -407,8 +494,11 @@ async fn the_request_carries_every_field() {
     let s = setup();
     let fake = Arc::new(Fake::default());
     let name = name_for("job-full");
-    fake.script("DescribeTrainingJob", vec![not_found_job(), recorded("describe-completed.json", &name)])
-        .script("CreateTrainingJob", vec![recorded("create.json", &name)]);
+    fake.script(
+        "DescribeTrainingJob",
+        vec![not_found_job(), recorded("describe-completed.json", &name)],
+    )
+    .script("CreateTrainingJob", vec![recorded("create.json", &name)]);
     let backend = SageMakerBackend::with_sdk_config(s.config.clone(), sdk(fake.clone()), true);
     let spec = r#"  sourceDir: src
   entryPoint: train.py
@@ -447,20 +537,43 @@ async fn the_request_carries_every_field() {
 
     // sourcedir.tar.gz went to the bucket under its content hash, after a HEAD found nothing there.
     let archive = switchyard_sagemaker::sourcedir::pack(&s.root.join("src")).unwrap();
-    let key = format!("/stage-bucket/team/sourcedir/{}/sourcedir.tar.gz", archive.sha256);
+    let key = format!(
+        "/stage-bucket/team/sourcedir/{}/sourcedir.tar.gz",
+        archive.sha256
+    );
     let ops = fake.ops();
-    let head = ops.iter().position(|o| *o == format!("S3 HEAD {key}")).expect("HEAD sourcedir");
-    let put = ops.iter().position(|o| *o == format!("S3 PUT {key}")).expect("PUT sourcedir");
+    let head = ops
+        .iter()
+        .position(|o| *o == format!("S3 HEAD {key}"))
+        .expect("HEAD sourcedir");
+    let put = ops
+        .iter()
+        .position(|o| *o == format!("S3 PUT {key}"))
+        .expect("PUT sourcedir");
     assert!(head < put);
-    assert!(ops.contains(&format!("S3 PUT /stage-bucket/team/inputs/{name}/local/train.csv")), "{ops:?}");
+    assert!(
+        ops.contains(&format!(
+            "S3 PUT /stage-bucket/team/inputs/{name}/local/train.csv"
+        )),
+        "{ops:?}"
+    );
 
     let b = fake.body_of("CreateTrainingJob");
     assert_eq!(b["TrainingJobName"], json!(name));
-    assert_eq!(b["RoleArn"], "arn:aws:iam::123456789012:role/SwitchyardTraining");
+    assert_eq!(
+        b["RoleArn"],
+        "arn:aws:iam::123456789012:role/SwitchyardTraining"
+    );
     let algo = &b["AlgorithmSpecification"];
-    assert_eq!(algo["TrainingImage"], "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-training:2.5-cpu-py311");
+    assert_eq!(
+        algo["TrainingImage"],
+        "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-training:2.5-cpu-py311"
+    );
     assert_eq!(algo["TrainingInputMode"], "FastFile");
-    assert_eq!(algo["MetricDefinitions"], json!([{"Name": "test_accuracy", "Regex": "test_accuracy=([0-9.]+)"}]));
+    assert_eq!(
+        algo["MetricDefinitions"],
+        json!([{"Name": "test_accuracy", "Regex": "test_accuracy=([0-9.]+)"}])
+    );
     let hp = &b["HyperParameters"];
     assert_eq!(hp["epochs"], "3");
     assert_eq!(hp["lr"], "0.05");
@@ -468,7 +581,10 @@ async fn the_request_carries_every_field() {
     assert_eq!(hp["sagemaker_program"], "\"train.py\"");
     assert_eq!(
         hp["sagemaker_submit_directory"],
-        json!(format!("\"s3://stage-bucket/team/sourcedir/{}/sourcedir.tar.gz\"", archive.sha256))
+        json!(format!(
+            "\"s3://stage-bucket/team/sourcedir/{}/sourcedir.tar.gz\"",
+            archive.sha256
+        ))
     );
     assert_eq!(hp["sagemaker_torch_distributed_enabled"], "true");
     assert_eq!(hp["sagemaker_job_name"], json!(format!("\"{name}\"")));
@@ -492,24 +608,41 @@ async fn the_request_carries_every_field() {
         channels["local"]["DataSource"]["S3DataSource"]["S3Uri"],
         json!(format!("s3://stage-bucket/team/inputs/{name}/local/"))
     );
-    assert_eq!(b["OutputDataConfig"], json!({"S3OutputPath": "s3://models/digits"}));
-    assert_eq!(b["CheckpointConfig"], json!({"S3Uri": "s3://ckpt/digits", "LocalPath": "/opt/ml/checkpoints"}));
+    assert_eq!(
+        b["OutputDataConfig"],
+        json!({"S3OutputPath": "s3://models/digits"})
+    );
+    assert_eq!(
+        b["CheckpointConfig"],
+        json!({"S3Uri": "s3://ckpt/digits", "LocalPath": "/opt/ml/checkpoints"})
+    );
     assert_eq!(
         b["ResourceConfig"],
         json!({"InstanceType": "ml.g5.2xlarge", "InstanceCount": 2, "VolumeSizeInGB": 100})
     );
-    assert_eq!(b["StoppingCondition"], json!({"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}));
+    assert_eq!(
+        b["StoppingCondition"],
+        json!({"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200})
+    );
     assert_eq!(b["EnableManagedSpotTraining"], true);
     assert_eq!(b["EnableNetworkIsolation"], true);
     assert_eq!(b["EnableInterContainerTrafficEncryption"], true);
     assert_eq!(b["RetryStrategy"], json!({"MaximumRetryAttempts": 2}));
     assert_eq!(b["Environment"], json!({"NCCL_DEBUG": "INFO"}));
-    assert_eq!(b["VpcConfig"], json!({"SecurityGroupIds": ["sg-0a1b2c3d"], "Subnets": ["subnet-0a1b2c3d"]}));
+    assert_eq!(
+        b["VpcConfig"],
+        json!({"SecurityGroupIds": ["sg-0a1b2c3d"], "Subnets": ["subnet-0a1b2c3d"]})
+    );
     let tags: BTreeMap<String, String> = b["Tags"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| (t["Key"].as_str().unwrap().into(), t["Value"].as_str().unwrap().into()))
+        .map(|t| {
+            (
+                t["Key"].as_str().unwrap().into(),
+                t["Value"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     assert_eq!(tags["team"], "ml");
     assert_eq!(tags["switchyard:job-id"], "job-full");
@@ -521,19 +654,40 @@ async fn a_command_job_uses_the_container_entrypoint() {
     let s = setup();
     let fake = Arc::new(Fake::default());
     let name = name_for("job-cmd");
-    fake.script("DescribeTrainingJob", vec![not_found_job(), recorded("describe-completed.json", &name)])
-        .script("CreateTrainingJob", vec![recorded("create.json", &name)]);
+    fake.script(
+        "DescribeTrainingJob",
+        vec![not_found_job(), recorded("describe-completed.json", &name)],
+    )
+    .script("CreateTrainingJob", vec![recorded("create.json", &name)]);
     let backend = SageMakerBackend::with_sdk_config(s.config.clone(), sdk(fake.clone()), true);
-    let j = job(&s, "  command: [python, -m, trainer, --fast]\n  resources: {cpu: 6}\n");
-    assert_eq!(run(&backend, &j, "job-cmd", false).await.outcome().state, JobState::Succeeded);
+    let j = job(
+        &s,
+        "  command: [python, -m, trainer, --fast]\n  resources: {cpu: 6}\n",
+    );
+    assert_eq!(
+        run(&backend, &j, "job-cmd", false).await.outcome().state,
+        JobState::Succeeded
+    );
     let b = fake.body_of("CreateTrainingJob");
-    assert_eq!(b["AlgorithmSpecification"]["ContainerEntrypoint"], json!(["python"]));
-    assert_eq!(b["AlgorithmSpecification"]["ContainerArguments"], json!(["-m", "trainer", "--fast"]));
+    assert_eq!(
+        b["AlgorithmSpecification"]["ContainerEntrypoint"],
+        json!(["python"])
+    );
+    assert_eq!(
+        b["AlgorithmSpecification"]["ContainerArguments"],
+        json!(["-m", "trainer", "--fast"])
+    );
     assert!(b.get("HyperParameters").is_none(), "{b}");
     // 6 CPUs per host: the smallest m5 with 8 vCPUs.
     assert_eq!(b["ResourceConfig"]["InstanceType"], "ml.m5.2xlarge");
-    assert_eq!(b["OutputDataConfig"]["S3OutputPath"], "s3://staging/switchyard/output");
-    assert!(fake.ops().iter().all(|o| !o.starts_with("S3 ")), "no sourceDir to upload");
+    assert_eq!(
+        b["OutputDataConfig"]["S3OutputPath"],
+        "s3://staging/switchyard/output"
+    );
+    assert!(
+        fake.ops().iter().all(|o| !o.starts_with("S3 ")),
+        "no sourceDir to upload"
+    );
 }
 
 #[tokio::test]
@@ -552,7 +706,10 @@ async fn transient_errors_are_retried_and_permanent_ones_reported_with_their_cod
     )
     .script(
         "CreateTrainingJob",
-        vec![aws_error(500, "InternalFailure", "We encountered an internal error."), recorded("create.json", &name)],
+        vec![
+            aws_error(500, "InternalFailure", "We encountered an internal error."),
+            recorded("create.json", &name),
+        ],
     );
     let backend = SageMakerBackend::with_sdk_config(s.config.clone(), sdk(fake.clone()), true);
     let ran = run(&backend, &job(&s, SIMPLE), "job-flaky", false).await;
@@ -573,16 +730,21 @@ async fn transient_errors_are_retried_and_permanent_ones_reported_with_their_cod
     let ran = run(&backend, &job(&s, SIMPLE), "job-denied", false).await;
     let err = ran.result.unwrap_err().to_string();
     assert!(
-        err.starts_with("CreateTrainingJob: AccessDeniedException: User: arn:aws:sts::123456789012"),
+        err.starts_with(
+            "CreateTrainingJob: AccessDeniedException: User: arn:aws:sts::123456789012"
+        ),
         "{err}"
     );
     assert_eq!(fake.count("CreateTrainingJob"), 1);
 }
 
+/// A change to the configuration for one case.
+type Tweak = Box<dyn Fn(&mut SageMakerConfig)>;
+
 #[tokio::test]
 async fn invalid_jobs_are_refused_before_any_api_call() {
     let s = setup();
-    let cases: Vec<(&str, Box<dyn Fn(&mut SageMakerConfig)>, &str)> = vec![
+    let cases: Vec<(&str, Tweak, &str)> = vec![
         (SIMPLE, Box::new(|c| c.role_arn = None), "spec.roleArn: missing"),
         ("  sourceDir: src\n  entryPoint: train.py\n  roleArn: SageMakerRole\n", Box::new(|_| {}), "spec.roleArn: 'SageMakerRole' is not an IAM role ARN"),
         ("  command: [python, x.py]\n  channels: {train: data}\n", Box::new(|c| c.bucket = None), "spec.channels.train: a local channel is uploaded to S3 first, and no bucket is configured"),
@@ -621,7 +783,9 @@ async fn invalid_jobs_are_refused_before_any_api_call() {
 async fn a_typo_in_the_sagemaker_block_names_the_field() {
     let s = setup();
     let text = "apiVersion: switchyard/v1\nkind: TrainingJob\nmetadata: {name: x}\nspec:\n  backend: sagemaker\n  image: i\n  command: [x]\n  sagemaker: {subnet: [a]}\n";
-    let e = switchyard_job::load(text, &s.root, &[], None).unwrap_err().to_string();
+    let e = switchyard_job::load(text, &s.root, &[], None)
+        .unwrap_err()
+        .to_string();
     assert!(e.starts_with("spec.sagemaker"), "{e}");
     assert!(e.contains("subnet"), "{e}");
 }

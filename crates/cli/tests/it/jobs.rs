@@ -486,7 +486,7 @@ fn a_job_waits_for_free_cpus_instead_of_oversubscribing() {
     );
 }
 
-fn compile_script(sb: &Sandbox, script: &str, out: &str) -> String {
+pub fn compile_script(sb: &Sandbox, script: &str, out: &str) -> String {
     let path = sb.path(out);
     let st = std::process::Command::new(crate::common::python())
         .args(["-W", "ignore", &repo_file(script), &path])

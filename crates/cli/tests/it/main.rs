@@ -8,5 +8,7 @@ mod containers;
 mod control;
 mod jobs;
 mod lifecycle;
+mod moto;
 mod params;
 mod s3;
+mod sagemaker;

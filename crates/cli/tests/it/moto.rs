@@ -1,0 +1,125 @@
+//! The moto server (PyPI `moto[server]`) as the AWS endpoint of a test, on
+//! 127.0.0.1, with boto3 to set up and inspect what Switchyard did there.
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::common::{python, repo_file, wait_until};
+
+/// A moto server for one test; stopped (by its PID) when dropped.
+pub struct Moto {
+    child: Child,
+    pub endpoint: String,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let bin = python().parent().unwrap().join("moto_server");
+        let child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server (scripts/setup installs it)");
+        wait_until("moto to listen", Duration::from_secs(30), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Points a command's AWS SDK at this server.
+    pub fn env(&self, c: &mut Command) {
+        c.env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env_remove("AWS_PROFILE");
+    }
+
+    /// Runs a boto3 script against the server (`s3`, `sm` and `logs` are
+    /// clients; `json` is imported); returns stdout.
+    pub fn boto3(&self, body: &str) -> String {
+        let script = format!(
+            "import boto3, json\nkw = dict(endpoint_url='{}', region_name='us-east-1', aws_access_key_id='test', aws_secret_access_key='test')\ns3 = boto3.client('s3', **kw)\nsm = boto3.client('sagemaker', **kw)\nlogs = boto3.client('logs', **kw)\n{body}",
+            self.endpoint
+        );
+        let out = Command::new(python())
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Creates a bucket and objects.
+    pub fn put(&self, bucket: &str, objects: &[(&str, &str)]) {
+        let mut body = format!("s3.create_bucket(Bucket='{bucket}')\n");
+        for (k, v) in objects {
+            body.push_str(&format!(
+                "s3.put_object(Bucket='{bucket}', Key='{k}', Body=b'{v}')\n"
+            ));
+        }
+        self.boto3(&body);
+    }
+
+    pub fn keys(&self, bucket: &str) -> Vec<String> {
+        self.boto3(&format!(
+            "for o in s3.list_objects_v2(Bucket='{bucket}').get('Contents', []): print(o['Key'])\n"
+        ))
+        .lines()
+        .map(String::from)
+        .collect()
+    }
+
+    /// Starts tests/sagemaker/stand_in.py, which plays the training instances
+    /// moto does not run; returns once it is watching.
+    pub fn sagemaker_stand_in(&self, accuracy: f64) -> StandIn {
+        let mut child = Command::new(python())
+            .args([
+                &repo_file("tests/sagemaker/stand_in.py"),
+                &self.endpoint,
+                &accuracy.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the SageMaker stand-in");
+        let mut first = String::new();
+        let stdout = child.stdout.take().unwrap();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut first).unwrap();
+        assert_eq!(first.trim(), "watching", "the stand-in did not start");
+        StandIn { child }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The running stand-in; stopped (by its PID) when dropped.
+pub struct StandIn {
+    child: Child,
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,323 @@
+//! `backend: sagemaker` end to end against the moto server: the binary creates
+//! real SageMaker API requests through the AWS SDK, moto records them, and
+//! tests/sagemaker/stand_in.py writes the logs and model a training instance
+//! would (moto runs no containers). Status sequences moto cannot produce are
+//! covered with replayed responses in crates/sagemaker/tests/replay.rs.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::common::{repo_file, Sandbox};
+use crate::jobs::compile_script;
+use crate::moto::Moto;
+
+const ROLE: &str = "arn:aws:iam::123456789012:role/SwitchyardTraining";
+
+fn sagemaker_env(moto: &Moto, c: &mut Command) {
+    moto.env(c);
+    c.env("SWITCHYARD_SAGEMAKER_ROLE_ARN", ROLE)
+        .env("SWITCHYARD_SAGEMAKER_BUCKET", "sm-staging")
+        .env("SWITCHYARD_SAGEMAKER_POLL_SECONDS", "1");
+}
+
+fn job_file(sb: &Sandbox) -> String {
+    let path = sb.path("job.yaml");
+    let text = format!(
+        r#"apiVersion: switchyard/v1
+kind: TrainingJob
+metadata: {{name: digits}}
+spec:
+  backend: sagemaker
+  image: 763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.5-cpu-py311
+  sourceDir: {src}
+  entryPoint: train.py
+  nodes: 2
+  instanceType: ml.c5.xlarge
+  hyperparameters: {{epochs: 3, optimizer: sgd}}
+  channels:
+    train: s3://datasets/digits
+    shared: efs://fs-0123456789abcdef0/digits
+  maxRuntimeSeconds: 3600
+  useSpotInstances: true
+  maxWaitSeconds: 7200
+  metrics:
+  - {{name: test_accuracy, regex: 'test_accuracy=([0-9.]+)'}}
+  tags: {{team: ml}}
+  sagemaker:
+    subnets: [subnet-0a1b2c3d]
+    securityGroupIds: [sg-0a1b2c3d]
+"#,
+        src = repo_file("examples/ddp-digits")
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run_job(sb: &Sandbox, moto: &Moto, args: &[&str]) -> (i32, Value, String) {
+    let mut c = sb.cmd();
+    sagemaker_env(moto, &mut c);
+    let out = c
+        .args(["job", "run"])
+        .args(args)
+        .args(["-o", "json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.code().unwrap_or(-1), v, stderr)
+}
+
+#[test]
+fn a_sagemaker_job_is_created_followed_and_logged_against_moto() {
+    let moto = Moto::start();
+    moto.put("sm-staging", &[]);
+    moto.put("datasets", &[("digits/train.csv", "1,2")]);
+    let _instances = moto.sagemaker_stand_in(0.93);
+    let sb = Sandbox::new();
+    let file = job_file(&sb);
+    let (code, job, stderr) = run_job(&sb, &moto, &[&file]);
+    assert_eq!(code, 0, "{job:#}\n{stderr}");
+    assert_eq!(job["state"], "SUCCEEDED");
+    assert_eq!(job["backend"], "sagemaker");
+    let model = job["model"].as_str().unwrap();
+    assert!(
+        model.starts_with("s3://sm-staging/switchyard/output/digits-")
+            && model.ends_with("/output/model.tar.gz"),
+        "{model}"
+    );
+    // From the logs the stand-in wrote, and moto's FinalMetricDataList.
+    assert_eq!(job["metrics"]["test_accuracy"], 0.93);
+    assert_eq!(job["metrics"]["train:progress"], 100.0);
+    assert!(stderr.contains("sourceDir packed"), "{stderr}");
+
+    // What SageMaker (moto) received, field by field.
+    let got: Value = serde_json::from_str(&moto.boto3(
+        "jobs = sm.list_training_jobs()['TrainingJobSummaries']\n\
+         d = sm.describe_training_job(TrainingJobName=jobs[0]['TrainingJobName'])\n\
+         tags = sm.list_tags(ResourceArn=d['TrainingJobArn'])['Tags']\n\
+         print(json.dumps({'count': len(jobs), 'd': d, 'tags': {t['Key']: t['Value'] for t in tags}}, default=str))\n",
+    ))
+    .unwrap();
+    assert_eq!(got["count"], 1);
+    let d = &got["d"];
+    let name = d["TrainingJobName"].as_str().unwrap();
+    assert!(model.contains(name));
+    assert_eq!(d["RoleArn"], ROLE);
+    assert_eq!(d["ResourceConfig"]["InstanceType"], "ml.c5.xlarge");
+    assert_eq!(d["ResourceConfig"]["InstanceCount"], 2);
+    assert_eq!(d["ResourceConfig"]["VolumeSizeInGB"], 30);
+    let hp = &d["HyperParameters"];
+    assert_eq!(hp["epochs"], "3");
+    assert_eq!(hp["optimizer"], "\"sgd\"");
+    assert_eq!(hp["sagemaker_program"], "\"train.py\"");
+    assert_eq!(hp["sagemaker_torch_distributed_enabled"], "true");
+    let submit = hp["sagemaker_submit_directory"].as_str().unwrap();
+    assert!(
+        submit.starts_with("\"s3://sm-staging/switchyard/sourcedir/"),
+        "{submit}"
+    );
+    let channels = d["InputDataConfig"].as_array().unwrap();
+    let s3 = channels
+        .iter()
+        .find(|c| c["ChannelName"] == "train")
+        .unwrap();
+    assert_eq!(
+        s3["DataSource"]["S3DataSource"]["S3Uri"],
+        "s3://datasets/digits"
+    );
+    let efs = channels
+        .iter()
+        .find(|c| c["ChannelName"] == "shared")
+        .unwrap();
+    assert_eq!(
+        efs["DataSource"]["FileSystemDataSource"]["FileSystemId"],
+        "fs-0123456789abcdef0"
+    );
+    assert_eq!(
+        efs["DataSource"]["FileSystemDataSource"]["FileSystemType"],
+        "EFS"
+    );
+    assert_eq!(
+        efs["DataSource"]["FileSystemDataSource"]["FileSystemAccessMode"],
+        "ro"
+    );
+    assert_eq!(
+        efs["DataSource"]["FileSystemDataSource"]["DirectoryPath"],
+        "/digits"
+    );
+    assert_eq!(d["VpcConfig"]["Subnets"][0], "subnet-0a1b2c3d");
+    assert_eq!(d["VpcConfig"]["SecurityGroupIds"][0], "sg-0a1b2c3d");
+    assert_eq!(d["EnableManagedSpotTraining"], true);
+    assert_eq!(d["StoppingCondition"]["MaxRuntimeInSeconds"], 3600);
+    assert_eq!(d["StoppingCondition"]["MaxWaitTimeInSeconds"], 7200);
+    assert_eq!(got["tags"]["team"], "ml");
+    assert_eq!(got["tags"]["switchyard:job-id"], job["job_id"]);
+    assert_eq!(got["tags"]["switchyard:job-name"], "digits");
+
+    // sourcedir.tar.gz is in S3 under its content hash.
+    let keys = moto.keys("sm-staging");
+    let sourcedirs: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.ends_with("sourcedir.tar.gz"))
+        .collect();
+    assert_eq!(sourcedirs.len(), 1, "{keys:?}");
+    assert!(submit.contains(sourcedirs[0].as_str()));
+
+    // Per-host logs, as `job logs` shows them; transitions as job events.
+    let id = job["job_id"].as_str().unwrap();
+    let mut c = sb.cmd();
+    let logs = c.args(["job", "logs", id]).output().unwrap();
+    let logs = String::from_utf8_lossy(&logs.stdout);
+    assert!(logs.contains("algo-1: epoch 2 loss=0.20"), "{logs}");
+    assert!(logs.contains("algo-2: epoch 2 loss=0.20"), "{logs}");
+    let detail = sb.run(&["job", "get", id, "-o", "json"]).json();
+    let events: Vec<&str> = detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    assert!(
+        events.iter().any(|m| m.starts_with("SageMaker: Starting")),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|m| m.starts_with("created SageMaker training job")),
+        "{events:?}"
+    );
+
+    // The same sources again: a second SageMaker job, no second upload.
+    let (code, again, stderr) = run_job(&sb, &moto, &[&file]);
+    assert_eq!(code, 0, "{again:#}\n{stderr}");
+    assert!(stderr.contains("sourceDir unchanged"), "{stderr}");
+    let keys = moto.keys("sm-staging");
+    assert_eq!(
+        keys.iter()
+            .filter(|k| k.ends_with("sourcedir.tar.gz"))
+            .count(),
+        1
+    );
+    let count = moto.boto3("print(len(sm.list_training_jobs()['TrainingJobSummaries']))");
+    assert_eq!(count.trim(), "2");
+}
+
+#[test]
+fn invalid_sagemaker_jobs_are_refused_before_anything_is_created() {
+    let moto = Moto::start();
+    let sb = Sandbox::new();
+    let file = job_file(&sb);
+    let local = sb.path("data");
+    std::fs::create_dir_all(&local).unwrap();
+    let cases: Vec<(Vec<String>, &str, &str)> = vec![
+        (
+            vec![],
+            "SWITCHYARD_SAGEMAKER_ROLE_ARN",
+            "spec.roleArn: missing",
+        ),
+        (
+            vec!["--set".into(), format!("spec.channels.local={local}")],
+            "SWITCHYARD_SAGEMAKER_BUCKET",
+            "spec.channels.local: a local channel is uploaded to S3 first",
+        ),
+        (
+            vec!["--set".into(), "spec.nodes=40".into()],
+            "",
+            "spec.nodes: 40 instances of ml.c5.xlarge",
+        ),
+        (
+            vec!["--set".into(), "metadata.name=Digits_1".into()],
+            "",
+            "metadata.name",
+        ),
+    ];
+    for (sets, unset, expected) in cases {
+        let mut c = sb.cmd();
+        sagemaker_env(&moto, &mut c);
+        if !unset.is_empty() {
+            c.env_remove(unset);
+        }
+        if unset == "SWITCHYARD_SAGEMAKER_BUCKET" {
+            // Without a bucket the sourceDir cannot travel either: use a command job.
+            c.args([
+                "job",
+                "run",
+                &file,
+                "--set",
+                "spec.entryPoint=",
+                "--set",
+                "spec.command=[python, train.py]",
+            ]);
+        } else {
+            c.args(["job", "run", &file]);
+        }
+        let out = c.args(&sets).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{expected}: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "expected '{expected}' in: {stderr}"
+        );
+    }
+    let jobs = sb.run(&["job", "list", "-o", "json"]).json();
+    assert_eq!(jobs["jobs"].as_array().map(Vec::len), Some(0), "{jobs:#}");
+    let count = moto.boto3("print(len(sm.list_training_jobs()['TrainingJobSummaries']))");
+    assert_eq!(count.trim(), "0");
+}
+
+#[test]
+fn the_hybrid_pipelines_sagemaker_branch_runs_against_moto() {
+    let moto = Moto::start();
+    moto.put("sm-staging", &[]);
+    let _instances = moto.sagemaker_stand_in(0.95);
+    let sb = Sandbox::new();
+    let pipeline = compile_script(&sb, "examples/hybrid/pipeline.py", "hybrid.yaml");
+    let mut c = sb.cmd();
+    sagemaker_env(&moto, &mut c);
+    c.env_remove("SWITCHYARD_SAGEMAKER_ROLE_ARN");
+    let out = c
+        .current_dir(crate::common::repo_root())
+        .args(["run", &pipeline, "-q", "-o", "json"])
+        .args([
+            "-p",
+            "training_runtime=sagemaker",
+            "-p",
+            &format!("role_arn={ROLE}"),
+        ])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(0), "{v:#}");
+    // report() read metrics.json out of the model SageMaker produced.
+    assert_eq!(v["outputs"]["Output"], 0.95);
+    let t = crate::common::task(&v, "condition-branches-1/condition-4/training-job-3");
+    assert_eq!(t["outputs"]["backend_used"], "sagemaker");
+    assert_eq!(t["outputs"]["state"], "SUCCEEDED");
+    let model = t["outputs"]["model"]["uri"].as_str().unwrap();
+    assert!(
+        std::path::Path::new(model).join("model.pt").is_file(),
+        "{model}"
+    );
+    assert!(t["outputs"]["model"]["metadata"]["source"]
+        .as_str()
+        .unwrap()
+        .ends_with("/output/model.tar.gz"));
+    // The SageMaker job links back to the run and the task.
+    let tags: Value = serde_json::from_str(&moto.boto3(
+        "j = sm.list_training_jobs()['TrainingJobSummaries'][0]\n\
+         arn = sm.describe_training_job(TrainingJobName=j['TrainingJobName'])['TrainingJobArn']\n\
+         print(json.dumps({t['Key']: t['Value'] for t in sm.list_tags(ResourceArn=arn)['Tags']}))\n",
+    ))
+    .unwrap();
+    assert_eq!(tags["switchyard:run-id"], v["run_id"], "{tags:#}");
+    assert!(
+        tags["switchyard:task"]
+            .as_str()
+            .unwrap()
+            .ends_with("training-job-3"),
+        "{tags:#}"
+    );
+}
