@@ -212,6 +212,9 @@ impl SageMakerBackend {
             }
         }
         let staged = self.stage(c, job, resolved, name, events).await?;
+        if cancel.is_cancelled() {
+            return Err(JobError::Setup(CANCELED_BEFORE_CREATE.into()));
+        }
         let run = run_context();
         let run_ref = run.as_ref().map(|(r, t)| (r.as_str(), t.as_str()));
         backoff.success();
@@ -252,10 +255,12 @@ impl SageMakerBackend {
     }
 }
 
+const CANCELED_BEFORE_CREATE: &str = "canceled before the SageMaker training job was created";
+
 async fn wait(d: Duration, cancel: &CancellationToken) -> Result<(), JobError> {
     tokio::select! {
         _ = tokio::time::sleep(d) => Ok(()),
-        _ = cancel.cancelled() => Err(JobError::Setup("canceled before the SageMaker job was created".into())),
+        _ = cancel.cancelled() => Err(JobError::Setup(CANCELED_BEFORE_CREATE.into())),
     }
 }
 
@@ -289,8 +294,23 @@ impl TrainingBackend for SageMakerBackend {
         let resolved = render::resolve(job, &self.config)?;
         let name = render::training_job_name(&job.name, job_id);
         let c = self.clients(resolved.region.as_deref());
-        self.submit(&c, job, &resolved, &name, job_id, &events, &cancel)
-            .await?;
+        match self
+            .submit(&c, job, &resolved, &name, job_id, &events, &cancel)
+            .await
+        {
+            Ok(_) => {}
+            // Nothing was created: the job simply ends canceled.
+            Err(_) if cancel.is_cancelled() => {
+                return Ok(JobOutcome {
+                    state: switchyard_job::JobState::Canceled,
+                    restarts: 0,
+                    model: None,
+                    metrics: Default::default(),
+                    failure_reason: Some(CANCELED_BEFORE_CREATE.into()),
+                })
+            }
+            Err(e) => return Err(e),
+        }
         let logs = logs::LogTail::new(
             c.logs.clone(),
             &name,

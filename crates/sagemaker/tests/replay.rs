@@ -789,3 +789,21 @@ async fn a_typo_in_the_sagemaker_block_names_the_field() {
     assert!(e.starts_with("spec.sagemaker"), "{e}");
     assert!(e.contains("subnet"), "{e}");
 }
+
+#[tokio::test]
+async fn canceled_before_creation_creates_nothing() {
+    let s = setup();
+    let fake = Arc::new(Fake::default());
+    fake.script("DescribeTrainingJob", vec![not_found_job()]);
+    let backend = SageMakerBackend::with_sdk_config(s.config.clone(), sdk(fake.clone()), true);
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    let out = backend
+        .run(&job(&s, SIMPLE), "job-early", tx, cancel)
+        .await
+        .unwrap();
+    assert_eq!(out.state, JobState::Canceled);
+    assert_eq!(fake.count("CreateTrainingJob"), 0, "{:?}", fake.ops());
+    assert_eq!(fake.count("StopTrainingJob"), 0);
+}
