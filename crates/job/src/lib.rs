@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 pub use spec::{BackendKind, RestartPolicy, SageMakerSettings, TrainingJobSpec};
-pub use validate::{load, Channel, ChannelSource, TrainingJob};
+pub use validate::{load, Channel, ChannelSource, TrainingJob, LABEL_RUN_ID, LABEL_TASK};
 
 /// The one apiVersion this version reads.
 pub const API_VERSION: &str = "switchyard/v1";
@@ -60,6 +60,11 @@ pub enum JobEvent {
     Metric {
         name: String,
         value: f64,
+    },
+    /// Where the job runs, for people to find it: `{"kind": "local", "host": …}`,
+    /// `{"kind": "sagemaker", "training_job_name": …, "console_url": …}`.
+    Placement {
+        details: serde_json::Value,
     },
 }
 

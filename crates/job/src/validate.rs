@@ -10,6 +10,11 @@ use serde_json::Value;
 use crate::spec::{BackendKind, TrainingJobDoc, TrainingJobSpec};
 use crate::JobSpecError;
 
+/// The label naming the pipeline run that submitted a job.
+pub const LABEL_RUN_ID: &str = "switchyard.io/run-id";
+/// The label naming the pipeline task (its key in the run) that submitted a job.
+pub const LABEL_TASK: &str = "switchyard.io/task";
+
 /// Where a channel's data comes from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChannelSource {
@@ -35,6 +40,8 @@ pub struct Channel {
 #[derive(Debug, Clone)]
 pub struct TrainingJob {
     pub name: String,
+    /// `metadata.labels`; a pipeline step adds [`LABEL_RUN_ID`] and [`LABEL_TASK`].
+    pub labels: std::collections::BTreeMap<String, String>,
     pub spec: TrainingJobSpec,
     pub channels: Vec<Channel>,
     pub metrics: Vec<(String, Regex)>,
@@ -50,7 +57,11 @@ impl TrainingJob {
         serde_json::json!({
             "apiVersion": crate::API_VERSION,
             "kind": "TrainingJob",
-            "metadata": {"name": self.name},
+            "metadata": if self.labels.is_empty() {
+                serde_json::json!({"name": self.name})
+            } else {
+                serde_json::json!({"name": self.name, "labels": self.labels})
+            },
             "spec": self.spec,
         })
     }
@@ -351,6 +362,7 @@ fn check(doc: TrainingJobDoc, base: &Path) -> Result<TrainingJob, JobSpecError> 
     }
     Ok(TrainingJob {
         name: doc.metadata.name,
+        labels: doc.metadata.labels,
         spec,
         channels,
         metrics,

@@ -128,6 +128,7 @@ pub fn job_json(j: &JobRecord) -> Value {
         "metrics": j.metrics.clone().unwrap_or_else(|| json!({})),
         "failure_reason": j.failure_reason,
         "logs": j.logs_dir,
+        "placement": j.placement,
         "created_at": j.created_at,
         "started_at": j.started_at,
         "finished_at": j.finished_at,
@@ -249,6 +250,7 @@ impl JobRunner {
             model: None,
             metrics: None,
             failure_reason: None,
+            placement: None,
             owner_pid: Some(std::process::id()),
             created_at: Utc::now(),
             started_at: None,
@@ -324,7 +326,13 @@ impl JobRunner {
                             notice(Notice::Status(&message));
                             let _ = store.add_job_event(&rec.id, rec.state, &message).await;
                         }
-                        JobEvent::Metric { .. } => {}
+                        JobEvent::Metric { name, value } => {
+                            let _ = store.add_job_metrics(&rec.id, &[(name, value)]).await;
+                        }
+                        JobEvent::Placement { details } => {
+                            rec.placement = Some(details);
+                            let _ = store.update_job(&rec, None).await;
+                        }
                     }
                 }
             })

@@ -322,6 +322,18 @@ impl TrainingBackend for LocalTraining {
         let channels = self.channel_paths(job, &events).await?;
         let spec = &job.spec;
         let dir = self.job_dir(job_id);
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
+        let _ = events.send(JobEvent::Placement {
+            details: serde_json::json!({
+                "kind": "local",
+                "host": host,
+                "hosts": (1..=spec.nodes).map(|n| format!("algo-{n}")).collect::<Vec<_>>(),
+                "procs_per_node": spec.procs_per_node,
+                "job_dir": dir,
+            }),
+        });
         let logs_dir = dir.join("logs");
         std::fs::create_dir_all(&logs_dir)
             .map_err(|e| setup(e, &format!("cannot create {}", logs_dir.display())))?;

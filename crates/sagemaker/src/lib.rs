@@ -215,8 +215,10 @@ impl SageMakerBackend {
         if cancel.is_cancelled() {
             return Err(JobError::Setup(CANCELED_BEFORE_CREATE.into()));
         }
-        let run = run_context();
-        let run_ref = run.as_ref().map(|(r, t)| (r.as_str(), t.as_str()));
+        let run_ref = job.labels.get(switchyard_job::LABEL_RUN_ID).map(|r| {
+            let task = job.labels.get(switchyard_job::LABEL_TASK);
+            (r.as_str(), task.map(String::as_str).unwrap_or(""))
+        });
         backoff.success();
         loop {
             let request = render::render(
@@ -264,16 +266,6 @@ async fn wait(d: Duration, cancel: &CancellationToken) -> Result<(), JobError> {
     }
 }
 
-/// The pipeline run and task that started this job (set by the engine for
-/// every task), for the tags that link the SageMaker job back to them.
-fn run_context() -> Option<(String, String)> {
-    let run = std::env::var("SWITCHYARD_RUN_ID")
-        .ok()
-        .filter(|v| !v.is_empty())?;
-    let task = std::env::var("SWITCHYARD_TASK").unwrap_or_default();
-    Some((run, task))
-}
-
 #[async_trait::async_trait]
 impl TrainingBackend for SageMakerBackend {
     fn kind(&self) -> BackendKind {
@@ -311,6 +303,20 @@ impl TrainingBackend for SageMakerBackend {
             }
             Err(e) => return Err(e),
         }
+        let _ = events.send(JobEvent::Placement {
+            details: serde_json::json!({
+                "kind": "sagemaker",
+                "training_job_name": name,
+                "region": c.region,
+                "instance_type": resolved.instance_type,
+                "instance_count": job.spec.nodes,
+                "console_url": format!(
+                    "https://{r}.console.aws.amazon.com/sagemaker/home?region={r}#/jobs/{name}",
+                    r = c.region
+                ),
+                "log_group": logs::LOG_GROUP,
+            }),
+        });
         let logs = logs::LogTail::new(
             c.logs.clone(),
             &name,

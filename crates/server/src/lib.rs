@@ -6,6 +6,7 @@
 //! [`recover`] resumes runs that a previous server process left unfinished
 //! (killed mid-run), without re-running tasks that had succeeded.
 
+mod dashboard;
 mod error;
 mod jobs;
 mod list;
@@ -14,6 +15,7 @@ mod metrics;
 mod openapi;
 mod render;
 mod routes;
+mod ui;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -85,7 +87,7 @@ async fn require_token(
 ) -> Result<Response, ApiError> {
     if let Some(token) = &state.config.auth_token {
         let open = ["/apis/v2beta1/healthz", "/apis/switchyard/v1/openapi.json"];
-        if !open.contains(&req.uri().path()) {
+        if !open.contains(&req.uri().path()) && !ui::is_asset_path(req.uri().path()) {
             let given = req
                 .headers()
                 .get(AUTHORIZATION)

@@ -258,6 +258,48 @@ pub fn document() -> Value {
         "get",
         log_op,
     );
+    add(
+        "/apis/switchyard/v1/runs/{id}".to_string(),
+        "get",
+        op(
+            "A run with its pipeline spec and every task's inputs and outputs (the dashboard's view)",
+            vec![path_param("id")],
+            None,
+            "Empty",
+        ),
+    );
+    let q = |name: &str, required: bool, ty: &str| json!({"name": name, "in": "query", "required": required, "schema": {"type": ty}});
+    let mut art_op = op(
+        "An artifact a task produced: the file, a folder's listing, or a 64 KiB preview",
+        vec![
+            path_param("id"),
+            q("task", true, "string"),
+            q("output", true, "string"),
+            json!({"name": "index", "in": "query", "schema": {"type": "integer", "minimum": 0}}),
+            q("file", false, "string"),
+            q("preview", false, "boolean"),
+        ],
+        None,
+        "Empty",
+    );
+    art_op["responses"]["200"] = json!({"description": "the artifact", "content": {
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        "application/json": {"schema": {"type": "object"}}}});
+    add(
+        "/apis/switchyard/v1/runs/{id}/artifact".to_string(),
+        "get",
+        art_op,
+    );
+    add(
+        "/apis/switchyard/v1/jobs/{id}/metrics".to_string(),
+        "get",
+        op(
+            "A training job's scraped metric values over time",
+            vec![path_param("id")],
+            None,
+            "Empty",
+        ),
+    );
     json!({
         "openapi": "3.0.3",
         "info": {"title": "Switchyard (Kubeflow Pipelines v2beta1 API)", "version": env!("CARGO_PKG_VERSION")},

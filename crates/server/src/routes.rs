@@ -29,6 +29,21 @@ fn body<T>(b: JsonBody<T>) -> ApiResult<T> {
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/", get(crate::ui::index))
+        .route("/ui/{name}", get(crate::ui::asset))
+        .route("/favicon.ico", get(crate::ui::favicon))
+        .route(
+            "/apis/switchyard/v1/runs/{id}",
+            get(crate::dashboard::run_detail),
+        )
+        .route(
+            "/apis/switchyard/v1/runs/{id}/artifact",
+            get(crate::dashboard::artifact),
+        )
+        .route(
+            "/apis/switchyard/v1/jobs/{id}/metrics",
+            get(crate::dashboard::job_metrics),
+        )
         .route("/apis/v2beta1/healthz", get(healthz))
         .route("/metrics", get(crate::metrics::metrics))
         .route(

@@ -6,7 +6,9 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::sql::{parse_json, parse_state, parse_ts, q, ts};
-use crate::{JobEventRecord, JobRecord, JobStore, Result, SqlStore, State, StoreError};
+use crate::{
+    JobEventRecord, JobMetricPoint, JobRecord, JobStore, Result, SqlStore, State, StoreError,
+};
 
 fn job_from_row(row: &AnyRow) -> Result<JobRecord> {
     let id: String = row.get("id");
@@ -21,6 +23,7 @@ fn job_from_row(row: &AnyRow) -> Result<JobRecord> {
         metrics: parse_json(row.get("metrics"), &what)?,
         failure_reason: row.get("failure_reason"),
         logs_dir: row.get("logs_dir"),
+        placement: parse_json(row.get("placement"), &what)?,
         owner_pid: row.get::<Option<i64>, _>("owner_pid").map(|p| p as u32),
         created_at: parse_ts(Some(row.get("created_at")), &what)?.unwrap_or_else(Utc::now),
         started_at: parse_ts(row.get("started_at"), &what)?,
@@ -71,7 +74,7 @@ impl JobStore for SqlStore {
         let mut tx = self.pool().begin().await.map_err(q("create job"))?;
         sqlx::query(
             "INSERT INTO jobs (id, name, backend, state, spec, restarts, model, metrics, failure_reason, logs_dir, \
-             owner_pid, created_at, started_at, finished_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
+             owner_pid, created_at, started_at, finished_at, placement) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)",
         )
         .bind(&j.id)
         .bind(&j.name)
@@ -87,6 +90,7 @@ impl JobStore for SqlStore {
         .bind(ts(&j.created_at))
         .bind(j.started_at.as_ref().map(ts))
         .bind(j.finished_at.as_ref().map(ts))
+        .bind(j.placement.as_ref().map(Value::to_string))
         .execute(&mut *tx)
         .await
         .map_err(q("create job"))?;
@@ -126,8 +130,8 @@ impl JobStore for SqlStore {
         let mut tx = self.pool().begin().await.map_err(q("update job"))?;
         let old: Option<String> = sqlx::query_scalar(
             "UPDATE jobs SET state = $1, restarts = $2, model = $3, metrics = $4, failure_reason = $5, logs_dir = $6, \
-             owner_pid = $7, started_at = $8, finished_at = $9 WHERE id = $10 \
-             RETURNING (SELECT state FROM job_events WHERE job_id = $11 ORDER BY seq DESC LIMIT 1)",
+             owner_pid = $7, started_at = $8, finished_at = $9, placement = $10 WHERE id = $11 \
+             RETURNING (SELECT state FROM job_events WHERE job_id = $12 ORDER BY seq DESC LIMIT 1)",
         )
         .bind(j.state.as_str())
         .bind(i64::from(j.restarts))
@@ -138,6 +142,7 @@ impl JobStore for SqlStore {
         .bind(j.owner_pid.map(i64::from))
         .bind(j.started_at.as_ref().map(ts))
         .bind(j.finished_at.as_ref().map(ts))
+        .bind(j.placement.as_ref().map(Value::to_string))
         .bind(&j.id)
         .bind(&j.id)
         .fetch_optional(&mut *tx)
@@ -196,6 +201,45 @@ impl JobStore for SqlStore {
             .await
             .map_err(q("request job cancel"))?;
         Ok(())
+    }
+
+    async fn add_job_metrics(&self, id: &str, points: &[(String, f64)]) -> Result<()> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let now = ts(&Utc::now());
+        let mut tx = self.pool().begin().await.map_err(q("add job metrics"))?;
+        for (name, value) in points {
+            sqlx::query(
+                "INSERT INTO job_metrics (job_id, name, value, at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(id)
+            .bind(name)
+            .bind(*value)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await
+            .map_err(q("add job metrics"))?;
+        }
+        tx.commit().await.map_err(q("add job metrics"))
+    }
+
+    async fn job_metrics(&self, id: &str) -> Result<Vec<JobMetricPoint>> {
+        let rows =
+            sqlx::query("SELECT name, value, at FROM job_metrics WHERE job_id = $1 ORDER BY seq")
+                .bind(id)
+                .fetch_all(self.pool())
+                .await
+                .map_err(q("list job metrics"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(JobMetricPoint {
+                    name: r.get("name"),
+                    value: r.get("value"),
+                    at: parse_ts(Some(r.get("at")), "job metric")?.unwrap_or_else(Utc::now),
+                })
+            })
+            .collect()
     }
 
     async fn job_cancel_requested(&self, id: &str) -> Result<bool> {

@@ -99,6 +99,10 @@ pub trait JobStore: Send + Sync {
     async fn job_events(&self, id: &str) -> Result<Vec<JobEventRecord>>;
     async fn request_job_cancel(&self, id: &str) -> Result<()>;
     async fn job_cancel_requested(&self, id: &str) -> Result<bool>;
+    /// Records metric values seen now (the series the dashboard plots).
+    async fn add_job_metrics(&self, id: &str, points: &[(String, f64)]) -> Result<()>;
+    /// Every recorded value, oldest first.
+    async fn job_metrics(&self, id: &str) -> Result<Vec<JobMetricPoint>>;
 }
 
 /// Experiments, pipelines and their versions, and what ties a run to them: the

@@ -152,10 +152,22 @@ pub struct JobRecord {
     pub metrics: Option<Value>,
     pub failure_reason: Option<String>,
     pub logs_dir: Option<String>,
+    /// Where the job runs, as its backend reports it (host, SageMaker job name
+    /// and console link, cluster namespace and pods).
+    #[serde(default)]
+    pub placement: Option<Value>,
     pub owner_pid: Option<u32>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// One value of a scraped metric, when it was seen.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobMetricPoint {
+    pub name: String,
+    pub value: f64,
+    pub at: DateTime<Utc>,
 }
 
 /// A state change or notable moment of a job (queued, started, restarting).

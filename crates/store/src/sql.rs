@@ -31,12 +31,20 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_jobs.sql")),
     (3, include_str!("../migrations/sqlite/0003_catalog.sql")),
+    (
+        4,
+        include_str!("../migrations/sqlite/0004_job_observations.sql"),
+    ),
 ];
 
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (2, include_str!("../migrations/postgres/0002_jobs.sql")),
     (3, include_str!("../migrations/postgres/0003_catalog.sql")),
+    (
+        4,
+        include_str!("../migrations/postgres/0004_job_observations.sql"),
+    ),
 ];
 
 /// The store: runs, tasks, jobs, catalog and cache on SQLite or PostgreSQL.

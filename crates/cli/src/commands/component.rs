@@ -72,9 +72,23 @@ pub fn job_document(params: &Map<String, Value>) -> Result<Value> {
             spec.insert(field.to_string(), v);
         }
     }
-    Ok(
-        json!({"apiVersion": switchyard_job::API_VERSION, "kind": "TrainingJob", "metadata": {"name": name}, "spec": spec}),
-    )
+    // The run and task this step belongs to (set by the engine for every task),
+    // so the job links back to them (dashboard, SageMaker tags).
+    let mut labels = Map::new();
+    for (var, label) in [
+        ("SWITCHYARD_RUN_ID", switchyard_job::LABEL_RUN_ID),
+        ("SWITCHYARD_TASK", switchyard_job::LABEL_TASK),
+    ] {
+        if let Some(v) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
+            labels.insert(label.to_string(), Value::String(v));
+        }
+    }
+    Ok(json!({
+        "apiVersion": switchyard_job::API_VERSION,
+        "kind": "TrainingJob",
+        "metadata": {"name": name, "labels": labels},
+        "spec": spec,
+    }))
 }
 
 fn output_file(exec: &Value, name: &str) -> Option<PathBuf> {

@@ -1,0 +1,243 @@
+//! What the dashboard needs beyond the KFP API: a run with everything about its
+//! tasks (inputs, outputs, artifacts, logs) and its compiled pipeline, so the
+//! page can draw the graph; a task's artifact files, whole or as a preview; a
+//! job's metric series. All under `/apis/switchyard/v1`, with the API's auth.
+
+use std::path::{Component, Path as FsPath, PathBuf};
+
+use axum::extract::{Path, Query, State};
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::{ApiError, ApiResult};
+use crate::{render, AppState};
+
+/// Largest preview returned inline.
+const PREVIEW_BYTES: usize = 64 * 1024;
+
+/// `GET /runs/{id}`: the KFP run document plus `pipeline_spec`, `parameters`
+/// and every task with its inputs, outputs and whether it has a log.
+pub async fn run_detail(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let run = s.runs.get_run(&id).await?;
+    if run.id != id {
+        return Err(ApiError::NotFound(format!("no run with id '{id}'")));
+    }
+    let cat = s.catalog.get_run_catalog(&run.id).await?;
+    let tasks = s.runs.list_tasks(&run.id).await?;
+    let transitions = s.runs.transitions(&run.id).await?;
+    let mut doc = render::run(&run, cat.as_ref(), None, &transitions);
+    doc["pipeline_spec"] = serde_json::from_str(&run.spec).unwrap_or(Value::Null);
+    doc["parameters"] = run.parameters.clone();
+    doc["outputs"] = run.outputs.clone().unwrap_or(Value::Null);
+    doc["tasks"] = tasks
+        .iter()
+        .map(|t| {
+            json!({
+                "key": t.task_key,
+                "name": t.name,
+                "kind": t.kind,
+                "state": t.state,
+                "attempt": t.attempt,
+                "cached": t.cached,
+                "inputs": t.inputs,
+                "outputs": t.outputs,
+                "error": t.error,
+                "has_log": t.log_path.is_some(),
+                "started_at": t.started_at,
+                "finished_at": t.finished_at,
+            })
+        })
+        .collect::<Vec<_>>()
+        .into();
+    Ok(Json(doc))
+}
+
+#[derive(Deserialize)]
+pub struct ArtifactQuery {
+    task: String,
+    output: String,
+    /// Which artifact of a list output.
+    #[serde(default)]
+    index: usize,
+    /// A file inside a directory artifact.
+    file: Option<String>,
+    #[serde(default)]
+    preview: bool,
+}
+
+/// The artifact URIs of one output (a single artifact or a list).
+fn artifact_uri(outputs: &Value, output: &str, index: usize) -> Option<String> {
+    // Container tasks keep the executor's shape ({parameters, artifacts}); DAG
+    // tasks keep their outputs by name.
+    let v = outputs
+        .get("artifacts")
+        .and_then(|a| a.get(output))
+        .or_else(|| outputs.get(output))?;
+    let one = match v {
+        Value::Array(items) => items.get(index)?,
+        other => other,
+    };
+    one.get("uri")?.as_str().map(str::to_string)
+}
+
+/// `rel` under `dir`, refusing anything that climbs out.
+fn inside(dir: &FsPath, rel: &str) -> Option<PathBuf> {
+    let rel = FsPath::new(rel);
+    rel.components()
+        .all(|c| matches!(c, Component::Normal(_)))
+        .then(|| dir.join(rel))
+}
+
+fn list_dir(root: &FsPath, dir: &FsPath, out: &mut Vec<Value>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<_> = entries.flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let p = e.path();
+        if p.is_dir() {
+            list_dir(root, &p, out);
+        } else if let Ok(meta) = e.metadata() {
+            let rel = p
+                .strip_prefix(root)
+                .unwrap_or(&p)
+                .to_string_lossy()
+                .into_owned();
+            out.push(json!({"path": rel, "size": meta.len()}));
+        }
+    }
+}
+
+fn content_type(path: &FsPath) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
+        "html" | "htm" => "text/html; charset=utf-8",
+        "csv" => "text/csv; charset=utf-8",
+        "md" | "markdown" => "text/markdown; charset=utf-8",
+        "json" => "application/json",
+        "txt" | "log" | "py" | "yaml" | "yml" => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+/// `GET /runs/{id}/artifact?task=K&output=NAME[&index=I][&file=REL][&preview=true]`:
+/// an artifact a task produced (only URIs recorded in its outputs are served).
+/// A directory answers with its file list; `preview` returns at most 64 KiB
+/// and says `X-Switchyard-Truncated: true` when there was more.
+pub async fn artifact(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<ArtifactQuery>,
+) -> ApiResult<Response> {
+    let run = s.runs.get_run(&id).await?;
+    let task = s
+        .runs
+        .get_task(&run.id, &q.task)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("run {id} has no task '{}'", q.task)))?;
+    let uri = task
+        .outputs
+        .as_ref()
+        .and_then(|o| artifact_uri(o, &q.output, q.index))
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "task '{}' has no artifact output '{}'",
+                q.task, q.output
+            ))
+        })?;
+    let base = PathBuf::from(switchyard_engine::io::uri_to_path(&uri));
+    let path = match &q.file {
+        Some(f) => inside(&base, f).ok_or_else(|| {
+            ApiError::BadRequest(format!("file '{f}' is not inside the artifact"))
+        })?,
+        None => base.clone(),
+    };
+    if path.is_dir() {
+        let mut files = Vec::new();
+        list_dir(&path, &path, &mut files);
+        return Ok(Json(json!({"uri": uri, "directory": true, "files": files})).into_response());
+    }
+    let data = tokio::fs::read(&path)
+        .await
+        .map_err(|e| ApiError::NotFound(format!("artifact {uri} cannot be read here: {e}")))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| q.output.clone());
+    if q.preview {
+        let truncated = data.len() > PREVIEW_BYTES;
+        let slice = data[..data.len().min(PREVIEW_BYTES)].to_vec();
+        return Ok((
+            [
+                (CONTENT_TYPE, content_type(&path).to_string()),
+                (
+                    axum::http::HeaderName::from_static("x-switchyard-truncated"),
+                    truncated.to_string(),
+                ),
+            ],
+            slice,
+        )
+            .into_response());
+    }
+    let disposition = format!(
+        "attachment; filename=\"{}\"",
+        name.replace(['"', '\\', '\r', '\n'], "_")
+    );
+    Ok((
+        [
+            (CONTENT_TYPE, content_type(&path).to_string()),
+            (CONTENT_DISPOSITION, disposition),
+        ],
+        data,
+    )
+        .into_response())
+}
+
+/// `GET /jobs/{id}/metrics`: `{series: {name: [{at, value}]}}`, oldest first.
+pub async fn job_metrics(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let j = s.jobs.store().get_job(&id).await?;
+    let points = s.jobs.store().job_metrics(&j.id).await?;
+    let mut series = serde_json::Map::new();
+    for p in points {
+        let entry = series.entry(p.name).or_insert_with(|| json!([]));
+        if let Value::Array(a) = entry {
+            a.push(json!({"at": p.at, "value": p.value}));
+        }
+    }
+    Ok(Json(json!({"job_id": j.id, "series": series})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_outside_the_artifact_are_refused() {
+        let d = FsPath::new("/art/x");
+        assert_eq!(inside(d, "a/b.txt"), Some(PathBuf::from("/art/x/a/b.txt")));
+        assert_eq!(inside(d, "../y"), None);
+        assert_eq!(inside(d, "/etc/passwd"), None);
+        assert_eq!(inside(d, "a/../../y"), None);
+    }
+
+    #[test]
+    fn artifact_uris_of_single_and_list_outputs() {
+        let o = json!({"m": {"uri": "/a"}, "parts": [{"uri": "/p0"}, {"uri": "/p1"}], "n": 3});
+        assert_eq!(artifact_uri(&o, "m", 0).as_deref(), Some("/a"));
+        assert_eq!(artifact_uri(&o, "parts", 1).as_deref(), Some("/p1"));
+        assert_eq!(artifact_uri(&o, "parts", 2), None);
+        assert_eq!(artifact_uri(&o, "n", 0), None);
+        let executor =
+            json!({"parameters": {}, "artifacts": {"model": [{"name": "model", "uri": "/m"}]}});
+        assert_eq!(artifact_uri(&executor, "model", 0).as_deref(), Some("/m"));
+    }
+}

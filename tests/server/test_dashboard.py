@@ -1,0 +1,288 @@
+"""The dashboard in a real browser: Debian's Chromium, headless, driven by
+Playwright (executable_path, so Playwright downloads no browser), against a
+real `switchyard server`. Screenshots are kept in target/test-artifacts/dashboard
+(or $SWITCHYARD_TEST_ARTIFACTS)."""
+import os
+import pathlib
+import sys
+import tempfile
+import textwrap
+import time
+
+import pytest
+import requests
+from playwright.sync_api import expect, sync_playwright
+
+from conftest import REPO, Server
+
+import control  # noqa: E402  (tests/pipelines, on sys.path via conftest)
+import dashboard  # noqa: E402
+import behaviour  # noqa: E402
+
+CHROMIUM = os.environ.get("SWITCHYARD_CHROMIUM", "/usr/bin/chromium")
+# No background traffic: this machine has no network beyond the package registries.
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-default-apps", "--disable-extensions", "--metrics-recording-only"]
+SHOTS = pathlib.Path(os.environ.get("SWITCHYARD_TEST_ARTIFACTS", REPO / "target" / "test-artifacts")) / "dashboard"
+TOKEN = "dash-token"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} not found: scripts/setup --browser installs Debian's chromium")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def secured():
+    """A server that needs a bearer token, like a shared deployment."""
+    with tempfile.TemporaryDirectory() as home:
+        s = Server(pathlib.Path(home), token=TOKEN).start()
+        try:
+            yield s
+        finally:
+            s.kill()
+
+
+def open_page(browser, request, width=1280, height=900):
+    ctx = browser.new_context(viewport={"width": width, "height": height}, accept_downloads=True)
+    page = ctx.new_page()
+    page.errors = []
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    page.set_default_timeout(30_000)
+    request.addfinalizer(ctx.close)
+    return page
+
+
+def shot(page, name):
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def sign_in(page, url):
+    page.goto(url + "/")
+    expect(page.locator("#login")).to_be_visible()
+    page.fill("#login-token", TOKEN)
+    page.click("#login-form button[type=submit]")
+
+
+def api(server, method, path, **kw):
+    headers = {"Authorization": f"Bearer {server.token}"} if server.token else {}
+    r = requests.request(method, server.url + path, headers=headers, timeout=30, **kw)
+    r.raise_for_status()
+    return r.json()
+
+
+def upload_and_run(server, path, params=None, name=None):
+    with open(path, "rb") as f:
+        p = api(server, "POST", "/apis/v2beta1/pipelines/upload", files={"uploadfile": f})
+    v = api(server, "GET", f"/apis/v2beta1/pipelines/{p['pipeline_id']}/versions")["pipeline_versions"][0]
+    return api(server, "POST", "/apis/v2beta1/runs", json={
+        "display_name": name or p["name"],
+        "pipeline_version_reference": {"pipeline_id": p["pipeline_id"], "pipeline_version_id": v["pipeline_version_id"]},
+        "runtime_config": {"parameters": params or {}},
+    })
+
+
+def node(page, key):
+    return page.locator(f".node[data-key='{key}']")
+
+
+def test_upload_start_from_the_form_and_watch_the_graph(browser, request, secured, compiled):
+    page = open_page(browser, request)
+    sign_in(page, secured.url)
+    page.click("nav >> text=Pipelines")
+    page.set_input_files("#upload-file", compiled(dashboard.dashboard_report))
+    page.fill("#upload-name", "report")
+    page.click("#upload-form button[type=submit]")
+    page.click("text=Start a run")
+    # The form comes from the pipeline's parameters: types, defaults, validation.
+    expect(page.locator("#param-rows")).to_have_value("4")
+    expect(page.locator("#param-pause")).to_have_value("2")
+    expect(page.locator("[data-param=rows] label")).to_contain_text("integer")
+    page.fill("#param-rows", "four")
+    page.fill("#param-pause", "fast")
+    page.click("#run-form button[type=submit]")
+    expect(page.locator("#param-rows-error")).to_have_text("Enter a whole number, like 3.")
+    expect(page.locator("#param-pause-error")).to_have_text("Enter a number, like 0.5.")
+    shot(page, "run-form-validation")
+    assert "#/new-run" in page.url
+    page.fill("#param-rows", "6")
+    page.fill("#param-pause", "3")
+    page.click("#run-form button[type=submit]")
+    # Live: the slow step is seen running, then everything succeeds.
+    expect(node(page, "summarize")).to_have_attribute("data-state", "RUNNING", timeout=90_000)
+    expect(node(page, "summarize")).to_contain_text("RUNNING")
+    shot(page, "run-running")
+    expect(page.locator("h1 .state")).to_have_text("SUCCEEDED", timeout=90_000)
+    expect(node(page, "make-report")).to_have_attribute("data-state", "SUCCEEDED")
+    expect(node(page, "summarize")).to_contain_text("SUCCEEDED")
+    # A task's log, and its outputs.
+    node(page, "summarize").click()
+    expect(page.locator("#task-log")).to_contain_text("summary of 6 rows")
+    expect(page.locator("#task-panel")).to_contain_text("6 rows")
+    shot(page, "run-succeeded-log")
+    # The artifacts: CSV as a table, HTML sandboxed, Markdown rendered, Metrics as values.
+    node(page, "make-report").click()
+    panel = page.locator("#task-panel")
+    expect(panel.locator("[data-output=table] .preview table th").first).to_have_text("name")
+    expect(panel.locator("[data-output=table] .preview table tbody tr")).to_have_count(6)
+    frame = page.frame_locator("[data-output=page] iframe")
+    expect(frame.locator("#report-title")).to_have_text("Quarterly report")
+    assert page.title() == "Switchyard", "the HTML artifact's script must not run against the dashboard"
+    expect(panel.locator("[data-output=notes] .preview h3")).to_have_text("Notes")
+    expect(panel.locator("[data-output=notes] .preview strong")).to_have_text("bold")
+    expect(panel.locator("[data-output=scores] table.metrics")).to_contain_text("accuracy")
+    expect(panel.locator("[data-output=scores] table.metrics")).to_contain_text("0.93")
+    with page.expect_download() as d:
+        panel.locator("[data-output=table] button", has_text="Download").click()
+    assert pathlib.Path(d.value.path()).read_text().startswith("name,value\nrow0,0\n")
+    shot(page, "run-artifacts")
+    assert not page.errors, page.errors
+
+
+def test_conditions_loops_and_skipped_branches_are_groups(browser, request, server, compiled):
+    run = upload_and_run(server, compiled(control.conditions), {"side": "heads", "n": 7})
+    loops = upload_and_run(server, compiled(control.loops))
+    page = open_page(browser, request)
+    page.goto(f"{server.url}/#/runs/{run['run_id']}")
+    expect(page.locator("h1 .state")).to_have_text("SUCCEEDED", timeout=90_000)
+    taken = page.locator(".group[data-key='condition-branches-1/condition-5']")
+    expect(taken).to_have_attribute("data-state", "SUCCEEDED")
+    expect(taken.locator(".group-title code").first).to_contain_text("flip-Output == 'heads'")
+    skipped = page.locator(".group[data-key='condition-branches-1/condition-6']")
+    expect(skipped).to_have_attribute("data-state", "SKIPPED")
+    expect(skipped.locator(".node").first).to_contain_text("SKIPPED")
+    assert page.locator(".dag > svg.edges path").count() > 0, "edges are drawn"
+    shot(page, "conditions")
+    page.goto(f"{server.url}/#/runs/{loops['run_id']}")
+    expect(page.locator("h1 .state")).to_have_text("SUCCEEDED", timeout=90_000)
+    loop = page.locator(".group.kind-loop[data-key='for-loop-4']")
+    expect(loop.locator(".iteration")).to_have_count(3)
+    expect(loop.locator(".node[data-key='for-loop-4[2]/echo-int-3']")).to_contain_text("SUCCEEDED")
+    shot(page, "loops")
+    assert not page.errors, page.errors
+
+
+def test_a_failed_run_shows_the_failing_task_and_its_error(browser, request, server, compiled):
+    run = upload_and_run(server, compiled(behaviour.failing_chain))
+    page = open_page(browser, request)
+    page.goto(f"{server.url}/#/runs/{run['run_id']}")
+    expect(page.locator("h1 .state")).to_have_text("FAILED", timeout=90_000)
+    expect(page.locator("#run-error")).to_contain_text("explode")
+    expect(node(page, "explode")).to_have_attribute("data-state", "FAILED")
+    page.locator("#run-error .failing-task a").click()
+    expect(page.locator("#task-error")).to_contain_text("exited with code 4")
+    expect(page.locator("#task-log")).to_contain_text("explode says: kaboom")
+    expect(node(page, "echo-str-2")).to_contain_text("SKIPPED")
+    shot(page, "failed-run")
+    # Retry is offered for a failed run; archive moves it out of the list.
+    expect(page.locator("button", has_text="Retry")).to_be_visible()
+    page.locator("button", has_text="Archive").click()
+    expect(page.locator("button", has_text="Restore")).to_be_visible()
+    page.goto(f"{server.url}/#/runs")
+    expect(page.locator(f"tr[data-run='{run['run_id']}']")).to_have_count(0)
+    page.check("text=archived")
+    expect(page.locator(f"tr[data-run='{run['run_id']}']")).to_be_visible()
+    assert not page.errors, page.errors
+
+
+def test_terminate_a_running_run(browser, request, server, compiled):
+    run = upload_and_run(server, compiled(dashboard.dashboard_report), {"pause": 120.0})
+    page = open_page(browser, request)
+    page.goto(f"{server.url}/#/runs/{run['run_id']}")
+    expect(node(page, "summarize")).to_have_attribute("data-state", "RUNNING", timeout=90_000)
+    page.locator("button", has_text="Terminate").click()
+    expect(page.locator("h1 .state")).to_have_text("CANCELED", timeout=60_000)
+    shot(page, "terminated")
+
+
+def _job(tmp_path, seconds=0.3, epochs=6):
+    src = tmp_path / "src"
+    src.mkdir(exist_ok=True)
+    (src / "train.py").write_text(textwrap.dedent(f"""
+        import os, time
+        for epoch in range(1, {epochs} + 1):
+            print(f"rank {{os.environ['RANK']}} epoch {{epoch}} loss={{1 / epoch:.4f}} accuracy={{0.5 + epoch * 0.05:.3f}}", flush=True)
+            time.sleep({seconds})
+    """))
+    return textwrap.dedent(f"""
+        apiVersion: switchyard/v1
+        kind: TrainingJob
+        metadata: {{name: tiny-{epochs}}}
+        spec:
+          sourceDir: {src}
+          entryPoint: train.py
+          nodes: 2
+          resources: {{cpu: 0.5}}
+          metrics:
+          - {{name: loss, regex: 'loss=([0-9.]+)'}}
+          - {{name: accuracy, regex: 'accuracy=([0-9.]+)'}}
+    """)
+
+
+def test_a_training_job_page_plots_its_metrics(browser, request, server, tmp_path):
+    job = requests.post(server.url + "/apis/switchyard/v1/jobs", data=_job(tmp_path), timeout=30).json()
+    page = open_page(browser, request)
+    page.goto(f"{server.url}/#/jobs")
+    page.click(f"text={job['name']}")
+    expect(page.locator("h1 .state")).to_have_text("SUCCEEDED", timeout=60_000)
+    expect(page.locator("#job-backend")).to_have_text("local")
+    expect(page.locator("#placement")).to_contain_text("algo-1, algo-2")
+    expect(page.locator("#why")).to_contain_text("spec.backend")
+    loss = page.locator("svg.chart[data-metric=loss]")
+    expect(loss).to_be_visible()
+    # Six epochs on each of two ranks: twelve values plotted.
+    expect(loss.locator("circle.point")).to_have_count(12)
+    expect(page.locator("svg.chart[data-metric=accuracy]")).to_have_attribute("aria-label", "accuracy: 12 values, last 0.8")
+    expect(page.locator("#job-events")).to_contain_text("RUNNING")
+    page.select_option("#rank", "1")
+    expect(page.locator("#job-log")).to_contain_text("rank 1 epoch 6")
+    expect(page.locator("#job-log")).not_to_contain_text("rank 0 epoch")
+    shot(page, "training-job")
+    assert not page.errors, page.errors
+
+
+def test_cancel_a_training_job(browser, request, server, tmp_path):
+    job = requests.post(server.url + "/apis/switchyard/v1/jobs", data=_job(tmp_path, seconds=5, epochs=50), timeout=30).json()
+    page = open_page(browser, request)
+    page.goto(f"{server.url}/#/jobs/{job['job_id']}")
+    expect(page.locator("h1 .state")).to_have_text("RUNNING", timeout=60_000)
+    page.locator("button", has_text="Cancel job").click()
+    expect(page.locator("h1 .state")).to_have_text("CANCELED", timeout=60_000)
+
+
+def test_a_narrow_window_keeps_everything_reachable(browser, request, server, compiled):
+    run = upload_and_run(server, compiled(control.conditions), {"side": "tails", "n": 2})
+    page = open_page(browser, request, width=390, height=800)
+    page.goto(f"{server.url}/#/runs")
+    expect(page.locator("#runs-table")).to_be_visible()
+    overflow = "document.documentElement.scrollWidth - window.innerWidth"
+    assert page.evaluate(overflow) <= 0, "the runs list fits a phone-sized window"
+    shot(page, "narrow-runs")
+    page.goto(f"{server.url}/#/runs/{run['run_id']}")
+    expect(page.locator("h1 .state")).to_have_text("SUCCEEDED", timeout=90_000)
+    assert page.evaluate(overflow) <= 0, "the run page fits; the graph scrolls inside its own box"
+    # The panel sits under the graph, not beside it.
+    graph_box = page.locator("#graph").bounding_box()
+    panel_box = page.locator("#task-panel").bounding_box()
+    assert panel_box["y"] > graph_box["y"] + graph_box["height"] - 1
+    shot(page, "narrow-run")
+    assert not page.errors, page.errors
+
+
+def test_assets_are_served_from_the_binary_without_a_token_and_data_is_not(secured):
+    r = requests.get(secured.url + "/", timeout=10)
+    assert r.status_code == 200 and "<title>Switchyard</title>" in r.text
+    assert "http://" not in r.text and "https://" not in r.text, "nothing is fetched from the internet"
+    for asset in ("app.js", "graph.js", "app.css"):
+        a = requests.get(f"{secured.url}/ui/{asset}", timeout=10)
+        assert a.status_code == 200, asset
+        assert "://" not in a.text.replace("http://www.w3.org/2000/svg", "").replace("console.aws.amazon.com", ""), asset
+    assert requests.get(secured.url + "/apis/switchyard/v1/jobs", timeout=10).status_code == 401
+    assert requests.get(secured.url + "/ui/nope.js", timeout=10).status_code == 404
