@@ -1,7 +1,9 @@
 """Pipelines the dashboard tests open in a browser: artifacts of every
-previewable kind (CSV, HTML, Markdown, Metrics) and a step slow enough to be
-seen running."""
-from kfp import dsl
+previewable kind (CSV, HTML, Markdown, Metrics), a step slow enough to be
+seen running, and a training job chosen by a condition."""
+import pathlib
+
+from kfp import components, dsl
 from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Output
 
 from common import BASE
@@ -34,3 +36,21 @@ def summarize(table: Input[Dataset], pause: float) -> str:
 def dashboard_report(rows: int = 4, pause: float = 2.0) -> str:
     r = make_report(rows=rows)
     return summarize(table=r.outputs["table"], pause=pause).output
+
+
+training_job = components.load_component_from_file(
+    str(pathlib.Path(__file__).resolve().parents[2] / "components" / "training-job" / "component.yaml"))
+
+
+@dsl.component(base_image=BASE)
+def choose(runtime: str) -> str:
+    return runtime.strip().lower()
+
+
+@dsl.pipeline(name="dashboard-training")
+def dashboard_training(runtime: str = "local", epochs: int = 4):
+    c = choose(runtime=runtime)
+    with dsl.If(c.output == "local"):
+        training_job(name="progress", backend="local", source_dir="tests/jobs/progress", entry_point="train.py",
+                     hyperparameters={"epochs": epochs}, resources={"cpu": 0.5},
+                     metrics=[{"name": "loss", "regex": "loss=([0-9.]+)"}]).set_caching_options(False)

@@ -286,3 +286,21 @@ def test_assets_are_served_from_the_binary_without_a_token_and_data_is_not(secur
         assert "://" not in a.text.replace("http://www.w3.org/2000/svg", "").replace("console.aws.amazon.com", ""), asset
     assert requests.get(secured.url + "/apis/switchyard/v1/jobs", timeout=10).status_code == 401
     assert requests.get(secured.url + "/ui/nope.js", timeout=10).status_code == 404
+
+
+def test_a_job_started_by_a_pipeline_says_why_it_ran_there(browser, request, server, compiled):
+    run = upload_and_run(server, compiled(dashboard.dashboard_training), {"runtime": "Local", "epochs": 3})
+    page = open_page(browser, request)
+    page.goto(f"{server.url}/#/runs/{run['run_id']}")
+    expect(page.locator("h1 .state")).to_have_text("SUCCEEDED", timeout=120_000)
+    page.goto(f"{server.url}/#/jobs")
+    page.click("#jobs-table >> text=progress")
+    expect(page.locator("h1 .state")).to_have_text("SUCCEEDED")
+    why = page.locator("#why")
+    expect(why).to_contain_text("condition-1/training-job")
+    expect(why.locator("code", has_text="choose-Output == 'local'")).to_be_visible()
+    expect(why).to_contain_text("runtime=Local")
+    expect(why.locator(f"a[href='#/runs/{run['run_id']}']")).to_be_visible()
+    expect(page.locator("svg.chart[data-metric=loss] circle.point")).to_have_count(3)
+    shot(page, "job-from-pipeline")
+    assert not page.errors, page.errors

@@ -750,7 +750,10 @@
       const ps = Object.entries(run.parameters || {});
       if (ps.length) add(out, h('p', { class: 'muted' }, 'Run parameters: ', ps.map(([k, v], i) => [i ? ', ' : '', h('code', {}, k + '=' + show(v))])));
       const upstream = (run.tasks || []).filter((t) => t.kind === 'container' && t.key !== taskKey && conds.some((c) => c.includes(t.key.split('/').pop())));
-      for (const t of upstream) add(out, h('p', { class: 'muted' }, 'Task ', h('code', {}, t.key), ' returned ', h('code', {}, show(Object.values(t.outputs || {})[0]))));
+      for (const t of upstream) {
+        const vals = Object.entries(split(t.outputs).params).map(([k, v]) => k + ' = ' + show(v)).join(', ');
+        add(out, h('p', { class: 'muted' }, 'Task ', h('code', {}, t.key), ' returned ', h('code', {}, vals || '(nothing)')));
+      }
     } catch (e) {
       add(out, h('p', { class: 'muted' }, e.message));
     }
