@@ -24,10 +24,7 @@ pub async fn run_detail(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let run = s.runs.get_run(&id).await?;
-    if run.id != id {
-        return Err(ApiError::NotFound(format!("no run with id '{id}'")));
-    }
+    let run = crate::routes::exact_run(&s, &id).await?;
     let cat = s.catalog.get_run_catalog(&run.id).await?;
     let tasks = s.runs.list_tasks(&run.id).await?;
     let transitions = s.runs.transitions(&run.id).await?;
@@ -135,7 +132,7 @@ pub async fn artifact(
     Path(id): Path<String>,
     Query(q): Query<ArtifactQuery>,
 ) -> ApiResult<Response> {
-    let run = s.runs.get_run(&id).await?;
+    let run = crate::routes::exact_run(&s, &id).await?;
     let task = s
         .runs
         .get_task(&run.id, &q.task)

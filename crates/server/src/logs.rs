@@ -24,10 +24,7 @@ pub async fn task_log(
     Path(id): Path<String>,
     Query(q): Query<LogQuery>,
 ) -> ApiResult<Response> {
-    let run = s.runs.get_run(&id).await?;
-    if run.id != id {
-        return Err(ApiError::NotFound(format!("no run with id '{id}'")));
-    }
+    let run = crate::routes::exact_run(&s, &id).await?;
     let task = s
         .runs
         .get_task(&run.id, &q.task)

@@ -643,11 +643,17 @@ async fn create_run(State(s): State<AppState>, b: JsonBody<NewRun>) -> ApiResult
     Ok(Json(render::run(&run, Some(&cat), None, &transitions)))
 }
 
-async fn get_run(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    let run = s.runs.get_run(&id).await?;
+/// The run with exactly this id (the store also accepts prefixes; the API does not).
+pub(crate) async fn exact_run(s: &AppState, id: &str) -> ApiResult<switchyard_store::RunRecord> {
+    let run = s.runs.get_run(id).await?;
     if run.id != id {
         return Err(ApiError::NotFound(format!("no run with id '{id}'")));
     }
+    Ok(run)
+}
+
+async fn get_run(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let run = exact_run(&s, &id).await?;
     let cat = s.catalog.get_run_catalog(&run.id).await?;
     let tasks = s.runs.list_tasks(&run.id).await?;
     let transitions = s.runs.transitions(&run.id).await?;

@@ -209,3 +209,13 @@ impl Sandbox {
 pub fn repo_file(rel: &str) -> String {
     repo_root().join(rel).to_string_lossy().into_owned()
 }
+
+/// stdout of a finished command that must have succeeded (stderr in the panic).
+pub fn success_stdout(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -5,7 +5,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::common::{python, repo_file, wait_until};
+use crate::common::{python, repo_file, success_stdout, wait_until};
 
 /// A moto server for one test; stopped (by its PID) when dropped.
 pub struct Moto {
@@ -52,16 +52,12 @@ impl Moto {
             "import boto3, json\nkw = dict(endpoint_url='{}', region_name='us-east-1', aws_access_key_id='test', aws_secret_access_key='test')\ns3 = boto3.client('s3', **kw)\nsm = boto3.client('sagemaker', **kw)\nlogs = boto3.client('logs', **kw)\n{body}",
             self.endpoint
         );
-        let out = Command::new(python())
-            .args(["-c", &script])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        success_stdout(
+            Command::new(python())
+                .args(["-c", &script])
+                .output()
+                .unwrap(),
+        )
     }
 
     /// Creates a bucket and objects.
