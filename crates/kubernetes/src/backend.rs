@@ -1,0 +1,642 @@
+//! `spec.backend: kubernetes`: a TrainingJob becomes a PyTorchJob in a
+//! configured namespace, reconciled by Switchyard's operator or Kubeflow's.
+//!
+//! The code travels in a ConfigMap, `efs://` channels are PersistentVolumeClaim
+//! mounts (a configured map from file system to claim), `s3://` channels are
+//! downloaded by an init container. The job is watched (not polled), each
+//! pod's log is streamed per rank, and cancel deletes the PyTorchJob.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+use serde_json::{json, Value};
+use switchyard_job::contract::{self, HostLayout, Placement};
+use switchyard_job::{
+    BackendKind, ChannelSource, JobError, JobEvent, JobEvents, JobOutcome, JobState, MetricScraper,
+    RestartPolicy, TrainingBackend, TrainingJob,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::crd::{PyTorchJob, CONTAINER};
+use crate::pods::LABEL_JOB;
+
+/// Where the code is mounted in the training container.
+pub const CODE_DIR: &str = "/opt/ml/code";
+/// The most sourceDir bytes shipped in a ConfigMap (Kubernetes allows 1 MiB per object).
+pub const CODE_LIMIT: u64 = 900 * 1024;
+const LABEL_JOB_ID: &str = "switchyard.io/job-id";
+
+/// How TrainingJobs reach the cluster.
+#[derive(Debug, Clone)]
+pub struct KubernetesConfig {
+    pub namespace: String,
+    /// EFS file system id → PersistentVolumeClaim that mounts it (the AWS design's `efs-sc-claim`).
+    pub efs_claims: BTreeMap<String, String>,
+    /// The image of the init container that downloads `s3://` channels.
+    pub s3_image: String,
+    /// A kubeconfig file; else KUBECONFIG, ~/.kube/config or the in-cluster account.
+    pub kubeconfig: Option<PathBuf>,
+    /// Where per-rank log files are written (`<jobs_dir>/<job id>/logs`).
+    pub jobs_dir: PathBuf,
+}
+
+impl KubernetesConfig {
+    /// `SWITCHYARD_K8S_NAMESPACE` (default `default`), `SWITCHYARD_K8S_EFS_CLAIMS`
+    /// (`fs-id=claim,…`), `SWITCHYARD_K8S_S3_IMAGE`, `SWITCHYARD_K8S_KUBECONFIG`.
+    pub fn from_env(jobs_dir: PathBuf) -> Result<Self, String> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let mut efs_claims = BTreeMap::new();
+        for item in var("SWITCHYARD_K8S_EFS_CLAIMS")
+            .unwrap_or_default()
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+        {
+            let (fs, claim) = item.split_once('=').ok_or_else(|| {
+                format!("SWITCHYARD_K8S_EFS_CLAIMS: '{item}' is not FS_ID=CLAIM (e.g. fs-0123=efs-sc-claim)")
+            })?;
+            efs_claims.insert(fs.trim().to_string(), claim.trim().to_string());
+        }
+        Ok(KubernetesConfig {
+            namespace: var("SWITCHYARD_K8S_NAMESPACE").unwrap_or_else(|| "default".into()),
+            efs_claims,
+            s3_image: var("SWITCHYARD_K8S_S3_IMAGE")
+                .unwrap_or_else(|| "amazon/aws-cli:2.17.0".into()),
+            kubeconfig: var("SWITCHYARD_K8S_KUBECONFIG").map(PathBuf::from),
+            jobs_dir,
+        })
+    }
+}
+
+/// Runs TrainingJobs as PyTorchJobs.
+pub struct KubernetesBackend {
+    config: KubernetesConfig,
+}
+
+fn refuse(field: &str, message: impl std::fmt::Display) -> JobError {
+    JobError::Setup(format!("{field}: {message}"))
+}
+
+fn dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// The PyTorchJob's name: the job name and a digest of the job id, short enough
+/// for `<name>-worker-NNN` to stay a valid DNS label.
+pub fn object_name(name: &str, job_id: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    job_id.hash(&mut h);
+    let stem: String = name.chars().take(36).collect();
+    format!("{}-{:08x}", stem.trim_end_matches('-'), h.finish() as u32)
+}
+
+/// Files under `dir` with paths relative to it.
+fn code_files(dir: &Path) -> std::io::Result<Vec<(String, Vec<u8>)>> {
+    fn walk(root: &Path, d: &Path, out: &mut Vec<(String, Vec<u8>)>) -> std::io::Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(d)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e.file_name();
+            if name == "__pycache__" || name == ".git" {
+                continue;
+            }
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out)?;
+            } else if p.is_file() {
+                let rel = p
+                    .strip_prefix(root)
+                    .unwrap_or(&p)
+                    .to_string_lossy()
+                    .into_owned();
+                out.push((rel, std::fs::read(&p)?));
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out)?;
+    Ok(out)
+}
+
+/// The variables every pod of the job shares: the SageMaker-style contract
+/// (hyperparameters, channels, folders) and the job's own `env`. The operator
+/// adds what differs per pod (RANK, SM_CURRENT_HOST, MASTER_ADDR…).
+fn shared_env(job: &TrainingJob) -> BTreeMap<String, String> {
+    let placement = Placement {
+        node: 0,
+        local_rank: 0,
+        master_addr: String::new(),
+        master_port: 0,
+        num_cpus: job.spec.resources.cpu.ceil().max(1.0) as u32,
+        num_gpus: job.spec.resources.gpu,
+        instance_type: job
+            .spec
+            .instance_type
+            .clone()
+            .unwrap_or_else(|| "kubernetes".into()),
+        code_dir: Some(PathBuf::from(CODE_DIR)),
+        run_id: String::new(),
+    };
+    let per_pod = [
+        "RANK",
+        "LOCAL_RANK",
+        "NODE_RANK",
+        "GROUP_RANK",
+        "ROLE_RANK",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "WORLD_SIZE",
+        "SM_CURRENT_HOST",
+        "SM_IS_MASTER",
+        "SM_MASTER_ADDR",
+        "SM_TRAINING_ENV",
+        "SM_RESOURCE_CONFIG",
+        "TORCHELASTIC_RUN_ID",
+        "SM_HOSTS",
+        "LOCAL_WORLD_SIZE",
+        "GROUP_WORLD_SIZE",
+        "ROLE_WORLD_SIZE",
+        "ROLE_NAME",
+    ];
+    contract::rank_env(job, &HostLayout::new("/opt/ml"), &placement)
+        .into_iter()
+        .filter(|(k, _)| !per_pod.contains(&k.as_str()) && !k.starts_with("PET_"))
+        .collect()
+}
+
+impl KubernetesBackend {
+    pub fn new(config: KubernetesConfig) -> Self {
+        KubernetesBackend { config }
+    }
+
+    async fn client(&self) -> Result<Client, JobError> {
+        let config = match &self.config.kubeconfig {
+            Some(path) => {
+                let kc = kube::config::Kubeconfig::read_from(path)
+                    .map_err(|e| JobError::Setup(format!("cannot read kubeconfig {}: {e}", path.display())))?;
+                kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                    .await
+                    .map_err(|e| JobError::Setup(format!("kubeconfig {}: {e}", path.display())))?
+            }
+            None => kube::Config::infer()
+                .await
+                .map_err(|e| JobError::Setup(format!("no Kubernetes cluster configured (KUBECONFIG, ~/.kube/config or in-cluster): {e}")))?,
+        };
+        Client::try_from(config).map_err(|e| JobError::Setup(format!("Kubernetes client: {e}")))
+    }
+
+    /// The PyTorchJob document for a TrainingJob.
+    pub fn render(&self, job: &TrainingJob, job_id: &str) -> Value {
+        let s = &job.spec;
+        let name = object_name(&job.name, job_id);
+        let mut env: Vec<Value> = shared_env(job)
+            .into_iter()
+            .map(|(k, v)| json!({"name": k, "value": v}))
+            .collect();
+        env.push(json!({"name": "PYTHONUNBUFFERED", "value": "1"}));
+        let command: Vec<String> = match (&s.command, &s.entry_point) {
+            (Some(cmd), _) => cmd.clone(),
+            (None, Some(ep)) => {
+                let mut c = if s.procs_per_node > 1 {
+                    // torchrun reads PET_* (set by the operator) as its arguments.
+                    vec!["python".into(), "-m".into(), "torch.distributed.run".into()]
+                } else {
+                    vec!["python".into()]
+                };
+                c.push(format!("{CODE_DIR}/{ep}"));
+                c.extend(contract::user_args(job));
+                c
+            }
+            (None, None) => Vec::new(),
+        };
+        let mut resources = json!({"requests": {"cpu": s.resources.cpu.to_string()}});
+        if let Some(m) = &s.resources.memory {
+            resources["requests"]["memory"] = json!(m);
+        }
+        if s.resources.gpu > 0 {
+            resources["limits"] = json!({"nvidia.com/gpu": s.resources.gpu.to_string()});
+        }
+        let mut mounts = vec![
+            json!({"name": "model", "mountPath": "/opt/ml/model"}),
+            json!({"name": "output", "mountPath": "/opt/ml/output"}),
+            json!({"name": "checkpoints", "mountPath": "/opt/ml/checkpoints"}),
+        ];
+        let mut volumes = vec![
+            json!({"name": "model", "emptyDir": {}}),
+            json!({"name": "output", "emptyDir": {}}),
+            json!({"name": "checkpoints", "emptyDir": {}}),
+        ];
+        let mut init = Vec::new();
+        if let Some(dir) = &s.source_dir {
+            let items: Vec<Value> = code_files(Path::new(dir))
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+                .map(|(i, (rel, _))| json!({"key": format!("f{i}"), "path": rel}))
+                .collect();
+            volumes.push(json!({"name": "code", "configMap": {"name": format!("{name}-code"), "items": items}}));
+            mounts.push(json!({"name": "code", "mountPath": CODE_DIR}));
+        }
+        for ch in &job.channels {
+            let path = format!("/opt/ml/input/data/{}", ch.name);
+            let vol = format!("ch-{}", ch.name.to_lowercase().replace('_', "-"));
+            match &ch.source {
+                ChannelSource::Efs {
+                    file_system_id,
+                    path: sub,
+                } => {
+                    let claim = self
+                        .config
+                        .efs_claims
+                        .get(file_system_id)
+                        .cloned()
+                        .unwrap_or_default();
+                    volumes.push(json!({"name": vol, "persistentVolumeClaim": {"claimName": claim, "readOnly": true}}));
+                    mounts.push(json!({"name": vol, "mountPath": path, "subPath": sub.trim_start_matches('/'), "readOnly": true}));
+                }
+                ChannelSource::S3 { bucket, prefix } => {
+                    volumes.push(json!({"name": vol, "emptyDir": {}}));
+                    mounts.push(json!({"name": vol, "mountPath": path}));
+                    init.push(json!({
+                        "name": format!("download-{vol}"),
+                        "image": self.config.s3_image,
+                        "command": ["aws", "s3", "sync", format!("s3://{bucket}/{prefix}"), path.clone()],
+                        "volumeMounts": [{"name": vol, "mountPath": path}],
+                    }));
+                }
+                ChannelSource::Local(_) => {}
+            }
+        }
+        let template = json!({
+            "metadata": {"labels": {LABEL_JOB_ID: job_id}},
+            "spec": {
+                "initContainers": init,
+                "containers": [{
+                    "name": CONTAINER,
+                    "image": s.image.clone().unwrap_or_default(),
+                    "command": command,
+                    "workingDir": if s.source_dir.is_some() { CODE_DIR } else { "/" },
+                    "env": env,
+                    "resources": resources,
+                    "volumeMounts": mounts,
+                }],
+                "volumes": volumes,
+            },
+        });
+        let policy = match s.restart_policy {
+            RestartPolicy::Never => "Never",
+            RestartPolicy::OnFailure => "OnFailure",
+            RestartPolicy::ExitCode => "ExitCode",
+        };
+        let mut replicas =
+            json!({"Master": {"replicas": 1, "restartPolicy": policy, "template": template}});
+        if s.nodes > 1 {
+            replicas["Worker"] =
+                json!({"replicas": s.nodes - 1, "restartPolicy": policy, "template": template});
+        }
+        let mut run_policy = json!({"backoffLimit": s.backoff_limit, "cleanPodPolicy": "Running"});
+        if let Some(t) = s.max_runtime_seconds {
+            run_policy["activeDeadlineSeconds"] = json!(t);
+        }
+        json!({
+            "apiVersion": "kubeflow.org/v1",
+            "kind": "PyTorchJob",
+            "metadata": {
+                "name": name,
+                "namespace": s.namespace.clone().unwrap_or_else(|| self.config.namespace.clone()),
+                "labels": {LABEL_JOB_ID: job_id, "switchyard.io/job-name": job.name},
+            },
+            "spec": {
+                "pytorchReplicaSpecs": replicas,
+                "runPolicy": run_policy,
+                "nprocPerNode": s.procs_per_node.to_string(),
+            },
+        })
+    }
+}
+
+/// Streams one pod's log into its rank file and the job's events.
+fn follow_pod_log(
+    pods: Api<Pod>,
+    pod: String,
+    rank: u32,
+    host: String,
+    dir: PathBuf,
+    scraper: MetricScraper,
+    events: JobEvents,
+) {
+    tokio::spawn(async move {
+        let params = LogParams {
+            follow: true,
+            container: Some(CONTAINER.into()),
+            ..Default::default()
+        };
+        let stream = match pods.log_stream(&pod, &params).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(pod = %pod, error = %e, "no log yet");
+                return;
+            }
+        };
+        let _ = std::fs::create_dir_all(&dir);
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("{host}-rank-{rank}.log")))
+            .ok();
+        let mut lines = stream.lines();
+        while let Ok(Some(line)) = lines.try_next().await {
+            if let Some(f) = file.as_mut() {
+                let _ = writeln!(f, "{line}");
+            }
+            for (name, value) in scraper.scrape(&line) {
+                let _ = events.send(JobEvent::Metric { name, value });
+            }
+            let _ = events.send(JobEvent::Log {
+                host: host.clone(),
+                rank,
+                line,
+            });
+        }
+    });
+}
+
+#[async_trait::async_trait]
+impl TrainingBackend for KubernetesBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Kubernetes
+    }
+
+    fn preflight(&self, job: &TrainingJob) -> Result<(), JobError> {
+        let s = &job.spec;
+        let ns = s
+            .namespace
+            .clone()
+            .unwrap_or_else(|| self.config.namespace.clone());
+        if !dns_label(&ns) {
+            return Err(refuse(
+                "spec.namespace",
+                format!("'{ns}' is not a Kubernetes namespace name"),
+            ));
+        }
+        for ch in &job.channels {
+            let field = format!("spec.channels.{}", ch.name);
+            match &ch.source {
+                ChannelSource::Efs { file_system_id, .. }
+                    if !self.config.efs_claims.contains_key(file_system_id) =>
+                {
+                    return Err(refuse(&field, format!(
+                        "no PersistentVolumeClaim is configured for {file_system_id}: set SWITCHYARD_K8S_EFS_CLAIMS={file_system_id}=<claim> (the AWS design uses efs-sc-claim)"
+                    )));
+                }
+                ChannelSource::Local(p) => {
+                    return Err(refuse(&field, format!(
+                        "{} is a path on this machine, which pods cannot read: put the data in S3 or on an EFS claim",
+                        p.display()
+                    )));
+                }
+                _ => {}
+            }
+        }
+        for (field, v) in [
+            ("spec.output", &s.output),
+            ("spec.checkpoint", &s.checkpoint),
+        ] {
+            if let Some(v) = v {
+                return Err(refuse(field, format!(
+                    "'{v}' is not supported on the kubernetes backend yet: have the script write to a mounted claim or to S3 itself"
+                )));
+            }
+        }
+        if let Some(dir) = &s.source_dir {
+            let files = code_files(Path::new(dir)).map_err(|e| refuse("spec.sourceDir", e))?;
+            let size: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
+            if size > CODE_LIMIT {
+                return Err(refuse("spec.sourceDir", format!(
+                    "{size} bytes is more than a ConfigMap carries ({CODE_LIMIT}); put the code in the image and use command"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn run(
+        &self,
+        job: &TrainingJob,
+        job_id: &str,
+        events: JobEvents,
+        cancel: CancellationToken,
+    ) -> Result<JobOutcome, JobError> {
+        self.preflight(job)?;
+        let client = self.client().await?;
+        let doc = self.render(job, job_id);
+        let ns = doc["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_string();
+        let name = doc["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let jobs: Api<PyTorchJob> = Api::namespaced(client.clone(), &ns);
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let pj: PyTorchJob = serde_json::from_value(doc)
+            .map_err(|e| JobError::Setup(format!("rendering the PyTorchJob: {e}")))?;
+        let created = match jobs.create(&PostParams::default(), &pj).await {
+            Ok(j) => j,
+            // Submitted before (same job id): follow that one.
+            Err(kube::Error::Api(e)) if e.code == 409 => jobs
+                .get(&name)
+                .await
+                .map_err(|e| JobError::Setup(format!("PyTorchJob {ns}/{name}: {e}")))?,
+            Err(e) => {
+                return Err(JobError::Setup(format!(
+                    "cannot create PyTorchJob {ns}/{name}: {e}"
+                )))
+            }
+        };
+        if let Some(dir) = &job.spec.source_dir {
+            let files = code_files(Path::new(dir)).map_err(|e| refuse("spec.sourceDir", e))?;
+            let data: BTreeMap<String, String> = files
+                .iter()
+                .enumerate()
+                .map(|(i, (_, b))| (format!("f{i}"), String::from_utf8_lossy(b).into_owned()))
+                .collect();
+            let cm: ConfigMap = serde_json::from_value(json!({
+                "metadata": {"name": format!("{name}-code"), "namespace": ns,
+                    "ownerReferences": [{"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "name": name,
+                        "uid": created.metadata.uid, "controller": false}]},
+                "data": data,
+            }))
+            .map_err(|e| JobError::Setup(e.to_string()))?;
+            let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+            match cms.create(&PostParams::default(), &cm).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => {
+                    return Err(JobError::Setup(format!(
+                        "cannot create the code ConfigMap: {e}"
+                    )))
+                }
+            }
+        }
+        let _ = events.send(JobEvent::Status {
+            message: format!("created PyTorchJob {ns}/{name}"),
+        });
+        let scraper = MetricScraper::new(job);
+        let logs_dir = self.config.jobs_dir.join(job_id).join("logs");
+        let mut following: BTreeMap<String, ()> = BTreeMap::new();
+        let mut metrics = BTreeMap::new();
+        let (mtx, mut mrx) = tokio::sync::mpsc::unbounded_channel::<JobEvent>();
+        let fields = format!("metadata.name={name}");
+        let mut stream =
+            watcher::watcher(jobs.clone(), watcher::Config::default().fields(&fields)).boxed();
+        let mut last_message = String::new();
+        let mut restarts = 0u32;
+        let outcome = loop {
+            let ev = tokio::select! {
+                _ = cancel.cancelled() => {
+                    let _ = jobs.delete(&name, &DeleteParams::background()).await;
+                    break JobOutcome { state: JobState::Canceled, restarts, model: None, metrics: metrics.clone(),
+                        failure_reason: Some(format!("canceled: PyTorchJob {ns}/{name} deleted")) };
+                }
+                m = mrx.recv() => {
+                    if let Some(m) = m {
+                        if let JobEvent::Metric { name, value } = &m {
+                            metrics.insert(name.clone(), *value);
+                        }
+                        let _ = events.send(m);
+                    }
+                    continue;
+                }
+                ev = stream.try_next() => ev,
+            };
+            let j = match ev {
+                Ok(Some(watcher::Event::Apply(j) | watcher::Event::InitApply(j))) => j,
+                Ok(Some(watcher::Event::Delete(_))) => {
+                    break JobOutcome {
+                        state: JobState::Canceled,
+                        restarts,
+                        model: None,
+                        metrics: metrics.clone(),
+                        failure_reason: Some(format!("PyTorchJob {ns}/{name} was deleted")),
+                    };
+                }
+                Ok(Some(_)) => continue,
+                Ok(None) => {
+                    return Err(JobError::Setup("the watch on the PyTorchJob ended".into()))
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "watch error; the watcher retries");
+                    continue;
+                }
+            };
+            let Some(st) = j.status.clone() else { continue };
+            // Pods: placement and one log stream per rank once it runs.
+            let list = pods
+                .list(&ListParams::default().labels(&format!("{LABEL_JOB}={name}")))
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default();
+            let names: Vec<String> = list.iter().map(|p| p.name_any()).collect();
+            let _ = events.send(JobEvent::Placement { details: json!({"kind": "kubernetes", "namespace": ns, "name": name, "pods": names}) });
+            for p in &list {
+                let running = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+                if running && !following.contains_key(&p.name_any()) {
+                    following.insert(p.name_any(), ());
+                    let rank: u32 = p
+                        .labels()
+                        .get("training.kubeflow.org/replica-index")
+                        .and_then(|i| i.parse().ok())
+                        .unwrap_or(0)
+                        + if p
+                            .labels()
+                            .get("training.kubeflow.org/replica-type")
+                            .map(String::as_str)
+                            == Some("worker")
+                        {
+                            1
+                        } else {
+                            0
+                        };
+                    follow_pod_log(
+                        pods.clone(),
+                        p.name_any(),
+                        rank * job.spec.procs_per_node,
+                        format!("algo-{}", rank + 1),
+                        logs_dir.clone(),
+                        scraper.clone(),
+                        mtx.clone(),
+                    );
+                }
+            }
+            if let Some(c) = st.conditions.iter().filter(|c| c.status == "True").last() {
+                let msg = format!(
+                    "PyTorchJob {}: {}",
+                    c.type_,
+                    c.message.clone().unwrap_or_default()
+                );
+                if msg != last_message {
+                    last_message = msg.clone();
+                    match c.type_.as_str() {
+                        "Running" => {
+                            let _ = events.send(JobEvent::Running { message: msg });
+                        }
+                        "Restarting" => {
+                            restarts = st.restart_count.unwrap_or(0).max(0) as u32;
+                            let _ = events.send(JobEvent::Restarting {
+                                attempt: restarts,
+                                reason: c.message.clone().unwrap_or_default(),
+                            });
+                        }
+                        _ => {
+                            let _ = events.send(JobEvent::Status { message: msg });
+                        }
+                    }
+                }
+            }
+            restarts = st.restart_count.unwrap_or(0).max(0) as u32;
+            if st.has("Succeeded") {
+                break JobOutcome {
+                    state: JobState::Succeeded,
+                    restarts,
+                    model: None,
+                    metrics: metrics.clone(),
+                    failure_reason: None,
+                };
+            }
+            if st.has("Failed") {
+                let why = st
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == "Failed")
+                    .and_then(|c| c.message.clone());
+                break JobOutcome {
+                    state: JobState::Failed,
+                    restarts,
+                    model: None,
+                    metrics: metrics.clone(),
+                    failure_reason: why,
+                };
+            }
+        };
+        // Lines already read still arrive.
+        drop(mtx);
+        while let Ok(m) = mrx.try_recv() {
+            let _ = events.send(m);
+        }
+        Ok(outcome)
+    }
+}

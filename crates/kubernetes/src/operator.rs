@@ -1,0 +1,588 @@
+//! `switchyard operator`: reconciles PyTorchJobs.
+//!
+//! Level-triggered: every pass reads the job, its pods and services and the
+//! cluster's capacity from the API server and acts on what it sees, so
+//! restarting the operator in the middle of a job changes nothing. Restarts
+//! are counted in `status.restartCount`, not in memory.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+
+use crate::capacity;
+use crate::crd::{JobStatus, PyTorchJob, ReplicaStatus, CONTAINER};
+use crate::pods::{self, Slot, LABEL_JOB, LABEL_TYPE};
+
+/// Why a reconcile pass failed (it is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// How the operator runs.
+#[derive(Debug, Clone)]
+pub struct OperatorConfig {
+    /// Watch one namespace, or all.
+    pub namespace: Option<String>,
+    /// Re-check every job this often even without events (deadlines, capacity).
+    pub resync: Duration,
+}
+
+impl Default for OperatorConfig {
+    fn default() -> Self {
+        OperatorConfig {
+            namespace: None,
+            resync: Duration::from_secs(10),
+        }
+    }
+}
+
+struct Ctx {
+    client: Client,
+    config: OperatorConfig,
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+fn phase(p: &Pod) -> &str {
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending")
+}
+
+/// The training container's exit code of a finished pod.
+fn exit_code(p: &Pod) -> i32 {
+    let statuses = p
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref());
+    let status = statuses.and_then(|all| {
+        all.iter()
+            .find(|c| c.name == CONTAINER)
+            .or_else(|| all.first())
+    });
+    status
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.terminated.as_ref())
+        .map(|t| t.exit_code)
+        .unwrap_or(1)
+}
+
+/// Whether a failed pod may be restarted under its replica's restartPolicy.
+pub fn retryable(policy: &str, code: i32) -> bool {
+    match policy {
+        "Never" => false,
+        "ExitCode" => code >= 128,
+        _ => true, // OnFailure (the default) and Always
+    }
+}
+
+/// Runs the controller until the process stops.
+pub async fn run(client: Client, config: OperatorConfig) -> Result<(), OperatorError> {
+    let (jobs, pods_api, svcs): (Api<PyTorchJob>, Api<Pod>, Api<Service>) = match &config.namespace
+    {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+        ),
+    };
+    // Fails early, with a clear message, when the CRD is not installed.
+    jobs.list(&ListParams::default().limit(1)).await.map_err(|e| {
+        OperatorError::Invalid(format!(
+            "cannot list PyTorchJobs ({e}); install the CRD first: switchyard operator --print-crd | kubectl apply -f -"
+        ))
+    })?;
+    let ctx = Arc::new(Ctx { client, config });
+    let owned = watcher::Config::default().labels(LABEL_JOB);
+    Controller::new(jobs, watcher::Config::default())
+        .owns(pods_api, owned.clone())
+        .owns(svcs, owned)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => tracing::debug!(job = %obj.name, "reconciled"),
+                Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+            }
+        })
+        .await;
+    Ok(())
+}
+
+fn error_policy(_job: Arc<PyTorchJob>, err: &OperatorError, _ctx: Arc<Ctx>) -> Action {
+    tracing::warn!(error = %err, "will retry");
+    Action::requeue(Duration::from_secs(2))
+}
+
+async fn delete_pod(api: &Api<Pod>, name: &str) -> Result<(), OperatorError> {
+    match api
+        .delete(name, &DeleteParams::default().grace_period(0))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// One pass over one job.
+async fn reconcile(job: Arc<PyTorchJob>, ctx: Arc<Ctx>) -> Result<Action, OperatorError> {
+    let ns = job.namespace().unwrap_or_else(|| "default".into());
+    let name = job.name_any();
+    if job.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let jobs: Api<PyTorchJob> = Api::namespaced(ctx.client.clone(), &ns);
+    // The watch cache may lag our own last status write; act on the stored object.
+    let job = match jobs.get(&name).await {
+        Ok(j) => Arc::new(j),
+        Err(kube::Error::Api(e)) if e.code == 404 => return Ok(Action::await_change()),
+        Err(e) => return Err(e.into()),
+    };
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let svc_api: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+    let selector = ListParams::default().labels(&format!("{LABEL_JOB}={name}"));
+    let pods = pods_api.list(&selector).await?.items;
+    let services = svc_api.list(&selector).await?.items;
+    let mut status = job.status.clone().unwrap_or_default();
+    let before = status.clone();
+    let run_policy = job.spec.run_policy.clone().unwrap_or_default();
+    let slots = pods::slots(&job);
+    if slots.is_empty() {
+        status.set(
+            "Failed",
+            "PyTorchJobFailed",
+            "pytorchReplicaSpecs has no Master or Worker replicas",
+        );
+        return finish(&jobs, &name, status, &before, Action::await_change()).await;
+    }
+    if status.conditions.is_empty() {
+        status.set(
+            "Created",
+            "PyTorchJobCreated",
+            &format!("PyTorchJob {name} is created."),
+        );
+    }
+    let pod_of = |slot: &Slot| pods.iter().find(|p| p.name_any() == slot.name(&name));
+
+    // Finished: clean up as the policy says, then expire after the TTL.
+    if status.finished() {
+        cleanup(&pods_api, &pods, run_policy.clean_pod_policy.as_deref()).await?;
+        if let (Some(ttl), Some(done)) = (
+            run_policy.ttl_seconds_after_finished,
+            status.completion_time.clone(),
+        ) {
+            let age = k8s_openapi::jiff::Timestamp::now().as_second() - done.0.as_second();
+            if age >= ttl as i64 {
+                for p in &pods {
+                    delete_pod(&pods_api, &p.name_any()).await?;
+                }
+                for s in &services {
+                    let _ = svc_api
+                        .delete(&s.name_any(), &DeleteParams::default())
+                        .await;
+                }
+                let _ = jobs.delete(&name, &DeleteParams::background()).await;
+                return Ok(Action::await_change());
+            }
+            return finish(
+                &jobs,
+                &name,
+                status,
+                &before,
+                Action::requeue(Duration::from_secs((ttl as i64 - age).max(1) as u64)),
+            )
+            .await;
+        }
+        return finish(&jobs, &name, status, &before, Action::await_change()).await;
+    }
+
+    // Suspended: no pods; resuming starts the gang again with a new start time.
+    if run_policy.suspend.unwrap_or(false) {
+        for p in &pods {
+            delete_pod(&pods_api, &p.name_any()).await?;
+        }
+        status.set(
+            "Suspended",
+            "PyTorchJobSuspended",
+            &format!("PyTorchJob {name} is suspended."),
+        );
+        status.replica_statuses.clear();
+        status.start_time = None;
+        return finish(&jobs, &name, status, &before, Action::await_change()).await;
+    }
+    if status.has("Suspended") {
+        status.clear("Suspended");
+        status.set(
+            "Running",
+            "PyTorchJobResumed",
+            &format!("PyTorchJob {name} is resumed."),
+        );
+        status.clear("Running");
+    }
+
+    // Deadline.
+    if let (Some(deadline), Some(start)) = (
+        run_policy.active_deadline_seconds,
+        status.start_time.clone(),
+    ) {
+        let age = k8s_openapi::jiff::Timestamp::now().as_second() - start.0.as_second();
+        if age >= deadline {
+            return fail(
+                &jobs,
+                &pods_api,
+                &pods,
+                &name,
+                status,
+                &before,
+                "DeadlineExceeded",
+                &format!(
+                    "PyTorchJob {name} has run for {age}s, past activeDeadlineSeconds {deadline}"
+                ),
+            )
+            .await;
+        }
+    }
+
+    // Finished pods decide the job.
+    let master_slot = slots.first().cloned();
+    let has_master = job.spec.pytorch_replica_specs.contains_key("Master");
+    for slot in &slots {
+        let Some(p) = pod_of(slot) else { continue };
+        if phase(p) != "Failed" {
+            continue;
+        }
+        let code = exit_code(p);
+        let policy = pods::replica_spec(&job, slot)
+            .and_then(|r| r.restart_policy.clone())
+            .unwrap_or_else(|| "OnFailure".into());
+        let pod_name = p.name_any();
+        if !retryable(&policy, code) {
+            return fail(
+                &jobs,
+                &pods_api,
+                &pods,
+                &name,
+                status,
+                &before,
+                "PyTorchJobFailed",
+                &format!(
+                    "pod {pod_name} exited with code {code} (restartPolicy {policy}: not retried)"
+                ),
+            )
+            .await;
+        }
+        let restarts = status.restart_count.unwrap_or(0) + 1;
+        if let Some(limit) = run_policy.backoff_limit {
+            if restarts > limit {
+                return fail(
+                    &jobs,
+                    &pods_api,
+                    &pods,
+                    &name,
+                    status,
+                    &before,
+                    "BackoffLimitExceeded",
+                    &format!(
+                        "pod {pod_name} exited with code {code}; backoffLimit {limit} reached"
+                    ),
+                )
+                .await;
+            }
+        }
+        // Elastic jobs lose only the failed pod; a static gang restarts together.
+        if job.spec.elastic_policy.is_some() {
+            delete_pod(&pods_api, &pod_name).await?;
+        } else {
+            for p in &pods {
+                delete_pod(&pods_api, &p.name_any()).await?;
+            }
+        }
+        status.restart_count = Some(restarts);
+        status.set(
+            "Restarting",
+            "PyTorchJobRestarting",
+            &format!("pod {pod_name} exited with code {code}; restarting (restart {restarts})"),
+        );
+        status.replica_statuses = replica_statuses(&slots, &[]);
+        return finish(
+            &jobs,
+            &name,
+            status,
+            &before,
+            Action::requeue(Duration::from_millis(500)),
+        )
+        .await;
+    }
+    let succeeded = if has_master {
+        master_slot
+            .as_ref()
+            .and_then(|s| pod_of(s))
+            .is_some_and(|p| phase(p) == "Succeeded")
+    } else {
+        slots
+            .iter()
+            .all(|s| pod_of(s).is_some_and(|p| phase(p) == "Succeeded"))
+    };
+    if succeeded {
+        // Workers still running after the master finished are stopped, not left holding resources.
+        for p in pods
+            .iter()
+            .filter(|p| matches!(phase(p), "Pending" | "Running"))
+        {
+            delete_pod(&pods_api, &p.name_any()).await?;
+        }
+        status.replica_statuses = replica_statuses(&slots, &pods);
+        status.set(
+            "Succeeded",
+            "PyTorchJobSucceeded",
+            &format!("PyTorchJob {name} is successfully completed."),
+        );
+        status.completion_time = Some(now());
+        let remaining: Vec<Pod> = pods
+            .iter()
+            .filter(|p| phase(p) == "Succeeded")
+            .cloned()
+            .collect();
+        cleanup(
+            &pods_api,
+            &remaining,
+            run_policy.clean_pod_policy.as_deref(),
+        )
+        .await?;
+        let next = match run_policy.ttl_seconds_after_finished {
+            Some(ttl) => Action::requeue(Duration::from_secs(ttl.max(0) as u64)),
+            None => Action::await_change(),
+        };
+        return finish(&jobs, &name, status, &before, next).await;
+    }
+
+    // Missing pods: the whole gang only when it fits; single replacements directly.
+    let missing: Vec<&Slot> = slots.iter().filter(|s| pod_of(s).is_none()).collect();
+    if !missing.is_empty() {
+        if missing.len() == slots.len() {
+            let mut need = capacity::Amount::default();
+            for s in &slots {
+                if let Some(spec) = pods::pod_for(&job, s, &slots).spec {
+                    need.add(capacity::requests(&spec));
+                }
+            }
+            let nodes: Api<Node> = Api::all(ctx.client.clone());
+            let nodes = nodes.list(&ListParams::default()).await?.items;
+            let all_pods: Api<Pod> = Api::all(ctx.client.clone());
+            let all_pods = all_pods.list(&ListParams::default()).await?.items;
+            let free = capacity::free(&nodes, &all_pods);
+            if !need.fits_in(&free) {
+                let msg = format!(
+                    "waiting for capacity: the gang of {} pods needs {need}; the cluster has {free} free",
+                    slots.len()
+                );
+                status.set("Created", "PyTorchJobWaitingForCapacity", &msg);
+                return finish(
+                    &jobs,
+                    &name,
+                    status,
+                    &before,
+                    Action::requeue(ctx.config.resync.min(Duration::from_secs(3))),
+                )
+                .await;
+            }
+        }
+        for s in &slots {
+            if !services.iter().any(|x| x.name_any() == s.name(&name)) {
+                create_ignoring_conflict(&svc_api, &pods::service_for(&job, s)).await?;
+            }
+        }
+        for s in &missing {
+            match create_ignoring_conflict(&pods_api, &pods::pod_for(&job, s, &slots)).await {
+                // The API server rejects the template itself: no retry can help.
+                Err(OperatorError::Kube(kube::Error::Api(e))) if e.code == 422 || e.code == 400 => {
+                    let pods_now = pods_api.list(&selector).await?.items;
+                    return fail(
+                        &jobs,
+                        &pods_api,
+                        &pods_now,
+                        &name,
+                        status,
+                        &before,
+                        "InvalidSpec",
+                        &format!(
+                            "the API server refused pod {}: {}",
+                            s.name(&name),
+                            e.message
+                        ),
+                    )
+                    .await;
+                }
+                other => other?,
+            }
+        }
+        if status.start_time.is_none() {
+            status.start_time = Some(now());
+        }
+        if !status.has("Restarting") {
+            status.set(
+                "Created",
+                "PyTorchJobCreated",
+                &format!("PyTorchJob {name} is created."),
+            );
+        }
+    }
+
+    status.replica_statuses = replica_statuses(&slots, &pods);
+    let all_running = missing.is_empty()
+        && slots
+            .iter()
+            .all(|s| pod_of(s).is_some_and(|p| phase(p) == "Running"));
+    if all_running {
+        status.set(
+            "Running",
+            "PyTorchJobRunning",
+            &format!("PyTorchJob {name} is running."),
+        );
+    }
+    let next = match (
+        run_policy.active_deadline_seconds,
+        status.start_time.clone(),
+    ) {
+        (Some(d), Some(start)) => {
+            let left = d - (k8s_openapi::jiff::Timestamp::now().as_second() - start.0.as_second());
+            Action::requeue(Duration::from_secs(
+                left.clamp(1, ctx.config.resync.as_secs().max(1) as i64) as u64,
+            ))
+        }
+        _ => Action::requeue(ctx.config.resync),
+    };
+    finish(&jobs, &name, status, &before, next).await
+}
+
+fn replica_statuses(
+    slots: &[Slot],
+    pods: &[Pod],
+) -> std::collections::BTreeMap<String, ReplicaStatus> {
+    let mut out = std::collections::BTreeMap::new();
+    for s in slots {
+        let key = if s.rtype == "master" {
+            "Master"
+        } else {
+            "Worker"
+        };
+        let entry: &mut ReplicaStatus = out.entry(key.to_string()).or_default();
+        let pod = pods.iter().find(|p| {
+            p.labels().get(LABEL_TYPE) == Some(&s.rtype)
+                && p.labels().get(pods::LABEL_INDEX) == Some(&s.index.to_string())
+        });
+        match pod.map(phase) {
+            Some("Succeeded") => entry.succeeded += 1,
+            Some("Failed") => entry.failed += 1,
+            Some(_) => entry.active += 1,
+            None => {}
+        }
+    }
+    out
+}
+
+async fn create_ignoring_conflict<K>(api: &Api<K>, obj: &K) -> Result<(), OperatorError>
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.create(&PostParams::default(), obj).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes pods as cleanPodPolicy says once a job has ended (None by default).
+async fn cleanup(api: &Api<Pod>, pods: &[Pod], policy: Option<&str>) -> Result<(), OperatorError> {
+    for p in pods {
+        let delete = match policy.unwrap_or("None") {
+            "All" => true,
+            "Running" => matches!(phase(p), "Pending" | "Running"),
+            _ => false,
+        };
+        if delete {
+            delete_pod(api, &p.name_any()).await?;
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn fail(
+    jobs: &Api<PyTorchJob>,
+    pods_api: &Api<Pod>,
+    pods: &[Pod],
+    name: &str,
+    mut status: JobStatus,
+    before: &JobStatus,
+    reason: &str,
+    message: &str,
+) -> Result<Action, OperatorError> {
+    // A failed job's running pods stop (they cannot finish the job any more).
+    for p in pods
+        .iter()
+        .filter(|p| matches!(phase(p), "Pending" | "Running"))
+    {
+        delete_pod(pods_api, &p.name_any()).await?;
+    }
+    status.set("Failed", reason, message);
+    status.completion_time = Some(now());
+    finish(jobs, name, status, before, Action::await_change()).await
+}
+
+/// Writes the status when it changed.
+async fn finish(
+    jobs: &Api<PyTorchJob>,
+    name: &str,
+    status: JobStatus,
+    before: &JobStatus,
+    next: Action,
+) -> Result<Action, OperatorError> {
+    if &status != before {
+        let mut v = serde_json::to_value(&status).unwrap_or_default();
+        // A merge patch keeps fields it does not mention: clear the unset ones.
+        if let Some(o) = v.as_object_mut() {
+            for k in ["startTime", "completionTime", "restartCount"] {
+                o.entry(k).or_insert(serde_json::Value::Null);
+            }
+        }
+        let patch = serde_json::json!({"status": v});
+        jobs.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retryable;
+
+    #[test]
+    fn restart_policies() {
+        assert!(retryable("ExitCode", 137));
+        assert!(!retryable("ExitCode", 1));
+        assert!(!retryable("Never", 137));
+        assert!(retryable("OnFailure", 1));
+        assert!(retryable("Always", 0));
+    }
+}

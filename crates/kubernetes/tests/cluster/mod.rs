@@ -1,0 +1,258 @@
+//! A real Kubernetes control plane for the tests: etcd and kube-apiserver,
+//! built from their Go modules by scripts/k8s-servers (cached under
+//! ~/.cache/switchyard/k8s/bin), started on 127.0.0.1 with a static token —
+//! the way operators are tested with envtest. No kubelet runs, so the tests
+//! move pod phases themselves through the status subresource.
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use serde_json::json;
+
+pub const TOKEN: &str = "switchyard-test-token";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn bin(name: &str) -> PathBuf {
+    let dir = std::env::var_os("SWITCHYARD_K8S_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/switchyard/k8s/bin")
+        });
+    let p = dir.join(name);
+    assert!(
+        p.is_file(),
+        "{} not found: run scripts/k8s-servers (scripts/setup --k8s) to build etcd and kube-apiserver from their Go modules",
+        p.display()
+    );
+    p
+}
+
+/// Children die with the test process even if it is killed.
+fn spawn(cmd: &mut Command, log: &std::path::Path) -> Child {
+    let out = std::fs::File::create(log).unwrap();
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                .map_err(std::io::Error::other)
+        });
+    }
+    cmd.stdout(Stdio::null())
+        .stderr(out)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {cmd:?}: {e}"))
+}
+
+/// etcd + kube-apiserver for one test; stopped (by PID) when dropped.
+pub struct Cluster {
+    etcd: Child,
+    apiserver: Child,
+    pub dir: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+    #[allow(dead_code)]
+    pub url: String,
+}
+
+impl Cluster {
+    pub async fn start() -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (client_port, peer_port, secure_port) = (free_port(), free_port(), free_port());
+        let etcd = spawn(
+            Command::new(bin("etcd"))
+                .arg("--name=test")
+                .arg(format!("--data-dir={}", d.join("etcd").display()))
+                .arg(format!(
+                    "--listen-client-urls=http://127.0.0.1:{client_port}"
+                ))
+                .arg(format!(
+                    "--advertise-client-urls=http://127.0.0.1:{client_port}"
+                ))
+                .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"))
+                .arg(format!(
+                    "--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"
+                ))
+                .arg(format!(
+                    "--initial-cluster=test=http://127.0.0.1:{peer_port}"
+                ))
+                .arg("--unsafe-no-fsync"),
+            &d.join("etcd.log"),
+        );
+        let key = d.join("sa.key");
+        let st = Command::new("openssl")
+            .args(["genrsa", "-out"])
+            .arg(&key)
+            .arg("2048")
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "openssl genrsa");
+        std::fs::write(
+            d.join("tokens.csv"),
+            format!("{TOKEN},admin,admin,system:masters\n"),
+        )
+        .unwrap();
+        let apiserver = spawn(
+            Command::new(bin("kube-apiserver"))
+                .arg(format!("--etcd-servers=http://127.0.0.1:{client_port}"))
+                .arg(format!("--secure-port={secure_port}"))
+                .arg("--bind-address=127.0.0.1")
+                .arg("--advertise-address=127.0.0.1")
+                .arg(format!("--cert-dir={}", d.join("certs").display()))
+                .arg(format!(
+                    "--token-auth-file={}",
+                    d.join("tokens.csv").display()
+                ))
+                .arg("--authorization-mode=RBAC")
+                .arg("--service-account-issuer=https://kubernetes.default.svc")
+                .arg(format!("--service-account-key-file={}", key.display()))
+                .arg(format!(
+                    "--service-account-signing-key-file={}",
+                    key.display()
+                ))
+                .arg("--service-cluster-ip-range=10.96.0.0/16")
+                // No controller-manager creates the default ServiceAccount here.
+                .arg("--disable-admission-plugins=ServiceAccount")
+                .arg("--enable-priority-and-fairness=false"),
+            &d.join("apiserver.log"),
+        );
+        let url = format!("https://127.0.0.1:{secure_port}");
+        let kubeconfig = d.join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}\n    insecure-skip-tls-verify: true\nusers:\n- name: admin\n  user:\n    token: {TOKEN}\ncontexts:\n- name: test\n  context: {{cluster: test, user: admin, namespace: default}}\ncurrent-context: test\n"
+            ),
+        )
+        .unwrap();
+        let mut c = Cluster {
+            etcd,
+            apiserver,
+            dir,
+            kubeconfig,
+            url,
+        };
+        c.wait_ready().await;
+        c
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok(Some(st)) = self.apiserver.try_wait() {
+                let log = std::fs::read_to_string(self.dir.path().join("apiserver.log"))
+                    .unwrap_or_default();
+                panic!(
+                    "kube-apiserver exited ({st}):\n{}",
+                    &log[log.len().saturating_sub(4000)..]
+                );
+            }
+            if let Ok(client) = self.client().await {
+                let ns: Api<Namespace> = Api::all(client);
+                if ns.get("default").await.is_ok() {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kube-apiserver not ready after 120 s"
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    pub async fn client(&self) -> Result<Client, kube::Error> {
+        let kc = Kubeconfig::read_from(&self.kubeconfig).map_err(kube::Error::InferKubeconfig)?;
+        let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .map_err(kube::Error::InferKubeconfig)?;
+        Client::try_from(config)
+    }
+
+    /// Registers a node with this much allocatable capacity (no kubelet behind it).
+    pub async fn add_node(&self, name: &str, cpu: &str, memory: &str, gpus: u32) {
+        let nodes: Api<Node> = Api::all(self.client().await.unwrap());
+        let node: Node = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+        }))
+        .unwrap();
+        nodes.create(&PostParams::default(), &node).await.unwrap();
+        let status = json!({"status": {
+            "capacity": {"cpu": cpu, "memory": memory, "nvidia.com/gpu": gpus.to_string(), "pods": "110"},
+            "allocatable": {"cpu": cpu, "memory": memory, "nvidia.com/gpu": gpus.to_string(), "pods": "110"},
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Test", "message": "no kubelet"}],
+        }});
+        nodes
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .unwrap();
+    }
+
+    pub async fn namespace(&self, name: &str) {
+        let api: Api<Namespace> = Api::all(self.client().await.unwrap());
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        api.create(&PostParams::default(), &ns).await.unwrap();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.apiserver.kill();
+        let _ = self.apiserver.wait();
+        let _ = self.etcd.kill();
+        let _ = self.etcd.wait();
+    }
+}
+
+/// Sets a pod's phase (and, when it ended, the training container's exit code),
+/// as a kubelet would.
+pub async fn set_phase(pods: &Api<Pod>, name: &str, phase: &str, exit: Option<i32>) {
+    let mut status = json!({"phase": phase});
+    if let Some(code) = exit {
+        status["containerStatuses"] = json!([{
+            "name": "pytorch", "ready": false, "restartCount": 0, "image": "x", "imageID": "",
+            "state": {"terminated": {"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" }}},
+        }]);
+    } else if phase == "Running" {
+        status["containerStatuses"] = json!([{
+            "name": "pytorch", "ready": true, "restartCount": 0, "image": "x", "imageID": "",
+            "state": {"running": {}},
+        }]);
+    }
+    pods.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"status": status})),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("set {name} {phase}: {e}"));
+}
+
+/// Polls `f` until it returns Some, or panics naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
