@@ -43,6 +43,9 @@ pub enum Command {
     Job(JobCommand),
     /// Serve the Kubeflow Pipelines REST API (v2beta1) for kfp.Client.
     Server(ServerArgs),
+    /// Reconcile Kubeflow PyTorchJobs (kubeflow.org/v1) on the cluster of
+    /// KUBECONFIG (or the in-cluster service account).
+    Operator(OperatorArgs),
     /// Print the logs of a run, or of one of its tasks.
     Logs {
         /// Run id (or an unambiguous prefix).
@@ -188,4 +191,17 @@ pub struct ServerArgs {
     /// Runs executing at once (default: twice the CPUs); the rest wait PENDING.
     #[arg(long)]
     pub max_concurrent_runs: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct OperatorArgs {
+    /// Watch only this namespace (default: all).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Print the PyTorchJob CustomResourceDefinition (YAML) and exit.
+    #[arg(long)]
+    pub print_crd: bool,
+    /// Re-check every job this often, in seconds (deadlines, capacity).
+    #[arg(long, default_value_t = 10)]
+    pub resync_seconds: u64,
 }

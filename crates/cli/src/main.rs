@@ -58,6 +58,9 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             _ => anyhow::bail!("--server works with `run` and `runs list|get|cancel`; run other commands on the server's machine"),
         };
     }
+    if let Command::Operator(args) = &cli.command {
+        return commands::operator::run(args).await;
+    }
     let paths = Paths::resolve(cli.home.clone())?;
     let store = Arc::new(match &cli.database {
         Some(url) => SqlStore::connect(url)
@@ -112,6 +115,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Job(JobCommand::RunComponent { executor_input }) => {
             commands::component::run(&paths, store.clone(), &executor_input).await
         }
+        Command::Operator(_) => unreachable!("handled before the store is opened"),
         Command::Server(args) => commands::server::serve(&paths, engine, store.clone(), args).await,
         Command::Logs { run, task } => {
             commands::logs::logs(store.as_ref(), &run, task.as_deref()).await

@@ -170,24 +170,42 @@ impl JobRunner {
                     efs_mounts: c.efs_mounts.clone(),
                     kill_grace: c.kill_grace,
                 };
-                let mut local = LocalTraining::new(config, Admission::new(c.admission_file.clone(), Capacity::detect()));
+                let mut local = LocalTraining::new(
+                    config,
+                    Admission::new(c.admission_file.clone(), Capacity::detect()),
+                );
                 let s3_location = [&job.spec.output, &job.spec.checkpoint]
                     .iter()
                     .any(|o| o.as_deref().is_some_and(|o| o.starts_with("s3://")));
-                if s3_location || job.channels.iter().any(|ch| matches!(ch.source, ChannelSource::S3 { .. })) {
-                    local = local.with_s3(Arc::new(switchyard_s3::S3Store::from_env(c.s3_cache.clone()).await));
+                if s3_location
+                    || job
+                        .channels
+                        .iter()
+                        .any(|ch| matches!(ch.source, ChannelSource::S3 { .. }))
+                {
+                    local = local.with_s3(Arc::new(
+                        switchyard_s3::S3Store::from_env(c.s3_cache.clone()).await,
+                    ));
                 }
                 Ok(Arc::new(local))
             }
             BackendKind::Sagemaker => {
-                let config = switchyard_sagemaker::SageMakerConfig::from_env(self.config.jobs_dir.clone())
-                    .map_err(|e| RunnerError::Refused(e.to_string()))?;
-                Ok(Arc::new(switchyard_sagemaker::SageMakerBackend::from_env(config).await))
+                let config =
+                    switchyard_sagemaker::SageMakerConfig::from_env(self.config.jobs_dir.clone())
+                        .map_err(|e| RunnerError::Refused(e.to_string()))?;
+                Ok(Arc::new(
+                    switchyard_sagemaker::SageMakerBackend::from_env(config).await,
+                ))
             }
-            other => Err(RunnerError::Refused(format!(
-                "spec.backend: the {} backend is not available in this version yet; use backend: local (or --backend local)",
-                other.as_str()
-            ))),
+            BackendKind::Kubernetes => {
+                let config = switchyard_kubernetes::backend::KubernetesConfig::from_env(
+                    self.config.jobs_dir.clone(),
+                )
+                .map_err(RunnerError::Refused)?;
+                Ok(Arc::new(
+                    switchyard_kubernetes::backend::KubernetesBackend::new(config),
+                ))
+            }
         }
     }
 

@@ -582,7 +582,7 @@ impl TrainingBackend for KubernetesBackend {
                     );
                 }
             }
-            if let Some(c) = st.conditions.iter().filter(|c| c.status == "True").last() {
+            if let Some(c) = st.conditions.iter().rev().find(|c| c.status == "True") {
                 let msg = format!(
                     "PyTorchJob {}: {}",
                     c.type_,

@@ -336,7 +336,7 @@ async fn reconcile(job: Arc<PyTorchJob>, ctx: Arc<Ctx>) -> Result<Action, Operat
     let succeeded = if has_master {
         master_slot
             .as_ref()
-            .and_then(|s| pod_of(s))
+            .and_then(&pod_of)
             .is_some_and(|p| phase(p) == "Succeeded")
     } else {
         slots

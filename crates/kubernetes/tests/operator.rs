@@ -132,7 +132,13 @@ async fn the_operator_reconciles_pytorchjobs_on_a_real_api_server() {
     })
     .await;
     c.add_node("node-a", "8", "32Gi", 0).await;
-    let mut op = spawn_operator(client.clone());
+    // The operator runs with exactly the rights deploy/operator.yaml grants it.
+    c.grant("operator.yaml", "switchyard-operator", None).await;
+    let op_client =
+        cluster::client_from(&c.kubeconfig_for("switchyard-operator", cluster::OPERATOR_TOKEN))
+            .await
+            .unwrap();
+    let mut op = spawn_operator(op_client.clone());
 
     // 1. Master + 2 workers: 3 pods, 3 services, the environment; master succeeds → job succeeds, workers stopped.
     let s = scenario(&c, &client, "basic").await;
@@ -387,7 +393,7 @@ async fn the_operator_reconciles_pytorchjobs_on_a_real_api_server() {
         .iter()
         .map(|p| p.uid())
         .collect();
-    op = spawn_operator(client.clone());
+    op = spawn_operator(op_client.clone());
     let j = wait_condition(&s.jobs, "rs", "Running").await;
     assert_eq!(
         j.status.unwrap().restart_count,
@@ -448,4 +454,50 @@ async fn a_pod_template_the_api_server_refuses_fails_the_job_with_its_message() 
     assert_eq!(failed.reason.as_deref(), Some("InvalidSpec"));
     assert!(failed.message.unwrap().contains("bad-master-0"));
     op.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deploy_manifests_are_accepted_by_the_api_server() {
+    use kube::core::{DynamicObject, GroupVersionKind};
+    use kube::discovery::pinned_kind;
+    // The shipped CRD is the one the Rust types generate.
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/crd-pytorchjob.yaml"
+    ))
+    .unwrap();
+    assert_eq!(shipped, switchyard_kubernetes::crd::crd_yaml(), "deploy/crd-pytorchjob.yaml is stale: switchyard operator --print-crd > deploy/crd-pytorchjob.yaml");
+    let c = Cluster::start().await;
+    let client = c.client().await.unwrap();
+    for file in ["crd-pytorchjob.yaml", "operator.yaml", "server.yaml"] {
+        for doc in cluster::deploy_docs(file) {
+            let (group, version) = match doc["apiVersion"].as_str().unwrap().split_once('/') {
+                Some((g, v)) => (g.to_string(), v.to_string()),
+                None => (
+                    String::new(),
+                    doc["apiVersion"].as_str().unwrap().to_string(),
+                ),
+            };
+            let kind = doc["kind"].as_str().unwrap();
+            let (ar, caps) = pinned_kind(&client, &GroupVersionKind::gvk(&group, &version, kind))
+                .await
+                .unwrap();
+            let obj: DynamicObject = serde_json::from_value(doc.clone()).unwrap();
+            let api: Api<DynamicObject> = match (caps.scope, obj.metadata.namespace.as_deref()) {
+                (kube::discovery::Scope::Namespaced, Some(ns)) => {
+                    Api::namespaced_with(client.clone(), ns, &ar)
+                }
+                _ => Api::all_with(client.clone(), &ar),
+            };
+            // Namespaces and the CRD for real (later documents need them); the rest dry-run.
+            let real = kind == "Namespace" || kind == "CustomResourceDefinition";
+            let pp = PostParams {
+                dry_run: !real,
+                ..Default::default()
+            };
+            api.create(&pp, &obj)
+                .await
+                .unwrap_or_else(|e| panic!("{file}: {kind} refused: {e}"));
+        }
+    }
 }

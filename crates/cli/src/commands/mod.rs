@@ -3,6 +3,7 @@
 pub mod component;
 pub mod job;
 pub mod logs;
+pub mod operator;
 pub mod remote;
 pub mod run;
 pub mod runs;

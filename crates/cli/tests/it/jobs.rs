@@ -178,7 +178,7 @@ fn bad_specs_are_refused_naming_the_field() {
         ),
         (
             &["--backend", "kubernetes", "--set", "spec.image=x"],
-            &["spec.backend", "kubernetes backend is not available"],
+            &["spec.channels.", "pods cannot read"],
         ),
         (&["--set", "spec"], &["--set", "PATH=VALUE"]),
     ];

@@ -17,6 +17,9 @@ use kube::{Api, Client, Config};
 use serde_json::json;
 
 pub const TOKEN: &str = "switchyard-test-token";
+/// Users with no rights but what deploy/ grants them.
+pub const OPERATOR_TOKEN: &str = "switchyard-operator-token";
+pub const SERVER_TOKEN: &str = "switchyard-server-token";
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -62,7 +65,6 @@ pub struct Cluster {
     apiserver: Child,
     pub dir: tempfile::TempDir,
     pub kubeconfig: PathBuf,
-    #[allow(dead_code)]
     pub url: String,
 }
 
@@ -102,7 +104,7 @@ impl Cluster {
         assert!(st.success(), "openssl genrsa");
         std::fs::write(
             d.join("tokens.csv"),
-            format!("{TOKEN},admin,admin,system:masters\n"),
+            format!("{TOKEN},admin,admin,system:masters\n{OPERATOR_TOKEN},switchyard-operator,operator\n{SERVER_TOKEN},switchyard-server,server\n"),
         )
         .unwrap();
         let apiserver = spawn(
@@ -130,14 +132,7 @@ impl Cluster {
             &d.join("apiserver.log"),
         );
         let url = format!("https://127.0.0.1:{secure_port}");
-        let kubeconfig = d.join("kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}\n    insecure-skip-tls-verify: true\nusers:\n- name: admin\n  user:\n    token: {TOKEN}\ncontexts:\n- name: test\n  context: {{cluster: test, user: admin, namespace: default}}\ncurrent-context: test\n"
-            ),
-        )
-        .unwrap();
+        let kubeconfig = write_kubeconfig(d, &url, "admin", TOKEN);
         let mut c = Cluster {
             etcd,
             apiserver,
@@ -174,12 +169,65 @@ impl Cluster {
         }
     }
 
+    /// A kubeconfig for one of the test users.
+    pub fn kubeconfig_for(&self, user: &str, token: &str) -> PathBuf {
+        write_kubeconfig(self.dir.path(), &self.url, user, token)
+    }
+
     pub async fn client(&self) -> Result<Client, kube::Error> {
-        let kc = Kubeconfig::read_from(&self.kubeconfig).map_err(kube::Error::InferKubeconfig)?;
-        let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-            .await
-            .map_err(kube::Error::InferKubeconfig)?;
-        Client::try_from(config)
+        client_from(&self.kubeconfig).await
+    }
+
+    /// Creates the RBAC objects of a deploy/ manifest (ClusterRole, Role),
+    /// bound to `user` instead of the manifest's service account.
+    pub async fn grant(&self, manifest: &str, user: &str, namespace: Option<&str>) {
+        use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+        let client = self.client().await.unwrap();
+        let subject =
+            json!([{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}]);
+        for doc in deploy_docs(manifest) {
+            match doc["kind"].as_str() {
+                Some("ClusterRole") => {
+                    let role: ClusterRole = serde_json::from_value(doc.clone()).unwrap();
+                    let name = role.metadata.name.clone().unwrap();
+                    Api::<ClusterRole>::all(client.clone())
+                        .create(&PostParams::default(), &role)
+                        .await
+                        .unwrap();
+                    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+                        "metadata": {"name": format!("{name}-test")},
+                        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+                        "subjects": subject,
+                    }))
+                    .unwrap();
+                    Api::<ClusterRoleBinding>::all(client.clone())
+                        .create(&PostParams::default(), &binding)
+                        .await
+                        .unwrap();
+                }
+                Some("Role") => {
+                    let ns = namespace.expect("a namespace for the Role");
+                    let mut role: Role = serde_json::from_value(doc.clone()).unwrap();
+                    role.metadata.namespace = Some(ns.to_string());
+                    let name = role.metadata.name.clone().unwrap();
+                    Api::<Role>::namespaced(client.clone(), ns)
+                        .create(&PostParams::default(), &role)
+                        .await
+                        .unwrap();
+                    let binding: RoleBinding = serde_json::from_value(json!({
+                        "metadata": {"name": format!("{name}-test"), "namespace": ns},
+                        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                        "subjects": subject,
+                    }))
+                    .unwrap();
+                    Api::<RoleBinding>::namespaced(client.clone(), ns)
+                        .create(&PostParams::default(), &binding)
+                        .await
+                        .unwrap();
+                }
+                _ => {}
+            }
+        }
     }
 
     /// Registers a node with this much allocatable capacity (no kubelet behind it).
@@ -255,4 +303,41 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+fn write_kubeconfig(dir: &std::path::Path, url: &str, user: &str, token: &str) -> PathBuf {
+    let path = dir.join(format!("kubeconfig-{user}"));
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}\n    insecure-skip-tls-verify: true\nusers:\n- name: {user}\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context: {{cluster: test, user: {user}, namespace: default}}\ncurrent-context: test\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+pub async fn client_from(kubeconfig: &std::path::Path) -> Result<Client, kube::Error> {
+    let kc = Kubeconfig::read_from(kubeconfig).map_err(kube::Error::InferKubeconfig)?;
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .map_err(kube::Error::InferKubeconfig)?;
+    Client::try_from(config)
+}
+
+/// The documents of a manifest under deploy/.
+pub fn deploy_docs(name: &str) -> Vec<serde_json::Value> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../deploy")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.split("\n---")
+        .filter(|d| {
+            d.lines()
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        })
+        .map(|d| {
+            serde_saphyr::from_str::<serde_json::Value>(d).unwrap_or_else(|e| panic!("{name}: {e}"))
+        })
+        .collect()
 }

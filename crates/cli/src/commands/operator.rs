@@ -1,0 +1,25 @@
+//! `switchyard operator`: the PyTorchJob controller, or its CRD.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use switchyard_kubernetes::{operator, OperatorConfig};
+
+use crate::cli::OperatorArgs;
+
+pub async fn run(args: &OperatorArgs) -> Result<i32> {
+    if args.print_crd {
+        print!("{}", switchyard_kubernetes::crd::crd_yaml());
+        return Ok(0);
+    }
+    let client = kube::Client::try_default()
+        .await
+        .context("no Kubernetes cluster configured (KUBECONFIG, ~/.kube/config or the in-cluster service account)")?;
+    let config = OperatorConfig {
+        namespace: args.namespace.clone(),
+        resync: Duration::from_secs(args.resync_seconds.max(1)),
+    };
+    tracing::info!(namespace = ?config.namespace, "reconciling PyTorchJobs");
+    operator::run(client, config).await?;
+    Ok(0)
+}
