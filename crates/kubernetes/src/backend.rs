@@ -182,6 +182,7 @@ impl KubernetesBackend {
     }
 
     async fn client(&self) -> Result<Client, JobError> {
+        crate::install_crypto();
         let config = match &self.config.kubeconfig {
             Some(path) => {
                 let kc = kube::config::Kubeconfig::read_from(path)

@@ -14,3 +14,10 @@ pub mod pods;
 
 pub use crd::{PyTorchJob, PyTorchJobSpec};
 pub use operator::{OperatorConfig, OperatorError};
+
+/// Chooses rustls's crypto provider for the process. The workspace links both
+/// `ring` (kube) and `aws-lc-rs` (the AWS SDK), and rustls refuses to guess
+/// between them; call this before building a Kubernetes client.
+pub fn install_crypto() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

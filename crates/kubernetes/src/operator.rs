@@ -92,6 +92,7 @@ pub fn retryable(policy: &str, code: i32) -> bool {
 
 /// Runs the controller until the process stops.
 pub async fn run(client: Client, config: OperatorConfig) -> Result<(), OperatorError> {
+    crate::install_crypto();
     let (jobs, pods_api, svcs): (Api<PyTorchJob>, Api<Pod>, Api<Service>) = match &config.namespace
     {
         Some(ns) => (

@@ -213,5 +213,39 @@ async fn a_training_job_runs_as_a_pytorchjob_to_completion() {
     let placement = placement.unwrap();
     assert_eq!(placement["kind"], "kubernetes");
     assert_eq!(placement["namespace"], "training");
+
+    // Cancel deletes the PyTorchJob.
+    let backend = KubernetesBackend::new(config.clone());
+    let job = training_job(work.path(), "");
+    let cancel = CancellationToken::new();
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let run = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move { backend.run(&job, "job-5678", tx, cancel).await })
+    };
+    let second = eventually("the second PyTorchJob", 30, || async {
+        jobs.list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|j| j.name_any() != name)
+    })
+    .await;
+    cancel.cancel();
+    let out = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("canceled in time")
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.state, JobState::Canceled);
+    eventually("the PyTorchJob to be deleted", 30, || async {
+        jobs.get_opt(&second.name_any())
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
     op.abort();
 }

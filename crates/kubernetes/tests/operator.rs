@@ -364,6 +364,53 @@ async fn the_operator_reconciles_pytorchjobs_on_a_real_api_server() {
     c.add_node("gpu-b", "8", "64Gi", 2).await;
     wait_pods(&s.pods, "big", 4).await;
 
+    // 7b. Elastic: the rendezvous environment, and only the failed pod is recreated.
+    let s = scenario(&c, &client, "elastic").await;
+    let mut el = job("el", 2, "OnFailure", json!({}));
+    el.spec.elastic_policy = Some(serde_json::from_value(json!({
+        "minReplicas": 1, "maxReplicas": 3, "rdzvBackend": "c10d", "maxRestarts": 2, "nProcPerNode": 2,
+    })).unwrap());
+    s.jobs.create(&PostParams::default(), &el).await.unwrap();
+    let pods = wait_pods(&s.pods, "el", 3).await;
+    let env = env_of(&pods[2]);
+    assert_eq!(env["PET_NNODES"], "1:3");
+    assert_eq!(env["PET_RDZV_BACKEND"], "c10d");
+    assert_eq!(env["PET_RDZV_ENDPOINT"], "el-master-0:23456");
+    assert_eq!(env["PET_MAX_RESTARTS"], "2");
+    assert_eq!(env["PET_NPROC_PER_NODE"], "2");
+    assert_eq!(env["WORLD_SIZE"], "6");
+    let uids: Vec<_> = pods.iter().map(|p| p.uid()).collect();
+    set_phase(&s.pods, "el-worker-1", "Failed", Some(137)).await;
+    let again = eventually("el-worker-1 alone recreated", 30, || async {
+        let v = pods_of(&s.pods, "el").await;
+        (v.len() == 3 && v[2].uid() != uids[2] && v[2].metadata.deletion_timestamp.is_none())
+            .then_some(v)
+    })
+    .await;
+    assert_eq!(again[0].uid(), uids[0], "the master was not restarted");
+    assert_eq!(
+        again[1].uid(),
+        uids[1],
+        "the healthy worker was not restarted"
+    );
+
+    // 7c. ttlSecondsAfterFinished deletes the finished job.
+    let s = scenario(&c, &client, "ttl").await;
+    s.jobs
+        .create(
+            &PostParams::default(),
+            &job("tt", 0, "OnFailure", json!({"ttlSecondsAfterFinished": 1})),
+        )
+        .await
+        .unwrap();
+    wait_pods(&s.pods, "tt", 1).await;
+    set_phase(&s.pods, "tt-master-0", "Succeeded", Some(0)).await;
+    eventually("tt to be deleted after its TTL", 30, || async {
+        s.jobs.get_opt("tt").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    wait_pods(&s.pods, "tt", 0).await;
+
     // 8. Restarting the operator mid-job changes nothing and loses nothing.
     let s = scenario(&c, &client, "restart").await;
     s.jobs

@@ -12,6 +12,7 @@ pub async fn run(args: &OperatorArgs) -> Result<i32> {
         print!("{}", switchyard_kubernetes::crd::crd_yaml());
         return Ok(0);
     }
+    switchyard_kubernetes::install_crypto();
     let client = kube::Client::try_default()
         .await
         .context("no Kubernetes cluster configured (KUBECONFIG, ~/.kube/config or the in-cluster service account)")?;

@@ -318,6 +318,7 @@ fn write_kubeconfig(dir: &std::path::Path, url: &str, user: &str, token: &str) -
 }
 
 pub async fn client_from(kubeconfig: &std::path::Path) -> Result<Client, kube::Error> {
+    switchyard_kubernetes::install_crypto();
     let kc = Kubeconfig::read_from(kubeconfig).map_err(kube::Error::InferKubeconfig)?;
     let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
