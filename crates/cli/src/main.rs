@@ -70,7 +70,22 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             .await
             .with_context(|| format!("opening the run store in {}", paths.home.display()))?,
     });
-    let backend = Arc::new(LocalBackend::new(paths.local_backend()));
+    // Where pipeline steps run: this machine, or Pods on the cluster.
+    let backend: Arc<dyn switchyard_engine::Backend> =
+        match std::env::var("SWITCHYARD_TASK_BACKEND")
+            .unwrap_or_default()
+            .as_str()
+        {
+            "" | "local" => Arc::new(LocalBackend::new(paths.local_backend())),
+            "kubernetes" => {
+                let config = switchyard_kubernetes::tasks::TaskPodConfig::from_env(&paths.home)
+                    .map_err(anyhow::Error::msg)?;
+                Arc::new(switchyard_kubernetes::tasks::PodTaskBackend::new(config))
+            }
+            other => {
+                anyhow::bail!("SWITCHYARD_TASK_BACKEND: '{other}' must be local or kubernetes")
+            }
+        };
     let engine = Engine::new(store.clone(), backend, paths.logs.clone());
     match cli.command {
         Command::Run(args) => commands::run::run(&engine, &paths, args).await,

@@ -29,6 +29,9 @@ pub struct Job {
     pub work_dir: PathBuf,
     /// The executor's resource request as the IR wrote it.
     pub resources: Option<Value>,
+    /// The executor's kfp-kubernetes platform config (pvcMount, secretAsEnv,
+    /// nodeSelector, tolerations), for backends that run tasks as Pods.
+    pub kubernetes: Option<Value>,
 }
 
 /// How a job ended.

@@ -115,7 +115,9 @@ impl Engine {
             spec: spec_text,
             parameters: Value::Object(parameters),
             pipeline_root: opts.pipeline_root.to_string_lossy().into_owned(),
-            options: json!({"parallelism": opts.parallelism, "cache": opts.cache}),
+            // The platform spec (kfp-kubernetes: pvcMount, secretAsEnv, nodeSelector,
+            // tolerations) travels with the run, for backends that place tasks.
+            options: json!({"parallelism": opts.parallelism, "cache": opts.cache, "platform_spec": pipeline.platform_spec}),
             outputs: None,
             error: None,
             owner_pid: None,
@@ -213,6 +215,9 @@ impl Engine {
             store: self.store.clone(),
             backend: self.backend.clone(),
             failures: Mutex::new(Vec::new()),
+            kubernetes_executors: run.options["platform_spec"]["platforms"]["kubernetes"]
+                ["deploymentSpec"]["executors"]
+                .clone(),
         });
 
         // Another process (`switchyard runs cancel`, the server) asks through the store.

@@ -11,6 +11,7 @@ pub mod capacity;
 pub mod crd;
 pub mod operator;
 pub mod pods;
+pub mod tasks;
 
 pub use crd::{PyTorchJob, PyTorchJobSpec};
 pub use operator::{OperatorConfig, OperatorError};

@@ -206,12 +206,18 @@ impl SqlStore {
             let mut tx = sqlx::Connection::begin(&mut *conn)
                 .await
                 .map_err(q("migrate"))?;
-            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            let claimed = sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                 .bind(version)
                 .bind(ts(&Utc::now()))
                 .execute(&mut *tx)
                 .await
                 .map_err(q("migrate"))?;
+            // Another process applied it between the check and this transaction
+            // (statements like ALTER TABLE cannot run twice).
+            if claimed.rows_affected() == 0 {
+                tx.rollback().await.map_err(q("migrate"))?;
+                continue;
+            }
             sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
                 .execute(&mut *tx)
                 .await

@@ -224,6 +224,10 @@ async fn run_container(
             },
             work_dir: task_dir.clone(),
             resources: container.resources.clone(),
+            kubernetes: Some(
+                ctx.kubernetes_executors[comp.executor_label.as_deref().unwrap_or("")].clone(),
+            )
+            .filter(|v| !v.is_null()),
         };
         let result = ctx.backend.run(job, sink.clone(), job_cancel.clone()).await;
         drop(permit);

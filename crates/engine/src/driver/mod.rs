@@ -57,6 +57,8 @@ pub(crate) struct RunCtx {
     pub backend: Arc<dyn Backend>,
     /// Container tasks that failed for good: (task key, message), in order.
     pub failures: Mutex<Vec<(String, String)>>,
+    /// kfp-kubernetes settings by executor label (`Null` when the pipeline has none).
+    pub kubernetes_executors: Value,
 }
 
 /// How a task or DAG ended, with what it produced.

@@ -4,6 +4,9 @@
 //! the way operators are tested with envtest. No kubelet runs, so the tests
 //! move pod phases themselves through the status subresource.
 
+// Each test binary uses a different part of this shared module.
+#![allow(dead_code)]
+
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;

@@ -1,0 +1,372 @@
+//! Pipeline steps as Pods: an [`engine::Backend`](switchyard_engine::Backend)
+//! that runs each container task on the cluster instead of this machine.
+//!
+//! The task's work folder and the pipeline root must be on a claim that the
+//! server mounts too (`SWITCHYARD_K8S_TASK_CLAIM` at `SWITCHYARD_K8S_TASK_MOUNT`):
+//! the step writes its output parameters and artifacts there, exactly where
+//! the engine reads them, so outputs return to the engine as they do locally.
+//! The kfp-kubernetes platform config of the step's executor is applied:
+//! `pvcMount`, `secretAsEnv`, `nodeSelector`, `tolerations`.
+
+use std::path::PathBuf;
+
+use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, LogParams, PostParams};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use serde_json::{json, Value};
+use switchyard_engine::{Backend, BackendError, Job, JobOutcome, LogSink};
+use tokio_util::sync::CancellationToken;
+
+/// Where task pods run and the claim they share with the server.
+#[derive(Debug, Clone)]
+pub struct TaskPodConfig {
+    pub namespace: String,
+    /// The ReadWriteMany claim holding the server's data folder.
+    pub claim: String,
+    /// Where that claim is mounted, in the server and in every task pod.
+    pub mount_path: PathBuf,
+    pub kubeconfig: Option<PathBuf>,
+}
+
+impl TaskPodConfig {
+    /// `SWITCHYARD_K8S_NAMESPACE`, `SWITCHYARD_K8S_TASK_CLAIM` (required),
+    /// `SWITCHYARD_K8S_TASK_MOUNT` (default: the data folder `home`).
+    pub fn from_env(home: &std::path::Path) -> Result<Self, String> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let claim = var("SWITCHYARD_K8S_TASK_CLAIM").ok_or_else(|| {
+            "SWITCHYARD_TASK_BACKEND=kubernetes needs SWITCHYARD_K8S_TASK_CLAIM: the claim that holds the data folder, mounted by the server and by every task pod (that is how outputs come back)".to_string()
+        })?;
+        Ok(TaskPodConfig {
+            namespace: var("SWITCHYARD_K8S_NAMESPACE").unwrap_or_else(|| "default".into()),
+            claim,
+            mount_path: var("SWITCHYARD_K8S_TASK_MOUNT")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| home.to_path_buf()),
+            kubeconfig: var("SWITCHYARD_K8S_KUBECONFIG").map(PathBuf::from),
+        })
+    }
+}
+
+/// Runs container tasks as Pods.
+pub struct PodTaskBackend {
+    config: TaskPodConfig,
+}
+
+/// A DNS-label pod name for a task attempt id (`<run>-<task>-<attempt>`).
+pub fn pod_name(job_id: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut clean: String = job_id
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    if clean.len() > 50 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        job_id.hash(&mut h);
+        clean = format!("{}-{:08x}", &clean[..40], h.finish() as u32);
+    }
+    format!("task-{}", clean.trim_matches('-'))
+}
+
+/// A string from a kfp-kubernetes field that may be a constant or a
+/// `…Parameter: {runtimeValue: {constant: …}}`.
+fn constant(v: &Value, field: &str) -> Option<String> {
+    v.get(field)
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| {
+            v.get(format!("{field}Parameter"))?
+                .get("runtimeValue")?
+                .get("constant")?
+                .as_str()
+                .map(str::to_string)
+        })
+}
+
+/// `resources` of the IR (`cpuLimit`, `memoryLimit` in GB, `resourceCpuLimit`,
+/// `accelerator`…) as Kubernetes requests and limits.
+fn resources(r: Option<&Value>) -> Value {
+    let mut limits = serde_json::Map::new();
+    let mut requests = serde_json::Map::new();
+    if let Some(r) = r {
+        let s = |k: &str| {
+            r.get(k).and_then(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .or_else(|| v.as_f64().map(|f| f.to_string()))
+            })
+        };
+        if let Some(c) = s("resourceCpuLimit").or_else(|| s("cpuLimit")) {
+            limits.insert("cpu".into(), json!(c));
+        }
+        if let Some(m) = s("resourceMemoryLimit") {
+            limits.insert("memory".into(), json!(m));
+        } else if let Some(gb) = r.get("memoryLimit").and_then(Value::as_f64) {
+            limits.insert("memory".into(), json!(format!("{}", (gb * 1e9) as u64)));
+        }
+        if let Some(c) = s("resourceCpuRequest").or_else(|| s("cpuRequest")) {
+            requests.insert("cpu".into(), json!(c));
+        }
+        if let Some(m) = s("resourceMemoryRequest") {
+            requests.insert("memory".into(), json!(m));
+        }
+        if let Some(acc) = r.get("accelerator") {
+            let count = acc
+                .get("resourceCount")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .or_else(|| {
+                    acc.get("count")
+                        .and_then(Value::as_i64)
+                        .map(|c| c.to_string())
+                });
+            let ty = acc
+                .get("resourceType")
+                .or_else(|| acc.get("type"))
+                .and_then(Value::as_str)
+                .unwrap_or("nvidia.com/gpu");
+            if let Some(n) = count {
+                let ty = if ty.contains('/') {
+                    ty.to_string()
+                } else {
+                    "nvidia.com/gpu".to_string()
+                };
+                limits.insert(ty, json!(n));
+            }
+        }
+    }
+    json!({"limits": limits, "requests": requests})
+}
+
+impl PodTaskBackend {
+    pub fn new(config: TaskPodConfig) -> Self {
+        PodTaskBackend { config }
+    }
+
+    /// The Pod for one task attempt; refuses platform config it cannot honour.
+    pub fn render(&self, job: &Job) -> Result<Value, BackendError> {
+        let name = pod_name(&job.id);
+        if !job.work_dir.starts_with(&self.config.mount_path) {
+            return Err(BackendError::Permanent(format!(
+                "task {}: its folder {} is not under the shared claim's mount {} (SWITCHYARD_K8S_TASK_MOUNT), so its outputs could not come back",
+                job.display_name,
+                job.work_dir.display(),
+                self.config.mount_path.display()
+            )));
+        }
+        let mount = self.config.mount_path.to_string_lossy().into_owned();
+        let mut volumes = vec![
+            json!({"name": "switchyard-data", "persistentVolumeClaim": {"claimName": self.config.claim}}),
+        ];
+        let mut mounts = vec![json!({"name": "switchyard-data", "mountPath": mount})];
+        let mut env: Vec<Value> = job
+            .env
+            .iter()
+            .map(|(k, v)| json!({"name": k, "value": v}))
+            .collect();
+        let mut node_selector = json!({});
+        let mut tolerations = Vec::new();
+        let bad = |what: String| {
+            BackendError::Permanent(format!("task {}: kfp-kubernetes {what}", job.display_name))
+        };
+        if let Some(k) = &job.kubernetes {
+            for (i, m) in k["pvcMount"].as_array().into_iter().flatten().enumerate() {
+                let claim = constant(m, "pvcName").or_else(|| constant(m, "constant").or_else(|| m.get("constant").and_then(Value::as_str).map(str::to_string)))
+                    .ok_or_else(|| bad(format!("pvcMount[{i}]: only a constant claim name is supported here (not a task output)")))?;
+                let path = m["mountPath"]
+                    .as_str()
+                    .ok_or_else(|| bad(format!("pvcMount[{i}]: mountPath is missing")))?;
+                volumes.push(json!({"name": format!("pvc-{i}"), "persistentVolumeClaim": {"claimName": claim}}));
+                mounts.push(json!({"name": format!("pvc-{i}"), "mountPath": path}));
+            }
+            for (i, s) in k["secretAsEnv"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                let secret = constant(s, "secretName")
+                    .ok_or_else(|| bad(format!("secretAsEnv[{i}]: secretName is missing")))?;
+                for kv in s["keyToEnv"].as_array().into_iter().flatten() {
+                    env.push(json!({"name": kv["envVar"], "valueFrom": {"secretKeyRef": {"name": secret, "key": kv["secretKey"]}}}));
+                }
+            }
+            if let Some(labels) = k["nodeSelector"]["labels"].as_object() {
+                node_selector = Value::Object(labels.clone());
+            }
+            for t in k["tolerations"].as_array().into_iter().flatten() {
+                tolerations.push(t.clone());
+            }
+        }
+        Ok(json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": self.config.namespace,
+                "labels": {"app.kubernetes.io/managed-by": "switchyard", "switchyard.io/task": name},
+                "annotations": {"switchyard.io/task-key": job.display_name, "switchyard.io/attempt-id": job.id},
+            },
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [{
+                    "name": "main",
+                    "image": job.image,
+                    "command": job.argv,
+                    "workingDir": job.work_dir,
+                    "env": env,
+                    "resources": resources(job.resources.as_ref()),
+                    "volumeMounts": mounts,
+                }],
+                "volumes": volumes,
+                "nodeSelector": node_selector,
+                "tolerations": tolerations,
+            },
+        }))
+    }
+
+    async fn client(&self) -> Result<Client, BackendError> {
+        crate::install_crypto();
+        let config = match &self.config.kubeconfig {
+            Some(p) => {
+                let kc = kube::config::Kubeconfig::read_from(p).map_err(|e| {
+                    BackendError::Permanent(format!("kubeconfig {}: {e}", p.display()))
+                })?;
+                kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                    .await
+                    .map_err(|e| {
+                        BackendError::Permanent(format!("kubeconfig {}: {e}", p.display()))
+                    })?
+            }
+            None => kube::Config::infer().await.map_err(|e| {
+                BackendError::Permanent(format!("no Kubernetes cluster configured: {e}"))
+            })?,
+        };
+        Client::try_from(config)
+            .map_err(|e| BackendError::Retryable(format!("Kubernetes client: {e}")))
+    }
+}
+
+fn exit_code(p: &Pod) -> Option<i32> {
+    p.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == "main")?
+        .state
+        .as_ref()?
+        .terminated
+        .as_ref()
+        .map(|t| t.exit_code)
+}
+
+#[async_trait::async_trait]
+impl Backend for PodTaskBackend {
+    fn name(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    async fn run(
+        &self,
+        job: Job,
+        logs: LogSink,
+        cancel: CancellationToken,
+    ) -> Result<JobOutcome, BackendError> {
+        let doc = self.render(&job)?;
+        let pod: Pod =
+            serde_json::from_value(doc).map_err(|e| BackendError::Permanent(e.to_string()))?;
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let client = self.client().await?;
+        let pods: Api<Pod> = Api::namespaced(client, &self.config.namespace);
+        match pods.create(&PostParams::default(), &pod).await {
+            Ok(_) => {}
+            // The same attempt submitted before (a resumed run): follow that pod.
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(kube::Error::Api(e)) if e.code == 400 || e.code == 422 || e.code == 403 => {
+                return Err(BackendError::Permanent(format!(
+                    "the API server refused pod {name}: {}",
+                    e.message
+                )))
+            }
+            Err(e) => {
+                return Err(BackendError::Retryable(format!(
+                    "cannot create pod {name}: {e}"
+                )))
+            }
+        }
+        logs(&format!(
+            "[switchyard] pod {}/{name} created",
+            self.config.namespace
+        ));
+        let fields = format!("metadata.name={name}");
+        let mut stream =
+            watcher::watcher(pods.clone(), watcher::Config::default().fields(&fields)).boxed();
+        let mut streaming = false;
+        loop {
+            let ev = tokio::select! {
+                _ = cancel.cancelled() => {
+                    let _ = pods.delete(&name, &DeleteParams::default().grace_period(0)).await;
+                    return Ok(JobOutcome::Canceled);
+                }
+                ev = stream.try_next() => ev,
+            };
+            let p = match ev {
+                Ok(Some(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => p,
+                Ok(Some(watcher::Event::Delete(_))) => {
+                    return Ok(JobOutcome::Failed {
+                        exit_code: None,
+                        message: format!("pod {name} was deleted"),
+                    })
+                }
+                Ok(Some(_)) => continue,
+                Ok(None) => {
+                    return Err(BackendError::Retryable("the watch on the pod ended".into()))
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "pod watch error; retrying");
+                    continue;
+                }
+            };
+            let phase = p
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_default();
+            if phase == "Running" && !streaming {
+                streaming = true;
+                let (pods, name, logs) = (pods.clone(), name.clone(), logs.clone());
+                tokio::spawn(async move {
+                    let params = LogParams {
+                        follow: true,
+                        container: Some("main".into()),
+                        ..Default::default()
+                    };
+                    if let Ok(s) = pods.log_stream(&name, &params).await {
+                        let mut lines = s.lines();
+                        while let Ok(Some(line)) = lines.try_next().await {
+                            logs(&line);
+                        }
+                    }
+                });
+            }
+            match phase.as_str() {
+                "Succeeded" => return Ok(JobOutcome::Succeeded),
+                "Failed" => {
+                    let code = exit_code(&p);
+                    return Ok(JobOutcome::Failed {
+                        exit_code: code,
+                        message: format!(
+                            "pod {name} failed{}",
+                            code.map(|c| format!(" with exit code {c}"))
+                                .unwrap_or_default()
+                        ),
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+}

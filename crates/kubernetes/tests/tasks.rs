@@ -1,0 +1,205 @@
+//! Pipeline steps as Pods: a kfp-compiled pipeline (with kfp-kubernetes
+//! platform config) run by the real engine with the Pod task backend against a
+//! real kube-apiserver. No kubelet runs here, so the test plays one: it runs
+//! each pod's command on this machine (the image is not pulled) with the pod's
+//! environment and working folder, and writes the pod's status.
+
+mod cluster;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cluster::{set_phase, Cluster};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use switchyard_engine::{Engine, RunOptions};
+use switchyard_kubernetes::tasks::{PodTaskBackend, TaskPodConfig};
+use switchyard_store::{RunStore, SqlStore, State};
+use tokio_util::sync::CancellationToken;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Compiles tests/pipelines/k8s_platform.py with the real kfp + kfp-kubernetes.
+fn compile(out: &std::path::Path) -> String {
+    let py = repo().join(".venv/bin/python");
+    let st = std::process::Command::new(&py)
+        .arg(repo().join("tests/pipelines/compile.py"))
+        .arg(out)
+        .output()
+        .expect("run .venv/bin/python (scripts/setup creates it)");
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    std::fs::read_to_string(out.join("k8s_platform.yaml")).unwrap()
+}
+
+/// Plays the kubelet for every pod in `ns`: runs its command here, then marks
+/// it Succeeded or Failed with the exit code. Returns the pods it saw.
+fn kubelet(pods: Api<Pod>, seen: Arc<std::sync::Mutex<Vec<Pod>>>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut started = std::collections::BTreeSet::new();
+        let mut stream = watcher::watcher(pods.clone(), watcher::Config::default()).boxed();
+        while let Ok(Some(ev)) = stream.try_next().await {
+            let p = match ev {
+                watcher::Event::Apply(p) | watcher::Event::InitApply(p) => p,
+                _ => continue,
+            };
+            if !started.insert(p.name_any()) {
+                continue;
+            }
+            seen.lock().unwrap().push(p.clone());
+            let c = &p.spec.as_ref().unwrap().containers[0];
+            let argv = c.command.clone().unwrap();
+            let mut cmd = std::process::Command::new(&argv[0]);
+            cmd.args(&argv[1..])
+                .current_dir(c.working_dir.clone().unwrap());
+            for e in c.env.iter().flatten() {
+                match (&e.value, &e.value_from) {
+                    (Some(v), _) => {
+                        cmd.env(&e.name, v);
+                    }
+                    // The secret's value, as the kubelet would resolve it.
+                    (None, Some(_)) => {
+                        cmd.env(&e.name, "s3cr3t");
+                    }
+                    _ => {}
+                }
+            }
+            set_phase(&pods, &p.name_any(), "Running", None).await;
+            let status = tokio::task::spawn_blocking(move || cmd.status())
+                .await
+                .unwrap()
+                .unwrap();
+            let code = status.code().unwrap_or(1);
+            set_phase(
+                &pods,
+                &p.name_any(),
+                if code == 0 { "Succeeded" } else { "Failed" },
+                Some(code),
+            )
+            .await;
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_steps_run_as_pods_with_their_platform_config() {
+    let c = Cluster::start().await;
+    let client = c.client().await.unwrap();
+    c.namespace("pipelines").await;
+    let work = tempfile::tempdir().unwrap();
+    let text = compile(&work.path().join("compiled"));
+    let pipeline = switchyard_spec::parse_pipeline(&text).unwrap();
+
+    let home = work.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let store = Arc::new(SqlStore::open(&home.join("switchyard.db")).await.unwrap());
+    let backend = PodTaskBackend::new(TaskPodConfig {
+        namespace: "pipelines".into(),
+        claim: "switchyard-data".into(),
+        mount_path: home.clone(),
+        kubeconfig: Some(c.kubeconfig.clone()),
+    });
+    let engine = Engine::new(store.clone(), Arc::new(backend), home.join("logs"));
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "pipelines");
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kl = kubelet(pods.clone(), seen.clone());
+
+    let opts = RunOptions {
+        parallelism: 2,
+        cache: false,
+        pipeline_root: home.join("artifacts"),
+        display_name: None,
+    };
+    let params = BTreeMap::from([("who".to_string(), serde_json::json!("kube"))]);
+    let run = engine.create_run(&pipeline, &params, &opts).await.unwrap();
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let done = tokio::time::timeout(
+        Duration::from_secs(120),
+        engine.execute(&run.id, tx, CancellationToken::new(), false),
+    )
+    .await
+    .expect("the run finished")
+    .unwrap();
+    assert_eq!(done.state, State::Succeeded, "{:?}", done.error);
+
+    // The first step's output came back to the engine and fed the second step.
+    let tasks = store.list_tasks(&run.id).await.unwrap();
+    let greet = tasks.iter().find(|t| t.task_key == "greet").unwrap();
+    let out = greet.outputs.as_ref().unwrap().to_string();
+    assert!(out.contains("hello kube (s3cr3t)"), "{out}");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "one pod per step");
+    let g = seen
+        .iter()
+        .find(|p| {
+            p.annotations()
+                .get("switchyard.io/task-key")
+                .map(String::as_str)
+                == Some("greet")
+        })
+        .unwrap();
+    let spec = g.spec.clone().unwrap();
+    let c0 = &spec.containers[0];
+    assert_eq!(c0.image.as_deref(), Some("busybox:1.36"));
+    assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+    assert_eq!(spec.node_selector.clone().unwrap()["pool"], "cpu");
+    let tol = &spec.tolerations.clone().unwrap()[0];
+    assert_eq!(
+        (
+            tol.key.as_deref(),
+            tol.value.as_deref(),
+            tol.effect.as_deref()
+        ),
+        (Some("dedicated"), Some("ml"), Some("NoSchedule"))
+    );
+    let secret_env = c0.env.iter().flatten().find(|e| e.name == "TOKEN").unwrap();
+    let key = secret_env
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (key.name.as_str(), key.key.as_str()),
+        ("api-token", "token")
+    );
+    let claims: Vec<String> = spec
+        .volumes
+        .unwrap()
+        .iter()
+        .filter_map(|v| {
+            v.persistent_volume_claim
+                .as_ref()
+                .map(|c| c.claim_name.clone())
+        })
+        .collect();
+    assert_eq!(claims, ["switchyard-data", "shared-data"]);
+    let mounts: Vec<String> = c0
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.mount_path.clone())
+        .collect();
+    assert!(mounts.contains(&"/shared".to_string()));
+    assert!(mounts.contains(&home.to_string_lossy().into_owned()));
+    // The second step has no platform config: none applied.
+    let s = seen.iter().find(|p| p.name_any() != g.name_any()).unwrap();
+    assert!(s
+        .spec
+        .as_ref()
+        .unwrap()
+        .node_selector
+        .as_ref()
+        .is_none_or(|n| n.is_empty()));
+    kl.abort();
+}
