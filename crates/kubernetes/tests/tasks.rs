@@ -95,6 +95,9 @@ async fn pipeline_steps_run_as_pods_with_their_platform_config() {
     let c = Cluster::start().await;
     let client = c.client().await.unwrap();
     c.namespace("pipelines").await;
+    // The server's rights from deploy/server.yaml, in the namespace of the task pods.
+    c.grant("server.yaml", "switchyard-server", Some("pipelines"))
+        .await;
     let work = tempfile::tempdir().unwrap();
     let text = compile(&work.path().join("compiled"));
     let pipeline = switchyard_spec::parse_pipeline(&text).unwrap();
@@ -106,7 +109,7 @@ async fn pipeline_steps_run_as_pods_with_their_platform_config() {
         namespace: "pipelines".into(),
         claim: "switchyard-data".into(),
         mount_path: home.clone(),
-        kubeconfig: Some(c.kubeconfig.clone()),
+        kubeconfig: Some(c.kubeconfig_for("switchyard-server", cluster::SERVER_TOKEN)),
     });
     let engine = Engine::new(store.clone(), Arc::new(backend), home.join("logs"));
     let pods: Api<Pod> = Api::namespaced(client.clone(), "pipelines");
