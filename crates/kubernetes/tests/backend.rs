@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use cluster::{eventually, set_phase, Cluster};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ListParams, PostParams};
-use kube::{Api, CustomResourceExt, ResourceExt};
+use kube::api::ListParams;
+use kube::{Api, ResourceExt};
 use switchyard_job::{JobEvent, JobState, TrainingBackend};
 use switchyard_kubernetes::backend::{KubernetesBackend, KubernetesConfig};
 use switchyard_kubernetes::crd::PyTorchJob;
@@ -31,15 +30,7 @@ fn training_job(dir: &std::path::Path, extra: &str) -> switchyard_job::TrainingJ
 async fn a_training_job_runs_as_a_pytorchjob_to_completion() {
     let c = Cluster::start().await;
     let client = c.client().await.unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &PyTorchJob::crd())
-        .await
-        .unwrap();
-    eventually("the CRD to be served", 30, || async {
-        let jobs: Api<PyTorchJob> = Api::namespaced(client.clone(), "default");
-        jobs.list(&ListParams::default()).await.ok().map(|_| ())
-    })
-    .await;
+    c.install_crd().await;
     c.add_node("node-a", "8", "32Gi", 0).await;
     c.namespace("training").await;
     c.grant("server.yaml", "switchyard-server", Some("training"))

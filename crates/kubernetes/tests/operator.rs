@@ -59,6 +59,15 @@ fn condition(j: &PyTorchJob) -> Option<String> {
     .map(|t| t.to_string())
 }
 
+/// The job's Failed condition (it must have one).
+fn failed_condition(j: &PyTorchJob) -> switchyard_kubernetes::crd::JobCondition {
+    j.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Failed"))
+        .cloned()
+        .expect("a Failed condition")
+}
+
 async fn wait_condition(jobs: &Api<PyTorchJob>, name: &str, want: &str) -> PyTorchJob {
     eventually(&format!("{name} to be {want}"), 30, || async {
         let j = jobs.get(name).await.ok()?;
@@ -225,13 +234,7 @@ async fn the_operator_reconciles_pytorchjobs_on_a_real_api_server() {
     assert_eq!(env_of(&again[1])["RANK"], "1");
     set_phase(&s.pods, "ec-worker-0", "Failed", Some(1)).await;
     let j = wait_condition(&s.jobs, "ec", "Failed").await;
-    let failed = j
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Failed")
-        .unwrap();
+    let failed = failed_condition(&j);
     assert!(failed.message.unwrap().contains("exited with code 1"));
 
     // 3. backoffLimit exhausted → Failed.
@@ -260,14 +263,7 @@ async fn the_operator_reconciles_pytorchjobs_on_a_real_api_server() {
     assert!(uid.is_some());
     set_phase(&s.pods, "bo-worker-0", "Failed", Some(2)).await;
     let j = wait_condition(&s.jobs, "bo", "Failed").await;
-    let reason = j
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Failed")
-        .unwrap()
-        .reason;
+    let reason = failed_condition(&j).reason;
     assert_eq!(reason.as_deref(), Some("BackoffLimitExceeded"));
 
     // 4. activeDeadlineSeconds → Failed, pods stopped.
@@ -281,14 +277,7 @@ async fn the_operator_reconciles_pytorchjobs_on_a_real_api_server() {
         .unwrap();
     wait_pods(&s.pods, "dl", 2).await;
     let j = wait_condition(&s.jobs, "dl", "Failed").await;
-    let reason = j
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Failed")
-        .unwrap()
-        .reason;
+    let reason = failed_condition(&j).reason;
     assert_eq!(reason.as_deref(), Some("DeadlineExceeded"));
     wait_pods(&s.pods, "dl", 0).await;
 
@@ -463,15 +452,7 @@ async fn the_operator_reconciles_pytorchjobs_on_a_real_api_server() {
 async fn a_pod_template_the_api_server_refuses_fails_the_job_with_its_message() {
     let c = Cluster::start().await;
     let client = c.client().await.unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &PyTorchJob::crd())
-        .await
-        .unwrap();
-    eventually("the CRD to be served", 30, || async {
-        let jobs: Api<PyTorchJob> = Api::namespaced(client.clone(), "default");
-        jobs.list(&ListParams::default()).await.ok().map(|_| ())
-    })
-    .await;
+    c.install_crd().await;
     c.add_node("node-a", "8", "32Gi", 4).await;
     let op = spawn_operator(client.clone());
     let jobs: Api<PyTorchJob> = Api::namespaced(client.clone(), "default");
@@ -491,13 +472,7 @@ async fn a_pod_template_the_api_server_refuses_fails_the_job_with_its_message() 
         Some(serde_json::from_value(json!({"requests": {"nvidia.com/gpu": "1"}})).unwrap());
     jobs.create(&PostParams::default(), &bad).await.unwrap();
     let j = wait_condition(&jobs, "bad", "Failed").await;
-    let failed = j
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Failed")
-        .unwrap();
+    let failed = failed_condition(&j);
     assert_eq!(failed.reason.as_deref(), Some("InvalidSpec"));
     assert!(failed.message.unwrap().contains("bad-master-0"));
     op.abort();

@@ -233,6 +233,24 @@ impl Cluster {
         }
     }
 
+    /// Installs the PyTorchJob CRD generated from the Rust types and waits
+    /// until the API server serves it.
+    pub async fn install_crd(&self) {
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+        use kube::CustomResourceExt;
+        use switchyard_kubernetes::crd::PyTorchJob;
+        let client = self.client().await.unwrap();
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        crds.create(&PostParams::default(), &PyTorchJob::crd())
+            .await
+            .unwrap();
+        eventually("the CRD to be served", 30, || async {
+            let jobs: Api<PyTorchJob> = Api::namespaced(client.clone(), "default");
+            jobs.list(&Default::default()).await.ok().map(|_| ())
+        })
+        .await;
+    }
+
     /// Registers a node with this much allocatable capacity (no kubelet behind it).
     pub async fn add_node(&self, name: &str, cpu: &str, memory: &str, gpus: u32) {
         let nodes: Api<Node> = Api::all(self.client().await.unwrap());
