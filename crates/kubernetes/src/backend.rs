@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
-use kube::runtime::watcher;
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{json, Value};
 use switchyard_job::contract::{self, HostLayout, Placement};
@@ -470,16 +470,24 @@ impl TrainingBackend for KubernetesBackend {
         };
         if let Some(dir) = &job.spec.source_dir {
             let files = code_files(Path::new(dir)).map_err(|e| refuse("spec.sourceDir", e))?;
-            let data: BTreeMap<String, String> = files
-                .iter()
-                .enumerate()
-                .map(|(i, (_, b))| (format!("f{i}"), String::from_utf8_lossy(b).into_owned()))
-                .collect();
+            // Text as data, anything else (pickles, images) byte for byte as binaryData.
+            let mut data = BTreeMap::new();
+            let mut binary = BTreeMap::new();
+            for (i, (_, b)) in files.iter().enumerate() {
+                match std::str::from_utf8(b) {
+                    Ok(text) => data.insert(format!("f{i}"), text.to_string()),
+                    Err(_) => binary.insert(
+                        format!("f{i}"),
+                        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b),
+                    ),
+                };
+            }
             let cm: ConfigMap = serde_json::from_value(json!({
                 "metadata": {"name": format!("{name}-code"), "namespace": ns,
                     "ownerReferences": [{"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "name": name,
                         "uid": created.metadata.uid, "controller": false}]},
                 "data": data,
+                "binaryData": binary,
             }))
             .map_err(|e| JobError::Setup(e.to_string()))?;
             let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
@@ -487,9 +495,11 @@ impl TrainingBackend for KubernetesBackend {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 409 => {}
                 Err(e) => {
+                    // Without its code the job could only hang: take it back.
+                    let _ = jobs.delete(&name, &DeleteParams::background()).await;
                     return Err(JobError::Setup(format!(
                         "cannot create the code ConfigMap: {e}"
-                    )))
+                    )));
                 }
             }
         }
@@ -502,8 +512,9 @@ impl TrainingBackend for KubernetesBackend {
         let mut metrics = BTreeMap::new();
         let (mtx, mut mrx) = tokio::sync::mpsc::unbounded_channel::<JobEvent>();
         let fields = format!("metadata.name={name}");
-        let mut stream =
-            watcher::watcher(jobs.clone(), watcher::Config::default().fields(&fields)).boxed();
+        let mut stream = watcher::watcher(jobs.clone(), watcher::Config::default().fields(&fields))
+            .default_backoff()
+            .boxed();
         let mut last_message = String::new();
         let mut restarts = 0u32;
         let outcome = loop {
@@ -554,9 +565,15 @@ impl TrainingBackend for KubernetesBackend {
             let names: Vec<String> = list.iter().map(|p| p.name_any()).collect();
             let _ = events.send(JobEvent::Placement { details: json!({"kind": "kubernetes", "namespace": ns, "name": name, "pods": names}) });
             for p in &list {
-                let running = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
-                if running && !following.contains_key(&p.name_any()) {
-                    following.insert(p.name_any(), ());
+                // Keyed by uid: a restarted gang has new pods under the same names;
+                // a pod that already ended still has its log to read.
+                let uid = p.uid().unwrap_or_else(|| p.name_any());
+                let started = matches!(
+                    p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                    Some("Running" | "Succeeded" | "Failed")
+                );
+                if started && !following.contains_key(&uid) {
+                    following.insert(uid, ());
                     let rank: u32 = p
                         .labels()
                         .get("training.kubeflow.org/replica-index")

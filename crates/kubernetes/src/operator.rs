@@ -50,6 +50,9 @@ impl Default for OperatorConfig {
 struct Ctx {
     client: Client,
     config: OperatorConfig,
+    /// Held from the capacity check to the last pod created, so two jobs
+    /// reconciled at once cannot both be admitted into the same free capacity.
+    admission: tokio::sync::Mutex<()>,
 }
 
 fn now() -> Time {
@@ -112,7 +115,11 @@ pub async fn run(client: Client, config: OperatorConfig) -> Result<(), OperatorE
             "cannot list PyTorchJobs ({e}); install the CRD first: switchyard operator --print-crd | kubectl apply -f -"
         ))
     })?;
-    let ctx = Arc::new(Ctx { client, config });
+    let ctx = Arc::new(Ctx {
+        client,
+        config,
+        admission: tokio::sync::Mutex::new(()),
+    });
     let owned = watcher::Config::default().labels(LABEL_JOB);
     Controller::new(jobs, watcher::Config::default())
         .owns(pods_api, owned.clone())
@@ -267,7 +274,19 @@ async fn reconcile(job: Arc<PyTorchJob>, ctx: Arc<Ctx>) -> Result<Action, Operat
     // Finished pods decide the job.
     let master_slot = slots.first().cloned();
     let has_master = job.spec.pytorch_replica_specs.contains_key("Master");
-    for slot in &slots {
+    // Success first: a worker that fails while the finished master tears down
+    // the process group must not restart a job that is done.
+    let succeeded = if has_master {
+        master_slot
+            .as_ref()
+            .and_then(&pod_of)
+            .is_some_and(|p| phase(p) == "Succeeded")
+    } else {
+        slots
+            .iter()
+            .all(|s| pod_of(s).is_some_and(|p| phase(p) == "Succeeded"))
+    };
+    for slot in slots.iter().filter(|_| !succeeded) {
         let Some(p) = pod_of(slot) else { continue };
         if phase(p) != "Failed" {
             continue;
@@ -334,16 +353,6 @@ async fn reconcile(job: Arc<PyTorchJob>, ctx: Arc<Ctx>) -> Result<Action, Operat
         )
         .await;
     }
-    let succeeded = if has_master {
-        master_slot
-            .as_ref()
-            .and_then(&pod_of)
-            .is_some_and(|p| phase(p) == "Succeeded")
-    } else {
-        slots
-            .iter()
-            .all(|s| pod_of(s).is_some_and(|p| phase(p) == "Succeeded"))
-    };
     if succeeded {
         // Workers still running after the master finished are stopped, not left holding resources.
         for p in pods
@@ -380,23 +389,19 @@ async fn reconcile(job: Arc<PyTorchJob>, ctx: Arc<Ctx>) -> Result<Action, Operat
     // Missing pods: the whole gang only when it fits; single replacements directly.
     let missing: Vec<&Slot> = slots.iter().filter(|s| pod_of(s).is_none()).collect();
     if !missing.is_empty() {
+        let _admission = ctx.admission.lock().await;
         if missing.len() == slots.len() {
-            let mut need = capacity::Amount::default();
-            for s in &slots {
-                if let Some(spec) = pods::pod_for(&job, s, &slots).spec {
-                    need.add(capacity::requests(&spec));
-                }
-            }
+            let gang: Vec<capacity::Amount> = slots
+                .iter()
+                .filter_map(|s| pods::pod_for(&job, s, &slots).spec)
+                .map(|spec| capacity::requests(&spec))
+                .collect();
             let nodes: Api<Node> = Api::all(ctx.client.clone());
             let nodes = nodes.list(&ListParams::default()).await?.items;
             let all_pods: Api<Pod> = Api::all(ctx.client.clone());
             let all_pods = all_pods.list(&ListParams::default()).await?.items;
-            let free = capacity::free(&nodes, &all_pods);
-            if !need.fits_in(&free) {
-                let msg = format!(
-                    "waiting for capacity: the gang of {} pods needs {need}; the cluster has {free} free",
-                    slots.len()
-                );
+            if let Err(why) = capacity::place(&nodes, &all_pods, &gang) {
+                let msg = format!("waiting for capacity: {why}");
                 status.set("Created", "PyTorchJobWaitingForCapacity", &msg);
                 return finish(
                     &jobs,
@@ -565,6 +570,9 @@ async fn finish(
         if let Some(o) = v.as_object_mut() {
             for k in ["startTime", "completionTime", "restartCount"] {
                 o.entry(k).or_insert(serde_json::Value::Null);
+            }
+            if status.replica_statuses.is_empty() {
+                o.insert("replicaStatuses".into(), serde_json::Value::Null);
             }
         }
         let patch = serde_json::json!({"status": v});

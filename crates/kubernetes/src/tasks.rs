@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, LogParams, PostParams};
-use kube::runtime::watcher;
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 use serde_json::{json, Value};
 use switchyard_engine::{Backend, BackendError, Job, JobOutcome, LogSink};
@@ -57,17 +57,17 @@ pub struct PodTaskBackend {
 /// A DNS-label pod name for a task attempt id (`<run>-<task>-<attempt>`).
 pub fn pod_name(job_id: &str) -> String {
     use std::hash::{Hash, Hasher};
-    let mut clean: String = job_id
+    let clean: String = job_id
         .to_lowercase()
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(40)
         .collect();
-    if clean.len() > 50 {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        job_id.hash(&mut h);
-        clean = format!("{}-{:08x}", &clean[..40], h.finish() as u32);
-    }
-    format!("task-{}", clean.trim_matches('-'))
+    // Always a digest of the raw id: ids that differ only in case or
+    // punctuation must not share a pod.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    job_id.hash(&mut h);
+    format!("task-{}-{:08x}", clean.trim_matches('-'), h.finish() as u32)
 }
 
 /// A string from a kfp-kubernetes field that may be a constant or a
@@ -285,6 +285,13 @@ impl Backend for PodTaskBackend {
             Ok(_) => {}
             // The same attempt submitted before (a resumed run): follow that pod.
             Err(kube::Error::Api(e)) if e.code == 409 => {}
+            // Over a ResourceQuota: room comes back when other tasks end.
+            Err(kube::Error::Api(e)) if e.code == 403 && e.message.contains("exceeded quota") => {
+                return Err(BackendError::Retryable(format!(
+                    "pod {name} waits for quota: {}",
+                    e.message
+                )))
+            }
             Err(kube::Error::Api(e)) if e.code == 400 || e.code == 422 || e.code == 403 => {
                 return Err(BackendError::Permanent(format!(
                     "the API server refused pod {name}: {}",
@@ -302,9 +309,10 @@ impl Backend for PodTaskBackend {
             self.config.namespace
         ));
         let fields = format!("metadata.name={name}");
-        let mut stream =
-            watcher::watcher(pods.clone(), watcher::Config::default().fields(&fields)).boxed();
-        let mut streaming = false;
+        let mut stream = watcher::watcher(pods.clone(), watcher::Config::default().fields(&fields))
+            .default_backoff()
+            .boxed();
+        let mut reader: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             let ev = tokio::select! {
                 _ = cancel.cancelled() => {
@@ -335,12 +343,14 @@ impl Backend for PodTaskBackend {
                 .as_ref()
                 .and_then(|s| s.phase.clone())
                 .unwrap_or_default();
-            if phase == "Running" && !streaming {
-                streaming = true;
+            let ended = phase == "Succeeded" || phase == "Failed";
+            if (phase == "Running" || ended) && reader.is_none() {
+                // Follows a running pod; a pod that ended before it was seen
+                // running is read once.
                 let (pods, name, logs) = (pods.clone(), name.clone(), logs.clone());
-                tokio::spawn(async move {
+                reader = Some(tokio::spawn(async move {
                     let params = LogParams {
-                        follow: true,
+                        follow: !ended,
                         container: Some("main".into()),
                         ..Default::default()
                     };
@@ -350,7 +360,13 @@ impl Backend for PodTaskBackend {
                             logs(&line);
                         }
                     }
-                });
+                }));
+            }
+            if ended {
+                // The last lines (usually the error) belong before the outcome.
+                if let Some(r) = reader.take() {
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), r).await;
+                }
             }
             match phase.as_str() {
                 "Succeeded" => return Ok(JobOutcome::Succeeded),

@@ -164,13 +164,17 @@ pub async fn follow(
     let mut stop_sent = false;
     loop {
         let wait = backoff.next();
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = cancel.cancelled(), if !stop_sent => {}
+        if cancel.is_cancelled() {
+            tokio::time::sleep(wait).await;
+        } else {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = cancel.cancelled() => {}
+            }
         }
+        // Until SageMaker has taken the stop, it is asked again on every poll.
         if cancel.is_cancelled() && !stop_sent {
-            stop_sent = true;
-            stop(client, name, events).await;
+            stop_sent = stop(client, name, events).await;
         }
         let described = client
             .describe_training_job()
@@ -247,7 +251,9 @@ async fn read_logs(
     }
 }
 
-async fn stop(client: &Client, name: &str, events: &JobEvents) {
+/// Asks SageMaker to stop the job; true once it took the request (or the job
+/// cannot be stopped any more because it ended), false to try again later.
+pub(crate) async fn stop(client: &Client, name: &str, events: &JobEvents) -> bool {
     let _ = events.send(JobEvent::Status {
         message: format!("stopping SageMaker training job {name} (StopTrainingJob)"),
     });
@@ -258,24 +264,31 @@ async fn stop(client: &Client, name: &str, events: &JobEvents) {
             .send()
             .await
         {
-            Ok(_) => return,
+            Ok(_) => return true,
             Err(e) => {
                 let e = classify("StopTrainingJob", &e);
                 match e.kind {
                     Kind::Throttled | Kind::Transient if attempt < 4 => {
                         tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
                     }
+                    Kind::Throttled | Kind::Transient => {
+                        let _ = events.send(JobEvent::Status {
+                            message: format!("stop not accepted yet, asking again: {e}"),
+                        });
+                        return false;
+                    }
                     _ => {
                         // A job that already ended cannot be stopped: the next describe says how it ended.
                         let _ = events.send(JobEvent::Status {
                             message: format!("could not stop the job: {e}"),
                         });
-                        return;
+                        return true;
                     }
                 }
             }
         }
     }
+    false
 }
 
 #[cfg(test)]

@@ -181,6 +181,7 @@ impl SageMakerBackend {
         job_id: &str,
         events: &JobEvents,
         cancel: &CancellationToken,
+        create_attempted: &mut bool,
     ) -> Result<bool, JobError> {
         let mut backoff = Backoff::new(Duration::from_millis(500), self.config.max_poll_interval);
         // A job with this name is this Switchyard job submitted before.
@@ -230,6 +231,7 @@ impl SageMakerBackend {
                 &staged,
                 run_ref,
             );
+            *create_attempted = true;
             match request.send().await {
                 Ok(out) => {
                     let _ = events.send(JobEvent::Status {
@@ -286,20 +288,33 @@ impl TrainingBackend for SageMakerBackend {
         let resolved = render::resolve(job, &self.config)?;
         let name = render::training_job_name(&job.name, job_id);
         let c = self.clients(resolved.region.as_deref());
+        let mut create_attempted = false;
         match self
-            .submit(&c, job, &resolved, &name, job_id, &events, &cancel)
+            .submit(
+                &c,
+                job,
+                &resolved,
+                &name,
+                job_id,
+                &events,
+                &cancel,
+                &mut create_attempted,
+            )
             .await
         {
             Ok(_) => {}
-            // Nothing was created: the job simply ends canceled.
             Err(_) if cancel.is_cancelled() => {
+                // A create whose answer was lost may have started a billed job.
+                if create_attempted {
+                    follow::stop(&c.sagemaker, &name, &events).await;
+                }
                 return Ok(JobOutcome {
                     state: switchyard_job::JobState::Canceled,
                     restarts: 0,
                     model: None,
                     metrics: Default::default(),
                     failure_reason: Some(CANCELED_BEFORE_CREATE.into()),
-                })
+                });
             }
             Err(e) => return Err(e),
         }
