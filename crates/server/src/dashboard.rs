@@ -132,12 +132,7 @@ pub async fn artifact(
     Path(id): Path<String>,
     Query(q): Query<ArtifactQuery>,
 ) -> ApiResult<Response> {
-    let run = crate::routes::exact_run(&s, &id).await?;
-    let task = s
-        .runs
-        .get_task(&run.id, &q.task)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("run {id} has no task '{}'", q.task)))?;
+    let task = crate::routes::exact_task(&s, &id, &q.task).await?;
     let uri = task
         .outputs
         .as_ref()

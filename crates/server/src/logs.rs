@@ -24,12 +24,7 @@ pub async fn task_log(
     Path(id): Path<String>,
     Query(q): Query<LogQuery>,
 ) -> ApiResult<Response> {
-    let run = crate::routes::exact_run(&s, &id).await?;
-    let task = s
-        .runs
-        .get_task(&run.id, &q.task)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("run {id} has no task '{}'", q.task)))?;
+    let task = crate::routes::exact_task(&s, &id, &q.task).await?;
     let path = task.log_path.clone().ok_or_else(|| {
         ApiError::NotFound(format!(
             "task '{}' has no log (it did not run a container)",
@@ -41,7 +36,7 @@ pub async fn task_log(
         let text = tokio::fs::read(&path).await.unwrap_or_default();
         return Ok((headers, text).into_response());
     }
-    let (runs, run_id, key) = (s.runs.clone(), run.id.clone(), q.task.clone());
+    let (runs, run_id, key) = (s.runs.clone(), task.run_id.clone(), q.task.clone());
     let done = move || {
         let (runs, run_id, key) = (runs.clone(), run_id.clone(), key.clone());
         async move {

@@ -652,6 +652,19 @@ pub(crate) async fn exact_run(s: &AppState, id: &str) -> ApiResult<switchyard_st
     Ok(run)
 }
 
+/// One task of a run with exactly this id.
+pub(crate) async fn exact_task(
+    s: &AppState,
+    id: &str,
+    key: &str,
+) -> ApiResult<switchyard_store::TaskRecord> {
+    let run = exact_run(s, id).await?;
+    s.runs
+        .get_task(&run.id, key)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("run {id} has no task '{key}'")))
+}
+
 async fn get_run(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let run = exact_run(&s, &id).await?;
     let cat = s.catalog.get_run_catalog(&run.id).await?;

@@ -218,16 +218,12 @@ fn python_components_run_in_managed_environments_without_network() {
     );
     // Once the environments exist, a run makes no network call: a dead index must not matter.
     let p = crate::common::pipeline("environments");
-    let out = sb
-        .cmd()
-        .args(["run", p.to_str().unwrap(), "-q", "--output", "json"])
-        .env("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
-        .env("PIP_NO_INDEX", "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    crate::common::success_stdout(
+        sb.cmd()
+            .args(["run", p.to_str().unwrap(), "-q", "--output", "json"])
+            .env("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+            .env("PIP_NO_INDEX", "1")
+            .output()
+            .unwrap(),
     );
 }

@@ -113,16 +113,12 @@ fn efs_channels_map_to_local_mounts() {
             .len(),
         0
     );
-    let out = sb
-        .cmd()
-        .env("SWITCHYARD_EFS_MOUNTS", format!("fs-0123={mount}"))
-        .args(["job", "run", &contract(), "--set", set, "-q", "-o", "json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    crate::common::success_stdout(
+        sb.cmd()
+            .env("SWITCHYARD_EFS_MOUNTS", format!("fs-0123={mount}"))
+            .args(["job", "run", &contract(), "--set", set, "-q", "-o", "json"])
+            .output()
+            .unwrap(),
     );
 }
 
