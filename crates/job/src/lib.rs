@@ -185,3 +185,51 @@ impl MetricScraper {
             .collect()
     }
 }
+
+/// One file of a job's `sourceDir`.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    /// Path relative to `sourceDir`, with `/`.
+    pub rel: String,
+    pub path: std::path::PathBuf,
+    pub size: u64,
+}
+
+/// The files a backend ships from `sourceDir`, sorted by path; bytecode caches
+/// and `.git` are left out (they differ run to run and mean nothing in another
+/// image), file symlinks are followed.
+pub fn source_files(dir: &std::path::Path) -> std::io::Result<Vec<SourceFile>> {
+    fn walk(
+        root: &std::path::Path,
+        d: &std::path::Path,
+        out: &mut Vec<SourceFile>,
+    ) -> std::io::Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(d)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e.file_name();
+            if name == "__pycache__" || name == ".git" {
+                continue;
+            }
+            let path = e.path();
+            let ty = e.file_type()?;
+            if ty.is_dir() {
+                walk(root, &path, out)?;
+            } else if ty.is_file() || (ty.is_symlink() && path.is_file()) {
+                out.push(SourceFile {
+                    rel: path
+                        .strip_prefix(root)
+                        .unwrap_or(&path)
+                        .to_string_lossy()
+                        .into_owned(),
+                    size: std::fs::metadata(&path)?.len(),
+                    path,
+                });
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out)?;
+    Ok(out)
+}

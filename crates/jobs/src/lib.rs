@@ -304,7 +304,23 @@ impl JobRunner {
         let follower = {
             let (store, mut rec, notice) = (self.store.clone(), record.clone(), notice.clone());
             tokio::spawn(async move {
-                while let Some(ev) = rx.recv().await {
+                // Metric values are written in batches (a log line can carry one;
+                // a busy gang prints many a second), at most half a second late.
+                let mut pending: Vec<(String, f64)> = Vec::new();
+                let mut tick = tokio::time::interval(Duration::from_millis(500));
+                loop {
+                    let ev = tokio::select! {
+                        ev = rx.recv() => match ev {
+                            Some(ev) => ev,
+                            None => break,
+                        },
+                        _ = tick.tick() => {
+                            if !pending.is_empty() {
+                                let _ = store.add_job_metrics(&rec.id, &std::mem::take(&mut pending)).await;
+                            }
+                            continue;
+                        }
+                    };
                     match ev {
                         JobEvent::Log { host, rank, line } => notice(Notice::Log {
                             host: &host,
@@ -344,14 +360,15 @@ impl JobRunner {
                             notice(Notice::Status(&message));
                             let _ = store.add_job_event(&rec.id, rec.state, &message).await;
                         }
-                        JobEvent::Metric { name, value } => {
-                            let _ = store.add_job_metrics(&rec.id, &[(name, value)]).await;
-                        }
+                        JobEvent::Metric { name, value } => pending.push((name, value)),
                         JobEvent::Placement { details } => {
                             rec.placement = Some(details);
                             let _ = store.update_job(&rec, None).await;
                         }
                     }
+                }
+                if !pending.is_empty() {
+                    let _ = store.add_job_metrics(&rec.id, &pending).await;
                 }
             })
         };

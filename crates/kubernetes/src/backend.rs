@@ -18,8 +18,8 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::{json, Value};
 use switchyard_job::contract::{self, HostLayout, Placement};
 use switchyard_job::{
-    BackendKind, ChannelSource, JobError, JobEvent, JobEvents, JobOutcome, JobState, MetricScraper,
-    RestartPolicy, TrainingBackend, TrainingJob,
+    source_files, BackendKind, ChannelSource, JobError, JobEvent, JobEvents, JobOutcome, JobState,
+    MetricScraper, RestartPolicy, SourceFile, TrainingBackend, TrainingJob,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -101,35 +101,6 @@ pub fn object_name(name: &str, job_id: &str) -> String {
     format!("{}-{:08x}", stem.trim_end_matches('-'), h.finish() as u32)
 }
 
-/// Files under `dir` with paths relative to it.
-fn code_files(dir: &Path) -> std::io::Result<Vec<(String, Vec<u8>)>> {
-    fn walk(root: &Path, d: &Path, out: &mut Vec<(String, Vec<u8>)>) -> std::io::Result<()> {
-        let mut entries: Vec<_> = std::fs::read_dir(d)?.collect::<Result<_, _>>()?;
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let name = e.file_name();
-            if name == "__pycache__" || name == ".git" {
-                continue;
-            }
-            let p = e.path();
-            if p.is_dir() {
-                walk(root, &p, out)?;
-            } else if p.is_file() {
-                let rel = p
-                    .strip_prefix(root)
-                    .unwrap_or(&p)
-                    .to_string_lossy()
-                    .into_owned();
-                out.push((rel, std::fs::read(&p)?));
-            }
-        }
-        Ok(())
-    }
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out)?;
-    Ok(out)
-}
-
 /// The variables every pod of the job shares: the SageMaker-style contract
 /// (hyperparameters, channels, folders) and the job's own `env`. The operator
 /// adds what differs per pod (RANK, SM_CURRENT_HOST, MASTER_ADDR…).
@@ -199,7 +170,8 @@ impl KubernetesBackend {
     }
 
     /// The PyTorchJob document for a TrainingJob.
-    pub fn render(&self, job: &TrainingJob, job_id: &str) -> Value {
+    /// `code` is the listing of `sourceDir` (the ConfigMap's keys are `f<index>`).
+    pub fn render(&self, job: &TrainingJob, job_id: &str, code: &[SourceFile]) -> Value {
         let s = &job.spec;
         let name = object_name(&job.name, job_id);
         let mut env: Vec<Value> = shared_env(job)
@@ -240,12 +212,11 @@ impl KubernetesBackend {
             json!({"name": "checkpoints", "emptyDir": {}}),
         ];
         let mut init = Vec::new();
-        if let Some(dir) = &s.source_dir {
-            let items: Vec<Value> = code_files(Path::new(dir))
-                .unwrap_or_default()
+        if s.source_dir.is_some() {
+            let items: Vec<Value> = code
                 .iter()
                 .enumerate()
-                .map(|(i, (rel, _))| json!({"key": format!("f{i}"), "path": rel}))
+                .map(|(i, f)| json!({"key": format!("f{i}"), "path": f.rel}))
                 .collect();
             volumes.push(json!({"name": "code", "configMap": {"name": format!("{name}-code"), "items": items}}));
             mounts.push(json!({"name": "code", "mountPath": CODE_DIR}));
@@ -422,8 +393,11 @@ impl TrainingBackend for KubernetesBackend {
             }
         }
         if let Some(dir) = &s.source_dir {
-            let files = code_files(Path::new(dir)).map_err(|e| refuse("spec.sourceDir", e))?;
-            let size: u64 = files.iter().map(|(_, b)| b.len() as u64).sum();
+            let size: u64 = source_files(Path::new(dir))
+                .map_err(|e| refuse("spec.sourceDir", e))?
+                .iter()
+                .map(|f| f.size)
+                .sum();
             if size > CODE_LIMIT {
                 return Err(refuse("spec.sourceDir", format!(
                     "{size} bytes is more than a ConfigMap carries ({CODE_LIMIT}); put the code in the image and use command"
@@ -442,7 +416,12 @@ impl TrainingBackend for KubernetesBackend {
     ) -> Result<JobOutcome, JobError> {
         self.preflight(job)?;
         let client = self.client().await?;
-        let doc = self.render(job, job_id);
+        // sourceDir is listed once here and read once for the ConfigMap.
+        let code = match &job.spec.source_dir {
+            Some(dir) => source_files(Path::new(dir)).map_err(|e| refuse("spec.sourceDir", e))?,
+            None => Vec::new(),
+        };
+        let doc = self.render(job, job_id, &code);
         let ns = doc["metadata"]["namespace"]
             .as_str()
             .unwrap_or("default")
@@ -468,17 +447,18 @@ impl TrainingBackend for KubernetesBackend {
                 )))
             }
         };
-        if let Some(dir) = &job.spec.source_dir {
-            let files = code_files(Path::new(dir)).map_err(|e| refuse("spec.sourceDir", e))?;
+        if job.spec.source_dir.is_some() {
             // Text as data, anything else (pickles, images) byte for byte as binaryData.
             let mut data = BTreeMap::new();
             let mut binary = BTreeMap::new();
-            for (i, (_, b)) in files.iter().enumerate() {
-                match std::str::from_utf8(b) {
+            for (i, f) in code.iter().enumerate() {
+                let b = std::fs::read(&f.path)
+                    .map_err(|e| refuse("spec.sourceDir", format!("{}: {e}", f.path.display())))?;
+                match std::str::from_utf8(&b) {
                     Ok(text) => data.insert(format!("f{i}"), text.to_string()),
                     Err(_) => binary.insert(
                         format!("f{i}"),
-                        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b),
+                        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &b),
                     ),
                 };
             }

@@ -104,11 +104,10 @@ fn transition_events(d: &DescribeTrainingJobOutput, seen: &mut Seen, events: &Jo
 }
 
 /// The outcome a terminal describe means; `None` while the job still runs.
-fn outcome(
-    d: &DescribeTrainingJobOutput,
-    seen: &Seen,
-    mut metrics: BTreeMap<String, f64>,
-) -> Option<JobOutcome> {
+/// Its metrics are SageMaker's FinalMetricDataList; the caller adds the
+/// values scraped from the logs for names SageMaker did not report.
+fn outcome(d: &DescribeTrainingJobOutput, seen: &Seen) -> Option<JobOutcome> {
+    let mut metrics = BTreeMap::new();
     let status = d.training_job_status()?;
     let state = match status {
         TrainingJobStatus::Completed => JobState::Succeeded,
@@ -211,14 +210,13 @@ pub async fn follow(
                 message: format!("SageMaker training job {name} is training"),
             });
         }
-        if let Some(done) = outcome(&d, &seen, metrics.clone()) {
+        if let Some(mut done) = outcome(&d, &seen) {
             // The last lines reach CloudWatch shortly after the job ends.
             for _ in 0..3 {
                 if read_logs(&mut logs, events, &mut metrics).await == 0 {
                     break;
                 }
             }
-            let mut done = done;
             for (k, v) in metrics {
                 done.metrics.entry(k).or_insert(v);
             }

@@ -3,7 +3,7 @@
 //! so its SHA-256 names it in S3 and an unchanged folder is uploaded once.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
@@ -17,49 +17,32 @@ pub struct SourceArchive {
     pub files: usize,
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let name = e.file_name();
-        // Bytecode caches differ run to run and mean nothing in another image.
-        if name == "__pycache__" || name == ".git" {
-            continue;
-        }
-        let path = e.path();
-        let ty = e.file_type()?;
-        if ty.is_dir() {
-            walk(&path, out)?;
-        } else if ty.is_file() || (ty.is_symlink() && path.is_file()) {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
-
 /// Packs every file under `dir` (following file symlinks; skipping
 /// `__pycache__` and `.git`).
 pub fn pack(dir: &Path) -> Result<SourceArchive, String> {
     let ctx = |e: std::io::Error| format!("cannot pack sourceDir {}: {e}", dir.display());
-    let mut files = Vec::new();
-    walk(dir, &mut files).map_err(ctx)?;
+    let files = switchyard_job::source_files(dir).map_err(ctx)?;
     let mut tar = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::default()));
     tar.mode(tar::HeaderMode::Deterministic);
     for f in &files {
-        let rel = f.strip_prefix(dir).unwrap_or(f);
-        let data = std::fs::read(f).map_err(ctx)?;
+        let data = std::fs::read(&f.path).map_err(ctx)?;
         let mut header = tar::Header::new_gnu();
         header.set_size(data.len() as u64);
         let executable = {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::metadata(f).map_err(ctx)?.permissions().mode() & 0o111 != 0
+            std::fs::metadata(&f.path)
+                .map_err(ctx)?
+                .permissions()
+                .mode()
+                & 0o111
+                != 0
         };
         header.set_mode(if executable { 0o755 } else { 0o644 });
         header.set_mtime(0);
         header.set_uid(0);
         header.set_gid(0);
         header.set_entry_type(tar::EntryType::Regular);
-        tar.append_data(&mut header, rel, data.as_slice())
+        tar.append_data(&mut header, &f.rel, data.as_slice())
             .map_err(ctx)?;
     }
     let gz = tar.into_inner().map_err(ctx)?;

@@ -248,6 +248,7 @@
   async function runPage(id) {
     let selected = null;
     let detail = null;
+    let exp;
     const title = h('h1', {});
     const actions = h('div', { class: 'actions' });
     const errors = h('div', {});
@@ -276,7 +277,8 @@
       detail = await api('/apis/switchyard/v1/runs/' + encodeURIComponent(id));
       const tasks = detail.tasks || [];
       set(title, detail.display_name || id, badge(detail.state));
-      const exp = detail.experiment_id ? await api('/apis/v2beta1/experiments/' + detail.experiment_id).catch(() => null) : null;
+      // A run's experiment does not change: asked for once, not on every refresh.
+      if (exp === undefined) exp = detail.experiment_id ? await api('/apis/v2beta1/experiments/' + detail.experiment_id).catch(() => null) : null;
       set(summary, 
         h('dt', {}, 'Run'), h('dd', {}, h('code', {}, detail.run_id)),
         h('dt', {}, 'Pipeline'), h('dd', {}, (detail.pipeline_spec && detail.pipeline_spec.pipelineInfo || {}).name || ''),
