@@ -214,11 +214,21 @@ impl JobStatus {
 
     /// Sets `type_` False if it is there.
     pub fn clear(&mut self, type_: &str) {
+        self.clear_because(type_, None);
+    }
+
+    /// Sets `type_` False, saying why (`Suspended` → `PyTorchJobResumed`).
+    pub fn clear_because(&mut self, type_: &str, why: Option<(&str, &str)>) {
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         for c in &mut self.conditions {
             if c.type_ == type_ && c.status == "True" {
                 c.status = "False".into();
                 c.last_transition_time = Some(now.clone());
+                if let Some((reason, message)) = why {
+                    c.reason = Some(reason.into());
+                    c.message = Some(message.into());
+                    c.last_update_time = Some(now.clone());
+                }
             }
         }
     }

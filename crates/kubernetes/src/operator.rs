@@ -239,13 +239,8 @@ async fn reconcile(job: Arc<PyTorchJob>, ctx: Arc<Ctx>) -> Result<Action, Operat
         return finish(&jobs, &name, status, &before, Action::await_change()).await;
     }
     if status.has("Suspended") {
-        status.clear("Suspended");
-        status.set(
-            "Running",
-            "PyTorchJobResumed",
-            &format!("PyTorchJob {name} is resumed."),
-        );
-        status.clear("Running");
+        let message = format!("PyTorchJob {name} is resumed.");
+        status.clear_because("Suspended", Some(("PyTorchJobResumed", &message)));
     }
 
     // Deadline.
