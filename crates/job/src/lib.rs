@@ -233,3 +233,11 @@ pub fn source_files(dir: &std::path::Path) -> std::io::Result<Vec<SourceFile>> {
     walk(dir, dir, &mut out)?;
     Ok(out)
 }
+
+/// The first `hex_len` hex digits of SHA-256(`text`): stable across processes
+/// and Rust versions, so a name derived from a job id is the same name on
+/// every resubmission (SageMaker jobs, PyTorchJobs, task pods).
+pub fn short_digest(text: &str, hex_len: usize) -> String {
+    let full = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()));
+    full[..hex_len.min(full.len())].to_string()
+}

@@ -406,28 +406,51 @@ fn parse_channel(field: &str, uri: &str, base: &Path) -> Result<ChannelSource, J
     Ok(ChannelSource::Local(p))
 }
 
-/// Bytes in a Kubernetes quantity (`2Gi`, `500M`, `1024`).
-pub fn parse_quantity(q: &str) -> Option<u64> {
+/// A Kubernetes quantity as a number (`500m` → 0.5, `2Gi` → 2147483648, `1k` → 1000).
+pub fn quantity(q: &str) -> Option<f64> {
     let q = q.trim();
-    let units: [(&str, u64); 8] = [
-        ("Ki", 1 << 10),
-        ("Mi", 1 << 20),
-        ("Gi", 1 << 30),
-        ("Ti", 1 << 40),
-        ("k", 1000),
-        ("M", 1_000_000),
-        ("G", 1_000_000_000),
-        ("T", 1_000_000_000_000),
+    let units: [(&str, f64); 13] = [
+        ("Ki", 1024.0),
+        ("Mi", 1024.0 * 1024.0),
+        ("Gi", 1024.0 * 1024.0 * 1024.0),
+        ("Ti", 1024.0f64.powi(4)),
+        ("Pi", 1024.0f64.powi(5)),
+        ("Ei", 1024.0f64.powi(6)),
+        ("n", 1e-9),
+        ("u", 1e-6),
+        ("m", 1e-3),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
     ];
     for (suffix, mult) in units {
         if let Some(n) = q.strip_suffix(suffix) {
-            return n
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|v| *v >= 0.0)
-                .map(|v| (v * mult as f64) as u64);
+            return n.trim().parse::<f64>().ok().map(|v| v * mult);
         }
     }
-    q.parse::<u64>().ok()
+    q.parse::<f64>().ok()
+}
+
+/// Bytes in a Kubernetes quantity (`2Gi`, `500M`, `1024`); negative is no quantity.
+pub fn parse_quantity(q: &str) -> Option<u64> {
+    quantity(q)
+        .filter(|v| *v >= 0.0 && v.is_finite())
+        .map(|v| v as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities() {
+        assert_eq!(quantity("500m"), Some(0.5));
+        assert_eq!(quantity("2"), Some(2.0));
+        assert_eq!(quantity("2Gi"), Some(2147483648.0));
+        assert_eq!(quantity("1k"), Some(1000.0));
+        assert_eq!(quantity("x"), None);
+        assert_eq!(parse_quantity("512Mi"), Some(512 << 20));
+        assert_eq!(parse_quantity("-1Gi"), None);
+    }
 }

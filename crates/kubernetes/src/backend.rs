@@ -94,11 +94,12 @@ fn dns_label(s: &str) -> bool {
 /// The PyTorchJob's name: the job name and a digest of the job id, short enough
 /// for `<name>-worker-NNN` to stay a valid DNS label.
 pub fn object_name(name: &str, job_id: &str) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    job_id.hash(&mut h);
     let stem: String = name.chars().take(36).collect();
-    format!("{}-{:08x}", stem.trim_end_matches('-'), h.finish() as u32)
+    format!(
+        "{}-{}",
+        stem.trim_end_matches('-'),
+        switchyard_job::short_digest(job_id, 8)
+    )
 }
 
 /// The variables every pod of the job shares: the SageMaker-style contract

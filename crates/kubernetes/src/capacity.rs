@@ -47,34 +47,11 @@ impl std::fmt::Display for Amount {
     }
 }
 
-/// A Kubernetes quantity as a number (`500m` → 0.5, `2Gi` → 2147483648).
-pub fn parse(q: &str) -> Option<f64> {
-    let q = q.trim();
-    let units: [(&str, f64); 13] = [
-        ("Ki", 1024.0),
-        ("Mi", 1024.0 * 1024.0),
-        ("Gi", 1024.0 * 1024.0 * 1024.0),
-        ("Ti", 1024.0f64.powi(4)),
-        ("Pi", 1024.0f64.powi(5)),
-        ("Ei", 1024.0f64.powi(6)),
-        ("n", 1e-9),
-        ("u", 1e-6),
-        ("m", 1e-3),
-        ("k", 1e3),
-        ("M", 1e6),
-        ("G", 1e9),
-        ("T", 1e12),
-    ];
-    for (suffix, mult) in units {
-        if let Some(n) = q.strip_suffix(suffix) {
-            return n.parse::<f64>().ok().map(|v| v * mult);
-        }
-    }
-    q.parse::<f64>().ok()
-}
-
 fn amount(map: Option<&std::collections::BTreeMap<String, Quantity>>) -> Amount {
-    let get = |k: &str| map.and_then(|m| m.get(k)).and_then(|q| parse(&q.0));
+    let get = |k: &str| {
+        map.and_then(|m| m.get(k))
+            .and_then(|q| switchyard_job::validate::quantity(&q.0))
+    };
     Amount {
         cpu_milli: get("cpu").map(|v| (v * 1000.0).round() as i64).unwrap_or(0),
         memory: get("memory").map(|v| v as i64).unwrap_or(0),
@@ -243,14 +220,5 @@ mod tests {
             node("cpu", "8", "0"),
         ];
         assert!(place(&nodes, &[cpu_pod], &[gpu1, gpu1, gpu1, gpu1]).is_ok());
-    }
-
-    #[test]
-    fn quantities() {
-        assert_eq!(parse("500m"), Some(0.5));
-        assert_eq!(parse("2"), Some(2.0));
-        assert_eq!(parse("2Gi"), Some(2147483648.0));
-        assert_eq!(parse("1k"), Some(1000.0));
-        assert_eq!(parse("x"), None);
     }
 }

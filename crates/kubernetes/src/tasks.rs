@@ -56,7 +56,6 @@ pub struct PodTaskBackend {
 
 /// A DNS-label pod name for a task attempt id (`<run>-<task>-<attempt>`).
 pub fn pod_name(job_id: &str) -> String {
-    use std::hash::{Hash, Hasher};
     let clean: String = job_id
         .to_lowercase()
         .chars()
@@ -65,9 +64,11 @@ pub fn pod_name(job_id: &str) -> String {
         .collect();
     // Always a digest of the raw id: ids that differ only in case or
     // punctuation must not share a pod.
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    job_id.hash(&mut h);
-    format!("task-{}-{:08x}", clean.trim_matches('-'), h.finish() as u32)
+    format!(
+        "task-{}-{}",
+        clean.trim_matches('-'),
+        switchyard_job::short_digest(job_id, 8)
+    )
 }
 
 /// A string from a kfp-kubernetes field that may be a constant or a

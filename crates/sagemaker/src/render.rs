@@ -17,7 +17,6 @@ use aws_sdk_sagemaker::types::{
     TrainingInputMode, TrainingInstanceType, VpcConfig,
 };
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use switchyard_job::{ChannelSource, JobError, RestartPolicy, TrainingJob};
 
 use crate::config::{LocalChannels, SageMakerConfig};
@@ -70,7 +69,7 @@ fn refuse(field: &str, message: impl std::fmt::Display) -> JobError {
 /// its id, at most 63 characters. The same job always gets the same name, which
 /// is what makes a resubmission find the job it already created.
 pub fn training_job_name(name: &str, job_id: &str) -> String {
-    let digest = hex::encode(&Sha256::digest(job_id.as_bytes())[..6]);
+    let digest = switchyard_job::short_digest(job_id, 12);
     let keep = 63 - 1 - digest.len();
     let stem: String = name
         .chars()
