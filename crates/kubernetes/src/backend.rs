@@ -154,20 +154,9 @@ impl KubernetesBackend {
     }
 
     async fn client(&self) -> Result<Client, JobError> {
-        crate::install_crypto();
-        let config = match &self.config.kubeconfig {
-            Some(path) => {
-                let kc = kube::config::Kubeconfig::read_from(path)
-                    .map_err(|e| JobError::Setup(format!("cannot read kubeconfig {}: {e}", path.display())))?;
-                kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                    .await
-                    .map_err(|e| JobError::Setup(format!("kubeconfig {}: {e}", path.display())))?
-            }
-            None => kube::Config::infer()
-                .await
-                .map_err(|e| JobError::Setup(format!("no Kubernetes cluster configured (KUBECONFIG, ~/.kube/config or in-cluster): {e}")))?,
-        };
-        Client::try_from(config).map_err(|e| JobError::Setup(format!("Kubernetes client: {e}")))
+        crate::client(self.config.kubeconfig.as_deref())
+            .await
+            .map_err(JobError::Setup)
     }
 
     /// The PyTorchJob document for a TrainingJob.

@@ -22,3 +22,24 @@ pub use operator::{OperatorConfig, OperatorError};
 pub fn install_crypto() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
+
+/// A client for the cluster of `kubeconfig`, else KUBECONFIG, ~/.kube/config
+/// or the in-cluster service account; the error says which was tried.
+pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client, String> {
+    install_crypto();
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("cannot read kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+        }
+        None => kube::Config::infer().await.map_err(|e| {
+            format!(
+                "no Kubernetes cluster configured (KUBECONFIG, ~/.kube/config or in-cluster): {e}"
+            )
+        })?,
+    };
+    kube::Client::try_from(config).map_err(|e| format!("Kubernetes client: {e}"))
+}

@@ -229,24 +229,9 @@ impl PodTaskBackend {
     }
 
     async fn client(&self) -> Result<Client, BackendError> {
-        crate::install_crypto();
-        let config = match &self.config.kubeconfig {
-            Some(p) => {
-                let kc = kube::config::Kubeconfig::read_from(p).map_err(|e| {
-                    BackendError::Permanent(format!("kubeconfig {}: {e}", p.display()))
-                })?;
-                kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                    .await
-                    .map_err(|e| {
-                        BackendError::Permanent(format!("kubeconfig {}: {e}", p.display()))
-                    })?
-            }
-            None => kube::Config::infer().await.map_err(|e| {
-                BackendError::Permanent(format!("no Kubernetes cluster configured: {e}"))
-            })?,
-        };
-        Client::try_from(config)
-            .map_err(|e| BackendError::Retryable(format!("Kubernetes client: {e}")))
+        crate::client(self.config.kubeconfig.as_deref())
+            .await
+            .map_err(BackendError::Permanent)
     }
 }
 

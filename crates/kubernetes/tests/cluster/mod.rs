@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use kube::{Api, Client};
 use serde_json::json;
 
 pub const TOKEN: &str = "switchyard-test-token";
@@ -177,7 +176,7 @@ impl Cluster {
         write_kubeconfig(self.dir.path(), &self.url, user, token)
     }
 
-    pub async fn client(&self) -> Result<Client, kube::Error> {
+    pub async fn client(&self) -> Result<Client, String> {
         client_from(&self.kubeconfig).await
     }
 
@@ -338,13 +337,8 @@ fn write_kubeconfig(dir: &std::path::Path, url: &str, user: &str, token: &str) -
     path
 }
 
-pub async fn client_from(kubeconfig: &std::path::Path) -> Result<Client, kube::Error> {
-    switchyard_kubernetes::install_crypto();
-    let kc = Kubeconfig::read_from(kubeconfig).map_err(kube::Error::InferKubeconfig)?;
-    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .map_err(kube::Error::InferKubeconfig)?;
-    Client::try_from(config)
+pub async fn client_from(kubeconfig: &std::path::Path) -> Result<Client, String> {
+    switchyard_kubernetes::client(Some(kubeconfig)).await
 }
 
 /// The documents of a manifest under deploy/.
