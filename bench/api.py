@@ -58,7 +58,7 @@ def main():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, SWITCHYARD_HOME=str(work / "home"))
-    server = subprocess.Popen([args.binary, "server", "--port", str(port)], env=env,
+    server = subprocess.Popen([args.binary, "server", "--port", str(port), "--no-auth"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}/apis/v2beta1"
     try:

@@ -77,6 +77,12 @@ class Server:
         args = [binary, "server", "--port", str(self.port)]
         if self.token:
             args += ["--auth-token", self.token]
+        elif "--generate-token" in self.extra:
+            self.extra.remove("--generate-token")
+        else:
+            args += ["--no-auth"]
+        # Jobs posted over HTTP may use the checkout and the tests' temporary folders.
+        args += ["--path-root", str(REPO), "--path-root", tempfile.gettempdir()]
         if self.database:
             args += ["--database", self.database]
         args += self.extra

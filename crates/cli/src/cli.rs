@@ -172,8 +172,23 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = 8888)]
     pub port: u16,
     /// Require `Authorization: Bearer TOKEN` on every endpoint but healthz.
+    /// Without it (and without --no-auth) a random token is generated, shown in
+    /// the start line and written to <home>/server.token (mode 0600).
     #[arg(long, env = "SWITCHYARD_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
+    /// Serve without a token. Cross-site browser requests and foreign Host
+    /// names are still refused; any local program can use the API.
+    #[arg(long, conflicts_with = "auth_token")]
+    pub no_auth: bool,
+    /// Another name clients reach the server by (a DNS name, a Service name);
+    /// repeatable; `*` accepts any Host header.
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    pub allowed_hosts: Vec<String>,
+    /// Local paths in TrainingJobs posted over HTTP (sourceDir, local channels,
+    /// output, checkpoint) must lie under one of these folders; repeatable
+    /// (default: the server's working directory).
+    #[arg(long = "path-root", value_name = "DIR")]
+    pub path_roots: Vec<PathBuf>,
     /// Most tasks running at once per run (default: the number of CPUs).
     #[arg(long)]
     pub parallelism: Option<usize>,

@@ -16,7 +16,9 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 pub use spec::{BackendKind, RestartPolicy, SageMakerSettings, TrainingJobSpec};
-pub use validate::{load, Channel, ChannelSource, TrainingJob, LABEL_RUN_ID, LABEL_TASK};
+pub use validate::{
+    load, local_paths, Channel, ChannelSource, TrainingJob, LABEL_RUN_ID, LABEL_TASK,
+};
 
 /// The one apiVersion this version reads.
 pub const API_VERSION: &str = "switchyard/v1";

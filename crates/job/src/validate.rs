@@ -67,6 +67,29 @@ impl TrainingJob {
     }
 }
 
+/// Every local path the job reads or writes, with the field that names it:
+/// what a server checks before running a job someone posted over HTTP.
+pub fn local_paths(job: &TrainingJob) -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
+    if let Some(dir) = &job.spec.source_dir {
+        out.push(("spec.sourceDir".to_string(), PathBuf::from(dir)));
+    }
+    for ch in &job.channels {
+        if let ChannelSource::Local(p) = &ch.source {
+            out.push((format!("spec.channels.{}", ch.name), p.clone()));
+        }
+    }
+    for (field, value) in [
+        ("spec.output", &job.spec.output),
+        ("spec.checkpoint", &job.spec.checkpoint),
+    ] {
+        if let Some(v) = value.as_deref().filter(|v| !v.contains("://")) {
+            out.push((field.to_string(), PathBuf::from(v)));
+        }
+    }
+    out
+}
+
 fn invalid(field: &str, message: impl Into<String>) -> JobSpecError {
     JobSpecError::Invalid {
         field: field.to_string(),

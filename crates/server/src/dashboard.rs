@@ -91,25 +91,100 @@ fn inside(dir: &FsPath, rel: &str) -> Option<PathBuf> {
         .then(|| dir.join(rel))
 }
 
-fn list_dir(root: &FsPath, dir: &FsPath, out: &mut Vec<Value>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut entries: Vec<_> = entries.flatten().collect();
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let p = e.path();
-        if p.is_dir() {
-            list_dir(root, &p, out);
-        } else if let Ok(meta) = e.metadata() {
+/// Most entries a directory listing walks, and how deep.
+const LIST_MAX_ENTRIES: usize = 10_000;
+const LIST_MAX_DEPTH: usize = 32;
+
+/// The regular files under `root`, without following links (a link is listed
+/// as such, never entered or read) and bounded in depth and count.
+fn list_dir(root: &FsPath) -> (Vec<Value>, bool) {
+    let mut out = Vec::new();
+    let mut truncated = false;
+    let mut pending = vec![(root.to_path_buf(), 0usize)];
+    while let Some((dir, depth)) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut entries: Vec<_> = entries.flatten().collect();
+        entries.sort_by_key(|e| std::cmp::Reverse(e.file_name()));
+        for e in entries {
+            if out.len() >= LIST_MAX_ENTRIES {
+                truncated = true;
+                break;
+            }
+            let p = e.path();
+            let Ok(meta) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
             let rel = p
                 .strip_prefix(root)
                 .unwrap_or(&p)
                 .to_string_lossy()
                 .into_owned();
-            out.push(json!({"path": rel, "size": meta.len()}));
+            let kind = meta.file_type();
+            if kind.is_dir() {
+                if depth + 1 < LIST_MAX_DEPTH {
+                    pending.push((p, depth + 1));
+                } else {
+                    truncated = true;
+                }
+            } else if kind.is_file() {
+                out.push(json!({"path": rel, "size": meta.len()}));
+            } else if kind.is_symlink() {
+                out.push(json!({"path": rel, "link": true}));
+            }
         }
     }
+    out.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
+    (out, truncated)
+}
+
+/// Refuses `path` unless it is `base` or below it with no symbolic link on
+/// the way (base included): an artifact is served from its own files only.
+fn no_links(base: &FsPath, path: &FsPath) -> ApiResult<std::fs::Metadata> {
+    let rel = path.strip_prefix(base).unwrap_or(FsPath::new(""));
+    let mut cur = base.to_path_buf();
+    let mut meta = std::fs::symlink_metadata(&cur);
+    for part in std::iter::once(None).chain(rel.components().map(Some)) {
+        if let Some(c) = part {
+            cur.push(c);
+            meta = std::fs::symlink_metadata(&cur);
+        }
+        match &meta {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(ApiError::Forbidden(format!(
+                    "{} is a symbolic link; artifacts are served from their own files only",
+                    cur.display()
+                )))
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return Err(ApiError::NotFound(format!(
+                    "{} cannot be read here: {e}",
+                    cur.display()
+                )))
+            }
+        }
+    }
+    meta.map_err(|e| ApiError::NotFound(e.to_string()))
+}
+
+/// The file's bytes as a stream of 64 KiB chunks (never all in memory).
+fn file_body(file: tokio::fs::File) -> axum::body::Body {
+    use tokio::io::AsyncReadExt;
+    let stream = futures::stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let mut buf = vec![0u8; 64 * 1024];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(buf), Some(file)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+    axum::body::Body::from_stream(stream)
 }
 
 fn content_type(path: &FsPath) -> &'static str {
@@ -150,12 +225,28 @@ pub async fn artifact(
         })?,
         None => base.clone(),
     };
-    if path.is_dir() {
-        let mut files = Vec::new();
-        list_dir(&path, &path, &mut files);
-        return Ok(Json(json!({"uri": uri, "directory": true, "files": files})).into_response());
+    let meta = {
+        let (base, path) = (base.clone(), path.clone());
+        tokio::task::spawn_blocking(move || no_links(&base, &path))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??
+    };
+    if meta.is_dir() {
+        let (files, truncated) = tokio::task::spawn_blocking(move || list_dir(&path))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        return Ok(Json(
+            json!({"uri": uri, "directory": true, "files": files, "truncated": truncated}),
+        )
+        .into_response());
     }
-    let data = tokio::fs::read(&path)
+    if !meta.is_file() {
+        return Err(ApiError::Forbidden(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    let mut file = tokio::fs::File::open(&path)
         .await
         .map_err(|e| ApiError::NotFound(format!("artifact {uri} cannot be read here: {e}")))?;
     let name = path
@@ -163,8 +254,15 @@ pub async fn artifact(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| q.output.clone());
     if q.preview {
+        use tokio::io::AsyncReadExt;
+        let mut data = Vec::with_capacity(PREVIEW_BYTES.min(meta.len() as usize) + 1);
+        (&mut file)
+            .take(PREVIEW_BYTES as u64 + 1)
+            .read_to_end(&mut data)
+            .await
+            .map_err(|e| ApiError::NotFound(format!("artifact {uri} cannot be read: {e}")))?;
         let truncated = data.len() > PREVIEW_BYTES;
-        let slice = data[..data.len().min(PREVIEW_BYTES)].to_vec();
+        data.truncate(PREVIEW_BYTES);
         return Ok((
             [
                 (CONTENT_TYPE, content_type(&path).to_string()),
@@ -173,7 +271,7 @@ pub async fn artifact(
                     truncated.to_string(),
                 ),
             ],
-            slice,
+            data,
         )
             .into_response());
     }
@@ -185,8 +283,9 @@ pub async fn artifact(
         [
             (CONTENT_TYPE, content_type(&path).to_string()),
             (CONTENT_DISPOSITION, disposition),
+            (axum::http::header::CONTENT_LENGTH, meta.len().to_string()),
         ],
-        data,
+        file_body(file),
     )
         .into_response())
 }
@@ -196,7 +295,7 @@ pub async fn job_metrics(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let j = s.jobs.store().get_job(&id).await?;
+    let j = crate::jobs::exact_job(&s, &id).await?;
     let points = s.jobs.store().job_metrics(&j.id).await?;
     let mut series = serde_json::Map::new();
     for p in points {
@@ -219,6 +318,34 @@ mod tests {
         assert_eq!(inside(d, "../y"), None);
         assert_eq!(inside(d, "/etc/passwd"), None);
         assert_eq!(inside(d, "a/../../y"), None);
+    }
+
+    #[test]
+    fn links_are_listed_never_followed_or_served() {
+        let dir = std::env::temp_dir().join(format!("sy-links-{}", std::process::id()));
+        let art = dir.join("art");
+        std::fs::create_dir_all(art.join("sub")).expect("mkdir");
+        std::fs::write(art.join("sub/a.txt"), "a").expect("write");
+        std::os::unix::fs::symlink("/etc", art.join("etc")).expect("link");
+        std::os::unix::fs::symlink(&art, art.join("sub/loop")).expect("link");
+        let (files, truncated) = list_dir(&art);
+        assert!(!truncated);
+        let paths: Vec<_> = files
+            .iter()
+            .map(|f| f["path"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(paths, ["etc", "sub/a.txt", "sub/loop"]);
+        assert_eq!(files[0]["link"], true);
+        assert!(no_links(&art, &art.join("sub/a.txt")).is_ok());
+        assert!(matches!(
+            no_links(&art, &art.join("etc/passwd")),
+            Err(ApiError::Forbidden(_))
+        ));
+        assert!(matches!(
+            no_links(&art.join("etc"), &art.join("etc")),
+            Err(ApiError::Forbidden(_))
+        ));
+        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 
     #[test]

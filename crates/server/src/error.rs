@@ -19,7 +19,11 @@ pub enum ApiError {
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     TooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -32,7 +36,9 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, 5),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, 6),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, 16),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, 7),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, 8),
+            ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, 3),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, 13),
         }
     }

@@ -1,10 +1,12 @@
 //! Training jobs over HTTP (`/apis/switchyard/v1/jobs`): submit a TrainingJob,
 //! follow, list, cancel, and read each rank's log.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::header::CONTENT_TYPE;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -31,15 +33,19 @@ pub struct SubmitQuery {
 }
 
 /// `POST /jobs`: the body is a TrainingJob document (YAML or JSON). Relative
-/// paths in it are taken from the server's working directory.
+/// paths in it are taken from the server's working directory, and every local
+/// path must lie under the server's `--path-root` folders.
 pub async fn submit(
     State(s): State<AppState>,
     Query(q): Query<SubmitQuery>,
+    headers: HeaderMap,
     body: String,
 ) -> ApiResult<Json<Value>> {
+    refuse_simple_content_type(&headers)?;
     let base = std::env::current_dir().map_err(|e| ApiError::Internal(e.to_string()))?;
     let job = switchyard_job::load(&body, &base, &[], q.backend.as_deref())
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    check_paths(&job, &s.config.path_roots)?;
     let prepared = s.jobs.prepare(&job).await?;
     let doc = job_json(&prepared.record);
     let runner = s.jobs.clone();
@@ -53,6 +59,77 @@ pub async fn submit(
         }
     });
     Ok(Json(doc))
+}
+
+/// A browser may send `text/plain`, form and multipart bodies to any site
+/// without asking first; a job that runs commands must not be one of them.
+fn refuse_simple_content_type(headers: &HeaderMap) -> ApiResult<()> {
+    let ct = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if matches!(
+        ct.as_str(),
+        "text/plain" | "application/x-www-form-urlencoded" | "multipart/form-data"
+    ) {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "a TrainingJob is sent as application/json or application/yaml, not {ct}"
+        )));
+    }
+    Ok(())
+}
+
+/// Every local path of `job` (code, channels, output, checkpoint) must lie
+/// under one of `roots` once links are resolved: a job posted over HTTP reads
+/// and writes with the server's rights.
+fn check_paths(job: &switchyard_job::TrainingJob, roots: &[PathBuf]) -> ApiResult<()> {
+    for (field, path) in switchyard_job::local_paths(job) {
+        let resolved = resolve_existing(&path);
+        if !roots.iter().any(|r| resolved.starts_with(r)) {
+            let allowed: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
+            return Err(ApiError::Forbidden(format!(
+                "{field}: {} is outside the folders this server may use for jobs posted over HTTP ({}); start the server with --path-root to allow another",
+                path.display(),
+                allowed.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `path` with links resolved as far as it exists (an output folder may not exist yet).
+fn resolve_existing(path: &std::path::Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut cur = path.to_path_buf();
+    loop {
+        if let Ok(c) = cur.canonicalize() {
+            return rest
+                .iter()
+                .rev()
+                .fold(c, |acc: PathBuf, part| acc.join(part));
+        }
+        match (cur.parent(), cur.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                cur = parent.to_path_buf();
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
+/// A job with exactly this id (never a prefix or a name, as the CLI allows).
+pub(crate) async fn exact_job(s: &AppState, id: &str) -> ApiResult<switchyard_store::JobRecord> {
+    let j = s.jobs.store().get_job(id).await?;
+    if j.id != id {
+        return Err(ApiError::NotFound(format!("no job with id '{id}'")));
+    }
+    Ok(j)
 }
 
 pub async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
@@ -71,7 +148,7 @@ pub async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>) -> ApiR
 }
 
 pub async fn get(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    let j = s.jobs.store().get_job(&id).await?;
+    let j = exact_job(&s, &id).await?;
     let events = s.jobs.store().job_events(&j.id).await?;
     Ok(Json(switchyard_jobs::job_detail_json(&j, &events)))
 }
@@ -87,7 +164,7 @@ pub async fn action(
     if action != "cancel" {
         return Err(ApiError::NotFound(format!("unknown job action '{action}'")));
     }
-    let j = s.jobs.store().get_job(id).await?;
+    let j = exact_job(&s, id).await?;
     if j.state.is_final() {
         return Err(ApiError::BadRequest(format!(
             "job {} is already {}",
@@ -111,7 +188,7 @@ pub async fn logs(
     Path(id): Path<String>,
     Query(q): Query<LogQuery>,
 ) -> ApiResult<Response> {
-    let j = s.jobs.store().get_job(&id).await?;
+    let j = exact_job(&s, &id).await?;
     let files =
         switchyard_jobs::rank_logs(&j, q.rank).map_err(|e| ApiError::NotFound(e.to_string()))?;
     if q.follow {

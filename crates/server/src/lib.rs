@@ -8,6 +8,7 @@
 
 mod dashboard;
 mod error;
+mod guard;
 mod jobs;
 mod list;
 mod logs;
@@ -20,8 +21,7 @@ mod ui;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::http::header::AUTHORIZATION;
+use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
@@ -30,6 +30,7 @@ use switchyard_store::{CatalogStore, RunStore, State as RunState};
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
+pub use guard::HostPolicy;
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -40,6 +41,11 @@ pub struct ServerConfig {
     pub parallelism: usize,
     /// When set, every endpoint but healthz needs `Authorization: Bearer <token>`.
     pub auth_token: Option<String>,
+    /// The `Host` names the server answers (DNS rebinding protection).
+    pub hosts: HostPolicy,
+    /// Local paths in a TrainingJob posted over HTTP (sourceDir, channels,
+    /// output, checkpoint) must lie under one of these.
+    pub path_roots: Vec<PathBuf>,
     /// Largest accepted request body (uploads included), in bytes.
     pub max_body_bytes: usize,
     /// Runs executing at once; more wait PENDING (the queue `/metrics` reports).
@@ -78,29 +84,6 @@ impl AppState {
             }
         });
     }
-}
-
-async fn require_token(
-    State(state): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    if let Some(token) = &state.config.auth_token {
-        let open = ["/apis/v2beta1/healthz", "/apis/switchyard/v1/openapi.json"];
-        if !open.contains(&req.uri().path()) && !ui::is_asset_path(req.uri().path()) {
-            let given = req
-                .headers()
-                .get(AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            if given != Some(token.as_str()) {
-                return Err(ApiError::Unauthorized(
-                    "missing or wrong bearer token (Authorization: Bearer …)".into(),
-                ));
-            }
-        }
-    }
-    Ok(next.run(req).await)
 }
 
 /// Creates the shared state.
@@ -143,7 +126,7 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(kfp_errors))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            require_token,
+            guard::check,
         ))
         .layer(axum::extract::DefaultBodyLimit::max(
             state.config.max_body_bytes,

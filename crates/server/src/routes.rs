@@ -737,7 +737,7 @@ async fn list_runs(
 }
 
 async fn delete_run(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    let run = s.runs.get_run(&id).await?;
+    let run = exact_run(&s, &id).await?;
     if !run.state.is_final() {
         return Err(ApiError::BadRequest(format!(
             "run {} is {}; terminate it before deleting it",
@@ -756,10 +756,7 @@ async fn run_action(
     let (id, action) = id_action
         .split_once(':')
         .ok_or_else(|| ApiError::NotFound(format!("no such endpoint: runs/{id_action}")))?;
-    let run = s.runs.get_run(id).await?;
-    if run.id != id {
-        return Err(ApiError::NotFound(format!("no run with id '{id}'")));
-    }
+    let run = exact_run(&s, id).await?;
     match action {
         "terminate" => {
             if run.state.is_final() {

@@ -84,6 +84,12 @@
   // ------------------------------------------------------------ the API
 
   const token = () => sessionStorage.getItem('switchyard-token') || '';
+  // The start line's link carries the token in the fragment (never sent to a
+  // server, never in a log): keep it for this tab and drop it from the address.
+  if (location.hash.startsWith('#token=')) {
+    sessionStorage.setItem('switchyard-token', decodeURIComponent(location.hash.slice(7)));
+    history.replaceState(null, '', location.pathname + '#/runs');
+  }
 
   class ApiError extends Error {
     constructor(status, message) {
@@ -425,7 +431,7 @@
       if (ct.startsWith('application/json') && !/\.json$/.test(a.uri)) {
         const listing = await res.json();
         if (listing.directory) {
-          for (const f of listing.files) add(files, fileView(base + '&file=' + encodeURIComponent(f.path), f.path, f.size, ''));
+          for (const f of listing.files) add(files, f.link ? h('p', { class: 'muted' }, f.path + ' (a link; not served)') : fileView(base + '&file=' + encodeURIComponent(f.path), f.path, f.size, ''));
           if (!listing.files.length) add(files, h('p', { class: 'muted' }, 'empty folder'));
           return;
         }

@@ -4,11 +4,35 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use switchyard_engine::Engine;
-use switchyard_server::{app, recover, state, ServerConfig};
+use switchyard_server::{app, recover, state, HostPolicy, ServerConfig};
 use switchyard_store::{Dialect, SqlStore};
 
 use crate::cli::ServerArgs;
 use crate::config::Paths;
+
+/// Where a generated token is kept for local clients.
+const TOKEN_FILE: &str = "server.token";
+
+/// A fresh random token (244 random bits), written where only this user can read it.
+fn generated_token(paths: &Paths) -> Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let token = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let file = paths.home.join(TOKEN_FILE);
+    let _ = std::fs::remove_file(&file);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&file)
+        .and_then(|mut f| f.write_all(token.as_bytes()))
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    Ok(token)
+}
 
 pub async fn serve(
     paths: &Paths,
@@ -22,6 +46,22 @@ pub async fn serve(
         .unwrap_or_else(|| paths.artifacts.clone());
     std::fs::create_dir_all(&pipeline_root)
         .with_context(|| format!("cannot create {}", pipeline_root.display()))?;
+    let token = match (&args.auth_token, args.no_auth) {
+        (Some(t), _) if !t.is_empty() => Some(t.clone()),
+        (_, true) => None,
+        _ => Some(generated_token(paths)?),
+    };
+    let path_roots = if args.path_roots.is_empty() {
+        vec![std::env::current_dir().context("the server's working directory")?]
+    } else {
+        args.path_roots
+            .iter()
+            .map(|p| {
+                p.canonicalize()
+                    .with_context(|| format!("--path-root {}", p.display()))
+            })
+            .collect::<Result<_>>()?
+    };
     let config = ServerConfig {
         pipeline_root: pipeline_root.canonicalize()?,
         parallelism: args
@@ -32,7 +72,19 @@ pub async fn serve(
                     .unwrap_or(2)
             })
             .max(1),
-        auth_token: args.auth_token.clone().filter(|t| !t.is_empty()),
+        auth_token: token.clone(),
+        hosts: HostPolicy {
+            bound: args.host.parse().ok(),
+            allowed: args
+                .allowed_hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_ascii_lowercase()),
+        },
+        path_roots,
         max_body_bytes: args.max_body_bytes,
         max_concurrent_runs: args.max_concurrent_runs.unwrap_or_else(|| {
             2 * std::thread::available_parallelism()
@@ -57,6 +109,14 @@ pub async fn serve(
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     eprintln!("switchyard server listening on http://{local} (data: {}; {resumed} unfinished runs resumed)", paths.home.display());
+    match &token {
+        Some(t) if args.auth_token.is_none() => eprintln!(
+            "token: {t} (also in {}); dashboard: http://{local}/#token={t}",
+            paths.home.join(TOKEN_FILE).display()
+        ),
+        Some(_) => {}
+        None => eprintln!("no token (--no-auth): any program on this machine can use the API"),
+    }
     axum::serve(listener, app(state))
         .with_graceful_shutdown(async {
             let mut term =

@@ -1,0 +1,31 @@
+"""Pipelines that try to make the server serve or run what it must not."""
+from kfp import dsl
+from kfp.dsl import Artifact, Output
+
+
+@dsl.container_component
+def links_out(folder: Output[Artifact], passwd: Output[Artifact]):
+    """A folder artifact holding links out of the pipeline root (one to /etc, one
+    back to itself), and an artifact that is itself a link to /etc/passwd."""
+    return dsl.ContainerSpec(
+        image="alpine:3.19",
+        command=["sh", "-c",
+                 'mkdir -p "$0" "$(dirname "$1")" && echo hello > "$0/own.txt" && ln -s /etc "$0/etc" '
+                 '&& ln -s "$0" "$0/loop" && ln -s /etc/passwd "$1"'],
+        args=[folder.path, passwd.path],
+    )
+
+
+@dsl.pipeline(name="links-out")
+def links_out_pipeline():
+    links_out()
+
+
+@dsl.container_component
+def quick(msg: str):
+    return dsl.ContainerSpec(image="alpine:3.19", command=["echo"], args=[msg])
+
+
+@dsl.pipeline(name="quick")
+def quick_pipeline(msg: str = "hi"):
+    quick(msg=msg)
