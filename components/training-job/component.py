@@ -16,7 +16,7 @@ import pathlib
 from kfp import compiler, dsl
 from kfp.dsl import Model, Output, OutputPath
 
-IMAGE = "switchyard/switchyard:0.1.0"
+IMAGE = "switchyard.local/switchyard:dev"
 
 
 @dsl.container_component

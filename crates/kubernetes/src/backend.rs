@@ -44,11 +44,35 @@ pub struct KubernetesConfig {
     pub kubeconfig: Option<PathBuf>,
     /// Where per-rank log files are written (`<jobs_dir>/<job id>/logs`).
     pub jobs_dir: PathBuf,
+    /// The ReadWriteMany claim that local `output` and `checkpoint` paths live on.
+    pub data_claim: Option<DataClaim>,
+}
+
+/// A PersistentVolumeClaim that this process also sees as a folder: a local
+/// path under `mount` is `<claim>/<relative path>` in a pod. That is how a
+/// model written in a pod reaches `spec.output`, and how checkpoints outlive
+/// a restarted gang.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataClaim {
+    pub claim: String,
+    pub mount: PathBuf,
+}
+
+impl DataClaim {
+    /// `path`'s place on the claim (its subPath), if it is on it.
+    pub fn sub_path(&self, path: &Path) -> Option<String> {
+        let rel = path.strip_prefix(&self.mount).ok()?;
+        rel.components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+            .then(|| rel.to_string_lossy().into_owned())
+    }
 }
 
 impl KubernetesConfig {
     /// `SWITCHYARD_K8S_NAMESPACE` (default `default`), `SWITCHYARD_K8S_EFS_CLAIMS`
-    /// (`fs-id=claim,…`), `SWITCHYARD_K8S_S3_IMAGE`, `SWITCHYARD_K8S_KUBECONFIG`.
+    /// (`fs-id=claim,…`), `SWITCHYARD_K8S_S3_IMAGE`, `SWITCHYARD_K8S_KUBECONFIG`,
+    /// `SWITCHYARD_K8S_DATA_CLAIM` + `SWITCHYARD_K8S_DATA_MOUNT` (default: the
+    /// task claim, `SWITCHYARD_K8S_TASK_CLAIM` + `SWITCHYARD_K8S_TASK_MOUNT`).
     pub fn from_env(jobs_dir: PathBuf) -> Result<Self, String> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let mut efs_claims = BTreeMap::new();
@@ -69,6 +93,19 @@ impl KubernetesConfig {
                 .unwrap_or_else(|| "amazon/aws-cli:2.17.0".into()),
             kubeconfig: var("SWITCHYARD_K8S_KUBECONFIG").map(PathBuf::from),
             jobs_dir,
+            data_claim: match (
+                var("SWITCHYARD_K8S_DATA_CLAIM").or_else(|| var("SWITCHYARD_K8S_TASK_CLAIM")),
+                var("SWITCHYARD_K8S_DATA_MOUNT").or_else(|| var("SWITCHYARD_K8S_TASK_MOUNT")),
+            ) {
+                (Some(claim), Some(mount)) => Some(DataClaim {
+                    claim,
+                    mount: PathBuf::from(mount),
+                }),
+                (Some(_), None) => {
+                    return Err("SWITCHYARD_K8S_DATA_CLAIM needs SWITCHYARD_K8S_DATA_MOUNT: the folder where this machine mounts that claim".into())
+                }
+                _ => None,
+            },
         })
     }
 }
@@ -153,6 +190,22 @@ impl KubernetesBackend {
         KubernetesBackend { config }
     }
 
+    /// Where the master's model folder is kept: `spec.output`, else (with a
+    /// data claim) `<mount>/switchyard-jobs/<job id>/model` on the claim, as
+    /// SageMaker always keeps a model; without a claim the model stays in the pod.
+    pub fn model_location(&self, job: &TrainingJob, job_id: &str) -> Option<String> {
+        job.spec.output.clone().or_else(|| {
+            self.config.data_claim.as_ref().map(|c| {
+                c.mount
+                    .join("switchyard-jobs")
+                    .join(job_id)
+                    .join("model")
+                    .to_string_lossy()
+                    .into_owned()
+            })
+        })
+    }
+
     async fn client(&self) -> Result<Client, JobError> {
         crate::client(self.config.kubeconfig.as_deref())
             .await
@@ -194,13 +247,32 @@ impl KubernetesBackend {
         let mut mounts = vec![
             json!({"name": "model", "mountPath": "/opt/ml/model"}),
             json!({"name": "output", "mountPath": "/opt/ml/output"}),
-            json!({"name": "checkpoints", "mountPath": "/opt/ml/checkpoints"}),
         ];
         let mut volumes = vec![
             json!({"name": "model", "emptyDir": {}}),
             json!({"name": "output", "emptyDir": {}}),
-            json!({"name": "checkpoints", "emptyDir": {}}),
         ];
+        // `output` and `checkpoint` on the data claim (preflight refused anything else):
+        // the master's model folder is the output folder; every pod shares the
+        // checkpoint folder, which outlives a restarted gang.
+        let on_claim = |p: &Option<String>| {
+            let c = self.config.data_claim.as_ref()?;
+            Some((c.claim.clone(), c.sub_path(Path::new(p.as_deref()?))?))
+        };
+        let model_on_claim = on_claim(&self.model_location(job, job_id));
+        match on_claim(&s.checkpoint) {
+            Some((claim, sub)) => {
+                volumes
+                    .push(json!({"name": "data", "persistentVolumeClaim": {"claimName": claim}}));
+                mounts.push(
+                    json!({"name": "data", "mountPath": "/opt/ml/checkpoints", "subPath": sub}),
+                );
+            }
+            None => {
+                volumes.push(json!({"name": "checkpoints", "emptyDir": {}}));
+                mounts.push(json!({"name": "checkpoints", "mountPath": "/opt/ml/checkpoints"}));
+            }
+        }
         let mut init = Vec::new();
         if s.source_dir.is_some() {
             let items: Vec<Value> = code
@@ -262,8 +334,24 @@ impl KubernetesBackend {
             RestartPolicy::OnFailure => "OnFailure",
             RestartPolicy::ExitCode => "ExitCode",
         };
+        let mut master = template.clone();
+        if let Some((claim, sub)) = model_on_claim {
+            let spec = &mut master["spec"];
+            if !spec["volumes"]
+                .as_array()
+                .is_some_and(|v| v.iter().any(|v| v["name"] == "data"))
+            {
+                if let Some(v) = spec["volumes"].as_array_mut() {
+                    v.push(json!({"name": "data", "persistentVolumeClaim": {"claimName": claim}}));
+                }
+            }
+            if let Some(m) = spec["containers"][0]["volumeMounts"].as_array_mut() {
+                m.retain(|m| m["name"] != "model");
+                m.push(json!({"name": "data", "mountPath": "/opt/ml/model", "subPath": sub}));
+            }
+        }
         let mut replicas =
-            json!({"Master": {"replicas": 1, "restartPolicy": policy, "template": template}});
+            json!({"Master": {"replicas": 1, "restartPolicy": policy, "template": master}});
         if s.nodes > 1 {
             replicas["Worker"] =
                 json!({"replicas": s.nodes - 1, "restartPolicy": policy, "template": template});
@@ -376,10 +464,26 @@ impl TrainingBackend for KubernetesBackend {
             ("spec.output", &s.output),
             ("spec.checkpoint", &s.checkpoint),
         ] {
-            if let Some(v) = v {
-                return Err(refuse(field, format!(
-                    "'{v}' is not supported on the kubernetes backend yet: have the script write to a mounted claim or to S3 itself"
-                )));
+            let Some(v) = v else { continue };
+            match &self.config.data_claim {
+                _ if v.contains("://") => {
+                    return Err(refuse(field, format!(
+                        "'{v}': the kubernetes backend keeps {field} on its data claim, not in S3; give a path under SWITCHYARD_K8S_DATA_MOUNT, or have the script upload to S3 itself"
+                    )))
+                }
+                None => {
+                    return Err(refuse(field, format!(
+                        "'{v}' needs a claim that pods and this machine share: set SWITCHYARD_K8S_DATA_CLAIM (a ReadWriteMany claim in the job's namespace) and SWITCHYARD_K8S_DATA_MOUNT (where it is mounted here)"
+                    )))
+                }
+                Some(c) if c.sub_path(Path::new(v)).is_none() => {
+                    return Err(refuse(field, format!(
+                        "{v} is not on the data claim {} (mounted here at {}): pods could not write it",
+                        c.claim,
+                        c.mount.display()
+                    )))
+                }
+                Some(_) => {}
             }
         }
         if let Some(dir) = &s.source_dir {
@@ -479,6 +583,7 @@ impl TrainingBackend for KubernetesBackend {
         let scraper = MetricScraper::new(job);
         let logs_dir = self.config.jobs_dir.join(job_id).join("logs");
         let mut following: BTreeMap<String, ()> = BTreeMap::new();
+        let mut placed = std::collections::BTreeSet::new();
         let mut metrics = BTreeMap::new();
         let (mtx, mut mrx) = tokio::sync::mpsc::unbounded_channel::<JobEvent>();
         let fields = format!("metadata.name={name}");
@@ -532,8 +637,12 @@ impl TrainingBackend for KubernetesBackend {
                 .await
                 .map(|l| l.items)
                 .unwrap_or_default();
-            let names: Vec<String> = list.iter().map(|p| p.name_any()).collect();
-            let _ = events.send(JobEvent::Placement { details: json!({"kind": "kubernetes", "namespace": ns, "name": name, "pods": names}) });
+            // Every pod the job ran in, also those already cleaned up after the end.
+            let before = placed.len();
+            placed.extend(list.iter().map(|p| p.name_any()));
+            if placed.len() != before {
+                let _ = events.send(JobEvent::Placement { details: json!({"kind": "kubernetes", "namespace": ns, "name": name, "pods": placed}) });
+            }
             for p in &list {
                 // Keyed by uid: a restarted gang has new pods under the same names;
                 // a pod that already ended still has its log to read.
@@ -600,7 +709,7 @@ impl TrainingBackend for KubernetesBackend {
                 break JobOutcome {
                     state: JobState::Succeeded,
                     restarts,
-                    model: None,
+                    model: self.model_location(job, job_id),
                     metrics: metrics.clone(),
                     failure_reason: None,
                 };

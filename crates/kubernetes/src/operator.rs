@@ -84,6 +84,17 @@ fn exit_code(p: &Pod) -> i32 {
         .unwrap_or(1)
 }
 
+/// When the training container of a finished pod ended (seconds), if known.
+fn finished_at(p: &Pod) -> Option<i64> {
+    let statuses = p.status.as_ref()?.container_statuses.as_ref()?;
+    let c = statuses
+        .iter()
+        .find(|c| c.name == CONTAINER)
+        .or_else(|| statuses.first())?;
+    let t = c.state.as_ref()?.terminated.as_ref()?;
+    t.finished_at.as_ref().map(|f| f.0.as_second())
+}
+
 /// Whether a failed pod may be restarted under its replica's restartPolicy.
 pub fn retryable(policy: &str, code: i32) -> bool {
     match policy {
@@ -281,11 +292,19 @@ async fn reconcile(job: Arc<PyTorchJob>, ctx: Arc<Ctx>) -> Result<Action, Operat
             .iter()
             .all(|s| pod_of(s).is_some_and(|p| phase(p) == "Succeeded"))
     };
-    for slot in slots.iter().filter(|_| !succeeded) {
-        let Some(p) = pod_of(slot) else { continue };
-        if phase(p) != "Failed" {
-            continue;
-        }
+    // The first rank to fail is the cause; the others usually fail because it
+    // left the collective (a peer killed with 137 makes the master exit 1 with
+    // "connection reset"), so the earliest failure decides, as in the local backend.
+    let mut failed: Vec<(&Slot, &Pod)> = slots
+        .iter()
+        .filter(|_| !succeeded)
+        .filter_map(|s| pod_of(s).map(|p| (s, p)))
+        .filter(|(_, p)| phase(p) == "Failed")
+        .collect();
+    // Times have one-second resolution: within the same second a killed pod
+    // (exit code ≥ 128) is taken as the cause rather than its peers' errors.
+    failed.sort_by_key(|(_, p)| (finished_at(p).unwrap_or(i64::MAX), exit_code(p) < 128));
+    if let Some((slot, p)) = failed.first().copied() {
         let code = exit_code(p);
         let policy = pods::replica_spec(&job, slot)
             .and_then(|r| r.restart_policy.clone())
@@ -381,6 +400,21 @@ async fn reconcile(job: Arc<PyTorchJob>, ctx: Arc<Ctx>) -> Result<Action, Operat
         return finish(&jobs, &name, status, &before, next).await;
     }
 
+    // A pod whose image cannot be had never starts: say why instead of waiting forever.
+    if let Some(why) = pods.iter().find_map(image_failure) {
+        return fail(
+            &jobs,
+            &pods_api,
+            &pods,
+            &name,
+            status,
+            &before,
+            "ImagePullFailed",
+            &why,
+        )
+        .await;
+    }
+
     // Missing pods: the whole gang only when it fits; single replacements directly.
     let missing: Vec<&Slot> = slots.iter().filter(|s| pod_of(s).is_none()).collect();
     if !missing.is_empty() {
@@ -474,6 +508,46 @@ async fn reconcile(job: Arc<PyTorchJob>, ctx: Arc<Ctx>) -> Result<Action, Operat
         _ => Action::requeue(ctx.config.resync),
     };
     finish(&jobs, &name, status, &before, next).await
+}
+
+/// How long a pod may retry pulling its image before the job fails.
+const IMAGE_PULL_GRACE_SECONDS: i64 = 300;
+
+/// Why a pending pod will not start because of its image, if that is so:
+/// at once for an image that is never pulled or is not a valid name, after
+/// [`IMAGE_PULL_GRACE_SECONDS`] of pull retries otherwise.
+pub fn image_failure(p: &Pod) -> Option<String> {
+    let st = p.status.as_ref()?;
+    if st.phase.as_deref() != Some("Pending") {
+        return None;
+    }
+    let age = p
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| k8s_openapi::jiff::Timestamp::now().as_second() - t.0.as_second())
+        .unwrap_or(0);
+    st.init_container_statuses
+        .iter()
+        .flatten()
+        .chain(st.container_statuses.iter().flatten())
+        .find_map(|c| {
+            let w = c.state.as_ref()?.waiting.as_ref()?;
+            let reason = w.reason.as_deref()?;
+            let fatal = match reason {
+                "ErrImageNeverPull" | "InvalidImageName" => true,
+                "ErrImagePull" | "ImagePullBackOff" => age >= IMAGE_PULL_GRACE_SECONDS,
+                _ => false,
+            };
+            fatal.then(|| {
+                format!(
+                    "pod {} cannot start container {}: {reason}: {}",
+                    p.name_any(),
+                    c.name,
+                    w.message.clone().unwrap_or_default()
+                )
+            })
+        })
 }
 
 fn replica_statuses(
@@ -579,7 +653,7 @@ async fn finish(
 
 #[cfg(test)]
 mod tests {
-    use super::retryable;
+    use super::{image_failure, retryable};
 
     #[test]
     fn restart_policies() {
@@ -588,5 +662,33 @@ mod tests {
         assert!(!retryable("Never", 137));
         assert!(retryable("OnFailure", 1));
         assert!(retryable("Always", 0));
+    }
+
+    fn waiting(reason: &str, age_seconds: i64) -> k8s_openapi::api::core::v1::Pod {
+        let created = k8s_openapi::jiff::Timestamp::now()
+            .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(age_seconds))
+            .expect("time");
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "j-master-0", "creationTimestamp": created.to_string()},
+            "status": {"phase": "Pending", "containerStatuses": [{
+                "name": "pytorch", "ready": false, "restartCount": 0, "image": "x", "imageID": "",
+                "state": {"waiting": {"reason": reason, "message": "not here"}}}]},
+        }))
+        .expect("pod")
+    }
+
+    #[test]
+    fn image_failures_end_the_wait() {
+        let never = image_failure(&waiting("ErrImageNeverPull", 1)).expect("fatal at once");
+        assert!(
+            never.contains("j-master-0") && never.contains("ErrImageNeverPull: not here"),
+            "{never}"
+        );
+        assert!(
+            image_failure(&waiting("ImagePullBackOff", 10)).is_none(),
+            "pulls are retried a while"
+        );
+        assert!(image_failure(&waiting("ImagePullBackOff", 301)).is_some());
+        assert!(image_failure(&waiting("ContainerCreating", 1000)).is_none());
     }
 }

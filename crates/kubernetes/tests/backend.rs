@@ -56,6 +56,7 @@ async fn a_training_job_runs_as_a_pytorchjob_to_completion() {
         // The rights deploy/server.yaml gives the server in its training namespace, no more.
         kubeconfig: Some(c.kubeconfig_for("switchyard-server", cluster::SERVER_TOKEN)),
         jobs_dir: work.path().join("jobs"),
+        data_claim: None,
     };
     let backend = KubernetesBackend::new(config.clone());
 

@@ -7,6 +7,7 @@ mod common;
 mod containers;
 mod control;
 mod jobs;
+mod k8s;
 mod lifecycle;
 mod moto;
 mod params;

@@ -1,0 +1,853 @@
+//! Switchyard on a real single-node Kubernetes cluster: a kubelet that runs
+//! pods through containerd and runc, the scheduler, the controller manager and
+//! CoreDNS (`scripts/k8s-cluster start`, which also loads the images
+//! `switchyard.local/pytorch:dev` and `switchyard.local/switchyard:dev`).
+//!
+//! The operator runs on the host as `switchyard operator`, with exactly the
+//! rights deploy/operator.yaml grants; `switchyard job run` and pipeline steps
+//! use the rights deploy/server.yaml grants in their namespace. Each test has
+//! its own namespace; the tests take turns (the node has two CPUs).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::common::{repo_root, wait_until, Sandbox};
+
+fn cache() -> PathBuf {
+    std::env::var_os("SWITCHYARD_K8S_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/switchyard/k8s")
+        })
+}
+
+/// The running test cluster, its users' kubeconfigs and kubectl.
+struct Kube {
+    admin: PathBuf,
+    operator: PathBuf,
+    server: PathBuf,
+    kubectl: PathBuf,
+    _turn: MutexGuard<'static, ()>,
+}
+
+fn kube() -> Kube {
+    static TURN: Mutex<()> = Mutex::new(());
+    let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
+    let c = cache();
+    let k = Kube {
+        admin: c.join("kubeconfig"),
+        operator: c.join("kubeconfig-operator"),
+        server: c.join("kubeconfig-server"),
+        kubectl: c.join("bin/kubectl"),
+        _turn: turn,
+    };
+    assert!(
+        k.admin.is_file() && k.kubectl.is_file(),
+        "no test cluster is running ({} missing): start one with scripts/k8s-cluster start",
+        k.admin.display()
+    );
+    let ready = k.try_kubectl(&["get", "--raw", "/readyz"], None);
+    assert!(
+        ready.is_ok(),
+        "the test cluster does not answer ({}): restart it with scripts/k8s-cluster start",
+        ready.unwrap_err()
+    );
+    k.base();
+    k
+}
+
+impl Kube {
+    fn try_kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+        let mut child = Command::new(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.admin)
+            .arg("--request-timeout=30s")
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("kubectl: {e}"))?;
+        if let Some(input) = stdin {
+            use std::io::Write;
+            let mut pipe = child.stdin.take().expect("stdin");
+            pipe.write_all(input.as_bytes())
+                .map_err(|e| e.to_string())?;
+        }
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "kubectl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    fn kubectl(&self, args: &[&str]) -> String {
+        self.try_kubectl(args, None)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn apply(&self, doc: &Value) {
+        self.try_kubectl(&["apply", "-f", "-"], Some(&doc.to_string()))
+            .unwrap_or_else(|e| panic!("{e}\n{doc:#}"));
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&self.kubectl(&all)).expect("kubectl JSON")
+    }
+
+    /// The documents of a deploy/ manifest, as the API server reads them.
+    fn deploy_docs(&self, name: &str) -> Vec<Value> {
+        let path = repo_root().join("deploy").join(name);
+        let out = self.kubectl(&[
+            "create",
+            "--dry-run=client",
+            "-o",
+            "json",
+            "-f",
+            path.to_str().expect("utf8"),
+        ]);
+        // One JSON document per object, one after the other (or one List).
+        serde_json::Deserializer::from_str(&out)
+            .into_iter::<Value>()
+            .map(|v| v.expect("JSON"))
+            .flat_map(|v| match v["kind"].as_str() {
+                Some("List") => v["items"].as_array().cloned().unwrap_or_default(),
+                _ => vec![v],
+            })
+            .collect()
+    }
+
+    /// The CRD, and the operator's ClusterRole bound to the operator's user.
+    fn base(&self) {
+        self.kubectl(&[
+            "apply",
+            "-f",
+            repo_root()
+                .join("deploy/crd-pytorchjob.yaml")
+                .to_str()
+                .expect("utf8"),
+        ]);
+        for doc in self.deploy_docs("operator.yaml") {
+            if doc["kind"] == "ClusterRole" {
+                let name = doc["metadata"]["name"].as_str().expect("name").to_string();
+                self.apply(&doc);
+                self.apply(&json!({
+                    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                    "metadata": {"name": format!("{name}-test")},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+                    "subjects": [{"kind": "User", "name": "switchyard-operator", "apiGroup": "rbac.authorization.k8s.io"}],
+                }));
+            }
+        }
+        wait_until(
+            "the PyTorchJob CRD to be served",
+            Duration::from_secs(30),
+            || {
+                self.try_kubectl(&["get", "pytorchjobs", "-A"], None)
+                    .is_ok()
+            },
+        );
+    }
+
+    /// A namespace for one test, with deploy/server.yaml's Role bound to the
+    /// server's user and a ReadWriteMany claim `switchyard-data` backed by a
+    /// folder of this machine (returned): the data claim the backends use.
+    fn namespace(&self, prefix: &str) -> Ns<'_> {
+        let name = format!("{prefix}-{}", &uuid_like()[..6]);
+        self.kubectl(&["create", "namespace", &name]);
+        for doc in self.deploy_docs("server.yaml") {
+            if doc["kind"] == "Role" {
+                let mut role = doc.clone();
+                role["metadata"]["namespace"] = json!(name);
+                let role_name = role["metadata"]["name"].as_str().expect("name").to_string();
+                self.apply(&role);
+                self.apply(&json!({
+                    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                    "metadata": {"name": format!("{role_name}-test"), "namespace": name},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role_name},
+                    "subjects": [{"kind": "User", "name": "switchyard-server", "apiGroup": "rbac.authorization.k8s.io"}],
+                }));
+            }
+        }
+        let data = tempfile::tempdir().expect("tempdir");
+        Ns {
+            kube: self,
+            name,
+            data,
+            volumes: Vec::new(),
+        }
+    }
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{:x}{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+    )
+    .chars()
+    .rev()
+    .collect()
+}
+
+/// One test's namespace; deleted (with its volumes) when dropped.
+struct Ns<'a> {
+    kube: &'a Kube,
+    name: String,
+    /// The folder behind the `switchyard-data` claim.
+    data: tempfile::TempDir,
+    volumes: Vec<String>,
+}
+
+impl Ns<'_> {
+    /// A claim named `claim` in this namespace, bound to a hostPath volume on `dir`.
+    fn claim(&mut self, claim: &str, dir: &Path) {
+        let pv = format!("{}-{claim}", self.name);
+        self.kube.apply(&json!({
+            "apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": pv},
+            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
+                     "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+                     "hostPath": {"path": dir.to_str().expect("utf8"), "type": "DirectoryOrCreate"},
+                     "claimRef": {"namespace": self.name, "name": claim}},
+        }));
+        self.kube.apply(&json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": claim, "namespace": self.name},
+            "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": pv,
+                     "resources": {"requests": {"storage": "1Gi"}}},
+        }));
+        self.volumes.push(pv);
+        let ns = self.name.clone();
+        wait_until(
+            &format!("claim {claim} bound"),
+            Duration::from_secs(60),
+            || {
+                self.kube
+                    .try_kubectl(
+                        &[
+                            "-n",
+                            &ns,
+                            "get",
+                            "pvc",
+                            claim,
+                            "-o",
+                            "jsonpath={.status.phase}",
+                        ],
+                        None,
+                    )
+                    .is_ok_and(|p| p == "Bound")
+            },
+        );
+    }
+
+    /// The data claim, as the backends' environment names it.
+    fn data_claim(&mut self) -> Vec<(&'static str, String)> {
+        let dir = self.data.path().to_path_buf();
+        self.claim("switchyard-data", &dir);
+        vec![
+            ("SWITCHYARD_K8S_NAMESPACE", self.name.clone()),
+            ("SWITCHYARD_K8S_KUBECONFIG", path_str(&self.kube.server)),
+            ("SWITCHYARD_K8S_DATA_CLAIM", "switchyard-data".into()),
+            ("SWITCHYARD_K8S_DATA_MOUNT", path_str(&dir)),
+        ]
+    }
+
+    fn get(&self, args: &[&str]) -> Value {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        self.kube.json(&all)
+    }
+
+    /// `switchyard operator` for this namespace, as the operator's user.
+    fn operator(&self) -> Operator {
+        let log = tempfile::NamedTempFile::new().expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args([
+                "operator",
+                "--namespace",
+                &self.name,
+                "--resync-seconds",
+                "2",
+            ])
+            .env("KUBECONFIG", &self.kube.operator)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log.reopen().expect("log"))
+            .spawn()
+            .expect("start switchyard operator");
+        Operator { child, log }
+    }
+
+    /// Waits for the PyTorchJob to end; its status and a diagnosis on timeout.
+    fn wait_job(&self, name: &str, secs: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let j = self.get(&["get", "pytorchjob", name]);
+            let done = j["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter().any(|c| {
+                    (c["type"] == "Succeeded" || c["type"] == "Failed") && c["status"] == "True"
+                })
+            });
+            if done {
+                return j;
+            }
+            if Instant::now() > deadline {
+                let pods = self
+                    .kube
+                    .kubectl(&["-n", &self.name, "get", "pods", "-o", "wide"]);
+                panic!(
+                    "PyTorchJob {name} did not end in {secs} s:\n{:#}\n{pods}",
+                    j["status"]
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+impl Drop for Ns<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .kube
+            .try_kubectl(&["delete", "namespace", &self.name, "--wait=false"], None);
+        for pv in &self.volumes {
+            let _ = self
+                .kube
+                .try_kubectl(&["delete", "pv", pv, "--wait=false"], None);
+        }
+    }
+}
+
+fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// A running `switchyard operator`, stopped (by its PID) when dropped.
+struct Operator {
+    child: Child,
+    log: tempfile::NamedTempFile,
+}
+
+impl Operator {
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Follows a pod's log through `pods/log` until the pod ends or is deleted.
+fn follow_log(k: &Kube, ns: &str, pod: &str) -> std::thread::JoinHandle<String> {
+    let (kubectl, kc) = (k.kubectl.clone(), k.admin.clone());
+    let (ns, pod) = (ns.to_string(), pod.to_string());
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let mut text = String::new();
+        while Instant::now() < deadline {
+            let out = Command::new(&kubectl)
+                .arg("--kubeconfig")
+                .arg(&kc)
+                .args(["-n", &ns, "logs", "-f", &pod, "-c", "pytorch"])
+                .stderr(Stdio::null())
+                .output();
+            if let Ok(out) = out {
+                let got = String::from_utf8_lossy(&out.stdout).into_owned();
+                if got.len() >= text.len() {
+                    text = got;
+                }
+                if out.status.success() && text.contains("test_accuracy=") {
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        text
+    })
+}
+
+fn digest_and_accuracy(log: &str) -> (String, f64) {
+    let line = log
+        .lines()
+        .find(|l| l.contains("test_accuracy="))
+        .unwrap_or_else(|| panic!("no result line in:\n{log}"));
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .unwrap_or_else(|| panic!("{k} in {line}"))
+            .to_string()
+    };
+    (
+        field("params_sha256="),
+        field("test_accuracy=").parse().expect("accuracy"),
+    )
+}
+
+fn pod_env(pod: &Value) -> std::collections::BTreeMap<String, String> {
+    pod["spec"]["containers"][0]["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap_or("").to_string(),
+                e["value"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs the local Kubernetes cluster (scripts/k8s-cluster start)"]
+fn the_operator_trains_ddp_digits_in_real_pods() {
+    let k = kube();
+    let ns = k.namespace("ddp");
+    let op = ns.operator();
+    let train = repo_root().join("examples/ddp-digits/train.py");
+    k.kubectl(&[
+        "-n",
+        &ns.name,
+        "create",
+        "configmap",
+        "digits-code",
+        &format!("--from-file=train.py={}", train.display()),
+    ]);
+    // A PyTorchJob as a Kubeflow user writes it: 1 Master + 1 Worker, gloo on CPU.
+    let template = json!({"spec": {
+        "containers": [{"name": "pytorch", "image": "switchyard.local/pytorch:dev", "imagePullPolicy": "Never",
+            "command": ["python3", "/code/train.py", "--epochs", "10"],
+            "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}},
+            "volumeMounts": [{"name": "code", "mountPath": "/code"}]}],
+        "volumes": [{"name": "code", "configMap": {"name": "digits-code"}}]}});
+    k.apply(&json!({
+        "apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob",
+        "metadata": {"name": "digits", "namespace": ns.name},
+        "spec": {"pytorchReplicaSpecs": {
+            "Master": {"replicas": 1, "restartPolicy": "OnFailure", "template": template},
+            "Worker": {"replicas": 1, "restartPolicy": "OnFailure", "template": template}}},
+    }));
+    let mut logs = Vec::new();
+    for pod in ["digits-master-0", "digits-worker-0"] {
+        wait_until(&format!("pod {pod}"), Duration::from_secs(60), || {
+            k.try_kubectl(&["-n", &ns.name, "get", "pod", pod], None)
+                .is_ok()
+        });
+        logs.push(follow_log(&k, &ns.name, pod));
+    }
+    let j = ns.wait_job("digits", 300);
+    let conditions = &j["status"]["conditions"];
+    assert!(
+        conditions.as_array().is_some_and(|c| c
+            .iter()
+            .any(|c| c["type"] == "Succeeded" && c["status"] == "True")),
+        "{:#}\noperator log:\n{}",
+        j["status"],
+        op.log()
+    );
+    let logs: Vec<String> = logs.into_iter().map(|h| h.join().expect("log")).collect();
+    let (d0, a0) = digest_and_accuracy(&logs[0]);
+    let (d1, a1) = digest_and_accuracy(&logs[1]);
+    assert!(a0 >= 0.9 && a1 >= 0.9, "accuracy {a0} {a1}");
+    assert_eq!(
+        d0, d1,
+        "the ranks' parameters differ:\n{}\n{}",
+        logs[0], logs[1]
+    );
+
+    // Named, addressed and configured as the Kubeflow training operator does it.
+    let pods = ns.get(&["get", "pods", "-l", "training.kubeflow.org/job-name=digits"]);
+    let pods = pods["items"].as_array().cloned().unwrap_or_default();
+    let mut names: Vec<String> = pods
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["digits-master-0", "digits-worker-0"]);
+    for p in &pods {
+        let env = pod_env(p);
+        let name = p["metadata"]["name"].as_str().unwrap_or("");
+        let rank = if name.contains("master") { "0" } else { "1" };
+        assert_eq!(env["MASTER_ADDR"], "digits-master-0");
+        assert_eq!(env["MASTER_PORT"], "23456");
+        assert_eq!(env["WORLD_SIZE"], "2");
+        assert_eq!(env["RANK"], rank);
+        assert_eq!(env["PET_NNODES"], "2");
+        assert_eq!(env["PET_NODE_RANK"], rank);
+        assert_eq!(env["PYTHONUNBUFFERED"], "1");
+        assert_eq!(
+            p["metadata"]["labels"]["training.kubeflow.org/replica-type"],
+            if rank == "0" { "master" } else { "worker" }
+        );
+    }
+    let svcs = ns.get(&["get", "services"]);
+    let mut svc: Vec<(String, String)> = svcs["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            (
+                s["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                s["spec"]["clusterIP"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    svc.sort();
+    assert_eq!(
+        svc,
+        [
+            ("digits-master-0".to_string(), "None".to_string()),
+            ("digits-worker-0".to_string(), "None".to_string())
+        ]
+    );
+}
+
+#[test]
+#[ignore = "needs the local Kubernetes cluster (scripts/k8s-cluster start)"]
+fn the_operator_explains_jobs_that_cannot_start() {
+    let k = kube();
+    let ns = k.namespace("nostart");
+    let op = ns.operator();
+    let template = |image: &str, cpu: &str| {
+        json!({"spec": {"containers": [{"name": "pytorch", "image": image, "imagePullPolicy": "Never",
+            "command": ["python3", "-c", "print('hi')"], "resources": {"requests": {"cpu": cpu}}}]}})
+    };
+    // An image the node does not have: the job fails with the pod's reason.
+    k.apply(&json!({
+        "apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob",
+        "metadata": {"name": "noimage", "namespace": ns.name},
+        "spec": {"pytorchReplicaSpecs": {"Master": {"replicas": 1, "restartPolicy": "Never",
+            "template": template("switchyard.local/not-built:dev", "100m")}}},
+    }));
+    let j = ns.wait_job("noimage", 120);
+    let failed = j["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Failed").cloned())
+        .unwrap_or_else(|| panic!("{:#}\n{}", j["status"], op.log()));
+    assert_eq!(failed["reason"], "ImagePullFailed", "{failed:#}");
+    assert!(
+        failed["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("ErrImageNeverPull"),
+        "{failed:#}"
+    );
+    // A gang bigger than the node: nothing is created, the job says why it waits.
+    k.apply(&json!({
+        "apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob",
+        "metadata": {"name": "toobig", "namespace": ns.name},
+        "spec": {"pytorchReplicaSpecs": {
+            "Master": {"replicas": 1, "restartPolicy": "Never", "template": template("switchyard.local/pytorch:dev", "1")},
+            "Worker": {"replicas": 3, "restartPolicy": "Never", "template": template("switchyard.local/pytorch:dev", "1")}}},
+    }));
+    wait_until(
+        "toobig to wait for capacity",
+        Duration::from_secs(60),
+        || {
+            let j = ns.get(&["get", "pytorchjob", "toobig"]);
+            j["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter().any(|c| {
+                    c["reason"] == "PyTorchJobWaitingForCapacity"
+                        && c["message"]
+                            .as_str()
+                            .is_some_and(|m| m.contains("needs 4 CPU"))
+                })
+            })
+        },
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let pods = ns.get(&["get", "pods", "-l", "training.kubeflow.org/job-name=toobig"]);
+    assert_eq!(pods["items"].as_array().map(Vec::len), Some(0), "{pods:#}");
+}
+
+/// `switchyard job run examples/ddp-digits/job.yaml --backend kubernetes`, with
+/// the output and the checkpoint on the data claim.
+fn job_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--backend",
+        "kubernetes",
+        "--set",
+        "spec.image=switchyard.local/pytorch:dev",
+        "--set",
+        "spec.resources.cpu=0.5",
+        "--set",
+        "spec.resources.memory=512Mi",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+fn job_cmd(sb: &Sandbox, env: &[(&'static str, String)], args: &[&str]) -> Command {
+    let mut c = sb.cmd();
+    c.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    c.args(["job", "run"])
+        .arg(repo_root().join("examples/ddp-digits/job.yaml"))
+        .args(args)
+        .args(["--output", "json"]);
+    c
+}
+
+#[test]
+#[ignore = "needs the local Kubernetes cluster (scripts/k8s-cluster start)"]
+fn job_run_on_kubernetes_restarts_from_its_checkpoint_and_keeps_the_model() {
+    let k = kube();
+    let mut ns = k.namespace("jobrun");
+    let env = ns.data_claim();
+    let data = ns.data.path().to_path_buf();
+    let op = ns.operator();
+    let sb = Sandbox::new();
+    let (out, ckpt) = (data.join("model-out"), data.join("ckpt"));
+    let (out_s, ckpt_s) = (
+        format!("spec.output={}", out.display()),
+        format!("spec.checkpoint={}", ckpt.display()),
+    );
+    // Rank 1 is killed (exit 137) after epoch 2: ExitCode restarts the gang,
+    // which resumes from the checkpoint on the claim.
+    let args = job_args(&[
+        "--set",
+        &out_s,
+        "--set",
+        &ckpt_s,
+        "--set",
+        "spec.hyperparameters.epochs=6",
+        "--set",
+        "spec.hyperparameters.fail-at-epoch=2",
+    ]);
+    let res = job_cmd(&sb, &env, &args).output().expect("job run");
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(
+        res.status.success(),
+        "{stdout}\n{stderr}\noperator:\n{}",
+        op.log()
+    );
+    let job: Value = serde_json::from_str(&stdout).expect("job JSON");
+    assert_eq!(job["state"], "SUCCEEDED", "{job:#}");
+    assert_eq!(job["restarts"], 1, "{job:#}");
+    assert!(
+        job["metrics"]["test_accuracy"].as_f64().unwrap_or(0.0) >= 0.9,
+        "{job:#}"
+    );
+    assert_eq!(job["model"], json!(out.to_string_lossy()), "{job:#}");
+    assert!(out.join("model.pt").is_file() && out.join("metrics.json").is_file());
+    assert!(ckpt.join("checkpoint.pt").is_file());
+    let id = job["job_id"].as_str().expect("id");
+    let r1 = sb.run(&["job", "logs", id, "--rank", "1"]);
+    assert!(r1.stdout.contains("injected failure"), "{}", r1.stdout);
+    assert!(
+        r1.stdout.contains("resumed from checkpoint at epoch 2"),
+        "{}",
+        r1.stdout
+    );
+    let pj = ns.get(&["get", "pytorchjobs"]);
+    let spec = &pj["items"][0]["spec"]["pytorchReplicaSpecs"];
+    assert!(
+        spec["Master"]["template"]["spec"]["containers"][0]["volumeMounts"]
+            .as_array()
+            .is_some_and(|m| m
+                .iter()
+                .any(|m| m["mountPath"] == "/opt/ml/model" && m["subPath"] == "model-out")),
+        "{spec:#}"
+    );
+
+    // backoffLimit 0: the first kill fails the job, with the reason.
+    let fresh = format!("spec.checkpoint={}", data.join("ckpt2").display());
+    let args = job_args(&[
+        "--set",
+        &fresh,
+        "--set",
+        "spec.hyperparameters.epochs=4",
+        "--set",
+        "spec.hyperparameters.fail-at-epoch=1",
+        "--set",
+        "spec.backoffLimit=0",
+    ]);
+    let res = job_cmd(&sb, &env, &args).output().expect("job run");
+    let job: Value = serde_json::from_slice(&res.stdout).expect("job JSON");
+    assert_eq!(job["state"], "FAILED", "{job:#}");
+    assert!(
+        job["failure_reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("backoffLimit 0"),
+        "{job:#}"
+    );
+}
+
+#[test]
+#[ignore = "needs the local Kubernetes cluster (scripts/k8s-cluster start)"]
+fn job_logs_stream_live_from_pods_and_cancel_deletes_the_pytorchjob() {
+    let k = kube();
+    let mut ns = k.namespace("cancel");
+    let env = ns.data_claim();
+    let _op = ns.operator();
+    let sb = Sandbox::new();
+    let args = job_args(&[
+        "--set",
+        "spec.hyperparameters.epochs=200",
+        "--set",
+        "spec.hyperparameters.sleep-per-epoch=1",
+    ]);
+    let mut child = job_cmd(&sb, &env, &args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("job run");
+    let mut id = String::new();
+    wait_until("the job to be recorded", Duration::from_secs(30), || {
+        let r = sb.run(&["job", "list", "--output", "json"]);
+        serde_json::from_str::<Value>(&r.stdout)
+            .ok()
+            .and_then(|v| v["jobs"][0]["job_id"].as_str().map(str::to_string))
+            .map(|i| id = i)
+            .is_some()
+    });
+    // Lines from rank 1's pod arrive while the job runs.
+    wait_until("rank 1's log lines", Duration::from_secs(180), || {
+        sb.run(&["job", "logs", &id, "--rank", "1"])
+            .stdout
+            .contains("epoch=2 ")
+    });
+    let r = sb.run(&["job", "get", &id, "--output", "json"]);
+    assert_eq!(r.json()["state"], "RUNNING", "{}", r.stdout);
+    let r = sb.run(&["job", "cancel", &id]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let status = child.wait().expect("job run ends");
+    assert!(!status.success());
+    wait_until(
+        "the PyTorchJob and its pods to be deleted",
+        Duration::from_secs(60),
+        || {
+            let jobs = ns.get(&["get", "pytorchjobs"]);
+            let pods = ns.get(&["get", "pods"]);
+            jobs["items"].as_array().is_some_and(Vec::is_empty)
+                && pods["items"].as_array().is_some_and(Vec::is_empty)
+        },
+    );
+    let r = sb.run(&["job", "get", &id, "--output", "json"]);
+    assert_eq!(r.json()["state"], "CANCELED", "{}", r.stdout);
+}
+
+/// Removes a node taint when the test ends, however it ends.
+struct Taint<'a>(&'a Kube, &'static str);
+
+impl Drop for Taint<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .0
+            .try_kubectl(&["taint", "nodes", "node-1", &format!("{}-", self.1)], None);
+    }
+}
+
+#[test]
+#[ignore = "needs the local Kubernetes cluster (scripts/k8s-cluster start)"]
+fn pipeline_steps_run_as_pods_and_pass_parameters_and_artifacts() {
+    let k = kube();
+    let mut ns = k.namespace("steps");
+    let data = ns.data.path().to_path_buf();
+    ns.claim("switchyard-data", &data);
+    let shared = tempfile::tempdir().expect("tempdir");
+    std::fs::write(shared.path().join("seed.txt"), "seed-42").expect("seed");
+    ns.claim("shared-data", shared.path());
+    k.kubectl(&[
+        "-n",
+        &ns.name,
+        "create",
+        "secret",
+        "generic",
+        "api-token",
+        "--from-literal=token=s3cret",
+    ]);
+    k.kubectl(&["label", "nodes", "node-1", "pool=cpu", "--overwrite"]);
+    // Only a pod that tolerates this taint may start here now.
+    k.kubectl(&[
+        "taint",
+        "nodes",
+        "node-1",
+        "dedicated=ml:NoSchedule",
+        "--overwrite",
+    ]);
+    let _untaint = Taint(&k, "dedicated=ml:NoSchedule");
+
+    let sb = Sandbox::new();
+    let p = crate::common::pipeline("k8s_real");
+    let out = sb
+        .cmd()
+        // The data folder is the claim's folder: outputs come back through it.
+        .env("SWITCHYARD_HOME", &data)
+        .env("SWITCHYARD_TASK_BACKEND", "kubernetes")
+        .env("SWITCHYARD_K8S_NAMESPACE", &ns.name)
+        .env("SWITCHYARD_K8S_KUBECONFIG", &k.server)
+        .env("SWITCHYARD_K8S_TASK_CLAIM", "switchyard-data")
+        .env("SWITCHYARD_K8S_TASK_MOUNT", &data)
+        .args([
+            "run",
+            p.to_str().expect("utf8"),
+            "--output",
+            "json",
+            "--quiet",
+            "-p",
+            "who=pods",
+        ])
+        .output()
+        .expect("switchyard run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{stderr}\n{}",
+        k.kubectl(&["-n", &ns.name, "get", "pods", "-o", "wide"])
+    );
+    let run: Value = serde_json::from_str(&stdout).expect("run JSON");
+    assert_eq!(run["state"], "SUCCEEDED", "{run:#}");
+    let report = run["outputs"]["Output"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{run:#}"));
+    assert!(
+        report.starts_with("hello pods (s3cret) seed-42 on task-")
+            && report.trim_end().ends_with("/ rows=45"),
+        "{report}"
+    );
+    // One pod per step, each really placed by the scheduler on the labelled, tainted node.
+    let pods = ns.get(&["get", "pods"]);
+    let pods = pods["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(pods.len(), 2, "{pods:#?}");
+    for p in &pods {
+        assert_eq!(p["spec"]["nodeName"], "node-1");
+        assert_eq!(p["status"]["phase"], "Succeeded");
+        assert_eq!(
+            p["spec"]["containers"][0]["image"],
+            "switchyard.local/switchyard:dev"
+        );
+    }
+    let producer = pods
+        .iter()
+        .find(|p| p["spec"]["nodeSelector"]["pool"] == "cpu")
+        .expect("the producing pod has the node selector");
+    assert!(producer["spec"]["tolerations"].as_array().is_some_and(|t| t
+        .iter()
+        .any(|t| t["key"] == "dedicated" && t["value"] == "ml")));
+}

@@ -1,0 +1,42 @@
+"""Pipelines whose steps run as Pods on the local test cluster
+(SWITCHYARD_TASK_BACKEND=kubernetes), in the image scripts/k8s-cluster builds.
+A first step reads a claim, a secret and its node placement and writes a
+parameter and an artifact; a second step consumes both."""
+from kfp import dsl, kubernetes
+from kfp.dsl import Dataset, Input, Output, OutputPath
+
+IMAGE = "switchyard.local/switchyard:dev"
+
+
+@dsl.container_component
+def produce(name: str, greeting: OutputPath(str), data: Output[Dataset]):
+    return dsl.ContainerSpec(
+        image=IMAGE,
+        command=["sh", "-c",
+                 'mkdir -p "$(dirname "$1")" "$(dirname "$2")" '
+                 '&& echo "hello $0 ($TOKEN) $(cat /shared/seed.txt) on $(hostname)" > "$1" '
+                 '&& python3 -c "import sys; open(sys.argv[1], \'w\').write(\'rows=\' + str(sum(range(10))))" "$2"'],
+        args=[name, greeting, data.path],
+    )
+
+
+@dsl.container_component
+def consume(greeting: str, data: Input[Dataset], report: OutputPath(str)):
+    return dsl.ContainerSpec(
+        image=IMAGE,
+        command=["sh", "-c", 'mkdir -p "$(dirname "$2")" && echo "$0 / $(cat "$1")" > "$2" && cat "$2"'],
+        args=[greeting, data.path, report],
+    )
+
+
+@dsl.pipeline(name="k8s-real")
+def k8s_real(who: str = "cluster") -> str:
+    p = produce(name=who)
+    kubernetes.mount_pvc(p, pvc_name="shared-data", mount_path="/shared")
+    kubernetes.use_secret_as_env(p, secret_name="api-token", secret_key_to_env={"token": "TOKEN"})
+    kubernetes.add_node_selector(p, label_key="pool", label_value="cpu")
+    kubernetes.add_toleration(p, key="dedicated", operator="Equal", value="ml", effect="NoSchedule")
+    c = consume(greeting=p.outputs["greeting"], data=p.outputs["data"])
+    # The node is tainted for this pipeline: every step must tolerate it.
+    kubernetes.add_toleration(c, key="dedicated", operator="Equal", value="ml", effect="NoSchedule")
+    return c.outputs["report"]
