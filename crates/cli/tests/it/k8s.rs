@@ -458,6 +458,8 @@ fn the_operator_trains_ddp_digits_in_real_pods() {
         });
         logs.push(follow_log(&k, &ns.name, pod));
     }
+    let pods = ns.get(&["get", "pods", "-l", "training.kubeflow.org/job-name=digits"]);
+    let pods = pods["items"].as_array().cloned().unwrap_or_default();
     let j = ns.wait_job("digits", 300);
     let conditions = &j["status"]["conditions"];
     assert!(
@@ -478,9 +480,8 @@ fn the_operator_trains_ddp_digits_in_real_pods() {
         logs[0], logs[1]
     );
 
-    // Named, addressed and configured as the Kubeflow training operator does it.
-    let pods = ns.get(&["get", "pods", "-l", "training.kubeflow.org/job-name=digits"]);
-    let pods = pods["items"].as_array().cloned().unwrap_or_default();
+    // Named, addressed and configured as the Kubeflow training operator does it
+    // (read while both ran: a worker still running when the master ends is deleted).
     let mut names: Vec<String> = pods
         .iter()
         .map(|p| p["metadata"]["name"].as_str().unwrap_or("").to_string())
