@@ -311,6 +311,22 @@ async fn reconcile(job: Arc<PyTorchJob>, ctx: Arc<Ctx>) -> Result<Action, Operat
             .unwrap_or_else(|| "OnFailure".into());
         let pod_name = p.name_any();
         if !retryable(&policy, code) {
+            // Peers report their end separately: while others still run, give a
+            // killed peer a few seconds to show up as the earlier failure.
+            let others_running = pods
+                .iter()
+                .any(|o| o.name_any() != pod_name && matches!(phase(o), "Pending" | "Running"));
+            let age = finished_at(p).map(|t| k8s_openapi::jiff::Timestamp::now().as_second() - t);
+            if others_running && age.is_some_and(|a| a < FAILURE_SETTLE_SECONDS) {
+                return finish(
+                    &jobs,
+                    &name,
+                    status,
+                    &before,
+                    Action::requeue(Duration::from_secs(1)),
+                )
+                .await;
+            }
             return fail(
                 &jobs,
                 &pods_api,
@@ -509,6 +525,10 @@ async fn reconcile(job: Arc<PyTorchJob>, ctx: Arc<Ctx>) -> Result<Action, Operat
     };
     finish(&jobs, &name, status, &before, next).await
 }
+
+/// How long a non-retryable failure waits for a peer's earlier failure to be
+/// reported before it fails the job.
+const FAILURE_SETTLE_SECONDS: i64 = 10;
 
 /// How long a pod may retry pulling its image before the job fails.
 const IMAGE_PULL_GRACE_SECONDS: i64 = 300;
