@@ -737,3 +737,112 @@ impl TrainingBackend for KubernetesBackend {
         Ok(outcome)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(claim: Option<DataClaim>) -> KubernetesConfig {
+        KubernetesConfig {
+            namespace: "training".into(),
+            efs_claims: BTreeMap::new(),
+            s3_image: "aws-cli".into(),
+            kubeconfig: None,
+            jobs_dir: PathBuf::from("/tmp/jobs"),
+            data_claim: claim,
+        }
+    }
+
+    fn job(extra: &str) -> TrainingJob {
+        let doc = format!(
+            "apiVersion: switchyard/v1\nkind: TrainingJob\nmetadata: {{name: t}}\nspec:\n  image: switchyard.local/pytorch:dev\n  command: [python, -c, pass]\n  nodes: 2\n{extra}"
+        );
+        switchyard_job::load(&doc, Path::new("/"), &[], Some("kubernetes")).expect("valid job")
+    }
+
+    fn mounts(replica: &Value) -> Vec<(String, String)> {
+        replica["template"]["spec"]["containers"][0]["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| {
+                (
+                    m["mountPath"].as_str().unwrap_or("").to_string(),
+                    m["subPath"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn output_and_checkpoint_live_on_the_data_claim() {
+        let claim = DataClaim {
+            claim: "switchyard-data".into(),
+            mount: PathBuf::from("/data"),
+        };
+        let b = KubernetesBackend::new(config(Some(claim.clone())));
+        let j = job("  output: /data/models/m1\n  checkpoint: /data/ckpt/m1\n");
+        b.preflight(&j).expect("on the claim");
+        let doc = b.render(&j, "job-1", &[]);
+        let replicas = &doc["spec"]["pytorchReplicaSpecs"];
+        let master = mounts(&replicas["Master"]);
+        let worker = mounts(&replicas["Worker"]);
+        assert!(
+            master.contains(&("/opt/ml/model".into(), "models/m1".into())),
+            "{master:?}"
+        );
+        assert!(
+            !worker.iter().any(|(_, sub)| sub == "models/m1"),
+            "only the master writes the model"
+        );
+        for m in [&master, &worker] {
+            assert!(
+                m.contains(&("/opt/ml/checkpoints".into(), "ckpt/m1".into())),
+                "{m:?}"
+            );
+        }
+        assert_eq!(
+            b.model_location(&j, "job-1").as_deref(),
+            Some("/data/models/m1")
+        );
+        // Without output, the model is still kept on the claim.
+        let j = job("");
+        assert_eq!(
+            b.model_location(&j, "job-1").as_deref(),
+            Some("/data/switchyard-jobs/job-1/model")
+        );
+        let master = mounts(&b.render(&j, "job-1", &[])["spec"]["pytorchReplicaSpecs"]["Master"]);
+        assert!(master.contains(&("/opt/ml/model".into(), "switchyard-jobs/job-1/model".into())));
+    }
+
+    #[test]
+    fn output_elsewhere_is_refused_naming_the_fix() {
+        let on = KubernetesBackend::new(config(Some(DataClaim {
+            claim: "switchyard-data".into(),
+            mount: PathBuf::from("/data"),
+        })));
+        let e = on
+            .preflight(&job("  output: s3://bucket/m\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("spec.output:") && e.contains("SWITCHYARD_K8S_DATA_MOUNT"),
+            "{e}"
+        );
+        let e = on
+            .preflight(&job("  checkpoint: /elsewhere/c\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("spec.checkpoint:") && e.contains("not on the data claim"),
+            "{e}"
+        );
+        let off = KubernetesBackend::new(config(None));
+        let e = off
+            .preflight(&job("  output: /data/m\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("SWITCHYARD_K8S_DATA_CLAIM"), "{e}");
+        assert_eq!(off.model_location(&job(""), "j"), None);
+    }
+}
