@@ -145,3 +145,16 @@ def test_jobs_over_http_use_only_allowed_folders(server, tmp_path):
         r = requests.post(url, json=doc, timeout=10)
         assert r.status_code == 403 and f"spec.{field}" in r.json()["message"] and "--path-root" in r.json()["message"], r.text
     assert jobs(server) == []
+
+
+def test_error_shapes(server, compiled):
+    c = kfp.Client(host=server.url)
+    run = c.create_run_from_pipeline_package(compiled(hostile.quick_pipeline), arguments={})
+    assert c.wait_for_run_completion(run.run_id, timeout=120).state == "SUCCEEDED"
+    r = requests.get(server.url + "/apis/v2beta1/nothing-here", timeout=10)
+    assert r.status_code == 404 and r.json()["code"] == 5 and "/apis/v2beta1/nothing-here" in r.json()["message"], r.text
+    for bad in ["bogus", "created_at sideways"]:
+        r = requests.get(server.url + "/apis/v2beta1/runs", params={"sort_by": bad}, timeout=10)
+        assert r.status_code == 400 and "sort_by" in r.json()["message"], (bad, r.text)
+    r = requests.get(server.url + "/apis/v2beta1/runs", params={"sort_by": "created_at asc"}, timeout=10)
+    assert r.status_code == 200 and r.json()["total_size"] == 1

@@ -196,7 +196,21 @@ pub fn page(mut items: Vec<Value>, q: &ListQuery, default_sort: &str) -> ApiResu
     } else {
         field
     };
-    let desc = matches!(parts.next(), Some(d) if d.eq_ignore_ascii_case("desc"));
+    let desc = match parts.next() {
+        None => false,
+        Some(d) if d.eq_ignore_ascii_case("asc") => false,
+        Some(d) if d.eq_ignore_ascii_case("desc") => true,
+        Some(d) => {
+            return Err(ApiError::BadRequest(format!(
+                "sort_by '{sort}': the direction is asc or desc, not '{d}'"
+            )))
+        }
+    };
+    if !items.is_empty() && !items.iter().any(|i| i.get(&field).is_some()) {
+        return Err(ApiError::BadRequest(format!(
+            "sort_by '{sort}': these items have no field '{field}'"
+        )));
+    }
     items.sort_by(|a, b| {
         let (x, y) = (
             a.get(&field).map(text).unwrap_or_default(),

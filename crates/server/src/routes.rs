@@ -103,6 +103,10 @@ pub fn router() -> Router<AppState> {
             "/apis/v2beta1/runs/{id}",
             get(get_run).delete(delete_run).post(run_action),
         )
+        // KFP's error shape for unknown paths too, not an empty 404.
+        .fallback(|uri: axum::http::Uri| async move {
+            ApiError::NotFound(format!("no such endpoint: {}", uri.path()))
+        })
 }
 
 /// `{<field>: [...], total_size, next_page_token}` for one page of `items`.
