@@ -71,12 +71,38 @@ def measure(ns, name, timeout=300):
     raise SystemExit(f"{name} did not finish in {timeout} s")
 
 
+# The Kubeflow operator's init container for workers, as its default template has
+# it (retry every 2 s until the master's name resolves), with python3 instead of
+# nslookup: the test cluster has no alpine image and no registry.
+INIT_TEMPLATE = """- name: init-pytorch
+  image: switchyard.local/switchyard:dev
+  imagePullPolicy: IfNotPresent
+  resources:
+    limits: {cpu: 100m, memory: 64Mi}
+    requests: {cpu: 50m, memory: 10Mi}
+  command:
+  - python3
+  - -c
+  - |
+    import socket, sys, time
+    for i in range({{.MaxTries}}):
+        try:
+            socket.gethostbyname("{{.MasterAddr}}"); sys.exit(0)
+        except OSError:
+            print("waiting for master", flush=True); time.sleep(2)
+    sys.exit(1)
+"""
+
+
 def start(kind, args, ns, log):
     env = dict(os.environ, KUBECONFIG=str(KUBECONFIG), MY_POD_NAMESPACE="kubeflow")
     if kind == "switchyard":
         cmd = [args.switchyard, "operator", "--namespace", ns]
     else:
+        template = pathlib.Path(log.name).with_suffix(".init.yaml")
+        template.write_text(INIT_TEMPLATE)
         cmd = [args.kubeflow, "--enable-scheme=pytorchjob", f"--namespace={ns}", "--metrics-bind-address=0",
+               f"--pytorch-init-container-template-file={template}",
                "--health-probe-bind-address=127.0.0.1:18081", "--webhook-server-port=19443"]
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
 
@@ -86,9 +112,18 @@ def ready(kind, op, timeout=60):
     answers once its webhook certificates exist; then one more second for both."""
     t0 = time.monotonic()
     if kind == "kubeflow":
+        import base64
         import urllib.request
+        certs = pathlib.Path("/tmp/k8s-webhook-server/serving-certs")
         while time.monotonic() - t0 < timeout:
             assert op.poll() is None, "the Kubeflow operator exited"
+            # In a pod the Secret is mounted at its certificate folder; here we copy it there.
+            secret = json.loads(kubectl("-n", "kubeflow", "get", "secret", "training-operator-webhook-cert", "-o", "json"))
+            data = secret.get("data") or {}
+            if "tls.crt" in data and not (certs / "tls.crt").exists():
+                certs.mkdir(parents=True, exist_ok=True)
+                for k, v in data.items():
+                    (certs / k).write_bytes(base64.b64decode(v))
             try:
                 if urllib.request.urlopen("http://127.0.0.1:18081/readyz", timeout=1).status == 200:
                     break
@@ -108,7 +143,9 @@ def main():
     args = p.parse_args()
     assert KUBECONFIG.exists(), "start the test cluster first: scripts/k8s-cluster start"
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(KUBEFLOW_CRD))
-    kubectl("create", "namespace", "kubeflow", check=False)
+    # A namespace left terminating by an earlier run must be gone before it is made again.
+    kubectl("wait", "--for=delete", "namespace/kubeflow", "--timeout=180s", check=False)
+    kubectl("create", "namespace", "kubeflow")
     kubectl("-n", "kubeflow", "create", "secret", "generic", "training-operator-webhook-cert", check=False)
     kubectl("apply", "-f", "-", stdin=json.dumps({
         "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
@@ -137,6 +174,8 @@ def main():
                 results[kind].append(r)
                 print(f"{kind:10s} run {i + 1}: all Running {r[0]:.2f} s, Succeeded {r[1]:.2f} s", flush=True)
     finally:
+        import shutil
+        shutil.rmtree("/tmp/k8s-webhook-server", ignore_errors=True)
         kubectl("delete", "validatingwebhookconfiguration", "validator.training-operator.kubeflow.org", check=False)
         kubectl("delete", "namespace", "kubeflow", "--wait=false", check=False)
     print(f"\nmedian of {args.repeat}, 1 Master + 3 Workers (logs in {logs}):")
