@@ -158,3 +158,17 @@ def test_error_shapes(server, compiled):
         assert r.status_code == 400 and "sort_by" in r.json()["message"], (bad, r.text)
     r = requests.get(server.url + "/apis/v2beta1/runs", params={"sort_by": "created_at asc"}, timeout=10)
     assert r.status_code == 200 and r.json()["total_size"] == 1
+
+
+def test_absurdly_deep_pipelines_are_refused(server, compiled):
+    c = kfp.Client(host=server.url)
+    with open(compiled(hostile.nested_70)) as f:
+        spec = f.read()
+    import yaml
+    r = requests.post(server.url + "/apis/v2beta1/runs", json={"display_name": "deep", "pipeline_spec": yaml.safe_load(spec)},
+                      timeout=60)
+    assert r.status_code == 400 and "more than 64 levels" in r.json()["message"], r.text
+    assert requests.get(server.url + "/apis/v2beta1/runs", timeout=10).json().get("runs") is None
+    run = c.create_run_from_pipeline_package(compiled(hostile.nested_20), arguments={})
+    assert c.wait_for_run_completion(run.run_id, timeout=300).state == "SUCCEEDED"
+    assert requests.get(server.url + "/apis/v2beta1/healthz", timeout=10).status_code == 200

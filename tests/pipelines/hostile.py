@@ -29,3 +29,23 @@ def quick(msg: str):
 @dsl.pipeline(name="quick")
 def quick_pipeline(msg: str = "hi"):
     quick(msg=msg)
+
+
+def _wrap(child, name):
+    @dsl.pipeline(name=name)
+    def level():
+        child()
+    return level
+
+
+def _nested(depth, stem):
+    p = quick_pipeline
+    for i in range(depth):
+        p = _wrap(p, f"{stem}-{i}")
+    return p
+
+
+# Pipelines used as components, nested: 20 levels run; 70 are refused before
+# anything is recorded (the engine would exhaust its stack).
+nested_20 = _nested(20, "nested-20")
+nested_70 = _nested(70, "nested-70")

@@ -178,12 +178,31 @@ impl Engine {
                 ),
             });
         }
-        let spec_value: Value =
-            serde_json::from_str(&run.spec).map_err(|e| EngineError::StoredSpec {
+        // A stored spec that cannot be executed (e.g. recorded before a limit
+        // existed) fails its run instead of leaving it RUNNING or crashing.
+        let spec = match serde_json::from_str::<Value>(&run.spec)
+            .map_err(|e| EngineError::StoredSpec {
                 id: run.id.clone(),
                 reason: e.to_string(),
-            })?;
-        let spec = switchyard_spec::parse::from_value(spec_value)?;
+            })
+            .and_then(|v| Ok(switchyard_spec::parse::from_value(v)?))
+            .and_then(|spec| {
+                validate(&spec)?;
+                Ok(spec)
+            }) {
+            Ok(spec) => spec,
+            Err(e) => {
+                let update = RunUpdate {
+                    error: Some(format!("the run cannot be executed: {e}")),
+                    finished_at: Some(Utc::now()),
+                    ..Default::default()
+                };
+                self.store
+                    .transition_run(&run.id, &[State::Running], State::Failed, update)
+                    .await?;
+                return Err(e);
+            }
+        };
         let parallelism = run
             .options
             .get("parallelism")

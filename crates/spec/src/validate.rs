@@ -1,28 +1,56 @@
 //! Static checks run before a run record is written, so a bad pipeline never
 //! leaves a half-made run behind. Every error names the component and task.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use crate::{ComponentSpec, DagSpec, PipelineSpec, SpecError};
 
-/// Checks references, executors, dependency cycles and unsupported features in
-/// every DAG reachable from the root.
+/// How deep DAGs may nest (conditions, loops, exit handlers and pipelines used
+/// as components each add a level; real pipelines use a handful). Deeper specs
+/// are refused before anything runs: executing them would exhaust the stack.
+pub const MAX_DAG_DEPTH: usize = 64;
+
+/// Checks references, executors, dependency cycles, nesting depth and
+/// unsupported features in every DAG reachable from the root.
 pub fn validate(spec: &PipelineSpec) -> Result<(), SpecError> {
     check_path_name("pipelineInfo.name", &spec.pipeline_info.name, true)?;
     let mut visiting = Vec::new();
-    let mut done = BTreeSet::new();
-    check_component(spec, "root", &spec.root, &mut visiting, &mut done)
+    let mut done = BTreeMap::new();
+    check_component(spec, "root", &spec.root, &mut visiting, &mut done).map(|_| ())
 }
 
+fn too_deep(path: &[String], name: &str) -> SpecError {
+    SpecError::Invalid {
+        place: format!("component '{name}'"),
+        message: format!(
+            "DAGs nest more than {MAX_DAG_DEPTH} levels deep (through {} …); flatten the pipeline",
+            path.iter()
+                .take(4)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" -> ")
+        ),
+    }
+}
+
+/// Checks one component; returns its height (how many DAG levels it holds).
+/// `done` keeps each checked component's height, so a shared component is
+/// walked once and still counts at every depth it is used.
 fn check_component(
     spec: &PipelineSpec,
     name: &str,
     comp: &ComponentSpec,
     visiting: &mut Vec<String>,
-    done: &mut BTreeSet<String>,
-) -> Result<(), SpecError> {
-    if done.contains(name) {
-        return Ok(());
+    done: &mut BTreeMap<String, usize>,
+) -> Result<usize, SpecError> {
+    if let Some(&height) = done.get(name) {
+        if visiting.len() + height > MAX_DAG_DEPTH {
+            return Err(too_deep(visiting, name));
+        }
+        return Ok(height);
+    }
+    if visiting.len() >= MAX_DAG_DEPTH {
+        return Err(too_deep(visiting, name));
     }
     if visiting.iter().any(|v| v == name) {
         let mut cycle = visiting.clone();
@@ -41,19 +69,22 @@ fn check_component(
     {
         check_path_name(&format!("component '{name}', output '{out}'"), out, false)?;
     }
-    match (&comp.dag, &comp.executor_label) {
-        (Some(dag), _) => check_dag(spec, name, comp, dag, visiting, done)?,
-        (None, Some(label)) => check_executor(spec, name, label)?,
+    let height = match (&comp.dag, &comp.executor_label) {
+        (Some(dag), _) => 1 + check_dag(spec, name, comp, dag, visiting, done)?,
+        (None, Some(label)) => {
+            check_executor(spec, name, label)?;
+            0
+        }
         (None, None) => {
             return Err(SpecError::Invalid {
                 place: format!("component '{name}'"),
                 message: "has neither a `dag` nor an `executorLabel`".into(),
             })
         }
-    }
+    };
     visiting.pop();
-    done.insert(name.to_string());
-    Ok(())
+    done.insert(name.to_string(), height);
+    Ok(height)
 }
 
 fn check_executor(spec: &PipelineSpec, comp: &str, label: &str) -> Result<(), SpecError> {
@@ -95,8 +126,9 @@ fn check_dag(
     comp: &ComponentSpec,
     dag: &DagSpec,
     visiting: &mut Vec<String>,
-    done: &mut BTreeSet<String>,
-) -> Result<(), SpecError> {
+    done: &mut BTreeMap<String, usize>,
+) -> Result<usize, SpecError> {
+    let mut height = 0;
     let dag_place = if comp_name == "root" {
         "root DAG".to_string()
     } else {
@@ -165,7 +197,13 @@ fn check_dag(
                 }
             }
         }
-        check_component(spec, &task.component_ref.name, child, visiting, done)?;
+        height = height.max(check_component(
+            spec,
+            &task.component_ref.name,
+            child,
+            visiting,
+            done,
+        )?);
     }
     for (out, sel) in &dag.outputs.parameters {
         let producers: Vec<&str> = match (&sel.value_from_parameter, &sel.value_from_oneof) {
@@ -205,7 +243,7 @@ fn check_dag(
             cycle,
         });
     }
-    Ok(())
+    Ok(height)
 }
 
 /// Returns one cycle (as a closed path of task names) if the DAG has any.
