@@ -172,3 +172,22 @@ def test_absurdly_deep_pipelines_are_refused(server, compiled):
     run = c.create_run_from_pipeline_package(compiled(hostile.nested_20), arguments={})
     assert c.wait_for_run_completion(run.run_id, timeout=300).state == "SUCCEEDED"
     assert requests.get(server.url + "/apis/v2beta1/healthz", timeout=10).status_code == 200
+
+
+def test_rejections_answer_in_kfps_shape(tmp_path):
+    s = Server(tmp_path, extra=["--max-body-bytes", "4096"]).start()
+    try:
+        base = s.url + "/apis/v2beta1"
+        cases = [
+            (requests.get(base + "/runs", params={"page_size": "many"}, timeout=10), 400),
+            (requests.post(base + "/pipelines/upload", files={"uploadfile": ("p.yaml", b"x" * 20000)}, timeout=10), 413),
+            (requests.post(base + "/runs", data=b"x" * 20000, headers={"Content-Type": "application/json"}, timeout=10), 413),
+            (requests.post(base + "/experiments", data=b"\xff\xfe{", headers={"Content-Type": "application/json"}, timeout=10), 400),
+            (requests.put(base + "/runs", timeout=10), 405),
+        ]
+        for r, status in cases:
+            assert r.status_code == status, (r.request.method, r.request.url, r.status_code, r.text)
+            doc = r.json()
+            assert doc["message"] and doc["code"] and doc["error"] == doc["message"], r.text
+    finally:
+        s.kill()

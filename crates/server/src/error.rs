@@ -69,11 +69,30 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        (
-            status,
-            Json(json!({"error": message, "code": code, "message": message, "details": []})),
-        )
-            .into_response()
+        kfp_error(status, code, &message)
+    }
+}
+
+/// KFP's error document with this status.
+pub fn kfp_error(status: StatusCode, code: i32, message: &str) -> Response {
+    (
+        status,
+        Json(json!({"error": message, "code": code, "message": message, "details": []})),
+    )
+        .into_response()
+}
+
+/// The google.rpc.Code KFP would put in `code` for an HTTP status.
+pub fn rpc_code(status: StatusCode) -> i32 {
+    match status.as_u16() {
+        400 | 415 | 422 => 3,
+        401 => 16,
+        403 => 7,
+        404 => 5,
+        405 => 12,
+        409 => 6,
+        413 => 8,
+        _ => 2,
     }
 }
 

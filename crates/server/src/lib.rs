@@ -107,17 +107,37 @@ pub fn state(
     }
 }
 
-/// Oversize bodies get KFP's error shape too (axum's own answer is plain text).
+/// Every client error in KFP's shape: what axum's extractors answer themselves
+/// (query strings, JSON and UTF-8 bodies, multipart, oversize bodies, wrong
+/// methods) is plain text, so it is wrapped here with its status kept.
 async fn kfp_errors(req: Request, next: Next) -> Response {
     let res = next.run(req).await;
-    if res.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-        use axum::response::IntoResponse;
-        return ApiError::TooLarge(
-            "the request body is larger than the server accepts (--max-body-bytes)".into(),
-        )
-        .into_response();
+    let status = res.status();
+    let json = res
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !status.is_client_error() || json {
+        return res;
     }
-    res
+    let message = if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        "the request body is larger than the server accepts (--max-body-bytes)".to_string()
+    } else {
+        let body = axum::body::to_bytes(res.into_body(), 16 * 1024)
+            .await
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&body).trim().to_string();
+        if text.is_empty() {
+            status
+                .canonical_reason()
+                .unwrap_or("bad request")
+                .to_string()
+        } else {
+            text
+        }
+    };
+    error::kfp_error(status, error::rpc_code(status), &message)
 }
 
 /// The whole HTTP API.

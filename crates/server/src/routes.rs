@@ -23,8 +23,15 @@ use crate::{render, AppState};
 type JsonBody<T> = Result<Json<T>, JsonRejection>;
 
 fn body<T>(b: JsonBody<T>) -> ApiResult<T> {
-    b.map(|Json(v)| v)
-        .map_err(|e| ApiError::BadRequest(format!("invalid request body: {}", e.body_text())))
+    b.map(|Json(v)| v).map_err(|e| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(
+                "the request body is larger than the server accepts (--max-body-bytes)".into(),
+            )
+        } else {
+            ApiError::BadRequest(format!("invalid request body: {}", e.body_text()))
+        }
+    })
 }
 
 pub fn router() -> Router<AppState> {
@@ -254,18 +261,20 @@ fn checked_pipeline(text: &str) -> ApiResult<(ParsedPipeline, Value)> {
     Ok((parsed, stored))
 }
 
+/// A multipart error, 413 when the body passed --max-body-bytes.
+fn upload_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::TooLarge("the upload is larger than the server accepts (--max-body-bytes)".into())
+    } else {
+        ApiError::BadRequest(format!("invalid upload: {e}"))
+    }
+}
+
 async fn read_upload(mut mp: Multipart) -> ApiResult<(String, Option<String>)> {
-    while let Some(field) = mp
-        .next_field()
-        .await
-        .map_err(|e| ApiError::BadRequest(format!("invalid upload: {e}")))?
-    {
+    while let Some(field) = mp.next_field().await.map_err(upload_error)? {
         if field.name() == Some("uploadfile") {
             let file_name = field.file_name().map(str::to_string);
-            let bytes = field
-                .bytes()
-                .await
-                .map_err(|e| ApiError::BadRequest(format!("invalid upload: {e}")))?;
+            let bytes = field.bytes().await.map_err(upload_error)?;
             let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
                 ApiError::BadRequest(
                     "the uploaded pipeline is not UTF-8 text (upload the compiled YAML)".into(),
