@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, Node, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -66,33 +66,29 @@ fn phase(p: &Pod) -> &str {
         .unwrap_or("Pending")
 }
 
+/// How the training container (named `pytorch`, else the first) of a pod ended.
+fn terminated(p: &Pod) -> Option<&ContainerStateTerminated> {
+    let all = p.status.as_ref()?.container_statuses.as_ref()?;
+    let c = all
+        .iter()
+        .find(|c| c.name == CONTAINER)
+        .or_else(|| all.first())?;
+    c.state.as_ref()?.terminated.as_ref()
+}
+
 /// The training container's exit code of a finished pod.
 fn exit_code(p: &Pod) -> i32 {
-    let statuses = p
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref());
-    let status = statuses.and_then(|all| {
-        all.iter()
-            .find(|c| c.name == CONTAINER)
-            .or_else(|| all.first())
-    });
-    status
-        .and_then(|c| c.state.as_ref())
-        .and_then(|s| s.terminated.as_ref())
-        .map(|t| t.exit_code)
-        .unwrap_or(1)
+    terminated(p).map(|t| t.exit_code).unwrap_or(1)
 }
 
 /// When the training container of a finished pod ended (seconds), if known.
 fn finished_at(p: &Pod) -> Option<i64> {
-    let statuses = p.status.as_ref()?.container_statuses.as_ref()?;
-    let c = statuses
-        .iter()
-        .find(|c| c.name == CONTAINER)
-        .or_else(|| statuses.first())?;
-    let t = c.state.as_ref()?.terminated.as_ref()?;
-    t.finished_at.as_ref().map(|f| f.0.as_second())
+    terminated(p)?.finished_at.as_ref().map(|f| f.0.as_second())
+}
+
+/// Seconds since `t` (seconds since the epoch).
+fn seconds_since(t: i64) -> i64 {
+    k8s_openapi::jiff::Timestamp::now().as_second() - t
 }
 
 /// Whether a failed pod may be restarted under its replica's restartPolicy.
@@ -210,7 +206,7 @@ async fn reconcile(job: Arc<PyTorchJob>, ctx: Arc<Ctx>) -> Result<Action, Operat
             run_policy.ttl_seconds_after_finished,
             status.completion_time.clone(),
         ) {
-            let age = k8s_openapi::jiff::Timestamp::now().as_second() - done.0.as_second();
+            let age = seconds_since(done.0.as_second());
             if age >= ttl as i64 {
                 for p in &pods {
                     delete_pod(&pods_api, &p.name_any()).await?;
@@ -259,7 +255,7 @@ async fn reconcile(job: Arc<PyTorchJob>, ctx: Arc<Ctx>) -> Result<Action, Operat
         run_policy.active_deadline_seconds,
         status.start_time.clone(),
     ) {
-        let age = k8s_openapi::jiff::Timestamp::now().as_second() - start.0.as_second();
+        let age = seconds_since(start.0.as_second());
         if age >= deadline {
             return fail(
                 &jobs,
@@ -316,7 +312,7 @@ async fn reconcile(job: Arc<PyTorchJob>, ctx: Arc<Ctx>) -> Result<Action, Operat
             let others_running = pods
                 .iter()
                 .any(|o| o.name_any() != pod_name && matches!(phase(o), "Pending" | "Running"));
-            let age = finished_at(p).map(|t| k8s_openapi::jiff::Timestamp::now().as_second() - t);
+            let age = finished_at(p).map(seconds_since);
             if others_running && age.is_some_and(|a| a < FAILURE_SETTLE_SECONDS) {
                 return finish(
                     &jobs,
@@ -516,7 +512,7 @@ async fn reconcile(job: Arc<PyTorchJob>, ctx: Arc<Ctx>) -> Result<Action, Operat
         status.start_time.clone(),
     ) {
         (Some(d), Some(start)) => {
-            let left = d - (k8s_openapi::jiff::Timestamp::now().as_second() - start.0.as_second());
+            let left = d - (seconds_since(start.0.as_second()));
             Action::requeue(Duration::from_secs(
                 left.clamp(1, ctx.config.resync.as_secs().max(1) as i64) as u64,
             ))
@@ -545,7 +541,7 @@ pub fn image_failure(p: &Pod) -> Option<String> {
         .metadata
         .creation_timestamp
         .as_ref()
-        .map(|t| k8s_openapi::jiff::Timestamp::now().as_second() - t.0.as_second())
+        .map(|t| seconds_since(t.0.as_second()))
         .unwrap_or(0);
     st.init_container_statuses
         .iter()
