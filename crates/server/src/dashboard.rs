@@ -105,9 +105,8 @@ fn list_dir(root: &FsPath) -> (Vec<Value>, bool) {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
-        let mut entries: Vec<_> = entries.flatten().collect();
-        entries.sort_by_key(|e| std::cmp::Reverse(e.file_name()));
-        for e in entries {
+        // Sorted once at the end.
+        for e in entries.flatten() {
             if out.len() >= LIST_MAX_ENTRIES {
                 truncated = true;
                 break;
@@ -142,31 +141,28 @@ fn list_dir(root: &FsPath) -> (Vec<Value>, bool) {
 /// Refuses `path` unless it is `base` or below it with no symbolic link on
 /// the way (base included): an artifact is served from its own files only.
 fn no_links(base: &FsPath, path: &FsPath) -> ApiResult<std::fs::Metadata> {
-    let rel = path.strip_prefix(base).unwrap_or(FsPath::new(""));
+    let step = |p: &FsPath| match std::fs::symlink_metadata(p) {
+        Ok(m) if m.file_type().is_symlink() => Err(ApiError::Forbidden(format!(
+            "{} is a symbolic link; artifacts are served from their own files only",
+            p.display()
+        ))),
+        Ok(m) => Ok(m),
+        Err(e) => Err(ApiError::NotFound(format!(
+            "{} cannot be read here: {e}",
+            p.display()
+        ))),
+    };
     let mut cur = base.to_path_buf();
-    let mut meta = std::fs::symlink_metadata(&cur);
-    for part in std::iter::once(None).chain(rel.components().map(Some)) {
-        if let Some(c) = part {
-            cur.push(c);
-            meta = std::fs::symlink_metadata(&cur);
-        }
-        match &meta {
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(ApiError::Forbidden(format!(
-                    "{} is a symbolic link; artifacts are served from their own files only",
-                    cur.display()
-                )))
-            }
-            Ok(_) => {}
-            Err(e) => {
-                return Err(ApiError::NotFound(format!(
-                    "{} cannot be read here: {e}",
-                    cur.display()
-                )))
-            }
-        }
+    let mut meta = step(&cur)?;
+    for c in path
+        .strip_prefix(base)
+        .unwrap_or(FsPath::new(""))
+        .components()
+    {
+        cur.push(c);
+        meta = step(&cur)?;
     }
-    meta.map_err(|e| ApiError::NotFound(e.to_string()))
+    Ok(meta)
 }
 
 /// The file's bytes as a stream of 64 KiB chunks (never all in memory).

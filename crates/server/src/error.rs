@@ -29,6 +29,13 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The answer to a body over `--max-body-bytes`, however it was noticed.
+    pub fn body_too_large() -> Self {
+        ApiError::TooLarge(
+            "the request body is larger than the server accepts (--max-body-bytes)".into(),
+        )
+    }
+
     fn status(&self) -> (StatusCode, i32) {
         // The second number is the google.rpc.Code KFP puts in `code`.
         match self {

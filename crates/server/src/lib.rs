@@ -121,23 +121,20 @@ async fn kfp_errors(req: Request, next: Next) -> Response {
     if !status.is_client_error() || json {
         return res;
     }
-    let message = if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-        "the request body is larger than the server accepts (--max-body-bytes)".to_string()
+    if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        use axum::response::IntoResponse;
+        return ApiError::body_too_large().into_response();
+    }
+    let body = axum::body::to_bytes(res.into_body(), 16 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&body).trim().to_string();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("bad request")
     } else {
-        let body = axum::body::to_bytes(res.into_body(), 16 * 1024)
-            .await
-            .unwrap_or_default();
-        let text = String::from_utf8_lossy(&body).trim().to_string();
-        if text.is_empty() {
-            status
-                .canonical_reason()
-                .unwrap_or("bad request")
-                .to_string()
-        } else {
-            text
-        }
+        &text
     };
-    error::kfp_error(status, error::rpc_code(status), &message)
+    error::kfp_error(status, error::rpc_code(status), message)
 }
 
 /// The whole HTTP API.

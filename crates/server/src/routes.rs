@@ -25,9 +25,7 @@ type JsonBody<T> = Result<Json<T>, JsonRejection>;
 fn body<T>(b: JsonBody<T>) -> ApiResult<T> {
     b.map(|Json(v)| v).map_err(|e| {
         if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge(
-                "the request body is larger than the server accepts (--max-body-bytes)".into(),
-            )
+            ApiError::body_too_large()
         } else {
             ApiError::BadRequest(format!("invalid request body: {}", e.body_text()))
         }
@@ -264,7 +262,7 @@ fn checked_pipeline(text: &str) -> ApiResult<(ParsedPipeline, Value)> {
 /// A multipart error, 413 when the body passed --max-body-bytes.
 fn upload_error(e: axum::extract::multipart::MultipartError) -> ApiError {
     if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::TooLarge("the upload is larger than the server accepts (--max-body-bytes)".into())
+        ApiError::body_too_large()
     } else {
         ApiError::BadRequest(format!("invalid upload: {e}"))
     }
