@@ -14,33 +14,12 @@ import uuid
 import pytest
 import requests
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
+from kube import BIN, CACHE, REPO, apply, deploy_docs, host_volume, kubectl, require_cluster
+
 sys.path.insert(0, str(REPO / "tests" / "server"))
 
 import kfp  # noqa: E402
 from conftest import Server  # noqa: E402
-
-CACHE = pathlib.Path(os.environ.get("SWITCHYARD_K8S_CACHE", pathlib.Path.home() / ".cache/switchyard/k8s"))
-BIN = os.environ.get("SWITCHYARD_BIN") or str(pathlib.Path.home() / ".cache/switchyard/target/debug/switchyard")
-
-
-def kubectl(*args, stdin=None):
-    r = subprocess.run([str(CACHE / "bin/kubectl"), "--kubeconfig", str(CACHE / "kubeconfig"), "--request-timeout=30s", *args],
-                       input=stdin, capture_output=True, text=True)
-    assert r.returncode == 0, f"kubectl {' '.join(args)}: {r.stderr}"
-    return r.stdout
-
-
-def deploy_docs(name):
-    out = kubectl("create", "--dry-run=client", "-o", "json", "-f", str(REPO / "deploy" / name))
-    docs, dec, i = [], json.JSONDecoder(), 0
-    while i < len(out):  # one JSON document per object, one after the other (or one List)
-        if out[i].isspace():
-            i += 1
-            continue
-        v, i = dec.raw_decode(out, i)
-        docs += v["items"] if v.get("kind") == "List" else [v]
-    return docs
 
 
 def bind(kind, role, user, ns=None):
@@ -54,8 +33,7 @@ def bind(kind, role, user, ns=None):
 
 @pytest.fixture
 def training_namespace():
-    assert (CACHE / "kubeconfig").exists(), "no test cluster is running: start one with scripts/k8s-cluster start"
-    kubectl("get", "--raw", "/readyz")
+    require_cluster()
     ns = f"hybrid-{uuid.uuid4().hex[:6]}"
     data = pathlib.Path(tempfile.mkdtemp(prefix="switchyard-claim-"))
     kubectl("apply", "-f", str(REPO / "deploy/crd-pytorchjob.yaml"))
@@ -70,15 +48,12 @@ def training_namespace():
             docs += [d, bind("Role", d["metadata"]["name"], "switchyard-server", ns)]
     pv = f"{ns}-data"
     docs += [
-        {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
-         "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
-                  "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": str(data), "type": "DirectoryOrCreate"},
-                  "claimRef": {"namespace": ns, "name": "switchyard-data"}}},
+        host_volume(pv, data, ns, "switchyard-data"),
         {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "switchyard-data", "namespace": ns},
          "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": pv,
-                  "resources": {"requests": {"storage": "1Gi"}}}},
+                  "resources": {"requests": {"storage": "10Gi"}}}},
     ]
-    kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
+    apply(*docs)
     kubectl("wait", "-n", ns, "--for=jsonpath={.status.phase}=Bound", "pvc/switchyard-data", "--timeout=60s")
     op_log = open(data.parent / f"{ns}-operator.log", "wb")
     operator = subprocess.Popen([BIN, "operator", "--namespace", ns, "--resync-seconds", "2"],
@@ -90,10 +65,8 @@ def training_namespace():
         operator.terminate()
         operator.wait(timeout=30)
         op_log.close()
-        subprocess.run([str(CACHE / "bin/kubectl"), "--kubeconfig", str(CACHE / "kubeconfig"), "delete", "namespace", ns,
-                        "--wait=false"], capture_output=True)
-        subprocess.run([str(CACHE / "bin/kubectl"), "--kubeconfig", str(CACHE / "kubeconfig"), "delete", "pv", pv,
-                        "--wait=false"], capture_output=True)
+        kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        kubectl("delete", "pv", pv, "--wait=false", check=False)
 
 
 def test_hybrid_pipeline_trains_in_pods(training_namespace, tmp_path, monkeypatch):

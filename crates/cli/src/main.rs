@@ -49,7 +49,10 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> Result<i32> {
-    if let Some(server) = cli.server.clone() {
+    // A training-job step given a server hands its job to it (below, with the
+    // rest of the step's work done here).
+    let component = matches!(cli.command, Command::Job(JobCommand::RunComponent { .. }));
+    if let Some(server) = cli.server.clone().filter(|_| !component) {
         return match cli.command {
             Command::Run(args) => commands::remote::run(&server, &args).await,
             Command::Runs(RunsCommand::List { limit, output }) => commands::remote::list(&server, limit, output).await,
@@ -128,7 +131,13 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         }
         Command::Job(JobCommand::Cancel { id }) => commands::job::cancel(store.as_ref(), &id).await,
         Command::Job(JobCommand::RunComponent { executor_input }) => {
-            commands::component::run(&paths, store.clone(), &executor_input).await
+            commands::component::run(
+                &paths,
+                store.clone(),
+                &executor_input,
+                cli.server.as_deref(),
+            )
+            .await
         }
         Command::Operator(_) => unreachable!("handled before the store is opened"),
         Command::Server(args) => commands::server::serve(&paths, engine, store.clone(), args).await,

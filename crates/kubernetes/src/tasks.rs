@@ -28,11 +28,20 @@ pub struct TaskPodConfig {
     /// Where that claim is mounted, in the server and in every task pod.
     pub mount_path: PathBuf,
     pub kubeconfig: Option<PathBuf>,
+    /// The server as task pods reach it (its Service URL): given to each pod
+    /// as `SWITCHYARD_SERVER`, so a training-job step hands its job to the
+    /// server and the job lands in the server's records.
+    pub server_url: Option<String>,
+    /// The Secret (name, key) in the task namespace holding the server's
+    /// token, given to each pod as `SWITCHYARD_AUTH_TOKEN`.
+    pub token_secret: Option<(String, String)>,
 }
 
 impl TaskPodConfig {
     /// `SWITCHYARD_K8S_NAMESPACE`, `SWITCHYARD_K8S_TASK_CLAIM` (required),
-    /// `SWITCHYARD_K8S_TASK_MOUNT` (default: the data folder `home`).
+    /// `SWITCHYARD_K8S_TASK_MOUNT` (default: the data folder `home`),
+    /// `SWITCHYARD_K8S_TASK_SERVER_URL` and `SWITCHYARD_K8S_TASK_TOKEN_SECRET`
+    /// (`name` or `name/key`, key `token` by default).
     pub fn from_env(home: &std::path::Path) -> Result<Self, String> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let claim = var("SWITCHYARD_K8S_TASK_CLAIM").ok_or_else(|| {
@@ -45,8 +54,23 @@ impl TaskPodConfig {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| home.to_path_buf()),
             kubeconfig: var("SWITCHYARD_K8S_KUBECONFIG").map(PathBuf::from),
+            server_url: var("SWITCHYARD_K8S_TASK_SERVER_URL"),
+            token_secret: var("SWITCHYARD_K8S_TASK_TOKEN_SECRET")
+                .map(|s| parse_secret_ref(&s))
+                .transpose()?,
         })
     }
+}
+
+/// `name` or `name/key` (key `token` by default).
+fn parse_secret_ref(s: &str) -> Result<(String, String), String> {
+    let (name, key) = s.split_once('/').unwrap_or((s, "token"));
+    if name.is_empty() || key.is_empty() {
+        return Err(format!(
+            "SWITCHYARD_K8S_TASK_TOKEN_SECRET='{s}': expected a Secret name, or name/key"
+        ));
+    }
+    Ok((name.to_string(), key.to_string()))
 }
 
 /// Runs container tasks as Pods.
@@ -167,6 +191,14 @@ impl PodTaskBackend {
             .iter()
             .map(|(k, v)| json!({"name": k, "value": v}))
             .collect();
+        if let Some(url) = &self.config.server_url {
+            env.push(json!({"name": "SWITCHYARD_SERVER", "value": url}));
+        }
+        if let Some((secret, key)) = &self.config.token_secret {
+            // optional: without the Secret the step gets a 401 naming the token, not a
+            // pod stuck in CreateContainerConfigError.
+            env.push(json!({"name": "SWITCHYARD_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": true}}}));
+        }
         let mut node_selector = json!({});
         let mut tolerations = Vec::new();
         let bad = |what: String| {
@@ -370,5 +402,74 @@ impl Backend for PodTaskBackend {
                 _ => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> TaskPodConfig {
+        TaskPodConfig {
+            namespace: "steps".into(),
+            claim: "switchyard-data".into(),
+            mount_path: PathBuf::from("/data"),
+            kubeconfig: None,
+            server_url: None,
+            token_secret: None,
+        }
+    }
+
+    fn job() -> Job {
+        Job {
+            id: "run-train-1".into(),
+            display_name: "train".into(),
+            image: "switchyard.local/switchyard:dev".into(),
+            argv: vec!["switchyard".into(), "job".into(), "run-component".into()],
+            env: [("SWITCHYARD_RUN_ID".to_string(), "run".to_string())].into(),
+            work_dir: PathBuf::from("/data/runs/run/train"),
+            resources: None,
+            kubernetes: None,
+        }
+    }
+
+    fn env_of(pod: &Value) -> Vec<Value> {
+        pod["spec"]["containers"][0]["env"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn pods_learn_the_server_and_its_token_only_when_configured() {
+        let plain = PodTaskBackend::new(config()).render(&job()).unwrap();
+        assert!(!env_of(&plain)
+            .iter()
+            .any(|e| e["name"] == "SWITCHYARD_SERVER" || e["name"] == "SWITCHYARD_AUTH_TOKEN"));
+
+        let mut c = config();
+        c.server_url = Some("http://switchyard-server.switchyard.svc:8888".into());
+        c.token_secret = Some(parse_secret_ref("switchyard-auth").unwrap());
+        let pod = PodTaskBackend::new(c).render(&job()).unwrap();
+        let env = env_of(&pod);
+        assert!(env.contains(
+            &json!({"name": "SWITCHYARD_SERVER", "value": "http://switchyard-server.switchyard.svc:8888"})
+        ));
+        // The token comes from the Secret, never as a value in the pod spec.
+        assert!(env.contains(&json!({"name": "SWITCHYARD_AUTH_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": "switchyard-auth", "key": "token", "optional": true}}})));
+        assert!(env.contains(&json!({"name": "SWITCHYARD_RUN_ID", "value": "run"})));
+    }
+
+    #[test]
+    fn secret_references_name_a_key_or_default_to_token() {
+        assert_eq!(
+            parse_secret_ref("auth/api-key").unwrap(),
+            ("auth".to_string(), "api-key".to_string())
+        );
+        assert!(parse_secret_ref("/token")
+            .unwrap_err()
+            .contains("SWITCHYARD_K8S_TASK_TOKEN_SECRET"));
+        assert!(parse_secret_ref("auth/").is_err());
     }
 }

@@ -110,6 +110,8 @@ async fn pipeline_steps_run_as_pods_with_their_platform_config() {
         claim: "switchyard-data".into(),
         mount_path: home.clone(),
         kubeconfig: Some(c.kubeconfig_for("switchyard-server", cluster::SERVER_TOKEN)),
+        server_url: None,
+        token_secret: None,
     });
     let engine = Engine::new(store.clone(), Arc::new(backend), home.join("logs"));
     let pods: Api<Pod> = Api::namespaced(client.clone(), "pipelines");

@@ -108,7 +108,42 @@ fn write_param(exec: &Value, name: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
-pub async fn run(paths: &Paths, store: Arc<dyn JobStore>, executor_input: &str) -> Result<i32> {
+/// What the step needs of its finished job, wherever the job was run.
+struct Finished {
+    id: String,
+    name: String,
+    state: String,
+    backend: String,
+    model: Option<String>,
+    metrics: Value,
+    failure_reason: Option<String>,
+}
+
+impl Finished {
+    /// The job as the server's `/apis/switchyard/v1/jobs/{id}` shows it.
+    fn from_json(j: &Value) -> Finished {
+        let s = |k: &str| j[k].as_str().unwrap_or("").to_string();
+        Finished {
+            id: s("job_id"),
+            name: s("name"),
+            state: s("state"),
+            backend: s("backend"),
+            model: j["model"].as_str().map(str::to_string),
+            metrics: j["metrics"].clone(),
+            failure_reason: j["failure_reason"].as_str().map(str::to_string),
+        }
+    }
+}
+
+/// Runs the step's training job here, or, with `server` (`SWITCHYARD_SERVER`,
+/// set by the server for steps it runs as Pods), on that server, so the job is
+/// in the server's records and not in a store inside the step's container.
+pub async fn run(
+    paths: &Paths,
+    store: Arc<dyn JobStore>,
+    executor_input: &str,
+    server: Option<&str>,
+) -> Result<i32> {
     let exec: Value =
         serde_json::from_str(executor_input).context("--executor-input is not JSON")?;
     let params = exec["inputs"]["parameterValues"]
@@ -122,16 +157,30 @@ pub async fn run(paths: &Paths, store: Arc<dyn JobStore>, executor_input: &str) 
         .unwrap_or_else(|| std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")));
     let job = switchyard_job::load(&doc.to_string(), &base, &[], None)
         .context("the training-job component's inputs")?;
-    let display = DisplayArgs {
-        quiet: false,
-        output: OutputFormat::Text,
+    let rec = match server.filter(|s| !s.is_empty()) {
+        Some(url) => Finished::from_json(&super::remote::run_job(url, &job.to_json()).await?),
+        None => {
+            let display = DisplayArgs {
+                quiet: false,
+                output: OutputFormat::Text,
+            };
+            let rec = super::job::execute(paths, store.clone(), &job, &display).await?;
+            Finished {
+                state: rec.state.as_str().to_string(),
+                metrics: rec.metrics.clone().unwrap_or_else(|| json!({})),
+                id: rec.id,
+                name: rec.name,
+                backend: rec.backend,
+                model: rec.model,
+                failure_reason: rec.failure_reason,
+            }
+        }
     };
-    let rec = super::job::execute(paths, store.clone(), &job, &display).await?;
     write_param(&exec, "job_name", &rec.name)?;
     write_param(&exec, "job_id", &rec.id)?;
-    write_param(&exec, "state", rec.state.as_str())?;
+    write_param(&exec, "state", &rec.state)?;
     write_param(&exec, "backend_used", &rec.backend)?;
-    if rec.state != State::Succeeded {
+    if rec.state != State::Succeeded.as_str() {
         bail!(
             "training job {} ({}) {}: {}",
             rec.name,

@@ -9,18 +9,23 @@ use serde_json::{json, Value};
 
 use crate::cli::{OutputFormat, RunArgs};
 
-/// A KFP v2beta1 endpoint.
+/// A `switchyard server`: its KFP v2beta1 API and its training-job API.
 pub struct Remote {
-    base: String,
+    /// `http://host:port`, without a trailing slash.
+    root: String,
     token: Option<String>,
     agent: ureq::Agent,
 }
 
 fn message(v: &Value) -> String {
-    v.get("message")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string()
+    match v {
+        Value::String(text) => text.chars().take(500).collect(),
+        v => v
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+    }
 }
 
 impl Remote {
@@ -31,7 +36,7 @@ impl Remote {
             .build()
             .into();
         Remote {
-            base: format!("{}/apis/v2beta1", url.trim_end_matches('/')),
+            root: url.trim_end_matches('/').to_string(),
             token: std::env::var("SWITCHYARD_AUTH_TOKEN")
                 .ok()
                 .filter(|t| !t.is_empty()),
@@ -39,8 +44,13 @@ impl Remote {
         }
     }
 
+    /// `path` starts with `/apis/…`; a path without it is a KFP v2beta1 one.
     fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
-        let url = format!("{}{path}", self.base);
+        let url = if path.starts_with("/apis/") {
+            format!("{}{path}", self.root)
+        } else {
+            format!("{}/apis/v2beta1{path}", self.root)
+        };
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
         let resp = match (method, body) {
             ("GET", _) => {
@@ -60,21 +70,22 @@ impl Remote {
         };
         let mut resp = resp.with_context(|| format!("cannot reach the server at {url}"))?;
         let status = resp.status();
-        let v: Value = resp.body_mut().read_json().unwrap_or(Value::Null);
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         if !status.is_success() {
             bail!("server answered {status}: {}", message(&v));
         }
         Ok(v)
     }
 
-    async fn request(
+    pub async fn request(
         &self,
         method: &'static str,
         path: String,
         body: Option<Value>,
     ) -> Result<Value> {
         let this = Remote {
-            base: self.base.clone(),
+            root: self.root.clone(),
             token: self.token.clone(),
             agent: self.agent.clone(),
         };
@@ -204,4 +215,91 @@ pub async fn cancel(server: &str, id: &str) -> Result<i32> {
         .await?;
     eprintln!("terminate requested for run {id}");
     Ok(0)
+}
+
+/// The server's training-job API.
+const JOBS: &str = "/apis/switchyard/v1/jobs";
+
+/// How long a step keeps trying to read its job from an unreachable server.
+const FOLLOW_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Runs `job` on the server (`POST /apis/switchyard/v1/jobs`) and follows it to
+/// its end: a pipeline step inside a cluster hands its training job to the
+/// server that runs the pipeline, so the job is recorded, shown and counted
+/// there. Ctrl-C or SIGTERM (the step's pod deleted) cancels the job. Returns
+/// the job as the server shows it, then prints every rank's log.
+pub async fn run_job(server: &str, job: &Value) -> Result<Value> {
+    let remote = Remote::new(server);
+    let submitted = remote
+        .request("POST", JOBS.into(), Some(job.clone()))
+        .await
+        .context("the server refused the training job")?;
+    let id = submitted["job_id"]
+        .as_str()
+        .filter(|id| !id.is_empty())
+        .with_context(|| format!("the server answered without a job id: {submitted}"))?
+        .to_string();
+    eprintln!("Job {id} submitted to {server}");
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let interrupted = crate::commands::run::cancel_on_signal(cancel.clone());
+    let mut shown_events = 0;
+    let mut cancel_sent = false;
+    let mut failing_since: Option<std::time::Instant> = None;
+    let done = loop {
+        // A lookup or connection can fail for a moment (a busy cluster DNS); the
+        // job goes on regardless, so keep following it for a while.
+        let j = match remote.request("GET", format!("{JOBS}/{id}"), None).await {
+            Ok(j) => {
+                failing_since = None;
+                j
+            }
+            Err(e) if failing_since.is_none_or(|t| t.elapsed() < FOLLOW_PATIENCE) => {
+                failing_since.get_or_insert_with(std::time::Instant::now);
+                eprintln!("cannot read job {id} (retrying): {e:#}");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+            Err(e) => {
+                return Err(e.context(format!(
+                    "lost job {id} on {server} for {} s",
+                    FOLLOW_PATIENCE.as_secs()
+                )))
+            }
+        };
+        let events = j["events"].as_array().cloned().unwrap_or_default();
+        for e in events.iter().skip(shown_events) {
+            eprintln!(
+                "{} {}",
+                e["state"].as_str().unwrap_or(""),
+                e["message"].as_str().unwrap_or("")
+            );
+        }
+        shown_events = shown_events.max(events.len());
+        if final_state(j["state"].as_str().unwrap_or("")) {
+            break j;
+        }
+        if interrupted.load(std::sync::atomic::Ordering::SeqCst) && !cancel_sent {
+            cancel_sent = true;
+            if let Err(e) = remote
+                .request("POST", format!("{JOBS}/{id}:cancel"), None)
+                .await
+            {
+                eprintln!("cannot cancel job {id}: {e:#}");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = cancel.cancelled(), if !cancel_sent => {}
+        }
+    };
+    cancel.cancel(); // ends the signal watcher
+    match remote
+        .request("GET", format!("{JOBS}/{id}/logs"), None)
+        .await
+    {
+        Ok(Value::String(log)) => eprint!("{log}"),
+        Ok(other) => eprintln!("{other}"),
+        Err(e) => eprintln!("cannot read job {id}'s logs: {e:#}"),
+    }
+    Ok(done)
 }

@@ -71,7 +71,21 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// Ports are picked free and released before the servers bind them, so
+    /// another test's connection can take one meanwhile: then start again on
+    /// new ports (three tries).
     pub async fn start() -> Cluster {
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Self::try_start().await {
+                Ok(c) => return c,
+                Err(log) => last = log,
+            }
+        }
+        panic!("kube-apiserver exited three times; last log:\n{last}");
+    }
+
+    async fn try_start() -> Result<Cluster, String> {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let (client_port, peer_port, secure_port) = (free_port(), free_port(), free_port());
@@ -142,25 +156,31 @@ impl Cluster {
             kubeconfig,
             url,
         };
-        c.wait_ready().await;
-        c
+        c.wait_ready().await?;
+        Ok(c)
     }
 
-    async fn wait_ready(&mut self) {
+    /// Err(the API server's log) when it exited before answering.
+    async fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Ok(Some(st)) = self.apiserver.try_wait() {
                 let log = std::fs::read_to_string(self.dir.path().join("apiserver.log"))
                     .unwrap_or_default();
-                panic!(
-                    "kube-apiserver exited ({st}):\n{}",
-                    &log[log.len().saturating_sub(4000)..]
-                );
+                let tail: String = log
+                    .chars()
+                    .rev()
+                    .take(4000)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                return Err(format!("kube-apiserver exited ({st}):\n{tail}"));
             }
             if let Ok(client) = self.client().await {
                 let ns: Api<Namespace> = Api::all(client);
                 if ns.get("default").await.is_ok() {
-                    return;
+                    return Ok(());
                 }
             }
             assert!(
