@@ -563,3 +563,169 @@ fn hybrid_pipeline_chooses_the_backend_at_run_time() {
         "{v:#}"
     );
 }
+
+/// `switchyard server` on a free port of 127.0.0.1 with a token; killed when dropped.
+struct TokenServer {
+    child: std::process::Child,
+    url: String,
+    _home: tempfile::TempDir,
+}
+
+impl TokenServer {
+    const TOKEN: &'static str = "step-token-0123456789";
+
+    fn start(path_root: &std::path::Path) -> TokenServer {
+        let home = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .env("SWITCHYARD_HOME", home.path())
+            .env("SWITCHYARD_KILL_GRACE_SECONDS", "2")
+            .args([
+                "server",
+                "--port",
+                &port.to_string(),
+                "--auth-token",
+                Self::TOKEN,
+            ])
+            .arg("--path-root")
+            .arg(path_root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start switchyard server");
+        let s = TokenServer {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            _home: home,
+        };
+        wait_until("the server answers", Duration::from_secs(30), || {
+            ureq::get(format!("{}/apis/v2beta1/healthz", s.url))
+                .call()
+                .is_ok()
+        });
+        s
+    }
+
+    fn get(&self, path: &str) -> Value {
+        ureq::get(format!("{}{path}", self.url))
+            .header("Authorization", format!("Bearer {}", Self::TOKEN))
+            .call()
+            .expect("GET")
+            .body_mut()
+            .read_json()
+            .expect("JSON")
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The executor input the engine gives the training-job component: a short
+/// job whose rank 0 writes a model, and the files for its outputs.
+fn step_input(sb: &Sandbox) -> String {
+    let out = |name: &str| sb.path(&format!("outputs/{name}"));
+    serde_json::json!({
+        "inputs": {"parameterValues": {
+            "name": "handed-over", "backend": "local", "nodes": 1.0, "procs_per_node": 1.0,
+            "command": ["sh", "-c", "echo test_accuracy=0.97; mkdir -p \"$SM_MODEL_DIR\" && echo weights > \"$SM_MODEL_DIR/model.txt\""],
+            "metrics": [{"name": "test_accuracy", "regex": "test_accuracy=([0-9.]+)"}],
+        }},
+        "outputs": {
+            "parameters": {
+                "job_id": {"outputFile": out("job_id")},
+                "state": {"outputFile": out("state")},
+                "backend_used": {"outputFile": out("backend_used")},
+            },
+            "artifacts": {"model": {"artifacts": [{"name": "model", "uri": sb.path("model")}]}},
+            "outputFile": out("executor_output.json"),
+        },
+    })
+    .to_string()
+}
+
+#[test]
+fn a_step_given_a_server_hands_its_job_to_that_server() {
+    let sb = Sandbox::new();
+    let server = TokenServer::start(sb.work.path());
+    let input = step_input(&sb);
+    let out = sb
+        .cmd()
+        .env("SWITCHYARD_SERVER", &server.url)
+        .env("SWITCHYARD_AUTH_TOKEN", TokenServer::TOKEN)
+        .env("SWITCHYARD_RUN_ID", "run-1")
+        .env("SWITCHYARD_TASK", "train")
+        .current_dir(sb.work.path())
+        .args(["job", "run-component", "--executor-input", &input])
+        .output()
+        .expect("run-component");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let job_id = std::fs::read_to_string(sb.path("outputs/job_id")).expect("job_id output");
+    assert_eq!(
+        std::fs::read_to_string(sb.path("outputs/state")).unwrap(),
+        "SUCCEEDED"
+    );
+    // The rank's log reaches the step's log.
+    assert!(stderr.contains("test_accuracy=0.97"), "{stderr}");
+    // The job is the server's, labelled with the step's run and task ...
+    let job = server.get(&format!("/apis/switchyard/v1/jobs/{job_id}"));
+    assert_eq!(job["state"], "SUCCEEDED", "{job:#}");
+    assert_eq!(
+        job["spec"]["metadata"]["labels"]["switchyard.io/run-id"],
+        "run-1"
+    );
+    assert_eq!(job["metrics"]["test_accuracy"], 0.97);
+    // ... and not in the step's own data folder.
+    let local = sb.run(&["job", "list", "--output", "json"]);
+    assert_eq!(local.code, 0, "{}", local.stderr);
+    assert!(!local.stdout.contains(&job_id), "{}", local.stdout);
+    // The model came back to the step's artifact.
+    assert_eq!(
+        std::fs::read_to_string(sb.work.path().join("model/model.txt")).unwrap(),
+        "weights\n"
+    );
+}
+
+#[test]
+fn a_step_says_why_the_server_would_not_take_its_job() {
+    let sb = Sandbox::new();
+    let server = TokenServer::start(sb.work.path());
+    let input = step_input(&sb);
+    let step = |url: &str, token: &str| {
+        let out = sb
+            .cmd()
+            .env("SWITCHYARD_SERVER", url)
+            .env("SWITCHYARD_AUTH_TOKEN", token)
+            .current_dir(sb.work.path())
+            .args(["job", "run-component", "--executor-input", &input])
+            .output()
+            .expect("run-component");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let wrong_token = step(&server.url, "not-the-token");
+    assert!(
+        wrong_token.contains("refused the training job") && wrong_token.contains("401"),
+        "{wrong_token}"
+    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let unreachable = step(&format!("http://127.0.0.1:{closed}"), "x");
+    assert!(
+        unreachable.contains("cannot reach the server at http://127.0.0.1"),
+        "{unreachable}"
+    );
+    assert!(server.get("/apis/switchyard/v1/jobs")["jobs"]
+        .as_array()
+        .is_none_or(|j| j.is_empty()));
+}
