@@ -49,3 +49,14 @@ def _nested(depth, stem):
 # anything is recorded (the engine would exhaust its stack).
 nested_20 = _nested(20, "nested-20")
 nested_70 = _nested(70, "nested-70")
+
+
+@dsl.container_component
+def nap(seconds: str):
+    return dsl.ContainerSpec(image="alpine:3.19", command=["sleep"], args=[seconds])
+
+
+@dsl.pipeline(name="nap")
+def nap_pipeline(seconds: str = "0.5"):
+    """One short task: a terminate sent near its end races the run's finish."""
+    nap(seconds=seconds)

@@ -303,12 +303,21 @@ impl Engine {
         };
         stop.cancel();
         let _ = watcher.await;
+        // A terminate accepted while the last task finished still wins: the
+        // answer it got must match how the run ends.
+        let (state, error) = if state != State::Canceled
+            && self.store.cancel_requested(&run.id).await.unwrap_or(false)
+        {
+            (State::Canceled, Some("run canceled".to_string()))
+        } else {
+            (state, error)
+        };
         let outputs = (state == State::Succeeded).then(|| outcome.outputs.to_user_json());
-        let finished = self
+        let mut finished = self
             .store
             .transition_run(
                 &run.id,
-                &[State::Running, State::Canceling],
+                &[State::Running],
                 state,
                 RunUpdate {
                     outputs,
@@ -318,6 +327,22 @@ impl Engine {
                 },
             )
             .await?;
+        if !finished {
+            // CANCELING (a terminate took it there meanwhile) ends CANCELED, never SUCCEEDED.
+            finished = self
+                .store
+                .transition_run(
+                    &run.id,
+                    &[State::Canceling],
+                    State::Canceled,
+                    RunUpdate {
+                        error: Some("run canceled".into()),
+                        finished_at: Some(Utc::now()),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+        }
         self.store.set_owner(&run.id, None).await?;
         if !finished {
             // Someone moved the run while it executed (e.g. marked it canceled).

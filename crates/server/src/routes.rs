@@ -780,14 +780,36 @@ async fn run_action(
                 .owner_pid
                 .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
             if alive {
+                // The flag first, then CANCELING: a run that is still RUNNING
+                // then ends CANCELED (the engine never ends a CANCELING run
+                // otherwise); one that finished first is reported as such.
                 s.runs.request_cancel(id).await?;
+                let moved = s
+                    .runs
+                    .transition_run(
+                        id,
+                        &[RunState::Running],
+                        RunState::Canceling,
+                        RunUpdate::default(),
+                    )
+                    .await?;
+                if !moved {
+                    let now = s.runs.get_run(id).await?;
+                    if now.state.is_final() && now.state != RunState::Canceled {
+                        return Err(ApiError::BadRequest(format!(
+                            "run {id} is already {}",
+                            now.state
+                        )));
+                    }
+                }
             } else {
                 let update = RunUpdate {
                     error: Some("run canceled".into()),
                     finished_at: Some(Utc::now()),
                     ..Default::default()
                 };
-                s.runs
+                let moved = s
+                    .runs
                     .transition_run(
                         id,
                         &[RunState::Pending, RunState::Running, RunState::Canceling],
@@ -795,6 +817,15 @@ async fn run_action(
                         update,
                     )
                     .await?;
+                if !moved {
+                    let now = s.runs.get_run(id).await?;
+                    if now.state != RunState::Canceled {
+                        return Err(ApiError::BadRequest(format!(
+                            "run {id} is already {}",
+                            now.state
+                        )));
+                    }
+                }
             }
         }
         "retry" => {
