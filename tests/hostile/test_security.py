@@ -169,7 +169,7 @@ def test_absurdly_deep_pipelines_are_refused(server, compiled):
                       timeout=60)
     assert r.status_code == 400 and "more than 64 levels" in r.json()["message"], r.text
     assert requests.get(server.url + "/apis/v2beta1/runs", timeout=10).json().get("runs") is None
-    run = c.create_run_from_pipeline_package(compiled(hostile.nested_20), arguments={})
+    run = c.create_run_from_pipeline_package(compiled(hostile.nested_60), arguments={})
     assert c.wait_for_run_completion(run.run_id, timeout=300).state == "SUCCEEDED"
     assert requests.get(server.url + "/apis/v2beta1/healthz", timeout=10).status_code == 200
 

@@ -180,16 +180,28 @@ impl Engine {
         }
         // A stored spec that cannot be executed (e.g. recorded before a limit
         // existed) fails its run instead of leaving it RUNNING or crashing.
-        let spec = match serde_json::from_str::<Value>(&run.spec)
-            .map_err(|e| EngineError::StoredSpec {
+        // Off the runtime: a large spec takes a while to read back.
+        let (stored, id) = (run.spec.clone(), run.id.clone());
+        let read = tokio::task::spawn_blocking(move || {
+            serde_json::from_str::<Value>(&stored)
+                .map_err(|e| EngineError::StoredSpec {
+                    id,
+                    reason: e.to_string(),
+                })
+                .and_then(|v| Ok(switchyard_spec::parse::from_value(v)?))
+                .and_then(|spec| {
+                    validate(&spec)?;
+                    Ok(spec)
+                })
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(EngineError::StoredSpec {
                 id: run.id.clone(),
-                reason: e.to_string(),
+                reason: format!("reading it failed: {e}"),
             })
-            .and_then(|v| Ok(switchyard_spec::parse::from_value(v)?))
-            .and_then(|spec| {
-                validate(&spec)?;
-                Ok(spec)
-            }) {
+        });
+        let spec = match read {
             Ok(spec) => spec,
             Err(e) => {
                 let update = RunUpdate {

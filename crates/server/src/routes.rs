@@ -247,7 +247,15 @@ async fn default_experiment(s: &AppState) -> ApiResult<String> {
 // ------------------------------------------------------------------ pipelines
 
 /// Parses and validates an uploaded or inline pipeline; returns what is stored.
-fn checked_pipeline(text: &str) -> ApiResult<(ParsedPipeline, Value)> {
+/// Runs on a blocking thread: a large spec takes seconds to parse, and the
+/// runtime's workers must keep answering other requests meanwhile.
+async fn checked_pipeline(text: String) -> ApiResult<(ParsedPipeline, Value)> {
+    tokio::task::spawn_blocking(move || checked_pipeline_now(&text))
+        .await
+        .map_err(|e| ApiError::Internal(format!("parsing the pipeline failed: {e}")))?
+}
+
+fn checked_pipeline_now(text: &str) -> ApiResult<(ParsedPipeline, Value)> {
     let parsed =
         switchyard_spec::parse_pipeline(text).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     switchyard_spec::validate(&parsed.spec).map_err(|e| ApiError::BadRequest(e.to_string()))?;
@@ -309,7 +317,7 @@ async fn upload_pipeline(
     mp: Multipart,
 ) -> ApiResult<Json<Value>> {
     let (text, file) = read_upload(mp).await?;
-    let (parsed, stored) = checked_pipeline(&text)?;
+    let (parsed, stored) = checked_pipeline(text).await?;
     let name = q
         .name
         .or(q.display_name.clone())
@@ -350,7 +358,7 @@ async fn upload_version(
         .ok_or_else(|| ApiError::BadRequest("pipelineid is required".into()))?;
     s.catalog.get_pipeline(&pid).await?;
     let (text, file) = read_upload(mp).await?;
-    let (_, stored) = checked_pipeline(&text)?;
+    let (_, stored) = checked_pipeline(text).await?;
     let name = q
         .name
         .or(q.display_name.clone())
@@ -488,7 +496,7 @@ async fn create_version(
         }
         (None, None) => return Err(ApiError::BadRequest("a pipeline version needs pipeline_spec".into())),
     };
-    let (_, stored) = checked_pipeline(&spec.to_string())?;
+    let (_, stored) = checked_pipeline(spec.to_string()).await?;
     let name = b
         .name
         .or(b.display_name.clone())
@@ -605,7 +613,10 @@ async fn create_run(State(s): State<AppState>, b: JsonBody<NewRun>) -> ApiResult
             }
         };
     // Bare spec, or {pipeline_spec, platform_spec}: the parser takes either.
-    let parsed = switchyard_spec::parse_pipeline(&spec_value.to_string())
+    let text = spec_value.to_string();
+    let parsed = tokio::task::spawn_blocking(move || switchyard_spec::parse_pipeline(&text))
+        .await
+        .map_err(|e| ApiError::Internal(format!("parsing the pipeline failed: {e}")))?
         .map_err(|e| ApiError::BadRequest(format!("pipeline_spec: {e}")))?;
     let experiment_id = match b.experiment_id.filter(|e| !e.is_empty()) {
         Some(id) => s.catalog.get_experiment(&id).await?.id,

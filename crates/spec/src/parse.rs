@@ -12,13 +12,39 @@ pub struct ParsedPipeline {
     pub platform_spec: Option<Value>,
 }
 
+/// Largest pipeline file accepted (64 MiB). kfp writes about 1 KiB per step,
+/// so this is tens of thousands of steps; the server's `--max-body-bytes`
+/// (32 MiB by default) usually binds first.
+pub const MAX_SPEC_BYTES: usize = 64 << 20;
+
+/// The YAML parser's limits, sized for real pipelines: kfp writes about 25
+/// nodes per step, so 10 million nodes are 400,000 steps; the defaults of the
+/// YAML library (250,000 nodes) refused pipelines of 10,000 steps. Nesting
+/// (256 levels) and aliases stay bounded, which is what stops hostile input.
+fn budget() -> Option<serde_saphyr::Budget> {
+    serde_saphyr::budget! {
+        max_events: 40_000_000,
+        max_nodes: 10_000_000,
+        max_depth: 256,
+        max_documents: 16,
+        max_total_scalar_bytes: MAX_SPEC_BYTES,
+    }
+}
+
 /// Parses and shape-checks a compiled pipeline. Accepts the two-document YAML the
 /// SDK writes, a bare JSON spec, and the `{pipeline_spec, platform_spec}` wrapper
 /// the REST API uses.
 pub fn parse_pipeline(text: &str) -> Result<ParsedPipeline, SpecError> {
+    if text.len() > MAX_SPEC_BYTES {
+        return Err(SpecError::Yaml(format!(
+            "the pipeline file is {} MiB; the limit is {} MiB (split the pipeline, or pass large data as artifacts, not constants)",
+            text.len() >> 20,
+            MAX_SPEC_BYTES >> 20
+        )));
+    }
     // YAML 1.2 booleans only: PyYAML (what kfp writes with) leaves `n` and `y`
     // unquoted, and they are names, not booleans.
-    let options = serde_saphyr::options! { strict_booleans: true };
+    let options = serde_saphyr::options! { strict_booleans: true, budget: budget() };
     let docs: Vec<Value> = serde_saphyr::from_multiple_with_options(text, options)
         .map_err(|e| SpecError::Yaml(e.to_string()))?;
     let mut docs: Vec<Value> = docs.into_iter().filter(|d| !d.is_null()).collect();
@@ -73,5 +99,45 @@ fn check_schema_version(v: &str) -> Result<(), SpecError> {
         Err(SpecError::SchemaVersion {
             found: v.to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A flat pipeline of `n` independent one-step tasks, as kfp writes it.
+    fn wide(n: usize) -> String {
+        let mut comps = String::new();
+        let mut execs = String::new();
+        let mut tasks = String::new();
+        for i in 0..n {
+            comps.push_str(&format!("  comp-t{i}:\n    executorLabel: exec-t{i}\n"));
+            execs.push_str(&format!(
+                "    exec-t{i}:\n      container:\n        image: alpine:3.19\n        command: [echo]\n        args: [step, '{i}']\n"
+            ));
+            tasks.push_str(&format!(
+                "      t{i}:\n        taskInfo: {{name: t{i}}}\n        componentRef: {{name: comp-t{i}}}\n        cachingOptions: {{enableCache: false}}\n"
+            ));
+        }
+        format!("schemaVersion: 2.1.0\nsdkVersion: kfp-2.7.0\npipelineInfo: {{name: wide}}\ncomponents:\n{comps}deploymentSpec:\n  executors:\n{execs}root:\n  dag:\n    tasks:\n{tasks}")
+    }
+
+    #[test]
+    fn a_large_real_pipeline_is_within_the_limits() {
+        // 16,000 steps: past the YAML library's default budget of 250,000 nodes.
+        let text = wide(16_000);
+        let parsed = parse_pipeline(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            parsed.spec.root.dag.as_ref().map(|d| d.tasks.len()),
+            Some(16_000)
+        );
+    }
+
+    #[test]
+    fn a_spec_past_the_size_limit_is_refused_naming_it() {
+        let text = format!("# {}\n{}", "x".repeat(MAX_SPEC_BYTES), wide(1));
+        let e = parse_pipeline(&text).unwrap_err().to_string();
+        assert!(e.contains("64 MiB"), "{e}");
     }
 }

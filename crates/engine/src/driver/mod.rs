@@ -112,15 +112,30 @@ impl Scope {
 
 /// A file-system-safe name for a task key.
 pub(crate) fn key_dir(key: &str) -> String {
-    key.chars()
+    let name = key
+        .chars()
         .map(|c| match c {
             '/' | '[' => '.',
             c if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' || c == ']' => c,
             _ => '_',
         })
         .filter(|c| *c != ']')
-        .collect::<String>()
+        .collect::<String>();
+    if name.len() <= MAX_KEY_DIR {
+        return name;
+    }
+    // Deeply nested tasks: the path's end (the task itself) and a digest of the
+    // whole key, within the 255 bytes a file name may have.
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let tail = &name[name.len() - (MAX_KEY_DIR - hex.len() - 1)..];
+    format!("{hex}-{}", tail.trim_start_matches('.'))
 }
+
+/// Longest task folder or log file name (before `.log`), well under the 255
+/// bytes most file systems allow.
+const MAX_KEY_DIR: usize = 160;
 
 impl RunCtx {
     fn component(&self, name: &str) -> Option<&ComponentSpec> {
@@ -466,4 +481,28 @@ fn run_task(
             _ => run_executor(&ctx, &key, &task, &comp, inputs, rec).await,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_dir;
+
+    #[test]
+    fn task_folders_stay_short_and_distinct_however_deep_the_task() {
+        assert_eq!(
+            key_dir("outer/for-loop-2[3]/train"),
+            "outer.for-loop-2.3.train"
+        );
+        let deep = |leaf: &str| {
+            let mut k: Vec<String> = (0..60).map(|i| format!("nested-60-{i}")).collect();
+            k.push(leaf.to_string());
+            k.join("/")
+        };
+        let (a, b) = (key_dir(&deep("quick")), key_dir(&deep("quick2")));
+        assert!(a.len() <= 160 && b.len() <= 160, "{a}");
+        assert_ne!(a, b);
+        assert!(a.ends_with(".quick"), "{a}");
+        // Same key, same folder (a resumed run finds its files).
+        assert_eq!(a, key_dir(&deep("quick")));
+    }
 }
