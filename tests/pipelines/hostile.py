@@ -60,3 +60,14 @@ def nap(seconds: str):
 def nap_pipeline(seconds: str = "0.5"):
     """One short task: a terminate sent near its end races the run's finish."""
     nap(seconds=seconds)
+
+
+@dsl.container_component
+def loud(lines: str):
+    return dsl.ContainerSpec(image="alpine:3.19", command=["seq", "1"], args=[lines])
+
+
+@dsl.pipeline(name="loud")
+def loud_pipeline(lines: str = "3000000"):
+    """One task printing millions of lines (about 7 bytes each)."""
+    loud(lines=lines)

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -209,16 +209,15 @@ pub async fn logs(
         };
         return Ok(crate::logs::follow_file(path, done));
     }
-    let mut out = String::new();
-    for f in files {
-        let text = tokio::fs::read_to_string(&f.path).await.unwrap_or_default();
-        for line in text.lines() {
-            if q.rank.is_some() {
-                out.push_str(&format!("{line}\n"));
-            } else {
-                out.push_str(&format!("[{}/rank {}] {line}\n", f.host, f.rank));
-            }
-        }
-    }
-    Ok(([(CONTENT_TYPE, "text/plain; charset=utf-8")], out).into_response())
+    let files = files
+        .into_iter()
+        .map(|f| {
+            let prefix = match q.rank {
+                Some(_) => String::new(),
+                None => format!("[{}/rank {}] ", f.host, f.rank),
+            };
+            (f.path, prefix)
+        })
+        .collect();
+    Ok(crate::logs::files_response(files))
 }

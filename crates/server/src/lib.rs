@@ -75,7 +75,11 @@ impl AppState {
             let Ok(_permit) = slots.acquire_owned().await else {
                 return;
             };
-            let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+            // Nobody reads the live events here (logs are served from their
+            // files): without a receiver every line would pile up in the
+            // channel until the run ends.
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            drop(rx);
             if let Err(e) = engine
                 .execute(&run_id, tx, CancellationToken::new(), resume)
                 .await
