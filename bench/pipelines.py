@@ -37,3 +37,20 @@ def chain200() -> None:
     t = true_task()
     for _ in range(199):
         t = true_task().after(t)
+
+
+@dsl.container_component
+def make_items(n: int, items: dsl.OutputPath(list)):
+    """The list 0..n as an output parameter (the local backend runs it on the host)."""
+    return dsl.ContainerSpec(image="python:3.11", command=["python3", "-c",
+                             "import json, os, sys; os.makedirs(os.path.dirname(sys.argv[2]), exist_ok=True); "
+                             "open(sys.argv[2], 'w').write(json.dumps(list(range(int(sys.argv[1])))))"],
+                             args=[n, items])
+
+
+@dsl.pipeline(name="loop-n")
+def loop_n(n: int = 1) -> None:
+    """A ParallelFor over n items made by a step (a list that large does not fit a command line)."""
+    made = make_items(n=n).set_caching_options(False)
+    with dsl.ParallelFor(made.outputs["items"], parallelism=16):
+        true_task().set_caching_options(False)

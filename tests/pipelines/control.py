@@ -39,6 +39,11 @@ def total(values: List[int]) -> int:
 
 
 @dsl.component(base_image=BASE)
+def count(values: list) -> int:
+    return len(values)
+
+
+@dsl.component(base_image=BASE)
 def fail(msg: str):
     import sys
     print("about to fail:", msg)
@@ -96,6 +101,11 @@ def loops(raw_n: int = 3, items: list = [5, 6], records: List[Dict[str, int]] = 
     with dsl.ParallelFor(mr.output) as rec2:
         r5 = add(a=rec2.a, b=rec2.b)
     out_struct_total = total(values=dsl.Collected(r5.output))
+
+    # A body that reads the whole list too (it is then passed to each iteration).
+    with dsl.ParallelFor(items) as it3:
+        whole = count(values=items).set_display_name("whole-list")
+        add(a=it3, b=whole.output).set_display_name("item-plus-whole")
 
     with dsl.ParallelFor([10, 20]) as outer:
         with dsl.ParallelFor([1, 2]) as inner:

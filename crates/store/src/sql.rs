@@ -35,6 +35,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("../migrations/sqlite/0004_job_observations.sql"),
     ),
+    (
+        5,
+        include_str!("../migrations/sqlite/0005_transitions_task.sql"),
+    ),
 ];
 
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
@@ -44,6 +48,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (
         4,
         include_str!("../migrations/postgres/0004_job_observations.sql"),
+    ),
+    (
+        5,
+        include_str!("../migrations/postgres/0005_transitions_task.sql"),
     ),
 ];
 

@@ -59,6 +59,9 @@ fn parallel_for_over_every_source() {
         run["outputs"]["Output"],
         json!({"raw": 6, "param": 11, "output": 3, "struct": 10, "output_struct": 33})
     );
+    // A body that reads the whole list gets it in every iteration (the engine
+    // leaves the list out only of bodies that do not name it).
+    assert_eq!(item_plus_whole(&run), vec![7, 8]);
     // Overrides of the loop's list parameters.
     let (code, run) = sb.run_pipeline(
         "loops",
@@ -76,12 +79,13 @@ fn parallel_for_over_every_source() {
         run["outputs"]["Output"],
         json!({"raw": 6, "param": 10, "output": 10, "struct": 10, "output_struct": 33})
     );
+    assert_eq!(item_plus_whole(&run), vec![5, 6, 7, 8]);
     // Nested loops: 2 x 2 iterations, each with its own key.
     let nested: Vec<&Value> = run["tasks"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|t| t["name"] == "add-3" && t["kind"] == "container")
+        .filter(|t| t["name"] == "add-4" && t["kind"] == "container")
         .collect();
     assert_eq!(nested.len(), 4, "{:#}", run["tasks"]);
     let mut sums: Vec<i64> = nested
@@ -90,6 +94,19 @@ fn parallel_for_over_every_source() {
         .collect();
     sums.sort();
     assert_eq!(sums, vec![11, 12, 21, 22]);
+}
+
+/// Outputs of the loop body task that adds each item to the list's length.
+fn item_plus_whole(run: &Value) -> Vec<i64> {
+    let mut v: Vec<i64> = run["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["name"] == "item-plus-whole")
+        .map(|t| t["outputs"]["Output"].as_i64().unwrap())
+        .collect();
+    v.sort();
+    v
 }
 
 #[test]

@@ -72,6 +72,23 @@ pub(super) async fn run_loop(
     } else {
         limit
     }));
+    // Each iteration gets the loop's inputs; the list it iterates over is left
+    // out unless the body reads it, or n iterations would copy (and record) n
+    // items each: quadratic in time and memory.
+    let mut inputs = inputs;
+    let source = task
+        .parameter_iterator
+        .as_ref()
+        .and_then(|it| it.items.input_parameter.clone())
+        .or_else(|| {
+            task.artifact_iterator
+                .as_ref()
+                .map(|it| it.items.input_artifact.clone())
+        });
+    if let Some(name) = source.filter(|n| !body_mentions(comp, n)) {
+        inputs.parameters.remove(&name);
+        inputs.artifacts.remove(&name);
+    }
     let mut iterations = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         let mut it_inputs = inputs.clone();
@@ -131,4 +148,14 @@ pub(super) async fn run_loop(
         }
     }
     ctx.finish(&mut rec, State::Succeeded, outputs, None).await
+}
+
+/// Whether the loop's body (its DAG: task inputs, conditions, nested
+/// iterators) names input `name`, quoted as the IR and its conditions quote it.
+fn body_mentions(comp: &ComponentSpec, name: &str) -> bool {
+    let Some(dag) = &comp.dag else {
+        return true;
+    };
+    let text = serde_json::to_string(dag).unwrap_or_default();
+    text.contains(&format!("\"{name}\"")) || text.contains(&format!("'{name}'"))
 }
