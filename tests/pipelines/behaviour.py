@@ -134,3 +134,15 @@ def record_run(path: str):
 @dsl.pipeline(name="record-run")
 def record_run_pipeline(path: str) -> None:
     record_run(path=path).set_caching_options(False)
+
+
+@dsl.container_component
+def long_tree(pid_file: str):
+    """A task whose work runs in a child of its shell: the grandchild's PID goes to pid_file."""
+    return dsl.ContainerSpec(image="alpine:3.19", command=["sh", "-c", 'sleep 300 & echo $! > "$0"; wait'],
+                             args=[pid_file])
+
+
+@dsl.pipeline(name="cancelable-tree")
+def cancelable_tree(pid_file: str) -> None:
+    long_tree(pid_file=pid_file).set_caching_options(False)

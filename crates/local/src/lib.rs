@@ -7,6 +7,7 @@
 //! environment and the component runs there with no network call.
 
 pub mod admission;
+mod guard;
 mod process;
 pub mod training;
 pub mod venv;

@@ -52,13 +52,17 @@ pub async fn drain(mut output: tokio::task::JoinHandle<()>) {
     }
 }
 
-/// Sends a signal to a whole process group.
+/// Sends a signal to a whole process group. After SIGKILL the group is gone
+/// (or going), so the guard stops watching it.
 pub fn signal_group(pid: u32, sig: Signal) {
     // pid 0 would mean our own group: never signal that.
     if pid == 0 {
         return;
     }
     let _ = killpg(Pid::from_raw(pid as i32), sig);
+    if sig == Signal::SIGKILL {
+        crate::guard::unwatch(pid);
+    }
 }
 
 /// A started process group.
@@ -79,7 +83,8 @@ impl Spawned {
 }
 
 /// Starts `argv` as the leader of a new process group, stdout and stderr merged
-/// into `logs`. The child is killed if this process dies, so a killed
+/// into `logs`. The group is killed if this process dies (the leader by its
+/// parent-death signal, the rest by [`crate::guard`]), so a killed
 /// `switchyard` leaves no orphans.
 pub fn spawn_group(
     argv: &[String],
@@ -129,6 +134,8 @@ pub fn spawn_group(
         ))
     })?;
     let pid = child.id().unwrap_or(0);
+    // The leader dies with us (pdeathsig); the guard takes the rest of its group.
+    crate::guard::watch(pid);
     let output = match pump(reader, logs) {
         Ok(o) => o,
         Err(e) => {

@@ -224,6 +224,18 @@ fn a_killed_switchyard_takes_its_tasks_with_it() {
     assert_eq!(get(&sb, &id)["state"], "CANCELED");
 }
 
+#[test]
+fn a_killed_switchyard_takes_its_tasks_children_too() {
+    let sb = Sandbox::new();
+    // The PID is the task's child (a background `sleep`), not the group's leader.
+    let (mut child, _id, grandchild) = start_long_run(&sb, "cancelable_tree");
+    child.kill().unwrap(); // SIGKILL: switchyard cannot clean up itself
+    child.wait().unwrap();
+    wait_until("the task's child to die", Duration::from_secs(5), || {
+        !pid_alive(grandchild)
+    });
+}
+
 fn nix_kill(pid: i32, sig: i32) {
     let status = std::process::Command::new("kill")
         .arg(format!("-{sig}"))
