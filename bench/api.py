@@ -1,6 +1,7 @@
 """The REST API under load: runs per second, get/list latency, memory.
 
 Usage: python bench/api.py --binary PATH [--runs 500]
+Also samples get_run, list_runs and a filtered list_runs while the runs execute.
 Starts `switchyard server` on a loopback port with a fresh data directory,
 uploads a three-task container pipeline, creates N runs through the API (16
 client threads), waits until all are done, then measures get_run and list_runs
@@ -8,7 +9,9 @@ latency (200 calls each) with the N runs stored, and the server's resident
 memory idle (before) and after the load.
 """
 import argparse
+import json
 import os
+import random
 import pathlib
 import socket
 import statistics
@@ -80,7 +83,16 @@ def main():
             ids = list(pool.map(lambda i: requests.post(base + "/runs", json=body(i)).json()["run_id"], range(args.runs)))
         created = time.perf_counter() - t0
         peak = 0.0
+        # Reads while the runs execute (what a dashboard does under load).
+        load_gets, load_lists, load_filtered = [], [], []
+        flt = json.dumps({"predicates": [{"key": "display_name", "operation": "EQUALS", "string_value": "r1"}]})
         while True:
+            for series, call in ((load_gets, lambda: session.get(f"{base}/runs/{random.choice(ids)}")),
+                                 (load_lists, lambda: session.get(base + "/runs", params={"page_size": 20})),
+                                 (load_filtered, lambda: session.get(base + "/runs", params={"page_size": 20, "filter": flt}))):
+                t = time.perf_counter()
+                call().raise_for_status()
+                series.append((time.perf_counter() - t) * 1000)
             done = session.get(base.replace("/apis/v2beta1", "") + "/metrics").text
             succeeded = next((int(l.split()[-1]) for l in done.splitlines() if l.startswith('switchyard_runs{state="SUCCEEDED"}')), 0)
             peak = max(peak, rss_mib(server.pid))
@@ -88,7 +100,7 @@ def main():
                 break
             if time.perf_counter() - t0 > 1800:
                 sys.exit("runs did not finish in 30 minutes")
-            time.sleep(0.2)
+            time.sleep(0.05)
         total = time.perf_counter() - t0
         gets, lists = [], []
         for i in range(200):
@@ -103,6 +115,10 @@ def main():
               f"({args.runs / total:.1f} runs/s, {3 * args.runs / total:.1f} tasks/s)")
         print(f"get_run p50 {statistics.median(gets):.1f} ms, p99 {pct(gets, 99):.1f} ms; "
               f"list_runs (page 20 of {args.runs}) p50 {statistics.median(lists):.1f} ms, p99 {pct(lists, 99):.1f} ms")
+        print(f"under load ({len(load_gets)} samples each): get_run p50 {statistics.median(load_gets):.1f} ms, "
+              f"p99 {pct(load_gets, 99):.1f} ms; list_runs p50 {statistics.median(load_lists):.1f} ms, "
+              f"p99 {pct(load_lists, 99):.1f} ms; filtered list_runs p50 {statistics.median(load_filtered):.1f} ms, "
+              f"p99 {pct(load_filtered, 99):.1f} ms")
         print(f"server RSS: idle {idle:.0f} MiB, peak under load {peak:.0f} MiB, after {after:.0f} MiB")
     finally:
         server.terminate()

@@ -71,3 +71,14 @@ def loud(lines: str):
 def loud_pipeline(lines: str = "3000000"):
     """One task printing millions of lines (about 7 bytes each)."""
     loud(lines=lines)
+
+
+@dsl.container_component
+def tally(path: str):
+    return dsl.ContainerSpec(image="alpine:3.19", command=["sh", "-c", 'echo ran >> "$0"; sleep 0.5'], args=[path])
+
+
+@dsl.pipeline(name="tally")
+def tally_pipeline(path: str):
+    """Appends a line to `path` each time its one task runs."""
+    tally(path=path).set_caching_options(False)

@@ -152,6 +152,18 @@ impl Engine {
         } else {
             &[State::Pending]
         };
+        // A resume (a recovering server works from a list read a moment ago) never
+        // takes a run from a live process of this host.
+        if let Some(pid) = run
+            .owner_pid
+            .filter(|&p| resume && p != std::process::id() && process_alive(p))
+        {
+            return Err(EngineError::State {
+                id: run.id.clone(),
+                action: "resumed",
+                reason: format!("process {pid} is executing it"),
+            });
+        }
         // Claim the run: exactly one process executes it, even if two resume it at once.
         let started = self
             .store
@@ -369,4 +381,15 @@ impl Engine {
         }
         Ok(self.store.get_run(&run.id).await?)
     }
+}
+
+/// Whether a process of this host is still there (a zombie is not).
+fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state != "Z")
+        })
+        .unwrap_or(false)
 }

@@ -644,6 +644,9 @@ async fn create_run(State(s): State<AppState>, b: JsonBody<NewRun>) -> ApiResult
             switchyard_engine::EngineError::Spec(e) => ApiError::BadRequest(e.to_string()),
             other => ApiError::Internal(other.to_string()),
         })?;
+    // Ours from the start, while it waits PENDING for a slot: another server
+    // on the same data recovers only runs whose owner is gone.
+    s.runs.set_owner(&run.id, Some(std::process::id())).await?;
     let cat = RunCatalog {
         run_id: run.id.clone(),
         experiment_id,
@@ -846,6 +849,8 @@ async fn run_action(
                 ..Default::default()
             };
             let from = [RunState::Failed, RunState::Canceled];
+            // Owned before it is PENDING again (see create_run).
+            s.runs.set_owner(id, Some(std::process::id())).await?;
             if !s
                 .runs
                 .transition_run(id, &from, RunState::Pending, update)

@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// Most iterations of a loop without `parallelismLimit` in progress at once.
+const MAX_OPEN_ITERATIONS: usize = 1024;
+
 /// `dsl.ParallelFor`: one DAG run per item, at most `parallelismLimit` at once;
 /// outputs become lists (what `dsl.Collected` reads).
 pub(super) async fn run_loop(
@@ -67,11 +70,6 @@ pub(super) async fn run_loop(
         .as_ref()
         .map(|p| p.parallelism_limit as usize)
         .unwrap_or(0);
-    let gate = Arc::new(Semaphore::new(if limit == 0 {
-        Semaphore::MAX_PERMITS
-    } else {
-        limit
-    }));
     // Each iteration gets the loop's inputs; the list it iterates over is left
     // out unless the body reads it, or n iterations would copy (and record) n
     // items each: quadratic in time and memory.
@@ -89,8 +87,17 @@ pub(super) async fn run_loop(
         inputs.parameters.remove(&name);
         inputs.artifacts.remove(&name);
     }
-    let mut iterations = Vec::with_capacity(items.len());
-    for (i, item) in items.into_iter().enumerate() {
+    // Iterations start as earlier ones end, at most `parallelismLimit` (else
+    // MAX_OPEN_ITERATIONS) at once: an iteration's inputs and state exist only
+    // while it runs, so memory does not grow with the item count. (Without a
+    // limit the run's task slots still bound what executes.)
+    let open = if limit == 0 {
+        MAX_OPEN_ITERATIONS
+    } else {
+        limit
+    };
+    let count = items.len();
+    let iterations = items.into_iter().enumerate().map(|(i, item)| {
         let mut it_inputs = inputs.clone();
         match item {
             Item::Param(name, v) => {
@@ -100,18 +107,17 @@ pub(super) async fn run_loop(
                 it_inputs.artifacts.insert(name, vec![a]);
             }
         }
-        let (ctx, gate, comp_name, scope) = (
-            ctx.clone(),
-            gate.clone(),
-            comp_name.to_string(),
-            Scope::iteration(key, i),
-        );
-        iterations.push(async move {
-            let _permit = gate.acquire_owned().await;
-            run_dag(ctx, scope, comp_name, it_inputs).await
-        });
+        let (ctx, comp_name, scope) =
+            (ctx.clone(), comp_name.to_string(), Scope::iteration(key, i));
+        async move { (i, run_dag(ctx, scope, comp_name, it_inputs).await) }
+    });
+    let mut done: Vec<Option<Outcome>> = (0..count).map(|_| None).collect();
+    let mut running = futures::StreamExt::buffer_unordered(futures::stream::iter(iterations), open);
+    while let Some((i, o)) = futures::StreamExt::next(&mut running).await {
+        done[i] = Some(o);
     }
-    let outcomes = futures::future::join_all(iterations).await;
+    drop(running);
+    let outcomes: Vec<Outcome> = done.into_iter().flatten().collect();
     if let Some((i, o)) = outcomes
         .iter()
         .enumerate()
