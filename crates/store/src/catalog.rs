@@ -5,7 +5,7 @@ use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use crate::sql::{parse_json, parse_ts, q, ts};
+use crate::sql::{parse_json, parse_ts, q, ts, RUN_LIST_COLUMNS};
 use crate::{
     CatalogStore, ExperimentRecord, PipelineRecord, PipelineVersionRecord, Result, RunCatalog,
     RunRecord, SqlStore, Stats, StoreError,
@@ -334,7 +334,7 @@ impl CatalogStore for SqlStore {
         };
         let order = if desc { "DESC" } else { "ASC" };
         let sql = format!(
-            "SELECT r.*, c.run_id AS c_run_id, c.experiment_id AS c_experiment_id, c.storage_state AS c_storage_state, \
+            "SELECT {RUN_LIST_COLUMNS}, c.run_id AS c_run_id, c.experiment_id AS c_experiment_id, c.storage_state AS c_storage_state, \
              c.description AS c_description, c.pipeline_id AS c_pipeline_id, c.pipeline_version_id AS c_pipeline_version_id, \
              c.runtime_config AS c_runtime_config FROM runs r LEFT JOIN run_catalog c ON c.run_id = r.id {filter} \
              ORDER BY r.created_at {order}, r.id LIMIT $2 OFFSET $3"

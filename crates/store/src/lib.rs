@@ -50,6 +50,7 @@ pub trait RunStore: Send + Sync {
     async fn create_run(&self, run: &RunRecord) -> Result<()>;
     /// Finds a run by its id or by an unambiguous id prefix.
     async fn get_run(&self, id: &str) -> Result<RunRecord>;
+    /// The newest runs, without their `spec` (empty here; `get_run` has it).
     async fn list_runs(&self, limit: u32) -> Result<Vec<RunRecord>>;
     /// Moves a run to `to` only if it is in one of `from` (empty = any state);
     /// returns false when the guard did not match (somebody else moved it first).
@@ -135,6 +136,7 @@ pub trait CatalogStore: Send + Sync {
     async fn list_run_catalog(&self) -> Result<Vec<RunCatalog>>;
     /// One page of runs by creation time (newest first when `desc`), with their
     /// catalog entries, optionally of one experiment; and the total count.
+    /// Runs come without their `spec`, as from `list_runs`.
     async fn page_runs(
         &self,
         experiment_id: Option<&str>,

@@ -55,6 +55,12 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     ),
 ];
 
+/// A run's columns for listings (table alias `r`): all but the spec, which is
+/// large (every step of the pipeline) and which no listing shows; `spec` is
+/// then empty. `get_run` reads it.
+pub(crate) const RUN_LIST_COLUMNS: &str = "r.id, r.pipeline_name, r.display_name, r.state, '' AS spec, \
+    r.parameters, r.pipeline_root, r.options, r.outputs, r.error, r.owner_pid, r.created_at, r.started_at, r.finished_at";
+
 /// The store: runs, tasks, jobs, catalog and cache on SQLite or PostgreSQL.
 #[derive(Clone)]
 pub struct SqlStore {
@@ -356,7 +362,9 @@ impl RunStore for SqlStore {
     }
 
     async fn list_runs(&self, limit: u32) -> Result<Vec<RunRecord>> {
-        let rows = sqlx::query("SELECT * FROM runs ORDER BY created_at DESC LIMIT $1")
+        let sql =
+            format!("SELECT {RUN_LIST_COLUMNS} FROM runs r ORDER BY r.created_at DESC LIMIT $1");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await
