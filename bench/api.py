@@ -13,9 +13,7 @@ import json
 import os
 import random
 import pathlib
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,6 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 from kfp import compiler, dsl
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import server as bench_server  # noqa: E402
+from server import rss_mib  # noqa: E402
 
 
 @dsl.container_component
@@ -35,13 +37,6 @@ def three_steps(msg: str = "x") -> None:
     a = step(msg=msg).set_caching_options(False)
     b = step(msg=msg).set_caching_options(False).after(a)
     step(msg=msg).set_caching_options(False).after(b)
-
-
-def rss_mib(pid):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def pct(xs, p):
@@ -57,20 +52,9 @@ def main():
     work = pathlib.Path(tempfile.mkdtemp(prefix="switchyard-apibench-"))
     spec = work / "three.yaml"
     compiler.Compiler().compile(three_steps, str(spec))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, SWITCHYARD_HOME=str(work / "home"))
-    server = subprocess.Popen([args.binary, "server", "--port", str(port), "--no-auth"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}/apis/v2beta1"
+    server, url = bench_server.start(args.binary, work / "home")
+    base = url + "/apis/v2beta1"
     try:
-        for _ in range(200):
-            try:
-                requests.get(base + "/healthz", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.05)
         time.sleep(1)
         idle = rss_mib(server.pid)
         with open(spec, "rb") as f:

@@ -12,7 +12,6 @@ The issue's baselines: 2,000 items 24.7 s / 300 MiB, 10,000 items > 6 GiB (kille
 import argparse
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,8 @@ warnings.simplefilter("ignore")
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests" / "pipelines"))
+
+import server as bench_server  # noqa: E402
 
 
 def peak_rss_of_child(cmd, env):
@@ -66,21 +67,9 @@ def logs(binary, lines):
     work = pathlib.Path(tempfile.mkdtemp(prefix="switchyard-scaling-"))
     spec = work / "loud.yaml"
     compiler.Compiler().compile(hostile.loud_pipeline, str(spec))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([binary, "server", "--port", str(port), "--no-auth"],
-                              env=dict(os.environ, SWITCHYARD_HOME=str(work / "home")),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    rss = lambda: int(next(l for l in open(f"/proc/{server.pid}/status") if l.startswith("VmRSS:")).split()[1]) / 1024
+    server, url = bench_server.start(binary, work / "home")
+    rss = lambda: bench_server.rss_mib(server.pid)  # noqa: E731
     try:
-        for _ in range(100):
-            try:
-                requests.get(url + "/apis/v2beta1/healthz", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
         with open(spec, "rb") as f:
             pid = requests.post(url + "/apis/v2beta1/pipelines/upload", files={"uploadfile": ("loud.yaml", f)}).json()["pipeline_id"]
         base = rss()
