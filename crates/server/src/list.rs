@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use switchyard_store::{RunField, RunFilter};
 
 use crate::error::{ApiError, ApiResult};
 
@@ -136,6 +137,38 @@ fn matches(item: &Map<String, Value>, p: &Predicate) -> ApiResult<bool> {
             )))
         }
     })
+}
+
+/// The list's filter as conditions the database applies to runs, when every
+/// predicate is one it can (`EQUALS`, `NOT_EQUALS`, `IN` on `run_id`,
+/// `display_name`/`name`, `state`, `storage_state`): such a list is paged by
+/// the database. `None`: some predicate needs the in-memory filter.
+pub fn run_db_filters(q: &ListQuery) -> ApiResult<Option<Vec<RunFilter>>> {
+    let Some(text_filter) = q.filter.as_deref().filter(|f| !f.is_empty()) else {
+        return Ok(Some(Vec::new()));
+    };
+    let mut out = Vec::new();
+    for p in parse_filter(text_filter)? {
+        let field = match p.key.as_str() {
+            "run_id" => RunField::Id,
+            "display_name" | "name" => RunField::DisplayName,
+            "state" => RunField::State,
+            "storage_state" => RunField::StorageState,
+            _ => return Ok(None),
+        };
+        let (negate, values) = match (p.op.as_str(), p.value.as_array()) {
+            ("EQUALS", _) => (false, vec![text(&p.value)]),
+            ("NOT_EQUALS", _) => (true, vec![text(&p.value)]),
+            ("IN", Some(vs)) => (false, vs.iter().map(text).collect()),
+            _ => return Ok(None),
+        };
+        out.push(RunFilter {
+            field,
+            negate,
+            values,
+        });
+    }
+    Ok(Some(out))
 }
 
 /// The `(offset, size)` a list call asks for: `page_size` (default 20, at most

@@ -719,12 +719,13 @@ async fn list_runs(
         "created_at" | "created_at asc" | "created_at ASC" => Some(false),
         _ => None,
     };
-    if let (Some(desc), None) = (by_time, q.filter.as_deref().filter(|f| !f.is_empty())) {
+    // So is a list filtered on the fields the database can filter.
+    if let (Some(desc), Some(filters)) = (by_time, crate::list::run_db_filters(&q)?) {
         let (offset, size) = crate::list::bounds(&q)?;
         let (offset, size) = (offset as u64, size as u64);
         let (rows, total) = s
             .catalog
-            .page_runs(experiment.as_deref(), desc, offset, size)
+            .page_runs(experiment.as_deref(), &filters, desc, offset, size)
             .await?;
         let items: Vec<Value> = rows
             .iter()

@@ -8,7 +8,7 @@ use sqlx::Row;
 use crate::sql::{parse_json, parse_ts, q, ts, RUN_LIST_COLUMNS};
 use crate::{
     CatalogStore, ExperimentRecord, PipelineRecord, PipelineVersionRecord, Result, RunCatalog,
-    RunRecord, SqlStore, Stats, StoreError,
+    RunField, RunFilter, RunRecord, SqlStore, Stats, StoreError,
 };
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -323,15 +323,19 @@ impl CatalogStore for SqlStore {
     async fn page_runs(
         &self,
         experiment_id: Option<&str>,
+        filters: &[RunFilter],
         desc: bool,
         offset: u64,
         limit: u64,
     ) -> Result<(Vec<(RunRecord, Option<RunCatalog>)>, u64)> {
-        let filter = if experiment_id.is_some() {
+        let base = if experiment_id.is_some() {
             "WHERE c.experiment_id = $1"
         } else {
-            "WHERE $1 IS NULL OR $1 = ''"
+            "WHERE ($1 IS NULL OR $1 = '')"
         };
+        // The page's own binds are $2 and $3; the filters' values follow them.
+        let filter = format!("{base}{}", filter_sql(filters, 4));
+        let count_filter = format!("{base}{}", filter_sql(filters, 2));
         let order = if desc { "DESC" } else { "ASC" };
         let sql = format!(
             "SELECT {RUN_LIST_COLUMNS}, c.run_id AS c_run_id, c.experiment_id AS c_experiment_id, c.storage_state AS c_storage_state, \
@@ -339,13 +343,14 @@ impl CatalogStore for SqlStore {
              c.runtime_config AS c_runtime_config FROM runs r LEFT JOIN run_catalog c ON c.run_id = r.id {filter} \
              ORDER BY r.created_at {order}, r.id LIMIT $2 OFFSET $3"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(experiment_id.unwrap_or("").to_string())
             .bind(limit as i64)
-            .bind(offset as i64)
-            .fetch_all(self.pool())
-            .await
-            .map_err(q("list runs"))?;
+            .bind(offset as i64);
+        for v in filters.iter().flat_map(|f| &f.values) {
+            query = query.bind(v.clone());
+        }
+        let rows = query.fetch_all(self.pool()).await.map_err(q("list runs"))?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             let run = SqlStore::run_from_row(row)?;
@@ -364,10 +369,14 @@ impl CatalogStore for SqlStore {
             out.push((run, cat));
         }
         let count_sql = format!(
-            "SELECT COUNT(*) FROM runs r LEFT JOIN run_catalog c ON c.run_id = r.id {filter}"
+            "SELECT COUNT(*) FROM runs r LEFT JOIN run_catalog c ON c.run_id = r.id {count_filter}"
         );
-        let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count_sql))
-            .bind(experiment_id.unwrap_or("").to_string())
+        let mut count = sqlx::query_scalar(sqlx::AssertSqlSafe(count_sql))
+            .bind(experiment_id.unwrap_or("").to_string());
+        for v in filters.iter().flat_map(|f| &f.values) {
+            count = count.bind(v.clone());
+        }
+        let total: i64 = count
             .fetch_one(self.pool())
             .await
             .map_err(q("count runs"))?;
@@ -428,4 +437,29 @@ impl CatalogStore for SqlStore {
             job_seconds: durations("SELECT started_at, finished_at FROM jobs WHERE finished_at IS NOT NULL").await?,
         })
     }
+}
+
+/// ` AND col [NOT] IN ($first, …)` for each filter, numbering binds from
+/// `first` in the order of the filters' values.
+fn filter_sql(filters: &[RunFilter], first: usize) -> String {
+    let mut n = first;
+    let mut out = String::new();
+    for f in filters {
+        let col = match f.field {
+            RunField::Id => "r.id",
+            RunField::DisplayName => "r.display_name",
+            RunField::State => "r.state",
+            RunField::StorageState => "COALESCE(c.storage_state, 'AVAILABLE')",
+        };
+        if f.values.is_empty() {
+            // IN () matches nothing; NOT IN () everything.
+            out.push_str(if f.negate { "" } else { " AND 1 = 0" });
+            continue;
+        }
+        let binds: Vec<String> = (n..n + f.values.len()).map(|i| format!("${i}")).collect();
+        n += f.values.len();
+        let not = if f.negate { "NOT " } else { "" };
+        out.push_str(&format!(" AND {col} {not}IN ({})", binds.join(", ")));
+    }
+    out
 }

@@ -43,6 +43,26 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// A field of a run that the database filters listings on (what KFP's list
+/// filters name most), so a filtered list is paged by the database instead of
+/// rendering every run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunField {
+    Id,
+    DisplayName,
+    State,
+    /// The catalog's storage state; `AVAILABLE` for a run without an entry.
+    StorageState,
+}
+
+/// `field` is one of `values` (or, with `negate`, none of them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunFilter {
+    pub field: RunField,
+    pub negate: bool,
+    pub values: Vec<String>,
+}
+
 /// The operations the engine and the CLI need from a store. Implementations must
 /// make each call atomic, and must be safe to share between processes.
 #[async_trait::async_trait]
@@ -135,11 +155,13 @@ pub trait CatalogStore: Send + Sync {
     async fn get_run_catalog(&self, run_id: &str) -> Result<Option<RunCatalog>>;
     async fn list_run_catalog(&self) -> Result<Vec<RunCatalog>>;
     /// One page of runs by creation time (newest first when `desc`), with their
-    /// catalog entries, optionally of one experiment; and the total count.
-    /// Runs come without their `spec`, as from `list_runs`.
+    /// catalog entries, optionally of one experiment and matching every one of
+    /// `filters`; and the total count of matching runs. Runs come without
+    /// their `spec`, as from `list_runs`.
     async fn page_runs(
         &self,
         experiment_id: Option<&str>,
+        filters: &[RunFilter],
         desc: bool,
         offset: u64,
         limit: u64,

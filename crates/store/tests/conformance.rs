@@ -234,8 +234,97 @@ async fn claims_are_exclusive(store: SqlStore) {
     assert_eq!(store.get_run("c1").await.unwrap().owner_pid, Some(33));
 }
 
+/// Filtered pages are filtered by the database, counted, and paged.
+async fn filtered_pages(store: SqlStore) {
+    use switchyard_store::{CatalogStore, RunField, RunFilter};
+    for (id, name, state) in [
+        ("flt-1", "flt-a", State::Succeeded),
+        ("flt-2", "flt-b", State::Failed),
+        ("flt-3", "flt-a", State::Running),
+    ] {
+        let mut r = run(id);
+        r.display_name = name.into();
+        r.state = state;
+        store.create_run(&r).await.unwrap();
+    }
+    let f = |field, negate, values: &[&str]| RunFilter {
+        field,
+        negate,
+        values: values.iter().map(|v| v.to_string()).collect(),
+    };
+    // Every query is limited to these runs (the store holds other tests' runs).
+    let ours = f(RunField::DisplayName, false, &["flt-a", "flt-b"]);
+    let page = |filters: Vec<RunFilter>, offset: u64, limit: u64| {
+        let store = &store;
+        async move {
+            let (rows, total) = store
+                .page_runs(None, &filters, true, offset, limit)
+                .await
+                .unwrap();
+            assert!(rows.iter().all(|(r, _)| r.spec.is_empty()));
+            let mut ids: Vec<String> = rows.into_iter().map(|(r, _)| r.id).collect();
+            ids.sort();
+            (ids, total)
+        }
+    };
+    assert_eq!(
+        page(vec![f(RunField::DisplayName, false, &["flt-a"])], 0, 100).await,
+        (vec!["flt-1".to_string(), "flt-3".to_string()], 2)
+    );
+    assert_eq!(
+        page(
+            vec![ours.clone(), f(RunField::State, false, &["SUCCEEDED"])],
+            0,
+            100
+        )
+        .await,
+        (vec!["flt-1".to_string()], 1)
+    );
+    assert_eq!(
+        page(
+            vec![ours.clone(), f(RunField::State, true, &["SUCCEEDED"])],
+            0,
+            100
+        )
+        .await,
+        (vec!["flt-2".to_string(), "flt-3".to_string()], 2)
+    );
+    assert_eq!(
+        page(
+            vec![
+                ours.clone(),
+                f(RunField::StorageState, false, &["AVAILABLE"])
+            ],
+            0,
+            100
+        )
+        .await
+        .1,
+        3
+    );
+    assert_eq!(
+        page(
+            vec![ours.clone(), f(RunField::Id, false, &["flt-2", "nope"])],
+            0,
+            100
+        )
+        .await,
+        (vec!["flt-2".to_string()], 1)
+    );
+    // A page of one, the total still counts every match.
+    let (one, total) = page(vec![ours.clone()], 1, 1).await;
+    assert_eq!((one.len(), total), (1, 3));
+    assert_eq!(
+        page(vec![ours, f(RunField::State, false, &[])], 0, 100)
+            .await
+            .1,
+        0
+    );
+}
+
 async fn all(open: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = SqlStore>>>) {
     runs_transitions_and_history(open().await).await;
+    filtered_pages(open().await).await;
     cache_entries(open().await).await;
     claims_are_exclusive(open().await).await;
     parallel_writers_do_not_conflict(open().await, open().await).await;
