@@ -82,3 +82,17 @@ def tally(path: str):
 def tally_pipeline(path: str):
     """Appends a line to `path` each time its one task runs."""
     tally(path=path).set_caching_options(False)
+
+
+@dsl.container_component
+def fill_disk(path: str, mib: int):
+    """Writes `mib` MiB to `path` (to fill the data folder's file system), unless path is "none"."""
+    return dsl.ContainerSpec(image="alpine:3.19", command=["sh", "-c",
+                             'if [ "$0" != none ]; then dd if=/dev/zero of="$0" bs=1M count="$1" 2>&1; fi; echo filled'],
+                             args=[path, mib])
+
+
+@dsl.pipeline(name="fill-disk")
+def fill_disk_pipeline(path: str = "none", mib: int = 40):
+    f = fill_disk(path=path, mib=mib).set_caching_options(False)
+    quick(msg="after the fill").after(f)

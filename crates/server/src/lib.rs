@@ -80,13 +80,59 @@ impl AppState {
             // channel until the run ends.
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             drop(rx);
-            if let Err(e) = engine
+            match engine
                 .execute(&run_id, tx, CancellationToken::new(), resume)
                 .await
             {
-                tracing::error!(run = %run_id, error = %e, "run could not be executed");
+                Ok(_) => {}
+                // The store failed under the run (a full disk): end the run as
+                // soon as the store takes writes again, never leave it RUNNING.
+                Err(e @ switchyard_engine::EngineError::Store(_)) => {
+                    tracing::error!(run = %run_id, error = %e, "run stopped: its records could not be written");
+                    end_when_store_allows(engine.store().clone(), run_id, e.to_string()).await;
+                }
+                Err(e) => {
+                    tracing::error!(run = %run_id, error = %e, "run could not be executed");
+                }
             }
         });
+    }
+}
+
+/// Ends a run whose execution stopped on a store error: FAILED with the error
+/// (CANCELED if a terminate had been accepted), retried every few seconds for
+/// an hour while the store still refuses writes (a full disk being cleared).
+async fn end_when_store_allows(store: Arc<dyn RunStore>, run_id: String, error: String) {
+    for attempt in 0..720u32 {
+        let canceling = matches!(
+            store.get_run(&run_id).await.map(|r| r.state),
+            Ok(RunState::Canceling)
+        );
+        let (to, message) = if canceling {
+            (RunState::Canceled, "run canceled".to_string())
+        } else {
+            (
+                RunState::Failed,
+                format!("the run's records could not be written: {error}"),
+            )
+        };
+        let update = switchyard_store::RunUpdate {
+            error: Some(message),
+            finished_at: Some(chrono::Utc::now()),
+            ..Default::default()
+        };
+        let from = [RunState::Pending, RunState::Running, RunState::Canceling];
+        match store.transition_run(&run_id, &from, to, update).await {
+            Ok(_) => {
+                let _ = store.set_owner(&run_id, None).await;
+                tracing::info!(run = %run_id, state = %to, attempt, "run ended after a store failure");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(run = %run_id, error = %e, "the store still refuses the run's end; retrying in 5 s");
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            }
+        }
     }
 }
 

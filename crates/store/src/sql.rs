@@ -161,6 +161,20 @@ impl SqlStore {
                     Ok(())
                 })
             })
+            // A statement or COMMIT that failed (a full disk: SQLITE_FULL) can
+            // leave SQLite's transaction open on the connection; back in the
+            // pool, every later write on it then fails on its old snapshot
+            // ("database is locked", code 517) until restart. End any such
+            // transaction before the connection is reused (an error here just
+            // means none was open).
+            .after_release(move |conn, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        let _ = conn.execute("ROLLBACK").await;
+                    }
+                    Ok(true)
+                })
+            })
             .connect(url)
             .await
             .map_err(|source| StoreError::Open {
