@@ -154,10 +154,7 @@ impl Engine {
         };
         // A resume (a recovering server works from a list read a moment ago) never
         // takes a run from a live process of this host.
-        if let Some(pid) = run
-            .owner_pid
-            .filter(|&p| resume && p != std::process::id() && process_alive(p))
-        {
+        if let Some(pid) = run.owner_pid.filter(|&p| resume && process_alive(p)) {
             return Err(EngineError::State {
                 id: run.id.clone(),
                 action: "resumed",
@@ -383,13 +380,15 @@ impl Engine {
     }
 }
 
-/// Whether a process of this host is still there (a zombie is not).
-fn process_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next())
-                .is_some_and(|state| state != "Z")
-        })
-        .unwrap_or(false)
+/// True when another process with this pid exists on this host (signal 0
+/// probes without sending); never this process itself.
+pub fn process_alive(pid: u32) -> bool {
+    if pid == 0 || pid == std::process::id() {
+        return false;
+    }
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None) {
+        Ok(()) => true,
+        Err(nix::errno::Errno::EPERM) => true,
+        Err(_) => false,
+    }
 }

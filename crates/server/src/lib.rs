@@ -211,9 +211,7 @@ pub async fn recover(state: &AppState) -> Result<usize, ApiError> {
             run.state,
             RunState::Pending | RunState::Running | RunState::Canceling
         );
-        let owner_alive = run.owner_pid.is_some_and(|pid| {
-            pid != std::process::id() && std::path::Path::new(&format!("/proc/{pid}")).exists()
-        });
+        let owner_alive = run.owner_pid.is_some_and(switchyard_engine::process_alive);
         // Only runs this server created (they have a catalog entry) are its to resume.
         if unfinished && !owner_alive && state.catalog.get_run_catalog(&run.id).await?.is_some() {
             tracing::info!(run = %run.id, state = %run.state, "resuming a run left unfinished");

@@ -250,7 +250,14 @@ async fn default_experiment(s: &AppState) -> ApiResult<String> {
 /// Runs on a blocking thread: a large spec takes seconds to parse, and the
 /// runtime's workers must keep answering other requests meanwhile.
 async fn checked_pipeline(text: String) -> ApiResult<(ParsedPipeline, Value)> {
-    tokio::task::spawn_blocking(move || checked_pipeline_now(&text))
+    off_runtime(move || checked_pipeline_now(&text)).await
+}
+
+/// Parsing on a blocking thread (see [`checked_pipeline`]).
+async fn off_runtime<T: Send + 'static>(
+    parse: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(parse)
         .await
         .map_err(|e| ApiError::Internal(format!("parsing the pipeline failed: {e}")))?
 }
@@ -614,10 +621,11 @@ async fn create_run(State(s): State<AppState>, b: JsonBody<NewRun>) -> ApiResult
         };
     // Bare spec, or {pipeline_spec, platform_spec}: the parser takes either.
     let text = spec_value.to_string();
-    let parsed = tokio::task::spawn_blocking(move || switchyard_spec::parse_pipeline(&text))
-        .await
-        .map_err(|e| ApiError::Internal(format!("parsing the pipeline failed: {e}")))?
-        .map_err(|e| ApiError::BadRequest(format!("pipeline_spec: {e}")))?;
+    let parsed = off_runtime(move || {
+        switchyard_spec::parse_pipeline(&text)
+            .map_err(|e| ApiError::BadRequest(format!("pipeline_spec: {e}")))
+    })
+    .await?;
     let experiment_id = match b.experiment_id.filter(|e| !e.is_empty()) {
         Some(id) => s.catalog.get_experiment(&id).await?.id,
         None => default_experiment(&s).await?,
@@ -774,6 +782,19 @@ async fn delete_run(State(s): State<AppState>, Path(id): Path<String>) -> ApiRes
     Ok(Json(json!({})))
 }
 
+/// A terminate whose transition did not apply: 400 when the run ended (other
+/// than canceled) before it, so the answer matches the outcome.
+async fn finished_first(s: &AppState, id: &str) -> ApiResult<()> {
+    let now = s.runs.get_run(id).await?;
+    if now.state.is_final() && now.state != RunState::Canceled {
+        return Err(ApiError::BadRequest(format!(
+            "run {id} is already {}",
+            now.state
+        )));
+    }
+    Ok(())
+}
+
 /// `POST /runs/{id}:terminate | :retry | :archive | :unarchive`.
 async fn run_action(
     State(s): State<AppState>,
@@ -809,13 +830,7 @@ async fn run_action(
                     )
                     .await?;
                 if !moved {
-                    let now = s.runs.get_run(id).await?;
-                    if now.state.is_final() && now.state != RunState::Canceled {
-                        return Err(ApiError::BadRequest(format!(
-                            "run {id} is already {}",
-                            now.state
-                        )));
-                    }
+                    finished_first(&s, id).await?;
                 }
             } else {
                 let update = RunUpdate {
@@ -833,13 +848,7 @@ async fn run_action(
                     )
                     .await?;
                 if !moved {
-                    let now = s.runs.get_run(id).await?;
-                    if now.state != RunState::Canceled {
-                        return Err(ApiError::BadRequest(format!(
-                            "run {id} is already {}",
-                            now.state
-                        )));
-                    }
+                    finished_first(&s, id).await?;
                 }
             }
         }

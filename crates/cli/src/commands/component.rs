@@ -120,7 +120,7 @@ struct Finished {
 }
 
 impl Finished {
-    /// The job as the server's `/apis/switchyard/v1/jobs/{id}` shows it.
+    /// The job as `job_json` shows it (the server's `/apis/switchyard/v1/jobs/{id}`).
     fn from_json(j: &Value) -> Finished {
         let s = |k: &str| j[k].as_str().unwrap_or("").to_string();
         Finished {
@@ -165,15 +165,7 @@ pub async fn run(
                 output: OutputFormat::Text,
             };
             let rec = super::job::execute(paths, store.clone(), &job, &display).await?;
-            Finished {
-                state: rec.state.as_str().to_string(),
-                metrics: rec.metrics.clone().unwrap_or_else(|| json!({})),
-                id: rec.id,
-                name: rec.name,
-                backend: rec.backend,
-                model: rec.model,
-                failure_reason: rec.failure_reason,
-            }
+            Finished::from_json(&switchyard_jobs::job_json(&rec))
         }
     };
     write_param(&exec, "job_name", &rec.name)?;

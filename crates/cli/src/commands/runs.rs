@@ -8,17 +8,7 @@ use switchyard_store::{RunStore, RunUpdate, State};
 use crate::cli::OutputFormat;
 use crate::report;
 
-/// True when a process with this pid exists (signal 0 probes without sending).
-pub fn process_alive(pid: u32) -> bool {
-    if pid == 0 || pid == std::process::id() {
-        return false;
-    }
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None) {
-        Ok(()) => true,
-        Err(nix::errno::Errno::EPERM) => true,
-        Err(_) => false,
-    }
-}
+pub use switchyard_engine::process_alive;
 
 pub async fn list(store: &dyn RunStore, limit: u32, output: OutputFormat) -> Result<i32> {
     let runs = store.list_runs(limit).await?;
