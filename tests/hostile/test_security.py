@@ -122,6 +122,37 @@ def test_artifacts_never_follow_links_out(server, compiled):
     assert r.status_code == 403 and "root:" not in r.text, r.text
 
 
+def rss_kib(pid, field):
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(field)
+
+
+def test_previews_and_downloads_of_a_huge_artifact_read_only_what_they_send(server, compiled):
+    c = kfp.Client(host=server.url)
+    run = c.create_run_from_pipeline_package(compiled(hostile.huge_artifact_pipeline), arguments={})
+    assert c.wait_for_run_completion(run.run_id, timeout=120).state == "SUCCEEDED"
+    art = f"{server.url}/apis/switchyard/v1/runs/{run.run_id}/artifact"
+    params = {"task": "huge-file", "output": "out"}
+    before = rss_kib(server.proc.pid, "VmRSS")
+    # Three previews at once, then a whole download read as a stream.
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        previews = list(pool.map(lambda _: requests.get(art, params={**params, "preview": "true"}, timeout=60), range(3)))
+    for r in previews:
+        assert r.status_code == 200 and len(r.content) <= 64 * 1024 + 1, (r.status_code, len(r.content))
+    got = 0
+    with requests.get(art, params=params, stream=True, timeout=120) as r:
+        assert r.status_code == 200 and int(r.headers["content-length"]) == 1 << 30
+        for chunk in r.iter_content(1 << 20):
+            got += len(chunk)
+    assert got == 1 << 30
+    peak = rss_kib(server.proc.pid, "VmHWM")
+    # Was +1 GiB per preview (the whole file read to show 64 KiB).
+    assert peak - before < 64 * 1024, f"RSS {before} KiB before, peak {peak} KiB"
+
+
 def test_ids_are_exact(server, compiled):
     c = kfp.Client(host=server.url)
     run = c.create_run_from_pipeline_package(compiled(hostile.quick_pipeline), arguments={})

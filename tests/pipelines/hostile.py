@@ -85,6 +85,29 @@ def tally_pipeline(path: str):
 
 
 @dsl.container_component
+def huge_file(out: dsl.Output[dsl.Artifact], gib: str):
+    return dsl.ContainerSpec(image="alpine:3.19", command=["sh", "-c", 'truncate -s "$1G" "$0"'], args=[out.path, gib])
+
+
+@dsl.pipeline(name="huge-artifact")
+def huge_artifact_pipeline(gib: str = "1"):
+    """One task whose output artifact is a (sparse) file of `gib` GiB."""
+    huge_file(gib=gib)
+
+
+@dsl.container_component
+def tally_slow(path: str, seconds: str):
+    return dsl.ContainerSpec(image="alpine:3.19", command=["sh", "-c", 'echo ran >> "$0"; sleep "$1"; echo done >> "$0"'],
+                             args=[path, seconds])
+
+
+@dsl.pipeline(name="tally-slow")
+def tally_slow_pipeline(path: str, seconds: str = "1"):
+    """Appends `ran` to `path` when its one task starts and `done` when it ends."""
+    tally_slow(path=path, seconds=seconds).set_caching_options(False)
+
+
+@dsl.container_component
 def fill_disk(path: str, mib: int):
     """Writes `mib` MiB to `path` (to fill the data folder's file system), unless path is "none"."""
     return dsl.ContainerSpec(image="alpine:3.19", command=["sh", "-c",

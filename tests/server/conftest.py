@@ -60,8 +60,9 @@ class Postgres:
 
 
 class Server:
-    def __init__(self, home, token=None, database=None, extra=()):
+    def __init__(self, home, token=None, database=None, extra=(), env=None):
         self.database = database
+        self.env = dict(env or {})
         self.extra = list(extra)
         self.home = home
         self.port = free_port()
@@ -73,7 +74,8 @@ class Server:
         binary = os.environ.get("SWITCHYARD_BIN") or str(pathlib.Path.home() / ".cache/switchyard/target/debug/switchyard")
         torch = os.environ.get("SWITCHYARD_TEST_TORCH_PYTHON", str(pathlib.Path.home() / ".cache/switchyard/torch-venv/bin/python"))
         env = dict(os.environ, SWITCHYARD_HOME=str(self.home), SWITCHYARD_TRAINING_PYTHON=torch,
-                   SWITCHYARD_VENV_DIR=os.environ.get("SWITCHYARD_TEST_VENV_DIR", str(pathlib.Path.home() / ".cache/switchyard/test-venvs")))
+                   SWITCHYARD_VENV_DIR=os.environ.get("SWITCHYARD_TEST_VENV_DIR", str(pathlib.Path.home() / ".cache/switchyard/test-venvs")),
+                   **self.env)
         args = [binary, "server", "--port", str(self.port)]
         if self.token:
             args += ["--auth-token", self.token]

@@ -198,9 +198,10 @@ pub struct ServerArgs {
     /// Largest accepted request body, uploads included.
     #[arg(long, default_value_t = 32 * 1024 * 1024)]
     pub max_body_bytes: usize,
-    /// Resume unfinished runs whose process is gone at start. On by default with
-    /// the embedded SQLite store; with a shared PostgreSQL database only one
-    /// server may do this (owners are process ids on one host), so opt in.
+    /// Resume unfinished runs that no process holds: at start, and then every
+    /// lease period (`SWITCHYARD_LEASE_SECONDS`, default 30) for runs whose
+    /// server died. Safe with several servers on one PostgreSQL database (runs
+    /// are leased). On by default; `--recover-runs false` turns it off.
     #[arg(long)]
     pub recover_runs: Option<bool>,
     /// Runs executing at once (default: twice the CPUs); the rest wait PENDING.

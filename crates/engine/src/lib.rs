@@ -26,7 +26,7 @@ use chrono::Utc;
 use serde_json::{json, Value};
 use switchyard_spec::params::resolve_pipeline_parameters;
 use switchyard_spec::{validate, ParsedPipeline, SpecError};
-use switchyard_store::{RunRecord, RunStore, RunUpdate, State, StoreError};
+use switchyard_store::{Holder, RunRecord, RunStore, RunUpdate, State, StoreError};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -49,6 +49,10 @@ pub enum EngineError {
     },
     #[error("the stored pipeline of run {id} cannot be read: {reason}")]
     StoredSpec { id: String, reason: String },
+    /// This process's lease on the run expired and another process took it
+    /// over; this execution stopped without writing the run's end.
+    #[error("run {id} was taken over by {owner} (this process's lease expired); it stopped executing it")]
+    LeaseLost { id: String, owner: String },
 }
 
 /// Per-run choices.
@@ -69,6 +73,7 @@ pub struct Engine {
     store: Arc<dyn RunStore>,
     backend: Arc<dyn Backend>,
     logs_dir: PathBuf,
+    keeper: Arc<std::sync::OnceLock<()>>,
 }
 
 impl Engine {
@@ -77,7 +82,32 @@ impl Engine {
             store,
             backend,
             logs_dir,
+            keeper: Arc::new(std::sync::OnceLock::new()),
         }
+    }
+
+    /// Starts (once, on the current runtime) the task that renews the leases
+    /// of every run this process holds, executing or queued: one statement
+    /// per renewal period. `execute` starts it too; a server starts it before
+    /// it takes runs that wait for a slot.
+    pub fn keep_leases(&self) {
+        self.keeper.get_or_init(|| {
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                let me = Holder::current();
+                let mut tick = tokio::time::interval(switchyard_store::renew_every());
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = store
+                        .renew_run_leases(&me.id, switchyard_store::expiry())
+                        .await
+                    {
+                        tracing::warn!(error = %e, "could not renew this process's run leases");
+                    }
+                }
+            });
+        });
     }
 
     pub fn store(&self) -> &Arc<dyn RunStore> {
@@ -120,7 +150,7 @@ impl Engine {
             options: json!({"parallelism": opts.parallelism, "cache": opts.cache, "platform_spec": pipeline.platform_spec}),
             outputs: None,
             error: None,
-            owner_pid: None,
+            lease: None,
             created_at: Utc::now(),
             started_at: None,
             finished_at: None,
@@ -152,23 +182,28 @@ impl Engine {
         } else {
             &[State::Pending]
         };
-        // A resume (a recovering server works from a list read a moment ago) never
-        // takes a run from a live process of this host.
-        if let Some(pid) = run.owner_pid.filter(|&p| resume && process_alive(p)) {
+        // Never take a run another process holds: a live owner of this host,
+        // or an unexpired lease (a server elsewhere on the same database).
+        if let Some(lease) = run.lease.as_ref().filter(|l| l.held() && !l.is_mine()) {
             return Err(EngineError::State {
                 id: run.id.clone(),
-                action: "resumed",
-                reason: format!("process {pid} is executing it"),
+                action: if resume { "resumed" } else { "started" },
+                reason: format!(
+                    "process {} on {} holds it (lease until {})",
+                    lease.pid, lease.host, lease.until
+                ),
             });
         }
+        self.keep_leases();
+        let me = Holder::current();
         // Claim the run: exactly one process executes it, even if two resume it at once.
         let started = self
             .store
             .claim_run(
                 &run.id,
                 from,
-                run.owner_pid,
-                std::process::id(),
+                run.lease.as_ref(),
+                &me.lease(),
                 State::Running,
                 RunUpdate {
                     started_at: Some(Utc::now()),
@@ -216,6 +251,7 @@ impl Engine {
                 let update = RunUpdate {
                     error: Some(format!("the run cannot be executed: {e}")),
                     finished_at: Some(Utc::now()),
+                    if_owned_by: Some(me.id.clone()),
                     ..Default::default()
                 };
                 self.store
@@ -235,6 +271,7 @@ impl Engine {
             .get("cache")
             .and_then(Value::as_bool)
             .unwrap_or(true);
+        let lost = CancellationToken::new();
         let ctx = Arc::new(driver::RunCtx {
             run_id: run.id.clone(),
             pipeline_name: run.pipeline_name.clone(),
@@ -254,42 +291,63 @@ impl Engine {
             events,
             store: self.store.clone(),
             backend: self.backend.clone(),
+            lost: lost.clone(),
             failures: Mutex::new(Vec::new()),
             kubernetes_executors: run.options["platform_spec"]["platforms"]["kubernetes"]
                 ["deploymentSpec"]["executors"]
                 .clone(),
         });
 
-        // Another process (`switchyard runs cancel`, the server) asks through the store.
+        // Another process (`switchyard runs cancel`, the server) asks through
+        // the store; a process that took the run over (this one's lease
+        // expired) shows as a new owner, and this execution stops unrecorded.
         let stop = CancellationToken::new();
         let watcher = {
-            let (store, id, cancel, stop) = (
+            let (store, id, cancel, stop, lost) = (
                 self.store.clone(),
                 run.id.clone(),
                 cancel.clone(),
                 stop.clone(),
+                lost.clone(),
             );
             tokio::spawn(async move {
+                let mut taken_by = None;
                 loop {
                     tokio::select! {
-                        _ = stop.cancelled() => return,
+                        _ = stop.cancelled() => return taken_by,
                         _ = cancel.cancelled() => break,
                         _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                            if store.cancel_requested(&id).await.unwrap_or(false) {
+                            let Ok(control) = store.run_control(&id).await else { continue };
+                            if control.owner.as_deref() != Some(me.id.as_str()) {
+                                let owner = control.owner.unwrap_or_else(|| "nobody".into());
+                                tracing::error!(run = %id, %owner, "this process lost the run to another; stopping its execution");
+                                lost.cancel();
+                                cancel.cancel();
+                                taken_by = Some(owner);
+                                break;
+                            }
+                            if control.cancel_requested {
                                 cancel.cancel();
                                 break;
                             }
                         }
                     }
                 }
-                let _ = store
-                    .transition_run(
-                        &id,
-                        &[State::Running],
-                        State::Canceling,
-                        RunUpdate::default(),
-                    )
-                    .await;
+                if taken_by.is_none() {
+                    let _ = store
+                        .transition_run(
+                            &id,
+                            &[State::Running],
+                            State::Canceling,
+                            RunUpdate {
+                                if_owned_by: Some(me.id.clone()),
+                                ..Default::default()
+                            },
+                        )
+                        .await;
+                }
+                stop.cancelled().await;
+                taken_by
             })
         };
 
@@ -323,7 +381,12 @@ impl Engine {
             }
         };
         stop.cancel();
-        let _ = watcher.await;
+        if let Ok(Some(owner)) = watcher.await {
+            return Err(EngineError::LeaseLost {
+                id: run.id.clone(),
+                owner,
+            });
+        }
         // A terminate accepted while the last task finished still wins: the
         // answer it got must match how the run ends.
         let (state, error) = if state != State::Canceled
@@ -344,6 +407,7 @@ impl Engine {
                     outputs,
                     error,
                     finished_at: Some(Utc::now()),
+                    if_owned_by: Some(me.id.clone()),
                     ..Default::default()
                 },
             )
@@ -359,12 +423,13 @@ impl Engine {
                     RunUpdate {
                         error: Some("run canceled".into()),
                         finished_at: Some(Utc::now()),
+                        if_owned_by: Some(me.id.clone()),
                         ..Default::default()
                     },
                 )
                 .await?;
         }
-        self.store.set_owner(&run.id, None).await?;
+        self.store.release_run(&run.id, &me.id).await?;
         if !finished {
             // Someone moved the run while it executed (e.g. marked it canceled).
             return Err(EngineError::State {
@@ -377,18 +442,5 @@ impl Engine {
             });
         }
         Ok(self.store.get_run(&run.id).await?)
-    }
-}
-
-/// True when another process with this pid exists on this host (signal 0
-/// probes without sending); never this process itself.
-pub fn process_alive(pid: u32) -> bool {
-    if pid == 0 || pid == std::process::id() {
-        return false;
-    }
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None) {
-        Ok(()) => true,
-        Err(nix::errno::Errno::EPERM) => true,
-        Err(_) => false,
     }
 }

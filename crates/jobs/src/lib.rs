@@ -269,7 +269,7 @@ impl JobRunner {
             metrics: None,
             failure_reason: None,
             placement: None,
-            owner_pid: Some(std::process::id()),
+            lease: Some(switchyard_store::Holder::current().lease()),
             created_at: Utc::now(),
             started_at: None,
             finished_at: None,
@@ -292,10 +292,21 @@ impl JobRunner {
         let watcher = {
             let (store, id, cancel) = (self.store.clone(), id.clone(), cancel.clone());
             tokio::spawn(async move {
+                // The lease is renewed while the job is followed; a job ended
+                // or taken by another process meanwhile is stopped here.
+                let me = switchyard_store::Holder::current();
+                let mut renewed = tokio::time::Instant::now();
                 while !cancel.is_cancelled() {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     if store.job_cancel_requested(&id).await.unwrap_or(false) {
                         cancel.cancel();
+                    }
+                    if renewed.elapsed() >= switchyard_store::renew_every() {
+                        renewed = tokio::time::Instant::now();
+                        if let Ok(false) = store.renew_job_lease(&id, &me.lease()).await {
+                            tracing::error!(job = %id, "another process ended or took this job; stopping it");
+                            cancel.cancel();
+                        }
                     }
                 }
             })
@@ -389,7 +400,7 @@ impl JobRunner {
         rec.model = outcome.model;
         rec.metrics = Some(json!(outcome.metrics));
         rec.failure_reason = outcome.failure_reason;
-        rec.owner_pid = None;
+        rec.lease = None;
         rec.finished_at = Some(Utc::now());
         self.store.update_job(&rec, None).await?;
         Ok(rec)

@@ -63,13 +63,22 @@ pub struct AppState {
     pub run_slots: Arc<tokio::sync::Semaphore>,
     /// Training jobs (`/apis/switchyard/v1/jobs`).
     pub jobs: Arc<switchyard_jobs::JobRunner>,
+    /// Runs this server has a task for (queued or executing): recovery
+    /// never starts a second one.
+    active: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl AppState {
     /// Executes a run in the background; `resume` keeps tasks that succeeded.
     pub fn spawn_run(&self, run_id: String, resume: bool) {
         let (engine, slots) = (self.engine.clone(), self.run_slots.clone());
+        let active = self.active.clone();
+        if let Ok(mut a) = active.lock() {
+            a.insert(run_id.clone());
+        }
+        self.engine.keep_leases();
         tokio::spawn(async move {
+            let _active = ActiveRun(active, run_id.clone());
             // Waits PENDING until a slot is free; a run terminated meanwhile is
             // no longer claimable and is left as it is.
             let Ok(_permit) = slots.acquire_owned().await else {
@@ -89,13 +98,31 @@ impl AppState {
                 // soon as the store takes writes again, never leave it RUNNING.
                 Err(e @ switchyard_engine::EngineError::Store(_)) => {
                     tracing::error!(run = %run_id, error = %e, "run stopped: its records could not be written");
-                    end_when_store_allows(engine.store().clone(), run_id, e.to_string()).await;
+                    end_when_store_allows(engine.store().clone(), run_id.clone(), e.to_string())
+                        .await;
+                }
+                Err(e @ switchyard_engine::EngineError::LeaseLost { .. }) => {
+                    tracing::error!(run = %run_id, error = %e, "run left to the process that took it over");
                 }
                 Err(e) => {
                     tracing::error!(run = %run_id, error = %e, "run could not be executed");
                 }
             }
         });
+    }
+}
+
+/// Removes a run from the server's active set when its task ends, however it ends.
+struct ActiveRun(
+    Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    String,
+);
+
+impl Drop for ActiveRun {
+    fn drop(&mut self) {
+        if let Ok(mut a) = self.0.lock() {
+            a.remove(&self.1);
+        }
     }
 }
 
@@ -124,7 +151,9 @@ async fn end_when_store_allows(store: Arc<dyn RunStore>, run_id: String, error: 
         let from = [RunState::Pending, RunState::Running, RunState::Canceling];
         match store.transition_run(&run_id, &from, to, update).await {
             Ok(_) => {
-                let _ = store.set_owner(&run_id, None).await;
+                let _ = store
+                    .release_run(&run_id, &switchyard_store::Holder::current().id)
+                    .await;
                 tracing::info!(run = %run_id, state = %to, attempt, "run ended after a store failure");
                 return;
             }
@@ -154,6 +183,7 @@ pub fn state(
         config: Arc::new(config),
         run_slots: slots,
         jobs: Arc::new(jobs),
+        active: Default::default(),
     }
 }
 
@@ -202,22 +232,56 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Resumes runs a previous server process left PENDING, RUNNING or CANCELING
-/// (their owner is gone); returns how many.
+/// Resumes the unfinished runs (PENDING, RUNNING or CANCELING) that servers
+/// created and no process holds any more: their owner's lease expired, or the
+/// owner was a process of this host that is gone. Returns how many.
 pub async fn recover(state: &AppState) -> Result<usize, ApiError> {
+    let unfinished = switchyard_store::RunFilter {
+        field: switchyard_store::RunField::State,
+        negate: false,
+        values: [RunState::Pending, RunState::Running, RunState::Canceling]
+            .iter()
+            .map(|s| s.as_str().to_string())
+            .collect(),
+    };
+    let (runs, _) = state
+        .catalog
+        .page_runs(None, &[unfinished], false, 0, i64::MAX as u64)
+        .await?;
     let mut n = 0;
-    for run in state.runs.list_runs(u32::MAX).await? {
-        let unfinished = matches!(
-            run.state,
-            RunState::Pending | RunState::Running | RunState::Canceling
-        );
-        let owner_alive = run.owner_pid.is_some_and(switchyard_engine::process_alive);
-        // Only runs this server created (they have a catalog entry) are its to resume.
-        if unfinished && !owner_alive && state.catalog.get_run_catalog(&run.id).await?.is_some() {
-            tracing::info!(run = %run.id, state = %run.state, "resuming a run left unfinished");
-            state.spawn_run(run.id.clone(), true);
-            n += 1;
+    for (run, catalog) in runs {
+        let held = run
+            .lease
+            .as_ref()
+            .is_some_and(switchyard_store::Lease::held);
+        let ours = state.active.lock().is_ok_and(|a| a.contains(&run.id));
+        // Only runs a server created (they have a catalog entry) are a server's to
+        // resume; `switchyard run` resumes its own.
+        if held || ours || catalog.is_none() {
+            continue;
         }
+        tracing::warn!(run = %run.id, state = %run.state, owner = ?run.lease.as_ref().map(|l| &l.owner), "resuming a run no process holds");
+        state.spawn_run(run.id.clone(), true);
+        n += 1;
     }
     Ok(n)
+}
+
+/// Recovers again every lease period, so runs of a server that died are taken
+/// over by a live one (several servers on one PostgreSQL database, or two on
+/// one data directory) once their lease expires.
+pub fn keep_recovering(state: AppState) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(switchyard_store::lease_ttl());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match recover(&state).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(runs = n, "took over runs whose owner's lease expired"),
+                Err(e) => tracing::warn!(error = %e, "recovery scan failed"),
+            }
+        }
+    });
 }

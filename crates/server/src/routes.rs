@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use switchyard_engine::RunOptions;
 use switchyard_spec::ParsedPipeline;
 use switchyard_store::{
-    ExperimentRecord, PipelineRecord, PipelineVersionRecord, RunCatalog, RunUpdate,
+    ExperimentRecord, Holder, Lease, PipelineRecord, PipelineVersionRecord, RunCatalog, RunUpdate,
     State as RunState,
 };
 
@@ -654,7 +654,9 @@ async fn create_run(State(s): State<AppState>, b: JsonBody<NewRun>) -> ApiResult
         })?;
     // Ours from the start, while it waits PENDING for a slot: another server
     // on the same data recovers only runs whose owner is gone.
-    s.runs.set_owner(&run.id, Some(std::process::id())).await?;
+    s.runs
+        .set_owner(&run.id, Some(&Holder::current().lease()))
+        .await?;
     let cat = RunCatalog {
         run_id: run.id.clone(),
         experiment_id,
@@ -812,9 +814,7 @@ async fn run_action(
                     run.state
                 )));
             }
-            let alive = run
-                .owner_pid
-                .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+            let alive = run.lease.as_ref().is_some_and(Lease::held);
             if alive {
                 // The flag first, then CANCELING: a run that is still RUNNING
                 // then ends CANCELED (the engine never ends a CANCELING run
@@ -860,7 +860,9 @@ async fn run_action(
             };
             let from = [RunState::Failed, RunState::Canceled];
             // Owned before it is PENDING again (see create_run).
-            s.runs.set_owner(id, Some(std::process::id())).await?;
+            s.runs
+                .set_owner(id, Some(&Holder::current().lease()))
+                .await?;
             if !s
                 .runs
                 .transition_run(id, &from, RunState::Pending, update)

@@ -5,9 +5,9 @@ use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use crate::sql::{parse_json, parse_state, parse_ts, q, ts};
+use crate::sql::{lease_from_row, parse_json, parse_state, parse_ts, q, ts};
 use crate::{
-    JobEventRecord, JobMetricPoint, JobRecord, JobStore, Result, SqlStore, State, StoreError,
+    JobEventRecord, JobMetricPoint, JobRecord, JobStore, Lease, Result, SqlStore, State, StoreError,
 };
 
 fn job_from_row(row: &AnyRow) -> Result<JobRecord> {
@@ -24,7 +24,7 @@ fn job_from_row(row: &AnyRow) -> Result<JobRecord> {
         failure_reason: row.get("failure_reason"),
         logs_dir: row.get("logs_dir"),
         placement: parse_json(row.get("placement"), &what)?,
-        owner_pid: row.get::<Option<i64>, _>("owner_pid").map(|p| p as u32),
+        lease: lease_from_row(row),
         created_at: parse_ts(Some(row.get("created_at")), &what)?.unwrap_or_else(Utc::now),
         started_at: parse_ts(row.get("started_at"), &what)?,
         finished_at: parse_ts(row.get("finished_at"), &what)?,
@@ -74,7 +74,8 @@ impl JobStore for SqlStore {
         let mut tx = self.pool().begin().await.map_err(q("create job"))?;
         sqlx::query(
             "INSERT INTO jobs (id, name, backend, state, spec, restarts, model, metrics, failure_reason, logs_dir, \
-             owner_pid, created_at, started_at, finished_at, placement) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)",
+             owner_pid, created_at, started_at, finished_at, placement, owner_id, owner_host, lease_until) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)",
         )
         .bind(&j.id)
         .bind(&j.name)
@@ -86,11 +87,14 @@ impl JobStore for SqlStore {
         .bind(j.metrics.as_ref().map(Value::to_string))
         .bind(&j.failure_reason)
         .bind(&j.logs_dir)
-        .bind(j.owner_pid.map(i64::from))
+        .bind(j.lease.as_ref().map(|l| i64::from(l.pid)))
         .bind(ts(&j.created_at))
         .bind(j.started_at.as_ref().map(ts))
         .bind(j.finished_at.as_ref().map(ts))
         .bind(j.placement.as_ref().map(Value::to_string))
+        .bind(j.lease.as_ref().map(|l| l.owner.clone()))
+        .bind(j.lease.as_ref().map(|l| l.host.clone()))
+        .bind(j.lease.as_ref().map(Lease::until_ms))
         .execute(&mut *tx)
         .await
         .map_err(q("create job"))?;
@@ -130,7 +134,9 @@ impl JobStore for SqlStore {
         let mut tx = self.pool().begin().await.map_err(q("update job"))?;
         let old: Option<String> = sqlx::query_scalar(
             "UPDATE jobs SET state = $1, restarts = $2, model = $3, metrics = $4, failure_reason = $5, logs_dir = $6, \
-             owner_pid = $7, started_at = $8, finished_at = $9, placement = $10 WHERE id = $11 \
+             owner_pid = $7, started_at = $8, finished_at = $9, placement = $10, owner_id = $13, owner_host = $14, \
+             lease_until = CASE WHEN $15 IS NULL THEN NULL WHEN owner_id = $13 AND lease_until > $15 THEN lease_until ELSE $15 END \
+             WHERE id = $11 \
              RETURNING (SELECT state FROM job_events WHERE job_id = $12 ORDER BY seq DESC LIMIT 1)",
         )
         .bind(j.state.as_str())
@@ -139,12 +145,16 @@ impl JobStore for SqlStore {
         .bind(j.metrics.as_ref().map(Value::to_string))
         .bind(&j.failure_reason)
         .bind(&j.logs_dir)
-        .bind(j.owner_pid.map(i64::from))
+        .bind(j.lease.as_ref().map(|l| i64::from(l.pid)))
         .bind(j.started_at.as_ref().map(ts))
         .bind(j.finished_at.as_ref().map(ts))
         .bind(j.placement.as_ref().map(Value::to_string))
         .bind(&j.id)
         .bind(&j.id)
+        .bind(j.lease.as_ref().map(|l| l.owner.clone()))
+        .bind(j.lease.as_ref().map(|l| l.host.clone()))
+        // A record read before the last renewal never shortens the lease.
+        .bind(j.lease.as_ref().map(Lease::until_ms))
         .fetch_optional(&mut *tx)
         .await
         .map_err(q("update job"))?
@@ -192,6 +202,20 @@ impl JobStore for SqlStore {
                 })
             })
             .collect()
+    }
+
+    async fn renew_job_lease(&self, id: &str, lease: &Lease) -> Result<bool> {
+        let res = sqlx::query(
+            "UPDATE jobs SET lease_until = $1 WHERE id = $2 AND owner_id = $3 \
+             AND state IN ('PENDING', 'RUNNING', 'CANCELING')",
+        )
+        .bind(lease.until_ms())
+        .bind(id)
+        .bind(&lease.owner)
+        .execute(self.pool())
+        .await
+        .map_err(q("renew job lease"))?;
+        Ok(res.rows_affected() > 0)
     }
 
     async fn request_job_cancel(&self, id: &str) -> Result<()> {

@@ -9,9 +9,11 @@
 
 mod catalog;
 mod jobs;
+mod lease;
 mod model;
 mod sql;
 
+pub use lease::{expiry, lease_ttl, process_alive, renew_every, Holder, Lease};
 pub use model::*;
 pub use sql::{Dialect, SqlStore};
 
@@ -42,6 +44,8 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+use chrono::{DateTime, Utc};
 
 /// A field of a run that the database filters listings on (what KFP's list
 /// filters name most), so a filtered list is paged by the database instead of
@@ -81,20 +85,29 @@ pub trait RunStore: Send + Sync {
         to: State,
         update: RunUpdate,
     ) -> Result<bool>;
-    /// Takes a run for execution: moves it to `to` and records `owner` as its
-    /// executing process, only if it is in one of `from` and its owner is still
-    /// `observed_owner` (what the caller saw). Two processes racing to execute
-    /// the same run: exactly one gets true.
+    /// Takes a run for execution: moves it to `to` and records `lease` as its
+    /// owner, only if it is in one of `from` and its lease is still exactly
+    /// `observed` (what the caller saw and judged expired or absent). Two
+    /// processes racing to execute the same run: exactly one gets true.
     async fn claim_run(
         &self,
         id: &str,
         from: &[State],
-        observed_owner: Option<u32>,
-        owner: u32,
+        observed: Option<&Lease>,
+        lease: &Lease,
         to: State,
         update: RunUpdate,
     ) -> Result<bool>;
-    async fn set_owner(&self, id: &str, pid: Option<u32>) -> Result<()>;
+    /// Records `lease` as the run's owner (or none), unconditionally: for a run
+    /// its creator has just written.
+    async fn set_owner(&self, id: &str, lease: Option<&Lease>) -> Result<()>;
+    /// Gives the run up, only if `owner` still holds it; false when it does not.
+    async fn release_run(&self, id: &str, owner: &str) -> Result<bool>;
+    /// Extends to `until` the lease of every unfinished run `owner` holds;
+    /// returns how many.
+    async fn renew_run_leases(&self, owner: &str, until: DateTime<Utc>) -> Result<u64>;
+    /// What an executing process polls: a cancel request, and who owns the run now.
+    async fn run_control(&self, id: &str) -> Result<RunControl>;
     async fn request_cancel(&self, id: &str) -> Result<()>;
     async fn cancel_requested(&self, id: &str) -> Result<bool>;
     /// Writes the task's current record; records a transition when its state changed.
@@ -118,6 +131,10 @@ pub trait JobStore: Send + Sync {
     /// Adds an event without changing the state (e.g. "restarting").
     async fn add_job_event(&self, id: &str, state: State, message: &str) -> Result<()>;
     async fn job_events(&self, id: &str) -> Result<Vec<JobEventRecord>>;
+    /// Extends the job's lease, only while `lease.owner` holds it and the job
+    /// is unfinished; false when it lost the job (taken over or ended by
+    /// another process).
+    async fn renew_job_lease(&self, id: &str, lease: &Lease) -> Result<bool>;
     async fn request_job_cancel(&self, id: &str) -> Result<()>;
     async fn job_cancel_requested(&self, id: &str) -> Result<bool>;
     /// Records metric values seen now (the series the dashboard plots).

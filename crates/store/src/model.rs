@@ -81,7 +81,9 @@ pub struct RunRecord {
     pub options: Value,
     pub outputs: Option<Value>,
     pub error: Option<String>,
-    pub owner_pid: Option<u32>,
+    /// The process executing the run (or holding it queued), while it does.
+    #[serde(default)]
+    pub lease: Option<crate::Lease>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -96,6 +98,17 @@ pub struct RunUpdate {
     pub finished_at: Option<DateTime<Utc>>,
     /// Clear error and finish time (used by resume).
     pub reset: bool,
+    /// Only if this process (lease owner id) still owns the run: a process
+    /// that lost its lease must not write the end of a run another executes.
+    pub if_owned_by: Option<String>,
+}
+
+/// What an executing process polls while a run executes.
+#[derive(Debug, Clone, Default)]
+pub struct RunControl {
+    pub cancel_requested: bool,
+    /// The lease owner id now recorded for the run.
+    pub owner: Option<String>,
 }
 
 /// One task execution inside a run. `task_key` is unique in the run and stable
@@ -156,7 +169,9 @@ pub struct JobRecord {
     /// and console link, cluster namespace and pods).
     #[serde(default)]
     pub placement: Option<Value>,
-    pub owner_pid: Option<u32>,
+    /// The process following the job, while it does.
+    #[serde(default)]
+    pub lease: Option<crate::Lease>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,

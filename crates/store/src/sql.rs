@@ -17,7 +17,8 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
 use crate::{
-    CacheEntry, Result, RunRecord, RunStore, RunUpdate, State, StoreError, TaskRecord, Transition,
+    CacheEntry, Lease, Result, RunControl, RunRecord, RunStore, RunUpdate, State, StoreError,
+    TaskRecord, Transition,
 };
 
 /// Which database a store talks to; the SQL differs only in migrations.
@@ -39,6 +40,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         5,
         include_str!("../migrations/sqlite/0005_transitions_task.sql"),
     ),
+    (6, include_str!("../migrations/sqlite/0006_leases.sql")),
 ];
 
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
@@ -53,13 +55,14 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         5,
         include_str!("../migrations/postgres/0005_transitions_task.sql"),
     ),
+    (6, include_str!("../migrations/postgres/0006_leases.sql")),
 ];
 
 /// A run's columns for listings (table alias `r`): all but the spec, which is
 /// large (every step of the pipeline) and which no listing shows; `spec` is
 /// then empty. `get_run` reads it.
 pub(crate) const RUN_LIST_COLUMNS: &str = "r.id, r.pipeline_name, r.display_name, r.state, '' AS spec, \
-    r.parameters, r.pipeline_root, r.options, r.outputs, r.error, r.owner_pid, r.created_at, r.started_at, r.finished_at";
+    r.parameters, r.pipeline_root, r.options, r.outputs, r.error, r.owner_pid, r.owner_id, r.owner_host, r.lease_until, r.created_at, r.started_at, r.finished_at";
 
 /// The store: runs, tasks, jobs, catalog and cache on SQLite or PostgreSQL.
 #[derive(Clone)]
@@ -103,6 +106,22 @@ pub(crate) fn parse_ts(s: Option<String>, what: &str) -> Result<Option<DateTime<
             })
     })
     .transpose()
+}
+
+/// The lease columns of a run or job row; `None` when no process owns it
+/// (rows written before leases existed count as unowned).
+pub(crate) fn lease_from_row(row: &AnyRow) -> Option<Lease> {
+    Some(Lease {
+        owner: row.get::<Option<String>, _>("owner_id")?,
+        host: row
+            .get::<Option<String>, _>("owner_host")
+            .unwrap_or_default(),
+        pid: row
+            .get::<Option<i64>, _>("owner_pid")
+            .and_then(|p| u32::try_from(p).ok())
+            .unwrap_or(0),
+        until: DateTime::from_timestamp_millis(row.get::<Option<i64>, _>("lease_until")?)?,
+    })
 }
 
 pub(crate) fn parse_json(s: Option<String>, what: &str) -> Result<Option<Value>> {
@@ -279,7 +298,7 @@ impl SqlStore {
             options: parse_json(Some(row.get("options")), &what)?.unwrap_or(Value::Null),
             outputs: parse_json(row.get("outputs"), &what)?,
             error: row.get("error"),
-            owner_pid: row.get::<Option<i64>, _>("owner_pid").map(|p| p as u32),
+            lease: lease_from_row(row),
             created_at: parse_ts(Some(row.get("created_at")), &what)?.unwrap_or_else(Utc::now),
             started_at: parse_ts(row.get("started_at"), &what)?,
             finished_at: parse_ts(row.get("finished_at"), &what)?,
@@ -344,7 +363,8 @@ impl RunStore for SqlStore {
         let mut tx = self.pool.begin().await.map_err(q("create run"))?;
         sqlx::query(
             "INSERT INTO runs (id, pipeline_name, display_name, state, spec, parameters, pipeline_root, options, \
-             outputs, error, owner_pid, created_at, started_at, finished_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
+             outputs, error, owner_pid, owner_id, owner_host, lease_until, created_at, started_at, finished_at) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)",
         )
         .bind(&run.id)
         .bind(&run.pipeline_name)
@@ -356,7 +376,10 @@ impl RunStore for SqlStore {
         .bind(run.options.to_string())
         .bind(json_text(&run.outputs))
         .bind(&run.error)
-        .bind(run.owner_pid.map(i64::from))
+        .bind(run.lease.as_ref().map(|l| i64::from(l.pid)))
+        .bind(run.lease.as_ref().map(|l| l.owner.clone()))
+        .bind(run.lease.as_ref().map(|l| l.host.clone()))
+        .bind(run.lease.as_ref().map(Lease::until_ms))
         .bind(ts(&run.created_at))
         .bind(run.started_at.as_ref().map(ts))
         .bind(run.finished_at.as_ref().map(ts))
@@ -409,7 +432,7 @@ impl RunStore for SqlStore {
         let guard = if from.is_empty() {
             String::new()
         } else {
-            format!(" AND state IN ({})", placeholders(8, from.len()))
+            format!(" AND state IN ({})", placeholders(9, from.len()))
         };
         let sql = format!(
             "UPDATE runs SET state = $1, \
@@ -418,7 +441,7 @@ impl RunStore for SqlStore {
                started_at = COALESCE($4, started_at), \
                finished_at = COALESCE($5, CASE WHEN $7 THEN NULL ELSE finished_at END), \
                cancel_requested = CASE WHEN $7 THEN 0 ELSE cancel_requested END \
-             WHERE id = $6{guard}"
+             WHERE id = $6 AND COALESCE(owner_id, '') = COALESCE($8, owner_id, ''){guard}"
         );
         let mut tx = self.pool.begin().await.map_err(q("update run"))?;
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -428,7 +451,8 @@ impl RunStore for SqlStore {
             .bind(update.started_at.as_ref().map(ts))
             .bind(update.finished_at.as_ref().map(ts))
             .bind(id.to_string())
-            .bind(update.reset);
+            .bind(update.reset)
+            .bind(update.if_owned_by.clone());
         for st in from {
             query = query.bind(st.as_str());
         }
@@ -454,27 +478,33 @@ impl RunStore for SqlStore {
         &self,
         id: &str,
         from: &[State],
-        observed_owner: Option<u32>,
-        owner: u32,
+        observed: Option<&Lease>,
+        lease: &Lease,
         to: State,
         update: RunUpdate,
     ) -> Result<bool> {
         let sql = format!(
-            "UPDATE runs SET state = $1, owner_pid = $2, started_at = COALESCE($3, started_at), \
-               error = CASE WHEN $4 THEN NULL ELSE error END, \
-               finished_at = CASE WHEN $4 THEN NULL ELSE finished_at END, \
-               cancel_requested = CASE WHEN $4 THEN 0 ELSE cancel_requested END \
-             WHERE id = $5 AND COALESCE(owner_pid, -1) = COALESCE($6, -1) AND state IN ({})",
-            placeholders(7, from.len().max(1))
+            "UPDATE runs SET state = $1, owner_pid = $2, owner_id = $3, owner_host = $4, lease_until = $5, \
+               started_at = COALESCE($6, started_at), \
+               error = CASE WHEN $7 THEN NULL ELSE error END, \
+               finished_at = CASE WHEN $7 THEN NULL ELSE finished_at END, \
+               cancel_requested = CASE WHEN $7 THEN 0 ELSE cancel_requested END \
+             WHERE id = $8 AND COALESCE(owner_id, '') = $9 AND COALESCE(lease_until, -1) = $10 \
+               AND state IN ({})",
+            placeholders(11, from.len().max(1))
         );
         let mut tx = self.pool.begin().await.map_err(q("claim run"))?;
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(to.as_str())
-            .bind(i64::from(owner))
+            .bind(i64::from(lease.pid))
+            .bind(lease.owner.clone())
+            .bind(lease.host.clone())
+            .bind(lease.until_ms())
             .bind(update.started_at.as_ref().map(ts))
             .bind(update.reset)
             .bind(id.to_string())
-            .bind(observed_owner.map(i64::from));
+            .bind(observed.map(|l| l.owner.clone()).unwrap_or_default())
+            .bind(observed.map(Lease::until_ms).unwrap_or(-1));
         if from.is_empty() {
             query = query.bind("");
         }
@@ -499,14 +529,58 @@ impl RunStore for SqlStore {
         Ok(true)
     }
 
-    async fn set_owner(&self, id: &str, pid: Option<u32>) -> Result<()> {
-        sqlx::query("UPDATE runs SET owner_pid = $1 WHERE id = $2")
-            .bind(pid.map(i64::from))
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(q("set run owner"))?;
+    async fn set_owner(&self, id: &str, lease: Option<&Lease>) -> Result<()> {
+        sqlx::query(
+            "UPDATE runs SET owner_pid = $1, owner_id = $2, owner_host = $3, lease_until = $4 WHERE id = $5",
+        )
+        .bind(lease.map(|l| i64::from(l.pid)))
+        .bind(lease.map(|l| l.owner.clone()))
+        .bind(lease.map(|l| l.host.clone()))
+        .bind(lease.map(Lease::until_ms))
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(q("set run owner"))?;
         Ok(())
+    }
+
+    async fn release_run(&self, id: &str, owner: &str) -> Result<bool> {
+        let res = sqlx::query(
+            "UPDATE runs SET owner_pid = NULL, owner_id = NULL, owner_host = NULL, lease_until = NULL \
+             WHERE id = $1 AND owner_id = $2",
+        )
+        .bind(id)
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .map_err(q("release run"))?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    async fn renew_run_leases(&self, owner: &str, until: DateTime<Utc>) -> Result<u64> {
+        let res = sqlx::query(
+            "UPDATE runs SET lease_until = $1 WHERE owner_id = $2 \
+             AND state IN ('PENDING', 'RUNNING', 'CANCELING')",
+        )
+        .bind(until.timestamp_millis())
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .map_err(q("renew run leases"))?;
+        Ok(res.rows_affected())
+    }
+
+    async fn run_control(&self, id: &str) -> Result<RunControl> {
+        let row = sqlx::query("SELECT cancel_requested, owner_id FROM runs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(q("read run control"))?
+            .ok_or_else(|| StoreError::RunNotFound(id.to_string()))?;
+        Ok(RunControl {
+            cancel_requested: row.get::<i64, _>("cancel_requested") != 0,
+            owner: row.get("owner_id"),
+        })
     }
 
     async fn request_cancel(&self, id: &str) -> Result<()> {

@@ -7,7 +7,8 @@ mod pg;
 use chrono::Utc;
 use serde_json::json;
 use switchyard_store::{
-    CacheEntry, RunRecord, RunStore, RunUpdate, SqlStore, State, StoreError, TaskRecord,
+    CacheEntry, JobRecord, JobStore, Lease, RunRecord, RunStore, RunUpdate, SqlStore, State,
+    StoreError, TaskRecord,
 };
 
 fn run(id: &str) -> RunRecord {
@@ -22,7 +23,7 @@ fn run(id: &str) -> RunRecord {
         options: json!({}),
         outputs: None,
         error: None,
-        owner_pid: None,
+        lease: None,
         created_at: Utc::now(),
         started_at: None,
         finished_at: None,
@@ -193,45 +194,129 @@ async fn parallel_writers_do_not_conflict(a: SqlStore, b: SqlStore) {
     assert_eq!(total, 200);
 }
 
-async fn claims_are_exclusive(store: SqlStore) {
+fn lease_of(owner: &str, host: &str, secs: i64) -> Lease {
+    Lease {
+        owner: owner.into(),
+        host: host.into(),
+        pid: 1,
+        until: Utc::now() + chrono::Duration::seconds(secs),
+    }
+}
+
+async fn claims_are_exclusive_leases(store: SqlStore) {
     store.create_run(&run("c1")).await.unwrap();
-    let claim = |owner| {
-        store.claim_run(
-            "c1",
-            &[State::Pending],
-            None,
-            owner,
-            State::Running,
-            RunUpdate::default(),
-        )
+    let store = &store;
+    let claim = |owner: &'static str| async move {
+        store
+            .claim_run(
+                "c1",
+                &[State::Pending],
+                None,
+                &lease_of(owner, "h1", 30),
+                State::Running,
+                RunUpdate::default(),
+            )
+            .await
     };
-    let (x, y) = tokio::join!(claim(11), claim(22));
+    let (x, y) = tokio::join!(claim("a"), claim("b"));
     assert!(x.unwrap() ^ y.unwrap(), "exactly one claim wins");
-    // A resume must name the owner it saw.
+    let held = store.get_run("c1").await.unwrap().lease.unwrap();
+    assert!(["a", "b"].contains(&held.owner.as_str()) && held.host == "h1");
+    // A take-over must name the lease it saw: a stale observation (the owner
+    // renewed meanwhile) loses.
+    let mut stale = held.clone();
+    stale.until -= chrono::Duration::seconds(5);
+    let take = |observed: Lease| async move {
+        store
+            .claim_run(
+                "c1",
+                &[State::Running],
+                Some(&observed),
+                &lease_of("c", "h2", 30),
+                State::Running,
+                RunUpdate::default(),
+            )
+            .await
+            .unwrap()
+    };
+    assert!(!take(stale).await);
+    // Renewal extends only the owner's unfinished runs.
+    store.create_run(&run("c2")).await.unwrap();
+    let later = Utc::now() + chrono::Duration::seconds(300);
+    assert_eq!(store.renew_run_leases(&held.owner, later).await.unwrap(), 1);
+    assert_eq!(store.renew_run_leases("nobody", later).await.unwrap(), 0);
+    let renewed = store.get_run("c1").await.unwrap().lease.unwrap();
+    assert_eq!(renewed.until_ms(), later.timestamp_millis());
+    assert!(
+        !take(held.clone()).await,
+        "the renewed lease is not the one seen"
+    );
+    assert!(take(renewed).await);
+    assert_eq!(store.get_run("c1").await.unwrap().lease.unwrap().owner, "c");
+    // The old owner learns it lost the run, and cannot end it or release it.
+    let control = store.run_control("c1").await.unwrap();
+    assert_eq!(control.owner.as_deref(), Some("c"));
+    assert!(!control.cancel_requested);
+    let end = |owner: &str| RunUpdate {
+        if_owned_by: Some(owner.to_string()),
+        ..Default::default()
+    };
     assert!(!store
-        .claim_run(
-            "c1",
-            &[State::Running],
-            Some(99),
-            33,
-            State::Running,
-            RunUpdate::default()
-        )
+        .transition_run("c1", &[State::Running], State::Failed, end(&held.owner))
         .await
         .unwrap());
-    let owner = store.get_run("c1").await.unwrap().owner_pid;
+    assert!(!store.release_run("c1", &held.owner).await.unwrap());
     assert!(store
-        .claim_run(
-            "c1",
-            &[State::Running],
-            owner,
-            33,
-            State::Running,
-            RunUpdate::default()
-        )
+        .transition_run("c1", &[State::Running], State::Succeeded, end("c"))
         .await
         .unwrap());
-    assert_eq!(store.get_run("c1").await.unwrap().owner_pid, Some(33));
+    assert!(store.release_run("c1", "c").await.unwrap());
+    assert!(store.get_run("c1").await.unwrap().lease.is_none());
+    // A finished run's lease is not renewed.
+    store
+        .set_owner("c1", Some(&lease_of("d", "h1", 1)))
+        .await
+        .unwrap();
+    assert_eq!(store.renew_run_leases("d", later).await.unwrap(), 0);
+}
+
+async fn job_leases(store: SqlStore) {
+    let mut job = JobRecord {
+        id: "j1".into(),
+        name: "train".into(),
+        backend: "local".into(),
+        state: State::Running,
+        spec: json!({}),
+        restarts: 0,
+        model: None,
+        metrics: None,
+        failure_reason: None,
+        logs_dir: None,
+        placement: None,
+        lease: Some(lease_of("a", "h1", 30)),
+        created_at: Utc::now(),
+        started_at: None,
+        finished_at: None,
+    };
+    store.create_job(&job).await.unwrap();
+    let mut renewed = lease_of("a", "h1", 300);
+    assert!(store.renew_job_lease("j1", &renewed).await.unwrap());
+    assert!(!store
+        .renew_job_lease("j1", &lease_of("b", "h2", 300))
+        .await
+        .unwrap());
+    // Writing a record read before the renewal keeps the longer lease.
+    job.restarts = 1;
+    store.update_job(&job, None).await.unwrap();
+    let stored = store.get_job("j1").await.unwrap().lease.unwrap();
+    assert_eq!(stored.until_ms(), renewed.until_ms());
+    // Ended by another process: the follower's renewal says it lost the job.
+    job.state = State::Canceled;
+    job.lease = None;
+    store.update_job(&job, Some("canceled")).await.unwrap();
+    assert!(store.get_job("j1").await.unwrap().lease.is_none());
+    renewed.until += chrono::Duration::seconds(1);
+    assert!(!store.renew_job_lease("j1", &renewed).await.unwrap());
 }
 
 /// Filtered pages are filtered by the database, counted, and paged.
@@ -326,7 +411,8 @@ async fn all(open: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output
     runs_transitions_and_history(open().await).await;
     filtered_pages(open().await).await;
     cache_entries(open().await).await;
-    claims_are_exclusive(open().await).await;
+    claims_are_exclusive_leases(open().await).await;
+    job_leases(open().await).await;
     parallel_writers_do_not_conflict(open().await, open().await).await;
 }
 

@@ -10,11 +10,10 @@ use chrono::Utc;
 use serde_json::{json, Value};
 use switchyard_job::TrainingJob;
 use switchyard_jobs::Notice;
-use switchyard_store::{JobRecord, JobStore, State};
+use switchyard_store::{JobRecord, JobStore, Lease, State};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{DisplayArgs, OutputFormat};
-use crate::commands::runs::process_alive;
 use crate::config::Paths;
 
 pub use switchyard_jobs::job_json;
@@ -194,11 +193,11 @@ pub async fn cancel(store: &dyn JobStore, id: &str) -> Result<i32> {
     if j.state.is_final() {
         bail!("job {} is already {}; nothing to cancel", j.id, j.state);
     }
-    if !j.owner_pid.is_some_and(process_alive) {
+    if !j.lease.as_ref().is_some_and(Lease::held) {
         j.state = State::Canceled;
         j.failure_reason = Some("canceled".into());
         j.finished_at = Some(Utc::now());
-        j.owner_pid = None;
+        j.lease = None;
         store
             .update_job(&j, Some("canceled: no process was following it"))
             .await?;

@@ -81,13 +81,14 @@ pub async fn run(engine: &Engine, paths: &Paths, args: RunArgs) -> Result<i32> {
 
 pub async fn resume(engine: &Engine, id: &str, display: &DisplayArgs) -> Result<i32> {
     let run = engine.store().get_run(id).await?;
-    if let Some(pid) = run.owner_pid {
-        if crate::commands::runs::process_alive(pid) {
-            bail!(
-                "run {} is still being executed by process {pid}; cancel it or wait for it",
-                run.id
-            );
-        }
+    if let Some(l) = run.lease.as_ref().filter(|l| l.held()) {
+        bail!(
+            "run {} is still being executed by process {} on {} (lease until {}); cancel it or wait for it",
+            run.id,
+            l.pid,
+            l.host,
+            l.until
+        );
     }
     if run.state == switchyard_store::State::Succeeded {
         bail!(

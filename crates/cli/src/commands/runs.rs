@@ -3,12 +3,10 @@
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use switchyard_store::{RunStore, RunUpdate, State};
+use switchyard_store::{Lease, RunStore, RunUpdate, State};
 
 use crate::cli::OutputFormat;
 use crate::report;
-
-pub use switchyard_engine::process_alive;
 
 pub async fn list(store: &dyn RunStore, limit: u32, output: OutputFormat) -> Result<i32> {
     let runs = store.list_runs(limit).await?;
@@ -29,7 +27,7 @@ pub async fn list(store: &dyn RunStore, limit: u32, output: OutputFormat) -> Res
     );
     for r in runs {
         let stale = matches!(r.state, State::Running | State::Canceling)
-            && !r.owner_pid.is_some_and(process_alive);
+            && !r.lease.as_ref().is_some_and(Lease::held);
         let state = if stale {
             format!("{}*", r.state)
         } else {
@@ -59,7 +57,7 @@ pub async fn get(store: &dyn RunStore, id: &str, output: OutputFormat) -> Result
     } else {
         print!("{}", report::run_text(&run, &tasks, &history));
         if matches!(run.state, State::Running | State::Canceling)
-            && !run.owner_pid.is_some_and(process_alive)
+            && !run.lease.as_ref().is_some_and(Lease::held)
         {
             println!("  note: no process is executing this run any more; `switchyard runs resume {}` finishes it", run.id);
         }
@@ -72,7 +70,7 @@ pub async fn cancel(store: &dyn RunStore, id: &str) -> Result<i32> {
     if run.state.is_final() {
         bail!("run {} is already {}; nothing to cancel", run.id, run.state);
     }
-    let owner_alive = run.owner_pid.is_some_and(process_alive);
+    let owner_alive = run.lease.as_ref().is_some_and(Lease::held);
     if !owner_alive {
         // Nobody is executing it: mark it canceled directly. The flag is set too,
         // so a process that claims it at this very moment stops at once.
@@ -107,6 +105,9 @@ pub async fn cancel(store: &dyn RunStore, id: &str) -> Result<i32> {
     bail!(
         "run {} did not stop within 60s; its process is {}",
         run.id,
-        run.owner_pid.unwrap_or(0)
+        run.lease
+            .as_ref()
+            .map(|l| format!("{} on {}", l.pid, l.host))
+            .unwrap_or_else(|| "unknown".into())
     )
 }

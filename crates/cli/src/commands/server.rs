@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use switchyard_engine::Engine;
-use switchyard_server::{app, recover, state, HostPolicy, ServerConfig};
-use switchyard_store::{Dialect, SqlStore};
+use switchyard_server::{app, keep_recovering, recover, state, HostPolicy, ServerConfig};
+use switchyard_store::SqlStore;
 
 use crate::cli::ServerArgs;
 use crate::config::Paths;
@@ -92,14 +92,15 @@ pub async fn serve(
                 .unwrap_or(2)
         }),
     };
-    let dialect = store.dialect();
     let jobs = paths.job_runner(store.clone())?;
     let state = state(engine, store.clone(), store, jobs, config);
-    let recover_runs = args.recover_runs.unwrap_or(dialect == Dialect::Sqlite);
-    let resumed = if recover_runs {
-        recover(&state)
+    state.engine.keep_leases();
+    let resumed = if args.recover_runs.unwrap_or(true) {
+        let n = recover(&state)
             .await
-            .map_err(|e| anyhow::anyhow!("recovering unfinished runs: {e}"))?
+            .map_err(|e| anyhow::anyhow!("recovering unfinished runs: {e}"))?;
+        keep_recovering(state.clone());
+        n
     } else {
         0
     };

@@ -55,6 +55,9 @@ pub(crate) struct RunCtx {
     pub events: EventSender,
     pub store: Arc<dyn RunStore>,
     pub backend: Arc<dyn Backend>,
+    /// Set when another process took the run over (this one's lease expired):
+    /// from then on nothing of this execution is written.
+    pub lost: CancellationToken,
     /// Container tasks that failed for good: (task key, message), in order.
     pub failures: Mutex<Vec<(String, String)>>,
     /// kfp-kubernetes settings by executor label (`Null` when the pipeline has none).
@@ -169,6 +172,9 @@ impl RunCtx {
     /// Writes the record and tells watchers. A store failure is returned so the
     /// task fails visibly instead of running on with an unrecorded state.
     async fn save(&self, rec: &TaskRecord) -> Result<(), String> {
+        if self.lost.is_cancelled() {
+            return Err("another process took the run over; this one stopped".into());
+        }
         self.store.put_task(rec).await.map_err(|e| e.to_string())?;
         let kind = match rec.kind.as_str() {
             "container" => "container",
