@@ -40,7 +40,7 @@ def parse_args():
 
 
 def checkpoint_dir():
-    d = os.environ.get("SM_CHECKPOINT_DIR") or os.path.join(os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"), "checkpoints")
+    d = os.path.join(os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"), "checkpoints")
     os.makedirs(d, exist_ok=True)
     return d
 

@@ -7,6 +7,7 @@
 //! are scraped from log lines the same way everywhere ([`MetricScraper`]).
 
 pub mod contract;
+pub mod python;
 pub mod spec;
 pub mod validate;
 

@@ -168,8 +168,6 @@ fn shared_env(job: &TrainingJob) -> BTreeMap<String, String> {
         "MASTER_PORT",
         "WORLD_SIZE",
         "SM_CURRENT_HOST",
-        "SM_IS_MASTER",
-        "SM_MASTER_ADDR",
         "SM_TRAINING_ENV",
         "SM_RESOURCE_CONFIG",
         "TORCHELASTIC_RUN_ID",

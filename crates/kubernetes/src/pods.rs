@@ -178,7 +178,6 @@ pub fn env_for(job: &PyTorchJob, slot: &Slot, all: &[Slot]) -> Vec<EnvVar> {
         var("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data"),
         var("SM_OUTPUT_DIR", "/opt/ml/output"),
         var("SM_INPUT_DIR", "/opt/ml/input"),
-        var("SM_CHECKPOINT_DIR", "/opt/ml/checkpoints"),
         var("TORCHELASTIC_RUN_ID", name),
     ]);
     env

@@ -392,7 +392,11 @@ impl TrainingBackend for LocalTraining {
             .map(|n| HostLayout::new(dir.join("hosts").join(contract::host_name(n))))
             .collect();
         for (n, layout) in layouts.iter().enumerate() {
-            contract::write_host(job, n as u32, &instance_type, layout)
+            let submit = code_dir
+                .as_ref()
+                .map(|d| d.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            contract::write_host(job, n as u32, &instance_type, &submit, layout)
                 .map_err(|e| setup(e, "cannot write the host files"))?;
             for (name, path) in &channels {
                 replace_symlink(path, &layout.channel_dir(name))
@@ -605,7 +609,7 @@ impl LocalTraining {
                     local_rank,
                     master_addr: "127.0.0.1".into(),
                     master_port: port,
-                    num_cpus: spec.resources.cpu.ceil().max(1.0) as u32,
+                    num_cpus: contract::host_cpus(),
                     num_gpus: spec.resources.gpu,
                     instance_type: spec.instance_type.clone().unwrap_or_else(|| "local".into()),
                     code_dir: code_dir.map(Path::to_path_buf),

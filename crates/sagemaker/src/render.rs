@@ -17,7 +17,7 @@ use aws_sdk_sagemaker::types::{
     TrainingInputMode, TrainingInstanceType, VpcConfig,
 };
 use serde_json::Value;
-use switchyard_job::{ChannelSource, JobError, RestartPolicy, TrainingJob};
+use switchyard_job::{contract, ChannelSource, JobError, RestartPolicy, TrainingJob};
 
 use crate::config::{LocalChannels, SageMakerConfig};
 use crate::instance;
@@ -130,6 +130,18 @@ pub fn resolve(job: &TrainingJob, config: &SageMakerConfig) -> Result<Resolved, 
         ));
     }
 
+    // Only SageMaker's toolkit (an entry point) starts several processes per
+    // host; a container command runs once per host.
+    if spec.procs_per_node > 1 && spec.entry_point.is_none() {
+        return Err(refuse(
+            "spec.procsPerNode",
+            format!(
+                "{} processes per host need spec.entryPoint (SageMaker's PyTorch container then starts them with torchrun); with spec.command the container runs it once per host — set procsPerNode: 1 or use entryPoint",
+                spec.procs_per_node
+            ),
+        ));
+    }
+
     // Instance type: named, or derived from resources.
     let res = &spec.resources;
     let memory_gib = res
@@ -169,7 +181,7 @@ pub fn resolve(job: &TrainingJob, config: &SageMakerConfig) -> Result<Resolved, 
                     return Err(refuse(
                         "spec.procsPerNode",
                         format!(
-                            "{} processes per host, but SageMaker's PyTorch container starts one per GPU and {t} has {}",
+                            "{} processes per host, but {t} has {} GPUs (at most one process per GPU)",
                             spec.procs_per_node, known.gpus
                         ),
                     ));
@@ -429,16 +441,14 @@ pub fn render(
         .map(|(k, v)| (k.clone(), encode_hyperparameter(v)))
         .collect();
     let quoted = |s: &str| Value::String(s.to_string()).to_string();
-    if let (Some(ep), Some(dir)) = (&spec.entry_point, &staged.submit_directory) {
-        hps.insert("sagemaker_program".into(), quoted(ep));
-        hps.insert("sagemaker_submit_directory".into(), quoted(dir));
-        hps.insert("sagemaker_container_log_level".into(), "20".into());
-        hps.insert("sagemaker_job_name".into(), quoted(name));
+    if let (Some(_), Some(dir)) = (&spec.entry_point, &staged.submit_directory) {
+        // The same as every backend writes (procsPerNode included), with
+        // SageMaker's own job name and the region.
+        for (k, v) in contract::sagemaker_hyperparameters(job, name, dir) {
+            hps.insert(k, encode_hyperparameter(&v));
+        }
         if let Some(r) = &resolved.region {
             hps.insert("sagemaker_region".into(), quoted(r));
-        }
-        if job.world_size() > 1 {
-            hps.insert("sagemaker_torch_distributed_enabled".into(), "true".into());
         }
     }
 
@@ -536,7 +546,12 @@ pub fn render(
         .enable_inter_container_traffic_encryption(
             spec.sagemaker.enable_inter_container_traffic_encryption,
         )
-        .set_environment((!spec.env.is_empty()).then(|| spec.env.clone().into_iter().collect()))
+        // SAGEMAKER_BASE_DIR as on every backend (the toolkit's default there).
+        .set_environment(Some(
+            std::iter::once(("SAGEMAKER_BASE_DIR".to_string(), "/opt/ml".to_string()))
+                .chain(spec.env.clone())
+                .collect(),
+        ))
         .set_tags(Some(tags));
     if let Some(c) = &spec.checkpoint {
         req = req.checkpoint_config(

@@ -587,6 +587,8 @@ async fn the_request_carries_every_field() {
         ))
     );
     assert_eq!(hp["sagemaker_torch_distributed_enabled"], "true");
+    // procsPerNode reaches the container's torchrun (--nproc_per_node).
+    assert_eq!(hp["sagemaker_mpi_num_of_processes_per_host"], "1");
     assert_eq!(hp["sagemaker_job_name"], json!(format!("\"{name}\"")));
     let channels: BTreeMap<String, Value> = b["InputDataConfig"]
         .as_array()
@@ -628,7 +630,10 @@ async fn the_request_carries_every_field() {
     assert_eq!(b["EnableNetworkIsolation"], true);
     assert_eq!(b["EnableInterContainerTrafficEncryption"], true);
     assert_eq!(b["RetryStrategy"], json!({"MaximumRetryAttempts": 2}));
-    assert_eq!(b["Environment"], json!({"NCCL_DEBUG": "INFO"}));
+    assert_eq!(
+        b["Environment"],
+        json!({"SAGEMAKER_BASE_DIR": "/opt/ml", "NCCL_DEBUG": "INFO"})
+    );
     assert_eq!(
         b["VpcConfig"],
         json!({"SecurityGroupIds": ["sg-0a1b2c3d"], "Subnets": ["subnet-0a1b2c3d"]})
@@ -647,6 +652,128 @@ async fn the_request_carries_every_field() {
     assert_eq!(tags["team"], "ml");
     assert_eq!(tags["switchyard:job-id"], "job-full");
     assert_eq!(tags["switchyard:job-name"], "digits");
+}
+
+/// The request played through SageMaker's real PyTorch container entry
+/// (`sagemaker_pytorch_container.training.main()`, from PyPI) on host algo-1 of
+/// 2, with a stub `torchrun` that records its argv: procsPerNode becomes
+/// `--nproc_per_node`, and the script gets exactly the arguments every other
+/// backend gives it. Only the code's S3 download is replaced by the folder.
+#[tokio::test]
+#[ignore = "needs the SageMaker toolkits in the torch venv (scripts/setup --torch)"]
+async fn the_pytorch_container_runs_procs_per_node_with_the_same_arguments() {
+    let s = setup();
+    let fake = Arc::new(Fake::default());
+    let name = name_for("job-container");
+    fake.script(
+        "DescribeTrainingJob",
+        vec![not_found_job(), recorded("describe-completed.json", &name)],
+    )
+    .script("CreateTrainingJob", vec![recorded("create.json", &name)]);
+    let backend = SageMakerBackend::with_sdk_config(s.config.clone(), sdk(fake.clone()), true);
+    let spec = "  sourceDir: src\n  entryPoint: train.py\n  nodes: 2\n  procsPerNode: 2\n  instanceType: ml.c5.xlarge\n  hyperparameters: {epochs: 3, e: 1, amp: true, opts: {b: 2, a: x}, tiny: 1e-05, layers: [64, 32]}\n";
+    let j = job(&s, spec);
+    let ran = run(&backend, &j, "job-container", false).await;
+    assert_eq!(ran.outcome().state, JobState::Succeeded, "{:?}", ran.result);
+    let b = fake.body_of("CreateTrainingJob");
+
+    // What SageMaker would put in the container of algo-1.
+    let base = s.root.join("opt-ml");
+    let config = base.join("input/config");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::create_dir_all(base.join("code")).unwrap();
+    let mut hps: serde_json::Map<String, Value> =
+        serde_json::from_value(b["HyperParameters"].clone()).unwrap();
+    hps.insert(
+        "sagemaker_submit_directory".into(),
+        json!(json!(s.root.join("src").to_string_lossy()).to_string()),
+    );
+    std::fs::write(
+        config.join("hyperparameters.json"),
+        Value::Object(hps).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        config.join("resourceconfig.json"),
+        json!({"current_host": "algo-1", "hosts": ["algo-1", "algo-2"], "current_group_name": "homogeneousCluster",
+               "current_instance_type": "ml.c5.xlarge", "network_interface_name": "eth0",
+               "instance_groups": [{"instance_group_name": "homogeneousCluster", "instance_type": "ml.c5.xlarge", "hosts": ["algo-1", "algo-2"]}]})
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(config.join("inputdataconfig.json"), "{}").unwrap();
+    let bin = s.root.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let record = s.root.join("torchrun-argv.json");
+    std::fs::write(
+        bin.join("torchrun"),
+        format!(
+            "#!/bin/sh\nexec python3 -c 'import json, sys; json.dump(sys.argv[1:], open(\"{}\", \"w\"))' \"$@\"\n",
+            record.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        bin.join("torchrun"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let python = std::env::var("SWITCHYARD_TEST_TORCH_PYTHON").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/switchyard/torch-venv/bin/python",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "from sagemaker_pytorch_container import training; training.main()",
+        ])
+        .env("SAGEMAKER_BASE_DIR", &base)
+        .env("SM_STUDIO_LOCAL_MODE", "true")
+        .env("PATH", path)
+        .current_dir(&s.root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let argv: Vec<String> =
+        serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    let mut want: Vec<String> = [
+        "--nnodes",
+        "2",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "algo-1",
+        "--master_port",
+        "7777",
+        "--node_rank",
+        "0",
+        "train.py",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    // The local and Kubernetes backends call the entry point with these.
+    want.extend(switchyard_job::contract::user_args(&j));
+    assert_eq!(argv, want);
+    assert_eq!(
+        &argv[11..],
+        [
+            "--amp", "True", "-e", "1", "--epochs", "3", "--layers", "[64, 32]", "--opts",
+            "a=x,b=2", "--tiny", "1e-05"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -757,7 +884,8 @@ async fn invalid_jobs_are_refused_before_any_api_call() {
         ("  command: [python, x.py]\n  checkpoint: ck\n", Box::new(|_| {}), "spec.checkpoint:"),
         ("  command: [python, x.py]\n  instanceType: ml.c5.xlarge\n  resources: {gpu: 1}\n", Box::new(|_| {}), "spec.resources.gpu: 1 GPUs per host, but ml.c5.xlarge has 0"),
         ("  command: [python, x.py]\n  instanceType: c5.xlarge\n", Box::new(|_| {}), "spec.instanceType: 'c5.xlarge' is not a SageMaker instance type"),
-        ("  command: [python, x.py]\n  instanceType: ml.g5.xlarge\n  procsPerNode: 4\n", Box::new(|_| {}), "spec.procsPerNode: 4 processes per host"),
+        ("  command: [python, x.py]\n  instanceType: ml.c5.xlarge\n  procsPerNode: 2\n", Box::new(|_| {}), "spec.procsPerNode: 2 processes per host need spec.entryPoint"),
+        ("  sourceDir: src\n  entryPoint: train.py\n  instanceType: ml.g5.xlarge\n  procsPerNode: 4\n", Box::new(|_| {}), "spec.procsPerNode: 4 processes per host, but ml.g5.xlarge has 1 GPUs"),
         ("  command: [python, x.py]\n  resources: {gpu: 16}\n", Box::new(|_| {}), "spec.resources: no instance type"),
         ("  command: [python, x.py]\n  maxRuntimeSeconds: 9999999\n", Box::new(|_| {}), "spec.maxRuntimeSeconds:"),
         ("  command: [python, x.py]\n  env: {'1BAD': x}\n", Box::new(|_| {}), "spec.env.1BAD:"),

@@ -116,6 +116,7 @@ fn efs_channels_map_to_local_mounts() {
     crate::common::success_stdout(
         sb.cmd()
             .env("SWITCHYARD_EFS_MOUNTS", format!("fs-0123={mount}"))
+            .env("SWITCHYARD_TRAINING_PYTHON", crate::common::torch_python())
             .args(["job", "run", &contract(), "--set", set, "-q", "-o", "json"])
             .output()
             .unwrap(),

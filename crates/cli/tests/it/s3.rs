@@ -1,6 +1,6 @@
 //! `s3://` channels against a real S3 API (the moto server on 127.0.0.1).
 
-use crate::common::{repo_file, Sandbox};
+use crate::common::{repo_file, torch_python, Sandbox};
 use crate::moto::Moto;
 
 #[test]
@@ -18,12 +18,13 @@ fn s3_channels_are_downloaded_once_into_a_cache() {
     let job = |extra: &[&str]| {
         let mut c = sb.cmd();
         moto.env(&mut c);
+        c.env("SWITCHYARD_TRAINING_PYTHON", torch_python());
         c.args(["job", "run", &repo_file("tests/jobs/contract.yaml"), "-q"])
             .args([
                 "--set",
                 "spec.channels.train=s3://datasets/train",
                 "--set",
-                "spec.channels.validation=s3://datasets/validation/",
+                "spec.channels.val-data=s3://datasets/validation/",
             ])
             .args(extra);
         c.output().unwrap()
@@ -36,7 +37,7 @@ fn s3_channels_are_downloaded_once_into_a_cache() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("channel validation: s3://datasets/validation/ — 2 downloaded"),
+        stderr.contains("channel val-data: s3://datasets/validation/ — 2 downloaded"),
         "{stderr}"
     );
     let second = job(&[]);
@@ -50,6 +51,7 @@ fn s3_channels_are_downloaded_once_into_a_cache() {
     // A bucket that does not exist fails the job with S3's own error.
     let mut c = sb.cmd();
     moto.env(&mut c);
+    c.env("SWITCHYARD_TRAINING_PYTHON", torch_python());
     let out = c
         .args([
             "job",
@@ -81,6 +83,7 @@ fn models_and_checkpoints_go_to_s3() {
     let run = || {
         let mut c = sb.cmd();
         moto.env(&mut c);
+        c.env("SWITCHYARD_TRAINING_PYTHON", torch_python());
         c.args([
             "job",
             "run",
