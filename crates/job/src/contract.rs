@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::{json, Map, Value};
 
@@ -227,11 +227,25 @@ pub fn input_data_config(job: &TrainingJob) -> Value {
     )
 }
 
-fn write_json(path: &Path, v: &Value) -> io::Result<()> {
-    std::fs::write(
-        path,
-        serde_json::to_vec_pretty(v).map_err(io::Error::other)?,
-    )
+/// One host's three config files (`input/config/<name>`), as text.
+pub fn host_config_files(
+    job: &TrainingJob,
+    node: u32,
+    instance_type: &str,
+    submit_directory: &str,
+) -> io::Result<Vec<(&'static str, Vec<u8>)>> {
+    let pretty = |v: &Value| serde_json::to_vec_pretty(v).map_err(io::Error::other);
+    Ok(vec![
+        (
+            "hyperparameters.json",
+            pretty(&hyperparameters_file(job, submit_directory))?,
+        ),
+        (
+            "resourceconfig.json",
+            pretty(&resource_config(job, node, instance_type))?,
+        ),
+        ("inputdataconfig.json", pretty(&input_data_config(job))?),
+    ])
 }
 
 /// Creates one host's directory tree and its three config files.
@@ -251,18 +265,9 @@ pub fn write_host(
     ] {
         std::fs::create_dir_all(d)?;
     }
-    write_json(
-        &layout.config_dir().join("hyperparameters.json"),
-        &hyperparameters_file(job, submit_directory),
-    )?;
-    write_json(
-        &layout.config_dir().join("resourceconfig.json"),
-        &resource_config(job, node, instance_type),
-    )?;
-    write_json(
-        &layout.config_dir().join("inputdataconfig.json"),
-        &input_data_config(job),
-    )?;
+    for (name, text) in host_config_files(job, node, instance_type, submit_directory)? {
+        std::fs::write(layout.config_dir().join(name), text)?;
+    }
     Ok(())
 }
 

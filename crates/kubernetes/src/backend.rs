@@ -17,6 +17,8 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{json, Value};
 use switchyard_job::contract::{self, HostLayout, Placement};
+
+use crate::contract as pod_contract;
 use switchyard_job::{
     source_files, BackendKind, ChannelSource, JobError, JobEvent, JobEvents, JobOutcome, JobState,
     MetricScraper, RestartPolicy, SourceFile, TrainingBackend, TrainingJob,
@@ -139,6 +141,19 @@ pub fn object_name(name: &str, job_id: &str) -> String {
     )
 }
 
+/// `SM_CURRENT_INSTANCE_TYPE` in pods: `spec.instanceType`, else `kubernetes`.
+fn instance_type(job: &TrainingJob) -> String {
+    job.spec
+        .instance_type
+        .clone()
+        .unwrap_or_else(|| "kubernetes".into())
+}
+
+/// Where the shipped code is in the pods (none without a sourceDir).
+fn code_dir(job: &TrainingJob) -> Option<&'static str> {
+    job.spec.source_dir.as_ref().map(|_| CODE_DIR)
+}
+
 /// The variables every pod of the job shares: the SageMaker-style contract
 /// (hyperparameters, channels, folders) and the job's own `env`. The operator
 /// adds what differs per pod (RANK, SM_CURRENT_HOST, MASTER_ADDR…).
@@ -150,12 +165,8 @@ fn shared_env(job: &TrainingJob) -> BTreeMap<String, String> {
         master_port: 0,
         num_cpus: job.spec.resources.cpu.ceil().max(1.0) as u32,
         num_gpus: job.spec.resources.gpu,
-        instance_type: job
-            .spec
-            .instance_type
-            .clone()
-            .unwrap_or_else(|| "kubernetes".into()),
-        code_dir: Some(PathBuf::from(CODE_DIR)),
+        instance_type: instance_type(job),
+        code_dir: code_dir(job).map(PathBuf::from),
         run_id: String::new(),
     };
     let per_pod = [
@@ -179,7 +190,13 @@ fn shared_env(job: &TrainingJob) -> BTreeMap<String, String> {
     ];
     contract::rank_env(job, &HostLayout::new("/opt/ml"), &placement)
         .into_iter()
-        .filter(|(k, _)| !per_pod.contains(&k.as_str()) && !k.starts_with("PET_"))
+        .filter(|(k, _)| {
+            let sagemaker =
+                k.starts_with("SM_") || k == "SAGEMAKER_BASE_DIR" || k == "TRAINING_JOB_NAME";
+            (!sagemaker || job.spec.env.contains_key(k))
+                && !per_pod.contains(&k.as_str())
+                && !k.starts_with("PET_")
+        })
         .collect()
 }
 
@@ -235,6 +252,14 @@ impl KubernetesBackend {
             }
             (None, None) => Vec::new(),
         };
+        // The SageMaker half of the contract, per host, set up before the command.
+        let command: Vec<String> = [
+            "sh".to_string(),
+            format!("{}/{}", pod_contract::CONTRACT_DIR, pod_contract::START_KEY),
+        ]
+        .into_iter()
+        .chain(command)
+        .collect();
         let mut resources = json!({"requests": {"cpu": s.resources.cpu.to_string()}});
         if let Some(m) = &s.resources.memory {
             resources["requests"]["memory"] = json!(m);
@@ -271,6 +296,20 @@ impl KubernetesBackend {
                 mounts.push(json!({"name": "checkpoints", "mountPath": "/opt/ml/checkpoints"}));
             }
         }
+        let contract_items: Vec<Value> =
+            pod_contract::files(job, &instance_type(job), code_dir(job))
+                .map(|f| {
+                    f.into_keys()
+                        .map(|k| json!({"key": k, "path": k}))
+                        .collect()
+                })
+                .unwrap_or_default();
+        volumes.push(json!({"name": "contract", "configMap": {"name": format!("{name}-code"), "items": contract_items}}));
+        mounts.push(
+            json!({"name": "contract", "mountPath": pod_contract::CONTRACT_DIR, "readOnly": true}),
+        );
+        volumes.push(json!({"name": "input-config", "emptyDir": {}}));
+        mounts.push(json!({"name": "input-config", "mountPath": "/opt/ml/input/config"}));
         let mut init = Vec::new();
         if s.source_dir.is_some() {
             let items: Vec<Value> = code
@@ -539,9 +578,10 @@ impl TrainingBackend for KubernetesBackend {
                 )))
             }
         };
-        if job.spec.source_dir.is_some() {
+        {
             // Text as data, anything else (pickles, images) byte for byte as binaryData.
-            let mut data = BTreeMap::new();
+            let mut data = pod_contract::files(job, &instance_type(job), code_dir(job))
+                .map_err(|e| JobError::Setup(format!("the runtime contract's files: {e}")))?;
             let mut binary = BTreeMap::new();
             for (i, f) in code.iter().enumerate() {
                 let b = std::fs::read(&f.path)
@@ -570,7 +610,7 @@ impl TrainingBackend for KubernetesBackend {
                     // Without its code the job could only hang: take it back.
                     let _ = jobs.delete(&name, &DeleteParams::background()).await;
                     return Err(JobError::Setup(format!(
-                        "cannot create the code ConfigMap: {e}"
+                        "cannot create the code and contract ConfigMap: {e}"
                     )));
                 }
             }

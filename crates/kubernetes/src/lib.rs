@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod capacity;
+pub mod contract;
 pub mod crd;
 pub mod operator;
 pub mod pods;

@@ -122,7 +122,14 @@ async fn a_training_job_runs_as_a_pytorchjob_to_completion() {
     assert_eq!(c0.image.as_deref(), Some("pytorch/pytorch:2.5.1-cpu"));
     assert_eq!(
         c0.command.clone().unwrap(),
-        ["python", "/opt/ml/code/train.py", "--epochs", "3"]
+        [
+            "sh",
+            "/opt/ml/.switchyard/sy-start.sh",
+            "python",
+            "/opt/ml/code/train.py",
+            "--epochs",
+            "3"
+        ]
     );
     let env: BTreeMap<String, String> = c0
         .env
@@ -130,8 +137,10 @@ async fn a_training_job_runs_as_a_pytorchjob_to_completion() {
         .flatten()
         .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
         .collect();
-    assert_eq!(env["SM_HP_EPOCHS"], "3");
-    assert_eq!(env["SM_CHANNEL_TRAIN"], "/opt/ml/input/data/train");
+    assert!(
+        !env.contains_key("SM_HP_EPOCHS"),
+        "the SageMaker half comes per host from the ConfigMap"
+    );
     assert!(
         !env.contains_key("RANK"),
         "per-pod variables come from the operator"
@@ -159,7 +168,20 @@ async fn a_training_job_runs_as_a_pytorchjob_to_completion() {
         cms.get(&format!("{name}-code")).await.ok()
     })
     .await;
-    assert_eq!(code.data.unwrap()["f0"], "print('loss=0.5')\n");
+    let data = code.data.unwrap();
+    assert_eq!(data["f0"], "print('loss=0.5')\n");
+    // Each host's SageMaker variables and config files, for the pod's prologue.
+    let host2 = &data["sy-host-1.env"];
+    for line in [
+        "  'SM_HP_EPOCHS=3' \\\n",
+        "  'SM_CHANNEL_TRAIN=/opt/ml/input/data/train' \\\n",
+        "  'SM_CURRENT_HOST=algo-2' \\\n",
+        "  'TRAINING_JOB_NAME=digits' \\\n",
+    ] {
+        assert!(host2.contains(line), "{line} in {host2}");
+    }
+    assert!(data["sy-host-1-resourceconfig.json"].contains("\"current_host\": \"algo-2\""));
+    assert!(data.contains_key("sy-start.sh"));
 
     // The operator makes the pods; the test is the kubelet.
     let pods: Api<Pod> = Api::namespaced(client.clone(), "training");

@@ -12,8 +12,10 @@ import toolkit
 
 def fail(msg):
     path = os.path.join(os.environ.get("SM_OUTPUT_DIR", "."), "failure")
+    text = f"contract check failed on rank {os.environ.get('RANK')}: {msg}"
     with open(path, "w") as f:
-        f.write(f"contract check failed on rank {os.environ.get('RANK')}: {msg}")
+        f.write(text)
+    print(text, file=sys.stderr, flush=True)
     sys.exit(2)
 
 

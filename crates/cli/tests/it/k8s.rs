@@ -584,6 +584,63 @@ fn the_operator_explains_jobs_that_cannot_start() {
     assert_eq!(pods["items"].as_array().map(Vec::len), Some(0), "{pods:#}");
 }
 
+/// tests/jobs/contract.yaml on the kubernetes backend: every rank of a 2-node
+/// job in real pods passes the contract check, which builds the SageMaker
+/// toolkit's own `Environment()` (the image carries sagemaker-training, as
+/// SageMaker's PyTorch containers do) and compares it with the rank's
+/// variables and argv. The channels are EFS-style claims on tests/jobs/data.
+#[test]
+#[ignore = "needs the local Kubernetes cluster (scripts/k8s-cluster start)"]
+fn the_runtime_contract_holds_in_pods_as_the_toolkit_sees_it() {
+    let k = kube();
+    let mut ns = k.namespace("contract");
+    let mut env = ns.data_claim();
+    ns.claim("contract-data", &repo_root().join("tests/jobs/data"));
+    env.push((
+        "SWITCHYARD_K8S_EFS_CLAIMS",
+        "fs-contract=contract-data".into(),
+    ));
+    let op = ns.operator();
+    let sb = Sandbox::new();
+    let res = sb
+        .cmd()
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .args(["job", "run"])
+        .arg(repo_root().join("tests/jobs/contract.yaml"))
+        .args(job_args(&[
+            // One process per pod: the image's torchrun (Debian's torch 1.13) is not
+            // what this checks.
+            "--set",
+            "spec.procsPerNode=1",
+            "--set",
+            "spec.channels.train=efs://fs-contract/train",
+            "--set",
+            "spec.channels.val-data=efs://fs-contract/validation",
+        ]))
+        .args(["--output", "json"])
+        .output()
+        .expect("job run");
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    let job: Value = serde_json::from_str(&stdout).expect("job JSON");
+    let id = job["job_id"].as_str().expect("id");
+    let logs = sb.run(&["job", "logs", id]).stdout;
+    assert!(
+        res.status.success() && job["state"] == "SUCCEEDED",
+        "{job:#}\n{logs}\n{stderr}\noperator:\n{}",
+        op.log()
+    );
+    for r in 0..2 {
+        assert!(
+            logs.contains(&format!(
+                "contract ok on rank {r} of 2 (host algo-{})",
+                r + 1
+            )),
+            "{logs}"
+        );
+    }
+}
+
 /// `switchyard job run examples/ddp-digits/job.yaml --backend kubernetes`, with
 /// the output and the checkpoint on the data claim.
 fn job_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
