@@ -18,6 +18,14 @@ pub const CONTAINER: &str = "pytorch";
 
 /// Pod templates are passed through as Kubernetes validates them; the CRD does
 /// not repeat the whole Pod schema.
+fn preserve_unknown_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    serde_json::from_value(serde_json::json!({
+        "type": "array",
+        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+    }))
+    .unwrap_or_default()
+}
+
 fn preserve_unknown(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     serde_json::from_value(serde_json::json!({
         "type": "object",
@@ -34,6 +42,7 @@ fn preserve_unknown(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     plural = "pytorchjobs",
     namespaced,
     status = "JobStatus",
+    scale = r#"{"specReplicasPath":".spec.pytorchReplicaSpecs.Worker.replicas","statusReplicasPath":".status.replicaStatuses.Worker.active","labelSelectorPath":".status.replicaStatuses.Worker.selector"}"#,
     shortname = "pytorchjob",
     printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.conditions[-1:].type"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -79,6 +88,11 @@ pub struct RunPolicy {
     pub suspend: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduling_policy: Option<SchedulingPolicy>,
+    /// Which controller reconciles the job: absent or
+    /// `kubeflow.org/training-operator` (this operator takes those), or
+    /// another (e.g. `kueue.x-k8s.io/multikueue`), which this operator leaves alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_by: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, JsonSchema, Default)]
@@ -92,6 +106,9 @@ pub struct SchedulingPolicy {
     pub priority_class: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule_timeout_seconds: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_resources:
+        Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, JsonSchema, Default)]
@@ -114,6 +131,26 @@ pub struct ElasticPolicy {
     pub n_proc_per_node: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_restarts: Option<i32>,
+    /// Extra rendezvous settings, passed as `PET_RDZV_CONF=k=v,k2=v2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rdzv_conf: Option<Vec<RdzvConf>>,
+    /// torchrun's `--standalone` (`PET_STANDALONE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standalone: Option<bool>,
+    /// HPA metric specs for elastic jobs (kept for the HPA, which scales the
+    /// job through the `scale` subresource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserve_unknown_list")]
+    pub metrics: Option<Vec<serde_json::Value>>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RdzvConf {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
 }
 
 /// The status the training operator reports.
@@ -162,6 +199,12 @@ pub struct ReplicaStatus {
     pub succeeded: i32,
     #[serde(default)]
     pub failed: i32,
+    /// The replica's pods as a label selector string (the `scale`
+    /// subresource's `labelSelectorPath`, which an HPA reads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_selector: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
 }
 
 impl JobStatus {
@@ -176,40 +219,48 @@ impl JobStatus {
         self.has("Succeeded") || self.has("Failed")
     }
 
-    /// Sets `type_` True (with reason and message) and, for the phases that
-    /// exclude each other, the others False — as the training operator does.
+    /// Sets `type_` True as Kubeflow's operator does (`setCondition`): nothing
+    /// changes once the job failed, or when the condition already holds with
+    /// the same reason; otherwise the condition moves to the end (so the
+    /// last one is the job's state, as `kubectl get` shows it), `Running` and
+    /// `Restarting` replace each other, and `Succeeded`/`Failed` make `Running`
+    /// False.
     pub fn set(&mut self, type_: &str, reason: &str, message: &str) {
+        if self.has("Failed") {
+            return;
+        }
         let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let exclusive = ["Running", "Restarting", "Succeeded", "Failed", "Suspended"];
-        if exclusive.contains(&type_) {
+        let current = self.conditions.iter().find(|c| c.type_ == type_).cloned();
+        if let Some(c) = &current {
+            if c.status == "True" && c.reason.as_deref() == Some(reason) {
+                return;
+            }
+        }
+        let transition = match &current {
+            Some(c) if c.status == "True" => c.last_transition_time.clone(),
+            _ => Some(now.clone()),
+        };
+        let replaces = |other: &str| {
+            other == type_
+                || (type_ == "Restarting" && other == "Running")
+                || (type_ == "Running" && other == "Restarting")
+        };
+        self.conditions.retain(|c| !replaces(&c.type_));
+        if type_ == "Succeeded" || type_ == "Failed" {
             for c in &mut self.conditions {
-                if c.type_ != type_ && exclusive.contains(&c.type_.as_str()) && c.status == "True" {
+                if c.type_ == "Running" {
                     c.status = "False".into();
-                    c.last_transition_time = Some(now.clone());
-                    c.last_update_time = Some(now.clone());
                 }
             }
         }
-        match self.conditions.iter_mut().find(|c| c.type_ == type_) {
-            Some(c) if c.status == "True" && c.message.as_deref() == Some(message) => {}
-            Some(c) => {
-                if c.status != "True" {
-                    c.last_transition_time = Some(now.clone());
-                }
-                c.status = "True".into();
-                c.reason = Some(reason.into());
-                c.message = Some(message.into());
-                c.last_update_time = Some(now);
-            }
-            None => self.conditions.push(JobCondition {
-                type_: type_.into(),
-                status: "True".into(),
-                reason: Some(reason.into()),
-                message: Some(message.into()),
-                last_update_time: Some(now.clone()),
-                last_transition_time: Some(now),
-            }),
-        }
+        self.conditions.push(JobCondition {
+            type_: type_.into(),
+            status: "True".into(),
+            reason: Some(reason.into()),
+            message: Some(message.into()),
+            last_update_time: Some(now),
+            last_transition_time: transition,
+        });
     }
 
     /// Sets `type_` False if it is there.
@@ -234,9 +285,101 @@ impl JobStatus {
     }
 }
 
+/// What Kubeflow's admission webhook refuses, as CEL rules the API server
+/// itself checks at `kubectl apply` (no webhook server to run): (JSON path
+/// under the version's schema, rule, message).
+const ADMISSION: &[(&str, &str, &str)] = &[
+    (
+        "",
+        "size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+        "metadata.name must be a DNS-1035 label (lower-case letters, digits and '-', starting with a letter, at most 63 characters)",
+    ),
+    (
+        "spec.pytorchReplicaSpecs",
+        "self.all(k, k == 'Master' || k == 'Worker')",
+        "spec.pytorchReplicaSpecs: only Master and Worker replicas are supported",
+    ),
+    (
+        "spec.pytorchReplicaSpecs",
+        "!has(self.Master) || !has(self.Master.replicas) || self.Master.replicas == 1",
+        "spec.pytorchReplicaSpecs.Master.replicas must be 1",
+    ),
+    (
+        "spec.pytorchReplicaSpecs",
+        "!has(self.Worker) || !has(self.Worker.replicas) || self.Worker.replicas >= 1",
+        "spec.pytorchReplicaSpecs.Worker.replicas must be at least 1",
+    ),
+    (
+        "spec.pytorchReplicaSpecs",
+        "self.all(k, has(self[k].template.spec) && has(self[k].template.spec.containers) && self[k].template.spec.containers.exists(c, c.name == 'pytorch'))",
+        "every replica's template needs a container named pytorch (spec.pytorchReplicaSpecs.<type>.template.spec.containers)",
+    ),
+    (
+        "spec.pytorchReplicaSpecs",
+        "self.all(k, !has(self[k].template.spec) || !has(self[k].template.spec.containers) || self[k].template.spec.containers.all(c, has(c.image) && size(c.image) > 0))",
+        "every container of spec.pytorchReplicaSpecs.<type>.template needs an image",
+    ),
+    (
+        "spec",
+        "!has(self.elasticPolicy) || has(self.pytorchReplicaSpecs.Worker)",
+        "spec.pytorchReplicaSpecs.Worker must be configured if elasticPolicy is used",
+    ),
+    (
+        "spec",
+        "!has(self.elasticPolicy) || !has(self.elasticPolicy.nProcPerNode) || !has(self.nprocPerNode)",
+        "spec.elasticPolicy.nProcPerNode must not be used with spec.nprocPerNode",
+    ),
+];
+
+/// The CRD: the schema derived from the types, with the admission rules and
+/// just enough of the pod template typed for them (names and images of the
+/// containers; everything else is kept as written).
+pub fn crd(
+) -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    use kube::CustomResourceExt;
+    let mut v = serde_json::to_value(PyTorchJob::crd()).unwrap_or_default();
+    let schema = &mut v["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    // Two replica types at most; a bounded container list keeps the rules'
+    // cost within what the API server accepts.
+    let replicas = &mut schema["properties"]["spec"]["properties"]["pytorchReplicaSpecs"];
+    replicas["maxProperties"] = serde_json::json!(2);
+    replicas["additionalProperties"]["properties"]["template"] = serde_json::json!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+        "properties": {"spec": {
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": true,
+            "properties": {"containers": {
+                "type": "array",
+                "maxItems": 64,
+                "items": {
+                    "type": "object",
+                    "x-kubernetes-preserve-unknown-fields": true,
+                    "properties": {
+                        "name": {"type": "string", "maxLength": 253},
+                        "image": {"type": "string", "maxLength": 4096},
+                    },
+                },
+            }},
+        }},
+    });
+    for (path, rule, message) in ADMISSION {
+        let mut at = &mut *schema;
+        for part in path.split('.').filter(|p| !p.is_empty()) {
+            at = &mut at["properties"][part];
+        }
+        let list = at["x-kubernetes-validations"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut list = list;
+        list.push(serde_json::json!({"rule": rule, "message": message}));
+        at["x-kubernetes-validations"] = serde_json::Value::Array(list);
+    }
+    serde_json::from_value(v).unwrap_or_else(|_| PyTorchJob::crd())
+}
+
 /// The CRD as YAML, for deploy/ and `--print-crd`.
 pub fn crd_yaml() -> String {
-    use kube::CustomResourceExt;
-    let crd = PyTorchJob::crd();
-    serde_saphyr::to_string(&crd).unwrap_or_default()
+    serde_saphyr::to_string(&crd()).unwrap_or_default()
 }

@@ -181,6 +181,15 @@ async fn reconcile(job: Arc<PyTorchJob>, ctx: Arc<Ctx>) -> Result<Action, Operat
     let mut status = job.status.clone().unwrap_or_default();
     let before = status.clone();
     let run_policy = job.spec.run_policy.clone().unwrap_or_default();
+    // Another controller's job (e.g. Kueue's MultiKueue): not ours to touch.
+    if let Some(other) = run_policy
+        .managed_by
+        .as_deref()
+        .filter(|m| !m.is_empty() && *m != "kubeflow.org/training-operator")
+    {
+        tracing::debug!(job = %name, managed_by = other, "left to its controller");
+        return Ok(Action::await_change());
+    }
     let slots = pods::slots(&job);
     if slots.is_empty() {
         status.set(
@@ -201,7 +210,13 @@ async fn reconcile(job: Arc<PyTorchJob>, ctx: Arc<Ctx>) -> Result<Action, Operat
 
     // Finished: clean up as the policy says, then expire after the TTL.
     if status.finished() {
-        cleanup(&pods_api, &pods, run_policy.clean_pod_policy.as_deref()).await?;
+        cleanup(
+            &pods_api,
+            &svc_api,
+            &pods,
+            run_policy.clean_pod_policy.as_deref(),
+        )
+        .await?;
         if let (Some(ttl), Some(done)) = (
             run_policy.ttl_seconds_after_finished,
             status.completion_time.clone(),
@@ -236,11 +251,9 @@ async fn reconcile(job: Arc<PyTorchJob>, ctx: Arc<Ctx>) -> Result<Action, Operat
         for p in &pods {
             delete_pod(&pods_api, &p.name_any()).await?;
         }
-        status.set(
-            "Suspended",
-            "PyTorchJobSuspended",
-            &format!("PyTorchJob {name} is suspended."),
-        );
+        let message = format!("PyTorchJob {name} is suspended.");
+        status.clear_because("Running", Some(("PyTorchJobSuspended", &message)));
+        status.set("Suspended", "PyTorchJobSuspended", &message);
         status.replica_statuses.clear();
         status.start_time = None;
         return finish(&jobs, &name, status, &before, Action::await_change()).await;
@@ -369,7 +382,7 @@ async fn reconcile(job: Arc<PyTorchJob>, ctx: Arc<Ctx>) -> Result<Action, Operat
             "PyTorchJobRestarting",
             &format!("pod {pod_name} exited with code {code}; restarting (restart {restarts})"),
         );
-        status.replica_statuses = replica_statuses(&slots, &[]);
+        status.replica_statuses = replica_statuses(&name, &slots, &[]);
         return finish(
             &jobs,
             &name,
@@ -380,28 +393,20 @@ async fn reconcile(job: Arc<PyTorchJob>, ctx: Arc<Ctx>) -> Result<Action, Operat
         .await;
     }
     if succeeded {
-        // Workers still running after the master finished are stopped, not left holding resources.
-        for p in pods
-            .iter()
-            .filter(|p| matches!(phase(p), "Pending" | "Running"))
-        {
-            delete_pod(&pods_api, &p.name_any()).await?;
-        }
-        status.replica_statuses = replica_statuses(&slots, &pods);
+        // Workers still running after the master finished are left to
+        // cleanPodPolicy (None keeps them, as Kubeflow does; Switchyard's own
+        // TrainingJobs ask for Running).
+        status.replica_statuses = replica_statuses(&name, &slots, &pods);
         status.set(
             "Succeeded",
             "PyTorchJobSucceeded",
             &format!("PyTorchJob {name} is successfully completed."),
         );
         status.completion_time = Some(now());
-        let remaining: Vec<Pod> = pods
-            .iter()
-            .filter(|p| phase(p) == "Succeeded")
-            .cloned()
-            .collect();
         cleanup(
             &pods_api,
-            &remaining,
+            &svc_api,
+            &pods,
             run_policy.clean_pod_policy.as_deref(),
         )
         .await?;
@@ -495,7 +500,7 @@ async fn reconcile(job: Arc<PyTorchJob>, ctx: Arc<Ctx>) -> Result<Action, Operat
         }
     }
 
-    status.replica_statuses = replica_statuses(&slots, &pods);
+    status.replica_statuses = replica_statuses(&name, &slots, &pods);
     let all_running = missing.is_empty()
         && slots
             .iter()
@@ -566,7 +571,12 @@ pub fn image_failure(p: &Pod) -> Option<String> {
         })
 }
 
+/// `replicaStatuses` as Kubeflow counts them: a Running pod is active (one
+/// being deleted counts as failed), Succeeded and Failed pods as such, a
+/// Pending pod not at all; each with its label selector (what the `scale`
+/// subresource hands an HPA).
 fn replica_statuses(
+    name: &str,
     slots: &[Slot],
     pods: &[Pod],
 ) -> std::collections::BTreeMap<String, ReplicaStatus> {
@@ -577,16 +587,41 @@ fn replica_statuses(
         } else {
             "Worker"
         };
-        let entry: &mut ReplicaStatus = out.entry(key.to_string()).or_default();
+        let entry: &mut ReplicaStatus = out.entry(key.to_string()).or_insert_with(|| {
+            let labels = std::collections::BTreeMap::from([
+                (pods::LABEL_JOB.to_string(), name.to_string()),
+                (
+                    pods::LABEL_OPERATOR.to_string(),
+                    "pytorchjob-controller".to_string(),
+                ),
+                (LABEL_TYPE.to_string(), s.rtype.clone()),
+            ]);
+            ReplicaStatus {
+                selector: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
+                label_selector: Some(
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
+                        match_labels: Some(labels),
+                        ..Default::default()
+                    },
+                ),
+                ..Default::default()
+            }
+        });
         let pod = pods.iter().find(|p| {
             p.labels().get(LABEL_TYPE) == Some(&s.rtype)
                 && p.labels().get(pods::LABEL_INDEX) == Some(&s.index.to_string())
         });
-        match pod.map(phase) {
-            Some("Succeeded") => entry.succeeded += 1,
-            Some("Failed") => entry.failed += 1,
-            Some(_) => entry.active += 1,
-            None => {}
+        match pod.map(|p| (phase(p), p.metadata.deletion_timestamp.is_some())) {
+            Some(("Running", false)) => entry.active += 1,
+            Some(("Running", true)) | Some(("Failed", _)) => entry.failed += 1,
+            Some(("Succeeded", _)) => entry.succeeded += 1,
+            _ => {}
         }
     }
     out
@@ -603,8 +638,15 @@ where
     }
 }
 
-/// Deletes pods as cleanPodPolicy says once a job has ended (None by default).
-async fn cleanup(api: &Api<Pod>, pods: &[Pod], policy: Option<&str>) -> Result<(), OperatorError> {
+/// Deletes pods, and their Services, as cleanPodPolicy says once a job has
+/// ended: `None` (Kubeflow's default) nothing, `Running` the pods still
+/// Pending or Running, `All` every pod.
+async fn cleanup(
+    api: &Api<Pod>,
+    svc_api: &Api<Service>,
+    pods: &[Pod],
+    policy: Option<&str>,
+) -> Result<(), OperatorError> {
     for p in pods {
         let delete = match policy.unwrap_or("None") {
             "All" => true,
@@ -613,6 +655,15 @@ async fn cleanup(api: &Api<Pod>, pods: &[Pod], policy: Option<&str>) -> Result<(
         };
         if delete {
             delete_pod(api, &p.name_any()).await?;
+            // A pod and its Service share the name.
+            match svc_api
+                .delete(&p.name_any(), &DeleteParams::default())
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     Ok(())

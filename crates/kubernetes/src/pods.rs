@@ -97,21 +97,28 @@ pub fn master_port(job: &PyTorchJob) -> i32 {
         .unwrap_or(DEFAULT_PORT)
 }
 
-fn procs_per_node(job: &PyTorchJob) -> i32 {
+/// `PET_NPROC_PER_NODE` as Kubeflow sets it: `elasticPolicy.nProcPerNode`
+/// when given, else `spec.nprocPerNode` verbatim (`auto`, `gpu`, `cpu` or a
+/// number; `auto` when absent, Kubeflow's default).
+pub fn nproc_per_node(job: &PyTorchJob) -> String {
     if let Some(n) = job
         .spec
         .elastic_policy
         .as_ref()
         .and_then(|e| e.n_proc_per_node)
     {
-        return n.max(1);
+        return n.to_string();
     }
     job.spec
         .nproc_per_node
-        .as_deref()
-        .and_then(|s| s.parse::<i32>().ok())
-        .unwrap_or(1)
-        .max(1)
+        .clone()
+        .unwrap_or_else(|| "auto".into())
+}
+
+/// Processes per node as a number for `WORLD_SIZE`: the count when
+/// `nproc_per_node` is one, else 1 (Kubeflow's `getNprocPerNodeInt`).
+fn procs_per_node(job: &PyTorchJob) -> i32 {
+    nproc_per_node(job).parse::<i32>().unwrap_or(1).max(1)
 }
 
 fn var(name: &str, value: impl Into<String>) -> EnvVar {
@@ -140,7 +147,7 @@ pub fn env_for(job: &PyTorchJob, slot: &Slot, all: &[Slot]) -> Vec<EnvVar> {
         var("RANK", slot.rank.to_string()),
         var("PET_MASTER_ADDR", &master),
         var("PET_MASTER_PORT", port.to_string()),
-        var("PET_NPROC_PER_NODE", nproc.to_string()),
+        var("PET_NPROC_PER_NODE", nproc_per_node(job)),
         var("PET_NODE_RANK", slot.rank.to_string()),
     ];
     match &job.spec.elastic_policy {
@@ -161,6 +168,22 @@ pub fn env_for(job: &PyTorchJob, slot: &Slot, all: &[Slot]) -> Vec<EnvVar> {
             ));
             if let Some(r) = e.max_restarts {
                 env.push(var("PET_MAX_RESTARTS", r.to_string()));
+            }
+            if let Some(conf) = e.rdzv_conf.as_ref().filter(|c| !c.is_empty()) {
+                let text: Vec<String> = conf
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{}={}",
+                            c.key.as_deref().unwrap_or(""),
+                            c.value.as_deref().unwrap_or("")
+                        )
+                    })
+                    .collect();
+                env.push(var("PET_RDZV_CONF", text.join(",")));
+            }
+            if e.standalone == Some(true) {
+                env.push(var("PET_STANDALONE", ""));
             }
         }
         None => env.push(var("PET_NNODES", nodes.to_string())),
@@ -215,13 +238,16 @@ pub fn pod_for(job: &PyTorchJob, slot: &Slot, all: &[Slot]) -> Pod {
             ..Default::default()
         });
     }
-    let c = &mut spec.containers[idx];
-    let existing = c.env.get_or_insert_with(Vec::new);
-    for v in env {
-        if !existing.iter().any(|e| e.name == v.name) {
-            existing.push(v);
+    // Every container gets the environment, as Kubeflow's operator gives it.
+    for c in &mut spec.containers {
+        let existing = c.env.get_or_insert_with(Vec::new);
+        for v in &env {
+            if !existing.iter().any(|e| e.name == v.name) {
+                existing.push(v.clone());
+            }
         }
     }
+    let c = &mut spec.containers[idx];
     let ports = c.ports.get_or_insert_with(Vec::new);
     if !ports
         .iter()
@@ -238,6 +264,31 @@ pub fn pod_for(job: &PyTorchJob, slot: &Slot, all: &[Slot]) -> Pod {
         spec: Some(spec),
         status: None,
     }
+}
+
+/// Every named port of the replica's `pytorch` container (a `metrics` port
+/// stays reachable for a ServiceMonitor), with `pytorchjob-port` added when
+/// the template lacks it, as Kubeflow's defaulting does; sorted by name.
+fn service_ports(job: &PyTorchJob, slot: &Slot) -> Vec<ServicePort> {
+    let mut ports: BTreeMap<String, i32> = replica_spec(job, slot)
+        .and_then(|r| r.template.spec.as_ref())
+        .and_then(|s| s.containers.iter().find(|c| c.name == CONTAINER))
+        .and_then(|c| c.ports.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|p| Some((p.name.clone()?, p.container_port)))
+        .collect();
+    ports
+        .entry("pytorchjob-port".into())
+        .or_insert_with(|| master_port(job));
+    ports
+        .into_iter()
+        .map(|(name, port)| ServicePort {
+            name: Some(name),
+            port,
+            ..Default::default()
+        })
+        .collect()
 }
 
 /// The headless Service that gives a slot its stable DNS name.
@@ -260,11 +311,7 @@ pub fn service_for(job: &PyTorchJob, slot: &Slot) -> Service {
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".into()),
             selector: Some(selector),
-            ports: Some(vec![ServicePort {
-                name: Some("pytorchjob-port".into()),
-                port: master_port(job),
-                ..Default::default()
-            }]),
+            ports: Some(service_ports(job, slot)),
             ..Default::default()
         }),
         status: None,

@@ -9,7 +9,7 @@ use cluster::{eventually, set_phase, Cluster};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client, CustomResourceExt, ResourceExt};
+use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use switchyard_kubernetes::crd::PyTorchJob;
 use switchyard_kubernetes::{operator, OperatorConfig};
@@ -33,6 +33,12 @@ fn job(name: &str, workers: i32, policy: &str, run_policy: serde_json::Value) ->
         },
     }))
     .unwrap()
+}
+
+/// The job without its Worker replicas (Kubeflow refuses `replicas: 0`).
+fn master_only(mut j: PyTorchJob) -> PyTorchJob {
+    j.spec.pytorch_replica_specs.remove("Worker");
+    j
 }
 
 fn env_of(p: &Pod) -> std::collections::BTreeMap<String, String> {
@@ -127,7 +133,7 @@ async fn the_operator_reconciles_pytorchjobs_on_a_real_api_server() {
     let client = c.client().await.unwrap();
     // The CRD generated from the Rust types installs and is served.
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &PyTorchJob::crd())
+    crds.create(&PostParams::default(), &switchyard_kubernetes::crd::crd())
         .await
         .unwrap();
     eventually("the CRD to be established", 30, || async {
@@ -193,17 +199,29 @@ async fn the_operator_reconciles_pytorchjobs_on_a_real_api_server() {
     set_phase(&s.pods, "ddp-master-0", "Succeeded", Some(0)).await;
     let j = wait_condition(&s.jobs, "ddp", "Succeeded").await;
     let st = j.status.unwrap();
+    let master = &st.replica_statuses["Master"];
+    assert_eq!((master.active, master.succeeded), (0, 1));
+    assert_eq!(
+        st.replica_statuses["Worker"].selector.as_deref(),
+        Some("training.kubeflow.org/job-name=ddp,training.kubeflow.org/operator-name=pytorchjob-controller,training.kubeflow.org/replica-type=worker")
+    );
     assert!(st.completion_time.is_some() && st.start_time.is_some());
     assert!(st
         .conditions
         .iter()
         .any(|c| c.type_ == "Running" && c.status == "False"));
-    // Workers still running when the master finished are stopped.
-    let left = wait_pods(&s.pods, "ddp", 1).await;
+    // cleanPodPolicy None (Kubeflow's default): the workers still running when
+    // the master finished are left running, as Kubeflow leaves them.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(pods_of(&s.pods, "ddp").await.len(), 3);
+    // (They finish by themselves; here the test ends them, freeing the node.)
+    for p in ["ddp-worker-0", "ddp-worker-1"] {
+        set_phase(&s.pods, p, "Succeeded", Some(0)).await;
+    }
     assert_eq!(
-        left[0].name_any(),
-        "ddp-master-0",
-        "cleanPodPolicy None keeps the finished master"
+        st.conditions.last().map(|c| c.type_.as_str()),
+        Some("Succeeded"),
+        "the last condition is the state kubectl shows"
     );
 
     // 2. ExitCode: 137 restarts the gang (Restarting), 1 fails the job.
@@ -388,7 +406,12 @@ async fn the_operator_reconciles_pytorchjobs_on_a_real_api_server() {
     s.jobs
         .create(
             &PostParams::default(),
-            &job("tt", 0, "OnFailure", json!({"ttlSecondsAfterFinished": 1})),
+            &master_only(job(
+                "tt",
+                1,
+                "OnFailure",
+                json!({"ttlSecondsAfterFinished": 1}),
+            )),
         )
         .await
         .unwrap();
@@ -431,6 +454,16 @@ async fn the_operator_reconciles_pytorchjobs_on_a_real_api_server() {
         .collect();
     op = spawn_operator(op_client.clone());
     let j = wait_condition(&s.jobs, "rs", "Running").await;
+    let types: Vec<&str> = j
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .map(|c| c.type_.as_str())
+        .collect();
+    // As Kubeflow: Running replaces Restarting and comes last (kubectl's State).
+    assert_eq!(types, ["Created", "Running"], "{types:?}");
     assert_eq!(
         j.status.unwrap().restart_count,
         Some(1),
@@ -448,6 +481,180 @@ async fn the_operator_reconciles_pytorchjobs_on_a_real_api_server() {
     op.abort();
 }
 
+/// Kubeflow's semantics where Switchyard's operator used to differ (issue 12):
+/// admission, nprocPerNode, Service ports, cleanPodPolicy, rendezvous
+/// settings, the scale subresource and managedBy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_follows_kubeflows_semantics() {
+    let c = Cluster::start().await;
+    let client = c.client().await.unwrap();
+    c.install_crd().await;
+    c.add_node("node-a", "32", "64Gi", 0).await;
+    let op = spawn_operator(client.clone());
+    let s = scenario(&c, &client, "kubeflow").await;
+
+    // Admission: what Kubeflow's webhook refuses, the API server refuses.
+    let refused = |j: PyTorchJob| {
+        let jobs = s.jobs.clone();
+        async move {
+            match jobs.create(&PostParams::default(), &j).await {
+                Err(kube::Error::Api(e)) => e.message,
+                other => panic!("accepted: {other:?}"),
+            }
+        }
+    };
+    let mut two_masters = job("twomasters", 1, "OnFailure", json!({}));
+    two_masters
+        .spec
+        .pytorch_replica_specs
+        .get_mut("Master")
+        .unwrap()
+        .replicas = Some(2);
+    assert!(refused(two_masters)
+        .await
+        .contains("Master.replicas must be 1"));
+    let mut chief = job("chief", 1, "OnFailure", json!({}));
+    let w = chief.spec.pytorch_replica_specs.remove("Worker").unwrap();
+    chief.spec.pytorch_replica_specs.insert("Chief".into(), w);
+    assert!(refused(chief).await.contains("only Master and Worker"));
+    let mut unnamed = job("unnamed", 1, "OnFailure", json!({}));
+    for r in unnamed.spec.pytorch_replica_specs.values_mut() {
+        r.template.spec.as_mut().unwrap().containers[0].name = "trainer".into();
+    }
+    assert!(refused(unnamed).await.contains("container named pytorch"));
+    let mut no_workers = job("noworkers", 1, "OnFailure", json!({}));
+    no_workers
+        .spec
+        .pytorch_replica_specs
+        .get_mut("Worker")
+        .unwrap()
+        .replicas = Some(0);
+    assert!(refused(no_workers)
+        .await
+        .contains("Worker.replicas must be at least 1"));
+    assert!(refused(job("Bad-Name", 1, "OnFailure", json!({})))
+        .await
+        .contains("DNS-1035"));
+
+    // nprocPerNode verbatim; WORLD_SIZE multiplies only a number.
+    for (name, nproc, want, world) in [
+        ("np-default", None, "auto", "2"),
+        ("np-gpu", Some("gpu"), "gpu", "2"),
+        ("np-two", Some("2"), "2", "4"),
+    ] {
+        let mut j = job(name, 1, "OnFailure", json!({}));
+        j.spec.nproc_per_node = nproc.map(String::from);
+        s.jobs.create(&PostParams::default(), &j).await.unwrap();
+        let pods = wait_pods(&s.pods, name, 2).await;
+        let env = env_of(&pods[1]);
+        assert_eq!(env["PET_NPROC_PER_NODE"], want, "{name}");
+        assert_eq!(env["WORLD_SIZE"], world, "{name}");
+    }
+
+    // Every named port of the pytorch container is on the replica's Service.
+    let mut ported = job(
+        "ported",
+        1,
+        "OnFailure",
+        json!({"cleanPodPolicy": "Running"}),
+    );
+    for r in ported.spec.pytorch_replica_specs.values_mut() {
+        r.template.spec.as_mut().unwrap().containers[0].ports = Some(vec![serde_json::from_value(
+            json!({"name": "metrics", "containerPort": 9090}),
+        )
+        .unwrap()]);
+    }
+    s.jobs
+        .create(&PostParams::default(), &ported)
+        .await
+        .unwrap();
+    wait_pods(&s.pods, "ported", 2).await;
+    let svc = eventually("ported's services", 30, || async {
+        s.svcs.get("ported-worker-0").await.ok()
+    })
+    .await;
+    let ports: Vec<(String, i32)> = svc
+        .spec
+        .unwrap()
+        .ports
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.name.unwrap_or_default(), p.port))
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            ("metrics".to_string(), 9090),
+            ("pytorchjob-port".to_string(), 23456)
+        ]
+    );
+
+    // cleanPodPolicy Running: the running worker and its Service go when the
+    // master succeeds; the master and its Service stay.
+    for p in ["ported-master-0", "ported-worker-0"] {
+        set_phase(&s.pods, p, "Running", None).await;
+    }
+    wait_condition(&s.jobs, "ported", "Running").await;
+    set_phase(&s.pods, "ported-master-0", "Succeeded", Some(0)).await;
+    wait_condition(&s.jobs, "ported", "Succeeded").await;
+    let left = wait_pods(&s.pods, "ported", 1).await;
+    assert_eq!(left[0].name_any(), "ported-master-0");
+    eventually("the worker's Service deleted", 30, || async {
+        s.svcs
+            .get_opt("ported-worker-0")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(s.svcs.get_opt("ported-master-0").await.unwrap().is_some());
+
+    // Elastic: rdzvConf, standalone and HPA metrics are accepted and passed on;
+    // `kubectl scale` (the scale subresource) changes the Worker replicas.
+    let mut el = job("elastic", 1, "OnFailure", json!({}));
+    el.spec.elastic_policy = Some(serde_json::from_value(json!({
+        "minReplicas": 1, "maxReplicas": 4, "rdzvConf": [{"key": "join_timeout", "value": "300"}, {"key": "read_timeout", "value": "60"}],
+        "standalone": true,
+        "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}],
+    })).unwrap());
+    s.jobs.create(&PostParams::default(), &el).await.unwrap();
+    let pods = wait_pods(&s.pods, "elastic", 2).await;
+    let env = env_of(&pods[1]);
+    assert_eq!(env["PET_RDZV_CONF"], "join_timeout=300,read_timeout=60");
+    assert_eq!(env["PET_STANDALONE"], "");
+    let stored = s.jobs.get("elastic").await.unwrap();
+    assert_eq!(
+        stored.spec.elastic_policy.unwrap().metrics.unwrap().len(),
+        1
+    );
+    s.jobs
+        .patch_scale(
+            "elastic",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .unwrap();
+    wait_pods(&s.pods, "elastic", 4).await;
+    let scale = s.jobs.get_scale("elastic").await.unwrap();
+    assert_eq!(scale.spec.unwrap().replicas, Some(3));
+
+    // managedBy another controller: left alone.
+    let mut kueue = job(
+        "kueue",
+        1,
+        "OnFailure",
+        json!({"managedBy": "kueue.x-k8s.io/multikueue"}),
+    );
+    kueue.metadata.name = Some("kueue".into());
+    s.jobs.create(&PostParams::default(), &kueue).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(pods_of(&s.pods, "kueue").await.is_empty());
+    assert!(s.jobs.get("kueue").await.unwrap().status.is_none());
+    op.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_template_the_api_server_refuses_fails_the_job_with_its_message() {
     let c = Cluster::start().await;
@@ -456,7 +663,7 @@ async fn a_pod_template_the_api_server_refuses_fails_the_job_with_its_message() 
     c.add_node("node-a", "8", "32Gi", 4).await;
     let op = spawn_operator(client.clone());
     let jobs: Api<PyTorchJob> = Api::namespaced(client.clone(), "default");
-    let mut bad = job("bad", 0, "OnFailure", json!({}));
+    let mut bad = master_only(job("bad", 1, "OnFailure", json!({})));
     // A GPU request without a limit is invalid in Kubernetes.
     let c0 = &mut bad
         .spec

@@ -256,15 +256,14 @@ impl Cluster {
     /// until the API server serves it.
     pub async fn install_crd(&self) {
         use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-        use kube::CustomResourceExt;
-        use switchyard_kubernetes::crd::PyTorchJob;
         let client = self.client().await.unwrap();
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        crds.create(&PostParams::default(), &PyTorchJob::crd())
+        crds.create(&PostParams::default(), &switchyard_kubernetes::crd::crd())
             .await
             .unwrap();
         eventually("the CRD to be served", 30, || async {
-            let jobs: Api<PyTorchJob> = Api::namespaced(client.clone(), "default");
+            let jobs: Api<switchyard_kubernetes::crd::PyTorchJob> =
+                Api::namespaced(client.clone(), "default");
             jobs.list(&Default::default()).await.ok().map(|_| ())
         })
         .await;
