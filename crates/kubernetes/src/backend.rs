@@ -404,6 +404,8 @@ impl KubernetesBackend {
                 "name": name,
                 "namespace": s.namespace.clone().unwrap_or_else(|| self.config.namespace.clone()),
                 "labels": {LABEL_JOB_ID: job_id, "switchyard.io/job-name": job.name},
+                // A static gang cannot continue without a lost rank: restart it whole.
+                "annotations": {crate::pods::RESTART_SCOPE: "gang"},
             },
             "spec": {
                 "pytorchReplicaSpecs": replicas,

@@ -286,6 +286,38 @@ async fn reconcile(job: Arc<PyTorchJob>, ctx: Arc<Ctx>) -> Result<Action, Operat
         }
     }
 
+    // Containers the kubelet restarted in place (OnFailure, Always) count
+    // against backoffLimit, as Kubeflow counts them.
+    if let Some(limit) = run_policy.backoff_limit {
+        let in_place: i32 = pods
+            .iter()
+            .filter(|p| phase(p) == "Running")
+            .flat_map(|p| p.status.iter())
+            .flat_map(|st| {
+                st.container_statuses
+                    .iter()
+                    .flatten()
+                    .chain(st.init_container_statuses.iter().flatten())
+            })
+            .map(|c| c.restart_count)
+            .sum();
+        if in_place > 0 && (in_place >= limit || limit == 0) {
+            return fail(
+                &jobs,
+                &pods_api,
+                &pods,
+                &name,
+                status,
+                &before,
+                "BackoffLimitExceeded",
+                &format!(
+                    "containers restarted {in_place} times in place; backoffLimit {limit} reached"
+                ),
+            )
+            .await;
+        }
+    }
+
     // Finished pods decide the job.
     let master_slot = slots.first().cloned();
     let has_master = job.spec.pytorch_replica_specs.contains_key("Master");
@@ -368,13 +400,14 @@ async fn reconcile(job: Arc<PyTorchJob>, ctx: Arc<Ctx>) -> Result<Action, Operat
                 .await;
             }
         }
-        // Elastic jobs lose only the failed pod; a static gang restarts together.
-        if job.spec.elastic_policy.is_some() {
-            delete_pod(&pods_api, &pod_name).await?;
-        } else {
+        // As Kubeflow, only the failed pod is recreated; a job that asked for
+        // whole-gang restarts (Switchyard's own) restarts every pod.
+        if pods::gang_restarts(&job) {
             for p in &pods {
                 delete_pod(&pods_api, &p.name_any()).await?;
             }
+        } else {
+            delete_pod(&pods_api, &pod_name).await?;
         }
         status.restart_count = Some(restarts);
         status.set(

@@ -19,6 +19,20 @@ pub const LABEL_TYPE: &str = "training.kubeflow.org/replica-type";
 pub const LABEL_INDEX: &str = "training.kubeflow.org/replica-index";
 pub const LABEL_ROLE: &str = "training.kubeflow.org/job-role";
 pub const LABEL_OPERATOR: &str = "training.kubeflow.org/operator-name";
+/// A Switchyard extension, opt-in: with `gang`, a retryable failure restarts
+/// the whole gang (every pod recreated; Switchyard's own TrainingJobs set it,
+/// since a static collective cannot continue without the lost rank) instead
+/// of Kubeflow's per-pod restarts.
+pub const RESTART_SCOPE: &str = "switchyard.io/restart-scope";
+
+/// Whether the job asked for whole-gang restarts ([`RESTART_SCOPE`]).
+pub fn gang_restarts(job: &PyTorchJob) -> bool {
+    job.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(RESTART_SCOPE))
+        .is_some_and(|v| v == "gang")
+}
 
 /// One pod slot of a job: its replica type (lowercase), index and global node rank.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,8 +236,19 @@ pub fn pod_for(job: &PyTorchJob, slot: &Slot, all: &[Slot]) -> Pod {
     meta.owner_references = Some(owner(job));
     meta.generate_name = None;
     let mut spec: PodSpec = template.spec.unwrap_or_default();
-    // Restarts are the operator's decision (gang-wide, counted against backoffLimit).
-    spec.restart_policy = Some("Never".into());
+    // As Kubeflow: OnFailure and Always restart the container in place (the
+    // kubelet), ExitCode and Never leave restarts to the operator. Whole-gang
+    // restarts are always the operator's.
+    let policy = replica_spec(job, slot)
+        .and_then(|r| r.restart_policy.clone())
+        .unwrap_or_else(|| "OnFailure".into());
+    spec.restart_policy = Some(
+        match policy.as_str() {
+            "OnFailure" | "Always" if !gang_restarts(job) => policy.as_str(),
+            _ => "Never",
+        }
+        .into(),
+    );
     spec.hostname.get_or_insert_with(|| slot.name(&name));
     let env = env_for(job, slot, all);
     let port = master_port(job);

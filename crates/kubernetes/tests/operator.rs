@@ -235,6 +235,7 @@ async fn the_operator_reconciles_pytorchjobs_on_a_real_api_server() {
         .unwrap();
     let first = wait_pods(&s.pods, "ec", 2).await;
     let old_uid = first[1].uid();
+    let master_uid = first[0].uid();
     set_phase(&s.pods, "ec-worker-0", "Failed", Some(137)).await;
     let j = wait_condition(&s.jobs, "ec", "Restarting").await;
     assert_eq!(j.status.as_ref().unwrap().restart_count, Some(1));
@@ -250,6 +251,11 @@ async fn the_operator_reconciles_pytorchjobs_on_a_real_api_server() {
     })
     .await;
     assert_eq!(env_of(&again[1])["RANK"], "1");
+    assert_eq!(
+        again[0].uid(),
+        master_uid,
+        "as Kubeflow: only the failed pod is recreated"
+    );
     set_phase(&s.pods, "ec-worker-0", "Failed", Some(1)).await;
     let j = wait_condition(&s.jobs, "ec", "Failed").await;
     let failed = failed_condition(&j);
@@ -639,6 +645,61 @@ async fn the_operator_follows_kubeflows_semantics() {
     wait_pods(&s.pods, "elastic", 4).await;
     let scale = s.jobs.get_scale("elastic").await.unwrap();
     assert_eq!(scale.spec.unwrap().replicas, Some(3));
+
+    // Restarts: OnFailure pods restart in place (the kubelet), their restarts
+    // count against backoffLimit; whole-gang restarts are opt-in.
+    s.jobs
+        .create(
+            &PostParams::default(),
+            &job("inplace", 1, "OnFailure", json!({"backoffLimit": 2})),
+        )
+        .await
+        .unwrap();
+    let pods = wait_pods(&s.pods, "inplace", 2).await;
+    for p in &pods {
+        assert_eq!(
+            p.spec.as_ref().unwrap().restart_policy.as_deref(),
+            Some("OnFailure")
+        );
+    }
+    for p in ["inplace-master-0", "inplace-worker-0"] {
+        set_phase(&s.pods, p, "Running", None).await;
+    }
+    wait_condition(&s.jobs, "inplace", "Running").await;
+    s.pods
+        .patch_status("inplace-worker-0", &PatchParams::default(), &Patch::Merge(&json!({"status": {"containerStatuses": [{
+            "name": "pytorch", "ready": true, "restartCount": 2, "image": "x", "imageID": "", "state": {"running": {}},
+        }]}})))
+        .await
+        .unwrap();
+    let j = wait_condition(&s.jobs, "inplace", "Failed").await;
+    assert_eq!(
+        failed_condition(&j).reason.as_deref(),
+        Some("BackoffLimitExceeded")
+    );
+    let mut gang = job("gang", 1, "ExitCode", json!({"backoffLimit": 3}));
+    gang.metadata.annotations = Some(
+        [(
+            "switchyard.io/restart-scope".to_string(),
+            "gang".to_string(),
+        )]
+        .into(),
+    );
+    s.jobs.create(&PostParams::default(), &gang).await.unwrap();
+    let before = wait_pods(&s.pods, "gang", 2).await;
+    assert!(before
+        .iter()
+        .all(|p| p.spec.as_ref().unwrap().restart_policy.as_deref() == Some("Never")));
+    set_phase(&s.pods, "gang-worker-0", "Failed", Some(137)).await;
+    eventually("the whole gang recreated", 30, || async {
+        let v = pods_of(&s.pods, "gang").await;
+        (v.len() == 2
+            && v.iter()
+                .zip(&before)
+                .all(|(a, b)| a.uid() != b.uid() && a.metadata.deletion_timestamp.is_none()))
+        .then_some(())
+    })
+    .await;
 
     // managedBy another controller: left alone.
     let mut kueue = job(
