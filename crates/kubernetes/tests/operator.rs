@@ -35,6 +35,41 @@ fn job(name: &str, workers: i32, policy: &str, run_policy: serde_json::Value) ->
     .unwrap()
 }
 
+/// Kubeflow's PyTorchJob examples, from the training-operator module (the Go
+/// module proxy serves it; `scripts/setup --k8s` downloads it once).
+fn kubeflow_examples() -> Vec<std::path::PathBuf> {
+    let out = std::process::Command::new("go")
+        .args([
+            "mod",
+            "download",
+            "-json",
+            "github.com/kubeflow/training-operator@v1.9.3",
+        ])
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("go (scripts/setup --k8s installs the Go toolchain's modules)");
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "go mod download: {e}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let dir = std::path::PathBuf::from(info["Dir"].as_str().expect("Dir")).join("examples/pytorch");
+    let mut files = Vec::new();
+    let mut stack = vec![dir];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "yaml") {
+                files.push(p);
+            }
+        }
+    }
+    files
+}
+
 /// The job without its Worker replicas (Kubeflow refuses `replicas: 0`).
 fn master_only(mut j: PyTorchJob) -> PyTorchJob {
     j.spec.pytorch_replica_specs.remove("Worker");
@@ -700,6 +735,43 @@ async fn the_operator_follows_kubeflows_semantics() {
         .then_some(())
     })
     .await;
+
+    // Every PyTorchJob among Kubeflow's own examples (examples/pytorch of the
+    // training-operator v1.9.3 module) passes admission with nothing pruned:
+    // the stored spec is the spec sent.
+    let examples = kubeflow_examples();
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "kubeflow",
+        &kube::api::ApiResource::erase::<PyTorchJob>(&()),
+    );
+    let mut seen = Vec::new();
+    for file in &examples {
+        let text = std::fs::read_to_string(file).unwrap();
+        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
+        for mut doc in docs.into_iter().filter(|d| d["kind"] == "PyTorchJob") {
+            doc["metadata"]["namespace"] = json!("kubeflow");
+            let obj: kube::api::DynamicObject = serde_json::from_value(doc.clone()).unwrap();
+            let dry = PostParams {
+                dry_run: true,
+                ..Default::default()
+            };
+            let stored = api
+                .create(&dry, &obj)
+                .await
+                .unwrap_or_else(|e| panic!("{} refused: {e}", file.display()));
+            assert_eq!(
+                stored.data["spec"],
+                doc["spec"],
+                "{} was pruned",
+                file.display()
+            );
+            seen.push(file.file_name().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    seen.sort();
+    assert!(seen.contains(&"imagenet.yaml".to_string()), "{seen:?}");
+    assert!(seen.len() >= 5, "{seen:?}");
 
     // managedBy another controller: left alone.
     let mut kueue = job(

@@ -220,6 +220,23 @@ pub async fn cancel(server: &str, id: &str) -> Result<i32> {
 /// The server's training-job API.
 const JOBS: &str = "/apis/switchyard/v1/jobs";
 
+/// How long a step keeps trying to submit its job to a server that refuses
+/// connections.
+const SUBMIT_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Whether a request failed before the server could have seen it (no
+/// connection, no such host): only then may a POST be sent again.
+fn never_reached(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| match c.downcast_ref::<ureq::Error>() {
+        Some(ureq::Error::ConnectionFailed | ureq::Error::HostNotFound) => true,
+        Some(ureq::Error::Io(io)) => matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+        ),
+        _ => false,
+    })
+}
+
 /// How long a step keeps trying to read its job from an unreachable server.
 const FOLLOW_PATIENCE: Duration = Duration::from_secs(120);
 
@@ -230,10 +247,19 @@ const FOLLOW_PATIENCE: Duration = Duration::from_secs(120);
 /// the job as the server shows it, then prints every rank's log.
 pub async fn run_job(server: &str, job: &Value) -> Result<Value> {
     let remote = Remote::new(server);
-    let submitted = remote
-        .request("POST", JOBS.into(), Some(job.clone()))
-        .await
-        .context("the server refused the training job")?;
+    // A server that is starting (or a Service whose endpoints are not
+    // programmed yet) refuses connections for a moment; the job cannot have
+    // reached it then, so the submission is tried again for a while.
+    let started = std::time::Instant::now();
+    let submitted = loop {
+        match remote.request("POST", JOBS.into(), Some(job.clone())).await {
+            Err(e) if never_reached(&e) && started.elapsed() < SUBMIT_PATIENCE => {
+                eprintln!("cannot reach {server} yet (retrying): {e:#}");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            other => break other.context("the server refused the training job")?,
+        }
+    };
     let id = submitted["job_id"]
         .as_str()
         .filter(|id| !id.is_empty())
@@ -302,4 +328,24 @@ pub async fn run_job(server: &str, job: &Value) -> Result<Value> {
         Err(e) => eprintln!("cannot read job {id}'s logs: {e:#}"),
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_connection_was_never_reached_and_an_answer_was() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let e = Remote::new(&format!("http://127.0.0.1:{port}"))
+            .request("POST", JOBS.into(), Some(json!({})))
+            .await
+            .unwrap_err();
+        assert!(never_reached(&e), "{e:#}");
+        let answered = anyhow::anyhow!("server answered 500: boom");
+        assert!(!never_reached(&answered));
+    }
 }
