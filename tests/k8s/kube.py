@@ -27,7 +27,12 @@ def require_cluster():
 
 
 def deploy_docs(name):
-    out = kubectl("create", "--dry-run=client", "-o", "json", "-f", str(REPO / "deploy" / name))
+    return docs_of(REPO / "deploy" / name)
+
+
+def docs_of(path):
+    """Every object of a YAML file, as kubectl reads it."""
+    out = kubectl("create", "--dry-run=client", "-o", "json", "-f", str(path))
     docs, dec, i = [], json.JSONDecoder(), 0
     while i < len(out):  # one JSON document per object, one after the other (or one List)
         if out[i].isspace():

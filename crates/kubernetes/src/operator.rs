@@ -246,6 +246,8 @@ async fn reconcile(job: Arc<PyTorchJob>, ctx: Arc<Ctx>) -> Result<Action, Operat
         return finish(&jobs, &name, status, &before, Action::await_change()).await;
     }
 
+    reconcile_hpa(&ctx.client, &ns, &job, run_policy.suspend.unwrap_or(false)).await?;
+
     // Suspended: no pods; resuming starts the gang again with a new start time.
     if run_policy.suspend.unwrap_or(false) {
         for p in &pods {
@@ -430,6 +432,11 @@ async fn reconcile(job: Arc<PyTorchJob>, ctx: Arc<Ctx>) -> Result<Action, Operat
         // cleanPodPolicy (None keeps them, as Kubeflow does; Switchyard's own
         // TrainingJobs ask for Running).
         status.replica_statuses = replica_statuses(&name, &slots, &pods);
+        // As Kubeflow: once the job succeeded, replicas still active count as succeeded.
+        for r in status.replica_statuses.values_mut() {
+            r.succeeded += r.active;
+            r.active = 0;
+        }
         status.set(
             "Succeeded",
             "PyTorchJobSucceeded",
@@ -558,6 +565,55 @@ async fn reconcile(job: Arc<PyTorchJob>, ctx: Arc<Ctx>) -> Result<Action, Operat
         _ => Action::requeue(ctx.config.resync),
     };
     finish(&jobs, &name, status, &before, next).await
+}
+
+/// The HorizontalPodAutoscaler of an elastic job with `elasticPolicy.metrics`,
+/// as Kubeflow keeps it: named after the job, scaling it through its `scale`
+/// subresource between min and max replicas; deleted while the job is
+/// suspended, updated when the policy changes.
+async fn reconcile_hpa(
+    client: &Client,
+    ns: &str,
+    job: &PyTorchJob,
+    suspended: bool,
+) -> Result<(), OperatorError> {
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    let Some(e) = job
+        .spec
+        .elastic_policy
+        .as_ref()
+        .filter(|e| e.metrics.is_some())
+    else {
+        return Ok(());
+    };
+    let name = job.name_any();
+    let api: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), ns);
+    let current = api.get_opt(&name).await?;
+    if suspended {
+        if current.is_some() {
+            api.delete(&name, &DeleteParams::default()).await?;
+        }
+        return Ok(());
+    }
+    let mut want: HorizontalPodAutoscaler = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "namespace": ns, "ownerReferences": [kube::Resource::controller_owner_ref(job, &())]},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "name": name},
+            "minReplicas": e.min_replicas,
+            "maxReplicas": e.max_replicas.unwrap_or(1),
+            "metrics": e.metrics,
+        },
+    }))
+    .map_err(|err| OperatorError::Invalid(format!("elasticPolicy.metrics: {err}")))?;
+    match current {
+        None => create_ignoring_conflict(&api, &want).await,
+        Some(cur) if cur.spec != want.spec => {
+            want.metadata.resource_version = cur.metadata.resource_version;
+            api.replace(&name, &PostParams::default(), &want).await?;
+            Ok(())
+        }
+        Some(_) => Ok(()),
+    }
 }
 
 /// How long a non-retryable failure waits for a peer's earlier failure to be
@@ -713,6 +769,24 @@ async fn fail(
     reason: &str,
     message: &str,
 ) -> Result<Action, OperatorError> {
+    // The counts as the pods stood when the job failed.
+    for (key, st) in status.replica_statuses.iter_mut() {
+        let rtype = key.to_lowercase();
+        let of_type: Vec<&Pod> = pods
+            .iter()
+            .filter(|p| p.labels().get(LABEL_TYPE) == Some(&rtype))
+            .collect();
+        let deleting = |p: &&&Pod| p.metadata.deletion_timestamp.is_some();
+        st.active = of_type
+            .iter()
+            .filter(|p| phase(p) == "Running" && !deleting(p))
+            .count() as i32;
+        st.succeeded = of_type.iter().filter(|p| phase(p) == "Succeeded").count() as i32;
+        st.failed = of_type
+            .iter()
+            .filter(|p| phase(p) == "Failed" || (phase(p) == "Running" && deleting(p)))
+            .count() as i32;
+    }
     // A failed job's running pods stop (they cannot finish the job any more).
     for p in pods
         .iter()

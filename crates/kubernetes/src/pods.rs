@@ -153,33 +153,47 @@ pub fn env_for(job: &PyTorchJob, slot: &Slot, all: &[Slot]) -> Vec<EnvVar> {
         .first()
         .map(|s| s.name(&name))
         .unwrap_or_else(|| format!("{name}-master-0"));
-    let mut env = vec![
-        var("PYTHONUNBUFFERED", "1"),
-        var("MASTER_ADDR", &master),
-        var("MASTER_PORT", port.to_string()),
-        var("WORLD_SIZE", (nodes * nproc).to_string()),
-        var("RANK", slot.rank.to_string()),
-        var("PET_MASTER_ADDR", &master),
-        var("PET_MASTER_PORT", port.to_string()),
-        var("PET_NPROC_PER_NODE", nproc_per_node(job)),
-        var("PET_NODE_RANK", slot.rank.to_string()),
-    ];
+    let mut env = vec![var("PYTHONUNBUFFERED", "1")];
+    // As Kubeflow: the master's address, WORLD_SIZE and the ranks only when
+    // there is a Master (a Worker-only elastic job meets at the rendezvous).
+    if job.spec.pytorch_replica_specs.contains_key("Master") {
+        env.extend([
+            var("MASTER_ADDR", &master),
+            var("MASTER_PORT", port.to_string()),
+            var("WORLD_SIZE", (nodes * nproc).to_string()),
+            var("RANK", slot.rank.to_string()),
+            var("PET_MASTER_ADDR", &master),
+            var("PET_MASTER_PORT", port.to_string()),
+            var("PET_NODE_RANK", slot.rank.to_string()),
+        ]);
+    }
+    env.push(var("PET_NPROC_PER_NODE", nproc_per_node(job)));
     match &job.spec.elastic_policy {
         Some(e) => {
-            let min = e.min_replicas.unwrap_or(nodes);
-            let max = e.max_replicas.unwrap_or(nodes);
+            let workers = job
+                .spec
+                .pytorch_replica_specs
+                .get("Worker")
+                .and_then(|w| w.replicas)
+                .unwrap_or(1);
             let rdzv_port = e.rdzv_port.unwrap_or(port);
-            let host = e.rdzv_host.clone().unwrap_or_else(|| master.clone());
-            env.push(var("PET_NNODES", format!("{min}:{max}")));
+            let host = e
+                .rdzv_host
+                .clone()
+                .unwrap_or_else(|| format!("{name}-worker-0"));
+            let nnodes = match (e.min_replicas, e.max_replicas) {
+                (None, None) => workers.to_string(),
+                (min, max) => format!("{}:{}", min.unwrap_or(workers), max.unwrap_or(workers)),
+            };
+            env.push(var("PET_NNODES", nnodes));
             env.push(var(
                 "PET_RDZV_BACKEND",
                 e.rdzv_backend.clone().unwrap_or_else(|| "c10d".into()),
             ));
             env.push(var("PET_RDZV_ENDPOINT", format!("{host}:{rdzv_port}")));
-            env.push(var(
-                "PET_RDZV_ID",
-                e.rdzv_id.clone().unwrap_or_else(|| name.clone()),
-            ));
+            if let Some(id) = &e.rdzv_id {
+                env.push(var("PET_RDZV_ID", id));
+            }
             if let Some(r) = e.max_restarts {
                 env.push(var("PET_MAX_RESTARTS", r.to_string()));
             }
@@ -322,7 +336,7 @@ pub fn service_for(job: &PyTorchJob, slot: &Slot) -> Service {
     let l = labels(&name, slot);
     let selector: BTreeMap<String, String> = l
         .iter()
-        .filter(|(k, _)| k.as_str() != LABEL_OPERATOR && k.as_str() != LABEL_ROLE)
+        .filter(|(k, _)| k.as_str() != LABEL_ROLE)
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     Service {

@@ -423,7 +423,8 @@ async fn the_operator_reconciles_pytorchjobs_on_a_real_api_server() {
     let env = env_of(&pods[2]);
     assert_eq!(env["PET_NNODES"], "1:3");
     assert_eq!(env["PET_RDZV_BACKEND"], "c10d");
-    assert_eq!(env["PET_RDZV_ENDPOINT"], "el-master-0:23456");
+    // Kubeflow's default rendezvous host is the first worker.
+    assert_eq!(env["PET_RDZV_ENDPOINT"], "el-worker-0:23456");
     assert_eq!(env["PET_MAX_RESTARTS"], "2");
     assert_eq!(env["PET_NPROC_PER_NODE"], "2");
     assert_eq!(env["WORLD_SIZE"], "6");
@@ -669,6 +670,16 @@ async fn the_operator_follows_kubeflows_semantics() {
         stored.spec.elastic_policy.unwrap().metrics.unwrap().len(),
         1
     );
+    // With metrics, an HPA scales the job through its scale subresource (as Kubeflow).
+    let hpas: Api<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler> =
+        Api::namespaced(client.clone(), "kubeflow");
+    let hpa = eventually("the elastic job's HPA", 30, || async {
+        hpas.get_opt("elastic").await.ok()?
+    })
+    .await;
+    let spec = hpa.spec;
+    assert_eq!((spec.min_replicas, spec.max_replicas), (Some(1), 4));
+    assert_eq!(spec.scale_target_ref.kind, "PyTorchJob");
     s.jobs
         .patch_scale(
             "elastic",
