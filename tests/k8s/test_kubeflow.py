@@ -28,13 +28,6 @@ IMAGE = "switchyard.local/pytorch:dev"
 
 # What differs on purpose, as (scenario or "*", what, detail) -> why; see docs/kubernetes.md.
 KNOWN = {
-    ("*", "env", "SM_CURRENT_HOST"): "SageMaker-style variables on every pod (not yet opt-in)",
-    ("*", "env", "SM_HOSTS"): "SageMaker-style variables on every pod (not yet opt-in)",
-    ("*", "env", "SM_INPUT_DIR"): "SageMaker-style variables on every pod (not yet opt-in)",
-    ("*", "env", "SM_MODEL_DIR"): "SageMaker-style variables on every pod (not yet opt-in)",
-    ("*", "env", "SM_OUTPUT_DATA_DIR"): "SageMaker-style variables on every pod (not yet opt-in)",
-    ("*", "env", "SM_OUTPUT_DIR"): "SageMaker-style variables on every pod (not yet opt-in)",
-    ("*", "env", "TORCHELASTIC_RUN_ID"): "the job's name as torchrun's run id",
     ("*", "initContainers", "init-pytorch"): "workers do not wait for the master's DNS name (the gang is admitted whole)",
     ("fail", "pods", "fail-worker-0"): "a failed job's running pods are deleted (Kubeflow keeps them with cleanPodPolicy None)",
     ("fail", "phases", "phases"): "a failed job's running pods are deleted (Kubeflow keeps them with cleanPodPolicy None)",

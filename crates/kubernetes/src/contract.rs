@@ -10,7 +10,8 @@
 //! channel's `-`, which `export` refuses). The one value only the node knows
 //! — its CPU count, as the toolkit counts it — is filled in there. With one
 //! process per pod (no torchrun) the file also gives what torchrun would
-//! (`LOCAL_RANK`, `NODE_RANK`, …); the operator gives `RANK`, `WORLD_SIZE`, `MASTER_*`.
+//! (`LOCAL_RANK`, `NODE_RANK`, `TORCHELASTIC_RUN_ID`, …); the operator gives
+//! `RANK`, `WORLD_SIZE`, `MASTER_*`, as Kubeflow's does.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -97,10 +98,12 @@ pub fn files(
             num_gpus: job.spec.resources.gpu,
             instance_type: instance_type.to_string(),
             code_dir: code_dir.map(PathBuf::from),
-            run_id: String::new(),
+            // One run of the job (the operator names its pods after it).
+            run_id: job.name.clone(),
         };
         // One process per pod runs without torchrun, which would set these.
         let torchrun = [
+            "TORCHELASTIC_RUN_ID",
             "LOCAL_RANK",
             "LOCAL_WORLD_SIZE",
             "NODE_RANK",

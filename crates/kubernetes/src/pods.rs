@@ -216,21 +216,9 @@ pub fn env_for(job: &PyTorchJob, slot: &Slot, all: &[Slot]) -> Vec<EnvVar> {
         }
         None => env.push(var("PET_NNODES", nodes.to_string())),
     }
-    // The SageMaker side of the contract: hosts algo-1..N, this host, the usual folders.
-    let hosts: Vec<String> = (1..=nodes).map(|i| format!("algo-{i}")).collect();
-    let current = format!("algo-{}", slot.rank + 1);
-    env.extend([
-        var(
-            "SM_HOSTS",
-            serde_json::to_string(&hosts).unwrap_or_default(),
-        ),
-        var("SM_CURRENT_HOST", &current),
-        var("SM_MODEL_DIR", "/opt/ml/model"),
-        var("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data"),
-        var("SM_OUTPUT_DIR", "/opt/ml/output"),
-        var("SM_INPUT_DIR", "/opt/ml/input"),
-        var("TORCHELASTIC_RUN_ID", name),
-    ]);
+    // Nothing else: a kubeflow.org/v1 job gets Kubeflow's environment. A
+    // Switchyard TrainingJob's pods get the SageMaker contract per host from
+    // their ConfigMap (see contract.rs).
     env
 }
 
