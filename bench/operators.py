@@ -135,17 +135,13 @@ def ready(kind, op, timeout=60):
     assert op.poll() is None, f"the {kind} operator exited"
 
 
-def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--switchyard", required=True)
-    p.add_argument("--kubeflow", required=True)
-    p.add_argument("--repeat", type=int, default=5)
-    args = p.parse_args()
-    assert KUBECONFIG.exists(), "start the test cluster first: scripts/k8s-cluster start"
+def prepare_kubeflow():
+    """Kubeflow's CRD, and what its operator's cert rotator needs: its namespace,
+    Secret and a ValidatingWebhookConfiguration that matches no request."""
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(KUBEFLOW_CRD))
     # A namespace left terminating by an earlier run must be gone before it is made again.
     kubectl("wait", "--for=delete", "namespace/kubeflow", "--timeout=180s", check=False)
-    kubectl("create", "namespace", "kubeflow")
+    kubectl("create", "namespace", "kubeflow", check=False)
     kubectl("-n", "kubeflow", "create", "secret", "generic", "training-operator-webhook-cert", check=False)
     kubectl("apply", "-f", "-", stdin=json.dumps({
         "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
@@ -155,6 +151,23 @@ def main():
                       "clientConfig": {"service": {"name": "training-operator", "namespace": "kubeflow", "path": "/none"}},
                       "rules": [{"apiGroups": ["bench.invalid"], "apiVersions": ["v1"], "operations": ["CREATE"],
                                  "resources": ["nothing"]}]}]}))
+
+
+def unprepare_kubeflow():
+    import shutil
+    shutil.rmtree("/tmp/k8s-webhook-server", ignore_errors=True)
+    kubectl("delete", "validatingwebhookconfiguration", "validator.training-operator.kubeflow.org", check=False)
+    kubectl("delete", "namespace", "kubeflow", "--wait=false", check=False)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--switchyard", required=True)
+    p.add_argument("--kubeflow", required=True)
+    p.add_argument("--repeat", type=int, default=5)
+    args = p.parse_args()
+    assert KUBECONFIG.exists(), "start the test cluster first: scripts/k8s-cluster start"
+    prepare_kubeflow()
     results = {"switchyard": [], "kubeflow": []}
     logs = pathlib.Path(tempfile.mkdtemp(prefix="operator-bench-"))
     try:
@@ -174,10 +187,7 @@ def main():
                 results[kind].append(r)
                 print(f"{kind:10s} run {i + 1}: all Running {r[0]:.2f} s, Succeeded {r[1]:.2f} s", flush=True)
     finally:
-        import shutil
-        shutil.rmtree("/tmp/k8s-webhook-server", ignore_errors=True)
-        kubectl("delete", "validatingwebhookconfiguration", "validator.training-operator.kubeflow.org", check=False)
-        kubectl("delete", "namespace", "kubeflow", "--wait=false", check=False)
+        unprepare_kubeflow()
     print(f"\nmedian of {args.repeat}, 1 Master + 3 Workers (logs in {logs}):")
     print("| operator | created → all Running | created → Succeeded |")
     print("|---|---|---|")

@@ -191,25 +191,11 @@ def differences(scenario, a, b, path=()):
 def kubeflow_crd():
     require_cluster()
     assert KUBEFLOW.exists(), f"{KUBEFLOW} missing: scripts/setup --k8s builds it"
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(operators.KUBEFLOW_CRD))
-    kubectl("wait", "--for=delete", "namespace/kubeflow", "--timeout=180s", check=False)
-    kubectl("create", "namespace", "kubeflow", check=False)
-    kubectl("-n", "kubeflow", "create", "secret", "generic", "training-operator-webhook-cert", check=False)
-    kubectl("apply", "-f", "-", stdin=json.dumps({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": "validator.training-operator.kubeflow.org"},
-        "webhooks": [{"name": "validate.test.kubeflow.org", "admissionReviewVersions": ["v1"], "sideEffects": "None",
-                      "failurePolicy": "Ignore",
-                      "clientConfig": {"service": {"name": "training-operator", "namespace": "kubeflow", "path": "/none"}},
-                      "rules": [{"apiGroups": ["test.invalid"], "apiVersions": ["v1"], "operations": ["CREATE"],
-                                 "resources": ["nothing"]}]}]}))
+    operators.prepare_kubeflow()
     try:
         yield
     finally:
-        import shutil
-        shutil.rmtree("/tmp/k8s-webhook-server", ignore_errors=True)
-        kubectl("delete", "validatingwebhookconfiguration", "validator.training-operator.kubeflow.org", check=False)
-        kubectl("delete", "namespace", "kubeflow", "--wait=false", check=False)
+        operators.unprepare_kubeflow()
         # The other cluster tests use Switchyard's CRD.
         kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "deploy/crd-pytorchjob.yaml"))
 
