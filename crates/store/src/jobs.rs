@@ -5,7 +5,7 @@ use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use crate::sql::{lease_from_row, parse_json, parse_state, parse_ts, q, ts};
+use crate::sql::{bind_lease, lease_from_row, parse_json, parse_state, parse_ts, q, ts};
 use crate::{
     JobEventRecord, JobMetricPoint, JobRecord, JobStore, Lease, Result, SqlStore, State, StoreError,
 };
@@ -72,9 +72,9 @@ impl SqlStore {
 impl JobStore for SqlStore {
     async fn create_job(&self, j: &JobRecord) -> Result<()> {
         let mut tx = self.pool().begin().await.map_err(q("create job"))?;
-        sqlx::query(
+        let head = sqlx::query(
             "INSERT INTO jobs (id, name, backend, state, spec, restarts, model, metrics, failure_reason, logs_dir, \
-             owner_pid, created_at, started_at, finished_at, placement, owner_id, owner_host, lease_until) \
+             created_at, started_at, finished_at, placement, owner_pid, owner_id, owner_host, lease_until) \
              VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)",
         )
         .bind(&j.id)
@@ -87,17 +87,14 @@ impl JobStore for SqlStore {
         .bind(j.metrics.as_ref().map(Value::to_string))
         .bind(&j.failure_reason)
         .bind(&j.logs_dir)
-        .bind(j.lease.as_ref().map(|l| i64::from(l.pid)))
         .bind(ts(&j.created_at))
         .bind(j.started_at.as_ref().map(ts))
         .bind(j.finished_at.as_ref().map(ts))
-        .bind(j.placement.as_ref().map(Value::to_string))
-        .bind(j.lease.as_ref().map(|l| l.owner.clone()))
-        .bind(j.lease.as_ref().map(|l| l.host.clone()))
-        .bind(j.lease.as_ref().map(Lease::until_ms))
-        .execute(&mut *tx)
-        .await
-        .map_err(q("create job"))?;
+        .bind(j.placement.as_ref().map(Value::to_string));
+        bind_lease(head, j.lease.as_ref())
+            .execute(&mut *tx)
+            .await
+            .map_err(q("create job"))?;
         sqlx::query(
             "INSERT INTO job_events (job_id, state, message, at) VALUES ($1, $2, NULL, $3)",
         )

@@ -108,6 +108,18 @@ pub(crate) fn parse_ts(s: Option<String>, what: &str) -> Result<Option<DateTime<
     .transpose()
 }
 
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// Binds a lease's four columns, in this order: `owner_pid`, `owner_id`,
+/// `owner_host`, `lease_until` (all NULL without a lease).
+pub(crate) fn bind_lease<'q>(query: AnyQuery<'q>, lease: Option<&Lease>) -> AnyQuery<'q> {
+    query
+        .bind(lease.map(|l| i64::from(l.pid)))
+        .bind(lease.map(|l| l.owner.clone()))
+        .bind(lease.map(|l| l.host.clone()))
+        .bind(lease.map(Lease::until_ms))
+}
+
 /// The lease columns of a run or job row; `None` when no process owns it
 /// (rows written before leases existed count as unowned).
 pub(crate) fn lease_from_row(row: &AnyRow) -> Option<Lease> {
@@ -361,7 +373,7 @@ fn json_text(v: &Option<Value>) -> Option<String> {
 impl RunStore for SqlStore {
     async fn create_run(&self, run: &RunRecord) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(q("create run"))?;
-        sqlx::query(
+        let head = sqlx::query(
             "INSERT INTO runs (id, pipeline_name, display_name, state, spec, parameters, pipeline_root, options, \
              outputs, error, owner_pid, owner_id, owner_host, lease_until, created_at, started_at, finished_at) \
              VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)",
@@ -375,17 +387,14 @@ impl RunStore for SqlStore {
         .bind(&run.pipeline_root)
         .bind(run.options.to_string())
         .bind(json_text(&run.outputs))
-        .bind(&run.error)
-        .bind(run.lease.as_ref().map(|l| i64::from(l.pid)))
-        .bind(run.lease.as_ref().map(|l| l.owner.clone()))
-        .bind(run.lease.as_ref().map(|l| l.host.clone()))
-        .bind(run.lease.as_ref().map(Lease::until_ms))
-        .bind(ts(&run.created_at))
-        .bind(run.started_at.as_ref().map(ts))
-        .bind(run.finished_at.as_ref().map(ts))
-        .execute(&mut *tx)
-        .await
-        .map_err(q("create run"))?;
+        .bind(&run.error);
+        bind_lease(head, run.lease.as_ref())
+            .bind(ts(&run.created_at))
+            .bind(run.started_at.as_ref().map(ts))
+            .bind(run.finished_at.as_ref().map(ts))
+            .execute(&mut *tx)
+            .await
+            .map_err(q("create run"))?;
         sqlx::query(
             "INSERT INTO transitions (run_id, task_key, state, at) VALUES ($1, NULL, $2, $3)",
         )
@@ -530,17 +539,14 @@ impl RunStore for SqlStore {
     }
 
     async fn set_owner(&self, id: &str, lease: Option<&Lease>) -> Result<()> {
-        sqlx::query(
+        let head = sqlx::query(
             "UPDATE runs SET owner_pid = $1, owner_id = $2, owner_host = $3, lease_until = $4 WHERE id = $5",
-        )
-        .bind(lease.map(|l| i64::from(l.pid)))
-        .bind(lease.map(|l| l.owner.clone()))
-        .bind(lease.map(|l| l.host.clone()))
-        .bind(lease.map(Lease::until_ms))
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(q("set run owner"))?;
+        );
+        bind_lease(head, lease)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(q("set run owner"))?;
         Ok(())
     }
 

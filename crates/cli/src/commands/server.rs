@@ -94,7 +94,6 @@ pub async fn serve(
     };
     let jobs = paths.job_runner(store.clone())?;
     let state = state(engine, store.clone(), store, jobs, config);
-    state.engine.keep_leases();
     let resumed = if args.recover_runs.unwrap_or(true) {
         let n = recover(&state)
             .await

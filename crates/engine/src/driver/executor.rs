@@ -243,10 +243,11 @@ async fn run_container(
                         task_key: key.to_string(),
                         created_at: Utc::now(),
                     };
-                    if ctx.lost.is_cancelled() {
-                        // Not this process's result to publish any more.
-                    } else if let Err(e) = ctx.store.put_cache(&entry).await {
-                        tracing::warn!(task = key, error = %e, "could not write cache entry");
+                    // A run taken over is not this process's to publish any more.
+                    if !ctx.lost.is_cancelled() {
+                        if let Err(e) = ctx.store.put_cache(&entry).await {
+                            tracing::warn!(task = key, error = %e, "could not write cache entry");
+                        }
                     }
                 }
                 return Ok(out);
