@@ -227,7 +227,14 @@ pub fn input_data_config(job: &TrainingJob) -> Value {
     )
 }
 
-/// One host's three config files (`input/config/<name>`), as text.
+/// The names of a host's config files under `input/config`.
+pub const CONFIG_FILES: [&str; 3] = [
+    "hyperparameters.json",
+    "resourceconfig.json",
+    "inputdataconfig.json",
+];
+
+/// One host's three config files ([`CONFIG_FILES`], in that order), as text.
 pub fn host_config_files(
     job: &TrainingJob,
     node: u32,
@@ -235,16 +242,17 @@ pub fn host_config_files(
     submit_directory: &str,
 ) -> io::Result<Vec<(&'static str, Vec<u8>)>> {
     let pretty = |v: &Value| serde_json::to_vec_pretty(v).map_err(io::Error::other);
+    let [hyperparameters, resources, inputs] = CONFIG_FILES;
     Ok(vec![
         (
-            "hyperparameters.json",
+            hyperparameters,
             pretty(&hyperparameters_file(job, submit_directory))?,
         ),
         (
-            "resourceconfig.json",
+            resources,
             pretty(&resource_config(job, node, instance_type))?,
         ),
-        ("inputdataconfig.json", pretty(&input_data_config(job))?),
+        (inputs, pretty(&input_data_config(job))?),
     ])
 }
 

@@ -191,9 +191,7 @@ fn shared_env(job: &TrainingJob) -> BTreeMap<String, String> {
     contract::rank_env(job, &HostLayout::new("/opt/ml"), &placement)
         .into_iter()
         .filter(|(k, _)| {
-            let sagemaker =
-                k.starts_with("SM_") || k == "SAGEMAKER_BASE_DIR" || k == "TRAINING_JOB_NAME";
-            (!sagemaker || job.spec.env.contains_key(k))
+            (!pod_contract::is_sagemaker_var(k) || job.spec.env.contains_key(k))
                 && !per_pod.contains(&k.as_str())
                 && !k.starts_with("PET_")
         })
@@ -296,14 +294,10 @@ impl KubernetesBackend {
                 mounts.push(json!({"name": "checkpoints", "mountPath": "/opt/ml/checkpoints"}));
             }
         }
-        let contract_items: Vec<Value> =
-            pod_contract::files(job, &instance_type(job), code_dir(job))
-                .map(|f| {
-                    f.into_keys()
-                        .map(|k| json!({"key": k, "path": k}))
-                        .collect()
-                })
-                .unwrap_or_default();
+        let contract_items: Vec<Value> = pod_contract::keys(job)
+            .into_iter()
+            .map(|k| json!({"key": k, "path": k}))
+            .collect();
         volumes.push(json!({"name": "contract", "configMap": {"name": format!("{name}-code"), "items": contract_items}}));
         mounts.push(
             json!({"name": "contract", "mountPath": pod_contract::CONTRACT_DIR, "readOnly": true}),
@@ -884,5 +878,15 @@ mod tests {
             .to_string();
         assert!(e.contains("SWITCHYARD_K8S_DATA_CLAIM"), "{e}");
         assert_eq!(off.model_location(&job(""), "j"), None);
+    }
+
+    #[test]
+    fn the_contract_volume_lists_exactly_the_contract_files() {
+        let j = job("");
+        let files = pod_contract::files(&j, "kubernetes", None).unwrap();
+        let keys: Vec<String> = files.into_keys().collect();
+        let mut listed = pod_contract::keys(&j);
+        listed.sort();
+        assert_eq!(listed, keys);
     }
 }

@@ -77,6 +77,31 @@ fn env_file(vars: impl Iterator<Item = (String, String)>) -> String {
     out
 }
 
+/// Whether a variable belongs to the SageMaker half, which pods get per host
+/// from the prologue (not from the shared pod template).
+pub fn is_sagemaker_var(name: &str) -> bool {
+    name.starts_with("SM_") || name == "SAGEMAKER_BASE_DIR" || name == "TRAINING_JOB_NAME"
+}
+
+fn env_key(node: u32) -> String {
+    format!("sy-host-{node}.env")
+}
+
+fn file_key(node: u32, name: &str) -> String {
+    format!("sy-host-{node}-{name}")
+}
+
+/// The names of the keys [`files`] makes, without rendering them (the pod
+/// template lists them in its volume).
+pub fn keys(job: &TrainingJob) -> Vec<String> {
+    std::iter::once(START_KEY.to_string())
+        .chain((0..job.spec.nodes).flat_map(|n| {
+            std::iter::once(env_key(n))
+                .chain(contract::CONFIG_FILES.iter().map(move |f| file_key(n, f)))
+        }))
+        .collect()
+}
+
 /// The ConfigMap keys of the contract: the prologue, and per host its
 /// variables (`sy-host-<n>.env`) and config files (`sy-host-<n>-<file>`).
 /// Variables the job's own `env` sets are left to it (it wins everywhere).
@@ -118,19 +143,16 @@ pub fn files(
             contract::rank_env(job, &layout, &placement)
                 .into_iter()
                 .filter(|(k, _)| {
-                    let sagemaker = k.starts_with("SM_")
-                        || k == "SAGEMAKER_BASE_DIR"
-                        || k == "TRAINING_JOB_NAME";
-                    (sagemaker || (single && torchrun.contains(&k.as_str())))
+                    (is_sagemaker_var(k) || (single && torchrun.contains(&k.as_str())))
                         && !job.spec.env.contains_key(k)
                 }),
         );
-        out.insert(format!("sy-host-{node}.env"), env);
+        out.insert(env_key(node), env);
         for (name, text) in
             contract::host_config_files(job, node, instance_type, code_dir.unwrap_or(""))?
         {
             out.insert(
-                format!("sy-host-{node}-{name}"),
+                file_key(node, name),
                 String::from_utf8_lossy(&text).into_owned(),
             );
         }

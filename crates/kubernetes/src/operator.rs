@@ -180,6 +180,12 @@ async fn reconcile(job: Arc<PyTorchJob>, ctx: Arc<Ctx>) -> Result<Action, Operat
     let services = svc_api.list(&selector).await?.items;
     let mut status = job.status.clone().unwrap_or_default();
     let before = status.clone();
+    let ends = Ends {
+        jobs: &jobs,
+        pods_api: &pods_api,
+        name: &name,
+        before: &before,
+    };
     let run_policy = job.spec.run_policy.clone().unwrap_or_default();
     // Another controller's job (e.g. Kueue's MultiKueue): not ours to touch.
     if let Some(other) = run_policy
@@ -272,19 +278,16 @@ async fn reconcile(job: Arc<PyTorchJob>, ctx: Arc<Ctx>) -> Result<Action, Operat
     ) {
         let age = seconds_since(start.0.as_second());
         if age >= deadline {
-            return fail(
-                &jobs,
-                &pods_api,
-                &pods,
-                &name,
-                status,
-                &before,
-                "DeadlineExceeded",
-                &format!(
+            return ends
+                .fail(
+                    &pods,
+                    status,
+                    "DeadlineExceeded",
+                    &format!(
                     "PyTorchJob {name} has run for {age}s, past activeDeadlineSeconds {deadline}"
                 ),
-            )
-            .await;
+                )
+                .await;
         }
     }
 
@@ -304,19 +307,16 @@ async fn reconcile(job: Arc<PyTorchJob>, ctx: Arc<Ctx>) -> Result<Action, Operat
             .map(|c| c.restart_count)
             .sum();
         if in_place > 0 && (in_place >= limit || limit == 0) {
-            return fail(
-                &jobs,
-                &pods_api,
-                &pods,
-                &name,
-                status,
-                &before,
-                "BackoffLimitExceeded",
-                &format!(
+            return ends
+                .fail(
+                    &pods,
+                    status,
+                    "BackoffLimitExceeded",
+                    &format!(
                     "containers restarted {in_place} times in place; backoffLimit {limit} reached"
                 ),
-            )
-            .await;
+                )
+                .await;
         }
     }
 
@@ -370,36 +370,30 @@ async fn reconcile(job: Arc<PyTorchJob>, ctx: Arc<Ctx>) -> Result<Action, Operat
                 )
                 .await;
             }
-            return fail(
-                &jobs,
-                &pods_api,
-                &pods,
-                &name,
-                status,
-                &before,
-                "PyTorchJobFailed",
-                &format!(
+            return ends
+                .fail(
+                    &pods,
+                    status,
+                    "PyTorchJobFailed",
+                    &format!(
                     "pod {pod_name} exited with code {code} (restartPolicy {policy}: not retried)"
                 ),
-            )
-            .await;
+                )
+                .await;
         }
         let restarts = status.restart_count.unwrap_or(0) + 1;
         if let Some(limit) = run_policy.backoff_limit {
             if restarts > limit {
-                return fail(
-                    &jobs,
-                    &pods_api,
-                    &pods,
-                    &name,
-                    status,
-                    &before,
-                    "BackoffLimitExceeded",
-                    &format!(
-                        "pod {pod_name} exited with code {code}; backoffLimit {limit} reached"
-                    ),
-                )
-                .await;
+                return ends
+                    .fail(
+                        &pods,
+                        status,
+                        "BackoffLimitExceeded",
+                        &format!(
+                            "pod {pod_name} exited with code {code}; backoffLimit {limit} reached"
+                        ),
+                    )
+                    .await;
             }
         }
         // As Kubeflow, only the failed pod is recreated; a job that asked for
@@ -459,17 +453,7 @@ async fn reconcile(job: Arc<PyTorchJob>, ctx: Arc<Ctx>) -> Result<Action, Operat
 
     // A pod whose image cannot be had never starts: say why instead of waiting forever.
     if let Some(why) = pods.iter().find_map(image_failure) {
-        return fail(
-            &jobs,
-            &pods_api,
-            &pods,
-            &name,
-            status,
-            &before,
-            "ImagePullFailed",
-            &why,
-        )
-        .await;
+        return ends.fail(&pods, status, "ImagePullFailed", &why).await;
     }
 
     // Missing pods: the whole gang only when it fits; single replacements directly.
@@ -509,21 +493,18 @@ async fn reconcile(job: Arc<PyTorchJob>, ctx: Arc<Ctx>) -> Result<Action, Operat
                 // The API server rejects the template itself: no retry can help.
                 Err(OperatorError::Kube(kube::Error::Api(e))) if e.code == 422 || e.code == 400 => {
                     let pods_now = pods_api.list(&selector).await?.items;
-                    return fail(
-                        &jobs,
-                        &pods_api,
-                        &pods_now,
-                        &name,
-                        status,
-                        &before,
-                        "InvalidSpec",
-                        &format!(
-                            "the API server refused pod {}: {}",
-                            s.name(&name),
-                            e.message
-                        ),
-                    )
-                    .await;
+                    return ends
+                        .fail(
+                            &pods_now,
+                            status,
+                            "InvalidSpec",
+                            &format!(
+                                "the API server refused pod {}: {}",
+                                s.name(&name),
+                                e.message
+                            ),
+                        )
+                        .await;
                 }
                 other => other?,
             }
@@ -702,18 +683,25 @@ fn replica_statuses(
                 ..Default::default()
             }
         });
-        let pod = pods.iter().find(|p| {
+        if let Some(pod) = pods.iter().find(|p| {
             p.labels().get(LABEL_TYPE) == Some(&s.rtype)
                 && p.labels().get(pods::LABEL_INDEX) == Some(&s.index.to_string())
-        });
-        match pod.map(|p| (phase(p), p.metadata.deletion_timestamp.is_some())) {
-            Some(("Running", false)) => entry.active += 1,
-            Some(("Running", true)) | Some(("Failed", _)) => entry.failed += 1,
-            Some(("Succeeded", _)) => entry.succeeded += 1,
-            _ => {}
+        }) {
+            count(entry, pod);
         }
     }
     out
+}
+
+/// Counts one pod as Kubeflow does: Running active (failed while being
+/// deleted), Succeeded and Failed as such, Pending not at all.
+fn count(entry: &mut ReplicaStatus, pod: &Pod) {
+    match (phase(pod), pod.metadata.deletion_timestamp.is_some()) {
+        ("Running", false) => entry.active += 1,
+        ("Running", true) | ("Failed", _) => entry.failed += 1,
+        ("Succeeded", _) => entry.succeeded += 1,
+        _ => {}
+    }
 }
 
 async fn create_ignoring_conflict<K>(api: &Api<K>, obj: &K) -> Result<(), OperatorError>
@@ -758,45 +746,53 @@ async fn cleanup(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn fail(
-    jobs: &Api<PyTorchJob>,
-    pods_api: &Api<Pod>,
-    pods: &[Pod],
-    name: &str,
-    mut status: JobStatus,
-    before: &JobStatus,
-    reason: &str,
-    message: &str,
-) -> Result<Action, OperatorError> {
-    // The counts as the pods stood when the job failed.
-    for (key, st) in status.replica_statuses.iter_mut() {
-        let rtype = key.to_lowercase();
-        let of_type: Vec<&Pod> = pods
+/// What ending a job needs from one reconcile pass.
+struct Ends<'a> {
+    jobs: &'a Api<PyTorchJob>,
+    pods_api: &'a Api<Pod>,
+    name: &'a str,
+    before: &'a JobStatus,
+}
+
+impl Ends<'_> {
+    /// Fails the job: counts the pods as they stood, stops the running ones,
+    /// writes `Failed` with `reason` and `message`.
+    async fn fail(
+        &self,
+        pods: &[Pod],
+        mut status: JobStatus,
+        reason: &str,
+        message: &str,
+    ) -> Result<Action, OperatorError> {
+        // The counts as the pods stood when the job failed.
+        for (key, st) in status.replica_statuses.iter_mut() {
+            let rtype = key.to_lowercase();
+            (st.active, st.succeeded, st.failed) = (0, 0, 0);
+            for p in pods
+                .iter()
+                .filter(|p| p.labels().get(LABEL_TYPE) == Some(&rtype))
+            {
+                count(st, p);
+            }
+        }
+        // A failed job's running pods stop (they cannot finish the job any more).
+        for p in pods
             .iter()
-            .filter(|p| p.labels().get(LABEL_TYPE) == Some(&rtype))
-            .collect();
-        let deleting = |p: &&&Pod| p.metadata.deletion_timestamp.is_some();
-        st.active = of_type
-            .iter()
-            .filter(|p| phase(p) == "Running" && !deleting(p))
-            .count() as i32;
-        st.succeeded = of_type.iter().filter(|p| phase(p) == "Succeeded").count() as i32;
-        st.failed = of_type
-            .iter()
-            .filter(|p| phase(p) == "Failed" || (phase(p) == "Running" && deleting(p)))
-            .count() as i32;
+            .filter(|p| matches!(phase(p), "Pending" | "Running"))
+        {
+            delete_pod(self.pods_api, &p.name_any()).await?;
+        }
+        status.set("Failed", reason, message);
+        status.completion_time = Some(now());
+        finish(
+            self.jobs,
+            self.name,
+            status,
+            self.before,
+            Action::await_change(),
+        )
+        .await
     }
-    // A failed job's running pods stop (they cannot finish the job any more).
-    for p in pods
-        .iter()
-        .filter(|p| matches!(phase(p), "Pending" | "Running"))
-    {
-        delete_pod(pods_api, &p.name_any()).await?;
-    }
-    status.set("Failed", reason, message);
-    status.completion_time = Some(now());
-    finish(jobs, name, status, before, Action::await_change()).await
 }
 
 /// Writes the status when it changed.
