@@ -106,6 +106,10 @@ class Server:
             self.proc.send_signal(sig)
             self.proc.wait(timeout=30)
         self.log.close()
+        # pytest shows a test's captured output only when it fails: the
+        # server's own account of what happened, for a failure in CI.
+        lines = (self.home / "server.log").read_text(errors="replace").splitlines()
+        print(f"--- last lines of {self.home / 'server.log'} ---", *lines[-80:], sep="\n")
 
 
 @pytest.fixture

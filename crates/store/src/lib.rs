@@ -88,7 +88,9 @@ pub trait RunStore: Send + Sync {
     /// Takes a run for execution: moves it to `to` and records `lease` as its
     /// owner, only if it is in one of `from` and its lease is still exactly
     /// `observed` (what the caller saw and judged expired or absent). Two
-    /// processes racing to execute the same run: exactly one gets true.
+    /// processes racing to execute the same run: exactly one gets true. A
+    /// lease the caller itself holds matches by owner alone: its own renewal
+    /// between the look and the take must not make the take fail.
     async fn claim_run(
         &self,
         id: &str,

@@ -498,7 +498,8 @@ impl RunStore for SqlStore {
                error = CASE WHEN $7 THEN NULL ELSE error END, \
                finished_at = CASE WHEN $7 THEN NULL ELSE finished_at END, \
                cancel_requested = CASE WHEN $7 THEN 0 ELSE cancel_requested END \
-             WHERE id = $8 AND COALESCE(owner_id, '') = $9 AND COALESCE(lease_until, -1) = $10 \
+             WHERE id = $8 AND COALESCE(owner_id, '') = $9 \
+               AND (COALESCE(lease_until, -1) = $10 OR owner_id = $3) \
                AND state IN ({})",
             placeholders(11, from.len().max(1))
         );

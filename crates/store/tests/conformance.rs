@@ -278,6 +278,24 @@ async fn claims_are_exclusive_leases(store: SqlStore) {
         .await
         .unwrap();
     assert_eq!(store.renew_run_leases("d", later).await.unwrap(), 0);
+    // A server owns the runs it queues; its own renewal between the look and
+    // the take must not leave the run PENDING forever (the claim is its own).
+    store.create_run(&run("c3")).await.unwrap();
+    let queued = lease_of("e", "h1", 30);
+    store.set_owner("c3", Some(&queued)).await.unwrap();
+    assert_eq!(store.renew_run_leases("e", later).await.unwrap(), 1);
+    assert!(store
+        .claim_run(
+            "c3",
+            &[State::Pending],
+            Some(&queued),
+            &lease_of("e", "h1", 30),
+            State::Running,
+            RunUpdate::default(),
+        )
+        .await
+        .unwrap());
+    assert_eq!(store.get_run("c3").await.unwrap().state, State::Running);
 }
 
 async fn job_leases(store: SqlStore) {
