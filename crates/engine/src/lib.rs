@@ -272,16 +272,13 @@ impl Engine {
             .and_then(Value::as_bool)
             .unwrap_or(true);
         let lost = CancellationToken::new();
+        let run_dir = PathBuf::from(&run.pipeline_root)
+            .join(&run.pipeline_name)
+            .join(&run.id);
         let ctx = Arc::new(driver::RunCtx {
             run_id: run.id.clone(),
-            pipeline_name: run.pipeline_name.clone(),
-            run_dir: PathBuf::from(&run.pipeline_root)
-                .join(&run.pipeline_name)
-                .join(&run.id),
-            pipeline_root: run.pipeline_root.clone(),
-            created_at: run
-                .created_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            run_dir: run_dir.clone(),
+            run_values: run_values(&run, &run_dir),
             logs_dir: self.logs_dir.join(&run.id),
             spec,
             cache,
@@ -444,3 +441,34 @@ impl Engine {
         Ok(self.store.get_run(&run.id).await?)
     }
 }
+
+/// The run's values for KFP's pipeline placeholders. The workspace, when the
+/// pipeline declares one (`platforms.kubernetes.pipelineConfig.workspace`), is
+/// a folder of the run shared by all its tasks (on the Pod task backend it lies
+/// on the shared claim with the rest of the run).
+fn run_values(run: &RunRecord, run_dir: &std::path::Path) -> placeholder::RunValues {
+    let created = run
+        .created_at
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let workspace =
+        &run.options["platform_spec"]["platforms"]["kubernetes"]["pipelineConfig"]["workspace"];
+    placeholder::RunValues {
+        job_name: run.display_name.clone(),
+        job_resource_name: run.id.clone(),
+        job_uuid: run.id.clone(),
+        pipeline_root: run.pipeline_root.clone(),
+        schedule_time_utc: run
+            .options
+            .get("schedule_time")
+            .and_then(Value::as_str)
+            .map_or_else(|| created.clone(), str::to_string),
+        create_time_utc: created,
+        workspace_path: workspace
+            .is_object()
+            .then(|| run_dir.join(WORKSPACE_DIR).to_string_lossy().into_owned()),
+    }
+}
+
+/// The workspace's folder inside the run's folder (a task's folder never
+/// starts with a dot).
+pub const WORKSPACE_DIR: &str = ".workspace";

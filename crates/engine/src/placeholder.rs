@@ -7,6 +7,88 @@ use switchyard_spec::params::value_to_text;
 
 use crate::io::{uri_to_path, Io};
 
+/// The run-level values of KFP's pipeline placeholders (`dsl.PIPELINE_JOB_NAME_PLACEHOLDER`
+/// and the rest), the same for every task of a run.
+#[derive(Debug, Clone, Default)]
+pub struct RunValues {
+    /// `{{$.pipeline_job_name}}`: the run's display name (KFP: the run's display name).
+    pub job_name: String,
+    /// `{{$.pipeline_job_resource_name}}`: the run's resource name, its id here
+    /// (KFP: the Argo workflow's name), also what a final status names.
+    pub job_resource_name: String,
+    /// `{{$.pipeline_job_uuid}}`: the run id.
+    pub job_uuid: String,
+    /// `{{$.pipeline_root}}`.
+    pub pipeline_root: String,
+    /// `{{$.pipeline_job_create_time_utc}}`: RFC 3339, seconds, `Z`.
+    pub create_time_utc: String,
+    /// `{{$.pipeline_job_schedule_time_utc}}`: when a schedule fired the run,
+    /// else its creation time (as KFP does for a run started by hand).
+    pub schedule_time_utc: String,
+    /// `{{$.workspace_path}}`: the run's shared workspace folder, when the
+    /// pipeline declares one (`dsl.PipelineConfig(workspace=...)`).
+    pub workspace_path: Option<String>,
+}
+
+impl RunValues {
+    /// The value of a run- or task-level placeholder (`inner` follows `{{$`),
+    /// or `None` when `inner` names none of them.
+    pub fn value(
+        &self,
+        inner: &str,
+        task_name: &str,
+        task_uuid: &str,
+    ) -> Option<Result<String, String>> {
+        let v = match inner {
+            ".pipeline_job_name" => &self.job_name,
+            ".pipeline_job_resource_name" => &self.job_resource_name,
+            ".pipeline_job_uuid" => &self.job_uuid,
+            ".pipeline_task_name" => task_name,
+            ".pipeline_task_uuid" => task_uuid,
+            ".pipeline_root" => &self.pipeline_root,
+            ".pipeline_job_create_time_utc" => &self.create_time_utc,
+            ".pipeline_job_schedule_time_utc" => &self.schedule_time_utc,
+            ".workspace_path" => {
+                return Some(
+                    self.workspace_path
+                        .clone()
+                        .ok_or_else(|| NO_WORKSPACE.to_string()),
+                )
+            }
+            _ => return None,
+        };
+        Some(Ok(v.to_string()))
+    }
+
+    /// A task input given as a constant string: KFP's driver replaces a
+    /// string that is exactly one run or task placeholder by its value, and
+    /// `{{$.workspace_path}}` wherever it occurs; anything else stays as it is.
+    pub fn fill_constant(
+        &self,
+        s: &str,
+        task_name: &str,
+        task_uuid: &str,
+    ) -> Result<Option<String>, String> {
+        if let Some(inner) = s.strip_prefix("{{$").and_then(|r| r.strip_suffix("}}")) {
+            if let Some(v) = self.value(inner, task_name, task_uuid) {
+                return v.map(Some);
+            }
+        }
+        if s.contains(WORKSPACE) {
+            let path = self
+                .workspace_path
+                .as_deref()
+                .ok_or_else(|| NO_WORKSPACE.to_string())?;
+            return Ok(Some(s.replace(WORKSPACE, path)));
+        }
+        Ok(None)
+    }
+}
+
+const WORKSPACE: &str = "{{$.workspace_path}}";
+
+const NO_WORKSPACE: &str = "{{$.workspace_path}} (dsl.WORKSPACE_PATH_PLACEHOLDER) is used, but the pipeline declares no workspace: add pipeline_config=dsl.PipelineConfig(workspace=dsl.WorkspaceConfig(size='1Gi')) to @dsl.pipeline";
+
 /// What placeholders can refer to.
 pub struct PlaceholderContext<'a> {
     pub inputs: &'a Io,
@@ -15,13 +97,10 @@ pub struct PlaceholderContext<'a> {
     pub output_files: &'a serde_json::Map<String, Value>,
     pub executor_output_file: &'a str,
     pub executor_input: &'a str,
-    pub pipeline_job_name: &'a str,
-    pub pipeline_job_uuid: &'a str,
+    pub run: &'a RunValues,
+    /// The task's name in its DAG (`train`, `train-2`), as KFP's driver gets it.
     pub pipeline_task_name: &'a str,
     pub pipeline_task_uuid: &'a str,
-    pub pipeline_root: &'a str,
-    /// RFC 3339 creation time of the run (also used as its schedule time).
-    pub pipeline_job_create_time_utc: &'a str,
 }
 
 /// Resolves every command or args entry into zero or more argv strings.
@@ -124,17 +203,13 @@ fn resolve_placeholder(inner: &str, ctx: &PlaceholderContext<'_>) -> Result<Stri
     match inner {
         "" => return Ok(ctx.executor_input.to_string()),
         ".outputs.output_file" => return Ok(ctx.executor_output_file.to_string()),
-        ".pipeline_job_name" => return Ok(ctx.pipeline_job_name.to_string()),
-        ".pipeline_job_uuid" | ".pipeline_job_resource_name" => {
-            return Ok(ctx.pipeline_job_uuid.to_string())
-        }
-        ".pipeline_task_name" => return Ok(ctx.pipeline_task_name.to_string()),
-        ".pipeline_task_uuid" => return Ok(ctx.pipeline_task_uuid.to_string()),
-        ".pipeline_root" => return Ok(ctx.pipeline_root.to_string()),
-        ".pipeline_job_create_time_utc" | ".pipeline_job_schedule_time_utc" => {
-            return Ok(ctx.pipeline_job_create_time_utc.to_string())
-        }
         _ => {}
+    }
+    if let Some(v) = ctx
+        .run
+        .value(inner, ctx.pipeline_task_name, ctx.pipeline_task_uuid)
+    {
+        return v;
     }
     let (section, name, tail) =
         split_named(inner).ok_or_else(|| format!("unsupported placeholder {full}"))?;
@@ -200,13 +275,54 @@ mod tests {
             output_files: files,
             executor_output_file: "/t/executor_output.json",
             executor_input: "{\"inputs\":{}}",
-            pipeline_job_name: "demo",
-            pipeline_job_uuid: "run-1",
+            run: &RUN,
             pipeline_task_name: "train",
             pipeline_task_uuid: "train",
-            pipeline_root: "/root",
-            pipeline_job_create_time_utc: "2026-01-01T00:00:00Z",
         }
+    }
+
+    static RUN: std::sync::LazyLock<RunValues> = std::sync::LazyLock::new(|| RunValues {
+        job_name: "demo".into(),
+        job_resource_name: "run-1".into(),
+        job_uuid: "run-1".into(),
+        pipeline_root: "/root".into(),
+        create_time_utc: "2026-01-01T00:00:00Z".into(),
+        schedule_time_utc: "2026-01-01T00:00:00Z".into(),
+        workspace_path: None,
+    });
+
+    #[test]
+    fn constants_are_filled_only_when_whole_except_the_workspace() {
+        let fill = |s: &str, run: &RunValues| run.fill_constant(s, "show-2", "k");
+        assert_eq!(
+            fill("{{$.pipeline_job_resource_name}}", &RUN)
+                .unwrap()
+                .as_deref(),
+            Some("run-1")
+        );
+        assert_eq!(
+            fill("{{$.pipeline_task_name}}", &RUN).unwrap().as_deref(),
+            Some("show-2")
+        );
+        assert_eq!(
+            fill("{{$.pipeline_job_schedule_time_utc}}", &RUN)
+                .unwrap()
+                .as_deref(),
+            Some("2026-01-01T00:00:00Z")
+        );
+        // Inside a longer string KFP's driver leaves them alone.
+        assert_eq!(fill("job {{$.pipeline_job_name}}", &RUN).unwrap(), None);
+        assert_eq!(fill("{{$.inputs.parameters['x']}}", &RUN).unwrap(), None);
+        let err = fill("{{$.workspace_path}}/data", &RUN).unwrap_err();
+        assert!(err.contains("dsl.WorkspaceConfig"), "{err}");
+        let with = RunValues {
+            workspace_path: Some("/w".into()),
+            ..RUN.clone()
+        };
+        assert_eq!(
+            fill("{{$.workspace_path}}/data", &with).unwrap().as_deref(),
+            Some("/w/data")
+        );
     }
 
     #[test]

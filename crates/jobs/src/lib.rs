@@ -234,12 +234,13 @@ impl JobRunner {
                 .map_err(|e| RunnerError::Refused(format!("cannot fetch the model: {e}")))?;
             return Ok(());
         }
-        copy_tree(std::path::Path::new(model), dest).map_err(|e| {
-            RunnerError::Refused(format!(
-                "cannot copy the model {model} to {}: {e}",
-                dest.display()
-            ))
-        })
+        switchyard_engine::io::copy_tree(std::path::Path::new(model), dest, &mut Vec::new())
+            .map_err(|e| {
+                RunnerError::Refused(format!(
+                    "cannot copy the model {model} to {}: {e}",
+                    dest.display()
+                ))
+            })
     }
 
     /// Checks the job can run here and records it PENDING; nothing is recorded
@@ -405,20 +406,4 @@ impl JobRunner {
         self.store.update_job(&rec, None).await?;
         Ok(rec)
     }
-}
-
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
-    if from.is_file() {
-        if let Some(d) = to.parent() {
-            std::fs::create_dir_all(d)?;
-        }
-        std::fs::copy(from, to)?;
-        return Ok(());
-    }
-    std::fs::create_dir_all(to)?;
-    for e in std::fs::read_dir(from)? {
-        let e = e?;
-        copy_tree(&e.path(), &to.join(e.file_name()))?;
-    }
-    Ok(())
 }

@@ -180,30 +180,6 @@ fn setup(e: impl std::fmt::Display, what: &str) -> JobError {
     JobError::Setup(format!("{what}: {e}"))
 }
 
-/// Copies a code folder: folders, regular files and links (as links). Anything
-/// else (a FIFO, a socket, a device) is skipped and named in `skipped`: reading
-/// a FIFO would block until something writes to it.
-fn copy_dir(from: &Path, to: &Path, skipped: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        let ty = entry.file_type()?;
-        if ty.is_dir() {
-            copy_dir(&entry.path(), &target, skipped)?;
-        } else if ty.is_symlink() {
-            let link = std::fs::read_link(entry.path())?;
-            let _ = std::fs::remove_file(&target);
-            std::os::unix::fs::symlink(link, &target)?;
-        } else if ty.is_file() {
-            std::fs::copy(entry.path(), &target)?;
-        } else {
-            skipped.push(entry.path());
-        }
-    }
-    Ok(())
-}
-
 fn replace_symlink(target: &Path, link: &Path) -> std::io::Result<()> {
     if link.symlink_metadata().is_ok() {
         if link.is_dir() && !link.symlink_metadata()?.file_type().is_symlink() {
@@ -351,7 +327,7 @@ impl TrainingBackend for LocalTraining {
                 let (from, to) = (PathBuf::from(src), code.clone());
                 let skipped = tokio::task::spawn_blocking(move || {
                     let mut skipped = Vec::new();
-                    copy_dir(&from, &to, &mut skipped).map(|_| skipped)
+                    switchyard_engine::io::copy_tree(&from, &to, &mut skipped).map(|_| skipped)
                 })
                 .await
                 .map_err(|e| JobError::Setup(format!("copying sourceDir {src}: {e}")))?
@@ -540,8 +516,12 @@ impl TrainingBackend for LocalTraining {
                         out.clone()
                     }
                     (Some(out), _, _) => {
-                        copy_dir(&rank0_model, Path::new(out), &mut Vec::new())
-                            .map_err(|e| setup(e, &format!("cannot copy the model to {out}")))?;
+                        switchyard_engine::io::copy_tree(
+                            &rank0_model,
+                            Path::new(out),
+                            &mut Vec::new(),
+                        )
+                        .map_err(|e| setup(e, &format!("cannot copy the model to {out}")))?;
                         out.clone()
                     }
                     (None, _, _) => rank0_model.to_string_lossy().into_owned(),
@@ -716,40 +696,5 @@ impl LocalTraining {
             }
         }
         Ok(ending.unwrap_or(Ending::AllSucceeded))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn code_copies_skip_fifos_instead_of_blocking_on_them() {
-        let src = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir(src.path().join("pkg")).expect("mkdir");
-        std::fs::write(src.path().join("pkg/train.py"), "print(1)").expect("write");
-        let fifo = src.path().join("pkg/pipe");
-        let made = std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .expect("mkfifo");
-        assert!(made.success());
-        std::os::unix::fs::symlink("train.py", src.path().join("pkg/link.py")).expect("link");
-        let dst = tempfile::tempdir().expect("tempdir");
-        let mut skipped = Vec::new();
-        copy_dir(src.path(), dst.path(), &mut skipped).expect("copied");
-        assert_eq!(skipped, [fifo]);
-        assert_eq!(
-            std::fs::read_to_string(dst.path().join("pkg/train.py")).expect("copied file"),
-            "print(1)"
-        );
-        assert!(dst
-            .path()
-            .join("pkg/link.py")
-            .symlink_metadata()
-            .expect("link")
-            .file_type()
-            .is_symlink());
-        assert!(!dst.path().join("pkg/pipe").exists());
     }
 }

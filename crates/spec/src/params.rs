@@ -99,19 +99,100 @@ pub fn from_output_file(ty: ParameterType, text: &str) -> Result<Value, String> 
     }
 }
 
-/// How a parameter value appears inside a command line: strings bare, numbers and
-/// booleans as text, lists and structs as compact JSON.
+/// A parameter value as text, exactly as KFP's backend writes it (its
+/// `PbValueToText`, used by the driver for a non-string value given to a
+/// string input and by the launcher for command-line placeholders): strings
+/// bare, numbers as Go's shortest decimal form (`1`, `1.5`, never `1.0`: every
+/// protobuf number is a double), booleans `true`/`false`, lists and structs as
+/// Go's `encoding/json` writes them (compact, keys sorted, `<>&` escaped).
 pub fn value_to_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
-        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
-            (Some(i), _) => i.to_string(),
-            (None, Some(f)) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{f:.1}"),
-            _ => n.to_string(),
-        },
-        other => other.to_string(),
+        Value::Bool(b) => b.to_string(),
+        // Rust's Display of a double is the shortest round-trip decimal without
+        // an exponent, as Go's `FormatFloat(v, 'f', -1, 64)`.
+        Value::Number(n) => n.as_f64().map_or_else(|| n.to_string(), |f| f.to_string()),
+        other => {
+            let mut out = String::new();
+            go_json(other, &mut out);
+            out
+        }
     }
+}
+
+/// Go's `json.Marshal` of a protobuf value.
+fn go_json(v: &Value, out: &mut String) {
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) => out.push_str(&go_json_float(f)),
+            None => out.push_str(&n.to_string()),
+        },
+        Value::String(s) => go_json_string(s, out),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                go_json(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                go_json_string(k, out);
+                out.push(':');
+                go_json(&map[k], out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// `encoding/json`'s float: plain decimal, or exponent form (`1e+21`,
+/// `1e-7`) below 1e-6 and from 1e21.
+fn go_json_float(f: f64) -> String {
+    let abs = f.abs();
+    if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
+        let e = format!("{f:e}");
+        match e.split_once('e') {
+            Some((mant, exp)) if !exp.starts_with('-') => format!("{mant}e+{exp}"),
+            _ => e,
+        }
+    } else {
+        f.to_string()
+    }
+}
+
+/// `encoding/json`'s string escaping (HTML-safe, as `json.Marshal` is).
+fn go_json_string(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
+                out.push_str(&format!("\\u{:04x}", c as u32))
+            }
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// Resolves the pipeline's input parameters: defaults from the spec, overridden by
@@ -176,6 +257,28 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Expected texts measured with Go's protobuf `structpb` + `encoding/json`
+    /// (what KFP's `PbValueToText` returns).
+    #[test]
+    fn values_as_text_like_kfps_backend() {
+        assert_eq!(value_to_text(&json!(1.0)), "1");
+        assert_eq!(value_to_text(&json!(10)), "10");
+        assert_eq!(value_to_text(&json!(1.5)), "1.5");
+        assert_eq!(value_to_text(&json!(1e21)), "1000000000000000000000");
+        assert_eq!(value_to_text(&json!(1e-7)), "0.0000001");
+        assert_eq!(value_to_text(&json!(-2.25)), "-2.25");
+        assert_eq!(value_to_text(&json!(true)), "true");
+        assert_eq!(value_to_text(&Value::Null), "");
+        assert_eq!(
+            value_to_text(&json!({"z": 1.0, "a": [1.5, "x<y&", 1e21, null], "m": {"k": false}})),
+            r#"{"a":[1.5,"x\u003cy\u0026",1e+21,null],"m":{"k":false},"z":1}"#
+        );
+        assert_eq!(
+            value_to_text(&json!([1e-7, 2.5e-10, "a\"b\n"])),
+            r#"[1e-7,2.5e-10,"a\"b\n"]"#
+        );
+    }
+
     #[test]
     fn cli_values_by_type() {
         assert_eq!(
@@ -225,7 +328,11 @@ mod tests {
     #[test]
     fn text_forms() {
         assert_eq!(value_to_text(&json!(3)), "3");
-        assert_eq!(value_to_text(&json!(3.0)), "3.0");
+        assert_eq!(
+            value_to_text(&json!(3.0)),
+            "3",
+            "as KFP's backend writes a double"
+        );
         assert_eq!(value_to_text(&json!(true)), "true");
         assert_eq!(value_to_text(&json!([1, "a"])), "[1,\"a\"]");
     }

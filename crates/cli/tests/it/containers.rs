@@ -15,8 +15,12 @@ fn placeholders_resolve_like_kfp() {
     let id = run["run_id"].as_str().unwrap();
     let root = run["pipeline_root"].as_str().unwrap();
     // IfPresent without the optional input takes the Else branch.
-    let expected =
-        format!("msg=hey you,n=3|--no-opt|container-placeholders/{id}|show-args-2|{id}|{root}|");
+    // The job name is the run's display name (by default the pipeline's name
+    // and the id's first eight characters).
+    let expected = format!(
+        "msg=hey you,n=3|--no-opt|container-placeholders-{}|show-args-2|{id}|{root}|",
+        &id[..8]
+    );
     assert_eq!(run["outputs"]["Output"], Value::String(expected));
     // ...and with it, the Then branch.
     let with_opt = task(&run, "show-args")["outputs"]["out"]

@@ -129,7 +129,8 @@ fn exit_handler_runs_after_failure_with_final_status() {
 
     let (code, run) = sb.run_pipeline("exit_handler", &["-p", "should_fail=false"]);
     assert_eq!(code, 0, "{run:#}");
-    assert_eq!(task(&run, "report")["outputs"]["Output"], "SUCCEEDED");
+    // MLMD's name for a success, as KFP's driver sends it.
+    assert_eq!(task(&run, "report")["outputs"]["Output"], "COMPLETE");
 }
 
 #[test]

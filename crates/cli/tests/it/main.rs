@@ -13,3 +13,4 @@ mod moto;
 mod params;
 mod s3;
 mod sagemaker;
+mod semantics;

@@ -151,19 +151,19 @@ async fn run_container(
         .into_owned();
     let executor_input = executor_input_json(&inputs, &outputs, &output_files, &exec_output);
     let executor_input_text = executor_input.to_string();
-    let job_name = format!("{}/{}", ctx.pipeline_name, ctx.run_id);
+    if let Some(ws) = &ctx.run_values.workspace_path {
+        std::fs::create_dir_all(ws)
+            .map_err(|e| format!("cannot create the run's workspace {ws}: {e}"))?;
+    }
     let pctx = PlaceholderContext {
         inputs: &inputs,
         outputs: &outputs,
         output_files: &output_files,
         executor_output_file: &exec_output,
         executor_input: &executor_input_text,
-        pipeline_job_name: &job_name,
-        pipeline_job_uuid: &ctx.run_id,
-        pipeline_task_name: &rec.name,
+        run: &ctx.run_values,
+        pipeline_task_name: task_name(key),
         pipeline_task_uuid: key,
-        pipeline_root: &ctx.pipeline_root,
-        pipeline_job_create_time_utc: &ctx.created_at,
     };
     let mut argv = resolve_all(&container.command, &pctx)?;
     argv.extend(resolve_all(&container.args, &pctx)?);
@@ -285,6 +285,38 @@ async fn run_container(
     }
 }
 
+/// A task's name in its DAG (`train-2`), from its key (`outer/for-loop-2[0]/train-2`).
+pub(super) fn task_name(key: &str) -> &str {
+    key.rsplit('/').next().unwrap_or(key)
+}
+
+/// Copies an output artifact written at its `custom_path` to the artifact's
+/// own path.
+fn take_custom_path(name: &str, custom: &str, own: &str) -> Result<(), String> {
+    let (from, to) = (std::path::Path::new(custom), std::path::Path::new(own));
+    if from == to {
+        return Ok(());
+    }
+    if !from.exists() {
+        return Err(format!(
+            "output artifact '{name}': the component set its path to {custom} (Artifact.set_path), but nothing is there where Switchyard collects outputs; with the Pod task backend, write under the task's folder"
+        ));
+    }
+    let _ = std::fs::remove_dir_all(to).or_else(|_| std::fs::remove_file(to));
+    let mut skipped = Vec::new();
+    crate::io::copy_tree(from, to, &mut skipped).map_err(|e| {
+        format!("output artifact '{name}': cannot copy it from {custom} (Artifact.set_path) to {own}: {e}")
+    })?;
+    if !skipped.is_empty() {
+        tracing::warn!(
+            artifact = name,
+            ?skipped,
+            "special files under a custom artifact path were not copied"
+        );
+    }
+    Ok(())
+}
+
 /// On resume: the outputs of this task if it already succeeded in this run.
 async fn reuse_succeeded(ctx: &RunCtx, key: &str) -> Option<Outcome> {
     let old = ctx.store.get_task(&ctx.run_id, key).await.ok()??;
@@ -393,6 +425,16 @@ fn collect_outputs(
                     }
                     if let Some(m) = first.get("metadata").and_then(Value::as_object) {
                         a.metadata.extend(m.clone());
+                    }
+                    // `Artifact.set_path()`: the component wrote elsewhere; as KFP's
+                    // launcher uploads from there to the artifact's URI, the file
+                    // is copied to where consumers read it.
+                    if let Some(custom) = first
+                        .get("custom_path")
+                        .and_then(Value::as_str)
+                        .filter(|p| !p.is_empty())
+                    {
+                        take_custom_path(name, custom, &a.local_path())?;
                     }
                 }
             }

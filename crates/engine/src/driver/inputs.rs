@@ -2,13 +2,26 @@
 
 use super::*;
 
-/// The value a `taskFinalStatus` input receives.
+/// The value a `taskFinalStatus` input receives, as KFP's driver builds it:
+/// the producer's state by MLMD's names (`COMPLETE`, `FAILED`, `CANCELED` for
+/// a group that was not triggered or was canceled), the run's resource name and
+/// the producer's task name. KFP always sends an empty `error`; a failure's
+/// message is kept here (code 2, UNKNOWN) so an exit handler can report it.
 fn final_status(ctx: &RunCtx, producer_key: &str, o: &Outcome) -> Value {
-    let failed = o.state != State::Succeeded && o.state != State::Skipped;
+    let state = match o.state {
+        State::Succeeded => "COMPLETE",
+        State::Failed => "FAILED",
+        State::Skipped | State::Canceled | State::Canceling => "CANCELED",
+        State::Pending | State::Running => "RUNNING",
+    };
+    let error = match (&o.error, o.state) {
+        (Some(m), State::Failed) => json!({"code": 2, "message": m}),
+        _ => json!({}),
+    };
     json!({
-        "state": o.state.as_str(),
-        "error": {"code": if failed { 1 } else { 0 }, "message": o.error.clone().unwrap_or_default()},
-        "pipelineJobResourceName": format!("{}/{}", ctx.pipeline_name, ctx.run_id),
+        "state": state,
+        "error": error,
+        "pipelineJobResourceName": ctx.run_values.job_resource_name,
         "pipelineTaskName": producer_key,
     })
 }
@@ -62,6 +75,7 @@ fn fill_placeholders(v: Value, inputs: &Map<String, Value>) -> Value {
 /// constants; applies selectors, component defaults and declared types.
 pub(super) fn resolve_inputs(
     ctx: &RunCtx,
+    key: &str,
     task: &TaskSpec,
     comp: &ComponentSpec,
     dag_inputs: &Io,
@@ -91,7 +105,16 @@ pub(super) fn resolve_inputs(
                 _ => None,
             }
         } else if let Some(rv) = &p.runtime_value {
-            Some(rv.constant.clone())
+            // `show(job=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)`: filled by the driver.
+            let filled = match &rv.constant {
+                Value::String(s) => ctx
+                    .run_values
+                    .fill_constant(s, super::executor::task_name(key), key)
+                    .map_err(|e| format!("input '{pname}': {e}"))?
+                    .map(Value::String),
+                _ => None,
+            };
+            Some(filled.unwrap_or_else(|| rv.constant.clone()))
         } else if let Some(fs) = &p.task_final_status {
             let o = upstream
                 .get(&fs.producer_task)
@@ -138,15 +161,45 @@ pub(super) fn resolve_inputs(
         };
         io.parameters.insert(pname, v);
     }
+    // Why an artifact input has no value, for the error if it is required.
+    let mut missing: BTreeMap<&str, String> = BTreeMap::new();
     for (aname, a) in &task.inputs.artifacts {
         let value = if let Some(src) = &a.component_input_artifact {
-            dag_inputs.artifacts.get(src).cloned()
+            let v = dag_inputs.artifacts.get(src).cloned();
+            if v.is_none() {
+                let whose = if key.contains('/') {
+                    "the enclosing pipeline's"
+                } else {
+                    "the pipeline's"
+                };
+                missing.insert(
+                    aname,
+                    format!("{whose} input artifact '{src}' was given no value"),
+                );
+            }
+            v
         } else if let Some(t) = &a.task_output_artifact {
             match upstream.get(&t.producer_task) {
                 Some(o) if o.state == State::Succeeded => {
-                    o.outputs.artifacts.get(&t.output_artifact_key).cloned()
+                    let v = o.outputs.artifacts.get(&t.output_artifact_key).cloned();
+                    if v.is_none() {
+                        missing.insert(
+                            aname,
+                            format!(
+                                "task '{}' produced no artifact '{}'",
+                                t.producer_task, t.output_artifact_key
+                            ),
+                        );
+                    }
+                    v
                 }
-                _ => None,
+                _ => {
+                    missing.insert(
+                        aname,
+                        format!("its producer '{}' did not succeed", t.producer_task),
+                    );
+                    None
+                }
             }
         } else {
             None
@@ -175,8 +228,12 @@ pub(super) fn resolve_inputs(
     if comp.executor_label.is_some() {
         for (aname, def) in &comp.input_definitions.artifacts {
             if !io.artifacts.contains_key(aname) && !def.is_optional {
+                let why = missing
+                    .get(aname.as_str())
+                    .cloned()
+                    .unwrap_or_else(|| "the task gives it no source".into());
                 return Err(format!(
-                    "required input artifact '{aname}' has no value (its producer was skipped)"
+                    "required input artifact '{aname}' has no value: {why}"
                 ));
             }
         }

@@ -25,7 +25,7 @@ use crate::events::{Event, EventSender};
 use crate::expr::{eval_condition, eval_selector};
 use crate::fingerprint::fingerprint;
 use crate::io::{Artifact, ArtifactTypeJson, Io};
-use crate::placeholder::{resolve_all, PlaceholderContext};
+use crate::placeholder::{resolve_all, PlaceholderContext, RunValues};
 use crate::retry::backoff;
 
 mod executor;
@@ -40,13 +40,11 @@ use loops::run_loop;
 /// Everything one run's tasks share.
 pub(crate) struct RunCtx {
     pub run_id: String,
-    pub pipeline_name: String,
     pub spec: PipelineSpec,
     /// `<pipeline_root>/<pipeline>/<run>`: where this run's artifacts go.
     pub run_dir: PathBuf,
-    pub pipeline_root: String,
-    /// The run's creation time, RFC 3339.
-    pub created_at: String,
+    /// The values of KFP's run and task placeholders.
+    pub run_values: RunValues,
     pub logs_dir: PathBuf,
     pub cache: bool,
     pub resume: bool,
@@ -443,7 +441,7 @@ fn run_task(
             task.task_info.name.clone()
         };
         let mut rec = ctx.new_record(&key, &display, &scope, kind);
-        let inputs = match resolve_inputs(&ctx, &task, &comp, &dag_inputs, &upstream) {
+        let inputs = match resolve_inputs(&ctx, &key, &task, &comp, &dag_inputs, &upstream) {
             Ok(i) => i,
             Err(e) => {
                 let msg = format!("task '{key}': {e}");

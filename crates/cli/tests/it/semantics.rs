@@ -1,0 +1,112 @@
+//! What a KFP cluster answers for shapes the engine used to get wrong:
+//! placeholders given as parameter values, numbers from loop items into
+//! string inputs, workspaces, `Artifact.set_path()`, and pipeline inputs left
+//! without a value. Expected values follow KFP's driver and launcher.
+
+use serde_json::{json, Value};
+
+use crate::common::{task, Sandbox};
+
+#[test]
+fn placeholders_given_as_parameter_values_are_filled_like_kfps_driver() {
+    let sb = Sandbox::new();
+    let (code, run) = sb.run_pipeline("placeholder_values", &["--name", "nightly-7"]);
+    assert_eq!(code, 0, "{run:#}");
+    let id = run["run_id"].as_str().unwrap();
+    let out = &run["outputs"]["Output"];
+    assert_eq!(out["job_name"], "nightly-7", "the run's display name");
+    assert_eq!(out["resource"], id);
+    assert_eq!(out["job_id"], id);
+    assert_eq!(out["task"], "show", "the task's name in its DAG");
+    assert_eq!(out["task_id"], "show");
+    assert_eq!(out["root"], run["pipeline_root"]);
+    let created = out["created"].as_str().unwrap();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(created).is_ok() && created.ends_with('Z'),
+        "{created}"
+    );
+    assert_eq!(out["scheduled"], created, "a run started by hand");
+    assert_eq!(
+        out["inside"], "job {{$.pipeline_job_name}}",
+        "only a whole-string placeholder is filled"
+    );
+}
+
+#[test]
+fn numbers_from_loop_items_reach_string_inputs_as_kfp_writes_them() {
+    let sb = Sandbox::new();
+    let (code, run) = sb.run_pipeline("loop_numbers", &[]);
+    assert_eq!(code, 0, "{run:#}");
+    // KFP's `loop_parameter` sample: 1 and 10 give "110", never "1.010.0".
+    assert_eq!(
+        run["outputs"]["Output"],
+        json!(r#"110|2.5{"k":[1,"\u003c"],"z":1}"#)
+    );
+    let (code, run) = sb.run_pipeline(
+        "loop_numbers",
+        &[
+            "-p",
+            r#"records=[{"a": 1e21, "b": true}, {"a": 0.0000001, "b": null}]"#,
+        ],
+    );
+    assert_eq!(code, 0, "{run:#}");
+    assert_eq!(
+        run["outputs"]["Output"],
+        json!("1000000000000000000000true|0.0000001")
+    );
+}
+
+#[test]
+fn a_workspace_is_one_folder_shared_by_the_runs_tasks() {
+    let sb = Sandbox::new();
+    let (code, run) = sb.run_pipeline("workspace_pipeline", &["-p", "text=shared"]);
+    assert_eq!(code, 0, "{run:#}");
+    assert_eq!(run["outputs"]["Output"], "shared");
+    let written = task(&run, "write-shared")["outputs"]["Output"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let id = run["run_id"].as_str().unwrap();
+    let root = run["pipeline_root"].as_str().unwrap();
+    assert_eq!(
+        written,
+        format!("{root}/workspace/{id}/.workspace/shared/note.txt")
+    );
+    // Each run has its own.
+    let (_, again) = sb.run_pipeline("workspace_pipeline", &["-p", "text=other", "--no-cache"]);
+    assert_eq!(again["outputs"]["Output"], "other");
+    assert_eq!(std::fs::read_to_string(&written).unwrap(), "shared");
+}
+
+#[test]
+fn an_artifact_written_at_a_custom_path_reaches_its_consumer() {
+    let sb = Sandbox::new();
+    let (code, run) = sb.run_pipeline("custom_path", &[]);
+    assert_eq!(code, 0, "{run:#}");
+    assert_eq!(run["outputs"]["Output"], "written at a custom path");
+    // The artifact keeps its own URI (KFP uploads from the custom path to it).
+    let uri = task(&run, "produce-elsewhere")["outputs"]["data"]["uri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(uri.ends_with("/produce-elsewhere/data"), "{uri}");
+    assert_eq!(
+        std::fs::read_to_string(&uri).unwrap(),
+        "written at a custom path"
+    );
+}
+
+#[test]
+fn a_pipeline_input_artifact_without_a_value_is_named() {
+    let sb = Sandbox::new();
+    let (code, run) = sb.run_pipeline("input_artifact", &[]);
+    assert_ne!(code, 0, "{run:#}");
+    let error = match &run["error"] {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    assert!(
+        error.contains("the pipeline's input artifact 'data' was given no value"),
+        "{run:#}"
+    );
+}
