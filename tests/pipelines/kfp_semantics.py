@@ -97,3 +97,17 @@ def custom_path(text: str = "written at a custom path") -> str:
 @dsl.pipeline(name="input-artifact")
 def input_artifact(data: Input[Dataset]) -> str:
     return consume(data=data).output
+
+
+@dsl.component(base_image=BASE)
+def square(x: int) -> int:
+    return x * x
+
+
+@dsl.pipeline(name="unhonoured")
+def unhonoured() -> None:
+    """Asks for what the local backend cannot give: each is said once."""
+    from kfp import kubernetes
+    with dsl.ParallelFor([1, 2, 3]) as x:
+        t = square(x=x).set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1).set_cpu_limit("1").set_memory_limit("1G")
+        kubernetes.add_node_selector(t, label_key="pool", label_value="gpu")

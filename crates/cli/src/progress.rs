@@ -62,10 +62,12 @@ pub async fn show(mut rx: UnboundedReceiver<Event>, display: Display) {
     while let Some(ev) = rx.recv().await {
         match ev {
             Event::Log { key, line } => {
-                if display.show_logs {
+                // A notice is in the task's log too; it is printed once, below.
+                if display.show_logs && !line.starts_with(switchyard_engine::NOTE_PREFIX) {
                     print(format!("[{key}] {line}"));
                 }
             }
+            Event::Notice { key, message } => print(format!("note ({key}): {message}")),
             Event::Task {
                 key,
                 kind,

@@ -66,6 +66,13 @@ pub type LogSink = Arc<dyn Fn(&str) + Send + Sync>;
 pub trait Backend: Send + Sync {
     /// Short name recorded with each task (`local`, `kubernetes`, `sagemaker`).
     fn name(&self) -> &'static str;
+    /// What the job asks for that this backend cannot honour and runs without
+    /// (kfp-kubernetes settings on the local backend, an accelerator), each as
+    /// one sentence: the engine says each once per run instead of ignoring it
+    /// silently. Requests a backend refuses are errors of `run` instead.
+    fn unhonoured(&self, _job: &Job) -> Vec<String> {
+        Vec::new()
+    }
     async fn run(
         &self,
         job: Job,

@@ -19,6 +19,9 @@ pub enum Event {
     },
     /// One line a task printed.
     Log { key: String, line: String },
+    /// Something of the pipeline that this run does not honour (said once per
+    /// run), first met at task `key`.
+    Notice { key: String, message: String },
 }
 
 /// Where events go; a closed receiver is fine (nobody is watching).

@@ -289,6 +289,8 @@ impl Engine {
             store: self.store.clone(),
             backend: self.backend.clone(),
             lost: lost.clone(),
+            workspace_size: workspace(&run)["size"].as_str().map(str::to_string),
+            notices: Mutex::new(Default::default()),
             failures: Mutex::new(Vec::new()),
             kubernetes_executors: run.options["platform_spec"]["platforms"]["kubernetes"]
                 ["deploymentSpec"]["executors"]
@@ -450,8 +452,6 @@ fn run_values(run: &RunRecord, run_dir: &std::path::Path) -> placeholder::RunVal
     let created = run
         .created_at
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let workspace =
-        &run.options["platform_spec"]["platforms"]["kubernetes"]["pipelineConfig"]["workspace"];
     placeholder::RunValues {
         job_name: run.display_name.clone(),
         job_resource_name: run.id.clone(),
@@ -463,11 +463,20 @@ fn run_values(run: &RunRecord, run_dir: &std::path::Path) -> placeholder::RunVal
             .and_then(Value::as_str)
             .map_or_else(|| created.clone(), str::to_string),
         create_time_utc: created,
-        workspace_path: workspace
+        workspace_path: workspace(run)
             .is_object()
             .then(|| run_dir.join(WORKSPACE_DIR).to_string_lossy().into_owned()),
     }
 }
+
+/// The pipeline's workspace declaration (`dsl.PipelineConfig(workspace=...)`),
+/// `Null` when it has none.
+fn workspace(run: &RunRecord) -> &Value {
+    &run.options["platform_spec"]["platforms"]["kubernetes"]["pipelineConfig"]["workspace"]
+}
+
+/// How a notice (see [`Backend::unhonoured`]) starts in a task's log.
+pub const NOTE_PREFIX: &str = "[switchyard] note: ";
 
 /// The workspace's folder inside the run's folder (a task's folder never
 /// starts with a dot).

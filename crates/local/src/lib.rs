@@ -51,6 +51,10 @@ impl Backend for LocalBackend {
         "local"
     }
 
+    fn unhonoured(&self, job: &Job) -> Vec<String> {
+        unhonoured(job)
+    }
+
     async fn run(
         &self,
         job: Job,
@@ -98,4 +102,70 @@ impl Backend for LocalBackend {
         )
         .await
     }
+}
+
+/// What a step asks for that a process on this machine does not get: its
+/// kfp-kubernetes settings, an accelerator, CPU and memory requests or limits.
+fn unhonoured(job: &Job) -> Vec<String> {
+    let mut out = Vec::new();
+    let given = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => false,
+        serde_json::Value::Object(m) => !m.is_empty(),
+        serde_json::Value::Array(a) => !a.is_empty(),
+        _ => true,
+    };
+    if let Some(k) = job
+        .kubernetes
+        .as_ref()
+        .and_then(serde_json::Value::as_object)
+    {
+        let keys: Vec<&str> = k
+            .iter()
+            .filter(|(_, v)| given(v))
+            .map(|(k, _)| k.as_str())
+            .collect();
+        if !keys.is_empty() {
+            out.push(format!(
+                "kfp-kubernetes settings ({}) are ignored: the local backend runs steps as processes on this machine (SWITCHYARD_TASK_BACKEND=kubernetes runs them as Pods)",
+                keys.join(", ")
+            ));
+        }
+    }
+    let Some(r) = job.resources.as_ref() else {
+        return out;
+    };
+    let acc = &r["accelerator"];
+    let count = acc["resourceCount"]
+        .as_str()
+        .or_else(|| acc["count"].as_str())
+        .map(str::to_string)
+        .or_else(|| acc["count"].as_i64().map(|n| n.to_string()));
+    if let Some(count) = count.filter(|c| c != "0") {
+        let ty = acc["resourceType"]
+            .as_str()
+            .or_else(|| acc["type"].as_str())
+            .unwrap_or("accelerator");
+        out.push(format!(
+            "the request for {count} {ty} is not honoured: the local backend runs steps on this machine as it is"
+        ));
+    }
+    let limits: Vec<&str> = [
+        "resourceCpuLimit",
+        "resourceMemoryLimit",
+        "resourceCpuRequest",
+        "resourceMemoryRequest",
+        "cpuLimit",
+        "memoryLimit",
+        "cpuRequest",
+        "memoryRequest",
+    ]
+    .into_iter()
+    .filter(|k| given(&r[*k]))
+    .collect();
+    if !limits.is_empty() {
+        out.push(
+            "CPU and memory requests and limits are not enforced by the local backend".to_string(),
+        );
+    }
+    out
 }

@@ -110,3 +110,29 @@ fn a_pipeline_input_artifact_without_a_value_is_named() {
         "{run:#}"
     );
 }
+
+#[test]
+fn what_the_local_backend_cannot_honour_is_said_once() {
+    let sb = Sandbox::new();
+    let p = crate::common::pipeline("unhonoured");
+    let r = sb.run(&["run", p.to_str().unwrap(), "--output", "json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let id = r.json()["run_id"].as_str().unwrap().to_string();
+    // Three iterations ask for the same things: each is said once.
+    for what in [
+        "kfp-kubernetes settings (nodeSelector) are ignored",
+        "the request for 1 nvidia.com/gpu is not honoured",
+        "CPU and memory requests and limits are not enforced",
+    ] {
+        assert_eq!(r.stderr.matches(what).count(), 1, "{what}: {}", r.stderr);
+    }
+    // The task's log says it too (the dashboard and `runs logs` show it).
+    let logs = sb.run(&["logs", &id]);
+    assert!(
+        logs.stdout
+            .contains("[switchyard] note: the request for 1 nvidia.com/gpu"),
+        "{}{}",
+        logs.stdout,
+        logs.stderr
+    );
+}

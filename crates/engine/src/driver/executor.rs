@@ -229,6 +229,14 @@ async fn run_container(
             )
             .filter(|v| !v.is_null()),
         };
+        if attempt == 0 {
+            for message in ctx.backend.unhonoured(&job) {
+                ctx.notice(key, message, &sink);
+            }
+            if let (Some(ws), Some(size)) = (&ctx.run_values.workspace_path, &ctx.workspace_size) {
+                ctx.notice(key, format!("the workspace's size ({size}) is not enforced: the run's workspace is the folder {ws}"), &sink);
+            }
+        }
         let result = ctx.backend.run(job, sink.clone(), job_cancel.clone()).await;
         drop(permit);
         let (message, retryable) = match result {

@@ -56,6 +56,10 @@ pub(crate) struct RunCtx {
     /// Set when another process took the run over (this one's lease expired):
     /// from then on nothing of this execution is written.
     pub lost: CancellationToken,
+    /// The declared size of the run's workspace (`dsl.WorkspaceConfig(size=...)`).
+    pub workspace_size: Option<String>,
+    /// Notices already given in this run (each is said once).
+    pub notices: Mutex<BTreeSet<String>>,
     /// Container tasks that failed for good: (task key, message), in order.
     pub failures: Mutex<Vec<(String, String)>>,
     /// kfp-kubernetes settings by executor label (`Null` when the pipeline has none).
@@ -191,6 +195,25 @@ impl RunCtx {
             at: Utc::now(),
         });
         Ok(())
+    }
+
+    /// Says `message` once per run: an event, a line in the task's log (so
+    /// the dashboard and `switchyard logs` show it) and a line in the process's log.
+    fn notice(&self, key: &str, message: String, sink: &crate::backend::LogSink) {
+        let first = self
+            .notices
+            .lock()
+            .map(|mut n| n.insert(message.clone()))
+            .unwrap_or(false);
+        if !first {
+            return;
+        }
+        tracing::info!(run = %self.run_id, task = key, "{message}");
+        sink(&format!("{}{message}", crate::NOTE_PREFIX));
+        let _ = self.events.send(Event::Notice {
+            key: key.to_string(),
+            message,
+        });
     }
 
     /// Records a task's own failure (not one inherited from upstream): the run's
