@@ -304,3 +304,68 @@ def test_a_job_started_by_a_pipeline_says_why_it_ran_there(browser, request, ser
     expect(page.locator("svg.chart[data-metric=loss] circle.point")).to_have_count(3)
     shot(page, "job-from-pipeline")
     assert not page.errors, page.errors
+
+
+def test_the_links_kfp_client_prints_open_the_right_pages(browser, request, server, compiled):
+    import contextlib
+    import io
+    import re
+
+    import kfp
+
+    c = kfp.Client(host=server.url)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exp = c.create_experiment("linked", description="from kfp.Client")
+        p = c.upload_pipeline(compiled(control.conditions), pipeline_name="linked-pipeline")
+        v = c.list_pipeline_versions(p.pipeline_id).pipeline_versions[0]
+        r = c.run_pipeline(experiment_id=exp.experiment_id, job_name="linked-run",
+                           params={"side": "heads", "n": 7}, pipeline_id=p.pipeline_id,
+                           version_id=v.pipeline_version_id)
+    links = re.findall(r"https?://\S+", printed.getvalue())
+    by_kind = {kind: next(u for u in links if f"/#/{kind}/details/" in u)
+               for kind in ("experiments", "pipelines", "runs")}
+    page = open_page(browser, request)
+    page.goto(by_kind["runs"])
+    expect(page.locator("h1")).to_contain_text("linked-run")
+    expect(page.locator("h1 .state")).to_have_text("SUCCEEDED", timeout=90_000)
+    expect(page.locator("#graph .node").first).to_be_visible()
+    page.goto(by_kind["experiments"])
+    expect(page.locator("h1")).to_have_text("linked")
+    expect(page.locator(f"#experiment-runs tr[data-run='{r.run_id}']")).to_contain_text("linked-run")
+    page.goto(by_kind["pipelines"])
+    expect(page.locator("h1")).to_have_text("linked-pipeline")
+    # The version link kfp.Client prints for upload_pipeline_version.
+    page.goto(f"{server.url}/#/pipelines/details/{p.pipeline_id}/version/{v.pipeline_version_id}")
+    expect(page.locator(f"tr[data-version='{v.pipeline_version_id}']")).to_have_class("selected")
+    shot(page, "kfp-client-links")
+    assert not page.errors, page.errors
+
+
+def test_experiments_are_created_archived_and_restored(browser, request, server):
+    page = open_page(browser, request)
+    page.goto(f"{server.url}/#/experiments")
+    page.fill("#experiment-name", "tuning")
+    page.fill("#experiment-description", "learning-rate sweep")
+    page.click("#experiment-form button[type=submit]")
+    expect(page.locator("h1")).to_have_text("tuning")
+    expect(page.locator("#main")).to_contain_text("No runs in this experiment yet.")
+    # An empty name is refused in the page, with a message.
+    page.goto(f"{server.url}/#/experiments")
+    page.fill("#experiment-name", "   ")
+    page.click("#experiment-form button[type=submit]")
+    expect(page.locator("#experiment-form .error")).to_contain_text("name")
+    row = page.locator("#experiments-table tr", has_text="tuning")
+    row.locator("button", has_text="Archive").click()
+    expect(page.locator("#experiments-table tr", has_text="tuning")).to_have_count(0)
+    page.click("text=Archived experiments")
+    archived = page.locator("#experiments-table tr", has_text="tuning")
+    expect(archived).to_have_count(1)
+    exp = api(server, "GET", "/apis/v2beta1/experiments")["experiments"]
+    assert [e["storage_state"] for e in exp if e["display_name"] == "tuning"] == ["ARCHIVED"]
+    archived.locator("button", has_text="Restore").click()
+    expect(page.locator("#experiments-table tr", has_text="tuning")).to_have_count(0)
+    page.goto(f"{server.url}/#/experiments")
+    expect(page.locator("#experiments-table tr", has_text="tuning")).to_have_count(1)
+    shot(page, "experiments")
+    assert not page.errors, page.errors

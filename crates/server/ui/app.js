@@ -1,7 +1,9 @@
 // The Switchyard dashboard: plain browser JavaScript over the server's own API
 // (KFP v2beta1 plus /apis/switchyard/v1), no build step, nothing from the
 // internet. Pages are hash routes: #/runs, #/runs/ID, #/pipelines,
-// #/pipelines/ID, #/new-run?pipeline=ID&version=VID, #/jobs, #/jobs/ID.
+// #/pipelines/ID, #/experiments, #/experiments/ID,
+// #/new-run?pipeline=ID&version=VID, #/jobs, #/jobs/ID (and the
+// #/KIND/details/ID links kfp.Client prints).
 (function () {
   'use strict';
 
@@ -172,13 +174,17 @@
     const [path, query] = hash.split('?');
     const params = new URLSearchParams(query || '');
     const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
+    // The links kfp.Client prints (KFP's own dashboard routes):
+    // #/runs/details/ID, #/experiments/details/ID, #/pipelines/details/ID/version/VID.
+    if (parts[1] === 'details') parts.splice(1, 1);
     for (const a of document.querySelectorAll('nav a')) {
       a.classList.toggle('active', a.dataset.nav === (parts[0] === 'new-run' ? 'pipelines' : parts[0]));
     }
     set(main, h('p', { class: 'muted' }, 'Loading…'));
     const pages = {
       runs: () => (parts[1] ? runPage(parts[1]) : runsPage(params)),
-      pipelines: () => (parts[1] ? pipelinePage(parts[1]) : pipelinesPage()),
+      pipelines: () => (parts[1] ? pipelinePage(parts[1], parts[2] === 'version' ? parts[3] : null) : pipelinesPage()),
+      experiments: () => (parts[1] ? experimentPage(parts[1]) : experimentsPage(params)),
       'new-run': () => newRunPage(params),
       jobs: () => (parts[1] ? jobPage(parts[1]) : jobsPage()),
     };
@@ -541,6 +547,86 @@
     return root;
   }
 
+  // ------------------------------------------------------------ experiments
+
+  async function experimentsPage(params) {
+    const archived = params.get('archived') === '1';
+    const all = (await api('/apis/v2beta1/experiments?page_size=1000&sort_by=created_at desc')).experiments || [];
+    const list = all.filter((x) => (x.storage_state === 'ARCHIVED') === archived);
+    const name = h('input', { id: 'experiment-name', type: 'text', required: true });
+    const desc = h('input', { id: 'experiment-description', type: 'text' });
+    const msg = h('div', { role: 'alert' });
+    const form = h('form', {
+      class: 'panel', id: 'experiment-form', onsubmit: async (e) => {
+        e.preventDefault();
+        if (!name.value.trim()) { set(msg, h('p', { class: 'error' }, 'Give the experiment a name.')); return; }
+        try {
+          const x = await post('/apis/v2beta1/experiments', { display_name: name.value.trim(), description: desc.value.trim() || undefined });
+          location.hash = '#/experiments/' + x.experiment_id;
+        } catch (err) {
+          set(msg, errorBox(err));
+        }
+      },
+    },
+    h('h2', {}, 'Create an experiment'),
+    h('div', { class: 'field' }, h('label', { for: 'experiment-name' }, 'Name'), name),
+    h('div', { class: 'field' }, h('label', { for: 'experiment-description' }, 'Description'), desc),
+    msg,
+    h('button', { type: 'submit', class: 'primary' }, 'Create'));
+    set(main, h('h1', {}, archived ? 'Archived experiments' : 'Experiments'),
+      h('div', { class: 'toolbar' }, h('a', { href: archived ? '#/experiments' : '#/experiments?archived=1' }, archived ? 'Active experiments' : 'Archived experiments')),
+      h('div', { class: 'panel table-wrap' }, list.length
+        ? h('table', { id: 'experiments-table' },
+          h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', { class: 'optional' }, 'Description'), h('th', { class: 'optional' }, 'Created'), h('th', {}, ''))),
+          h('tbody', {}, list.map((x) => h('tr', { 'data-experiment': x.experiment_id },
+            h('td', {}, h('a', { href: '#/experiments/' + x.experiment_id }, x.display_name)),
+            h('td', { class: 'optional' }, x.description || ''),
+            h('td', { class: 'optional' }, fmtTime(x.created_at)),
+            h('td', {}, experimentAction(x, route))))))
+        : h('p', { class: 'muted' }, archived ? 'No archived experiments.' : 'No experiments yet: create one below, or start a run.')),
+      archived ? null : form);
+  }
+
+  /** Archive or Restore, then `done()`. */
+  function experimentAction(x, done) {
+    const archived = x.storage_state === 'ARCHIVED';
+    return h('button', {
+      class: archived ? null : 'danger', onclick: async (e) => {
+        e.target.disabled = true;
+        try {
+          await post('/apis/v2beta1/experiments/' + x.experiment_id + (archived ? ':unarchive' : ':archive'));
+          done();
+        } catch (err) {
+          e.target.replaceWith(errorBox(err));
+        }
+      },
+    }, archived ? 'Restore' : 'Archive');
+  }
+
+  async function experimentPage(id) {
+    const x = await api('/apis/v2beta1/experiments/' + encodeURIComponent(id));
+    const qs = new URLSearchParams({ page_size: '50', sort_by: 'created_at desc', experiment_id: id });
+    const runs = (await api('/apis/v2beta1/runs?' + qs)).runs || [];
+    set(main, h('h1', {}, x.display_name, x.storage_state === 'ARCHIVED' ? badge('ARCHIVED') : null),
+      x.description ? h('p', {}, x.description) : null,
+      h('div', { class: 'actions' }, experimentAction(x, route),
+        h('a', { class: 'button', href: '#/runs?experiment=' + id }, 'Filter the runs list')),
+      h('div', { class: 'panel table-wrap' }, h('h2', {}, 'Runs'),
+        runs.length
+          ? h('table', { id: 'experiment-runs' },
+            h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, 'State'), h('th', { class: 'num' }, 'Duration'), h('th', { class: 'optional' }, 'Created'))),
+            h('tbody', {}, runs.map((r) => h('tr', { 'data-run': r.run_id },
+              h('td', {}, h('a', { href: '#/runs/' + r.run_id }, r.display_name || r.run_id)),
+              h('td', {}, badge(r.state)),
+              h('td', { class: 'num' }, fmtDuration(r.created_at, r.finished_at)),
+              h('td', { class: 'optional' }, fmtTime(r.created_at))))))
+          : h('p', { class: 'muted' }, 'No runs in this experiment yet.')));
+    if (runs.some((r) => !FINAL.has(r.state))) {
+      const t = setTimeout(() => { if (location.hash.includes(id)) route(); }, 2000);
+      onStop(() => clearTimeout(t));
+    }
+  }
+
   // ------------------------------------------------------------ pipelines
 
   async function pipelinesPage() {
@@ -582,14 +668,14 @@
       form);
   }
 
-  async function pipelinePage(id) {
+  async function pipelinePage(id, versionId) {
     const p = await api('/apis/v2beta1/pipelines/' + id);
     const versions = (await api('/apis/v2beta1/pipelines/' + id + '/versions?page_size=200&sort_by=created_at desc')).pipeline_versions || [];
     set(main, h('h1', {}, p.display_name || p.name),
       p.description ? h('p', {}, p.description) : null,
       h('div', { class: 'panel table-wrap' }, h('h2', {}, 'Versions'),
         h('table', {}, h('thead', {}, h('tr', {}, h('th', {}, 'Version'), h('th', { class: 'optional' }, 'Created'), h('th', {}, ''))),
-          h('tbody', {}, versions.map((v) => h('tr', {},
+          h('tbody', {}, versions.map((v) => h('tr', { 'data-version': v.pipeline_version_id, class: v.pipeline_version_id === versionId ? 'selected' : null },
             h('td', {}, v.display_name || v.name), h('td', { class: 'optional' }, fmtTime(v.created_at)),
             h('td', {}, h('a', { class: 'button primary', href: '#/new-run?pipeline=' + id + '&version=' + v.pipeline_version_id }, 'Start a run'))))))));
   }
