@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use switchyard_spec::params::resolve_pipeline_parameters;
 use switchyard_spec::{validate, ParsedPipeline, SpecError};
@@ -56,7 +56,7 @@ pub enum EngineError {
 }
 
 /// Per-run choices.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Most container tasks running at once.
     pub parallelism: usize,
@@ -65,6 +65,11 @@ pub struct RunOptions {
     /// Root directory (or URI) under which artifacts are written.
     pub pipeline_root: PathBuf,
     pub display_name: Option<String>,
+    /// The run's id when the caller derives it (a schedule's slot, so a slot
+    /// fired twice is one run); a fresh UUID otherwise.
+    pub id: Option<String>,
+    /// When a schedule fired the run (`{{$.pipeline_job_schedule_time_utc}}`).
+    pub schedule_time: Option<DateTime<Utc>>,
 }
 
 /// The engine: a store to record into, a backend to run on, a place for logs.
@@ -129,7 +134,10 @@ impl Engine {
         } else {
             pipeline.spec.pipeline_info.name.clone()
         };
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = opts
+            .id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let spec_text =
             serde_json::to_string(&pipeline.spec).map_err(|e| EngineError::StoredSpec {
                 id: id.clone(),
@@ -147,7 +155,12 @@ impl Engine {
             pipeline_root: opts.pipeline_root.to_string_lossy().into_owned(),
             // The platform spec (kfp-kubernetes: pvcMount, secretAsEnv, nodeSelector,
             // tolerations) travels with the run, for backends that place tasks.
-            options: json!({"parallelism": opts.parallelism, "cache": opts.cache, "platform_spec": pipeline.platform_spec}),
+            options: json!({
+                "parallelism": opts.parallelism,
+                "cache": opts.cache,
+                "platform_spec": pipeline.platform_spec,
+                "schedule_time": opts.schedule_time.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            }),
             outputs: None,
             error: None,
             lease: None,

@@ -123,6 +123,7 @@ async fn pipeline_steps_run_as_pods_with_their_platform_config() {
         cache: false,
         pipeline_root: home.join("artifacts"),
         display_name: None,
+        ..Default::default()
     };
     let params = BTreeMap::from([("who".to_string(), serde_json::json!("kube"))]);
     let run = engine.create_run(&pipeline, &params, &opts).await.unwrap();

@@ -14,8 +14,10 @@ mod list;
 mod logs;
 mod metrics;
 mod openapi;
+mod recurring;
 mod render;
 mod routes;
+mod trigger;
 mod ui;
 
 use std::path::PathBuf;
@@ -31,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
 pub use guard::HostPolicy;
+pub use recurring::keep_firing;
 
 /// Server settings.
 #[derive(Debug, Clone)]

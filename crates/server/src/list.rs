@@ -141,7 +141,7 @@ fn matches(item: &Map<String, Value>, p: &Predicate) -> ApiResult<bool> {
 
 /// The list's filter as conditions the database applies to runs, when every
 /// predicate is one it can (`EQUALS`, `NOT_EQUALS`, `IN` on `run_id`,
-/// `display_name`/`name`, `state`, `storage_state`): such a list is paged by
+/// `display_name`/`name`, `state`, `storage_state`, `recurring_run_id`): such a list is paged by
 /// the database. `None`: some predicate needs the in-memory filter.
 pub fn run_db_filters(q: &ListQuery) -> ApiResult<Option<Vec<RunFilter>>> {
     let Some(text_filter) = q.filter.as_deref().filter(|f| !f.is_empty()) else {
@@ -154,6 +154,7 @@ pub fn run_db_filters(q: &ListQuery) -> ApiResult<Option<Vec<RunFilter>>> {
             "display_name" | "name" => RunField::DisplayName,
             "state" => RunField::State,
             "storage_state" => RunField::StorageState,
+            "recurring_run_id" => RunField::RecurringRunId,
             _ => return Ok(None),
         };
         let (negate, values) = match (p.op.as_str(), p.value.as_array()) {

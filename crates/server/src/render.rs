@@ -95,7 +95,12 @@ pub fn run(
         "pipeline_version_reference": cat.and_then(|c| c.pipeline_version_id.as_ref().map(|vid| json!({"pipeline_id": c.pipeline_id, "pipeline_version_id": vid}))),
         "runtime_config": cat.and_then(|c| c.runtime_config.clone()),
         "created_at": r.created_at,
-        "scheduled_at": r.started_at.unwrap_or(r.created_at),
+        // A run a schedule fired was scheduled for its slot.
+        "scheduled_at": r.options.get("schedule_time").and_then(Value::as_str).map_or_else(
+            || json!(r.started_at.unwrap_or(r.created_at)),
+            |t| json!(t),
+        ),
+        "recurring_run_id": cat.and_then(|c| c.recurring_run_id.clone()),
         "finished_at": r.finished_at,
         "state": r.state,
         "error": status_error(&r.error),

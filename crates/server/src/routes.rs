@@ -7,7 +7,7 @@ use axum::extract::{Multipart, Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use switchyard_engine::RunOptions;
 use switchyard_spec::ParsedPipeline;
@@ -20,9 +20,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::list::{page, ListQuery};
 use crate::{render, AppState};
 
-type JsonBody<T> = Result<Json<T>, JsonRejection>;
+pub(crate) type JsonBody<T> = Result<Json<T>, JsonRejection>;
 
-fn body<T>(b: JsonBody<T>) -> ApiResult<T> {
+pub(crate) fn body<T>(b: JsonBody<T>) -> ApiResult<T> {
     b.map(|Json(v)| v).map_err(|e| {
         if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::body_too_large()
@@ -108,6 +108,16 @@ pub fn router() -> Router<AppState> {
             "/apis/v2beta1/runs/{id}",
             get(get_run).delete(delete_run).post(run_action),
         )
+        .route(
+            "/apis/v2beta1/recurringruns",
+            post(crate::recurring::create).get(crate::recurring::list),
+        )
+        .route(
+            "/apis/v2beta1/recurringruns/{id}",
+            get(crate::recurring::get)
+                .delete(crate::recurring::delete)
+                .post(crate::recurring::action),
+        )
         // KFP's error shape for unknown paths too, not an empty 404.
         .fallback(|uri: axum::http::Uri| async move {
             ApiError::NotFound(format!("no such endpoint: {}", uri.path()))
@@ -115,7 +125,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// `{<field>: [...], total_size, next_page_token}` for one page of `items`.
-fn list_response(
+pub(crate) fn list_response(
     field: &str,
     items: Vec<Value>,
     q: &ListQuery,
@@ -220,7 +230,7 @@ async fn experiment_action(
     Ok(Json(json!({})))
 }
 
-async fn default_experiment(s: &AppState) -> ApiResult<String> {
+pub(crate) async fn default_experiment(s: &AppState) -> ApiResult<String> {
     if let Some(e) = s.catalog.experiment_by_name("Default").await? {
         return Ok(e.id);
     }
@@ -551,19 +561,20 @@ async fn delete_version(
 
 // ----------------------------------------------------------------------- runs
 
-#[derive(Deserialize, Default)]
+/// A run's parameters and artifact root, as KFP's `runtime_config`.
+#[derive(Deserialize, Serialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
-struct RuntimeConfig {
+pub(crate) struct RuntimeConfig {
     #[serde(default)]
-    parameters: BTreeMap<String, Value>,
-    pipeline_root: Option<String>,
+    pub parameters: BTreeMap<String, Value>,
+    pub pipeline_root: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct VersionRef {
-    pipeline_id: Option<String>,
-    pipeline_version_id: Option<String>,
+pub(crate) struct VersionRef {
+    pub pipeline_id: Option<String>,
+    pub pipeline_version_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -588,68 +599,126 @@ struct NewRun {
     storage_state: Option<String>,
 }
 
-async fn create_run(State(s): State<AppState>, b: JsonBody<NewRun>) -> ApiResult<Json<Value>> {
-    let b = body(b)?;
-    let (spec_value, pipeline_id, version_id) =
-        match (b.pipeline_spec, b.pipeline_version_reference) {
-            (Some(spec), _) => (spec, None, None),
-            (None, Some(r)) => {
-                let v = match (&r.pipeline_version_id, &r.pipeline_id) {
-                    (Some(vid), _) => s.catalog.get_version(vid).await?,
-                    (None, Some(pid)) => {
-                        s.catalog.list_versions(pid).await?.pop().ok_or_else(|| {
-                            ApiError::NotFound(format!("pipeline {pid} has no versions"))
-                        })?
-                    }
-                    (None, None) => {
-                        return Err(ApiError::BadRequest(
-                            "pipeline_version_reference needs pipeline_version_id".into(),
-                        ))
-                    }
-                };
-                (
-                    v.spec.clone(),
-                    Some(v.pipeline_id.clone()),
-                    Some(v.id.clone()),
-                )
-            }
-            (None, None) => {
-                return Err(ApiError::BadRequest(
-                    "a run needs pipeline_spec or pipeline_version_reference".into(),
-                ))
-            }
-        };
-    // Bare spec, or {pipeline_spec, platform_spec}: the parser takes either.
-    let text = spec_value.to_string();
-    let parsed = off_runtime(move || {
+/// The pipeline a run or schedule names: an inline spec, or a version (the
+/// pipeline's latest when only the pipeline is named). Returns the spec and
+/// the pipeline and version ids.
+pub(crate) async fn pipeline_source(
+    s: &AppState,
+    spec: Option<Value>,
+    version: Option<VersionRef>,
+) -> ApiResult<(Value, Option<String>, Option<String>)> {
+    match (spec, version) {
+        (Some(spec), _) => Ok((spec, None, None)),
+        (None, Some(r)) => {
+            let v = match (&r.pipeline_version_id, &r.pipeline_id) {
+                (Some(vid), _) => s.catalog.get_version(vid).await?,
+                (None, Some(pid)) => {
+                    s.catalog.list_versions(pid).await?.pop().ok_or_else(|| {
+                        ApiError::NotFound(format!("pipeline {pid} has no versions"))
+                    })?
+                }
+                (None, None) => {
+                    return Err(ApiError::BadRequest(
+                        "pipeline_version_reference needs pipeline_version_id".into(),
+                    ))
+                }
+            };
+            Ok((
+                v.spec.clone(),
+                Some(v.pipeline_id.clone()),
+                Some(v.id.clone()),
+            ))
+        }
+        (None, None) => Err(ApiError::BadRequest(
+            "pipeline_spec or pipeline_version_reference is required".into(),
+        )),
+    }
+}
+
+/// The compiled pipeline of a request: a bare spec or `{pipeline_spec, platform_spec}`.
+pub(crate) async fn parse_spec(spec: &Value) -> ApiResult<switchyard_spec::ParsedPipeline> {
+    let text = spec.to_string();
+    off_runtime(move || {
         switchyard_spec::parse_pipeline(&text)
             .map_err(|e| ApiError::BadRequest(format!("pipeline_spec: {e}")))
     })
-    .await?;
-    let experiment_id = match b.experiment_id.filter(|e| !e.is_empty()) {
-        Some(id) => s.catalog.get_experiment(&id).await?.id,
-        None => default_experiment(&s).await?,
-    };
-    let rc = b.runtime_config.unwrap_or_default();
-    let root = match rc.pipeline_root.as_deref().filter(|r| !r.is_empty()) {
-        Some(r) if r.contains("://") => {
-            return Err(ApiError::BadRequest(format!("runtime_config.pipeline_root {r}: only local directories are supported by this version")))
+    .await
+}
+
+/// The experiment a run or schedule goes to: the named one, or `Default`.
+pub(crate) async fn experiment_of(s: &AppState, id: Option<String>) -> ApiResult<String> {
+    match id.filter(|e| !e.is_empty()) {
+        Some(id) => Ok(s.catalog.get_experiment(&id).await?.id),
+        None => default_experiment(s).await,
+    }
+}
+
+/// Where a run's artifacts go: its runtime config's root, or the server's.
+pub(crate) fn run_root(s: &AppState, rc: &RuntimeConfig) -> ApiResult<std::path::PathBuf> {
+    match rc.pipeline_root.as_deref().filter(|r| !r.is_empty()) {
+        Some(r) if r.contains("://") => Err(ApiError::BadRequest(format!(
+            "runtime_config.pipeline_root {r}: only local directories are supported by this version"
+        ))),
+        Some(r) => Ok(std::path::PathBuf::from(r)),
+        None => Ok(s.config.pipeline_root.clone()),
+    }
+}
+
+/// Everything a new run is made of, whoever starts it (a request or a schedule).
+pub(crate) struct NewRunOf {
+    pub parsed: switchyard_spec::ParsedPipeline,
+    pub pipeline_id: Option<String>,
+    pub version_id: Option<String>,
+    pub experiment_id: String,
+    pub display_name: Option<String>,
+    pub description: Option<String>,
+    pub runtime_config: RuntimeConfig,
+    /// The schedule and the slot that fired it.
+    pub fired_by: Option<(String, chrono::DateTime<Utc>)>,
+    /// The run's id when derived by the caller (a schedule's slot).
+    pub id: Option<String>,
+}
+
+impl NewRunOf {
+    /// The run's catalog entry: its experiment, pipeline and runtime config.
+    pub fn catalog(&self, run_id: &str, root: &std::path::Path) -> RunCatalog {
+        RunCatalog {
+            run_id: run_id.to_string(),
+            experiment_id: self.experiment_id.clone(),
+            storage_state: "AVAILABLE".into(),
+            description: self.description.clone(),
+            pipeline_id: self.pipeline_id.clone(),
+            pipeline_version_id: self.version_id.clone(),
+            runtime_config: Some(
+                json!({"parameters": self.runtime_config.parameters, "pipeline_root": root}),
+            ),
+            recurring_run_id: self.fired_by.as_ref().map(|(id, _)| id.clone()),
         }
-        Some(r) => std::path::PathBuf::from(r),
-        None => s.config.pipeline_root.clone(),
-    };
+    }
+}
+
+/// Records a run (PENDING, owned by this server) with its catalog entry and
+/// starts it. A run whose derived id exists already is an `AlreadyExists` error.
+pub(crate) async fn start_run(
+    s: &AppState,
+    n: NewRunOf,
+) -> ApiResult<(switchyard_store::RunRecord, RunCatalog)> {
+    let root = run_root(s, &n.runtime_config)?;
     let opts = RunOptions {
         parallelism: s.config.parallelism,
         cache: true,
         pipeline_root: root,
-        display_name: b.display_name.clone(),
+        display_name: n.display_name.clone(),
+        id: n.id.clone(),
+        schedule_time: n.fired_by.as_ref().map(|(_, t)| *t),
     };
     let run = s
         .engine
-        .create_run(&parsed, &rc.parameters, &opts)
+        .create_run(&n.parsed, &n.runtime_config.parameters, &opts)
         .await
         .map_err(|e| match e {
             switchyard_engine::EngineError::Spec(e) => ApiError::BadRequest(e.to_string()),
+            switchyard_engine::EngineError::Store(e) => e.into(),
             other => ApiError::Internal(other.to_string()),
         })?;
     // Ours from the start, while it waits PENDING for a slot: another server
@@ -657,23 +726,37 @@ async fn create_run(State(s): State<AppState>, b: JsonBody<NewRun>) -> ApiResult
     s.runs
         .set_owner(&run.id, Some(&Holder::current().lease()))
         .await?;
-    let cat = RunCatalog {
-        run_id: run.id.clone(),
-        experiment_id,
-        storage_state: "AVAILABLE".into(),
-        description: b.description,
-        pipeline_id,
-        pipeline_version_id: version_id,
-        runtime_config: Some(
-            json!({"parameters": rc.parameters, "pipeline_root": opts.pipeline_root}),
-        ),
-    };
+    let cat = n.catalog(&run.id, &opts.pipeline_root);
     if let Err(e) = s.catalog.put_run_catalog(&cat).await {
         // Never leave a half-created run behind.
         let _ = s.catalog.delete_run(&run.id).await;
         return Err(e.into());
     }
     s.spawn_run(run.id.clone(), false);
+    Ok((run, cat))
+}
+
+async fn create_run(State(s): State<AppState>, b: JsonBody<NewRun>) -> ApiResult<Json<Value>> {
+    let b = body(b)?;
+    let (spec, pipeline_id, version_id) =
+        pipeline_source(&s, b.pipeline_spec, b.pipeline_version_reference).await?;
+    let parsed = parse_spec(&spec).await?;
+    let experiment_id = experiment_of(&s, b.experiment_id).await?;
+    let (run, cat) = start_run(
+        &s,
+        NewRunOf {
+            parsed,
+            pipeline_id,
+            version_id,
+            experiment_id,
+            display_name: b.display_name,
+            description: b.description,
+            runtime_config: b.runtime_config.unwrap_or_default(),
+            fired_by: None,
+            id: None,
+        },
+    )
+    .await?;
     let transitions = s.runs.transitions(&run.id).await?;
     Ok(Json(render::run(&run, Some(&cat), None, &transitions)))
 }

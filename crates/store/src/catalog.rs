@@ -1,19 +1,15 @@
 //! [`CatalogStore`] on the SQLite database.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use crate::sql::{parse_json, parse_ts, q, ts, RUN_LIST_COLUMNS};
+use crate::sql::{is_unique_violation, parse_json, parse_ts, q, ts, RUN_LIST_COLUMNS};
 use crate::{
-    CatalogStore, ExperimentRecord, PipelineRecord, PipelineVersionRecord, Result, RunCatalog,
-    RunField, RunFilter, RunRecord, SqlStore, Stats, StoreError,
+    CatalogStore, ExperimentRecord, PipelineRecord, PipelineVersionRecord, RecurringRunRecord,
+    Result, RunCatalog, RunField, RunFilter, RunRecord, SqlStore, Stats, StoreError,
 };
-
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
-}
 
 fn experiment(row: &AnyRow) -> Result<ExperimentRecord> {
     Ok(ExperimentRecord {
@@ -57,6 +53,30 @@ fn catalog(row: &AnyRow) -> Result<RunCatalog> {
         pipeline_id: row.get("pipeline_id"),
         pipeline_version_id: row.get("pipeline_version_id"),
         runtime_config: parse_json(row.get("runtime_config"), "run")?,
+        recurring_run_id: row.get("recurring_run_id"),
+    })
+}
+
+fn recurring(row: &AnyRow) -> Result<RecurringRunRecord> {
+    let what = "recurring run";
+    Ok(RecurringRunRecord {
+        id: row.get("id"),
+        display_name: row.get("display_name"),
+        description: row.get("description"),
+        experiment_id: row.get("experiment_id"),
+        pipeline_id: row.get("pipeline_id"),
+        pipeline_version_id: row.get("pipeline_version_id"),
+        pipeline_spec: parse_json(row.get("pipeline_spec"), what)?,
+        runtime_config: parse_json(row.get("runtime_config"), what)?,
+        trigger: parse_json(Some(row.get("trigger_spec")), what)?.unwrap_or(Value::Null),
+        max_concurrency: row.get("max_concurrency"),
+        no_catchup: row.get::<i64, _>("no_catchup") != 0,
+        enabled: row.get::<i64, _>("enabled") != 0,
+        next_fire: row
+            .get::<Option<i64>, _>("next_fire_ms")
+            .and_then(chrono::DateTime::from_timestamp_millis),
+        created_at: parse_ts(Some(row.get("created_at")), what)?.unwrap_or_else(Utc::now),
+        updated_at: parse_ts(Some(row.get("updated_at")), what)?.unwrap_or_else(Utc::now),
     })
 }
 
@@ -273,10 +293,11 @@ impl CatalogStore for SqlStore {
 
     async fn put_run_catalog(&self, c: &RunCatalog) -> Result<()> {
         sqlx::query(
-            "INSERT INTO run_catalog (run_id, experiment_id, storage_state, description, pipeline_id, pipeline_version_id, runtime_config) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7) ON CONFLICT (run_id) DO UPDATE SET experiment_id = excluded.experiment_id, \
+            "INSERT INTO run_catalog (run_id, experiment_id, storage_state, description, pipeline_id, pipeline_version_id, runtime_config, recurring_run_id) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT (run_id) DO UPDATE SET experiment_id = excluded.experiment_id, \
              storage_state = excluded.storage_state, description = excluded.description, pipeline_id = excluded.pipeline_id, \
-             pipeline_version_id = excluded.pipeline_version_id, runtime_config = excluded.runtime_config",
+             pipeline_version_id = excluded.pipeline_version_id, runtime_config = excluded.runtime_config, \
+             recurring_run_id = excluded.recurring_run_id",
         )
         .bind(&c.run_id)
         .bind(&c.experiment_id)
@@ -285,6 +306,7 @@ impl CatalogStore for SqlStore {
         .bind(&c.pipeline_id)
         .bind(&c.pipeline_version_id)
         .bind(c.runtime_config.as_ref().map(Value::to_string))
+        .bind(&c.recurring_run_id)
         .execute(self.pool())
         .await
         .map_err(q("write run catalog"))?;
@@ -340,7 +362,7 @@ impl CatalogStore for SqlStore {
         let sql = format!(
             "SELECT {RUN_LIST_COLUMNS}, c.run_id AS c_run_id, c.experiment_id AS c_experiment_id, c.storage_state AS c_storage_state, \
              c.description AS c_description, c.pipeline_id AS c_pipeline_id, c.pipeline_version_id AS c_pipeline_version_id, \
-             c.runtime_config AS c_runtime_config FROM runs r LEFT JOIN run_catalog c ON c.run_id = r.id {filter} \
+             c.runtime_config AS c_runtime_config, c.recurring_run_id AS c_recurring_run_id FROM runs r LEFT JOIN run_catalog c ON c.run_id = r.id {filter} \
              ORDER BY r.created_at {order}, r.id LIMIT $2 OFFSET $3"
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -363,6 +385,7 @@ impl CatalogStore for SqlStore {
                     pipeline_id: row.get("c_pipeline_id"),
                     pipeline_version_id: row.get("c_pipeline_version_id"),
                     runtime_config: parse_json(row.get("c_runtime_config"), "run")?,
+                    recurring_run_id: row.get("c_recurring_run_id"),
                 }),
                 None => None,
             };
@@ -381,6 +404,112 @@ impl CatalogStore for SqlStore {
             .await
             .map_err(q("count runs"))?;
         Ok((out, total.max(0) as u64))
+    }
+
+    async fn create_recurring_run(&self, r: &RecurringRunRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO recurring_runs (id, display_name, description, experiment_id, pipeline_id, pipeline_version_id, \
+             pipeline_spec, runtime_config, trigger_spec, max_concurrency, no_catchup, enabled, next_fire_ms, created_at, updated_at) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)",
+        )
+        .bind(&r.id)
+        .bind(&r.display_name)
+        .bind(&r.description)
+        .bind(&r.experiment_id)
+        .bind(&r.pipeline_id)
+        .bind(&r.pipeline_version_id)
+        .bind(r.pipeline_spec.as_ref().map(Value::to_string))
+        .bind(r.runtime_config.as_ref().map(Value::to_string))
+        .bind(r.trigger.to_string())
+        .bind(r.max_concurrency)
+        .bind(i64::from(r.no_catchup))
+        .bind(i64::from(r.enabled))
+        .bind(r.next_fire.map(|t| t.timestamp_millis()))
+        .bind(ts(&r.created_at))
+        .bind(ts(&r.updated_at))
+        .execute(self.pool())
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::AlreadyExists {
+                    kind: "recurring run",
+                    name: r.id.clone(),
+                }
+            } else {
+                q("create recurring run")(e)
+            }
+        })?;
+        Ok(())
+    }
+
+    async fn get_recurring_run(&self, id: &str) -> Result<RecurringRunRecord> {
+        let row = sqlx::query("SELECT * FROM recurring_runs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(q("read recurring run"))?
+            .ok_or_else(|| not_found("recurring run", id))?;
+        recurring(&row)
+    }
+
+    async fn list_recurring_runs(&self) -> Result<Vec<RecurringRunRecord>> {
+        let rows = sqlx::query("SELECT * FROM recurring_runs ORDER BY created_at, id")
+            .fetch_all(self.pool())
+            .await
+            .map_err(q("list recurring runs"))?;
+        rows.iter().map(recurring).collect()
+    }
+
+    async fn set_recurring_run_mode(
+        &self,
+        id: &str,
+        enabled: bool,
+        next_fire: Option<DateTime<Utc>>,
+    ) -> Result<()> {
+        let r = sqlx::query(
+            "UPDATE recurring_runs SET enabled = $1, next_fire_ms = $2, updated_at = $3 WHERE id = $4",
+        )
+        .bind(i64::from(enabled))
+        .bind(next_fire.map(|t| t.timestamp_millis()))
+        .bind(ts(&Utc::now()))
+        .bind(id)
+        .execute(self.pool())
+        .await
+        .map_err(q("enable or disable recurring run"))?;
+        if r.rows_affected() == 0 {
+            return Err(not_found("recurring run", id));
+        }
+        Ok(())
+    }
+
+    async fn advance_recurring_run(
+        &self,
+        id: &str,
+        from: DateTime<Utc>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE recurring_runs SET next_fire_ms = $1 WHERE id = $2 AND next_fire_ms = $3 AND enabled = 1",
+        )
+        .bind(to.map(|t| t.timestamp_millis()))
+        .bind(id)
+        .bind(from.timestamp_millis())
+        .execute(self.pool())
+        .await
+        .map_err(q("advance recurring run"))?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn delete_recurring_run(&self, id: &str) -> Result<()> {
+        let r = sqlx::query("DELETE FROM recurring_runs WHERE id = $1")
+            .bind(id)
+            .execute(self.pool())
+            .await
+            .map_err(q("delete recurring run"))?;
+        if r.rows_affected() == 0 {
+            return Err(not_found("recurring run", id));
+        }
+        Ok(())
     }
 
     async fn stats(&self) -> Result<Stats> {
@@ -450,6 +579,7 @@ fn filter_sql(filters: &[RunFilter], first: usize) -> String {
             RunField::DisplayName => "r.display_name",
             RunField::State => "r.state",
             RunField::StorageState => "COALESCE(c.storage_state, 'AVAILABLE')",
+            RunField::RecurringRunId => "COALESCE(c.recurring_run_id, '')",
         };
         if f.values.is_empty() {
             // IN () matches nothing; NOT IN () everything.

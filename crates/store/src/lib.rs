@@ -57,6 +57,8 @@ pub enum RunField {
     State,
     /// The catalog's storage state; `AVAILABLE` for a run without an entry.
     StorageState,
+    /// The recurring run that fired it.
+    RecurringRunId,
 }
 
 /// `field` is one of `values` (or, with `negate`, none of them).
@@ -186,6 +188,27 @@ pub trait CatalogStore: Send + Sync {
         limit: u64,
     ) -> Result<(Vec<(RunRecord, Option<RunCatalog>)>, u64)>;
     async fn delete_run(&self, run_id: &str) -> Result<()>;
+
+    async fn create_recurring_run(&self, r: &RecurringRunRecord) -> Result<()>;
+    async fn get_recurring_run(&self, id: &str) -> Result<RecurringRunRecord>;
+    async fn list_recurring_runs(&self) -> Result<Vec<RecurringRunRecord>>;
+    /// Enables or disables a schedule, with the slot it fires next.
+    async fn set_recurring_run_mode(
+        &self,
+        id: &str,
+        enabled: bool,
+        next_fire: Option<DateTime<Utc>>,
+    ) -> Result<()>;
+    /// Moves a schedule's next slot from `from` to `to`, only if it is still
+    /// `from` and the schedule is enabled: false when another process (or a
+    /// disable) moved it first.
+    async fn advance_recurring_run(
+        &self,
+        id: &str,
+        from: DateTime<Utc>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<bool>;
+    async fn delete_recurring_run(&self, id: &str) -> Result<()>;
     /// Counts and durations for `/metrics`, computed by the database.
     async fn stats(&self) -> Result<Stats>;
 }

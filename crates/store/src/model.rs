@@ -235,6 +235,36 @@ pub struct RunCatalog {
     pub pipeline_id: Option<String>,
     pub pipeline_version_id: Option<String>,
     pub runtime_config: Option<Value>,
+    /// The recurring run that fired this run, if one did.
+    pub recurring_run_id: Option<String>,
+}
+
+/// A KFP recurring run: a pipeline started on a schedule.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecurringRunRecord {
+    pub id: String,
+    pub display_name: String,
+    pub description: Option<String>,
+    pub experiment_id: String,
+    pub pipeline_id: Option<String>,
+    pub pipeline_version_id: Option<String>,
+    /// The pipeline itself when the schedule was created from a spec, not a version.
+    pub pipeline_spec: Option<Value>,
+    /// `{parameters, pipeline_root}` for every run it starts.
+    pub runtime_config: Option<Value>,
+    /// KFP's trigger: `{cron_schedule: {cron, start_time, end_time}}` or
+    /// `{periodic_schedule: {interval_second, start_time, end_time}}`.
+    pub trigger: Value,
+    /// Most of its runs unfinished at once; a due slot waits for one to end.
+    pub max_concurrency: i64,
+    /// After a pause (server down, schedule disabled) fire only the latest
+    /// missed slot instead of each one.
+    pub no_catchup: bool,
+    pub enabled: bool,
+    /// The next slot not fired yet; `None` once the schedule has ended.
+    pub next_fire: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 /// Operational numbers: how many runs, tasks and jobs are in each state, and

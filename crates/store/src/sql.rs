@@ -41,6 +41,10 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0005_transitions_task.sql"),
     ),
     (6, include_str!("../migrations/sqlite/0006_leases.sql")),
+    (
+        7,
+        include_str!("../migrations/sqlite/0007_recurring_runs.sql"),
+    ),
 ];
 
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
@@ -56,7 +60,16 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/postgres/0005_transitions_task.sql"),
     ),
     (6, include_str!("../migrations/postgres/0006_leases.sql")),
+    (
+        7,
+        include_str!("../migrations/postgres/0007_recurring_runs.sql"),
+    ),
 ];
+
+/// Whether an insert failed because the key exists already.
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
 
 /// A run's columns for listings (table alias `r`): all but the spec, which is
 /// large (every step of the pipeline) and which no listing shows; `spec` is
@@ -394,7 +407,16 @@ impl RunStore for SqlStore {
             .bind(run.finished_at.as_ref().map(ts))
             .execute(&mut *tx)
             .await
-            .map_err(q("create run"))?;
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::AlreadyExists {
+                        kind: "run",
+                        name: run.id.clone(),
+                    }
+                } else {
+                    q("create run")(e)
+                }
+            })?;
         sqlx::query(
             "INSERT INTO transitions (run_id, task_key, state, at) VALUES ($1, NULL, $2, $3)",
         )

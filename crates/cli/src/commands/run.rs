@@ -71,6 +71,7 @@ pub async fn run(engine: &Engine, paths: &Paths, args: RunArgs) -> Result<i32> {
         cache: !args.no_cache,
         pipeline_root: pipeline_root(&args, paths)?,
         display_name: args.name.clone(),
+        ..Default::default()
     };
     let run = engine
         .create_run(&pipeline, &params, &opts)

@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use switchyard_engine::Engine;
-use switchyard_server::{app, keep_recovering, recover, state, HostPolicy, ServerConfig};
+use switchyard_server::{
+    app, keep_firing, keep_recovering, recover, state, HostPolicy, ServerConfig,
+};
 use switchyard_store::SqlStore;
 
 use crate::cli::ServerArgs;
@@ -103,6 +105,9 @@ pub async fn serve(
     } else {
         0
     };
+    // Recurring runs fire from every server; a slot is fired once however
+    // many share the database.
+    keep_firing(state.clone());
     let addr = format!("{}:{}", args.host, args.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
