@@ -1,7 +1,7 @@
 // The Switchyard dashboard: plain browser JavaScript over the server's own API
 // (KFP v2beta1 plus /apis/switchyard/v1), no build step, nothing from the
 // internet. Pages are hash routes: #/runs, #/runs/ID, #/pipelines,
-// #/pipelines/ID, #/experiments, #/experiments/ID,
+// #/pipelines/ID, #/experiments, #/experiments/ID, #/schedules, #/schedules/ID,
 // #/new-run?pipeline=ID&version=VID, #/jobs, #/jobs/ID (and the
 // #/KIND/details/ID links kfp.Client prints).
 (function () {
@@ -185,6 +185,9 @@
       runs: () => (parts[1] ? runPage(parts[1]) : runsPage(params)),
       pipelines: () => (parts[1] ? pipelinePage(parts[1], parts[2] === 'version' ? parts[3] : null) : pipelinesPage()),
       experiments: () => (parts[1] ? experimentPage(parts[1]) : experimentsPage(params)),
+      schedules: () => (parts[1] ? schedulePage(parts[1]) : schedulesPage()),
+      // KFP's dashboard route for a recurring run.
+      recurringrun: () => schedulePage(parts[1]),
       'new-run': () => newRunPage(params),
       jobs: () => (parts[1] ? jobPage(parts[1]) : jobsPage()),
     };
@@ -625,6 +628,77 @@
       const t = setTimeout(() => { if (location.hash.includes(id)) route(); }, 2000);
       onStop(() => clearTimeout(t));
     }
+  }
+
+  // ------------------------------------------------------------ schedules
+
+  /** A recurring run's trigger in words. */
+  function triggerText(t) {
+    const c = (t || {}).cron_schedule;
+    const p = (t || {}).periodic_schedule;
+    const s = c || p;
+    if (!s) return 'once';
+    const what = c ? 'cron ' + c.cron : 'every ' + p.interval_second + ' s';
+    return what + (s.start_time ? ', from ' + fmtTime(s.start_time) : '') + (s.end_time ? ', until ' + fmtTime(s.end_time) : '');
+  }
+
+  /** Pause or Resume a schedule, then `done()`. */
+  function scheduleAction(r, done) {
+    const on = r.status === 'ENABLED';
+    return h('button', {
+      class: on ? 'danger' : 'primary', onclick: async (e) => {
+        e.target.disabled = true;
+        try {
+          await post('/apis/v2beta1/recurringruns/' + r.recurring_run_id + (on ? ':disable' : ':enable'));
+          done();
+        } catch (err) {
+          e.target.replaceWith(errorBox(err));
+        }
+      },
+    }, on ? 'Pause' : 'Resume');
+  }
+
+  async function schedulesPage() {
+    const list = (await api('/apis/v2beta1/recurringruns?page_size=200&sort_by=created_at desc')).recurringRuns || [];
+    set(main, h('h1', {}, 'Schedules'),
+      h('p', { class: 'muted' }, 'Recurring runs: create them with kfp.Client().create_recurring_run.'),
+      h('div', { class: 'panel table-wrap' }, list.length
+        ? h('table', { id: 'schedules-table' },
+          h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, 'Status'), h('th', {}, 'Trigger'),
+            h('th', { class: 'optional' }, 'Next run'), h('th', {}, ''))),
+          h('tbody', {}, list.map((r) => h('tr', { 'data-schedule': r.recurring_run_id },
+            h('td', {}, h('a', { href: '#/schedules/' + r.recurring_run_id }, r.display_name)),
+            h('td', {}, badge(r.status)),
+            h('td', {}, triggerText(r.trigger)),
+            h('td', { class: 'optional' }, r.status === 'ENABLED' ? fmtTime(r.next_fire_time) : ''),
+            h('td', {}, scheduleAction(r, route))))))
+        : h('p', { class: 'muted' }, 'No schedules yet.')));
+  }
+
+  async function schedulePage(id) {
+    const r = await api('/apis/v2beta1/recurringruns/' + encodeURIComponent(id));
+    const filter = JSON.stringify({ predicates: [{ key: 'recurring_run_id', operation: 'EQUALS', string_value: id }] });
+    const qs = new URLSearchParams({ page_size: '50', sort_by: 'created_at desc', filter });
+    const runs = (await api('/apis/v2beta1/runs?' + qs)).runs || [];
+    set(main, h('h1', {}, r.display_name, badge(r.status)),
+      r.description ? h('p', {}, r.description) : null,
+      h('dl', { class: 'kv panel' },
+        h('dt', {}, 'Trigger'), h('dd', { id: 'schedule-trigger' }, triggerText(r.trigger)),
+        h('dt', {}, 'Next run'), h('dd', {}, r.status === 'ENABLED' ? fmtTime(r.next_fire_time) : 'paused'),
+        h('dt', {}, 'At most'), h('dd', {}, r.max_concurrency + ' unfinished runs at once'),
+        h('dt', {}, 'Catch up'), h('dd', {}, r.no_catchup ? 'only the latest missed run' : 'every missed run')),
+      h('div', { class: 'actions' }, scheduleAction(r, route)),
+      h('div', { class: 'panel table-wrap' }, h('h2', {}, 'Runs'),
+        runs.length
+          ? h('table', { id: 'schedule-runs' },
+            h('thead', {}, h('tr', {}, h('th', {}, 'Name'), h('th', {}, 'State'), h('th', { class: 'optional' }, 'Scheduled for'))),
+            h('tbody', {}, runs.map((x) => h('tr', { 'data-run': x.run_id },
+              h('td', {}, h('a', { href: '#/runs/' + x.run_id }, x.display_name || x.run_id)),
+              h('td', {}, badge(x.state)),
+              h('td', { class: 'optional' }, fmtTime(x.scheduled_at))))))
+          : h('p', { class: 'muted' }, 'It has not fired yet.')));
+    const t = setTimeout(() => { if (location.hash.includes(id)) route(); }, 3000);
+    onStop(() => clearTimeout(t));
   }
 
   // ------------------------------------------------------------ pipelines
