@@ -9,34 +9,36 @@ IMAGE = "switchyard.local/switchyard:dev"
 
 
 @dsl.container_component
-def produce(name: str, greeting: OutputPath(str), data: Output[Dataset]):
+def produce(name: str, workspace: str, greeting: OutputPath(str), data: Output[Dataset]):
     return dsl.ContainerSpec(
         image=IMAGE,
         command=["sh", "-c",
                  'mkdir -p "$(dirname "$1")" "$(dirname "$2")" '
                  '&& echo "hello $0 ($TOKEN) $(cat /shared/seed.txt) on $(hostname)" > "$1" '
+                 '&& echo "left by $(hostname)" > "$3/note" '
                  '&& python3 -c "import sys; open(sys.argv[1], \'w\').write(\'rows=\' + str(sum(range(10))))" "$2"'],
-        args=[name, greeting, data.path],
+        args=[name, greeting, data.path, workspace],
     )
 
 
 @dsl.container_component
-def consume(greeting: str, data: Input[Dataset], report: OutputPath(str)):
+def consume(greeting: str, data: Input[Dataset], workspace: str, report: OutputPath(str)):
     return dsl.ContainerSpec(
         image=IMAGE,
-        command=["sh", "-c", 'mkdir -p "$(dirname "$2")" && echo "$0 / $(cat "$1")" > "$2" && cat "$2"'],
-        args=[greeting, data.path, report],
+        command=["sh", "-c", 'mkdir -p "$(dirname "$2")" && echo "$0 / $(cat "$1") / $(cat "$3/note")" > "$2" && cat "$2"'],
+        args=[greeting, data.path, report, workspace],
     )
 
 
-@dsl.pipeline(name="k8s-real")
+# The workspace: one folder of the run that both pods see (on the shared claim).
+@dsl.pipeline(name="k8s-real", pipeline_config=dsl.PipelineConfig(workspace=dsl.WorkspaceConfig(size="1Gi")))
 def k8s_real(who: str = "cluster") -> str:
-    p = produce(name=who)
+    p = produce(name=who, workspace=dsl.WORKSPACE_PATH_PLACEHOLDER)
     kubernetes.mount_pvc(p, pvc_name="shared-data", mount_path="/shared")
     kubernetes.use_secret_as_env(p, secret_name="api-token", secret_key_to_env={"token": "TOKEN"})
     kubernetes.add_node_selector(p, label_key="pool", label_value="cpu")
     kubernetes.add_toleration(p, key="dedicated", operator="Equal", value="ml", effect="NoSchedule")
-    c = consume(greeting=p.outputs["greeting"], data=p.outputs["data"])
+    c = consume(greeting=p.outputs["greeting"], data=p.outputs["data"], workspace=dsl.WORKSPACE_PATH_PLACEHOLDER)
     # The node is tainted for this pipeline: every step must tolerate it.
     kubernetes.add_toleration(c, key="dedicated", operator="Equal", value="ml", effect="NoSchedule")
     return c.outputs["report"]

@@ -64,6 +64,20 @@ fn schemas() -> Value {
         "Experiment": obj, "ExperimentList": obj,
         "Pipeline": obj, "PipelineList": obj, "PipelineVersion": obj, "PipelineVersionList": obj,
         "Run": obj, "RunList": obj, "Job": obj, "JobList": obj,
+        "RecurringRun": obj, "RecurringRunList": obj,
+        "NewRecurringRun": s(json!({
+            "display_name": {"type": "string"}, "description": {"type": "string"}, "experiment_id": {"type": "string"},
+            "pipeline_spec": {"type": "object"}, "pipeline_version_id": {"type": "string"},
+            "pipeline_version_reference": {"type": "object", "properties": {"pipeline_id": {"type": "string"}, "pipeline_version_id": {"type": "string"}}, "additionalProperties": false},
+            "runtime_config": {"type": "object", "properties": {"parameters": {"type": "object"}, "pipeline_root": {"type": "string"}}, "additionalProperties": false},
+            "service_account": {"type": "string"}, "namespace": {"type": "string"},
+            "max_concurrency": {"type": ["integer", "string"]}, "no_catchup": {"type": "boolean"},
+            "mode": {"type": "string", "enum": ["MODE_UNSPECIFIED", "ENABLE", "DISABLE"]},
+            "trigger": {"type": "object", "properties": {
+                "cron_schedule": {"type": "object", "properties": {"cron": {"type": "string"}, "start_time": {"type": "string"}, "end_time": {"type": "string"}}},
+                "periodic_schedule": {"type": "object", "properties": {"interval_second": {"type": ["integer", "string"]}, "start_time": {"type": "string"}, "end_time": {"type": "string"}}},
+            }},
+        })),
         "NewExperiment": s(json!({"display_name": {"type": "string"}, "description": {"type": "string"}, "namespace": {"type": "string"}})),
         "NewPipeline": s(json!({"name": {"type": "string"}, "display_name": {"type": "string"}, "description": {"type": "string"}, "namespace": {"type": "string"}})),
         "NewRun": s(json!({
@@ -223,6 +237,58 @@ pub fn document() -> Value {
             "post",
             op(
                 &format!("{action} a run"),
+                vec![path_param("id")],
+                None,
+                "Empty",
+            ),
+        );
+    }
+    add(
+        format!("{v}/recurringruns"),
+        "post",
+        op(
+            "Create a recurring run",
+            vec![],
+            Some(json_body("NewRecurringRun")),
+            "RecurringRun",
+        ),
+    );
+    add(
+        format!("{v}/recurringruns"),
+        "get",
+        op(
+            "List recurring runs",
+            list_params(),
+            None,
+            "RecurringRunList",
+        ),
+    );
+    add(
+        format!("{v}/recurringruns/{{id}}"),
+        "get",
+        op(
+            "Get a recurring run",
+            vec![path_param("id")],
+            None,
+            "RecurringRun",
+        ),
+    );
+    add(
+        format!("{v}/recurringruns/{{id}}"),
+        "delete",
+        op(
+            "Delete a recurring run (its runs stay)",
+            vec![path_param("id")],
+            None,
+            "Empty",
+        ),
+    );
+    for action in ["enable", "disable"] {
+        add(
+            format!("{v}/recurringruns/{{id}}:{action}"),
+            "post",
+            op(
+                &format!("{action} a recurring run"),
                 vec![path_param("id")],
                 None,
                 "Empty",

@@ -74,8 +74,12 @@ pub(crate) async fn create(
         .ok_or_else(|| ApiError::BadRequest("Recurring run's name cannot be empty".into()))?;
     let max = trigger::int(b.max_concurrency.as_ref()).unwrap_or(0);
     if !(1..=MAX_CONCURRENCY).contains(&max) {
+        let received = b
+            .max_concurrency
+            .as_ref()
+            .map_or_else(|| "nothing".to_string(), Value::to_string);
         return Err(ApiError::BadRequest(format!(
-            "Max concurrency of a recurring run must be at least 1 and at most {MAX_CONCURRENCY}. Received {max}"
+            "Max concurrency of a recurring run must be at least 1 and at most {MAX_CONCURRENCY}. Received {received}"
         )));
     }
     let trig = trigger::parse(b.trigger.as_ref()).map_err(ApiError::BadRequest)?;
@@ -94,9 +98,16 @@ pub(crate) async fn create(
             pipeline_id: None,
             pipeline_version_id: Some(vid),
         }));
+    // Only a pipeline named: each run takes its latest version, as in KFP.
+    let follows_latest = b.pipeline_spec.is_none()
+        && version
+            .as_ref()
+            .is_some_and(|v| v.pipeline_version_id.is_none());
     let (spec, pipeline_id, version_id) = pipeline_source(&s, b.pipeline_spec, version).await?;
     // Everything a fired run needs is checked now, not at its first slot.
     let parsed = parse_spec(&spec).await?;
+    switchyard_spec::validate(&parsed.spec)
+        .map_err(|e| ApiError::BadRequest(format!("pipeline_spec: {e}")))?;
     let rc = b.runtime_config.unwrap_or_default();
     switchyard_spec::params::resolve_pipeline_parameters(&parsed.spec.root, &rc.parameters)
         .map_err(|e| ApiError::BadRequest(format!("runtime_config.parameters: {e}")))?;
@@ -109,14 +120,15 @@ pub(crate) async fn create(
         description: b.description,
         experiment_id,
         pipeline_id,
-        pipeline_version_id: version_id,
-        pipeline_spec: Some(spec),
+        pipeline_version_id: version_id.filter(|_| !follows_latest),
+        pipeline_spec: (!follows_latest).then_some(spec),
         runtime_config: serde_json::to_value(&rc).ok(),
         trigger: b.trigger.unwrap_or(Value::Null),
         max_concurrency: max,
         no_catchup: b.no_catchup.unwrap_or(false),
         enabled,
         next_fire: trig.first(now),
+        error: None,
         created_at: now,
         updated_at: now,
     };
@@ -176,10 +188,7 @@ pub(crate) async fn action(
             )))
         }
     };
-    let r = s.catalog.get_recurring_run(id).await?;
-    s.catalog
-        .set_recurring_run_mode(id, enabled, r.next_fire)
-        .await?;
+    s.catalog.set_recurring_run_enabled(id, enabled).await?;
     Ok(Json(json!({})))
 }
 
@@ -201,11 +210,14 @@ pub(crate) fn render(r: &RecurringRunRecord) -> Value {
         "experiment_id": r.experiment_id,
         "next_fire_time": r.next_fire.as_ref().map(fmt),
     });
-    if let Some(vid) = &r.pipeline_version_id {
+    if r.pipeline_id.is_some() {
         v["pipeline_version_reference"] =
-            json!({"pipeline_id": r.pipeline_id, "pipeline_version_id": vid});
+            json!({"pipeline_id": r.pipeline_id, "pipeline_version_id": r.pipeline_version_id});
     } else {
         v["pipeline_spec"] = r.pipeline_spec.clone().unwrap_or(Value::Null);
+    }
+    if let Some(e) = &r.error {
+        v["error"] = json!({"code": 9, "message": e});
     }
     if let Some(rc) = r.runtime_config.as_ref().filter(|rc| {
         rc.as_object()
@@ -226,31 +238,59 @@ pub fn keep_firing(state: AppState) {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let schedules = match state.catalog.list_recurring_runs().await {
-                Ok(all) => all,
+            let due = match state.catalog.due_recurring_runs(Utc::now()).await {
+                Ok(due) => due,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the recurring runs");
                     continue;
                 }
             };
-            let now = Utc::now();
-            for r in schedules
-                .into_iter()
-                .filter(|r| r.enabled && r.next_fire.is_some_and(|t| t <= now))
-            {
-                if let Err(e) = fire_due(&state, &r).await {
-                    tracing::warn!(recurring_run = %r.id, error = %e, "could not fire the recurring run; trying again");
+            for r in due {
+                // Its own task: whatever happens to one schedule, the others
+                // (and the next tick) still fire.
+                let (s, id) = (state.clone(), r.id.clone());
+                match tokio::spawn(async move { fire_due(&s, &r).await }).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) if permanent(&e) => {
+                        tracing::error!(recurring_run = %id, error = %e, "the recurring run cannot fire; disabled");
+                        let why = format!("disabled: its runs cannot start: {e}");
+                        if let Err(e) = state.catalog.fail_recurring_run(&id, &why).await {
+                            tracing::warn!(recurring_run = %id, error = %e, "could not record why");
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(recurring_run = %id, error = %e, "could not fire the recurring run; trying again");
+                    }
+                    Err(e) => {
+                        tracing::error!(recurring_run = %id, error = %e, "firing the recurring run failed")
+                    }
                 }
             }
         }
     });
 }
 
-/// Fires a schedule's due slots, oldest first, while it has room.
+/// An error that firing again cannot fix (the pipeline or its version is
+/// gone or invalid), as opposed to a store that is briefly unavailable.
+fn permanent(e: &ApiError) -> bool {
+    matches!(e, ApiError::BadRequest(_) | ApiError::NotFound(_))
+}
+
+/// Fires a schedule's due slots, oldest first, while it has room. Each slot
+/// is checked against the stored schedule first, so one disabled or deleted
+/// meanwhile (or moved on by another server) fires nothing more.
 async fn fire_due(s: &AppState, r: &RecurringRunRecord) -> ApiResult<()> {
-    let trig = trigger::parse(Some(&r.trigger)).map_err(ApiError::Internal)?;
+    let trig = trigger::parse(Some(&r.trigger)).map_err(ApiError::BadRequest)?;
     let mut due = r.next_fire;
     while let Some(d) = due.filter(|d| *d <= Utc::now()) {
+        let current = match s.catalog.get_recurring_run(&r.id).await {
+            Ok(c) => c,
+            Err(switchyard_store::StoreError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        if !current.enabled || current.next_fire != Some(d) {
+            return Ok(());
+        }
         if unfinished_runs(s, &r.id).await? >= r.max_concurrency.max(1) as u64 {
             // The slot waits (it is fired once a run ends).
             return Ok(());
@@ -292,7 +332,23 @@ async fn unfinished_runs(s: &AppState, id: &str) -> ApiResult<u64> {
 async fn fire_slot(s: &AppState, r: &RecurringRunRecord, slot: DateTime<Utc>) -> ApiResult<()> {
     let key = format!("{}/{}", r.id, slot.timestamp_millis());
     let id = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, key.as_bytes()).to_string();
-    let spec = r.pipeline_spec.clone().unwrap_or(Value::Null);
+    // Named by its pipeline only: the latest version now.
+    let (spec, version_id) = match &r.pipeline_spec {
+        Some(spec) => (spec.clone(), r.pipeline_version_id.clone()),
+        None => {
+            let pid = r.pipeline_id.clone().unwrap_or_default();
+            let (spec, _, vid) = pipeline_source(
+                s,
+                None,
+                Some(VersionRef {
+                    pipeline_id: Some(pid),
+                    pipeline_version_id: None,
+                }),
+            )
+            .await?;
+            (spec, vid)
+        }
+    };
     let runtime_config: RuntimeConfig = r
         .runtime_config
         .clone()
@@ -304,7 +360,7 @@ async fn fire_slot(s: &AppState, r: &RecurringRunRecord, slot: DateTime<Utc>) ->
     let new = NewRunOf {
         parsed: parse_spec(&spec).await?,
         pipeline_id: r.pipeline_id.clone(),
-        version_id: r.pipeline_version_id.clone(),
+        version_id,
         experiment_id: r.experiment_id.clone(),
         display_name: Some(format!(
             "{}-{}",

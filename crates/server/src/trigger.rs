@@ -6,6 +6,10 @@
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 
+/// The longest interval between two slots (100 years): beyond it time
+/// arithmetic would overflow, and no schedule means it.
+pub const MAX_INTERVAL: i64 = 100 * 365 * 24 * 3600;
+
 /// A parsed trigger.
 #[derive(Debug, Clone)]
 pub struct Trigger {
@@ -68,6 +72,11 @@ pub fn parse(trigger: Option<&Value>) -> Result<Trigger, String> {
             if seconds < 1 {
                 return Err(format!(
                     "Found invalid period schedule interval {seconds}. Set at interval to least 1 second"
+                ));
+            }
+            if seconds > MAX_INTERVAL {
+                return Err(format!(
+                    "periodic schedule interval {seconds} s is over {MAX_INTERVAL} s (100 years)"
                 ));
             }
             (
@@ -189,7 +198,11 @@ fn go_duration_seconds(s: &str) -> Result<i64, String> {
         total += n * scale;
         rest = &rest[unit_len..];
     }
-    Ok((total.round() as i64).max(1))
+    // robfig/cron truncates @every to whole seconds (at least one).
+    if !total.is_finite() || total > MAX_INTERVAL as f64 {
+        return Err(format!("@every {s}: over {MAX_INTERVAL} s (100 years)"));
+    }
+    Ok((total.trunc() as i64).max(1))
 }
 
 fn whole_seconds(t: DateTime<Utc>) -> DateTime<Utc> {
@@ -218,7 +231,7 @@ impl Trigger {
             }
             Kind::Every { seconds, .. } => match self.start {
                 Some(s) if last < s => s,
-                _ => last + Duration::seconds(*seconds),
+                _ => last.checked_add_signed(Duration::try_seconds(*seconds)?)?,
             },
         };
         self.before_end(next)
@@ -253,13 +266,17 @@ impl Trigger {
                     .ok()
                     .filter(|t| *t >= due)
                     .unwrap_or(due),
-                Kind::Every { seconds, .. } => {
-                    if now >= due + Duration::seconds(*seconds) {
-                        cap
-                    } else {
-                        due
-                    }
+                // The latest slot of the grid up to now. KFP restarts the grid
+                // from now instead; staying on it keeps a slot's identity (and
+                // so its run id) the same for every server and every retry.
+                Kind::Every { seconds, .. } if cap > due => {
+                    let missed = (cap - due).num_seconds() / seconds.max(&1);
+                    due.checked_add_signed(
+                        Duration::try_seconds(missed * seconds).unwrap_or_default(),
+                    )
+                    .unwrap_or(due)
                 }
+                Kind::Every { .. } => due,
             }
         };
         (slot, self.after(slot))
@@ -394,8 +411,12 @@ mod tests {
         let p = parse(Some(&json!({"periodic_schedule": {"interval_second": 3}}))).unwrap();
         assert_eq!(
             p.fire(due, now, true),
-            (t("2026-01-01T00:00:10Z"), Some(t("2026-01-01T00:00:13Z"))),
-            "a whole period missed: the grid restarts from now"
+            (t("2026-01-01T00:00:08Z"), Some(t("2026-01-01T00:00:11Z"))),
+            "the latest slot of the grid up to now, whoever computes it"
+        );
+        assert_eq!(
+            p.fire(due, t("2026-01-01T00:00:10.900Z"), true),
+            p.fire(due, now, true)
         );
         let recent = t("2026-01-01T00:00:09Z");
         assert_eq!(p.fire(recent, now, true).0, recent);
@@ -403,6 +424,20 @@ mod tests {
 
     #[test]
     fn bad_triggers_say_what_to_fix() {
+        for huge in [
+            json!({"periodic_schedule": {"interval_second": "9223372036854775807"}}),
+            json!({"cron_schedule": {"cron": "@every 99999999999999999999h"}}),
+        ] {
+            assert!(
+                parse(Some(&huge)).unwrap_err().contains("100 years"),
+                "{huge}"
+            );
+        }
+        assert_eq!(
+            cron("@every 1.9s").after(t("2026-01-01T00:00:00Z")),
+            Some(t("2026-01-01T00:00:01Z")),
+            "truncated to whole seconds, as robfig/cron does"
+        );
         let err = parse(Some(&json!({"periodic_schedule": {"interval_second": 0}}))).unwrap_err();
         assert!(
             err.contains("at least 1 second") || err.contains("least 1 second"),

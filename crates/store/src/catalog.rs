@@ -75,6 +75,7 @@ fn recurring(row: &AnyRow) -> Result<RecurringRunRecord> {
         next_fire: row
             .get::<Option<i64>, _>("next_fire_ms")
             .and_then(chrono::DateTime::from_timestamp_millis),
+        error: row.get("error"),
         created_at: parse_ts(Some(row.get("created_at")), what)?.unwrap_or_else(Utc::now),
         updated_at: parse_ts(Some(row.get("updated_at")), what)?.unwrap_or_else(Utc::now),
     })
@@ -159,15 +160,36 @@ impl CatalogStore for SqlStore {
     }
 
     async fn set_experiment_storage(&self, id: &str, state: &str) -> Result<()> {
+        let mut tx = self.pool().begin().await.map_err(q("update experiment"))?;
         let r = sqlx::query("UPDATE experiments SET storage_state = $1 WHERE id = $2")
             .bind(state)
             .bind(id)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await
             .map_err(q("update experiment"))?;
         if r.rows_affected() == 0 {
             return Err(not_found("experiment", id));
         }
+        if state == "ARCHIVED" {
+            // As KFP: archiving an experiment archives its runs and disables
+            // its recurring runs; unarchiving brings back only the experiment.
+            sqlx::query(
+                "UPDATE run_catalog SET storage_state = 'ARCHIVED' WHERE experiment_id = $1",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(q("archive the experiment's runs"))?;
+            sqlx::query(
+                "UPDATE recurring_runs SET enabled = 0, updated_at = $1 WHERE experiment_id = $2",
+            )
+            .bind(ts(&Utc::now()))
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(q("disable the experiment's recurring runs"))?;
+        }
+        tx.commit().await.map_err(q("update experiment"))?;
         Ok(())
     }
 
@@ -460,17 +482,22 @@ impl CatalogStore for SqlStore {
         rows.iter().map(recurring).collect()
     }
 
-    async fn set_recurring_run_mode(
-        &self,
-        id: &str,
-        enabled: bool,
-        next_fire: Option<DateTime<Utc>>,
-    ) -> Result<()> {
+    async fn due_recurring_runs(&self, now: DateTime<Utc>) -> Result<Vec<RecurringRunRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM recurring_runs WHERE enabled = 1 AND next_fire_ms <= $1 ORDER BY next_fire_ms, id",
+        )
+        .bind(now.timestamp_millis())
+        .fetch_all(self.pool())
+        .await
+        .map_err(q("list due recurring runs"))?;
+        rows.iter().map(recurring).collect()
+    }
+
+    async fn set_recurring_run_enabled(&self, id: &str, enabled: bool) -> Result<()> {
         let r = sqlx::query(
-            "UPDATE recurring_runs SET enabled = $1, next_fire_ms = $2, updated_at = $3 WHERE id = $4",
+            "UPDATE recurring_runs SET enabled = $1, error = NULL, updated_at = $2 WHERE id = $3",
         )
         .bind(i64::from(enabled))
-        .bind(next_fire.map(|t| t.timestamp_millis()))
         .bind(ts(&Utc::now()))
         .bind(id)
         .execute(self.pool())
@@ -479,6 +506,19 @@ impl CatalogStore for SqlStore {
         if r.rows_affected() == 0 {
             return Err(not_found("recurring run", id));
         }
+        Ok(())
+    }
+
+    async fn fail_recurring_run(&self, id: &str, error: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE recurring_runs SET enabled = 0, error = $1, updated_at = $2 WHERE id = $3",
+        )
+        .bind(error)
+        .bind(ts(&Utc::now()))
+        .bind(id)
+        .execute(self.pool())
+        .await
+        .map_err(q("disable recurring run"))?;
         Ok(())
     }
 

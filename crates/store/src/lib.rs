@@ -155,6 +155,8 @@ pub trait CatalogStore: Send + Sync {
     async fn get_experiment(&self, id: &str) -> Result<ExperimentRecord>;
     async fn experiment_by_name(&self, name: &str) -> Result<Option<ExperimentRecord>>;
     async fn list_experiments(&self) -> Result<Vec<ExperimentRecord>>;
+    /// `AVAILABLE` or `ARCHIVED`; archiving also archives the experiment's
+    /// runs and disables its recurring runs (KFP's semantics).
     async fn set_experiment_storage(&self, id: &str, state: &str) -> Result<()>;
     async fn delete_experiment(&self, id: &str) -> Result<()>;
 
@@ -192,13 +194,13 @@ pub trait CatalogStore: Send + Sync {
     async fn create_recurring_run(&self, r: &RecurringRunRecord) -> Result<()>;
     async fn get_recurring_run(&self, id: &str) -> Result<RecurringRunRecord>;
     async fn list_recurring_runs(&self) -> Result<Vec<RecurringRunRecord>>;
-    /// Enables or disables a schedule, with the slot it fires next.
-    async fn set_recurring_run_mode(
-        &self,
-        id: &str,
-        enabled: bool,
-        next_fire: Option<DateTime<Utc>>,
-    ) -> Result<()>;
+    /// The enabled schedules with a slot due at `now`.
+    async fn due_recurring_runs(&self, now: DateTime<Utc>) -> Result<Vec<RecurringRunRecord>>;
+    /// Enables or disables a schedule; its next slot stays (re-enabling
+    /// catches up the paused time) and a stored error is cleared.
+    async fn set_recurring_run_enabled(&self, id: &str, enabled: bool) -> Result<()>;
+    /// Disables a schedule that cannot fire any more, with the reason.
+    async fn fail_recurring_run(&self, id: &str, error: &str) -> Result<()>;
     /// Moves a schedule's next slot from `from` to `to`, only if it is still
     /// `from` and the schedule is enabled: false when another process (or a
     /// disable) moved it first.

@@ -248,7 +248,9 @@ pub struct RecurringRunRecord {
     pub experiment_id: String,
     pub pipeline_id: Option<String>,
     pub pipeline_version_id: Option<String>,
-    /// The pipeline itself when the schedule was created from a spec, not a version.
+    /// The pipeline when the schedule names a spec or a version (a copy, so a
+    /// deleted version does not break it); `None` when it names only a
+    /// pipeline, whose latest version each run then takes (as KFP does).
     pub pipeline_spec: Option<Value>,
     /// `{parameters, pipeline_root}` for every run it starts.
     pub runtime_config: Option<Value>,
@@ -263,6 +265,8 @@ pub struct RecurringRunRecord {
     pub enabled: bool,
     /// The next slot not fired yet; `None` once the schedule has ended.
     pub next_fire: Option<DateTime<Utc>>,
+    /// Why it stopped by itself (a pipeline that can no longer run).
+    pub error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

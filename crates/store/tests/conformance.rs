@@ -7,8 +7,9 @@ mod pg;
 use chrono::Utc;
 use serde_json::json;
 use switchyard_store::{
-    CacheEntry, JobRecord, JobStore, Lease, RunRecord, RunStore, RunUpdate, SqlStore, State,
-    StoreError, TaskRecord,
+    CacheEntry, CatalogStore, ExperimentRecord, JobRecord, JobStore, Lease, RecurringRunRecord,
+    RunCatalog, RunField, RunFilter, RunRecord, RunStore, RunUpdate, SqlStore, State, StoreError,
+    TaskRecord,
 };
 
 fn run(id: &str) -> RunRecord {
@@ -298,6 +299,155 @@ async fn claims_are_exclusive_leases(store: SqlStore) {
     assert_eq!(store.get_run("c3").await.unwrap().state, State::Running);
 }
 
+/// A schedule's next slot moves only from the value the mover saw and only
+/// while enabled; runs find their schedule; archiving an experiment disables
+/// its schedules and archives its runs.
+async fn recurring_runs(store: SqlStore) {
+    let t = |s: i64| chrono::DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap();
+    let exp = ExperimentRecord {
+        id: "e1".into(),
+        display_name: "nightly".into(),
+        description: None,
+        storage_state: "AVAILABLE".into(),
+        created_at: Utc::now(),
+    };
+    store.create_experiment(&exp).await.unwrap();
+    let r = RecurringRunRecord {
+        id: "rr1".into(),
+        display_name: "every-minute".into(),
+        description: None,
+        experiment_id: "e1".into(),
+        pipeline_id: None,
+        pipeline_version_id: None,
+        pipeline_spec: Some(json!({"pipelineInfo": {"name": "p"}})),
+        runtime_config: Some(json!({"parameters": {"a": 1}})),
+        trigger: json!({"periodic_schedule": {"interval_second": "60"}}),
+        max_concurrency: 2,
+        no_catchup: false,
+        enabled: true,
+        next_fire: Some(t(60)),
+        error: None,
+        created_at: Utc::now(),
+        updated_at: Utc::now(),
+    };
+    store.create_recurring_run(&r).await.unwrap();
+    assert!(matches!(
+        store.create_recurring_run(&r).await,
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    let got = store.get_recurring_run("rr1").await.unwrap();
+    assert_eq!(
+        (got.next_fire, got.max_concurrency, got.enabled),
+        (Some(t(60)), 2, true)
+    );
+    assert_eq!(got.runtime_config, r.runtime_config);
+    assert!(store.due_recurring_runs(t(59)).await.unwrap().is_empty());
+    assert_eq!(store.due_recurring_runs(t(60)).await.unwrap().len(), 1);
+    // Two movers from the same slot: one wins.
+    assert!(store
+        .advance_recurring_run("rr1", t(60), Some(t(120)))
+        .await
+        .unwrap());
+    assert!(!store
+        .advance_recurring_run("rr1", t(60), Some(t(120)))
+        .await
+        .unwrap());
+    // Disabled: nothing moves, nothing is due; enabling keeps the slot.
+    store.set_recurring_run_enabled("rr1", false).await.unwrap();
+    assert!(!store
+        .advance_recurring_run("rr1", t(120), Some(t(180)))
+        .await
+        .unwrap());
+    assert!(store.due_recurring_runs(t(1000)).await.unwrap().is_empty());
+    store.set_recurring_run_enabled("rr1", true).await.unwrap();
+    assert_eq!(
+        store.get_recurring_run("rr1").await.unwrap().next_fire,
+        Some(t(120))
+    );
+    store
+        .fail_recurring_run("rr1", "its pipeline is gone")
+        .await
+        .unwrap();
+    let failed = store.get_recurring_run("rr1").await.unwrap();
+    assert!(!failed.enabled && failed.error.as_deref() == Some("its pipeline is gone"));
+    store.set_recurring_run_enabled("rr1", true).await.unwrap();
+    assert!(store
+        .get_recurring_run("rr1")
+        .await
+        .unwrap()
+        .error
+        .is_none());
+    // The end of a schedule: no next slot.
+    assert!(store
+        .advance_recurring_run("rr1", t(120), None)
+        .await
+        .unwrap());
+    assert!(store
+        .due_recurring_runs(t(100_000))
+        .await
+        .unwrap()
+        .is_empty());
+    // Runs it fired are found by it.
+    store.create_run(&run("fired-1")).await.unwrap();
+    assert!(matches!(
+        store.create_run(&run("fired-1")).await,
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    store
+        .put_run_catalog(&RunCatalog {
+            run_id: "fired-1".into(),
+            experiment_id: "e1".into(),
+            storage_state: "AVAILABLE".into(),
+            description: None,
+            pipeline_id: None,
+            pipeline_version_id: None,
+            runtime_config: None,
+            recurring_run_id: Some("rr1".into()),
+        })
+        .await
+        .unwrap();
+    let by = |id: &str| RunFilter {
+        field: RunField::RecurringRunId,
+        negate: false,
+        values: vec![id.into()],
+    };
+    let (page, total) = store
+        .page_runs(None, &[by("rr1")], false, 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(total, 1);
+    assert_eq!(
+        page[0].1.as_ref().unwrap().recurring_run_id.as_deref(),
+        Some("rr1")
+    );
+    assert_eq!(
+        store
+            .page_runs(None, &[by("rr2")], false, 0, 10)
+            .await
+            .unwrap()
+            .1,
+        0
+    );
+    // Archiving the experiment: its runs archived, its schedules disabled.
+    store.set_recurring_run_enabled("rr1", true).await.unwrap();
+    store
+        .set_experiment_storage("e1", "ARCHIVED")
+        .await
+        .unwrap();
+    assert!(!store.get_recurring_run("rr1").await.unwrap().enabled);
+    let cat = store.get_run_catalog("fired-1").await.unwrap().unwrap();
+    assert_eq!(cat.storage_state, "ARCHIVED");
+    store.delete_recurring_run("rr1").await.unwrap();
+    assert!(matches!(
+        store.delete_recurring_run("rr1").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(
+        store.get_run_catalog("fired-1").await.unwrap().is_some(),
+        "its runs stay"
+    );
+}
+
 async fn job_leases(store: SqlStore) {
     let mut job = JobRecord {
         id: "j1".into(),
@@ -431,6 +581,7 @@ async fn all(open: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output
     cache_entries(open().await).await;
     claims_are_exclusive_leases(open().await).await;
     job_leases(open().await).await;
+    recurring_runs(open().await).await;
     parallel_writers_do_not_conflict(open().await, open().await).await;
 }
 

@@ -17,6 +17,8 @@ CREATE TABLE IF NOT EXISTS recurring_runs (
     no_catchup BIGINT NOT NULL DEFAULT 0,
     enabled BIGINT NOT NULL DEFAULT 1,
     next_fire_ms BIGINT,
+    -- Why the schedule stopped by itself (it was disabled then).
+    error TEXT,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL
 );
