@@ -164,9 +164,10 @@ def test_a_kill_9_loses_no_slot_and_fires_none_twice(compiled, no_catchup):
             assert len(set(slots)) == len(slots), f"a slot fired twice: {slots}"
             gaps = seconds_between(runs)
             if no_catchup:
-                # One run for the whole time down, then on a grid from then on.
+                # The time down is skipped in one jump (with catch-up every gap
+                # would be one second); a busy machine may skip more later.
                 assert max(gaps) >= 4, slots
-                assert sum(1 for g in gaps if g > 1) == 1, slots
+                assert len(runs) < int(time.time() - down) + 3, slots
             else:
                 assert set(gaps) == {1}, f"every missed slot fired once, in order: {slots}"
                 assert len(runs) >= int(time.time() - down) + 1
