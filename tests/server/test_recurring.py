@@ -3,7 +3,6 @@ get, list, disable/enable, delete; what the runs a schedule fires carry; and
 firing exactly once per slot across a kill -9 and across two servers sharing
 one PostgreSQL database. Short intervals stand in for a fake clock."""
 import datetime
-import os
 import pathlib
 import signal
 import tempfile
@@ -12,6 +11,7 @@ import time
 import kfp
 import kfp_server_api
 import pytest
+import requests
 
 from conftest import Postgres, Server
 
@@ -203,3 +203,36 @@ def test_two_servers_on_one_database_fire_each_slot_once(compiled):
                 b.kill()
     finally:
         pg.stop()
+
+
+def test_a_schedule_whose_pipeline_is_gone_stops_with_the_reason(server, compiled):
+    c = client(server)
+    exp = c.create_experiment("orphan")
+    p = c.upload_pipeline(compiled(params.params_all_types), pipeline_name="short-lived")
+    # Named by its pipeline only, each run takes the latest version (kfp.Client
+    # always sends a version, so the request is made directly).
+    body = {"display_name": "orphan", "experiment_id": exp.experiment_id, "max_concurrency": "10",
+            "pipeline_version_reference": {"pipeline_id": p.pipeline_id},
+            "trigger": {"periodic_schedule": {"interval_second": "1"}}}
+    r = requests.post(f"{server.url}/apis/v2beta1/recurringruns", json=body, timeout=10)
+    assert r.status_code == 200, r.text
+    rr = c.get_recurring_run(r.json()["recurring_run_id"])
+    assert rr.pipeline_version_reference.pipeline_id == p.pipeline_id
+    wait_for("a first run", lambda: fired(c, rr.recurring_run_id))
+    c.delete_pipeline(p.pipeline_id)
+    stopped = wait_for("the schedule to stop", lambda: (g := c.get_recurring_run(rr.recurring_run_id)).status == "DISABLED" and g)
+    assert "cannot start" in stopped.error.message and p.pipeline_id in stopped.error.message, stopped.error
+    n = len(fired(c, rr.recurring_run_id))
+    time.sleep(2.5)
+    assert len(fired(c, rr.recurring_run_id)) == n
+    # The dashboard says why.
+    from playwright.sync_api import expect, sync_playwright
+    from test_dashboard import CHROMIUM, FLAGS
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = b.new_page()
+            page.goto(f"{server.url}/#/schedules/{rr.recurring_run_id}")
+            expect(page.locator(".error-box")).to_contain_text("cannot start")
+        finally:
+            b.close()

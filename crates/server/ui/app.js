@@ -682,6 +682,7 @@
     const runs = (await api('/apis/v2beta1/runs?' + qs)).runs || [];
     set(main, h('h1', {}, r.display_name, badge(r.status)),
       r.description ? h('p', {}, r.description) : null,
+      r.error && r.error.message ? errorBox(r.error.message) : null,
       h('dl', { class: 'kv panel' },
         h('dt', {}, 'Trigger'), h('dd', { id: 'schedule-trigger' }, triggerText(r.trigger)),
         h('dt', {}, 'Next run'), h('dd', {}, r.status === 'ENABLED' ? fmtTime(r.next_fire_time) : 'paused'),
