@@ -128,42 +128,13 @@ fn string_repr(s: &str) -> String {
 
 /// `json.dumps(v, sort_keys=True, separators=(",", ":"), ensure_ascii=True)`.
 pub fn json_dumps(v: &Value) -> String {
+    const PYTHON: switchyard_spec::json_text::Dialect = switchyard_spec::json_text::Dialect {
+        number,
+        string: dump_str,
+    };
     let mut out = String::new();
-    dump(v, &mut out);
+    switchyard_spec::json_text::write_sorted(v, &PYTHON, &mut out);
     out
-}
-
-fn dump(v: &Value, out: &mut String) {
-    match v {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => out.push_str(&number(n)),
-        Value::String(s) => dump_str(s, out),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                dump(item, out);
-            }
-            out.push(']');
-        }
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                dump_str(k, out);
-                out.push(':');
-                dump(&map[k], out);
-            }
-            out.push('}');
-        }
-    }
 }
 
 fn dump_str(s: &str, out: &mut String) {

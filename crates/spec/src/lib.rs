@@ -8,6 +8,7 @@
 //! share one definition of "a valid pipeline".
 
 pub mod ir;
+pub mod json_text;
 pub mod params;
 pub mod parse;
 pub mod validate;

@@ -115,48 +115,17 @@ pub fn value_to_text(v: &Value) -> String {
         Value::Number(n) => n.as_f64().map_or_else(|| n.to_string(), |f| f.to_string()),
         other => {
             let mut out = String::new();
-            go_json(other, &mut out);
+            crate::json_text::write_sorted(other, &GO_JSON, &mut out);
             out
         }
     }
 }
 
 /// Go's `json.Marshal` of a protobuf value.
-fn go_json(v: &Value, out: &mut String) {
-    match v {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => match n.as_f64() {
-            Some(f) => out.push_str(&go_json_float(f)),
-            None => out.push_str(&n.to_string()),
-        },
-        Value::String(s) => go_json_string(s, out),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                go_json(item, out);
-            }
-            out.push(']');
-        }
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                go_json_string(k, out);
-                out.push(':');
-                go_json(&map[k], out);
-            }
-            out.push('}');
-        }
-    }
-}
+const GO_JSON: crate::json_text::Dialect = crate::json_text::Dialect {
+    number: |n| n.as_f64().map_or_else(|| n.to_string(), go_json_float),
+    string: go_json_string,
+};
 
 /// `encoding/json`'s float: plain decimal, or exponent form (`1e+21`,
 /// `1e-7`) below 1e-6 and from 1e21.
