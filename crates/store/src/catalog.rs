@@ -5,7 +5,7 @@ use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use crate::sql::{is_unique_violation, parse_json, parse_ts, q, ts, RUN_LIST_COLUMNS};
+use crate::sql::{insert_error, parse_json, parse_ts, q, ts, RUN_LIST_COLUMNS};
 use crate::{
     CatalogStore, ExperimentRecord, PipelineRecord, PipelineVersionRecord, RecurringRunRecord,
     Result, RunCatalog, RunField, RunFilter, RunRecord, SqlStore, Stats, StoreError,
@@ -101,13 +101,7 @@ async fn insert_version(conn: &mut sqlx::AnyConnection, v: &PipelineVersionRecor
     .bind(ts(&v.created_at))
     .execute(conn)
     .await
-    .map_err(|e| {
-        if is_unique_violation(&e) {
-            StoreError::AlreadyExists { kind: "pipeline version", name: v.name.clone() }
-        } else {
-            StoreError::Query { op: "create pipeline version", source: e }
-        }
-    })?;
+    .map_err(insert_error("create pipeline version", "pipeline version", &v.name))?;
     Ok(())
 }
 
@@ -122,13 +116,7 @@ impl CatalogStore for SqlStore {
             .bind(ts(&e.created_at))
             .execute(self.pool())
             .await
-            .map_err(|err| {
-                if is_unique_violation(&err) {
-                    StoreError::AlreadyExists { kind: "experiment", name: e.display_name.clone() }
-                } else {
-                    StoreError::Query { op: "create experiment", source: err }
-                }
-            })?;
+            .map_err(insert_error("create experiment", "experiment", &e.display_name))?;
         Ok(())
     }
 
@@ -219,13 +207,7 @@ impl CatalogStore for SqlStore {
             .bind(ts(&p.created_at))
             .execute(&mut *tx)
             .await
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::AlreadyExists { kind: "pipeline", name: p.name.clone() }
-                } else {
-                    StoreError::Query { op: "create pipeline", source: e }
-                }
-            })?;
+            .map_err(insert_error("create pipeline", "pipeline", &p.name))?;
         if let Some(v) = first_version {
             insert_version(&mut tx, v).await?;
         }
@@ -451,16 +433,7 @@ impl CatalogStore for SqlStore {
         .bind(ts(&r.updated_at))
         .execute(self.pool())
         .await
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                StoreError::AlreadyExists {
-                    kind: "recurring run",
-                    name: r.id.clone(),
-                }
-            } else {
-                q("create recurring run")(e)
-            }
-        })?;
+        .map_err(insert_error("create recurring run", "recurring run", &r.id))?;
         Ok(())
     }
 

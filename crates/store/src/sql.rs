@@ -66,9 +66,20 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     ),
 ];
 
-/// Whether an insert failed because the key exists already.
-pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+/// The error of an insert: `AlreadyExists` (naming the `kind` and `name`)
+/// when the key exists, else the query's error for `op`.
+pub(crate) fn insert_error<'a>(
+    op: &'static str,
+    kind: &'static str,
+    name: &'a str,
+) -> impl FnOnce(sqlx::Error) -> StoreError + 'a {
+    move |e| match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::AlreadyExists {
+            kind,
+            name: name.to_string(),
+        },
+        _ => StoreError::Query { op, source: e },
+    }
 }
 
 /// A run's columns for listings (table alias `r`): all but the spec, which is
@@ -407,16 +418,7 @@ impl RunStore for SqlStore {
             .bind(run.finished_at.as_ref().map(ts))
             .execute(&mut *tx)
             .await
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::AlreadyExists {
-                        kind: "run",
-                        name: run.id.clone(),
-                    }
-                } else {
-                    q("create run")(e)
-                }
-            })?;
+            .map_err(insert_error("create run", "run", &run.id))?;
         sqlx::query(
             "INSERT INTO transitions (run_id, task_key, state, at) VALUES ($1, NULL, $2, $3)",
         )
