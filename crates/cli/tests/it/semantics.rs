@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use crate::common::{task, Sandbox};
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn placeholders_given_as_parameter_values_are_filled_like_kfps_driver() {
     let sb = Sandbox::new();
     let (code, run) = sb.run_pipeline("placeholder_values", &["--name", "nightly-7"]);
@@ -33,6 +34,7 @@ fn placeholders_given_as_parameter_values_are_filled_like_kfps_driver() {
 }
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn numbers_from_loop_items_reach_string_inputs_as_kfp_writes_them() {
     let sb = Sandbox::new();
     let (code, run) = sb.run_pipeline("loop_numbers", &[]);
@@ -57,6 +59,7 @@ fn numbers_from_loop_items_reach_string_inputs_as_kfp_writes_them() {
 }
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn a_workspace_is_one_folder_shared_by_the_runs_tasks() {
     let sb = Sandbox::new();
     let (code, run) = sb.run_pipeline("workspace_pipeline", &["-p", "text=shared"]);
@@ -79,6 +82,7 @@ fn a_workspace_is_one_folder_shared_by_the_runs_tasks() {
 }
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn an_artifact_written_at_a_custom_path_reaches_its_consumer() {
     let sb = Sandbox::new();
     let (code, run) = sb.run_pipeline("custom_path", &[]);
@@ -97,6 +101,7 @@ fn an_artifact_written_at_a_custom_path_reaches_its_consumer() {
 }
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn a_pipeline_input_artifact_without_a_value_is_named() {
     let sb = Sandbox::new();
     let (code, run) = sb.run_pipeline("input_artifact", &[]);
@@ -112,6 +117,7 @@ fn a_pipeline_input_artifact_without_a_value_is_named() {
 }
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn what_the_local_backend_cannot_honour_is_said_once() {
     let sb = Sandbox::new();
     let p = crate::common::pipeline("unhonoured");
