@@ -42,3 +42,29 @@ def k8s_real(who: str = "cluster") -> str:
     # The node is tainted for this pipeline: every step must tolerate it.
     kubernetes.add_toleration(c, key="dedicated", operator="Equal", value="ml", effect="NoSchedule")
     return c.outputs["report"]
+
+
+@dsl.container_component
+def pod_write(data: Output[Dataset]):
+    return dsl.ContainerSpec(
+        image=IMAGE,
+        command=["sh", "-c", 'mkdir -p "$0" && echo "from $(hostname)" > "$0/part-0" && echo "$1" > "$0/uri"'],
+        args=[data.path, data.uri],
+    )
+
+
+@dsl.container_component
+def pod_read(data: Input[Dataset], report: OutputPath(str)):
+    return dsl.ContainerSpec(
+        image=IMAGE,
+        command=["sh", "-c", 'mkdir -p "$(dirname "$1")" && cat "$0/part-0" "$0/uri" > "$1"'],
+        args=[data.path, report],
+    )
+
+
+# Run with an s3:// pipeline root: the pods read and write the run's staging
+# folder on the claim; the engine moves the artifacts to and from S3.
+@dsl.pipeline(name="k8s-s3")
+def k8s_s3() -> str:
+    written = pod_write()
+    return pod_read(data=written.outputs["data"]).outputs["report"]

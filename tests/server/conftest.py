@@ -133,3 +133,49 @@ def compiled(tmp_path):
         return str(path)
 
     return compile_
+
+
+class Moto:
+    """The moto server (PyPI moto[server]) as the S3 endpoint of a test, on 127.0.0.1."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        binary = pathlib.Path(sys.executable).parent / "moto_server"
+        self.proc = subprocess.Popen([str(binary), "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            self.stop()
+            raise RuntimeError("moto_server did not start")
+        import boto3
+        self.s3 = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                               aws_access_key_id="test", aws_secret_access_key="test")
+
+    def env(self):
+        """What points a server's AWS SDK at this endpoint."""
+        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "test",
+                "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
+
+    def keys(self, bucket):
+        return [o["Key"] for o in self.s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def moto():
+    m = Moto()
+    try:
+        yield m
+    finally:
+        m.stop()

@@ -4,6 +4,7 @@ real `switchyard server`. Screenshots are kept in target/test-artifacts/dashboar
 (or $SWITCHYARD_TEST_ARTIFACTS)."""
 import os
 import pathlib
+import shutil
 import sys
 import tempfile
 import textwrap
@@ -397,3 +398,46 @@ def test_schedules_are_listed_with_their_runs_and_can_be_paused(browser, request
     shot(page, "schedule")
     c.delete_recurring_run(rr.recurring_run_id)
     assert not page.errors, page.errors
+
+
+def test_artifacts_under_an_s3_root_are_previewed_and_downloaded_from_s3(browser, request, moto, compiled):
+    """A run started by kfp.Client with an s3:// pipeline_root: its artifacts are
+    in S3 (moto), and the dashboard reads them from there."""
+    import kfp
+
+    moto.s3.create_bucket(Bucket="art")
+    with tempfile.TemporaryDirectory() as home:
+        s = Server(pathlib.Path(home), token=TOKEN, env=moto.env()).start()
+        try:
+            client = kfp.Client(host=s.url, existing_token=TOKEN)
+            run = client.create_run_from_pipeline_package(
+                compiled(dashboard.dashboard_report), {"rows": 3, "pause": 0.1}, pipeline_root="s3://art/reports")
+            done = client.wait_for_run_completion(run.run_id, timeout=300)
+            assert done.state == "SUCCEEDED", done
+            assert done.runtime_config.pipeline_root == "s3://art/reports"
+            prefix = f"reports/dashboard-report/{run.run_id}/make-report/"
+            assert {prefix + "table", prefix + "page", prefix + "notes"} <= set(moto.keys("art"))
+            # The local copies are gone: what the dashboard shows comes from S3.
+            for d in pathlib.Path(home, "artifacts").glob("*/*/.s3"):
+                shutil.rmtree(d)
+            # An artifact whose object is gone answers 404 naming it.
+            moto.s3.delete_object(Bucket="art", Key=prefix + "page")
+            r = requests.get(f"{s.url}/apis/switchyard/v1/runs/{run.run_id}/artifact",
+                             params={"task": "make-report", "output": "page"},
+                             headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+            assert r.status_code == 404 and f"s3://art/{prefix}page" in r.text, r.text
+            page = open_page(browser, request)
+            sign_in(page, s.url)
+            page.goto(f"{s.url}/#/runs/details/{run.run_id}")
+            expect(page.locator("h1 .state")).to_have_text("SUCCEEDED")
+            node(page, "make-report").click()
+            panel = page.locator("#task-panel")
+            expect(panel.locator("[data-output=table] .preview table tbody tr")).to_have_count(3)
+            expect(panel.locator("[data-output=notes] .preview h3")).to_have_text("Notes")
+            with page.expect_download() as d:
+                panel.locator("[data-output=table] button", has_text="Download").click()
+            assert pathlib.Path(d.value.path()).read_text() == "name,value\nrow0,0\nrow1,1\nrow2,4\n"
+            shot(page, "run-artifacts-s3")
+            assert not page.errors, page.errors
+        finally:
+            s.kill()

@@ -84,7 +84,9 @@ pub struct RunArgs {
     /// Do not reuse cached task results.
     #[arg(long)]
     pub no_cache: bool,
-    /// Where artifacts go (default: <home>/artifacts).
+    /// Where artifacts go: a folder, or s3://bucket/prefix (tasks then work
+    /// in <home>/artifacts and their artifacts are uploaded to S3). Default:
+    /// the root the pipeline was compiled with, else <home>/artifacts.
     #[arg(long)]
     pub pipeline_root: Option<PathBuf>,
     /// A display name for the run.
@@ -192,7 +194,8 @@ pub struct ServerArgs {
     /// Most tasks running at once per run (default: the number of CPUs).
     #[arg(long)]
     pub parallelism: Option<usize>,
-    /// Where artifacts go by default (default: <home>/artifacts).
+    /// Where artifacts go when a run names no root: a folder, or
+    /// s3://bucket/prefix (default: <home>/artifacts).
     #[arg(long)]
     pub pipeline_root: Option<PathBuf>,
     /// Largest accepted request body, uploads included.

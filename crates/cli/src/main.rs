@@ -2,6 +2,7 @@
 //! and engine, and maps outcomes to exit codes (0 success, 1 run failed,
 //! 2 bad input or other error, 130 canceled).
 
+mod artifacts;
 mod cli;
 mod commands;
 mod config;
@@ -89,7 +90,9 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                 anyhow::bail!("SWITCHYARD_TASK_BACKEND: '{other}' must be local or kubernetes")
             }
         };
-    let engine = Engine::new(store.clone(), backend, paths.logs.clone());
+    let engine = Engine::new(store.clone(), backend, paths.logs.clone()).with_artifact_store(
+        Arc::new(artifacts::S3Artifacts::new(paths.home.join("cache/s3"))),
+    );
     match cli.command {
         Command::Run(args) => commands::run::run(&engine, &paths, args).await,
         Command::Runs(RunsCommand::List { limit, output }) => {

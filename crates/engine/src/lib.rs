@@ -8,6 +8,7 @@
 //! engine drives local processes, Kubernetes or SageMaker; the engine itself
 //! never learns which.
 
+pub mod artifacts;
 pub mod backend;
 mod driver;
 pub mod events;
@@ -30,6 +31,7 @@ use switchyard_store::{Holder, RunRecord, RunStore, RunUpdate, State, StoreError
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+pub use artifacts::{ArtifactStore, PipelineRoot};
 pub use backend::{Backend, BackendError, Job, JobOutcome, LogSink};
 pub use events::{Event, EventSender};
 pub use io::{Artifact, Io};
@@ -47,6 +49,9 @@ pub enum EngineError {
         action: &'static str,
         reason: String,
     },
+    /// A run option that cannot be honoured (an `s3://` root without object storage).
+    #[error("{0}")]
+    Options(String),
     #[error("the stored pipeline of run {id} cannot be read: {reason}")]
     StoredSpec { id: String, reason: String },
     /// This process's lease on the run expired and another process took it
@@ -62,8 +67,12 @@ pub struct RunOptions {
     pub parallelism: usize,
     /// Reuse cached results of tasks whose caching is on (KFP's default).
     pub cache: bool,
-    /// Root directory (or URI) under which artifacts are written.
+    /// The local folder under which the run's tasks work (their folders,
+    /// logs and parameters), and its artifacts go unless `remote_root` is set.
     pub pipeline_root: PathBuf,
+    /// `s3://bucket/prefix`: the run's artifacts go there (the run's
+    /// `pipeline_root`), staged in `pipeline_root` around each task.
+    pub remote_root: Option<String>,
     pub display_name: Option<String>,
     /// The run's id when the caller derives it (a schedule's slot, so a slot
     /// fired twice is one run); a fresh UUID otherwise.
@@ -79,6 +88,7 @@ pub struct Engine {
     backend: Arc<dyn Backend>,
     logs_dir: PathBuf,
     keeper: Arc<std::sync::OnceLock<()>>,
+    artifacts: Option<Arc<dyn ArtifactStore>>,
 }
 
 impl Engine {
@@ -88,7 +98,20 @@ impl Engine {
             backend,
             logs_dir,
             keeper: Arc::new(std::sync::OnceLock::new()),
+            artifacts: None,
         }
+    }
+
+    /// Object storage for `s3://` pipeline roots and `s3://` artifacts
+    /// (importers, cached results of other runs). Without it such runs are
+    /// refused when created.
+    pub fn with_artifact_store(mut self, store: Arc<dyn ArtifactStore>) -> Self {
+        self.artifacts = Some(store);
+        self
+    }
+
+    pub fn artifact_store(&self) -> Option<&Arc<dyn ArtifactStore>> {
+        self.artifacts.as_ref()
     }
 
     /// Starts (once, on the current runtime) the task that renews the leases
@@ -128,6 +151,13 @@ impl Engine {
         opts: &RunOptions,
     ) -> Result<RunRecord, EngineError> {
         validate(&pipeline.spec)?;
+        if let Some(root) = &opts.remote_root {
+            if self.artifacts.is_none() {
+                return Err(EngineError::Options(format!(
+                    "pipeline root {root}: this engine has no object storage configured"
+                )));
+            }
+        }
         let parameters = resolve_pipeline_parameters(&pipeline.spec.root, params)?;
         let name = if pipeline.spec.pipeline_info.name.is_empty() {
             "pipeline".to_string()
@@ -152,7 +182,10 @@ impl Engine {
             state: State::Pending,
             spec: spec_text,
             parameters: Value::Object(parameters),
-            pipeline_root: opts.pipeline_root.to_string_lossy().into_owned(),
+            pipeline_root: opts
+                .remote_root
+                .clone()
+                .unwrap_or_else(|| opts.pipeline_root.to_string_lossy().into_owned()),
             // The platform spec (kfp-kubernetes: pvcMount, secretAsEnv, nodeSelector,
             // tolerations) travels with the run, for backends that place tasks.
             options: json!({
@@ -160,6 +193,8 @@ impl Engine {
                 "cache": opts.cache,
                 "platform_spec": pipeline.platform_spec,
                 "schedule_time": opts.schedule_time.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                // Where tasks work when the artifacts go to object storage.
+                "local_root": opts.remote_root.is_some().then(|| opts.pipeline_root.to_string_lossy().into_owned()),
             }),
             outputs: None,
             error: None,
@@ -285,9 +320,20 @@ impl Engine {
             .and_then(Value::as_bool)
             .unwrap_or(true);
         let lost = CancellationToken::new();
-        let run_dir = PathBuf::from(&run.pipeline_root)
+        let local_root = run.options["local_root"]
+            .as_str()
+            .unwrap_or(&run.pipeline_root);
+        let run_dir = PathBuf::from(local_root)
             .join(&run.pipeline_name)
             .join(&run.id);
+        let remote_base = artifacts::is_remote(&run.pipeline_root).then(|| {
+            format!(
+                "{}/{}/{}",
+                run.pipeline_root.trim_end_matches('/'),
+                run.pipeline_name,
+                run.id
+            )
+        });
         let ctx = Arc::new(driver::RunCtx {
             run_id: run.id.clone(),
             run_dir: run_dir.clone(),
@@ -301,6 +347,8 @@ impl Engine {
             events,
             store: self.store.clone(),
             backend: self.backend.clone(),
+            artifacts: self.artifacts.clone(),
+            remote_base,
             lost: lost.clone(),
             workspace_size: workspace(&run)["size"].as_str().map(str::to_string),
             notices: Mutex::new(Default::default()),
@@ -479,6 +527,7 @@ fn run_values(run: &RunRecord, run_dir: &std::path::Path) -> placeholder::RunVal
         workspace_path: workspace(run)
             .is_object()
             .then(|| run_dir.join(WORKSPACE_DIR).to_string_lossy().into_owned()),
+        staging: artifacts::Staging::new(run_dir),
     }
 }
 

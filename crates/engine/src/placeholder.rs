@@ -5,7 +5,8 @@
 use serde_json::Value;
 use switchyard_spec::params::value_to_text;
 
-use crate::io::{uri_to_path, Io};
+use crate::artifacts::Staging;
+use crate::io::Io;
 
 /// The run-level values of KFP's pipeline placeholders (`dsl.PIPELINE_JOB_NAME_PLACEHOLDER`
 /// and the rest), the same for every task of a run.
@@ -28,6 +29,8 @@ pub struct RunValues {
     /// `{{$.workspace_path}}`: the run's shared workspace folder, when the
     /// pipeline declares one (`dsl.PipelineConfig(workspace=...)`).
     pub workspace_path: Option<String>,
+    /// Where the run's tasks see remote (`s3://`) artifacts.
+    pub staging: Staging,
 }
 
 impl RunValues {
@@ -238,7 +241,7 @@ fn resolve_placeholder(inner: &str, ctx: &PlaceholderContext<'_>) -> Result<Stri
             }
             let art = list.first().ok_or_else(|| format!("placeholder {full}: artifact list '{name}' is empty"))?;
             match attr {
-                ".path" => Ok(uri_to_path(&art.uri)),
+                ".path" => Ok(ctx.run.staging.local_path(&art.uri)),
                 ".uri" => Ok(art.uri.clone()),
                 ".metadata" => Ok(Value::Object(art.metadata.clone()).to_string()),
                 _ => match split_named(attr) {
@@ -289,6 +292,7 @@ mod tests {
         create_time_utc: "2026-01-01T00:00:00Z".into(),
         schedule_time_utc: "2026-01-01T00:00:00Z".into(),
         workspace_path: None,
+        staging: crate::artifacts::Staging::new(std::path::Path::new("/run")),
     });
 
     #[test]
@@ -365,7 +369,7 @@ mod tests {
             vec![
                 "{\"inputs\":{}}",
                 "--n=3",
-                "/s3/b/k",
+                "/run/.s3/b/k",
                 "s3://b/k",
                 "{\"rows\":2}",
                 "2",

@@ -89,7 +89,14 @@ impl Backend for LocalBackend {
             );
             env.entry("PYTHONUNBUFFERED".into())
                 .or_insert_with(|| "1".into());
-            remove_env.extend(["PYTHONPATH", "PYTHONHOME"]);
+            // This machine's own settings would leak into the managed
+            // environment; the step's own (the container's env, the engine's
+            // artifact hook) are kept.
+            remove_env.extend(
+                ["PYTHONPATH", "PYTHONHOME"]
+                    .into_iter()
+                    .filter(|k| !job.env.contains_key(*k)),
+            );
         }
         process::run_process(
             &argv,

@@ -92,22 +92,8 @@ impl S3Store {
     /// Uploads `bytes` to `s3://bucket/key` unless an object is already there
     /// (content-addressed keys make that the same content). True if uploaded.
     pub async fn put_once(&self, bucket: &str, key: &str, bytes: Vec<u8>) -> Result<bool, String> {
-        match self
-            .client
-            .head_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(_) => return Ok(false),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => {}
-            Err(e) => {
-                return Err(format!(
-                    "cannot look up s3://{bucket}/{key}: {}",
-                    describe(&e)
-                ))
-            }
+        if self.head(bucket, key).await? {
+            return Ok(false);
         }
         self.client
             .put_object()
@@ -138,10 +124,176 @@ impl S3Store {
         Ok(data.into_bytes().to_vec())
     }
 
+    /// Copies the artifact at `s3://bucket/key` to `dest`: the object `key`
+    /// as a file, else every object under `key/` as a folder (KFP's layout
+    /// for file and directory artifacts). Written beside `dest` first and
+    /// renamed, so a reader never sees half an artifact.
+    pub async fn download_artifact(
+        &self,
+        bucket: &str,
+        key: &str,
+        dest: &Path,
+    ) -> Result<(), String> {
+        let key = key.trim_end_matches('/');
+        let folder = format!("{key}/");
+        let objects = self.list(bucket, &folder).await?;
+        let single = if objects.is_empty() {
+            self.head(bucket, key).await?
+        } else {
+            false
+        };
+        if objects.is_empty() && !single {
+            return Err(format!("nothing is stored at s3://{bucket}/{key}"));
+        }
+        let parent = dest.parent().unwrap_or(Path::new("."));
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        let tmp = parent.join(format!(
+            ".{}.partial-{}-{}",
+            dest.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            std::process::id(),
+            unique()
+        ));
+        let fetched = async {
+            if single {
+                download(&self.client, bucket, key, &tmp).await
+            } else {
+                for obj in &objects {
+                    download(&self.client, bucket, &obj.key, &tmp.join(&obj.rel)).await?;
+                }
+                Ok(())
+            }
+        }
+        .await;
+        if let Err(e) = fetched {
+            let _ = tokio::fs::remove_dir_all(&tmp).await;
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
+        if let Err(e) = tokio::fs::rename(&tmp, dest).await {
+            let _ = tokio::fs::remove_dir_all(&tmp).await;
+            let _ = tokio::fs::remove_file(&tmp).await;
+            // Another task staged the same artifact meanwhile.
+            if !dest.exists() {
+                return Err(format!("cannot write {}: {e}", dest.display()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Uploads a file as the object `s3://bucket/key`, or a folder's files as
+    /// `key/<relative path>`; objects left there by an earlier upload that
+    /// this one did not write are deleted.
+    pub async fn upload_artifact(&self, src: &Path, bucket: &str, key: &str) -> Result<(), String> {
+        let key = key.trim_end_matches('/');
+        let meta = tokio::fs::metadata(src)
+            .await
+            .map_err(|e| format!("cannot read {}: {e}", src.display()))?;
+        let mut written = std::collections::BTreeSet::new();
+        if meta.is_file() {
+            self.put_file(src, bucket, key).await?;
+            written.insert(key.to_string());
+        } else {
+            let mut files = Vec::new();
+            collect_files(src, src, &mut files)
+                .map_err(|e| format!("cannot read {}: {e}", src.display()))?;
+            for (path, rel) in &files {
+                let k = format!("{key}/{rel}");
+                self.put_file(path, bucket, &k).await?;
+                written.insert(k);
+            }
+        }
+        let mut stale: Vec<String> = self
+            .list(bucket, &format!("{key}/"))
+            .await?
+            .into_iter()
+            .map(|o| o.key)
+            .filter(|k| !written.contains(k))
+            .collect();
+        if !written.contains(key) && self.head(bucket, key).await? {
+            stale.push(key.to_string());
+        }
+        for k in stale {
+            self.client
+                .delete_object()
+                .bucket(bucket)
+                .key(&k)
+                .send()
+                .await
+                .map_err(|e| {
+                    format!(
+                        "cannot delete the stale object s3://{bucket}/{k}: {}",
+                        describe(&e)
+                    )
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Whether `s3://bucket/key` holds an artifact (the object, or objects under `key/`).
+    pub async fn artifact_exists(&self, bucket: &str, key: &str) -> Result<bool, String> {
+        let key = key.trim_end_matches('/');
+        if self.head(bucket, key).await? {
+            return Ok(true);
+        }
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(format!("{key}/"))
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(|e| format!("cannot list s3://{bucket}/{key}/: {}", describe(&e)))?;
+        Ok(!page.contents().is_empty())
+    }
+
+    async fn head(&self, bucket: &str, key: &str) -> Result<bool, String> {
+        match self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
+            Err(e) => Err(format!(
+                "cannot look up s3://{bucket}/{key}: {}",
+                describe(&e)
+            )),
+        }
+    }
+
+    async fn put_file(&self, path: &Path, bucket: &str, key: &str) -> Result<(), String> {
+        let body = aws_sdk_s3::primitives::ByteStream::from_path(path)
+            .await
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("cannot upload to s3://{bucket}/{key}: {}", describe(&e)))?;
+        Ok(())
+    }
+
     fn cache_dir(&self, bucket: &str, prefix: &str) -> PathBuf {
         let digest = hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(prefix.as_bytes())[..8]);
         self.cache.join(bucket).join(digest)
     }
+}
+
+/// A number that differs between calls in this process (temporary names).
+fn unique() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 fn describe<E>(e: &aws_sdk_s3::error::SdkError<E>) -> String
@@ -255,17 +407,7 @@ impl ObjectStore for S3Store {
             } else {
                 format!("{base}/{rel}")
             };
-            let body = aws_sdk_s3::primitives::ByteStream::from_path(path)
-                .await
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            self.client
-                .put_object()
-                .bucket(bucket)
-                .key(&key)
-                .body(body)
-                .send()
-                .await
-                .map_err(|e| format!("cannot upload to s3://{bucket}/{key}: {}", describe(&e)))?;
+            self.put_file(path, bucket, &key).await?;
         }
         Ok(files.len() as u64)
     }

@@ -214,7 +214,11 @@ pub async fn artifact(
                 q.task, q.output
             ))
         })?;
-    let base = PathBuf::from(switchyard_engine::io::uri_to_path(&uri));
+    let base = if switchyard_engine::artifacts::is_remote(&uri) {
+        local_copy(&s, &uri).await?
+    } else {
+        PathBuf::from(switchyard_engine::io::uri_to_path(&uri))
+    };
     let path = match &q.file {
         Some(f) => inside(&base, f).ok_or_else(|| {
             ApiError::BadRequest(format!("file '{f}' is not inside the artifact"))
@@ -284,6 +288,35 @@ pub async fn artifact(
         file_body(file),
     )
         .into_response())
+}
+
+/// A copy of a remote artifact in the server's cache, fetched the first time
+/// it is asked for (an artifact's URI is written once per task attempt).
+async fn local_copy(s: &AppState, uri: &str) -> ApiResult<PathBuf> {
+    use sha2::Digest;
+    let store = s.engine.artifact_store().ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "artifact {uri} is in object storage, and this server has none configured"
+        ))
+    })?;
+    let digest: String = sha2::Sha256::digest(uri.as_bytes())[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let name = uri
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or("artifact");
+    let dest = s.config.artifact_cache.join(digest).join(name);
+    if !dest.exists() {
+        store.download(uri, &dest).await.map_err(|e| {
+            ApiError::NotFound(format!(
+                "artifact {uri} cannot be read from object storage: {e}"
+            ))
+        })?;
+    }
+    Ok(dest)
 }
 
 /// `GET /jobs/{id}/metrics`: `{series: {name: [{at, value}]}}`, oldest first.

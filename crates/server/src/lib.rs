@@ -38,8 +38,13 @@ pub use recurring::keep_firing;
 /// Server settings.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Artifacts go here unless a run names its own `pipeline_root`.
+    /// Artifacts go here unless a run names its own `pipeline_root`; runs
+    /// whose root is in S3 work here too (their tasks' folders and staging).
     pub pipeline_root: PathBuf,
+    /// `s3://bucket/prefix`: the default root of runs that name none.
+    pub remote_root: Option<String>,
+    /// Where the dashboard keeps copies of S3 artifacts it served.
+    pub artifact_cache: PathBuf,
     /// Most container tasks running at once, per run.
     pub parallelism: usize,
     /// When set, every endpoint but healthz needs `Authorization: Bearer <token>`.

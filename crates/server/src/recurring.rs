@@ -111,7 +111,7 @@ pub(crate) async fn create(
     let rc = b.runtime_config.unwrap_or_default();
     switchyard_spec::params::resolve_pipeline_parameters(&parsed.spec.root, &rc.parameters)
         .map_err(|e| ApiError::BadRequest(format!("runtime_config.parameters: {e}")))?;
-    run_root(&s, &rc)?;
+    run_root(&s, &rc, parsed.spec.default_pipeline_root.as_deref())?;
     let experiment_id = experiment_of(&s, b.experiment_id).await?;
     let now = Utc::now();
     let r = RecurringRunRecord {
@@ -356,9 +356,17 @@ async fn fire_slot(s: &AppState, r: &RecurringRunRecord, slot: DateTime<Utc>) ->
         .transpose()
         .map_err(|e| ApiError::Internal(format!("stored runtime config: {e}")))?
         .unwrap_or_default();
-    let root = run_root(s, &runtime_config)?;
+    let parsed = parse_spec(&spec).await?;
+    let root = match run_root(
+        s,
+        &runtime_config,
+        parsed.spec.default_pipeline_root.as_deref(),
+    )? {
+        (_, Some(remote)) => remote,
+        (local, None) => local.to_string_lossy().into_owned(),
+    };
     let new = NewRunOf {
-        parsed: parse_spec(&spec).await?,
+        parsed,
         pipeline_id: r.pipeline_id.clone(),
         version_id,
         experiment_id: r.experiment_id.clone(),

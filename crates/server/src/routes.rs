@@ -9,7 +9,7 @@ use axum::{Json, Router};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use switchyard_engine::RunOptions;
+use switchyard_engine::{PipelineRoot, RunOptions};
 use switchyard_spec::ParsedPipeline;
 use switchyard_store::{
     ExperimentRecord, Holder, Lease, PipelineRecord, PipelineVersionRecord, RunCatalog, RunUpdate,
@@ -653,15 +653,28 @@ pub(crate) async fn experiment_of(s: &AppState, id: Option<String>) -> ApiResult
     }
 }
 
-/// Where a run's artifacts go: its runtime config's root, or the server's.
-pub(crate) fn run_root(s: &AppState, rc: &RuntimeConfig) -> ApiResult<std::path::PathBuf> {
-    match rc.pipeline_root.as_deref().filter(|r| !r.is_empty()) {
-        Some(r) if r.contains("://") => Err(ApiError::BadRequest(format!(
-            "runtime_config.pipeline_root {r}: only local directories are supported by this version"
-        ))),
-        Some(r) => Ok(std::path::PathBuf::from(r)),
-        None => Ok(s.config.pipeline_root.clone()),
-    }
+/// Where a run's artifacts go, as KFP chooses: its runtime config's root,
+/// else the pipeline's compiled `defaultPipelineRoot`, else the server's.
+/// Returns the local folder tasks work in and the `s3://` root, if any.
+pub(crate) fn run_root(
+    s: &AppState,
+    rc: &RuntimeConfig,
+    compiled: Option<&str>,
+) -> ApiResult<(std::path::PathBuf, Option<String>)> {
+    let chosen = match (
+        rc.pipeline_root.as_deref().filter(|r| !r.is_empty()),
+        compiled,
+    ) {
+        (Some(r), _) => Some((r, "runtime_config.pipeline_root")),
+        (None, Some(r)) if !r.is_empty() => Some((r, "the pipeline's defaultPipelineRoot")),
+        _ => None,
+    };
+    let Some((text, source)) = chosen else {
+        return Ok((s.config.pipeline_root.clone(), s.config.remote_root.clone()));
+    };
+    Ok(PipelineRoot::parse(text)
+        .map_err(|e| ApiError::BadRequest(format!("{source}: {e}")))?
+        .into_parts(s.config.pipeline_root.clone()))
 }
 
 /// Everything a new run is made of, whoever starts it (a request or a schedule).
@@ -681,7 +694,7 @@ pub(crate) struct NewRunOf {
 
 impl NewRunOf {
     /// The run's catalog entry: its experiment, pipeline and runtime config.
-    pub fn catalog(&self, run_id: &str, root: &std::path::Path) -> RunCatalog {
+    pub fn catalog(&self, run_id: &str, root: &str) -> RunCatalog {
         RunCatalog {
             run_id: run_id.to_string(),
             experiment_id: self.experiment_id.clone(),
@@ -703,11 +716,16 @@ pub(crate) async fn start_run(
     s: &AppState,
     n: NewRunOf,
 ) -> ApiResult<(switchyard_store::RunRecord, RunCatalog)> {
-    let root = run_root(s, &n.runtime_config)?;
+    let (root, remote_root) = run_root(
+        s,
+        &n.runtime_config,
+        n.parsed.spec.default_pipeline_root.as_deref(),
+    )?;
     let opts = RunOptions {
         parallelism: s.config.parallelism,
         cache: true,
         pipeline_root: root,
+        remote_root,
         display_name: n.display_name.clone(),
         id: n.id.clone(),
         schedule_time: n.fired_by.as_ref().map(|(_, t)| *t),
@@ -719,6 +737,7 @@ pub(crate) async fn start_run(
         .map_err(|e| match e {
             switchyard_engine::EngineError::Spec(e) => ApiError::BadRequest(e.to_string()),
             switchyard_engine::EngineError::Store(e) => e.into(),
+            switchyard_engine::EngineError::Options(e) => ApiError::BadRequest(e),
             other => ApiError::Internal(other.to_string()),
         })?;
     // Ours from the start, while it waits PENDING for a slot: another server
@@ -726,7 +745,7 @@ pub(crate) async fn start_run(
     s.runs
         .set_owner(&run.id, Some(&Holder::current().lease()))
         .await?;
-    let cat = n.catalog(&run.id, &opts.pipeline_root);
+    let cat = n.catalog(&run.id, &run.pipeline_root);
     if let Err(e) = s.catalog.put_run_catalog(&cat).await {
         // Never leave a half-created run behind.
         let _ = s.catalog.delete_run(&run.id).await;

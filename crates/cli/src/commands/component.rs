@@ -185,7 +185,7 @@ pub async fn run(
         &rec.model,
         exec["outputs"]["artifacts"]["model"]["artifacts"][0]["uri"].as_str(),
     ) {
-        let dest = PathBuf::from(switchyard_engine::io::uri_to_path(uri));
+        let dest = PathBuf::from(switchyard_engine::artifacts::path_in_task(uri));
         paths
             .job_runner(store.clone())?
             .fetch_model(&job, model, &dest)

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
-use switchyard_engine::{Engine, RunOptions};
+use switchyard_engine::{Engine, PipelineRoot, RunOptions};
 use switchyard_spec::parse_pipeline;
 use switchyard_store::RunStore;
 use tokio_util::sync::CancellationToken;
@@ -38,19 +38,34 @@ pub fn parse_params(raw: &[String]) -> Result<BTreeMap<String, Value>> {
     Ok(out)
 }
 
-fn pipeline_root(args: &RunArgs, paths: &Paths) -> Result<PathBuf> {
-    let root = args
-        .pipeline_root
-        .clone()
-        .unwrap_or_else(|| paths.artifacts.clone());
-    let text = root.to_string_lossy();
-    if text.contains("://") {
-        bail!("--pipeline-root {text}: only local directories are supported by this version (S3 pipeline roots are not supported yet)");
-    }
-    std::fs::create_dir_all(&root)
-        .with_context(|| format!("cannot create pipeline root {}", root.display()))?;
-    root.canonicalize()
-        .with_context(|| format!("cannot resolve pipeline root {}", root.display()))
+/// The run's pipeline root: `--pipeline-root`, else the one the pipeline was
+/// compiled with (`dsl.pipeline(pipeline_root=...)`), else the data folder's
+/// artifacts. With an `s3://` root, tasks still work in the local folder.
+fn pipeline_root(
+    args: &RunArgs,
+    paths: &Paths,
+    compiled: Option<&str>,
+) -> Result<(PathBuf, Option<String>)> {
+    let chosen = match (&args.pipeline_root, compiled) {
+        (Some(root), _) => Some((root.to_string_lossy().into_owned(), "--pipeline-root")),
+        (None, Some(root)) if !root.is_empty() => Some((
+            root.to_string(),
+            "the pipeline's defaultPipelineRoot (give --pipeline-root to choose another)",
+        )),
+        _ => None,
+    };
+    let (local, remote) = match chosen {
+        None => (paths.artifacts.clone(), None),
+        Some((text, source)) => PipelineRoot::parse(&text)
+            .map_err(|e| anyhow::anyhow!("{source}: {e}"))?
+            .into_parts(paths.artifacts.clone()),
+    };
+    std::fs::create_dir_all(&local)
+        .with_context(|| format!("cannot create pipeline root {}", local.display()))?;
+    let local = local
+        .canonicalize()
+        .with_context(|| format!("cannot resolve pipeline root {}", local.display()))?;
+    Ok((local, remote))
 }
 
 pub async fn run(engine: &Engine, paths: &Paths, args: RunArgs) -> Result<i32> {
@@ -66,10 +81,13 @@ pub async fn run(engine: &Engine, paths: &Paths, args: RunArgs) -> Result<i32> {
     if parallelism == 0 {
         bail!("--parallelism must be at least 1");
     }
+    let (pipeline_root, remote_root) =
+        pipeline_root(&args, paths, pipeline.spec.default_pipeline_root.as_deref())?;
     let opts = RunOptions {
         parallelism,
         cache: !args.no_cache,
-        pipeline_root: pipeline_root(&args, paths)?,
+        pipeline_root,
+        remote_root,
         display_name: args.name.clone(),
         ..Default::default()
     };

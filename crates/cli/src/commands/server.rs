@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use switchyard_engine::Engine;
+use switchyard_engine::{Engine, PipelineRoot};
 use switchyard_server::{
     app, keep_firing, keep_recovering, recover, state, HostPolicy, ServerConfig,
 };
@@ -42,10 +42,12 @@ pub async fn serve(
     store: Arc<SqlStore>,
     args: ServerArgs,
 ) -> Result<i32> {
-    let pipeline_root = args
-        .pipeline_root
-        .clone()
-        .unwrap_or_else(|| paths.artifacts.clone());
+    let (pipeline_root, remote_root) = match args.pipeline_root.as_deref() {
+        None => (paths.artifacts.clone(), None),
+        Some(root) => PipelineRoot::parse(&root.to_string_lossy())
+            .map_err(|e| anyhow::anyhow!("--pipeline-root: {e}"))?
+            .into_parts(paths.artifacts.clone()),
+    };
     std::fs::create_dir_all(&pipeline_root)
         .with_context(|| format!("cannot create {}", pipeline_root.display()))?;
     let token = match (&args.auth_token, args.no_auth) {
@@ -66,6 +68,8 @@ pub async fn serve(
     };
     let config = ServerConfig {
         pipeline_root: pipeline_root.canonicalize()?,
+        remote_root,
+        artifact_cache: paths.home.join("cache/artifacts"),
         parallelism: args
             .parallelism
             .unwrap_or_else(|| {

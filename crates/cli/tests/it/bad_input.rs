@@ -186,11 +186,11 @@ fn unsupported_features_say_which() {
         "run",
         p.to_str().unwrap(),
         "--pipeline-root",
-        "s3://bucket/root",
+        "gs://bucket/root",
     ]);
     assert_eq!(r.code, 2);
     assert!(
-        r.stderr.contains("not supported yet") && r.stderr.contains("s3://bucket/root"),
+        r.stderr.contains("gs:// is not supported") && r.stderr.contains("gs://bucket/root"),
         "{}",
         r.stderr
     );

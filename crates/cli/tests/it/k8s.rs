@@ -909,3 +909,55 @@ fn pipeline_steps_run_as_pods_and_pass_parameters_and_artifacts() {
         .iter()
         .any(|t| t["key"] == "dedicated" && t["value"] == "ml")));
 }
+
+#[test]
+#[ignore = "needs the local Kubernetes cluster (scripts/k8s-cluster start) and moto (scripts/setup)"]
+fn pod_steps_of_an_s3_root_run_put_their_artifacts_in_s3() {
+    let moto = crate::moto::Moto::start();
+    moto.put("art", &[]);
+    let k = kube();
+    let mut ns = k.namespace("s3root");
+    let data = ns.data.path().to_path_buf();
+    ns.claim("switchyard-data", &data);
+    let sb = Sandbox::new();
+    let p = crate::common::pipeline("k8s_s3");
+    let mut cmd = sb.cmd();
+    moto.env(&mut cmd);
+    let out = cmd
+        .env("SWITCHYARD_HOME", &data)
+        .env("SWITCHYARD_TASK_BACKEND", "kubernetes")
+        .env("SWITCHYARD_K8S_NAMESPACE", &ns.name)
+        .env("SWITCHYARD_K8S_KUBECONFIG", &k.server)
+        .env("SWITCHYARD_K8S_TASK_CLAIM", "switchyard-data")
+        .env("SWITCHYARD_K8S_TASK_MOUNT", &data)
+        .args([
+            "run",
+            p.to_str().expect("utf8"),
+            "--output",
+            "json",
+            "--quiet",
+        ])
+        .args(["--pipeline-root", "s3://art/k8s"])
+        .output()
+        .expect("switchyard run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{stderr}\n{}",
+        k.kubectl(&["-n", &ns.name, "get", "pods", "-o", "wide"])
+    );
+    let run: Value = serde_json::from_str(&stdout).expect("run JSON");
+    let id = run["run_id"].as_str().expect("run id");
+    let uri = format!("s3://art/k8s/k8s-s3/{id}/pod-write/data");
+    let report = run["outputs"]["Output"].as_str().unwrap_or_default();
+    assert!(report.starts_with("from "), "{report}");
+    assert!(report.ends_with(&format!("\n{uri}\n")), "{report}");
+    let keys = moto.keys("art");
+    for key in ["part-0", "uri"] {
+        let full = format!("k8s/k8s-s3/{id}/pod-write/data/{key}");
+        assert!(keys.contains(&full), "{full} not in {keys:?}");
+    }
+    let pods = ns.get(&["get", "pods"]);
+    assert_eq!(pods["items"].as_array().map(Vec::len), Some(2), "{pods:#}");
+}

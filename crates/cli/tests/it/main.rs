@@ -12,5 +12,6 @@ mod lifecycle;
 mod moto;
 mod params;
 mod s3;
+mod s3_root;
 mod sagemaker;
 mod semantics;

@@ -74,14 +74,6 @@ async fn run_importer(
     ctx.finish(&mut rec, State::Succeeded, outputs, None).await
 }
 
-/// True when every local artifact file a cached result points to still exists.
-fn artifacts_exist(io: &Io) -> bool {
-    io.artifacts.values().flatten().all(|a| {
-        let p = a.local_path();
-        !p.starts_with('/') || std::path::Path::new(&p).exists()
-    })
-}
-
 async fn run_container(
     ctx: &Arc<RunCtx>,
     key: &str,
@@ -113,7 +105,12 @@ async fn run_container(
     rec.fingerprint = Some(fp.clone());
     if caching {
         if let Ok(Some(hit)) = ctx.store.get_cache(&fp).await {
-            if let Some(io) = Io::from_value(&hit.outputs).filter(artifacts_exist) {
+            let io = Io::from_value(&hit.outputs);
+            let available = match &io {
+                Some(io) => staging::artifacts_available(ctx, io).await,
+                None => false,
+            };
+            if let Some(io) = io.filter(|_| available) {
                 rec.cached = true;
                 rec.started_at = Some(Utc::now());
                 return Ok(ctx.finish(rec, State::Succeeded, io, None).await);
@@ -127,7 +124,19 @@ async fn run_container(
         .map_err(|e| format!("cannot create {}: {e}", param_dir.display()))?;
     let mut outputs = Io::default();
     for (name, def) in &comp.output_definitions.artifacts {
-        let uri = task_dir.join(name).to_string_lossy().into_owned();
+        let uri = match &ctx.remote_base {
+            // KFP's layout: <root>/<pipeline>/<run>/<task>/<output>.
+            Some(base) => {
+                let uri = format!("{base}/{}/{name}", key_dir(key));
+                let local = ctx.run_values.staging.local_path(&uri);
+                if let Some(parent) = std::path::Path::new(&local).parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+                }
+                uri
+            }
+            None => task_dir.join(name).to_string_lossy().into_owned(),
+        };
         outputs.artifacts.insert(
             name.clone(),
             vec![Artifact {
@@ -170,7 +179,7 @@ async fn run_container(
     if argv.is_empty() {
         return Err("the container has no command".into());
     }
-    let env: BTreeMap<String, String> = container
+    let mut env: BTreeMap<String, String> = container
         .env
         .iter()
         .map(|e| (e.name.clone(), e.value.clone()))
@@ -179,6 +188,14 @@ async fn run_container(
     let log = TaskLog::open(ctx, key)?;
     rec.log_path = Some(log.path.to_string_lossy().into_owned());
     let sink = log.sink.clone();
+    if staging::uses_staging(ctx, &inputs) {
+        let hook = ctx
+            .run_values
+            .staging
+            .python_env(env.get("PYTHONPATH").map(String::as_str))?;
+        env.extend(hook);
+        staging::stage_in(ctx, &inputs, &log).await?;
+    }
 
     // Exit handlers (ALL_UPSTREAM_TASKS_COMPLETED) run even after the run was
     // canceled: their job gets its own token, not the run's.
@@ -241,7 +258,14 @@ async fn run_container(
         drop(permit);
         let (message, retryable) = match result {
             Ok(JobOutcome::Succeeded) => {
-                let outs = collect_outputs(comp, outputs.clone(), &output_files, &exec_output)?;
+                let outs = collect_outputs(
+                    comp,
+                    outputs.clone(),
+                    &output_files,
+                    &exec_output,
+                    &ctx.run_values.staging,
+                )?;
+                staging::stage_out(ctx, &outs, &log).await?;
                 let out = ctx.finish(rec, State::Succeeded, outs.clone(), None).await;
                 if caching && out.state == State::Succeeded {
                     let entry = CacheEntry {
@@ -375,6 +399,7 @@ fn collect_outputs(
     mut outputs: Io,
     output_files: &Map<String, Value>,
     exec_output: &str,
+    staging: &crate::artifacts::Staging,
 ) -> Result<Io, String> {
     let exec: Option<Value> = match std::fs::read_to_string(exec_output) {
         Ok(text) if !text.trim().is_empty() => Some(
@@ -442,7 +467,7 @@ fn collect_outputs(
                         .and_then(Value::as_str)
                         .filter(|p| !p.is_empty())
                     {
-                        take_custom_path(name, custom, &a.local_path())?;
+                        take_custom_path(name, custom, &staging.local_path(&a.uri))?;
                     }
                 }
             }

@@ -31,6 +31,7 @@ use crate::retry::backoff;
 mod executor;
 mod inputs;
 mod loops;
+mod staging;
 mod tasklog;
 
 use executor::run_executor;
@@ -53,6 +54,11 @@ pub(crate) struct RunCtx {
     pub events: EventSender,
     pub store: Arc<dyn RunStore>,
     pub backend: Arc<dyn Backend>,
+    /// Object storage for `s3://` artifacts.
+    pub artifacts: Option<Arc<dyn crate::artifacts::ArtifactStore>>,
+    /// `s3://bucket/prefix/<pipeline>/<run>` when the run's root is remote:
+    /// its tasks' output artifacts go under it.
+    pub remote_base: Option<String>,
     /// Set when another process took the run over (this one's lease expired):
     /// from then on nothing of this execution is written.
     pub lost: CancellationToken,
