@@ -66,3 +66,8 @@ def s3_root(rows: int = 3, tag: str = "v1") -> str:
 def s3_import(uri: str = "s3://inputs/raw/data.txt") -> str:
     imported = dsl.importer(artifact_uri=uri, artifact_class=Model, reimport=False)
     return read(model=imported.output).output
+
+
+@dsl.pipeline(name="s3-compiled-root", pipeline_root="s3://art/compiled")
+def s3_compiled_root() -> str:
+    return read(model=elsewhere().outputs["out"]).output

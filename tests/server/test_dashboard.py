@@ -407,9 +407,9 @@ def test_artifacts_under_an_s3_root_are_previewed_and_downloaded_from_s3(browser
 
     moto.s3.create_bucket(Bucket="art")
     with tempfile.TemporaryDirectory() as home:
-        s = Server(pathlib.Path(home), token=TOKEN, env=moto.env()).start()
+        s = Server(pathlib.Path(home), env=moto.env()).start()
         try:
-            client = kfp.Client(host=s.url, existing_token=TOKEN)
+            client = kfp.Client(host=s.url)
             run = client.create_run_from_pipeline_package(
                 compiled(dashboard.dashboard_report), {"rows": 3, "pause": 0.1}, pipeline_root="s3://art/reports")
             done = client.wait_for_run_completion(run.run_id, timeout=300)
@@ -423,11 +423,9 @@ def test_artifacts_under_an_s3_root_are_previewed_and_downloaded_from_s3(browser
             # An artifact whose object is gone answers 404 naming it.
             moto.s3.delete_object(Bucket="art", Key=prefix + "page")
             r = requests.get(f"{s.url}/apis/switchyard/v1/runs/{run.run_id}/artifact",
-                             params={"task": "make-report", "output": "page"},
-                             headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+                             params={"task": "make-report", "output": "page"}, timeout=30)
             assert r.status_code == 404 and f"s3://art/{prefix}page" in r.text, r.text
             page = open_page(browser, request)
-            sign_in(page, s.url)
             page.goto(f"{s.url}/#/runs/details/{run.run_id}")
             expect(page.locator("h1 .state")).to_have_text("SUCCEEDED")
             node(page, "make-report").click()

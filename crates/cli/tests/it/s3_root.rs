@@ -63,6 +63,30 @@ fn artifacts_of_an_s3_root_live_in_s3_and_are_staged_around_each_task() {
         assert!(keys.contains(&full), "{full} not in {keys:?}");
     }
 
+    // A root compiled into the pipeline is used when none is given, and
+    // --pipeline-root overrides it.
+    let (code, compiled, err) = run(&sb, &moto, "s3_compiled_root", &["--no-cache"]);
+    assert_eq!(code, 0, "{compiled:#}\n{err}");
+    assert_eq!(compiled["pipeline_root"], "s3://art/compiled");
+    assert_eq!(compiled["outputs"]["Output"], "moved");
+    let cid = compiled["run_id"].as_str().unwrap();
+    assert!(moto.keys("art").contains(&format!(
+        "compiled/s3-compiled-root/{cid}/elsewhere/out-custom"
+    )));
+    let local = sb.path("local-root");
+    let (code, overridden, err) = run(
+        &sb,
+        &moto,
+        "s3_compiled_root",
+        &["--pipeline-root", &local, "--no-cache"],
+    );
+    assert_eq!(code, 0, "{overridden:#}\n{err}");
+    assert_eq!(overridden["outputs"]["Output"], "moved");
+    assert!(overridden["pipeline_root"]
+        .as_str()
+        .unwrap()
+        .ends_with("local-root"));
+
     // Another machine: nothing of the first run on disk. The producer's
     // result is reused from the cache (its artifacts are in S3), and the
     // consumer reads them from there.
