@@ -27,6 +27,10 @@ pub struct Cli {
     /// instead of running here. `SWITCHYARD_AUTH_TOKEN` is sent as the bearer token.
     #[arg(long, env = "SWITCHYARD_SERVER", global = true)]
     pub server: Option<String>,
+    /// Start every KFP Python step with a fresh interpreter instead of a fork
+    /// of a warm one (one per environment, kfp's executor already imported).
+    #[arg(long, env = "SWITCHYARD_NO_WARM_PYTHON", global = true)]
+    pub no_warm_python: bool,
     #[command(subcommand)]
     pub command: Command,
 }

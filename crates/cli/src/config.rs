@@ -82,6 +82,7 @@ impl Paths {
             venv_dir: self.venvs.clone(),
             python: std::env::var("SWITCHYARD_PYTHON").unwrap_or_else(|_| "python3".into()),
             kill_grace: Self::kill_grace(),
+            warm_python: true,
             tool_dir: std::env::current_exe()
                 .ok()
                 .and_then(|p| p.parent().map(PathBuf::from)),

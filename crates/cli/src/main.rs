@@ -15,7 +15,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Parser;
 use switchyard_engine::Engine;
-use switchyard_local::LocalBackend;
+use switchyard_local::{LocalBackend, LocalConfig};
 use switchyard_store::SqlStore;
 
 use crate::cli::{Cli, Command, JobCommand, RunsCommand};
@@ -80,7 +80,10 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             .unwrap_or_default()
             .as_str()
         {
-            "" | "local" => Arc::new(LocalBackend::new(paths.local_backend())),
+            "" | "local" => Arc::new(LocalBackend::new(LocalConfig {
+                warm_python: !cli.no_warm_python,
+                ..paths.local_backend()
+            })),
             "kubernetes" => {
                 let config = switchyard_kubernetes::tasks::TaskPodConfig::from_env(&paths.home)
                     .map_err(anyhow::Error::msg)?;

@@ -11,6 +11,7 @@ mod guard;
 mod process;
 pub mod training;
 pub mod venv;
+mod warm;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -32,16 +33,26 @@ pub struct LocalConfig {
     pub tool_dir: Option<PathBuf>,
     /// Set for every task (`SWITCHYARD_HOME`, `SWITCHYARD_INVOCATION_DIR`).
     pub extra_env: std::collections::BTreeMap<String, String>,
+    /// Run KFP Python steps as forks of a warm interpreter per environment
+    /// (see [`warm`]); off, each starts a fresh interpreter.
+    pub warm_python: bool,
 }
 
 /// Runs jobs as local process groups.
 pub struct LocalBackend {
     config: LocalConfig,
+    warm: warm::WarmPythons,
+    /// Set once a warm start failed and the step started plainly (said once).
+    warm_failed: std::sync::atomic::AtomicBool,
 }
 
 impl LocalBackend {
     pub fn new(config: LocalConfig) -> Self {
-        LocalBackend { config }
+        LocalBackend {
+            config,
+            warm: warm::WarmPythons::default(),
+            warm_failed: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 }
 
@@ -97,6 +108,47 @@ impl Backend for LocalBackend {
                     .into_iter()
                     .filter(|k| !job.env.contains_key(*k)),
             );
+            let step = self
+                .config
+                .warm_python
+                .then(|| warm::Step::from_launcher(&argv))
+                .flatten();
+            if let (Some(step), Some(venv)) = (step, bin.parent()) {
+                // The environment a plain start would give the step.
+                let mut full: std::collections::BTreeMap<String, String> =
+                    std::env::vars().collect();
+                full.extend(env.clone());
+                for k in &remove_env {
+                    full.remove(*k);
+                }
+                full.insert("_KFP_RUNTIME".into(), "true".into());
+                let ran = self
+                    .warm
+                    .run(
+                        venv,
+                        step,
+                        full,
+                        &job.work_dir,
+                        logs.clone(),
+                        cancel.clone(),
+                        self.config.kill_grace,
+                    )
+                    .await;
+                match ran {
+                    Ok(outcome) => return outcome,
+                    Err(warm::Fallback(why)) => {
+                        let first = !self
+                            .warm_failed
+                            .swap(true, std::sync::atomic::Ordering::SeqCst);
+                        if first {
+                            tracing::warn!(reason = %why, "a Python step starts without its warm interpreter");
+                        }
+                        logs(&format!(
+                            "[switchyard] note: this step starts a fresh interpreter: {why}"
+                        ));
+                    }
+                }
+            }
         }
         process::run_process(
             &argv,

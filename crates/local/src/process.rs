@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 /// Reads the merged output pipe line by line; one pipe for stdout and stderr
 /// keeps lines in the order the process wrote them (a Python traceback stays
 /// after the lines that led to it). Async, so it can be abandoned (see [`drain`]).
-fn pump(
+pub(crate) fn pump(
     reader: std::io::PipeReader,
     sink: LogSink,
 ) -> Result<tokio::task::JoinHandle<()>, BackendError> {

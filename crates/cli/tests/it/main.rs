@@ -15,3 +15,4 @@ mod s3;
 mod s3_root;
 mod sagemaker;
 mod semantics;
+mod warm;
