@@ -29,7 +29,9 @@ pub struct Cli {
     pub server: Option<String>,
     /// Start every KFP Python step with a fresh interpreter instead of a fork
     /// of a warm one (one per environment, kfp's executor already imported).
-    #[arg(long, env = "SWITCHYARD_NO_WARM_PYTHON", global = true)]
+    #[arg(long, env = "SWITCHYARD_NO_WARM_PYTHON", global = true,
+          action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub no_warm_python: bool,
     #[command(subcommand)]
     pub command: Command,

@@ -23,6 +23,19 @@ use crate::config::Paths;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if prints_only(&cli.command) {
+        // `switchyard runs list | head` ends quietly when `head` has read
+        // enough, as other command-line tools do, instead of panicking in
+        // println!. Only for commands that start nothing and write to no
+        // pipe but stdout: elsewhere a closed pipe must stay an error.
+        // SAFETY: no other thread exists yet; SIG_DFL is a valid disposition.
+        unsafe {
+            let _ = nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            );
+        }
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -47,6 +60,17 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Commands that only read records and print them.
+fn prints_only(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Runs(RunsCommand::List { .. } | RunsCommand::Get { .. })
+            | Command::Job(
+                JobCommand::List { .. } | JobCommand::Get { .. } | JobCommand::Logs { .. }
+            )
+    )
 }
 
 async fn dispatch(cli: Cli) -> Result<i32> {

@@ -229,3 +229,22 @@ fn names_cannot_escape_the_run_folder() {
     );
     assert_eq!(sb.run_count(), 0);
 }
+
+#[test]
+fn listing_into_a_closed_pipe_ends_quietly() {
+    let sb = Sandbox::new();
+    for args in [["runs", "list"], ["job", "list"]] {
+        let mut child = sb
+            .cmd()
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader (`head`, say) is gone before anything is written.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
