@@ -77,10 +77,24 @@ impl Paths {
         Ok(JobRunner::new(store, config))
     }
 
+    /// `SWITCHYARD_UV` (a path, or `off`), else `uv` on PATH.
+    fn uv() -> Option<PathBuf> {
+        match std::env::var("SWITCHYARD_UV") {
+            Ok(v) if v == "off" || v.is_empty() => None,
+            Ok(v) => Some(PathBuf::from(v)),
+            Err(_) => std::env::var_os("PATH").and_then(|path| {
+                std::env::split_paths(&path)
+                    .map(|d| d.join("uv"))
+                    .find(|p| p.is_file())
+            }),
+        }
+    }
+
     pub fn local_backend(&self) -> LocalConfig {
         LocalConfig {
             venv_dir: self.venvs.clone(),
             python: std::env::var("SWITCHYARD_PYTHON").unwrap_or_else(|_| "python3".into()),
+            uv: Self::uv(),
             kill_grace: Self::kill_grace(),
             warm_python: true,
             tool_dir: std::env::current_exe()

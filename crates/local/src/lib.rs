@@ -26,6 +26,9 @@ pub struct LocalConfig {
     pub venv_dir: PathBuf,
     /// The interpreter used to create them.
     pub python: String,
+    /// `uv`, when available: environments are built with it (same recipe,
+    /// same cache key), with pip as the fallback.
+    pub uv: Option<PathBuf>,
     /// How long a cancelled job gets between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
     /// Put first on every task's PATH (the folder of the `switchyard` binary, so

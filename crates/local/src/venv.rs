@@ -162,6 +162,64 @@ fn build(
         "[switchyard] creating Python environment {} (once per package set)",
         dir.display()
     ));
+    if let Some(uv) = &config.uv {
+        match build_with_uv(uv, config, comp, dir, logs) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                logs(&format!(
+                    "[switchyard] uv could not build it ({e}); building it with pip"
+                ));
+                let _ = fs::remove_dir_all(dir);
+            }
+        }
+    }
+    build_with_pip(config, comp, dir, logs)
+}
+
+/// The same recipe through `uv` (a PyPI package, one static binary): the
+/// environment is the same (pip seeded in it, as `python -m venv` does), the
+/// resolution and downloads several times faster.
+fn build_with_uv(
+    uv: &Path,
+    config: &LocalConfig,
+    comp: &KfpPythonComponent,
+    dir: &Path,
+    logs: &LogSink,
+) -> Result<(), String> {
+    run_logged(
+        Command::new(uv)
+            .args(["venv", "--quiet", "--seed", "--python", &config.python])
+            .arg(dir),
+        &format!(
+            "creating a virtual environment with uv and '{}'",
+            config.python
+        ),
+        logs,
+    )?;
+    let py = dir.join("bin").join("python");
+    for install in &comp.pip_installs {
+        logs(&format!(
+            "[switchyard] uv pip install {}",
+            install.join(" ")
+        ));
+        run_logged(
+            Command::new(uv)
+                .args(["pip", "install", "--quiet", "--python"])
+                .arg(&py)
+                .args(install),
+            "installing the component's packages with uv",
+            logs,
+        )?;
+    }
+    Ok(())
+}
+
+fn build_with_pip(
+    config: &LocalConfig,
+    comp: &KfpPythonComponent,
+    dir: &Path,
+    logs: &LogSink,
+) -> Result<(), String> {
     run_logged(
         Command::new(&config.python).args(["-m", "venv"]).arg(dir),
         &format!("creating a virtual environment with '{}'", config.python),

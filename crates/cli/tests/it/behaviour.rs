@@ -1,6 +1,6 @@
 //! Retries, caching, failures and concurrency.
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::common::{task, Sandbox};
 
@@ -225,5 +225,72 @@ fn python_components_run_in_managed_environments_without_network() {
             .env("PIP_NO_INDEX", "1")
             .output()
             .unwrap(),
+    );
+}
+
+#[test]
+#[ignore = "needs the kfp SDK venv with uv (scripts/setup)"]
+fn environments_build_with_uv_or_pip_alike_and_fall_back_to_pip() {
+    let uv = crate::common::python().parent().unwrap().join("uv");
+    assert!(
+        uv.exists(),
+        "{} (tests/requirements.txt installs uv)",
+        uv.display()
+    );
+    let run_with = |venvs: &std::path::Path, uv_setting: &str, extra: &[&str]| {
+        let sb = Sandbox::new();
+        let p = crate::common::pipeline("environments");
+        let out = sb
+            .cmd()
+            .env("SWITCHYARD_VENV_DIR", venvs)
+            .env("SWITCHYARD_UV", uv_setting)
+            .args([
+                "run",
+                p.to_str().unwrap(),
+                "-q",
+                "--output",
+                "json",
+                "--no-cache",
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        let run: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        assert!(out.status.success(), "{run:#}");
+        let t = task(&run, "with-package");
+        let log = std::fs::read_to_string(t["log"].as_str().unwrap()).unwrap();
+        (t["outputs"]["Output"].as_str().unwrap().to_string(), log)
+    };
+    let with_uv = tempfile::tempdir().unwrap();
+    let (out_uv, log) = run_with(with_uv.path(), uv.to_str().unwrap(), &[]);
+    assert!(
+        log.contains("[switchyard] uv pip install six==1.16.0"),
+        "{log}"
+    );
+    let with_pip = tempfile::tempdir().unwrap();
+    let (out_pip, log) = run_with(with_pip.path(), "off", &[]);
+    assert!(
+        log.contains("[switchyard] pip install six==1.16.0"),
+        "{log}"
+    );
+    // The same environment either way, under the same key.
+    let strip = |out: &str, dir: &std::path::Path| {
+        out.replace(dir.canonicalize().unwrap().to_str().unwrap(), "VENVS")
+    };
+    assert_eq!(
+        strip(&out_uv, with_uv.path()),
+        strip(&out_pip, with_pip.path())
+    );
+    assert!(out_uv.starts_with("1.16.0 "));
+    // Built once: the next run builds nothing and needs no index.
+    let (_, log) = run_with(with_uv.path(), uv.to_str().unwrap(), &[]);
+    assert!(!log.contains("creating Python environment"), "{log}");
+    // A uv that fails: pip builds the environment, and the log says why.
+    let broken = tempfile::tempdir().unwrap();
+    let (out, log) = run_with(broken.path(), "/bin/false", &[]);
+    assert!(out.starts_with("1.16.0 "));
+    assert!(
+        log.contains("uv could not build it") && log.contains("building it with pip"),
+        "{log}"
     );
 }
