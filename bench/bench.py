@@ -1,7 +1,9 @@
 """Switchyard vs kfp's local runner on the same compiled pipelines, in one run.
 
 Usage: python bench/bench.py --binary PATH [--repeat N]
-Measures wall time from command start to finish (median of N) for:
+Measures wall time from command start to finish (median of N), Switchyard with
+its warm interpreters (the default) and with a plain interpreter start per step
+(--no-warm-python), for:
   chain10       10 Python tasks in a chain
   fanout16      16 independent Python tasks
   fanout16-loop a ParallelFor over 16 items
@@ -45,7 +47,8 @@ def main():
     work = pathlib.Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
     compiled = {}
     for name, fn in [("chain10", pipelines.chain10), ("fanout16", pipelines.fanout16),
-                     ("fanout16-loop", pipelines.fanout16_loop), ("chain200", pipelines.chain200)]:
+                     ("fanout16-loop", pipelines.fanout16_loop), ("chain200", pipelines.chain200),
+                     ("rss", pipelines.rss)]:
         compiled[name] = work / f"{name}.yaml"
         compiler.Compiler().compile(fn, str(compiled[name]))
 
@@ -57,24 +60,32 @@ def main():
 
     results = {}
     for name in ["chain10", "fanout16", "fanout16-loop"]:
-        ours, theirs, theirs_inproc = [], [], []
+        ours, plain, theirs, theirs_inproc = [], [], [], []
         for _ in range(args.repeat):
             ours.append(wall(sy(name), env)[0])
+            plain.append(wall(sy(name) + ["--no-warm-python"], env)[0])
             root = tempfile.mkdtemp(dir=work)
             dt, out = wall([sys.executable, str(HERE / "kfp_local.py"), name, root], dict(os.environ, PYTHONPATH=str(HERE)))
             theirs.append(dt)
             theirs_inproc.append(float(out.strip().splitlines()[-1]))
-        results[name] = (statistics.median(ours), statistics.median(theirs), statistics.median(theirs_inproc))
+        results[name] = (statistics.median(ours), statistics.median(plain),
+                         statistics.median(theirs), statistics.median(theirs_inproc))
 
     chain200 = statistics.median(wall(sy("chain200"), env)[0] for _ in range(args.repeat))
     spawn = statistics.median(
         wall(["sh", "-c", "for i in $(seq 200); do /bin/true; done"])[0] for _ in range(args.repeat))
 
     print(f"machine: {os.cpu_count()} CPUs; repeat={args.repeat}; median wall times\n")
-    print("| pipeline | switchyard | kfp local (process) | kfp local (in-process) | speed-up vs process | vs in-process |")
-    print("|---|---|---|---|---|---|")
-    for name, (o, t, ti) in results.items():
-        print(f"| {name} | {o:.2f}s | {t:.2f}s | {ti:.2f}s | {t / o:.2f}x | {ti / o:.2f}x |")
+    print("| pipeline | switchyard | switchyard, plain starts | kfp local (process) | kfp local (in-process) | speed-up vs process | vs in-process | warm vs plain |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, (o, p, t, ti) in results.items():
+        print(f"| {name} | {o:.2f}s | {p:.2f}s | {t:.2f}s | {ti:.2f}s | {t / o:.2f}x | {ti / o:.2f}x | {p / o:.2f}x |")
+    # Per Python step, engine and interpreter together: the chain's time over
+    # its 10 steps, less nothing (the first step includes the server's start).
+    print(f"\nchain10 per Python step: {results['chain10'][0] / 10 * 1000:.1f} ms warm, "
+          f"{results['chain10'][1] / 10 * 1000:.1f} ms plain")
+    _, out = wall(sy("rss"), env)
+    print(f"fork server RSS (VmRSS, shared pages included): {json.loads(out)['outputs']['Output'] / 1024:.1f} MiB")
     per_task = chain200 / 200 * 1000
     print(f"\nchain200 (`true` containers): {chain200:.2f}s total, {per_task:.2f} ms/task; "
           f"spawning /bin/true alone: {spawn / 200 * 1000:.2f} ms; engine overhead ≈ {per_task - spawn / 200 * 1000:.2f} ms/task")

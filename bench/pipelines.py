@@ -54,3 +54,19 @@ def loop_n(n: int = 1) -> None:
     made = make_items(n=n).set_caching_options(False)
     with dsl.ParallelFor(made.outputs["items"], parallelism=16):
         true_task().set_caching_options(False)
+
+
+@dsl.component(base_image="python:3.11")
+def parent_rss_kib() -> int:
+    """The resident memory of the process that started this step (the warm
+    interpreter, when the step is a fork of it)."""
+    import os
+    for line in open(f"/proc/{os.getppid()}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+@dsl.pipeline(name="rss")
+def rss() -> int:
+    return parent_rss_kib().output

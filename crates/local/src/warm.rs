@@ -103,6 +103,7 @@ impl WarmPythons {
         }
         use std::os::unix::fs::DirBuilderExt;
         let base = std::env::temp_dir();
+        remove_stale(&base);
         for n in 0..100u32 {
             let d = base.join(format!("switchyard-py-{}-{n}", std::process::id()));
             match std::fs::DirBuilder::new().mode(0o700).create(&d) {
@@ -237,6 +238,7 @@ impl WarmPythons {
             ));
         };
         crate::guard::watch(pid);
+        let mut group = StepGroup { pid, ended: false };
         let ended = tokio::select! {
             r = replies.next_line() => Some(r),
             _ = cancel.cancelled() => None,
@@ -257,8 +259,44 @@ impl WarmPythons {
         };
         // Whatever the step left in its group goes with it.
         signal_group(pid, Signal::SIGKILL);
+        group.ended = true;
         drain(output).await;
         Ok(outcome)
+    }
+}
+
+/// Removes the folders of `switchyard` processes that ended without
+/// cleaning up (killed): `switchyard-py-<pid>-<n>` whose process is gone.
+fn remove_stale(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("switchyard-py-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Kills a started step's group if its run is dropped before it ended.
+struct StepGroup {
+    pid: u32,
+    ended: bool,
+}
+
+impl Drop for StepGroup {
+    fn drop(&mut self) {
+        if !self.ended {
+            signal_group(self.pid, Signal::SIGKILL);
+        }
     }
 }
 
