@@ -76,6 +76,22 @@ impl PipelineRoot {
     }
 }
 
+/// Refuses a remote URI whose key could leave the staging folder when mapped
+/// to a path (`..`, `.` or empty parts, as in `s3://b/../../etc`).
+pub fn check_remote(uri: &str) -> Result<(), String> {
+    let rest = uri.strip_prefix("s3://").unwrap_or(uri);
+    if rest
+        .trim_end_matches('/')
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(format!(
+            "artifact URI '{uri}' has an empty, '.' or '..' part; such keys are refused"
+        ));
+    }
+    Ok(())
+}
+
 /// True for the URIs an [`ArtifactStore`] holds.
 pub fn is_remote(uri: &str) -> bool {
     uri.starts_with("s3://")
@@ -180,6 +196,20 @@ mod tests {
         assert!(PipelineRoot::parse("s3://b/../x")
             .unwrap_err()
             .contains("'..'"));
+    }
+
+    #[test]
+    fn keys_that_would_leave_the_staging_folder_are_refused() {
+        assert!(check_remote("s3://b/k/model").is_ok());
+        assert!(check_remote("s3://b/k/dir/").is_ok());
+        for bad in [
+            "s3://b/../../etc/passwd",
+            "s3://b/./k",
+            "s3://b//k",
+            "s3://",
+        ] {
+            assert!(check_remote(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

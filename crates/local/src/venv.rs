@@ -186,32 +186,16 @@ fn build_with_uv(
     dir: &Path,
     logs: &LogSink,
 ) -> Result<(), String> {
-    run_logged(
-        Command::new(uv)
-            .args(["venv", "--quiet", "--seed", "--python", &config.python])
-            .arg(dir),
-        &format!(
-            "creating a virtual environment with uv and '{}'",
-            config.python
-        ),
-        logs,
-    )?;
-    let py = dir.join("bin").join("python");
-    for install in &comp.pip_installs {
-        logs(&format!(
-            "[switchyard] uv pip install {}",
-            install.join(" ")
-        ));
-        run_logged(
-            Command::new(uv)
-                .args(["pip", "install", "--quiet", "--python"])
-                .arg(&py)
-                .args(install),
-            "installing the component's packages with uv",
-            logs,
-        )?;
-    }
-    Ok(())
+    let mut create = Command::new(uv);
+    create
+        .args(["venv", "--quiet", "--seed", "--python", &config.python])
+        .arg(dir);
+    let install = |py: &Path| {
+        let mut c = Command::new(uv);
+        c.args(["pip", "install", "--quiet", "--python"]).arg(py);
+        c
+    };
+    build_with("uv", create, install, comp, dir, logs)
 }
 
 fn build_with_pip(
@@ -220,26 +204,45 @@ fn build_with_pip(
     dir: &Path,
     logs: &LogSink,
 ) -> Result<(), String> {
+    let mut create = Command::new(&config.python);
+    create.args(["-m", "venv"]).arg(dir);
+    let install = |py: &Path| {
+        let mut c = Command::new(py);
+        c.args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1");
+        c
+    };
+    build_with("pip", create, install, comp, dir, logs)
+}
+
+/// Creates the environment, then runs each `pip install` of the recipe in it
+/// (`install` gives the command for the environment's interpreter).
+fn build_with(
+    tool: &str,
+    mut create: Command,
+    install: impl Fn(&Path) -> Command,
+    comp: &KfpPythonComponent,
+    dir: &Path,
+    logs: &LogSink,
+) -> Result<(), String> {
     run_logged(
-        Command::new(&config.python).args(["-m", "venv"]).arg(dir),
-        &format!("creating a virtual environment with '{}'", config.python),
+        &mut create,
+        &format!("creating a virtual environment ({tool})"),
         logs,
     )?;
     let py = dir.join("bin").join("python");
-    for install in &comp.pip_installs {
-        logs(&format!("[switchyard] pip install {}", install.join(" ")));
+    for args in &comp.pip_installs {
+        let label = if tool == "pip" { "pip" } else { "uv pip" };
+        logs(&format!("[switchyard] {label} install {}", args.join(" ")));
         run_logged(
-            Command::new(&py)
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                ])
-                .args(install)
-                .env("PIP_DISABLE_PIP_VERSION_CHECK", "1"),
-            "installing the component's packages",
+            install(&py).args(args),
+            &format!("installing the component's packages ({tool})"),
             logs,
         )?;
     }

@@ -14,6 +14,7 @@ const ACTIONS: &[(&str, &str)] = &[
     ("head_object", "s3:GetObject"),
     ("get_object", "s3:GetObject"),
     ("put_object", "s3:PutObject"),
+    ("delete_object", "s3:DeleteObject"),
     ("list_objects_v2", "s3:ListBucket"),
 ];
 

@@ -294,6 +294,7 @@ pub async fn artifact(
 /// it is asked for (an artifact's URI is written once per task attempt).
 async fn local_copy(s: &AppState, uri: &str) -> ApiResult<PathBuf> {
     use sha2::Digest;
+    switchyard_engine::artifacts::check_remote(uri).map_err(ApiError::BadRequest)?;
     let store = s.engine.artifact_store().ok_or_else(|| {
         ApiError::NotFound(format!(
             "artifact {uri} is in object storage, and this server has none configured"

@@ -5,6 +5,7 @@ use serde_json::Value;
 use crate::common::{task, Sandbox};
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn artifacts_flow_with_metadata_and_layout() {
     let sb = Sandbox::new();
     let root = sb.path("root");
@@ -56,6 +57,7 @@ fn artifacts_flow_with_metadata_and_layout() {
 }
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn importer_brings_in_an_existing_file() {
     let sb = Sandbox::new();
     let f = sb.path("existing.csv");

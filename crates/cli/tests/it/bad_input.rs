@@ -60,6 +60,7 @@ fn malformed_and_foreign_documents() {
 }
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn unknown_schema_version() {
     let sb = Sandbox::new();
     let text = std::fs::read_to_string(pipeline("failing_chain"))
@@ -75,6 +76,7 @@ fn unknown_schema_version() {
 }
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn broken_references_and_cycles_name_the_task() {
     let sb = Sandbox::new();
 
@@ -164,6 +166,7 @@ fn broken_references_and_cycles_name_the_task() {
 }
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn unsupported_features_say_which() {
     let sb = Sandbox::new();
     let mut spec = compiled("failing_chain");
@@ -198,6 +201,7 @@ fn unsupported_features_say_which() {
 }
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn names_cannot_escape_the_run_folder() {
     let sb = Sandbox::new();
     let mut spec = compiled("failing_chain");

@@ -5,6 +5,7 @@ use serde_json::{json, Value};
 use crate::common::{task, Sandbox};
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn retry_policy_retries_until_success() {
     let sb = Sandbox::new();
     let counter = sb.path("counter");
@@ -25,6 +26,7 @@ fn retry_policy_retries_until_success() {
 }
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn retry_policy_gives_up_after_max_retries() {
     let sb = Sandbox::new();
     let counter = sb.path("counter");
@@ -49,6 +51,7 @@ fn retry_policy_gives_up_after_max_retries() {
 }
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn caching_reuses_results_unless_disabled() {
     let sb = Sandbox::new();
     let path = sb.path("stamps");
@@ -90,6 +93,7 @@ fn caching_reuses_results_unless_disabled() {
 }
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn a_failure_names_the_task_and_stops_its_dependents_only() {
     let sb = Sandbox::new();
     let p = crate::common::pipeline("failing_chain");
@@ -135,6 +139,7 @@ fn max_overlap(dir: &str) -> usize {
 }
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn parallelism_bounds_concurrent_tasks() {
     let sb = Sandbox::new();
     let two = sb.path("two");
@@ -171,6 +176,7 @@ fn parallelism_bounds_concurrent_tasks() {
 }
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn loop_parallelism_limit_is_honoured() {
     let sb = Sandbox::new();
     let dir = sb.path("limited");
@@ -191,6 +197,7 @@ fn loop_parallelism_limit_is_honoured() {
 }
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn python_components_run_in_managed_environments_without_network() {
     let sb = Sandbox::new();
     let (code, run) = sb.run_pipeline("environments", &[]);

@@ -5,6 +5,7 @@ use serde_json::{json, Value};
 use crate::common::{task, Sandbox};
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn if_elif_else_and_one_of() {
     let sb = Sandbox::new();
     for (side, n, expected) in [
@@ -51,6 +52,7 @@ fn if_elif_else_and_one_of() {
 }
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn parallel_for_over_every_source() {
     let sb = Sandbox::new();
     let (code, run) = sb.run_pipeline("loops", &[]);
@@ -110,6 +112,7 @@ fn item_plus_whole(run: &Value) -> Vec<i64> {
 }
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn exit_handler_runs_after_failure_with_final_status() {
     let sb = Sandbox::new();
     let (code, run) = sb.run_pipeline("exit_handler", &[]);
@@ -134,6 +137,7 @@ fn exit_handler_runs_after_failure_with_final_status() {
 }
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn ignore_upstream_failure_runs_the_cleanup_only() {
     let sb = Sandbox::new();
     let (code, run) = sb.run_pipeline("ignore_upstream", &[]);
@@ -144,6 +148,7 @@ fn ignore_upstream_failure_runs_the_cleanup_only() {
 }
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn pipeline_as_component() {
     let sb = Sandbox::new();
     let (code, run) = sb.run_pipeline("outer_pipeline", &["-p", "x=5"]);

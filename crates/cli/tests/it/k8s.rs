@@ -809,6 +809,19 @@ fn job_logs_stream_live_from_pods_and_cancel_deletes_the_pytorchjob() {
     assert_eq!(r.json()["state"], "CANCELED", "{}", r.stdout);
 }
 
+/// `switchyard` with pipeline steps as Pods in `ns`; the data folder is the
+/// claim's folder, so outputs come back through it.
+fn pod_steps(sb: &Sandbox, k: &Kube, ns: &str, data: &Path) -> Command {
+    let mut c = sb.cmd();
+    c.env("SWITCHYARD_HOME", data)
+        .env("SWITCHYARD_TASK_BACKEND", "kubernetes")
+        .env("SWITCHYARD_K8S_NAMESPACE", ns)
+        .env("SWITCHYARD_K8S_KUBECONFIG", &k.server)
+        .env("SWITCHYARD_K8S_TASK_CLAIM", "switchyard-data")
+        .env("SWITCHYARD_K8S_TASK_MOUNT", data);
+    c
+}
+
 /// Removes a node taint when the test ends, however it ends.
 struct Taint<'a>(&'a Kube, &'static str);
 
@@ -852,15 +865,7 @@ fn pipeline_steps_run_as_pods_and_pass_parameters_and_artifacts() {
 
     let sb = Sandbox::new();
     let p = crate::common::pipeline("k8s_real");
-    let out = sb
-        .cmd()
-        // The data folder is the claim's folder: outputs come back through it.
-        .env("SWITCHYARD_HOME", &data)
-        .env("SWITCHYARD_TASK_BACKEND", "kubernetes")
-        .env("SWITCHYARD_K8S_NAMESPACE", &ns.name)
-        .env("SWITCHYARD_K8S_KUBECONFIG", &k.server)
-        .env("SWITCHYARD_K8S_TASK_CLAIM", "switchyard-data")
-        .env("SWITCHYARD_K8S_TASK_MOUNT", &data)
+    let out = pod_steps(&sb, &k, &ns.name, &data)
         .args([
             "run",
             p.to_str().expect("utf8"),
@@ -921,15 +926,9 @@ fn pod_steps_of_an_s3_root_run_put_their_artifacts_in_s3() {
     ns.claim("switchyard-data", &data);
     let sb = Sandbox::new();
     let p = crate::common::pipeline("k8s_s3");
-    let mut cmd = sb.cmd();
+    let mut cmd = pod_steps(&sb, &k, &ns.name, &data);
     moto.env(&mut cmd);
     let out = cmd
-        .env("SWITCHYARD_HOME", &data)
-        .env("SWITCHYARD_TASK_BACKEND", "kubernetes")
-        .env("SWITCHYARD_K8S_NAMESPACE", &ns.name)
-        .env("SWITCHYARD_K8S_KUBECONFIG", &k.server)
-        .env("SWITCHYARD_K8S_TASK_CLAIM", "switchyard-data")
-        .env("SWITCHYARD_K8S_TASK_MOUNT", &data)
         .args([
             "run",
             p.to_str().expect("utf8"),

@@ -22,6 +22,7 @@ fn only_run_id(sb: &Sandbox) -> String {
 }
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn two_runs_at_once_share_the_store() {
     let sb = Sandbox::new();
     let p = pipeline("fan_out");
@@ -71,6 +72,7 @@ fn two_runs_at_once_share_the_store() {
 }
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn a_killed_run_resumes_without_rerunning_finished_tasks() {
     let sb = Sandbox::new();
     let (counter, flag) = (sb.path("counter"), sb.path("flag"));
@@ -165,6 +167,7 @@ fn start_long_run(sb: &Sandbox, name: &str) -> (std::process::Child, String, i32
 }
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn cancel_stops_the_run_and_its_processes() {
     let sb = Sandbox::new();
     let (child, id, pid) = start_cancelable(&sb);
@@ -199,6 +202,7 @@ fn cancel_stops_the_run_and_its_processes() {
 }
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn ctrl_c_leaves_no_process_behind() {
     let sb = Sandbox::new();
     let (child, id, pid) = start_cancelable(&sb);
@@ -210,6 +214,7 @@ fn ctrl_c_leaves_no_process_behind() {
 }
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn a_killed_switchyard_takes_its_tasks_with_it() {
     let sb = Sandbox::new();
     let (mut child, id, pid) = start_cancelable(&sb);
@@ -225,6 +230,7 @@ fn a_killed_switchyard_takes_its_tasks_with_it() {
 }
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn a_killed_switchyard_takes_its_tasks_children_too() {
     let sb = Sandbox::new();
     // The PID is the task's child (a background `sleep`), not the group's leader.
@@ -246,6 +252,7 @@ fn nix_kill(pid: i32, sig: i32) {
 }
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn logs_of_a_task_and_of_a_run() {
     let sb = Sandbox::new();
     let (code, run) = sb.run_pipeline("failing_chain", &[]);
@@ -278,6 +285,7 @@ fn logs_of_a_task_and_of_a_run() {
 }
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn exit_handlers_run_after_a_cancel() {
     let sb = Sandbox::new();
     let (child, id, pid) = start_long_run(&sb, "exit_on_cancel");

@@ -10,6 +10,7 @@ fn summary(run: &Value) -> Value {
 }
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn defaults_of_every_type_reach_components_typed() {
     let sb = Sandbox::new();
     let (code, run) = sb.run_pipeline("params_all_types", &[]);
@@ -41,6 +42,7 @@ fn defaults_of_every_type_reach_components_typed() {
 }
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn overrides_are_parsed_by_declared_type() {
     let sb = Sandbox::new();
     let (code, run) = sb.run_pipeline(
@@ -72,6 +74,7 @@ fn overrides_are_parsed_by_declared_type() {
 }
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn json_output_is_exactly_one_document() {
     let sb = Sandbox::new();
     let p = crate::common::pipeline("required_param");
@@ -99,6 +102,7 @@ fn json_output_is_exactly_one_document() {
 }
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn text_mode_prints_outputs_and_progress() {
     let sb = Sandbox::new();
     let p = crate::common::pipeline("required_param");
@@ -118,6 +122,7 @@ fn text_mode_prints_outputs_and_progress() {
 }
 
 #[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
 fn bad_parameters_are_refused_before_a_run_is_recorded() {
     let sb = Sandbox::new();
     let p = crate::common::pipeline("required_param");

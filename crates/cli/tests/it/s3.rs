@@ -4,6 +4,7 @@ use crate::common::{repo_file, torch_python, Sandbox};
 use crate::moto::Moto;
 
 #[test]
+#[ignore = "needs moto and PyTorch from scripts/setup (--torch)"]
 fn s3_channels_are_downloaded_once_into_a_cache() {
     let moto = Moto::start();
     moto.put(
@@ -75,6 +76,7 @@ fn s3_channels_are_downloaded_once_into_a_cache() {
 }
 
 #[test]
+#[ignore = "needs moto and PyTorch from scripts/setup (--torch)"]
 fn models_and_checkpoints_go_to_s3() {
     let moto = Moto::start();
     moto.put("models", &[]);

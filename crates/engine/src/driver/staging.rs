@@ -6,9 +6,10 @@ use std::path::Path;
 
 use super::tasklog::TaskLog;
 use super::*;
-use crate::artifacts::{is_remote, ArtifactStore};
+use crate::artifacts::{check_remote, is_remote, ArtifactStore};
 
 fn store<'a>(ctx: &'a RunCtx, uri: &str) -> Result<&'a Arc<dyn ArtifactStore>, String> {
+    check_remote(uri)?;
     ctx.artifacts.as_ref().ok_or_else(|| {
         format!("artifact {uri} is in object storage, and this engine has none configured")
     })
@@ -37,6 +38,7 @@ pub(super) async fn stage_in(ctx: &RunCtx, inputs: &Io, log: &TaskLog) -> Result
 }
 
 async fn stage_one_in(ctx: &RunCtx, name: &str, a: &Artifact, log: &TaskLog) -> Result<(), String> {
+    check_remote(&a.uri).map_err(|e| format!("input artifact '{name}': {e}"))?;
     let dest = ctx.run_values.staging.local_path(&a.uri);
     if Path::new(&dest).exists() {
         return Ok(());
@@ -56,6 +58,7 @@ async fn stage_one_in(ctx: &RunCtx, name: &str, a: &Artifact, log: &TaskLog) -> 
 pub(super) async fn stage_out(ctx: &RunCtx, outputs: &Io, log: &TaskLog) -> Result<(), String> {
     for (name, list) in &outputs.artifacts {
         for a in list.iter().filter(|a| is_remote(&a.uri)) {
+            check_remote(&a.uri).map_err(|e| format!("output artifact '{name}': {e}"))?;
             let src = ctx.run_values.staging.local_path(&a.uri);
             if !Path::new(&src).exists() {
                 (log.sink)(&format!(
