@@ -27,6 +27,7 @@ fn training_job(dir: &std::path::Path, extra: &str) -> switchyard_job::TrainingJ
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs kube-apiserver and etcd (scripts/setup --k8s)"]
 async fn a_training_job_runs_as_a_pytorchjob_to_completion() {
     let c = Cluster::start().await;
     let client = c.client().await.unwrap();

@@ -163,6 +163,7 @@ fn spawn_operator(client: Client) -> tokio::task::JoinHandle<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs kube-apiserver and etcd (scripts/setup --k8s)"]
 async fn the_operator_reconciles_pytorchjobs_on_a_real_api_server() {
     let c = Cluster::start().await;
     let client = c.client().await.unwrap();
@@ -799,6 +800,7 @@ async fn the_operator_follows_kubeflows_semantics() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs kube-apiserver and etcd (scripts/setup --k8s)"]
 async fn a_pod_template_the_api_server_refuses_fails_the_job_with_its_message() {
     let c = Cluster::start().await;
     let client = c.client().await.unwrap();
@@ -829,6 +831,7 @@ async fn a_pod_template_the_api_server_refuses_fails_the_job_with_its_message() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs kube-apiserver and etcd (scripts/setup --k8s)"]
 async fn the_deploy_manifests_are_accepted_by_the_api_server() {
     use kube::core::{DynamicObject, GroupVersionKind};
     use kube::discovery::pinned_kind;

@@ -598,6 +598,7 @@ async fn sqlite_conformance() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs the PostgreSQL server binaries (scripts/setup --postgres)"]
 async fn postgres_conformance() {
     let cluster = pg::Cluster::start();
     let url = cluster.url();
