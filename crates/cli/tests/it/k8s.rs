@@ -822,6 +822,31 @@ fn pod_steps(sb: &Sandbox, k: &Kube, ns: &str, data: &Path) -> Command {
     c
 }
 
+/// Runs a test pipeline with `cmd` (see [`pod_steps`]); fails showing the
+/// namespace's pods unless the run succeeded; returns the run document.
+fn run_on_pods(k: &Kube, ns: &str, mut cmd: Command, pipeline: &str, args: &[&str]) -> Value {
+    let p = crate::common::pipeline(pipeline);
+    let out = cmd
+        .args([
+            "run",
+            p.to_str().expect("utf8"),
+            "--output",
+            "json",
+            "--quiet",
+        ])
+        .args(args)
+        .output()
+        .expect("switchyard run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{stderr}\n{}",
+        k.kubectl(&["-n", ns, "get", "pods", "-o", "wide"])
+    );
+    serde_json::from_str(&stdout).expect("run JSON")
+}
+
 /// Removes a node taint when the test ends, however it ends.
 struct Taint<'a>(&'a Kube, &'static str);
 
@@ -864,27 +889,8 @@ fn pipeline_steps_run_as_pods_and_pass_parameters_and_artifacts() {
     let _untaint = Taint(&k, "dedicated=ml:NoSchedule");
 
     let sb = Sandbox::new();
-    let p = crate::common::pipeline("k8s_real");
-    let out = pod_steps(&sb, &k, &ns.name, &data)
-        .args([
-            "run",
-            p.to_str().expect("utf8"),
-            "--output",
-            "json",
-            "--quiet",
-            "-p",
-            "who=pods",
-        ])
-        .output()
-        .expect("switchyard run");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{stderr}\n{}",
-        k.kubectl(&["-n", &ns.name, "get", "pods", "-o", "wide"])
-    );
-    let run: Value = serde_json::from_str(&stdout).expect("run JSON");
+    let cmd = pod_steps(&sb, &k, &ns.name, &data);
+    let run = run_on_pods(&k, &ns.name, cmd, "k8s_real", &["-p", "who=pods"]);
     assert_eq!(run["state"], "SUCCEEDED", "{run:#}");
     let report = run["outputs"]["Output"]
         .as_str()
@@ -925,28 +931,15 @@ fn pod_steps_of_an_s3_root_run_put_their_artifacts_in_s3() {
     let data = ns.data.path().to_path_buf();
     ns.claim("switchyard-data", &data);
     let sb = Sandbox::new();
-    let p = crate::common::pipeline("k8s_s3");
     let mut cmd = pod_steps(&sb, &k, &ns.name, &data);
     moto.env(&mut cmd);
-    let out = cmd
-        .args([
-            "run",
-            p.to_str().expect("utf8"),
-            "--output",
-            "json",
-            "--quiet",
-        ])
-        .args(["--pipeline-root", "s3://art/k8s"])
-        .output()
-        .expect("switchyard run");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{stderr}\n{}",
-        k.kubectl(&["-n", &ns.name, "get", "pods", "-o", "wide"])
+    let run = run_on_pods(
+        &k,
+        &ns.name,
+        cmd,
+        "k8s_s3",
+        &["--pipeline-root", "s3://art/k8s"],
     );
-    let run: Value = serde_json::from_str(&stdout).expect("run JSON");
     let id = run["run_id"].as_str().expect("run id");
     let uri = format!("s3://art/k8s/k8s-s3/{id}/pod-write/data");
     let report = run["outputs"]["Output"].as_str().unwrap_or_default();
