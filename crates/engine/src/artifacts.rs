@@ -101,10 +101,12 @@ pub fn is_remote(uri: &str) -> bool {
 /// `switchyard job run-component`): under the staging folder the engine gave
 /// it in [`S3_MOUNT_ENV`], else KFP's own mapping.
 pub fn path_in_task(uri: &str) -> String {
-    match (uri.strip_prefix("s3://"), std::env::var(S3_MOUNT_ENV)) {
-        (Some(rest), Ok(mount)) if !mount.is_empty() => {
-            format!("{}/{rest}", mount.trim_end_matches('/'))
+    match std::env::var(S3_MOUNT_ENV) {
+        Ok(mount) if !mount.is_empty() => Staging {
+            dir: PathBuf::from(mount),
+            hook_dir: PathBuf::new(),
         }
+        .local_path(uri),
         _ => crate::io::uri_to_path(uri),
     }
 }

@@ -169,13 +169,11 @@ impl S3Store {
         }
         .await;
         if let Err(e) = fetched {
-            let _ = tokio::fs::remove_dir_all(&tmp).await;
-            let _ = tokio::fs::remove_file(&tmp).await;
+            remove_any(&tmp).await;
             return Err(e);
         }
         if let Err(e) = tokio::fs::rename(&tmp, dest).await {
-            let _ = tokio::fs::remove_dir_all(&tmp).await;
-            let _ = tokio::fs::remove_file(&tmp).await;
+            remove_any(&tmp).await;
             // Another task staged the same artifact meanwhile.
             if !dest.exists() {
                 return Err(format!("cannot write {}: {e}", dest.display()));
@@ -287,6 +285,13 @@ impl S3Store {
     fn cache_dir(&self, bucket: &str, prefix: &str) -> PathBuf {
         let digest = hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(prefix.as_bytes())[..8]);
         self.cache.join(bucket).join(digest)
+    }
+}
+
+/// Removes a file or a folder, whichever `path` is (a half-done download).
+async fn remove_any(path: &Path) {
+    if tokio::fs::remove_dir_all(path).await.is_err() {
+        let _ = tokio::fs::remove_file(path).await;
     }
 }
 

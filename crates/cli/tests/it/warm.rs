@@ -14,13 +14,15 @@ use crate::common::{pid_alive, pipeline, task, wait_until, Sandbox};
 fn comparable(run: Value) -> Value {
     let id = run["run_id"].as_str().unwrap_or_default().to_string();
     let run: Value = serde_json::from_str(&run.to_string().replace(&id, "RUN")).unwrap();
-    let tasks: Vec<Value> = run["tasks"]
+    // Tasks in key order: independent tasks may finish in either order.
+    let mut tasks: Vec<Value> = run["tasks"]
         .as_array()
         .cloned()
         .unwrap_or_default()
         .into_iter()
         .map(|t| serde_json::json!({"key": t["key"], "state": t["state"], "outputs": t["outputs"]}))
         .collect();
+    tasks.sort_by(|a, b| a["key"].as_str().cmp(&b["key"].as_str()));
     serde_json::json!({"state": run["state"], "outputs": run["outputs"], "error": run["error"], "tasks": tasks})
 }
 
@@ -111,10 +113,18 @@ fn parent_of(pid: i32) -> i32 {
     rest.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-fn cmdline(pid: i32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
+/// The warm interpreter that forked `step` (its parent).
+fn fork_server_of(step: i32) -> i32 {
+    let server = parent_of(step);
+    let cmdline = std::fs::read(format!("/proc/{server}/cmdline"))
         .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-        .unwrap_or_default()
+        .unwrap_or_default();
+    assert!(cmdline.contains("forkserver.py"), "{cmdline}");
+    server
+}
+
+fn signal(pid: i32, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
 }
 
 #[test]
@@ -122,17 +132,8 @@ fn cmdline(pid: i32) -> String {
 fn cancel_kills_a_warm_step_and_its_children() {
     let sb = Sandbox::new();
     let (cli, step, grandchild) = start_nap(&sb);
-    let server = parent_of(step);
-    assert!(
-        cmdline(server).contains("forkserver.py"),
-        "{}",
-        cmdline(server)
-    );
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(cli.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    let server = fork_server_of(step);
+    signal(cli.id() as i32, nix::sys::signal::Signal::SIGINT);
     let out = cli.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130));
     let run: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -154,13 +155,8 @@ fn cancel_kills_a_warm_step_and_its_children() {
 fn a_killed_fork_server_fails_only_the_attempt_and_a_new_one_serves_the_retry() {
     let sb = Sandbox::new();
     let (cli, step, grandchild) = start_nap(&sb);
-    let server = parent_of(step);
-    assert!(cmdline(server).contains("forkserver.py"));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(server),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    let server = fork_server_of(step);
+    signal(server, nix::sys::signal::Signal::SIGKILL);
     let out = cli.wait_with_output().unwrap();
     let run: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     assert_eq!(
