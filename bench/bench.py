@@ -7,6 +7,7 @@ its warm interpreters (the default) and with a plain interpreter start per step
   chain10       10 Python tasks in a chain
   fanout16      16 independent Python tasks
   fanout16-loop a ParallelFor over 16 items
+  chain40       40 Python tasks in a chain (with chain10: the cost of one more step)
 and the engine's per-task overhead on a chain of 200 `true` container tasks
 (kfp's SubprocessRunner cannot run container components, so that one is ours alone).
 """
@@ -46,7 +47,7 @@ def main():
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="switchyard-bench-"))
     compiled = {}
-    for name, fn in [("chain10", pipelines.chain10), ("fanout16", pipelines.fanout16),
+    for name, fn in [("chain10", pipelines.chain10), ("chain40", pipelines.chain40), ("fanout16", pipelines.fanout16),
                      ("fanout16-loop", pipelines.fanout16_loop), ("chain200", pipelines.chain200),
                      ("rss", pipelines.rss)]:
         compiled[name] = work / f"{name}.yaml"
@@ -71,6 +72,8 @@ def main():
         results[name] = (statistics.median(ours), statistics.median(plain),
                          statistics.median(theirs), statistics.median(theirs_inproc))
 
+    chain40 = [statistics.median(wall(sy("chain40") + extra, env)[0] for _ in range(args.repeat))
+               for extra in ([], ["--no-warm-python"])]
     chain200 = statistics.median(wall(sy("chain200"), env)[0] for _ in range(args.repeat))
     spawn = statistics.median(
         wall(["sh", "-c", "for i in $(seq 200); do /bin/true; done"])[0] for _ in range(args.repeat))
@@ -81,15 +84,21 @@ def main():
     for name, (o, p, t, ti) in results.items():
         print(f"| {name} | {o:.2f}s | {p:.2f}s | {t:.2f}s | {ti:.2f}s | {t / o:.2f}x | {ti / o:.2f}x | {p / o:.2f}x |")
     # Per Python step, engine and interpreter together: the chain's time over
-    # its 10 steps, less nothing (the first step includes the server's start).
+    # its 10 steps (the first step includes the server's start, and the
+    # command's own start and end), and the cost of one more step in a chain
+    # (chain40 less chain10, over 30): what a step costs once things run.
     print(f"\nchain10 per Python step: {results['chain10'][0] / 10 * 1000:.1f} ms warm, "
           f"{results['chain10'][1] / 10 * 1000:.1f} ms plain")
+    print(f"one more Python step ((chain40 - chain10) / 30): "
+          f"{(chain40[0] - results['chain10'][0]) / 30 * 1000:.1f} ms warm, "
+          f"{(chain40[1] - results['chain10'][1]) / 30 * 1000:.1f} ms plain "
+          f"(chain40: {chain40[0]:.2f}s warm, {chain40[1]:.2f}s plain)")
     _, out = wall(sy("rss"), env)
     print(f"fork server RSS (VmRSS, shared pages included): {json.loads(out)['outputs']['Output'] / 1024:.1f} MiB")
     per_task = chain200 / 200 * 1000
     print(f"\nchain200 (`true` containers): {chain200:.2f}s total, {per_task:.2f} ms/task; "
           f"spawning /bin/true alone: {spawn / 200 * 1000:.2f} ms; engine overhead ≈ {per_task - spawn / 200 * 1000:.2f} ms/task")
-    print(json.dumps({"results": results, "chain200_s": chain200, "spawn200_s": spawn}))
+    print(json.dumps({"results": results, "chain40_s": chain40, "chain200_s": chain200, "spawn200_s": spawn}))
 
 
 if __name__ == "__main__":

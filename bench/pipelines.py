@@ -15,6 +15,15 @@ def chain10(start: int = 0) -> int:
     return t.output
 
 
+@dsl.pipeline(name="chain40")
+def chain40(start: int = 0) -> int:
+    """With chain10, the cost of one more step (the one-time start cancels out)."""
+    t = step(x=start)
+    for _ in range(39):
+        t = step(x=t.output)
+    return t.output
+
+
 @dsl.pipeline(name="fanout16")
 def fanout16() -> None:
     for i in range(16):

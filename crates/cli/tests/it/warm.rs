@@ -1,7 +1,8 @@
 //! KFP Python steps as forks of a warm interpreter (the default), against
 //! plain starts (`--no-warm-python`): same results, nothing leaks from one
 //! step to the next, cancel kills a step's children, and a fork server killed
-//! mid-step fails only that attempt (retried by its policy, on a new server).
+//! mid-step fails only that attempt (retried by its policy, on a new server),
+//! and two data directories never share a server.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -82,6 +83,11 @@ fn what_a_step_changes_in_its_process_does_not_reach_the_next() {
 /// Starts `warm_nap` and waits until its step runs; returns the CLI process
 /// and the step's and its child's pids.
 fn start_nap(sb: &Sandbox) -> (std::process::Child, i32, i32) {
+    start_nap_for(sb, 60.0)
+}
+
+/// `start_nap` with a step that sleeps `seconds`.
+fn start_nap_for(sb: &Sandbox, seconds: f64) -> (std::process::Child, i32, i32) {
     let flags = sb.work.path().join("flags");
     std::fs::create_dir_all(&flags).unwrap();
     let p = pipeline("warm_nap");
@@ -90,6 +96,8 @@ fn start_nap(sb: &Sandbox) -> (std::process::Child, i32, i32) {
         .args(["run", p.to_str().unwrap(), "-q", "--output", "json"])
         .arg("-p")
         .arg(format!("flag_dir={}", flags.display()))
+        .arg("-p")
+        .arg(format!("seconds={seconds}"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -174,4 +182,26 @@ fn a_killed_fork_server_fails_only_the_attempt_and_a_new_one_serves_the_retry() 
         log.contains("the warm interpreter running this step died"),
         "{log}"
     );
+}
+
+#[test]
+#[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
+fn runs_in_two_data_directories_never_share_a_fork_server() {
+    // Two data directories, one component environment (the same cache of
+    // environments): each `switchyard` process has its own server.
+    let (a, b) = (Sandbox::new(), Sandbox::new());
+    let (cli_a, step_a, _) = start_nap_for(&a, 5.0);
+    let (cli_b, step_b, _) = start_nap_for(&b, 5.0);
+    // Both steps run at once.
+    assert!(pid_alive(step_a) && pid_alive(step_b));
+    let (server_a, server_b) = (fork_server_of(step_a), fork_server_of(step_b));
+    assert_ne!(server_a, server_b);
+    assert_eq!(parent_of(server_a), cli_a.id() as i32);
+    assert_eq!(parent_of(server_b), cli_b.id() as i32);
+    for cli in [cli_a, cli_b] {
+        let out = cli.wait_with_output().unwrap();
+        let run: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        assert_eq!(out.status.code(), Some(0), "{run:#}");
+        assert_eq!(run["outputs"]["Output"], "slept");
+    }
 }
