@@ -162,8 +162,17 @@ pub enum JobCommand {
         #[arg(long)]
         rank: Option<u32>,
     },
-    /// Stop a running job; every rank is terminated.
+    /// Stop a running job; every rank is terminated. A job whose following
+    /// process died is stopped where it runs (StopTrainingJob, the
+    /// PyTorchJob deleted).
     Cancel { id: String },
+    /// Follow again, to its end, a job whose following process died: re-attaches
+    /// to its SageMaker training job or PyTorchJob (a local gang starts again).
+    Resume {
+        id: String,
+        #[command(flatten)]
+        display: DisplayArgs,
+    },
     /// Used by the KFP training-job component: run the job its executor input describes.
     #[command(hide = true)]
     RunComponent {

@@ -159,7 +159,12 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Job(JobCommand::Logs { id, rank }) => {
             commands::job::logs(store.as_ref(), &id, rank).await
         }
-        Command::Job(JobCommand::Cancel { id }) => commands::job::cancel(store.as_ref(), &id).await,
+        Command::Job(JobCommand::Cancel { id }) => {
+            commands::job::cancel(&paths, store.clone(), &id).await
+        }
+        Command::Job(JobCommand::Resume { id, display }) => {
+            commands::job::resume(&paths, store.clone(), &id, &display).await
+        }
         Command::Job(JobCommand::RunComponent { executor_input }) => {
             commands::component::run(
                 &paths,

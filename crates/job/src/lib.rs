@@ -100,8 +100,19 @@ pub enum JobError {
 
 pub type JobEvents = tokio::sync::mpsc::UnboundedSender<JobEvent>;
 
+/// What [`TrainingBackend::stop`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stopped {
+    /// A remote job was asked to stop (names it: people look for it).
+    Remote(String),
+    /// Nothing ran without its follower (a local gang dies with it).
+    Nothing(String),
+}
+
 /// Runs a training job somewhere. `job_id` is unique per submission and names
-/// what the backend creates, so a repeated call is recognisable.
+/// what the backend creates, so a repeated call is recognisable: calling
+/// `run` again with the same id follows the job already submitted (this is
+/// how a job whose follower died is re-attached) instead of starting another.
 #[async_trait::async_trait]
 pub trait TrainingBackend: Send + Sync {
     fn kind(&self) -> BackendKind;
@@ -117,6 +128,14 @@ pub trait TrainingBackend: Send + Sync {
         events: JobEvents,
         cancel: CancellationToken,
     ) -> Result<JobOutcome, JobError>;
+    /// Stops the job `job_id` with no `run` following it (its follower died):
+    /// from what `job` and `job_id` name alone, so a SageMaker job or a
+    /// PyTorchJob does not keep running, and billing, after a cancel.
+    async fn stop(&self, _job: &TrainingJob, _job_id: &str) -> Result<Stopped, JobError> {
+        Ok(Stopped::Nothing(
+            "its processes ended with the process that followed them".into(),
+        ))
+    }
 }
 
 /// What a channel download did.

@@ -11,11 +11,12 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::{json, Value};
 use switchyard_job::{
-    BackendKind, ChannelSource, JobEvent, JobOutcome, JobState, TrainingBackend, TrainingJob,
+    BackendKind, ChannelSource, JobEvent, JobOutcome, JobState, Stopped, TrainingBackend,
+    TrainingJob,
 };
 use switchyard_local::admission::{Admission, Capacity};
 use switchyard_local::training::{LocalTraining, LocalTrainingConfig};
-use switchyard_store::{JobRecord, JobStore, State, StoreError};
+use switchyard_store::{Holder, JobRecord, JobStore, Lease, State, StoreError, TaskLink};
 use tokio_util::sync::CancellationToken;
 
 /// Why a job could not be started or recorded.
@@ -59,6 +60,43 @@ pub struct JobRunner {
 pub struct Prepared {
     pub record: JobRecord,
     backend: Arc<dyn TrainingBackend>,
+}
+
+/// Whether an unfinished job has lost its follower (the process that
+/// submitted it died): nothing records how it ends until someone adopts it.
+pub fn orphaned(j: &JobRecord) -> bool {
+    !j.state.is_final() && !j.lease.as_ref().is_some_and(Lease::held)
+}
+
+/// The pipeline task a job trains for, from its labels.
+pub fn task_link(job: &TrainingJob) -> Option<TaskLink> {
+    match (
+        job.labels.get(switchyard_job::LABEL_RUN_ID),
+        job.labels.get(switchyard_job::LABEL_TASK),
+    ) {
+        (Some(run_id), Some(task_key)) if !run_id.is_empty() && !task_key.is_empty() => {
+            Some(TaskLink {
+                run_id: run_id.clone(),
+                task_key: task_key.clone(),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The validated job a record was made from (its spec has resolved paths).
+pub fn job_of(rec: &JobRecord) -> Result<TrainingJob, RunnerError> {
+    switchyard_job::load(&rec.spec.to_string(), std::path::Path::new("/"), &[], None).map_err(
+        |e| RunnerError::Refused(format!("job {}: its recorded spec no longer loads: {e}", rec.id)),
+    )
+}
+
+/// What taking an orphaned job over gave.
+pub enum Adopted {
+    /// This process follows it now.
+    Mine(Box<Prepared>, Box<TrainingJob>),
+    /// Another process follows it, or it ended (the record as it is now).
+    NotMine(Box<JobRecord>),
 }
 
 fn state_of(s: JobState) -> State {
@@ -271,12 +309,107 @@ impl JobRunner {
             failure_reason: None,
             placement: None,
             lease: Some(switchyard_store::Holder::current().lease()),
+            task: task_link(job),
             created_at: Utc::now(),
             started_at: None,
             finished_at: None,
         };
         self.store.create_job(&record).await?;
         Ok(Prepared { record, backend })
+    }
+
+    /// Takes over a job whose follower died, so that this process follows it
+    /// (with [`JobRunner::execute`]): its backend's `run` with the same id
+    /// re-attaches to what was submitted (a SageMaker training job, a
+    /// PyTorchJob) and starts a local gang again (a local gang dies with its
+    /// follower). Of two processes adopting one job, one gets it.
+    pub async fn adopt(&self, rec: &JobRecord) -> Result<Adopted, RunnerError> {
+        if !orphaned(rec) || !self.claim(rec).await? {
+            return Ok(Adopted::NotMine(Box::new(self.store.get_job(&rec.id).await?)));
+        }
+        let job = job_of(rec)?;
+        let backend = match self.backend_for(&job).await {
+            Ok(b) => b,
+            Err(e) => {
+                self.let_go(&rec.id).await;
+                return Err(e);
+            }
+        };
+        let me = Holder::current();
+        self.store
+            .add_job_event(
+                &rec.id,
+                rec.state,
+                &format!(
+                    "re-attached: process {} on {} follows this job now (its follower had ended)",
+                    me.pid, me.host
+                ),
+            )
+            .await?;
+        let record = self.store.get_job(&rec.id).await?;
+        Ok(Adopted::Mine(
+            Box::new(Prepared { record, backend }),
+            Box::new(job),
+        ))
+    }
+
+    /// Cancels a job whose follower died: stops what its backend still runs
+    /// for it (by the identity the job id gives) and records it CANCELED.
+    /// `Ok(None)` when another process follows it now (ask that one with a
+    /// cancel request). When the backend cannot stop it, nothing is recorded
+    /// and the error says so: a job that may still run is never marked ended.
+    pub async fn cancel_orphan(&self, rec: &JobRecord) -> Result<Option<JobRecord>, RunnerError> {
+        if !orphaned(rec) || !self.claim(rec).await? {
+            return Ok(None);
+        }
+        let stopped = match job_of(rec) {
+            Ok(job) => match self.backend_for(&job).await {
+                Ok(backend) => backend
+                    .stop(&job, &rec.id)
+                    .await
+                    .map_err(|e| RunnerError::Refused(e.to_string())),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        let stopped = match stopped {
+            Ok(s) => s,
+            Err(e) => {
+                self.let_go(&rec.id).await;
+                return Err(RunnerError::Refused(format!(
+                    "cannot stop job {} ({}): {e}; it is recorded as it was, try again",
+                    rec.id, rec.backend
+                )));
+            }
+        };
+        let message = match &stopped {
+            Stopped::Remote(what) => format!("canceled: stopped {what}"),
+            Stopped::Nothing(why) => format!("canceled: nothing to stop ({why})"),
+        };
+        let mut now = self.store.get_job(&rec.id).await?;
+        now.state = State::Canceled;
+        now.failure_reason = Some(message.clone());
+        now.finished_at = Some(Utc::now());
+        now.lease = None;
+        self.store.update_job(&now, Some(&message)).await?;
+        Ok(Some(now))
+    }
+
+    async fn claim(&self, rec: &JobRecord) -> Result<bool, RunnerError> {
+        Ok(self
+            .store
+            .claim_job(&rec.id, rec.lease.as_ref(), &Holder::current().lease())
+            .await?)
+    }
+
+    /// Gives up a claim taken for nothing (the job is orphaned again).
+    async fn let_go(&self, id: &str) {
+        if let Ok(mut j) = self.store.get_job(id).await {
+            if j.lease.as_ref().is_some_and(Lease::is_mine) {
+                j.lease = None;
+                let _ = self.store.update_job(&j, None).await;
+            }
+        }
     }
 
     /// Runs a prepared job to the end and records the outcome. `cancel` (or a

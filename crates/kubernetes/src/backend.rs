@@ -21,7 +21,7 @@ use switchyard_job::contract::{self, HostLayout, Placement};
 use crate::contract as pod_contract;
 use switchyard_job::{
     source_files, BackendKind, ChannelSource, JobError, JobEvent, JobEvents, JobOutcome, JobState,
-    MetricScraper, RestartPolicy, SourceFile, TrainingBackend, TrainingJob,
+    MetricScraper, RestartPolicy, SourceFile, Stopped, TrainingBackend, TrainingJob,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -532,6 +532,41 @@ impl TrainingBackend for KubernetesBackend {
             }
         }
         Ok(())
+    }
+
+    async fn stop(&self, job: &TrainingJob, job_id: &str) -> Result<Stopped, JobError> {
+        let doc = self.render(job, job_id, &[]);
+        let ns = doc["metadata"]["namespace"].as_str().unwrap_or("default");
+        let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+        let jobs: Api<PyTorchJob> = Api::namespaced(self.client().await?, ns);
+        let found = match jobs.get_opt(name).await {
+            Ok(found) => found,
+            Err(e) => return Err(JobError::Setup(format!("PyTorchJob {ns}/{name}: {e}"))),
+        };
+        let Some(found) = found else {
+            return Ok(Stopped::Nothing(format!("no PyTorchJob {ns}/{name} exists")));
+        };
+        if let Some(end) = found
+            .status
+            .as_ref()
+            .and_then(|st| ["Succeeded", "Failed"].into_iter().find(|c| st.has(c)))
+        {
+            // Kept: its pods' logs and status are the record of how it ended.
+            return Ok(Stopped::Nothing(format!(
+                "PyTorchJob {ns}/{name} had already ended ({end})"
+            )));
+        }
+        match jobs.delete(name, &DeleteParams::background()).await {
+            Ok(_) => Ok(Stopped::Remote(format!(
+                "PyTorchJob {ns}/{name} (deleted, with its pods)"
+            ))),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(Stopped::Nothing(format!(
+                "no PyTorchJob {ns}/{name} exists"
+            ))),
+            Err(e) => Err(JobError::Setup(format!(
+                "cannot delete PyTorchJob {ns}/{name}: {e}"
+            ))),
+        }
     }
 
     async fn run(

@@ -23,7 +23,7 @@ use std::time::Duration;
 use aws_config::SdkConfig;
 use switchyard_job::{
     parse_s3_uri, BackendKind, JobError, JobEvent, JobEvents, JobOutcome, MetricScraper,
-    ObjectStore, TrainingBackend, TrainingJob,
+    ObjectStore, Stopped, TrainingBackend, TrainingJob,
 };
 use switchyard_s3::S3Store;
 use tokio_util::sync::CancellationToken;
@@ -341,6 +341,55 @@ impl TrainingBackend for SageMakerBackend {
         );
         let backoff = Backoff::new(self.config.poll_interval, self.config.max_poll_interval);
         follow::follow(&c.sagemaker, &name, Some(logs), backoff, &events, &cancel).await
+    }
+
+    async fn stop(&self, job: &TrainingJob, job_id: &str) -> Result<Stopped, JobError> {
+        use aws_sdk_sagemaker::types::TrainingJobStatus;
+        let resolved = render::resolve(job, &self.config)?;
+        let name = render::training_job_name(&job.name, job_id);
+        let c = self.clients(resolved.region.as_deref());
+        let status = match c
+            .sagemaker
+            .describe_training_job()
+            .training_job_name(&name)
+            .send()
+            .await
+        {
+            Ok(d) => d.training_job_status().cloned(),
+            Err(e) => {
+                let e = classify("DescribeTrainingJob", &e);
+                if e.kind == Kind::NotFound {
+                    return Ok(Stopped::Nothing(format!(
+                        "no SageMaker training job {name} was created in {}",
+                        c.region
+                    )));
+                }
+                return Err(JobError::Setup(e.text));
+            }
+        };
+        match status {
+            Some(
+                s @ (TrainingJobStatus::Completed
+                | TrainingJobStatus::Failed
+                | TrainingJobStatus::Stopped),
+            ) => Ok(Stopped::Nothing(format!(
+                "SageMaker training job {name} had already ended ({})",
+                s.as_str()
+            ))),
+            _ => {
+                let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+                if follow::stop(&c.sagemaker, &name, &tx).await {
+                    Ok(Stopped::Remote(format!(
+                        "SageMaker training job {name} in {} (StopTrainingJob)",
+                        c.region
+                    )))
+                } else {
+                    Err(JobError::Setup(format!(
+                        "SageMaker did not accept StopTrainingJob for {name}; ask again"
+                    )))
+                }
+            }
+        }
     }
 }
 

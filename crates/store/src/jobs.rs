@@ -8,6 +8,7 @@ use sqlx::Row;
 use crate::sql::{bind_lease, lease_from_row, parse_json, parse_state, parse_ts, q, ts};
 use crate::{
     JobEventRecord, JobMetricPoint, JobRecord, JobStore, Lease, Result, SqlStore, State, StoreError,
+    TaskLink,
 };
 
 fn job_from_row(row: &AnyRow) -> Result<JobRecord> {
@@ -25,6 +26,10 @@ fn job_from_row(row: &AnyRow) -> Result<JobRecord> {
         logs_dir: row.get("logs_dir"),
         placement: parse_json(row.get("placement"), &what)?,
         lease: lease_from_row(row),
+        task: match (row.get::<Option<String>, _>("run_id"), row.get::<Option<String>, _>("task_key")) {
+            (Some(run_id), Some(task_key)) => Some(TaskLink { run_id, task_key }),
+            _ => None,
+        },
         created_at: parse_ts(Some(row.get("created_at")), &what)?.unwrap_or_else(Utc::now),
         started_at: parse_ts(row.get("started_at"), &what)?,
         finished_at: parse_ts(row.get("finished_at"), &what)?,
@@ -74,8 +79,8 @@ impl JobStore for SqlStore {
         let mut tx = self.pool().begin().await.map_err(q("create job"))?;
         let head = sqlx::query(
             "INSERT INTO jobs (id, name, backend, state, spec, restarts, model, metrics, failure_reason, logs_dir, \
-             created_at, started_at, finished_at, placement, owner_pid, owner_id, owner_host, lease_until) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)",
+             created_at, started_at, finished_at, placement, run_id, task_key, owner_pid, owner_id, owner_host, lease_until) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20)",
         )
         .bind(&j.id)
         .bind(&j.name)
@@ -90,7 +95,9 @@ impl JobStore for SqlStore {
         .bind(ts(&j.created_at))
         .bind(j.started_at.as_ref().map(ts))
         .bind(j.finished_at.as_ref().map(ts))
-        .bind(j.placement.as_ref().map(Value::to_string));
+        .bind(j.placement.as_ref().map(Value::to_string))
+        .bind(j.task.as_ref().map(|t| t.run_id.clone()))
+        .bind(j.task.as_ref().map(|t| t.task_key.clone()));
         bind_lease(head, j.lease.as_ref())
             .execute(&mut *tx)
             .await
@@ -213,6 +220,38 @@ impl JobStore for SqlStore {
         .await
         .map_err(q("renew job lease"))?;
         Ok(res.rows_affected() > 0)
+    }
+
+    async fn claim_job(&self, id: &str, observed: Option<&Lease>, lease: &Lease) -> Result<bool> {
+        let res = sqlx::query(
+            "UPDATE jobs SET owner_pid = $1, owner_id = $2, owner_host = $3, lease_until = $4 \
+             WHERE id = $5 AND COALESCE(owner_id, '') = $6 \
+               AND (COALESCE(lease_until, -1) = $7 OR owner_id = $2) \
+               AND state IN ('PENDING', 'RUNNING', 'CANCELING')",
+        )
+        .bind(i64::from(lease.pid))
+        .bind(&lease.owner)
+        .bind(&lease.host)
+        .bind(lease.until_ms())
+        .bind(id)
+        .bind(observed.map(|l| l.owner.clone()).unwrap_or_default())
+        .bind(observed.map(Lease::until_ms).unwrap_or(-1))
+        .execute(self.pool())
+        .await
+        .map_err(q("claim job"))?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    async fn job_for_task(&self, link: &TaskLink) -> Result<Option<JobRecord>> {
+        let row = sqlx::query(
+            "SELECT * FROM jobs WHERE run_id = $1 AND task_key = $2 ORDER BY created_at DESC, id DESC LIMIT 1",
+        )
+        .bind(&link.run_id)
+        .bind(&link.task_key)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(q("job of a task"))?;
+        row.as_ref().map(job_from_row).transpose()
     }
 
     async fn request_job_cancel(&self, id: &str) -> Result<()> {

@@ -139,6 +139,13 @@ pub trait JobStore: Send + Sync {
     /// is unfinished; false when it lost the job (taken over or ended by
     /// another process).
     async fn renew_job_lease(&self, id: &str, lease: &Lease) -> Result<bool>;
+    /// Takes an unfinished job over for following (its follower died):
+    /// records `lease` as its owner only if its lease is still exactly
+    /// `observed` (what the caller saw and judged expired or absent). Two
+    /// processes racing to re-attach to one job: exactly one gets true.
+    async fn claim_job(&self, id: &str, observed: Option<&Lease>, lease: &Lease) -> Result<bool>;
+    /// The latest job recorded for a pipeline task, if any.
+    async fn job_for_task(&self, link: &TaskLink) -> Result<Option<JobRecord>>;
     async fn request_job_cancel(&self, id: &str) -> Result<()>;
     async fn job_cancel_requested(&self, id: &str) -> Result<bool>;
     /// Records metric values seen now (the series the dashboard plots).

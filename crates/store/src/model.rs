@@ -172,9 +172,19 @@ pub struct JobRecord {
     /// The process following the job, while it does.
     #[serde(default)]
     pub lease: Option<crate::Lease>,
+    /// The pipeline run and task this job trains for, when it is a step's.
+    #[serde(default)]
+    pub task: Option<TaskLink>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A training job's pipeline step: its run and task key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskLink {
+    pub run_id: String,
+    pub task_key: String,
 }
 
 /// One value of a scraped metric, when it was seen.

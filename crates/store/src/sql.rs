@@ -45,6 +45,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../migrations/sqlite/0007_recurring_runs.sql"),
     ),
+    (8, include_str!("../migrations/sqlite/0008_job_task.sql")),
 ];
 
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
@@ -64,6 +65,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../migrations/postgres/0007_recurring_runs.sql"),
     ),
+    (8, include_str!("../migrations/postgres/0008_job_task.sql")),
 ];
 
 /// The error of an insert: `AlreadyExists` (naming the `kind` and `name`)

@@ -462,6 +462,7 @@ async fn job_leases(store: SqlStore) {
         logs_dir: None,
         placement: None,
         lease: Some(lease_of("a", "h1", 30)),
+        task: None,
         created_at: Utc::now(),
         started_at: None,
         finished_at: None,
@@ -485,6 +486,65 @@ async fn job_leases(store: SqlStore) {
     assert!(store.get_job("j1").await.unwrap().lease.is_none());
     renewed.until += chrono::Duration::seconds(1);
     assert!(!store.renew_job_lease("j1", &renewed).await.unwrap());
+}
+
+/// A job whose follower died is taken over by exactly one process, and a
+/// pipeline task finds its latest job.
+async fn job_claims_and_task_links(store: SqlStore) {
+    use switchyard_store::TaskLink;
+    let link = TaskLink {
+        run_id: "run-jc".into(),
+        task_key: "train".into(),
+    };
+    let dead = lease_of("gone", "h9", -30);
+    let mut job = JobRecord {
+        id: "jc1".into(),
+        name: "train".into(),
+        backend: "sagemaker".into(),
+        state: State::Running,
+        spec: json!({}),
+        restarts: 0,
+        model: None,
+        metrics: None,
+        failure_reason: None,
+        logs_dir: None,
+        placement: None,
+        lease: Some(dead.clone()),
+        task: Some(link.clone()),
+        created_at: Utc::now() - chrono::Duration::seconds(10),
+        started_at: None,
+        finished_at: None,
+    };
+    store.create_job(&job).await.unwrap();
+    assert_eq!(store.job_for_task(&link).await.unwrap().unwrap().id, "jc1");
+    // Two takers that saw the same expired lease: one wins.
+    let (a, b) = (lease_of("a", "h1", 300), lease_of("b", "h2", 300));
+    let (ra, rb) = tokio::join!(
+        store.claim_job("jc1", Some(&dead), &a),
+        store.claim_job("jc1", Some(&dead), &b)
+    );
+    assert!(ra.unwrap() ^ rb.unwrap(), "exactly one claim succeeds");
+    // A lease other than the one observed is not taken.
+    assert!(!store.claim_job("jc1", Some(&dead), &lease_of("c", "h3", 300)).await.unwrap());
+    assert!(!store.claim_job("jc1", None, &lease_of("c", "h3", 300)).await.unwrap());
+    // An ended job is nobody's to take.
+    job.state = State::Succeeded;
+    job.lease = None;
+    store.update_job(&job, None).await.unwrap();
+    assert!(!store.claim_job("jc1", None, &lease_of("c", "h3", 300)).await.unwrap());
+    // A second job of the task (a retry) is the one found; other tasks find none.
+    job.id = "jc2".into();
+    job.state = State::Pending;
+    job.created_at = Utc::now();
+    store.create_job(&job).await.unwrap();
+    assert_eq!(store.job_for_task(&link).await.unwrap().unwrap().id, "jc2");
+    let other = TaskLink {
+        run_id: "run-jc".into(),
+        task_key: "eval".into(),
+    };
+    assert!(store.job_for_task(&other).await.unwrap().is_none());
+    let alone = store.get_job("jc2").await.unwrap();
+    assert_eq!(alone.task, Some(link));
 }
 
 /// Filtered pages are filtered by the database, counted, and paged.
@@ -581,6 +641,7 @@ async fn all(open: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output
     cache_entries(open().await).await;
     claims_are_exclusive_leases(open().await).await;
     job_leases(open().await).await;
+    job_claims_and_task_links(open().await).await;
     recurring_runs(open().await).await;
     parallel_writers_do_not_conflict(open().await, open().await).await;
 }

@@ -135,6 +135,58 @@ impl Finished {
     }
 }
 
+/// Runs the step's job here, or follows the one an earlier attempt of this
+/// task submitted: a task that runs again because its process died (a killed
+/// server or `switchyard run`, then resumed) re-attaches to its SageMaker
+/// training job or PyTorchJob instead of submitting a second one, and reuses
+/// one that succeeded. A job that failed or was canceled is a retry's to
+/// replace.
+async fn run_here(
+    paths: &Paths,
+    store: Arc<dyn JobStore>,
+    job: &switchyard_job::TrainingJob,
+) -> Result<switchyard_store::JobRecord> {
+    let display = DisplayArgs {
+        quiet: false,
+        output: OutputFormat::Text,
+    };
+    let Some(link) = switchyard_jobs::task_link(job) else {
+        return super::job::execute(paths, store, job, &display).await;
+    };
+    let runner = paths.job_runner(store.clone())?;
+    loop {
+        let Some(earlier) = store.job_for_task(&link).await? else {
+            break;
+        };
+        match earlier.state {
+            State::Succeeded => {
+                eprintln!(
+                    "training job {} of this task succeeded in an earlier attempt; using its result",
+                    earlier.id
+                );
+                return Ok(earlier);
+            }
+            State::Failed | State::Canceled => break,
+            _ => {}
+        }
+        match runner.adopt(&earlier).await? {
+            switchyard_jobs::Adopted::Mine(prepared, recorded) => {
+                eprintln!(
+                    "following training job {} that an earlier attempt of this task submitted",
+                    earlier.id
+                );
+                return super::job::follow(&runner, *prepared, &recorded, &display).await;
+            }
+            // Followed by another process: wait for it to end, then look again.
+            switchyard_jobs::Adopted::NotMine(now) if !now.state.is_final() => {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            switchyard_jobs::Adopted::NotMine(_) => {}
+        }
+    }
+    super::job::execute(paths, store, job, &display).await
+}
+
 /// Runs the step's training job here, or, with `server` (`SWITCHYARD_SERVER`,
 /// set by the server for steps it runs as Pods), on that server, so the job is
 /// in the server's records and not in a store inside the step's container.
@@ -160,11 +212,7 @@ pub async fn run(
     let rec = match server.filter(|s| !s.is_empty()) {
         Some(url) => Finished::from_json(&super::remote::run_job(url, &job.to_json()).await?),
         None => {
-            let display = DisplayArgs {
-                quiet: false,
-                output: OutputFormat::Text,
-            };
-            let rec = super::job::execute(paths, store.clone(), &job, &display).await?;
+            let rec = run_here(paths, store.clone(), &job).await?;
             Finished::from_json(&switchyard_jobs::job_json(&rec))
         }
     };

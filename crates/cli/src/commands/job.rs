@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use chrono::Utc;
 use serde_json::{json, Value};
 use switchyard_job::TrainingJob;
 use switchyard_jobs::Notice;
@@ -46,6 +45,16 @@ pub async fn execute(
 ) -> Result<JobRecord> {
     let runner = paths.job_runner(store)?;
     let prepared = runner.prepare(job).await?;
+    follow(&runner, prepared, job, display).await
+}
+
+/// Follows a recorded job to its end, printing its progress.
+pub async fn follow(
+    runner: &switchyard_jobs::JobRunner,
+    prepared: switchyard_jobs::Prepared,
+    job: &TrainingJob,
+    display: &DisplayArgs,
+) -> Result<JobRecord> {
     if display.output != OutputFormat::Json {
         eprintln!(
             "Job {} ({}): {} × {} on {}",
@@ -188,21 +197,23 @@ pub async fn logs(store: &dyn JobStore, id: &str, rank: Option<u32>) -> Result<i
     Ok(0)
 }
 
-pub async fn cancel(store: &dyn JobStore, id: &str) -> Result<i32> {
-    let mut j = store.get_job(id).await?;
+pub async fn cancel(paths: &Paths, store: Arc<dyn JobStore>, id: &str) -> Result<i32> {
+    let j = store.get_job(id).await?;
     if j.state.is_final() {
         bail!("job {} is already {}; nothing to cancel", j.id, j.state);
     }
-    if !j.lease.as_ref().is_some_and(Lease::held) {
-        j.state = State::Canceled;
-        j.failure_reason = Some("canceled".into());
-        j.finished_at = Some(Utc::now());
-        j.lease = None;
-        store
-            .update_job(&j, Some("canceled: no process was following it"))
-            .await?;
-        eprintln!("job {} canceled", j.id);
-        return Ok(0);
+    if switchyard_jobs::orphaned(&j) {
+        // No process follows it: stop it where it runs, from here.
+        if let Some(done) = paths.job_runner(store.clone())?.cancel_orphan(&j).await? {
+            eprintln!(
+                "job {} {}: {}",
+                done.id,
+                done.state,
+                done.failure_reason.unwrap_or_default()
+            );
+            return Ok(0);
+        }
+        // Another process adopted it meanwhile: ask that one.
     }
     store.request_job_cancel(&j.id).await?;
     eprintln!("cancel requested; waiting for job {} to stop…", j.id);
@@ -215,4 +226,34 @@ pub async fn cancel(store: &dyn JobStore, id: &str) -> Result<i32> {
         }
     }
     bail!("job {} did not stop within 60s", j.id)
+}
+
+/// `job resume`: adopts a job whose follower died and follows it to its end.
+pub async fn resume(
+    paths: &Paths,
+    store: Arc<dyn JobStore>,
+    id: &str,
+    display: &DisplayArgs,
+) -> Result<i32> {
+    let j = store.get_job(id).await?;
+    if j.state.is_final() {
+        bail!("job {} is already {}; nothing to resume", j.id, j.state);
+    }
+    let runner = paths.job_runner(store)?;
+    match runner.adopt(&j).await? {
+        switchyard_jobs::Adopted::Mine(prepared, job) => {
+            let rec = follow(&runner, *prepared, &job, display).await?;
+            report(&rec, display.output)
+        }
+        switchyard_jobs::Adopted::NotMine(now) => match now.lease.filter(Lease::held) {
+            Some(l) if !now.state.is_final() => bail!(
+                "job {} is followed by process {} on {} (lease until {}); nothing to resume",
+                now.id,
+                l.pid,
+                l.host,
+                l.until
+            ),
+            _ => bail!("job {} is {} now; nothing to resume", now.id, now.state),
+        },
+    }
 }

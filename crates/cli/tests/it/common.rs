@@ -107,7 +107,17 @@ impl Sandbox {
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
-        let out: Output = self.cmd().args(args).output().expect("run switchyard");
+        self.run_with(&[], args)
+    }
+
+    /// `run` with extra environment variables (a cluster's, AWS's).
+    pub fn run_with(&self, env: &[(&'static str, String)], args: &[&str]) -> Run {
+        let out: Output = self
+            .cmd()
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .args(args)
+            .output()
+            .expect("run switchyard");
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -755,6 +755,138 @@ fn job_run_on_kubernetes_restarts_from_its_checkpoint_and_keeps_the_model() {
     );
 }
 
+/// Starts `job run` and waits until rank 1's pod
+/// has logged its second epoch; returns the CLI process and the job id.
+fn start_job_in_pods(
+    sb: &Sandbox,
+    env: &[(&'static str, String)],
+    args: &[&str],
+) -> (std::process::Child, String) {
+    let ids = || -> Vec<String> {
+        let r = sb.run(&["job", "list", "--output", "json"]);
+        serde_json::from_str::<Value>(&r.stdout)
+            .ok()
+            .and_then(|v| v["jobs"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|j| j["job_id"].as_str().map(str::to_string))
+            .collect()
+    };
+    let known = ids();
+    let child = job_cmd(sb, env, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("job run");
+    let mut id = String::new();
+    wait_until("the job to be recorded", Duration::from_secs(30), || {
+        ids()
+            .into_iter()
+            .find(|i| !known.contains(i))
+            .map(|i| id = i)
+            .is_some()
+    });
+    // Lines from rank 1's pod arrive while the job runs.
+    wait_until("rank 1's log lines", Duration::from_secs(180), || {
+        sb.run(&["job", "logs", &id, "--rank", "1"])
+            .stdout
+            .contains("epoch=2 ")
+    });
+    (child, id)
+}
+
+#[test]
+#[ignore = "needs the local Kubernetes cluster (scripts/k8s-cluster start)"]
+fn a_job_whose_follower_died_is_resumed_or_stopped_in_the_cluster() {
+    let k = kube();
+    let mut ns = k.namespace("orphan");
+    let env = ns.data_claim();
+    let _op = ns.operator();
+    let sb = Sandbox::new();
+    let names = |ns: &Ns<'_>| -> Vec<String> {
+        ns.get(&["get", "pytorchjobs"])["items"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|j| j["metadata"]["name"].as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    };
+
+    // The follower is killed mid-job; `job resume` re-attaches to the same
+    // PyTorchJob (no second one) and records how it ended.
+    let args = job_args(&[
+        "--set",
+        "spec.hyperparameters.epochs=6",
+        "--set",
+        "spec.hyperparameters.sleep-per-epoch=1",
+    ]);
+    let (mut child, id) = start_job_in_pods(&sb, &env, &args);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = names(&ns);
+    assert_eq!(before.len(), 1, "{before:?}");
+    let r = sb.run(&["job", "get", &id, "--output", "json"]);
+    assert_eq!(r.json()["state"], "RUNNING", "{}", r.stdout);
+    let r = sb.run_with(&env, &["job", "resume", &id, "--output", "json"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let job = r.json();
+    assert_eq!(job["state"], "SUCCEEDED", "{job:#}");
+    assert!(job["metrics"]["test_accuracy"].as_f64().is_some(), "{job:#}");
+    assert_eq!(names(&ns), before, "the same PyTorchJob, followed again");
+    let detail = sb.run(&["job", "get", &id, "--output", "json"]).json();
+    assert!(
+        detail["events"].as_array().unwrap().iter().any(|e| e["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("re-attached"))),
+        "{detail:#}"
+    );
+    // A job that ended is not resumed again.
+    let r = sb.run_with(&env, &["job", "resume", &id]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("nothing to resume"), "{}", r.stderr);
+
+    // The follower of a second job is killed; `job cancel` deletes its
+    // PyTorchJob and pods (before, it only marked the record CANCELED).
+    let args = job_args(&[
+        "--set",
+        "spec.hyperparameters.epochs=200",
+        "--set",
+        "spec.hyperparameters.sleep-per-epoch=1",
+    ]);
+    let (mut child, id) = start_job_in_pods(&sb, &env, &args);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let now = names(&ns);
+    let second: Vec<String> = now.iter().filter(|n| !before.contains(n)).cloned().collect();
+    assert_eq!(second.len(), 1, "{before:?} then {now:?}");
+    let r = sb.run_with(&env, &["job", "cancel", &id]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("stopped PyTorchJob"), "{}", r.stderr);
+    wait_until(
+        "the orphan's PyTorchJob and its pods to be deleted",
+        Duration::from_secs(60),
+        || {
+            let pods = ns.get(&["get", "pods"]);
+            names(&ns) == before
+                && pods["items"].as_array().is_some_and(|p| {
+                    p.iter().all(|p| {
+                        !p["metadata"]["name"]
+                            .as_str()
+                            .unwrap_or("")
+                            .starts_with(&second[0])
+                    })
+                })
+        },
+    );
+    let r = sb.run(&["job", "get", &id, "--output", "json"]);
+    let job = r.json();
+    assert_eq!(job["state"], "CANCELED", "{}", r.stdout);
+    assert!(
+        job["failure_reason"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("canceled: stopped PyTorchJob")),
+        "{job:#}"
+    );
+}
+
 #[test]
 #[ignore = "needs the local Kubernetes cluster (scripts/k8s-cluster start)"]
 fn job_logs_stream_live_from_pods_and_cancel_deletes_the_pytorchjob() {
@@ -769,26 +901,7 @@ fn job_logs_stream_live_from_pods_and_cancel_deletes_the_pytorchjob() {
         "--set",
         "spec.hyperparameters.sleep-per-epoch=1",
     ]);
-    let mut child = job_cmd(&sb, &env, &args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("job run");
-    let mut id = String::new();
-    wait_until("the job to be recorded", Duration::from_secs(30), || {
-        let r = sb.run(&["job", "list", "--output", "json"]);
-        serde_json::from_str::<Value>(&r.stdout)
-            .ok()
-            .and_then(|v| v["jobs"][0]["job_id"].as_str().map(str::to_string))
-            .map(|i| id = i)
-            .is_some()
-    });
-    // Lines from rank 1's pod arrive while the job runs.
-    wait_until("rank 1's log lines", Duration::from_secs(180), || {
-        sb.run(&["job", "logs", &id, "--rank", "1"])
-            .stdout
-            .contains("epoch=2 ")
-    });
+    let (mut child, id) = start_job_in_pods(&sb, &env, &args);
     let r = sb.run(&["job", "get", &id, "--output", "json"]);
     assert_eq!(r.json()["state"], "RUNNING", "{}", r.stdout);
     let r = sb.run(&["job", "cancel", &id]);
