@@ -1,5 +1,7 @@
 //! The moto server (PyPI `moto[server]`) as the AWS endpoint of a test, on
-//! 127.0.0.1, with boto3 to set up and inspect what Switchyard did there.
+//! 127.0.0.1, with boto3 to set up and inspect what Switchyard did there
+//! (started through tests/sagemaker/moto_server.py, which adds the two
+//! SageMaker behaviours moto lacks: StopTrainingJob, jobs that take time).
 
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -15,14 +17,27 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Moto {
+        Moto::start_with(&[])
+    }
+
+    /// A moto server whose SageMaker training jobs train for `seconds`
+    /// (InProgress, then Completed) before they end, as real ones do.
+    pub fn with_training_seconds(seconds: u32) -> Moto {
+        Moto::start_with(&[("SWITCHYARD_MOTO_TRAINING_SECONDS", seconds.to_string())])
+    }
+
+    /// tests/sagemaker/moto_server.py: moto, plus StopTrainingJob and jobs
+    /// that run a while (moto has neither).
+    fn start_with(env: &[(&str, String)]) -> Moto {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let bin = python().parent().unwrap().join("moto_server");
-        let child = Command::new(bin)
+        let child = Command::new(python())
+            .arg(repo_file("tests/sagemaker/moto_server.py"))
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -324,3 +324,152 @@ fn the_hybrid_pipelines_sagemaker_branch_runs_against_moto() {
         "{tags:#}"
     );
 }
+
+/// The names and statuses of moto's training jobs, oldest first.
+fn training_jobs(moto: &Moto) -> Vec<(String, String)> {
+    let out = moto.boto3(
+        "for j in sorted(sm.list_training_jobs()['TrainingJobSummaries'], key=lambda j: j['CreationTime']):\n    print(j['TrainingJobName'], sm.describe_training_job(TrainingJobName=j['TrainingJobName'])['TrainingJobStatus'])\n",
+    );
+    out.lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(n, s)| (n.to_string(), s.to_string()))
+        .collect()
+}
+
+/// `job run` in the background until SageMaker (moto) has its training job
+/// and the record says RUNNING; then the follower is killed (SIGKILL).
+fn kill_follower_once_submitted(sb: &Sandbox, moto: &Moto, file: &str, before: usize) -> String {
+    let mut c = sb.cmd();
+    sagemaker_env(moto, &mut c);
+    let mut child = c
+        .args(["job", "run", file, "-q", "-o", "json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut id = String::new();
+    crate::common::wait_until(
+        "the training job to be created and followed",
+        std::time::Duration::from_secs(60),
+        || {
+            let jobs = sb.run(&["job", "list", "-o", "json"]).json();
+            let running = jobs["jobs"]
+                .as_array()
+                .and_then(|a| a.iter().find(|j| j["state"] == "RUNNING").cloned());
+            match running {
+                Some(j) if training_jobs(moto).len() > before => {
+                    id = j["job_id"].as_str().unwrap().to_string();
+                    true
+                }
+                _ => false,
+            }
+        },
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    id
+}
+
+#[test]
+#[ignore = "needs moto and the kfp SDK venv (scripts/setup)"]
+fn a_sagemaker_job_whose_follower_died_is_resumed_or_stopped() {
+    // Training jobs take 20 s in this moto (StopTrainingJob works there too).
+    let moto = Moto::with_training_seconds(20);
+    moto.put("sm-staging", &[]);
+    moto.put("datasets", &[("digits/train.csv", "1,2")]);
+    let _instances = moto.sagemaker_stand_in(0.91);
+    let sb = Sandbox::new();
+    let file = job_file(&sb);
+
+    // `job resume` follows the same SageMaker job to its end: no second one.
+    let id = kill_follower_once_submitted(&sb, &moto, &file, 0);
+    let jobs = training_jobs(&moto);
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0].1, "InProgress", "{jobs:?}");
+    let mut c = sb.cmd();
+    sagemaker_env(&moto, &mut c);
+    let out = c.args(["job", "resume", &id, "-o", "json"]).output().unwrap();
+    let job: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{job:#}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(job["state"], "SUCCEEDED", "{job:#}");
+    assert_eq!(job["metrics"]["test_accuracy"], 0.91, "{job:#}");
+    let after = training_jobs(&moto);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0], (jobs[0].0.clone(), "Completed".to_string()));
+
+    // `job cancel` of an orphan stops its SageMaker job (StopTrainingJob).
+    let id = kill_follower_once_submitted(&sb, &moto, &file, 1);
+    let mut c = sb.cmd();
+    sagemaker_env(&moto, &mut c);
+    let out = c.args(["job", "cancel", &id]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("stopped SageMaker training job"), "{stderr}");
+    let jobs = training_jobs(&moto);
+    assert_eq!(jobs.len(), 2, "{jobs:?}");
+    assert_eq!(jobs[1].1, "Stopped", "{jobs:?}");
+    let job = sb.run(&["job", "get", &id, "-o", "json"]).json();
+    assert_eq!(job["state"], "CANCELED");
+    // Canceling again is refused: it ended.
+    let r = sb.run(&["job", "cancel", &id]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+}
+
+#[test]
+#[ignore = "needs moto and the kfp SDK venv (scripts/setup)"]
+fn a_resumed_pipeline_follows_the_sagemaker_job_its_killed_step_submitted() {
+    let moto = Moto::with_training_seconds(15);
+    moto.put("sm-staging", &[]);
+    let _instances = moto.sagemaker_stand_in(0.96);
+    let sb = Sandbox::new();
+    let pipeline = compile_script(&sb, "examples/hybrid/pipeline.py", "hybrid.yaml");
+    let run_cmd = |args: &[&str]| {
+        let mut c = sb.cmd();
+        sagemaker_env(&moto, &mut c);
+        c.env_remove("SWITCHYARD_SAGEMAKER_ROLE_ARN")
+            .current_dir(crate::common::repo_root())
+            .args(args);
+        c
+    };
+    let role = format!("role_arn={ROLE}");
+    let mut first = run_cmd(&["run", &pipeline, "-q", "-o", "json"])
+        .args(["-p", "training_runtime=sagemaker", "-p", &role])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    crate::common::wait_until(
+        "the training step's SageMaker job",
+        std::time::Duration::from_secs(120),
+        || !training_jobs(&moto).is_empty(),
+    );
+    // `switchyard run` dies with its step (and the step's follower) mid-training.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let runs = sb.run(&["runs", "list", "-o", "json"]).json();
+    let run_id = runs["runs"][0]["run_id"].as_str().unwrap().to_string();
+    let out = run_cmd(&["runs", "resume", &run_id, "-q", "-o", "json"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(0), "{v:#}");
+    assert_eq!(v["outputs"]["Output"], 0.96);
+    // One SageMaker job: the resumed step followed it, it did not submit another.
+    let jobs = training_jobs(&moto);
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0].1, "Completed");
+    let t = crate::common::task(&v, "condition-branches-1/condition-4/training-job-3");
+    let log = std::fs::read_to_string(t["log"].as_str().unwrap()).unwrap();
+    assert!(
+        log.contains("that an earlier attempt of this task submitted"),
+        "{log}"
+    );
+    let recorded = sb.run(&["job", "list", "-o", "json"]).json();
+    assert_eq!(recorded["jobs"].as_array().unwrap().len(), 1, "{recorded:#}");
+}
