@@ -136,14 +136,19 @@ def compiled(tmp_path):
 
 
 class Moto:
-    """The moto server (PyPI moto[server]) as the S3 endpoint of a test, on 127.0.0.1."""
+    """The moto server (PyPI moto[server]) as the AWS endpoint of a test, on
+    127.0.0.1, through tests/sagemaker/moto_server.py (StopTrainingJob, and
+    training jobs that take `training_seconds` when given)."""
 
-    def __init__(self):
+    def __init__(self, training_seconds=None):
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        binary = pathlib.Path(sys.executable).parent / "moto_server"
-        self.proc = subprocess.Popen([str(binary), "-H", "127.0.0.1", "-p", str(self.port)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env = dict(os.environ)
+        if training_seconds:
+            env["SWITCHYARD_MOTO_TRAINING_SECONDS"] = str(training_seconds)
+        self.proc = subprocess.Popen([sys.executable, str(REPO / "tests/sagemaker/moto_server.py"),
+                                      "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         deadline = time.time() + 30
         while time.time() < deadline:
             try:
@@ -155,8 +160,10 @@ class Moto:
             self.stop()
             raise RuntimeError("moto_server did not start")
         import boto3
-        self.s3 = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
-                               aws_access_key_id="test", aws_secret_access_key="test")
+        kw = dict(endpoint_url=self.endpoint, region_name="us-east-1",
+                  aws_access_key_id="test", aws_secret_access_key="test")
+        self.s3 = boto3.client("s3", **kw)
+        self.sm = boto3.client("sagemaker", **kw)
 
     def env(self):
         """What points a server's AWS SDK at this endpoint."""
@@ -165,6 +172,20 @@ class Moto:
 
     def keys(self, bucket):
         return [o["Key"] for o in self.s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+    def training_jobs(self):
+        """(name, status) of every SageMaker training job, oldest first."""
+        jobs = sorted(self.sm.list_training_jobs()["TrainingJobSummaries"], key=lambda j: j["CreationTime"])
+        return [(j["TrainingJobName"], self.sm.describe_training_job(TrainingJobName=j["TrainingJobName"])["TrainingJobStatus"])
+                for j in jobs]
+
+    def stand_in(self, accuracy):
+        """tests/sagemaker/stand_in.py: writes the logs and model a training
+        instance would (moto runs none); stop it with .terminate()."""
+        proc = subprocess.Popen([sys.executable, str(REPO / "tests/sagemaker/stand_in.py"), self.endpoint, str(accuracy)],
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "watching"
+        return proc
 
     def stop(self):
         if self.proc.poll() is None:

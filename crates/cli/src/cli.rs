@@ -219,7 +219,9 @@ pub struct ServerArgs {
     /// Resume unfinished runs that no process holds: at start, and then every
     /// lease period (`SWITCHYARD_LEASE_SECONDS`, default 30) for runs whose
     /// server died. Safe with several servers on one PostgreSQL database (runs
-    /// are leased). On by default; `--recover-runs false` turns it off.
+    /// are leased). Training jobs submitted on their own whose following
+    /// process died are followed again too (re-attached to their SageMaker
+    /// job or PyTorchJob). On by default; `--recover-runs false` turns it off.
     #[arg(long)]
     pub recover_runs: Option<bool>,
     /// Runs executing at once (default: twice the CPUs); the rest wait PENDING.

@@ -86,9 +86,12 @@ pub fn task_link(job: &TrainingJob) -> Option<TaskLink> {
 
 /// The validated job a record was made from (its spec has resolved paths).
 pub fn job_of(rec: &JobRecord) -> Result<TrainingJob, RunnerError> {
-    switchyard_job::load(&rec.spec.to_string(), std::path::Path::new("/"), &[], None).map_err(
-        |e| RunnerError::Refused(format!("job {}: its recorded spec no longer loads: {e}", rec.id)),
-    )
+    switchyard_job::load(&rec.spec.to_string(), std::path::Path::new("/"), &[], None).map_err(|e| {
+        RunnerError::Refused(format!(
+            "job {}: its recorded spec no longer loads: {e}",
+            rec.id
+        ))
+    })
 }
 
 /// What taking an orphaned job over gave.
@@ -325,7 +328,9 @@ impl JobRunner {
     /// follower). Of two processes adopting one job, one gets it.
     pub async fn adopt(&self, rec: &JobRecord) -> Result<Adopted, RunnerError> {
         if !orphaned(rec) || !self.claim(rec).await? {
-            return Ok(Adopted::NotMine(Box::new(self.store.get_job(&rec.id).await?)));
+            return Ok(Adopted::NotMine(Box::new(
+                self.store.get_job(&rec.id).await?,
+            )));
         }
         let job = job_of(rec)?;
         let backend = match self.backend_for(&job).await {

@@ -544,7 +544,9 @@ impl TrainingBackend for KubernetesBackend {
             Err(e) => return Err(JobError::Setup(format!("PyTorchJob {ns}/{name}: {e}"))),
         };
         let Some(found) = found else {
-            return Ok(Stopped::Nothing(format!("no PyTorchJob {ns}/{name} exists")));
+            return Ok(Stopped::Nothing(format!(
+                "no PyTorchJob {ns}/{name} exists"
+            )));
         };
         if let Some(end) = found
             .status

@@ -171,8 +171,48 @@ pub async fn action(
             j.id, j.state
         )));
     }
+    // No process follows it: stop it where it runs, from here.
+    if switchyard_jobs::orphaned(&j) && s.jobs.cancel_orphan(&j).await?.is_some() {
+        return Ok(Json(json!({})));
+    }
     s.jobs.store().request_job_cancel(&j.id).await?;
     Ok(Json(json!({})))
+}
+
+/// Follows again every job no process follows (its follower died): a
+/// SageMaker job or PyTorchJob is re-attached to, a local gang starts again.
+/// A pipeline step's job is left to its step, which runs again with its run
+/// and follows it. Returns how many this server took.
+pub async fn recover_jobs(s: &AppState) -> ApiResult<usize> {
+    let mut n = 0;
+    for j in s.jobs.store().unfinished_jobs().await? {
+        if j.task.is_some() || !switchyard_jobs::orphaned(&j) {
+            continue;
+        }
+        let adopted = match s.jobs.adopt(&j).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(job = %j.id, error = %e, "cannot follow an orphaned job again");
+                continue;
+            }
+        };
+        let switchyard_jobs::Adopted::Mine(prepared, job) = adopted else {
+            continue;
+        };
+        tracing::warn!(job = %j.id, backend = %j.backend, "following again a job no process followed");
+        n += 1;
+        let runner = s.jobs.clone();
+        tokio::spawn(async move {
+            let quiet: Arc<dyn Fn(Notice<'_>) + Send + Sync> = Arc::new(|_| {});
+            if let Err(e) = runner
+                .execute(*prepared, &job, CancellationToken::new(), quiet)
+                .await
+            {
+                tracing::error!(error = %e, "training job could not be finished");
+            }
+        });
+    }
+    Ok(n)
 }
 
 #[derive(Deserialize)]

@@ -242,7 +242,8 @@ pub fn app(state: AppState) -> Router {
 
 /// Resumes the unfinished runs (PENDING, RUNNING or CANCELING) that servers
 /// created and no process holds any more: their owner's lease expired, or the
-/// owner was a process of this host that is gone. Returns how many.
+/// owner was a process of this host that is gone; and follows again the jobs
+/// submitted on their own that no process follows. Returns how many runs.
 pub async fn recover(state: &AppState) -> Result<usize, ApiError> {
     let unfinished = switchyard_store::RunFilter {
         field: switchyard_store::RunField::State,
@@ -271,6 +272,13 @@ pub async fn recover(state: &AppState) -> Result<usize, ApiError> {
         tracing::warn!(run = %run.id, state = %run.state, owner = ?run.lease.as_ref().map(|l| &l.owner), "resuming a run no process holds");
         state.spawn_run(run.id.clone(), true);
         n += 1;
+    }
+    // Jobs submitted on their own whose follower died (a step's job is its
+    // resumed step's to follow).
+    match jobs::recover_jobs(state).await {
+        Ok(0) => {}
+        Ok(jobs) => tracing::info!(jobs, "following again jobs no process followed"),
+        Err(e) => tracing::warn!(error = %e, "job recovery failed"),
     }
     Ok(n)
 }

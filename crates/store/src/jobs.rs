@@ -7,8 +7,8 @@ use sqlx::Row;
 
 use crate::sql::{bind_lease, lease_from_row, parse_json, parse_state, parse_ts, q, ts};
 use crate::{
-    JobEventRecord, JobMetricPoint, JobRecord, JobStore, Lease, Result, SqlStore, State, StoreError,
-    TaskLink,
+    JobEventRecord, JobMetricPoint, JobRecord, JobStore, Lease, Result, SqlStore, State,
+    StoreError, TaskLink,
 };
 
 fn job_from_row(row: &AnyRow) -> Result<JobRecord> {
@@ -26,7 +26,10 @@ fn job_from_row(row: &AnyRow) -> Result<JobRecord> {
         logs_dir: row.get("logs_dir"),
         placement: parse_json(row.get("placement"), &what)?,
         lease: lease_from_row(row),
-        task: match (row.get::<Option<String>, _>("run_id"), row.get::<Option<String>, _>("task_key")) {
+        task: match (
+            row.get::<Option<String>, _>("run_id"),
+            row.get::<Option<String>, _>("task_key"),
+        ) {
             (Some(run_id), Some(task_key)) => Some(TaskLink { run_id, task_key }),
             _ => None,
         },
@@ -240,6 +243,16 @@ impl JobStore for SqlStore {
         .await
         .map_err(q("claim job"))?;
         Ok(res.rows_affected() > 0)
+    }
+
+    async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM jobs WHERE state IN ('PENDING', 'RUNNING', 'CANCELING') ORDER BY created_at, id",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(q("unfinished jobs"))?;
+        rows.iter().map(job_from_row).collect()
     }
 
     async fn job_for_task(&self, link: &TaskLink) -> Result<Option<JobRecord>> {

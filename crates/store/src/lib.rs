@@ -144,6 +144,9 @@ pub trait JobStore: Send + Sync {
     /// `observed` (what the caller saw and judged expired or absent). Two
     /// processes racing to re-attach to one job: exactly one gets true.
     async fn claim_job(&self, id: &str, observed: Option<&Lease>, lease: &Lease) -> Result<bool>;
+    /// Every job not ended (PENDING, RUNNING, CANCELING), oldest first: what
+    /// recovery looks at.
+    async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>>;
     /// The latest job recorded for a pipeline task, if any.
     async fn job_for_task(&self, link: &TaskLink) -> Result<Option<JobRecord>>;
     async fn request_job_cancel(&self, id: &str) -> Result<()>;

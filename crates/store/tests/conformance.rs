@@ -517,6 +517,20 @@ async fn job_claims_and_task_links(store: SqlStore) {
     };
     store.create_job(&job).await.unwrap();
     assert_eq!(store.job_for_task(&link).await.unwrap().unwrap().id, "jc1");
+    let unfinished = |store: &SqlStore| {
+        let store = store.clone();
+        async move {
+            store
+                .unfinished_jobs()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|j| j.id)
+                .filter(|id| id.starts_with("jc"))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(unfinished(&store).await, ["jc1"]);
     // Two takers that saw the same expired lease: one wins.
     let (a, b) = (lease_of("a", "h1", 300), lease_of("b", "h2", 300));
     let (ra, rb) = tokio::join!(
@@ -525,13 +539,23 @@ async fn job_claims_and_task_links(store: SqlStore) {
     );
     assert!(ra.unwrap() ^ rb.unwrap(), "exactly one claim succeeds");
     // A lease other than the one observed is not taken.
-    assert!(!store.claim_job("jc1", Some(&dead), &lease_of("c", "h3", 300)).await.unwrap());
-    assert!(!store.claim_job("jc1", None, &lease_of("c", "h3", 300)).await.unwrap());
+    assert!(!store
+        .claim_job("jc1", Some(&dead), &lease_of("c", "h3", 300))
+        .await
+        .unwrap());
+    assert!(!store
+        .claim_job("jc1", None, &lease_of("c", "h3", 300))
+        .await
+        .unwrap());
     // An ended job is nobody's to take.
     job.state = State::Succeeded;
     job.lease = None;
     store.update_job(&job, None).await.unwrap();
-    assert!(!store.claim_job("jc1", None, &lease_of("c", "h3", 300)).await.unwrap());
+    assert!(!store
+        .claim_job("jc1", None, &lease_of("c", "h3", 300))
+        .await
+        .unwrap());
+    assert!(unfinished(&store).await.is_empty());
     // A second job of the task (a retry) is the one found; other tasks find none.
     job.id = "jc2".into();
     job.state = State::Pending;

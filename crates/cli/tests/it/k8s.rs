@@ -806,7 +806,11 @@ fn a_job_whose_follower_died_is_resumed_or_stopped_in_the_cluster() {
     let names = |ns: &Ns<'_>| -> Vec<String> {
         ns.get(&["get", "pytorchjobs"])["items"]
             .as_array()
-            .map(|a| a.iter().filter_map(|j| j["metadata"]["name"].as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|j| j["metadata"]["name"].as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default()
     };
 
@@ -829,13 +833,20 @@ fn a_job_whose_follower_died_is_resumed_or_stopped_in_the_cluster() {
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let job = r.json();
     assert_eq!(job["state"], "SUCCEEDED", "{job:#}");
-    assert!(job["metrics"]["test_accuracy"].as_f64().is_some(), "{job:#}");
+    assert!(
+        job["metrics"]["test_accuracy"].as_f64().is_some(),
+        "{job:#}"
+    );
     assert_eq!(names(&ns), before, "the same PyTorchJob, followed again");
     let detail = sb.run(&["job", "get", &id, "--output", "json"]).json();
     assert!(
-        detail["events"].as_array().unwrap().iter().any(|e| e["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("re-attached"))),
+        detail["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("re-attached"))),
         "{detail:#}"
     );
     // A job that ended is not resumed again.
@@ -855,7 +866,11 @@ fn a_job_whose_follower_died_is_resumed_or_stopped_in_the_cluster() {
     child.kill().unwrap();
     child.wait().unwrap();
     let now = names(&ns);
-    let second: Vec<String> = now.iter().filter(|n| !before.contains(n)).cloned().collect();
+    let second: Vec<String> = now
+        .iter()
+        .filter(|n| !before.contains(n))
+        .cloned()
+        .collect();
     assert_eq!(second.len(), 1, "{before:?} then {now:?}");
     let r = sb.run_with(&env, &["job", "cancel", &id]);
     assert_eq!(r.code, 0, "{}", r.stderr);

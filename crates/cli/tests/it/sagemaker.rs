@@ -388,7 +388,10 @@ fn a_sagemaker_job_whose_follower_died_is_resumed_or_stopped() {
     assert_eq!(jobs[0].1, "InProgress", "{jobs:?}");
     let mut c = sb.cmd();
     sagemaker_env(&moto, &mut c);
-    let out = c.args(["job", "resume", &id, "-o", "json"]).output().unwrap();
+    let out = c
+        .args(["job", "resume", &id, "-o", "json"])
+        .output()
+        .unwrap();
     let job: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     assert_eq!(
         out.status.code(),
@@ -409,7 +412,10 @@ fn a_sagemaker_job_whose_follower_died_is_resumed_or_stopped() {
     let out = c.args(["job", "cancel", &id]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("stopped SageMaker training job"), "{stderr}");
+    assert!(
+        stderr.contains("stopped SageMaker training job"),
+        "{stderr}"
+    );
     let jobs = training_jobs(&moto);
     assert_eq!(jobs.len(), 2, "{jobs:?}");
     assert_eq!(jobs[1].1, "Stopped", "{jobs:?}");
@@ -471,5 +477,9 @@ fn a_resumed_pipeline_follows_the_sagemaker_job_its_killed_step_submitted() {
         "{log}"
     );
     let recorded = sb.run(&["job", "list", "-o", "json"]).json();
-    assert_eq!(recorded["jobs"].as_array().unwrap().len(), 1, "{recorded:#}");
+    assert_eq!(
+        recorded["jobs"].as_array().unwrap().len(),
+        1,
+        "{recorded:#}"
+    );
 }

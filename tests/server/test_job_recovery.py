@@ -1,0 +1,133 @@
+"""Training jobs outlive the server that followed them: a server killed with
+kill -9 mid-training is replaced, and the next one follows the same SageMaker
+job (moto, through tests/sagemaker/moto_server.py whose jobs train for a
+while) instead of submitting another; a job no process follows is stopped
+where it runs when it is canceled over HTTP."""
+import json
+import os
+import subprocess
+import sys
+import time
+import warnings
+
+import requests
+
+warnings.simplefilter("ignore")
+
+import kfp  # noqa: E402
+
+from conftest import REPO, Moto, Server  # noqa: E402
+
+ROLE = "arn:aws:iam::123456789012:role/SwitchyardTraining"
+
+
+def sagemaker_env(moto):
+    return dict(moto.env(), SWITCHYARD_SAGEMAKER_BUCKET="sm-staging", SWITCHYARD_SAGEMAKER_POLL_SECONDS="1")
+
+
+def wait(what, pred, timeout=120):
+    deadline = time.time() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+
+
+def job_doc():
+    return {"apiVersion": "switchyard/v1", "kind": "TrainingJob", "metadata": {"name": "held"},
+            "spec": {"backend": "sagemaker", "image": "pytorch-training:2.5-cpu-py311",
+                     "sourceDir": str(REPO / "examples/ddp-digits"), "entryPoint": "train.py",
+                     "nodes": 1, "instanceType": "ml.c5.xlarge", "roleArn": ROLE,
+                     "metrics": [{"name": "test_accuracy", "regex": "test_accuracy=([0-9.]+)"}]}}
+
+
+def test_a_killed_servers_sagemaker_step_is_followed_by_the_next_server(tmp_path):
+    moto = Moto(training_seconds=15)
+    moto.s3.create_bucket(Bucket="sm-staging")
+    instances = moto.stand_in(0.97)
+    home = tmp_path / "home"
+    home.mkdir()
+    path = str(tmp_path / "hybrid.yaml")
+    subprocess.run([sys.executable, "-W", "ignore", str(REPO / "examples/hybrid/pipeline.py"), path],
+                   check=True, capture_output=True)
+    s = Server(home, env=sagemaker_env(moto)).start()
+    try:
+        c = kfp.Client(host=s.url)
+        result = c.create_run_from_pipeline_package(
+            path, arguments={"training_runtime": "sagemaker", "role_arn": ROLE})
+        wait("the training step's SageMaker job", moto.training_jobs)
+    finally:
+        s.kill(sig=9)  # mid-training: the step and its follower die with it
+    try:
+        assert [st for _, st in moto.training_jobs()] == ["InProgress"]
+        s2 = Server(home, env=sagemaker_env(moto)).start()
+        try:
+            c = kfp.Client(host=s2.url)
+            run = c.wait_for_run_completion(result.run_id, timeout=180)
+            assert run.state == "SUCCEEDED", run.error
+            # The same SageMaker job, followed to its end: none submitted again.
+            assert [st for _, st in moto.training_jobs()] == ["Completed"]
+            jobs = requests.get(s2.url + "/apis/switchyard/v1/jobs", timeout=10).json()["jobs"]
+            assert [j["state"] for j in jobs] == ["SUCCEEDED"], jobs
+            assert jobs[0]["metrics"]["test_accuracy"] == 0.97
+            detail = requests.get(s2.url + f"/apis/switchyard/v1/jobs/{jobs[0]['job_id']}", timeout=10).json()
+            assert any((e["message"] or "").startswith("re-attached") for e in detail["events"]), detail["events"]
+        finally:
+            s2.kill()
+    finally:
+        instances.terminate()
+        instances.wait()
+        moto.stop()
+
+
+def test_jobs_no_server_follows_are_followed_again_or_stopped(tmp_path):
+    moto = Moto(training_seconds=20)
+    moto.s3.create_bucket(Bucket="sm-staging")
+    instances = moto.stand_in(0.92)
+    home = tmp_path / "home"
+    home.mkdir()
+    try:
+        # A job submitted over HTTP, its server killed: the next server follows it.
+        s = Server(home, env=sagemaker_env(moto)).start()
+        try:
+            base = s.url + "/apis/switchyard/v1/jobs"
+            first = requests.post(base, data=json.dumps(job_doc()), timeout=30).json()["job_id"]
+            wait("the SageMaker job", moto.training_jobs)
+        finally:
+            s.kill(sig=9)
+        s2 = Server(home, env=sagemaker_env(moto)).start()
+        try:
+            base = s2.url + "/apis/switchyard/v1/jobs"
+            job = wait("the job to end", lambda: (lambda j: j if j["state"] in ("SUCCEEDED", "FAILED", "CANCELED") else None)(
+                requests.get(f"{base}/{first}", timeout=10).json()), timeout=120)
+            assert job["state"] == "SUCCEEDED", job
+            assert [st for _, st in moto.training_jobs()] == ["Completed"]
+        finally:
+            s2.kill()
+        # With recovery off, a job whose server died stays orphaned; a cancel
+        # over HTTP stops its SageMaker job (StopTrainingJob).
+        s3 = Server(home, env=sagemaker_env(moto), extra=["--recover-runs", "false"]).start()
+        try:
+            base = s3.url + "/apis/switchyard/v1/jobs"
+            second = requests.post(base, data=json.dumps(job_doc()), timeout=30).json()["job_id"]
+            wait("the second SageMaker job", lambda: len(moto.training_jobs()) == 2)
+        finally:
+            s3.kill(sig=9)
+        s4 = Server(home, env=sagemaker_env(moto), extra=["--recover-runs", "false"]).start()
+        try:
+            base = s4.url + "/apis/switchyard/v1/jobs"
+            assert requests.get(f"{base}/{second}", timeout=10).json()["state"] in ("PENDING", "RUNNING")
+            r = requests.post(f"{base}/{second}:cancel", timeout=30)
+            assert r.status_code == 200, r.text
+            job = requests.get(f"{base}/{second}", timeout=10).json()
+            assert job["state"] == "CANCELED", job
+            assert job["failure_reason"].startswith("canceled: stopped SageMaker training job"), job
+            assert [st for _, st in moto.training_jobs()] == ["Completed", "Stopped"]
+        finally:
+            s4.kill()
+    finally:
+        instances.terminate()
+        instances.wait()
+        moto.stop()
