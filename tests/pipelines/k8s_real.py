@@ -68,3 +68,21 @@ def pod_read(data: Input[Dataset], report: OutputPath(str)):
 def k8s_s3() -> str:
     written = pod_write()
     return pod_read(data=written.outputs["data"]).outputs["report"]
+
+
+@dsl.container_component
+def second_time_lucky(workspace: str, report: OutputPath(str)):
+    """Fails the first time (leaving a mark in the run's workspace), then succeeds."""
+    return dsl.ContainerSpec(
+        image=IMAGE,
+        command=["sh", "-c",
+                 'if [ -e "$0/tried" ]; then mkdir -p "$(dirname "$1")" && echo "ran on $(hostname)" > "$1"; '
+                 'else touch "$0/tried"; echo "first try fails"; exit 3; fi'],
+        args=[workspace, report],
+    )
+
+
+# Run once (fails), then resumed: the resumed task must run in a new pod.
+@dsl.pipeline(name="k8s-retry", pipeline_config=dsl.PipelineConfig(workspace=dsl.WorkspaceConfig(size="1Gi")))
+def k8s_retry() -> str:
+    return second_time_lucky(workspace=dsl.WORKSPACE_PATH_PLACEHOLDER).set_caching_options(False).outputs["report"]

@@ -975,6 +975,73 @@ fn run_on_pods(k: &Kube, ns: &str, mut cmd: Command, pipeline: &str, args: &[&st
     serde_json::from_str(&stdout).expect("run JSON")
 }
 
+#[test]
+#[ignore = "needs the local Kubernetes cluster (scripts/k8s-cluster start)"]
+fn a_task_run_again_gets_a_new_pod_not_its_failed_one() {
+    let k = kube();
+    let mut ns = k.namespace("retry");
+    let data = ns.data.path().to_path_buf();
+    ns.claim("switchyard-data", &data);
+    let sb = Sandbox::new();
+    let p = crate::common::pipeline("k8s_retry");
+    let out = pod_steps(&sb, &k, &ns.name, &data)
+        .args(["run", p.to_str().expect("utf8"), "--output", "json", "--quiet"])
+        .output()
+        .expect("switchyard run");
+    let first: Value = serde_json::from_slice(&out.stdout).expect("run JSON");
+    assert_eq!(first["state"], "FAILED", "{first:#}");
+    let id = first["run_id"].as_str().expect("run id");
+    // Run again: attempt 1 in a pod of its own. (Before, the attempt number
+    // started at 0 again: the pod name existed (409), the old failed pod was
+    // followed and its failure reported without anything running.)
+    let out = pod_steps(&sb, &k, &ns.name, &data)
+        .args(["runs", "resume", id, "--output", "json", "--quiet"])
+        .output()
+        .expect("switchyard runs resume");
+    let again: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(
+        again["state"],
+        "SUCCEEDED",
+        "{again:#}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        k.kubectl(&["-n", &ns.name, "get", "pods", "-o", "wide"])
+    );
+    assert!(
+        again["outputs"]["Output"]
+            .as_str()
+            .is_some_and(|o| o.starts_with("ran on task-")),
+        "{again:#}"
+    );
+    let t = crate::common::task(&again, "second-time-lucky");
+    assert_eq!(t["attempt"], 1, "{t:#}");
+    let pods = ns.get(&["get", "pods"]);
+    let mut phases: Vec<(String, String)> = pods["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            (
+                p["metadata"]["annotations"]["switchyard.io/attempt-id"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                p["status"]["phase"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    phases.sort();
+    assert_eq!(phases.len(), 2, "{phases:?}");
+    assert!(
+        phases[0].0.ends_with("-0") && phases[0].1 == "Failed",
+        "{phases:?}"
+    );
+    assert!(
+        phases[1].0.ends_with("-1") && phases[1].1 == "Succeeded",
+        "{phases:?}"
+    );
+}
+
 /// Removes a node taint when the test ends, however it ends.
 struct Taint<'a>(&'a Kube, &'static str);
 

@@ -206,7 +206,12 @@ async fn run_container(
         ctx.cancel.child_token()
     };
     let retry = task.retry_policy.clone().unwrap_or_default();
-    let mut attempt: u32 = 0;
+    // Attempt numbers are never reused within a run: a task run again (a
+    // resumed run, a retried one) goes on from its last recorded attempt, so
+    // what a backend made for an earlier attempt (a Pod named after it) is
+    // never taken for this one's.
+    let first_attempt = next_attempt(ctx, key).await;
+    let mut attempt = first_attempt;
     loop {
         if ctx.cancel.is_cancelled() && !finalizer {
             return Ok(ctx.canceled(rec).await);
@@ -246,7 +251,7 @@ async fn run_container(
             )
             .filter(|v| !v.is_null()),
         };
-        if attempt == 0 {
+        if attempt == first_attempt {
             for message in ctx.backend.unhonoured(&job) {
                 ctx.notice(key, message, &sink);
             }
@@ -297,13 +302,16 @@ async fn run_container(
         } else {
             format!("{message}; last output:\n{tail_text}")
         };
-        if retryable && attempt < retry.max_retry_count {
+        // The retry policy counts this execution's attempts.
+        let retries = attempt - first_attempt;
+        if retryable && retries < retry.max_retry_count {
             attempt += 1;
-            let wait = backoff(&retry, attempt);
+            let wait = backoff(&retry, retries + 1);
             sink(&format!(
-                "[switchyard] attempt {} failed ({}); retry {attempt}/{} in {:.1}s",
+                "[switchyard] attempt {} failed ({}); retry {}/{} in {:.1}s",
                 attempt,
                 full.lines().next().unwrap_or_default(),
+                retries + 1,
                 retry.max_retry_count,
                 wait.as_secs_f64()
             ));
@@ -347,6 +355,15 @@ fn take_custom_path(name: &str, custom: &str, own: &str) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// The number of this task's next attempt: 0 the first time, else one past
+/// the last attempt recorded (its record is still the earlier execution's).
+async fn next_attempt(ctx: &RunCtx, key: &str) -> u32 {
+    match ctx.store.get_task(&ctx.run_id, key).await {
+        Ok(Some(old)) if old.started_at.is_some() => old.attempt + 1,
+        _ => 0,
+    }
 }
 
 /// On resume: the outputs of this task if it already succeeded in this run.
