@@ -221,8 +221,13 @@ pub async fn cancel(server: &str, id: &str) -> Result<i32> {
 const JOBS: &str = "/apis/switchyard/v1/jobs";
 
 /// How long a step keeps trying to submit its job to a server that refuses
-/// connections.
-const SUBMIT_PATIENCE: Duration = Duration::from_secs(60);
+/// connections: 60 s, or `SWITCHYARD_SUBMIT_PATIENCE_SECONDS`.
+fn submit_patience() -> Duration {
+    std::env::var("SWITCHYARD_SUBMIT_PATIENCE_SECONDS")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map_or(Duration::from_secs(60), Duration::from_secs)
+}
 
 /// Whether a request failed before the server could have seen it (no
 /// connection, no such host): only then may a POST be sent again.
@@ -251,9 +256,10 @@ pub async fn run_job(server: &str, job: &Value) -> Result<Value> {
     // programmed yet) refuses connections for a moment; the job cannot have
     // reached it then, so the submission is tried again for a while.
     let started = std::time::Instant::now();
+    let patience = submit_patience();
     let submitted = loop {
         match remote.request("POST", JOBS.into(), Some(job.clone())).await {
-            Err(e) if never_reached(&e) && started.elapsed() < SUBMIT_PATIENCE => {
+            Err(e) if never_reached(&e) && started.elapsed() < patience => {
                 eprintln!("cannot reach {server} yet (retrying): {e:#}");
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }

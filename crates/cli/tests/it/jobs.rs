@@ -712,6 +712,7 @@ fn a_step_says_why_the_server_would_not_take_its_job() {
             .cmd()
             .env("SWITCHYARD_SERVER", url)
             .env("SWITCHYARD_AUTH_TOKEN", token)
+            .env("SWITCHYARD_SUBMIT_PATIENCE_SECONDS", "2")
             .current_dir(sb.work.path())
             .args(["job", "run-component", "--executor-input", &input])
             .output()
@@ -728,6 +729,7 @@ fn a_step_says_why_the_server_would_not_take_its_job() {
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port();
+    // (It keeps trying for SWITCHYARD_SUBMIT_PATIENCE_SECONDS, 2 s here, then says so.)
     let unreachable = step(&format!("http://127.0.0.1:{closed}"), "x");
     assert!(
         unreachable.contains("cannot reach the server at http://127.0.0.1"),

@@ -985,7 +985,13 @@ fn a_task_run_again_gets_a_new_pod_not_its_failed_one() {
     let sb = Sandbox::new();
     let p = crate::common::pipeline("k8s_retry");
     let out = pod_steps(&sb, &k, &ns.name, &data)
-        .args(["run", p.to_str().expect("utf8"), "--output", "json", "--quiet"])
+        .args([
+            "run",
+            p.to_str().expect("utf8"),
+            "--output",
+            "json",
+            "--quiet",
+        ])
         .output()
         .expect("switchyard run");
     let first: Value = serde_json::from_slice(&out.stdout).expect("run JSON");
