@@ -3,8 +3,8 @@ kill -9 mid-training is replaced, and the next one follows the same SageMaker
 job (moto, through tests/sagemaker/moto_server.py whose jobs train for a
 while) instead of submitting another; a job no process follows is stopped
 where it runs when it is canceled over HTTP."""
+import contextlib
 import json
-import os
 import subprocess
 import sys
 import time
@@ -35,6 +35,23 @@ def wait(what, pred, timeout=120):
         time.sleep(0.3)
 
 
+@contextlib.contextmanager
+def sagemaker(training_seconds, accuracy):
+    """moto whose training jobs take `training_seconds`, a staging bucket, and
+    the stand-in for the training instances; all stopped at the end."""
+    moto = Moto(training_seconds=training_seconds)
+    try:
+        moto.s3.create_bucket(Bucket="sm-staging")
+        instances = moto.stand_in(accuracy)
+        try:
+            yield moto
+        finally:
+            instances.terminate()
+            instances.wait()
+    finally:
+        moto.stop()
+
+
 def job_doc():
     return {"apiVersion": "switchyard/v1", "kind": "TrainingJob", "metadata": {"name": "held"},
             "spec": {"backend": "sagemaker", "image": "pytorch-training:2.5-cpu-py311",
@@ -44,23 +61,20 @@ def job_doc():
 
 
 def test_a_killed_servers_sagemaker_step_is_followed_by_the_next_server(tmp_path):
-    moto = Moto(training_seconds=15)
-    moto.s3.create_bucket(Bucket="sm-staging")
-    instances = moto.stand_in(0.97)
     home = tmp_path / "home"
     home.mkdir()
     path = str(tmp_path / "hybrid.yaml")
     subprocess.run([sys.executable, "-W", "ignore", str(REPO / "examples/hybrid/pipeline.py"), path],
                    check=True, capture_output=True)
-    s = Server(home, env=sagemaker_env(moto)).start()
-    try:
-        c = kfp.Client(host=s.url)
-        result = c.create_run_from_pipeline_package(
-            path, arguments={"training_runtime": "sagemaker", "role_arn": ROLE})
-        wait("the training step's SageMaker job", moto.training_jobs)
-    finally:
-        s.kill(sig=9)  # mid-training: the step and its follower die with it
-    try:
+    with sagemaker(training_seconds=15, accuracy=0.97) as moto:
+        s = Server(home, env=sagemaker_env(moto)).start()
+        try:
+            c = kfp.Client(host=s.url)
+            result = c.create_run_from_pipeline_package(
+                path, arguments={"training_runtime": "sagemaker", "role_arn": ROLE})
+            wait("the training step's SageMaker job", moto.training_jobs)
+        finally:
+            s.kill(sig=9)  # mid-training: the step and its follower die with it
         assert [st for _, st in moto.training_jobs()] == ["InProgress"]
         s2 = Server(home, env=sagemaker_env(moto)).start()
         try:
@@ -76,19 +90,12 @@ def test_a_killed_servers_sagemaker_step_is_followed_by_the_next_server(tmp_path
             assert any((e["message"] or "").startswith("re-attached") for e in detail["events"]), detail["events"]
         finally:
             s2.kill()
-    finally:
-        instances.terminate()
-        instances.wait()
-        moto.stop()
 
 
 def test_jobs_no_server_follows_are_followed_again_or_stopped(tmp_path):
-    moto = Moto(training_seconds=20)
-    moto.s3.create_bucket(Bucket="sm-staging")
-    instances = moto.stand_in(0.92)
     home = tmp_path / "home"
     home.mkdir()
-    try:
+    with sagemaker(training_seconds=20, accuracy=0.92) as moto:
         # A job submitted over HTTP, its server killed: the next server follows it.
         s = Server(home, env=sagemaker_env(moto)).start()
         try:
@@ -127,7 +134,3 @@ def test_jobs_no_server_follows_are_followed_again_or_stopped(tmp_path):
             assert [st for _, st in moto.training_jobs()] == ["Completed", "Stopped"]
         finally:
             s4.kill()
-    finally:
-        instances.terminate()
-        instances.wait()
-        moto.stop()

@@ -816,15 +816,22 @@ fn a_job_whose_follower_died_is_resumed_or_stopped_in_the_cluster() {
 
     // The follower is killed mid-job; `job resume` re-attaches to the same
     // PyTorchJob (no second one) and records how it ended.
-    let args = job_args(&[
-        "--set",
-        "spec.hyperparameters.epochs=6",
-        "--set",
-        "spec.hyperparameters.sleep-per-epoch=1",
-    ]);
-    let (mut child, id) = start_job_in_pods(&sb, &env, &args);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    // A job of `epochs` one-second epochs whose follower is killed (SIGKILL)
+    // once its pods train; returns its id.
+    let orphan = |epochs: u32| {
+        let epochs = format!("spec.hyperparameters.epochs={epochs}");
+        let args = job_args(&[
+            "--set",
+            &epochs,
+            "--set",
+            "spec.hyperparameters.sleep-per-epoch=1",
+        ]);
+        let (mut child, id) = start_job_in_pods(&sb, &env, &args);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        id
+    };
+    let id = orphan(6);
     let before = names(&ns);
     assert_eq!(before.len(), 1, "{before:?}");
     let r = sb.run(&["job", "get", &id, "--output", "json"]);
@@ -856,15 +863,7 @@ fn a_job_whose_follower_died_is_resumed_or_stopped_in_the_cluster() {
 
     // The follower of a second job is killed; `job cancel` deletes its
     // PyTorchJob and pods (before, it only marked the record CANCELED).
-    let args = job_args(&[
-        "--set",
-        "spec.hyperparameters.epochs=200",
-        "--set",
-        "spec.hyperparameters.sleep-per-epoch=1",
-    ]);
-    let (mut child, id) = start_job_in_pods(&sb, &env, &args);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let id = orphan(200);
     let now = names(&ns);
     let second: Vec<String> = now
         .iter()
