@@ -134,3 +134,33 @@ def test_jobs_no_server_follows_are_followed_again_or_stopped(tmp_path):
             assert [st for _, st in moto.training_jobs()] == ["Completed", "Stopped"]
         finally:
             s4.kill()
+
+
+def test_a_steps_job_posted_again_is_its_earlier_job(server):
+    """A pipeline step running as a Pod hands its job to the server; when the
+    step runs again (its run resumed), posting the same task's job gives back
+    the job its earlier attempt submitted, and a retry after a failure or a
+    cancel gets a new one."""
+    from test_client import _job_doc, _wait_job
+    base = server.url + "/apis/switchyard/v1/jobs"
+
+    def post(name, task):
+        doc = _job_doc(name)
+        doc["metadata"]["labels"] = {"switchyard.io/run-id": "run-resumed", "switchyard.io/task": task}
+        r = requests.post(base, data=json.dumps(doc), timeout=30)
+        assert r.status_code == 200, r.text
+        return r.json()["job_id"]
+
+    running = post("sleeper.yaml", "train")
+    _wait_job(base, running, states=("RUNNING",))
+    assert post("sleeper.yaml", "train") == running
+    assert requests.post(f"{base}/{running}:cancel", timeout=30).status_code == 200
+    assert _wait_job(base, running)["state"] == "CANCELED"
+    retried = post("sleeper.yaml", "train")
+    assert retried != running
+    assert requests.post(f"{base}/{retried}:cancel", timeout=30).status_code == 200
+    assert _wait_job(base, retried)["state"] == "CANCELED"
+    done = post("contract.yaml", "evaluate")
+    assert _wait_job(base, done)["state"] == "SUCCEEDED"
+    assert post("contract.yaml", "evaluate") == done
+    assert requests.get(base, timeout=10).json()["total_size"] == 3

@@ -46,18 +46,12 @@ pub async fn submit(
     let job = switchyard_job::load(&body, &base, &[], q.backend.as_deref())
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     check_paths(&job, &s.config.path_roots)?;
+    if let Some(earlier) = task_job(&s, &job).await? {
+        return Ok(Json(job_json(&earlier)));
+    }
     let prepared = s.jobs.prepare(&job).await?;
     let doc = job_json(&prepared.record);
-    let runner = s.jobs.clone();
-    tokio::spawn(async move {
-        let quiet: Arc<dyn Fn(Notice<'_>) + Send + Sync> = Arc::new(|_| {});
-        if let Err(e) = runner
-            .execute(prepared, &job, CancellationToken::new(), quiet)
-            .await
-        {
-            tracing::error!(error = %e, "training job could not be finished");
-        }
-    });
+    follow_in_background(&s, prepared, job);
     Ok(Json(doc))
 }
 
@@ -179,6 +173,52 @@ pub async fn action(
     Ok(Json(json!({})))
 }
 
+/// The job a pipeline step submitted in an earlier attempt, when the step
+/// (a Pod that hands its job to this server) runs again: one still running
+/// is answered (and followed again if its follower died), one that succeeded
+/// is reused; after a failure or a cancel the step's retry gets a new job.
+async fn task_job(
+    s: &AppState,
+    job: &switchyard_job::TrainingJob,
+) -> ApiResult<Option<switchyard_store::JobRecord>> {
+    let Some(link) = switchyard_jobs::task_link(job) else {
+        return Ok(None);
+    };
+    let Some(earlier) = s.jobs.store().job_for_task(&link).await? else {
+        return Ok(None);
+    };
+    match earlier.state {
+        switchyard_store::State::Succeeded => Ok(Some(earlier)),
+        st if st.is_final() => Ok(None),
+        _ => {
+            if let switchyard_jobs::Adopted::Mine(prepared, recorded) =
+                s.jobs.adopt(&earlier).await?
+            {
+                follow_in_background(s, *prepared, *recorded);
+            }
+            Ok(Some(s.jobs.store().get_job(&earlier.id).await?))
+        }
+    }
+}
+
+/// Follows a recorded job to its end on this server's runtime.
+fn follow_in_background(
+    s: &AppState,
+    prepared: switchyard_jobs::Prepared,
+    job: switchyard_job::TrainingJob,
+) {
+    let runner = s.jobs.clone();
+    tokio::spawn(async move {
+        let quiet: Arc<dyn Fn(Notice<'_>) + Send + Sync> = Arc::new(|_| {});
+        if let Err(e) = runner
+            .execute(prepared, &job, CancellationToken::new(), quiet)
+            .await
+        {
+            tracing::error!(error = %e, "training job could not be finished");
+        }
+    });
+}
+
 /// Follows again every job no process follows (its follower died): a
 /// SageMaker job or PyTorchJob is re-attached to, a local gang starts again.
 /// A pipeline step's job is left to its step, which runs again with its run
@@ -201,16 +241,7 @@ pub async fn recover_jobs(s: &AppState) -> ApiResult<usize> {
         };
         tracing::warn!(job = %j.id, backend = %j.backend, "following again a job no process followed");
         n += 1;
-        let runner = s.jobs.clone();
-        tokio::spawn(async move {
-            let quiet: Arc<dyn Fn(Notice<'_>) + Send + Sync> = Arc::new(|_| {});
-            if let Err(e) = runner
-                .execute(*prepared, &job, CancellationToken::new(), quiet)
-                .await
-            {
-                tracing::error!(error = %e, "training job could not be finished");
-            }
-        });
+        follow_in_background(s, *prepared, *job);
     }
     Ok(n)
 }
