@@ -6,7 +6,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use std::sync::Arc;
 
-use switchyard_jobs::{JobRunner, RunnerConfig};
+use switchyard_jobs::JobRunner;
+
+use crate::backends::{BackendConfig, ConfiguredBackends};
 use switchyard_local::training::LocalTrainingConfig;
 use switchyard_local::LocalConfig;
 use switchyard_store::JobStore;
@@ -65,7 +67,7 @@ impl Paths {
     /// mounts from `SWITCHYARD_EFS_MOUNTS`, S3 downloads cached in `<home>/cache/s3`.
     pub fn job_runner(&self, store: Arc<dyn JobStore>) -> Result<JobRunner> {
         let efs = std::env::var("SWITCHYARD_EFS_MOUNTS").unwrap_or_default();
-        let config = RunnerConfig {
+        let config = BackendConfig {
             jobs_dir: self.jobs.clone(),
             admission_file: self.home.join("admission.json"),
             python: std::env::var("SWITCHYARD_TRAINING_PYTHON")
@@ -74,7 +76,11 @@ impl Paths {
             kill_grace: Self::kill_grace(),
             s3_cache: self.home.join("cache/s3"),
         };
-        Ok(JobRunner::new(store, config))
+        Ok(JobRunner::new(
+            store,
+            Arc::new(ConfiguredBackends { config }),
+            self.jobs.clone(),
+        ))
     }
 
     /// `SWITCHYARD_UV` (a path, or `off`), else `uv` on PATH.

@@ -3,6 +3,7 @@
 //! 2 bad input or other error, 130 canceled).
 
 mod artifacts;
+mod backends;
 mod cli;
 mod commands;
 mod config;

@@ -1,21 +1,18 @@
 //! Running a TrainingJob from start to end, for the CLI and the server alike:
-//! choose the backend, check the job can run here, record it, follow its
-//! events into the store (started, restarting, queued), honour cancel requests
-//! written to the store by another process, and record how it ended.
+//! check the job can run here, record it, follow its events into the store
+//! (started, restarting, queued), honour cancel requests written to the store
+//! by another process, record how it ended, and take over jobs whose follower
+//! died. Which backend runs a job is [`Backends`]' choice: the binary builds
+//! them (it is the only place that links the cloud SDKs), so the server and
+//! this crate do not.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::{json, Value};
-use switchyard_job::{
-    BackendKind, ChannelSource, JobEvent, JobOutcome, JobState, Stopped, TrainingBackend,
-    TrainingJob,
-};
-use switchyard_local::admission::{Admission, Capacity};
-use switchyard_local::training::{LocalTraining, LocalTrainingConfig};
+use switchyard_job::{JobEvent, JobOutcome, JobState, Stopped, TrainingBackend, TrainingJob};
 use switchyard_store::{Holder, JobRecord, JobStore, Lease, State, StoreError, TaskLink};
 use tokio_util::sync::CancellationToken;
 
@@ -29,15 +26,22 @@ pub enum RunnerError {
     Store(#[from] StoreError),
 }
 
-/// Where jobs live on this machine and how they run.
-#[derive(Debug, Clone)]
-pub struct RunnerConfig {
-    pub jobs_dir: PathBuf,
-    pub admission_file: PathBuf,
-    pub python: String,
-    pub efs_mounts: BTreeMap<String, PathBuf>,
-    pub kill_grace: Duration,
-    pub s3_cache: PathBuf,
+/// The backends jobs run on, as the binary configured them.
+#[async_trait::async_trait]
+pub trait Backends: Send + Sync {
+    /// The backend `job.spec.backend` names, ready to run it (a missing
+    /// setting is `Refused`, naming it).
+    async fn backend_for(&self, job: &TrainingJob)
+        -> Result<Arc<dyn TrainingBackend>, RunnerError>;
+    /// Puts a finished job's model into `dest`: a folder or file is copied; a
+    /// SageMaker `model.tar.gz` in S3 is downloaded and unpacked (so the next
+    /// pipeline step reads the same files whichever backend trained).
+    async fn fetch_model(
+        &self,
+        job: &TrainingJob,
+        model: &str,
+        dest: &std::path::Path,
+    ) -> Result<(), RunnerError>;
 }
 
 /// What the runner tells whoever watches (the CLI prints it).
@@ -53,7 +57,9 @@ pub enum Notice<'a> {
 /// Starts and follows jobs.
 pub struct JobRunner {
     store: Arc<dyn JobStore>,
-    config: RunnerConfig,
+    backends: Arc<dyn Backends>,
+    /// Where each job's folder (its logs) goes: `<jobs_dir>/<id>`.
+    jobs_dir: PathBuf,
 }
 
 /// A job recorded and ready to run.
@@ -190,8 +196,12 @@ pub fn job_detail_json(j: &JobRecord, events: &[switchyard_store::JobEventRecord
 }
 
 impl JobRunner {
-    pub fn new(store: Arc<dyn JobStore>, config: RunnerConfig) -> Self {
-        JobRunner { store, config }
+    pub fn new(store: Arc<dyn JobStore>, backends: Arc<dyn Backends>, jobs_dir: PathBuf) -> Self {
+        JobRunner {
+            store,
+            backends,
+            jobs_dir,
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn JobStore> {
@@ -202,86 +212,17 @@ impl JobRunner {
         &self,
         job: &TrainingJob,
     ) -> Result<Arc<dyn TrainingBackend>, RunnerError> {
-        match job.spec.backend {
-            BackendKind::Local => {
-                let c = &self.config;
-                let config = LocalTrainingConfig {
-                    jobs_dir: c.jobs_dir.clone(),
-                    python: c.python.clone(),
-                    efs_mounts: c.efs_mounts.clone(),
-                    kill_grace: c.kill_grace,
-                };
-                let mut local = LocalTraining::new(
-                    config,
-                    Admission::new(c.admission_file.clone(), Capacity::detect()),
-                );
-                let s3_location = [&job.spec.output, &job.spec.checkpoint]
-                    .iter()
-                    .any(|o| o.as_deref().is_some_and(|o| o.starts_with("s3://")));
-                if s3_location
-                    || job
-                        .channels
-                        .iter()
-                        .any(|ch| matches!(ch.source, ChannelSource::S3 { .. }))
-                {
-                    local = local.with_s3(Arc::new(
-                        switchyard_s3::S3Store::from_env(c.s3_cache.clone()).await,
-                    ));
-                }
-                Ok(Arc::new(local))
-            }
-            BackendKind::Sagemaker => {
-                let config =
-                    switchyard_sagemaker::SageMakerConfig::from_env(self.config.jobs_dir.clone())
-                        .map_err(|e| RunnerError::Refused(e.to_string()))?;
-                Ok(Arc::new(
-                    switchyard_sagemaker::SageMakerBackend::from_env(config).await,
-                ))
-            }
-            BackendKind::Kubernetes => {
-                let config = switchyard_kubernetes::backend::KubernetesConfig::from_env(
-                    self.config.jobs_dir.clone(),
-                )
-                .map_err(RunnerError::Refused)?;
-                Ok(Arc::new(
-                    switchyard_kubernetes::backend::KubernetesBackend::new(config),
-                ))
-            }
-        }
+        self.backends.backend_for(job).await
     }
 
-    /// Puts a finished job's model into `dest`: a folder or file is copied; a
-    /// SageMaker `model.tar.gz` in S3 is downloaded and unpacked (so the next
-    /// pipeline step reads the same files whichever backend trained).
+    /// See [`Backends::fetch_model`].
     pub async fn fetch_model(
         &self,
         job: &TrainingJob,
         model: &str,
         dest: &std::path::Path,
     ) -> Result<(), RunnerError> {
-        if model.starts_with("s3://") {
-            let config =
-                switchyard_sagemaker::SageMakerConfig::from_env(self.config.jobs_dir.clone())
-                    .map_err(|e| RunnerError::Refused(e.to_string()))?;
-            let region = job
-                .spec
-                .sagemaker
-                .region
-                .clone()
-                .or_else(|| config.region.clone());
-            let backend = switchyard_sagemaker::SageMakerBackend::from_env(config).await;
-            switchyard_sagemaker::fetch_model(&backend.s3(region.as_deref()), model, dest)
-                .await
-                .map_err(|e| RunnerError::Refused(format!("cannot fetch the model: {e}")))?;
-            return Ok(());
-        }
-        switchyard_engine::io::copy_tree(std::path::Path::new(model), dest, &mut Vec::new())
-            .map_err(|e| {
-                RunnerError::Refused(format!(
-                    "cannot copy the model {model} to {}: {e}",
-                    dest.display()
-                ))
-            })
+        self.backends.fetch_model(job, model, dest).await
     }
 
     /// Checks the job can run here and records it PENDING; nothing is recorded
@@ -294,8 +235,7 @@ impl JobRunner {
         let id = uuid::Uuid::new_v4().to_string();
         let record = JobRecord {
             logs_dir: Some(
-                self.config
-                    .jobs_dir
+                self.jobs_dir
                     .join(&id)
                     .join("logs")
                     .to_string_lossy()
