@@ -135,7 +135,9 @@ def examples():
     return found
 
 
-SLEEP = ["python3", "-c", "import time; time.sleep(3)"]
+# Long enough for the workers to be up under either operator (Kubeflow's init
+# container waits for the master's name first): 3 s was not, under load.
+SLEEP = ["python3", "-c", "import time; time.sleep(10)"]
 FAIL = ["python3", "-c", "import sys, time; time.sleep(8); sys.exit(1)"]  # after the workers are up
 ONCE = ["sh", "-c", "if [ ! -f /scratch/once ]; then touch /scratch/once; exit 3; fi; sleep 2"]
 SCENARIOS = {

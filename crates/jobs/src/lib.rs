@@ -66,6 +66,9 @@ pub struct JobRunner {
 pub struct Prepared {
     pub record: JobRecord,
     backend: Arc<dyn TrainingBackend>,
+    /// Taken over from a follower that died: it may still run where it was
+    /// submitted, so a failure to follow it must not record it ended.
+    adopted: bool,
 }
 
 /// Whether an unfinished job has lost its follower (the process that
@@ -106,6 +109,13 @@ pub enum Adopted {
     Mine(Box<Prepared>, Box<TrainingJob>),
     /// Another process follows it, or it ended (the record as it is now).
     NotMine(Box<JobRecord>),
+}
+
+/// Why an orphaned job could not be followed again, and that nothing changed.
+fn left_as_it_was(id: &str, e: &dyn std::fmt::Display) -> RunnerError {
+    RunnerError::Refused(format!(
+        "cannot follow job {id} again: {e}; it is left as it was (no process follows it): resume it once that is fixed, or cancel it"
+    ))
 }
 
 fn state_of(s: JobState) -> State {
@@ -258,7 +268,11 @@ impl JobRunner {
             finished_at: None,
         };
         self.store.create_job(&record).await?;
-        Ok(Prepared { record, backend })
+        Ok(Prepared {
+            record,
+            backend,
+            adopted: false,
+        })
     }
 
     /// Takes over a job whose follower died, so that this process follows it
@@ -277,7 +291,7 @@ impl JobRunner {
             Ok(b) => b,
             Err(e) => {
                 self.let_go(&rec.id).await;
-                return Err(e);
+                return Err(left_as_it_was(&rec.id, &e));
             }
         };
         let me = Holder::current();
@@ -293,7 +307,11 @@ impl JobRunner {
             .await?;
         let record = self.store.get_job(&rec.id).await?;
         Ok(Adopted::Mine(
-            Box::new(Prepared { record, backend }),
+            Box::new(Prepared {
+                record,
+                backend,
+                adopted: true,
+            }),
             Box::new(job),
         ))
     }
@@ -366,7 +384,11 @@ impl JobRunner {
         cancel: CancellationToken,
         notice: Arc<dyn Fn(Notice<'_>) + Send + Sync>,
     ) -> Result<JobRecord, RunnerError> {
-        let Prepared { record, backend } = prepared;
+        let Prepared {
+            record,
+            backend,
+            adopted,
+        } = prepared;
         let id = record.id.clone();
         let watcher = {
             let (store, id, cancel) = (self.store.clone(), id.clone(), cancel.clone());
@@ -466,6 +488,12 @@ impl JobRunner {
         cancel.cancel();
         let _ = watcher.await;
         let _ = follower.await;
+        if let (true, Err(e)) = (adopted, &result) {
+            // What was submitted may still run: leave the record as it was,
+            // for a later resume (or a cancel, which stops it).
+            self.let_go(&id).await;
+            return Err(left_as_it_was(&id, e));
+        }
         let outcome = result.unwrap_or_else(|e| JobOutcome {
             state: JobState::Failed,
             restarts: 0,

@@ -836,6 +836,13 @@ fn a_job_whose_follower_died_is_resumed_or_stopped_in_the_cluster() {
     assert_eq!(before.len(), 1, "{before:?}");
     let r = sb.run(&["job", "get", &id, "--output", "json"]);
     assert_eq!(r.json()["state"], "RUNNING", "{}", r.stdout);
+    // Resumed where the cluster cannot be reached: an error, and the job is
+    // left RUNNING and orphaned (it still runs there), not recorded FAILED.
+    let r = sb.run(&["job", "resume", &id]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("it is left as it was"), "{}", r.stderr);
+    let left = sb.run(&["job", "get", &id, "--output", "json"]).json();
+    assert_eq!(left["state"], "RUNNING", "{left:#}");
     let r = sb.run_with(&env, &["job", "resume", &id, "--output", "json"]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let job = r.json();
