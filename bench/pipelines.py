@@ -7,21 +7,20 @@ def step(x: int) -> int:
     return x + 1
 
 
-@dsl.pipeline(name="chain10")
-def chain10(start: int = 0) -> int:
-    t = step(x=start)
-    for _ in range(9):
-        t = step(x=t.output)
-    return t.output
+def _chain(n, doc=None):
+    """A pipeline of `n` steps, each taking the previous one's output."""
+    @dsl.pipeline(name=f"chain{n}", description=doc)
+    def chain(start: int = 0) -> int:
+        t = step(x=start)
+        for _ in range(n - 1):
+            t = step(x=t.output)
+        return t.output
+    return chain
 
 
-@dsl.pipeline(name="chain40")
-def chain40(start: int = 0) -> int:
-    """With chain10, the cost of one more step (the one-time start cancels out)."""
-    t = step(x=start)
-    for _ in range(39):
-        t = step(x=t.output)
-    return t.output
+chain10 = _chain(10)
+# With chain10, the cost of one more step (the one-time start cancels out).
+chain40 = _chain(40)
 
 
 @dsl.pipeline(name="fanout16")

@@ -111,6 +111,20 @@ pub enum Adopted {
     NotMine(Box<JobRecord>),
 }
 
+/// What a pipeline task's earlier attempt left of its training job, for the
+/// task running again (its run resumed): so it follows that job instead of
+/// submitting a second one.
+pub enum EarlierJob {
+    /// None, or one that failed or was canceled: a retry submits a new job.
+    None,
+    /// It succeeded: its result is reused.
+    Succeeded(Box<JobRecord>),
+    /// Its follower had died; this process follows it now.
+    Adopted(Box<Prepared>, Box<TrainingJob>),
+    /// Another process follows it (the record as it is now).
+    FollowedElsewhere(Box<JobRecord>),
+}
+
 /// Why an orphaned job could not be followed again, and that nothing changed.
 fn left_as_it_was(id: &str, e: &dyn std::fmt::Display) -> RunnerError {
     RunnerError::Refused(format!(
@@ -316,6 +330,29 @@ impl JobRunner {
         ))
     }
 
+    /// The job an earlier attempt of `job`'s pipeline task submitted (see
+    /// [`EarlierJob`]); `None` for a job that is not a task's.
+    pub async fn earlier_job(&self, job: &TrainingJob) -> Result<EarlierJob, RunnerError> {
+        let Some(link) = task_link(job) else {
+            return Ok(EarlierJob::None);
+        };
+        let Some(earlier) = self.store.job_for_task(&link).await? else {
+            return Ok(EarlierJob::None);
+        };
+        Ok(match earlier.state {
+            State::Succeeded => EarlierJob::Succeeded(Box::new(earlier)),
+            st if st.is_final() => EarlierJob::None,
+            _ => match self.adopt(&earlier).await? {
+                Adopted::Mine(prepared, recorded) => EarlierJob::Adopted(prepared, recorded),
+                Adopted::NotMine(now) if now.state == State::Succeeded => {
+                    EarlierJob::Succeeded(now)
+                }
+                Adopted::NotMine(now) if now.state.is_final() => EarlierJob::None,
+                Adopted::NotMine(now) => EarlierJob::FollowedElsewhere(now),
+            },
+        })
+    }
+
     /// Cancels a job whose follower died: stops what its backend still runs
     /// for it (by the identity the job id gives) and records it CANCELED.
     /// `Ok(None)` when another process follows it now (ask that one with a
@@ -325,17 +362,15 @@ impl JobRunner {
         if !orphaned(rec) || !self.claim(rec).await? {
             return Ok(None);
         }
-        let stopped = match job_of(rec) {
-            Ok(job) => match self.backend_for(&job).await {
-                Ok(backend) => backend
-                    .stop(&job, &rec.id)
-                    .await
-                    .map_err(|e| RunnerError::Refused(e.to_string())),
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
+        let stopped = async {
+            let job = job_of(rec)?;
+            self.backend_for(&job)
+                .await?
+                .stop(&job, &rec.id)
+                .await
+                .map_err(|e| RunnerError::Refused(e.to_string()))
         };
-        let stopped = match stopped {
+        let stopped = match stopped.await {
             Ok(s) => s,
             Err(e) => {
                 self.let_go(&rec.id).await;

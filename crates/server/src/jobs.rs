@@ -11,7 +11,7 @@ use axum::response::Response;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use switchyard_jobs::{job_json, Notice, RunnerError};
+use switchyard_jobs::{job_json, EarlierJob, Notice, RunnerError};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{ApiError, ApiResult};
@@ -181,24 +181,15 @@ async fn task_job(
     s: &AppState,
     job: &switchyard_job::TrainingJob,
 ) -> ApiResult<Option<switchyard_store::JobRecord>> {
-    let Some(link) = switchyard_jobs::task_link(job) else {
-        return Ok(None);
-    };
-    let Some(earlier) = s.jobs.store().job_for_task(&link).await? else {
-        return Ok(None);
-    };
-    match earlier.state {
-        switchyard_store::State::Succeeded => Ok(Some(earlier)),
-        st if st.is_final() => Ok(None),
-        _ => {
-            if let switchyard_jobs::Adopted::Mine(prepared, recorded) =
-                s.jobs.adopt(&earlier).await?
-            {
-                follow_in_background(s, *prepared, *recorded);
-            }
-            Ok(Some(s.jobs.store().get_job(&earlier.id).await?))
+    Ok(match s.jobs.earlier_job(job).await? {
+        EarlierJob::None => None,
+        EarlierJob::Succeeded(rec) | EarlierJob::FollowedElsewhere(rec) => Some(*rec),
+        EarlierJob::Adopted(prepared, recorded) => {
+            let id = prepared.record.id.clone();
+            follow_in_background(s, *prepared, *recorded);
+            Some(s.jobs.store().get_job(&id).await?)
         }
-    }
+    })
 }
 
 /// Follows a recorded job to its end on this server's runtime.

@@ -448,9 +448,10 @@ async fn recurring_runs(store: SqlStore) {
     );
 }
 
-async fn job_leases(store: SqlStore) {
-    let mut job = JobRecord {
-        id: "j1".into(),
+/// A RUNNING job record held by `lease`.
+fn running_job(id: &str, lease: Lease) -> JobRecord {
+    JobRecord {
+        id: id.into(),
         name: "train".into(),
         backend: "local".into(),
         state: State::Running,
@@ -461,12 +462,16 @@ async fn job_leases(store: SqlStore) {
         failure_reason: None,
         logs_dir: None,
         placement: None,
-        lease: Some(lease_of("a", "h1", 30)),
+        lease: Some(lease),
         task: None,
         created_at: Utc::now(),
         started_at: None,
         finished_at: None,
-    };
+    }
+}
+
+async fn job_leases(store: SqlStore) {
+    let mut job = running_job("j1", lease_of("a", "h1", 30));
     store.create_job(&job).await.unwrap();
     let mut renewed = lease_of("a", "h1", 300);
     assert!(store.renew_job_lease("j1", &renewed).await.unwrap());
@@ -498,22 +503,9 @@ async fn job_claims_and_task_links(store: SqlStore) {
     };
     let dead = lease_of("gone", "h9", -30);
     let mut job = JobRecord {
-        id: "jc1".into(),
-        name: "train".into(),
-        backend: "sagemaker".into(),
-        state: State::Running,
-        spec: json!({}),
-        restarts: 0,
-        model: None,
-        metrics: None,
-        failure_reason: None,
-        logs_dir: None,
-        placement: None,
-        lease: Some(dead.clone()),
         task: Some(link.clone()),
         created_at: Utc::now() - chrono::Duration::seconds(10),
-        started_at: None,
-        finished_at: None,
+        ..running_job("jc1", dead.clone())
     };
     store.create_job(&job).await.unwrap();
     assert_eq!(store.job_for_task(&link).await.unwrap().unwrap().id, "jc1");

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Map, Value};
+use switchyard_jobs::EarlierJob;
 use switchyard_store::{JobStore, State};
 
 use crate::cli::{DisplayArgs, OutputFormat};
@@ -150,38 +151,28 @@ async fn run_here(
         quiet: false,
         output: OutputFormat::Text,
     };
-    let Some(link) = switchyard_jobs::task_link(job) else {
-        return super::job::execute(paths, store, job, &display).await;
-    };
     let runner = paths.job_runner(store.clone())?;
     loop {
-        let Some(earlier) = store.job_for_task(&link).await? else {
-            break;
-        };
-        match earlier.state {
-            State::Succeeded => {
+        match runner.earlier_job(job).await? {
+            EarlierJob::None => break,
+            EarlierJob::Succeeded(earlier) => {
                 eprintln!(
                     "training job {} of this task succeeded in an earlier attempt; using its result",
                     earlier.id
                 );
-                return Ok(earlier);
+                return Ok(*earlier);
             }
-            State::Failed | State::Canceled => break,
-            _ => {}
-        }
-        match runner.adopt(&earlier).await? {
-            switchyard_jobs::Adopted::Mine(prepared, recorded) => {
+            EarlierJob::Adopted(prepared, recorded) => {
                 eprintln!(
                     "following training job {} that an earlier attempt of this task submitted",
-                    earlier.id
+                    prepared.record.id
                 );
                 return super::job::follow(&runner, *prepared, &recorded, &display).await;
             }
             // Followed by another process: wait for it to end, then look again.
-            switchyard_jobs::Adopted::NotMine(now) if !now.state.is_final() => {
+            EarlierJob::FollowedElsewhere(_) => {
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
-            switchyard_jobs::Adopted::NotMine(_) => {}
         }
     }
     super::job::execute(paths, store, job, &display).await
