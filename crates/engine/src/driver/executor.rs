@@ -83,11 +83,16 @@ async fn run_container(
     inputs: Io,
     rec: &mut TaskRecord,
 ) -> Result<Outcome, String> {
+    // What an earlier execution of this run recorded for the task (a run
+    // executes again only as a resume, or a retry, which resumes).
+    let earlier = if ctx.resume {
+        ctx.store.get_task(&ctx.run_id, key).await.ok().flatten()
+    } else {
+        None
+    };
     // A resumed run keeps what already succeeded.
-    if ctx.resume {
-        if let Some(done) = reuse_succeeded(ctx, key).await {
-            return Ok(done);
-        }
+    if let Some(done) = earlier.as_ref().and_then(|old| reuse_succeeded(ctx, old)) {
+        return Ok(done);
     }
     let caching = ctx.cache
         && task
@@ -210,7 +215,7 @@ async fn run_container(
     // resumed run, a retried one) goes on from its last recorded attempt, so
     // what a backend made for an earlier attempt (a Pod named after it) is
     // never taken for this one's.
-    let first_attempt = next_attempt(ctx, key).await;
+    let first_attempt = next_attempt(earlier.as_ref());
     let mut attempt = first_attempt;
     loop {
         if ctx.cancel.is_cancelled() && !finalizer {
@@ -358,23 +363,22 @@ fn take_custom_path(name: &str, custom: &str, own: &str) -> Result<(), String> {
 }
 
 /// The number of this task's next attempt: 0 the first time, else one past
-/// the last attempt recorded (its record is still the earlier execution's).
-async fn next_attempt(ctx: &RunCtx, key: &str) -> u32 {
-    match ctx.store.get_task(&ctx.run_id, key).await {
-        Ok(Some(old)) if old.started_at.is_some() => old.attempt + 1,
+/// the last attempt an earlier execution recorded.
+fn next_attempt(earlier: Option<&TaskRecord>) -> u32 {
+    match earlier {
+        Some(old) if old.started_at.is_some() => old.attempt + 1,
         _ => 0,
     }
 }
 
 /// On resume: the outputs of this task if it already succeeded in this run.
-async fn reuse_succeeded(ctx: &RunCtx, key: &str) -> Option<Outcome> {
-    let old = ctx.store.get_task(&ctx.run_id, key).await.ok()??;
+fn reuse_succeeded(ctx: &RunCtx, old: &TaskRecord) -> Option<Outcome> {
     if old.state != State::Succeeded {
         return None;
     }
     let outputs = old.outputs.as_ref().and_then(Io::from_value)?;
     let _ = ctx.events.send(Event::Task {
-        key: key.to_string(),
+        key: old.task_key.clone(),
         name: old.name.clone(),
         kind: "container",
         state: State::Succeeded,
