@@ -225,11 +225,10 @@ impl JobStatus {
     /// last one is the job's state, as `kubectl get` shows it), `Running` and
     /// `Restarting` replace each other, and `Succeeded`/`Failed` make `Running`
     /// False.
-    pub fn set(&mut self, type_: &str, reason: &str, message: &str) {
+    pub fn set(&mut self, now: &Time, type_: &str, reason: &str, message: &str) {
         if self.has("Failed") {
             return;
         }
-        let now = Time(k8s_openapi::jiff::Timestamp::now());
         let current = self.conditions.iter().find(|c| c.type_ == type_).cloned();
         if let Some(c) = &current {
             if c.status == "True" && c.reason.as_deref() == Some(reason) {
@@ -258,19 +257,13 @@ impl JobStatus {
             status: "True".into(),
             reason: Some(reason.into()),
             message: Some(message.into()),
-            last_update_time: Some(now),
+            last_update_time: Some(now.clone()),
             last_transition_time: transition,
         });
     }
 
-    /// Sets `type_` False if it is there.
-    pub fn clear(&mut self, type_: &str) {
-        self.clear_because(type_, None);
-    }
-
     /// Sets `type_` False, saying why (`Suspended` → `PyTorchJobResumed`).
-    pub fn clear_because(&mut self, type_: &str, why: Option<(&str, &str)>) {
-        let now = Time(k8s_openapi::jiff::Timestamp::now());
+    pub fn clear_because(&mut self, now: &Time, type_: &str, why: Option<(&str, &str)>) {
         for c in &mut self.conditions {
             if c.type_ == type_ && c.status == "True" {
                 c.status = "False".into();

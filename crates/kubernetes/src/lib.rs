@@ -11,6 +11,7 @@ pub mod capacity;
 pub mod contract;
 pub mod crd;
 pub mod operator;
+pub mod plan;
 pub mod pods;
 pub mod tasks;
 
