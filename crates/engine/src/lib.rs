@@ -16,6 +16,7 @@ pub mod expr;
 pub mod fingerprint;
 pub mod io;
 pub mod placeholder;
+pub mod resources;
 pub mod retry;
 
 use std::collections::BTreeMap;
@@ -32,7 +33,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub use artifacts::{ArtifactStore, PipelineRoot};
-pub use backend::{Backend, BackendError, Job, JobOutcome, LogSink};
+pub use backend::{Accelerator, Backend, BackendError, Job, JobOutcome, LogSink, Resources};
 pub use events::{Event, EventSender};
 pub use io::{Artifact, Io};
 
@@ -353,9 +354,12 @@ impl Engine {
             workspace_size: workspace(&run)["size"].as_str().map(str::to_string),
             notices: Mutex::new(Default::default()),
             failures: Mutex::new(Vec::new()),
-            kubernetes_executors: run.options["platform_spec"]["platforms"]["kubernetes"]
-                ["deploymentSpec"]["executors"]
-                .clone(),
+            platform_executors: run.options["platform_spec"]["platforms"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(name, p)| (name.clone(), p["deploymentSpec"]["executors"].clone()))
+                .collect(),
         });
 
         // Another process (`switchyard runs cancel`, the server) asks through

@@ -1,4 +1,4 @@
-//! Pipeline steps as Pods: an [`engine::Backend`](switchyard_engine::Backend)
+//! Pipeline steps as Pods: an [`engine::Backend`](switchyard_backend::Backend)
 //! that runs each container task on the cluster instead of this machine.
 //!
 //! The task's work folder and the pipeline root must be on a claim that the
@@ -16,7 +16,7 @@ use kube::api::{DeleteParams, LogParams, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 use serde_json::{json, Value};
-use switchyard_engine::{Backend, BackendError, Job, JobOutcome, LogSink};
+use switchyard_backend::{Backend, BackendError, Job, JobOutcome, LogSink, Resources};
 use tokio_util::sync::CancellationToken;
 
 /// Where task pods run and the claim they share with the server.
@@ -110,57 +110,28 @@ fn constant(v: &Value, field: &str) -> Option<String> {
         })
 }
 
-/// `resources` of the IR (`cpuLimit`, `memoryLimit` in GB, `resourceCpuLimit`,
-/// `accelerator`…) as Kubernetes requests and limits.
-fn resources(r: Option<&Value>) -> Value {
+/// A step's resources as Kubernetes requests and limits (an accelerator kind
+/// that is not a Kubernetes resource name, such as `NVIDIA_TESLA_T4`, asks
+/// for `nvidia.com/gpu`).
+fn resources(r: &Resources) -> Value {
     let mut limits = serde_json::Map::new();
     let mut requests = serde_json::Map::new();
-    if let Some(r) = r {
-        let s = |k: &str| {
-            r.get(k).and_then(|v| {
-                v.as_str()
-                    .map(str::to_string)
-                    .or_else(|| v.as_f64().map(|f| f.to_string()))
-            })
+    let put = |to: &mut serde_json::Map<String, Value>, k: &str, v: &Option<String>| {
+        if let Some(v) = v {
+            to.insert(k.into(), json!(v));
+        }
+    };
+    put(&mut limits, "cpu", &r.cpu_limit);
+    put(&mut limits, "memory", &r.memory_limit);
+    put(&mut requests, "cpu", &r.cpu_request);
+    put(&mut requests, "memory", &r.memory_request);
+    if let Some(acc) = &r.accelerator {
+        let kind = if acc.kind.contains('/') {
+            acc.kind.clone()
+        } else {
+            "nvidia.com/gpu".to_string()
         };
-        if let Some(c) = s("resourceCpuLimit").or_else(|| s("cpuLimit")) {
-            limits.insert("cpu".into(), json!(c));
-        }
-        if let Some(m) = s("resourceMemoryLimit") {
-            limits.insert("memory".into(), json!(m));
-        } else if let Some(gb) = r.get("memoryLimit").and_then(Value::as_f64) {
-            limits.insert("memory".into(), json!(format!("{}", (gb * 1e9) as u64)));
-        }
-        if let Some(c) = s("resourceCpuRequest").or_else(|| s("cpuRequest")) {
-            requests.insert("cpu".into(), json!(c));
-        }
-        if let Some(m) = s("resourceMemoryRequest") {
-            requests.insert("memory".into(), json!(m));
-        }
-        if let Some(acc) = r.get("accelerator") {
-            let count = acc
-                .get("resourceCount")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .or_else(|| {
-                    acc.get("count")
-                        .and_then(Value::as_i64)
-                        .map(|c| c.to_string())
-                });
-            let ty = acc
-                .get("resourceType")
-                .or_else(|| acc.get("type"))
-                .and_then(Value::as_str)
-                .unwrap_or("nvidia.com/gpu");
-            if let Some(n) = count {
-                let ty = if ty.contains('/') {
-                    ty.to_string()
-                } else {
-                    "nvidia.com/gpu".to_string()
-                };
-                limits.insert(ty, json!(n));
-            }
-        }
+        limits.insert(kind, json!(acc.count));
     }
     json!({"limits": limits, "requests": requests})
 }
@@ -204,7 +175,7 @@ impl PodTaskBackend {
         let bad = |what: String| {
             BackendError::Permanent(format!("task {}: kfp-kubernetes {what}", job.display_name))
         };
-        if let Some(k) = &job.kubernetes {
+        if let Some(k) = job.platform.get("kubernetes") {
             for (i, m) in k["pvcMount"].as_array().into_iter().flatten().enumerate() {
                 let claim = constant(m, "pvcName").or_else(|| constant(m, "constant").or_else(|| m.get("constant").and_then(Value::as_str).map(str::to_string)))
                     .ok_or_else(|| bad(format!("pvcMount[{i}]: only a constant claim name is supported here (not a task output)")))?;
@@ -250,7 +221,7 @@ impl PodTaskBackend {
                     "command": job.argv,
                     "workingDir": job.work_dir,
                     "env": env,
-                    "resources": resources(job.resources.as_ref()),
+                    "resources": resources(&job.resources),
                     "volumeMounts": mounts,
                 }],
                 "volumes": volumes,
@@ -428,8 +399,8 @@ mod tests {
             argv: vec!["switchyard".into(), "job".into(), "run-component".into()],
             env: [("SWITCHYARD_RUN_ID".to_string(), "run".to_string())].into(),
             work_dir: PathBuf::from("/data/runs/run/train"),
-            resources: None,
-            kubernetes: None,
+            resources: Resources::default(),
+            platform: Default::default(),
         }
     }
 

@@ -16,7 +16,7 @@ mod warm;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use switchyard_engine::{Backend, BackendError, Job, JobOutcome, LogSink};
+use switchyard_backend::{Backend, BackendError, Job, JobOutcome, LogSink};
 use tokio_util::sync::CancellationToken;
 
 /// Settings of the local backend.
@@ -176,55 +176,37 @@ fn unhonoured(job: &Job) -> Vec<String> {
         serde_json::Value::Array(a) => !a.is_empty(),
         _ => true,
     };
-    if let Some(k) = job
-        .kubernetes
-        .as_ref()
-        .and_then(serde_json::Value::as_object)
-    {
-        let keys: Vec<&str> = k
-            .iter()
+    for (platform, settings) in &job.platform {
+        let keys: Vec<&str> = settings
+            .as_object()
+            .into_iter()
+            .flatten()
             .filter(|(_, v)| given(v))
             .map(|(k, _)| k.as_str())
             .collect();
-        if !keys.is_empty() {
-            out.push(format!(
+        if keys.is_empty() {
+            continue;
+        }
+        out.push(if platform == "kubernetes" {
+            format!(
                 "kfp-kubernetes settings ({}) are ignored: the local backend runs steps as processes on this machine (SWITCHYARD_TASK_BACKEND=kubernetes runs them as Pods)",
                 keys.join(", ")
-            ));
-        }
+            )
+        } else {
+            format!(
+                "{platform} platform settings ({}) are ignored: the local backend runs steps as processes on this machine",
+                keys.join(", ")
+            )
+        });
     }
-    let Some(r) = job.resources.as_ref() else {
-        return out;
-    };
-    let acc = &r["accelerator"];
-    let count = acc["resourceCount"]
-        .as_str()
-        .or_else(|| acc["count"].as_str())
-        .map(str::to_string)
-        .or_else(|| acc["count"].as_i64().map(|n| n.to_string()));
-    if let Some(count) = count.filter(|c| c != "0") {
-        let ty = acc["resourceType"]
-            .as_str()
-            .or_else(|| acc["type"].as_str())
-            .unwrap_or("accelerator");
+    let r = &job.resources;
+    if let Some(acc) = r.accelerator.as_ref().filter(|a| a.count != "0") {
         out.push(format!(
-            "the request for {count} {ty} is not honoured: the local backend runs steps on this machine as it is"
+            "the request for {} {} is not honoured: the local backend runs steps on this machine as it is",
+            acc.count, acc.kind
         ));
     }
-    let limits: Vec<&str> = [
-        "resourceCpuLimit",
-        "resourceMemoryLimit",
-        "resourceCpuRequest",
-        "resourceMemoryRequest",
-        "cpuLimit",
-        "memoryLimit",
-        "cpuRequest",
-        "memoryRequest",
-    ]
-    .into_iter()
-    .filter(|k| given(&r[*k]))
-    .collect();
-    if !limits.is_empty() {
+    if r.has_cpu_or_memory() {
         out.push(
             "CPU and memory requests and limits are not enforced by the local backend".to_string(),
         );

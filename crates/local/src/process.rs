@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use switchyard_engine::{BackendError, JobOutcome, LogSink};
+use switchyard_backend::{BackendError, JobOutcome, LogSink};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 

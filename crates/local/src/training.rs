@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use switchyard_engine::LogSink;
+use switchyard_backend::LogSink;
 use switchyard_job::contract::{self, HostLayout, Placement};
 use switchyard_job::{
     parse_s3_uri, BackendKind, ChannelSource, JobError, JobEvent, JobEvents, JobOutcome, JobState,
@@ -327,7 +327,7 @@ impl TrainingBackend for LocalTraining {
                 let (from, to) = (PathBuf::from(src), code.clone());
                 let skipped = tokio::task::spawn_blocking(move || {
                     let mut skipped = Vec::new();
-                    switchyard_engine::io::copy_tree(&from, &to, &mut skipped).map(|_| skipped)
+                    switchyard_backend::files::copy_tree(&from, &to, &mut skipped).map(|_| skipped)
                 })
                 .await
                 .map_err(|e| JobError::Setup(format!("copying sourceDir {src}: {e}")))?
@@ -516,7 +516,7 @@ impl TrainingBackend for LocalTraining {
                         out.clone()
                     }
                     (Some(out), _, _) => {
-                        switchyard_engine::io::copy_tree(
+                        switchyard_backend::files::copy_tree(
                             &rank0_model,
                             Path::new(out),
                             &mut Vec::new(),

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use sha2::{Digest, Sha256};
-use switchyard_engine::LogSink;
+use switchyard_backend::LogSink;
 
 use crate::LocalConfig;
 

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use switchyard_engine::{BackendError, JobOutcome, LogSink};
+use switchyard_backend::{BackendError, JobOutcome, LogSink};
 use tokio::io::AsyncBufReadExt;
 use tokio_util::sync::CancellationToken;
 

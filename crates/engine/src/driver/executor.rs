@@ -250,11 +250,15 @@ async fn run_container(
                 env
             },
             work_dir: task_dir.clone(),
-            resources: container.resources.clone(),
-            kubernetes: Some(
-                ctx.kubernetes_executors[comp.executor_label.as_deref().unwrap_or("")].clone(),
-            )
-            .filter(|v| !v.is_null()),
+            resources: crate::resources::from_ir(container.resources.as_ref()),
+            platform: ctx
+                .platform_executors
+                .iter()
+                .filter_map(|(platform, executors)| {
+                    let settings = &executors[comp.executor_label.as_deref().unwrap_or("")];
+                    (!settings.is_null()).then(|| (platform.clone(), settings.clone()))
+                })
+                .collect(),
         };
         if attempt == first_attempt {
             for message in ctx.backend.unhonoured(&job) {

@@ -68,8 +68,9 @@ pub(crate) struct RunCtx {
     pub notices: Mutex<BTreeSet<String>>,
     /// Container tasks that failed for good: (task key, message), in order.
     pub failures: Mutex<Vec<(String, String)>>,
-    /// kfp-kubernetes settings by executor label (`Null` when the pipeline has none).
-    pub kubernetes_executors: Value,
+    /// Each platform's executor settings (`deploymentSpec.executors`) by
+    /// platform name, as the pipeline's platform spec gives them.
+    pub platform_executors: std::collections::BTreeMap<String, Value>,
 }
 
 /// How a task or DAG ended, with what it produced.
