@@ -351,6 +351,7 @@ impl Engine {
             artifacts: self.artifacts.clone(),
             remote_base,
             lost: lost.clone(),
+            owner: me.id.clone(),
             workspace_size: workspace(&run)["size"].as_str().map(str::to_string),
             notices: Mutex::new(Default::default()),
             failures: Mutex::new(Vec::new()),
@@ -378,7 +379,14 @@ impl Engine {
                 let mut taken_by = None;
                 loop {
                     tokio::select! {
+                        biased;
                         _ = stop.cancelled() => return taken_by,
+                        // A fenced task write found another owner first.
+                        _ = lost.cancelled() => {
+                            let owner = store.run_control(&id).await.ok().and_then(|c| c.owner);
+                            taken_by = Some(owner.unwrap_or_else(|| "nobody".into()));
+                            break;
+                        }
                         _ = cancel.cancelled() => break,
                         _ = tokio::time::sleep(Duration::from_millis(200)) => {
                             let Ok(control) = store.run_control(&id).await else { continue };

@@ -114,8 +114,12 @@ pub trait RunStore: Send + Sync {
     async fn run_control(&self, id: &str) -> Result<RunControl>;
     async fn request_cancel(&self, id: &str) -> Result<()>;
     async fn cancel_requested(&self, id: &str) -> Result<bool>;
-    /// Writes the task's current record; records a transition when its state changed.
-    async fn put_task(&self, task: &TaskRecord) -> Result<()>;
+    /// Writes the task's current record; records a transition when its state
+    /// changed. With `owner`, the write is fenced: it happens only while
+    /// `owner` still holds the task's run, in the same statement, and false
+    /// (nothing written) says another process took the run over. A check
+    /// before the write could not close that gap.
+    async fn put_task(&self, task: &TaskRecord, owner: Option<&str>) -> Result<bool>;
     async fn get_task(&self, run_id: &str, task_key: &str) -> Result<Option<TaskRecord>>;
     async fn list_tasks(&self, run_id: &str) -> Result<Vec<TaskRecord>>;
     async fn transitions(&self, run_id: &str) -> Result<Vec<Transition>>;

@@ -634,12 +634,16 @@ impl RunStore for SqlStore {
         Ok(v.unwrap_or(0) != 0)
     }
 
-    async fn put_task(&self, t: &TaskRecord) -> Result<()> {
+    async fn put_task(&self, t: &TaskRecord, owner: Option<&str>) -> Result<bool> {
         let mut tx = self.pool.begin().await.map_err(q("write task"))?;
         // Write first (takes the write lock), then compare with the old state.
-        let old: Option<String> = sqlx::query_scalar(
+        // `INSERT … SELECT … WHERE` (never `VALUES`) so the owner fence is part
+        // of the write; SQLite needs the WHERE for its upsert parse anyway.
+        let written: Option<Option<String>> = sqlx::query_scalar(
             "INSERT INTO tasks (run_id, task_key, name, parent_key, kind, state, attempt, cached, inputs, outputs, \
-               log_path, error, fingerprint, started_at, finished_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15) \
+               log_path, error, fingerprint, started_at, finished_at) \
+             SELECT $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15 \
+             WHERE $18 IS NULL OR EXISTS (SELECT 1 FROM runs WHERE id = $16 AND owner_id = $18) \
              ON CONFLICT (run_id, task_key) DO UPDATE SET name = excluded.name, parent_key = excluded.parent_key, \
                kind = excluded.kind, state = excluded.state, attempt = excluded.attempt, cached = excluded.cached, \
                inputs = excluded.inputs, outputs = excluded.outputs, log_path = excluded.log_path, \
@@ -664,9 +668,14 @@ impl RunStore for SqlStore {
         .bind(t.finished_at.as_ref().map(ts))
         .bind(&t.run_id)
         .bind(&t.task_key)
-        .fetch_one(&mut *tx)
+        .bind(owner)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(q("write task"))?;
+        let Some(old) = written else {
+            tx.rollback().await.map_err(q("write task"))?;
+            return Ok(false);
+        };
         if old.as_deref() != Some(t.state.as_str()) {
             sqlx::query(
                 "INSERT INTO transitions (run_id, task_key, state, at) VALUES ($1, $2, $3, $4)",
@@ -679,7 +688,8 @@ impl RunStore for SqlStore {
             .await
             .map_err(q("write task"))?;
         }
-        tx.commit().await.map_err(q("write task"))
+        tx.commit().await.map_err(q("write task"))?;
+        Ok(true)
     }
 
     async fn get_task(&self, run_id: &str, task_key: &str) -> Result<Option<TaskRecord>> {

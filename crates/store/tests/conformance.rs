@@ -106,16 +106,16 @@ async fn runs_transitions_and_history(store: SqlStore) {
 
     // Tasks: a transition is recorded only when the state changes.
     store
-        .put_task(&task("abc-1", "t", State::Running))
+        .put_task(&task("abc-1", "t", State::Running), None)
         .await
         .unwrap();
     store
-        .put_task(&task("abc-1", "t", State::Running))
+        .put_task(&task("abc-1", "t", State::Running), None)
         .await
         .unwrap();
     let mut t = task("abc-1", "t", State::Succeeded);
     t.outputs = Some(json!({"parameters": {"Output": 1}}));
-    store.put_task(&t).await.unwrap();
+    store.put_task(&t, None).await.unwrap();
     let got = store.get_task("abc-1", "t").await.unwrap().unwrap();
     assert_eq!(got.state, State::Succeeded);
     assert_eq!(got.outputs, t.outputs);
@@ -182,8 +182,12 @@ async fn parallel_writers_do_not_conflict(a: SqlStore, b: SqlStore) {
         handles.push(tokio::spawn(async move {
             for i in 0..50 {
                 let key = format!("w{worker}-{i}");
-                store.put_task(&task(id, &key, State::Running)).await?;
-                store.put_task(&task(id, &key, State::Succeeded)).await?;
+                store
+                    .put_task(&task(id, &key, State::Running), None)
+                    .await?;
+                store
+                    .put_task(&task(id, &key, State::Succeeded), None)
+                    .await?;
             }
             Ok::<_, StoreError>(())
         }));
@@ -252,8 +256,32 @@ async fn claims_are_exclusive_leases(store: SqlStore) {
         !take(held.clone()).await,
         "the renewed lease is not the one seen"
     );
+    // Task writes are fenced by the owner: the holder writes…
+    assert!(store
+        .put_task(&task("c1", "t", State::Running), Some(&held.owner))
+        .await
+        .unwrap());
     assert!(take(renewed).await);
     assert_eq!(store.get_run("c1").await.unwrap().lease.unwrap().owner, "c");
+    // …and the moment another took the run over, its writes do nothing
+    // (false, no record change, no transition), while the new owner's land.
+    let before = store.transitions("c1").await.unwrap().len();
+    assert!(!store
+        .put_task(&task("c1", "t", State::Failed), Some(&held.owner))
+        .await
+        .unwrap());
+    assert!(!store
+        .put_task(&task("c1", "late", State::Running), Some(&held.owner))
+        .await
+        .unwrap());
+    let t = store.get_task("c1", "t").await.unwrap().unwrap();
+    assert_eq!(t.state, State::Running, "the fenced write changed nothing");
+    assert!(store.get_task("c1", "late").await.unwrap().is_none());
+    assert_eq!(store.transitions("c1").await.unwrap().len(), before);
+    assert!(store
+        .put_task(&task("c1", "t", State::Succeeded), Some("c"))
+        .await
+        .unwrap());
     // The old owner learns it lost the run, and cannot end it or release it.
     let control = store.run_control("c1").await.unwrap();
     assert_eq!(control.owner.as_deref(), Some("c"));

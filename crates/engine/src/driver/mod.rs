@@ -62,6 +62,8 @@ pub(crate) struct RunCtx {
     /// Set when another process took the run over (this one's lease expired):
     /// from then on nothing of this execution is written.
     pub lost: CancellationToken,
+    /// This process's lease owner id: every task write is fenced by it.
+    pub owner: String,
     /// The declared size of the run's workspace (`dsl.WorkspaceConfig(size=...)`).
     pub workspace_size: Option<String>,
     /// Notices already given in this run (each is said once).
@@ -184,7 +186,17 @@ impl RunCtx {
         if self.lost.is_cancelled() {
             return Err("another process took the run over; this one stopped".into());
         }
-        self.store.put_task(rec).await.map_err(|e| e.to_string())?;
+        let written = self
+            .store
+            .put_task(rec, Some(&self.owner))
+            .await
+            .map_err(|e| e.to_string())?;
+        if !written {
+            tracing::error!(run = %self.run_id, task = %rec.task_key, "another process took the run over; this one stops executing it");
+            self.lost.cancel();
+            self.cancel.cancel();
+            return Err("another process took the run over; this one stopped".into());
+        }
         let kind = match rec.kind.as_str() {
             "container" => "container",
             "importer" => "importer",
