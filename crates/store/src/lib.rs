@@ -10,10 +10,12 @@
 mod catalog;
 mod jobs;
 mod lease;
+mod memory;
 mod model;
 mod sql;
 
 pub use lease::{expiry, lease_ttl, process_alive, renew_every, Holder, Lease};
+pub use memory::MemoryStore;
 pub use model::*;
 pub use sql::{Dialect, SqlStore};
 

@@ -4,12 +4,14 @@
 
 mod pg;
 
+use std::sync::Arc;
+
 use chrono::Utc;
 use serde_json::json;
 use switchyard_store::{
-    CacheEntry, CatalogStore, ExperimentRecord, JobRecord, JobStore, Lease, RecurringRunRecord,
-    RunCatalog, RunField, RunFilter, RunRecord, RunStore, RunUpdate, SqlStore, State, StoreError,
-    TaskRecord,
+    CacheEntry, CatalogStore, ExperimentRecord, JobRecord, JobStore, Lease, MemoryStore,
+    RecurringRunRecord, RunCatalog, RunField, RunFilter, RunRecord, RunStore, RunUpdate, SqlStore,
+    State, StoreError, TaskRecord,
 };
 
 fn run(id: &str) -> RunRecord {
@@ -51,7 +53,7 @@ fn task(run: &str, key: &str, state: State) -> TaskRecord {
     }
 }
 
-async fn runs_transitions_and_history(store: SqlStore) {
+async fn runs_transitions_and_history(store: Arc<dyn RunStore>) {
     store.create_run(&run("abc-1")).await.unwrap();
     store.create_run(&run("abd-2")).await.unwrap();
     assert_eq!(store.get_run("abc").await.unwrap().id, "abc-1");
@@ -144,7 +146,7 @@ async fn runs_transitions_and_history(store: SqlStore) {
     assert!(store.cancel_requested("abd-2").await.unwrap());
 }
 
-async fn cache_entries(store: SqlStore) {
+async fn cache_entries(store: Arc<dyn RunStore>) {
     assert!(store.get_cache("f").await.unwrap().is_none());
     let e = CacheEntry {
         fingerprint: "f".into(),
@@ -168,7 +170,7 @@ async fn cache_entries(store: SqlStore) {
 }
 
 /// Two stores on one database (as two processes would be) writing at once.
-async fn parallel_writers_do_not_conflict(a: SqlStore, b: SqlStore) {
+async fn parallel_writers_do_not_conflict(a: Arc<dyn RunStore>, b: Arc<dyn RunStore>) {
     a.create_run(&run("r1")).await.unwrap();
     b.create_run(&run("r2")).await.unwrap();
     let mut handles = Vec::new();
@@ -208,7 +210,7 @@ fn lease_of(owner: &str, host: &str, secs: i64) -> Lease {
     }
 }
 
-async fn claims_are_exclusive_leases(store: SqlStore) {
+async fn claims_are_exclusive_leases(store: Arc<dyn RunStore>) {
     store.create_run(&run("c1")).await.unwrap();
     let store = &store;
     let claim = |owner: &'static str| async move {
@@ -680,14 +682,26 @@ async fn filtered_pages(store: SqlStore) {
 }
 
 async fn all(open: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = SqlStore>>>) {
-    runs_transitions_and_history(open().await).await;
+    runs_transitions_and_history(Arc::new(open().await)).await;
     filtered_pages(open().await).await;
-    cache_entries(open().await).await;
-    claims_are_exclusive_leases(open().await).await;
+    cache_entries(Arc::new(open().await)).await;
+    claims_are_exclusive_leases(Arc::new(open().await)).await;
     job_leases(open().await).await;
     job_claims_and_task_links(open().await).await;
     recurring_runs(open().await).await;
-    parallel_writers_do_not_conflict(open().await, open().await).await;
+    parallel_writers_do_not_conflict(Arc::new(open().await), Arc::new(open().await)).await;
+}
+
+/// The in-memory store keeps the run store's contract too (the engine's
+/// fast tests stand on it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_conformance() {
+    let fresh = || -> Arc<dyn RunStore> { Arc::new(MemoryStore::new()) };
+    runs_transitions_and_history(fresh()).await;
+    cache_entries(fresh()).await;
+    claims_are_exclusive_leases(fresh()).await;
+    let shared = fresh();
+    parallel_writers_do_not_conflict(shared.clone(), shared).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,0 +1,331 @@
+//! [`MemoryStore`]: the run store in this process's memory.
+//!
+//! For tests of what sits on a store (the engine's DAG semantics, retries,
+//! resume), so they need no database file and run under tokio's paused clock:
+//! SQLite works on its own threads, and a paused clock would advance while
+//! the runtime waits for them, firing timeouts that never happen for real.
+//! It keeps the same contract as [`SqlStore`](crate::SqlStore) (the
+//! conformance suite runs on both): guarded transitions, compare-and-set
+//! claims, owner-fenced task writes, one transition per state change.
+//! Nothing survives the process.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+
+use crate::{
+    CacheEntry, Lease, Result, RunControl, RunRecord, RunStore, RunUpdate, State, StoreError,
+    TaskRecord, Transition,
+};
+
+#[derive(Default)]
+struct Data {
+    runs: BTreeMap<String, (RunRecord, bool)>,
+    tasks: BTreeMap<(String, String), TaskRecord>,
+    transitions: Vec<(String, Transition)>,
+    cache: BTreeMap<String, CacheEntry>,
+}
+
+impl Data {
+    fn transition(&mut self, run_id: &str, task_key: Option<&str>, state: State) {
+        self.transitions.push((
+            run_id.to_string(),
+            Transition {
+                task_key: task_key.map(str::to_string),
+                state,
+                at: Utc::now(),
+            },
+        ));
+    }
+
+    fn resolve(&self, id: &str) -> Result<String> {
+        if self.runs.contains_key(id) {
+            return Ok(id.to_string());
+        }
+        let mut matches = self.runs.keys().filter(|k| k.starts_with(id));
+        match (matches.next(), matches.next()) {
+            (None, _) => Err(StoreError::RunNotFound(id.to_string())),
+            (Some(one), None) => Ok(one.clone()),
+            _ => Err(StoreError::Ambiguous(id.to_string())),
+        }
+    }
+}
+
+/// Runs, tasks, transitions and cache entries in memory.
+#[derive(Default)]
+pub struct MemoryStore {
+    data: Mutex<Data>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn data(&self) -> std::sync::MutexGuard<'_, Data> {
+        // A panic while the lock was held leaves consistent data (every
+        // change is made after its checks): keep going.
+        self.data.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A lease as SQL stores it: `until` to the millisecond.
+fn stored(lease: &Lease) -> Lease {
+    Lease {
+        until: DateTime::from_timestamp_millis(lease.until_ms()).unwrap_or(lease.until),
+        ..lease.clone()
+    }
+}
+
+fn in_states(state: State, from: &[State]) -> bool {
+    from.is_empty() || from.contains(&state)
+}
+
+#[async_trait::async_trait]
+impl RunStore for MemoryStore {
+    async fn create_run(&self, run: &RunRecord) -> Result<()> {
+        let mut d = self.data();
+        if d.runs.contains_key(&run.id) {
+            return Err(StoreError::AlreadyExists {
+                kind: "run",
+                name: run.id.clone(),
+            });
+        }
+        let mut run = run.clone();
+        run.lease = run.lease.as_ref().map(stored);
+        d.runs.insert(run.id.clone(), (run.clone(), false));
+        d.transition(&run.id, None, run.state);
+        Ok(())
+    }
+
+    async fn get_run(&self, id: &str) -> Result<RunRecord> {
+        let d = self.data();
+        let id = d.resolve(id)?;
+        Ok(d.runs[&id].0.clone())
+    }
+
+    async fn list_runs(&self, limit: u32) -> Result<Vec<RunRecord>> {
+        let d = self.data();
+        let mut runs: Vec<RunRecord> = d
+            .runs
+            .values()
+            .map(|(r, _)| RunRecord {
+                spec: String::new(),
+                ..r.clone()
+            })
+            .collect();
+        runs.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        runs.truncate(limit as usize);
+        Ok(runs)
+    }
+
+    async fn transition_run(
+        &self,
+        id: &str,
+        from: &[State],
+        to: State,
+        update: RunUpdate,
+    ) -> Result<bool> {
+        let mut d = self.data();
+        let Some((run, cancel)) = d.runs.get_mut(id) else {
+            return Ok(false);
+        };
+        let owner_ok = match (&update.if_owned_by, &run.lease) {
+            (Some(want), Some(lease)) => &lease.owner == want,
+            (Some(want), None) => want.is_empty(),
+            (None, _) => true,
+        };
+        if !owner_ok || !in_states(run.state, from) {
+            return Ok(false);
+        }
+        run.state = to;
+        if update.reset {
+            run.outputs = None;
+            run.error = None;
+            run.finished_at = None;
+            *cancel = false;
+        }
+        if update.outputs.is_some() {
+            run.outputs = update.outputs;
+        }
+        if update.error.is_some() {
+            run.error = update.error;
+        }
+        if update.started_at.is_some() {
+            run.started_at = update.started_at;
+        }
+        if update.finished_at.is_some() {
+            run.finished_at = update.finished_at;
+        }
+        d.transition(id, None, to);
+        Ok(true)
+    }
+
+    async fn claim_run(
+        &self,
+        id: &str,
+        from: &[State],
+        observed: Option<&Lease>,
+        lease: &Lease,
+        to: State,
+        update: RunUpdate,
+    ) -> Result<bool> {
+        let mut d = self.data();
+        let Some((run, cancel)) = d.runs.get_mut(id) else {
+            return Ok(false);
+        };
+        let current_owner = run.lease.as_ref().map(|l| l.owner.as_str()).unwrap_or("");
+        let seen_owner = observed.map(|l| l.owner.as_str()).unwrap_or("");
+        let current_until = run.lease.as_ref().map(Lease::until_ms).unwrap_or(-1);
+        let seen_until = observed.map(Lease::until_ms).unwrap_or(-1);
+        let taken = current_owner == seen_owner
+            && (current_until == seen_until || current_owner == lease.owner)
+            && !from.is_empty()
+            && from.contains(&run.state);
+        if !taken {
+            return Ok(false);
+        }
+        run.state = to;
+        run.lease = Some(stored(lease));
+        if update.started_at.is_some() {
+            run.started_at = update.started_at;
+        }
+        if update.reset {
+            run.error = None;
+            run.finished_at = None;
+            *cancel = false;
+        }
+        d.transition(id, None, to);
+        Ok(true)
+    }
+
+    async fn set_owner(&self, id: &str, lease: Option<&Lease>) -> Result<()> {
+        if let Some((run, _)) = self.data().runs.get_mut(id) {
+            run.lease = lease.map(stored);
+        }
+        Ok(())
+    }
+
+    async fn release_run(&self, id: &str, owner: &str) -> Result<bool> {
+        let mut d = self.data();
+        match d.runs.get_mut(id) {
+            Some((run, _)) if run.lease.as_ref().is_some_and(|l| l.owner == owner) => {
+                run.lease = None;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn renew_run_leases(&self, owner: &str, until: DateTime<Utc>) -> Result<u64> {
+        let mut renewed = 0;
+        for (run, _) in self.data().runs.values_mut() {
+            let unfinished = matches!(
+                run.state,
+                State::Pending | State::Running | State::Canceling
+            );
+            if let Some(lease) = run.lease.as_mut().filter(|l| l.owner == owner) {
+                if unfinished {
+                    lease.until =
+                        DateTime::from_timestamp_millis(until.timestamp_millis()).unwrap_or(until);
+                    renewed += 1;
+                }
+            }
+        }
+        Ok(renewed)
+    }
+
+    async fn run_control(&self, id: &str) -> Result<RunControl> {
+        let d = self.data();
+        let (run, cancel) = d
+            .runs
+            .get(id)
+            .ok_or_else(|| StoreError::RunNotFound(id.to_string()))?;
+        Ok(RunControl {
+            cancel_requested: *cancel,
+            owner: run.lease.as_ref().map(|l| l.owner.clone()),
+        })
+    }
+
+    async fn request_cancel(&self, id: &str) -> Result<()> {
+        if let Some((_, cancel)) = self.data().runs.get_mut(id) {
+            *cancel = true;
+        }
+        Ok(())
+    }
+
+    async fn cancel_requested(&self, id: &str) -> Result<bool> {
+        Ok(self.data().runs.get(id).is_some_and(|(_, c)| *c))
+    }
+
+    async fn put_task(&self, task: &TaskRecord, owner: Option<&str>) -> Result<bool> {
+        let mut d = self.data();
+        if let Some(owner) = owner {
+            let ours = d
+                .runs
+                .get(&task.run_id)
+                .and_then(|(r, _)| r.lease.as_ref())
+                .is_some_and(|l| l.owner == owner);
+            if !ours {
+                return Ok(false);
+            }
+        }
+        let last = d
+            .transitions
+            .iter()
+            .rev()
+            .find(|(run, t)| *run == task.run_id && t.task_key.as_deref() == Some(&task.task_key))
+            .map(|(_, t)| t.state);
+        d.tasks
+            .insert((task.run_id.clone(), task.task_key.clone()), task.clone());
+        if last != Some(task.state) {
+            d.transition(&task.run_id, Some(&task.task_key), task.state);
+        }
+        Ok(true)
+    }
+
+    async fn get_task(&self, run_id: &str, task_key: &str) -> Result<Option<TaskRecord>> {
+        Ok(self
+            .data()
+            .tasks
+            .get(&(run_id.to_string(), task_key.to_string()))
+            .cloned())
+    }
+
+    async fn list_tasks(&self, run_id: &str) -> Result<Vec<TaskRecord>> {
+        let mut tasks: Vec<TaskRecord> = self
+            .data()
+            .tasks
+            .values()
+            .filter(|t| t.run_id == run_id)
+            .cloned()
+            .collect();
+        tasks.sort_by(|a, b| {
+            (a.started_at.or(a.finished_at), &a.task_key)
+                .cmp(&(b.started_at.or(b.finished_at), &b.task_key))
+        });
+        Ok(tasks)
+    }
+
+    async fn transitions(&self, run_id: &str) -> Result<Vec<Transition>> {
+        Ok(self
+            .data()
+            .transitions
+            .iter()
+            .filter(|(run, _)| run == run_id)
+            .map(|(_, t)| t.clone())
+            .collect())
+    }
+
+    async fn get_cache(&self, fingerprint: &str) -> Result<Option<CacheEntry>> {
+        Ok(self.data().cache.get(fingerprint).cloned())
+    }
+
+    async fn put_cache(&self, entry: &CacheEntry) -> Result<()> {
+        self.data()
+            .cache
+            .insert(entry.fingerprint.clone(), entry.clone());
+        Ok(())
+    }
+}
