@@ -6,6 +6,7 @@
 //! engine: new backends are new implementations of [`Backend`], with no engine
 //! change and no engine to build.
 
+pub mod fake;
 pub mod files;
 
 use std::collections::BTreeMap;

@@ -380,13 +380,14 @@ impl Engine {
                 loop {
                     tokio::select! {
                         biased;
-                        _ = stop.cancelled() => return taken_by,
-                        // A fenced task write found another owner first.
+                        // A fenced task write found another owner first (it
+                        // may also have ended the run's tasks, hence before `stop`).
                         _ = lost.cancelled() => {
                             let owner = store.run_control(&id).await.ok().and_then(|c| c.owner);
                             taken_by = Some(owner.unwrap_or_else(|| "nobody".into()));
                             break;
                         }
+                        _ = stop.cancelled() => return taken_by,
                         _ = cancel.cancelled() => break,
                         _ = tokio::time::sleep(Duration::from_millis(200)) => {
                             let Ok(control) = store.run_control(&id).await else { continue };

@@ -115,7 +115,7 @@ impl RunStore for MemoryStore {
                 ..r.clone()
             })
             .collect();
-        runs.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        runs.sort_by_key(|r| std::cmp::Reverse(r.created_at));
         runs.truncate(limit as usize);
         Ok(runs)
     }

@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use crate::common::{task, Sandbox};
+use crate::common::{pipeline, task, Sandbox};
 
 #[test]
 #[ignore = "needs the kfp SDK venv and managed component environments (scripts/setup)"]
@@ -141,4 +141,22 @@ fn what_the_local_backend_cannot_honour_is_said_once() {
         logs.stdout,
         logs.stderr
     );
+}
+
+/// The engine's fast tests read kfp-compiled fixtures without Python; they
+/// must be what the installed kfp compiles from their source today.
+#[test]
+#[ignore = "needs the kfp SDK venv (scripts/setup)"]
+fn the_engine_fixtures_are_what_kfp_compiles() {
+    for name in ["fx_dag", "fx_retry", "fx_exit"] {
+        let fresh = std::fs::read_to_string(pipeline(name)).unwrap();
+        let fixture =
+            crate::common::repo_root().join(format!("crates/engine/tests/fixtures/{name}.yaml"));
+        let kept = std::fs::read_to_string(&fixture).unwrap_or_default();
+        assert!(
+            fresh == kept,
+            "{} differs from what kfp compiles from tests/pipelines/engine_fixtures.py; run scripts/compile-fixtures",
+            fixture.display()
+        );
+    }
 }

@@ -1,0 +1,124 @@
+//! [`ScriptedBackend`]: a backend that runs nothing and ends each job as a
+//! test scripted it, so what sits on the contract (the engine's DAG rules,
+//! retries, cancellation, resume) is tested in-process, without a machine,
+//! and under tokio's paused clock.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{Backend, BackendError, Job, JobOutcome, LogSink};
+
+/// How one job ends.
+#[derive(Debug, Clone)]
+pub enum Scripted {
+    Succeed,
+    /// Exits 1 with this message.
+    Fail(String),
+    /// The backend itself fails (`BackendError::Retryable` or `Permanent`).
+    Error {
+        retryable: bool,
+        message: String,
+    },
+    /// Runs until canceled.
+    Hang,
+    /// Runs this long (on tokio's clock), then ends as the inner script says;
+    /// a cancel on the way ends it canceled.
+    After(Duration, Box<Scripted>),
+}
+
+/// Ends each job as scripted for its task (`Job::display_name`, the task's
+/// path in the run: `exit-handler-1/train`), one entry
+/// per run of that task in order; a task without (more) entries succeeds.
+/// Records every job it was given.
+#[derive(Default)]
+pub struct ScriptedBackend {
+    script: Mutex<BTreeMap<String, VecDeque<Scripted>>>,
+    ran: Mutex<Vec<Job>>,
+}
+
+impl ScriptedBackend {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The next runs of `task` end as `outcomes` say, in order.
+    pub fn script(&self, task: &str, outcomes: impl IntoIterator<Item = Scripted>) {
+        self.lock_script()
+            .entry(task.to_string())
+            .or_default()
+            .extend(outcomes);
+    }
+
+    /// Every job run so far, in the order they started.
+    pub fn ran(&self) -> Vec<Job> {
+        self.ran.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// The ids of the jobs run for `task` (one per attempt).
+    pub fn runs_of(&self, task: &str) -> Vec<String> {
+        self.ran()
+            .into_iter()
+            .filter(|j| j.display_name == task)
+            .map(|j| j.id)
+            .collect()
+    }
+
+    fn lock_script(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, VecDeque<Scripted>>> {
+        self.script.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for ScriptedBackend {
+    fn name(&self) -> &'static str {
+        "scripted"
+    }
+
+    async fn run(
+        &self,
+        job: Job,
+        logs: LogSink,
+        cancel: CancellationToken,
+    ) -> Result<JobOutcome, BackendError> {
+        let next = self
+            .lock_script()
+            .get_mut(&job.display_name)
+            .and_then(VecDeque::pop_front)
+            .unwrap_or(Scripted::Succeed);
+        logs(&format!("scripted {}: {next:?}", job.id));
+        if let Ok(mut ran) = self.ran.lock() {
+            ran.push(job);
+        }
+        let mut next = next;
+        loop {
+            return match next {
+                Scripted::Succeed => Ok(JobOutcome::Succeeded),
+                Scripted::Fail(message) => Ok(JobOutcome::Failed {
+                    exit_code: Some(1),
+                    message,
+                }),
+                Scripted::Error { retryable, message } => Err(if retryable {
+                    BackendError::Retryable(message)
+                } else {
+                    BackendError::Permanent(message)
+                }),
+                Scripted::Hang => {
+                    cancel.cancelled().await;
+                    Ok(JobOutcome::Canceled)
+                }
+                Scripted::After(wait, then) => {
+                    tokio::select! {
+                        _ = cancel.cancelled() => Ok(JobOutcome::Canceled),
+                        _ = tokio::time::sleep(wait) => {
+                            next = *then;
+                            continue;
+                        }
+                    }
+                }
+            };
+        }
+    }
+}

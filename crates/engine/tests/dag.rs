@@ -1,0 +1,304 @@
+//! The engine's DAG rules on a scripted backend and the in-memory store,
+//! under tokio's paused clock: skip propagation, ignore_upstream_failure,
+//! retries with backoff, a cancel during a backoff, resume keeping
+//! successes, exit handlers, a run lost to another process. The pipelines
+//! are compiled by the real kfp SDK (tests/pipelines/engine_fixtures.py →
+//! tests/fixtures, `scripts/compile-fixtures`); nothing here needs Python.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard_backend::fake::{Scripted, ScriptedBackend};
+use switchyard_backend::{Backend, BackendError, Job, JobOutcome, LogSink};
+use switchyard_engine::{Engine, EngineError, RunOptions};
+use switchyard_spec::parse_pipeline;
+use switchyard_store::{Lease, MemoryStore, RunRecord, RunStore, State};
+use tokio_util::sync::CancellationToken;
+
+struct Fixture {
+    engine: Engine,
+    store: Arc<MemoryStore>,
+    backend: Arc<ScriptedBackend>,
+    _dir: tempfile::TempDir,
+    root: std::path::PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Arc::new(MemoryStore::new());
+        let backend = Arc::new(ScriptedBackend::new());
+        let engine = Engine::new(store.clone(), backend.clone(), dir.path().join("logs"));
+        Fixture {
+            engine,
+            store,
+            backend,
+            root: dir.path().join("root"),
+            _dir: dir,
+        }
+    }
+
+    async fn create(&self, fixture: &str) -> RunRecord {
+        let path = format!(
+            "{}/tests/fixtures/{fixture}.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&path).expect("fixture (scripts/compile-fixtures)");
+        let pipeline = parse_pipeline(&text).expect("a kfp-compiled pipeline");
+        let opts = RunOptions {
+            parallelism: 4,
+            cache: false,
+            pipeline_root: self.root.clone(),
+            remote_root: None,
+            display_name: None,
+            id: None,
+            schedule_time: None,
+        };
+        self.engine
+            .create_run(&pipeline, &BTreeMap::new(), &opts)
+            .await
+            .expect("run created")
+    }
+
+    async fn execute(&self, id: &str, resume: bool) -> Result<RunRecord, EngineError> {
+        self.execute_until(id, resume, CancellationToken::new())
+            .await
+    }
+
+    async fn execute_until(
+        &self,
+        id: &str,
+        resume: bool,
+        cancel: CancellationToken,
+    ) -> Result<RunRecord, EngineError> {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        self.engine.execute(id, tx, cancel, resume).await
+    }
+
+    /// Each task's state and attempt, by task key.
+    async fn tasks(&self, run: &str) -> BTreeMap<String, (State, u32)> {
+        self.store
+            .list_tasks(run)
+            .await
+            .expect("tasks")
+            .into_iter()
+            .map(|t| (t.task_key, (t.state, t.attempt)))
+            .collect()
+    }
+}
+
+fn fail(message: &str) -> Scripted {
+    Scripted::Fail(message.to_string())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_skips_its_dependents_only_and_ignore_upstream_failure_still_runs() {
+    let f = Fixture::new();
+    f.backend.script("train", [fail("diverged")]);
+    let run = f.create("fx_dag").await;
+    let done = f.execute(&run.id, false).await.expect("executed");
+    assert_eq!(done.state, State::Failed);
+    assert!(
+        done.error.as_deref().unwrap_or("").contains("diverged"),
+        "the run's error names the failure: {:?}",
+        done.error
+    );
+    let tasks = f.tasks(&run.id).await;
+    assert_eq!(tasks["prepare"].0, State::Succeeded);
+    assert_eq!(tasks["train"].0, State::Failed);
+    assert_eq!(tasks["report"].0, State::Succeeded, "independent of train");
+    assert_eq!(
+        tasks["cleanup"].0,
+        State::Succeeded,
+        "ignore_upstream_failure runs after a failed upstream"
+    );
+    assert_ne!(tasks.get("evaluate").map(|t| t.0), Some(State::Succeeded));
+    assert!(
+        f.backend.runs_of("evaluate").is_empty(),
+        "a dependent of a failed task never runs"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_wait_their_backoff_and_number_their_attempts() {
+    let f = Fixture::new();
+    f.backend.script("train", [fail("flaky"), fail("flaky")]);
+    let run = f.create("fx_retry").await;
+    let started = tokio::time::Instant::now();
+    let done = f.execute(&run.id, false).await.expect("executed");
+    let waited = started.elapsed();
+    assert_eq!(done.state, State::Succeeded, "{:?}", done.error);
+    let attempts = f.backend.runs_of("train");
+    assert_eq!(attempts.len(), 3, "{attempts:?}");
+    assert!(
+        attempts
+            .iter()
+            .zip(["-0", "-1", "-2"])
+            .all(|(id, n)| id.ends_with(n)),
+        "one job id per attempt: {attempts:?}"
+    );
+    assert_eq!(f.tasks(&run.id).await["train"], (State::Succeeded, 2));
+    // 60 s then 120 s (backoffFactor 2), on the paused clock.
+    assert!(
+        waited >= Duration::from_secs(180) && waited < Duration::from_secs(240),
+        "waited {waited:?}"
+    );
+    assert_eq!(f.backend.runs_of("evaluate").len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_stop_at_max_retry_count() {
+    let f = Fixture::new();
+    f.backend.script("train", (0..10).map(|_| fail("always")));
+    let run = f.create("fx_retry").await;
+    let done = f.execute(&run.id, false).await.expect("executed");
+    assert_eq!(done.state, State::Failed);
+    assert_eq!(f.backend.runs_of("train").len(), 4, "1 + maxRetryCount 3");
+    assert!(f.backend.runs_of("evaluate").is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_during_a_backoff_ends_the_run_without_another_attempt() {
+    let f = Fixture::new();
+    f.backend.script("train", (0..10).map(|_| fail("always")));
+    let run = f.create("fx_retry").await;
+    let cancel = CancellationToken::new();
+    let stopper = cancel.clone();
+    tokio::spawn(async move {
+        // The first attempt fails at once; the first backoff is 60 s.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        stopper.cancel();
+    });
+    let started = tokio::time::Instant::now();
+    let done = f
+        .execute_until(&run.id, false, cancel)
+        .await
+        .expect("executed");
+    assert_eq!(done.state, State::Canceled);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the backoff was not waited out: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(f.backend.runs_of("train").len(), 1);
+    assert!(f.backend.runs_of("evaluate").is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resumed_run_keeps_its_successes_and_continues_the_attempt_numbers() {
+    let f = Fixture::new();
+    f.backend.script("train", [fail("first time")]);
+    let run = f.create("fx_dag").await;
+    assert_eq!(
+        f.execute(&run.id, false).await.expect("executed").state,
+        State::Failed
+    );
+    let done = f.execute(&run.id, true).await.expect("resumed");
+    assert_eq!(done.state, State::Succeeded, "{:?}", done.error);
+    assert_eq!(
+        f.backend.runs_of("prepare").len(),
+        1,
+        "prepare succeeded before; a resume keeps it"
+    );
+    let train = f.backend.runs_of("train");
+    assert_eq!(train.len(), 2);
+    assert!(
+        train[1].ends_with("-1"),
+        "attempt numbers go on across a resume (a new job name): {train:?}"
+    );
+    assert_eq!(f.tasks(&run.id).await["train"], (State::Succeeded, 1));
+    assert_eq!(f.backend.runs_of("evaluate").len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_exit_handler_runs_after_its_body_fails() {
+    let f = Fixture::new();
+    // Tasks are named by their path in the run.
+    f.backend.script("exit-handler-1/train", [fail("boom")]);
+    let run = f.create("fx_exit").await;
+    let done = f.execute(&run.id, false).await.expect("executed");
+    assert_eq!(done.state, State::Failed, "the body's failure is the run's");
+    assert_eq!(f.backend.runs_of("exit-handler-1/prepare").len(), 1);
+    assert_eq!(f.backend.runs_of("cleanup").len(), 1);
+    let order: Vec<String> = f
+        .backend
+        .ran()
+        .into_iter()
+        .map(|j| j.display_name)
+        .collect();
+    assert_eq!(
+        order.last().map(String::as_str),
+        Some("cleanup"),
+        "{order:?}"
+    );
+    assert_eq!(f.tasks(&run.id).await["cleanup"].0, State::Succeeded);
+}
+
+/// Takes the run over for another process the moment `train` ends: the
+/// engine's next write (train's success) comes before any lease check could
+/// notice, so only the store's owner fence stops it.
+struct TakenOverWhenTrainEnds {
+    inner: Arc<ScriptedBackend>,
+    store: Arc<MemoryStore>,
+}
+
+#[async_trait::async_trait]
+impl Backend for TakenOverWhenTrainEnds {
+    fn name(&self) -> &'static str {
+        "taken-over"
+    }
+
+    async fn run(
+        &self,
+        job: Job,
+        logs: LogSink,
+        cancel: CancellationToken,
+    ) -> Result<JobOutcome, BackendError> {
+        let (task, run) = (
+            job.display_name.clone(),
+            job.env["SWITCHYARD_RUN_ID"].clone(),
+        );
+        let outcome = self.inner.run(job, logs, cancel).await;
+        if task == "train" {
+            let other = Lease {
+                owner: "elsewhere/1/1".into(),
+                host: "elsewhere".into(),
+                pid: 1,
+                until: chrono::Utc::now() + chrono::Duration::seconds(60),
+            };
+            self.store
+                .set_owner(&run, Some(&other))
+                .await
+                .expect("owner");
+        }
+        outcome
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_taken_over_by_another_process_is_written_no_more() {
+    let mut f = Fixture::new();
+    let backend = Arc::new(TakenOverWhenTrainEnds {
+        inner: f.backend.clone(),
+        store: f.store.clone(),
+    });
+    f.engine = Engine::new(f.store.clone(), backend, f.root.join("logs"));
+    let run = f.create("fx_dag").await;
+    match f.execute(&run.id, false).await {
+        Err(EngineError::LeaseLost { owner, .. }) => assert_eq!(owner, "elsewhere/1/1"),
+        other => panic!("expected the lease to be lost, got {other:?}"),
+    }
+    let tasks = f.tasks(&run.id).await;
+    assert_eq!(
+        tasks["train"].0,
+        State::Running,
+        "the lost process wrote nothing after the take-over"
+    );
+    assert!(f.backend.runs_of("evaluate").is_empty());
+    assert_eq!(
+        f.store.get_run(&run.id).await.expect("run").state,
+        State::Running,
+        "the run is the new owner's to end"
+    );
+}

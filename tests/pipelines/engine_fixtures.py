@@ -1,0 +1,60 @@
+"""Pipelines the engine's fast tests (crates/engine/tests/dag.rs) run on a
+scripted backend. Compiled by the real kfp SDK into crates/engine/tests/fixtures
+(`scripts/compile-fixtures`); the pipeline suite checks they are up to date.
+Container components without outputs: the scripted backend runs nothing."""
+from kfp import dsl
+
+IMAGE = "debian:bookworm-slim"
+
+
+@dsl.container_component
+def prepare():
+    return dsl.ContainerSpec(image=IMAGE, command=["echo", "prepare"])
+
+
+@dsl.container_component
+def train():
+    return dsl.ContainerSpec(image=IMAGE, command=["echo", "train"])
+
+
+@dsl.container_component
+def evaluate():
+    return dsl.ContainerSpec(image=IMAGE, command=["echo", "evaluate"])
+
+
+@dsl.container_component
+def report():
+    return dsl.ContainerSpec(image=IMAGE, command=["echo", "report"])
+
+
+@dsl.container_component
+def cleanup():
+    return dsl.ContainerSpec(image=IMAGE, command=["echo", "cleanup"])
+
+
+@dsl.pipeline(name="fx-dag")
+def fx_dag() -> None:
+    """prepare -> train -> evaluate; report on its own; cleanup after train
+    even when it fails."""
+    p = prepare()
+    t = train().after(p)
+    evaluate().after(t)
+    report()
+    cleanup().after(t).ignore_upstream_failure()
+
+
+@dsl.pipeline(name="fx-retry")
+def fx_retry() -> None:
+    """train retried 3 times, 60 s then 120 s then 240 s apart; evaluate after it."""
+    t = train().set_retry(num_retries=3, backoff_duration="60s", backoff_factor=2.0,
+                          backoff_max_duration="3600s")
+    evaluate().after(t)
+
+
+@dsl.pipeline(name="fx-exit")
+def fx_exit() -> None:
+    """cleanup is the exit handler of prepare -> train."""
+    final = cleanup()
+    with dsl.ExitHandler(final):
+        p = prepare()
+        train().after(p)
