@@ -1,0 +1,278 @@
+//! The HTTP API in-process (`app(state).oneshot(request)`), with the store in a
+//! temporary SQLite file and a scripted backend: KFP's error shape for every
+//! kind of refusal, the guards (host, cross-site, token, body size), and a
+//! run created from a kfp-compiled pipeline carried to its end. No port, no
+//! Python; `tests/server` drives a real server with the real `kfp.Client`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use serde_json::{json, Value};
+use switchyard_backend::fake::{Scripted, ScriptedBackend};
+use switchyard_engine::Engine;
+use switchyard_job::{TrainingBackend, TrainingJob};
+use switchyard_jobs::{Backends, JobRunner, RunnerError};
+use switchyard_server::{app, state, HostPolicy, ServerConfig};
+use switchyard_store::SqlStore;
+use tower::ServiceExt;
+
+/// No training backend is configured: every job is refused, saying so.
+struct NoTraining;
+
+#[async_trait::async_trait]
+impl Backends for NoTraining {
+    async fn backend_for(&self, _: &TrainingJob) -> Result<Arc<dyn TrainingBackend>, RunnerError> {
+        Err(RunnerError::Refused(
+            "no training backend in this test".into(),
+        ))
+    }
+
+    async fn fetch_model(
+        &self,
+        _: &TrainingJob,
+        _: &str,
+        _: &std::path::Path,
+    ) -> Result<(), RunnerError> {
+        Err(RunnerError::Refused(
+            "no training backend in this test".into(),
+        ))
+    }
+}
+
+struct Server {
+    router: axum::Router,
+    backend: Arc<ScriptedBackend>,
+    _dir: tempfile::TempDir,
+}
+
+async fn server(token: Option<&str>, max_body_bytes: usize) -> Server {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Arc::new(SqlStore::open(&dir.path().join("db")).await.expect("store"));
+    let backend = Arc::new(ScriptedBackend::new());
+    let engine = Engine::new(store.clone(), backend.clone(), dir.path().join("logs"));
+    let jobs = JobRunner::new(store.clone(), Arc::new(NoTraining), dir.path().join("jobs"));
+    let config = ServerConfig {
+        pipeline_root: dir.path().join("root"),
+        remote_root: None,
+        artifact_cache: dir.path().join("cache"),
+        parallelism: 2,
+        auth_token: token.map(str::to_string),
+        hosts: HostPolicy {
+            bound: "127.0.0.1".parse().ok(),
+            ..Default::default()
+        },
+        path_roots: vec![dir.path().to_path_buf()],
+        max_body_bytes,
+        max_concurrent_runs: 2,
+    };
+    let state = state(engine, store.clone(), store, jobs, config);
+    Server {
+        router: app(state),
+        backend,
+        _dir: dir,
+    }
+}
+
+fn request(method: Method, uri: &str) -> axum::http::request::Builder {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::HOST, "127.0.0.1:8888")
+}
+
+async fn send(s: &Server, req: Request<Body>) -> (StatusCode, Value) {
+    let res = s.router.clone().oneshot(req).await.expect("answered");
+    let status = res.status();
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 24)
+        .await
+        .expect("body");
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, body)
+}
+
+async fn get(s: &Server, uri: &str) -> (StatusCode, Value) {
+    send(
+        s,
+        request(Method::GET, uri)
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await
+}
+
+async fn post_json(s: &Server, uri: &str, body: &Value) -> (StatusCode, Value) {
+    let req = request(Method::POST, uri)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("request");
+    send(s, req).await
+}
+
+/// KFP's error body: `error` and `message` alike, google.rpc `code`, `details`.
+fn assert_kfp_error(body: &Value, code: i64, needle: &str) {
+    assert_eq!(body["code"], code, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert_eq!(body["error"].as_str(), Some(message), "{body}");
+    assert!(body["details"].is_array(), "{body}");
+    assert!(
+        message.contains(needle),
+        "expected '{needle}' in: {message}"
+    );
+}
+
+fn fixture(name: &str) -> Value {
+    let path = format!(
+        "{}/../engine/tests/fixtures/{name}.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(path).expect("fixture");
+    serde_saphyr::from_str(&text).expect("kfp-compiled YAML")
+}
+
+#[tokio::test]
+async fn lookups_of_what_does_not_exist_are_404_in_kfps_shape() {
+    let s = server(None, 1 << 20).await;
+    let (status, body) = get(&s, "/apis/v2beta1/runs/no-such-run").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_kfp_error(&body, 5, "no-such-run");
+    let (status, body) = get(&s, "/apis/v2beta1/experiments/nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_kfp_error(&body, 5, "nope");
+    let (status, body) = get(&s, "/apis/switchyard/v1/jobs/nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_kfp_error(&body, 5, "nope");
+}
+
+#[tokio::test]
+async fn malformed_requests_are_400_naming_the_problem() {
+    let s = server(None, 1 << 20).await;
+    let req = request(Method::POST, "/apis/v2beta1/runs")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("{not json"))
+        .expect("request");
+    let (status, body) = send(&s, req).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_kfp_error(&body, 3, "");
+    // A pipeline that is not one.
+    let (status, body) = post_json(
+        &s,
+        "/apis/v2beta1/runs",
+        &json!({"display_name": "x", "pipeline_spec": {"root": 5}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["code"], 3, "{body}");
+    // A parameter the pipeline does not declare.
+    let (status, body) = post_json(
+        &s,
+        "/apis/v2beta1/runs",
+        &json!({"pipeline_spec": fixture("fx_dag"), "runtime_config": {"parameters": {"nope": 1}}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_kfp_error(&body, 3, "nope");
+    // A training job that is not a TrainingJob document.
+    let req = request(Method::POST, "/apis/switchyard/v1/jobs")
+        .header(header::CONTENT_TYPE, "application/yaml")
+        .body(Body::from("apiVersion: switchyard/v1\nkind: TrainingJob\nmetadata: {name: j}\nspec: {procPerNode: 2}\n"))
+        .expect("request");
+    let (status, body) = send(&s, req).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_kfp_error(&body, 3, "procPerNode");
+    // A method the path does not take.
+    let req = request(Method::DELETE, "/apis/v2beta1/healthz")
+        .body(Body::empty())
+        .expect("request");
+    let (status, body) = send(&s, req).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(body["code"], 12, "{body}");
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_413_in_kfps_shape() {
+    let s = server(None, 4096).await;
+    let big = json!({"display_name": "x".repeat(10_000)});
+    let (status, body) = post_json(&s, "/apis/v2beta1/experiments", &big).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(body["code"], 8, "{body}");
+}
+
+#[tokio::test]
+async fn foreign_hosts_and_cross_site_requests_are_refused() {
+    let s = server(None, 1 << 20).await;
+    // DNS rebinding: a page served from the attacker's name.
+    let req = Request::builder()
+        .uri("/apis/v2beta1/runs")
+        .header(header::HOST, "attacker.example:8888")
+        .body(Body::empty())
+        .expect("request");
+    let (status, body) = send(&s, req).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_kfp_error(&body, 7, "attacker.example");
+    // A web page posting to the API from another origin.
+    let req = request(Method::POST, "/apis/v2beta1/experiments")
+        .header(header::ORIGIN, "https://evil.example")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(json!({"display_name": "e"}).to_string()))
+        .expect("request");
+    let (status, body) = send(&s, req).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["code"], 7);
+    let (status, _) = get(&s, "/apis/v2beta1/experiments").await;
+    assert_eq!(status, StatusCode::OK, "programs (no Origin) pass");
+}
+
+#[tokio::test]
+async fn a_token_guards_everything_but_health() {
+    let s = server(Some("s3cret"), 1 << 20).await;
+    let (status, body) = get(&s, "/apis/v2beta1/runs").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_kfp_error(&body, 16, "bearer token");
+    let wrong = request(Method::GET, "/apis/v2beta1/runs")
+        .header(header::AUTHORIZATION, "Bearer nope")
+        .body(Body::empty())
+        .expect("request");
+    assert_eq!(send(&s, wrong).await.0, StatusCode::UNAUTHORIZED);
+    let right = request(Method::GET, "/apis/v2beta1/runs")
+        .header(header::AUTHORIZATION, "Bearer s3cret")
+        .body(Body::empty())
+        .expect("request");
+    assert_eq!(send(&s, right).await.0, StatusCode::OK);
+    assert_eq!(get(&s, "/apis/v2beta1/healthz").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_run_created_over_http_executes_to_its_end() {
+    let s = server(None, 1 << 20).await;
+    s.backend
+        .script("train", [Scripted::Fail("diverged".into())]);
+    let (status, run) = post_json(
+        &s,
+        "/apis/v2beta1/runs",
+        &json!({"display_name": "fast", "pipeline_spec": fixture("fx_dag")}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{run}");
+    let id = run["run_id"].as_str().expect("run_id").to_string();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let run = loop {
+        let (_, run) = get(&s, &format!("/apis/v2beta1/runs/{id}")).await;
+        if run["state"] == "FAILED" || tokio::time::Instant::now() > deadline {
+            break run;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(run["state"], "FAILED", "{run}");
+    assert!(
+        run["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("diverged"),
+        "{run}"
+    );
+    assert!(s.backend.runs_of("evaluate").is_empty());
+    assert_eq!(s.backend.runs_of("cleanup").len(), 1);
+}
