@@ -2,9 +2,9 @@
 the operator and the server run as Deployments from switchyard.local/switchyard:dev,
 talk to the API server from their pods (in-cluster config, their ServiceAccounts'
 RBAC), and a pipeline sent with the real kfp.Client through `kubectl port-forward`
-runs its steps as Pods. The training-job step (a Pod) hands its DDP job to the
-server over its Service, so the job is in the server's records; the in-cluster
-operator runs it as a PyTorchJob in real pods."""
+runs its steps as Pods, except the training-job step, which the server runs in
+its own process (it submits and follows the DDP job, so the job is in the
+server's records); the in-cluster operator runs it as a PyTorchJob in real pods."""
 import json
 import re
 import secrets
@@ -104,13 +104,16 @@ def test_deploy_runs_in_the_cluster_and_its_steps_report_their_job(deployed, tmp
         metrics = json.loads(detail["outputs"]["Output"])
         assert metrics["world_size"] == 2 and metrics["test_accuracy"] >= 0.9, metrics
 
-        # Each step was a Pod in the training namespace, placed by the scheduler.
+        # The ordinary step was a Pod in the training namespace, placed by the scheduler; the
+        # training step ran in the server (no Pod waits out the training).
         steps = json.loads(kubectl("-n", "switchyard-training", "get", "pods", "-l",
                                    "app.kubernetes.io/managed-by=switchyard", "-o", "json"))["items"]
-        assert len(steps) == 2 and all(p["status"]["phase"] == "Succeeded" and p["spec"]["nodeName"] == "node-1"
-                                       for p in steps), [p["status"] for p in steps]
+        assert [p["metadata"]["annotations"]["switchyard.io/task-key"] for p in steps] == ["read-model"], \
+            [p["metadata"] for p in steps]
+        assert all(p["status"]["phase"] == "Succeeded" and p["spec"]["nodeName"] == "node-1"
+                   for p in steps), [p["status"] for p in steps]
 
-        # The job the step Pod handed over is in the server's records, linked to the run and task.
+        # The step's job is in the server's records, linked to the run and task.
         jobs = requests.get(url + "/apis/switchyard/v1/jobs", headers=auth, timeout=10).json()["jobs"]
         assert [(j["backend"], j["state"]) for j in jobs] == [("kubernetes", "SUCCEEDED")], jobs
         job = requests.get(url + f"/apis/switchyard/v1/jobs/{jobs[0]['job_id']}", headers=auth, timeout=10).json()

@@ -58,3 +58,25 @@ def fx_exit() -> None:
     with dsl.ExitHandler(final):
         p = prepare()
         train().after(p)
+
+
+_training_job = None
+
+
+def _component():
+    global _training_job
+    if _training_job is None:
+        import pathlib
+        from kfp import components
+        repo = pathlib.Path(__file__).resolve().parents[2]
+        _training_job = components.load_component_from_file(str(repo / "components/training-job/component.yaml"))
+    return _training_job
+
+
+@dsl.pipeline(name="fx-training")
+def fx_training() -> None:
+    """The training-job component between two ordinary steps."""
+    p = prepare()
+    t = _component()(name="fx", backend="local", command=["python3", "train.py"], nodes=2)
+    t.after(p)
+    evaluate().after(t)

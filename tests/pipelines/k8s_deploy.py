@@ -1,8 +1,8 @@
 """A pipeline for the server that deploy/server.yaml runs inside the local test
-cluster, with its steps as Pods (SWITCHYARD_TASK_BACKEND=kubernetes): the
-training-job step (a Pod) hands its DDP job to that server, which makes a
-PyTorchJob for the operator of deploy/operator.yaml; a second Pod reads the
-model the training pods wrote to the shared claim."""
+cluster, with its steps as Pods (SWITCHYARD_TASK_BACKEND=kubernetes): the server
+runs the training-job step itself and makes a PyTorchJob for the operator of
+deploy/operator.yaml; a Pod step reads the model the training pods wrote to the
+shared claim."""
 import pathlib
 
 from kfp import components, dsl

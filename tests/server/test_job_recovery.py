@@ -137,7 +137,8 @@ def test_jobs_no_server_follows_are_followed_again_or_stopped(tmp_path):
 
 
 def test_a_steps_job_posted_again_is_its_earlier_job(server):
-    """A pipeline step running as a Pod hands its job to the server; when the
+    """The training-job component run as its own process (on a KFP cluster, given
+    SWITCHYARD_SERVER) hands its job to the server; when the
     step runs again (its run resumed), posting the same task's job gives back
     the job its earlier attempt submitted, and a retry after a failure or a
     cancel gets a new one."""

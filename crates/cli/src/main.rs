@@ -9,6 +9,7 @@ mod commands;
 mod config;
 mod progress;
 mod report;
+mod training_step;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -118,6 +119,11 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                 anyhow::bail!("SWITCHYARD_TASK_BACKEND: '{other}' must be local or kubernetes")
             }
         };
+    // Training-job steps run in this process, on the configured training backends.
+    let backend = Arc::new(training_step::TrainingSteps::new(
+        backend,
+        paths.job_runner(store.clone())?,
+    ));
     let engine = Engine::new(store.clone(), backend, paths.logs.clone()).with_artifact_store(
         Arc::new(artifacts::S3Artifacts::new(paths.home.join("cache/s3"))),
     );

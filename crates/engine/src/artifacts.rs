@@ -97,12 +97,12 @@ pub fn is_remote(uri: &str) -> bool {
     uri.starts_with("s3://")
 }
 
-/// The local path of `uri` for a program running as a task (such as
-/// `switchyard job run-component`): under the staging folder the engine gave
-/// it in [`S3_MOUNT_ENV`], else KFP's own mapping.
-pub fn path_in_task(uri: &str) -> String {
-    match std::env::var(S3_MOUNT_ENV) {
-        Ok(mount) if !mount.is_empty() => Staging {
+/// The local path of `uri` for a task (such as the training-job step): under
+/// the staging folder the engine gave it in [`S3_MOUNT_ENV`] (`s3_mount`: the
+/// task's, read from its environment), else KFP's own mapping.
+pub fn path_in_task(uri: &str, s3_mount: Option<&str>) -> String {
+    match s3_mount {
+        Some(mount) if !mount.is_empty() => Staging {
             dir: PathBuf::from(mount),
             hook_dir: PathBuf::new(),
         }

@@ -54,6 +54,10 @@ pub enum Notice<'a> {
     Status(&'a str),
 }
 
+/// Where a job's progress goes (the CLI prints it; a step in-process writes it
+/// to the task's log).
+pub type NoticeSink = Arc<dyn Fn(Notice<'_>) + Send + Sync>;
+
 /// Starts and follows jobs.
 pub struct JobRunner {
     store: Arc<dyn JobStore>,
@@ -417,7 +421,7 @@ impl JobRunner {
         prepared: Prepared,
         job: &TrainingJob,
         cancel: CancellationToken,
-        notice: Arc<dyn Fn(Notice<'_>) + Send + Sync>,
+        notice: NoticeSink,
     ) -> Result<JobRecord, RunnerError> {
         let Prepared {
             record,

@@ -3,17 +3,20 @@
 //!
 //! The component runs `switchyard job run-component --executor-input {{$}}`, so
 //! its inputs arrive typed, through the same executor protocol as Python
-//! components, and its outputs go to the files the protocol names.
+//! components, and its outputs go to the files the protocol names. Switchyard's
+//! own engine does not start that command: it runs the step in-process
+//! ([`crate::training_step`], no child process); the command is what a real
+//! KFP cluster runs, and both go through [`run_step`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Map, Value};
-use switchyard_jobs::EarlierJob;
+use switchyard_jobs::{EarlierJob, JobRunner, Notice};
 use switchyard_store::{JobStore, State};
+use tokio_util::sync::CancellationToken;
 
-use crate::cli::{DisplayArgs, OutputFormat};
 use crate::config::Paths;
 
 /// Component input name → TrainingJob spec field.
@@ -51,8 +54,44 @@ fn is_unset(field: &str, v: &Value) -> bool {
     }
 }
 
+/// What a training-job step knows besides its inputs: from its process's
+/// environment (the `run-component` command) or from the engine's job (the
+/// step in-process).
+#[derive(Debug, Clone, Default)]
+pub struct StepEnv {
+    /// The run and task the step belongs to (the engine sets them for every task).
+    pub run_id: Option<String>,
+    pub task: Option<String>,
+    /// Relative paths are taken from where `switchyard run` was started.
+    pub invocation_dir: PathBuf,
+    /// The folder standing in for `/s3/` when the run's root is in S3.
+    pub s3_mount: Option<String>,
+}
+
+impl StepEnv {
+    /// From variables as the engine and the local backend set them (`get`
+    /// reads one, empty counts as unset); relative paths fall back to this
+    /// process's folder.
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> StepEnv {
+        let get = |k: &str| get(k).filter(|v| !v.is_empty());
+        StepEnv {
+            run_id: get("SWITCHYARD_RUN_ID"),
+            task: get("SWITCHYARD_TASK"),
+            invocation_dir: get("SWITCHYARD_INVOCATION_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))),
+            s3_mount: get(switchyard_engine::artifacts::S3_MOUNT_ENV),
+        }
+    }
+
+    /// This process's environment.
+    pub fn from_process() -> StepEnv {
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+}
+
 /// Builds the TrainingJob document from the component's parameter values.
-pub fn job_document(params: &Map<String, Value>) -> Result<Value> {
+pub fn job_document(params: &Map<String, Value>, env: &StepEnv) -> Result<Value> {
     let name = params
         .get("name")
         .and_then(Value::as_str)
@@ -76,12 +115,12 @@ pub fn job_document(params: &Map<String, Value>) -> Result<Value> {
     // The run and task this step belongs to (set by the engine for every task),
     // so the job links back to them (dashboard, SageMaker tags).
     let mut labels = Map::new();
-    for (var, label) in [
-        ("SWITCHYARD_RUN_ID", switchyard_job::LABEL_RUN_ID),
-        ("SWITCHYARD_TASK", switchyard_job::LABEL_TASK),
+    for (value, label) in [
+        (&env.run_id, switchyard_job::LABEL_RUN_ID),
+        (&env.task, switchyard_job::LABEL_TASK),
     ] {
-        if let Some(v) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
-            labels.insert(label.to_string(), Value::String(v));
+        if let Some(v) = value {
+            labels.insert(label.to_string(), Value::String(v.clone()));
         }
     }
     Ok(json!({
@@ -141,69 +180,77 @@ impl Finished {
 /// server or `switchyard run`, then resumed) re-attaches to its SageMaker
 /// training job or PyTorchJob instead of submitting a second one, and reuses
 /// one that succeeded. A job that failed or was canceled is a retry's to
-/// replace.
+/// replace. Progress goes to `notice`; `cancel` stops the job.
 async fn run_here(
-    paths: &Paths,
-    store: Arc<dyn JobStore>,
+    runner: &JobRunner,
     job: &switchyard_job::TrainingJob,
+    cancel: CancellationToken,
+    notice: switchyard_jobs::NoticeSink,
 ) -> Result<switchyard_store::JobRecord> {
-    let display = DisplayArgs {
-        quiet: false,
-        output: OutputFormat::Text,
-    };
-    let runner = paths.job_runner(store.clone())?;
+    let say = |m: String| notice(Notice::Status(&m));
     loop {
         match runner.earlier_job(job).await? {
             EarlierJob::None => break,
             EarlierJob::Succeeded(earlier) => {
-                eprintln!(
+                say(format!(
                     "training job {} of this task succeeded in an earlier attempt; using its result",
                     earlier.id
-                );
+                ));
                 return Ok(*earlier);
             }
             EarlierJob::Adopted(prepared, recorded) => {
-                eprintln!(
+                say(format!(
                     "following training job {} that an earlier attempt of this task submitted",
                     prepared.record.id
-                );
-                return super::job::follow(&runner, *prepared, &recorded, &display).await;
+                ));
+                return Ok(runner.execute(*prepared, &recorded, cancel, notice).await?);
             }
             // Followed by another process: wait for it to end, then look again.
             EarlierJob::FollowedElsewhere(_) => {
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                tokio::select! {
+                    _ = cancel.cancelled() => bail!("canceled while another process followed the job"),
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                }
             }
         }
     }
-    super::job::execute(paths, store, job, &display).await
+    let prepared = runner.prepare(job).await?;
+    say(format!(
+        "Job {} ({}): {} × {} on {}",
+        job.name,
+        prepared.record.id,
+        job.spec.nodes,
+        job.spec.procs_per_node,
+        job.spec.backend.as_str()
+    ));
+    Ok(runner.execute(prepared, job, cancel, notice).await?)
 }
 
-/// Runs the step's training job here, or, with `server` (`SWITCHYARD_SERVER`,
-/// set by the server for steps it runs as Pods), on that server, so the job is
-/// in the server's records and not in a store inside the step's container.
-pub async fn run(
-    paths: &Paths,
-    store: Arc<dyn JobStore>,
+/// The training-job step, wherever it runs: reads its inputs from the
+/// executor input, runs its job here (or, with `server`, on that server),
+/// writes the outputs the protocol names and fetches the model into the
+/// `model` artifact. An error says why the step failed.
+pub async fn run_step(
+    runner: &JobRunner,
     executor_input: &str,
+    env: &StepEnv,
     server: Option<&str>,
-) -> Result<i32> {
+    cancel: CancellationToken,
+    notice: switchyard_jobs::NoticeSink,
+) -> Result<()> {
     let exec: Value =
         serde_json::from_str(executor_input).context("--executor-input is not JSON")?;
     let params = exec["inputs"]["parameterValues"]
         .as_object()
         .cloned()
         .unwrap_or_default();
-    let doc = job_document(&params)?;
-    // Relative paths are taken from where `switchyard run` was started.
-    let base = std::env::var_os("SWITCHYARD_INVOCATION_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")));
-    let job = switchyard_job::load(&doc.to_string(), &base, &[], None)
+    let doc = job_document(&params, env)?;
+    let job = switchyard_job::load(&doc.to_string(), &env.invocation_dir, &[], None)
         .context("the training-job component's inputs")?;
     let rec = match server.filter(|s| !s.is_empty()) {
         Some(url) => Finished::from_json(&super::remote::run_job(url, &job.to_json()).await?),
         None => {
-            let rec = run_here(paths, store.clone(), &job).await?;
+            let rec = run_here(runner, &job, cancel, notice.clone()).await?;
             Finished::from_json(&switchyard_jobs::job_json(&rec))
         }
     };
@@ -224,22 +271,51 @@ pub async fn run(
         &rec.model,
         exec["outputs"]["artifacts"]["model"]["artifacts"][0]["uri"].as_str(),
     ) {
-        let dest = PathBuf::from(switchyard_engine::artifacts::path_in_task(uri));
-        paths
-            .job_runner(store.clone())?
-            .fetch_model(&job, model, &dest)
-            .await?;
+        let dest = PathBuf::from(switchyard_engine::artifacts::path_in_task(
+            uri,
+            env.s3_mount.as_deref(),
+        ));
+        runner.fetch_model(&job, model, &dest).await?;
         let metadata = json!({"job_id": rec.id, "backend": rec.backend, "metrics": rec.metrics, "source": model});
         if let Some(out) = exec["outputs"]["outputFile"].as_str() {
             let doc = json!({"artifacts": {"model": {"artifacts": [{"name": "model", "uri": uri, "metadata": metadata}]}}});
             std::fs::write(out, doc.to_string()).with_context(|| format!("cannot write {out}"))?;
         }
     }
-    eprintln!(
+    notice(Notice::Status(&format!(
         "training job {} {} (model: {})",
         rec.id,
         rec.state,
         rec.model.unwrap_or_default()
-    );
+    )));
+    Ok(())
+}
+
+/// `switchyard job run-component`: the step as its own process (on a real
+/// KFP cluster), or, with `server` (`SWITCHYARD_SERVER`, set by the server for
+/// steps it runs as Pods), handing its job to that server, so the job is in
+/// the server's records and not in a store inside the step's container.
+pub async fn run(
+    paths: &Paths,
+    store: Arc<dyn JobStore>,
+    executor_input: &str,
+    server: Option<&str>,
+) -> Result<i32> {
+    let runner = paths.job_runner(store)?;
+    let cancel = CancellationToken::new();
+    let _interrupted = crate::commands::run::cancel_on_signal(cancel.clone());
+    let notice: switchyard_jobs::NoticeSink = Arc::new(|n: Notice<'_>| match n {
+        Notice::Log { host, rank, line } => eprintln!("[{host}/rank {rank}] {line}"),
+        Notice::Status(m) => eprintln!("{m}"),
+    });
+    run_step(
+        &runner,
+        executor_input,
+        &StepEnv::from_process(),
+        server,
+        cancel,
+        notice,
+    )
+    .await?;
     Ok(0)
 }
