@@ -23,14 +23,7 @@ use serde_json::{json, Map, Value};
 
 use crate::TrainingJob;
 
-/// SageMaker's name for host `index` (0-based): `algo-1` is the master.
-pub fn host_name(index: u32) -> String {
-    format!("algo-{}", index + 1)
-}
-
-pub fn host_names(nodes: u32) -> Vec<String> {
-    (0..nodes).map(host_name).collect()
-}
+pub use crate::slots::{host_name, host_names};
 
 /// The per-host directory tree (`SAGEMAKER_BASE_DIR`, `/opt/ml` on SageMaker).
 #[derive(Debug, Clone)]
@@ -470,7 +463,11 @@ pub fn sm_env(job: &TrainingJob, env: &Map<String, Value>) -> BTreeMap<String, S
 pub fn rank_env(job: &TrainingJob, layout: &HostLayout, p: &Placement) -> BTreeMap<String, String> {
     let s = &job.spec;
     let world = job.world_size();
-    let rank = p.node * s.procs_per_node + p.local_rank;
+    let rank = crate::slots::Slot {
+        node: p.node,
+        local_rank: p.local_rank,
+    }
+    .rank(s.procs_per_node);
     let mut e = BTreeMap::new();
     let mut put = |k: &str, v: String| {
         e.insert(k.to_string(), v);

@@ -8,6 +8,7 @@
 
 pub mod contract;
 pub mod python;
+pub mod slots;
 pub mod spec;
 pub mod validate;
 

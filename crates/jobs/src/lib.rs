@@ -161,17 +161,12 @@ pub fn rank_logs(job: &JobRecord, rank: Option<u32>) -> Result<Vec<RankLog>, Run
     let mut files = Vec::new();
     for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if let Some((host, r)) = name
-            .strip_suffix(".log")
-            .and_then(|n| n.split_once("-rank-"))
-        {
-            if let Ok(r) = r.parse::<u32>() {
-                files.push(RankLog {
-                    rank: r,
-                    host: host.to_string(),
-                    path: e.path(),
-                });
-            }
+        if let Some((host, rank)) = switchyard_job::slots::parse_rank_log(&name) {
+            files.push(RankLog {
+                rank,
+                host,
+                path: e.path(),
+            });
         }
     }
     files.sort_by(|a, b| (a.rank, &a.host).cmp(&(b.rank, &b.host)));

@@ -437,7 +437,7 @@ fn follow_pod_log(
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(dir.join(format!("{host}-rank-{rank}.log")))
+            .open(switchyard_job::slots::rank_log(&dir, &host, rank))
             .ok();
         let mut lines = stream.lines();
         while let Ok(Some(line)) = lines.try_next().await {
@@ -742,8 +742,12 @@ impl TrainingBackend for KubernetesBackend {
                     follow_pod_log(
                         pods.clone(),
                         p.name_any(),
-                        rank * job.spec.procs_per_node,
-                        format!("algo-{}", rank + 1),
+                        switchyard_job::slots::Slot {
+                            node: rank,
+                            local_rank: 0,
+                        }
+                        .rank(job.spec.procs_per_node),
+                        switchyard_job::slots::host_name(rank),
                         logs_dir.clone(),
                         scraper.clone(),
                         mtx.clone(),

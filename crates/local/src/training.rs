@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use switchyard_backend::LogSink;
 use switchyard_job::contract::{self, HostLayout, Placement};
+use switchyard_job::slots::{self, Slot};
 use switchyard_job::{
     parse_s3_uri, BackendKind, ChannelSource, JobError, JobEvent, JobEvents, JobOutcome, JobState,
     MetricScraper, ObjectStore, RestartPolicy, TrainingBackend, TrainingJob,
@@ -230,7 +231,7 @@ struct RankLogs {
 
 impl RankLogs {
     fn sink(&self, job: &TrainingJob, host: &str, rank: u32) -> Result<LogSink, JobError> {
-        let path = self.dir.join(format!("{host}-rank-{rank}.log"));
+        let path = slots::rank_log(&self.dir, host, rank);
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -310,7 +311,7 @@ impl TrainingBackend for LocalTraining {
             details: serde_json::json!({
                 "kind": "local",
                 "host": host,
-                "hosts": (1..=spec.nodes).map(|n| format!("algo-{n}")).collect::<Vec<_>>(),
+                "hosts": slots::host_names(spec.nodes),
                 "procs_per_node": spec.procs_per_node,
                 "job_dir": dir,
             }),
@@ -616,7 +617,7 @@ impl LocalTraining {
                 let cwd = code_dir
                     .map(Path::to_path_buf)
                     .unwrap_or_else(|| layout.base.clone());
-                let rank = placement.node * spec.procs_per_node + local_rank;
+                let rank = Slot { node, local_rank }.rank(spec.procs_per_node);
                 let sink = logs.sink(job, &host, rank)?;
                 plans.push((rank, host.clone(), argv, env, cwd, sink));
             }

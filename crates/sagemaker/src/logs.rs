@@ -41,11 +41,10 @@ fn host_of(stream: &str) -> (String, u32) {
         }
         _ => tail,
     };
-    let index = host
-        .strip_prefix("algo-")
-        .and_then(|n| n.parse::<u32>().ok())
-        .unwrap_or(1);
-    (host.to_string(), index.saturating_sub(1))
+    (
+        host.to_string(),
+        switchyard_job::slots::host_index(host).unwrap_or(0),
+    )
 }
 
 impl LogTail {
@@ -101,7 +100,11 @@ impl LogTail {
                             name.to_string(),
                             Stream {
                                 host,
-                                rank: index * self.procs_per_node,
+                                rank: switchyard_job::slots::Slot {
+                                    node: index,
+                                    local_rank: 0,
+                                }
+                                .rank(self.procs_per_node),
                                 token: None,
                                 file: None,
                             },
@@ -152,9 +155,7 @@ impl LogTail {
             let batch = out.events();
             if stream.file.is_none() && !batch.is_empty() {
                 std::fs::create_dir_all(&self.dir).ok();
-                let path = self
-                    .dir
-                    .join(format!("{}-rank-{}.log", stream.host, stream.rank));
+                let path = switchyard_job::slots::rank_log(&self.dir, &stream.host, stream.rank);
                 stream.file = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
