@@ -29,7 +29,7 @@ impl S3Artifacts {
 
 /// `s3://bucket/key` → (bucket, key); a URI without a key names no artifact.
 fn split(uri: &str) -> Result<(String, String), String> {
-    switchyard_job::parse_s3_uri(uri)
+    switchyard_training::parse_s3_uri(uri)
         .filter(|(_, key)| !key.trim_matches('/').is_empty())
         .ok_or_else(|| format!("'{uri}' is not an S3 artifact URI (s3://bucket/key)"))
 }

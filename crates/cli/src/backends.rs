@@ -1,16 +1,16 @@
 //! The training backends, built here: the binary is the one place that links
 //! the AWS and Kubernetes SDKs and reads their configuration; the job runner
-//! and the server see only [`switchyard_jobs::Backends`].
+//! and the server see only [`switchyard_runner::Backends`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchyard_job::{BackendKind, ChannelSource, TrainingBackend, TrainingJob};
-use switchyard_jobs::{Backends, RunnerError};
 use switchyard_local::admission::{Admission, Capacity};
 use switchyard_local::training::{LocalTraining, LocalTrainingConfig};
+use switchyard_runner::{Backends, RunnerError};
+use switchyard_training::{BackendKind, ChannelSource, TrainingBackend, TrainingJob};
 
 /// Where jobs live on this machine and how local gangs run.
 #[derive(Debug, Clone)]

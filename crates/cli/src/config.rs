@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use std::sync::Arc;
 
-use switchyard_jobs::JobRunner;
+use switchyard_runner::JobRunner;
 
 use crate::backends::{BackendConfig, ConfiguredBackends};
 use switchyard_local::training::LocalTrainingConfig;

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use switchyard_backend::{Backend, BackendError, Job, JobOutcome, LogSink};
-use switchyard_jobs::{JobRunner, Notice, NoticeSink};
+use switchyard_runner::{JobRunner, Notice, NoticeSink};
 use tokio_util::sync::CancellationToken;
 
 use crate::commands::component::{run_step, StepEnv};
@@ -126,12 +126,12 @@ mod in_process {
 
     use switchyard_backend::fake::ScriptedBackend;
     use switchyard_engine::{Engine, RunOptions};
-    use switchyard_job::{
+    use switchyard_runner::{Backends, JobRunner, RunnerError};
+    use switchyard_store::{JobStore, RunStore, SqlStore, State};
+    use switchyard_training::{
         BackendKind, JobError, JobEvent, JobEvents, JobOutcome, JobState, TrainingBackend,
         TrainingJob,
     };
-    use switchyard_jobs::{Backends, JobRunner, RunnerError};
-    use switchyard_store::{JobStore, RunStore, SqlStore, State};
     use tokio_util::sync::CancellationToken;
 
     use super::TrainingSteps;

@@ -16,10 +16,10 @@ use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{json, Value};
-use switchyard_job::contract::{self, HostLayout, Placement};
+use switchyard_training::contract::{self, HostLayout, Placement};
 
 use crate::contract as pod_contract;
-use switchyard_job::{
+use switchyard_training::{
     source_files, BackendKind, ChannelSource, JobError, JobEvent, JobEvents, JobOutcome, JobState,
     MetricScraper, RestartPolicy, SourceFile, Stopped, TrainingBackend, TrainingJob,
 };
@@ -137,7 +137,7 @@ pub fn object_name(name: &str, job_id: &str) -> String {
     format!(
         "{}-{}",
         stem.trim_end_matches('-'),
-        switchyard_job::short_digest(job_id, 8)
+        switchyard_training::short_digest(job_id, 8)
     )
 }
 
@@ -437,7 +437,7 @@ fn follow_pod_log(
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(switchyard_job::slots::rank_log(&dir, &host, rank))
+            .open(switchyard_training::slots::rank_log(&dir, &host, rank))
             .ok();
         let mut lines = stream.lines();
         while let Ok(Some(line)) = lines.try_next().await {
@@ -742,12 +742,12 @@ impl TrainingBackend for KubernetesBackend {
                     follow_pod_log(
                         pods.clone(),
                         p.name_any(),
-                        switchyard_job::slots::Slot {
+                        switchyard_training::slots::Slot {
                             node: rank,
                             local_rank: 0,
                         }
                         .rank(job.spec.procs_per_node),
-                        switchyard_job::slots::host_name(rank),
+                        switchyard_training::slots::host_name(rank),
                         logs_dir.clone(),
                         scraper.clone(),
                         mtx.clone(),
@@ -832,7 +832,7 @@ mod tests {
         let doc = format!(
             "apiVersion: switchyard/v1\nkind: TrainingJob\nmetadata: {{name: t}}\nspec:\n  image: switchyard.local/pytorch:dev\n  command: [python, -c, pass]\n  nodes: 2\n{extra}"
         );
-        switchyard_job::load(&doc, Path::new("/"), &[], Some("kubernetes")).expect("valid job")
+        switchyard_training::load(&doc, Path::new("/"), &[], Some("kubernetes")).expect("valid job")
     }
 
     fn mounts(replica: &Value) -> Vec<(String, String)> {

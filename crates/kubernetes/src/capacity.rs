@@ -50,7 +50,7 @@ impl std::fmt::Display for Amount {
 fn amount(map: Option<&std::collections::BTreeMap<String, Quantity>>) -> Amount {
     let get = |k: &str| {
         map.and_then(|m| m.get(k))
-            .and_then(|q| switchyard_job::validate::quantity(&q.0))
+            .and_then(|q| switchyard_training::validate::quantity(&q.0))
     };
     Amount {
         cpu_milli: get("cpu").map(|v| (v * 1000.0).round() as i64).unwrap_or(0),

@@ -16,8 +16,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use switchyard_job::contract::{self, HostLayout, Placement};
-use switchyard_job::TrainingJob;
+use switchyard_training::contract::{self, HostLayout, Placement};
+use switchyard_training::TrainingJob;
 
 /// Where the ConfigMap's contract keys are mounted in every pod.
 pub const CONTRACT_DIR: &str = "/opt/ml/.switchyard";

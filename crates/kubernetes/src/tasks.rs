@@ -91,7 +91,7 @@ pub fn pod_name(job_id: &str) -> String {
     format!(
         "task-{}-{}",
         clean.trim_matches('-'),
-        switchyard_job::short_digest(job_id, 8)
+        switchyard_training::short_digest(job_id, 8)
     )
 }
 

@@ -11,19 +11,19 @@ use cluster::{eventually, set_phase, Cluster};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
-use switchyard_job::{JobEvent, JobState, TrainingBackend};
 use switchyard_kubernetes::backend::{KubernetesBackend, KubernetesConfig};
 use switchyard_kubernetes::crd::PyTorchJob;
 use switchyard_kubernetes::{operator, OperatorConfig};
+use switchyard_training::{JobEvent, JobState, TrainingBackend};
 use tokio_util::sync::CancellationToken;
 
-fn training_job(dir: &std::path::Path, extra: &str) -> switchyard_job::TrainingJob {
+fn training_job(dir: &std::path::Path, extra: &str) -> switchyard_training::TrainingJob {
     std::fs::create_dir_all(dir.join("src")).unwrap();
     std::fs::write(dir.join("src/train.py"), "print('loss=0.5')\n").unwrap();
     let text = format!(
         "apiVersion: switchyard/v1\nkind: TrainingJob\nmetadata: {{name: digits}}\nspec:\n  backend: kubernetes\n  image: pytorch/pytorch:2.5.1-cpu\n  sourceDir: src\n  entryPoint: train.py\n  nodes: 2\n  resources: {{cpu: 1, memory: 1Gi}}\n  hyperparameters: {{epochs: 3}}\n  restartPolicy: ExitCode\n  channels: {{train: 's3://datasets/digits', shared: 'efs://fs-0123/digits'}}\n{extra}"
     );
-    switchyard_job::load(&text, dir, &[], None).unwrap()
+    switchyard_training::load(&text, dir, &[], None).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,10 +67,10 @@ async fn a_training_job_runs_as_a_pytorchjob_to_completion() {
     assert!(e.starts_with("spec.output:"), "{e}");
     let local = training_job(work.path(), "");
     let mut local = local;
-    local.channels.push(switchyard_job::Channel {
+    local.channels.push(switchyard_training::Channel {
         name: "mine".into(),
         uri: "/data".into(),
-        source: switchyard_job::ChannelSource::Local("/data".into()),
+        source: switchyard_training::ChannelSource::Local("/data".into()),
     });
     let e = backend.preflight(&local).unwrap_err().to_string();
     assert!(e.starts_with("spec.channels.mine:"), "{e}");

@@ -1,6 +1,6 @@
 //! Training jobs on this machine: `nodes × procsPerNode` processes started as one
 //! gang, each rank in its own process group, with the runtime contract of
-//! [`switchyard_job::contract`]. Hosts `algo-1..N` are directories under the
+//! [`switchyard_training::contract`]. Hosts `algo-1..N` are directories under the
 //! job's folder; all ranks reach the master on 127.0.0.1.
 //!
 //! Any rank failing stops the whole gang (SIGTERM, then SIGKILL after the grace
@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use switchyard_backend::LogSink;
-use switchyard_job::contract::{self, HostLayout, Placement};
-use switchyard_job::slots::{self, Slot};
-use switchyard_job::{
+use switchyard_training::contract::{self, HostLayout, Placement};
+use switchyard_training::slots::{self, Slot};
+use switchyard_training::{
     parse_s3_uri, BackendKind, ChannelSource, JobError, JobEvent, JobEvents, JobOutcome, JobState,
     MetricScraper, ObjectStore, RestartPolicy, TrainingBackend, TrainingJob,
 };

@@ -1,7 +1,7 @@
 //! S3 through the official AWS SDK for Rust, kept in its own crate so the rest
 //! of the workspace never rebuilds it.
 //!
-//! [`S3Store`] implements [`switchyard_job::ObjectStore`]: it mirrors an
+//! [`S3Store`] implements [`switchyard_training::ObjectStore`]: it mirrors an
 //! `s3://bucket/prefix` into a local cache folder, downloading only objects
 //! whose ETag changed since the last time, and uploads models and checkpoints. Credentials, region and endpoint come
 //! from the standard AWS chain and variables (`AWS_ENDPOINT_URL`,
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use aws_sdk_s3::Client;
 use serde::{Deserialize, Serialize};
-use switchyard_job::{DownloadStats, ObjectStore};
+use switchyard_training::{DownloadStats, ObjectStore};
 use tokio::io::AsyncWriteExt;
 
 /// S3 for channels, models and checkpoints.

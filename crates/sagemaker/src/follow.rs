@@ -10,7 +10,7 @@ use aws_sdk_sagemaker::operation::describe_training_job::DescribeTrainingJobOutp
 use aws_sdk_sagemaker::types::{SecondaryStatus, TrainingJobStatus};
 use aws_sdk_sagemaker::Client;
 use rand::Rng;
-use switchyard_job::{JobError, JobEvent, JobEvents, JobOutcome, JobState};
+use switchyard_training::{JobError, JobEvent, JobEvents, JobOutcome, JobState};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{classify, ApiError, Kind};

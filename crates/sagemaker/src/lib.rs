@@ -21,11 +21,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
-use switchyard_job::{
+use switchyard_s3::S3Store;
+use switchyard_training::{
     parse_s3_uri, BackendKind, JobError, JobEvent, JobEvents, JobOutcome, MetricScraper,
     ObjectStore, Stopped, TrainingBackend, TrainingJob,
 };
-use switchyard_s3::S3Store;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{LocalChannels, SageMakerConfig};
@@ -216,8 +216,8 @@ impl SageMakerBackend {
         if cancel.is_cancelled() {
             return Err(JobError::Setup(CANCELED_BEFORE_CREATE.into()));
         }
-        let run_ref = job.labels.get(switchyard_job::LABEL_RUN_ID).map(|r| {
-            let task = job.labels.get(switchyard_job::LABEL_TASK);
+        let run_ref = job.labels.get(switchyard_training::LABEL_RUN_ID).map(|r| {
+            let task = job.labels.get(switchyard_training::LABEL_TASK);
             (r.as_str(), task.map(String::as_str).unwrap_or(""))
         });
         backoff.success();
@@ -309,7 +309,7 @@ impl TrainingBackend for SageMakerBackend {
                     follow::stop(&c.sagemaker, &name, &events).await;
                 }
                 return Ok(JobOutcome {
-                    state: switchyard_job::JobState::Canceled,
+                    state: switchyard_training::JobState::Canceled,
                     restarts: 0,
                     model: None,
                     metrics: Default::default(),

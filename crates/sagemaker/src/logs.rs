@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use aws_sdk_cloudwatchlogs::Client;
-use switchyard_job::{JobEvent, JobEvents, MetricScraper};
+use switchyard_training::{JobEvent, JobEvents, MetricScraper};
 
 use crate::error::{classify, ApiError, Kind};
 
@@ -43,7 +43,7 @@ fn host_of(stream: &str) -> (String, u32) {
     };
     (
         host.to_string(),
-        switchyard_job::slots::host_index(host).unwrap_or(0),
+        switchyard_training::slots::host_index(host).unwrap_or(0),
     )
 }
 
@@ -100,7 +100,7 @@ impl LogTail {
                             name.to_string(),
                             Stream {
                                 host,
-                                rank: switchyard_job::slots::Slot {
+                                rank: switchyard_training::slots::Slot {
                                     node: index,
                                     local_rank: 0,
                                 }
@@ -155,7 +155,8 @@ impl LogTail {
             let batch = out.events();
             if stream.file.is_none() && !batch.is_empty() {
                 std::fs::create_dir_all(&self.dir).ok();
-                let path = switchyard_job::slots::rank_log(&self.dir, &stream.host, stream.rank);
+                let path =
+                    switchyard_training::slots::rank_log(&self.dir, &stream.host, stream.rank);
                 stream.file = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)

@@ -17,7 +17,7 @@ use aws_sdk_sagemaker::types::{
     TrainingInputMode, TrainingInstanceType, VpcConfig,
 };
 use serde_json::Value;
-use switchyard_job::{contract, ChannelSource, JobError, RestartPolicy, TrainingJob};
+use switchyard_training::{contract, ChannelSource, JobError, RestartPolicy, TrainingJob};
 
 use crate::config::{LocalChannels, SageMakerConfig};
 use crate::instance;
@@ -69,7 +69,7 @@ fn refuse(field: &str, message: impl std::fmt::Display) -> JobError {
 /// its id, at most 63 characters. The same job always gets the same name, which
 /// is what makes a resubmission find the job it already created.
 pub fn training_job_name(name: &str, job_id: &str) -> String {
-    let digest = switchyard_job::short_digest(job_id, 12);
+    let digest = switchyard_training::short_digest(job_id, 12);
     let keep = 63 - 1 - digest.len();
     let stem: String = name
         .chars()
@@ -147,7 +147,7 @@ pub fn resolve(job: &TrainingJob, config: &SageMakerConfig) -> Result<Resolved, 
     let memory_gib = res
         .memory
         .as_deref()
-        .and_then(switchyard_job::validate::parse_quantity)
+        .and_then(switchyard_training::validate::parse_quantity)
         .map(|b| b as f64 / (1u64 << 30) as f64)
         .unwrap_or(0.0);
     let instance_type = match spec.instance_type.as_deref().filter(|t| !t.is_empty()) {

@@ -21,7 +21,7 @@ pub struct SourceArchive {
 /// `__pycache__` and `.git`).
 pub fn pack(dir: &Path) -> Result<SourceArchive, String> {
     let ctx = |e: std::io::Error| format!("cannot pack sourceDir {}: {e}", dir.display());
-    let files = switchyard_job::source_files(dir).map_err(ctx)?;
+    let files = switchyard_training::source_files(dir).map_err(ctx)?;
     let mut tar = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::default()));
     tar.mode(tar::HeaderMode::Deterministic);
     for f in &files {

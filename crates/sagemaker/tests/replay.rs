@@ -17,8 +17,8 @@ use aws_smithy_async::rt::sleep::{SharedAsyncSleep, TokioSleep};
 use aws_smithy_http_client::test_util::infallible_client_fn;
 use aws_smithy_types::body::SdkBody;
 use serde_json::{json, Value};
-use switchyard_job::{JobEvent, JobOutcome, JobState, TrainingBackend, TrainingJob};
 use switchyard_sagemaker::{SageMakerBackend, SageMakerConfig};
+use switchyard_training::{JobEvent, JobOutcome, JobState, TrainingBackend, TrainingJob};
 use tokio_util::sync::CancellationToken;
 
 const NAME_PREFIX: &str = "digits";
@@ -220,13 +220,13 @@ fn job(s: &Setup, spec_yaml: &str) -> TrainingJob {
     let text = format!(
         "apiVersion: switchyard/v1\nkind: TrainingJob\nmetadata: {{name: {NAME_PREFIX}}}\nspec:\n  backend: sagemaker\n  image: 763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-training:2.5-cpu-py311\n{spec_yaml}"
     );
-    switchyard_job::load(&text, &s.root, &[], None).unwrap()
+    switchyard_training::load(&text, &s.root, &[], None).unwrap()
 }
 
 const SIMPLE: &str = "  sourceDir: src\n  entryPoint: train.py\n";
 
 struct Ran {
-    result: Result<JobOutcome, switchyard_job::JobError>,
+    result: Result<JobOutcome, switchyard_training::JobError>,
     events: Vec<JobEvent>,
 }
 
@@ -765,7 +765,7 @@ async fn the_pytorch_container_runs_procs_per_node_with_the_same_arguments() {
     .map(|s| s.to_string())
     .collect();
     // The local and Kubernetes backends call the entry point with these.
-    want.extend(switchyard_job::contract::user_args(&j));
+    want.extend(switchyard_training::contract::user_args(&j));
     assert_eq!(argv, want);
     assert_eq!(
         &argv[11..],
@@ -911,7 +911,7 @@ async fn invalid_jobs_are_refused_before_any_api_call() {
 async fn a_typo_in_the_sagemaker_block_names_the_field() {
     let s = setup();
     let text = "apiVersion: switchyard/v1\nkind: TrainingJob\nmetadata: {name: x}\nspec:\n  backend: sagemaker\n  image: i\n  command: [x]\n  sagemaker: {subnet: [a]}\n";
-    let e = switchyard_job::load(text, &s.root, &[], None)
+    let e = switchyard_training::load(text, &s.root, &[], None)
         .unwrap_err()
         .to_string();
     assert!(e.starts_with("spec.sagemaker"), "{e}");

@@ -11,7 +11,7 @@ use axum::response::Response;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use switchyard_jobs::{job_json, EarlierJob, Notice, RunnerError};
+use switchyard_runner::{job_json, EarlierJob, Notice, RunnerError};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{ApiError, ApiResult};
@@ -43,7 +43,7 @@ pub async fn submit(
 ) -> ApiResult<Json<Value>> {
     refuse_simple_content_type(&headers)?;
     let base = std::env::current_dir().map_err(|e| ApiError::Internal(e.to_string()))?;
-    let job = switchyard_job::load(&body, &base, &[], q.backend.as_deref())
+    let job = switchyard_training::load(&body, &base, &[], q.backend.as_deref())
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     check_paths(&job, &s.config.path_roots)?;
     if let Some(earlier) = task_job(&s, &job).await? {
@@ -81,8 +81,8 @@ fn refuse_simple_content_type(headers: &HeaderMap) -> ApiResult<()> {
 /// Every local path of `job` (code, channels, output, checkpoint) must lie
 /// under one of `roots` once links are resolved: a job posted over HTTP reads
 /// and writes with the server's rights.
-fn check_paths(job: &switchyard_job::TrainingJob, roots: &[PathBuf]) -> ApiResult<()> {
-    for (field, path) in switchyard_job::local_paths(job) {
+fn check_paths(job: &switchyard_training::TrainingJob, roots: &[PathBuf]) -> ApiResult<()> {
+    for (field, path) in switchyard_training::local_paths(job) {
         let resolved = resolve_existing(&path);
         if !roots.iter().any(|r| resolved.starts_with(r)) {
             let allowed: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
@@ -144,7 +144,7 @@ pub async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>) -> ApiR
 pub async fn get(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let j = exact_job(&s, &id).await?;
     let events = s.jobs.store().job_events(&j.id).await?;
-    Ok(Json(switchyard_jobs::job_detail_json(&j, &events)))
+    Ok(Json(switchyard_runner::job_detail_json(&j, &events)))
 }
 
 /// `POST /jobs/{id}:cancel`.
@@ -166,7 +166,7 @@ pub async fn action(
         )));
     }
     // No process follows it: stop it where it runs, from here.
-    if switchyard_jobs::orphaned(&j) && s.jobs.cancel_orphan(&j).await?.is_some() {
+    if switchyard_runner::orphaned(&j) && s.jobs.cancel_orphan(&j).await?.is_some() {
         return Ok(Json(json!({})));
     }
     s.jobs.store().request_job_cancel(&j.id).await?;
@@ -179,7 +179,7 @@ pub async fn action(
 /// is reused; after a failure or a cancel the step's retry gets a new job.
 async fn task_job(
     s: &AppState,
-    job: &switchyard_job::TrainingJob,
+    job: &switchyard_training::TrainingJob,
 ) -> ApiResult<Option<switchyard_store::JobRecord>> {
     Ok(match s.jobs.earlier_job(job).await? {
         EarlierJob::None => None,
@@ -195,8 +195,8 @@ async fn task_job(
 /// Follows a recorded job to its end on this server's runtime.
 fn follow_in_background(
     s: &AppState,
-    prepared: switchyard_jobs::Prepared,
-    job: switchyard_job::TrainingJob,
+    prepared: switchyard_runner::Prepared,
+    job: switchyard_training::TrainingJob,
 ) {
     let runner = s.jobs.clone();
     tokio::spawn(async move {
@@ -217,7 +217,7 @@ fn follow_in_background(
 pub async fn recover_jobs(s: &AppState) -> ApiResult<usize> {
     let mut n = 0;
     for j in s.jobs.store().unfinished_jobs().await? {
-        if j.task.is_some() || !switchyard_jobs::orphaned(&j) {
+        if j.task.is_some() || !switchyard_runner::orphaned(&j) {
             continue;
         }
         let adopted = match s.jobs.adopt(&j).await {
@@ -227,7 +227,7 @@ pub async fn recover_jobs(s: &AppState) -> ApiResult<usize> {
                 continue;
             }
         };
-        let switchyard_jobs::Adopted::Mine(prepared, job) = adopted else {
+        let switchyard_runner::Adopted::Mine(prepared, job) = adopted else {
             continue;
         };
         tracing::warn!(job = %j.id, backend = %j.backend, "following again a job no process followed");
@@ -252,7 +252,7 @@ pub async fn logs(
 ) -> ApiResult<Response> {
     let j = exact_job(&s, &id).await?;
     let files =
-        switchyard_jobs::rank_logs(&j, q.rank).map_err(|e| ApiError::NotFound(e.to_string()))?;
+        switchyard_runner::rank_logs(&j, q.rank).map_err(|e| ApiError::NotFound(e.to_string()))?;
     if q.follow {
         let path = match (q.rank, files.first()) {
             (Some(_), Some(f)) => f.path.clone(),

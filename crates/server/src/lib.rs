@@ -70,7 +70,7 @@ pub struct AppState {
     /// One permit per executing run.
     pub run_slots: Arc<tokio::sync::Semaphore>,
     /// Training jobs (`/apis/switchyard/v1/jobs`).
-    pub jobs: Arc<switchyard_jobs::JobRunner>,
+    pub jobs: Arc<switchyard_runner::JobRunner>,
     /// Runs this server has a task for (queued or executing): recovery
     /// never starts a second one.
     active: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
@@ -178,7 +178,7 @@ pub fn state(
     engine: Engine,
     runs: Arc<dyn RunStore>,
     catalog: Arc<dyn CatalogStore>,
-    jobs: switchyard_jobs::JobRunner,
+    jobs: switchyard_runner::JobRunner,
     config: ServerConfig,
 ) -> AppState {
     let slots = Arc::new(tokio::sync::Semaphore::new(

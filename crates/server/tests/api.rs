@@ -12,10 +12,10 @@ use axum::http::{header, Method, Request, StatusCode};
 use serde_json::{json, Value};
 use switchyard_backend::fake::{Scripted, ScriptedBackend};
 use switchyard_engine::Engine;
-use switchyard_job::{TrainingBackend, TrainingJob};
-use switchyard_jobs::{Backends, JobRunner, RunnerError};
+use switchyard_runner::{Backends, JobRunner, RunnerError};
 use switchyard_server::{app, state, HostPolicy, ServerConfig};
 use switchyard_store::SqlStore;
+use switchyard_training::{TrainingBackend, TrainingJob};
 use tower::ServiceExt;
 
 /// No training backend is configured: every job is refused, saying so.

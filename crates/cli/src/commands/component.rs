@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Map, Value};
-use switchyard_jobs::{EarlierJob, JobRunner, Notice};
+use switchyard_runner::{EarlierJob, JobRunner, Notice};
 use switchyard_store::{JobStore, State};
 use tokio_util::sync::CancellationToken;
 
@@ -116,15 +116,15 @@ pub fn job_document(params: &Map<String, Value>, env: &StepEnv) -> Result<Value>
     // so the job links back to them (dashboard, SageMaker tags).
     let mut labels = Map::new();
     for (value, label) in [
-        (&env.run_id, switchyard_job::LABEL_RUN_ID),
-        (&env.task, switchyard_job::LABEL_TASK),
+        (&env.run_id, switchyard_training::LABEL_RUN_ID),
+        (&env.task, switchyard_training::LABEL_TASK),
     ] {
         if let Some(v) = value {
             labels.insert(label.to_string(), Value::String(v.clone()));
         }
     }
     Ok(json!({
-        "apiVersion": switchyard_job::API_VERSION,
+        "apiVersion": switchyard_training::API_VERSION,
         "kind": "TrainingJob",
         "metadata": {"name": name, "labels": labels},
         "spec": spec,
@@ -183,9 +183,9 @@ impl Finished {
 /// replace. Progress goes to `notice`; `cancel` stops the job.
 async fn run_here(
     runner: &JobRunner,
-    job: &switchyard_job::TrainingJob,
+    job: &switchyard_training::TrainingJob,
     cancel: CancellationToken,
-    notice: switchyard_jobs::NoticeSink,
+    notice: switchyard_runner::NoticeSink,
 ) -> Result<switchyard_store::JobRecord> {
     let say = |m: String| notice(Notice::Status(&m));
     loop {
@@ -236,7 +236,7 @@ pub async fn run_step(
     env: &StepEnv,
     server: Option<&str>,
     cancel: CancellationToken,
-    notice: switchyard_jobs::NoticeSink,
+    notice: switchyard_runner::NoticeSink,
 ) -> Result<()> {
     let exec: Value =
         serde_json::from_str(executor_input).context("--executor-input is not JSON")?;
@@ -245,13 +245,13 @@ pub async fn run_step(
         .cloned()
         .unwrap_or_default();
     let doc = job_document(&params, env)?;
-    let job = switchyard_job::load(&doc.to_string(), &env.invocation_dir, &[], None)
+    let job = switchyard_training::load(&doc.to_string(), &env.invocation_dir, &[], None)
         .context("the training-job component's inputs")?;
     let rec = match server.filter(|s| !s.is_empty()) {
         Some(url) => Finished::from_json(&super::remote::run_job(url, &job.to_json()).await?),
         None => {
             let rec = run_here(runner, &job, cancel, notice.clone()).await?;
-            Finished::from_json(&switchyard_jobs::job_json(&rec))
+            Finished::from_json(&switchyard_runner::job_json(&rec))
         }
     };
     write_param(&exec, "job_name", &rec.name)?;
@@ -304,7 +304,7 @@ pub async fn run(
     let runner = paths.job_runner(store)?;
     let cancel = CancellationToken::new();
     let _interrupted = crate::commands::run::cancel_on_signal(cancel.clone());
-    let notice: switchyard_jobs::NoticeSink = Arc::new(|n: Notice<'_>| match n {
+    let notice: switchyard_runner::NoticeSink = Arc::new(|n: Notice<'_>| match n {
         Notice::Log { host, rank, line } => eprintln!("[{host}/rank {rank}] {line}"),
         Notice::Status(m) => eprintln!("{m}"),
     });

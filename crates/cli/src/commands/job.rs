@@ -7,15 +7,15 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use switchyard_job::TrainingJob;
-use switchyard_jobs::Notice;
+use switchyard_runner::Notice;
 use switchyard_store::{JobRecord, JobStore, Lease, State};
+use switchyard_training::TrainingJob;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{DisplayArgs, OutputFormat};
 use crate::config::Paths;
 
-pub use switchyard_jobs::job_json;
+pub use switchyard_runner::job_json;
 
 /// Loads and validates a TrainingJob file.
 pub fn load_file(file: &Path, sets: &[String], backend: Option<&str>) -> Result<TrainingJob> {
@@ -33,7 +33,8 @@ pub fn load_file(file: &Path, sets: &[String], backend: Option<&str>) -> Result<
         .unwrap_or(Path::new("."))
         .canonicalize()
         .with_context(|| format!("cannot resolve the folder of {}", file.display()))?;
-    switchyard_job::load(&text, &base, sets, backend).with_context(|| format!("{}", file.display()))
+    switchyard_training::load(&text, &base, sets, backend)
+        .with_context(|| format!("{}", file.display()))
 }
 
 /// Records, runs and follows one job, printing its progress; returns its final record.
@@ -50,8 +51,8 @@ pub async fn execute(
 
 /// Follows a recorded job to its end, printing its progress.
 pub async fn follow(
-    runner: &switchyard_jobs::JobRunner,
-    prepared: switchyard_jobs::Prepared,
+    runner: &switchyard_runner::JobRunner,
+    prepared: switchyard_runner::Prepared,
     job: &TrainingJob,
     display: &DisplayArgs,
 ) -> Result<JobRecord> {
@@ -152,7 +153,7 @@ pub async fn get(store: &dyn JobStore, id: &str, output: OutputFormat) -> Result
     let j = store.get_job(id).await?;
     let events = store.job_events(&j.id).await?;
     if output == OutputFormat::Json {
-        let v = switchyard_jobs::job_detail_json(&j, &events);
+        let v = switchyard_runner::job_detail_json(&j, &events);
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }
@@ -183,7 +184,7 @@ pub async fn get(store: &dyn JobStore, id: &str, output: OutputFormat) -> Result
 
 pub async fn logs(store: &dyn JobStore, id: &str, rank: Option<u32>) -> Result<i32> {
     let j = store.get_job(id).await?;
-    for f in switchyard_jobs::rank_logs(&j, rank)? {
+    for f in switchyard_runner::rank_logs(&j, rank)? {
         let text = std::fs::read_to_string(&f.path)
             .with_context(|| format!("cannot read {}", f.path.display()))?;
         for line in text.lines() {
@@ -202,7 +203,7 @@ pub async fn cancel(paths: &Paths, store: Arc<dyn JobStore>, id: &str) -> Result
     if j.state.is_final() {
         bail!("job {} is already {}; nothing to cancel", j.id, j.state);
     }
-    if switchyard_jobs::orphaned(&j) {
+    if switchyard_runner::orphaned(&j) {
         // No process follows it: stop it where it runs, from here.
         if let Some(done) = paths.job_runner(store.clone())?.cancel_orphan(&j).await? {
             eprintln!(
@@ -241,11 +242,11 @@ pub async fn resume(
     }
     let runner = paths.job_runner(store)?;
     match runner.adopt(&j).await? {
-        switchyard_jobs::Adopted::Mine(prepared, job) => {
+        switchyard_runner::Adopted::Mine(prepared, job) => {
             let rec = follow(&runner, *prepared, &job, display).await?;
             report(&rec, display.output)
         }
-        switchyard_jobs::Adopted::NotMine(now) => match now.lease.filter(Lease::held) {
+        switchyard_runner::Adopted::NotMine(now) => match now.lease.filter(Lease::held) {
             Some(l) if !now.state.is_final() => bail!(
                 "job {} is followed by process {} on {} (lease until {}); nothing to resume",
                 now.id,

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::{json, Value};
-use switchyard_job::{JobEvent, JobOutcome, JobState, Stopped, TrainingBackend, TrainingJob};
 use switchyard_store::{Holder, JobRecord, JobStore, Lease, State, StoreError, TaskLink};
+use switchyard_training::{JobEvent, JobOutcome, JobState, Stopped, TrainingBackend, TrainingJob};
 use tokio_util::sync::CancellationToken;
 
 /// Why a job could not be started or recorded.
@@ -84,8 +84,8 @@ pub fn orphaned(j: &JobRecord) -> bool {
 /// The pipeline task a job trains for, from its labels.
 pub fn task_link(job: &TrainingJob) -> Option<TaskLink> {
     match (
-        job.labels.get(switchyard_job::LABEL_RUN_ID),
-        job.labels.get(switchyard_job::LABEL_TASK),
+        job.labels.get(switchyard_training::LABEL_RUN_ID),
+        job.labels.get(switchyard_training::LABEL_TASK),
     ) {
         (Some(run_id), Some(task_key)) if !run_id.is_empty() && !task_key.is_empty() => {
             Some(TaskLink {
@@ -99,12 +99,14 @@ pub fn task_link(job: &TrainingJob) -> Option<TaskLink> {
 
 /// The validated job a record was made from (its spec has resolved paths).
 pub fn job_of(rec: &JobRecord) -> Result<TrainingJob, RunnerError> {
-    switchyard_job::load(&rec.spec.to_string(), std::path::Path::new("/"), &[], None).map_err(|e| {
-        RunnerError::Refused(format!(
-            "job {}: its recorded spec no longer loads: {e}",
-            rec.id
-        ))
-    })
+    switchyard_training::load(&rec.spec.to_string(), std::path::Path::new("/"), &[], None).map_err(
+        |e| {
+            RunnerError::Refused(format!(
+                "job {}: its recorded spec no longer loads: {e}",
+                rec.id
+            ))
+        },
+    )
 }
 
 /// What taking an orphaned job over gave.
@@ -161,7 +163,7 @@ pub fn rank_logs(job: &JobRecord, rank: Option<u32>) -> Result<Vec<RankLog>, Run
     let mut files = Vec::new();
     for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if let Some((host, rank)) = switchyard_job::slots::parse_rank_log(&name) {
+        if let Some((host, rank)) = switchyard_training::slots::parse_rank_log(&name) {
             files.push(RankLog {
                 rank,
                 host,
