@@ -129,7 +129,7 @@ mod in_process {
     use switchyard_runner::{Backends, JobRunner, RunnerError};
     use switchyard_store::{JobStore, RunStore, SqlStore, State};
     use switchyard_training::{
-        BackendKind, JobError, JobEvent, JobEvents, JobOutcome, JobState, TrainingBackend,
+        BackendError, BackendKind, JobEvent, JobEvents, JobOutcome, JobState, TrainingBackend,
         TrainingJob,
     };
     use tokio_util::sync::CancellationToken;
@@ -154,7 +154,7 @@ mod in_process {
             _job_id: &str,
             events: JobEvents,
             _cancel: CancellationToken,
-        ) -> Result<JobOutcome, JobError> {
+        ) -> Result<JobOutcome, BackendError> {
             if let Ok(mut seen) = self.seen.lock() {
                 seen.push(job.clone());
             }

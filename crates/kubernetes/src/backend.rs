@@ -20,8 +20,8 @@ use switchyard_training::contract::{self, HostLayout, Placement};
 
 use crate::contract as pod_contract;
 use switchyard_training::{
-    source_files, BackendKind, ChannelSource, JobError, JobEvent, JobEvents, JobOutcome, JobState,
-    MetricScraper, RestartPolicy, SourceFile, Stopped, TrainingBackend, TrainingJob,
+    source_files, BackendError, BackendKind, ChannelSource, JobEvent, JobEvents, JobOutcome,
+    JobState, MetricScraper, RestartPolicy, SourceFile, Stopped, TrainingBackend, TrainingJob,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -117,8 +117,8 @@ pub struct KubernetesBackend {
     config: KubernetesConfig,
 }
 
-fn refuse(field: &str, message: impl std::fmt::Display) -> JobError {
-    JobError::Setup(format!("{field}: {message}"))
+fn refuse(field: &str, message: impl std::fmt::Display) -> BackendError {
+    BackendError::Permanent(format!("{field}: {message}"))
 }
 
 fn dns_label(s: &str) -> bool {
@@ -219,10 +219,10 @@ impl KubernetesBackend {
         })
     }
 
-    async fn client(&self) -> Result<Client, JobError> {
+    async fn client(&self) -> Result<Client, BackendError> {
         crate::client(self.config.kubeconfig.as_deref())
             .await
-            .map_err(JobError::Setup)
+            .map_err(BackendError::Permanent)
     }
 
     /// The PyTorchJob document for a TrainingJob.
@@ -462,7 +462,7 @@ impl TrainingBackend for KubernetesBackend {
         BackendKind::Kubernetes
     }
 
-    fn preflight(&self, job: &TrainingJob) -> Result<(), JobError> {
+    fn preflight(&self, job: &TrainingJob) -> Result<(), BackendError> {
         let s = &job.spec;
         let ns = s
             .namespace
@@ -534,14 +534,18 @@ impl TrainingBackend for KubernetesBackend {
         Ok(())
     }
 
-    async fn stop(&self, job: &TrainingJob, job_id: &str) -> Result<Stopped, JobError> {
+    async fn stop(&self, job: &TrainingJob, job_id: &str) -> Result<Stopped, BackendError> {
         let doc = self.render(job, job_id, &[]);
         let ns = doc["metadata"]["namespace"].as_str().unwrap_or("default");
         let name = doc["metadata"]["name"].as_str().unwrap_or_default();
         let jobs: Api<PyTorchJob> = Api::namespaced(self.client().await?, ns);
         let found = match jobs.get_opt(name).await {
             Ok(found) => found,
-            Err(e) => return Err(JobError::Setup(format!("PyTorchJob {ns}/{name}: {e}"))),
+            Err(e) => {
+                return Err(BackendError::Permanent(format!(
+                    "PyTorchJob {ns}/{name}: {e}"
+                )))
+            }
         };
         let Some(found) = found else {
             return Ok(Stopped::Nothing(format!(
@@ -565,7 +569,7 @@ impl TrainingBackend for KubernetesBackend {
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(Stopped::Nothing(format!(
                 "no PyTorchJob {ns}/{name} exists"
             ))),
-            Err(e) => Err(JobError::Setup(format!(
+            Err(e) => Err(BackendError::Permanent(format!(
                 "cannot delete PyTorchJob {ns}/{name}: {e}"
             ))),
         }
@@ -577,7 +581,7 @@ impl TrainingBackend for KubernetesBackend {
         job_id: &str,
         events: JobEvents,
         cancel: CancellationToken,
-    ) -> Result<JobOutcome, JobError> {
+    ) -> Result<JobOutcome, BackendError> {
         self.preflight(job)?;
         let client = self.client().await?;
         // sourceDir is listed once here and read once for the ConfigMap.
@@ -597,24 +601,26 @@ impl TrainingBackend for KubernetesBackend {
         let jobs: Api<PyTorchJob> = Api::namespaced(client.clone(), &ns);
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
         let pj: PyTorchJob = serde_json::from_value(doc)
-            .map_err(|e| JobError::Setup(format!("rendering the PyTorchJob: {e}")))?;
+            .map_err(|e| BackendError::Permanent(format!("rendering the PyTorchJob: {e}")))?;
         let created = match jobs.create(&PostParams::default(), &pj).await {
             Ok(j) => j,
             // Submitted before (same job id): follow that one.
             Err(kube::Error::Api(e)) if e.code == 409 => jobs
                 .get(&name)
                 .await
-                .map_err(|e| JobError::Setup(format!("PyTorchJob {ns}/{name}: {e}")))?,
+                .map_err(|e| BackendError::Permanent(format!("PyTorchJob {ns}/{name}: {e}")))?,
             Err(e) => {
-                return Err(JobError::Setup(format!(
+                return Err(BackendError::Permanent(format!(
                     "cannot create PyTorchJob {ns}/{name}: {e}"
                 )))
             }
         };
         {
             // Text as data, anything else (pickles, images) byte for byte as binaryData.
-            let mut data = pod_contract::files(job, &instance_type(job), code_dir(job))
-                .map_err(|e| JobError::Setup(format!("the runtime contract's files: {e}")))?;
+            let mut data =
+                pod_contract::files(job, &instance_type(job), code_dir(job)).map_err(|e| {
+                    BackendError::Permanent(format!("the runtime contract's files: {e}"))
+                })?;
             let mut binary = BTreeMap::new();
             for (i, f) in code.iter().enumerate() {
                 let b = std::fs::read(&f.path)
@@ -634,7 +640,7 @@ impl TrainingBackend for KubernetesBackend {
                 "data": data,
                 "binaryData": binary,
             }))
-            .map_err(|e| JobError::Setup(e.to_string()))?;
+            .map_err(|e| BackendError::Permanent(e.to_string()))?;
             let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
             match cms.create(&PostParams::default(), &cm).await {
                 Ok(_) => {}
@@ -642,7 +648,7 @@ impl TrainingBackend for KubernetesBackend {
                 Err(e) => {
                     // Without its code the job could only hang: take it back.
                     let _ = jobs.delete(&name, &DeleteParams::background()).await;
-                    return Err(JobError::Setup(format!(
+                    return Err(BackendError::Permanent(format!(
                         "cannot create the code and contract ConfigMap: {e}"
                     )));
                 }
@@ -694,7 +700,9 @@ impl TrainingBackend for KubernetesBackend {
                 }
                 Ok(Some(_)) => continue,
                 Ok(None) => {
-                    return Err(JobError::Setup("the watch on the PyTorchJob ended".into()))
+                    return Err(BackendError::Permanent(
+                        "the watch on the PyTorchJob ended".into(),
+                    ))
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "watch error; the watcher retries");

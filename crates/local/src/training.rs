@@ -18,8 +18,8 @@ use switchyard_backend::LogSink;
 use switchyard_training::contract::{self, HostLayout, Placement};
 use switchyard_training::slots::{self, Slot};
 use switchyard_training::{
-    parse_s3_uri, BackendKind, ChannelSource, JobError, JobEvent, JobEvents, JobOutcome, JobState,
-    MetricScraper, ObjectStore, RestartPolicy, TrainingBackend, TrainingJob,
+    parse_s3_uri, BackendError, BackendKind, ChannelSource, JobEvent, JobEvents, JobOutcome,
+    JobState, MetricScraper, ObjectStore, RestartPolicy, TrainingBackend, TrainingJob,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -80,7 +80,7 @@ impl LocalTraining {
     }
 
     /// Refuses, before anything starts, channels that cannot be had here.
-    fn check_channels(&self, job: &TrainingJob) -> Result<(), JobError> {
+    fn check_channels(&self, job: &TrainingJob) -> Result<(), BackendError> {
         for c in &job.channels {
             match &c.source {
                 ChannelSource::Local(_) => {}
@@ -89,7 +89,7 @@ impl LocalTraining {
                     path,
                 } => {
                     let mount = self.config.efs_mounts.get(file_system_id).ok_or_else(|| {
-                        JobError::Setup(format!(
+                        BackendError::Permanent(format!(
                             "spec.channels.{}: {} is on EFS file system {file_system_id}, which has no local mount; \
                              set SWITCHYARD_EFS_MOUNTS={file_system_id}=/path/where/it/is/mounted",
                             c.name, c.uri
@@ -97,7 +97,7 @@ impl LocalTraining {
                     })?;
                     let p = mount.join(path.trim_start_matches('/'));
                     if !p.exists() {
-                        return Err(JobError::Setup(format!(
+                        return Err(BackendError::Permanent(format!(
                             "spec.channels.{}: {} maps to {}, which does not exist",
                             c.name,
                             c.uri,
@@ -106,7 +106,7 @@ impl LocalTraining {
                     }
                 }
                 ChannelSource::S3 { .. } if self.s3.is_none() => {
-                    return Err(JobError::Setup(format!(
+                    return Err(BackendError::Permanent(format!(
                         "spec.channels.{}: {}: S3 access is not configured",
                         c.name, c.uri
                     )))
@@ -120,7 +120,7 @@ impl LocalTraining {
         ] {
             if let Some(v) = v.as_deref().filter(|v| v.contains("://")) {
                 if parse_s3_uri(v).is_none() || self.s3.is_none() {
-                    return Err(JobError::Setup(format!(
+                    return Err(BackendError::Permanent(format!(
                         "{field}: {v}: S3 access is not configured"
                     )));
                 }
@@ -135,7 +135,7 @@ impl LocalTraining {
         &self,
         job: &TrainingJob,
         events: &JobEvents,
-    ) -> Result<BTreeMap<String, PathBuf>, JobError> {
+    ) -> Result<BTreeMap<String, PathBuf>, BackendError> {
         self.check_channels(job)?;
         let mut out = BTreeMap::new();
         for c in &job.channels {
@@ -154,14 +154,12 @@ impl LocalTraining {
                     mount.join(path.trim_start_matches('/'))
                 }
                 ChannelSource::S3 { bucket, prefix } => {
-                    let s3 = self
-                        .s3
-                        .as_ref()
-                        .ok_or_else(|| JobError::Setup("S3 access is not configured".into()))?;
-                    let (dir, stats) = s3
-                        .download_prefix(bucket, prefix)
-                        .await
-                        .map_err(|e| JobError::Setup(format!("spec.channels.{}: {e}", c.name)))?;
+                    let s3 = self.s3.as_ref().ok_or_else(|| {
+                        BackendError::Permanent("S3 access is not configured".into())
+                    })?;
+                    let (dir, stats) = s3.download_prefix(bucket, prefix).await.map_err(|e| {
+                        BackendError::Permanent(format!("spec.channels.{}: {e}", c.name))
+                    })?;
                     let _ = events.send(JobEvent::Status {
                         message: format!(
                             "channel {}: {} — {} downloaded ({} bytes), {} cached",
@@ -177,8 +175,8 @@ impl LocalTraining {
     }
 }
 
-fn setup(e: impl std::fmt::Display, what: &str) -> JobError {
-    JobError::Setup(format!("{what}: {e}"))
+fn setup(e: impl std::fmt::Display, what: &str) -> BackendError {
+    BackendError::Permanent(format!("{what}: {e}"))
 }
 
 fn replace_symlink(target: &Path, link: &Path) -> std::io::Result<()> {
@@ -192,7 +190,7 @@ fn replace_symlink(target: &Path, link: &Path) -> std::io::Result<()> {
     std::os::unix::fs::symlink(target, link)
 }
 
-fn free_port() -> Result<u16, JobError> {
+fn free_port() -> Result<u16, BackendError> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")
         .map_err(|e| setup(e, "cannot find a free port"))?;
     l.local_addr()
@@ -230,7 +228,7 @@ struct RankLogs {
 }
 
 impl RankLogs {
-    fn sink(&self, job: &TrainingJob, host: &str, rank: u32) -> Result<LogSink, JobError> {
+    fn sink(&self, job: &TrainingJob, host: &str, rank: u32) -> Result<LogSink, BackendError> {
         let path = slots::rank_log(&self.dir, host, rank);
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -286,11 +284,11 @@ impl TrainingBackend for LocalTraining {
         BackendKind::Local
     }
 
-    fn preflight(&self, job: &TrainingJob) -> Result<(), JobError> {
+    fn preflight(&self, job: &TrainingJob) -> Result<(), BackendError> {
         let (cpus, gpus) = demand(job);
         self.admission
             .check_fits(cpus, gpus)
-            .map_err(JobError::Setup)?;
+            .map_err(BackendError::Permanent)?;
         self.check_channels(job)
     }
 
@@ -300,7 +298,7 @@ impl TrainingBackend for LocalTraining {
         job_id: &str,
         events: JobEvents,
         cancel: CancellationToken,
-    ) -> Result<JobOutcome, JobError> {
+    ) -> Result<JobOutcome, BackendError> {
         let channels = self.channel_paths(job, &events).await?;
         let spec = &job.spec;
         let dir = self.job_dir(job_id);
@@ -331,7 +329,7 @@ impl TrainingBackend for LocalTraining {
                     switchyard_backend::files::copy_tree(&from, &to, &mut skipped).map(|_| skipped)
                 })
                 .await
-                .map_err(|e| JobError::Setup(format!("copying sourceDir {src}: {e}")))?
+                .map_err(|e| BackendError::Permanent(format!("copying sourceDir {src}: {e}")))?
                 .map_err(|e| setup(e, &format!("cannot copy sourceDir {src}")))?;
                 for p in skipped {
                     let message = format!(
@@ -357,7 +355,7 @@ impl TrainingBackend for LocalTraining {
             let stats = s3
                 .download_into(bucket, prefix, &checkpoint)
                 .await
-                .map_err(|e| JobError::Setup(format!("spec.checkpoint: {e}")))?;
+                .map_err(|e| BackendError::Permanent(format!("spec.checkpoint: {e}")))?;
             let message = format!(
                 "checkpoint: {} files restored from s3://{bucket}/{prefix}",
                 stats.downloaded
@@ -392,7 +390,7 @@ impl TrainingBackend for LocalTraining {
                 let _ = ev.send(JobEvent::Status { message: m });
             })
             .await
-            .map_err(JobError::Setup)?;
+            .map_err(BackendError::Permanent)?;
         let Some(grant) = grant else {
             return Ok(JobOutcome {
                 state: JobState::Canceled,
@@ -510,7 +508,7 @@ impl TrainingBackend for LocalTraining {
                         let n = s3
                             .upload_dir(&rank0_model, &bucket, &prefix)
                             .await
-                            .map_err(|e| JobError::Setup(format!("spec.output: {e}")))?;
+                            .map_err(|e| BackendError::Permanent(format!("spec.output: {e}")))?;
                         let _ = events.send(JobEvent::Status {
                             message: format!("model: {n} files uploaded to {out}"),
                         });
@@ -576,7 +574,7 @@ impl LocalTraining {
         logs: &RankLogs,
         deadline: Option<Instant>,
         cancel: &CancellationToken,
-    ) -> Result<Ending, JobError> {
+    ) -> Result<Ending, BackendError> {
         let spec = &job.spec;
         let gpus_per_node = spec.resources.gpu as usize;
         // Everything that can fail is prepared before the first rank starts.
@@ -612,7 +610,9 @@ impl LocalTraining {
                         a
                     }
                     (None, Some(cmd)) => cmd.clone(),
-                    (None, None) => return Err(JobError::Setup("spec.entryPoint: missing".into())),
+                    (None, None) => {
+                        return Err(BackendError::Permanent("spec.entryPoint: missing".into()))
+                    }
                 };
                 let cwd = code_dir
                     .map(Path::to_path_buf)
@@ -635,7 +635,7 @@ impl LocalTraining {
                         stop(&mut r.spawned.child, r.spawned.pid, self.config.kill_grace).await;
                         r.spawned.finish().await;
                     }
-                    return Err(JobError::Setup(format!("rank {rank}: {e}")));
+                    return Err(BackendError::Permanent(format!("rank {rank}: {e}")));
                 }
             }
         }

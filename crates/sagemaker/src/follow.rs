@@ -10,7 +10,7 @@ use aws_sdk_sagemaker::operation::describe_training_job::DescribeTrainingJobOutp
 use aws_sdk_sagemaker::types::{SecondaryStatus, TrainingJobStatus};
 use aws_sdk_sagemaker::Client;
 use rand::Rng;
-use switchyard_training::{JobError, JobEvent, JobEvents, JobOutcome, JobState};
+use switchyard_training::{BackendError, JobEvent, JobEvents, JobOutcome, JobState};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{classify, ApiError, Kind};
@@ -157,7 +157,7 @@ pub async fn follow(
     mut backoff: Backoff,
     events: &JobEvents,
     cancel: &CancellationToken,
-) -> Result<JobOutcome, JobError> {
+) -> Result<JobOutcome, BackendError> {
     let mut seen = Seen::default();
     let mut metrics = BTreeMap::new();
     let mut stop_sent = false;
@@ -187,7 +187,9 @@ pub async fn follow(
             }
             Err(e) => {
                 let e = classify("DescribeTrainingJob", &e);
-                backoff.failure(&e).map_err(|e| JobError::Setup(e.text))?;
+                backoff
+                    .failure(&e)
+                    .map_err(|e| BackendError::Permanent(e.text))?;
                 if e.kind == Kind::Throttled {
                     let _ = events.send(JobEvent::Status {
                         message: format!(

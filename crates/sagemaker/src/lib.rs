@@ -23,7 +23,7 @@ use std::time::Duration;
 use aws_config::SdkConfig;
 use switchyard_s3::S3Store;
 use switchyard_training::{
-    parse_s3_uri, BackendKind, JobError, JobEvent, JobEvents, JobOutcome, MetricScraper,
+    parse_s3_uri, BackendError, BackendKind, JobEvent, JobEvents, JobOutcome, MetricScraper,
     ObjectStore, Stopped, TrainingBackend, TrainingJob,
 };
 use tokio_util::sync::CancellationToken;
@@ -119,7 +119,7 @@ impl SageMakerBackend {
         resolved: &Resolved,
         name: &str,
         events: &JobEvents,
-    ) -> Result<Staged, JobError> {
+    ) -> Result<Staged, BackendError> {
         let mut staged = Staged::default();
         let status = |message: String| {
             let _ = events.send(JobEvent::Status { message });
@@ -132,8 +132,8 @@ impl SageMakerBackend {
             let dir = PathBuf::from(dir);
             let archive = tokio::task::spawn_blocking(move || sourcedir::pack(&dir))
                 .await
-                .map_err(|e| JobError::Setup(e.to_string()))?
-                .map_err(JobError::Setup)?;
+                .map_err(|e| BackendError::Permanent(e.to_string()))?
+                .map_err(BackendError::Permanent)?;
             let key = join_key(
                 &resolved.prefix,
                 &format!("sourcedir/{}/sourcedir.tar.gz", archive.sha256),
@@ -143,7 +143,7 @@ impl SageMakerBackend {
             let uploaded =
                 c.s3.put_once(bucket, &key, archive.bytes)
                     .await
-                    .map_err(|e| JobError::Setup(format!("spec.sourceDir: {e}")))?;
+                    .map_err(|e| BackendError::Permanent(format!("spec.sourceDir: {e}")))?;
             status(if uploaded {
                 format!("sourceDir packed ({files} files, {size} bytes) and uploaded to {uri}")
             } else {
@@ -157,9 +157,9 @@ impl SageMakerBackend {
             };
             let key = join_key(&resolved.prefix, &format!("inputs/{name}/{channel}"));
             let n =
-                c.s3.upload_dir(path, bucket, &key)
-                    .await
-                    .map_err(|e| JobError::Setup(format!("spec.channels.{channel}: {e}")))?;
+                c.s3.upload_dir(path, bucket, &key).await.map_err(|e| {
+                    BackendError::Permanent(format!("spec.channels.{channel}: {e}"))
+                })?;
             let uri = format!("s3://{bucket}/{key}/");
             status(format!(
                 "channel {channel}: uploaded {n} files from {} to {uri}",
@@ -182,7 +182,7 @@ impl SageMakerBackend {
         events: &JobEvents,
         cancel: &CancellationToken,
         create_attempted: &mut bool,
-    ) -> Result<bool, JobError> {
+    ) -> Result<bool, BackendError> {
         let mut backoff = Backoff::new(Duration::from_millis(500), self.config.max_poll_interval);
         // A job with this name is this Switchyard job submitted before.
         loop {
@@ -207,14 +207,16 @@ impl SageMakerBackend {
                     if e.kind == Kind::NotFound {
                         break;
                     }
-                    backoff.failure(&e).map_err(|e| JobError::Setup(e.text))?;
+                    backoff
+                        .failure(&e)
+                        .map_err(|e| BackendError::Permanent(e.text))?;
                     wait(backoff.next(), cancel).await?;
                 }
             }
         }
         let staged = self.stage(c, job, resolved, name, events).await?;
         if cancel.is_cancelled() {
-            return Err(JobError::Setup(CANCELED_BEFORE_CREATE.into()));
+            return Err(BackendError::Permanent(CANCELED_BEFORE_CREATE.into()));
         }
         let run_ref = job.labels.get(switchyard_training::LABEL_RUN_ID).map(|r| {
             let task = job.labels.get(switchyard_training::LABEL_TASK);
@@ -251,7 +253,9 @@ impl SageMakerBackend {
                     if e.code.as_deref() == Some("ResourceInUse") {
                         return Ok(false);
                     }
-                    backoff.failure(&e).map_err(|e| JobError::Setup(e.text))?;
+                    backoff
+                        .failure(&e)
+                        .map_err(|e| BackendError::Permanent(e.text))?;
                     wait(backoff.next(), cancel).await?;
                 }
             }
@@ -261,10 +265,10 @@ impl SageMakerBackend {
 
 const CANCELED_BEFORE_CREATE: &str = "canceled before the SageMaker training job was created";
 
-async fn wait(d: Duration, cancel: &CancellationToken) -> Result<(), JobError> {
+async fn wait(d: Duration, cancel: &CancellationToken) -> Result<(), BackendError> {
     tokio::select! {
         _ = tokio::time::sleep(d) => Ok(()),
-        _ = cancel.cancelled() => Err(JobError::Setup(CANCELED_BEFORE_CREATE.into())),
+        _ = cancel.cancelled() => Err(BackendError::Permanent(CANCELED_BEFORE_CREATE.into())),
     }
 }
 
@@ -274,7 +278,7 @@ impl TrainingBackend for SageMakerBackend {
         BackendKind::Sagemaker
     }
 
-    fn preflight(&self, job: &TrainingJob) -> Result<(), JobError> {
+    fn preflight(&self, job: &TrainingJob) -> Result<(), BackendError> {
         render::resolve(job, &self.config).map(|_| ())
     }
 
@@ -284,7 +288,7 @@ impl TrainingBackend for SageMakerBackend {
         job_id: &str,
         events: JobEvents,
         cancel: CancellationToken,
-    ) -> Result<JobOutcome, JobError> {
+    ) -> Result<JobOutcome, BackendError> {
         let resolved = render::resolve(job, &self.config)?;
         let name = render::training_job_name(&job.name, job_id);
         let c = self.clients(resolved.region.as_deref());
@@ -343,7 +347,7 @@ impl TrainingBackend for SageMakerBackend {
         follow::follow(&c.sagemaker, &name, Some(logs), backoff, &events, &cancel).await
     }
 
-    async fn stop(&self, job: &TrainingJob, job_id: &str) -> Result<Stopped, JobError> {
+    async fn stop(&self, job: &TrainingJob, job_id: &str) -> Result<Stopped, BackendError> {
         use aws_sdk_sagemaker::types::TrainingJobStatus;
         let resolved = render::resolve(job, &self.config)?;
         let name = render::training_job_name(&job.name, job_id);
@@ -364,7 +368,7 @@ impl TrainingBackend for SageMakerBackend {
                         c.region
                     )));
                 }
-                return Err(JobError::Setup(e.text));
+                return Err(BackendError::Permanent(e.text));
             }
         };
         match status {
@@ -384,7 +388,7 @@ impl TrainingBackend for SageMakerBackend {
                         c.region
                     )))
                 } else {
-                    Err(JobError::Setup(format!(
+                    Err(BackendError::Permanent(format!(
                         "SageMaker did not accept StopTrainingJob for {name}; ask again"
                     )))
                 }

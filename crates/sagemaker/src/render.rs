@@ -17,7 +17,7 @@ use aws_sdk_sagemaker::types::{
     TrainingInputMode, TrainingInstanceType, VpcConfig,
 };
 use serde_json::Value;
-use switchyard_training::{contract, ChannelSource, JobError, RestartPolicy, TrainingJob};
+use switchyard_training::{contract, BackendError, ChannelSource, RestartPolicy, TrainingJob};
 
 use crate::config::{LocalChannels, SageMakerConfig};
 use crate::instance;
@@ -61,8 +61,8 @@ pub struct Staged {
     pub channel_uris: BTreeMap<String, String>,
 }
 
-fn refuse(field: &str, message: impl std::fmt::Display) -> JobError {
-    JobError::Setup(format!("{field}: {message}"))
+fn refuse(field: &str, message: impl std::fmt::Display) -> BackendError {
+    BackendError::Permanent(format!("{field}: {message}"))
 }
 
 /// The SageMaker TrainingJobName of a Switchyard job: its name, then a digest of
@@ -107,7 +107,7 @@ pub fn encode_hyperparameter(v: &Value) -> String {
 }
 
 /// Checks the job against what SageMaker and the configuration allow.
-pub fn resolve(job: &TrainingJob, config: &SageMakerConfig) -> Result<Resolved, JobError> {
+pub fn resolve(job: &TrainingJob, config: &SageMakerConfig) -> Result<Resolved, BackendError> {
     let spec = &job.spec;
     let sm = &spec.sagemaker;
     let role_arn = spec

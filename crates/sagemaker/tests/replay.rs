@@ -226,7 +226,7 @@ fn job(s: &Setup, spec_yaml: &str) -> TrainingJob {
 const SIMPLE: &str = "  sourceDir: src\n  entryPoint: train.py\n";
 
 struct Ran {
-    result: Result<JobOutcome, switchyard_training::JobError>,
+    result: Result<JobOutcome, switchyard_training::BackendError>,
     events: Vec<JobEvent>,
 }
 

@@ -92,12 +92,10 @@ pub struct JobOutcome {
     pub failure_reason: Option<String>,
 }
 
-/// Failures of the backend itself (not of the training script).
-#[derive(Debug, thiserror::Error)]
-pub enum JobError {
-    #[error("{0}")]
-    Setup(String),
-}
+/// Failures of the backend itself (not of the training script): the same
+/// error type as a pipeline step's backend (retryable or permanent), one for
+/// everything that runs work.
+pub use switchyard_backend::BackendError;
 
 pub type JobEvents = tokio::sync::mpsc::UnboundedSender<JobEvent>;
 
@@ -119,7 +117,7 @@ pub trait TrainingBackend: Send + Sync {
     fn kind(&self) -> BackendKind;
     /// Refuses, before anything is recorded or started, a job this backend
     /// cannot run here (an unmapped EFS channel, a missing credential).
-    fn preflight(&self, _job: &TrainingJob) -> Result<(), JobError> {
+    fn preflight(&self, _job: &TrainingJob) -> Result<(), BackendError> {
         Ok(())
     }
     async fn run(
@@ -128,11 +126,11 @@ pub trait TrainingBackend: Send + Sync {
         job_id: &str,
         events: JobEvents,
         cancel: CancellationToken,
-    ) -> Result<JobOutcome, JobError>;
+    ) -> Result<JobOutcome, BackendError>;
     /// Stops the job `job_id` with no `run` following it (its follower died):
     /// from what `job` and `job_id` name alone, so a SageMaker job or a
     /// PyTorchJob does not keep running, and billing, after a cancel.
-    async fn stop(&self, _job: &TrainingJob, _job_id: &str) -> Result<Stopped, JobError> {
+    async fn stop(&self, _job: &TrainingJob, _job_id: &str) -> Result<Stopped, BackendError> {
         Ok(Stopped::Nothing(
             "its processes ended with the process that followed them".into(),
         ))
