@@ -1,4 +1,6 @@
-//! KFP retry policies: how many attempts and how long to wait between them.
+//! KFP retry policies: how many attempts and how long to wait between them,
+//! and [`after_attempt`], the pure decision of what a container task does
+//! when one attempt ends.
 
 use std::time::Duration;
 
@@ -41,9 +43,110 @@ pub fn backoff(policy: &RetryPolicy, retry: u32) -> Duration {
     Duration::from_secs_f64(secs.min(max.as_secs_f64()))
 }
 
+/// How one attempt of a container task ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptEnd {
+    Succeeded,
+    Canceled,
+    /// The job failed; `retryable` unless the backend said trying again
+    /// cannot help (a permanent backend error).
+    Failed {
+        message: String,
+        retryable: bool,
+    },
+}
+
+/// What the task does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptNext {
+    /// Collect the outputs and record the success.
+    Succeed,
+    Cancel,
+    /// Run attempt number `attempt` (`retry` of the policy's, 1-based) after `wait`.
+    Retry {
+        attempt: u32,
+        retry: u32,
+        wait: Duration,
+    },
+    Fail {
+        message: String,
+    },
+}
+
+/// The task's next step after attempt `attempt` ended as `end`. Attempt
+/// numbers go on across executions of the run (a resume, a retry), so
+/// `first_attempt` is where this execution started: the policy counts this
+/// execution's retries, as KFP counts a run's.
+pub fn after_attempt(
+    policy: &RetryPolicy,
+    first_attempt: u32,
+    attempt: u32,
+    end: AttemptEnd,
+) -> AttemptNext {
+    match end {
+        AttemptEnd::Succeeded => AttemptNext::Succeed,
+        AttemptEnd::Canceled => AttemptNext::Cancel,
+        AttemptEnd::Failed { message, retryable } => {
+            let retries = attempt.saturating_sub(first_attempt);
+            if retryable && retries < policy.max_retry_count {
+                AttemptNext::Retry {
+                    attempt: attempt + 1,
+                    retry: retries + 1,
+                    wait: backoff(policy, retries + 1),
+                }
+            } else {
+                AttemptNext::Fail { message }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_follows_an_attempt() {
+        let policy = RetryPolicy {
+            max_retry_count: 2,
+            backoff_duration: Some("10s".into()),
+            backoff_factor: Some(3.0),
+            backoff_max_duration: None,
+        };
+        let failed = |retryable| AttemptEnd::Failed {
+            message: "boom".into(),
+            retryable,
+        };
+        let fail = AttemptNext::Fail {
+            message: "boom".into(),
+        };
+        let retry = |attempt, retry, secs| AttemptNext::Retry {
+            attempt,
+            retry,
+            wait: Duration::from_secs(secs),
+        };
+        // (first attempt of this execution, attempt that ended, how) → next.
+        let table = [
+            (0, 0, AttemptEnd::Succeeded, AttemptNext::Succeed),
+            (0, 1, AttemptEnd::Canceled, AttemptNext::Cancel),
+            (0, 0, failed(true), retry(1, 1, 10)),
+            (0, 1, failed(true), retry(2, 2, 30)),
+            (0, 2, failed(true), fail.clone()),
+            (0, 0, failed(false), fail.clone()),
+            // A resumed run: attempts 0 and 1 were an earlier execution's.
+            (2, 2, failed(true), retry(3, 1, 10)),
+            (2, 4, failed(true), fail.clone()),
+        ];
+        for (first, attempt, end, want) in table {
+            assert_eq!(
+                after_attempt(&policy, first, attempt, end.clone()),
+                want,
+                "first {first}, attempt {attempt}, {end:?}"
+            );
+        }
+        let none = RetryPolicy::default();
+        assert_eq!(after_attempt(&none, 0, 0, failed(true)), fail);
+    }
 
     #[test]
     fn durations_and_backoff() {

@@ -270,8 +270,41 @@ async fn run_container(
         }
         let result = ctx.backend.run(job, sink.clone(), job_cancel.clone()).await;
         drop(permit);
-        let (message, retryable) = match result {
-            Ok(JobOutcome::Succeeded) => {
+        let end = match result {
+            Ok(JobOutcome::Succeeded) => AttemptEnd::Succeeded,
+            Ok(JobOutcome::Canceled) => AttemptEnd::Canceled,
+            Ok(JobOutcome::Failed { message, .. }) => AttemptEnd::Failed {
+                message,
+                retryable: true,
+            },
+            Err(BackendError::Retryable(message)) => AttemptEnd::Failed {
+                message,
+                retryable: true,
+            },
+            Err(BackendError::Permanent(message)) => AttemptEnd::Failed {
+                message,
+                retryable: false,
+            },
+        };
+        let end = match end {
+            AttemptEnd::Failed { message, retryable } => {
+                let tail_text = log.tail();
+                let message = if tail_text.is_empty() {
+                    message
+                } else {
+                    format!("{message}; last output:\n{tail_text}")
+                };
+                AttemptEnd::Failed { message, retryable }
+            }
+            other => other,
+        };
+        let first_line = match &end {
+            AttemptEnd::Failed { message, .. } => message.lines().next().unwrap_or_default(),
+            _ => "",
+        }
+        .to_string();
+        match after_attempt(&retry, first_attempt, attempt, end) {
+            AttemptNext::Succeed => {
                 let outs = collect_outputs(
                     comp,
                     outputs.clone(),
@@ -298,39 +331,25 @@ async fn run_container(
                 }
                 return Ok(out);
             }
-            Ok(JobOutcome::Canceled) => {
-                return Ok(ctx.canceled(rec).await);
+            AttemptNext::Cancel => return Ok(ctx.canceled(rec).await),
+            AttemptNext::Fail { message } => return Err(message),
+            AttemptNext::Retry {
+                attempt: next,
+                retry: n,
+                wait,
+            } => {
+                sink(&format!(
+                    "[switchyard] attempt {next} failed ({first_line}); retry {n}/{} in {:.1}s",
+                    retry.max_retry_count,
+                    wait.as_secs_f64()
+                ));
+                attempt = next;
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = ctx.cancel.cancelled() => {}
+                }
             }
-            Ok(JobOutcome::Failed { message, .. }) => (message, true),
-            Err(BackendError::Retryable(m)) => (m, true),
-            Err(BackendError::Permanent(m)) => (m, false),
-        };
-        let tail_text = log.tail();
-        let full = if tail_text.is_empty() {
-            message
-        } else {
-            format!("{message}; last output:\n{tail_text}")
-        };
-        // The retry policy counts this execution's attempts.
-        let retries = attempt - first_attempt;
-        if retryable && retries < retry.max_retry_count {
-            attempt += 1;
-            let wait = backoff(&retry, retries + 1);
-            sink(&format!(
-                "[switchyard] attempt {} failed ({}); retry {}/{} in {:.1}s",
-                attempt,
-                full.lines().next().unwrap_or_default(),
-                retries + 1,
-                retry.max_retry_count,
-                wait.as_secs_f64()
-            ));
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = ctx.cancel.cancelled() => {}
-            }
-            continue;
         }
-        return Err(full);
     }
 }
 

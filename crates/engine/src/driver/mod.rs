@@ -26,7 +26,7 @@ use crate::expr::{eval_condition, eval_selector};
 use crate::fingerprint::fingerprint;
 use crate::io::{Artifact, ArtifactTypeJson, Io};
 use crate::placeholder::{resolve_all, PlaceholderContext, RunValues};
-use crate::retry::backoff;
+use crate::retry::{after_attempt, AttemptEnd, AttemptNext};
 
 mod executor;
 mod inputs;
@@ -309,64 +309,73 @@ pub(crate) fn run_dag(
             while progressed {
                 progressed = false;
                 for (name, task) in &dag.tasks {
+                    if started.contains(name) {
+                        continue;
+                    }
                     let ups = task.upstream();
-                    if started.contains(name) || !ups.iter().all(|u| results.contains_key(*u)) {
+                    let now = readiness(
+                        &ups,
+                        &results,
+                        task.runs_after_upstream_failure(),
+                        ctx.cancel.is_cancelled(),
+                    );
+                    if now == Readiness::Wait {
                         continue;
                     }
                     started.insert(name.clone());
                     progressed = true;
-                    let failed_up = ups
-                        .iter()
-                        .find(|u| results.get(**u).is_some_and(Outcome::bad));
-                    if let (Some(up), false) = (failed_up, task.runs_after_upstream_failure()) {
-                        let display = if task.task_info.name.is_empty() {
-                            name
-                        } else {
-                            &task.task_info.name
-                        };
-                        let mut rec = ctx.new_record(&scope.key(name), display, &scope, "skipped");
-                        let msg =
-                            format!("not run: upstream task '{}' did not succeed", scope.key(up));
-                        // Recorded inside `running`, never awaited here: a sibling polled by
-                        // this loop may hold a store transaction and must keep moving.
-                        let (ctx2, name2) = (ctx.clone(), name.clone());
-                        let fut: BoxFuture<'static, Outcome> = Box::pin(async move {
-                            let out = ctx2
-                                .finish(&mut rec, State::Skipped, Io::default(), Some(msg))
-                                .await;
-                            Outcome {
-                                state: State::Skipped,
-                                ..out
-                            }
-                        });
-                        running.push(Box::pin(async move { (name2, fut.await) })
-                            as BoxFuture<'static, (String, Outcome)>);
-                        continue;
+                    match now {
+                        Readiness::Wait => {}
+                        Readiness::Skip(up) => {
+                            let display = if task.task_info.name.is_empty() {
+                                name
+                            } else {
+                                &task.task_info.name
+                            };
+                            let mut rec =
+                                ctx.new_record(&scope.key(name), display, &scope, "skipped");
+                            let msg = format!(
+                                "not run: upstream task '{}' did not succeed",
+                                scope.key(up)
+                            );
+                            // Recorded inside `running`, never awaited here: a sibling polled by
+                            // this loop may hold a store transaction and must keep moving.
+                            let (ctx2, name2) = (ctx.clone(), name.clone());
+                            let fut: BoxFuture<'static, Outcome> = Box::pin(async move {
+                                let out = ctx2
+                                    .finish(&mut rec, State::Skipped, Io::default(), Some(msg))
+                                    .await;
+                                Outcome {
+                                    state: State::Skipped,
+                                    ..out
+                                }
+                            });
+                            running.push(Box::pin(async move { (name2, fut.await) })
+                                as BoxFuture<'static, (String, Outcome)>);
+                        }
+                        Readiness::Canceled => {
+                            results.insert(
+                                name.clone(),
+                                Outcome::ended(State::Canceled, Some("run canceled".into())),
+                            );
+                        }
+                        Readiness::Start => {
+                            let upstream: BTreeMap<String, Outcome> = ups
+                                .iter()
+                                .filter_map(|u| results.get(*u).map(|o| (u.to_string(), o.clone())))
+                                .collect();
+                            let fut = run_task(
+                                ctx.clone(),
+                                scope.clone(),
+                                inputs.clone(),
+                                comp_name.clone(),
+                                name.clone(),
+                                upstream,
+                            );
+                            let name = name.clone();
+                            running.push(Box::pin(async move { (name, fut.await) }));
+                        }
                     }
-                    // A canceled run starts nothing more, except exit handlers and
-                    // `ignore_upstream_failure` tasks, which run after cancels too (as
-                    // on a KFP cluster) and see the body's CANCELED final status.
-                    if ctx.cancel.is_cancelled() && !task.runs_after_upstream_failure() {
-                        results.insert(
-                            name.clone(),
-                            Outcome::ended(State::Canceled, Some("run canceled".into())),
-                        );
-                        continue;
-                    }
-                    let upstream: BTreeMap<String, Outcome> = ups
-                        .iter()
-                        .filter_map(|u| results.get(*u).map(|o| (u.to_string(), o.clone())))
-                        .collect();
-                    let fut = run_task(
-                        ctx.clone(),
-                        scope.clone(),
-                        inputs.clone(),
-                        comp_name.clone(),
-                        name.clone(),
-                        upstream,
-                    );
-                    let name = name.clone();
-                    running.push(Box::pin(async move { (name, fut.await) }));
                 }
             }
             match running.next().await {
@@ -378,6 +387,46 @@ pub(crate) fn run_dag(
         }
         dag_outcome(&ctx, &comp_name, &results)
     })
+}
+
+/// What a DAG task does now, decided from its upstream tasks' outcomes so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Readiness<'a> {
+    /// An upstream task has not ended.
+    Wait,
+    /// Not run: this upstream task did not succeed (failed, canceled, or
+    /// skipped for a failure) and the task does not run after failures.
+    Skip(&'a str),
+    /// The run was canceled: not started.
+    Canceled,
+    Start,
+}
+
+/// The DAG's per-task rule, pure: a task starts once every upstream task has
+/// ended; one that did not succeed skips it, unless the task runs after
+/// failures (exit handlers, `ignore_upstream_failure`), which also run after
+/// a cancel (as on a KFP cluster) and see the body's final status.
+pub(crate) fn readiness<'a>(
+    upstream: &[&'a str],
+    results: &BTreeMap<String, Outcome>,
+    runs_after_failure: bool,
+    canceled: bool,
+) -> Readiness<'a> {
+    if !upstream.iter().all(|u| results.contains_key(*u)) {
+        return Readiness::Wait;
+    }
+    if !runs_after_failure {
+        if let Some(up) = upstream
+            .iter()
+            .find(|u| results.get(**u).is_some_and(Outcome::bad))
+        {
+            return Readiness::Skip(up);
+        }
+        if canceled {
+            return Readiness::Canceled;
+        }
+    }
+    Readiness::Start
 }
 
 /// A DAG's state and outputs from its tasks' outcomes.
@@ -550,5 +599,56 @@ mod tests {
         assert!(a.ends_with(".quick"), "{a}");
         // Same key, same folder (a resumed run finds its files).
         assert_eq!(a, key_dir(&deep("quick")));
+    }
+}
+
+#[cfg(test)]
+mod readiness_tests {
+    use super::*;
+
+    #[test]
+    fn when_a_dag_task_starts() {
+        let ended = |state, error: Option<&str>| Outcome::ended(state, error.map(str::to_string));
+        let results: BTreeMap<String, Outcome> = [
+            ("ok", ended(State::Succeeded, None)),
+            ("bad", ended(State::Failed, Some("boom"))),
+            ("stopped", ended(State::Canceled, None)),
+            // A condition that was false: a skip without an error is no failure.
+            ("unmet", ended(State::Skipped, None)),
+            (
+                "skipped-for-failure",
+                ended(State::Skipped, Some("not run")),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        use Readiness::*;
+        // (upstream, runs after failures, run canceled) → readiness.
+        let table: &[(&[&str], bool, bool, Readiness)] = &[
+            (&[], false, false, Start),
+            (&["ok", "unmet"], false, false, Start),
+            (&["ok", "later"], false, false, Wait),
+            (&["ok", "later"], true, false, Wait),
+            (&["ok", "bad"], false, false, Skip("bad")),
+            (&["stopped"], false, false, Skip("stopped")),
+            (
+                &["skipped-for-failure"],
+                false,
+                false,
+                Skip("skipped-for-failure"),
+            ),
+            (&["bad"], true, false, Start),
+            (&["ok"], false, true, Canceled),
+            (&["stopped"], true, true, Start),
+            (&["bad"], false, true, Skip("bad")),
+        ];
+        for (ups, after_failure, canceled, want) in table {
+            assert_eq!(
+                readiness(ups, &results, *after_failure, *canceled),
+                *want,
+                "upstream {ups:?}, runs after failure {after_failure}, canceled {canceled}"
+            );
+        }
     }
 }
