@@ -215,14 +215,7 @@ async fn run_here(
         }
     }
     let prepared = runner.prepare(job).await?;
-    say(format!(
-        "Job {} ({}): {} × {} on {}",
-        job.name,
-        prepared.record.id,
-        job.spec.nodes,
-        job.spec.procs_per_node,
-        job.spec.backend.as_str()
-    ));
+    say(super::job::headline(job, &prepared.record.id));
     Ok(runner.execute(prepared, job, cancel, notice).await?)
 }
 
