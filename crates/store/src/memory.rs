@@ -4,10 +4,12 @@
 //! resume), so they need no database file and run under tokio's paused clock:
 //! SQLite works on its own threads, and a paused clock would advance while
 //! the runtime waits for them, firing timeouts that never happen for real.
-//! It keeps the same contract as [`SqlStore`](crate::SqlStore) (the
-//! conformance suite runs on both): guarded transitions, compare-and-set
-//! claims, owner-fenced task writes, one transition per state change.
-//! Nothing survives the process.
+//! It keeps the same contract as [`SqlStore`](crate::SqlStore) for runs and
+//! training jobs (the conformance suite runs on both): guarded transitions,
+//! compare-and-set claims, owner-fenced task writes, one transition per state
+//! change, job leases that a stale record never shortens. The catalog
+//! (experiments, pipelines, schedules) is SQL's alone. Nothing survives the
+//! process.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -15,8 +17,8 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 
 use crate::{
-    CacheEntry, Lease, Result, RunControl, RunRecord, RunStore, RunUpdate, State, StoreError,
-    TaskRecord, Transition,
+    CacheEntry, JobEventRecord, JobMetricPoint, JobRecord, JobStore, Lease, Result, RunControl,
+    RunRecord, RunStore, RunUpdate, State, StoreError, TaskLink, TaskRecord, Transition,
 };
 
 #[derive(Default)]
@@ -25,6 +27,10 @@ struct Data {
     tasks: BTreeMap<(String, String), TaskRecord>,
     transitions: Vec<(String, Transition)>,
     cache: BTreeMap<String, CacheEntry>,
+    /// Each job with its cancel request.
+    jobs: BTreeMap<String, (JobRecord, bool)>,
+    job_events: Vec<(String, JobEventRecord)>,
+    job_metrics: Vec<(String, JobMetricPoint)>,
 }
 
 impl Data {
@@ -34,6 +40,41 @@ impl Data {
             Transition {
                 task_key: task_key.map(str::to_string),
                 state,
+                at: Utc::now(),
+            },
+        ));
+    }
+
+    /// A job by id, the latest of that name, or an unambiguous id prefix.
+    fn resolve_job(&self, id: &str) -> Result<String> {
+        if self.jobs.contains_key(id) {
+            return Ok(id.to_string());
+        }
+        if let Some((job, _)) = self
+            .jobs
+            .values()
+            .filter(|(j, _)| j.name == id)
+            .max_by_key(|(j, _)| j.created_at)
+        {
+            return Ok(job.id.clone());
+        }
+        if id.is_empty() {
+            return Err(StoreError::JobNotFound(id.to_string()));
+        }
+        let mut matches = self.jobs.keys().filter(|k| k.starts_with(id));
+        match (matches.next(), matches.next()) {
+            (Some(one), None) => Ok(one.clone()),
+            (None, _) => Err(StoreError::JobNotFound(id.to_string())),
+            _ => Err(StoreError::AmbiguousJob(id.to_string())),
+        }
+    }
+
+    fn job_event(&mut self, id: &str, state: State, message: Option<&str>) {
+        self.job_events.push((
+            id.to_string(),
+            JobEventRecord {
+                state,
+                message: message.map(str::to_string),
                 at: Utc::now(),
             },
         ));
@@ -76,6 +117,10 @@ fn stored(lease: &Lease) -> Lease {
         until: DateTime::from_timestamp_millis(lease.until_ms()).unwrap_or(lease.until),
         ..lease.clone()
     }
+}
+
+fn unfinished(state: State) -> bool {
+    matches!(state, State::Pending | State::Running | State::Canceling)
 }
 
 fn in_states(state: State, from: &[State]) -> bool {
@@ -327,5 +372,180 @@ impl RunStore for MemoryStore {
             .cache
             .insert(entry.fingerprint.clone(), entry.clone());
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl JobStore for MemoryStore {
+    async fn create_job(&self, job: &JobRecord) -> Result<()> {
+        let mut d = self.data();
+        if d.jobs.contains_key(&job.id) {
+            return Err(StoreError::AlreadyExists {
+                kind: "job",
+                name: job.id.clone(),
+            });
+        }
+        let mut job = job.clone();
+        job.lease = job.lease.as_ref().map(stored);
+        d.job_event(&job.id, job.state, None);
+        d.jobs.insert(job.id.clone(), (job, false));
+        Ok(())
+    }
+
+    async fn get_job(&self, id: &str) -> Result<JobRecord> {
+        let d = self.data();
+        let id = d.resolve_job(id)?;
+        Ok(d.jobs[&id].0.clone())
+    }
+
+    async fn list_jobs(&self, limit: u32) -> Result<Vec<JobRecord>> {
+        let mut jobs: Vec<JobRecord> = self.data().jobs.values().map(|(j, _)| j.clone()).collect();
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.created_at));
+        jobs.truncate(limit as usize);
+        Ok(jobs)
+    }
+
+    async fn update_job(&self, job: &JobRecord, message: Option<&str>) -> Result<()> {
+        let mut d = self.data();
+        let last = d
+            .job_events
+            .iter()
+            .rev()
+            .find(|(id, _)| *id == job.id)
+            .map(|(_, e)| e.state);
+        let Some((stored_job, _)) = d.jobs.get_mut(&job.id) else {
+            return Ok(());
+        };
+        // A record read before the last renewal never shortens the lease.
+        let lease = job.lease.as_ref().map(|new| {
+            let mut new = stored(new);
+            if let Some(old) = stored_job.lease.as_ref() {
+                if old.owner == new.owner && old.until_ms() > new.until_ms() {
+                    new.until = old.until;
+                }
+            }
+            new
+        });
+        *stored_job = JobRecord {
+            id: stored_job.id.clone(),
+            name: stored_job.name.clone(),
+            backend: stored_job.backend.clone(),
+            spec: stored_job.spec.clone(),
+            task: stored_job.task.clone(),
+            created_at: stored_job.created_at,
+            lease,
+            ..job.clone()
+        };
+        if last != Some(job.state) || message.is_some() {
+            d.job_event(&job.id, job.state, message);
+        }
+        Ok(())
+    }
+
+    async fn add_job_event(&self, id: &str, state: State, message: &str) -> Result<()> {
+        self.data().job_event(id, state, Some(message));
+        Ok(())
+    }
+
+    async fn job_events(&self, id: &str) -> Result<Vec<JobEventRecord>> {
+        Ok(self
+            .data()
+            .job_events
+            .iter()
+            .filter(|(job, _)| job == id)
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+
+    async fn renew_job_lease(&self, id: &str, lease: &Lease) -> Result<bool> {
+        let mut d = self.data();
+        match d.jobs.get_mut(id) {
+            Some((job, _)) if unfinished(job.state) => match job.lease.as_mut() {
+                Some(held) if held.owner == lease.owner => {
+                    held.until = stored(lease).until;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            },
+            _ => Ok(false),
+        }
+    }
+
+    async fn claim_job(&self, id: &str, observed: Option<&Lease>, lease: &Lease) -> Result<bool> {
+        let mut d = self.data();
+        let Some((job, _)) = d.jobs.get_mut(id) else {
+            return Ok(false);
+        };
+        let current_owner = job.lease.as_ref().map(|l| l.owner.as_str()).unwrap_or("");
+        let current_until = job.lease.as_ref().map(Lease::until_ms).unwrap_or(-1);
+        let taken = unfinished(job.state)
+            && current_owner == observed.map(|l| l.owner.as_str()).unwrap_or("")
+            && (current_until == observed.map(Lease::until_ms).unwrap_or(-1)
+                || current_owner == lease.owner);
+        if taken {
+            job.lease = Some(stored(lease));
+        }
+        Ok(taken)
+    }
+
+    async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>> {
+        let mut jobs: Vec<JobRecord> = self
+            .data()
+            .jobs
+            .values()
+            .map(|(j, _)| j)
+            .filter(|j| unfinished(j.state))
+            .cloned()
+            .collect();
+        jobs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(jobs)
+    }
+
+    async fn job_for_task(&self, link: &TaskLink) -> Result<Option<JobRecord>> {
+        Ok(self
+            .data()
+            .jobs
+            .values()
+            .map(|(j, _)| j)
+            .filter(|j| j.task.as_ref() == Some(link))
+            .max_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)))
+            .cloned())
+    }
+
+    async fn request_job_cancel(&self, id: &str) -> Result<()> {
+        if let Some((_, cancel)) = self.data().jobs.get_mut(id) {
+            *cancel = true;
+        }
+        Ok(())
+    }
+
+    async fn job_cancel_requested(&self, id: &str) -> Result<bool> {
+        Ok(self.data().jobs.get(id).is_some_and(|(_, c)| *c))
+    }
+
+    async fn add_job_metrics(&self, id: &str, points: &[(String, f64)]) -> Result<()> {
+        let at = Utc::now();
+        let mut d = self.data();
+        for (name, value) in points {
+            d.job_metrics.push((
+                id.to_string(),
+                JobMetricPoint {
+                    name: name.clone(),
+                    value: *value,
+                    at,
+                },
+            ));
+        }
+        Ok(())
+    }
+
+    async fn job_metrics(&self, id: &str) -> Result<Vec<JobMetricPoint>> {
+        Ok(self
+            .data()
+            .job_metrics
+            .iter()
+            .filter(|(job, _)| job == id)
+            .map(|(_, m)| m.clone())
+            .collect())
     }
 }

@@ -500,7 +500,7 @@ fn running_job(id: &str, lease: Lease) -> JobRecord {
     }
 }
 
-async fn job_leases(store: SqlStore) {
+async fn job_leases(store: Arc<dyn JobStore>) {
     let mut job = running_job("j1", lease_of("a", "h1", 30));
     store.create_job(&job).await.unwrap();
     let mut renewed = lease_of("a", "h1", 300);
@@ -525,7 +525,7 @@ async fn job_leases(store: SqlStore) {
 
 /// A job whose follower died is taken over by exactly one process, and a
 /// pipeline task finds its latest job.
-async fn job_claims_and_task_links(store: SqlStore) {
+async fn job_claims_and_task_links(store: Arc<dyn JobStore>) {
     use switchyard_store::TaskLink;
     let link = TaskLink {
         run_id: "run-jc".into(),
@@ -539,7 +539,7 @@ async fn job_claims_and_task_links(store: SqlStore) {
     };
     store.create_job(&job).await.unwrap();
     assert_eq!(store.job_for_task(&link).await.unwrap().unwrap().id, "jc1");
-    let unfinished = |store: &SqlStore| {
+    let unfinished = |store: &Arc<dyn JobStore>| {
         let store = store.clone();
         async move {
             store
@@ -686,14 +686,14 @@ async fn all(open: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output
     filtered_pages(open().await).await;
     cache_entries(Arc::new(open().await)).await;
     claims_are_exclusive_leases(Arc::new(open().await)).await;
-    job_leases(open().await).await;
-    job_claims_and_task_links(open().await).await;
+    job_leases(Arc::new(open().await)).await;
+    job_claims_and_task_links(Arc::new(open().await)).await;
     recurring_runs(open().await).await;
     parallel_writers_do_not_conflict(Arc::new(open().await), Arc::new(open().await)).await;
 }
 
-/// The in-memory store keeps the run store's contract too (the engine's
-/// fast tests stand on it).
+/// The in-memory store keeps the run and job stores' contract too (the
+/// engine's fast tests stand on it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_conformance() {
     let fresh = || -> Arc<dyn RunStore> { Arc::new(MemoryStore::new()) };
@@ -702,6 +702,8 @@ async fn memory_conformance() {
     claims_are_exclusive_leases(fresh()).await;
     let shared = fresh();
     parallel_writers_do_not_conflict(shared.clone(), shared).await;
+    job_leases(Arc::new(MemoryStore::new())).await;
+    job_claims_and_task_links(Arc::new(MemoryStore::new())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
