@@ -80,3 +80,18 @@ def fx_training() -> None:
     t = _component()(name="fx", backend="local", command=["python3", "train.py"], nodes=2)
     t.after(p)
     evaluate().after(t)
+
+
+@dsl.container_component
+def shard(i: int):
+    return dsl.ContainerSpec(image=IMAGE, command=["echo", "shard"], args=[i])
+
+
+@dsl.pipeline(name="fx-control")
+def fx_control(mode: str = "full") -> None:
+    """A condition on a pipeline parameter and a loop of 4 shards, 2 at a time."""
+    with dsl.If(mode == "full"):
+        with dsl.ParallelFor([1, 2, 3, 4], parallelism=2) as i:
+            shard(i=i)
+    with dsl.Else():
+        report()

@@ -40,6 +40,10 @@ impl Fixture {
     }
 
     async fn create(&self, fixture: &str) -> RunRecord {
+        self.create_with(fixture, &[]).await
+    }
+
+    async fn create_with(&self, fixture: &str, params: &[(&str, &str)]) -> RunRecord {
         let path = format!(
             "{}/tests/fixtures/{fixture}.yaml",
             env!("CARGO_MANIFEST_DIR")
@@ -56,7 +60,14 @@ impl Fixture {
             schedule_time: None,
         };
         self.engine
-            .create_run(&pipeline, &BTreeMap::new(), &opts)
+            .create_run(
+                &pipeline,
+                &params
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+                    .collect(),
+                &opts,
+            )
             .await
             .expect("run created")
     }
@@ -301,4 +312,84 @@ async fn a_run_taken_over_by_another_process_is_written_no_more() {
         State::Running,
         "the run is the new owner's to end"
     );
+}
+
+/// The shard tasks the backend ran (one per loop iteration).
+fn shards(f: &Fixture) -> Vec<String> {
+    f.backend
+        .ran()
+        .into_iter()
+        .map(|j| j.display_name)
+        .filter(|k| k.ends_with("/shard"))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_condition_on_a_parameter_runs_one_branch() {
+    let f = Fixture::new();
+    let run = f.create_with("fx_control", &[("mode", "full")]).await;
+    let done = f.execute(&run.id, false).await.expect("executed");
+    assert_eq!(done.state, State::Succeeded, "{:?}", done.error);
+    assert_eq!(shards(&f).len(), 4, "{:?}", f.backend.ran());
+    assert!(f
+        .backend
+        .ran()
+        .iter()
+        .all(|j| !j.display_name.ends_with("/report")));
+
+    let f = Fixture::new();
+    let run = f.create_with("fx_control", &[("mode", "quick")]).await;
+    let done = f.execute(&run.id, false).await.expect("executed");
+    assert_eq!(done.state, State::Succeeded, "{:?}", done.error);
+    assert!(shards(&f).is_empty());
+    let names: Vec<String> = f
+        .backend
+        .ran()
+        .into_iter()
+        .map(|j| j.display_name)
+        .collect();
+    assert!(
+        names.len() == 1 && names[0].ends_with("/report"),
+        "the else branch alone: {names:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_loop_runs_at_most_its_parallelism_at_once() {
+    let f = Fixture::new();
+    let run = f.create_with("fx_control", &[("mode", "full")]).await;
+    // Learn the iterations' task keys from a first run, then script them.
+    f.execute(&run.id, false).await.expect("executed");
+    let keys = shards(&f);
+    assert_eq!(keys.len(), 4);
+    let f2 = Fixture::new();
+    for key in &keys {
+        f2.backend.script(
+            key,
+            [Scripted::After(
+                Duration::from_secs(10),
+                Box::new(Scripted::Succeed),
+            )],
+        );
+    }
+    let run = f2.create_with("fx_control", &[("mode", "full")]).await;
+    let started = tokio::time::Instant::now();
+    let done = f2.execute(&run.id, false).await.expect("executed");
+    let took = started.elapsed();
+    assert_eq!(done.state, State::Succeeded, "{:?}", done.error);
+    // 4 shards of 10 s, 2 at a time (the run would allow 4).
+    assert!(
+        took >= Duration::from_secs(20) && took < Duration::from_secs(30),
+        "took {took:?}"
+    );
+    let items: Vec<String> = f2
+        .backend
+        .ran()
+        .into_iter()
+        .filter(|j| j.display_name.ends_with("/shard"))
+        .map(|j| j.argv.last().cloned().unwrap_or_default())
+        .collect();
+    let mut sorted = items.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["1", "2", "3", "4"], "each item once: {items:?}");
 }

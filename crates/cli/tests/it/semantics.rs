@@ -148,7 +148,7 @@ fn what_the_local_backend_cannot_honour_is_said_once() {
 #[test]
 #[ignore = "needs the kfp SDK venv (scripts/setup)"]
 fn the_engine_fixtures_are_what_kfp_compiles() {
-    for name in ["fx_dag", "fx_retry", "fx_exit", "fx_training"] {
+    for name in ["fx_dag", "fx_retry", "fx_exit", "fx_training", "fx_control"] {
         let fresh = std::fs::read_to_string(pipeline(name)).unwrap();
         let fixture =
             crate::common::repo_root().join(format!("crates/engine/tests/fixtures/{name}.yaml"));
