@@ -77,7 +77,8 @@ def _component():
 def fx_training() -> None:
     """The training-job component between two ordinary steps."""
     p = prepare()
-    t = _component()(name="fx", backend="local", command=["python3", "train.py"], nodes=2)
+    t = _component()(name="fx", backend="local", command=["python3", "train.py"], nodes=2,
+                     output="/tmp/fx-training-out")
     t.after(p)
     evaluate().after(t)
 

@@ -120,9 +120,15 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             }
         };
     // Training-job steps run in this process, on the configured training backends.
+    // A server confines them to its --path-root folders, as jobs posted to it.
+    let roots = match &cli.command {
+        Command::Server(args) => Some(commands::server::path_roots(args)?),
+        _ => None,
+    };
     let backend = Arc::new(training_step::TrainingSteps::new(
         backend,
         paths.job_runner(store.clone())?,
+        roots,
     ));
     let engine = Engine::new(store.clone(), backend, paths.logs.clone()).with_artifact_store(
         Arc::new(artifacts::S3Artifacts::new(paths.home.join("cache/s3"))),

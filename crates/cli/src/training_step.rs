@@ -8,13 +8,14 @@
 //! in this process's store, its progress goes to the task's log, and a
 //! cancel of the run stops it.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use switchyard_backend::{Backend, BackendError, Job, JobOutcome, LogSink};
 use switchyard_runner::{JobRunner, Notice, NoticeSink};
 use tokio_util::sync::CancellationToken;
 
-use crate::commands::component::{run_step, StepEnv};
+use crate::commands::component::{run_step_within, StepEnv};
 
 /// The executor input of a training-job step (its argv is exactly the
 /// component's command with the input substituted), or `None` for any other.
@@ -36,13 +37,17 @@ pub fn executor_input(argv: &[String]) -> Option<&str> {
 pub struct TrainingSteps {
     steps: Arc<dyn Backend>,
     runner: Arc<JobRunner>,
+    /// A server's `--path-root` folders: a step's job may use local paths
+    /// under them only, as a job posted to the server (`None` for `switchyard run`).
+    roots: Option<Vec<PathBuf>>,
 }
 
 impl TrainingSteps {
-    pub fn new(steps: Arc<dyn Backend>, runner: JobRunner) -> Self {
+    pub fn new(steps: Arc<dyn Backend>, runner: JobRunner, roots: Option<Vec<PathBuf>>) -> Self {
         TrainingSteps {
             steps,
             runner: Arc::new(runner),
+            roots,
         }
     }
 }
@@ -76,7 +81,18 @@ impl Backend for TrainingSteps {
             Notice::Log { host, rank, line } => sink(&format!("[{host}/rank {rank}] {line}")),
             Notice::Status(m) => sink(m),
         });
-        match run_step(&self.runner, input, &env, None, cancel.clone(), notice).await {
+        let roots = self.roots.as_deref();
+        match run_step_within(
+            &self.runner,
+            input,
+            &env,
+            None,
+            roots,
+            cancel.clone(),
+            notice,
+        )
+        .await
+        {
             Ok(()) => Ok(JobOutcome::Succeeded),
             Err(_) if cancel.is_cancelled() => Ok(JobOutcome::Canceled),
             Err(e) => {
@@ -195,13 +211,21 @@ mod in_process {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_training_step_runs_in_this_process_and_links_its_job() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let model = dir.path().join("model");
+    /// The engine, a fake training backend and a store in `dir`: the
+    /// training-job fixture run to its end; `roots` as a server's.
+    async fn run_fixture(
+        dir: &Path,
+        roots: Option<Vec<PathBuf>>,
+    ) -> (
+        switchyard_store::RunRecord,
+        Arc<SqlStore>,
+        Arc<ScriptedBackend>,
+        Arc<Trained>,
+    ) {
+        let model = dir.join("model");
         std::fs::create_dir_all(&model).expect("model dir");
         std::fs::write(model.join("model.pt"), "weights").expect("model file");
-        let store = Arc::new(SqlStore::open(&dir.path().join("db")).await.expect("store"));
+        let store = Arc::new(SqlStore::open(&dir.join("db")).await.expect("store"));
         let trained = Arc::new(Trained {
             model,
             seen: Mutex::default(),
@@ -209,11 +233,11 @@ mod in_process {
         let runner = JobRunner::new(
             store.clone(),
             Arc::new(OneBackend(trained.clone())),
-            dir.path().join("jobs"),
+            dir.join("jobs"),
         );
         let steps = Arc::new(ScriptedBackend::new());
-        let backend = Arc::new(TrainingSteps::new(steps.clone(), runner));
-        let engine = Engine::new(store.clone(), backend, dir.path().join("logs"));
+        let backend = Arc::new(TrainingSteps::new(steps.clone(), runner, roots));
+        let engine = Engine::new(store.clone(), backend, dir.join("logs"));
         let fixture = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../engine/tests/fixtures/fx_training.yaml"
@@ -223,7 +247,7 @@ mod in_process {
         let opts = RunOptions {
             parallelism: 2,
             cache: false,
-            pipeline_root: dir.path().join("root"),
+            pipeline_root: dir.join("root"),
             remote_root: None,
             display_name: None,
             id: None,
@@ -238,6 +262,30 @@ mod in_process {
             .execute(&run.id, tx, CancellationToken::new(), false)
             .await
             .expect("executed");
+        (done, store, steps, trained)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_servers_step_may_not_reach_outside_its_path_roots() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // The fixture's job has output: /tmp/fx-out; the server allows only `dir`.
+        let roots = vec![dir.path().canonicalize().expect("dir")];
+        let (done, store, _, trained) = run_fixture(dir.path(), Some(roots)).await;
+        assert_eq!(done.state, State::Failed);
+        let error = done.error.unwrap_or_default();
+        assert!(
+            error.contains("spec.output") && error.contains("--path-root"),
+            "{error}"
+        );
+        assert!(trained.seen.lock().expect("seen").is_empty(), "nothing ran");
+        assert!(store.list_jobs(10).await.expect("jobs").is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_training_step_runs_in_this_process_and_links_its_job() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (done, store, steps, trained) = run_fixture(dir.path(), None).await;
+        let run = &done;
         assert_eq!(done.state, State::Succeeded, "{:?}", done.error);
 
         // The ordinary steps went to the steps' backend; the training step did not.

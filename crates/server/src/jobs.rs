@@ -82,39 +82,20 @@ fn refuse_simple_content_type(headers: &HeaderMap) -> ApiResult<()> {
 /// under one of `roots` once links are resolved: a job posted over HTTP reads
 /// and writes with the server's rights.
 fn check_paths(job: &switchyard_training::TrainingJob, roots: &[PathBuf]) -> ApiResult<()> {
-    for (field, path) in switchyard_training::local_paths(job) {
-        let resolved = resolve_existing(&path);
-        if !roots.iter().any(|r| resolved.starts_with(r)) {
-            let allowed: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
-            return Err(ApiError::Forbidden(format!(
-                "{field}: {} is outside the folders this server may use for jobs posted over HTTP ({}); start the server with --path-root to allow another",
-                path.display(),
-                allowed.join(", ")
-            )));
-        }
+    match switchyard_training::path_outside(job, roots) {
+        None => Ok(()),
+        Some((field, path)) => Err(ApiError::Forbidden(outside_message(&field, &path, roots))),
     }
-    Ok(())
 }
 
-/// `path` with links resolved as far as it exists (an output folder may not exist yet).
-fn resolve_existing(path: &std::path::Path) -> PathBuf {
-    let mut rest = Vec::new();
-    let mut cur = path.to_path_buf();
-    loop {
-        if let Ok(c) = cur.canonicalize() {
-            return rest
-                .iter()
-                .rev()
-                .fold(c, |acc: PathBuf, part| acc.join(part));
-        }
-        match (cur.parent(), cur.file_name()) {
-            (Some(parent), Some(name)) => {
-                rest.push(name.to_os_string());
-                cur = parent.to_path_buf();
-            }
-            _ => return path.to_path_buf(),
-        }
-    }
+/// Why a job's path was refused, naming the fix.
+pub fn outside_message(field: &str, path: &std::path::Path, roots: &[PathBuf]) -> String {
+    let allowed: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
+    format!(
+        "{field}: {} is outside the folders this server may use for the jobs it is sent (posted, or a step of a pipeline it runs) ({}); start the server with --path-root to allow another",
+        path.display(),
+        allowed.join(", ")
+    )
 }
 
 /// A job with exactly this id (never a prefix or a name, as the CLI allows).

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
 pub use guard::HostPolicy;
+pub use jobs::outside_message;
 pub use recurring::keep_firing;
 
 /// Server settings.

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use spec::{BackendKind, RestartPolicy, SageMakerSettings, TrainingJobSpec};
 pub use validate::{
-    load, local_paths, Channel, ChannelSource, TrainingJob, LABEL_RUN_ID, LABEL_TASK,
+    load, local_paths, path_outside, Channel, ChannelSource, TrainingJob, LABEL_RUN_ID, LABEL_TASK,
 };
 
 /// The one apiVersion this version reads.

@@ -90,6 +90,37 @@ pub fn local_paths(job: &TrainingJob) -> Vec<(String, PathBuf)> {
     out
 }
 
+/// The first local path of the job (field, path) that does not lie under
+/// one of `roots` once links are resolved, if any: a job someone sent over
+/// HTTP reads and writes with the server's rights.
+pub fn path_outside(job: &TrainingJob, roots: &[PathBuf]) -> Option<(String, PathBuf)> {
+    local_paths(job).into_iter().find(|(_, path)| {
+        let resolved = resolve_existing(path);
+        !roots.iter().any(|r| resolved.starts_with(r))
+    })
+}
+
+/// `path` with links resolved as far as it exists (an output folder may not exist yet).
+fn resolve_existing(path: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut cur = path.to_path_buf();
+    loop {
+        if let Ok(c) = cur.canonicalize() {
+            return rest
+                .iter()
+                .rev()
+                .fold(c, |acc: PathBuf, part| acc.join(part));
+        }
+        match (cur.parent(), cur.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                cur = parent.to_path_buf();
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
 fn invalid(field: &str, message: impl Into<String>) -> JobSpecError {
     JobSpecError::Invalid {
         field: field.to_string(),

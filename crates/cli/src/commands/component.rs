@@ -231,6 +231,20 @@ pub async fn run_step(
     cancel: CancellationToken,
     notice: switchyard_runner::NoticeSink,
 ) -> Result<()> {
+    run_step_within(runner, executor_input, env, server, None, cancel, notice).await
+}
+
+/// [`run_step`] for a server: every local path of the step's job must lie
+/// under `roots` (`--path-root`), as for a job posted to it.
+pub async fn run_step_within(
+    runner: &JobRunner,
+    executor_input: &str,
+    env: &StepEnv,
+    server: Option<&str>,
+    roots: Option<&[PathBuf]>,
+    cancel: CancellationToken,
+    notice: switchyard_runner::NoticeSink,
+) -> Result<()> {
     let exec: Value =
         serde_json::from_str(executor_input).context("--executor-input is not JSON")?;
     let params = exec["inputs"]["parameterValues"]
@@ -240,6 +254,11 @@ pub async fn run_step(
     let doc = job_document(&params, env)?;
     let job = switchyard_training::load(&doc.to_string(), &env.invocation_dir, &[], None)
         .context("the training-job component's inputs")?;
+    if let Some(roots) = roots {
+        if let Some((field, path)) = switchyard_training::path_outside(&job, roots) {
+            bail!(switchyard_server::outside_message(&field, &path, roots));
+        }
+    }
     let rec = match server.filter(|s| !s.is_empty()) {
         Some(url) => Finished::from_json(&super::remote::run_job(url, &job.to_json()).await?),
         None => {

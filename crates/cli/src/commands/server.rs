@@ -1,5 +1,6 @@
 //! `switchyard server`: the KFP REST API over this data directory.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -55,17 +56,7 @@ pub async fn serve(
         (_, true) => None,
         _ => Some(generated_token(paths)?),
     };
-    let path_roots = if args.path_roots.is_empty() {
-        vec![std::env::current_dir().context("the server's working directory")?]
-    } else {
-        args.path_roots
-            .iter()
-            .map(|p| {
-                p.canonicalize()
-                    .with_context(|| format!("--path-root {}", p.display()))
-            })
-            .collect::<Result<_>>()?
-    };
+    let path_roots = path_roots(&args)?;
     let config = ServerConfig {
         pipeline_root: pipeline_root.canonicalize()?,
         remote_root,
@@ -141,4 +132,21 @@ pub async fn serve(
         .await
         .context("server")?;
     Ok(0)
+}
+
+/// The folders local paths of the server's jobs must lie under: `--path-root`
+/// (resolved), else the server's working directory.
+pub fn path_roots(args: &ServerArgs) -> Result<Vec<PathBuf>> {
+    if args.path_roots.is_empty() {
+        return Ok(vec![
+            std::env::current_dir().context("the server's working directory")?
+        ]);
+    }
+    args.path_roots
+        .iter()
+        .map(|p| {
+            p.canonicalize()
+                .with_context(|| format!("--path-root {}", p.display()))
+        })
+        .collect()
 }
