@@ -82,17 +82,11 @@ impl Backend for TrainingSteps {
             Notice::Status(m) => sink(m),
         });
         let roots = self.roots.as_deref();
-        match run_step_within(
-            &self.runner,
-            input,
-            &env,
-            None,
-            roots,
-            cancel.clone(),
-            notice,
-        )
-        .await
-        {
+        // The job gets a token of its own: the runner cancels its token when
+        // the job ends (to stop its watchers), which must not read as the
+        // engine's cancel of this task, nor reach the task's next attempt.
+        let job_cancel = cancel.child_token();
+        match run_step_within(&self.runner, input, &env, None, roots, job_cancel, notice).await {
             Ok(()) => Ok(JobOutcome::Succeeded),
             Err(_) if cancel.is_cancelled() => Ok(JobOutcome::Canceled),
             Err(e) => {
@@ -156,6 +150,8 @@ mod in_process {
     struct Trained {
         model: PathBuf,
         seen: Mutex<Vec<TrainingJob>>,
+        /// How the job ends.
+        state: JobState,
     }
 
     #[async_trait::async_trait]
@@ -179,12 +175,13 @@ mod in_process {
                 rank: 0,
                 line: "test_accuracy=0.97".into(),
             });
+            let failed = self.state != JobState::Succeeded;
             Ok(JobOutcome {
-                state: JobState::Succeeded,
+                state: self.state,
                 restarts: 0,
-                model: Some(self.model.to_string_lossy().into_owned()),
+                model: (!failed).then(|| self.model.to_string_lossy().into_owned()),
                 metrics: BTreeMap::from([("test_accuracy".to_string(), 0.97)]),
-                failure_reason: None,
+                failure_reason: failed.then(|| "loss went to NaN".to_string()),
             })
         }
     }
@@ -216,6 +213,7 @@ mod in_process {
     async fn run_fixture(
         dir: &Path,
         roots: Option<Vec<PathBuf>>,
+        state: JobState,
     ) -> (
         switchyard_store::RunRecord,
         Arc<SqlStore>,
@@ -229,6 +227,7 @@ mod in_process {
         let trained = Arc::new(Trained {
             model,
             seen: Mutex::default(),
+            state,
         });
         let runner = JobRunner::new(
             store.clone(),
@@ -270,7 +269,8 @@ mod in_process {
         let dir = tempfile::tempdir().expect("temp dir");
         // The fixture's job has output: /tmp/fx-out; the server allows only `dir`.
         let roots = vec![dir.path().canonicalize().expect("dir")];
-        let (done, store, _, trained) = run_fixture(dir.path(), Some(roots)).await;
+        let (done, store, _, trained) =
+            run_fixture(dir.path(), Some(roots), JobState::Succeeded).await;
         assert_eq!(done.state, State::Failed);
         let error = done.error.unwrap_or_default();
         assert!(
@@ -284,7 +284,8 @@ mod in_process {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_training_step_runs_in_this_process_and_links_its_job() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (done, store, steps, trained) = run_fixture(dir.path(), None).await;
+        let (done, store, steps, trained) =
+            run_fixture(dir.path(), None, JobState::Succeeded).await;
         let run = &done;
         assert_eq!(done.state, State::Succeeded, "{:?}", done.error);
 
@@ -330,5 +331,21 @@ mod in_process {
         // The job's progress is in the step's log.
         let log = std::fs::read_to_string(task.log_path.expect("log")).expect("log");
         assert!(log.contains("[algo-1/rank 0] test_accuracy=0.97"), "{log}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_training_job_fails_its_step_and_the_run() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (done, store, steps, _) = run_fixture(dir.path(), None, JobState::Failed).await;
+        assert_eq!(done.state, State::Failed, "{:?}", done.error);
+        let error = done.error.unwrap_or_default();
+        assert!(error.contains("loss went to NaN"), "{error}");
+        let task = store
+            .get_task(&done.id, "training-job")
+            .await
+            .expect("task")
+            .expect("recorded");
+        assert_eq!(task.state, State::Failed, "a failure, not a cancel");
+        assert!(steps.runs_of("evaluate").is_empty());
     }
 }

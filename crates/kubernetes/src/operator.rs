@@ -159,9 +159,13 @@ async fn reconcile(job: Arc<PyTorchJob>, ctx: Arc<Ctx>) -> Result<Action, Operat
         // The API server rejects the template itself: no retry can help.
         Err(Refused::Pod(pod, message)) => {
             let pods_now = apis.pods.list(&apis.selector).await?.items;
+            // The status as it stood before the creates: nothing started.
+            let mut status = decided.status;
+            status.start_time = before.start_time.clone();
+            status.replica_statuses = before.replica_statuses.clone();
             let failed = plan::fail(
                 &pods_now,
-                decided.status,
+                status,
                 "InvalidSpec",
                 &format!("the API server refused pod {pod}: {message}"),
                 Timestamp::now(),

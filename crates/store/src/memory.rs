@@ -58,7 +58,7 @@ impl Data {
         {
             return Ok(job.id.clone());
         }
-        if id.is_empty() {
+        if id.is_empty() || id.contains(['%', '_']) {
             return Err(StoreError::JobNotFound(id.to_string()));
         }
         let mut matches = self.jobs.keys().filter(|k| k.starts_with(id));
@@ -83,6 +83,10 @@ impl Data {
     fn resolve(&self, id: &str) -> Result<String> {
         if self.runs.contains_key(id) {
             return Ok(id.to_string());
+        }
+        // As SQL: no prefix search for an empty id or LIKE's wildcards.
+        if id.is_empty() || id.contains(['%', '_']) {
+            return Err(StoreError::RunNotFound(id.to_string()));
         }
         let mut matches = self.runs.keys().filter(|k| k.starts_with(id));
         match (matches.next(), matches.next()) {

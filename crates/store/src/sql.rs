@@ -639,39 +639,49 @@ impl RunStore for SqlStore {
         // Write first (takes the write lock), then compare with the old state.
         // `INSERT … SELECT … WHERE` (never `VALUES`) so the owner fence is part
         // of the write; SQLite needs the WHERE for its upsert parse anyway.
-        let written: Option<Option<String>> = sqlx::query_scalar(
+        // On PostgreSQL the fence takes a share lock on the run's row: a
+        // take-over committing meanwhile is waited for and then seen (READ
+        // COMMITTED re-reads a locked row), and a take-over waits for this
+        // write. SQLite's write lock, taken first, already orders them.
+        let lock = if self.dialect == Dialect::Postgres {
+            " FOR SHARE"
+        } else {
+            ""
+        };
+        let sql = format!(
             "INSERT INTO tasks (run_id, task_key, name, parent_key, kind, state, attempt, cached, inputs, outputs, \
                log_path, error, fingerprint, started_at, finished_at) \
              SELECT $1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15 \
-             WHERE $18 IS NULL OR EXISTS (SELECT 1 FROM runs WHERE id = $16 AND owner_id = $18) \
+             WHERE $18 IS NULL OR EXISTS (SELECT 1 FROM runs WHERE id = $16 AND owner_id = $18{lock}) \
              ON CONFLICT (run_id, task_key) DO UPDATE SET name = excluded.name, parent_key = excluded.parent_key, \
                kind = excluded.kind, state = excluded.state, attempt = excluded.attempt, cached = excluded.cached, \
                inputs = excluded.inputs, outputs = excluded.outputs, log_path = excluded.log_path, \
                error = excluded.error, fingerprint = excluded.fingerprint, started_at = excluded.started_at, \
                finished_at = excluded.finished_at \
-             RETURNING (SELECT state FROM transitions WHERE run_id = $16 AND task_key = $17 ORDER BY seq DESC LIMIT 1)",
-        )
-        .bind(&t.run_id)
-        .bind(&t.task_key)
-        .bind(&t.name)
-        .bind(&t.parent_key)
-        .bind(&t.kind)
-        .bind(t.state.as_str())
-        .bind(i64::from(t.attempt))
-        .bind(i64::from(t.cached))
-        .bind(json_text(&t.inputs))
-        .bind(json_text(&t.outputs))
-        .bind(&t.log_path)
-        .bind(&t.error)
-        .bind(&t.fingerprint)
-        .bind(t.started_at.as_ref().map(ts))
-        .bind(t.finished_at.as_ref().map(ts))
-        .bind(&t.run_id)
-        .bind(&t.task_key)
-        .bind(owner)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(q("write task"))?;
+             RETURNING (SELECT state FROM transitions WHERE run_id = $16 AND task_key = $17 ORDER BY seq DESC LIMIT 1)"
+        );
+        let written: Option<Option<String>> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(&t.run_id)
+            .bind(&t.task_key)
+            .bind(&t.name)
+            .bind(&t.parent_key)
+            .bind(&t.kind)
+            .bind(t.state.as_str())
+            .bind(i64::from(t.attempt))
+            .bind(i64::from(t.cached))
+            .bind(json_text(&t.inputs))
+            .bind(json_text(&t.outputs))
+            .bind(&t.log_path)
+            .bind(&t.error)
+            .bind(&t.fingerprint)
+            .bind(t.started_at.as_ref().map(ts))
+            .bind(t.finished_at.as_ref().map(ts))
+            .bind(&t.run_id)
+            .bind(&t.task_key)
+            .bind(owner)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(q("write task"))?;
         let Some(old) = written else {
             tx.rollback().await.map_err(q("write task"))?;
             return Ok(false);
