@@ -61,11 +61,10 @@ impl Data {
         if id.is_empty() || id.contains(['%', '_']) {
             return Err(StoreError::JobNotFound(id.to_string()));
         }
-        let mut matches = self.jobs.keys().filter(|k| k.starts_with(id));
-        match (matches.next(), matches.next()) {
-            (Some(one), None) => Ok(one.clone()),
-            (None, _) => Err(StoreError::JobNotFound(id.to_string())),
-            _ => Err(StoreError::AmbiguousJob(id.to_string())),
+        match by_prefix(self.jobs.keys(), id) {
+            Ok(Some(one)) => Ok(one),
+            Ok(None) => Err(StoreError::JobNotFound(id.to_string())),
+            Err(()) => Err(StoreError::AmbiguousJob(id.to_string())),
         }
     }
 
@@ -88,11 +87,10 @@ impl Data {
         if id.is_empty() || id.contains(['%', '_']) {
             return Err(StoreError::RunNotFound(id.to_string()));
         }
-        let mut matches = self.runs.keys().filter(|k| k.starts_with(id));
-        match (matches.next(), matches.next()) {
-            (None, _) => Err(StoreError::RunNotFound(id.to_string())),
-            (Some(one), None) => Ok(one.clone()),
-            _ => Err(StoreError::Ambiguous(id.to_string())),
+        match by_prefix(self.runs.keys(), id) {
+            Ok(Some(one)) => Ok(one),
+            Ok(None) => Err(StoreError::RunNotFound(id.to_string())),
+            Err(()) => Err(StoreError::Ambiguous(id.to_string())),
         }
     }
 }
@@ -120,6 +118,28 @@ fn stored(lease: &Lease) -> Lease {
     Lease {
         until: DateTime::from_timestamp_millis(lease.until_ms()).unwrap_or(lease.until),
         ..lease.clone()
+    }
+}
+
+/// The claims' compare-and-set, as SQL writes it: the lease held now is the
+/// one the taker observed (owner and expiry), or already the taker's own.
+fn takes(current: Option<&Lease>, observed: Option<&Lease>, taker: &Lease) -> bool {
+    let owner = |l: Option<&Lease>| l.map(|l| l.owner.clone()).unwrap_or_default();
+    let until = |l: Option<&Lease>| l.map(Lease::until_ms).unwrap_or(-1);
+    owner(current) == owner(observed)
+        && (until(current) == until(observed) || owner(current) == taker.owner)
+}
+
+/// The one key starting with `prefix`: `Ok(None)` for none, `Err(())` for several.
+fn by_prefix<'a>(
+    mut keys: impl Iterator<Item = &'a String>,
+    prefix: &str,
+) -> std::result::Result<Option<String>, ()> {
+    let mut matches = keys.by_ref().filter(|k| k.starts_with(prefix));
+    match (matches.next(), matches.next()) {
+        (None, _) => Ok(None),
+        (Some(one), None) => Ok(Some(one.clone())),
+        _ => Err(()),
     }
 }
 
@@ -224,12 +244,7 @@ impl RunStore for MemoryStore {
         let Some((run, cancel)) = d.runs.get_mut(id) else {
             return Ok(false);
         };
-        let current_owner = run.lease.as_ref().map(|l| l.owner.as_str()).unwrap_or("");
-        let seen_owner = observed.map(|l| l.owner.as_str()).unwrap_or("");
-        let current_until = run.lease.as_ref().map(Lease::until_ms).unwrap_or(-1);
-        let seen_until = observed.map(Lease::until_ms).unwrap_or(-1);
-        let taken = current_owner == seen_owner
-            && (current_until == seen_until || current_owner == lease.owner)
+        let taken = takes(run.lease.as_ref(), observed, lease)
             && !from.is_empty()
             && from.contains(&run.state);
         if !taken {
@@ -480,12 +495,7 @@ impl JobStore for MemoryStore {
         let Some((job, _)) = d.jobs.get_mut(id) else {
             return Ok(false);
         };
-        let current_owner = job.lease.as_ref().map(|l| l.owner.as_str()).unwrap_or("");
-        let current_until = job.lease.as_ref().map(Lease::until_ms).unwrap_or(-1);
-        let taken = unfinished(job.state)
-            && current_owner == observed.map(|l| l.owner.as_str()).unwrap_or("")
-            && (current_until == observed.map(Lease::until_ms).unwrap_or(-1)
-                || current_owner == lease.owner);
+        let taken = unfinished(job.state) && takes(job.lease.as_ref(), observed, lease);
         if taken {
             job.lease = Some(stored(lease));
         }
