@@ -15,7 +15,7 @@ use switchyard_backend::{Backend, BackendError, Job, JobOutcome, LogSink};
 use switchyard_runner::{JobRunner, Notice, NoticeSink};
 use tokio_util::sync::CancellationToken;
 
-use crate::commands::component::{run_step_within, StepEnv};
+use crate::commands::component::{run_step, StepEnv};
 
 /// The executor input of a training-job step (its argv is exactly the
 /// component's command with the input substituted), or `None` for any other.
@@ -86,7 +86,7 @@ impl Backend for TrainingSteps {
         // the job ends (to stop its watchers), which must not read as the
         // engine's cancel of this task, nor reach the task's next attempt.
         let job_cancel = cancel.child_token();
-        match run_step_within(&self.runner, input, &env, None, roots, job_cancel, notice).await {
+        match run_step(&self.runner, input, &env, None, roots, job_cancel, notice).await {
             Ok(()) => Ok(JobOutcome::Succeeded),
             Err(_) if cancel.is_cancelled() => Ok(JobOutcome::Canceled),
             Err(e) => {

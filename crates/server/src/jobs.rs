@@ -1,7 +1,6 @@
 //! Training jobs over HTTP (`/apis/switchyard/v1/jobs`): submit a TrainingJob,
 //! follow, list, cancel, and read each rank's log.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
@@ -45,7 +44,8 @@ pub async fn submit(
     let base = std::env::current_dir().map_err(|e| ApiError::Internal(e.to_string()))?;
     let job = switchyard_training::load(&body, &base, &[], q.backend.as_deref())
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    check_paths(&job, &s.config.path_roots)?;
+    switchyard_training::check_path_roots(&job, &s.config.path_roots)
+        .map_err(|e| ApiError::Forbidden(e.to_string()))?;
     if let Some(earlier) = task_job(&s, &job).await? {
         return Ok(Json(job_json(&earlier)));
     }
@@ -76,26 +76,6 @@ fn refuse_simple_content_type(headers: &HeaderMap) -> ApiResult<()> {
         )));
     }
     Ok(())
-}
-
-/// Every local path of `job` (code, channels, output, checkpoint) must lie
-/// under one of `roots` once links are resolved: a job posted over HTTP reads
-/// and writes with the server's rights.
-fn check_paths(job: &switchyard_training::TrainingJob, roots: &[PathBuf]) -> ApiResult<()> {
-    match switchyard_training::path_outside(job, roots) {
-        None => Ok(()),
-        Some((field, path)) => Err(ApiError::Forbidden(outside_message(&field, &path, roots))),
-    }
-}
-
-/// Why a job's path was refused, naming the fix.
-pub fn outside_message(field: &str, path: &std::path::Path, roots: &[PathBuf]) -> String {
-    let allowed: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
-    format!(
-        "{field}: {} is outside the folders this server may use for the jobs it is sent (posted, or a step of a pipeline it runs) ({}); start the server with --path-root to allow another",
-        path.display(),
-        allowed.join(", ")
-    )
 }
 
 /// A job with exactly this id (never a prefix or a name, as the CLI allows).

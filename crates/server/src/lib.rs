@@ -33,7 +33,6 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
 pub use guard::HostPolicy;
-pub use jobs::outside_message;
 pub use recurring::keep_firing;
 
 /// Server settings.

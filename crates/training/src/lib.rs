@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use spec::{BackendKind, RestartPolicy, SageMakerSettings, TrainingJobSpec};
 pub use validate::{
-    load, local_paths, path_outside, Channel, ChannelSource, TrainingJob, LABEL_RUN_ID, LABEL_TASK,
+    check_path_roots, load, local_paths, Channel, ChannelSource, PathOutside, TrainingJob,
+    LABEL_RUN_ID, LABEL_TASK,
 };
 
 /// The one apiVersion this version reads.

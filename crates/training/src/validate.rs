@@ -90,14 +90,29 @@ pub fn local_paths(job: &TrainingJob) -> Vec<(String, PathBuf)> {
     out
 }
 
-/// The first local path of the job (field, path) that does not lie under
-/// one of `roots` once links are resolved, if any: a job someone sent over
-/// HTTP reads and writes with the server's rights.
-pub fn path_outside(job: &TrainingJob, roots: &[PathBuf]) -> Option<(String, PathBuf)> {
-    local_paths(job).into_iter().find(|(_, path)| {
+/// A local path of a job outside the folders a server may use for it.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {} is outside the folders this server may use for the jobs it is sent (posted, or a step of a pipeline it runs) ({}); start the server with --path-root to allow another", path.display(), roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", "))]
+pub struct PathOutside {
+    pub field: String,
+    pub path: PathBuf,
+    pub roots: Vec<PathBuf>,
+}
+
+/// Every local path of the job must lie under one of `roots` once links are
+/// resolved: a job a server is sent reads and writes with the server's rights.
+pub fn check_path_roots(job: &TrainingJob, roots: &[PathBuf]) -> Result<(), PathOutside> {
+    match local_paths(job).into_iter().find(|(_, path)| {
         let resolved = resolve_existing(path);
         !roots.iter().any(|r| resolved.starts_with(r))
-    })
+    }) {
+        None => Ok(()),
+        Some((field, path)) => Err(PathOutside {
+            field,
+            path,
+            roots: roots.to_vec(),
+        }),
+    }
 }
 
 /// `path` with links resolved as far as it exists (an output folder may not exist yet).

@@ -203,6 +203,7 @@ async fn run_here(
                     "following training job {} that an earlier attempt of this task submitted",
                     prepared.record.id
                 ));
+                say(super::job::headline(&recorded, &prepared.record.id));
                 return Ok(runner.execute(*prepared, &recorded, cancel, notice).await?);
             }
             // Followed by another process: wait for it to end, then look again.
@@ -222,21 +223,10 @@ async fn run_here(
 /// The training-job step, wherever it runs: reads its inputs from the
 /// executor input, runs its job here (or, with `server`, on that server),
 /// writes the outputs the protocol names and fetches the model into the
-/// `model` artifact. An error says why the step failed.
+/// `model` artifact. An error says why the step failed. A server gives its
+/// `--path-root` folders as `roots`: the job's local paths must lie under
+/// them, as for a job posted to it.
 pub async fn run_step(
-    runner: &JobRunner,
-    executor_input: &str,
-    env: &StepEnv,
-    server: Option<&str>,
-    cancel: CancellationToken,
-    notice: switchyard_runner::NoticeSink,
-) -> Result<()> {
-    run_step_within(runner, executor_input, env, server, None, cancel, notice).await
-}
-
-/// [`run_step`] for a server: every local path of the step's job must lie
-/// under `roots` (`--path-root`), as for a job posted to it.
-pub async fn run_step_within(
     runner: &JobRunner,
     executor_input: &str,
     env: &StepEnv,
@@ -255,9 +245,7 @@ pub async fn run_step_within(
     let job = switchyard_training::load(&doc.to_string(), &env.invocation_dir, &[], None)
         .context("the training-job component's inputs")?;
     if let Some(roots) = roots {
-        if let Some((field, path)) = switchyard_training::path_outside(&job, roots) {
-            bail!(switchyard_server::outside_message(&field, &path, roots));
-        }
+        switchyard_training::check_path_roots(&job, roots)?;
     }
     let rec = match server.filter(|s| !s.is_empty()) {
         Some(url) => Finished::from_json(&super::remote::run_job(url, &job.to_json()).await?),
@@ -325,6 +313,7 @@ pub async fn run(
         executor_input,
         &StepEnv::from_process(),
         server,
+        None,
         cancel,
         notice,
     )

@@ -270,33 +270,22 @@ async fn run_container(
         }
         let result = ctx.backend.run(job, sink.clone(), job_cancel.clone()).await;
         drop(permit);
+        // A failure's message ends with the task's last output.
+        let failed = |message: String, retryable| {
+            let tail_text = log.tail();
+            let message = if tail_text.is_empty() {
+                message
+            } else {
+                format!("{message}; last output:\n{tail_text}")
+            };
+            AttemptEnd::Failed { message, retryable }
+        };
         let end = match result {
             Ok(JobOutcome::Succeeded) => AttemptEnd::Succeeded,
             Ok(JobOutcome::Canceled) => AttemptEnd::Canceled,
-            Ok(JobOutcome::Failed { message, .. }) => AttemptEnd::Failed {
-                message,
-                retryable: true,
-            },
-            Err(BackendError::Retryable(message)) => AttemptEnd::Failed {
-                message,
-                retryable: true,
-            },
-            Err(BackendError::Permanent(message)) => AttemptEnd::Failed {
-                message,
-                retryable: false,
-            },
-        };
-        let end = match end {
-            AttemptEnd::Failed { message, retryable } => {
-                let tail_text = log.tail();
-                let message = if tail_text.is_empty() {
-                    message
-                } else {
-                    format!("{message}; last output:\n{tail_text}")
-                };
-                AttemptEnd::Failed { message, retryable }
-            }
-            other => other,
+            Ok(JobOutcome::Failed { message, .. }) => failed(message, true),
+            Err(BackendError::Retryable(message)) => failed(message, true),
+            Err(BackendError::Permanent(message)) => failed(message, false),
         };
         let first_line = match &end {
             AttemptEnd::Failed { message, .. } => message.lines().next().unwrap_or_default(),
