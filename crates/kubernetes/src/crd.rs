@@ -262,6 +262,19 @@ impl JobStatus {
         });
     }
 
+    /// Replaces the message of a condition that holds: for Switchyard's own
+    /// `PyTorchJobWaitingForCapacity`, whose shortfall changes as nodes come
+    /// and go while the reason stays (`set` keeps the first message, as
+    /// Kubeflow does, so `kubectl describe` would show a stale count).
+    pub fn restate(&mut self, now: &Time, type_: &str, message: &str) {
+        for c in &mut self.conditions {
+            if c.type_ == type_ && c.status == "True" && c.message.as_deref() != Some(message) {
+                c.message = Some(message.into());
+                c.last_update_time = Some(now.clone());
+            }
+        }
+    }
+
     /// Sets `type_` False, saying why (`Suspended` → `PyTorchJobResumed`).
     pub fn clear_because(&mut self, now: &Time, type_: &str, why: Option<(&str, &str)>) {
         for c in &mut self.conditions {

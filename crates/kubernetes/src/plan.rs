@@ -439,6 +439,7 @@ fn decide_running(
             if let Err(why) = capacity::place(nodes, all_pods, &gang) {
                 let msg = format!("waiting for capacity: {why}");
                 status.set(&t, "Created", "PyTorchJobWaitingForCapacity", &msg);
+                status.restate(&t, "Created", &msg);
                 return Plan::status(status, Next::Requeue(resync.min(Duration::from_secs(3))));
             }
         }

@@ -448,6 +448,27 @@ fn a_whole_gang_is_admitted_only_after_the_cluster_is_seen() {
 }
 
 #[test]
+fn a_waiting_gang_says_what_it_lacks_now() {
+    let j = job(3, "OnFailure", json!({}), json!(null));
+    let before = plan_of(&j, &[], Some(&[node("1")])).status;
+    let mut waiting = j.clone();
+    waiting.status = Some(before.clone());
+    let after = plan_of(&waiting, &[], Some(&[node("3")])).status;
+    let message = |s: &JobStatus| {
+        let c = s.conditions.iter().find(|c| c.type_ == "Created");
+        c.and_then(|c| c.message.clone()).unwrap_or_default()
+    };
+    assert!(
+        message(&before).contains("only 1 of its pods fit"),
+        "{before:?}"
+    );
+    assert!(
+        message(&after).contains("only 3 of its pods fit"),
+        "{after:?}"
+    );
+}
+
+#[test]
 fn a_gang_restart_recreates_every_pod_and_counts_the_restart() {
     let mut j = job(1, "OnFailure", json!({}), status("Running", 30, json!({})));
     j.metadata.annotations = Some([(pods::RESTART_SCOPE.to_string(), "gang".to_string())].into());
