@@ -10,8 +10,8 @@ use chrono::Utc;
 use serde_json::json;
 use switchyard_store::{
     CacheEntry, CatalogStore, ExperimentRecord, JobRecord, JobStore, Lease, MemoryStore,
-    RecurringRunRecord, RunCatalog, RunField, RunFilter, RunRecord, RunStore, RunUpdate, SqlStore,
-    State, StoreError, TaskRecord,
+    PipelineRecord, PipelineVersionRecord, RecurringRunRecord, RunCatalog, RunField, RunFilter,
+    RunRecord, RunStore, RunUpdate, SqlStore, State, StoreError, TaskRecord,
 };
 
 fn run(id: &str) -> RunRecord {
@@ -332,7 +332,7 @@ async fn claims_are_exclusive_leases(store: Arc<dyn RunStore>) {
 /// A schedule's next slot moves only from the value the mover saw and only
 /// while enabled; runs find their schedule; archiving an experiment disables
 /// its schedules and archives its runs.
-async fn recurring_runs(store: SqlStore) {
+async fn recurring_runs(store: impl RunStore + CatalogStore) {
     let t = |s: i64| chrono::DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap();
     let exp = ExperimentRecord {
         id: "e1".into(),
@@ -594,8 +594,7 @@ async fn job_claims_and_task_links(store: Arc<dyn JobStore>) {
 }
 
 /// Filtered pages are filtered by the database, counted, and paged.
-async fn filtered_pages(store: SqlStore) {
-    use switchyard_store::{CatalogStore, RunField, RunFilter};
+async fn filtered_pages(store: impl RunStore + CatalogStore) {
     for (id, name, state) in [
         ("flt-1", "flt-a", State::Succeeded),
         ("flt-2", "flt-b", State::Failed),
@@ -681,6 +680,214 @@ async fn filtered_pages(store: SqlStore) {
     );
 }
 
+fn version(id: &str, pipeline: &str, name: &str) -> PipelineVersionRecord {
+    PipelineVersionRecord {
+        id: id.into(),
+        pipeline_id: pipeline.into(),
+        name: name.into(),
+        display_name: name.into(),
+        description: None,
+        spec: json!({"pipelineInfo": {"name": pipeline}}),
+        created_at: Utc::now(),
+    }
+}
+
+/// Experiments and pipelines keep unique names; a pipeline's versions go
+/// with it, a run's catalog entry, tasks and history with the run; missing
+/// records are NotFound; the stats count what is stored.
+async fn experiments_pipelines_and_runs(store: impl RunStore + CatalogStore) {
+    let exp = |id: &str, name: &str| ExperimentRecord {
+        id: id.into(),
+        display_name: name.into(),
+        description: Some("d".into()),
+        storage_state: "AVAILABLE".into(),
+        created_at: Utc::now(),
+    };
+    store.create_experiment(&exp("x1", "first")).await.unwrap();
+    store.create_experiment(&exp("x2", "second")).await.unwrap();
+    assert!(matches!(
+        store.create_experiment(&exp("x3", "first")).await,
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    assert_eq!(
+        store.get_experiment("x2").await.unwrap().display_name,
+        "second"
+    );
+    assert!(matches!(
+        store.get_experiment("nope").await,
+        Err(StoreError::NotFound {
+            kind: "experiment",
+            ..
+        })
+    ));
+    assert_eq!(
+        store
+            .experiment_by_name("first")
+            .await
+            .unwrap()
+            .map(|e| e.id),
+        Some("x1".to_string())
+    );
+    assert!(store.experiment_by_name("third").await.unwrap().is_none());
+    let names: Vec<String> = store
+        .list_experiments()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .filter(|id| id.starts_with('x'))
+        .collect();
+    assert_eq!(names, ["x1", "x2"], "oldest first");
+    assert!(matches!(
+        store.set_experiment_storage("nope", "ARCHIVED").await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    let p = PipelineRecord {
+        id: "p1".into(),
+        name: "train".into(),
+        display_name: "Train".into(),
+        description: None,
+        created_at: Utc::now(),
+    };
+    store
+        .create_pipeline(&p, Some(&version("v1", "p1", "v1")))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .create_pipeline(
+                &PipelineRecord {
+                    id: "p2".into(),
+                    ..p.clone()
+                },
+                None
+            )
+            .await,
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    assert!(
+        store.get_pipeline("p2").await.is_err(),
+        "nothing half-created"
+    );
+    store
+        .create_version(&version("v2", "p1", "v2"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.create_version(&version("v3", "p1", "v2")).await,
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    assert_eq!(
+        store.get_version("v2").await.unwrap().spec["pipelineInfo"]["name"],
+        "p1"
+    );
+    let versions: Vec<String> = store
+        .list_versions("p1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.id)
+        .collect();
+    assert_eq!(versions, ["v1", "v2"]);
+    assert_eq!(
+        store.pipeline_by_name("train").await.unwrap().map(|p| p.id),
+        Some("p1".to_string())
+    );
+    store.delete_version("v1").await.unwrap();
+    assert!(matches!(
+        store.delete_version("v1").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    store.delete_pipeline("p1").await.unwrap();
+    assert!(matches!(
+        store.get_version("v2").await,
+        Err(StoreError::NotFound {
+            kind: "pipeline version",
+            ..
+        })
+    ));
+    assert!(store.list_pipelines().await.unwrap().is_empty());
+
+    // A run with its entry, tasks and history; deleting it takes them along.
+    // (The SQLite file is shared with the other checks: the stats compare.)
+    let before = store.stats().await.unwrap();
+    let mut r = run("cat-1");
+    r.started_at = Some(Utc::now() - chrono::Duration::seconds(5));
+    r.finished_at = Some(Utc::now());
+    r.state = State::Succeeded;
+    store.create_run(&r).await.unwrap();
+    let mut t = task("cat-1", "train", State::Succeeded);
+    t.started_at = r.started_at;
+    t.finished_at = r.finished_at;
+    assert!(store.put_task(&t, None).await.unwrap());
+    let entry = RunCatalog {
+        run_id: "cat-1".into(),
+        experiment_id: "x2".into(),
+        storage_state: "AVAILABLE".into(),
+        description: Some("why".into()),
+        pipeline_id: None,
+        pipeline_version_id: None,
+        runtime_config: Some(json!({"parameters": {"a": 1}})),
+        recurring_run_id: None,
+    };
+    store.put_run_catalog(&entry).await.unwrap();
+    let (page, total) = store.page_runs(Some("x2"), &[], true, 0, 10).await.unwrap();
+    assert_eq!((page.len(), total), (1, 1));
+    assert_eq!(
+        page[0].1.as_ref().unwrap().runtime_config,
+        entry.runtime_config
+    );
+    let after = store.stats().await.unwrap();
+    let succeeded = |counts: &[(String, u64)]| {
+        counts
+            .iter()
+            .find(|(s, _)| s == "SUCCEEDED")
+            .map_or(0, |(_, n)| *n)
+    };
+    assert_eq!(
+        succeeded(&after.runs_by_state),
+        succeeded(&before.runs_by_state) + 1
+    );
+    assert_eq!(
+        succeeded(&after.tasks_by_state),
+        succeeded(&before.tasks_by_state) + 1
+    );
+    assert_eq!(after.run_seconds.1, before.run_seconds.1 + 1);
+    let added = after.run_seconds.0 - before.run_seconds.0;
+    assert!((added - 5.0).abs() < 0.01, "{after:?}");
+    store
+        .set_experiment_storage("x2", "ARCHIVED")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_run_catalog("cat-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .storage_state,
+        "ARCHIVED"
+    );
+    store.delete_run("cat-1").await.unwrap();
+    assert!(store.get_run_catalog("cat-1").await.unwrap().is_none());
+    assert!(store.list_tasks("cat-1").await.unwrap().is_empty());
+    assert!(store.transitions("cat-1").await.unwrap().is_empty());
+    assert!(matches!(
+        store.delete_run("cat-1").await,
+        Err(StoreError::NotFound { kind: "run", .. })
+    ));
+    assert!(
+        store.put_run_catalog(&entry).await.is_err(),
+        "no entry for a run that is not there"
+    );
+    store.delete_experiment("x1").await.unwrap();
+    assert!(matches!(
+        store.delete_experiment("x1").await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
 async fn all(open: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = SqlStore>>>) {
     runs_transitions_and_history(Arc::new(open().await)).await;
     filtered_pages(open().await).await;
@@ -689,10 +896,11 @@ async fn all(open: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output
     job_leases(Arc::new(open().await)).await;
     job_claims_and_task_links(Arc::new(open().await)).await;
     recurring_runs(open().await).await;
+    experiments_pipelines_and_runs(open().await).await;
     parallel_writers_do_not_conflict(Arc::new(open().await), Arc::new(open().await)).await;
 }
 
-/// The in-memory store keeps the run and job stores' contract too (the
+/// The in-memory store keeps the run, job and catalog stores' contract too (the
 /// engine's fast tests stand on it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_conformance() {
@@ -704,6 +912,9 @@ async fn memory_conformance() {
     parallel_writers_do_not_conflict(shared.clone(), shared).await;
     job_leases(Arc::new(MemoryStore::new())).await;
     job_claims_and_task_links(Arc::new(MemoryStore::new())).await;
+    filtered_pages(MemoryStore::new()).await;
+    recurring_runs(MemoryStore::new()).await;
+    experiments_pipelines_and_runs(MemoryStore::new()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

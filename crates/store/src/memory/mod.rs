@@ -7,9 +7,12 @@
 //! It keeps the same contract as [`SqlStore`](crate::SqlStore) for runs and
 //! training jobs (the conformance suite runs on both): guarded transitions,
 //! compare-and-set claims, owner-fenced task writes, one transition per state
-//! change, job leases that a stale record never shortens. The catalog
-//! (experiments, pipelines, schedules) is SQL's alone. Nothing survives the
-//! process.
+//! change, job leases that a stale record never shortens; and for the catalog
+//! (experiments, pipelines, schedules, run pages) unique names, the deletes
+//! SQL cascades, archiving an experiment with its runs, schedule slots moved
+//! by compare-and-set. Nothing survives the process.
+
+mod catalog;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -31,6 +34,7 @@ struct Data {
     jobs: BTreeMap<String, (JobRecord, bool)>,
     job_events: Vec<(String, JobEventRecord)>,
     job_metrics: Vec<(String, JobMetricPoint)>,
+    catalog: catalog::Catalog,
 }
 
 impl Data {
@@ -95,7 +99,7 @@ impl Data {
     }
 }
 
-/// Runs, tasks, transitions and cache entries in memory.
+/// Runs, tasks, transitions, cache entries, jobs and the catalog in memory.
 #[derive(Default)]
 pub struct MemoryStore {
     data: Mutex<Data>,
