@@ -121,6 +121,24 @@ fn refuse(field: &str, message: impl std::fmt::Display) -> BackendError {
     BackendError::Permanent(format!("{field}: {message}"))
 }
 
+/// An API call that failed: a refusal of the request (4xx but 429) is
+/// `Permanent`; an API server out of reach, overloaded (429) or failing
+/// (5xx) is `Retryable`, since what was submitted may still run and the
+/// runner re-attaches to it (`run` with the same id follows that PyTorchJob).
+fn api_error(what: String, e: kube::Error) -> BackendError {
+    let passing = match &e {
+        kube::Error::Api(status) => status.code == 429 || status.code >= 500,
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    };
+    let message = format!("{what}: {e}");
+    if passing {
+        BackendError::Retryable(message)
+    } else {
+        BackendError::Permanent(message)
+    }
+}
+
 fn dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
@@ -539,14 +557,10 @@ impl TrainingBackend for KubernetesBackend {
         let ns = doc["metadata"]["namespace"].as_str().unwrap_or("default");
         let name = doc["metadata"]["name"].as_str().unwrap_or_default();
         let jobs: Api<PyTorchJob> = Api::namespaced(self.client().await?, ns);
-        let found = match jobs.get_opt(name).await {
-            Ok(found) => found,
-            Err(e) => {
-                return Err(BackendError::Permanent(format!(
-                    "PyTorchJob {ns}/{name}: {e}"
-                )))
-            }
-        };
+        let found = jobs
+            .get_opt(name)
+            .await
+            .map_err(|e| api_error(format!("PyTorchJob {ns}/{name}"), e))?;
         let Some(found) = found else {
             return Ok(Stopped::Nothing(format!(
                 "no PyTorchJob {ns}/{name} exists"
@@ -569,9 +583,10 @@ impl TrainingBackend for KubernetesBackend {
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(Stopped::Nothing(format!(
                 "no PyTorchJob {ns}/{name} exists"
             ))),
-            Err(e) => Err(BackendError::Permanent(format!(
-                "cannot delete PyTorchJob {ns}/{name}: {e}"
-            ))),
+            Err(e) => Err(api_error(
+                format!("cannot delete PyTorchJob {ns}/{name}"),
+                e,
+            )),
         }
     }
 
@@ -608,11 +623,12 @@ impl TrainingBackend for KubernetesBackend {
             Err(kube::Error::Api(e)) if e.code == 409 => jobs
                 .get(&name)
                 .await
-                .map_err(|e| BackendError::Permanent(format!("PyTorchJob {ns}/{name}: {e}")))?,
+                .map_err(|e| api_error(format!("PyTorchJob {ns}/{name}"), e))?,
             Err(e) => {
-                return Err(BackendError::Permanent(format!(
-                    "cannot create PyTorchJob {ns}/{name}: {e}"
-                )))
+                return Err(api_error(
+                    format!("cannot create PyTorchJob {ns}/{name}"),
+                    e,
+                ))
             }
         };
         {
@@ -824,6 +840,41 @@ impl TrainingBackend for KubernetesBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn api_failures_that_may_pass_are_retryable() {
+        let status = |code: u16| {
+            let s: kube::core::Status = serde_json::from_value(json!({
+                "status": "Failure", "code": code, "message": "m", "reason": "r",
+            }))
+            .expect("status");
+            kube::Error::Api(Box::new(s))
+        };
+        for (code, retryable) in [
+            (503, true),
+            (500, true),
+            (429, true),
+            (422, false),
+            (403, false),
+            (404, false),
+        ] {
+            let e = api_error("cannot create PyTorchJob ns/j".into(), status(code));
+            assert_eq!(
+                matches!(e, BackendError::Retryable(_)),
+                retryable,
+                "{code}: {e}"
+            );
+            assert!(
+                e.to_string().contains("cannot create PyTorchJob ns/j: "),
+                "{e}"
+            );
+        }
+        let bad = kube::Error::SerdeError(serde_json::from_str::<Value>("{").unwrap_err());
+        assert!(matches!(
+            api_error("x".into(), bad),
+            BackendError::Permanent(_)
+        ));
+    }
 
     fn config(claim: Option<DataClaim>) -> KubernetesConfig {
         KubernetesConfig {

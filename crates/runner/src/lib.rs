@@ -13,7 +13,9 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::{json, Value};
 use switchyard_store::{Holder, JobRecord, JobStore, Lease, State, StoreError, TaskLink};
-use switchyard_training::{JobEvent, JobOutcome, JobState, Stopped, TrainingBackend, TrainingJob};
+use switchyard_training::{
+    BackendError, JobEvent, JobOutcome, JobState, Stopped, TrainingBackend, TrainingJob,
+};
 use tokio_util::sync::CancellationToken;
 
 /// Why a job could not be started or recorded.
@@ -136,6 +138,23 @@ fn left_as_it_was(id: &str, e: &dyn std::fmt::Display) -> RunnerError {
     RunnerError::Refused(format!(
         "cannot follow job {id} again: {e}; it is left as it was (no process follows it): resume it once that is fixed, or cancel it"
     ))
+}
+
+/// Why a job the backend lost contact with is left unfinished.
+fn lost_contact(id: &str, e: &dyn std::fmt::Display) -> RunnerError {
+    RunnerError::Refused(format!(
+        "lost contact with job {id}: {e}; it is left as it was, since it may still run (no process follows it now): `switchyard job resume {id}` follows it again, `switchyard job cancel {id}` stops it"
+    ))
+}
+
+/// How often a job whose backend lost contact with it (a `Retryable` error:
+/// the cloud API down or throttling for minutes) is re-attached to before it
+/// is left for a later resume.
+pub const REATTACH_TRIES: u32 = 5;
+
+/// The wait before re-attach `n` (1-based): 5 s doubling, at most 60 s.
+fn reattach_wait(n: u32) -> Duration {
+    Duration::from_secs((5u64 << n.saturating_sub(1).min(4)).min(60))
 }
 
 fn state_of(s: JobState) -> State {
@@ -520,15 +539,59 @@ impl JobRunner {
                 }
             })
         };
-        let result = backend.run(job, &id, tx, cancel.clone()).await;
+        // `run` with the same id re-attaches to what was submitted, so a
+        // backend that lost contact with its job (Retryable) is asked again:
+        // recording it FAILED would leave a job that may still run (and
+        // bill) ended in the record, where no cancel reaches it.
+        let mut tries = 0;
+        let result = loop {
+            let result = backend.run(job, &id, tx.clone(), cancel.clone()).await;
+            match &result {
+                Err(BackendError::Retryable(why))
+                    if tries < REATTACH_TRIES && !cancel.is_cancelled() =>
+                {
+                    tries += 1;
+                    let wait = reattach_wait(tries);
+                    let msg = format!(
+                        "lost contact with the job ({why}); re-attaching in {} s (try {tries} of {REATTACH_TRIES})",
+                        wait.as_secs()
+                    );
+                    notice(Notice::Status(&msg));
+                    let state = self.store.get_job(&id).await.map(|j| j.state);
+                    let state = state.unwrap_or(State::Pending);
+                    let _ = self.store.add_job_event(&id, state, &msg).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        // Canceled while waiting: stopped below, by identity.
+                        _ = cancel.cancelled() => break result,
+                    }
+                }
+                _ => break result,
+            }
+        };
+        drop(tx);
+        let canceled = cancel.is_cancelled();
         cancel.cancel();
         let _ = watcher.await;
         let _ = follower.await;
-        if let (true, Err(e)) = (adopted, &result) {
+        let lost = matches!(result, Err(BackendError::Retryable(_)));
+        if let (true, Err(e)) = (adopted || lost, &result) {
             // What was submitted may still run: leave the record as it was,
             // for a later resume (or a cancel, which stops it).
             self.let_go(&id).await;
-            return Err(left_as_it_was(&id, e));
+            if lost && canceled {
+                // Canceled meanwhile: stop it by its identity, as a cancel
+                // of a job nobody follows does.
+                let now = self.store.get_job(&id).await?;
+                if let Ok(Some(done)) = self.cancel_orphan(&now).await {
+                    return Ok(done);
+                }
+            }
+            return Err(if lost {
+                lost_contact(&id, e)
+            } else {
+                left_as_it_was(&id, e)
+            });
         }
         let outcome = result.unwrap_or_else(|e| JobOutcome {
             state: JobState::Failed,

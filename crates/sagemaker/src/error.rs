@@ -30,6 +30,18 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+/// Throttling and transient failures (those that outlasted the backoff) are
+/// `Retryable`: the job may still run, and the runner re-attaches to it
+/// instead of recording it ended. Anything else is the service's refusal.
+impl From<ApiError> for switchyard_training::BackendError {
+    fn from(e: ApiError) -> Self {
+        match e.kind {
+            Kind::Throttled | Kind::Transient => Self::Retryable(e.text),
+            Kind::NotFound | Kind::Permanent => Self::Permanent(e.text),
+        }
+    }
+}
+
 const THROTTLING: &[&str] = &[
     "ThrottlingException",
     "Throttling",

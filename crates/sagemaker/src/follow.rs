@@ -187,9 +187,7 @@ pub async fn follow(
             }
             Err(e) => {
                 let e = classify("DescribeTrainingJob", &e);
-                backoff
-                    .failure(&e)
-                    .map_err(|e| BackendError::Permanent(e.text))?;
+                backoff.failure(&e).map_err(BackendError::from)?;
                 if e.kind == Kind::Throttled {
                     let _ = events.send(JobEvent::Status {
                         message: format!(

@@ -207,9 +207,7 @@ impl SageMakerBackend {
                     if e.kind == Kind::NotFound {
                         break;
                     }
-                    backoff
-                        .failure(&e)
-                        .map_err(|e| BackendError::Permanent(e.text))?;
+                    backoff.failure(&e).map_err(BackendError::from)?;
                     wait(backoff.next(), cancel).await?;
                 }
             }
@@ -253,9 +251,7 @@ impl SageMakerBackend {
                     if e.code.as_deref() == Some("ResourceInUse") {
                         return Ok(false);
                     }
-                    backoff
-                        .failure(&e)
-                        .map_err(|e| BackendError::Permanent(e.text))?;
+                    backoff.failure(&e).map_err(BackendError::from)?;
                     wait(backoff.next(), cancel).await?;
                 }
             }
@@ -368,7 +364,7 @@ impl TrainingBackend for SageMakerBackend {
                         c.region
                     )));
                 }
-                return Err(BackendError::Permanent(e.text));
+                return Err(e.into());
             }
         };
         match status {

@@ -843,6 +843,31 @@ async fn transient_errors_are_retried_and_permanent_ones_reported_with_their_cod
     assert_eq!(ran.outcome().state, JobState::Succeeded, "{:?}", ran.result);
     assert_eq!(fake.count("CreateTrainingJob"), 2);
 
+    // SageMaker unavailable for longer than the backoff lasts while the job
+    // runs: Retryable (the job may still run; the runner re-attaches), not
+    // a failure.
+    let fake = Arc::new(Fake::default());
+    let name = name_for("job-unreachable");
+    fake.script(
+        "DescribeTrainingJob",
+        vec![
+            not_found_job(),
+            aws_error(503, "ServiceUnavailable", "Service is unavailable"),
+        ],
+    )
+    .script("CreateTrainingJob", vec![recorded("create.json", &name)]);
+    let backend = SageMakerBackend::with_sdk_config(s.config.clone(), sdk(fake.clone()), true);
+    let ran = run(&backend, &job(&s, SIMPLE), "job-unreachable", false).await;
+    match &ran.result {
+        Err(switchyard_training::BackendError::Retryable(why)) => assert!(
+            why.starts_with("DescribeTrainingJob: ServiceUnavailable")
+                && why.ends_with("(gave up after 10 attempts)"),
+            "{why}"
+        ),
+        other => panic!("expected Retryable, got {other:?}"),
+    }
+    assert_eq!(fake.count("CreateTrainingJob"), 1);
+
     // Access denied: one attempt, the AWS code and message in the error.
     let fake = Arc::new(Fake::default());
     fake.script("DescribeTrainingJob", vec![not_found_job()]).script(

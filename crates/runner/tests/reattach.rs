@@ -1,0 +1,250 @@
+//! A backend that loses contact with its job (a `Retryable` error: the cloud
+//! API down or throttling) is re-attached to; one that stays lost leaves the
+//! job unfinished and unfollowed (never FAILED: it may still run), and a
+//! cancel meanwhile stops it by its identity. Paused clock, memory store.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use switchyard_runner::{Backends, JobRunner, Notice, NoticeSink, RunnerError, REATTACH_TRIES};
+use switchyard_store::{JobStore, MemoryStore, State};
+use switchyard_training::{
+    load, BackendError, BackendKind, JobEvents, JobOutcome, JobState, Stopped, TrainingBackend,
+    TrainingJob,
+};
+use tokio_util::sync::CancellationToken;
+
+/// What one `run` answers.
+#[derive(Debug, Clone, Copy)]
+enum Answer {
+    Ends(JobState),
+    /// Lost contact (Retryable).
+    Lost,
+    /// A permanent error.
+    Refused,
+}
+
+/// Answers each `run` with the next scripted answer (the last one repeats)
+/// and records the calls to `run` and `stop`.
+struct Scripted {
+    answers: Mutex<VecDeque<Answer>>,
+    runs: Mutex<Vec<String>>,
+    stops: Mutex<Vec<String>>,
+}
+
+impl Scripted {
+    fn new(answers: Vec<Answer>) -> Arc<Self> {
+        Arc::new(Scripted {
+            answers: Mutex::new(answers.into()),
+            runs: Mutex::default(),
+            stops: Mutex::default(),
+        })
+    }
+    fn runs(&self) -> usize {
+        self.runs.lock().map(|r| r.len()).unwrap_or(0)
+    }
+}
+
+#[async_trait::async_trait]
+impl TrainingBackend for Scripted {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Sagemaker
+    }
+
+    async fn run(
+        &self,
+        _job: &TrainingJob,
+        job_id: &str,
+        _events: JobEvents,
+        _cancel: CancellationToken,
+    ) -> Result<JobOutcome, BackendError> {
+        self.runs.lock().expect("runs").push(job_id.to_string());
+        let answer = {
+            let mut a = self.answers.lock().expect("answers");
+            if a.len() > 1 {
+                a.pop_front()
+            } else {
+                a.front().cloned()
+            }
+        };
+        let state = match answer.expect("a scripted answer") {
+            Answer::Ends(state) => state,
+            Answer::Lost => return Err(BackendError::Retryable(
+                "DescribeTrainingJob: ServiceUnavailable: try later (gave up after 10 attempts)"
+                    .into(),
+            )),
+            Answer::Refused => {
+                return Err(BackendError::Permanent(
+                    "CreateTrainingJob: ValidationException: bad role".into(),
+                ))
+            }
+        };
+        Ok(JobOutcome {
+            state,
+            restarts: 0,
+            model: None,
+            metrics: Default::default(),
+            failure_reason: None,
+        })
+    }
+
+    async fn stop(&self, _job: &TrainingJob, job_id: &str) -> Result<Stopped, BackendError> {
+        self.stops.lock().expect("stops").push(job_id.to_string());
+        Ok(Stopped::Remote(format!("training job {job_id}")))
+    }
+}
+
+struct One(Arc<Scripted>);
+
+#[async_trait::async_trait]
+impl Backends for One {
+    async fn backend_for(&self, _: &TrainingJob) -> Result<Arc<dyn TrainingBackend>, RunnerError> {
+        Ok(self.0.clone())
+    }
+    async fn fetch_model(&self, _: &TrainingJob, _: &str, _: &Path) -> Result<(), RunnerError> {
+        Ok(())
+    }
+}
+
+fn job() -> TrainingJob {
+    let doc = "apiVersion: switchyard/v1\nkind: TrainingJob\nmetadata: {name: digits}\nspec:\n  backend: sagemaker\n  image: 123.dkr.ecr.us-east-1.amazonaws.com/train:1\n  command: [python3]\n";
+    load(doc, Path::new("."), &[], None).expect("a valid job")
+}
+
+/// The runner, its store and what the notices said.
+fn runner(backend: Arc<Scripted>) -> (JobRunner, Arc<MemoryStore>, Arc<Mutex<Vec<String>>>) {
+    let store = Arc::new(MemoryStore::new());
+    let dir = std::env::temp_dir().join("switchyard-reattach-test");
+    let runner = JobRunner::new(store.clone(), Arc::new(One(backend)), dir);
+    (runner, store, Arc::default())
+}
+
+fn sink(said: &Arc<Mutex<Vec<String>>>) -> NoticeSink {
+    let said = said.clone();
+    Arc::new(move |n: Notice<'_>| {
+        if let Notice::Status(m) = n {
+            said.lock().expect("said").push(m.to_string());
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_the_backend_lost_contact_with_is_re_attached_to() {
+    let backend = Scripted::new(vec![
+        Answer::Lost,
+        Answer::Lost,
+        Answer::Ends(JobState::Succeeded),
+    ]);
+    let (runner, store, said) = runner(backend.clone());
+    let j = job();
+    let prepared = runner.prepare(&j).await.expect("prepared");
+    let started = tokio::time::Instant::now();
+    let rec = runner
+        .execute(prepared, &j, CancellationToken::new(), sink(&said))
+        .await
+        .expect("followed to its end");
+    assert_eq!(rec.state, State::Succeeded);
+    assert_eq!(backend.runs(), 3, "the same job id asked three times");
+    let ids = backend.runs.lock().expect("runs").clone();
+    assert!(ids.iter().all(|id| *id == rec.id), "{ids:?}");
+    // 5 s, then 10 s.
+    assert_eq!(started.elapsed().as_secs(), 15);
+    let said = said.lock().expect("said").clone();
+    assert!(
+        said[0].starts_with("lost contact with the job (DescribeTrainingJob: ServiceUnavailable")
+            && said[0].ends_with("re-attaching in 5 s (try 1 of 5)"),
+        "{said:?}"
+    );
+    let events = store.job_events(&rec.id).await.expect("events");
+    assert!(
+        events.iter().any(|e| e
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("try 2 of 5"))),
+        "{events:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_that_stays_lost_is_left_unfinished_not_failed() {
+    let backend = Scripted::new(vec![Answer::Lost]);
+    let (runner, store, said) = runner(backend.clone());
+    let j = job();
+    let prepared = runner.prepare(&j).await.expect("prepared");
+    let id = prepared.record.id.clone();
+    let err = runner
+        .execute(prepared, &j, CancellationToken::new(), sink(&said))
+        .await
+        .expect_err("not followed to an end");
+    assert_eq!(backend.runs() as u32, REATTACH_TRIES + 1);
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("switchyard job resume {id}")) && text.contains("may still run"),
+        "{text}"
+    );
+    let rec = store.get_job(&id).await.expect("job");
+    assert_eq!(rec.state, State::Pending, "as it was");
+    assert!(switchyard_runner::orphaned(&rec), "no process holds it");
+    assert!(rec.finished_at.is_none());
+    // A later process re-attaches to it (as `job resume` and a server do).
+    *backend.answers.lock().expect("answers") = vec![Answer::Ends(JobState::Succeeded)].into();
+    let switchyard_runner::Adopted::Mine(prepared, j) = runner.adopt(&rec).await.expect("adopt")
+    else {
+        panic!("an orphaned job is adopted");
+    };
+    let done = runner
+        .execute(*prepared, &j, CancellationToken::new(), sink(&said))
+        .await
+        .expect("followed");
+    assert_eq!(done.state, State::Succeeded);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_while_re_attaching_stops_the_job_by_its_identity() {
+    let backend = Scripted::new(vec![Answer::Lost]);
+    let (runner, store, said) = runner(backend.clone());
+    let j = job();
+    let prepared = runner.prepare(&j).await.expect("prepared");
+    let id = prepared.record.id.clone();
+    let cancel = CancellationToken::new();
+    let later = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+        later.cancel();
+    });
+    let rec = runner
+        .execute(prepared, &j, cancel, sink(&said))
+        .await
+        .expect("canceled");
+    assert_eq!(rec.state, State::Canceled);
+    assert_eq!(backend.runs(), 2, "no run after the cancel");
+    assert_eq!(*backend.stops.lock().expect("stops"), vec![id.clone()]);
+    let stored = store.get_job(&id).await.expect("job");
+    assert_eq!(stored.state, State::Canceled);
+    assert!(
+        stored
+            .failure_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("stopped training job")),
+        "{stored:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_permanent_error_still_fails_the_job_at_once() {
+    let backend = Scripted::new(vec![Answer::Refused]);
+    let (runner, _store, said) = runner(backend.clone());
+    let j = job();
+    let prepared = runner.prepare(&j).await.expect("prepared");
+    let rec = runner
+        .execute(prepared, &j, CancellationToken::new(), sink(&said))
+        .await
+        .expect("recorded");
+    assert_eq!(rec.state, State::Failed);
+    assert_eq!(backend.runs(), 1);
+    assert!(rec
+        .failure_reason
+        .as_deref()
+        .is_some_and(|r| r.contains("bad role")));
+}
