@@ -32,11 +32,15 @@ pub enum Scripted {
 /// Ends each job as scripted for its task (`Job::display_name`, the task's
 /// path in the run: `exit-handler-1/train`), one entry
 /// per run of that task in order; a task without (more) entries succeeds.
-/// Records every job it was given.
+/// Records every job it was given. A job whose `run` was dropped before it
+/// ended (its follower died) stays in flight, as a Pod would keep running,
+/// until [`Backend::stop_run`] stops it.
 #[derive(Default)]
 pub struct ScriptedBackend {
     script: Mutex<BTreeMap<String, VecDeque<Scripted>>>,
     ran: Mutex<Vec<Job>>,
+    in_flight: Mutex<Vec<Job>>,
+    stopped: Mutex<Vec<String>>,
 }
 
 impl ScriptedBackend {
@@ -66,6 +70,17 @@ impl ScriptedBackend {
             .collect()
     }
 
+    /// The ids of the jobs `stop_run` stopped, in order.
+    pub fn stopped(&self) -> Vec<String> {
+        self.stopped.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The ids of the jobs started and not ended (nor stopped).
+    pub fn in_flight(&self) -> Vec<String> {
+        let jobs = self.in_flight.lock().map(|j| j.clone()).unwrap_or_default();
+        jobs.into_iter().map(|j| j.id).collect()
+    }
+
     fn lock_script(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, VecDeque<Scripted>>> {
         self.script.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -90,35 +105,60 @@ impl Backend for ScriptedBackend {
             .unwrap_or(Scripted::Succeed);
         logs(&format!("scripted {}: {next:?}", job.id));
         if let Ok(mut ran) = self.ran.lock() {
-            ran.push(job);
+            ran.push(job.clone());
         }
-        let mut next = next;
-        loop {
-            return match next {
-                Scripted::Succeed => Ok(JobOutcome::Succeeded),
-                Scripted::Fail(message) => Ok(JobOutcome::Failed {
-                    exit_code: Some(1),
-                    message,
-                }),
-                Scripted::Error { retryable, message } => Err(if retryable {
-                    BackendError::Retryable(message)
-                } else {
-                    BackendError::Permanent(message)
-                }),
-                Scripted::Hang => {
-                    cancel.cancelled().await;
-                    Ok(JobOutcome::Canceled)
-                }
-                Scripted::After(wait, then) => {
-                    tokio::select! {
-                        _ = cancel.cancelled() => Ok(JobOutcome::Canceled),
-                        _ = tokio::time::sleep(wait) => {
-                            next = *then;
-                            continue;
-                        }
+        if let Ok(mut f) = self.in_flight.lock() {
+            f.push(job.clone());
+        }
+        let ended = ends(next, &cancel).await;
+        if let Ok(mut f) = self.in_flight.lock() {
+            f.retain(|j| j.id != job.id);
+        }
+        ended
+    }
+
+    async fn stop_run(&self, run_id: &str) -> Result<Vec<String>, BackendError> {
+        let mut f = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let (of_run, others): (Vec<Job>, Vec<Job>) = f.drain(..).partition(|j| j.run_id == run_id);
+        *f = others;
+        let ids: Vec<String> = of_run.into_iter().map(|j| j.id).collect();
+        if let Ok(mut s) = self.stopped.lock() {
+            s.extend(ids.iter().cloned());
+        }
+        Ok(ids
+            .into_iter()
+            .map(|id| format!("scripted job {id}"))
+            .collect())
+    }
+}
+
+/// Ends one job as `next` says.
+async fn ends(mut next: Scripted, cancel: &CancellationToken) -> Result<JobOutcome, BackendError> {
+    loop {
+        return match next {
+            Scripted::Succeed => Ok(JobOutcome::Succeeded),
+            Scripted::Fail(message) => Ok(JobOutcome::Failed {
+                exit_code: Some(1),
+                message,
+            }),
+            Scripted::Error { retryable, message } => Err(if retryable {
+                BackendError::Retryable(message)
+            } else {
+                BackendError::Permanent(message)
+            }),
+            Scripted::Hang => {
+                cancel.cancelled().await;
+                Ok(JobOutcome::Canceled)
+            }
+            Scripted::After(wait, then) => {
+                tokio::select! {
+                    _ = cancel.cancelled() => Ok(JobOutcome::Canceled),
+                    _ = tokio::time::sleep(wait) => {
+                        next = *then;
+                        continue;
                     }
                 }
-            };
-        }
+            }
+        };
     }
 }

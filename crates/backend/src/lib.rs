@@ -22,6 +22,9 @@ pub struct Job {
     /// Unique per attempt (`<run>-<task>-<attempt>`), so a repeated submit after a
     /// crash is recognisable as the same job.
     pub id: String,
+    /// The run the step belongs to: a backend tags what it creates with it,
+    /// so that [`Backend::stop_run`] finds what a run left running.
+    pub run_id: String,
     /// What people see: the task's path in the run.
     pub display_name: String,
     /// The container image; the local backend records it and runs on the host.
@@ -114,10 +117,20 @@ pub trait Backend: Send + Sync {
     fn unhonoured(&self, _job: &Job) -> Vec<String> {
         Vec::new()
     }
+    /// Runs the job to its end. The same `job.id` submitted again (the
+    /// process that followed it died, and the run resumed) follows what the
+    /// first submit started where that still exists, instead of starting it twice.
     async fn run(
         &self,
         job: Job,
         logs: LogSink,
         cancel: CancellationToken,
     ) -> Result<JobOutcome, BackendError>;
+    /// Stops everything this backend still runs for `run_id` with no process
+    /// following it (the run's executing process died and the run is
+    /// canceled): a step's Pod, a training job. One line per thing stopped.
+    /// A local step's processes die with the process that ran them: nothing.
+    async fn stop_run(&self, _run_id: &str) -> Result<Vec<String>, BackendError> {
+        Ok(Vec::new())
+    }
 }

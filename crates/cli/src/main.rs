@@ -141,9 +141,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Runs(RunsCommand::Get { id, output }) => {
             commands::runs::get(store.as_ref(), &id, output).await
         }
-        Command::Runs(RunsCommand::Cancel { id }) => {
-            commands::runs::cancel(store.as_ref(), &id).await
-        }
+        Command::Runs(RunsCommand::Cancel { id }) => commands::runs::cancel(&engine, &id).await,
         Command::Runs(RunsCommand::Resume { id, display }) => {
             commands::run::resume(&engine, &id, &display).await
         }

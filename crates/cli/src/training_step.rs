@@ -58,6 +58,15 @@ impl Backend for TrainingSteps {
         self.steps.name()
     }
 
+    /// The steps' own leftovers (Pods) and the training jobs the run's steps
+    /// submitted (a SageMaker job, a PyTorchJob), stopped by their identity.
+    async fn stop_run(&self, run_id: &str) -> Result<Vec<String>, BackendError> {
+        let mut stopped = self.steps.stop_run(run_id).await?;
+        let jobs = self.runner.cancel_jobs_of_run(run_id).await;
+        stopped.extend(jobs.map_err(|e| BackendError::Retryable(e.to_string()))?);
+        Ok(stopped)
+    }
+
     fn unhonoured(&self, job: &Job) -> Vec<String> {
         // The job's own backend places it; the step's Pod settings have no Pod.
         if executor_input(&job.argv).is_some() {

@@ -15,6 +15,7 @@ pub mod events;
 pub mod expr;
 pub mod fingerprint;
 pub mod io;
+mod orphan;
 pub mod placeholder;
 pub mod resources;
 pub mod retry;
@@ -36,6 +37,7 @@ pub use artifacts::{ArtifactStore, PipelineRoot};
 pub use backend::{Accelerator, Backend, BackendError, Job, JobOutcome, LogSink, Resources};
 pub use events::{Event, EventSender};
 pub use io::{Artifact, Io};
+pub use orphan::OrphanCancel;
 
 /// Engine failures that stop a run from starting or finishing.
 #[derive(Debug, thiserror::Error)]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use switchyard_backend::fake::{Scripted, ScriptedBackend};
 use switchyard_backend::{Backend, BackendError, Job, JobOutcome, LogSink};
-use switchyard_engine::{Engine, EngineError, RunOptions};
+use switchyard_engine::{Engine, EngineError, OrphanCancel, RunOptions};
 use switchyard_spec::parse_pipeline;
 use switchyard_store::{Lease, MemoryStore, RunRecord, RunStore, State};
 use tokio_util::sync::CancellationToken;
@@ -392,4 +392,101 @@ async fn a_loop_runs_at_most_its_parallelism_at_once() {
     let mut sorted = items.clone();
     sorted.sort();
     assert_eq!(sorted, ["1", "2", "3", "4"], "each item once: {items:?}");
+}
+
+/// Executes `run` in the background until `task`'s job is in flight, then
+/// drops the execution as a killed process would: the job stays in flight
+/// (a Pod keeps running) and nobody holds the run.
+async fn die_while_running(f: &Fixture, run: &str, task: &str) -> String {
+    let (engine, id) = (f.engine.clone(), run.to_string());
+    let execution = tokio::spawn(async move {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        engine
+            .execute(&id, tx, CancellationToken::new(), false)
+            .await
+    });
+    let job = loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some(job) = f.backend.runs_of(task).pop() {
+            break job;
+        }
+    };
+    execution.abort();
+    let _ = execution.await;
+    f.store
+        .set_owner(run, None)
+        .await
+        .expect("the lease gone with the process");
+    assert_eq!(f.backend.in_flight(), vec![job.clone()]);
+    job
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resumed_run_follows_the_attempt_its_dead_process_left_running() {
+    let f = Fixture::new();
+    f.backend
+        .script("train", [Scripted::Hang, Scripted::Succeed]);
+    let run = f.create("fx_dag").await;
+    let job = die_while_running(&f, &run.id, "train").await;
+    assert_eq!(f.tasks(&run.id).await["train"], (State::Running, 0));
+    let done = f.execute(&run.id, true).await.expect("resumed");
+    assert_eq!(done.state, State::Succeeded, "{:?}", done.error);
+    assert_eq!(
+        f.backend.runs_of("train"),
+        vec![job.clone(), job],
+        "the same attempt is followed again, not a second one started beside it"
+    );
+    assert_eq!(f.tasks(&run.id).await["train"], (State::Succeeded, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn canceling_a_run_whose_process_died_stops_what_its_steps_left_running() {
+    let f = Fixture::new();
+    f.backend.script("train", [Scripted::Hang]);
+    let run = f.create("fx_dag").await;
+    let job = die_while_running(&f, &run.id, "train").await;
+    match f.engine.cancel_orphan(&run.id).await.expect("canceled") {
+        OrphanCancel::Canceled(stopped) => {
+            assert_eq!(stopped, vec![format!("scripted job {job}")])
+        }
+        other => panic!("expected the run canceled here, got {other:?}"),
+    }
+    assert_eq!(f.backend.stopped(), vec![job]);
+    assert!(f.backend.in_flight().is_empty());
+    let rec = f.store.get_run(&run.id).await.expect("run");
+    assert_eq!(rec.state, State::Canceled);
+    assert!(rec.lease.is_none() && rec.finished_at.is_some());
+    let tasks = f.tasks(&run.id).await;
+    assert_eq!(tasks["prepare"].0, State::Succeeded, "what ended stays");
+    assert_eq!(tasks["train"].0, State::Canceled);
+    // Canceled already: said so.
+    let again = f.engine.cancel_orphan(&run.id).await;
+    assert!(
+        matches!(&again, Err(EngineError::State { reason, .. }) if reason.contains("already CANCELED")),
+        "{again:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_another_process_holds_is_only_asked_to_cancel() {
+    let f = Fixture::new();
+    let run = f.create("fx_dag").await;
+    let other = Lease {
+        owner: "elsewhere/1/1".into(),
+        host: "elsewhere".into(),
+        pid: 1,
+        until: chrono::Utc::now() + chrono::Duration::seconds(60),
+    };
+    f.store
+        .set_owner(&run.id, Some(&other))
+        .await
+        .expect("owner");
+    let held = f.engine.cancel_orphan(&run.id).await.expect("asked");
+    assert!(matches!(held, OrphanCancel::Held), "{held:?}");
+    assert_eq!(
+        f.store.get_run(&run.id).await.expect("run").state,
+        State::Pending,
+        "the holder ends it"
+    );
+    assert!(f.backend.stopped().is_empty());
 }

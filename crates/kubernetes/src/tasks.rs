@@ -12,12 +12,16 @@ use std::path::PathBuf;
 
 use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, LogParams, PostParams};
+use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 use serde_json::{json, Value};
 use switchyard_backend::{Backend, BackendError, Job, JobOutcome, LogSink, Resources};
 use tokio_util::sync::CancellationToken;
+
+/// The run a task pod belongs to (an annotation: a run id need not be a
+/// valid label value).
+const RUN_ANNOTATION: &str = "switchyard.io/run-id";
 
 /// Where task pods run and the claim they share with the server.
 #[derive(Debug, Clone)]
@@ -211,7 +215,11 @@ impl PodTaskBackend {
                 "name": name,
                 "namespace": self.config.namespace,
                 "labels": {"app.kubernetes.io/managed-by": "switchyard", "switchyard.io/task": name},
-                "annotations": {"switchyard.io/task-key": job.display_name, "switchyard.io/attempt-id": job.id},
+                "annotations": {
+                    "switchyard.io/task-key": job.display_name,
+                    "switchyard.io/attempt-id": job.id,
+                    RUN_ANNOTATION: job.run_id,
+                },
             },
             "spec": {
                 "restartPolicy": "Never",
@@ -374,6 +382,46 @@ impl Backend for PodTaskBackend {
             }
         }
     }
+
+    async fn stop_run(&self, run_id: &str) -> Result<Vec<String>, BackendError> {
+        let client = self.client().await?;
+        let pods: Api<Pod> = Api::namespaced(client, &self.config.namespace);
+        let ns = &self.config.namespace;
+        let unreachable = |e: kube::Error| {
+            BackendError::Retryable(format!("cannot list the task pods in {ns}: {e}"))
+        };
+        let listed = pods
+            .list(&ListParams::default().labels("app.kubernetes.io/managed-by=switchyard"))
+            .await
+            .map_err(unreachable)?;
+        let mut stopped = Vec::new();
+        for p in listed.items {
+            let of_run = p
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(RUN_ANNOTATION))
+                .is_some_and(|r| r == run_id);
+            let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+            let ended = matches!(phase, Some("Succeeded" | "Failed"));
+            let Some(name) = p.metadata.name.filter(|_| of_run && !ended) else {
+                continue;
+            };
+            match pods
+                .delete(&name, &DeleteParams::default().grace_period(0))
+                .await
+            {
+                Ok(_) => stopped.push(format!("pod {ns}/{name} (deleted)")),
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => {
+                    return Err(BackendError::Retryable(format!(
+                        "cannot delete pod {ns}/{name}: {e}"
+                    )))
+                }
+            }
+        }
+        Ok(stopped)
+    }
 }
 
 #[cfg(test)]
@@ -394,6 +442,7 @@ mod tests {
     fn job() -> Job {
         Job {
             id: "run-train-1".into(),
+            run_id: "run".into(),
             display_name: "train".into(),
             image: "switchyard.local/switchyard:dev".into(),
             argv: vec!["switchyard".into(), "job".into(), "run-component".into()],

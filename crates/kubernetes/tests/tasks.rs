@@ -211,6 +211,78 @@ async fn pipeline_steps_run_as_pods_with_their_platform_config() {
     kl.abort();
 }
 
+/// A run's executing process died with its step Pods running: `stop_run`
+/// (what canceling that run calls) deletes the run's unfinished Pods, with
+/// the server's rights, and leaves other runs' Pods alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs kube-apiserver + etcd (scripts/setup --k8s)"]
+async fn the_pods_a_dead_run_left_are_stopped_by_its_run_id() {
+    use switchyard_backend::{Backend, Job};
+    let c = Cluster::start().await;
+    let client = c.client().await.unwrap();
+    c.namespace("pipelines").await;
+    c.grant("server.yaml", "switchyard-server", Some("pipelines"))
+        .await;
+    let work = tempfile::tempdir().unwrap();
+    let backend = Arc::new(PodTaskBackend::new(TaskPodConfig {
+        namespace: "pipelines".into(),
+        claim: "switchyard-data".into(),
+        mount_path: work.path().to_path_buf(),
+        kubeconfig: Some(c.kubeconfig_for("switchyard-server", cluster::SERVER_TOKEN)),
+        server_url: None,
+        token_secret: None,
+    }));
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "pipelines");
+    // No kubelet: each pod stays Pending, as a long step would stay Running.
+    for (run, task) in [("run-a", "train"), ("run-b", "train")] {
+        let job = Job {
+            id: format!("{run}-{task}-0"),
+            run_id: run.into(),
+            display_name: task.into(),
+            image: "busybox:1.36".into(),
+            argv: vec!["sleep".into(), "3600".into()],
+            env: BTreeMap::new(),
+            work_dir: work.path().join(run),
+            resources: Default::default(),
+            platform: Default::default(),
+        };
+        let (b, sink) = (
+            backend.clone(),
+            Arc::new(|_: &str| {}) as switchyard_backend::LogSink,
+        );
+        let following =
+            tokio::spawn(async move { b.run(job, sink, CancellationToken::new()).await });
+        let name = format!("{run}-{task}-0");
+        cluster::eventually(&format!("pod of {run}"), 30, || async {
+            pods.list(&Default::default())
+                .await
+                .ok()?
+                .items
+                .iter()
+                .any(|p| p.annotations().get("switchyard.io/attempt-id") == Some(&name))
+                .then_some(())
+        })
+        .await;
+        // The follower dies; the pod does not.
+        following.abort();
+    }
+    let stopped = backend.stop_run("run-a").await.expect("stopped");
+    assert_eq!(stopped.len(), 1, "{stopped:?}");
+    assert!(stopped[0].starts_with("pod pipelines/") && stopped[0].ends_with("(deleted)"));
+    let left = cluster::eventually("run-a's pod gone", 30, || async {
+        let items = pods.list(&Default::default()).await.ok()?.items;
+        let runs: Vec<String> = items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| p.annotations().get("switchyard.io/run-id").cloned())
+            .collect();
+        (!runs.contains(&"run-a".to_string())).then_some(runs)
+    })
+    .await;
+    assert_eq!(left, ["run-b"], "another run's pod is left alone");
+    assert!(backend.stop_run("run-a").await.expect("again").is_empty());
+}
+
 /// This package's folder: where cargo runs the test from (the path compiled in
 /// can belong to another checkout sharing the build folder).
 fn manifest_dir() -> String {

@@ -413,6 +413,34 @@ impl JobRunner {
         Ok(Some(now))
     }
 
+    /// Stops the training jobs a run's steps submitted, for a run canceled
+    /// after its executing process died: each job nobody follows is stopped
+    /// by its identity and recorded CANCELED ([`JobRunner::cancel_orphan`]);
+    /// one another process follows gets a cancel request. One line per job.
+    pub async fn cancel_jobs_of_run(&self, run_id: &str) -> Result<Vec<String>, RunnerError> {
+        let mut said = Vec::new();
+        for j in self.store.unfinished_jobs().await? {
+            if j.task.as_ref().is_none_or(|t| t.run_id != run_id) {
+                continue;
+            }
+            match self.cancel_orphan(&j).await? {
+                Some(done) => said.push(format!(
+                    "job {} {}",
+                    done.id,
+                    done.failure_reason.unwrap_or_default()
+                )),
+                None => {
+                    self.store.request_job_cancel(&j.id).await?;
+                    said.push(format!(
+                        "job {}: cancel requested of the process following it",
+                        j.id
+                    ));
+                }
+            }
+        }
+        Ok(said)
+    }
+
     async fn claim(&self, rec: &JobRecord) -> Result<bool, RunnerError> {
         Ok(self
             .store

@@ -9,7 +9,7 @@ use axum::{Json, Router};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use switchyard_engine::{PipelineRoot, RunOptions};
+use switchyard_engine::{OrphanCancel, PipelineRoot, RunOptions};
 use switchyard_spec::ParsedPipeline;
 use switchyard_store::{
     ExperimentRecord, Holder, Lease, PipelineRecord, PipelineVersionRecord, RunCatalog, RunUpdate,
@@ -916,8 +916,27 @@ async fn run_action(
                     run.state
                 )));
             }
-            let alive = run.lease.as_ref().is_some_and(Lease::held);
-            if alive {
+            // Nobody executes it: stop what its steps left running and
+            // record it canceled here. Otherwise ask the process that does.
+            let orphan = if run.lease.as_ref().is_some_and(Lease::held) {
+                OrphanCancel::Held
+            } else {
+                match s.engine.cancel_orphan(id).await {
+                    Ok(done) => done,
+                    Err(switchyard_engine::EngineError::Store(e)) => return Err(e.into()),
+                    // It ended meanwhile (a CANCELED one is what was asked).
+                    Err(_) if s.runs.get_run(id).await?.state.is_final() => {
+                        finished_first(&s, id).await?;
+                        OrphanCancel::Canceled(Vec::new())
+                    }
+                    Err(e) => return Err(ApiError::Conflict(e.to_string())),
+                }
+            };
+            if let OrphanCancel::Canceled(stopped) = &orphan {
+                for what in stopped {
+                    tracing::info!(run = %id, "stopped {what}");
+                }
+            } else {
                 // The flag first, then CANCELING: a run that is still RUNNING
                 // then ends CANCELED (the engine never ends a CANCELING run
                 // otherwise); one that finished first is reported as such.
@@ -929,24 +948,6 @@ async fn run_action(
                         &[RunState::Running],
                         RunState::Canceling,
                         RunUpdate::default(),
-                    )
-                    .await?;
-                if !moved {
-                    finished_first(&s, id).await?;
-                }
-            } else {
-                let update = RunUpdate {
-                    error: Some("run canceled".into()),
-                    finished_at: Some(Utc::now()),
-                    ..Default::default()
-                };
-                let moved = s
-                    .runs
-                    .transition_run(
-                        id,
-                        &[RunState::Pending, RunState::Running, RunState::Canceling],
-                        RunState::Canceled,
-                        update,
                     )
                     .await?;
                 if !moved {

@@ -44,6 +44,9 @@ impl Backends for NoTraining {
 struct Server {
     router: axum::Router,
     backend: Arc<ScriptedBackend>,
+    /// The server's engine and store, for a run executed "elsewhere".
+    engine: Engine,
+    store: Arc<SqlStore>,
     _dir: tempfile::TempDir,
 }
 
@@ -67,10 +70,12 @@ async fn server(token: Option<&str>, max_body_bytes: usize) -> Server {
         max_body_bytes,
         max_concurrent_runs: 2,
     };
-    let state = state(engine, store.clone(), store, jobs, config);
+    let state = state(engine.clone(), store.clone(), store.clone(), jobs, config);
     Server {
         router: app(state),
         backend,
+        engine,
+        store,
         _dir: dir,
     }
 }
@@ -275,4 +280,72 @@ async fn a_run_created_over_http_executes_to_its_end() {
     );
     assert!(s.backend.runs_of("evaluate").is_empty());
     assert_eq!(s.backend.runs_of("cleanup").len(), 1);
+}
+
+/// A run whose executing process died while its `train` step ran: the step
+/// is still in flight on the backend (a Pod). Terminating it over the API
+/// stops that step and records the run and the step CANCELED.
+#[tokio::test]
+async fn terminating_a_run_whose_process_died_stops_its_running_step() {
+    use switchyard_store::{RunStore, State};
+    let s = server(None, 1 << 20).await;
+    s.backend.script("train", [Scripted::Hang]);
+    let text = serde_json::to_string(&fixture("fx_dag")).expect("json");
+    let pipeline = switchyard_spec::parse_pipeline(&text).expect("pipeline");
+    let opts = switchyard_engine::RunOptions {
+        parallelism: 2,
+        pipeline_root: s._dir.path().join("root"),
+        ..Default::default()
+    };
+    let run = s
+        .engine
+        .create_run(&pipeline, &Default::default(), &opts)
+        .await
+        .expect("created");
+    let (engine, id) = (s.engine.clone(), run.id.clone());
+    let execution = tokio::spawn(async move {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let cancel = tokio_util::sync::CancellationToken::new();
+        engine.execute(&id, tx, cancel, false).await
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while s.backend.in_flight().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let step = s.backend.in_flight();
+    assert_eq!(step.len(), 1, "train runs");
+    // The process dies: its execution stops, its lease goes, the step runs on.
+    execution.abort();
+    let _ = execution.await;
+    s.store.set_owner(&run.id, None).await.expect("no owner");
+
+    let (status, body) = post_json(
+        &s,
+        &format!("/apis/v2beta1/runs/{}:terminate", run.id),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        s.backend.stopped(),
+        step,
+        "the step left running was stopped"
+    );
+    let (_, got) = get(&s, &format!("/apis/v2beta1/runs/{}", run.id)).await;
+    assert_eq!(got["state"], "CANCELED", "{got}");
+    let train = s
+        .store
+        .get_task(&run.id, "train")
+        .await
+        .expect("read")
+        .expect("train");
+    assert_eq!(train.state, State::Canceled);
+    // Terminating it again: it is already over.
+    let (status, _) = post_json(
+        &s,
+        &format!("/apis/v2beta1/runs/{}:terminate", run.id),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 }

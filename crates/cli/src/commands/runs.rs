@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use switchyard_store::{Lease, RunStore, RunUpdate, State};
+use switchyard_engine::{Engine, OrphanCancel};
+use switchyard_store::{Lease, RunStore, State};
 
 use crate::cli::OutputFormat;
 use crate::report;
@@ -65,32 +66,20 @@ pub async fn get(store: &dyn RunStore, id: &str, output: OutputFormat) -> Result
     Ok(0)
 }
 
-pub async fn cancel(store: &dyn RunStore, id: &str) -> Result<i32> {
+pub async fn cancel(engine: &Engine, id: &str) -> Result<i32> {
+    let store = engine.store();
     let run = store.get_run(id).await?;
     if run.state.is_final() {
         bail!("run {} is already {}; nothing to cancel", run.id, run.state);
     }
-    let owner_alive = run.lease.as_ref().is_some_and(Lease::held);
-    if !owner_alive {
-        // Nobody is executing it: mark it canceled directly. The flag is set too,
-        // so a process that claims it at this very moment stops at once.
-        let moved = store
-            .transition_run(
-                &run.id,
-                &[State::Pending, State::Running, State::Canceling],
-                State::Canceled,
-                RunUpdate {
-                    error: Some("run canceled".into()),
-                    finished_at: Some(chrono::Utc::now()),
-                    ..Default::default()
-                },
-            )
-            .await?;
-        store.request_cancel(&run.id).await?;
-        if moved {
-            eprintln!("run {} canceled", run.id);
-            return Ok(0);
+    // Nobody executes it: stop what its steps left running and record it
+    // canceled here. Otherwise ask the process that executes it.
+    if let OrphanCancel::Canceled(stopped) = engine.cancel_orphan(&run.id).await? {
+        for what in &stopped {
+            eprintln!("stopped {what}");
         }
+        eprintln!("run {} canceled", run.id);
+        return Ok(0);
     }
     store.request_cancel(&run.id).await?;
     eprintln!("cancel requested; waiting for run {} to stop…", run.id);

@@ -223,10 +223,13 @@ fn a_killed_switchyard_takes_its_tasks_with_it() {
     wait_until("the orphan to die", Duration::from_secs(5), || {
         !pid_alive(pid)
     });
-    // Cancelling a run whose process is gone marks it canceled directly.
+    // Cancelling a run whose process is gone records it canceled here, with
+    // the task it left running.
     let r = sb.run(&["runs", "cancel", &id]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(get(&sb, &id)["state"], "CANCELED");
+    let run = get(&sb, &id);
+    assert_eq!(run["state"], "CANCELED");
+    assert_eq!(task(&run, "long-sleep")["state"], "CANCELED", "{run}");
 }
 
 #[test]

@@ -211,10 +211,11 @@ async fn run_container(
         ctx.cancel.child_token()
     };
     let retry = task.retry_policy.clone().unwrap_or_default();
-    // Attempt numbers are never reused within a run: a task run again (a
-    // resumed run, a retried one) goes on from its last recorded attempt, so
-    // what a backend made for an earlier attempt (a Pod named after it) is
-    // never taken for this one's.
+    // Attempt numbers of ended attempts are never reused within a run: a
+    // task run again (a resumed run, a retried one) goes on from its last
+    // recorded attempt, so what a backend made for an ended attempt (a Pod
+    // named after it) is never taken for this one's. An attempt whose end
+    // was never recorded (its process died) is followed again instead.
     let first_attempt = next_attempt(earlier.as_ref());
     let mut attempt = first_attempt;
     loop {
@@ -238,6 +239,7 @@ async fn run_container(
         ctx.save(rec).await?;
         let job = Job {
             id: format!("{}-{}-{}", ctx.run_id, key_dir(key), attempt),
+            run_id: ctx.run_id.clone(),
             display_name: key.to_string(),
             image: container.image.clone(),
             argv: argv.clone(),
@@ -378,6 +380,10 @@ fn take_custom_path(name: &str, custom: &str, own: &str) -> Result<(), String> {
 /// the last attempt an earlier execution recorded.
 fn next_attempt(earlier: Option<&TaskRecord>) -> u32 {
     match earlier {
+        // Running when its process died (its end never recorded): the same
+        // attempt, so the backend follows what it started (a Pod still
+        // running) instead of running the step a second time beside it.
+        Some(old) if old.state == State::Running => old.attempt,
         Some(old) if old.started_at.is_some() => old.attempt + 1,
         _ => 0,
     }

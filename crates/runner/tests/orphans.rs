@@ -1,7 +1,9 @@
-//! A backend that loses contact with its job (a `Retryable` error: the cloud
-//! API down or throttling) is re-attached to; one that stays lost leaves the
-//! job unfinished and unfollowed (never FAILED: it may still run), and a
-//! cancel meanwhile stops it by its identity. Paused clock, memory store.
+//! Jobs nobody follows any more. A backend that loses contact with its job (a
+//! `Retryable` error: the cloud API down or throttling) is re-attached to;
+//! one that stays lost leaves the job unfinished and unfollowed (never
+//! FAILED: it may still run), and a cancel meanwhile stops it by its
+//! identity. A pipeline run canceled after its process died stops the jobs
+//! its steps submitted. Paused clock, memory store.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -247,4 +249,51 @@ async fn a_permanent_error_still_fails_the_job_at_once() {
         .failure_reason
         .as_deref()
         .is_some_and(|r| r.contains("bad role")));
+}
+
+/// A job a step of `run` submitted, with no process following it.
+async fn orphan_of(runner: &JobRunner, store: &MemoryStore, run: &str) -> String {
+    let mut j = job();
+    j.labels
+        .insert(switchyard_training::LABEL_RUN_ID.into(), run.into());
+    j.labels
+        .insert(switchyard_training::LABEL_TASK.into(), "train".into());
+    let prepared = runner.prepare(&j).await.expect("prepared");
+    let mut rec = prepared.record.clone();
+    rec.state = State::Running;
+    rec.lease = None;
+    store.update_job(&rec, None).await.expect("orphaned");
+    rec.id
+}
+
+#[tokio::test(start_paused = true)]
+async fn canceling_a_run_stops_the_jobs_its_steps_submitted() {
+    let backend = Scripted::new(vec![Answer::Ends(JobState::Succeeded)]);
+    let (runner, store, _said) = runner(backend.clone());
+    let ours = orphan_of(&runner, &store, "run-1").await;
+    let other = orphan_of(&runner, &store, "run-2").await;
+    // One of run-1's jobs is followed by a live process: asked, not stopped.
+    let followed = orphan_of(&runner, &store, "run-1").await;
+    let mut rec = store.get_job(&followed).await.expect("job");
+    rec.lease = Some(switchyard_store::Holder::current().lease());
+    store.update_job(&rec, None).await.expect("followed");
+
+    let said = runner.cancel_jobs_of_run("run-1").await.expect("stopped");
+    assert_eq!(said.len(), 2, "{said:?}");
+    assert_eq!(*backend.stops.lock().expect("stops"), vec![ours.clone()]);
+    let stopped = store.get_job(&ours).await.expect("job");
+    assert_eq!(stopped.state, State::Canceled);
+    assert!(said
+        .iter()
+        .any(|l| l.contains(&ours) && l.contains("stopped training job")));
+    assert_eq!(
+        store.get_job(&other).await.expect("job").state,
+        State::Running,
+        "another run's job is left alone"
+    );
+    assert!(store.job_cancel_requested(&followed).await.expect("flag"));
+    assert_eq!(
+        store.get_job(&followed).await.expect("job").state,
+        State::Running
+    );
 }
