@@ -92,6 +92,44 @@ def test_a_killed_servers_sagemaker_step_is_followed_by_the_next_server(tmp_path
             s2.kill()
 
 
+def test_terminating_a_run_whose_server_died_stops_its_sagemaker_step(tmp_path):
+    """The run's server is killed mid-training and nothing resumes the run
+    (recovery off): a terminate through kfp.Client on the next server stops
+    the SageMaker job the step submitted, and records the job, the step and
+    the run CANCELED."""
+    home = tmp_path / "home"
+    home.mkdir()
+    path = str(tmp_path / "hybrid.yaml")
+    subprocess.run([sys.executable, "-W", "ignore", str(REPO / "examples/hybrid/pipeline.py"), path],
+                   check=True, capture_output=True)
+    no_recovery = ["--recover-runs", "false"]
+    with sagemaker(training_seconds=60, accuracy=0.9) as moto:
+        s = Server(home, env=sagemaker_env(moto), extra=no_recovery).start()
+        try:
+            c = kfp.Client(host=s.url)
+            result = c.create_run_from_pipeline_package(
+                path, arguments={"training_runtime": "sagemaker", "role_arn": ROLE})
+            wait("the training step's SageMaker job", moto.training_jobs)
+        finally:
+            s.kill(sig=9)
+        s2 = Server(home, env=sagemaker_env(moto), extra=no_recovery).start()
+        try:
+            c = kfp.Client(host=s2.url)
+            assert c.get_run(result.run_id).state == "RUNNING"
+            c.terminate_run(result.run_id)
+            run = c.get_run(result.run_id)
+            assert run.state == "CANCELED", run
+            assert [st for _, st in moto.training_jobs()] == ["Stopped"]
+            jobs = requests.get(s2.url + "/apis/switchyard/v1/jobs", timeout=10).json()["jobs"]
+            assert [j["state"] for j in jobs] == ["CANCELED"], jobs
+            assert jobs[0]["failure_reason"].startswith("canceled: stopped SageMaker training job"), jobs
+            tasks = {t.display_name: t.state for t in run.run_details.task_details}
+            assert any(n.startswith("training-job") and st == "CANCELED" for n, st in tasks.items()), tasks
+            assert not [n for n, st in tasks.items() if st in ("PENDING", "RUNNING")], tasks
+        finally:
+            s2.kill()
+
+
 def test_jobs_no_server_follows_are_followed_again_or_stopped(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
