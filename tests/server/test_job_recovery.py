@@ -60,26 +60,34 @@ def job_doc():
                      "metrics": [{"name": "test_accuracy", "regex": "test_accuracy=([0-9.]+)"}]}}
 
 
-def test_a_killed_servers_sagemaker_step_is_followed_by_the_next_server(tmp_path):
+def start_hybrid_on_sagemaker(tmp_path, moto, extra=()):
+    """A server on a fresh home running the hybrid pipeline with its training
+    step on SageMaker, killed with kill -9 once the step's SageMaker job
+    exists (the step and its follower die with it). Returns (home, run id)."""
     home = tmp_path / "home"
     home.mkdir()
     path = str(tmp_path / "hybrid.yaml")
     subprocess.run([sys.executable, "-W", "ignore", str(REPO / "examples/hybrid/pipeline.py"), path],
                    check=True, capture_output=True)
+    s = Server(home, env=sagemaker_env(moto), extra=list(extra)).start()
+    try:
+        c = kfp.Client(host=s.url)
+        result = c.create_run_from_pipeline_package(
+            path, arguments={"training_runtime": "sagemaker", "role_arn": ROLE})
+        wait("the training step's SageMaker job", moto.training_jobs)
+    finally:
+        s.kill(sig=9)
+    return home, result.run_id
+
+
+def test_a_killed_servers_sagemaker_step_is_followed_by_the_next_server(tmp_path):
     with sagemaker(training_seconds=15, accuracy=0.97) as moto:
-        s = Server(home, env=sagemaker_env(moto)).start()
-        try:
-            c = kfp.Client(host=s.url)
-            result = c.create_run_from_pipeline_package(
-                path, arguments={"training_runtime": "sagemaker", "role_arn": ROLE})
-            wait("the training step's SageMaker job", moto.training_jobs)
-        finally:
-            s.kill(sig=9)  # mid-training: the step and its follower die with it
+        home, run_id = start_hybrid_on_sagemaker(tmp_path, moto)
         assert [st for _, st in moto.training_jobs()] == ["InProgress"]
         s2 = Server(home, env=sagemaker_env(moto)).start()
         try:
             c = kfp.Client(host=s2.url)
-            run = c.wait_for_run_completion(result.run_id, timeout=180)
+            run = c.wait_for_run_completion(run_id, timeout=180)
             assert run.state == "SUCCEEDED", run.error
             # The same SageMaker job, followed to its end: none submitted again.
             assert [st for _, st in moto.training_jobs()] == ["Completed"]
@@ -97,27 +105,15 @@ def test_terminating_a_run_whose_server_died_stops_its_sagemaker_step(tmp_path):
     (recovery off): a terminate through kfp.Client on the next server stops
     the SageMaker job the step submitted, and records the job, the step and
     the run CANCELED."""
-    home = tmp_path / "home"
-    home.mkdir()
-    path = str(tmp_path / "hybrid.yaml")
-    subprocess.run([sys.executable, "-W", "ignore", str(REPO / "examples/hybrid/pipeline.py"), path],
-                   check=True, capture_output=True)
     no_recovery = ["--recover-runs", "false"]
     with sagemaker(training_seconds=60, accuracy=0.9) as moto:
-        s = Server(home, env=sagemaker_env(moto), extra=no_recovery).start()
-        try:
-            c = kfp.Client(host=s.url)
-            result = c.create_run_from_pipeline_package(
-                path, arguments={"training_runtime": "sagemaker", "role_arn": ROLE})
-            wait("the training step's SageMaker job", moto.training_jobs)
-        finally:
-            s.kill(sig=9)
+        home, run_id = start_hybrid_on_sagemaker(tmp_path, moto, extra=no_recovery)
         s2 = Server(home, env=sagemaker_env(moto), extra=no_recovery).start()
         try:
             c = kfp.Client(host=s2.url)
-            assert c.get_run(result.run_id).state == "RUNNING"
-            c.terminate_run(result.run_id)
-            run = c.get_run(result.run_id)
+            assert c.get_run(run_id).state == "RUNNING"
+            c.terminate_run(run_id)
+            run = c.get_run(run_id)
             assert run.state == "CANCELED", run
             assert [st for _, st in moto.training_jobs()] == ["Stopped"]
             jobs = requests.get(s2.url + "/apis/switchyard/v1/jobs", timeout=10).json()["jobs"]
