@@ -127,7 +127,7 @@ impl Backend for ScriptedBackend {
         }
         Ok(ids
             .into_iter()
-            .map(|id| format!("scripted job {id}"))
+            .map(|id| format!("stopped scripted job {id}"))
             .collect())
     }
 }

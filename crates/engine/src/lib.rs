@@ -198,6 +198,9 @@ impl Engine {
                 "schedule_time": opts.schedule_time.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
                 // Where tasks work when the artifacts go to object storage.
                 "local_root": opts.remote_root.is_some().then(|| opts.pipeline_root.to_string_lossy().into_owned()),
+                // Where its steps run: a cancel from a process placing steps
+                // elsewhere could not stop them (see `cancel_orphan`).
+                "step_backend": self.backend.name(),
             }),
             outputs: None,
             error: None,
@@ -222,6 +225,8 @@ impl Engine {
         resume: bool,
     ) -> Result<RunRecord, EngineError> {
         let run = self.store.get_run(run_id).await?;
+        // Unfinished when taken: its process died mid-run (see RunCtx::reattach).
+        let reattach = resume && !run.state.is_final();
         let from: &[State] = if resume {
             &[
                 State::Running,
@@ -345,6 +350,7 @@ impl Engine {
             spec,
             cache,
             resume,
+            reattach,
             slots: Semaphore::new(parallelism),
             cancel: cancel.clone(),
             events,

@@ -4,7 +4,7 @@
 //! and billing, with nothing left to stop them.
 
 use chrono::Utc;
-use switchyard_store::{Holder, Lease, RunUpdate, State};
+use switchyard_store::{Holder, Lease, RunRecord, RunUpdate, State};
 
 use crate::{Engine, EngineError};
 
@@ -19,6 +19,14 @@ pub enum OrphanCancel {
 
 const RUN_CANCELED: &str = "run canceled";
 
+fn refused(run: &RunRecord, reason: String) -> EngineError {
+    EngineError::State {
+        id: run.id.clone(),
+        action: "canceled",
+        reason,
+    }
+}
+
 impl Engine {
     /// Cancels run `id` when no process executes it: takes it (a
     /// compare-and-set on the lease it had, so of this cancel and a process
@@ -27,20 +35,28 @@ impl Engine {
     /// and the run CANCELED. The cancel request is written first, so a
     /// process that takes the run meanwhile stops at once. When something
     /// cannot be stopped, the run is left CANCELING and unheld and the error
-    /// says so: a second cancel tries again.
+    /// says so: a second cancel (or a server's recovery) tries again.
     pub async fn cancel_orphan(&self, id: &str) -> Result<OrphanCancel, EngineError> {
         let run = self.store.get_run(id).await?;
         if run.state.is_final() {
-            return Err(EngineError::State {
-                id: run.id,
-                action: "canceled",
-                reason: format!("it is already {}", run.state),
-            });
+            return Err(refused(&run, format!("it is already {}", run.state)));
         }
         if run.lease.as_ref().is_some_and(Lease::held) {
             return Ok(OrphanCancel::Held);
         }
+        // Steps placed by another kind of backend cannot be stopped from here.
+        let placed = run.options["step_backend"].as_str().unwrap_or_default();
+        let here = self.backend.name();
+        if !placed.is_empty() && placed != here {
+            return Err(refused(
+                &run,
+                format!(
+                    "its steps run on the {placed} backend and this process places steps on {here}, so it could not stop them: cancel it through the server that ran it, or where SWITCHYARD_TASK_BACKEND={placed}"
+                ),
+            ));
+        }
         self.store.request_cancel(&run.id).await?;
+        self.keep_leases();
         let me = Holder::current();
         let unfinished = [State::Pending, State::Running, State::Canceling];
         let taken = self
@@ -57,19 +73,25 @@ impl Engine {
         if !taken {
             return Ok(OrphanCancel::Held);
         }
-        let stopped = match self.backend.stop_run(&run.id).await {
-            Ok(stopped) => stopped,
-            Err(e) => {
-                self.store.release_run(&run.id, &me.id).await?;
-                return Err(EngineError::State {
-                    id: run.id,
-                    action: "canceled",
-                    reason: format!(
-                        "what its steps started could not be stopped ({e}); it is left CANCELING with no process: cancel it again once that is fixed"
-                    ),
-                });
-            }
-        };
+        let ended = self.stop_and_record(&run, &me.id).await;
+        if ended.is_err() {
+            // Unheld again: a second cancel, or a server's recovery, retries.
+            let _ = self.store.release_run(&run.id, &me.id).await;
+        }
+        ended.map(OrphanCancel::Canceled)
+    }
+
+    /// The part of [`Engine::cancel_orphan`] done while holding the run.
+    async fn stop_and_record(&self, run: &RunRecord, me: &str) -> Result<Vec<String>, EngineError> {
+        let stopped = self.backend.stop_run(&run.id).await.map_err(|e| {
+            refused(
+                run,
+                format!(
+                    "what its steps started could not be stopped ({e}); it is left CANCELING with no process: cancel it again once that is fixed"
+                ),
+            )
+        })?;
+        let taken = || refused(run, "another process took it over meanwhile".into());
         let now = Utc::now();
         for mut task in self.store.list_tasks(&run.id).await? {
             if task.state.is_final() {
@@ -78,18 +100,24 @@ impl Engine {
             task.state = State::Canceled;
             task.error = Some(RUN_CANCELED.into());
             task.finished_at = Some(now);
-            self.store.put_task(&task, Some(&me.id)).await?;
+            if !self.store.put_task(&task, Some(me)).await? {
+                return Err(taken());
+            }
         }
         let update = RunUpdate {
             error: Some(RUN_CANCELED.into()),
             finished_at: Some(now),
-            if_owned_by: Some(me.id.clone()),
+            if_owned_by: Some(me.to_string()),
             ..Default::default()
         };
-        self.store
+        let moved = self
+            .store
             .transition_run(&run.id, &[State::Canceling], State::Canceled, update)
             .await?;
-        self.store.release_run(&run.id, &me.id).await?;
-        Ok(OrphanCancel::Canceled(stopped))
+        if !moved {
+            return Err(taken());
+        }
+        self.store.release_run(&run.id, me).await?;
+        Ok(stopped)
     }
 }

@@ -447,7 +447,7 @@ async fn canceling_a_run_whose_process_died_stops_what_its_steps_left_running() 
     let job = die_while_running(&f, &run.id, "train").await;
     match f.engine.cancel_orphan(&run.id).await.expect("canceled") {
         OrphanCancel::Canceled(stopped) => {
-            assert_eq!(stopped, vec![format!("scripted job {job}")])
+            assert_eq!(stopped, vec![format!("stopped scripted job {job}")])
         }
         other => panic!("expected the run canceled here, got {other:?}"),
     }
@@ -489,4 +489,111 @@ async fn a_run_another_process_holds_is_only_asked_to_cancel() {
         "the holder ends it"
     );
     assert!(f.backend.stopped().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_retried_after_it_ended_starts_a_new_attempt_of_a_task_left_running() {
+    let f = Fixture::new();
+    f.backend
+        .script("train", [Scripted::Hang, Scripted::Succeed]);
+    let run = f.create("fx_dag").await;
+    let first = die_while_running(&f, &run.id, "train").await;
+    // Ended without its tasks (a store failure ends a run so): `train` is
+    // still recorded RUNNING, and what its attempt left may have ended failed.
+    let update = switchyard_store::RunUpdate {
+        error: Some("the run's records could not be written".into()),
+        ..Default::default()
+    };
+    assert!(f
+        .store
+        .transition_run(&run.id, &[State::Running], State::Failed, update)
+        .await
+        .expect("ended"));
+    let done = f.execute(&run.id, true).await.expect("retried");
+    assert_eq!(done.state, State::Succeeded, "{:?}", done.error);
+    let train = f.backend.runs_of("train");
+    assert_eq!(train.len(), 2);
+    assert_ne!(train[1], first, "a new attempt, not the old one's result");
+    assert!(train[1].ends_with("-1"), "{train:?}");
+}
+
+/// A backend of another name (where the run's steps were placed).
+struct Named(&'static str, Arc<ScriptedBackend>);
+
+#[async_trait::async_trait]
+impl Backend for Named {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+    async fn run(
+        &self,
+        job: Job,
+        logs: LogSink,
+        cancel: CancellationToken,
+    ) -> Result<JobOutcome, BackendError> {
+        self.1.run(job, logs, cancel).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_process_placing_steps_elsewhere_refuses_to_cancel_a_dead_run() {
+    let mut f = Fixture::new();
+    let kube = Engine::new(
+        f.store.clone(),
+        Arc::new(Named("kubernetes", f.backend.clone())),
+        f.root.join("logs"),
+    );
+    let here = std::mem::replace(&mut f.engine, kube);
+    let run = f.create("fx_dag").await;
+    let got = here.cancel_orphan(&run.id).await;
+    match &got {
+        Err(EngineError::State { reason, .. }) => assert!(
+            reason.contains("run on the kubernetes backend")
+                && reason.contains("SWITCHYARD_TASK_BACKEND=kubernetes"),
+            "{reason}"
+        ),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let rec = f.store.get_run(&run.id).await.expect("run");
+    assert_eq!(rec.state, State::Pending, "nothing changed");
+    assert!(!f.store.cancel_requested(&run.id).await.expect("flag"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_process_that_lost_its_run_stops_following_and_leaves_the_step_running() {
+    let f = Fixture::new();
+    f.backend.script("train", [Scripted::Hang]);
+    let run = f.create("fx_dag").await;
+    let (engine, id) = (f.engine.clone(), run.id.clone());
+    let execution = tokio::spawn(async move {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        engine
+            .execute(&id, tx, CancellationToken::new(), false)
+            .await
+    });
+    let job = loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some(job) = f.backend.runs_of("train").pop() {
+            break job;
+        }
+    };
+    let other = Lease {
+        owner: "elsewhere/1/1".into(),
+        host: "elsewhere".into(),
+        pid: 1,
+        until: chrono::Utc::now() + chrono::Duration::seconds(60),
+    };
+    f.store
+        .set_owner(&run.id, Some(&other))
+        .await
+        .expect("taken");
+    match execution.await.expect("joined") {
+        Err(EngineError::LeaseLost { owner, .. }) => assert_eq!(owner, "elsewhere/1/1"),
+        other => panic!("expected the lease to be lost, got {other:?}"),
+    }
+    assert_eq!(
+        f.backend.in_flight(),
+        vec![job],
+        "not canceled: the new owner follows this same attempt"
+    );
 }

@@ -396,12 +396,15 @@ impl Backend for PodTaskBackend {
             .map_err(unreachable)?;
         let mut stopped = Vec::new();
         for p in listed.items {
-            let of_run = p
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(RUN_ANNOTATION))
-                .is_some_and(|r| r == run_id);
+            let annotations = p.metadata.annotations.as_ref();
+            let of_run = match annotations.and_then(|a| a.get(RUN_ANNOTATION)) {
+                Some(r) => r == run_id,
+                // A pod made before the run annotation: its attempt id
+                // (`<run>-<task>-<attempt>`) starts with the run.
+                None => annotations
+                    .and_then(|a| a.get("switchyard.io/attempt-id"))
+                    .is_some_and(|a| a.starts_with(&format!("{run_id}-"))),
+            };
             let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
             let ended = matches!(phase, Some("Succeeded" | "Failed"));
             let Some(name) = p.metadata.name.filter(|_| of_run && !ended) else {
@@ -411,7 +414,7 @@ impl Backend for PodTaskBackend {
                 .delete(&name, &DeleteParams::default().grace_period(0))
                 .await
             {
-                Ok(_) => stopped.push(format!("pod {ns}/{name} (deleted)")),
+                Ok(_) => stopped.push(format!("deleted pod {ns}/{name}")),
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(e) => {
                     return Err(BackendError::Retryable(format!(

@@ -268,7 +268,10 @@ async fn the_pods_a_dead_run_left_are_stopped_by_its_run_id() {
     }
     let stopped = backend.stop_run("run-a").await.expect("stopped");
     assert_eq!(stopped.len(), 1, "{stopped:?}");
-    assert!(stopped[0].starts_with("pod pipelines/") && stopped[0].ends_with("(deleted)"));
+    assert!(
+        stopped[0].starts_with("deleted pod pipelines/"),
+        "{stopped:?}"
+    );
     let left = cluster::eventually("run-a's pod gone", 30, || async {
         let items = pods.list(&Default::default()).await.ok()?.items;
         let runs: Vec<String> = items

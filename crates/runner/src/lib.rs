@@ -425,7 +425,7 @@ impl JobRunner {
             }
             match self.cancel_orphan(&j).await? {
                 Some(done) => said.push(format!(
-                    "job {} {}",
+                    "job {}: {}",
                     done.id,
                     done.failure_reason.unwrap_or_default()
                 )),
@@ -611,8 +611,12 @@ impl JobRunner {
                 // Canceled meanwhile: stop it by its identity, as a cancel
                 // of a job nobody follows does.
                 let now = self.store.get_job(&id).await?;
-                if let Ok(Some(done)) = self.cancel_orphan(&now).await {
-                    return Ok(done);
+                match self.cancel_orphan(&now).await {
+                    Ok(Some(done)) => return Ok(done),
+                    Ok(None) => {}
+                    Err(stop) => {
+                        tracing::warn!(job = %id, error = %stop, "canceled while out of contact, and could not be stopped");
+                    }
                 }
             }
             return Err(if lost {

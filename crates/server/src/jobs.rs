@@ -174,11 +174,32 @@ fn follow_in_background(
 /// Follows again every job no process follows (its follower died): a
 /// SageMaker job or PyTorchJob is re-attached to, a local gang starts again.
 /// A pipeline step's job is left to its step, which runs again with its run
-/// and follows it. Returns how many this server took.
+/// and follows it; when that run has ended (or is gone), nothing will: the
+/// job is stopped where it runs. Returns how many this server followed.
 pub async fn recover_jobs(s: &AppState) -> ApiResult<usize> {
     let mut n = 0;
     for j in s.jobs.store().unfinished_jobs().await? {
-        if j.task.is_some() || !switchyard_runner::orphaned(&j) {
+        if !switchyard_runner::orphaned(&j) {
+            continue;
+        }
+        if let Some(link) = &j.task {
+            match s.runs.get_run(&link.run_id).await {
+                Ok(run) if !run.state.is_final() => continue,
+                Ok(_) | Err(switchyard_store::StoreError::RunNotFound(_)) => {}
+                Err(e) => {
+                    tracing::warn!(job = %j.id, error = %e, "cannot read the run of a step's job");
+                    continue;
+                }
+            }
+            match s.jobs.cancel_orphan(&j).await {
+                Ok(Some(done)) => {
+                    tracing::warn!(job = %j.id, run = %link.run_id, reason = ?done.failure_reason, "stopped a step's job whose run had ended")
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(job = %j.id, error = %e, "cannot stop a step's job whose run had ended")
+                }
+            }
             continue;
         }
         let adopted = match s.jobs.adopt(&j).await {

@@ -269,6 +269,22 @@ pub async fn recover(state: &AppState) -> Result<usize, ApiError> {
         if held || ours || catalog.is_none() {
             continue;
         }
+        if run.state == RunState::Canceling {
+            // Its cancel was accepted: finish the cancel (stop what its steps
+            // left running), never resume it, which would clear the request.
+            let (engine, id) = (state.engine.clone(), run.id.clone());
+            tokio::spawn(async move {
+                match engine.cancel_orphan(&id).await {
+                    Ok(_) => {
+                        tracing::warn!(run = %id, "finished the cancel of a run no process held")
+                    }
+                    Err(e) => {
+                        tracing::warn!(run = %id, error = %e, "cannot finish the cancel of a run no process holds")
+                    }
+                }
+            });
+            continue;
+        }
         tracing::warn!(run = %run.id, state = %run.state, owner = ?run.lease.as_ref().map(|l| &l.owner), "resuming a run no process holds");
         state.spawn_run(run.id.clone(), true);
         n += 1;

@@ -934,7 +934,7 @@ async fn run_action(
             };
             if let OrphanCancel::Canceled(stopped) = &orphan {
                 for what in stopped {
-                    tracing::info!(run = %id, "stopped {what}");
+                    tracing::info!(run = %id, "{what}");
                 }
             } else {
                 // The flag first, then CANCELING: a run that is still RUNNING

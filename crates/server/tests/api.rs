@@ -19,14 +19,47 @@ use switchyard_training::{TrainingBackend, TrainingJob};
 use tower::ServiceExt;
 
 /// No training backend is configured: every job is refused, saying so.
-struct NoTraining;
+/// Stopping a job by its identity works, and is recorded.
+#[derive(Default)]
+struct NoTraining {
+    stops: std::sync::Mutex<Vec<String>>,
+}
 
 #[async_trait::async_trait]
-impl Backends for NoTraining {
-    async fn backend_for(&self, _: &TrainingJob) -> Result<Arc<dyn TrainingBackend>, RunnerError> {
-        Err(RunnerError::Refused(
+impl TrainingBackend for NoTraining {
+    fn kind(&self) -> switchyard_training::BackendKind {
+        switchyard_training::BackendKind::Sagemaker
+    }
+    async fn run(
+        &self,
+        _: &TrainingJob,
+        _: &str,
+        _: switchyard_training::JobEvents,
+        _: tokio_util::sync::CancellationToken,
+    ) -> Result<switchyard_training::JobOutcome, switchyard_training::BackendError> {
+        Err(switchyard_training::BackendError::Permanent(
             "no training backend in this test".into(),
         ))
+    }
+    async fn stop(
+        &self,
+        _: &TrainingJob,
+        id: &str,
+    ) -> Result<switchyard_training::Stopped, switchyard_training::BackendError> {
+        self.stops.lock().expect("stops").push(id.to_string());
+        Ok(switchyard_training::Stopped::Remote(format!(
+            "training job {id}"
+        )))
+    }
+}
+
+/// Jobs that are only ever stopped (see [`NoTraining`]).
+struct StopsOnly(Arc<NoTraining>);
+
+#[async_trait::async_trait]
+impl Backends for StopsOnly {
+    async fn backend_for(&self, _: &TrainingJob) -> Result<Arc<dyn TrainingBackend>, RunnerError> {
+        Ok(self.0.clone())
     }
 
     async fn fetch_model(
@@ -47,6 +80,8 @@ struct Server {
     /// The server's engine and store, for a run executed "elsewhere".
     engine: Engine,
     store: Arc<SqlStore>,
+    state: switchyard_server::AppState,
+    training: Arc<NoTraining>,
     _dir: tempfile::TempDir,
 }
 
@@ -55,7 +90,12 @@ async fn server(token: Option<&str>, max_body_bytes: usize) -> Server {
     let store = Arc::new(SqlStore::open(&dir.path().join("db")).await.expect("store"));
     let backend = Arc::new(ScriptedBackend::new());
     let engine = Engine::new(store.clone(), backend.clone(), dir.path().join("logs"));
-    let jobs = JobRunner::new(store.clone(), Arc::new(NoTraining), dir.path().join("jobs"));
+    let training = Arc::new(NoTraining::default());
+    let jobs = JobRunner::new(
+        store.clone(),
+        Arc::new(StopsOnly(training.clone())),
+        dir.path().join("jobs"),
+    );
     let config = ServerConfig {
         pipeline_root: dir.path().join("root"),
         remote_root: None,
@@ -72,10 +112,12 @@ async fn server(token: Option<&str>, max_body_bytes: usize) -> Server {
     };
     let state = state(engine.clone(), store.clone(), store.clone(), jobs, config);
     Server {
-        router: app(state),
+        router: app(state.clone()),
         backend,
         engine,
         store,
+        state,
+        training,
         _dir: dir,
     }
 }
@@ -282,24 +324,14 @@ async fn a_run_created_over_http_executes_to_its_end() {
     assert_eq!(s.backend.runs_of("cleanup").len(), 1);
 }
 
-/// A run whose executing process died while its `train` step ran: the step
-/// is still in flight on the backend (a Pod). Terminating it over the API
-/// stops that step and records the run and the step CANCELED.
-#[tokio::test]
-async fn terminating_a_run_whose_process_died_stops_its_running_step() {
-    use switchyard_store::{RunStore, State};
-    let s = server(None, 1 << 20).await;
-    s.backend.script("train", [Scripted::Hang]);
-    let text = serde_json::to_string(&fixture("fx_dag")).expect("json");
-    let pipeline = switchyard_spec::parse_pipeline(&text).expect("pipeline");
-    let opts = switchyard_engine::RunOptions {
-        parallelism: 2,
-        pipeline_root: s._dir.path().join("root"),
-        ..Default::default()
-    };
+/// A run of the `fx_dag` fixture whose executing process died while its
+/// `train` step ran: the step is still in flight on the backend (a Pod).
+/// Returns the run and the step's job id.
+async fn died_while_running(s: &Server) -> (switchyard_store::RunRecord, Vec<String>) {
+    use switchyard_store::RunStore;
     let run = s
         .engine
-        .create_run(&pipeline, &Default::default(), &opts)
+        .create_run(&fx_dag(), &Default::default(), &options(s))
         .await
         .expect("created");
     let (engine, id) = (s.engine.clone(), run.id.clone());
@@ -318,7 +350,30 @@ async fn terminating_a_run_whose_process_died_stops_its_running_step() {
     execution.abort();
     let _ = execution.await;
     s.store.set_owner(&run.id, None).await.expect("no owner");
+    (run, step)
+}
 
+fn fx_dag() -> switchyard_spec::ParsedPipeline {
+    let text = serde_json::to_string(&fixture("fx_dag")).expect("json");
+    switchyard_spec::parse_pipeline(&text).expect("pipeline")
+}
+
+fn options(s: &Server) -> switchyard_engine::RunOptions {
+    switchyard_engine::RunOptions {
+        parallelism: 2,
+        pipeline_root: s._dir.path().join("root"),
+        ..Default::default()
+    }
+}
+
+/// A run whose executing process died while its `train` step ran: terminating it over the API
+/// stops that step and records the run and the step CANCELED.
+#[tokio::test]
+async fn terminating_a_run_whose_process_died_stops_its_running_step() {
+    use switchyard_store::{RunStore, State};
+    let s = server(None, 1 << 20).await;
+    s.backend.script("train", [Scripted::Hang]);
+    let (run, step) = died_while_running(&s).await;
     let (status, body) = post_json(
         &s,
         &format!("/apis/v2beta1/runs/{}:terminate", run.id),
@@ -348,4 +403,91 @@ async fn terminating_a_run_whose_process_died_stops_its_running_step() {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+/// A server died after accepting a terminate (the run CANCELING, unheld);
+/// another run whose step submitted a training job ended while no process
+/// followed that job. The next recovery finishes the cancel (stopping the
+/// step left running) instead of resuming the run, and stops the job.
+#[tokio::test]
+async fn recovery_finishes_an_accepted_cancel_and_stops_jobs_of_ended_runs() {
+    use switchyard_store::{JobStore, RunStore, RunUpdate, State};
+    let s = server(None, 1 << 20).await;
+    s.backend.script("train", [Scripted::Hang]);
+    let (run, step) = died_while_running(&s).await;
+    // A server's run (recovery takes only those: they have a catalog entry).
+    let entry = switchyard_store::RunCatalog {
+        run_id: run.id.clone(),
+        experiment_id: "default".into(),
+        storage_state: "AVAILABLE".into(),
+        description: None,
+        pipeline_id: None,
+        pipeline_version_id: None,
+        runtime_config: None,
+        recurring_run_id: None,
+    };
+    switchyard_store::CatalogStore::put_run_catalog(s.store.as_ref(), &entry)
+        .await
+        .expect("catalog");
+    s.store.request_cancel(&run.id).await.expect("flag");
+    assert!(s
+        .store
+        .transition_run(
+            &run.id,
+            &[State::Running],
+            State::Canceling,
+            RunUpdate::default()
+        )
+        .await
+        .expect("canceling"));
+
+    let ended = s
+        .engine
+        .create_run(&fx_dag(), &Default::default(), &options(&s))
+        .await
+        .expect("created");
+    assert!(s
+        .store
+        .transition_run(
+            &ended.id,
+            &[State::Pending],
+            State::Failed,
+            RunUpdate::default()
+        )
+        .await
+        .expect("failed"));
+    let doc = format!(
+        "apiVersion: switchyard/v1\nkind: TrainingJob\nmetadata:\n  name: digits\n  labels: {{switchyard.io/run-id: {}, switchyard.io/task: train}}\nspec:\n  backend: sagemaker\n  image: train:1\n  command: [python3]\n",
+        ended.id
+    );
+    let job = switchyard_training::load(&doc, std::path::Path::new("."), &[], None).expect("job");
+    let prepared = s.state.jobs.prepare(&job).await.expect("recorded");
+    let mut rec = prepared.record.clone();
+    rec.state = State::Running;
+    rec.lease = None;
+    s.store.update_job(&rec, None).await.expect("orphaned");
+
+    let resumed = switchyard_server::recover(&s.state)
+        .await
+        .expect("recovered");
+    assert_eq!(resumed, 0, "a run whose cancel was accepted is not resumed");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while s.store.get_run(&run.id).await.expect("run").state != State::Canceled
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        s.store.get_run(&run.id).await.expect("run").state,
+        State::Canceled
+    );
+    assert_eq!(s.backend.stopped(), step);
+    assert_eq!(
+        *s.training.stops.lock().expect("stops"),
+        vec![rec.id.clone()]
+    );
+    assert_eq!(
+        s.store.get_job(&rec.id).await.expect("job").state,
+        State::Canceled
+    );
 }

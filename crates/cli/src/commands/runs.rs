@@ -76,7 +76,7 @@ pub async fn cancel(engine: &Engine, id: &str) -> Result<i32> {
     // canceled here. Otherwise ask the process that executes it.
     if let OrphanCancel::Canceled(stopped) = engine.cancel_orphan(&run.id).await? {
         for what in &stopped {
-            eprintln!("stopped {what}");
+            eprintln!("{what}");
         }
         eprintln!("run {} canceled", run.id);
         return Ok(0);

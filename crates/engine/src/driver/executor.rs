@@ -216,7 +216,7 @@ async fn run_container(
     // recorded attempt, so what a backend made for an ended attempt (a Pod
     // named after it) is never taken for this one's. An attempt whose end
     // was never recorded (its process died) is followed again instead.
-    let first_attempt = next_attempt(earlier.as_ref());
+    let first_attempt = next_attempt(earlier.as_ref(), ctx.reattach);
     let mut attempt = first_attempt;
     loop {
         if ctx.cancel.is_cancelled() && !finalizer {
@@ -270,7 +270,16 @@ async fn run_container(
                 ctx.notice(key, format!("the workspace's size ({size}) is not enforced: the run's workspace is the folder {ws}"), &sink);
             }
         }
-        let result = ctx.backend.run(job, sink.clone(), job_cancel.clone()).await;
+        // Taken over by another process: stop following, and leave what the
+        // backend started running. The new owner follows the same attempt;
+        // a cancel here would delete the Pod under it.
+        let result = tokio::select! {
+            biased;
+            _ = ctx.lost.cancelled() => {
+                return Err("another process took the run over; this one stopped following the task".into());
+            }
+            r = ctx.backend.run(job, sink.clone(), job_cancel.clone()) => r,
+        };
         drop(permit);
         // A failure's message ends with the task's last output.
         let failed = |message: String, retryable| {
@@ -378,12 +387,12 @@ fn take_custom_path(name: &str, custom: &str, own: &str) -> Result<(), String> {
 
 /// The number of this task's next attempt: 0 the first time, else one past
 /// the last attempt an earlier execution recorded.
-fn next_attempt(earlier: Option<&TaskRecord>) -> u32 {
+fn next_attempt(earlier: Option<&TaskRecord>, reattach: bool) -> u32 {
     match earlier {
         // Running when its process died (its end never recorded): the same
         // attempt, so the backend follows what it started (a Pod still
         // running) instead of running the step a second time beside it.
-        Some(old) if old.state == State::Running => old.attempt,
+        Some(old) if reattach && old.state == State::Running => old.attempt,
         Some(old) if old.started_at.is_some() => old.attempt + 1,
         _ => 0,
     }

@@ -49,6 +49,10 @@ pub(crate) struct RunCtx {
     pub logs_dir: PathBuf,
     pub cache: bool,
     pub resume: bool,
+    /// Resuming a run that was unfinished (its process died): an attempt
+    /// recorded RUNNING is followed again, not started anew. A run retried
+    /// after it ended starts every task it runs with a new attempt.
+    pub reattach: bool,
     pub slots: Semaphore,
     pub cancel: CancellationToken,
     pub events: EventSender,

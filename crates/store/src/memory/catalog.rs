@@ -292,14 +292,14 @@ impl CatalogStore for MemoryStore {
         limit: u64,
     ) -> Result<(Vec<(RunRecord, Option<RunCatalog>)>, u64)> {
         let d = self.data();
-        let experiment = experiment_id.filter(|e| !e.is_empty());
         let mut rows: Vec<(RunRecord, Option<RunCatalog>)> = d
             .runs
             .values()
             .map(|(run, _)| (run, d.catalog.runs.get(&run.id)))
             .filter(|(run, cat)| {
+                // As SQL: an experiment given (even empty) must be the entry's.
                 let in_experiment =
-                    experiment.is_none_or(|e| cat.is_some_and(|c| c.experiment_id == e));
+                    experiment_id.is_none_or(|e| cat.is_some_and(|c| c.experiment_id == e));
                 in_experiment && filters.iter().all(|f| passes(f, run, *cat))
             })
             .map(|(run, cat)| {
