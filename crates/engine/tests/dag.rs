@@ -272,12 +272,7 @@ impl Backend for TakenOverWhenTrainEnds {
         );
         let outcome = self.inner.run(job, logs, cancel).await;
         if task == "train" {
-            let other = Lease {
-                owner: "elsewhere/1/1".into(),
-                host: "elsewhere".into(),
-                pid: 1,
-                until: chrono::Utc::now() + chrono::Duration::seconds(60),
-            };
+            let other = elsewhere();
             self.store
                 .set_owner(&run, Some(&other))
                 .await
@@ -394,10 +389,26 @@ async fn a_loop_runs_at_most_its_parallelism_at_once() {
     assert_eq!(sorted, ["1", "2", "3", "4"], "each item once: {items:?}");
 }
 
-/// Executes `run` in the background until `task`'s job is in flight, then
-/// drops the execution as a killed process would: the job stays in flight
-/// (a Pod keeps running) and nobody holds the run.
-async fn die_while_running(f: &Fixture, run: &str, task: &str) -> String {
+/// A lease of another, live process.
+fn elsewhere() -> Lease {
+    Lease {
+        owner: "elsewhere/1/1".into(),
+        host: "elsewhere".into(),
+        pid: 1,
+        until: chrono::Utc::now() + chrono::Duration::seconds(60),
+    }
+}
+
+/// Executes `run` in the background until `task`'s job is in flight;
+/// returns the execution and that job's id.
+async fn executing_until(
+    f: &Fixture,
+    run: &str,
+    task: &str,
+) -> (
+    tokio::task::JoinHandle<Result<RunRecord, EngineError>>,
+    String,
+) {
     let (engine, id) = (f.engine.clone(), run.to_string());
     let execution = tokio::spawn(async move {
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
@@ -405,12 +416,19 @@ async fn die_while_running(f: &Fixture, run: &str, task: &str) -> String {
             .execute(&id, tx, CancellationToken::new(), false)
             .await
     });
-    let job = loop {
+    loop {
         tokio::time::sleep(Duration::from_millis(50)).await;
         if let Some(job) = f.backend.runs_of(task).pop() {
-            break job;
+            return (execution, job);
         }
-    };
+    }
+}
+
+/// Executes `run` in the background until `task`'s job is in flight, then
+/// drops the execution as a killed process would: the job stays in flight
+/// (a Pod keeps running) and nobody holds the run.
+async fn die_while_running(f: &Fixture, run: &str, task: &str) -> String {
+    let (execution, job) = executing_until(f, run, task).await;
     execution.abort();
     let _ = execution.await;
     f.store
@@ -471,12 +489,7 @@ async fn canceling_a_run_whose_process_died_stops_what_its_steps_left_running() 
 async fn a_run_another_process_holds_is_only_asked_to_cancel() {
     let f = Fixture::new();
     let run = f.create("fx_dag").await;
-    let other = Lease {
-        owner: "elsewhere/1/1".into(),
-        host: "elsewhere".into(),
-        pid: 1,
-        until: chrono::Utc::now() + chrono::Duration::seconds(60),
-    };
+    let other = elsewhere();
     f.store
         .set_owner(&run.id, Some(&other))
         .await
@@ -564,25 +577,8 @@ async fn a_process_that_lost_its_run_stops_following_and_leaves_the_step_running
     let f = Fixture::new();
     f.backend.script("train", [Scripted::Hang]);
     let run = f.create("fx_dag").await;
-    let (engine, id) = (f.engine.clone(), run.id.clone());
-    let execution = tokio::spawn(async move {
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        engine
-            .execute(&id, tx, CancellationToken::new(), false)
-            .await
-    });
-    let job = loop {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        if let Some(job) = f.backend.runs_of("train").pop() {
-            break job;
-        }
-    };
-    let other = Lease {
-        owner: "elsewhere/1/1".into(),
-        host: "elsewhere".into(),
-        pid: 1,
-        until: chrono::Utc::now() + chrono::Duration::seconds(60),
-    };
+    let (execution, job) = executing_until(&f, &run.id, "train").await;
+    let other = elsewhere();
     f.store
         .set_owner(&run.id, Some(&other))
         .await
