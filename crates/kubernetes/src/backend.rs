@@ -125,7 +125,7 @@ fn refuse(field: &str, message: impl std::fmt::Display) -> BackendError {
 /// `Permanent`; an API server out of reach, overloaded (429) or failing
 /// (5xx) is `Retryable`, since what was submitted may still run and the
 /// runner re-attaches to it (`run` with the same id follows that PyTorchJob).
-fn api_error(what: String, e: kube::Error) -> BackendError {
+pub(crate) fn api_error(what: String, e: kube::Error) -> BackendError {
     let passing = match &e {
         kube::Error::Api(status) => status.code == 429 || status.code >= 500,
         kube::Error::HyperError(_) | kube::Error::Service(_) => true,

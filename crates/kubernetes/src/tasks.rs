@@ -19,9 +19,13 @@ use serde_json::{json, Value};
 use switchyard_backend::{Backend, BackendError, Job, JobOutcome, LogSink, Resources};
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::api_error;
+
 /// The run a task pod belongs to (an annotation: a run id need not be a
 /// valid label value).
 const RUN_ANNOTATION: &str = "switchyard.io/run-id";
+/// The attempt a task pod runs (`<run>-<task>-<attempt>`).
+const ATTEMPT_ANNOTATION: &str = "switchyard.io/attempt-id";
 
 /// Where task pods run and the claim they share with the server.
 #[derive(Debug, Clone)]
@@ -217,7 +221,7 @@ impl PodTaskBackend {
                 "labels": {"app.kubernetes.io/managed-by": "switchyard", "switchyard.io/task": name},
                 "annotations": {
                     "switchyard.io/task-key": job.display_name,
-                    "switchyard.io/attempt-id": job.id,
+                    ATTEMPT_ANNOTATION: job.id,
                     RUN_ANNOTATION: job.run_id,
                 },
             },
@@ -387,13 +391,10 @@ impl Backend for PodTaskBackend {
         let client = self.client().await?;
         let pods: Api<Pod> = Api::namespaced(client, &self.config.namespace);
         let ns = &self.config.namespace;
-        let unreachable = |e: kube::Error| {
-            BackendError::Retryable(format!("cannot list the task pods in {ns}: {e}"))
-        };
         let listed = pods
             .list(&ListParams::default().labels("app.kubernetes.io/managed-by=switchyard"))
             .await
-            .map_err(unreachable)?;
+            .map_err(|e| api_error(format!("cannot list the task pods in {ns}"), e))?;
         let mut stopped = Vec::new();
         for p in listed.items {
             let annotations = p.metadata.annotations.as_ref();
@@ -402,7 +403,7 @@ impl Backend for PodTaskBackend {
                 // A pod made before the run annotation: its attempt id
                 // (`<run>-<task>-<attempt>`) starts with the run.
                 None => annotations
-                    .and_then(|a| a.get("switchyard.io/attempt-id"))
+                    .and_then(|a| a.get(ATTEMPT_ANNOTATION))
                     .is_some_and(|a| a.starts_with(&format!("{run_id}-"))),
             };
             let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
@@ -416,11 +417,7 @@ impl Backend for PodTaskBackend {
             {
                 Ok(_) => stopped.push(format!("deleted pod {ns}/{name}")),
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => {
-                    return Err(BackendError::Retryable(format!(
-                        "cannot delete pod {ns}/{name}: {e}"
-                    )))
-                }
+                Err(e) => return Err(api_error(format!("cannot delete pod {ns}/{name}"), e)),
             }
         }
         Ok(stopped)

@@ -584,10 +584,8 @@ impl JobRunner {
                         "lost contact with the job ({why}); re-attaching in {} s (try {tries} of {REATTACH_TRIES})",
                         wait.as_secs()
                     );
-                    notice(Notice::Status(&msg));
-                    let state = self.store.get_job(&id).await.map(|j| j.state);
-                    let state = state.unwrap_or(State::Pending);
-                    let _ = self.store.add_job_event(&id, state, &msg).await;
+                    // The follower shows it and records it as an event.
+                    let _ = tx.send(JobEvent::Status { message: msg });
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         // Canceled while waiting: stopped below, by identity.

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use switchyard_engine::{OrphanCancel, PipelineRoot, RunOptions};
 use switchyard_spec::ParsedPipeline;
 use switchyard_store::{
-    ExperimentRecord, Holder, Lease, PipelineRecord, PipelineVersionRecord, RunCatalog, RunUpdate,
+    ExperimentRecord, Holder, PipelineRecord, PipelineVersionRecord, RunCatalog, RunUpdate,
     State as RunState,
 };
 
@@ -918,19 +918,15 @@ async fn run_action(
             }
             // Nobody executes it: stop what its steps left running and
             // record it canceled here. Otherwise ask the process that does.
-            let orphan = if run.lease.as_ref().is_some_and(Lease::held) {
-                OrphanCancel::Held
-            } else {
-                match s.engine.cancel_orphan(id).await {
-                    Ok(done) => done,
-                    Err(switchyard_engine::EngineError::Store(e)) => return Err(e.into()),
-                    // It ended meanwhile (a CANCELED one is what was asked).
-                    Err(_) if s.runs.get_run(id).await?.state.is_final() => {
-                        finished_first(&s, id).await?;
-                        OrphanCancel::Canceled(Vec::new())
-                    }
-                    Err(e) => return Err(ApiError::Conflict(e.to_string())),
+            let orphan = match s.engine.cancel_orphan(id).await {
+                Ok(done) => done,
+                Err(switchyard_engine::EngineError::Store(e)) => return Err(e.into()),
+                // It ended meanwhile (a CANCELED one is what was asked).
+                Err(_) if s.runs.get_run(id).await?.state.is_final() => {
+                    finished_first(&s, id).await?;
+                    OrphanCancel::Canceled(Vec::new())
                 }
+                Err(e) => return Err(ApiError::Conflict(e.to_string())),
             };
             if let OrphanCancel::Canceled(stopped) = &orphan {
                 for what in stopped {
