@@ -227,6 +227,14 @@ pub struct ServerArgs {
     /// Runs executing at once (default: twice the CPUs); the rest wait PENDING.
     #[arg(long)]
     pub max_concurrent_runs: Option<usize>,
+    /// The Kubernetes service account of runs that name none (KFP's
+    /// `pipeline-runner`): their step Pods run under it.
+    #[arg(
+        long,
+        env = "SWITCHYARD_SERVICE_ACCOUNT",
+        default_value = "pipeline-runner"
+    )]
+    pub service_account: String,
 }
 
 #[derive(Debug, Args)]

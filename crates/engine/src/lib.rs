@@ -536,7 +536,7 @@ fn run_values(run: &RunRecord, run_dir: &std::path::Path) -> placeholder::RunVal
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     placeholder::RunValues {
         job_name: run.display_name.clone(),
-        job_resource_name: run.id.clone(),
+        job_resource_name: resource_name(run),
         job_uuid: run.id.clone(),
         pipeline_root: run.pipeline_root.clone(),
         schedule_time_utc: run
@@ -550,6 +550,22 @@ fn run_values(run: &RunRecord, run_dir: &std::path::Path) -> placeholder::RunVal
             .then(|| run_dir.join(WORKSPACE_DIR).to_string_lossy().into_owned()),
         staging: artifacts::Staging::new(run_dir),
     }
+}
+
+/// The run's resource name, as KFP names a run's workflow:
+/// `<pipeline name>-<5 characters>` (Argo's generated suffix there; here
+/// taken from the run's id, so it stays the same across resume and retry).
+pub fn resource_name(run: &RunRecord) -> String {
+    let suffix: String = run
+        .id
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .take(5)
+        .collect();
+    // Kubernetes names end at 63 characters.
+    let prefix: String = run.pipeline_name.chars().take(57).collect();
+    format!("{}-{suffix}", prefix.trim_end_matches('-'))
 }
 
 /// The pipeline's workspace declaration (`dsl.PipelineConfig(workspace=...)`),

@@ -14,7 +14,7 @@ use crate::io::Io;
 pub struct RunValues {
     /// `{{$.pipeline_job_name}}`: the run's display name (KFP: the run's display name).
     pub job_name: String,
-    /// `{{$.pipeline_job_resource_name}}`: the run's resource name, its id here
+    /// `{{$.pipeline_job_resource_name}}`: the run's resource name
     /// (KFP: the Argo workflow's name), also what a final status names.
     pub job_resource_name: String,
     /// `{{$.pipeline_job_uuid}}`: the run id.

@@ -96,7 +96,7 @@ pub async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>) -> ApiR
         .iter()
         .map(job_json)
         .collect();
-    let p = page(items, &q, "created_at desc")?;
+    let p = page(items, &q, "created_at desc", false)?;
     Ok(Json(
         json!({"jobs": p.items, "total_size": p.total, "next_page_token": p.next}),
     ))

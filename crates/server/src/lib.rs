@@ -12,11 +12,15 @@ mod guard;
 mod jobs;
 mod list;
 mod logs;
+mod messages;
 mod metrics;
 mod openapi;
+mod package;
+mod pipelines;
 mod recurring;
 mod render;
 mod routes;
+mod tags;
 mod trigger;
 mod ui;
 
@@ -58,6 +62,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Runs executing at once; more wait PENDING (the queue `/metrics` reports).
     pub max_concurrent_runs: usize,
+    /// The service account of runs and recurring runs that name none (KFP's
+    /// `pipeline-runner`).
+    pub service_account: String,
 }
 
 /// What every handler shares.

@@ -11,7 +11,8 @@ use crate::error::{ApiError, ApiResult};
 #[derive(Debug, Default, Deserialize)]
 pub struct ListQuery {
     pub page_token: Option<String>,
-    pub page_size: Option<i64>,
+    /// KFP's int32, read as text so that a bad value gets KFP's answer.
+    pub page_size: Option<String>,
     pub sort_by: Option<String>,
     pub filter: Option<String>,
     pub experiment_id: Option<String>,
@@ -69,7 +70,7 @@ fn parse_filter(text: &str) -> ApiResult<Vec<Predicate>> {
             let key = p.get("key").and_then(Value::as_str).ok_or_else(|| {
                 ApiError::BadRequest(format!("filter predicate {p}: missing key"))
             })?;
-            let value = [
+            let scalar = [
                 "string_value",
                 "stringValue",
                 "int_value",
@@ -82,14 +83,50 @@ fn parse_filter(text: &str) -> ApiResult<Vec<Predicate>> {
                 "timestampValue",
             ]
             .iter()
-            .find_map(|k| p.get(*k).cloned())
-            .or_else(|| {
-                p.get("string_values")
-                    .or_else(|| p.get("stringValues"))
-                    .and_then(|v| v.get("values"))
-                    .cloned()
-            })
-            .ok_or_else(|| ApiError::BadRequest(format!("filter predicate {p}: missing value")))?;
+            .find_map(|k| p.get(*k).cloned());
+            let list = [
+                "string_values",
+                "stringValues",
+                "int_values",
+                "intValues",
+                "long_values",
+                "longValues",
+            ]
+            .iter()
+            .find_map(|k| p.get(*k))
+            .map(|v| v.get("values").cloned().unwrap_or(Value::Array(Vec::new())));
+            // KFP's rule: IN takes a list, every other operation one value.
+            let value = match (op.as_str(), scalar, list) {
+                ("IN", None, Some(list)) => list,
+                ("IN", Some(_), _) => {
+                    return Err(ApiError::BadRequest(format!(
+                        "filter predicate on '{key}': cannot use IN operator with a single value (give string_values)"
+                    )))
+                }
+                (_, Some(v), None) => v,
+                (_, None, Some(_)) => {
+                    return Err(ApiError::BadRequest(format!(
+                        "filter predicate on '{key}': cannot use scalar operator {op} on a list of values"
+                    )))
+                }
+                _ => {
+                    return Err(ApiError::BadRequest(format!(
+                        "filter predicate {p}: missing value"
+                    )))
+                }
+            };
+            if key.starts_with(TAG_PREFIX) {
+                if op != "EQUALS" {
+                    return Err(ApiError::BadRequest(format!(
+                        "only EQUALS operation is supported for tag filtering, got {op} for key \"{key}\""
+                    )));
+                }
+                if !value.is_string() {
+                    return Err(ApiError::BadRequest(format!(
+                        "tag filter value must be a string for key \"{key}\""
+                    )));
+                }
+            }
             Ok(Predicate {
                 op,
                 key: key.to_string(),
@@ -99,6 +136,33 @@ fn parse_filter(text: &str) -> ApiResult<Vec<Predicate>> {
         .collect()
 }
 
+/// The fields KFP's lists filter on (of experiments, pipelines, versions,
+/// runs, recurring runs), and the job fields of Switchyard's own list.
+const FILTERABLE: &[&str] = &[
+    "id",
+    "name",
+    "display_name",
+    "description",
+    "created_at",
+    "updated_at",
+    "finished_at",
+    "scheduled_at",
+    "last_run_created_at",
+    "namespace",
+    "storage_state",
+    "state",
+    "status",
+    "experiment_id",
+    "pipeline_id",
+    "pipeline_version_id",
+    "recurring_run_id",
+    "run_id",
+    "service_account",
+];
+
+/// Filter keys on tags: `tags.<key>` (pipelines and versions only).
+const TAG_PREFIX: &str = "tags.";
+
 fn text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -106,17 +170,30 @@ fn text(v: &Value) -> String {
     }
 }
 
-fn matches(item: &Map<String, Value>, p: &Predicate) -> ApiResult<bool> {
+fn matches(item: &Map<String, Value>, p: &Predicate, taggable: bool) -> ApiResult<bool> {
+    if let Some(tag) = p.key.strip_prefix(TAG_PREFIX) {
+        if !taggable {
+            return Err(untaggable(&p.key));
+        }
+        let has = item.get("tags").and_then(|t| t.get(tag));
+        return Ok(has.is_some_and(|v| text(v) == text(&p.value)));
+    }
     let key = if p.key == "name" && !item.contains_key("name") {
         "display_name"
     } else {
         p.key.as_str()
     };
-    let Some(field) = item.get(key) else {
-        return Err(ApiError::BadRequest(format!(
-            "cannot filter on '{}'",
-            p.key
-        )));
+    let empty = Value::String(String::new());
+    let field = match item.get(key) {
+        Some(field) => field,
+        // Rendered items leave empty fields out: those compare as empty.
+        None if FILTERABLE.contains(&key) => &empty,
+        None => {
+            return Err(ApiError::BadRequest(format!(
+                "no support for filtering on unrecognized field \"{}\"",
+                p.key
+            )))
+        }
     };
     let (a, b) = (text(field), text(&p.value));
     Ok(match p.op.as_str() {
@@ -139,6 +216,12 @@ fn matches(item: &Map<String, Value>, p: &Predicate) -> ApiResult<bool> {
     })
 }
 
+fn untaggable(key: &str) -> ApiError {
+    ApiError::BadRequest(format!(
+        "no support for filtering on unrecognized field \"{key}\" (only pipelines and pipeline versions have tags)"
+    ))
+}
+
 /// The list's filter as conditions the database applies to runs, when every
 /// predicate is one it can (`EQUALS`, `NOT_EQUALS`, `IN` on `run_id`,
 /// `display_name`/`name`, `state`, `storage_state`, `recurring_run_id`): such a list is paged by
@@ -155,6 +238,7 @@ pub fn run_db_filters(q: &ListQuery) -> ApiResult<Option<Vec<RunFilter>>> {
             "state" => RunField::State,
             "storage_state" => RunField::StorageState,
             "recurring_run_id" => RunField::RecurringRunId,
+            k if k.starts_with(TAG_PREFIX) => return Err(untaggable(k)),
             _ => return Ok(None),
         };
         let (negate, values) = match (p.op.as_str(), p.value.as_array()) {
@@ -175,14 +259,22 @@ pub fn run_db_filters(q: &ListQuery) -> ApiResult<Option<Vec<RunFilter>>> {
 /// The `(offset, size)` a list call asks for: `page_size` (default 20, at most
 /// 1000) and `page_token` (an offset this server handed out).
 pub fn bounds(q: &ListQuery) -> ApiResult<(usize, usize)> {
-    let size = match q.page_size {
-        None | Some(0) => 20,
-        Some(n) if n < 0 => {
-            return Err(ApiError::BadRequest(
-                "page_size must not be negative".into(),
+    let asked = match q.page_size.as_deref().map(str::trim) {
+        None | Some("") => 0,
+        Some(t) => t.parse::<i32>().map_err(|e| {
+            ApiError::BadRequest(format!(
+                "parsing field \"page_size\": '{t}' is not a 32-bit integer ({e})"
             ))
+        })?,
+    };
+    let size = match asked {
+        0 => 20,
+        n if n < 0 => {
+            return Err(ApiError::BadRequest(format!(
+                "The page size should be greater than 0. Got {n}"
+            )))
         }
-        Some(n) => n.min(1000) as usize,
+        n => (n as usize).min(1000),
     };
     let offset: usize = match q.page_token.as_deref().filter(|t| !t.is_empty()) {
         None => 0,
@@ -202,15 +294,27 @@ pub struct Page {
 
 /// Filters, sorts and pages JSON items (objects). `default_sort` is used when
 /// the caller gives none.
-pub fn page(mut items: Vec<Value>, q: &ListQuery, default_sort: &str) -> ApiResult<Page> {
+/// `taggable`: the items have KFP tags (`tags.<key>` filters apply).
+pub fn page(
+    mut items: Vec<Value>,
+    q: &ListQuery,
+    default_sort: &str,
+    taggable: bool,
+) -> ApiResult<Page> {
     if let Some(f) = q.filter.as_deref().filter(|f| !f.is_empty()) {
         let preds = parse_filter(f)?;
+        if let Some(p) = preds
+            .iter()
+            .find(|p| !taggable && p.key.starts_with(TAG_PREFIX))
+        {
+            return Err(untaggable(&p.key));
+        }
         let mut kept = Vec::new();
         for item in items {
             let obj = item.as_object().cloned().unwrap_or_default();
             let mut ok = true;
             for p in &preds {
-                ok &= matches(&obj, p)?;
+                ok &= matches(&obj, p, taggable)?;
             }
             if ok {
                 kept.push(item);
@@ -245,10 +349,11 @@ pub fn page(mut items: Vec<Value>, q: &ListQuery, default_sort: &str) -> ApiResu
             "sort_by '{sort}': these items have no field '{field}'"
         )));
     }
+    // Names compare as KFP's lists order them, without regard to case.
     items.sort_by(|a, b| {
         let (x, y) = (
-            a.get(&field).map(text).unwrap_or_default(),
-            b.get(&field).map(text).unwrap_or_default(),
+            a.get(&field).map(text).unwrap_or_default().to_lowercase(),
+            b.get(&field).map(text).unwrap_or_default().to_lowercase(),
         );
         if desc {
             y.cmp(&x)

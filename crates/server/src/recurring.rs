@@ -12,7 +12,6 @@
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use switchyard_store::{RecurringRunRecord, RunField, RunFilter, State as RunState};
 
@@ -25,40 +24,8 @@ use crate::routes::{
 use crate::trigger::{self, Trigger};
 use crate::AppState;
 
-/// The body of `POST /recurringruns` (KFP's `V2beta1RecurringRun`; the
-/// output-only fields are accepted and ignored, as KFP does).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct NewRecurringRun {
-    display_name: Option<String>,
-    description: Option<String>,
-    /// Deprecated by KFP in favour of `pipeline_version_reference`.
-    pipeline_version_id: Option<String>,
-    pipeline_spec: Option<Value>,
-    pipeline_version_reference: Option<VersionRef>,
-    runtime_config: Option<RuntimeConfig>,
-    #[allow(dead_code)]
-    service_account: Option<String>,
-    max_concurrency: Option<Value>,
-    trigger: Option<Value>,
-    mode: Option<String>,
-    no_catchup: Option<bool>,
-    #[allow(dead_code)]
-    namespace: Option<String>,
-    experiment_id: Option<String>,
-    #[allow(dead_code)]
-    recurring_run_id: Option<String>,
-    #[allow(dead_code)]
-    created_at: Option<Value>,
-    #[allow(dead_code)]
-    updated_at: Option<Value>,
-    #[allow(dead_code)]
-    status: Option<String>,
-    #[allow(dead_code)]
-    error: Option<Value>,
-    #[allow(dead_code)]
-    plugins_input: Option<Value>,
-}
+/// The body of `POST /recurringruns`.
+pub(crate) type NewRecurringRun = crate::messages::RecurringRun;
 
 /// KFP's bounds on `max_concurrency`.
 const MAX_CONCURRENCY: i64 = 10;
@@ -113,7 +80,7 @@ pub(crate) async fn create(
         .map_err(|e| ApiError::BadRequest(format!("runtime_config.parameters: {e}")))?;
     run_root(&s, &rc, parsed.spec.default_pipeline_root.as_deref())?;
     let experiment_id = experiment_of(&s, b.experiment_id).await?;
-    let now = Utc::now();
+    let now = crate::render::now();
     let r = RecurringRunRecord {
         id: uuid::Uuid::new_v4().to_string(),
         display_name: name,
@@ -131,6 +98,11 @@ pub(crate) async fn create(
         error: None,
         created_at: now,
         updated_at: now,
+        service_account: Some(
+            b.service_account
+                .filter(|a| !a.is_empty())
+                .unwrap_or_else(|| s.config.service_account.clone()),
+        ),
     };
     s.catalog.create_recurring_run(&r).await?;
     Ok(Json(render(&r)))
@@ -208,6 +180,7 @@ pub(crate) fn render(r: &RecurringRunRecord) -> Value {
         "created_at": fmt(&r.created_at),
         "updated_at": fmt(&r.updated_at),
         "experiment_id": r.experiment_id,
+        "service_account": r.service_account,
         "next_fire_time": r.next_fire.as_ref().map(fmt),
     });
     if r.pipeline_id.is_some() {
@@ -379,6 +352,7 @@ async fn fire_slot(s: &AppState, r: &RecurringRunRecord, slot: DateTime<Utc>) ->
         runtime_config,
         fired_by: Some((r.id.clone(), slot)),
         id: Some(id.clone()),
+        service_account: r.service_account.clone(),
     };
     let cat = new.catalog(&id, &root);
     match start_run(s, new).await {

@@ -1,8 +1,10 @@
 //! Records to KFP v2beta1 JSON: snake_case, enum names as strings, RFC 3339
-//! times, empty fields omitted.
+//! times in whole seconds (KFP stores seconds, so every answer that shows a
+//! time shows the same one), empty fields omitted.
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use serde_json::{json, Value};
 use switchyard_store::{
     ExperimentRecord, PipelineRecord, PipelineVersionRecord, RunCatalog, RunRecord, TaskRecord,
@@ -29,6 +31,16 @@ pub fn compact(v: Value) -> Value {
     }
 }
 
+/// Now, to the second, for records whose times clients compare.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(0)
+}
+
+/// A time as KFP shows it: `2024-01-01T00:00:00Z`.
+pub fn ts(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
 fn status_error(message: &Option<String>) -> Value {
     match message {
         Some(m) if !m.is_empty() => json!({"code": 2, "message": m}),
@@ -41,7 +53,7 @@ pub fn experiment(e: &ExperimentRecord) -> Value {
         "experiment_id": e.id,
         "display_name": e.display_name,
         "description": e.description,
-        "created_at": e.created_at,
+        "created_at": ts(&e.created_at),
         "storage_state": e.storage_state,
     }))
 }
@@ -52,26 +64,60 @@ pub fn pipeline(p: &PipelineRecord) -> Value {
         "name": p.name,
         "display_name": p.display_name,
         "description": p.description,
-        "created_at": p.created_at,
+        "created_at": ts(&p.created_at),
+        "tags": p.tags,
     }))
 }
 
 pub fn version(v: &PipelineVersionRecord, with_spec: bool) -> Value {
-    compact(json!({
+    let mut out = compact(json!({
         "pipeline_id": v.pipeline_id,
         "pipeline_version_id": v.id,
         "name": v.name,
         "display_name": v.display_name,
         "description": v.description,
-        "created_at": v.created_at,
-        "pipeline_spec": if with_spec { v.spec.clone() } else { Value::Null },
-    }))
+        "created_at": ts(&v.created_at),
+        "tags": v.tags,
+    }));
+    // Not compacted: the document's own empty fields are part of it.
+    if with_spec {
+        out["pipeline_spec"] = stored_spec(&v.spec);
+    }
+    out
+}
+
+/// A stored pipeline as KFP shows it: the spec document, or
+/// `{pipeline_spec, platform_spec}` when it has a platform spec; numbers as
+/// protobuf's JSON writes them (`1`, not `1.0`).
+pub fn stored_spec(stored: &Value) -> Value {
+    let shown = match stored.get("pipeline_spec") {
+        Some(spec) if stored.get("platform_spec").is_none() => spec.clone(),
+        _ => stored.clone(),
+    };
+    protobuf_numbers(shown)
+}
+
+/// Whole floats as integers, as protobuf's JSON mapping prints doubles.
+fn protobuf_numbers(v: Value) -> Value {
+    match v {
+        Value::Number(n) if n.is_f64() => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => json!(f as i64),
+            _ => Value::Number(n),
+        },
+        Value::Array(a) => Value::Array(a.into_iter().map(protobuf_numbers).collect()),
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| (k, protobuf_numbers(v)))
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 fn history(transitions: &[&Transition]) -> Vec<Value> {
     transitions
         .iter()
-        .map(|t| json!({"update_time": t.at, "state": t.state}))
+        .map(|t| json!({"update_time": ts(&t.at), "state": t.state}))
         .collect()
 }
 
@@ -94,14 +140,17 @@ pub fn run(
         "description": cat.and_then(|c| c.description.clone()),
         "pipeline_version_reference": cat.and_then(|c| c.pipeline_version_id.as_ref().map(|vid| json!({"pipeline_id": c.pipeline_id, "pipeline_version_id": vid}))),
         "runtime_config": cat.and_then(|c| c.runtime_config.clone()),
-        "created_at": r.created_at,
+        "service_account": cat.and_then(|c| c.service_account.clone()),
+        "created_at": ts(&r.created_at),
         // A run a schedule fired was scheduled for its slot.
-        "scheduled_at": r.options.get("schedule_time").and_then(Value::as_str).map_or_else(
-            || json!(r.started_at.unwrap_or(r.created_at)),
-            |t| json!(t),
-        ),
+        "scheduled_at": r.options.get("schedule_time").and_then(Value::as_str)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map_or_else(
+                || ts(&r.started_at.unwrap_or(r.created_at)),
+                |t| ts(&t.with_timezone(&Utc)),
+            ),
         "recurring_run_id": cat.and_then(|c| c.recurring_run_id.clone()),
-        "finished_at": r.finished_at,
+        "finished_at": r.finished_at.as_ref().map(ts),
         "state": r.state,
         "error": status_error(&r.error),
         "state_history": history(&run_history),
@@ -129,9 +178,9 @@ pub fn run(
                     "run_id": r.id,
                     "task_id": t.task_key,
                     "display_name": t.name,
-                    "create_time": hist.first().map(|h| h.at).or(t.started_at),
-                    "start_time": t.started_at,
-                    "end_time": t.finished_at,
+                    "create_time": hist.first().map(|h| h.at).or(t.started_at).as_ref().map(ts),
+                    "start_time": t.started_at.as_ref().map(ts),
+                    "end_time": t.finished_at.as_ref().map(ts),
                     "state": t.state,
                     "error": status_error(&t.error),
                     "parent_task_id": t.parent_key,

@@ -3,22 +3,17 @@
 use std::collections::BTreeMap;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Multipart, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use switchyard_engine::{OrphanCancel, PipelineRoot, RunOptions};
-use switchyard_spec::ParsedPipeline;
-use switchyard_store::{
-    ExperimentRecord, Holder, PipelineRecord, PipelineVersionRecord, RunCatalog, RunUpdate,
-    State as RunState,
-};
+use switchyard_store::{ExperimentRecord, Holder, RunCatalog, RunUpdate, State as RunState};
 
 use crate::error::{ApiError, ApiResult};
 use crate::list::{page, ListQuery};
-use crate::{render, AppState};
+use crate::{pipelines, render, AppState};
 
 pub(crate) type JsonBody<T> = Result<Json<T>, JsonRejection>;
 
@@ -80,28 +75,39 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             "/apis/v2beta1/pipelines",
-            post(create_pipeline).get(list_pipelines),
+            post(pipelines::create_pipeline).get(pipelines::list_pipelines),
         )
-        .route("/apis/v2beta1/pipelines/upload", post(upload_pipeline))
+        .route(
+            "/apis/v2beta1/pipelines/create",
+            post(pipelines::create_pipeline_and_version),
+        )
+        .route(
+            "/apis/v2beta1/pipelines/upload",
+            post(pipelines::upload_pipeline),
+        )
         .route(
             "/apis/v2beta1/pipelines/upload_version",
-            post(upload_version),
+            post(pipelines::upload_version),
         )
         .route(
             "/apis/v2beta1/pipelines/names/{name}",
-            get(pipeline_by_name),
+            get(pipelines::pipeline_by_name),
         )
         .route(
             "/apis/v2beta1/pipelines/{id}",
-            get(get_pipeline).delete(delete_pipeline),
+            get(pipelines::get_pipeline)
+                .delete(pipelines::delete_pipeline)
+                .patch(pipelines::update_pipeline),
         )
         .route(
             "/apis/v2beta1/pipelines/{id}/versions",
-            get(list_versions).post(create_version),
+            get(pipelines::list_versions).post(pipelines::create_version),
         )
         .route(
             "/apis/v2beta1/pipelines/{id}/versions/{vid}",
-            get(get_version).delete(delete_version),
+            get(pipelines::get_version)
+                .delete(pipelines::delete_version)
+                .patch(pipelines::update_version),
         )
         .route("/apis/v2beta1/runs", post(create_run).get(list_runs))
         .route(
@@ -131,12 +137,19 @@ pub(crate) fn list_response(
     q: &ListQuery,
     default_sort: &str,
 ) -> ApiResult<Json<Value>> {
-    let p = page(items, q, default_sort)?;
+    let taggable = matches!(field, "pipelines" | "pipeline_versions");
+    let p = page(items, q, default_sort, taggable)?;
+    // The items come rendered: only this level is compacted (a pipeline
+    // spec's own empty fields are part of it).
     let mut out = serde_json::Map::new();
-    out.insert(field.to_string(), Value::Array(p.items));
+    if !p.items.is_empty() {
+        out.insert(field.to_string(), Value::Array(p.items));
+    }
     out.insert("total_size".into(), json!(p.total));
-    out.insert("next_page_token".into(), json!(p.next));
-    Ok(Json(render::compact(Value::Object(out))))
+    if let Some(next) = p.next {
+        out.insert("next_page_token".into(), json!(next));
+    }
+    Ok(Json(Value::Object(out)))
 }
 
 async fn healthz() -> Json<Value> {
@@ -145,22 +158,9 @@ async fn healthz() -> Json<Value> {
 
 // ---------------------------------------------------------------- experiments
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewExperiment {
-    display_name: Option<String>,
-    description: Option<String>,
-    #[allow(dead_code)]
-    namespace: Option<String>,
-    #[allow(dead_code)]
-    experiment_id: Option<String>,
-    #[allow(dead_code)]
-    storage_state: Option<String>,
-}
-
 async fn create_experiment(
     State(s): State<AppState>,
-    b: JsonBody<NewExperiment>,
+    b: JsonBody<crate::messages::Experiment>,
 ) -> ApiResult<Json<Value>> {
     let b = body(b)?;
     let name = b
@@ -254,17 +254,9 @@ pub(crate) async fn default_experiment(s: &AppState) -> ApiResult<String> {
     }
 }
 
-// ------------------------------------------------------------------ pipelines
-
-/// Parses and validates an uploaded or inline pipeline; returns what is stored.
-/// Runs on a blocking thread: a large spec takes seconds to parse, and the
+/// Parsing on a blocking thread: a large spec takes seconds to parse, and the
 /// runtime's workers must keep answering other requests meanwhile.
-async fn checked_pipeline(text: String) -> ApiResult<(ParsedPipeline, Value)> {
-    off_runtime(move || checked_pipeline_now(&text)).await
-}
-
-/// Parsing on a blocking thread (see [`checked_pipeline`]).
-async fn off_runtime<T: Send + 'static>(
+pub(crate) async fn off_runtime<T: Send + 'static>(
     parse: impl FnOnce() -> ApiResult<T> + Send + 'static,
 ) -> ApiResult<T> {
     tokio::task::spawn_blocking(parse)
@@ -272,332 +264,9 @@ async fn off_runtime<T: Send + 'static>(
         .map_err(|e| ApiError::Internal(format!("parsing the pipeline failed: {e}")))?
 }
 
-fn checked_pipeline_now(text: &str) -> ApiResult<(ParsedPipeline, Value)> {
-    let parsed =
-        switchyard_spec::parse_pipeline(text).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    switchyard_spec::validate(&parsed.spec).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let spec = serde_json::to_value(&parsed.spec).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let stored = match &parsed.platform_spec {
-        Some(p) => json!({"pipeline_spec": spec, "platform_spec": p}),
-        None => json!({ "pipeline_spec": spec }),
-    };
-    Ok((parsed, stored))
-}
-
-/// A multipart error, 413 when the body passed --max-body-bytes.
-fn upload_error(e: axum::extract::multipart::MultipartError) -> ApiError {
-    if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::body_too_large()
-    } else {
-        ApiError::BadRequest(format!("invalid upload: {e}"))
-    }
-}
-
-async fn read_upload(mut mp: Multipart) -> ApiResult<(String, Option<String>)> {
-    while let Some(field) = mp.next_field().await.map_err(upload_error)? {
-        if field.name() == Some("uploadfile") {
-            let file_name = field.file_name().map(str::to_string);
-            let bytes = field.bytes().await.map_err(upload_error)?;
-            let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
-                ApiError::BadRequest(
-                    "the uploaded pipeline is not UTF-8 text (upload the compiled YAML)".into(),
-                )
-            })?;
-            return Ok((text, file_name));
-        }
-    }
-    Err(ApiError::BadRequest(
-        "the upload has no 'uploadfile' field".into(),
-    ))
-}
-
-#[derive(Deserialize, Default)]
-struct UploadQuery {
-    name: Option<String>,
-    display_name: Option<String>,
-    description: Option<String>,
-    pipelineid: Option<String>,
-    #[allow(dead_code)]
-    namespace: Option<String>,
-}
-
-fn stem(file: &Option<String>) -> Option<String> {
-    file.as_deref()
-        .map(|f| f.rsplit('/').next().unwrap_or(f))
-        .map(|f| f.split('.').next().unwrap_or(f).to_string())
-        .filter(|s| !s.is_empty())
-}
-
-async fn upload_pipeline(
-    State(s): State<AppState>,
-    Query(q): Query<UploadQuery>,
-    mp: Multipart,
-) -> ApiResult<Json<Value>> {
-    let (text, file) = read_upload(mp).await?;
-    let (parsed, stored) = checked_pipeline(text).await?;
-    let name = q
-        .name
-        .or(q.display_name.clone())
-        .or_else(|| stem(&file))
-        .unwrap_or_else(|| parsed.spec.pipeline_info.name.clone());
-    let now = Utc::now();
-    let p = PipelineRecord {
-        id: uuid::Uuid::new_v4().to_string(),
-        display_name: q.display_name.unwrap_or_else(|| name.clone()),
-        name: name.clone(),
-        description: q
-            .description
-            .clone()
-            .or(parsed.spec.pipeline_info.description.clone()),
-        created_at: now,
-    };
-    let v = PipelineVersionRecord {
-        id: uuid::Uuid::new_v4().to_string(),
-        pipeline_id: p.id.clone(),
-        name: name.clone(),
-        display_name: name,
-        description: q.description,
-        spec: stored,
-        created_at: now,
-    };
-    s.catalog.create_pipeline(&p, Some(&v)).await?;
-    Ok(Json(render::pipeline(&p)))
-}
-
-async fn upload_version(
-    State(s): State<AppState>,
-    Query(q): Query<UploadQuery>,
-    mp: Multipart,
-) -> ApiResult<Json<Value>> {
-    let pid = q
-        .pipelineid
-        .clone()
-        .ok_or_else(|| ApiError::BadRequest("pipelineid is required".into()))?;
-    s.catalog.get_pipeline(&pid).await?;
-    let (text, file) = read_upload(mp).await?;
-    let (_, stored) = checked_pipeline(text).await?;
-    let name = q
-        .name
-        .or(q.display_name.clone())
-        .or_else(|| stem(&file))
-        .unwrap_or_else(|| Utc::now().to_rfc3339());
-    let v = PipelineVersionRecord {
-        id: uuid::Uuid::new_v4().to_string(),
-        pipeline_id: pid,
-        display_name: q.display_name.unwrap_or_else(|| name.clone()),
-        name,
-        description: q.description,
-        spec: stored,
-        created_at: Utc::now(),
-    };
-    s.catalog.create_version(&v).await?;
-    Ok(Json(render::version(&v, false)))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewPipeline {
-    name: Option<String>,
-    display_name: Option<String>,
-    description: Option<String>,
-    #[allow(dead_code)]
-    namespace: Option<String>,
-    #[allow(dead_code)]
-    pipeline_id: Option<String>,
-}
-
-async fn create_pipeline(
-    State(s): State<AppState>,
-    b: JsonBody<NewPipeline>,
-) -> ApiResult<Json<Value>> {
-    let b = body(b)?;
-    let name = b
-        .name
-        .or(b.display_name.clone())
-        .filter(|n| !n.trim().is_empty())
-        .ok_or_else(|| ApiError::BadRequest("pipeline name is required".into()))?;
-    let p = PipelineRecord {
-        id: uuid::Uuid::new_v4().to_string(),
-        display_name: b.display_name.unwrap_or_else(|| name.clone()),
-        name,
-        description: b.description,
-        created_at: Utc::now(),
-    };
-    s.catalog.create_pipeline(&p, None).await?;
-    Ok(Json(render::pipeline(&p)))
-}
-
-async fn list_pipelines(
-    State(s): State<AppState>,
-    Query(q): Query<ListQuery>,
-) -> ApiResult<Json<Value>> {
-    let items = s
-        .catalog
-        .list_pipelines()
-        .await?
-        .iter()
-        .map(render::pipeline)
-        .collect();
-    list_response("pipelines", items, &q, "created_at")
-}
-
-async fn get_pipeline(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    Ok(Json(render::pipeline(&s.catalog.get_pipeline(&id).await?)))
-}
-
-async fn pipeline_by_name(
-    State(s): State<AppState>,
-    Path(name): Path<String>,
-) -> ApiResult<Json<Value>> {
-    let p = s
-        .catalog
-        .pipeline_by_name(&name)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no pipeline named '{name}'")))?;
-    Ok(Json(render::pipeline(&p)))
-}
-
-async fn delete_pipeline(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    s.catalog.delete_pipeline(&id).await?;
-    Ok(Json(json!({})))
-}
-
-async fn list_versions(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<ListQuery>,
-) -> ApiResult<Json<Value>> {
-    s.catalog.get_pipeline(&id).await?;
-    let items = s
-        .catalog
-        .list_versions(&id)
-        .await?
-        .iter()
-        .map(|v| render::version(v, false))
-        .collect();
-    list_response("pipeline_versions", items, &q, "created_at")
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewVersion {
-    name: Option<String>,
-    display_name: Option<String>,
-    description: Option<String>,
-    pipeline_spec: Option<Value>,
-    package_url: Option<Value>,
-    #[allow(dead_code)]
-    pipeline_id: Option<String>,
-    #[allow(dead_code)]
-    code_source_url: Option<String>,
-}
-
-/// A version from an inline `pipeline_spec` (a `package_url` would mean fetching
-/// from the network, which this server does not do).
-async fn create_version(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-    b: JsonBody<NewVersion>,
-) -> ApiResult<Json<Value>> {
-    let b = body(b)?;
-    s.catalog.get_pipeline(&id).await?;
-    let spec = match (b.pipeline_spec, b.package_url) {
-        (Some(spec), _) => spec,
-        (None, Some(_)) => {
-            return Err(ApiError::BadRequest(
-                "package_url is not supported: give pipeline_spec inline or upload the file to /apis/v2beta1/pipelines/upload_version".into(),
-            ))
-        }
-        (None, None) => return Err(ApiError::BadRequest("a pipeline version needs pipeline_spec".into())),
-    };
-    let (_, stored) = checked_pipeline(spec.to_string()).await?;
-    let name = b
-        .name
-        .or(b.display_name.clone())
-        .filter(|n| !n.trim().is_empty())
-        .unwrap_or_else(|| Utc::now().to_rfc3339());
-    let v = PipelineVersionRecord {
-        id: uuid::Uuid::new_v4().to_string(),
-        pipeline_id: id,
-        display_name: b.display_name.unwrap_or_else(|| name.clone()),
-        name,
-        description: b.description,
-        spec: stored,
-        created_at: Utc::now(),
-    };
-    s.catalog.create_version(&v).await?;
-    Ok(Json(render::version(&v, false)))
-}
-
-async fn get_version(
-    State(s): State<AppState>,
-    Path((id, vid)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
-    let v = s.catalog.get_version(&vid).await?;
-    if v.pipeline_id != id {
-        return Err(ApiError::NotFound(format!(
-            "pipeline {id} has no version {vid}"
-        )));
-    }
-    Ok(Json(render::version(&v, true)))
-}
-
-async fn delete_version(
-    State(s): State<AppState>,
-    Path((id, vid)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
-    let v = s.catalog.get_version(&vid).await?;
-    if v.pipeline_id != id {
-        return Err(ApiError::NotFound(format!(
-            "pipeline {id} has no version {vid}"
-        )));
-    }
-    s.catalog.delete_version(&vid).await?;
-    Ok(Json(json!({})))
-}
-
 // ----------------------------------------------------------------------- runs
 
-/// A run's parameters and artifact root, as KFP's `runtime_config`.
-#[derive(Deserialize, Serialize, Default, Clone)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RuntimeConfig {
-    #[serde(default)]
-    pub parameters: BTreeMap<String, Value>,
-    pub pipeline_root: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct VersionRef {
-    pub pipeline_id: Option<String>,
-    pub pipeline_version_id: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewRun {
-    experiment_id: Option<String>,
-    display_name: Option<String>,
-    description: Option<String>,
-    pipeline_spec: Option<Value>,
-    pipeline_version_reference: Option<VersionRef>,
-    #[serde(default)]
-    runtime_config: Option<RuntimeConfig>,
-    #[allow(dead_code)]
-    service_account: Option<String>,
-    #[allow(dead_code)]
-    run_id: Option<String>,
-    #[allow(dead_code)]
-    pipeline_version_id: Option<String>,
-    #[allow(dead_code)]
-    recurring_run_id: Option<String>,
-    #[allow(dead_code)]
-    storage_state: Option<String>,
-}
+pub(crate) use crate::messages::{RuntimeConfig, VersionRef};
 
 /// The pipeline a run or schedule names: an inline spec, or a version (the
 /// pipeline's latest when only the pipeline is named). Returns the spec and
@@ -690,6 +359,8 @@ pub(crate) struct NewRunOf {
     pub fired_by: Option<(String, chrono::DateTime<Utc>)>,
     /// The run's id when derived by the caller (a schedule's slot).
     pub id: Option<String>,
+    /// Its Kubernetes service account (`None`: the server's default).
+    pub service_account: Option<String>,
 }
 
 impl NewRunOf {
@@ -706,6 +377,7 @@ impl NewRunOf {
                 json!({"parameters": self.runtime_config.parameters, "pipeline_root": root}),
             ),
             recurring_run_id: self.fired_by.as_ref().map(|(id, _)| id.clone()),
+            service_account: self.service_account.clone(),
         }
     }
 }
@@ -755,7 +427,10 @@ pub(crate) async fn start_run(
     Ok((run, cat))
 }
 
-async fn create_run(State(s): State<AppState>, b: JsonBody<NewRun>) -> ApiResult<Json<Value>> {
+async fn create_run(
+    State(s): State<AppState>,
+    b: JsonBody<crate::messages::Run>,
+) -> ApiResult<Json<Value>> {
     let b = body(b)?;
     let (spec, pipeline_id, version_id) =
         pipeline_source(&s, b.pipeline_spec, b.pipeline_version_reference).await?;
@@ -773,6 +448,11 @@ async fn create_run(State(s): State<AppState>, b: JsonBody<NewRun>) -> ApiResult
             runtime_config: b.runtime_config.unwrap_or_default(),
             fired_by: None,
             id: None,
+            service_account: Some(
+                b.service_account
+                    .filter(|a| !a.is_empty())
+                    .unwrap_or_else(|| s.config.service_account.clone()),
+            ),
         },
     )
     .await?;
@@ -874,16 +554,82 @@ async fn list_runs(
     list_response("runs", items, &q, "created_at desc")
 }
 
+/// How long a delete waits for the run it stopped to end.
+const DELETE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Deletes a run in any state, as KFP does: one that has not ended is
+/// stopped first (its steps and training jobs with it), then its records go.
 async fn delete_run(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let run = exact_run(&s, &id).await?;
     if !run.state.is_final() {
-        return Err(ApiError::BadRequest(format!(
-            "run {} is {}; terminate it before deleting it",
-            run.id, run.state
-        )));
+        if run.state != RunState::Canceling {
+            if let Err(e) = terminate(&s, &run.id).await {
+                // Ending by itself meanwhile is as good.
+                if !s.runs.get_run(&run.id).await?.state.is_final() {
+                    return Err(e);
+                }
+            }
+        }
+        let deadline = tokio::time::Instant::now() + DELETE_WAIT;
+        loop {
+            let now = s.runs.get_run(&run.id).await?;
+            if now.state.is_final() {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ApiError::Conflict(format!(
+                    "run {} is still {} after {} s of stopping; delete it again once it has ended",
+                    run.id,
+                    now.state,
+                    DELETE_WAIT.as_secs()
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
     s.catalog.delete_run(&run.id).await?;
     Ok(Json(json!({})))
+}
+
+/// Stops a run that has not ended: one nobody executes is canceled here
+/// (what its steps left running is stopped); otherwise the process that
+/// executes it is asked to.
+async fn terminate(s: &AppState, id: &str) -> ApiResult<()> {
+    // Nobody executes it: stop what its steps left running and
+    // record it canceled here. Otherwise ask the process that does.
+    let orphan = match s.engine.cancel_orphan(id).await {
+        Ok(done) => done,
+        Err(switchyard_engine::EngineError::Store(e)) => return Err(e.into()),
+        // It ended meanwhile (a CANCELED one is what was asked).
+        Err(_) if s.runs.get_run(id).await?.state.is_final() => {
+            finished_first(s, id).await?;
+            OrphanCancel::Canceled(Vec::new())
+        }
+        Err(e) => return Err(ApiError::Conflict(e.to_string())),
+    };
+    if let OrphanCancel::Canceled(stopped) = &orphan {
+        for what in stopped {
+            tracing::info!(run = %id, "{what}");
+        }
+    } else {
+        // The flag first, then CANCELING: a run that is still RUNNING
+        // then ends CANCELED (the engine never ends a CANCELING run
+        // otherwise); one that finished first is reported as such.
+        s.runs.request_cancel(id).await?;
+        let moved = s
+            .runs
+            .transition_run(
+                id,
+                &[RunState::Running],
+                RunState::Canceling,
+                RunUpdate::default(),
+            )
+            .await?;
+        if !moved {
+            finished_first(s, id).await?;
+        }
+    }
+    Ok(())
 }
 
 /// A terminate whose transition did not apply: 400 when the run ended (other
@@ -916,40 +662,7 @@ async fn run_action(
                     run.state
                 )));
             }
-            // Nobody executes it: stop what its steps left running and
-            // record it canceled here. Otherwise ask the process that does.
-            let orphan = match s.engine.cancel_orphan(id).await {
-                Ok(done) => done,
-                Err(switchyard_engine::EngineError::Store(e)) => return Err(e.into()),
-                // It ended meanwhile (a CANCELED one is what was asked).
-                Err(_) if s.runs.get_run(id).await?.state.is_final() => {
-                    finished_first(&s, id).await?;
-                    OrphanCancel::Canceled(Vec::new())
-                }
-                Err(e) => return Err(ApiError::Conflict(e.to_string())),
-            };
-            if let OrphanCancel::Canceled(stopped) = &orphan {
-                for what in stopped {
-                    tracing::info!(run = %id, "{what}");
-                }
-            } else {
-                // The flag first, then CANCELING: a run that is still RUNNING
-                // then ends CANCELED (the engine never ends a CANCELING run
-                // otherwise); one that finished first is reported as such.
-                s.runs.request_cancel(id).await?;
-                let moved = s
-                    .runs
-                    .transition_run(
-                        id,
-                        &[RunState::Running],
-                        RunState::Canceling,
-                        RunUpdate::default(),
-                    )
-                    .await?;
-                if !moved {
-                    finished_first(&s, id).await?;
-                }
-            }
+            terminate(&s, id).await?;
         }
         "retry" => {
             // PENDING at once, so a client polling right after sees the retry.

@@ -10,6 +10,10 @@ use crate::{PipelineSpec, SpecError};
 pub struct ParsedPipeline {
     pub spec: PipelineSpec,
     pub platform_spec: Option<Value>,
+    /// The pipeline spec document as the file gave it (as JSON), for answers
+    /// that show a stored pipeline as it was uploaded (KFP returns the
+    /// document, not its reading by this parser).
+    pub document: Value,
 }
 
 /// Largest pipeline file accepted (64 MiB). kfp writes about 1 KiB per step,
@@ -67,9 +71,11 @@ pub fn parse_pipeline(text: &str) -> Result<ParsedPipeline, SpecError> {
         }
         other => (other, docs.into_iter().next()),
     };
+    let document = spec_value.clone();
     from_value(spec_value).map(|spec| ParsedPipeline {
         spec,
         platform_spec,
+        document,
     })
 }
 

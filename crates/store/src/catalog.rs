@@ -8,7 +8,7 @@ use sqlx::Row;
 use crate::sql::{insert_error, parse_json, parse_ts, q, ts, RUN_LIST_COLUMNS};
 use crate::{
     CatalogStore, ExperimentRecord, PipelineRecord, PipelineVersionRecord, RecurringRunRecord,
-    Result, RunCatalog, RunField, RunFilter, RunRecord, SqlStore, Stats, StoreError,
+    Result, RunCatalog, RunField, RunFilter, RunRecord, SqlStore, Stats, StoreError, Tags,
 };
 
 fn experiment(row: &AnyRow) -> Result<ExperimentRecord> {
@@ -28,6 +28,7 @@ fn pipeline(row: &AnyRow) -> Result<PipelineRecord> {
         display_name: row.get("display_name"),
         description: row.get("description"),
         created_at: parse_ts(Some(row.get("created_at")), "pipeline")?.unwrap_or_else(Utc::now),
+        tags: tags(row, "pipeline")?,
     })
 }
 
@@ -41,7 +42,23 @@ fn version(row: &AnyRow) -> Result<PipelineVersionRecord> {
         spec: parse_json(Some(row.get("spec")), "pipeline version")?.unwrap_or(Value::Null),
         created_at: parse_ts(Some(row.get("created_at")), "pipeline version")?
             .unwrap_or_else(Utc::now),
+        tags: tags(row, "pipeline version")?,
     })
+}
+
+fn tags(row: &AnyRow, what: &str) -> Result<Tags> {
+    match parse_json(row.get("tags"), what)? {
+        Some(v) => serde_json::from_value(v).map_err(|e| StoreError::Corrupt {
+            what: format!("{what} tags"),
+            message: e.to_string(),
+        }),
+        None => Ok(Tags::new()),
+    }
+}
+
+/// Tags as stored: NULL when there are none.
+fn tags_text(tags: &Tags) -> Option<String> {
+    (!tags.is_empty()).then(|| serde_json::to_string(tags).unwrap_or_default())
 }
 
 fn catalog(row: &AnyRow) -> Result<RunCatalog> {
@@ -54,6 +71,7 @@ fn catalog(row: &AnyRow) -> Result<RunCatalog> {
         pipeline_version_id: row.get("pipeline_version_id"),
         runtime_config: parse_json(row.get("runtime_config"), "run")?,
         recurring_run_id: row.get("recurring_run_id"),
+        service_account: row.get("service_account"),
     })
 }
 
@@ -78,6 +96,7 @@ fn recurring(row: &AnyRow) -> Result<RecurringRunRecord> {
         error: row.get("error"),
         created_at: parse_ts(Some(row.get("created_at")), what)?.unwrap_or_else(Utc::now),
         updated_at: parse_ts(Some(row.get("updated_at")), what)?.unwrap_or_else(Utc::now),
+        service_account: row.get("service_account"),
     })
 }
 
@@ -90,7 +109,7 @@ fn not_found(kind: &'static str, id: &str) -> StoreError {
 
 async fn insert_version(conn: &mut sqlx::AnyConnection, v: &PipelineVersionRecord) -> Result<()> {
     sqlx::query(
-        "INSERT INTO pipeline_versions (id, pipeline_id, name, display_name, description, spec, created_at) VALUES ($1,$2,$3,$4,$5,$6,$7)",
+        "INSERT INTO pipeline_versions (id, pipeline_id, name, display_name, description, spec, created_at, tags) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
     )
     .bind(&v.id)
     .bind(&v.pipeline_id)
@@ -99,6 +118,7 @@ async fn insert_version(conn: &mut sqlx::AnyConnection, v: &PipelineVersionRecor
     .bind(&v.description)
     .bind(v.spec.to_string())
     .bind(ts(&v.created_at))
+    .bind(tags_text(&v.tags))
     .execute(conn)
     .await
     .map_err(insert_error("create pipeline version", "pipeline version", &v.name))?;
@@ -199,12 +219,13 @@ impl CatalogStore for SqlStore {
         first_version: Option<&PipelineVersionRecord>,
     ) -> Result<()> {
         let mut tx = self.pool().begin().await.map_err(q("create pipeline"))?;
-        sqlx::query("INSERT INTO pipelines (id, name, display_name, description, created_at) VALUES ($1,$2,$3,$4,$5)")
+        sqlx::query("INSERT INTO pipelines (id, name, display_name, description, created_at, tags) VALUES ($1,$2,$3,$4,$5,$6)")
             .bind(&p.id)
             .bind(&p.name)
             .bind(&p.display_name)
             .bind(&p.description)
             .bind(ts(&p.created_at))
+            .bind(tags_text(&p.tags))
             .execute(&mut *tx)
             .await
             .map_err(insert_error("create pipeline", "pipeline", &p.name))?;
@@ -253,6 +274,35 @@ impl CatalogStore for SqlStore {
         Ok(())
     }
 
+    async fn update_pipeline(&self, id: &str, display_name: &str, tags: &Tags) -> Result<()> {
+        let r = sqlx::query("UPDATE pipelines SET display_name = $1, tags = $2 WHERE id = $3")
+            .bind(display_name)
+            .bind(tags_text(tags))
+            .bind(id)
+            .execute(self.pool())
+            .await
+            .map_err(q("update pipeline"))?;
+        if r.rows_affected() == 0 {
+            return Err(not_found("pipeline", id));
+        }
+        Ok(())
+    }
+
+    async fn update_version(&self, id: &str, display_name: &str, tags: &Tags) -> Result<()> {
+        let r =
+            sqlx::query("UPDATE pipeline_versions SET display_name = $1, tags = $2 WHERE id = $3")
+                .bind(display_name)
+                .bind(tags_text(tags))
+                .bind(id)
+                .execute(self.pool())
+                .await
+                .map_err(q("update pipeline version"))?;
+        if r.rows_affected() == 0 {
+            return Err(not_found("pipeline version", id));
+        }
+        Ok(())
+    }
+
     async fn create_version(&self, v: &PipelineVersionRecord) -> Result<()> {
         let mut conn = self
             .pool()
@@ -297,11 +347,11 @@ impl CatalogStore for SqlStore {
 
     async fn put_run_catalog(&self, c: &RunCatalog) -> Result<()> {
         sqlx::query(
-            "INSERT INTO run_catalog (run_id, experiment_id, storage_state, description, pipeline_id, pipeline_version_id, runtime_config, recurring_run_id) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT (run_id) DO UPDATE SET experiment_id = excluded.experiment_id, \
+            "INSERT INTO run_catalog (run_id, experiment_id, storage_state, description, pipeline_id, pipeline_version_id, runtime_config, recurring_run_id, service_account) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT (run_id) DO UPDATE SET experiment_id = excluded.experiment_id, \
              storage_state = excluded.storage_state, description = excluded.description, pipeline_id = excluded.pipeline_id, \
              pipeline_version_id = excluded.pipeline_version_id, runtime_config = excluded.runtime_config, \
-             recurring_run_id = excluded.recurring_run_id",
+             recurring_run_id = excluded.recurring_run_id, service_account = excluded.service_account",
         )
         .bind(&c.run_id)
         .bind(&c.experiment_id)
@@ -311,6 +361,7 @@ impl CatalogStore for SqlStore {
         .bind(&c.pipeline_version_id)
         .bind(c.runtime_config.as_ref().map(Value::to_string))
         .bind(&c.recurring_run_id)
+        .bind(&c.service_account)
         .execute(self.pool())
         .await
         .map_err(q("write run catalog"))?;
@@ -366,7 +417,7 @@ impl CatalogStore for SqlStore {
         let sql = format!(
             "SELECT {RUN_LIST_COLUMNS}, c.run_id AS c_run_id, c.experiment_id AS c_experiment_id, c.storage_state AS c_storage_state, \
              c.description AS c_description, c.pipeline_id AS c_pipeline_id, c.pipeline_version_id AS c_pipeline_version_id, \
-             c.runtime_config AS c_runtime_config, c.recurring_run_id AS c_recurring_run_id FROM runs r LEFT JOIN run_catalog c ON c.run_id = r.id {filter} \
+             c.runtime_config AS c_runtime_config, c.recurring_run_id AS c_recurring_run_id, c.service_account AS c_service_account FROM runs r LEFT JOIN run_catalog c ON c.run_id = r.id {filter} \
              ORDER BY r.created_at {order}, r.id LIMIT $2 OFFSET $3"
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -390,6 +441,7 @@ impl CatalogStore for SqlStore {
                     pipeline_version_id: row.get("c_pipeline_version_id"),
                     runtime_config: parse_json(row.get("c_runtime_config"), "run")?,
                     recurring_run_id: row.get("c_recurring_run_id"),
+                    service_account: row.get("c_service_account"),
                 }),
                 None => None,
             };
@@ -413,8 +465,8 @@ impl CatalogStore for SqlStore {
     async fn create_recurring_run(&self, r: &RecurringRunRecord) -> Result<()> {
         sqlx::query(
             "INSERT INTO recurring_runs (id, display_name, description, experiment_id, pipeline_id, pipeline_version_id, \
-             pipeline_spec, runtime_config, trigger_spec, max_concurrency, no_catchup, enabled, next_fire_ms, created_at, updated_at) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)",
+             pipeline_spec, runtime_config, trigger_spec, max_concurrency, no_catchup, enabled, next_fire_ms, created_at, updated_at, service_account) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)",
         )
         .bind(&r.id)
         .bind(&r.display_name)
@@ -431,6 +483,7 @@ impl CatalogStore for SqlStore {
         .bind(r.next_fire.map(|t| t.timestamp_millis()))
         .bind(ts(&r.created_at))
         .bind(ts(&r.updated_at))
+        .bind(&r.service_account)
         .execute(self.pool())
         .await
         .map_err(insert_error("create recurring run", "recurring run", &r.id))?;

@@ -185,6 +185,11 @@ pub trait CatalogStore: Send + Sync {
     async fn pipeline_by_name(&self, name: &str) -> Result<Option<PipelineRecord>>;
     async fn list_pipelines(&self) -> Result<Vec<PipelineRecord>>;
     async fn delete_pipeline(&self, id: &str) -> Result<()>;
+    /// Sets a pipeline's mutable fields (KFP's UpdatePipeline): its display
+    /// name and its whole set of tags.
+    async fn update_pipeline(&self, id: &str, display_name: &str, tags: &Tags) -> Result<()>;
+    /// Sets a version's display name and tags (KFP's UpdatePipelineVersion).
+    async fn update_version(&self, id: &str, display_name: &str, tags: &Tags) -> Result<()>;
     async fn create_version(&self, v: &PipelineVersionRecord) -> Result<()>;
     async fn get_version(&self, id: &str) -> Result<PipelineVersionRecord>;
     async fn list_versions(&self, pipeline_id: &str) -> Result<Vec<PipelineVersionRecord>>;

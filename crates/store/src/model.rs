@@ -221,7 +221,13 @@ pub struct PipelineRecord {
     pub display_name: String,
     pub description: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// KFP's user-defined tags (key-value pairs, at most 20).
+    #[serde(default)]
+    pub tags: Tags,
 }
+
+/// KFP's tags of a pipeline or version, in key order.
+pub type Tags = std::collections::BTreeMap<String, String>;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PipelineVersionRecord {
@@ -233,6 +239,8 @@ pub struct PipelineVersionRecord {
     /// The uploaded pipeline as JSON (`{pipeline_spec, platform_spec}` or a bare spec).
     pub spec: Value,
     pub created_at: DateTime<Utc>,
+    #[serde(default)]
+    pub tags: Tags,
 }
 
 /// What the REST API knows about a run beyond the engine's record.
@@ -247,6 +255,10 @@ pub struct RunCatalog {
     pub runtime_config: Option<Value>,
     /// The recurring run that fired this run, if one did.
     pub recurring_run_id: Option<String>,
+    /// The Kubernetes service account its step Pods and training jobs run
+    /// under (KFP's `pipeline-runner` unless the run names one).
+    #[serde(default)]
+    pub service_account: Option<String>,
 }
 
 /// A KFP recurring run: a pipeline started on a schedule.
@@ -279,6 +291,9 @@ pub struct RecurringRunRecord {
     pub error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The service account of the runs it starts.
+    #[serde(default)]
+    pub service_account: Option<String>,
 }
 
 /// Operational numbers: how many runs, tasks and jobs are in each state, and

@@ -46,6 +46,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0007_recurring_runs.sql"),
     ),
     (8, include_str!("../migrations/sqlite/0008_job_task.sql")),
+    (9, include_str!("../migrations/sqlite/0009_kfp_fields.sql")),
 ];
 
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
@@ -66,6 +67,10 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/postgres/0007_recurring_runs.sql"),
     ),
     (8, include_str!("../migrations/postgres/0008_job_task.sql")),
+    (
+        9,
+        include_str!("../migrations/postgres/0009_kfp_fields.sql"),
+    ),
 ];
 
 /// The error of an insert: `AlreadyExists` (naming the `kind` and `name`)

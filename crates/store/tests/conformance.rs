@@ -359,8 +359,18 @@ async fn recurring_runs(store: impl RunStore + CatalogStore) {
         error: None,
         created_at: Utc::now(),
         updated_at: Utc::now(),
+        service_account: Some("trainer".into()),
     };
     store.create_recurring_run(&r).await.unwrap();
+    assert_eq!(
+        store
+            .get_recurring_run("rr1")
+            .await
+            .unwrap()
+            .service_account
+            .as_deref(),
+        Some("trainer")
+    );
     assert!(matches!(
         store.create_recurring_run(&r).await,
         Err(StoreError::AlreadyExists { .. })
@@ -433,6 +443,7 @@ async fn recurring_runs(store: impl RunStore + CatalogStore) {
             pipeline_version_id: None,
             runtime_config: None,
             recurring_run_id: Some("rr1".into()),
+            service_account: Some("trainer".into()),
         })
         .await
         .unwrap();
@@ -689,6 +700,7 @@ fn version(id: &str, pipeline: &str, name: &str) -> PipelineVersionRecord {
         description: None,
         spec: json!({"pipelineInfo": {"name": pipeline}}),
         created_at: Utc::now(),
+        tags: [("stage".to_string(), name.to_string())].into(),
     }
 }
 
@@ -749,6 +761,7 @@ async fn experiments_pipelines_and_runs(store: impl RunStore + CatalogStore) {
         display_name: "Train".into(),
         description: None,
         created_at: Utc::now(),
+        tags: Default::default(),
     };
     store
         .create_pipeline(&p, Some(&version("v1", "p1", "v1")))
@@ -790,6 +803,31 @@ async fn experiments_pipelines_and_runs(store: impl RunStore + CatalogStore) {
         .map(|v| v.id)
         .collect();
     assert_eq!(versions, ["v1", "v2"]);
+    // Tags are stored, replaced as a whole and cleared (KFP's updates).
+    assert_eq!(store.get_version("v2").await.unwrap().tags["stage"], "v2");
+    let team: switchyard_store::Tags = [("team".to_string(), "ml".to_string())].into();
+    store
+        .update_pipeline("p1", "Train v2", &team)
+        .await
+        .unwrap();
+    let got = store.get_pipeline("p1").await.unwrap();
+    assert_eq!((got.display_name.as_str(), &got.tags), ("Train v2", &team));
+    store
+        .update_pipeline("p1", "Train v2", &Default::default())
+        .await
+        .unwrap();
+    assert!(store.get_pipeline("p1").await.unwrap().tags.is_empty());
+    store.update_version("v2", "second", &team).await.unwrap();
+    let got = store.get_version("v2").await.unwrap();
+    assert_eq!((got.display_name.as_str(), &got.tags), ("second", &team));
+    assert!(matches!(
+        store.update_pipeline("nope", "x", &team).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.update_version("nope", "x", &team).await,
+        Err(StoreError::NotFound { .. })
+    ));
     assert_eq!(
         store.pipeline_by_name("train").await.unwrap().map(|p| p.id),
         Some("p1".to_string())
@@ -830,6 +868,7 @@ async fn experiments_pipelines_and_runs(store: impl RunStore + CatalogStore) {
         pipeline_version_id: None,
         runtime_config: Some(json!({"parameters": {"a": 1}})),
         recurring_run_id: None,
+        service_account: Some("runner".into()),
     };
     store.put_run_catalog(&entry).await.unwrap();
     let (page, total) = store.page_runs(Some("x2"), &[], true, 0, 10).await.unwrap();

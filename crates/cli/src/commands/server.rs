@@ -88,6 +88,7 @@ pub async fn serve(
                 .map(|n| n.get())
                 .unwrap_or(2)
         }),
+        service_account: args.service_account.clone(),
     };
     let jobs = paths.job_runner(store.clone())?;
     let state = state(engine, store.clone(), store, jobs, config);

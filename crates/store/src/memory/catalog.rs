@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use super::{Data, MemoryStore};
 use crate::{
     CatalogStore, ExperimentRecord, PipelineRecord, PipelineVersionRecord, RecurringRunRecord,
-    Result, RunCatalog, RunField, RunFilter, RunRecord, State, Stats, StoreError,
+    Result, RunCatalog, RunField, RunFilter, RunRecord, State, Stats, StoreError, Tags,
 };
 
 #[derive(Default)]
@@ -231,6 +231,30 @@ impl CatalogStore for MemoryStore {
             .remove(id)
             .ok_or_else(|| not_found("pipeline", id))?;
         c.versions.retain(|_, v| v.pipeline_id != id);
+        Ok(())
+    }
+
+    async fn update_pipeline(&self, id: &str, display_name: &str, tags: &Tags) -> Result<()> {
+        let mut d = self.data();
+        let p = d
+            .catalog
+            .pipelines
+            .get_mut(id)
+            .ok_or_else(|| not_found("pipeline", id))?;
+        p.display_name = display_name.to_string();
+        p.tags = tags.clone();
+        Ok(())
+    }
+
+    async fn update_version(&self, id: &str, display_name: &str, tags: &Tags) -> Result<()> {
+        let mut d = self.data();
+        let v = d
+            .catalog
+            .versions
+            .get_mut(id)
+            .ok_or_else(|| not_found("pipeline version", id))?;
+        v.display_name = display_name.to_string();
+        v.tags = tags.clone();
         Ok(())
     }
 
