@@ -3,6 +3,7 @@ scripted backend. Compiled by the real kfp SDK into crates/engine/tests/fixtures
 (`scripts/compile-fixtures`); the pipeline suite checks they are up to date.
 Container components without outputs: the scripted backend runs nothing."""
 from kfp import dsl
+from kfp import kubernetes
 
 IMAGE = "debian:bookworm-slim"
 
@@ -96,3 +97,14 @@ def fx_control(mode: str = "full") -> None:
             shard(i=i)
     with dsl.Else():
         report()
+
+
+@dsl.pipeline(name="fx-volume")
+def fx_volume() -> None:
+    """kfp-kubernetes' CreatePVC, a step mounting the claim by its output, and
+    DeletePVC after it: the driver's own tasks."""
+    pvc = kubernetes.CreatePVC(pvc_name_suffix="-my-pvc", access_modes=["ReadWriteOnce"],
+                               size="5Gi", storage_class_name="standard")
+    t = train()
+    kubernetes.mount_pvc(t, pvc_name=pvc.outputs["name"], mount_path="/data")
+    kubernetes.DeletePVC(pvc_name=pvc.outputs["name"]).after(t)

@@ -1,6 +1,7 @@
 """Shapes where the answer is what a KFP cluster gives: placeholders passed as
 parameter values, numbers from loop items into string inputs, workspaces,
-artifacts written at a custom path, and pipeline inputs left without a value."""
+artifacts written at a custom path, pipeline inputs left without a value,
+dsl.TaskConfig passthroughs and a final status's resource name."""
 from typing import List
 
 from kfp import dsl
@@ -111,3 +112,42 @@ def unhonoured() -> None:
     with dsl.ParallelFor([1, 2, 3]) as x:
         t = square(x=x).set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(1).set_cpu_limit("1").set_memory_limit("1G")
         kubernetes.add_node_selector(t, label_key="pool", label_value="gpu")
+
+
+@dsl.component(base_image=BASE, task_config_passthroughs=[
+    dsl.TaskConfigField.RESOURCES,
+    dsl.TaskConfigPassthrough(field=dsl.TaskConfigField.ENV, apply_to_task=True),
+])
+def launcher(task_config: dsl.TaskConfig) -> dict:
+    import os
+    return {"resources": task_config.resources, "env": task_config.env,
+            "node_selector": task_config.node_selector, "volumes": task_config.volumes,
+            "own_env": os.environ.get("ENV1", "")}
+
+
+@dsl.pipeline(name="task-config")
+def task_config_pipeline() -> dict:
+    """What a step that launches a training job is handed: its own resources
+    (passed through only) and environment (passed through and applied)."""
+    t = launcher()
+    t.set_cpu_limit("500m").set_memory_limit("1536M").set_cpu_request("100m")
+    t.set_env_variable("ENV1", "val1")
+    return t.output
+
+
+@dsl.component(base_image=BASE)
+def fails():
+    raise SystemExit(1)
+
+
+@dsl.component(base_image=BASE)
+def final_status(status: dsl.PipelineTaskFinalStatus) -> str:
+    return status.pipeline_job_resource_name
+
+
+@dsl.pipeline(name="resource-name")
+def resource_name():
+    """The exit task reads the run's resource name (KFP: the workflow name)."""
+    handler = final_status()
+    with dsl.ExitHandler(handler):
+        fails()

@@ -111,6 +111,13 @@ def test_every_method_works(server, compiled, tmp_path, monkeypatch):
     assert not c.list_recurring_runs(experiment_id=exp.experiment_id).recurring_runs
 
     call("delete_pipeline_version", p.pipeline_id, v2.pipeline_version_id)
+    # As on KFP 2.17, a pipeline goes once its versions are gone (the REST
+    # API's cascade=true deletes both; kfp.Client.delete_pipeline sends none).
+    with pytest.raises(kfp_server_api.ApiException) as e:
+        c.delete_pipeline(p2.pipeline_id)
+    assert e.value.status == 400 and "cascade=true" in e.value.body
+    for v in c.list_pipeline_versions(p2.pipeline_id).pipeline_versions:
+        call("delete_pipeline_version", p2.pipeline_id, v.pipeline_version_id)
     call("delete_pipeline", p2.pipeline_id)
     with pytest.raises(kfp_server_api.ApiException) as e:
         c.get_pipeline(p2.pipeline_id)

@@ -219,7 +219,9 @@ def test_a_schedule_whose_pipeline_is_gone_stops_with_the_reason(server, compile
     rr = c.get_recurring_run(r.json()["recurring_run_id"])
     assert rr.pipeline_version_reference.pipeline_id == p.pipeline_id
     wait_for("a first run", lambda: fired(c, rr.recurring_run_id))
-    c.delete_pipeline(p.pipeline_id)
+    # With its versions (kfp.Client.delete_pipeline sends no cascade).
+    r = requests.delete(f"{server.url}/apis/v2beta1/pipelines/{p.pipeline_id}", params={"cascade": "true"}, timeout=10)
+    assert r.status_code == 200, r.text
     stopped = wait_for("the schedule to stop", lambda: (g := c.get_recurring_run(rr.recurring_run_id)).status == "DISABLED" and g)
     assert "cannot start" in stopped.error.message and p.pipeline_id in stopped.error.message, stopped.error
     n = len(fired(c, rr.recurring_run_id))

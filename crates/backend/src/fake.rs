@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{Backend, BackendError, Job, JobOutcome, LogSink};
+use crate::{Backend, BackendError, Job, JobOutcome, LogSink, VolumeClaim};
 
 /// How one job ends.
 #[derive(Debug, Clone)]
@@ -41,6 +41,7 @@ pub struct ScriptedBackend {
     ran: Mutex<Vec<Job>>,
     in_flight: Mutex<Vec<Job>>,
     stopped: Mutex<Vec<String>>,
+    volumes: Mutex<BTreeMap<String, VolumeClaim>>,
 }
 
 impl ScriptedBackend {
@@ -54,6 +55,11 @@ impl ScriptedBackend {
             .entry(task.to_string())
             .or_default()
             .extend(outcomes);
+    }
+
+    /// The volumes created and not deleted, by name.
+    pub fn volumes(&self) -> BTreeMap<String, VolumeClaim> {
+        self.volumes.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
     /// Every job run so far, in the order they started.
@@ -115,6 +121,27 @@ impl Backend for ScriptedBackend {
             f.retain(|j| j.id != job.id);
         }
         ended
+    }
+
+    /// Volumes live in the set of claims; a claim of the same name again is
+    /// taken as created (as the real backends take a resumed run's).
+    async fn create_volume(&self, claim: &VolumeClaim) -> Result<String, BackendError> {
+        let mut v = self.volumes.lock().unwrap_or_else(|e| e.into_inner());
+        v.insert(claim.name.clone(), claim.clone());
+        Ok(format!("created scripted volume {}", claim.name))
+    }
+
+    async fn delete_volume(
+        &self,
+        _run_id: &str,
+        name: &str,
+        _local_dir: &std::path::Path,
+    ) -> Result<String, BackendError> {
+        let mut v = self.volumes.lock().unwrap_or_else(|e| e.into_inner());
+        match v.remove(name) {
+            Some(_) => Ok(format!("deleted scripted volume {name}")),
+            None => Ok(format!("scripted volume {name} was already gone")),
+        }
     }
 
     async fn stop_run(&self, run_id: &str) -> Result<Vec<String>, BackendError> {

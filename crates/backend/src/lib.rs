@@ -42,6 +42,9 @@ pub struct Job {
     /// passes every platform's settings and interprets none: a backend reads
     /// the platform it places tasks on and says what it cannot honour.
     pub platform: BTreeMap<String, Value>,
+    /// The Kubernetes service account the step runs under (the run's KFP
+    /// `service_account`); `None`: the backend's own default.
+    pub service_account: Option<String>,
 }
 
 /// What a step asks of the machine, read once from the pipeline (KFP writes
@@ -76,6 +79,28 @@ impl Resources {
 pub struct Accelerator {
     pub kind: String,
     pub count: String,
+}
+
+/// A PersistentVolumeClaim a pipeline creates (kfp-kubernetes `CreatePVC`),
+/// with the fields KFP's driver reads from the task's inputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeClaim {
+    /// The run that creates it: a backend tags the claim with it.
+    pub run_id: String,
+    pub name: String,
+    /// A Kubernetes quantity (`5Gi`).
+    pub size: String,
+    /// `ReadWriteOnce`, `ReadWriteMany`, `ReadOnlyMany`, `ReadWriteOncePod`.
+    pub access_modes: Vec<String>,
+    /// KFP's `standard` when the pipeline names none; empty: no class (a
+    /// pre-bound volume).
+    pub storage_class: String,
+    pub annotations: BTreeMap<String, String>,
+    /// A PersistentVolume to bind to, if the pipeline names one.
+    pub volume_name: Option<String>,
+    /// Where a backend without volumes keeps the claim's data: a folder of
+    /// the run (the local backend).
+    pub local_dir: PathBuf,
 }
 
 /// How a job ended.
@@ -132,5 +157,28 @@ pub trait Backend: Send + Sync {
     /// A local step's processes die with the process that ran them: nothing.
     async fn stop_run(&self, _run_id: &str) -> Result<Vec<String>, BackendError> {
         Ok(Vec::new())
+    }
+    /// Creates a claim (KFP's driver does this for `CreatePVC`); a claim of
+    /// that name already there (a resumed run) is taken as created. Returns
+    /// one line saying what was done.
+    async fn create_volume(&self, claim: &VolumeClaim) -> Result<String, BackendError> {
+        Err(BackendError::Permanent(format!(
+            "the {} backend cannot create the volume '{}'",
+            self.name(),
+            claim.name
+        )))
+    }
+    /// Deletes a claim (`DeletePVC`); one already gone is taken as deleted.
+    /// `local_dir` is where a backend without volumes kept its data.
+    async fn delete_volume(
+        &self,
+        _run_id: &str,
+        name: &str,
+        _local_dir: &std::path::Path,
+    ) -> Result<String, BackendError> {
+        Err(BackendError::Permanent(format!(
+            "the {} backend cannot delete the volume '{name}'",
+            self.name()
+        )))
     }
 }

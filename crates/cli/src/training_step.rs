@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use switchyard_backend::{Backend, BackendError, Job, JobOutcome, LogSink};
+use switchyard_backend::{Backend, BackendError, Job, JobOutcome, LogSink, VolumeClaim};
 use switchyard_runner::{JobRunner, Notice, NoticeSink};
 use tokio_util::sync::CancellationToken;
 
@@ -65,6 +65,19 @@ impl Backend for TrainingSteps {
         let jobs = self.runner.cancel_jobs_of_run(run_id).await;
         stopped.extend(jobs.map_err(|e| BackendError::Retryable(e.to_string()))?);
         Ok(stopped)
+    }
+
+    async fn create_volume(&self, claim: &VolumeClaim) -> Result<String, BackendError> {
+        self.steps.create_volume(claim).await
+    }
+
+    async fn delete_volume(
+        &self,
+        run_id: &str,
+        name: &str,
+        local_dir: &std::path::Path,
+    ) -> Result<String, BackendError> {
+        self.steps.delete_volume(run_id, name, local_dir).await
     }
 
     fn unhonoured(&self, job: &Job) -> Vec<String> {
@@ -253,6 +266,7 @@ mod in_process {
         let text = std::fs::read_to_string(fixture).expect("fixture");
         let pipeline = switchyard_spec::parse_pipeline(&text).expect("kfp-compiled");
         let opts = RunOptions {
+            service_account: None,
             parallelism: 2,
             cache: false,
             pipeline_root: dir.join("root"),

@@ -82,6 +82,9 @@ pub struct RunOptions {
     pub id: Option<String>,
     /// When a schedule fired the run (`{{$.pipeline_job_schedule_time_utc}}`).
     pub schedule_time: Option<DateTime<Utc>>,
+    /// The Kubernetes service account its steps run under (a KFP run's
+    /// `service_account`); a backend that cannot honour it says so.
+    pub service_account: Option<String>,
 }
 
 /// The engine: a store to record into, a backend to run on, a place for logs.
@@ -201,6 +204,7 @@ impl Engine {
                 // Where its steps run: a cancel from a process placing steps
                 // elsewhere could not stop them (see `cancel_orphan`).
                 "step_backend": self.backend.name(),
+                "service_account": opts.service_account,
             }),
             outputs: None,
             error: None,
@@ -363,6 +367,10 @@ impl Engine {
             workspace_size: workspace(&run)["size"].as_str().map(str::to_string),
             notices: Mutex::new(Default::default()),
             failures: Mutex::new(Vec::new()),
+            service_account: run.options["service_account"]
+                .as_str()
+                .filter(|a| !a.is_empty())
+                .map(str::to_string),
             platform_executors: run.options["platform_spec"]["platforms"]
                 .as_object()
                 .into_iter()

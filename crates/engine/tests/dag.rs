@@ -51,6 +51,7 @@ impl Fixture {
         let text = std::fs::read_to_string(&path).expect("fixture (scripts/compile-fixtures)");
         let pipeline = parse_pipeline(&text).expect("a kfp-compiled pipeline");
         let opts = RunOptions {
+            service_account: None,
             parallelism: 4,
             cache: false,
             pipeline_root: self.root.clone(),
@@ -592,4 +593,76 @@ async fn a_process_that_lost_its_run_stops_following_and_leaves_the_step_running
         vec![job],
         "not canceled: the new owner follows this same attempt"
     );
+}
+
+/// kfp-kubernetes' CreatePVC and DeletePVC are the driver's own tasks: the
+/// backend creates the claim (named by a fresh UUID and the suffix), the step
+/// that mounts it gets the name resolved, and DeletePVC deletes it after.
+#[tokio::test(start_paused = true)]
+async fn volumes_are_created_mounted_by_name_and_deleted() {
+    let f = Fixture::new();
+    let run = f.create("fx_volume").await;
+    let done = f.execute(&run.id, false).await.expect("executed");
+    assert_eq!(done.state, State::Succeeded, "{:?}", done.error);
+    let tasks = f.store.list_tasks(&run.id).await.expect("tasks");
+    let created = tasks
+        .iter()
+        .find(|t| t.task_key == "createpvc")
+        .expect("createpvc");
+    assert_eq!(created.kind, "createpvc");
+    let name = created.outputs.as_ref().expect("outputs")["parameters"]["name"]
+        .as_str()
+        .expect("the claim's name")
+        .to_string();
+    assert!(name.ends_with("-my-pvc") && name.len() == 36 + 7, "{name}");
+    // The step ran with the claim named; no container ran for the driver's tasks.
+    let ran = f.backend.ran();
+    assert_eq!(ran.len(), 1, "only train is a container");
+    let mount = &ran[0].platform["kubernetes"]["pvcMount"][0];
+    assert_eq!(mount["constant"], name.as_str());
+    assert_eq!(mount["mountPath"], "/data");
+    assert_eq!(
+        tasks
+            .iter()
+            .find(|t| t.task_key == "deletepvc")
+            .map(|t| t.state),
+        Some(State::Succeeded)
+    );
+    assert!(f.backend.volumes().is_empty(), "deleted after the step");
+}
+
+/// A backend that cannot create volumes fails the task, saying why.
+#[tokio::test(start_paused = true)]
+async fn a_claim_the_backend_cannot_create_fails_its_task() {
+    struct NoVolumes(ScriptedBackend);
+    #[async_trait::async_trait]
+    impl Backend for NoVolumes {
+        fn name(&self) -> &'static str {
+            "novolumes"
+        }
+        async fn run(
+            &self,
+            job: Job,
+            logs: LogSink,
+            cancel: CancellationToken,
+        ) -> Result<JobOutcome, BackendError> {
+            self.0.run(job, logs, cancel).await
+        }
+    }
+    let f = Fixture::new();
+    let dir = tempfile::tempdir().expect("dir");
+    let engine = Engine::new(
+        f.store.clone(),
+        Arc::new(NoVolumes(ScriptedBackend::new())),
+        dir.path().join("logs"),
+    );
+    let run = f.create("fx_volume").await;
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let done = engine
+        .execute(&run.id, tx, CancellationToken::new(), false)
+        .await
+        .expect("executed");
+    assert_eq!(done.state, State::Failed);
+    let error = done.error.unwrap_or_default();
+    assert!(error.contains("cannot create the volume"), "{error}");
 }

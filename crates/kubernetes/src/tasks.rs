@@ -11,12 +11,12 @@
 use std::path::PathBuf;
 
 use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 use serde_json::{json, Value};
-use switchyard_backend::{Backend, BackendError, Job, JobOutcome, LogSink, Resources};
+use switchyard_backend::{Backend, BackendError, Job, JobOutcome, LogSink, Resources, VolumeClaim};
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::api_error;
@@ -239,6 +239,9 @@ impl PodTaskBackend {
                 "volumes": volumes,
                 "nodeSelector": node_selector,
                 "tolerations": tolerations,
+                // The run's service account (KFP's `pipeline-runner` by
+                // default); none: the namespace's `default`.
+                "serviceAccountName": job.service_account,
             },
         }))
     }
@@ -387,6 +390,53 @@ impl Backend for PodTaskBackend {
         }
     }
 
+    /// The claim KFP's driver creates for `CreatePVC`, in the task namespace,
+    /// tagged with its run. One already there (a resumed run) is kept.
+    async fn create_volume(&self, claim: &VolumeClaim) -> Result<String, BackendError> {
+        let pvc: PersistentVolumeClaim = serde_json::from_value(claim_doc(claim))
+            .map_err(|e| BackendError::Permanent(format!("claim {}: {e}", claim.name)))?;
+        let client = self.client().await?;
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client, &self.config.namespace);
+        let ns = &self.config.namespace;
+        match claims.create(&PostParams::default(), &pvc).await {
+            Ok(_) => Ok(format!(
+                "created PersistentVolumeClaim {ns}/{} ({}, {})",
+                claim.name,
+                claim.size,
+                claim.access_modes.join(", ")
+            )),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(format!(
+                "PersistentVolumeClaim {ns}/{} exists already: used as it is",
+                claim.name
+            )),
+            Err(e) => Err(api_error(
+                format!("cannot create PersistentVolumeClaim {ns}/{}", claim.name),
+                e,
+            )),
+        }
+    }
+
+    async fn delete_volume(
+        &self,
+        _run_id: &str,
+        name: &str,
+        _local_dir: &std::path::Path,
+    ) -> Result<String, BackendError> {
+        let client = self.client().await?;
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client, &self.config.namespace);
+        let ns = &self.config.namespace;
+        match claims.delete(name, &DeleteParams::default()).await {
+            Ok(_) => Ok(format!("deleted PersistentVolumeClaim {ns}/{name}")),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(format!(
+                "PersistentVolumeClaim {ns}/{name} was already gone"
+            )),
+            Err(e) => Err(api_error(
+                format!("cannot delete PersistentVolumeClaim {ns}/{name}"),
+                e,
+            )),
+        }
+    }
+
     async fn stop_run(&self, run_id: &str) -> Result<Vec<String>, BackendError> {
         let client = self.client().await?;
         let pods: Api<Pod> = Api::namespaced(client, &self.config.namespace);
@@ -424,9 +474,56 @@ impl Backend for PodTaskBackend {
     }
 }
 
+/// The PersistentVolumeClaim of a `CreatePVC` task, as KFP's driver makes it.
+fn claim_doc(claim: &VolumeClaim) -> Value {
+    let mut spec = json!({
+        "accessModes": claim.access_modes,
+        "resources": {"requests": {"storage": claim.size}},
+        "storageClassName": claim.storage_class,
+    });
+    if let Some(v) = &claim.volume_name {
+        spec["volumeName"] = json!(v);
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": claim.name,
+            "labels": {"app.kubernetes.io/managed-by": "switchyard"},
+            "annotations": claim.annotations.iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .chain(std::iter::once((RUN_ANNOTATION.to_string(), json!(claim.run_id))))
+                .collect::<serde_json::Map<String, Value>>(),
+        },
+        "spec": spec,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn claims_are_what_kfps_driver_creates() {
+        let claim = VolumeClaim {
+            run_id: "r1".into(),
+            name: "abc-my-pvc".into(),
+            size: "5Gi".into(),
+            access_modes: vec!["ReadWriteOnce".into()],
+            storage_class: "standard".into(),
+            annotations: [("team".to_string(), "ml".to_string())].into(),
+            volume_name: None,
+            local_dir: PathBuf::from("/unused"),
+        };
+        let doc = claim_doc(&claim);
+        let pvc: PersistentVolumeClaim = serde_json::from_value(doc.clone()).expect("a claim");
+        let spec = pvc.spec.expect("spec");
+        assert_eq!(spec.storage_class_name.as_deref(), Some("standard"));
+        assert_eq!(spec.access_modes, Some(vec!["ReadWriteOnce".to_string()]));
+        assert_eq!(doc["metadata"]["annotations"]["team"], "ml");
+        assert_eq!(doc["metadata"]["annotations"][RUN_ANNOTATION], "r1");
+        assert!(doc["spec"].get("volumeName").is_none());
+    }
 
     fn config() -> TaskPodConfig {
         TaskPodConfig {
@@ -450,6 +547,7 @@ mod tests {
             work_dir: PathBuf::from("/data/runs/run/train"),
             resources: Resources::default(),
             platform: Default::default(),
+            service_account: None,
         }
     }
 
@@ -458,6 +556,37 @@ mod tests {
             .as_array()
             .cloned()
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn step_pods_run_under_the_runs_service_account() {
+        let mut j = job();
+        j.service_account = Some("pipeline-runner".into());
+        let doc = PodTaskBackend::new(config()).render(&j).unwrap();
+        let pod: Pod = serde_json::from_value(doc).expect("a pod");
+        let spec = pod.spec.expect("spec");
+        assert_eq!(
+            spec.service_account_name.as_deref(),
+            Some("pipeline-runner")
+        );
+        let doc = PodTaskBackend::new(config()).render(&job()).unwrap();
+        let pod: Pod = serde_json::from_value(doc).expect("a pod");
+        assert_eq!(pod.spec.expect("spec").service_account_name, None);
+    }
+
+    #[test]
+    fn pvc_mounts_resolved_by_the_engine_mount_their_claim() {
+        let mut j = job();
+        j.platform.insert(
+            "kubernetes".into(),
+            json!({"pvcMount": [{"mountPath": "/data", "constant": "abc-my-pvc",
+                "pvcNameParameter": {"runtimeValue": {"constant": "abc-my-pvc"}}}]}),
+        );
+        let doc = PodTaskBackend::new(config()).render(&j).unwrap();
+        let volumes = doc["spec"]["volumes"].as_array().expect("volumes");
+        assert!(volumes
+            .iter()
+            .any(|v| v["persistentVolumeClaim"]["claimName"] == "abc-my-pvc"));
     }
 
     #[test]

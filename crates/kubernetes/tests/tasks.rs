@@ -120,6 +120,7 @@ async fn pipeline_steps_run_as_pods_with_their_platform_config() {
     let kl = kubelet(pods.clone(), seen.clone());
 
     let opts = RunOptions {
+        service_account: None,
         parallelism: 2,
         cache: false,
         pipeline_root: home.join("artifacts"),
@@ -245,6 +246,7 @@ async fn the_pods_a_dead_run_left_are_stopped_by_its_run_id() {
             work_dir: work.path().join(run),
             resources: Default::default(),
             platform: Default::default(),
+            service_account: None,
         };
         let (b, sink) = (
             backend.clone(),

@@ -16,7 +16,7 @@ mod warm;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use switchyard_backend::{Backend, BackendError, Job, JobOutcome, LogSink};
+use switchyard_backend::{Backend, BackendError, Job, JobOutcome, LogSink, VolumeClaim};
 use tokio_util::sync::CancellationToken;
 
 /// Settings of the local backend.
@@ -67,6 +67,46 @@ impl Backend for LocalBackend {
 
     fn unhonoured(&self, job: &Job) -> Vec<String> {
         unhonoured(job)
+    }
+
+    /// A claim is a folder of the run here: its size, access modes and
+    /// storage class have no meaning on one machine, and steps that mount it
+    /// on Kubernetes do not see it mounted (they are processes).
+    async fn create_volume(&self, claim: &VolumeClaim) -> Result<String, BackendError> {
+        std::fs::create_dir_all(&claim.local_dir).map_err(|e| {
+            BackendError::Permanent(format!(
+                "cannot create the folder {} for the volume '{}': {e}",
+                claim.local_dir.display(),
+                claim.name
+            ))
+        })?;
+        Ok(format!(
+            "the volume '{}' ({} requested) is the folder {} on this machine: steps that mount it on Kubernetes do not see it mounted here",
+            claim.name,
+            claim.size,
+            claim.local_dir.display()
+        ))
+    }
+
+    async fn delete_volume(
+        &self,
+        _run_id: &str,
+        name: &str,
+        local_dir: &std::path::Path,
+    ) -> Result<String, BackendError> {
+        match std::fs::remove_dir_all(local_dir) {
+            Ok(()) => Ok(format!(
+                "deleted the volume '{name}' (the folder {})",
+                local_dir.display()
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(format!("the volume '{name}' was already gone"))
+            }
+            Err(e) => Err(BackendError::Permanent(format!(
+                "cannot delete the folder {} of the volume '{name}': {e}",
+                local_dir.display()
+            ))),
+        }
     }
 
     async fn run(
@@ -198,6 +238,11 @@ fn unhonoured(job: &Job) -> Vec<String> {
                 keys.join(", ")
             )
         });
+    }
+    if let Some(account) = &job.service_account {
+        out.push(format!(
+            "the service account '{account}' is not used: the local backend runs steps as this machine's user"
+        ));
     }
     let r = &job.resources;
     if let Some(acc) = r.accelerator.as_ref().filter(|a| a.count != "0") {

@@ -99,6 +99,12 @@ impl AppState {
             let Ok(_permit) = slots.acquire_owned().await else {
                 return;
             };
+            // Canceled (or deleted) while it waited: nothing to execute.
+            match engine.store().get_run(&run_id).await {
+                Ok(r) if r.state.is_final() => return,
+                Err(switchyard_store::StoreError::RunNotFound(_)) => return,
+                _ => {}
+            }
             // Nobody reads the live events here (logs are served from their
             // files): without a receiver every line would pile up in the
             // channel until the run ends.
@@ -111,6 +117,15 @@ impl AppState {
                 Ok(_) => {}
                 // The store failed under the run (a full disk): end the run as
                 // soon as the store takes writes again, never leave it RUNNING.
+                // Deleted while it ended (a delete stops a run, then removes it).
+                Err(switchyard_engine::EngineError::Store(_))
+                    if matches!(
+                        engine.store().get_run(&run_id).await,
+                        Err(switchyard_store::StoreError::RunNotFound(_))
+                    ) =>
+                {
+                    tracing::info!(run = %run_id, "run deleted while it ended");
+                }
                 Err(e @ switchyard_engine::EngineError::Store(_)) => {
                     tracing::error!(run = %run_id, error = %e, "run stopped: its records could not be written");
                     end_when_store_allows(engine.store().clone(), run_id.clone(), e.to_string())

@@ -401,6 +401,7 @@ pub(crate) async fn start_run(
         display_name: n.display_name.clone(),
         id: n.id.clone(),
         schedule_time: n.fired_by.as_ref().map(|(_, t)| *t),
+        service_account: n.service_account.clone(),
     };
     let run = s
         .engine
@@ -625,7 +626,22 @@ async fn terminate(s: &AppState, id: &str) -> ApiResult<()> {
                 RunUpdate::default(),
             )
             .await?;
-        if !moved {
+        // Still queued for a slot: nothing of it runs, so it ends here (the
+        // engine does not take a run that is no longer PENDING).
+        let dequeued = !moved
+            && s.runs
+                .transition_run(
+                    id,
+                    &[RunState::Pending],
+                    RunState::Canceled,
+                    RunUpdate {
+                        error: Some("run canceled before it started".into()),
+                        finished_at: Some(Utc::now()),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+        if !moved && !dequeued {
             finished_first(s, id).await?;
         }
     }

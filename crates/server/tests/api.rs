@@ -195,6 +195,7 @@ fn fx_dag() -> switchyard_spec::ParsedPipeline {
 
 fn options(s: &Server) -> switchyard_engine::RunOptions {
     switchyard_engine::RunOptions {
+        service_account: None,
         parallelism: 2,
         pipeline_root: s._dir.path().join("root"),
         ..Default::default()

@@ -73,6 +73,26 @@ pub struct ContainerSpec {
     pub resources: Option<Value>,
 }
 
+/// The operations KFP's driver performs itself instead of starting a
+/// container: kfp-kubernetes' `CreatePVC` and `DeletePVC` compile to
+/// executors whose image names the operation and that have no command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverOp {
+    CreatePvc,
+    DeletePvc,
+}
+
+impl ContainerSpec {
+    /// The driver operation this executor stands for, if it is one.
+    pub fn driver_op(&self) -> Option<DriverOp> {
+        match self.image.as_str() {
+            "argostub/createpvc" => Some(DriverOp::CreatePvc),
+            "argostub/deletepvc" => Some(DriverOp::DeletePvc),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct EnvVar {
     pub name: String,
@@ -106,6 +126,10 @@ pub struct ComponentSpec {
     pub dag: Option<DagSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub executor_label: Option<String>,
+    /// `dsl.TaskConfig` passthroughs (kfp >= 2.15): `{field, applyToTask}`,
+    /// the fields the component receives in its `TASK_CONFIG` input.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub task_config_passthroughs: Vec<Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]

@@ -110,7 +110,7 @@ fn check_executor(spec: &PipelineSpec, comp: &str, label: &str) -> Result<(), Sp
         });
     }
     if let Some(c) = &exec.container {
-        if c.command.is_empty() && c.args.is_empty() {
+        if c.command.is_empty() && c.args.is_empty() && c.driver_op().is_none() {
             return Err(SpecError::Invalid {
                 place: format!("executor '{label}'"),
                 message: "container has no command and no args; a local run needs a command".into(),

@@ -84,6 +84,7 @@ pub async fn run(engine: &Engine, paths: &Paths, args: RunArgs) -> Result<i32> {
     let (pipeline_root, remote_root) =
         pipeline_root(&args, paths, pipeline.spec.default_pipeline_root.as_deref())?;
     let opts = RunOptions {
+        service_account: None,
         parallelism,
         cache: !args.no_cache,
         pipeline_root,

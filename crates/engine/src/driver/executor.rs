@@ -11,6 +11,7 @@ pub(super) async fn run_executor(
     comp: &ComponentSpec,
     inputs: Io,
     mut rec: TaskRecord,
+    platform: BTreeMap<String, Value>,
 ) -> Outcome {
     let label = comp.executor_label.clone().unwrap_or_default();
     let Some(exec) = ctx.spec.deployment_spec.executors.get(&label).cloned() else {
@@ -25,7 +26,16 @@ pub(super) async fn run_executor(
         let msg = format!("task '{key}': executor '{label}' has no container");
         return ctx.fail(&mut rec, msg).await;
     };
-    match run_container(ctx, key, task, comp, &container, inputs, &mut rec).await {
+    if let Some(op) = container.driver_op() {
+        return super::volumes::run_driver_op(ctx, key, op, inputs, rec).await;
+    }
+    let step = Step {
+        task,
+        comp,
+        container: &container,
+        platform,
+    };
+    match run_container(ctx, key, &step, inputs, &mut rec).await {
         Ok(o) => o,
         Err(msg) => {
             let msg = format!("task '{key}': {msg}");
@@ -74,15 +84,23 @@ async fn run_importer(
     ctx.finish(&mut rec, State::Succeeded, outputs, None).await
 }
 
+/// What a container task runs: its place in the DAG, its component and
+/// container, and its platform settings as the driver resolved them.
+struct Step<'a> {
+    task: &'a TaskSpec,
+    comp: &'a ComponentSpec,
+    container: &'a ContainerSpec,
+    platform: BTreeMap<String, Value>,
+}
+
 async fn run_container(
     ctx: &Arc<RunCtx>,
     key: &str,
-    task: &TaskSpec,
-    comp: &ComponentSpec,
-    container: &ContainerSpec,
-    inputs: Io,
+    step: &Step<'_>,
+    mut inputs: Io,
     rec: &mut TaskRecord,
 ) -> Result<Outcome, String> {
+    let (task, comp, container) = (step.task, step.comp, step.container);
     // What an earlier execution of this run recorded for the task (a run
     // executes again only as a resume, or a retry, which resumes).
     let earlier = if ctx.resume {
@@ -108,6 +126,8 @@ async fn run_container(
             .and_then(|c| c.cache_key.as_deref()),
     );
     rec.fingerprint = Some(fp.clone());
+    // After the cache key, as KFP's driver adds it.
+    super::task_config::fill_inputs(comp, container, &step.platform, &mut inputs.parameters);
     if caching {
         if let Ok(Some(hit)) = ctx.store.get_cache(&fp).await {
             let io = Io::from_value(&hit.outputs);
@@ -237,7 +257,7 @@ async fn run_container(
         rec.attempt = attempt;
         rec.started_at = Some(Utc::now());
         ctx.save(rec).await?;
-        let job = Job {
+        let mut job = Job {
             id: format!("{}-{}-{}", ctx.run_id, key_dir(key), attempt),
             run_id: ctx.run_id.clone(),
             display_name: key.to_string(),
@@ -253,15 +273,10 @@ async fn run_container(
             },
             work_dir: task_dir.clone(),
             resources: crate::resources::from_ir(container.resources.as_ref()),
-            platform: ctx
-                .platform_executors
-                .iter()
-                .filter_map(|(platform, executors)| {
-                    let settings = &executors[comp.executor_label.as_deref().unwrap_or("")];
-                    (!settings.is_null()).then(|| (platform.clone(), settings.clone()))
-                })
-                .collect(),
+            platform: step.platform.clone(),
+            service_account: ctx.service_account.clone(),
         };
+        super::task_config::withhold(comp, container, &mut job);
         if attempt == first_attempt {
             for message in ctx.backend.unhonoured(&job) {
                 ctx.notice(key, message, &sink);

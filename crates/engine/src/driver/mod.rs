@@ -32,7 +32,9 @@ mod executor;
 mod inputs;
 mod loops;
 mod staging;
+mod task_config;
 mod tasklog;
+mod volumes;
 
 use executor::run_executor;
 use inputs::resolve_inputs;
@@ -77,6 +79,8 @@ pub(crate) struct RunCtx {
     /// Each platform's executor settings (`deploymentSpec.executors`) by
     /// platform name, as the pipeline's platform spec gives them.
     pub platform_executors: std::collections::BTreeMap<String, Value>,
+    /// The service account the run's steps run under, if it names one.
+    pub service_account: Option<String>,
 }
 
 /// How a task or DAG ended, with what it produced.
@@ -577,9 +581,36 @@ fn run_task(
                 ctx.finish(&mut rec, out.state, out.outputs, out.error)
                     .await
             }
-            _ => run_executor(&ctx, &key, &task, &comp, inputs, rec).await,
+            _ => {
+                let platform = match step_platform(&ctx, &comp, &dag_inputs, &upstream) {
+                    Ok(p) => p,
+                    Err(e) => return ctx.fail(&mut rec, format!("task '{key}': {e}")).await,
+                };
+                run_executor(&ctx, &key, &task, &comp, inputs, rec, platform).await
+            }
         }
     })
+}
+
+/// The step's executor settings of each platform the pipeline configures,
+/// with what KFP's driver resolves before a step starts (the claims it mounts).
+fn step_platform(
+    ctx: &RunCtx,
+    comp: &ComponentSpec,
+    dag_inputs: &Io,
+    upstream: &BTreeMap<String, Outcome>,
+) -> Result<BTreeMap<String, Value>, String> {
+    let label = comp.executor_label.as_deref().unwrap_or("");
+    let mut out = BTreeMap::new();
+    for (platform, executors) in &ctx.platform_executors {
+        let mut settings = executors[label].clone();
+        if settings.is_null() {
+            continue;
+        }
+        volumes::resolve_mounts(&mut settings, dag_inputs, upstream)?;
+        out.insert(platform.clone(), settings);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
