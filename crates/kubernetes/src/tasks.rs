@@ -297,10 +297,18 @@ impl Backend for PodTaskBackend {
                 )))
             }
             Err(kube::Error::Api(e)) if e.code == 400 || e.code == 422 || e.code == 403 => {
+                let fix = if e.message.contains("serviceaccount") {
+                    format!(
+                        " (create the ServiceAccount in namespace {}, or name another as the run's service_account or the server's --service-account)",
+                        self.config.namespace
+                    )
+                } else {
+                    String::new()
+                };
                 return Err(BackendError::Permanent(format!(
-                    "the API server refused pod {name}: {}",
+                    "the API server refused pod {name}: {}{fix}",
                     e.message
-                )))
+                )));
             }
             Err(e) => {
                 return Err(BackendError::Retryable(format!(

@@ -47,7 +47,7 @@ fn upload_body() -> Value {
 }
 
 fn upload_params(extra: &[&str]) -> Vec<Value> {
-    ["name", "display_name", "description"]
+    ["name", "display_name", "description", "tags"]
         .iter()
         .chain(extra.iter())
         .map(|n| json!({"name": n, "in": "query", "schema": {"type": "string"}}))
@@ -57,6 +57,8 @@ fn upload_params(extra: &[&str]) -> Vec<Value> {
 fn schemas() -> Value {
     let obj = json!({"type": "object"});
     let s = |props: Value| json!({"type": "object", "properties": props, "additionalProperties": false});
+    let tags =
+        json!({"type": "object", "additionalProperties": {"type": "string"}, "maxProperties": 20});
     json!({
         "Status": {"type": "object", "properties": {"code": {"type": "integer"}, "message": {"type": "string"}, "error": {"type": "string"}, "details": {"type": "array"}}},
         "Empty": obj,
@@ -79,7 +81,12 @@ fn schemas() -> Value {
             }},
         })),
         "NewExperiment": s(json!({"display_name": {"type": "string"}, "description": {"type": "string"}, "namespace": {"type": "string"}})),
-        "NewPipeline": s(json!({"name": {"type": "string"}, "display_name": {"type": "string"}, "description": {"type": "string"}, "namespace": {"type": "string"}})),
+        "NewPipeline": s(json!({"name": {"type": "string"}, "display_name": {"type": "string"}, "description": {"type": "string"}, "namespace": {"type": "string"}, "tags": tags.clone()})),
+        "PipelineUpdate": s(json!({"display_name": {"type": "string"}, "tags": tags.clone()})),
+        "NewPipelineAndVersion": s(json!({
+            "pipeline": {"type": "object", "properties": {"name": {"type": "string"}, "display_name": {"type": "string"}, "description": {"type": "string"}, "tags": tags.clone()}, "additionalProperties": false},
+            "pipeline_version": {"type": "object", "properties": {"pipeline_spec": {"type": "object"}, "tags": tags.clone()}, "additionalProperties": false},
+        })),
         "NewRun": s(json!({
             "experiment_id": {"type": "string"}, "display_name": {"type": "string"}, "description": {"type": "string"},
             "pipeline_spec": {"type": "object"},
@@ -191,7 +198,35 @@ pub fn document() -> Value {
     add(
         format!("{v}/pipelines/{{id}}"),
         "delete",
-        op("Delete a pipeline", vec![path_param("id")], None, "Empty"),
+        op(
+            "Delete a pipeline (with its versions only with cascade=true)",
+            vec![
+                path_param("id"),
+                json!({"name": "cascade", "in": "query", "schema": {"type": "boolean"}}),
+            ],
+            None,
+            "Empty",
+        ),
+    );
+    add(
+        format!("{v}/pipelines/{{id}}"),
+        "patch",
+        op(
+            "Update a pipeline's display name and tags",
+            vec![path_param("id")],
+            Some(json_body("PipelineUpdate")),
+            "Pipeline",
+        ),
+    );
+    add(
+        format!("{v}/pipelines/create"),
+        "post",
+        op(
+            "Create a pipeline and its first version",
+            vec![],
+            Some(json_body("NewPipelineAndVersion")),
+            "Pipeline",
+        ),
     );
     let mut vp = list_params();
     vp.push(path_param("id"));
@@ -210,6 +245,16 @@ pub fn document() -> Value {
         format!("{v}/pipelines/{{id}}/versions/{{vid}}"),
         "delete",
         op("Delete a version", ids(), None, "Empty"),
+    );
+    add(
+        format!("{v}/pipelines/{{id}}/versions/{{vid}}"),
+        "patch",
+        op(
+            "Update a version's display name and tags",
+            ids(),
+            Some(json_body("PipelineUpdate")),
+            "PipelineVersion",
+        ),
     );
     add(
         format!("{v}/runs"),
