@@ -634,27 +634,12 @@ async fn volumes_are_created_mounted_by_name_and_deleted() {
 /// A backend that cannot create volumes fails the task, saying why.
 #[tokio::test(start_paused = true)]
 async fn a_claim_the_backend_cannot_create_fails_its_task() {
-    struct NoVolumes(ScriptedBackend);
-    #[async_trait::async_trait]
-    impl Backend for NoVolumes {
-        fn name(&self) -> &'static str {
-            "novolumes"
-        }
-        async fn run(
-            &self,
-            job: Job,
-            logs: LogSink,
-            cancel: CancellationToken,
-        ) -> Result<JobOutcome, BackendError> {
-            self.0.run(job, logs, cancel).await
-        }
-    }
+    // A backend with only the trait's own volume methods.
     let f = Fixture::new();
-    let dir = tempfile::tempdir().expect("dir");
     let engine = Engine::new(
         f.store.clone(),
-        Arc::new(NoVolumes(ScriptedBackend::new())),
-        dir.path().join("logs"),
+        Arc::new(Named("novolumes", f.backend.clone())),
+        f.root.join("logs"),
     );
     let run = f.create("fx_volume").await;
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();

@@ -219,20 +219,10 @@ async fn pipeline_steps_run_as_pods_with_their_platform_config() {
 #[ignore = "needs kube-apiserver + etcd (scripts/setup --k8s)"]
 async fn the_pods_a_dead_run_left_are_stopped_by_its_run_id() {
     use switchyard_backend::{Backend, Job};
-    let c = Cluster::start().await;
-    let client = c.client().await.unwrap();
-    c.namespace("pipelines").await;
-    c.grant("server.yaml", "switchyard-server", Some("pipelines"))
-        .await;
     let work = tempfile::tempdir().unwrap();
-    let backend = Arc::new(PodTaskBackend::new(TaskPodConfig {
-        namespace: "pipelines".into(),
-        claim: "switchyard-data".into(),
-        mount_path: work.path().to_path_buf(),
-        kubeconfig: Some(c.kubeconfig_for("switchyard-server", cluster::SERVER_TOKEN)),
-        server_url: None,
-        token_secret: None,
-    }));
+    let (c, backend) = pod_backend(work.path()).await;
+    let client = c.client().await.unwrap();
+    let backend = Arc::new(backend);
     let pods: Api<Pod> = Api::namespaced(client.clone(), "pipelines");
     // No kubelet: each pod stays Pending, as a long step would stay Running.
     for (run, task) in [("run-a", "train"), ("run-b", "train")] {
@@ -286,6 +276,88 @@ async fn the_pods_a_dead_run_left_are_stopped_by_its_run_id() {
     .await;
     assert_eq!(left, ["run-b"], "another run's pod is left alone");
     assert!(backend.stop_run("run-a").await.expect("again").is_empty());
+}
+
+/// A cluster with the `pipelines` namespace, the server's Role there (from
+/// deploy/server.yaml) and the Pod task backend acting as the server.
+async fn pod_backend(work: &std::path::Path) -> (Cluster, PodTaskBackend) {
+    let c = Cluster::start().await;
+    c.namespace("pipelines").await;
+    c.grant("server.yaml", "switchyard-server", Some("pipelines"))
+        .await;
+    let backend = PodTaskBackend::new(TaskPodConfig {
+        namespace: "pipelines".into(),
+        claim: "switchyard-data".into(),
+        mount_path: work.to_path_buf(),
+        kubeconfig: Some(c.kubeconfig_for("switchyard-server", cluster::SERVER_TOKEN)),
+        server_url: None,
+        token_secret: None,
+    });
+    (c, backend)
+}
+
+/// A `CreatePVC` step's claim is created (as KFP's driver makes it) and deleted
+/// by the Pod backend under exactly deploy/server.yaml's Role.
+#[tokio::test]
+#[ignore = "needs kube-apiserver + etcd (scripts/setup --k8s)"]
+async fn claims_of_volume_steps_are_created_and_deleted_under_the_servers_role() {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    use switchyard_backend::{Backend, VolumeClaim};
+    let work = tempfile::tempdir().unwrap();
+    let (c, backend) = pod_backend(work.path()).await;
+    let client = c.client().await.unwrap();
+    let claim = VolumeClaim {
+        run_id: "run-v".into(),
+        name: "0d1f-my-pvc".into(),
+        size: "5Gi".into(),
+        access_modes: vec!["ReadWriteOnce".into()],
+        storage_class: "standard".into(),
+        annotations: [("team".to_string(), "ml".to_string())].into(),
+        volume_name: None,
+        local_dir: work.path().join("unused"),
+    };
+    let said = backend.create_volume(&claim).await.expect("created");
+    assert!(
+        said.starts_with("created PersistentVolumeClaim pipelines/0d1f-my-pvc"),
+        "{said}"
+    );
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client, "pipelines");
+    let got = pvcs.get("0d1f-my-pvc").await.expect("the claim");
+    let spec = got.spec.clone().expect("spec");
+    assert_eq!(spec.storage_class_name.as_deref(), Some("standard"));
+    assert_eq!(
+        spec.resources
+            .and_then(|r| r.requests)
+            .map(|r| r["storage"].0.clone()),
+        Some("5Gi".to_string())
+    );
+    assert_eq!(
+        got.annotations().get("team").map(String::as_str),
+        Some("ml")
+    );
+    assert_eq!(
+        got.annotations()
+            .get("switchyard.io/run-id")
+            .map(String::as_str),
+        Some("run-v")
+    );
+    // A resumed run creating it again uses it.
+    let again = backend.create_volume(&claim).await.expect("again");
+    assert!(again.contains("exists already"), "{again}");
+    let said = backend
+        .delete_volume("run-v", "0d1f-my-pvc", work.path())
+        .await
+        .expect("deleted");
+    assert!(said.starts_with("deleted PersistentVolumeClaim"), "{said}");
+    // No controller manager here removes the protection finalizer: deleting is
+    // what the API server records.
+    cluster::eventually("the claim deleted", 30, || async {
+        match pvcs.get_opt("0d1f-my-pvc").await.ok()? {
+            None => Some(()),
+            Some(p) => p.metadata.deletion_timestamp.map(|_| ()),
+        }
+    })
+    .await;
 }
 
 /// This package's folder: where cargo runs the test from (the path compiled in
