@@ -46,6 +46,11 @@ def training_namespace():
         if d["kind"] == "Role":
             d["metadata"]["namespace"] = ns
             docs += [d, bind("Role", d["metadata"]["name"], "switchyard-server", ns)]
+        # The run's service account (KFP's pipeline-runner), which the training
+        # job its step submits runs under.
+        if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == "pipeline-runner":
+            d["metadata"]["namespace"] = ns
+            docs.append(d)
     pv = f"{ns}-data"
     docs += [
         host_volume(pv, data, ns, "switchyard-data"),

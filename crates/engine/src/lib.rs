@@ -585,6 +585,9 @@ fn workspace(run: &RunRecord) -> &Value {
 /// How a notice (see [`Backend::unhonoured`]) starts in a task's log.
 pub const NOTE_PREFIX: &str = "[switchyard] note: ";
 
+/// The variable that gives a step its run's Kubernetes service account.
+pub const SERVICE_ACCOUNT_ENV: &str = "SWITCHYARD_SERVICE_ACCOUNT";
+
 /// The workspace's folder inside the run's folder (a task's folder never
 /// starts with a dot).
 pub const WORKSPACE_DIR: &str = ".workspace";

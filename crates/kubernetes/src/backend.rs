@@ -376,6 +376,8 @@ impl KubernetesBackend {
                     "volumeMounts": mounts,
                 }],
                 "volumes": volumes,
+                // Absent: the namespace's `default` account.
+                "serviceAccountName": s.service_account,
             },
         });
         let policy = match s.restart_policy {
@@ -906,6 +908,25 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn every_pod_runs_under_the_jobs_service_account() {
+        let b = KubernetesBackend::new(config(None));
+        let doc = b.render(&job("  serviceAccount: pipeline-runner\n"), "job-1", &[]);
+        let replicas = &doc["spec"]["pytorchReplicaSpecs"];
+        for r in ["Master", "Worker"] {
+            assert_eq!(
+                replicas[r]["template"]["spec"]["serviceAccountName"], "pipeline-runner",
+                "{r}"
+            );
+        }
+        let plain = b.render(&job(""), "job-1", &[]);
+        assert!(
+            plain["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
+                ["serviceAccountName"]
+                .is_null()
+        );
     }
 
     #[test]

@@ -179,6 +179,11 @@ pub struct TrainingJobSpec {
     /// Kubernetes: the namespace of the PyTorchJob.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// Kubernetes: the ServiceAccount every pod of the job runs under. A job
+    /// a pipeline step submits takes its run's KFP `service_account` when it
+    /// names none; other backends do not use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
 }

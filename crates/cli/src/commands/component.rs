@@ -66,6 +66,8 @@ pub struct StepEnv {
     pub invocation_dir: PathBuf,
     /// The folder standing in for `/s3/` when the run's root is in S3.
     pub s3_mount: Option<String>,
+    /// The run's Kubernetes service account: the job's when it names none.
+    pub service_account: Option<String>,
 }
 
 impl StepEnv {
@@ -81,6 +83,7 @@ impl StepEnv {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))),
             s3_mount: get(switchyard_engine::artifacts::S3_MOUNT_ENV),
+            service_account: get(switchyard_engine::SERVICE_ACCOUNT_ENV),
         }
     }
 
@@ -111,6 +114,13 @@ pub fn job_document(params: &Map<String, Value>, env: &StepEnv) -> Result<Value>
             };
             spec.insert(field.to_string(), v);
         }
+    }
+    if let Some(account) = env
+        .service_account
+        .as_ref()
+        .filter(|_| !spec.contains_key("serviceAccount"))
+    {
+        spec.insert("serviceAccount".into(), Value::String(account.clone()));
     }
     // The run and task this step belongs to (set by the engine for every task),
     // so the job links back to them (dashboard, SageMaker tags).
@@ -319,4 +329,24 @@ pub async fn run(
     )
     .await?;
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job a pipeline step submits runs under its run's service account,
+    /// unless the job names its own.
+    #[test]
+    fn a_steps_job_takes_its_runs_service_account() {
+        let env = StepEnv::from_vars(|k| {
+            (k == switchyard_engine::SERVICE_ACCOUNT_ENV).then(|| "pipeline-runner".to_string())
+        });
+        let params: Map<String, Value> = serde_json::from_value(json!({"name": "t"})).expect("map");
+        let doc = job_document(&params, &env).expect("document");
+        assert_eq!(doc["spec"]["serviceAccount"], "pipeline-runner");
+        let none = StepEnv::from_vars(|_| None);
+        let doc = job_document(&params, &none).expect("document");
+        assert!(doc["spec"].get("serviceAccount").is_none());
+    }
 }

@@ -269,6 +269,11 @@ async fn run_container(
                 let mut env = env.clone();
                 env.insert("SWITCHYARD_RUN_ID".into(), ctx.run_id.to_string());
                 env.insert("SWITCHYARD_TASK".into(), key.to_string());
+                // ... and the run's service account, which a training job it
+                // submits to Kubernetes runs under.
+                if let Some(account) = &ctx.service_account {
+                    env.insert(crate::SERVICE_ACCOUNT_ENV.into(), account.clone());
+                }
                 env
             },
             work_dir: task_dir.clone(),
