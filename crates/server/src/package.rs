@@ -10,6 +10,26 @@ use crate::error::{ApiError, ApiResult};
 /// The name KFP looks for inside an archive before taking its first entry.
 const ENTRY: &str = "pipeline.yaml";
 
+/// The most a pipeline read from an archive may unpack to: the spec parser's
+/// own limit (a small archive can unpack to far more than it weighs).
+const MAX_UNPACKED: u64 = switchyard_spec::parse::MAX_SPEC_BYTES as u64;
+
+/// Reads at most [`MAX_UNPACKED`] bytes of an entry; more is refused.
+fn read_bounded(entry: impl Read, what: &str) -> ApiResult<Vec<u8>> {
+    let mut out = Vec::new();
+    entry
+        .take(MAX_UNPACKED + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| bad(format!("{what} cannot be read: {e}")))?;
+    if out.len() as u64 > MAX_UNPACKED {
+        return Err(bad(format!(
+            "{what} unpacks to more than {} MiB, the largest pipeline accepted",
+            MAX_UNPACKED >> 20
+        )));
+    }
+    Ok(out)
+}
+
 /// The pipeline text of an uploaded file.
 pub(crate) fn pipeline_text(file_name: Option<&str>, bytes: &[u8]) -> ApiResult<String> {
     let name = file_name.unwrap_or("").to_ascii_lowercase();
@@ -67,26 +87,30 @@ fn from_zip(bytes: &[u8]) -> ApiResult<Vec<u8>> {
             "the uploaded .zip holds '{chosen}': put the compiled pipeline in it as {ENTRY}"
         )));
     }
-    let mut entry = archive.by_name(&chosen).map_err(|e| {
+    let entry = archive.by_name(&chosen).map_err(|e| {
         bad(format!(
             "the uploaded .zip's '{chosen}' cannot be read: {e}"
         ))
     })?;
-    let mut out = Vec::new();
-    entry.read_to_end(&mut out).map_err(|e| {
-        bad(format!(
-            "the uploaded .zip's '{chosen}' cannot be read: {e}"
-        ))
-    })?;
-    Ok(out)
+    read_bounded(entry, &format!("the uploaded .zip's '{chosen}'"))
 }
 
 fn from_tar_gz(bytes: &[u8]) -> ApiResult<Vec<u8>> {
     let unreadable = |e: std::io::Error| bad(format!("the uploaded .tar.gz cannot be read: {e}"));
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
     let mut first: Option<(String, Vec<u8>)> = None;
+    // Skipped entries are unpacked too (a tar is read through): all of them
+    // together stay within the limit.
+    let mut unpacked: u64 = 0;
     for entry in archive.entries().map_err(unreadable)? {
-        let mut entry = entry.map_err(unreadable)?;
+        let entry = entry.map_err(unreadable)?;
+        unpacked = unpacked.saturating_add(entry.header().size().unwrap_or(u64::MAX));
+        if unpacked > MAX_UNPACKED {
+            return Err(bad(format!(
+                "the uploaded .tar.gz unpacks to more than {} MiB, the largest pipeline accepted",
+                MAX_UNPACKED >> 20
+            )));
+        }
         if !entry.header().entry_type().is_file() {
             continue;
         }
@@ -96,14 +120,14 @@ fn from_tar_gz(bytes: &[u8]) -> ApiResult<Vec<u8>> {
             .to_string_lossy()
             .into_owned();
         let name = name.trim_start_matches("./").to_string();
-        let mut data = Vec::new();
-        entry.read_to_end(&mut data).map_err(unreadable)?;
+        if name != ENTRY && first.is_some() {
+            continue;
+        }
+        let data = read_bounded(entry, &format!("the uploaded .tar.gz's '{name}'"))?;
         if name == ENTRY {
             return Ok(data);
         }
-        if first.is_none() {
-            first = Some((name, data));
-        }
+        first = Some((name, data));
     }
     match first {
         Some((name, data)) if is_yaml(&name) => Ok(data),
@@ -168,6 +192,16 @@ mod tests {
         assert!(err.to_string().contains(".zip or .tar.gz"), "{err}");
         let err = pipeline_text(Some("empty.zip"), b"not a zip").expect_err("text named zip");
         assert!(err.to_string().contains("not a pipeline package"), "{err}");
+        // Small archives that unpack to more than a pipeline may be.
+        let huge = "a".repeat(MAX_UNPACKED as usize + 1);
+        let err = pipeline_text(Some("bomb.zip"), &zip_of(&[("p.yaml", &huge)])).expect_err("bomb");
+        assert!(err.to_string().contains("unpacks to more than"), "{err}");
+        let err = pipeline_text(
+            Some("bomb.tgz"),
+            &tar_gz_of(&[("x.bin", &huge), ("pipeline.yaml", YAML)]),
+        )
+        .expect_err("tar bomb");
+        assert!(err.to_string().contains("unpacks to more than"), "{err}");
         let z = zip_of(&[("notes.txt", "x")]);
         let err = pipeline_text(Some("p.zip"), &z).expect_err("no yaml");
         assert!(err.to_string().contains("pipeline.yaml"), "{err}");

@@ -95,7 +95,9 @@ async fn read_upload(mut mp: Multipart) -> ApiResult<(String, Option<String>)> {
     }
     let (file_name, bytes) =
         file.ok_or_else(|| ApiError::BadRequest("the upload has no 'uploadfile' field".into()))?;
-    let text = crate::package::pipeline_text(file_name.as_deref(), &bytes)?;
+    // Unpacking an archive takes time: not on the runtime's workers.
+    let name = file_name.clone();
+    let text = off_runtime(move || crate::package::pipeline_text(name.as_deref(), &bytes)).await?;
     Ok((text, file_name))
 }
 
