@@ -562,14 +562,21 @@ fn run_values(run: &RunRecord, run_dir: &std::path::Path) -> placeholder::RunVal
 
 /// The run's resource name, as KFP names a run's workflow:
 /// `<pipeline name>-<5 characters>` (Argo's generated suffix there; here
-/// taken from the run's id, so it stays the same across resume and retry).
+/// derived from the run's id, so it stays the same across resume and retry).
 pub fn resource_name(run: &RunRecord) -> String {
-    let suffix: String = run
-        .id
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .map(|c| c.to_ascii_lowercase())
-        .take(5)
+    // Five base-36 characters, as Argo's suffix, from a digest of the id.
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(run.id.as_bytes());
+    let mut n = digest
+        .iter()
+        .take(8)
+        .fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+    let alphabet = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let suffix: String = (0..5)
+        .map(|_| {
+            let c = char::from(alphabet[(n % 36) as usize]);
+            n /= 36;
+            c
+        })
         .collect();
     // Kubernetes names end at 63 characters.
     let prefix: String = run.pipeline_name.chars().take(57).collect();

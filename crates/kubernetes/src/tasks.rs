@@ -246,6 +246,18 @@ impl PodTaskBackend {
         }))
     }
 
+    /// The claim every step Pod mounts holds the server's data: no pipeline
+    /// creates or deletes it.
+    fn not_the_data_claim(&self, name: &str) -> Result<(), BackendError> {
+        if name == self.config.claim {
+            return Err(BackendError::Permanent(format!(
+                "PersistentVolumeClaim {}/{name} holds the server's data (SWITCHYARD_K8S_TASK_CLAIM): a pipeline cannot create or delete it",
+                self.config.namespace
+            )));
+        }
+        Ok(())
+    }
+
     async fn client(&self) -> Result<Client, BackendError> {
         crate::client(self.config.kubeconfig.as_deref())
             .await
@@ -401,6 +413,7 @@ impl Backend for PodTaskBackend {
     /// The claim KFP's driver creates for `CreatePVC`, in the task namespace,
     /// tagged with its run. One already there (a resumed run) is kept.
     async fn create_volume(&self, claim: &VolumeClaim) -> Result<String, BackendError> {
+        self.not_the_data_claim(&claim.name)?;
         let pvc: PersistentVolumeClaim = serde_json::from_value(claim_doc(claim))
             .map_err(|e| BackendError::Permanent(format!("claim {}: {e}", claim.name)))?;
         let client = self.client().await?;
@@ -413,10 +426,32 @@ impl Backend for PodTaskBackend {
                 claim.size,
                 claim.access_modes.join(", ")
             )),
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(format!(
-                "PersistentVolumeClaim {ns}/{} exists already: used as it is",
-                claim.name
-            )),
+            // This run's own claim (created before a resume) is used; any
+            // other claim of that name is not the run's to take (KFP fails too).
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                let existing = claims.get(&claim.name).await.map_err(|e| {
+                    api_error(
+                        format!("cannot read PersistentVolumeClaim {ns}/{}", claim.name),
+                        e,
+                    )
+                })?;
+                let owner = existing
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(RUN_ANNOTATION));
+                if owner == Some(&claim.run_id) {
+                    Ok(format!(
+                        "PersistentVolumeClaim {ns}/{} was created by this run before: used as it is",
+                        claim.name
+                    ))
+                } else {
+                    Err(BackendError::Permanent(format!(
+                        "PersistentVolumeClaim {ns}/{} exists already and is not this run's: give CreatePVC another pvc_name, or a pvc_name_suffix",
+                        claim.name
+                    )))
+                }
+            }
             Err(e) => Err(api_error(
                 format!("cannot create PersistentVolumeClaim {ns}/{}", claim.name),
                 e,
@@ -430,6 +465,7 @@ impl Backend for PodTaskBackend {
         name: &str,
         _local_dir: &std::path::Path,
     ) -> Result<String, BackendError> {
+        self.not_the_data_claim(name)?;
         let client = self.client().await?;
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(client, &self.config.namespace);
         let ns = &self.config.namespace;

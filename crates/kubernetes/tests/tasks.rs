@@ -341,9 +341,28 @@ async fn claims_of_volume_steps_are_created_and_deleted_under_the_servers_role()
             .map(String::as_str),
         Some("run-v")
     );
-    // A resumed run creating it again uses it.
+    // A resumed run creating it again uses it; another run may not take it.
     let again = backend.create_volume(&claim).await.expect("again");
-    assert!(again.contains("exists already"), "{again}");
+    assert!(again.contains("created by this run before"), "{again}");
+    let other = VolumeClaim {
+        run_id: "run-w".into(),
+        ..claim.clone()
+    };
+    let err = backend
+        .create_volume(&other)
+        .await
+        .expect_err("not run-w's");
+    assert!(err.to_string().contains("is not this run's"), "{err}");
+    // Nor is the claim of the server's data a pipeline's to create or delete.
+    let data = VolumeClaim {
+        name: "switchyard-data".into(),
+        ..claim.clone()
+    };
+    assert!(backend.create_volume(&data).await.is_err());
+    assert!(backend
+        .delete_volume("run-v", "switchyard-data", work.path())
+        .await
+        .is_err());
     let said = backend
         .delete_volume("run-v", "0d1f-my-pvc", work.path())
         .await

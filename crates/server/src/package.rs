@@ -14,6 +14,9 @@ const ENTRY: &str = "pipeline.yaml";
 /// own limit (a small archive can unpack to far more than it weighs).
 const MAX_UNPACKED: u64 = switchyard_spec::parse::MAX_SPEC_BYTES as u64;
 
+/// The most entries a `.tar.gz` may have (a pipeline package holds one or a few).
+const MAX_ENTRIES: u32 = 10_000;
+
 /// Reads at most [`MAX_UNPACKED`] bytes of an entry; more is refused.
 fn read_bounded(entry: impl Read, what: &str) -> ApiResult<Vec<u8>> {
     let mut out = Vec::new();
@@ -97,13 +100,23 @@ fn from_zip(bytes: &[u8]) -> ApiResult<Vec<u8>> {
 
 fn from_tar_gz(bytes: &[u8]) -> ApiResult<Vec<u8>> {
     let unreadable = |e: std::io::Error| bad(format!("the uploaded .tar.gz cannot be read: {e}"));
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+    // The stream itself is bounded: the tar reader keeps long names and PAX
+    // headers in memory before it hands out an entry.
+    let stream = flate2::read::GzDecoder::new(bytes).take(MAX_UNPACKED + (1 << 20));
+    let mut archive = tar::Archive::new(stream);
+    let mut entries = 0u32;
     let mut first: Option<(String, Vec<u8>)> = None;
     // Skipped entries are unpacked too (a tar is read through): all of them
     // together stay within the limit.
     let mut unpacked: u64 = 0;
     for entry in archive.entries().map_err(unreadable)? {
         let entry = entry.map_err(unreadable)?;
+        entries += 1;
+        if entries > MAX_ENTRIES {
+            return Err(bad(format!(
+                "the uploaded .tar.gz has more than {MAX_ENTRIES} entries: put only the compiled pipeline in it, as {ENTRY}"
+            )));
+        }
         unpacked = unpacked.saturating_add(entry.header().size().unwrap_or(u64::MAX));
         if unpacked > MAX_UNPACKED {
             return Err(bad(format!(

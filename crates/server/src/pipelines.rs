@@ -14,7 +14,7 @@ use switchyard_store::{PipelineRecord, PipelineVersionRecord, Tags};
 use crate::error::{ApiError, ApiResult};
 use crate::list::ListQuery;
 use crate::messages;
-use crate::render::{self, now};
+use crate::render;
 use crate::routes::{body, list_response, off_runtime, JsonBody};
 use crate::{tags, AppState};
 
@@ -134,7 +134,7 @@ fn pipeline_and_first(
     version_tags: Tags,
     stored: Value,
 ) -> (PipelineRecord, PipelineVersionRecord) {
-    let now = now();
+    let now = Utc::now();
     let display_name = given(display_name).unwrap_or_else(|| name.clone());
     let p = PipelineRecord {
         id: uuid::Uuid::new_v4().to_string(),
@@ -205,7 +205,7 @@ pub(crate) async fn upload_version(
         name,
         description: given(q.description),
         spec: stored,
-        created_at: now(),
+        created_at: Utc::now(),
         tags: version_tags,
     };
     s.catalog.create_version(&v).await?;
@@ -234,7 +234,7 @@ pub(crate) async fn create_pipeline(
         display_name: given(b.display_name).unwrap_or_else(|| name.clone()),
         name,
         description: given(b.description),
-        created_at: now(),
+        created_at: Utc::now(),
         tags,
     };
     s.catalog.create_pipeline(&p, None).await?;
@@ -388,14 +388,27 @@ pub(crate) async fn list_versions(
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
     s.catalog.get_pipeline(&id).await?;
-    let items = s
-        .catalog
-        .list_versions(&id)
-        .await?
-        .iter()
-        .map(|v| render::version(v, true))
-        .collect();
-    list_response("pipeline_versions", items, &q, "created_at")
+    let versions = s.catalog.list_versions(&id).await?;
+    let items = versions.iter().map(|v| render::version(v, false)).collect();
+    let Json(mut page) = list_response("pipeline_versions", items, &q, "created_at")?;
+    // Each version of the page with its spec, as KFP lists them; added after
+    // paging, so a long list of large specs is not copied whole.
+    let specs: std::collections::BTreeMap<&str, &Value> =
+        versions.iter().map(|v| (v.id.as_str(), &v.spec)).collect();
+    if let Some(list) = page
+        .get_mut("pipeline_versions")
+        .and_then(Value::as_array_mut)
+    {
+        for item in list {
+            let spec = item["pipeline_version_id"]
+                .as_str()
+                .and_then(|id| specs.get(id));
+            if let Some(spec) = spec {
+                item["pipeline_spec"] = render::stored_spec(spec);
+            }
+        }
+    }
+    Ok(Json(page))
 }
 
 /// A version from an inline `pipeline_spec`.
@@ -420,7 +433,7 @@ pub(crate) async fn create_version(
         name,
         description: given(b.description),
         spec: stored,
-        created_at: now(),
+        created_at: Utc::now(),
         tags,
     };
     s.catalog.create_version(&v).await?;

@@ -80,7 +80,7 @@ pub(crate) async fn create(
         .map_err(|e| ApiError::BadRequest(format!("runtime_config.parameters: {e}")))?;
     run_root(&s, &rc, parsed.spec.default_pipeline_root.as_deref())?;
     let experiment_id = experiment_of(&s, b.experiment_id).await?;
-    let now = crate::render::now();
+    let now = Utc::now();
     let r = RecurringRunRecord {
         id: uuid::Uuid::new_v4().to_string(),
         display_name: name,

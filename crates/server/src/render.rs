@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 use switchyard_store::{
     ExperimentRecord, PipelineRecord, PipelineVersionRecord, RunCatalog, RunRecord, TaskRecord,
@@ -29,11 +29,6 @@ pub fn compact(v: Value) -> Value {
         Value::Array(a) => Value::Array(a.into_iter().map(compact).collect()),
         other => other,
     }
-}
-
-/// Now, to the second, for records whose times clients compare.
-pub fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(0)
 }
 
 /// A time as KFP shows it: `2024-01-01T00:00:00Z`.

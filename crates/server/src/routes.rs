@@ -626,9 +626,12 @@ async fn terminate(s: &AppState, id: &str) -> ApiResult<()> {
                 RunUpdate::default(),
             )
             .await?;
-        // Still queued for a slot: nothing of it runs, so it ends here (the
-        // engine does not take a run that is no longer PENDING).
-        let dequeued = !moved
+        // Queued for a slot and never started: nothing of it runs, so it ends
+        // here (a first start takes only a PENDING run). A retried or
+        // recovered run waits for its cancel in the engine instead: resuming
+        // may take a CANCELED run.
+        let never_started = !moved && s.runs.get_run(id).await?.started_at.is_none();
+        let dequeued = never_started
             && s.runs
                 .transition_run(
                     id,

@@ -439,3 +439,63 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+/// A run still queued for a slot (the server runs two at once here) ends at
+/// once when terminated; a running one is stopped, then deleted.
+#[tokio::test]
+async fn queued_runs_end_at_once_and_running_ones_are_stopped_before_deletion() {
+    let s = server(None, 1 << 22).await;
+    s.backend
+        .script("train", [Scripted::Hang, Scripted::Hang, Scripted::Hang]);
+    let spec: Value = serde_saphyr::from_str(&fixture_text("fx_dag")).expect("yaml");
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let (status, run) = post_json(
+            &s,
+            "/apis/v2beta1/runs",
+            &json!({"display_name": format!("r{i}"), "pipeline_spec": spec}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{run}");
+        ids.push(run["run_id"].as_str().expect("id").to_string());
+    }
+    // Two hold the slots with train running; the third waits PENDING.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while s.backend.in_flight().len() < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let state = |v: &Value| v["state"].as_str().unwrap_or_default().to_string();
+    let mut queued = None;
+    for id in &ids {
+        let (_, r) = get(&s, &format!("/apis/v2beta1/runs/{id}")).await;
+        if state(&r) == "PENDING" {
+            queued = Some(id.clone());
+        }
+    }
+    let queued = queued.expect("one run waits for a slot");
+    let (status, body) = post_json(
+        &s,
+        &format!("/apis/v2beta1/runs/{queued}:terminate"),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, r) = get(&s, &format!("/apis/v2beta1/runs/{queued}")).await;
+    assert_eq!(state(&r), "CANCELED", "ended at once: {r}");
+    // A running one: deleted in one call, its step stopped first.
+    let running = ids.iter().find(|id| **id != queued).expect("running");
+    let req = request(Method::DELETE, &format!("/apis/v2beta1/runs/{running}"))
+        .body(Body::empty())
+        .expect("request");
+    let (status, body) = send(&s, req).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _) = get(&s, &format!("/apis/v2beta1/runs/{running}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        !s.backend
+            .in_flight()
+            .iter()
+            .any(|j| j.starts_with(running.as_str())),
+        "its step was stopped"
+    );
+}

@@ -282,8 +282,12 @@ fn affinity(k8s: &Value) -> Value {
     if required.is_empty() && preferred.is_empty() {
         return Value::Null;
     }
-    let mut node =
-        json!({"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": required}});
+    let mut node = json!({});
+    // Kubernetes refuses an empty list of required terms.
+    if !required.is_empty() {
+        node["requiredDuringSchedulingIgnoredDuringExecution"] =
+            json!({ "nodeSelectorTerms": required });
+    }
     if !preferred.is_empty() {
         node["preferredDuringSchedulingIgnoredDuringExecution"] = Value::Array(preferred);
     }
@@ -473,6 +477,14 @@ mod tests {
             node["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
                 ["matchExpressions"][0]["key"],
             "disktype"
+        );
+        let k8s = json!({"nodeAffinity": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}], "weight": 5}]});
+        let only_preferred = task_config(&fields, &ContainerSpec::default(), &k8s);
+        assert!(
+            only_preferred["affinity"]["nodeAffinity"]
+                .get("requiredDuringSchedulingIgnoredDuringExecution")
+                .is_none(),
+            "no empty required list (Kubernetes refuses one)"
         );
         assert_eq!(
             node["preferredDuringSchedulingIgnoredDuringExecution"][0]["weight"],
