@@ -193,28 +193,27 @@ fn env(container: &ContainerSpec, k8s: &Value) -> Vec<Value> {
         .map(|e| json!({"name": e.name, "value": e.value}))
         .collect();
     let list = |key: &str| k8s[key].as_array().cloned().unwrap_or_default();
-    for s in list("secretAsEnv") {
-        let Some(name) = setting_name(&s, "secretName") else {
-            continue;
-        };
-        for kv in s["keyToEnv"].as_array().into_iter().flatten() {
-            let mut r = json!({"name": name, "key": kv["secretKey"]});
-            if let Some(o) = s.get("optional").and_then(Value::as_bool) {
-                r["optional"] = json!(o);
+    // (setting, its name field, the key field of each variable, the reference)
+    for (setting, name_key, key_key, reference) in [
+        ("secretAsEnv", "secretName", "secretKey", "secretKeyRef"),
+        (
+            "configMapAsEnv",
+            "configMapName",
+            "configMapKey",
+            "configMapKeyRef",
+        ),
+    ] {
+        for s in list(setting) {
+            let Some(name) = setting_name(&s, name_key) else {
+                continue;
+            };
+            for kv in s["keyToEnv"].as_array().into_iter().flatten() {
+                let mut r = json!({"name": name, "key": kv[key_key]});
+                if let Some(o) = s.get("optional").and_then(Value::as_bool) {
+                    r["optional"] = json!(o);
+                }
+                out.push(json!({"name": kv["envVar"], "valueFrom": {reference: r}}));
             }
-            out.push(json!({"name": kv["envVar"], "valueFrom": {"secretKeyRef": r}}));
-        }
-    }
-    for c in list("configMapAsEnv") {
-        let Some(name) = setting_name(&c, "configMapName") else {
-            continue;
-        };
-        for kv in c["keyToEnv"].as_array().into_iter().flatten() {
-            let mut r = json!({"name": name, "key": kv["configMapKey"]});
-            if let Some(o) = c.get("optional").and_then(Value::as_bool) {
-                r["optional"] = json!(o);
-            }
-            out.push(json!({"name": kv["envVar"], "valueFrom": {"configMapKeyRef": r}}));
         }
     }
     for f in list("fieldPathAsEnv") {
