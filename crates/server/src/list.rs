@@ -84,6 +84,7 @@ fn parse_filter(text: &str) -> ApiResult<Vec<Predicate>> {
             ]
             .iter()
             .find_map(|k| p.get(*k).cloned());
+            let string_given = p.get("string_value").or_else(|| p.get("stringValue")).is_some();
             let list = [
                 "string_values",
                 "stringValues",
@@ -121,7 +122,7 @@ fn parse_filter(text: &str) -> ApiResult<Vec<Predicate>> {
                         "only EQUALS operation is supported for tag filtering, got {op} for key \"{key}\""
                     )));
                 }
-                if !value.is_string() {
+                if !value.is_string() || !string_given {
                     return Err(ApiError::BadRequest(format!(
                         "tag filter value must be a string for key \"{key}\""
                     )));

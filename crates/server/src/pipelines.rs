@@ -322,24 +322,15 @@ pub(crate) async fn pipeline_by_name(
 }
 
 /// The mutable fields KFP's updates change: a non-empty display name, and the
-/// whole set of tags when `tags` is given (`{}` clears them).
+/// whole set of tags when `tags` is given (`{}` clears them); `None`: unchanged.
 fn updated(
-    display_name: &str,
-    tags: &Tags,
     new_name: Option<String>,
     new_tags: Option<Tags>,
-) -> ApiResult<(String, Tags)> {
-    let tags = match new_tags {
-        Some(t) => {
-            tags::validate(&t)?;
-            t
-        }
-        None => tags.clone(),
-    };
-    Ok((
-        given(new_name).unwrap_or_else(|| display_name.to_string()),
-        tags,
-    ))
+) -> ApiResult<(Option<String>, Option<Tags>)> {
+    if let Some(t) = &new_tags {
+        tags::validate(t)?;
+    }
+    Ok((given(new_name), new_tags))
 }
 
 /// `PATCH /pipelines/{id}` (KFP's UpdatePipeline): display name and tags;
@@ -350,9 +341,10 @@ pub(crate) async fn update_pipeline(
     b: JsonBody<messages::Pipeline>,
 ) -> ApiResult<Json<Value>> {
     let b = body(b)?;
-    let p = s.catalog.get_pipeline(&id).await?;
-    let (name, tags) = updated(&p.display_name, &p.tags, b.display_name, b.tags)?;
-    s.catalog.update_pipeline(&id, &name, &tags).await?;
+    let (name, tags) = updated(b.display_name, b.tags)?;
+    s.catalog
+        .update_pipeline(&id, name.as_deref(), tags.as_ref())
+        .await?;
     Ok(Json(render::pipeline(&s.catalog.get_pipeline(&id).await?)))
 }
 
@@ -459,9 +451,10 @@ pub(crate) async fn update_version(
     b: JsonBody<messages::PipelineVersion>,
 ) -> ApiResult<Json<Value>> {
     let b = body(b)?;
-    let v = s.catalog.get_version(&vid).await?;
-    let (name, tags) = updated(&v.display_name, &v.tags, b.display_name, b.tags)?;
-    s.catalog.update_version(&vid, &name, &tags).await?;
+    let (name, tags) = updated(b.display_name, b.tags)?;
+    s.catalog
+        .update_version(&vid, name.as_deref(), tags.as_ref())
+        .await?;
     Ok(Json(render::version(
         &s.catalog.get_version(&vid).await?,
         true,

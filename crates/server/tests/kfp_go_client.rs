@@ -336,6 +336,13 @@ async fn tags_are_set_replaced_cleared_and_filtered_on() {
     let (status, body) = get(&s, &filter(json!({"predicates": [{"key": "tags.team", "operation": "NOT_EQUALS", "string_value": "x"}]}))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_kfp_error(&body, 3, "only EQUALS");
+    let (status, body) = get(&s, &filter(json!({"predicates": [{"key": "tags.team", "operation": "EQUALS", "timestamp_value": "infra"}]}))).await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "a tag is matched on string_value only"
+    );
+    assert_kfp_error(&body, 3, "must be a string");
     let (status, _) = get(
         &s,
         &format!(

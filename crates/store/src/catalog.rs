@@ -56,6 +56,50 @@ fn tags(row: &AnyRow, what: &str) -> Result<Tags> {
     }
 }
 
+/// Sets only the given fields of a pipeline or version in one statement, so
+/// two updates of different fields both land.
+async fn update_labels(
+    store: &SqlStore,
+    table: &'static str,
+    kind: &'static str,
+    id: &str,
+    display_name: Option<&str>,
+    tags: Option<&Tags>,
+) -> Result<()> {
+    let mut sets = Vec::new();
+    let mut values: Vec<Option<String>> = Vec::new();
+    if let Some(name) = display_name {
+        values.push(Some(name.to_string()));
+        sets.push(format!("display_name = ${}", values.len()));
+    }
+    if let Some(tags) = tags {
+        values.push(tags_text(tags));
+        sets.push(format!("tags = ${}", values.len()));
+    }
+    let sql = if sets.is_empty() {
+        format!("UPDATE {table} SET id = id WHERE id = $1")
+    } else {
+        format!(
+            "UPDATE {table} SET {} WHERE id = ${}",
+            sets.join(", "),
+            values.len() + 1
+        )
+    };
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for v in values {
+        query = query.bind(v);
+    }
+    let r = query
+        .bind(id)
+        .execute(store.pool())
+        .await
+        .map_err(q("update pipeline or version"))?;
+    if r.rows_affected() == 0 {
+        return Err(not_found(kind, id));
+    }
+    Ok(())
+}
+
 /// Tags as stored: NULL when there are none.
 fn tags_text(tags: &Tags) -> Option<String> {
     (!tags.is_empty()).then(|| serde_json::to_string(tags).unwrap_or_default())
@@ -274,33 +318,30 @@ impl CatalogStore for SqlStore {
         Ok(())
     }
 
-    async fn update_pipeline(&self, id: &str, display_name: &str, tags: &Tags) -> Result<()> {
-        let r = sqlx::query("UPDATE pipelines SET display_name = $1, tags = $2 WHERE id = $3")
-            .bind(display_name)
-            .bind(tags_text(tags))
-            .bind(id)
-            .execute(self.pool())
-            .await
-            .map_err(q("update pipeline"))?;
-        if r.rows_affected() == 0 {
-            return Err(not_found("pipeline", id));
-        }
-        Ok(())
+    async fn update_pipeline(
+        &self,
+        id: &str,
+        display_name: Option<&str>,
+        tags: Option<&Tags>,
+    ) -> Result<()> {
+        update_labels(self, "pipelines", "pipeline", id, display_name, tags).await
     }
 
-    async fn update_version(&self, id: &str, display_name: &str, tags: &Tags) -> Result<()> {
-        let r =
-            sqlx::query("UPDATE pipeline_versions SET display_name = $1, tags = $2 WHERE id = $3")
-                .bind(display_name)
-                .bind(tags_text(tags))
-                .bind(id)
-                .execute(self.pool())
-                .await
-                .map_err(q("update pipeline version"))?;
-        if r.rows_affected() == 0 {
-            return Err(not_found("pipeline version", id));
-        }
-        Ok(())
+    async fn update_version(
+        &self,
+        id: &str,
+        display_name: Option<&str>,
+        tags: Option<&Tags>,
+    ) -> Result<()> {
+        update_labels(
+            self,
+            "pipeline_versions",
+            "pipeline version",
+            id,
+            display_name,
+            tags,
+        )
+        .await
     }
 
     async fn create_version(&self, v: &PipelineVersionRecord) -> Result<()> {

@@ -187,9 +187,21 @@ pub trait CatalogStore: Send + Sync {
     async fn delete_pipeline(&self, id: &str) -> Result<()>;
     /// Sets a pipeline's mutable fields (KFP's UpdatePipeline): its display
     /// name and its whole set of tags.
-    async fn update_pipeline(&self, id: &str, display_name: &str, tags: &Tags) -> Result<()>;
+    /// Only the fields given change (`Some`), so concurrent updates of
+    /// different fields both land.
+    async fn update_pipeline(
+        &self,
+        id: &str,
+        display_name: Option<&str>,
+        tags: Option<&Tags>,
+    ) -> Result<()>;
     /// Sets a version's display name and tags (KFP's UpdatePipelineVersion).
-    async fn update_version(&self, id: &str, display_name: &str, tags: &Tags) -> Result<()>;
+    async fn update_version(
+        &self,
+        id: &str,
+        display_name: Option<&str>,
+        tags: Option<&Tags>,
+    ) -> Result<()>;
     async fn create_version(&self, v: &PipelineVersionRecord) -> Result<()>;
     async fn get_version(&self, id: &str) -> Result<PipelineVersionRecord>;
     async fn list_versions(&self, pipeline_id: &str) -> Result<Vec<PipelineVersionRecord>>;

@@ -807,25 +807,37 @@ async fn experiments_pipelines_and_runs(store: impl RunStore + CatalogStore) {
     assert_eq!(store.get_version("v2").await.unwrap().tags["stage"], "v2");
     let team: switchyard_store::Tags = [("team".to_string(), "ml".to_string())].into();
     store
-        .update_pipeline("p1", "Train v2", &team)
+        .update_pipeline("p1", Some("Train v2"), Some(&team))
         .await
         .unwrap();
     let got = store.get_pipeline("p1").await.unwrap();
     assert_eq!((got.display_name.as_str(), &got.tags), ("Train v2", &team));
+    // Only what is given changes.
     store
-        .update_pipeline("p1", "Train v2", &Default::default())
+        .update_pipeline("p1", Some("Train v3"), None)
         .await
         .unwrap();
-    assert!(store.get_pipeline("p1").await.unwrap().tags.is_empty());
-    store.update_version("v2", "second", &team).await.unwrap();
+    let got = store.get_pipeline("p1").await.unwrap();
+    assert_eq!((got.display_name.as_str(), &got.tags), ("Train v3", &team));
+    store
+        .update_pipeline("p1", None, Some(&Default::default()))
+        .await
+        .unwrap();
+    let got = store.get_pipeline("p1").await.unwrap();
+    assert!(got.tags.is_empty() && got.display_name == "Train v3");
+    store.update_pipeline("p1", None, None).await.unwrap();
+    store
+        .update_version("v2", Some("second"), Some(&team))
+        .await
+        .unwrap();
     let got = store.get_version("v2").await.unwrap();
     assert_eq!((got.display_name.as_str(), &got.tags), ("second", &team));
     assert!(matches!(
-        store.update_pipeline("nope", "x", &team).await,
+        store.update_pipeline("nope", Some("x"), Some(&team)).await,
         Err(StoreError::NotFound { .. })
     ));
     assert!(matches!(
-        store.update_version("nope", "x", &team).await,
+        store.update_version("nope", None, None).await,
         Err(StoreError::NotFound { .. })
     ));
     assert_eq!(

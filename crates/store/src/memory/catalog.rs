@@ -234,27 +234,45 @@ impl CatalogStore for MemoryStore {
         Ok(())
     }
 
-    async fn update_pipeline(&self, id: &str, display_name: &str, tags: &Tags) -> Result<()> {
+    async fn update_pipeline(
+        &self,
+        id: &str,
+        display_name: Option<&str>,
+        tags: Option<&Tags>,
+    ) -> Result<()> {
         let mut d = self.data();
         let p = d
             .catalog
             .pipelines
             .get_mut(id)
             .ok_or_else(|| not_found("pipeline", id))?;
-        p.display_name = display_name.to_string();
-        p.tags = tags.clone();
+        if let Some(name) = display_name {
+            p.display_name = name.to_string();
+        }
+        if let Some(tags) = tags {
+            p.tags = tags.clone();
+        }
         Ok(())
     }
 
-    async fn update_version(&self, id: &str, display_name: &str, tags: &Tags) -> Result<()> {
+    async fn update_version(
+        &self,
+        id: &str,
+        display_name: Option<&str>,
+        tags: Option<&Tags>,
+    ) -> Result<()> {
         let mut d = self.data();
         let v = d
             .catalog
             .versions
             .get_mut(id)
             .ok_or_else(|| not_found("pipeline version", id))?;
-        v.display_name = display_name.to_string();
-        v.tags = tags.clone();
+        if let Some(name) = display_name {
+            v.display_name = name.to_string();
+        }
+        if let Some(tags) = tags {
+            v.tags = tags.clone();
+        }
         Ok(())
     }
 
