@@ -109,7 +109,10 @@ async fn run_container(
         None
     };
     // A resumed run keeps what already succeeded.
-    if let Some(done) = earlier.as_ref().and_then(|old| reuse_succeeded(ctx, old)) {
+    if let Some(done) = earlier
+        .as_ref()
+        .and_then(|old| reuse_succeeded(ctx, old, "container"))
+    {
         return Ok(done);
     }
     let caching = ctx.cache
@@ -419,7 +422,11 @@ fn next_attempt(earlier: Option<&TaskRecord>, reattach: bool) -> u32 {
 }
 
 /// On resume: the outputs of this task if it already succeeded in this run.
-fn reuse_succeeded(ctx: &RunCtx, old: &TaskRecord) -> Option<Outcome> {
+pub(super) fn reuse_succeeded(
+    ctx: &RunCtx,
+    old: &TaskRecord,
+    kind: &'static str,
+) -> Option<Outcome> {
     if old.state != State::Succeeded {
         return None;
     }
@@ -427,7 +434,7 @@ fn reuse_succeeded(ctx: &RunCtx, old: &TaskRecord) -> Option<Outcome> {
     let _ = ctx.events.send(Event::Task {
         key: old.task_key.clone(),
         name: old.name.clone(),
-        kind: "container",
+        kind,
         state: State::Succeeded,
         cached: old.cached,
         attempt: old.attempt,

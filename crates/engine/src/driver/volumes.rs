@@ -24,22 +24,17 @@ pub(super) async fn run_driver_op(
     inputs: Io,
     mut rec: TaskRecord,
 ) -> Outcome {
-    rec.kind = match op {
+    let kind = match op {
         DriverOp::CreatePvc => "createpvc",
         DriverOp::DeletePvc => "deletepvc",
-    }
-    .into();
-    // A resumed run keeps the claim it created (a fresh name would be another).
+    };
+    rec.kind = kind.into();
+    // A resumed run keeps the claim it created (a fresh name would be
+    // another), as it keeps every task that succeeded.
     if ctx.resume {
         if let Ok(Some(old)) = ctx.store.get_task(&ctx.run_id, key).await {
-            if old.state == State::Succeeded {
-                let outputs = old
-                    .outputs
-                    .as_ref()
-                    .and_then(Io::from_value)
-                    .unwrap_or_default();
-                rec.started_at = old.started_at;
-                return ctx.finish(&mut rec, State::Succeeded, outputs, None).await;
+            if let Some(done) = super::executor::reuse_succeeded(ctx, &old, kind) {
+                return done;
             }
         }
     }
