@@ -12,6 +12,16 @@ use crate::{
     Result, RunCatalog, RunField, RunFilter, RunRecord, State, Stats, StoreError, Tags,
 };
 
+/// Sets the fields an update gives (as SQL's one-statement update does).
+fn set_labels(name: &mut String, tags: &mut Tags, new_name: Option<&str>, new_tags: Option<&Tags>) {
+    if let Some(n) = new_name {
+        *name = n.to_string();
+    }
+    if let Some(t) = new_tags {
+        *tags = t.clone();
+    }
+}
+
 #[derive(Default)]
 pub(super) struct Catalog {
     experiments: BTreeMap<String, ExperimentRecord>,
@@ -246,12 +256,7 @@ impl CatalogStore for MemoryStore {
             .pipelines
             .get_mut(id)
             .ok_or_else(|| not_found("pipeline", id))?;
-        if let Some(name) = display_name {
-            p.display_name = name.to_string();
-        }
-        if let Some(tags) = tags {
-            p.tags = tags.clone();
-        }
+        set_labels(&mut p.display_name, &mut p.tags, display_name, tags);
         Ok(())
     }
 
@@ -267,12 +272,7 @@ impl CatalogStore for MemoryStore {
             .versions
             .get_mut(id)
             .ok_or_else(|| not_found("pipeline version", id))?;
-        if let Some(name) = display_name {
-            v.display_name = name.to_string();
-        }
-        if let Some(tags) = tags {
-            v.tags = tags.clone();
-        }
+        set_labels(&mut v.display_name, &mut v.tags, display_name, tags);
         Ok(())
     }
 
