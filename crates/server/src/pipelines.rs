@@ -125,6 +125,27 @@ fn given(s: Option<String>) -> Option<String> {
     s.filter(|s| !s.is_empty())
 }
 
+/// A new version of a pipeline; its display name is its name unless given.
+fn new_version(
+    pipeline_id: String,
+    name: String,
+    display_name: Option<String>,
+    description: Option<String>,
+    spec: Value,
+    tags: Tags,
+) -> PipelineVersionRecord {
+    PipelineVersionRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        pipeline_id,
+        display_name: given(display_name).unwrap_or_else(|| name.clone()),
+        name,
+        description,
+        spec,
+        created_at: Utc::now(),
+        tags,
+    }
+}
+
 /// A pipeline and its first version, which shares its names and description.
 fn pipeline_and_first(
     name: String,
@@ -134,26 +155,23 @@ fn pipeline_and_first(
     version_tags: Tags,
     stored: Value,
 ) -> (PipelineRecord, PipelineVersionRecord) {
-    let now = Utc::now();
     let display_name = given(display_name).unwrap_or_else(|| name.clone());
     let p = PipelineRecord {
         id: uuid::Uuid::new_v4().to_string(),
         name: name.clone(),
         display_name: display_name.clone(),
         description: description.clone(),
-        created_at: now,
+        created_at: Utc::now(),
         tags: pipeline_tags,
     };
-    let v = PipelineVersionRecord {
-        id: uuid::Uuid::new_v4().to_string(),
-        pipeline_id: p.id.clone(),
+    let v = new_version(
+        p.id.clone(),
         name,
-        display_name,
+        Some(display_name),
         description,
-        spec: stored,
-        created_at: now,
-        tags: version_tags,
-    };
+        stored,
+        version_tags,
+    );
     (p, v)
 }
 
@@ -198,16 +216,14 @@ pub(crate) async fn upload_version(
         .or_else(|| stem(&file))
         .unwrap_or_else(|| Utc::now().to_rfc3339());
     check_length("PipelineVersion.Name", &name, MAX_VERSION_NAME)?;
-    let v = PipelineVersionRecord {
-        id: uuid::Uuid::new_v4().to_string(),
-        pipeline_id: pid,
-        display_name: given(q.display_name).unwrap_or_else(|| name.clone()),
+    let v = new_version(
+        pid,
         name,
-        description: given(q.description),
-        spec: stored,
-        created_at: Utc::now(),
-        tags: version_tags,
-    };
+        q.display_name,
+        given(q.description),
+        stored,
+        version_tags,
+    );
     s.catalog.create_version(&v).await?;
     Ok(Json(render::version(&v, true)))
 }
@@ -227,8 +243,7 @@ pub(crate) async fn create_pipeline(
 ) -> ApiResult<Json<Value>> {
     let b = body(b)?;
     let name = pipeline_name(&b)?;
-    let tags = b.tags.unwrap_or_default();
-    tags::validate(&tags)?;
+    let tags = tags::checked(b.tags)?;
     let p = PipelineRecord {
         id: uuid::Uuid::new_v4().to_string(),
         display_name: given(b.display_name).unwrap_or_else(|| name.clone()),
@@ -269,12 +284,8 @@ pub(crate) async fn create_pipeline_and_version(
         .pipeline_version
         .ok_or_else(|| ApiError::BadRequest("pipeline_version is required".into()))?;
     let name = pipeline_name(&pipeline)?;
-    let (pipeline_tags, version_tags) = (
-        pipeline.tags.unwrap_or_default(),
-        version.tags.clone().unwrap_or_default(),
-    );
-    tags::validate(&pipeline_tags)?;
-    tags::validate(&version_tags)?;
+    let pipeline_tags = tags::checked(pipeline.tags)?;
+    let version_tags = tags::checked(version.tags.clone())?;
     let stored = inline_spec(&version).await?;
     let (p, v) = pipeline_and_first(
         name,
@@ -299,7 +310,7 @@ pub(crate) async fn list_pipelines(
         .iter()
         .map(render::pipeline)
         .collect();
-    list_response("pipelines", items, &q, "created_at")
+    list_response("pipelines", items, &q, "created_at", true)
 }
 
 pub(crate) async fn get_pipeline(
@@ -382,7 +393,7 @@ pub(crate) async fn list_versions(
     s.catalog.get_pipeline(&id).await?;
     let versions = s.catalog.list_versions(&id).await?;
     let items = versions.iter().map(|v| render::version(v, false)).collect();
-    let Json(mut page) = list_response("pipeline_versions", items, &q, "created_at")?;
+    let Json(mut page) = list_response("pipeline_versions", items, &q, "created_at", true)?;
     // Each version of the page with its spec, as KFP lists them; added after
     // paging, so a long list of large specs is not copied whole.
     let specs: std::collections::BTreeMap<&str, &Value> =
@@ -411,23 +422,13 @@ pub(crate) async fn create_version(
 ) -> ApiResult<Json<Value>> {
     let b = body(b)?;
     s.catalog.get_pipeline(&id).await?;
-    let tags = b.tags.clone().unwrap_or_default();
-    tags::validate(&tags)?;
+    let tags = tags::checked(b.tags.clone())?;
     let stored = inline_spec(&b).await?;
     let name = given(b.name)
         .or(given(b.display_name.clone()))
         .unwrap_or_else(|| Utc::now().to_rfc3339());
     check_length("PipelineVersion.Name", &name, MAX_VERSION_NAME)?;
-    let v = PipelineVersionRecord {
-        id: uuid::Uuid::new_v4().to_string(),
-        pipeline_id: id,
-        display_name: given(b.display_name).unwrap_or_else(|| name.clone()),
-        name,
-        description: given(b.description),
-        spec: stored,
-        created_at: Utc::now(),
-        tags,
-    };
+    let v = new_version(id, name, b.display_name, given(b.description), stored, tags);
     s.catalog.create_version(&v).await?;
     Ok(Json(render::version(&v, true)))
 }

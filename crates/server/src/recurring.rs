@@ -129,7 +129,7 @@ pub(crate) async fn list(
         .map(render)
         .collect();
     // KFP's proto field name for the list is camelCase.
-    list_response("recurringRuns", items, &q, "created_at")
+    list_response("recurringRuns", items, &q, "created_at", false)
 }
 
 pub(crate) async fn delete(
@@ -168,7 +168,7 @@ pub(crate) async fn action(
 /// and empty fields left out), plus `next_fire_time`, the next slot.
 pub(crate) fn render(r: &RecurringRunRecord) -> Value {
     let trig = trigger::parse(Some(&r.trigger));
-    let fmt = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let fmt = crate::render::ts;
     let mut v = json!({
         "recurring_run_id": r.id,
         "display_name": r.display_name,

@@ -130,14 +130,15 @@ pub fn router() -> Router<AppState> {
         })
 }
 
-/// `{<field>: [...], total_size, next_page_token}` for one page of `items`.
+/// `{<field>: [...], total_size, next_page_token}` for one page of `items`;
+/// `taggable`: the items carry KFP tags (`tags.<key>` filters apply).
 pub(crate) fn list_response(
     field: &str,
     items: Vec<Value>,
     q: &ListQuery,
     default_sort: &str,
+    taggable: bool,
 ) -> ApiResult<Json<Value>> {
-    let taggable = matches!(field, "pipelines" | "pipeline_versions");
     let p = page(items, q, default_sort, taggable)?;
     // The items come rendered: only this level is compacted (a pipeline
     // spec's own empty fields are part of it).
@@ -189,7 +190,7 @@ async fn list_experiments(
         .iter()
         .map(render::experiment)
         .collect();
-    list_response("experiments", items, &q, "created_at")
+    list_response("experiments", items, &q, "created_at", false)
 }
 
 async fn get_experiment(
@@ -552,7 +553,7 @@ async fn list_runs(
             .unwrap_or_else(|| "AVAILABLE".into()));
         items.push(v);
     }
-    list_response("runs", items, &q, "created_at desc")
+    list_response("runs", items, &q, "created_at desc", false)
 }
 
 /// How long a delete waits for the run it stopped to end.

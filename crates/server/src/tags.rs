@@ -42,6 +42,13 @@ pub(crate) fn validate(tags: &Tags) -> ApiResult<()> {
     Ok(())
 }
 
+/// A request's tags (none: an empty set), validated.
+pub(crate) fn checked(tags: Option<Tags>) -> ApiResult<Tags> {
+    let tags = tags.unwrap_or_default();
+    validate(&tags)?;
+    Ok(tags)
+}
+
 /// The `tags` query parameter of the upload endpoints: a JSON object of strings.
 pub(crate) fn from_query(text: Option<&str>) -> ApiResult<Tags> {
     let Some(text) = text.filter(|t| !t.trim().is_empty()) else {

@@ -46,14 +46,6 @@ async fn upload(s: &Server, path_and_query: &str, file: &str, bytes: &[u8]) -> (
     send(s, req).await
 }
 
-fn fixture_text(name: &str) -> String {
-    let path = format!(
-        "{}/../engine/tests/fixtures/{name}.yaml",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    std::fs::read_to_string(path).expect("fixture")
-}
-
 /// A time as KFP writes it: whole seconds, `Z`.
 fn assert_kfp_time(v: &Value) {
     let t = v.as_str().unwrap_or_else(|| panic!("a time: {v}"));
@@ -173,7 +165,7 @@ async fn uploads_answer_as_get_does_and_versions_list_their_spec() {
         "the first version is named after the pipeline"
     );
     // The document as uploaded: its empty defaults kept, whole floats as integers.
-    let document: Value = serde_saphyr::from_str(&fixture_text("fx_training")).expect("yaml");
+    let document = fixture("fx_training");
     let spec = &v["pipeline_spec"];
     let params = &spec["components"]["comp-training-job"]["inputDefinitions"]["parameters"];
     let uploaded = &document["components"]["comp-training-job"]["inputDefinitions"]["parameters"];
@@ -378,7 +370,7 @@ async fn tags_are_set_replaced_cleared_and_filtered_on() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // CreatePipelineAndVersion, with the spec inline; a URL is not fetched.
-    let spec: Value = serde_saphyr::from_str(&fixture_text("fx_dag")).expect("yaml");
+    let spec: Value = fixture("fx_dag");
     let (status, both) = post_json(
         &s,
         "/apis/v2beta1/pipelines/create",
@@ -454,7 +446,7 @@ async fn queued_runs_end_at_once_and_running_ones_are_stopped_before_deletion() 
     let s = server(None, 1 << 22).await;
     s.backend
         .script("train", [Scripted::Hang, Scripted::Hang, Scripted::Hang]);
-    let spec: Value = serde_saphyr::from_str(&fixture_text("fx_dag")).expect("yaml");
+    let spec: Value = fixture("fx_dag");
     let mut ids = Vec::new();
     for i in 0..3 {
         let (status, run) = post_json(

@@ -169,11 +169,16 @@ pub fn assert_kfp_error(body: &Value, code: i64, needle: &str) {
     );
 }
 
-pub fn fixture(name: &str) -> Value {
+/// A kfp-compiled engine fixture, as its YAML text.
+pub fn fixture_text(name: &str) -> String {
     let path = format!(
         "{}/../engine/tests/fixtures/{name}.yaml",
         env!("CARGO_MANIFEST_DIR")
     );
-    let text = std::fs::read_to_string(path).expect("fixture");
-    serde_saphyr::from_str(&text).expect("kfp-compiled YAML")
+    std::fs::read_to_string(path).expect("fixture")
+}
+
+/// A kfp-compiled engine fixture, as JSON.
+pub fn fixture(name: &str) -> Value {
+    serde_saphyr::from_str(&fixture_text(name)).expect("kfp-compiled YAML")
 }
