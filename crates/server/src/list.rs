@@ -171,11 +171,10 @@ fn text(v: &Value) -> String {
     }
 }
 
-fn matches(item: &Map<String, Value>, p: &Predicate, taggable: bool) -> ApiResult<bool> {
+/// Whether `item` passes `p` (a tag predicate only reaches here for items
+/// that carry tags: [`page`] refuses it for the others).
+fn matches(item: &Map<String, Value>, p: &Predicate) -> ApiResult<bool> {
     if let Some(tag) = p.key.strip_prefix(TAG_PREFIX) {
-        if !taggable {
-            return Err(untaggable(&p.key));
-        }
         let has = item.get("tags").and_then(|t| t.get(tag));
         return Ok(has.is_some_and(|v| text(v) == text(&p.value)));
     }
@@ -315,7 +314,7 @@ pub fn page(
             let obj = item.as_object().cloned().unwrap_or_default();
             let mut ok = true;
             for p in &preds {
-                ok &= matches(&obj, p, taggable)?;
+                ok &= matches(&obj, p)?;
             }
             if ok {
                 kept.push(item);
