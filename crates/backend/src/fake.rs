@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{Backend, BackendError, Job, JobOutcome, LogSink, VolumeClaim};
+use crate::{Backend, BackendError, Job, LogSink, StepOutcome, VolumeClaim};
 
 /// How one job ends.
 #[derive(Debug, Clone)]
@@ -103,7 +103,7 @@ impl Backend for ScriptedBackend {
         job: Job,
         logs: LogSink,
         cancel: CancellationToken,
-    ) -> Result<JobOutcome, BackendError> {
+    ) -> Result<StepOutcome, BackendError> {
         let next = self
             .lock_script()
             .get_mut(&job.display_name)
@@ -160,11 +160,11 @@ impl Backend for ScriptedBackend {
 }
 
 /// Ends one job as `next` says.
-async fn ends(mut next: Scripted, cancel: &CancellationToken) -> Result<JobOutcome, BackendError> {
+async fn ends(mut next: Scripted, cancel: &CancellationToken) -> Result<StepOutcome, BackendError> {
     loop {
         return match next {
-            Scripted::Succeed => Ok(JobOutcome::Succeeded),
-            Scripted::Fail(message) => Ok(JobOutcome::Failed {
+            Scripted::Succeed => Ok(StepOutcome::Succeeded),
+            Scripted::Fail(message) => Ok(StepOutcome::Failed {
                 exit_code: Some(1),
                 message,
             }),
@@ -175,11 +175,11 @@ async fn ends(mut next: Scripted, cancel: &CancellationToken) -> Result<JobOutco
             }),
             Scripted::Hang => {
                 cancel.cancelled().await;
-                Ok(JobOutcome::Canceled)
+                Ok(StepOutcome::Canceled)
             }
             Scripted::After(wait, then) => {
                 tokio::select! {
-                    _ = cancel.cancelled() => Ok(JobOutcome::Canceled),
+                    _ = cancel.cancelled() => Ok(StepOutcome::Canceled),
                     _ = tokio::time::sleep(wait) => {
                         next = *then;
                         continue;

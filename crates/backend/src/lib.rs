@@ -105,7 +105,7 @@ pub struct VolumeClaim {
 
 /// How a job ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobOutcome {
+pub enum StepOutcome {
     Succeeded,
     /// The job ran and failed; `message` is what to show the user.
     Failed {
@@ -150,7 +150,7 @@ pub trait Backend: Send + Sync {
         job: Job,
         logs: LogSink,
         cancel: CancellationToken,
-    ) -> Result<JobOutcome, BackendError>;
+    ) -> Result<StepOutcome, BackendError>;
     /// Stops everything this backend still runs for `run_id` with no process
     /// following it (the run's executing process died and the run is
     /// canceled): a step's Pod, a training job. One line per thing stopped.

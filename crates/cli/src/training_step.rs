@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use switchyard_backend::{Backend, BackendError, Job, JobOutcome, LogSink, VolumeClaim};
+use switchyard_backend::{Backend, BackendError, Job, LogSink, StepOutcome, VolumeClaim};
 use switchyard_runner::{JobRunner, Notice, NoticeSink};
 use tokio_util::sync::CancellationToken;
 
@@ -93,7 +93,7 @@ impl Backend for TrainingSteps {
         job: Job,
         logs: LogSink,
         cancel: CancellationToken,
-    ) -> Result<JobOutcome, BackendError> {
+    ) -> Result<StepOutcome, BackendError> {
         let Some(input) = executor_input(&job.argv) else {
             return self.steps.run(job, logs, cancel).await;
         };
@@ -109,12 +109,12 @@ impl Backend for TrainingSteps {
         // engine's cancel of this task, nor reach the task's next attempt.
         let job_cancel = cancel.child_token();
         match run_step(&self.runner, input, &env, None, roots, job_cancel, notice).await {
-            Ok(()) => Ok(JobOutcome::Succeeded),
-            Err(_) if cancel.is_cancelled() => Ok(JobOutcome::Canceled),
+            Ok(()) => Ok(StepOutcome::Succeeded),
+            Err(_) if cancel.is_cancelled() => Ok(StepOutcome::Canceled),
             Err(e) => {
                 let message = format!("{e:#}");
                 logs(&format!("error: {message}"));
-                Ok(JobOutcome::Failed {
+                Ok(StepOutcome::Failed {
                     exit_code: None,
                     message,
                 })
@@ -161,8 +161,8 @@ mod in_process {
     use switchyard_runner::{Backends, JobRunner, RunnerError};
     use switchyard_store::{JobStore, RunStore, SqlStore, State};
     use switchyard_training::{
-        BackendError, BackendKind, JobEvent, JobEvents, JobOutcome, JobState, TrainingBackend,
-        TrainingJob,
+        BackendError, BackendKind, JobEvent, JobEvents, JobState, TrainingBackend, TrainingJob,
+        TrainingOutcome,
     };
     use tokio_util::sync::CancellationToken;
 
@@ -188,7 +188,7 @@ mod in_process {
             _job_id: &str,
             events: JobEvents,
             _cancel: CancellationToken,
-        ) -> Result<JobOutcome, BackendError> {
+        ) -> Result<TrainingOutcome, BackendError> {
             if let Ok(mut seen) = self.seen.lock() {
                 seen.push(job.clone());
             }
@@ -198,7 +198,7 @@ mod in_process {
                 line: "test_accuracy=0.97".into(),
             });
             let failed = self.state != JobState::Succeeded;
-            Ok(JobOutcome {
+            Ok(TrainingOutcome {
                 state: self.state,
                 restarts: 0,
                 model: (!failed).then(|| self.model.to_string_lossy().into_owned()),

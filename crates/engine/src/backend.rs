@@ -2,5 +2,5 @@
 //! without the engine; re-exported here for the engine's users.
 
 pub use switchyard_backend::{
-    Accelerator, Backend, BackendError, Job, JobOutcome, LogSink, Resources, VolumeClaim,
+    Accelerator, Backend, BackendError, Job, LogSink, Resources, StepOutcome, VolumeClaim,
 };

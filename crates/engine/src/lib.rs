@@ -12,6 +12,7 @@ pub mod artifacts;
 pub mod backend;
 mod driver;
 pub mod events;
+mod execute;
 pub mod expr;
 pub mod fingerprint;
 pub mod io;
@@ -22,19 +23,16 @@ pub mod retry;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use switchyard_spec::params::resolve_pipeline_parameters;
 use switchyard_spec::{validate, ParsedPipeline, SpecError};
-use switchyard_store::{Holder, RunRecord, RunStore, RunUpdate, State, StoreError};
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
+use switchyard_store::{LifecycleStore, RunRecord, RunStore, State, StoreError};
 
 pub use artifacts::{ArtifactStore, PipelineRoot};
-pub use backend::{Accelerator, Backend, BackendError, Job, JobOutcome, LogSink, Resources};
+pub use backend::{Accelerator, Backend, BackendError, Job, LogSink, Resources, StepOutcome};
 pub use events::{Event, EventSender};
 pub use io::{Artifact, Io};
 pub use orphan::OrphanCancel;
@@ -93,7 +91,6 @@ pub struct Engine {
     store: Arc<dyn RunStore>,
     backend: Arc<dyn Backend>,
     logs_dir: PathBuf,
-    keeper: Arc<std::sync::OnceLock<()>>,
     artifacts: Option<Arc<dyn ArtifactStore>>,
 }
 
@@ -103,7 +100,6 @@ impl Engine {
             store,
             backend,
             logs_dir,
-            keeper: Arc::new(std::sync::OnceLock::new()),
             artifacts: None,
         }
     }
@@ -120,28 +116,13 @@ impl Engine {
         self.artifacts.as_ref()
     }
 
-    /// Starts (once, on the current runtime) the task that renews the leases
-    /// of every run this process holds, executing or queued: one statement
-    /// per renewal period. `execute` starts it too; a server starts it before
-    /// it takes runs that wait for a slot.
+    /// Starts (once per store and process) the renewal of every lease
+    /// this process holds (see [`switchyard_store::lifecycle::keep_leases`]).
+    /// `execute` starts it too; a server starts it before it takes runs that
+    /// wait for a slot.
     pub fn keep_leases(&self) {
-        self.keeper.get_or_init(|| {
-            let store = self.store.clone();
-            tokio::spawn(async move {
-                let me = Holder::current();
-                let mut tick = tokio::time::interval(switchyard_store::renew_every());
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    if let Err(e) = store
-                        .renew_run_leases(&me.id, switchyard_store::expiry())
-                        .await
-                    {
-                        tracing::warn!(error = %e, "could not renew this process's run leases");
-                    }
-                }
-            });
-        });
+        let store: Arc<dyn LifecycleStore> = self.store.clone();
+        switchyard_store::lifecycle::keep_leases(&store);
     }
 
     pub fn store(&self) -> &Arc<dyn RunStore> {
@@ -216,321 +197,6 @@ impl Engine {
         };
         self.store.create_run(&run).await?;
         Ok(run)
-    }
-
-    /// Drives a run to a final state. With `resume`, tasks that already
-    /// succeeded in this run are kept, not run again. `cancel` (or a cancel
-    /// request written to the store by another process) stops it.
-    pub async fn execute(
-        &self,
-        run_id: &str,
-        events: EventSender,
-        cancel: CancellationToken,
-        resume: bool,
-    ) -> Result<RunRecord, EngineError> {
-        let run = self.store.get_run(run_id).await?;
-        // Unfinished when taken: its process died mid-run (see RunCtx::reattach).
-        let reattach = resume && !run.state.is_final();
-        let from: &[State] = if resume {
-            &[
-                State::Running,
-                State::Failed,
-                State::Canceled,
-                State::Canceling,
-                State::Pending,
-            ]
-        } else {
-            &[State::Pending]
-        };
-        // Never take a run another process holds: a live owner of this host,
-        // or an unexpired lease (a server elsewhere on the same database).
-        if let Some(lease) = run.lease.as_ref().filter(|l| l.held() && !l.is_mine()) {
-            return Err(EngineError::State {
-                id: run.id.clone(),
-                action: if resume { "resumed" } else { "started" },
-                reason: format!(
-                    "process {} on {} holds it (lease until {})",
-                    lease.pid, lease.host, lease.until
-                ),
-            });
-        }
-        self.keep_leases();
-        let me = Holder::current();
-        // Claim the run: exactly one process executes it, even if two resume it at once.
-        let started = self
-            .store
-            .claim_run(
-                &run.id,
-                from,
-                run.lease.as_ref(),
-                &me.lease(),
-                State::Running,
-                RunUpdate {
-                    started_at: Some(Utc::now()),
-                    reset: resume,
-                    ..Default::default()
-                },
-            )
-            .await?;
-        if !started {
-            return Err(EngineError::State {
-                id: run.id.clone(),
-                action: if resume { "resumed" } else { "started" },
-                reason: format!(
-                    "it is {} (or another process took it first)",
-                    self.store.get_run(&run.id).await?.state
-                ),
-            });
-        }
-        // A stored spec that cannot be executed (e.g. recorded before a limit
-        // existed) fails its run instead of leaving it RUNNING or crashing.
-        // Off the runtime: a large spec takes a while to read back.
-        let (stored, id) = (run.spec.clone(), run.id.clone());
-        let read = tokio::task::spawn_blocking(move || {
-            serde_json::from_str::<Value>(&stored)
-                .map_err(|e| EngineError::StoredSpec {
-                    id,
-                    reason: e.to_string(),
-                })
-                .and_then(|v| Ok(switchyard_spec::parse::from_value(v)?))
-                .and_then(|spec| {
-                    validate(&spec)?;
-                    Ok(spec)
-                })
-        })
-        .await
-        .unwrap_or_else(|e| {
-            Err(EngineError::StoredSpec {
-                id: run.id.clone(),
-                reason: format!("reading it failed: {e}"),
-            })
-        });
-        let spec = match read {
-            Ok(spec) => spec,
-            Err(e) => {
-                let update = RunUpdate {
-                    error: Some(format!("the run cannot be executed: {e}")),
-                    finished_at: Some(Utc::now()),
-                    if_owned_by: Some(me.id.clone()),
-                    ..Default::default()
-                };
-                self.store
-                    .transition_run(&run.id, &[State::Running], State::Failed, update)
-                    .await?;
-                return Err(e);
-            }
-        };
-        let parallelism = run
-            .options
-            .get("parallelism")
-            .and_then(Value::as_u64)
-            .unwrap_or(1)
-            .max(1) as usize;
-        let cache = run
-            .options
-            .get("cache")
-            .and_then(Value::as_bool)
-            .unwrap_or(true);
-        let lost = CancellationToken::new();
-        let local_root = run.options["local_root"]
-            .as_str()
-            .unwrap_or(&run.pipeline_root);
-        let run_dir = PathBuf::from(local_root)
-            .join(&run.pipeline_name)
-            .join(&run.id);
-        let remote_base = artifacts::is_remote(&run.pipeline_root).then(|| {
-            format!(
-                "{}/{}/{}",
-                run.pipeline_root.trim_end_matches('/'),
-                run.pipeline_name,
-                run.id
-            )
-        });
-        let ctx = Arc::new(driver::RunCtx {
-            run_id: run.id.clone(),
-            run_dir: run_dir.clone(),
-            run_values: run_values(&run, &run_dir),
-            logs_dir: self.logs_dir.join(&run.id),
-            spec,
-            cache,
-            resume,
-            reattach,
-            slots: Semaphore::new(parallelism),
-            cancel: cancel.clone(),
-            events,
-            store: self.store.clone(),
-            backend: self.backend.clone(),
-            artifacts: self.artifacts.clone(),
-            remote_base,
-            lost: lost.clone(),
-            owner: me.id.clone(),
-            workspace_size: workspace(&run)["size"].as_str().map(str::to_string),
-            notices: Mutex::new(Default::default()),
-            failures: Mutex::new(Vec::new()),
-            service_account: run.options["service_account"]
-                .as_str()
-                .filter(|a| !a.is_empty())
-                .map(str::to_string),
-            platform_executors: run.options["platform_spec"]["platforms"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(name, p)| (name.clone(), p["deploymentSpec"]["executors"].clone()))
-                .collect(),
-        });
-
-        // Another process (`switchyard runs cancel`, the server) asks through
-        // the store; a process that took the run over (this one's lease
-        // expired) shows as a new owner, and this execution stops unrecorded.
-        let stop = CancellationToken::new();
-        let watcher = {
-            let (store, id, cancel, stop, lost) = (
-                self.store.clone(),
-                run.id.clone(),
-                cancel.clone(),
-                stop.clone(),
-                lost.clone(),
-            );
-            tokio::spawn(async move {
-                let mut taken_by = None;
-                loop {
-                    tokio::select! {
-                        biased;
-                        // A fenced task write found another owner first (it
-                        // may also have ended the run's tasks, hence before `stop`).
-                        _ = lost.cancelled() => {
-                            let owner = store.run_control(&id).await.ok().and_then(|c| c.owner);
-                            taken_by = Some(owner.unwrap_or_else(|| "nobody".into()));
-                            break;
-                        }
-                        _ = stop.cancelled() => return taken_by,
-                        _ = cancel.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                            let Ok(control) = store.run_control(&id).await else { continue };
-                            if control.owner.as_deref() != Some(me.id.as_str()) {
-                                let owner = control.owner.unwrap_or_else(|| "nobody".into());
-                                tracing::error!(run = %id, %owner, "this process lost the run to another; stopping its execution");
-                                lost.cancel();
-                                cancel.cancel();
-                                taken_by = Some(owner);
-                                break;
-                            }
-                            if control.cancel_requested {
-                                cancel.cancel();
-                                break;
-                            }
-                        }
-                    }
-                }
-                if taken_by.is_none() {
-                    let _ = store
-                        .transition_run(
-                            &id,
-                            &[State::Running],
-                            State::Canceling,
-                            RunUpdate {
-                                if_owned_by: Some(me.id.clone()),
-                                ..Default::default()
-                            },
-                        )
-                        .await;
-                }
-                stop.cancelled().await;
-                taken_by
-            })
-        };
-
-        let params = run.parameters.as_object().cloned().unwrap_or_default();
-        let outcome = driver::run_dag(
-            ctx.clone(),
-            driver::Scope::default(),
-            "root".into(),
-            Io {
-                parameters: params,
-                ..Default::default()
-            },
-        )
-        .await;
-        let (state, error) = if cancel.is_cancelled() {
-            (State::Canceled, Some("run canceled".to_string()))
-        } else {
-            match outcome.state {
-                State::Succeeded | State::Skipped => (State::Succeeded, None),
-                s => {
-                    let failures = ctx.failures.lock().map(|f| f.clone()).unwrap_or_default();
-                    let msg = match failures.split_first() {
-                        Some(((_, first), [])) => first.clone(),
-                        Some(((_, first), rest)) => {
-                            format!("{first} (and {} more failed tasks)", rest.len())
-                        }
-                        None => outcome.error.clone().unwrap_or_else(|| "run failed".into()),
-                    };
-                    (s, Some(msg))
-                }
-            }
-        };
-        stop.cancel();
-        if let Ok(Some(owner)) = watcher.await {
-            return Err(EngineError::LeaseLost {
-                id: run.id.clone(),
-                owner,
-            });
-        }
-        // A terminate accepted while the last task finished still wins: the
-        // answer it got must match how the run ends.
-        let (state, error) = if state != State::Canceled
-            && self.store.cancel_requested(&run.id).await.unwrap_or(false)
-        {
-            (State::Canceled, Some("run canceled".to_string()))
-        } else {
-            (state, error)
-        };
-        let outputs = (state == State::Succeeded).then(|| outcome.outputs.to_user_json());
-        let mut finished = self
-            .store
-            .transition_run(
-                &run.id,
-                &[State::Running],
-                state,
-                RunUpdate {
-                    outputs,
-                    error,
-                    finished_at: Some(Utc::now()),
-                    if_owned_by: Some(me.id.clone()),
-                    ..Default::default()
-                },
-            )
-            .await?;
-        if !finished {
-            // CANCELING (a terminate took it there meanwhile) ends CANCELED, never SUCCEEDED.
-            finished = self
-                .store
-                .transition_run(
-                    &run.id,
-                    &[State::Canceling],
-                    State::Canceled,
-                    RunUpdate {
-                        error: Some("run canceled".into()),
-                        finished_at: Some(Utc::now()),
-                        if_owned_by: Some(me.id.clone()),
-                        ..Default::default()
-                    },
-                )
-                .await?;
-        }
-        self.store.release_run(&run.id, &me.id).await?;
-        if !finished {
-            // Someone moved the run while it executed (e.g. marked it canceled).
-            return Err(EngineError::State {
-                id: run.id.clone(),
-                action: "finished",
-                reason: format!(
-                    "it was moved to {} by another process meanwhile",
-                    self.store.get_run(&run.id).await?.state
-                ),
-            });
-        }
-        Ok(self.store.get_run(&run.id).await?)
     }
 }
 

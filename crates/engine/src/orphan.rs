@@ -3,8 +3,11 @@
 //! PyTorchJob); marking the run CANCELED alone would leave them running,
 //! and billing, with nothing left to stop them.
 
+use std::sync::Arc;
+
 use chrono::Utc;
-use switchyard_store::{Holder, Lease, RunRecord, RunUpdate, State};
+use switchyard_store::lifecycle::{self, Claim, Kind, Orphan};
+use switchyard_store::{Holder, Lease, LifecycleStore, RunRecord, RunUpdate, State};
 
 use crate::{Engine, EngineError};
 
@@ -55,30 +58,28 @@ impl Engine {
                 ),
             ));
         }
-        self.store.request_cancel(&run.id).await?;
-        self.keep_leases();
-        let me = Holder::current();
-        let unfinished = [State::Pending, State::Running, State::Canceling];
-        let taken = self
-            .store
-            .claim_run(
+        let store: Arc<dyn LifecycleStore> = self.store.clone();
+        let claim = Claim {
+            to: Some(State::Canceling),
+            ..Claim::lease_only()
+        };
+        let me = &Holder::current().id;
+        let stop = || self.stop_and_record(&run, me);
+        Ok(
+            match lifecycle::cancel_orphan(
+                &store,
+                Kind::Run,
                 &run.id,
-                &unfinished,
                 run.lease.as_ref(),
-                &me.lease(),
-                State::Canceling,
-                RunUpdate::default(),
+                claim,
+                stop,
             )
-            .await?;
-        if !taken {
-            return Ok(OrphanCancel::Held);
-        }
-        let ended = self.stop_and_record(&run, &me.id).await;
-        if ended.is_err() {
-            // Unheld again: a second cancel, or a server's recovery, retries.
-            let _ = self.store.release_run(&run.id, &me.id).await;
-        }
-        ended.map(OrphanCancel::Canceled)
+            .await?
+            {
+                Orphan::Ended(stopped) => OrphanCancel::Canceled(stopped),
+                Orphan::Held => OrphanCancel::Held,
+            },
+        )
     }
 
     /// The part of [`Engine::cancel_orphan`] done while holding the run.
@@ -117,7 +118,7 @@ impl Engine {
         if !moved {
             return Err(taken());
         }
-        self.store.release_run(&run.id, me).await?;
+        self.store.release(Kind::Run, &run.id, me).await?;
         Ok(stopped)
     }
 }

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_backend::fake::{Scripted, ScriptedBackend};
-use switchyard_backend::{Backend, BackendError, Job, JobOutcome, LogSink};
+use switchyard_backend::{Backend, BackendError, Job, LogSink, StepOutcome};
 use switchyard_engine::{Engine, EngineError, OrphanCancel, RunOptions};
 use switchyard_spec::parse_pipeline;
-use switchyard_store::{Lease, MemoryStore, RunRecord, RunStore, State};
+use switchyard_store::{Kind, Lease, LifecycleStore, MemoryStore, RunRecord, RunStore, State};
 use tokio_util::sync::CancellationToken;
 
 struct Fixture {
@@ -266,7 +266,7 @@ impl Backend for TakenOverWhenTrainEnds {
         job: Job,
         logs: LogSink,
         cancel: CancellationToken,
-    ) -> Result<JobOutcome, BackendError> {
+    ) -> Result<StepOutcome, BackendError> {
         let (task, run) = (
             job.display_name.clone(),
             job.env["SWITCHYARD_RUN_ID"].clone(),
@@ -544,7 +544,7 @@ impl Backend for Named {
         job: Job,
         logs: LogSink,
         cancel: CancellationToken,
-    ) -> Result<JobOutcome, BackendError> {
+    ) -> Result<StepOutcome, BackendError> {
         self.1.run(job, logs, cancel).await
     }
 }
@@ -570,7 +570,13 @@ async fn a_process_placing_steps_elsewhere_refuses_to_cancel_a_dead_run() {
     }
     let rec = f.store.get_run(&run.id).await.expect("run");
     assert_eq!(rec.state, State::Pending, "nothing changed");
-    assert!(!f.store.cancel_requested(&run.id).await.expect("flag"));
+    assert!(
+        !f.store
+            .control(Kind::Run, &run.id)
+            .await
+            .expect("flag")
+            .cancel_requested
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -20,8 +20,9 @@ use switchyard_training::contract::{self, HostLayout, Placement};
 
 use crate::contract as pod_contract;
 use switchyard_training::{
-    source_files, BackendError, BackendKind, ChannelSource, JobEvent, JobEvents, JobOutcome,
-    JobState, MetricScraper, RestartPolicy, SourceFile, Stopped, TrainingBackend, TrainingJob,
+    source_files, BackendError, BackendKind, ChannelSource, JobEvent, JobEvents, JobState,
+    MetricScraper, RestartPolicy, SourceFile, Stopped, TrainingBackend, TrainingJob,
+    TrainingOutcome,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -598,7 +599,7 @@ impl TrainingBackend for KubernetesBackend {
         job_id: &str,
         events: JobEvents,
         cancel: CancellationToken,
-    ) -> Result<JobOutcome, BackendError> {
+    ) -> Result<TrainingOutcome, BackendError> {
         self.preflight(job)?;
         let client = self.client().await?;
         // sourceDir is listed once here and read once for the ConfigMap.
@@ -691,7 +692,7 @@ impl TrainingBackend for KubernetesBackend {
             let ev = tokio::select! {
                 _ = cancel.cancelled() => {
                     let _ = jobs.delete(&name, &DeleteParams::background()).await;
-                    break JobOutcome { state: JobState::Canceled, restarts, model: None, metrics: metrics.clone(),
+                    break TrainingOutcome { state: JobState::Canceled, restarts, model: None, metrics: metrics.clone(),
                         failure_reason: Some(format!("canceled: PyTorchJob {ns}/{name} deleted")) };
                 }
                 m = mrx.recv() => {
@@ -708,7 +709,7 @@ impl TrainingBackend for KubernetesBackend {
             let j = match ev {
                 Ok(Some(watcher::Event::Apply(j) | watcher::Event::InitApply(j))) => j,
                 Ok(Some(watcher::Event::Delete(_))) => {
-                    break JobOutcome {
+                    break TrainingOutcome {
                         state: JobState::Canceled,
                         restarts,
                         model: None,
@@ -807,7 +808,7 @@ impl TrainingBackend for KubernetesBackend {
             }
             restarts = st.restart_count.unwrap_or(0).max(0) as u32;
             if st.has("Succeeded") {
-                break JobOutcome {
+                break TrainingOutcome {
                     state: JobState::Succeeded,
                     restarts,
                     model: self.model_location(job, job_id),
@@ -821,7 +822,7 @@ impl TrainingBackend for KubernetesBackend {
                     .iter()
                     .find(|c| c.type_ == "Failed")
                     .and_then(|c| c.message.clone());
-                break JobOutcome {
+                break TrainingOutcome {
                     state: JobState::Failed,
                     restarts,
                     model: None,

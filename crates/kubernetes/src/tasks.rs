@@ -16,7 +16,9 @@ use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 use serde_json::{json, Value};
-use switchyard_backend::{Backend, BackendError, Job, JobOutcome, LogSink, Resources, VolumeClaim};
+use switchyard_backend::{
+    Backend, BackendError, Job, LogSink, Resources, StepOutcome, VolumeClaim,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::api_error;
@@ -290,7 +292,7 @@ impl Backend for PodTaskBackend {
         job: Job,
         logs: LogSink,
         cancel: CancellationToken,
-    ) -> Result<JobOutcome, BackendError> {
+    ) -> Result<StepOutcome, BackendError> {
         let doc = self.render(&job)?;
         let pod: Pod =
             serde_json::from_value(doc).map_err(|e| BackendError::Permanent(e.to_string()))?;
@@ -341,14 +343,14 @@ impl Backend for PodTaskBackend {
             let ev = tokio::select! {
                 _ = cancel.cancelled() => {
                     let _ = pods.delete(&name, &DeleteParams::default().grace_period(0)).await;
-                    return Ok(JobOutcome::Canceled);
+                    return Ok(StepOutcome::Canceled);
                 }
                 ev = stream.try_next() => ev,
             };
             let p = match ev {
                 Ok(Some(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => p,
                 Ok(Some(watcher::Event::Delete(_))) => {
-                    return Ok(JobOutcome::Failed {
+                    return Ok(StepOutcome::Failed {
                         exit_code: None,
                         message: format!("pod {name} was deleted"),
                     })
@@ -393,10 +395,10 @@ impl Backend for PodTaskBackend {
                 }
             }
             match phase.as_str() {
-                "Succeeded" => return Ok(JobOutcome::Succeeded),
+                "Succeeded" => return Ok(StepOutcome::Succeeded),
                 "Failed" => {
                     let code = exit_code(&p);
-                    return Ok(JobOutcome::Failed {
+                    return Ok(StepOutcome::Failed {
                         exit_code: code,
                         message: format!(
                             "pod {name} failed{}",

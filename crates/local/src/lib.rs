@@ -16,7 +16,7 @@ mod warm;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use switchyard_backend::{Backend, BackendError, Job, JobOutcome, LogSink, VolumeClaim};
+use switchyard_backend::{Backend, BackendError, Job, LogSink, StepOutcome, VolumeClaim};
 use tokio_util::sync::CancellationToken;
 
 /// Settings of the local backend.
@@ -114,7 +114,7 @@ impl Backend for LocalBackend {
         job: Job,
         logs: LogSink,
         cancel: CancellationToken,
-    ) -> Result<JobOutcome, BackendError> {
+    ) -> Result<StepOutcome, BackendError> {
         let mut argv = job.argv.clone();
         let mut env = job.env.clone();
         for (k, v) in &self.config.extra_env {
@@ -130,7 +130,7 @@ impl Backend for LocalBackend {
         if let Some(plan) = venv::KfpPythonComponent::detect(&argv) {
             let bin = tokio::select! {
                 r = venv::ensure(&self.config, &plan, logs.clone()) => r.map_err(BackendError::Permanent)?,
-                _ = cancel.cancelled() => return Ok(JobOutcome::Canceled),
+                _ = cancel.cancelled() => return Ok(StepOutcome::Canceled),
             };
             argv = plan.program_argv;
             let path = env.get("PATH").cloned().unwrap_or_default();

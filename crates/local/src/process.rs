@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use switchyard_backend::{BackendError, JobOutcome, LogSink};
+use switchyard_backend::{BackendError, LogSink, StepOutcome};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
@@ -184,15 +184,15 @@ pub async fn run_process(
     logs: LogSink,
     cancel: CancellationToken,
     grace: Duration,
-) -> Result<JobOutcome, BackendError> {
+) -> Result<StepOutcome, BackendError> {
     let mut sp = spawn_group(argv, env, remove_env, work_dir, logs)?;
     let status = tokio::select! {
         s = sp.child.wait() => Some(s),
         _ = cancel.cancelled() => None,
     };
     let outcome = match status {
-        Some(Ok(status)) if status.success() => JobOutcome::Succeeded,
-        Some(Ok(status)) => JobOutcome::Failed {
+        Some(Ok(status)) if status.success() => StepOutcome::Succeeded,
+        Some(Ok(status)) => StepOutcome::Failed {
             exit_code: Some(exit_code(&status)),
             message: describe_exit(&status),
         },
@@ -205,7 +205,7 @@ pub async fn run_process(
         }
         None => {
             stop(&mut sp.child, sp.pid, grace).await;
-            JobOutcome::Canceled
+            StepOutcome::Canceled
         }
     };
     sp.finish().await;

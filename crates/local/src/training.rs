@@ -18,8 +18,8 @@ use switchyard_backend::LogSink;
 use switchyard_training::contract::{self, HostLayout, Placement};
 use switchyard_training::slots::{self, Slot};
 use switchyard_training::{
-    parse_s3_uri, BackendError, BackendKind, ChannelSource, JobEvent, JobEvents, JobOutcome,
-    JobState, MetricScraper, ObjectStore, RestartPolicy, TrainingBackend, TrainingJob,
+    parse_s3_uri, BackendError, BackendKind, ChannelSource, JobEvent, JobEvents, JobState,
+    MetricScraper, ObjectStore, RestartPolicy, TrainingBackend, TrainingJob, TrainingOutcome,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -298,7 +298,7 @@ impl TrainingBackend for LocalTraining {
         job_id: &str,
         events: JobEvents,
         cancel: CancellationToken,
-    ) -> Result<JobOutcome, BackendError> {
+    ) -> Result<TrainingOutcome, BackendError> {
         let channels = self.channel_paths(job, &events).await?;
         let spec = &job.spec;
         let dir = self.job_dir(job_id);
@@ -392,7 +392,7 @@ impl TrainingBackend for LocalTraining {
             .await
             .map_err(BackendError::Permanent)?;
         let Some(grant) = grant else {
-            return Ok(JobOutcome {
+            return Ok(TrainingOutcome {
                 state: JobState::Canceled,
                 restarts: 0,
                 model: None,
@@ -532,7 +532,7 @@ impl TrainingBackend for LocalTraining {
             .lock()
             .map(|m| m.clone())
             .unwrap_or_default();
-        Ok(JobOutcome {
+        Ok(TrainingOutcome {
             state,
             restarts,
             model,

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use switchyard_backend::{BackendError, JobOutcome, LogSink};
+use switchyard_backend::{BackendError, LogSink, StepOutcome};
 use tokio::io::AsyncBufReadExt;
 use tokio_util::sync::CancellationToken;
 
@@ -199,7 +199,7 @@ impl WarmPythons {
         logs: LogSink,
         cancel: CancellationToken,
         grace: Duration,
-    ) -> Result<Result<JobOutcome, BackendError>, Fallback> {
+    ) -> Result<Result<StepOutcome, BackendError>, Fallback> {
         let server = self.server(venv).await.map_err(Fallback)?;
         // kfp's launcher writes the source to a fresh folder; so does this.
         let program = tempdir_for(&env).map_err(Fallback)?;
@@ -254,7 +254,7 @@ impl WarmPythons {
                     signal_group(pid, Signal::SIGKILL);
                     let _ = replies.next_line().await;
                 }
-                Ok(JobOutcome::Canceled)
+                Ok(StepOutcome::Canceled)
             }
         };
         // Whatever the step left in its group goes with it.
@@ -301,7 +301,7 @@ impl Drop for StepGroup {
 }
 
 /// How the server said the step ended.
-fn status(line: std::io::Result<Option<String>>) -> Result<JobOutcome, BackendError> {
+fn status(line: std::io::Result<Option<String>>) -> Result<StepOutcome, BackendError> {
     let line = match line {
         Ok(Some(l)) => l,
         // The server died (and took the step with it: parent-death signal).
@@ -313,7 +313,7 @@ fn status(line: std::io::Result<Option<String>>) -> Result<JobOutcome, BackendEr
     };
     let (code, message) = match line.split_once(' ') {
         Some(("exit", c)) => match c.parse::<i32>() {
-            Ok(0) => return Ok(JobOutcome::Succeeded),
+            Ok(0) => return Ok(StepOutcome::Succeeded),
             Ok(c) => (c, format!("exited with code {c}")),
             Err(_) => (-1, format!("unreadable exit status '{line}'")),
         },
@@ -323,7 +323,7 @@ fn status(line: std::io::Result<Option<String>>) -> Result<JobOutcome, BackendEr
         }
         _ => (-1, format!("unreadable exit status '{line}'")),
     };
-    Ok(JobOutcome::Failed {
+    Ok(StepOutcome::Failed {
         exit_code: Some(code),
         message,
     })
@@ -426,18 +426,18 @@ mod tests {
     fn exit_statuses_read_like_a_plain_start() {
         assert_eq!(
             status(Ok(Some("exit 0".into()))).unwrap(),
-            JobOutcome::Succeeded
+            StepOutcome::Succeeded
         );
         assert_eq!(
             status(Ok(Some("exit 3".into()))).unwrap(),
-            JobOutcome::Failed {
+            StepOutcome::Failed {
                 exit_code: Some(3),
                 message: "exited with code 3".into()
             }
         );
         assert_eq!(
             status(Ok(Some("signal 9".into()))).unwrap(),
-            JobOutcome::Failed {
+            StepOutcome::Failed {
                 exit_code: Some(137),
                 message: "killed by signal 9".into()
             }

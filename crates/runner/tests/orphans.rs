@@ -10,10 +10,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use switchyard_runner::{Backends, JobRunner, Notice, NoticeSink, RunnerError, REATTACH_TRIES};
-use switchyard_store::{JobStore, MemoryStore, State};
+use switchyard_store::{JobStore, Kind, LifecycleStore, MemoryStore, State};
 use switchyard_training::{
-    load, BackendError, BackendKind, JobEvents, JobOutcome, JobState, Stopped, TrainingBackend,
-    TrainingJob,
+    load, BackendError, BackendKind, JobEvents, JobState, Stopped, TrainingBackend, TrainingJob,
+    TrainingOutcome,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -60,7 +60,7 @@ impl TrainingBackend for Scripted {
         job_id: &str,
         _events: JobEvents,
         _cancel: CancellationToken,
-    ) -> Result<JobOutcome, BackendError> {
+    ) -> Result<TrainingOutcome, BackendError> {
         self.runs.lock().expect("runs").push(job_id.to_string());
         let answer = {
             let mut a = self.answers.lock().expect("answers");
@@ -82,7 +82,7 @@ impl TrainingBackend for Scripted {
                 ))
             }
         };
-        Ok(JobOutcome {
+        Ok(TrainingOutcome {
             state,
             restarts: 0,
             model: None,
@@ -262,7 +262,7 @@ async fn orphan_of(runner: &JobRunner, store: &MemoryStore, run: &str) -> String
     let mut rec = prepared.record.clone();
     rec.state = State::Running;
     rec.lease = None;
-    store.update_job(&rec, None).await.expect("orphaned");
+    store.update_job(&rec, None, None).await.expect("orphaned");
     rec.id
 }
 
@@ -276,7 +276,7 @@ async fn canceling_a_run_stops_the_jobs_its_steps_submitted() {
     let followed = orphan_of(&runner, &store, "run-1").await;
     let mut rec = store.get_job(&followed).await.expect("job");
     rec.lease = Some(switchyard_store::Holder::current().lease());
-    store.update_job(&rec, None).await.expect("followed");
+    store.update_job(&rec, None, None).await.expect("followed");
 
     let said = runner.cancel_jobs_of_run("run-1").await.expect("stopped");
     assert_eq!(said.len(), 2, "{said:?}");
@@ -291,7 +291,13 @@ async fn canceling_a_run_stops_the_jobs_its_steps_submitted() {
         State::Running,
         "another run's job is left alone"
     );
-    assert!(store.job_cancel_requested(&followed).await.expect("flag"));
+    assert!(
+        store
+            .control(Kind::Job, &followed)
+            .await
+            .expect("flag")
+            .cancel_requested
+    );
     assert_eq!(
         store.get_job(&followed).await.expect("job").state,
         State::Running

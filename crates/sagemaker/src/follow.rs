@@ -10,7 +10,7 @@ use aws_sdk_sagemaker::operation::describe_training_job::DescribeTrainingJobOutp
 use aws_sdk_sagemaker::types::{SecondaryStatus, TrainingJobStatus};
 use aws_sdk_sagemaker::Client;
 use rand::Rng;
-use switchyard_training::{BackendError, JobEvent, JobEvents, JobOutcome, JobState};
+use switchyard_training::{BackendError, JobEvent, JobEvents, JobState, TrainingOutcome};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{classify, ApiError, Kind};
@@ -106,7 +106,7 @@ fn transition_events(d: &DescribeTrainingJobOutput, seen: &mut Seen, events: &Jo
 /// The outcome a terminal describe means; `None` while the job still runs.
 /// Its metrics are SageMaker's FinalMetricDataList; the caller adds the
 /// values scraped from the logs for names SageMaker did not report.
-fn outcome(d: &DescribeTrainingJobOutput, seen: &Seen) -> Option<JobOutcome> {
+fn outcome(d: &DescribeTrainingJobOutput, seen: &Seen) -> Option<TrainingOutcome> {
     let mut metrics = BTreeMap::new();
     let status = d.training_job_status()?;
     let state = match status {
@@ -136,7 +136,7 @@ fn outcome(d: &DescribeTrainingJobOutput, seen: &Seen) -> Option<JobOutcome> {
         }),
         JobState::Canceled => Some("the SageMaker training job was stopped".into()),
     };
-    Some(JobOutcome {
+    Some(TrainingOutcome {
         state,
         restarts: seen.restarts,
         model: d
@@ -157,7 +157,7 @@ pub async fn follow(
     mut backoff: Backoff,
     events: &JobEvents,
     cancel: &CancellationToken,
-) -> Result<JobOutcome, BackendError> {
+) -> Result<TrainingOutcome, BackendError> {
     let mut seen = Seen::default();
     let mut metrics = BTreeMap::new();
     let mut stop_sent = false;

@@ -23,8 +23,8 @@ use std::time::Duration;
 use aws_config::SdkConfig;
 use switchyard_s3::S3Store;
 use switchyard_training::{
-    parse_s3_uri, BackendError, BackendKind, JobEvent, JobEvents, JobOutcome, MetricScraper,
-    ObjectStore, Stopped, TrainingBackend, TrainingJob,
+    parse_s3_uri, BackendError, BackendKind, JobEvent, JobEvents, MetricScraper, ObjectStore,
+    Stopped, TrainingBackend, TrainingJob, TrainingOutcome,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -284,7 +284,7 @@ impl TrainingBackend for SageMakerBackend {
         job_id: &str,
         events: JobEvents,
         cancel: CancellationToken,
-    ) -> Result<JobOutcome, BackendError> {
+    ) -> Result<TrainingOutcome, BackendError> {
         let resolved = render::resolve(job, &self.config)?;
         let name = render::training_job_name(&job.name, job_id);
         let c = self.clients(resolved.region.as_deref());
@@ -308,7 +308,7 @@ impl TrainingBackend for SageMakerBackend {
                 if create_attempted {
                     follow::stop(&c.sagemaker, &name, &events).await;
                 }
-                return Ok(JobOutcome {
+                return Ok(TrainingOutcome {
                     state: switchyard_training::JobState::Canceled,
                     restarts: 0,
                     model: None,

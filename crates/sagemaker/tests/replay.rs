@@ -18,7 +18,7 @@ use aws_smithy_http_client::test_util::infallible_client_fn;
 use aws_smithy_types::body::SdkBody;
 use serde_json::{json, Value};
 use switchyard_sagemaker::{SageMakerBackend, SageMakerConfig};
-use switchyard_training::{JobEvent, JobOutcome, JobState, TrainingBackend, TrainingJob};
+use switchyard_training::{JobEvent, JobState, TrainingBackend, TrainingJob, TrainingOutcome};
 use tokio_util::sync::CancellationToken;
 
 const NAME_PREFIX: &str = "digits";
@@ -226,7 +226,7 @@ fn job(s: &Setup, spec_yaml: &str) -> TrainingJob {
 const SIMPLE: &str = "  sourceDir: src\n  entryPoint: train.py\n";
 
 struct Ran {
-    result: Result<JobOutcome, switchyard_training::BackendError>,
+    result: Result<TrainingOutcome, switchyard_training::BackendError>,
     events: Vec<JobEvent>,
 }
 
@@ -240,7 +240,7 @@ impl Ran {
             })
             .collect()
     }
-    fn outcome(&self) -> &JobOutcome {
+    fn outcome(&self) -> &TrainingOutcome {
         self.result.as_ref().expect("the job ran")
     }
 }

@@ -130,7 +130,10 @@ pub async fn action(
     if switchyard_runner::orphaned(&j) && s.jobs.cancel_orphan(&j).await?.is_some() {
         return Ok(Json(json!({})));
     }
-    s.jobs.store().request_job_cancel(&j.id).await?;
+    s.jobs
+        .store()
+        .request_cancel(switchyard_store::Kind::Job, &j.id)
+        .await?;
     Ok(Json(json!({})))
 }
 
@@ -154,7 +157,7 @@ async fn task_job(
 }
 
 /// Follows a recorded job to its end on this server's runtime.
-fn follow_in_background(
+pub(crate) fn follow_in_background(
     s: &AppState,
     prepared: switchyard_runner::Prepared,
     job: switchyard_training::TrainingJob,
@@ -169,54 +172,6 @@ fn follow_in_background(
             tracing::error!(error = %e, "training job could not be finished");
         }
     });
-}
-
-/// Follows again every job no process follows (its follower died): a
-/// SageMaker job or PyTorchJob is re-attached to, a local gang starts again.
-/// A pipeline step's job is left to its step, which runs again with its run
-/// and follows it; when that run has ended (or is gone), nothing will: the
-/// job is stopped where it runs. Returns how many this server followed.
-pub async fn recover_jobs(s: &AppState) -> ApiResult<usize> {
-    let mut n = 0;
-    for j in s.jobs.store().unfinished_jobs().await? {
-        if !switchyard_runner::orphaned(&j) {
-            continue;
-        }
-        if let Some(link) = &j.task {
-            match s.runs.get_run(&link.run_id).await {
-                Ok(run) if !run.state.is_final() => continue,
-                Ok(_) | Err(switchyard_store::StoreError::RunNotFound(_)) => {}
-                Err(e) => {
-                    tracing::warn!(job = %j.id, error = %e, "cannot read the run of a step's job");
-                    continue;
-                }
-            }
-            match s.jobs.cancel_orphan(&j).await {
-                Ok(Some(done)) => {
-                    tracing::warn!(job = %j.id, run = %link.run_id, reason = ?done.failure_reason, "stopped a step's job whose run had ended")
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(job = %j.id, error = %e, "cannot stop a step's job whose run had ended")
-                }
-            }
-            continue;
-        }
-        let adopted = match s.jobs.adopt(&j).await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(job = %j.id, error = %e, "cannot follow an orphaned job again");
-                continue;
-            }
-        };
-        let switchyard_runner::Adopted::Mine(prepared, job) = adopted else {
-            continue;
-        };
-        tracing::warn!(job = %j.id, backend = %j.backend, "following again a job no process followed");
-        n += 1;
-        follow_in_background(s, *prepared, *job);
-    }
-    Ok(n)
 }
 
 #[derive(Deserialize)]

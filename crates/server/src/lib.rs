@@ -17,6 +17,7 @@ mod metrics;
 mod openapi;
 mod package;
 mod pipelines;
+mod recover;
 mod recurring;
 mod render;
 mod routes;
@@ -37,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
 pub use guard::HostPolicy;
+pub use recover::{keep_recovering, recover};
 pub use recurring::keep_firing;
 
 /// Server settings.
@@ -181,8 +183,9 @@ async fn end_when_store_allows(store: Arc<dyn RunStore>, run_id: String, error: 
         let from = [RunState::Pending, RunState::Running, RunState::Canceling];
         match store.transition_run(&run_id, &from, to, update).await {
             Ok(_) => {
+                let me = &switchyard_store::Holder::current().id;
                 let _ = store
-                    .release_run(&run_id, &switchyard_store::Holder::current().id)
+                    .release(switchyard_store::Kind::Run, &run_id, me)
                     .await;
                 tracing::info!(run = %run_id, state = %to, attempt, "run ended after a store failure");
                 return;
@@ -260,82 +263,4 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
-}
-
-/// Resumes the unfinished runs (PENDING, RUNNING or CANCELING) that servers
-/// created and no process holds any more: their owner's lease expired, or the
-/// owner was a process of this host that is gone; and follows again the jobs
-/// submitted on their own that no process follows. Returns how many runs.
-pub async fn recover(state: &AppState) -> Result<usize, ApiError> {
-    let unfinished = switchyard_store::RunFilter {
-        field: switchyard_store::RunField::State,
-        negate: false,
-        values: [RunState::Pending, RunState::Running, RunState::Canceling]
-            .iter()
-            .map(|s| s.as_str().to_string())
-            .collect(),
-    };
-    let (runs, _) = state
-        .catalog
-        .page_runs(None, &[unfinished], false, 0, i64::MAX as u64)
-        .await?;
-    let mut n = 0;
-    for (run, catalog) in runs {
-        let held = run
-            .lease
-            .as_ref()
-            .is_some_and(switchyard_store::Lease::held);
-        let ours = state.active.lock().is_ok_and(|a| a.contains(&run.id));
-        // Only runs a server created (they have a catalog entry) are a server's to
-        // resume; `switchyard run` resumes its own.
-        if held || ours || catalog.is_none() {
-            continue;
-        }
-        if run.state == RunState::Canceling {
-            // Its cancel was accepted: finish the cancel (stop what its steps
-            // left running), never resume it, which would clear the request.
-            let (engine, id) = (state.engine.clone(), run.id.clone());
-            tokio::spawn(async move {
-                match engine.cancel_orphan(&id).await {
-                    Ok(_) => {
-                        tracing::warn!(run = %id, "finished the cancel of a run no process held")
-                    }
-                    Err(e) => {
-                        tracing::warn!(run = %id, error = %e, "cannot finish the cancel of a run no process holds")
-                    }
-                }
-            });
-            continue;
-        }
-        tracing::warn!(run = %run.id, state = %run.state, owner = ?run.lease.as_ref().map(|l| &l.owner), "resuming a run no process holds");
-        state.spawn_run(run.id.clone(), true);
-        n += 1;
-    }
-    // Jobs submitted on their own whose follower died (a step's job is its
-    // resumed step's to follow).
-    match jobs::recover_jobs(state).await {
-        Ok(0) => {}
-        Ok(jobs) => tracing::info!(jobs, "following again jobs no process followed"),
-        Err(e) => tracing::warn!(error = %e, "job recovery failed"),
-    }
-    Ok(n)
-}
-
-/// Recovers again every lease period, so runs of a server that died are taken
-/// over by a live one (several servers on one PostgreSQL database, or two on
-/// one data directory) once their lease expires.
-pub fn keep_recovering(state: AppState) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(switchyard_store::lease_ttl());
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            match recover(&state).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(runs = n, "took over runs whose owner's lease expired"),
-                Err(e) => tracing::warn!(error = %e, "recovery scan failed"),
-            }
-        }
-    });
 }

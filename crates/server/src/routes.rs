@@ -617,7 +617,9 @@ async fn terminate(s: &AppState, id: &str) -> ApiResult<()> {
         // The flag first, then CANCELING: a run that is still RUNNING
         // then ends CANCELED (the engine never ends a CANCELING run
         // otherwise); one that finished first is reported as such.
-        s.runs.request_cancel(id).await?;
+        s.runs
+            .request_cancel(switchyard_store::Kind::Run, id)
+            .await?;
         let moved = s
             .runs
             .transition_run(

@@ -13,6 +13,7 @@ use axum::http::{header, Method, Request, StatusCode};
 use common::*;
 use serde_json::json;
 use switchyard_backend::fake::Scripted;
+use switchyard_store::LifecycleStore as _;
 
 #[tokio::test]
 async fn lookups_of_what_does_not_exist_are_404_in_kfps_shape() {
@@ -266,7 +267,10 @@ async fn recovery_finishes_an_accepted_cancel_and_stops_jobs_of_ended_runs() {
     switchyard_store::CatalogStore::put_run_catalog(s.store.as_ref(), &entry)
         .await
         .expect("catalog");
-    s.store.request_cancel(&run.id).await.expect("flag");
+    s.store
+        .request_cancel(switchyard_store::Kind::Run, &run.id)
+        .await
+        .expect("flag");
     assert!(s
         .store
         .transition_run(
@@ -302,7 +306,10 @@ async fn recovery_finishes_an_accepted_cancel_and_stops_jobs_of_ended_runs() {
     let mut rec = prepared.record.clone();
     rec.state = State::Running;
     rec.lease = None;
-    s.store.update_job(&rec, None).await.expect("orphaned");
+    s.store
+        .update_job(&rec, None, None)
+        .await
+        .expect("orphaned");
 
     let resumed = switchyard_server::recover(&s.state)
         .await

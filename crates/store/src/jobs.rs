@@ -137,13 +137,18 @@ impl JobStore for SqlStore {
         rows.iter().map(job_from_row).collect()
     }
 
-    async fn update_job(&self, j: &JobRecord, message: Option<&str>) -> Result<()> {
+    async fn update_job(
+        &self,
+        j: &JobRecord,
+        message: Option<&str>,
+        owner: Option<&str>,
+    ) -> Result<bool> {
         let mut tx = self.pool().begin().await.map_err(q("update job"))?;
-        let old: Option<String> = sqlx::query_scalar(
+        let old: Option<Option<String>> = sqlx::query_scalar(
             "UPDATE jobs SET state = $1, restarts = $2, model = $3, metrics = $4, failure_reason = $5, logs_dir = $6, \
              owner_pid = $7, started_at = $8, finished_at = $9, placement = $10, owner_id = $13, owner_host = $14, \
              lease_until = CASE WHEN $15 IS NULL THEN NULL WHEN owner_id = $13 AND lease_until > $15 THEN lease_until ELSE $15 END \
-             WHERE id = $11 \
+             WHERE id = $11 AND COALESCE(owner_id, '') = COALESCE($16, owner_id, '') \
              RETURNING (SELECT state FROM job_events WHERE job_id = $12 ORDER BY seq DESC LIMIT 1)",
         )
         .bind(j.state.as_str())
@@ -162,10 +167,14 @@ impl JobStore for SqlStore {
         .bind(j.lease.as_ref().map(|l| l.host.clone()))
         // A record read before the last renewal never shortens the lease.
         .bind(j.lease.as_ref().map(Lease::until_ms))
+        .bind(owner)
         .fetch_optional(&mut *tx)
         .await
-        .map_err(q("update job"))?
-        .flatten();
+        .map_err(q("update job"))?;
+        let Some(old) = old else {
+            tx.rollback().await.map_err(q("update job"))?;
+            return Ok(false);
+        };
         if old.as_deref() != Some(j.state.as_str()) || message.is_some() {
             sqlx::query(
                 "INSERT INTO job_events (job_id, state, message, at) VALUES ($1, $2, $3, $4)",
@@ -178,19 +187,31 @@ impl JobStore for SqlStore {
             .await
             .map_err(q("update job"))?;
         }
-        tx.commit().await.map_err(q("update job"))
+        tx.commit().await.map_err(q("update job"))?;
+        Ok(true)
     }
 
-    async fn add_job_event(&self, id: &str, state: State, message: &str) -> Result<()> {
-        sqlx::query("INSERT INTO job_events (job_id, state, message, at) VALUES ($1, $2, $3, $4)")
-            .bind(id)
-            .bind(state.as_str())
-            .bind(message)
-            .bind(ts(&Utc::now()))
-            .execute(self.pool())
-            .await
-            .map_err(q("add job event"))?;
-        Ok(())
+    async fn add_job_event(
+        &self,
+        id: &str,
+        state: State,
+        message: &str,
+        owner: Option<&str>,
+    ) -> Result<bool> {
+        let res = sqlx::query(
+            "INSERT INTO job_events (job_id, state, message, at) SELECT $1, $2, $3, $4 \
+             WHERE $5 IS NULL OR EXISTS (SELECT 1 FROM jobs WHERE id = $6 AND owner_id = $5)",
+        )
+        .bind(id)
+        .bind(state.as_str())
+        .bind(message)
+        .bind(ts(&Utc::now()))
+        .bind(owner)
+        .bind(id)
+        .execute(self.pool())
+        .await
+        .map_err(q("add job event"))?;
+        Ok(res.rows_affected() > 0)
     }
 
     async fn job_events(&self, id: &str) -> Result<Vec<JobEventRecord>> {
@@ -209,40 +230,6 @@ impl JobStore for SqlStore {
                 })
             })
             .collect()
-    }
-
-    async fn renew_job_lease(&self, id: &str, lease: &Lease) -> Result<bool> {
-        let res = sqlx::query(
-            "UPDATE jobs SET lease_until = $1 WHERE id = $2 AND owner_id = $3 \
-             AND state IN ('PENDING', 'RUNNING', 'CANCELING')",
-        )
-        .bind(lease.until_ms())
-        .bind(id)
-        .bind(&lease.owner)
-        .execute(self.pool())
-        .await
-        .map_err(q("renew job lease"))?;
-        Ok(res.rows_affected() > 0)
-    }
-
-    async fn claim_job(&self, id: &str, observed: Option<&Lease>, lease: &Lease) -> Result<bool> {
-        let res = sqlx::query(
-            "UPDATE jobs SET owner_pid = $1, owner_id = $2, owner_host = $3, lease_until = $4 \
-             WHERE id = $5 AND COALESCE(owner_id, '') = $6 \
-               AND (COALESCE(lease_until, -1) = $7 OR owner_id = $2) \
-               AND state IN ('PENDING', 'RUNNING', 'CANCELING')",
-        )
-        .bind(i64::from(lease.pid))
-        .bind(&lease.owner)
-        .bind(&lease.host)
-        .bind(lease.until_ms())
-        .bind(id)
-        .bind(observed.map(|l| l.owner.clone()).unwrap_or_default())
-        .bind(observed.map(Lease::until_ms).unwrap_or(-1))
-        .execute(self.pool())
-        .await
-        .map_err(q("claim job"))?;
-        Ok(res.rows_affected() > 0)
     }
 
     async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>> {
@@ -267,34 +254,38 @@ impl JobStore for SqlStore {
         row.as_ref().map(job_from_row).transpose()
     }
 
-    async fn request_job_cancel(&self, id: &str) -> Result<()> {
-        sqlx::query("UPDATE jobs SET cancel_requested = 1 WHERE id = $1")
-            .bind(id)
-            .execute(self.pool())
-            .await
-            .map_err(q("request job cancel"))?;
-        Ok(())
-    }
-
-    async fn add_job_metrics(&self, id: &str, points: &[(String, f64)]) -> Result<()> {
+    async fn add_job_metrics(
+        &self,
+        id: &str,
+        points: &[(String, f64)],
+        owner: Option<&str>,
+    ) -> Result<bool> {
         if points.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         let now = ts(&Utc::now());
         let mut tx = self.pool().begin().await.map_err(q("add job metrics"))?;
         for (name, value) in points {
-            sqlx::query(
-                "INSERT INTO job_metrics (job_id, name, value, at) VALUES ($1, $2, $3, $4)",
+            let res = sqlx::query(
+                "INSERT INTO job_metrics (job_id, name, value, at) SELECT $1, $2, $3, $4 \
+                 WHERE $5 IS NULL OR EXISTS (SELECT 1 FROM jobs WHERE id = $6 AND owner_id = $5)",
             )
             .bind(id)
             .bind(name)
             .bind(*value)
             .bind(&now)
+            .bind(owner)
+            .bind(id)
             .execute(&mut *tx)
             .await
             .map_err(q("add job metrics"))?;
+            if res.rows_affected() == 0 {
+                tx.rollback().await.map_err(q("add job metrics"))?;
+                return Ok(false);
+            }
         }
-        tx.commit().await.map_err(q("add job metrics"))
+        tx.commit().await.map_err(q("add job metrics"))?;
+        Ok(true)
     }
 
     async fn job_metrics(&self, id: &str) -> Result<Vec<JobMetricPoint>> {
@@ -313,14 +304,5 @@ impl JobStore for SqlStore {
                 })
             })
             .collect()
-    }
-
-    async fn job_cancel_requested(&self, id: &str) -> Result<bool> {
-        let v: Option<i64> = sqlx::query_scalar("SELECT cancel_requested FROM jobs WHERE id = $1")
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await
-            .map_err(q("read job cancel flag"))?;
-        Ok(v.unwrap_or(0) != 0)
     }
 }

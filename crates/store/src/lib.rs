@@ -10,11 +10,14 @@
 mod catalog;
 mod jobs;
 mod lease;
+pub mod lifecycle;
 mod memory;
 mod model;
 mod sql;
+mod sql_lifecycle;
 
 pub use lease::{expiry, lease_ttl, process_alive, renew_every, Holder, Lease};
+pub use lifecycle::{Claim, Control, Kind, LifecycleStore, Orphan, Watched, UNFINISHED};
 pub use memory::MemoryStore;
 pub use model::*;
 pub use sql::{Dialect, SqlStore};
@@ -74,7 +77,7 @@ pub struct RunFilter {
 /// The operations the engine and the CLI need from a store. Implementations must
 /// make each call atomic, and must be safe to share between processes.
 #[async_trait::async_trait]
-pub trait RunStore: Send + Sync {
+pub trait RunStore: LifecycleStore {
     async fn create_run(&self, run: &RunRecord) -> Result<()>;
     /// Finds a run by its id or by an unambiguous id prefix.
     async fn get_run(&self, id: &str) -> Result<RunRecord>;
@@ -89,33 +92,9 @@ pub trait RunStore: Send + Sync {
         to: State,
         update: RunUpdate,
     ) -> Result<bool>;
-    /// Takes a run for execution: moves it to `to` and records `lease` as its
-    /// owner, only if it is in one of `from` and its lease is still exactly
-    /// `observed` (what the caller saw and judged expired or absent). Two
-    /// processes racing to execute the same run: exactly one gets true. A
-    /// lease the caller itself holds matches by owner alone: its own renewal
-    /// between the look and the take must not make the take fail.
-    async fn claim_run(
-        &self,
-        id: &str,
-        from: &[State],
-        observed: Option<&Lease>,
-        lease: &Lease,
-        to: State,
-        update: RunUpdate,
-    ) -> Result<bool>;
     /// Records `lease` as the run's owner (or none), unconditionally: for a run
     /// its creator has just written.
     async fn set_owner(&self, id: &str, lease: Option<&Lease>) -> Result<()>;
-    /// Gives the run up, only if `owner` still holds it; false when it does not.
-    async fn release_run(&self, id: &str, owner: &str) -> Result<bool>;
-    /// Extends to `until` the lease of every unfinished run `owner` holds;
-    /// returns how many.
-    async fn renew_run_leases(&self, owner: &str, until: DateTime<Utc>) -> Result<u64>;
-    /// What an executing process polls: a cancel request, and who owns the run now.
-    async fn run_control(&self, id: &str) -> Result<RunControl>;
-    async fn request_cancel(&self, id: &str) -> Result<()>;
-    async fn cancel_requested(&self, id: &str) -> Result<bool>;
     /// Writes the task's current record; records a transition when its state
     /// changed. With `owner`, the write is fenced: it happens only while
     /// `owner` still holds the task's run, in the same statement, and false
@@ -131,34 +110,44 @@ pub trait RunStore: Send + Sync {
 
 /// The record of training jobs, in the same database as runs.
 #[async_trait::async_trait]
-pub trait JobStore: Send + Sync {
+pub trait JobStore: LifecycleStore {
     async fn create_job(&self, job: &JobRecord) -> Result<()>;
     /// By id, unambiguous id prefix, or the name of the latest job with that name.
     async fn get_job(&self, id: &str) -> Result<JobRecord>;
     async fn list_jobs(&self, limit: u32) -> Result<Vec<JobRecord>>;
-    /// Writes the job's mutable fields; a state change adds an event.
-    async fn update_job(&self, job: &JobRecord, message: Option<&str>) -> Result<()>;
-    /// Adds an event without changing the state (e.g. "restarting").
-    async fn add_job_event(&self, id: &str, state: State, message: &str) -> Result<()>;
+    /// Writes the job's mutable fields; a state change adds an event. With
+    /// `owner`, the write is fenced as task writes are: it happens only while
+    /// `owner` still holds the job, in the same statement, and false (nothing
+    /// written) says another process took it over.
+    async fn update_job(
+        &self,
+        job: &JobRecord,
+        message: Option<&str>,
+        owner: Option<&str>,
+    ) -> Result<bool>;
+    /// Adds an event without changing the state (e.g. "restarting"); fenced
+    /// by `owner` as [`JobStore::update_job`].
+    async fn add_job_event(
+        &self,
+        id: &str,
+        state: State,
+        message: &str,
+        owner: Option<&str>,
+    ) -> Result<bool>;
     async fn job_events(&self, id: &str) -> Result<Vec<JobEventRecord>>;
-    /// Extends the job's lease, only while `lease.owner` holds it and the job
-    /// is unfinished; false when it lost the job (taken over or ended by
-    /// another process).
-    async fn renew_job_lease(&self, id: &str, lease: &Lease) -> Result<bool>;
-    /// Takes an unfinished job over for following (its follower died):
-    /// records `lease` as its owner only if its lease is still exactly
-    /// `observed` (what the caller saw and judged expired or absent). Two
-    /// processes racing to re-attach to one job: exactly one gets true.
-    async fn claim_job(&self, id: &str, observed: Option<&Lease>, lease: &Lease) -> Result<bool>;
     /// Every job not ended (PENDING, RUNNING, CANCELING), oldest first: what
     /// recovery looks at.
     async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>>;
     /// The latest job recorded for a pipeline task, if any.
     async fn job_for_task(&self, link: &TaskLink) -> Result<Option<JobRecord>>;
-    async fn request_job_cancel(&self, id: &str) -> Result<()>;
-    async fn job_cancel_requested(&self, id: &str) -> Result<bool>;
-    /// Records metric values seen now (the series the dashboard plots).
-    async fn add_job_metrics(&self, id: &str, points: &[(String, f64)]) -> Result<()>;
+    /// Records metric values seen now (the series the dashboard plots);
+    /// fenced by `owner` as [`JobStore::update_job`].
+    async fn add_job_metrics(
+        &self,
+        id: &str,
+        points: &[(String, f64)],
+        owner: Option<&str>,
+    ) -> Result<bool>;
     /// Every recorded value, oldest first.
     async fn job_metrics(&self, id: &str) -> Result<Vec<JobMetricPoint>>;
 }

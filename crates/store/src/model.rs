@@ -103,14 +103,6 @@ pub struct RunUpdate {
     pub if_owned_by: Option<String>,
 }
 
-/// What an executing process polls while a run executes.
-#[derive(Debug, Clone, Default)]
-pub struct RunControl {
-    pub cancel_requested: bool,
-    /// The lease owner id now recorded for the run.
-    pub owner: Option<String>,
-}
-
 /// One task execution inside a run. `task_key` is unique in the run and stable
 /// across a resume: the DAG path plus loop iteration indices.
 #[derive(Debug, Clone, Serialize, Deserialize)]

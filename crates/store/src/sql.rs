@@ -17,8 +17,8 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
 use crate::{
-    CacheEntry, Lease, Result, RunControl, RunRecord, RunStore, RunUpdate, State, StoreError,
-    TaskRecord, Transition,
+    CacheEntry, Lease, Result, RunRecord, RunStore, RunUpdate, State, StoreError, TaskRecord,
+    Transition,
 };
 
 /// Which database a store talks to; the SQL differs only in migrations.
@@ -514,62 +514,6 @@ impl RunStore for SqlStore {
         Ok(true)
     }
 
-    async fn claim_run(
-        &self,
-        id: &str,
-        from: &[State],
-        observed: Option<&Lease>,
-        lease: &Lease,
-        to: State,
-        update: RunUpdate,
-    ) -> Result<bool> {
-        let sql = format!(
-            "UPDATE runs SET state = $1, owner_pid = $2, owner_id = $3, owner_host = $4, lease_until = $5, \
-               started_at = COALESCE($6, started_at), \
-               error = CASE WHEN $7 THEN NULL ELSE error END, \
-               finished_at = CASE WHEN $7 THEN NULL ELSE finished_at END, \
-               cancel_requested = CASE WHEN $7 THEN 0 ELSE cancel_requested END \
-             WHERE id = $8 AND COALESCE(owner_id, '') = $9 \
-               AND (COALESCE(lease_until, -1) = $10 OR owner_id = $3) \
-               AND state IN ({})",
-            placeholders(11, from.len().max(1))
-        );
-        let mut tx = self.pool.begin().await.map_err(q("claim run"))?;
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(to.as_str())
-            .bind(i64::from(lease.pid))
-            .bind(lease.owner.clone())
-            .bind(lease.host.clone())
-            .bind(lease.until_ms())
-            .bind(update.started_at.as_ref().map(ts))
-            .bind(update.reset)
-            .bind(id.to_string())
-            .bind(observed.map(|l| l.owner.clone()).unwrap_or_default())
-            .bind(observed.map(Lease::until_ms).unwrap_or(-1));
-        if from.is_empty() {
-            query = query.bind("");
-        }
-        for st in from {
-            query = query.bind(st.as_str());
-        }
-        let res = query.execute(&mut *tx).await.map_err(q("claim run"))?;
-        if res.rows_affected() == 0 {
-            tx.rollback().await.map_err(q("claim run"))?;
-            return Ok(false);
-        }
-        sqlx::query(
-            "INSERT INTO transitions (run_id, task_key, state, at) VALUES ($1, NULL, $2, $3)",
-        )
-        .bind(id)
-        .bind(to.as_str())
-        .bind(ts(&Utc::now()))
-        .execute(&mut *tx)
-        .await
-        .map_err(q("claim run"))?;
-        tx.commit().await.map_err(q("claim run"))?;
-        Ok(true)
-    }
-
     async fn set_owner(&self, id: &str, lease: Option<&Lease>) -> Result<()> {
         let head = sqlx::query(
             "UPDATE runs SET owner_pid = $1, owner_id = $2, owner_host = $3, lease_until = $4 WHERE id = $5",
@@ -580,63 +524,6 @@ impl RunStore for SqlStore {
             .await
             .map_err(q("set run owner"))?;
         Ok(())
-    }
-
-    async fn release_run(&self, id: &str, owner: &str) -> Result<bool> {
-        let res = sqlx::query(
-            "UPDATE runs SET owner_pid = NULL, owner_id = NULL, owner_host = NULL, lease_until = NULL \
-             WHERE id = $1 AND owner_id = $2",
-        )
-        .bind(id)
-        .bind(owner)
-        .execute(&self.pool)
-        .await
-        .map_err(q("release run"))?;
-        Ok(res.rows_affected() > 0)
-    }
-
-    async fn renew_run_leases(&self, owner: &str, until: DateTime<Utc>) -> Result<u64> {
-        let res = sqlx::query(
-            "UPDATE runs SET lease_until = $1 WHERE owner_id = $2 \
-             AND state IN ('PENDING', 'RUNNING', 'CANCELING')",
-        )
-        .bind(until.timestamp_millis())
-        .bind(owner)
-        .execute(&self.pool)
-        .await
-        .map_err(q("renew run leases"))?;
-        Ok(res.rows_affected())
-    }
-
-    async fn run_control(&self, id: &str) -> Result<RunControl> {
-        let row = sqlx::query("SELECT cancel_requested, owner_id FROM runs WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(q("read run control"))?
-            .ok_or_else(|| StoreError::RunNotFound(id.to_string()))?;
-        Ok(RunControl {
-            cancel_requested: row.get::<i64, _>("cancel_requested") != 0,
-            owner: row.get("owner_id"),
-        })
-    }
-
-    async fn request_cancel(&self, id: &str) -> Result<()> {
-        sqlx::query("UPDATE runs SET cancel_requested = 1 WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(q("request cancel"))?;
-        Ok(())
-    }
-
-    async fn cancel_requested(&self, id: &str) -> Result<bool> {
-        let v: Option<i64> = sqlx::query_scalar("SELECT cancel_requested FROM runs WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(q("read cancel flag"))?;
-        Ok(v.unwrap_or(0) != 0)
     }
 
     async fn put_task(&self, t: &TaskRecord, owner: Option<&str>) -> Result<bool> {

@@ -1,37 +1,22 @@
 //! The store's contract, checked on SQLite and on a real PostgreSQL server
 //! (started by the test from the machine's PostgreSQL binaries): guarded
-//! transitions, history, prefixes, cache entries, claims, writers in parallel.
+//! transitions, history, prefixes, cache entries, the lifecycle of runs and
+//! jobs (tests/lifecycle), fenced task and job writes, writers in parallel.
 
+mod lifecycle;
 mod pg;
+
+use lifecycle::{lease_of, run};
 
 use std::sync::Arc;
 
 use chrono::Utc;
 use serde_json::json;
 use switchyard_store::{
-    CacheEntry, CatalogStore, ExperimentRecord, JobRecord, JobStore, Lease, MemoryStore,
-    PipelineRecord, PipelineVersionRecord, RecurringRunRecord, RunCatalog, RunField, RunFilter,
-    RunRecord, RunStore, RunUpdate, SqlStore, State, StoreError, TaskRecord,
+    CacheEntry, CatalogStore, Claim, ExperimentRecord, JobRecord, JobStore, Kind, Lease,
+    MemoryStore, PipelineRecord, PipelineVersionRecord, RecurringRunRecord, RunCatalog, RunField,
+    RunFilter, RunStore, RunUpdate, SqlStore, State, StoreError, TaskRecord,
 };
-
-fn run(id: &str) -> RunRecord {
-    RunRecord {
-        id: id.into(),
-        pipeline_name: "p".into(),
-        display_name: "p-1".into(),
-        state: State::Pending,
-        spec: "{}".into(),
-        parameters: json!({"a": 1}),
-        pipeline_root: "/tmp".into(),
-        options: json!({}),
-        outputs: None,
-        error: None,
-        lease: None,
-        created_at: Utc::now(),
-        started_at: None,
-        finished_at: None,
-    }
-}
 
 fn task(run: &str, key: &str, state: State) -> TaskRecord {
     TaskRecord {
@@ -139,11 +124,6 @@ async fn runs_transitions_and_history(store: Arc<dyn RunStore>) {
         ]
     );
     assert_eq!(store.list_runs(10).await.unwrap().len(), 2);
-
-    // Cancel requests.
-    assert!(!store.cancel_requested("abd-2").await.unwrap());
-    store.request_cancel("abd-2").await.unwrap();
-    assert!(store.cancel_requested("abd-2").await.unwrap());
 }
 
 async fn cache_entries(store: Arc<dyn RunStore>) {
@@ -201,70 +181,36 @@ async fn parallel_writers_do_not_conflict(a: Arc<dyn RunStore>, b: Arc<dyn RunSt
     assert_eq!(total, 200);
 }
 
-fn lease_of(owner: &str, host: &str, secs: i64) -> Lease {
-    Lease {
-        owner: owner.into(),
-        host: host.into(),
-        pid: 1,
-        until: Utc::now() + chrono::Duration::seconds(secs),
-    }
-}
-
-async fn claims_are_exclusive_leases(store: Arc<dyn RunStore>) {
+/// Task writes are fenced by the run's owner: once another process took the
+/// run over, the old owner's task writes change nothing.
+async fn task_writes_are_fenced(store: Arc<dyn RunStore>) {
     store.create_run(&run("c1")).await.unwrap();
-    let store = &store;
-    let claim = |owner: &'static str| async move {
-        store
-            .claim_run(
-                "c1",
-                &[State::Pending],
-                None,
-                &lease_of(owner, "h1", 30),
-                State::Running,
-                RunUpdate::default(),
-            )
-            .await
+    let held = lease_of("a", "h1", 30);
+    let running = Claim {
+        from: &[State::Pending],
+        to: Some(State::Running),
+        ..Claim::default()
     };
-    let (x, y) = tokio::join!(claim("a"), claim("b"));
-    assert!(x.unwrap() ^ y.unwrap(), "exactly one claim wins");
-    let held = store.get_run("c1").await.unwrap().lease.unwrap();
-    assert!(["a", "b"].contains(&held.owner.as_str()) && held.host == "h1");
-    // A take-over must name the lease it saw: a stale observation (the owner
-    // renewed meanwhile) loses.
-    let mut stale = held.clone();
-    stale.until -= chrono::Duration::seconds(5);
-    let take = |observed: Lease| async move {
-        store
-            .claim_run(
-                "c1",
-                &[State::Running],
-                Some(&observed),
-                &lease_of("c", "h2", 30),
-                State::Running,
-                RunUpdate::default(),
-            )
-            .await
-            .unwrap()
-    };
-    assert!(!take(stale).await);
-    // Renewal extends only the owner's unfinished runs.
-    store.create_run(&run("c2")).await.unwrap();
-    let later = Utc::now() + chrono::Duration::seconds(300);
-    assert_eq!(store.renew_run_leases(&held.owner, later).await.unwrap(), 1);
-    assert_eq!(store.renew_run_leases("nobody", later).await.unwrap(), 0);
-    let renewed = store.get_run("c1").await.unwrap().lease.unwrap();
-    assert_eq!(renewed.until_ms(), later.timestamp_millis());
-    assert!(
-        !take(held.clone()).await,
-        "the renewed lease is not the one seen"
-    );
-    // Task writes are fenced by the owner: the holder writes…
+    assert!(store
+        .claim(Kind::Run, "c1", None, &held, running)
+        .await
+        .unwrap());
+    // The holder writes…
     assert!(store
         .put_task(&task("c1", "t", State::Running), Some(&held.owner))
         .await
         .unwrap());
-    assert!(take(renewed).await);
-    assert_eq!(store.get_run("c1").await.unwrap().lease.unwrap().owner, "c");
+    let held = store.get_run("c1").await.unwrap().lease.unwrap();
+    assert!(store
+        .claim(
+            Kind::Run,
+            "c1",
+            Some(&held),
+            &lease_of("c", "h2", 30),
+            Claim::lease_only()
+        )
+        .await
+        .unwrap());
     // …and the moment another took the run over, its writes do nothing
     // (false, no record change, no transition), while the new owner's land.
     let before = store.transitions("c1").await.unwrap().len();
@@ -284,49 +230,13 @@ async fn claims_are_exclusive_leases(store: Arc<dyn RunStore>) {
         .put_task(&task("c1", "t", State::Succeeded), Some("c"))
         .await
         .unwrap());
-    // The old owner learns it lost the run, and cannot end it or release it.
-    let control = store.run_control("c1").await.unwrap();
-    assert_eq!(control.owner.as_deref(), Some("c"));
-    assert!(!control.cancel_requested);
-    let end = |owner: &str| RunUpdate {
-        if_owned_by: Some(owner.to_string()),
-        ..Default::default()
-    };
-    assert!(!store
-        .transition_run("c1", &[State::Running], State::Failed, end(&held.owner))
-        .await
-        .unwrap());
-    assert!(!store.release_run("c1", &held.owner).await.unwrap());
-    assert!(store
-        .transition_run("c1", &[State::Running], State::Succeeded, end("c"))
-        .await
-        .unwrap());
-    assert!(store.release_run("c1", "c").await.unwrap());
-    assert!(store.get_run("c1").await.unwrap().lease.is_none());
-    // A finished run's lease is not renewed.
+    // A server owns the runs it queues from their creation.
+    store.create_run(&run("c3")).await.unwrap();
     store
-        .set_owner("c1", Some(&lease_of("d", "h1", 1)))
+        .set_owner("c3", Some(&lease_of("e", "h1", 30)))
         .await
         .unwrap();
-    assert_eq!(store.renew_run_leases("d", later).await.unwrap(), 0);
-    // A server owns the runs it queues; its own renewal between the look and
-    // the take must not leave the run PENDING forever (the claim is its own).
-    store.create_run(&run("c3")).await.unwrap();
-    let queued = lease_of("e", "h1", 30);
-    store.set_owner("c3", Some(&queued)).await.unwrap();
-    assert_eq!(store.renew_run_leases("e", later).await.unwrap(), 1);
-    assert!(store
-        .claim_run(
-            "c3",
-            &[State::Pending],
-            Some(&queued),
-            &lease_of("e", "h1", 30),
-            State::Running,
-            RunUpdate::default(),
-        )
-        .await
-        .unwrap());
-    assert_eq!(store.get_run("c3").await.unwrap().state, State::Running);
+    assert_eq!(store.get_run("c3").await.unwrap().lease.unwrap().owner, "e");
 }
 
 /// A schedule's next slot moves only from the value the mover saw and only
@@ -489,49 +399,29 @@ async fn recurring_runs(store: impl RunStore + CatalogStore) {
     );
 }
 
-/// A RUNNING job record held by `lease`.
 fn running_job(id: &str, lease: Lease) -> JobRecord {
-    JobRecord {
-        id: id.into(),
-        name: "train".into(),
-        backend: "local".into(),
-        state: State::Running,
-        spec: json!({}),
-        restarts: 0,
-        model: None,
-        metrics: None,
-        failure_reason: None,
-        logs_dir: None,
-        placement: None,
-        lease: Some(lease),
-        task: None,
-        created_at: Utc::now(),
-        started_at: None,
-        finished_at: None,
-    }
+    lifecycle::job(id, State::Running, Some(lease))
 }
 
+/// Writing a job record read before the last renewal keeps the longer lease.
 async fn job_leases(store: Arc<dyn JobStore>) {
     let mut job = running_job("j1", lease_of("a", "h1", 30));
     store.create_job(&job).await.unwrap();
-    let mut renewed = lease_of("a", "h1", 300);
-    assert!(store.renew_job_lease("j1", &renewed).await.unwrap());
-    assert!(!store
-        .renew_job_lease("j1", &lease_of("b", "h2", 300))
-        .await
-        .unwrap());
-    // Writing a record read before the renewal keeps the longer lease.
+    let later = Utc::now() + chrono::Duration::seconds(300);
+    assert_eq!(store.renew_leases("a", later).await.unwrap(), 1);
     job.restarts = 1;
-    store.update_job(&job, None).await.unwrap();
+    assert!(store.update_job(&job, None, Some("a")).await.unwrap());
     let stored = store.get_job("j1").await.unwrap().lease.unwrap();
-    assert_eq!(stored.until_ms(), renewed.until_ms());
-    // Ended by another process: the follower's renewal says it lost the job.
+    assert_eq!(stored.until_ms(), later.timestamp_millis());
+    // Ended with its lease given up: nothing is renewed.
     job.state = State::Canceled;
     job.lease = None;
-    store.update_job(&job, Some("canceled")).await.unwrap();
+    assert!(store
+        .update_job(&job, Some("canceled"), None)
+        .await
+        .unwrap());
     assert!(store.get_job("j1").await.unwrap().lease.is_none());
-    renewed.until += chrono::Duration::seconds(1);
-    assert!(!store.renew_job_lease("j1", &renewed).await.unwrap());
+    assert_eq!(store.renew_leases("a", later).await.unwrap(), 0);
 }
 
 /// A job whose follower died is taken over by exactly one process, and a
@@ -564,30 +454,9 @@ async fn job_claims_and_task_links(store: Arc<dyn JobStore>) {
         }
     };
     assert_eq!(unfinished(&store).await, ["jc1"]);
-    // Two takers that saw the same expired lease: one wins.
-    let (a, b) = (lease_of("a", "h1", 300), lease_of("b", "h2", 300));
-    let (ra, rb) = tokio::join!(
-        store.claim_job("jc1", Some(&dead), &a),
-        store.claim_job("jc1", Some(&dead), &b)
-    );
-    assert!(ra.unwrap() ^ rb.unwrap(), "exactly one claim succeeds");
-    // A lease other than the one observed is not taken.
-    assert!(!store
-        .claim_job("jc1", Some(&dead), &lease_of("c", "h3", 300))
-        .await
-        .unwrap());
-    assert!(!store
-        .claim_job("jc1", None, &lease_of("c", "h3", 300))
-        .await
-        .unwrap());
-    // An ended job is nobody's to take.
     job.state = State::Succeeded;
     job.lease = None;
-    store.update_job(&job, None).await.unwrap();
-    assert!(!store
-        .claim_job("jc1", None, &lease_of("c", "h3", 300))
-        .await
-        .unwrap());
+    assert!(store.update_job(&job, None, None).await.unwrap());
     assert!(unfinished(&store).await.is_empty());
     // A second job of the task (a retry) is the one found; other tasks find none.
     job.id = "jc2".into();
@@ -943,7 +812,8 @@ async fn all(open: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output
     runs_transitions_and_history(Arc::new(open().await)).await;
     filtered_pages(open().await).await;
     cache_entries(Arc::new(open().await)).await;
-    claims_are_exclusive_leases(Arc::new(open().await)).await;
+    task_writes_are_fenced(Arc::new(open().await)).await;
+    lifecycle::lifecycle(Arc::new(open().await)).await;
     job_leases(Arc::new(open().await)).await;
     job_claims_and_task_links(Arc::new(open().await)).await;
     recurring_runs(open().await).await;
@@ -958,7 +828,8 @@ async fn memory_conformance() {
     let fresh = || -> Arc<dyn RunStore> { Arc::new(MemoryStore::new()) };
     runs_transitions_and_history(fresh()).await;
     cache_entries(fresh()).await;
-    claims_are_exclusive_leases(fresh()).await;
+    task_writes_are_fenced(fresh()).await;
+    lifecycle::lifecycle(Arc::new(MemoryStore::new())).await;
     let shared = fresh();
     parallel_writers_do_not_conflict(shared.clone(), shared).await;
     job_leases(Arc::new(MemoryStore::new())).await;

@@ -83,7 +83,7 @@ pub enum JobState {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct JobOutcome {
+pub struct TrainingOutcome {
     pub state: JobState,
     pub restarts: u32,
     /// Where the model is: the `output` location, or rank 0's model directory.
@@ -127,7 +127,7 @@ pub trait TrainingBackend: Send + Sync {
         job_id: &str,
         events: JobEvents,
         cancel: CancellationToken,
-    ) -> Result<JobOutcome, BackendError>;
+    ) -> Result<TrainingOutcome, BackendError>;
     /// Stops the job `job_id` with no `run` following it (its follower died):
     /// from what `job` and `job_id` name alone, so a SageMaker job or a
     /// PyTorchJob does not keep running, and billing, after a cancel.

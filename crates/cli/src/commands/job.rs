@@ -220,7 +220,9 @@ pub async fn cancel(paths: &Paths, store: Arc<dyn JobStore>, id: &str) -> Result
         }
         // Another process adopted it meanwhile: ask that one.
     }
-    store.request_job_cancel(&j.id).await?;
+    store
+        .request_cancel(switchyard_store::Kind::Job, &j.id)
+        .await?;
     eprintln!("cancel requested; waiting for job {} to stop…", j.id);
     for _ in 0..600 {
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -81,7 +81,9 @@ pub async fn cancel(engine: &Engine, id: &str) -> Result<i32> {
         eprintln!("run {} canceled", run.id);
         return Ok(0);
     }
-    store.request_cancel(&run.id).await?;
+    store
+        .request_cancel(switchyard_store::Kind::Run, &run.id)
+        .await?;
     eprintln!("cancel requested; waiting for run {} to stop…", run.id);
     for _ in 0..600 {
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -315,9 +315,9 @@ async fn run_container(
             AttemptEnd::Failed { message, retryable }
         };
         let end = match result {
-            Ok(JobOutcome::Succeeded) => AttemptEnd::Succeeded,
-            Ok(JobOutcome::Canceled) => AttemptEnd::Canceled,
-            Ok(JobOutcome::Failed { message, .. }) => failed(message, true),
+            Ok(StepOutcome::Succeeded) => AttemptEnd::Succeeded,
+            Ok(StepOutcome::Canceled) => AttemptEnd::Canceled,
+            Ok(StepOutcome::Failed { message, .. }) => failed(message, true),
             Err(BackendError::Retryable(message)) => failed(message, true),
             Err(BackendError::Permanent(message)) => failed(message, false),
         };

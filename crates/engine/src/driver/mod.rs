@@ -20,7 +20,7 @@ use switchyard_store::{CacheEntry, RunStore, State, TaskRecord};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{Backend, BackendError, Job, JobOutcome};
+use crate::backend::{Backend, BackendError, Job, StepOutcome};
 use crate::events::{Event, EventSender};
 use crate::expr::{eval_condition, eval_selector};
 use crate::fingerprint::fingerprint;

@@ -34,7 +34,7 @@ impl TrainingBackend for NoTraining {
         _: &str,
         _: switchyard_training::JobEvents,
         _: tokio_util::sync::CancellationToken,
-    ) -> Result<switchyard_training::JobOutcome, switchyard_training::BackendError> {
+    ) -> Result<switchyard_training::TrainingOutcome, switchyard_training::BackendError> {
         Err(switchyard_training::BackendError::Permanent(
             "no training backend in this test".into(),
         ))

@@ -13,6 +13,7 @@
 //! by compare-and-set. Nothing survives the process.
 
 mod catalog;
+mod lifecycle;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -20,8 +21,8 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 
 use crate::{
-    CacheEntry, JobEventRecord, JobMetricPoint, JobRecord, JobStore, Lease, Result, RunControl,
-    RunRecord, RunStore, RunUpdate, State, StoreError, TaskLink, TaskRecord, Transition,
+    CacheEntry, JobEventRecord, JobMetricPoint, JobRecord, JobStore, Lease, Result, RunRecord,
+    RunStore, RunUpdate, State, StoreError, TaskLink, TaskRecord, Transition,
 };
 
 #[derive(Default)]
@@ -70,6 +71,16 @@ impl Data {
             Ok(None) => Err(StoreError::JobNotFound(id.to_string())),
             Err(()) => Err(StoreError::AmbiguousJob(id.to_string())),
         }
+    }
+
+    /// The fence of job writes: no owner given, or `owner` holds the job.
+    fn job_owned_by(&self, id: &str, owner: Option<&str>) -> bool {
+        owner.is_none_or(|owner| {
+            self.jobs
+                .get(id)
+                .and_then(|(j, _)| j.lease.as_ref())
+                .is_some_and(|l| l.owner == owner)
+        })
     }
 
     fn job_event(&mut self, id: &str, state: State, message: Option<&str>) {
@@ -235,96 +246,11 @@ impl RunStore for MemoryStore {
         Ok(true)
     }
 
-    async fn claim_run(
-        &self,
-        id: &str,
-        from: &[State],
-        observed: Option<&Lease>,
-        lease: &Lease,
-        to: State,
-        update: RunUpdate,
-    ) -> Result<bool> {
-        let mut d = self.data();
-        let Some((run, cancel)) = d.runs.get_mut(id) else {
-            return Ok(false);
-        };
-        let taken = takes(run.lease.as_ref(), observed, lease)
-            && !from.is_empty()
-            && from.contains(&run.state);
-        if !taken {
-            return Ok(false);
-        }
-        run.state = to;
-        run.lease = Some(stored(lease));
-        if update.started_at.is_some() {
-            run.started_at = update.started_at;
-        }
-        if update.reset {
-            run.error = None;
-            run.finished_at = None;
-            *cancel = false;
-        }
-        d.transition(id, None, to);
-        Ok(true)
-    }
-
     async fn set_owner(&self, id: &str, lease: Option<&Lease>) -> Result<()> {
         if let Some((run, _)) = self.data().runs.get_mut(id) {
             run.lease = lease.map(stored);
         }
         Ok(())
-    }
-
-    async fn release_run(&self, id: &str, owner: &str) -> Result<bool> {
-        let mut d = self.data();
-        match d.runs.get_mut(id) {
-            Some((run, _)) if run.lease.as_ref().is_some_and(|l| l.owner == owner) => {
-                run.lease = None;
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
-    }
-
-    async fn renew_run_leases(&self, owner: &str, until: DateTime<Utc>) -> Result<u64> {
-        let mut renewed = 0;
-        for (run, _) in self.data().runs.values_mut() {
-            let unfinished = matches!(
-                run.state,
-                State::Pending | State::Running | State::Canceling
-            );
-            if let Some(lease) = run.lease.as_mut().filter(|l| l.owner == owner) {
-                if unfinished {
-                    lease.until =
-                        DateTime::from_timestamp_millis(until.timestamp_millis()).unwrap_or(until);
-                    renewed += 1;
-                }
-            }
-        }
-        Ok(renewed)
-    }
-
-    async fn run_control(&self, id: &str) -> Result<RunControl> {
-        let d = self.data();
-        let (run, cancel) = d
-            .runs
-            .get(id)
-            .ok_or_else(|| StoreError::RunNotFound(id.to_string()))?;
-        Ok(RunControl {
-            cancel_requested: *cancel,
-            owner: run.lease.as_ref().map(|l| l.owner.clone()),
-        })
-    }
-
-    async fn request_cancel(&self, id: &str) -> Result<()> {
-        if let Some((_, cancel)) = self.data().runs.get_mut(id) {
-            *cancel = true;
-        }
-        Ok(())
-    }
-
-    async fn cancel_requested(&self, id: &str) -> Result<bool> {
-        Ok(self.data().runs.get(id).is_some_and(|(_, c)| *c))
     }
 
     async fn put_task(&self, task: &TaskRecord, owner: Option<&str>) -> Result<bool> {
@@ -428,8 +354,16 @@ impl JobStore for MemoryStore {
         Ok(jobs)
     }
 
-    async fn update_job(&self, job: &JobRecord, message: Option<&str>) -> Result<()> {
+    async fn update_job(
+        &self,
+        job: &JobRecord,
+        message: Option<&str>,
+        owner: Option<&str>,
+    ) -> Result<bool> {
         let mut d = self.data();
+        if !d.job_owned_by(&job.id, owner) {
+            return Ok(false);
+        }
         let last = d
             .job_events
             .iter()
@@ -437,7 +371,7 @@ impl JobStore for MemoryStore {
             .find(|(id, _)| *id == job.id)
             .map(|(_, e)| e.state);
         let Some((stored_job, _)) = d.jobs.get_mut(&job.id) else {
-            return Ok(());
+            return Ok(false);
         };
         // A record read before the last renewal never shortens the lease.
         let lease = job.lease.as_ref().map(|new| {
@@ -462,12 +396,22 @@ impl JobStore for MemoryStore {
         if last != Some(job.state) || message.is_some() {
             d.job_event(&job.id, job.state, message);
         }
-        Ok(())
+        Ok(true)
     }
 
-    async fn add_job_event(&self, id: &str, state: State, message: &str) -> Result<()> {
-        self.data().job_event(id, state, Some(message));
-        Ok(())
+    async fn add_job_event(
+        &self,
+        id: &str,
+        state: State,
+        message: &str,
+        owner: Option<&str>,
+    ) -> Result<bool> {
+        let mut d = self.data();
+        if !d.job_owned_by(id, owner) {
+            return Ok(false);
+        }
+        d.job_event(id, state, Some(message));
+        Ok(true)
     }
 
     async fn job_events(&self, id: &str) -> Result<Vec<JobEventRecord>> {
@@ -478,32 +422,6 @@ impl JobStore for MemoryStore {
             .filter(|(job, _)| job == id)
             .map(|(_, e)| e.clone())
             .collect())
-    }
-
-    async fn renew_job_lease(&self, id: &str, lease: &Lease) -> Result<bool> {
-        let mut d = self.data();
-        match d.jobs.get_mut(id) {
-            Some((job, _)) if unfinished(job.state) => match job.lease.as_mut() {
-                Some(held) if held.owner == lease.owner => {
-                    held.until = stored(lease).until;
-                    Ok(true)
-                }
-                _ => Ok(false),
-            },
-            _ => Ok(false),
-        }
-    }
-
-    async fn claim_job(&self, id: &str, observed: Option<&Lease>, lease: &Lease) -> Result<bool> {
-        let mut d = self.data();
-        let Some((job, _)) = d.jobs.get_mut(id) else {
-            return Ok(false);
-        };
-        let taken = unfinished(job.state) && takes(job.lease.as_ref(), observed, lease);
-        if taken {
-            job.lease = Some(stored(lease));
-        }
-        Ok(taken)
     }
 
     async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>> {
@@ -530,20 +448,17 @@ impl JobStore for MemoryStore {
             .cloned())
     }
 
-    async fn request_job_cancel(&self, id: &str) -> Result<()> {
-        if let Some((_, cancel)) = self.data().jobs.get_mut(id) {
-            *cancel = true;
-        }
-        Ok(())
-    }
-
-    async fn job_cancel_requested(&self, id: &str) -> Result<bool> {
-        Ok(self.data().jobs.get(id).is_some_and(|(_, c)| *c))
-    }
-
-    async fn add_job_metrics(&self, id: &str, points: &[(String, f64)]) -> Result<()> {
+    async fn add_job_metrics(
+        &self,
+        id: &str,
+        points: &[(String, f64)],
+        owner: Option<&str>,
+    ) -> Result<bool> {
         let at = Utc::now();
         let mut d = self.data();
+        if !d.job_owned_by(id, owner) {
+            return Ok(false);
+        }
         for (name, value) in points {
             d.job_metrics.push((
                 id.to_string(),
@@ -554,7 +469,7 @@ impl JobStore for MemoryStore {
                 },
             ));
         }
-        Ok(())
+        Ok(true)
     }
 
     async fn job_metrics(&self, id: &str) -> Result<Vec<JobMetricPoint>> {
