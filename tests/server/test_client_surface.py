@@ -9,6 +9,7 @@ import kfp
 import kfp_server_api
 import pytest
 
+import behaviour  # noqa: E402  (tests/pipelines)
 import control  # noqa: E402  (tests/pipelines)
 
 SURFACE = {
@@ -80,14 +81,16 @@ def test_every_method_works(server, compiled, tmp_path, monkeypatch):
     assert c.get_run(run.run_id).storage_state == "ARCHIVED"
     call("unarchive_run", run.run_id)
     assert c.get_run(run.run_id).storage_state == "AVAILABLE"
-    slow = c.run_pipeline(exp.experiment_id, "to-stop", pipeline_package_path=compiled(control.exit_handler),
-                          params={"should_fail": False})
+    # A step that sleeps 300 s: the terminate lands while it runs, so the run
+    # must end CANCELED (an accepted terminate always wins).
+    slow = c.run_pipeline(exp.experiment_id, "to-stop", pipeline_package_path=compiled(behaviour.cancelable),
+                          params={"pid_file": str(tmp_path / "to-stop.pid")})
     call("terminate_run", slow.run_id)
     # (kfp.Client's wait_for_run_completion does not count CANCELED as an end.)
     deadline = time.time() + 120
-    while c.get_run(slow.run_id).state not in ("CANCELED", "SUCCEEDED") and time.time() < deadline:
+    while c.get_run(slow.run_id).state not in ("CANCELED", "SUCCEEDED", "FAILED") and time.time() < deadline:
         time.sleep(0.5)
-    assert c.get_run(slow.run_id).state in ("CANCELED", "SUCCEEDED")
+    assert c.get_run(slow.run_id).state == "CANCELED"
     call("delete_run", by_package.run_id)
     with pytest.raises(kfp_server_api.ApiException) as e:
         c.get_run(by_package.run_id)

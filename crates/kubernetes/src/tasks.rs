@@ -1,12 +1,16 @@
-//! Pipeline steps as Pods: an [`engine::Backend`](switchyard_backend::Backend)
-//! that runs each container task on the cluster instead of this machine.
+//! Pipeline steps as Pods: the step backend ([`switchyard_backend::Backend`])
+//! that runs each container task of a run on the cluster instead of this
+//! machine (training-job steps never come here: the binary runs those
+//! in-process and hands their TrainingJob to a training backend).
 //!
-//! The task's work folder and the pipeline root must be on a claim that the
-//! server mounts too (`SWITCHYARD_K8S_TASK_CLAIM` at `SWITCHYARD_K8S_TASK_MOUNT`):
-//! the step writes its output parameters and artifacts there, exactly where
-//! the engine reads them, so outputs return to the engine as they do locally.
-//! The kfp-kubernetes platform config of the step's executor is applied:
-//! `pvcMount`, `secretAsEnv`, `nodeSelector`, `tolerations`.
+//! The run's work folder and pipeline root lie on a claim that the server
+//! mounts too (`SWITCHYARD_K8S_TASK_CLAIM` at `SWITCHYARD_K8S_TASK_MOUNT`):
+//! a step writes its output parameters and artifacts there, exactly where the
+//! engine reads them, so outputs return as they do locally. The step's
+//! kfp-kubernetes platform config is applied (`pvcMount`, `secretAsEnv`,
+//! `nodeSelector`, `tolerations`, the run's service account), and the
+//! claims a pipeline's `CreatePVC`/`DeletePVC` steps ask for are made and
+//! removed here.
 
 use std::path::PathBuf;
 
@@ -39,8 +43,9 @@ pub struct TaskPodConfig {
     pub mount_path: PathBuf,
     pub kubeconfig: Option<PathBuf>,
     /// The server as task pods reach it (its Service URL): given to each pod
-    /// as `SWITCHYARD_SERVER`, so a training-job step hands its job to the
-    /// server and the job lands in the server's records.
+    /// as `SWITCHYARD_SERVER`, which the `switchyard` CLI and a step's own
+    /// code read, so what a step asks of Switchyard (a run, a job, a list)
+    /// goes to the server that runs its pipeline and lands in its records.
     pub server_url: Option<String>,
     /// The Secret (name, key) in the task namespace holding the server's
     /// token, given to each pod as `SWITCHYARD_AUTH_TOKEN`.

@@ -17,7 +17,6 @@ pub mod render;
 pub mod sourcedir;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
@@ -410,9 +409,4 @@ pub async fn fetch_model(s3: &S3Store, uri: &str, dest: &Path) -> Result<usize, 
             .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
         Ok(1)
     }
-}
-
-/// A shareable handle, as the job runner keeps backends.
-pub fn shared(backend: SageMakerBackend) -> Arc<dyn TrainingBackend> {
-    Arc::new(backend)
 }

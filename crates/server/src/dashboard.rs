@@ -24,7 +24,7 @@ pub async fn run_detail(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let run = crate::routes::exact_run(&s, &id).await?;
+    let run = crate::lookup::exact_run(&s, &id).await?;
     let cat = s.catalog.get_run_catalog(&run.id).await?;
     let tasks = s.runs.list_tasks(&run.id).await?;
     let transitions = s.runs.transitions(&run.id).await?;
@@ -203,7 +203,7 @@ pub async fn artifact(
     Path(id): Path<String>,
     Query(q): Query<ArtifactQuery>,
 ) -> ApiResult<Response> {
-    let task = crate::routes::exact_task(&s, &id, &q.task).await?;
+    let task = crate::lookup::exact_task(&s, &id, &q.task).await?;
     let uri = task
         .outputs
         .as_ref()
@@ -325,7 +325,7 @@ pub async fn job_metrics(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let j = crate::jobs::exact_job(&s, &id).await?;
+    let j = crate::lookup::exact_job(&s, &id).await?;
     let points = s.jobs.store().job_metrics(&j.id).await?;
     let mut series = serde_json::Map::new();
     for p in points {

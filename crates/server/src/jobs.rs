@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{ApiError, ApiResult};
 use crate::list::{page, ListQuery};
+use crate::lookup::exact_job;
 use crate::AppState;
 
 impl From<RunnerError> for ApiError {
@@ -76,15 +77,6 @@ fn refuse_simple_content_type(headers: &HeaderMap) -> ApiResult<()> {
         )));
     }
     Ok(())
-}
-
-/// A job with exactly this id (never a prefix or a name, as the CLI allows).
-pub(crate) async fn exact_job(s: &AppState, id: &str) -> ApiResult<switchyard_store::JobRecord> {
-    let j = s.jobs.store().get_job(id).await?;
-    if j.id != id {
-        return Err(ApiError::NotFound(format!("no job with id '{id}'")));
-    }
-    Ok(j)
 }
 
 pub async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {

@@ -8,10 +8,13 @@
 
 mod dashboard;
 mod error;
+mod experiments;
 mod guard;
+mod http;
 mod jobs;
 mod list;
 mod logs;
+mod lookup;
 mod messages;
 mod metrics;
 mod openapi;
@@ -21,6 +24,7 @@ mod recover;
 mod recurring;
 mod render;
 mod routes;
+mod runs;
 mod tags;
 mod trigger;
 mod ui;

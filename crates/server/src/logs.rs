@@ -24,7 +24,7 @@ pub async fn task_log(
     Path(id): Path<String>,
     Query(q): Query<LogQuery>,
 ) -> ApiResult<Response> {
-    let task = crate::routes::exact_task(&s, &id, &q.task).await?;
+    let task = crate::lookup::exact_task(&s, &id, &q.task).await?;
     let path = task.log_path.clone().ok_or_else(|| {
         ApiError::NotFound(format!(
             "task '{}' has no log (it did not run a container)",

@@ -1,6 +1,6 @@
 //! The OpenAPI 3 document of the served API (`GET /apis/switchyard/v1/openapi.json`),
 //! built from one table of the routes so it cannot list an endpoint that does
-//! not exist. Schemathesis runs against it in the test suite.
+//! not exist. Schemathesis checks the server against it (tests/server).
 
 use serde_json::{json, Map, Value};
 

@@ -12,10 +12,10 @@ use switchyard_spec::ParsedPipeline;
 use switchyard_store::{PipelineRecord, PipelineVersionRecord, Tags};
 
 use crate::error::{ApiError, ApiResult};
+use crate::http::{body, list_response, off_runtime, JsonBody};
 use crate::list::ListQuery;
 use crate::messages;
 use crate::render;
-use crate::routes::{body, list_response, off_runtime, JsonBody};
 use crate::{tags, AppState};
 
 /// KFP's column sizes: longer names are refused.

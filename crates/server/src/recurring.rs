@@ -16,11 +16,11 @@ use serde_json::{json, Value};
 use switchyard_store::{RecurringRunRecord, RunField, RunFilter, State as RunState};
 
 use crate::error::{ApiError, ApiResult};
+use crate::http::list_response;
 use crate::list::ListQuery;
-use crate::routes::{
-    experiment_of, list_response, parse_spec, pipeline_source, run_root, start_run, NewRunOf,
-    RuntimeConfig, VersionRef,
-};
+use crate::lookup::experiment_of;
+use crate::messages::{RuntimeConfig, VersionRef};
+use crate::runs::{parse_spec, pipeline_source, run_root, start_run, NewRunOf};
 use crate::trigger::{self, Trigger};
 use crate::AppState;
 
@@ -32,9 +32,9 @@ const MAX_CONCURRENCY: i64 = 10;
 
 pub(crate) async fn create(
     State(s): State<AppState>,
-    b: crate::routes::JsonBody<NewRecurringRun>,
+    b: crate::http::JsonBody<NewRecurringRun>,
 ) -> ApiResult<Json<Value>> {
-    let b = crate::routes::body(b)?;
+    let b = crate::http::body(b)?;
     let name = b
         .display_name
         .filter(|n| !n.trim().is_empty())

@@ -38,7 +38,7 @@ async fn malformed_requests_are_400_naming_the_problem() {
         .expect("request");
     let (status, body) = send(&s, req).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_kfp_error(&body, 3, "");
+    assert_kfp_error(&body, 3, "JSON");
     // A pipeline that is not one.
     let (status, body) = post_json(
         &s,
