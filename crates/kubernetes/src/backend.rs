@@ -607,7 +607,100 @@ impl TrainingBackend for KubernetesBackend {
             Some(dir) => source_files(Path::new(dir)).map_err(|e| refuse("spec.sourceDir", e))?,
             None => Vec::new(),
         };
-        let doc = self.render(job, job_id, &code);
+        let submitted = self.submit(&client, job, job_id, &code).await?;
+        let (ns, name) = (submitted.ns.clone(), submitted.name.clone());
+        let _ = events.send(JobEvent::Status {
+            message: format!("created PyTorchJob {ns}/{name}"),
+        });
+        let jobs: Api<PyTorchJob> = Api::namespaced(client.clone(), &ns);
+        let (mtx, mut mrx) = tokio::sync::mpsc::unbounded_channel::<JobEvent>();
+        let mut follow = Follow {
+            job,
+            pods: Api::namespaced(client, &ns),
+            ns: ns.clone(),
+            name: name.clone(),
+            logs_dir: self.config.jobs_dir.join(job_id).join("logs"),
+            scraper: MetricScraper::new(job),
+            following: Default::default(),
+            placed: Default::default(),
+            metrics: BTreeMap::new(),
+            last_message: String::new(),
+            restarts: 0,
+            lines: mtx,
+        };
+        let fields = format!("metadata.name={name}");
+        let mut stream = watcher::watcher(jobs.clone(), watcher::Config::default().fields(&fields))
+            .default_backoff()
+            .boxed();
+        let outcome = loop {
+            let ev = tokio::select! {
+                _ = cancel.cancelled() => {
+                    let _ = jobs.delete(&name, &DeleteParams::background()).await;
+                    break follow.ended(JobState::Canceled, Some(format!("canceled: PyTorchJob {ns}/{name} deleted")));
+                }
+                m = mrx.recv() => {
+                    if let Some(m) = m {
+                        if let JobEvent::Metric { name, value } = &m {
+                            follow.metrics.insert(name.clone(), *value);
+                        }
+                        let _ = events.send(m);
+                    }
+                    continue;
+                }
+                ev = stream.try_next() => ev,
+            };
+            let j = match ev {
+                Ok(Some(watcher::Event::Apply(j) | watcher::Event::InitApply(j))) => j,
+                Ok(Some(watcher::Event::Delete(_))) => {
+                    break follow.ended(
+                        JobState::Canceled,
+                        Some(format!("PyTorchJob {ns}/{name} was deleted")),
+                    );
+                }
+                Ok(Some(_)) => continue,
+                Ok(None) => {
+                    return Err(BackendError::Permanent(
+                        "the watch on the PyTorchJob ended".into(),
+                    ))
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "watch error; the watcher retries");
+                    continue;
+                }
+            };
+            let Some(st) = j.status.clone() else { continue };
+            follow.pods_seen(&events).await;
+            follow.report(&st, &events);
+            if let Some(outcome) = follow.end_of(&st, || self.model_location(job, job_id)) {
+                break outcome;
+            }
+        };
+        // Lines already read still arrive.
+        drop(follow);
+        while let Ok(m) = mrx.try_recv() {
+            let _ = events.send(m);
+        }
+        Ok(outcome)
+    }
+}
+
+/// A PyTorchJob as created (or found, when it was submitted before).
+struct Submitted {
+    ns: String,
+    name: String,
+}
+
+impl KubernetesBackend {
+    /// Creates the job's PyTorchJob (following one submitted before under
+    /// the same job id) and the ConfigMap with its code and contract files.
+    async fn submit(
+        &self,
+        client: &Client,
+        job: &TrainingJob,
+        job_id: &str,
+        code: &[SourceFile],
+    ) -> Result<Submitted, BackendError> {
+        let doc = self.render(job, job_id, code);
         let ns = doc["metadata"]["namespace"]
             .as_str()
             .unwrap_or("default")
@@ -617,7 +710,6 @@ impl TrainingBackend for KubernetesBackend {
             .unwrap_or_default()
             .to_string();
         let jobs: Api<PyTorchJob> = Api::namespaced(client.clone(), &ns);
-        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
         let pj: PyTorchJob = serde_json::from_value(doc)
             .map_err(|e| BackendError::Permanent(format!("rendering the PyTorchJob: {e}")))?;
         let created = match jobs.create(&PostParams::default(), &pj).await {
@@ -634,210 +726,187 @@ impl TrainingBackend for KubernetesBackend {
                 ))
             }
         };
-        {
-            // Text as data, anything else (pickles, images) byte for byte as binaryData.
-            let mut data =
-                pod_contract::files(job, &instance_type(job), code_dir(job)).map_err(|e| {
-                    BackendError::Permanent(format!("the runtime contract's files: {e}"))
-                })?;
-            let mut binary = BTreeMap::new();
-            for (i, f) in code.iter().enumerate() {
-                let b = std::fs::read(&f.path)
-                    .map_err(|e| refuse("spec.sourceDir", format!("{}: {e}", f.path.display())))?;
-                match std::str::from_utf8(&b) {
-                    Ok(text) => data.insert(format!("f{i}"), text.to_string()),
-                    Err(_) => binary.insert(
-                        format!("f{i}"),
-                        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &b),
-                    ),
-                };
-            }
-            let cm: ConfigMap = serde_json::from_value(json!({
-                "metadata": {"name": format!("{name}-code"), "namespace": ns,
-                    "ownerReferences": [{"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "name": name,
-                        "uid": created.metadata.uid, "controller": false}]},
-                "data": data,
-                "binaryData": binary,
-            }))
-            .map_err(|e| BackendError::Permanent(e.to_string()))?;
-            let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-            match cms.create(&PostParams::default(), &cm).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(e)) if e.code == 409 => {}
-                Err(e) => {
-                    // Without its code the job could only hang: take it back.
-                    let _ = jobs.delete(&name, &DeleteParams::background()).await;
-                    return Err(BackendError::Permanent(format!(
-                        "cannot create the code and contract ConfigMap: {e}"
-                    )));
-                }
+        let cm = code_config_map(job, code, &created, &ns, &name)?;
+        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+        match cms.create(&PostParams::default(), &cm).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => {
+                // Without its code the job could only hang: take it back.
+                let _ = jobs.delete(&name, &DeleteParams::background()).await;
+                return Err(BackendError::Permanent(format!(
+                    "cannot create the code and contract ConfigMap: {e}"
+                )));
             }
         }
-        let _ = events.send(JobEvent::Status {
-            message: format!("created PyTorchJob {ns}/{name}"),
-        });
-        let scraper = MetricScraper::new(job);
-        let logs_dir = self.config.jobs_dir.join(job_id).join("logs");
-        let mut following: BTreeMap<String, ()> = BTreeMap::new();
-        let mut placed = std::collections::BTreeSet::new();
-        let mut metrics = BTreeMap::new();
-        let (mtx, mut mrx) = tokio::sync::mpsc::unbounded_channel::<JobEvent>();
-        let fields = format!("metadata.name={name}");
-        let mut stream = watcher::watcher(jobs.clone(), watcher::Config::default().fields(&fields))
-            .default_backoff()
-            .boxed();
-        let mut last_message = String::new();
-        let mut restarts = 0u32;
-        let outcome = loop {
-            let ev = tokio::select! {
-                _ = cancel.cancelled() => {
-                    let _ = jobs.delete(&name, &DeleteParams::background()).await;
-                    break TrainingOutcome { state: JobState::Canceled, restarts, model: None, metrics: metrics.clone(),
-                        failure_reason: Some(format!("canceled: PyTorchJob {ns}/{name} deleted")) };
-                }
-                m = mrx.recv() => {
-                    if let Some(m) = m {
-                        if let JobEvent::Metric { name, value } = &m {
-                            metrics.insert(name.clone(), *value);
-                        }
-                        let _ = events.send(m);
-                    }
-                    continue;
-                }
-                ev = stream.try_next() => ev,
-            };
-            let j = match ev {
-                Ok(Some(watcher::Event::Apply(j) | watcher::Event::InitApply(j))) => j,
-                Ok(Some(watcher::Event::Delete(_))) => {
-                    break TrainingOutcome {
-                        state: JobState::Canceled,
-                        restarts,
-                        model: None,
-                        metrics: metrics.clone(),
-                        failure_reason: Some(format!("PyTorchJob {ns}/{name} was deleted")),
-                    };
-                }
-                Ok(Some(_)) => continue,
-                Ok(None) => {
-                    return Err(BackendError::Permanent(
-                        "the watch on the PyTorchJob ended".into(),
-                    ))
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "watch error; the watcher retries");
-                    continue;
-                }
-            };
-            let Some(st) = j.status.clone() else { continue };
-            // Pods: placement and one log stream per rank once it runs.
-            let list = pods
-                .list(&ListParams::default().labels(&format!("{LABEL_JOB}={name}")))
-                .await
-                .map(|l| l.items)
-                .unwrap_or_default();
-            // Every pod the job ran in, also those already cleaned up after the end.
-            let before = placed.len();
-            placed.extend(list.iter().map(|p| p.name_any()));
-            if placed.len() != before {
-                let _ = events.send(JobEvent::Placement { details: json!({"kind": "kubernetes", "namespace": ns, "name": name, "pods": placed}) });
-            }
-            for p in &list {
-                // Keyed by uid: a restarted gang has new pods under the same names;
-                // a pod that already ended still has its log to read.
-                let uid = p.uid().unwrap_or_else(|| p.name_any());
-                let started = matches!(
-                    p.status.as_ref().and_then(|s| s.phase.as_deref()),
-                    Some("Running" | "Succeeded" | "Failed")
-                );
-                if started && !following.contains_key(&uid) {
-                    following.insert(uid, ());
-                    let rank: u32 = p
-                        .labels()
-                        .get("training.kubeflow.org/replica-index")
-                        .and_then(|i| i.parse().ok())
-                        .unwrap_or(0)
-                        + if p
-                            .labels()
-                            .get("training.kubeflow.org/replica-type")
-                            .map(String::as_str)
-                            == Some("worker")
-                        {
-                            1
-                        } else {
-                            0
-                        };
-                    follow_pod_log(
-                        pods.clone(),
-                        p.name_any(),
-                        switchyard_training::slots::Slot {
-                            node: rank,
-                            local_rank: 0,
-                        }
-                        .rank(job.spec.procs_per_node),
-                        switchyard_training::slots::host_name(rank),
-                        logs_dir.clone(),
-                        scraper.clone(),
-                        mtx.clone(),
-                    );
-                }
-            }
-            if let Some(c) = st.conditions.iter().rev().find(|c| c.status == "True") {
-                let msg = format!(
-                    "PyTorchJob {}: {}",
-                    c.type_,
-                    c.message.clone().unwrap_or_default()
-                );
-                if msg != last_message {
-                    last_message = msg.clone();
-                    match c.type_.as_str() {
-                        "Running" => {
-                            let _ = events.send(JobEvent::Running { message: msg });
-                        }
-                        "Restarting" => {
-                            restarts = st.restart_count.unwrap_or(0).max(0) as u32;
-                            let _ = events.send(JobEvent::Restarting {
-                                attempt: restarts,
-                                reason: c.message.clone().unwrap_or_default(),
-                            });
-                        }
-                        _ => {
-                            let _ = events.send(JobEvent::Status { message: msg });
-                        }
-                    }
-                }
-            }
-            restarts = st.restart_count.unwrap_or(0).max(0) as u32;
-            if st.has("Succeeded") {
-                break TrainingOutcome {
-                    state: JobState::Succeeded,
-                    restarts,
-                    model: self.model_location(job, job_id),
-                    metrics: metrics.clone(),
-                    failure_reason: None,
-                };
-            }
-            if st.has("Failed") {
-                let why = st
-                    .conditions
-                    .iter()
-                    .find(|c| c.type_ == "Failed")
-                    .and_then(|c| c.message.clone());
-                break TrainingOutcome {
-                    state: JobState::Failed,
-                    restarts,
-                    model: None,
-                    metrics: metrics.clone(),
-                    failure_reason: why,
-                };
-            }
-        };
-        // Lines already read still arrive.
-        drop(mtx);
-        while let Ok(m) = mrx.try_recv() {
-            let _ = events.send(m);
-        }
-        Ok(outcome)
+        Ok(Submitted { ns, name })
     }
+}
+
+/// The ConfigMap `<name>-code` of a job's PyTorchJob: the runtime contract's
+/// files, and `sourceDir`'s files as `f<index>` (text as data, anything else,
+/// pickles or images, byte for byte as binaryData), owned by the PyTorchJob.
+fn code_config_map(
+    job: &TrainingJob,
+    code: &[SourceFile],
+    created: &PyTorchJob,
+    ns: &str,
+    name: &str,
+) -> Result<ConfigMap, BackendError> {
+    let mut data = pod_contract::files(job, &instance_type(job), code_dir(job))
+        .map_err(|e| BackendError::Permanent(format!("the runtime contract's files: {e}")))?;
+    let mut binary = BTreeMap::new();
+    for (i, f) in code.iter().enumerate() {
+        let b = std::fs::read(&f.path)
+            .map_err(|e| refuse("spec.sourceDir", format!("{}: {e}", f.path.display())))?;
+        match std::str::from_utf8(&b) {
+            Ok(text) => data.insert(format!("f{i}"), text.to_string()),
+            Err(_) => binary.insert(
+                format!("f{i}"),
+                base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &b),
+            ),
+        };
+    }
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("{name}-code"), "namespace": ns,
+            "ownerReferences": [{"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "name": name,
+                "uid": created.metadata.uid, "controller": false}]},
+        "data": data,
+        "binaryData": binary,
+    }))
+    .map_err(|e| BackendError::Permanent(e.to_string()))
+}
+
+/// What following one PyTorchJob keeps: the pods seen, their log streams,
+/// the metrics and the last condition reported.
+struct Follow<'a> {
+    job: &'a TrainingJob,
+    pods: Api<Pod>,
+    ns: String,
+    name: String,
+    logs_dir: PathBuf,
+    scraper: MetricScraper,
+    /// Pod uids whose log is streamed: a restarted gang has new pods under
+    /// the same names, and a pod that already ended still has its log.
+    following: std::collections::BTreeSet<String>,
+    /// Every pod the job ran in, also those already cleaned up after the end.
+    placed: std::collections::BTreeSet<String>,
+    metrics: BTreeMap<String, f64>,
+    last_message: String,
+    restarts: u32,
+    /// Where the log streams send their lines and metrics.
+    lines: tokio::sync::mpsc::UnboundedSender<JobEvent>,
+}
+
+impl Follow<'_> {
+    /// The job's pods now: placement when it changed, and one log stream per
+    /// rank once its pod runs.
+    async fn pods_seen(&mut self, events: &JobEvents) {
+        let list = self
+            .pods
+            .list(&ListParams::default().labels(&format!("{LABEL_JOB}={}", self.name)))
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        let before = self.placed.len();
+        self.placed.extend(list.iter().map(|p| p.name_any()));
+        if self.placed.len() != before {
+            let details = json!({"kind": "kubernetes", "namespace": self.ns, "name": self.name, "pods": self.placed});
+            let _ = events.send(JobEvent::Placement { details });
+        }
+        for p in &list {
+            let uid = p.uid().unwrap_or_else(|| p.name_any());
+            let started = matches!(
+                p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Running" | "Succeeded" | "Failed")
+            );
+            if !started || !self.following.insert(uid) {
+                continue;
+            }
+            let node = pod_node(p);
+            follow_pod_log(
+                self.pods.clone(),
+                p.name_any(),
+                switchyard_training::slots::Slot {
+                    node,
+                    local_rank: 0,
+                }
+                .rank(self.job.spec.procs_per_node),
+                switchyard_training::slots::host_name(node),
+                self.logs_dir.clone(),
+                self.scraper.clone(),
+                self.lines.clone(),
+            );
+        }
+    }
+
+    /// Reports the newest true condition once (running, restarting, other).
+    fn report(&mut self, st: &crate::crd::JobStatus, events: &JobEvents) {
+        if let Some(c) = st.conditions.iter().rev().find(|c| c.status == "True") {
+            let reason = c.message.clone().unwrap_or_default();
+            let msg = format!("PyTorchJob {}: {reason}", c.type_);
+            if msg != self.last_message {
+                self.last_message = msg.clone();
+                let _ = events.send(match c.type_.as_str() {
+                    "Running" => JobEvent::Running { message: msg },
+                    "Restarting" => JobEvent::Restarting {
+                        attempt: st.restart_count.unwrap_or(0).max(0) as u32,
+                        reason,
+                    },
+                    _ => JobEvent::Status { message: msg },
+                });
+            }
+        }
+        self.restarts = st.restart_count.unwrap_or(0).max(0) as u32;
+    }
+
+    /// The outcome when the status says the job ended.
+    fn end_of(
+        &self,
+        st: &crate::crd::JobStatus,
+        model: impl FnOnce() -> Option<String>,
+    ) -> Option<TrainingOutcome> {
+        if st.has("Succeeded") {
+            return Some(TrainingOutcome {
+                model: model(),
+                ..self.ended(JobState::Succeeded, None)
+            });
+        }
+        if st.has("Failed") {
+            let why = st
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Failed")
+                .and_then(|c| c.message.clone());
+            return Some(self.ended(JobState::Failed, why));
+        }
+        None
+    }
+
+    fn ended(&self, state: JobState, failure_reason: Option<String>) -> TrainingOutcome {
+        TrainingOutcome {
+            state,
+            restarts: self.restarts,
+            model: None,
+            metrics: self.metrics.clone(),
+            failure_reason,
+        }
+    }
+}
+
+/// The node (host index) a PyTorchJob pod runs: the Master is 0, Worker `i`
+/// is `i + 1`.
+fn pod_node(p: &Pod) -> u32 {
+    let labels = p.labels();
+    let index: u32 = labels
+        .get("training.kubeflow.org/replica-index")
+        .and_then(|i| i.parse().ok())
+        .unwrap_or(0);
+    let worker = labels
+        .get("training.kubeflow.org/replica-type")
+        .map(String::as_str)
+        == Some("worker");
+    index + u32::from(worker)
 }
 
 #[cfg(test)]

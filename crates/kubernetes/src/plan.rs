@@ -10,6 +10,7 @@
 //! nothing because nothing is kept between passes.
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Node, Pod, Service};
@@ -305,7 +306,8 @@ pub fn plan(obs: &Observed, now: Timestamp, resync: Duration) -> Plan {
     }
 }
 
-/// The rules of a job that has not finished and is not suspended.
+/// The rules of a job that has not finished and is not suspended, in
+/// order: each either decides the plan or passes the status on.
 fn decide_running(
     obs: &Observed,
     name: &str,
@@ -314,34 +316,94 @@ fn decide_running(
     now: Timestamp,
     resync: Duration,
 ) -> Plan {
-    let (job, pods) = (obs.job, obs.pods);
-    let t = Time(now);
-    let since = |at: i64| now.as_second() - at;
-    let run_policy = job.spec.run_policy.clone().unwrap_or_default();
-    let pod_of = |slot: &Slot| pods.iter().find(|p| p.name_any() == slot.name(name));
+    let rules = Running {
+        obs,
+        name,
+        slots,
+        now,
+        resync,
+        run_policy: obs.job.spec.run_policy.clone().unwrap_or_default(),
+    };
     if status.has("Suspended") {
         let message = format!("PyTorchJob {name} is resumed.");
-        status.clear_because(&t, "Suspended", Some(("PyTorchJobResumed", &message)));
+        status.clear_because(
+            &Time(now),
+            "Suspended",
+            Some(("PyTorchJobResumed", &message)),
+        );
+    }
+    match rules.decide(status) {
+        ControlFlow::Break(plan) | ControlFlow::Continue(plan) => plan,
+    }
+}
+
+/// What the rules of a running job read.
+struct Running<'a> {
+    obs: &'a Observed<'a>,
+    name: &'a str,
+    slots: &'a [Slot],
+    now: Timestamp,
+    resync: Duration,
+    run_policy: crate::crd::RunPolicy,
+}
+
+/// A rule's answer: the plan (`Break`), or the status for the next rule.
+type Rule = ControlFlow<Plan, JobStatus>;
+
+impl Running<'_> {
+    fn decide(&self, status: JobStatus) -> ControlFlow<Plan, Plan> {
+        let status = self.deadline(status)?;
+        let status = self.restarts_in_place(status)?;
+        let status = self.finished_pods(status)?;
+        let status = self.image_failure(status)?;
+        ControlFlow::Continue(self.start_missing(status))
     }
 
-    // Deadline.
-    if let (Some(deadline), Some(start)) = (
-        run_policy.active_deadline_seconds,
-        status.start_time.clone(),
-    ) {
-        let age = since(start.0.as_second());
-        if age >= deadline {
-            let message = format!(
-                "PyTorchJob {name} has run for {age}s, past activeDeadlineSeconds {deadline}"
-            );
-            return fail(pods, status, "DeadlineExceeded", &message, now);
+    fn pod_of(&self, slot: &Slot) -> Option<&Pod> {
+        self.obs
+            .pods
+            .iter()
+            .find(|p| p.name_any() == slot.name(self.name))
+    }
+
+    fn since(&self, at: i64) -> i64 {
+        self.now.as_second() - at
+    }
+
+    /// Past `activeDeadlineSeconds`: the job fails.
+    fn deadline(&self, status: JobStatus) -> Rule {
+        let (Some(deadline), Some(start)) = (
+            self.run_policy.active_deadline_seconds,
+            status.start_time.clone(),
+        ) else {
+            return ControlFlow::Continue(status);
+        };
+        let age = self.since(start.0.as_second());
+        if age < deadline {
+            return ControlFlow::Continue(status);
         }
+        let message = format!(
+            "PyTorchJob {} has run for {age}s, past activeDeadlineSeconds {deadline}",
+            self.name
+        );
+        ControlFlow::Break(fail(
+            self.obs.pods,
+            status,
+            "DeadlineExceeded",
+            &message,
+            self.now,
+        ))
     }
 
-    // Containers the kubelet restarted in place (OnFailure, Always) count
-    // against backoffLimit, as Kubeflow counts them.
-    if let Some(limit) = run_policy.backoff_limit {
-        let in_place: i32 = pods
+    /// Containers the kubelet restarted in place (OnFailure, Always) count
+    /// against backoffLimit, as Kubeflow counts them.
+    fn restarts_in_place(&self, status: JobStatus) -> Rule {
+        let Some(limit) = self.run_policy.backoff_limit else {
+            return ControlFlow::Continue(status);
+        };
+        let in_place: i32 = self
+            .obs
+            .pods
             .iter()
             .filter(|p| phase(p) == "Running")
             .flat_map(|p| p.status.iter())
@@ -353,145 +415,191 @@ fn decide_running(
             })
             .map(|c| c.restart_count)
             .sum();
-        if in_place > 0 && (in_place >= limit || limit == 0) {
-            let message = format!(
-                "containers restarted {in_place} times in place; backoffLimit {limit} reached"
-            );
-            return fail(pods, status, "BackoffLimitExceeded", &message, now);
+        if in_place == 0 || (in_place < limit && limit != 0) {
+            return ControlFlow::Continue(status);
+        }
+        let message =
+            format!("containers restarted {in_place} times in place; backoffLimit {limit} reached");
+        ControlFlow::Break(fail(
+            self.obs.pods,
+            status,
+            "BackoffLimitExceeded",
+            &message,
+            self.now,
+        ))
+    }
+
+    /// Finished pods decide the job. Success first: a worker that fails
+    /// while the finished master tears down the process group must not
+    /// restart a job that is done.
+    fn finished_pods(&self, status: JobStatus) -> Rule {
+        let has_master = self
+            .obs
+            .job
+            .spec
+            .pytorch_replica_specs
+            .contains_key("Master");
+        let succeeded = if has_master {
+            self.slots
+                .first()
+                .and_then(|s| self.pod_of(s))
+                .is_some_and(|p| phase(p) == "Succeeded")
+        } else {
+            self.slots
+                .iter()
+                .all(|s| self.pod_of(s).is_some_and(|p| phase(p) == "Succeeded"))
+        };
+        if succeeded {
+            return ControlFlow::Break(self.succeed(status));
+        }
+        // The first rank to fail is the cause; the others usually fail because it
+        // left the collective (a peer killed with 137 makes the master exit 1 with
+        // "connection reset"), so the earliest failure decides, as in the local backend.
+        let mut failed: Vec<(&Slot, &Pod)> = self
+            .slots
+            .iter()
+            .filter_map(|s| self.pod_of(s).map(|p| (s, p)))
+            .filter(|(_, p)| phase(p) == "Failed")
+            .collect();
+        // Times have one-second resolution: within the same second a killed pod
+        // (exit code ≥ 128) is taken as the cause rather than its peers' errors.
+        failed.sort_by_key(|(_, p)| (finished_at(p).unwrap_or(i64::MAX), exit_code(p) < 128));
+        match failed.first().copied() {
+            Some((slot, p)) => ControlFlow::Break(decide_failure(
+                self.obs, self.name, self.slots, status, slot, p, self.now,
+            )),
+            None => ControlFlow::Continue(status),
         }
     }
 
-    // Finished pods decide the job.
-    let has_master = job.spec.pytorch_replica_specs.contains_key("Master");
-    // Success first: a worker that fails while the finished master tears down
-    // the process group must not restart a job that is done.
-    let succeeded = if has_master {
-        slots
-            .first()
-            .and_then(pod_of)
-            .is_some_and(|p| phase(p) == "Succeeded")
-    } else {
-        slots
-            .iter()
-            .all(|s| pod_of(s).is_some_and(|p| phase(p) == "Succeeded"))
-    };
-    // The first rank to fail is the cause; the others usually fail because it
-    // left the collective (a peer killed with 137 makes the master exit 1 with
-    // "connection reset"), so the earliest failure decides, as in the local backend.
-    let mut failed: Vec<(&Slot, &Pod)> = slots
-        .iter()
-        .filter(|_| !succeeded)
-        .filter_map(|s| pod_of(s).map(|p| (s, p)))
-        .filter(|(_, p)| phase(p) == "Failed")
-        .collect();
-    // Times have one-second resolution: within the same second a killed pod
-    // (exit code ≥ 128) is taken as the cause rather than its peers' errors.
-    failed.sort_by_key(|(_, p)| (finished_at(p).unwrap_or(i64::MAX), exit_code(p) < 128));
-    if let Some((slot, p)) = failed.first().copied() {
-        return decide_failure(obs, name, slots, status, slot, p, now);
-    }
-    if succeeded {
-        // Workers still running after the master finished are left to
-        // cleanPodPolicy (None keeps them, as Kubeflow does; Switchyard's own
-        // TrainingJobs ask for Running).
-        status.replica_statuses = replica_statuses(name, slots, pods);
+    /// The job succeeded. Workers still running after the master finished
+    /// are left to cleanPodPolicy (None keeps them, as Kubeflow does;
+    /// Switchyard's own TrainingJobs ask for Running).
+    fn succeed(&self, mut status: JobStatus) -> Plan {
+        let t = Time(self.now);
+        status.replica_statuses = replica_statuses(self.name, self.slots, self.obs.pods);
         // As Kubeflow: once the job succeeded, replicas still active count as succeeded.
         for r in status.replica_statuses.values_mut() {
             r.succeeded += r.active;
             r.active = 0;
         }
-        status.set(
-            &t,
-            "Succeeded",
-            "PyTorchJobSucceeded",
-            &format!("PyTorchJob {name} is successfully completed."),
-        );
+        let message = format!("PyTorchJob {} is successfully completed.", self.name);
+        status.set(&t, "Succeeded", "PyTorchJobSucceeded", &message);
         status.completion_time = Some(t);
-        let next = match run_policy.ttl_seconds_after_finished {
+        let next = match self.run_policy.ttl_seconds_after_finished {
             Some(ttl) => Next::Requeue(Duration::from_secs(ttl.max(0) as u64)),
             None => Next::AwaitChange,
         };
         let mut plan = Plan::status(status, next);
-        plan.clean_up(pods, run_policy.clean_pod_policy.as_deref());
-        return plan;
+        plan.clean_up(self.obs.pods, self.run_policy.clean_pod_policy.as_deref());
+        plan
     }
 
-    // A pod whose image cannot be had never starts: say why instead of waiting forever.
-    if let Some(why) = pods.iter().find_map(|p| image_failure(p, now)) {
-        return fail(pods, status, "ImagePullFailed", &why, now);
+    /// A pod whose image cannot be had never starts: say why instead of
+    /// waiting forever.
+    fn image_failure(&self, status: JobStatus) -> Rule {
+        match self
+            .obs
+            .pods
+            .iter()
+            .find_map(|p| image_failure(p, self.now))
+        {
+            Some(why) => ControlFlow::Break(fail(
+                self.obs.pods,
+                status,
+                "ImagePullFailed",
+                &why,
+                self.now,
+            )),
+            None => ControlFlow::Continue(status),
+        }
     }
 
-    // Missing pods: the whole gang only when it fits; single replacements directly.
-    let missing: Vec<&Slot> = slots.iter().filter(|s| pod_of(s).is_none()).collect();
-    let mut plan = Plan::status(JobStatus::default(), Next::AwaitChange);
-    if !missing.is_empty() {
-        if missing.len() == slots.len() {
-            let Some((nodes, all_pods)) = obs.cluster else {
-                plan.status = status;
-                plan.needs_cluster = true;
-                return plan;
-            };
-            let gang: Vec<capacity::Amount> = slots
+    /// Missing pods: the whole gang only when it fits; single replacements
+    /// directly. Then the replica counts, `Running` once every pod runs, and
+    /// the next look (before the deadline, at the latest after `resync`).
+    fn start_missing(&self, mut status: JobStatus) -> Plan {
+        let (job, slots, t) = (self.obs.job, self.slots, Time(self.now));
+        let missing: Vec<&Slot> = slots.iter().filter(|s| self.pod_of(s).is_none()).collect();
+        let mut plan = Plan::status(JobStatus::default(), Next::AwaitChange);
+        if !missing.is_empty() {
+            if missing.len() == slots.len() {
+                if let Some(wait) = self.admit_gang(&mut status) {
+                    return wait;
+                }
+            }
+            plan.create_services = slots
                 .iter()
-                .filter_map(|s| pods::pod_for(job, s, slots).spec)
-                .map(|spec| capacity::requests(&spec))
+                .filter(|s| {
+                    !self
+                        .obs
+                        .services
+                        .iter()
+                        .any(|x| x.name_any() == s.name(self.name))
+                })
+                .map(|s| pods::service_for(job, s))
                 .collect();
-            if let Err(why) = capacity::place(nodes, all_pods, &gang) {
-                let msg = format!("waiting for capacity: {why}");
-                status.set(&t, "Created", "PyTorchJobWaitingForCapacity", &msg);
-                status.restate(&t, "Created", &msg);
-                return Plan::status(status, Next::Requeue(resync.min(Duration::from_secs(3))));
+            plan.create_pods = missing
+                .iter()
+                .map(|s| pods::pod_for(job, s, slots))
+                .collect();
+            if status.start_time.is_none() {
+                status.start_time = Some(t.clone());
+            }
+            if !status.has("Restarting") {
+                let message = format!("PyTorchJob {} is created.", self.name);
+                status.set(&t, "Created", "PyTorchJobCreated", &message);
             }
         }
-        plan.create_services = slots
-            .iter()
-            .filter(|s| !obs.services.iter().any(|x| x.name_any() == s.name(name)))
-            .map(|s| pods::service_for(job, s))
-            .collect();
-        plan.create_pods = missing
-            .iter()
-            .map(|s| pods::pod_for(job, s, slots))
-            .collect();
-        if status.start_time.is_none() {
-            status.start_time = Some(t.clone());
+        status.replica_statuses = replica_statuses(self.name, slots, self.obs.pods);
+        let all_running = missing.is_empty()
+            && slots
+                .iter()
+                .all(|s| self.pod_of(s).is_some_and(|p| phase(p) == "Running"));
+        if all_running {
+            let message = format!("PyTorchJob {} is running.", self.name);
+            status.set(&t, "Running", "PyTorchJobRunning", &message);
         }
-        if !status.has("Restarting") {
-            status.set(
-                &t,
-                "Created",
-                "PyTorchJobCreated",
-                &format!("PyTorchJob {name} is created."),
-            );
-        }
+        plan.next = match (
+            self.run_policy.active_deadline_seconds,
+            status.start_time.clone(),
+        ) {
+            (Some(d), Some(start)) => {
+                let left = d - self.since(start.0.as_second());
+                Next::Requeue(Duration::from_secs(
+                    left.clamp(1, self.resync.as_secs().max(1) as i64) as u64,
+                ))
+            }
+            _ => Next::Requeue(self.resync),
+        };
+        plan.status = status;
+        plan
     }
 
-    status.replica_statuses = replica_statuses(name, slots, pods);
-    let all_running = missing.is_empty()
-        && slots
+    /// Gang admission: the plan to wait with when the whole gang does not
+    /// fit the cluster now (or the cluster is still to be read).
+    fn admit_gang(&self, status: &mut JobStatus) -> Option<Plan> {
+        let Some((nodes, all_pods)) = self.obs.cluster else {
+            let mut plan = Plan::status(status.clone(), Next::AwaitChange);
+            plan.needs_cluster = true;
+            return Some(plan);
+        };
+        let gang: Vec<capacity::Amount> = self
+            .slots
             .iter()
-            .all(|s| pod_of(s).is_some_and(|p| phase(p) == "Running"));
-    if all_running {
-        status.set(
-            &t,
-            "Running",
-            "PyTorchJobRunning",
-            &format!("PyTorchJob {name} is running."),
-        );
+            .filter_map(|s| pods::pod_for(self.obs.job, s, self.slots).spec)
+            .map(|spec| capacity::requests(&spec))
+            .collect();
+        let why = capacity::place(nodes, all_pods, &gang).err()?;
+        let t = Time(self.now);
+        let msg = format!("waiting for capacity: {why}");
+        status.set(&t, "Created", "PyTorchJobWaitingForCapacity", &msg);
+        status.restate(&t, "Created", &msg);
+        Some(Plan::status(
+            status.clone(),
+            Next::Requeue(self.resync.min(Duration::from_secs(3))),
+        ))
     }
-    plan.next = match (
-        run_policy.active_deadline_seconds,
-        status.start_time.clone(),
-    ) {
-        (Some(d), Some(start)) => {
-            let left = d - since(start.0.as_second());
-            Next::Requeue(Duration::from_secs(
-                left.clamp(1, resync.as_secs().max(1) as i64) as u64,
-            ))
-        }
-        _ => Next::Requeue(resync),
-    };
-    plan.status = status;
-    plan
 }
 
 /// The earliest failed pod decides: restart (as its replica's restartPolicy

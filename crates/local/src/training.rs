@@ -198,6 +198,16 @@ fn free_port() -> Result<u16, BackendError> {
         .map_err(|e| setup(e, "cannot find a free port"))
 }
 
+/// One rank as it will be started.
+struct RankPlan {
+    rank: u32,
+    host: String,
+    argv: Vec<String>,
+    env: BTreeMap<String, String>,
+    cwd: PathBuf,
+    sink: LogSink,
+}
+
 /// One rank of a running gang.
 struct Rank {
     rank: u32,
@@ -300,86 +310,14 @@ impl TrainingBackend for LocalTraining {
         cancel: CancellationToken,
     ) -> Result<TrainingOutcome, BackendError> {
         let channels = self.channel_paths(job, &events).await?;
-        let spec = &job.spec;
         let dir = self.job_dir(job_id);
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "localhost".into());
-        let _ = events.send(JobEvent::Placement {
-            details: serde_json::json!({
-                "kind": "local",
-                "host": host,
-                "hosts": slots::host_names(spec.nodes),
-                "procs_per_node": spec.procs_per_node,
-                "job_dir": dir,
-            }),
-        });
+        announce_placement(job, &dir, &events);
         let logs_dir = dir.join("logs");
         std::fs::create_dir_all(&logs_dir)
             .map_err(|e| setup(e, &format!("cannot create {}", logs_dir.display())))?;
-
-        // Ship the code: a private copy, so editing the source during a run changes nothing.
-        let code_dir = match &spec.source_dir {
-            Some(src) => {
-                let code = dir.join("code");
-                // Off the async runtime: a large or slow folder must not stall other work.
-                let (from, to) = (PathBuf::from(src), code.clone());
-                let skipped = tokio::task::spawn_blocking(move || {
-                    let mut skipped = Vec::new();
-                    switchyard_backend::files::copy_tree(&from, &to, &mut skipped).map(|_| skipped)
-                })
-                .await
-                .map_err(|e| BackendError::Permanent(format!("copying sourceDir {src}: {e}")))?
-                .map_err(|e| setup(e, &format!("cannot copy sourceDir {src}")))?;
-                for p in skipped {
-                    let message = format!(
-                        "sourceDir: skipped {} (not a regular file, folder or link)",
-                        p.display()
-                    );
-                    let _ = events.send(JobEvent::Status { message });
-                }
-                Some(code)
-            }
-            None => None,
-        };
-        // Checkpoints: a local folder; an s3:// checkpoint is synced into it before
-        // the first attempt and back after each one (as SageMaker's CheckpointConfig).
-        let s3_checkpoint = spec.checkpoint.as_deref().and_then(parse_s3_uri);
-        let checkpoint = match (&spec.checkpoint, &s3_checkpoint) {
-            (Some(c), None) => PathBuf::from(c),
-            _ => dir.join("checkpoints"),
-        };
-        std::fs::create_dir_all(&checkpoint)
-            .map_err(|e| setup(e, &format!("cannot create {}", checkpoint.display())))?;
-        if let (Some((bucket, prefix)), Some(s3)) = (&s3_checkpoint, &self.s3) {
-            let stats = s3
-                .download_into(bucket, prefix, &checkpoint)
-                .await
-                .map_err(|e| BackendError::Permanent(format!("spec.checkpoint: {e}")))?;
-            let message = format!(
-                "checkpoint: {} files restored from s3://{bucket}/{prefix}",
-                stats.downloaded
-            );
-            let _ = events.send(JobEvent::Status { message });
-        }
-        let instance_type = spec.instance_type.clone().unwrap_or_else(|| "local".into());
-        let layouts: Vec<HostLayout> = (0..spec.nodes)
-            .map(|n| HostLayout::new(dir.join("hosts").join(contract::host_name(n))))
-            .collect();
-        for (n, layout) in layouts.iter().enumerate() {
-            let submit = code_dir
-                .as_ref()
-                .map(|d| d.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            contract::write_host(job, n as u32, &instance_type, &submit, layout)
-                .map_err(|e| setup(e, "cannot write the host files"))?;
-            for (name, path) in &channels {
-                replace_symlink(path, &layout.channel_dir(name))
-                    .map_err(|e| setup(e, "cannot link a channel"))?;
-            }
-            replace_symlink(&checkpoint, &layout.checkpoint_dir())
-                .map_err(|e| setup(e, "cannot link the checkpoint directory"))?;
-        }
+        let code_dir = ship_code(job, &dir, &events).await?;
+        let checkpoint = self.restore_checkpoint(job, &dir, &events).await?;
+        let layouts = write_hosts(job, &dir, code_dir.as_deref(), &channels, &checkpoint.dir)?;
 
         // Admission: wait for the CPUs and GPUs the whole gang needs.
         let (cpus, gpus) = demand(job);
@@ -400,134 +338,32 @@ impl TrainingBackend for LocalTraining {
                 failure_reason: Some("canceled while queued".into()),
             });
         };
-
-        let rank_logs = RankLogs {
-            dir: logs_dir,
-            events: events.clone(),
-            tails: Arc::default(),
-            metrics: Arc::default(),
+        let gang = Gang {
+            job,
+            job_id,
+            layouts,
+            code_dir,
+            gpus: grant.gpus.clone(),
+            logs: RankLogs {
+                dir: logs_dir,
+                events: events.clone(),
+                tails: Arc::default(),
+                metrics: Arc::default(),
+            },
+            deadline: job
+                .spec
+                .max_runtime_seconds
+                .map(|s| Instant::now() + Duration::from_secs(s)),
+            cancel: &cancel,
         };
-        let deadline = spec
-            .max_runtime_seconds
-            .map(|s| Instant::now() + Duration::from_secs(s));
-        let mut restarts = 0u32;
-        let outcome = loop {
-            for l in &layouts {
-                let _ = std::fs::remove_file(l.failure_file());
-            }
-            let port = free_port()?;
-            let _ = events.send(JobEvent::Started {
-                attempt: restarts,
-                master_port: port,
-            });
-            let ending = self
-                .attempt(
-                    job,
-                    job_id,
-                    restarts,
-                    port,
-                    &layouts,
-                    code_dir.as_deref(),
-                    &grant.gpus,
-                    &rank_logs,
-                    deadline,
-                    &cancel,
-                )
-                .await?;
-            if let (Some((bucket, prefix)), Some(s3)) = (&s3_checkpoint, &self.s3) {
-                let message = match s3.upload_dir(&checkpoint, bucket, prefix).await {
-                    Ok(n) => format!("checkpoint: {n} files saved to s3://{bucket}/{prefix}"),
-                    Err(e) => format!("checkpoint upload failed: {e}"),
-                };
-                let _ = events.send(JobEvent::Status { message });
-            }
-            let (code, reason) = match ending {
-                Ending::AllSucceeded => break (JobState::Succeeded, None),
-                Ending::Canceled => break (JobState::Canceled, Some("canceled".to_string())),
-                Ending::TimedOut => {
-                    let s = spec.max_runtime_seconds.unwrap_or(0);
-                    break (JobState::Failed, Some(format!("MaxRuntimeExceeded: the job ran longer than maxRuntimeSeconds ({s}s) and was stopped")));
-                }
-                Ending::RankFailed {
-                    rank,
-                    host,
-                    code,
-                    what,
-                } => {
-                    let reason = failure_text(&layouts).unwrap_or_else(|| {
-                        let tail = rank_logs.tail(rank);
-                        if tail.is_empty() {
-                            format!("rank {rank} ({host}) {what}")
-                        } else {
-                            format!("rank {rank} ({host}) {what}; last output:\n{tail}")
-                        }
-                    });
-                    (code, reason)
-                }
-            };
-            let retryable = match spec.restart_policy {
-                RestartPolicy::Never => false,
-                RestartPolicy::OnFailure => true,
-                RestartPolicy::ExitCode => code >= 128,
-            };
-            if retryable && restarts < spec.backoff_limit {
-                restarts += 1;
-                let _ = events.send(JobEvent::Restarting {
-                    attempt: restarts,
-                    reason: reason.clone(),
-                });
-                continue;
-            }
-            let why = if retryable {
-                format!(
-                    "{reason} (gave up after {restarts} restarts: backoffLimit {})",
-                    spec.backoff_limit
-                )
-            } else if spec.restart_policy == RestartPolicy::ExitCode
-                && restarts < spec.backoff_limit
-            {
-                format!("{reason} (exit code {code} is not retryable under restartPolicy ExitCode)")
-            } else {
-                reason
-            };
-            break (JobState::Failed, Some(why));
-        };
+        let (state, failure_reason, restarts) = self.attempts(&gang, &checkpoint, &events).await?;
         drop(grant);
-
-        let (state, failure_reason) = outcome;
-        let mut model = None;
-        if state == JobState::Succeeded {
-            let rank0_model = layouts[0].model_dir();
-            model = Some(
-                match (
-                    &spec.output,
-                    spec.output.as_deref().and_then(parse_s3_uri),
-                    &self.s3,
-                ) {
-                    (Some(out), Some((bucket, prefix)), Some(s3)) => {
-                        let n = s3
-                            .upload_dir(&rank0_model, &bucket, &prefix)
-                            .await
-                            .map_err(|e| BackendError::Permanent(format!("spec.output: {e}")))?;
-                        let _ = events.send(JobEvent::Status {
-                            message: format!("model: {n} files uploaded to {out}"),
-                        });
-                        out.clone()
-                    }
-                    (Some(out), _, _) => {
-                        switchyard_backend::files::copy_tree(
-                            &rank0_model,
-                            Path::new(out),
-                            &mut Vec::new(),
-                        )
-                        .map_err(|e| setup(e, &format!("cannot copy the model to {out}")))?;
-                        out.clone()
-                    }
-                    (None, _, _) => rank0_model.to_string_lossy().into_owned(),
-                },
-            );
-        }
-        let metrics = rank_logs
+        let model = match state {
+            JobState::Succeeded => Some(self.deliver_model(job, &gang.layouts[0], &events).await?),
+            _ => None,
+        };
+        let metrics = gang
+            .logs
             .metrics
             .lock()
             .map(|m| m.clone())
@@ -540,6 +376,281 @@ impl TrainingBackend for LocalTraining {
             failure_reason,
         })
     }
+}
+
+/// The checkpoint folder the ranks see, and the `s3://` location it is
+/// synced with (as SageMaker's CheckpointConfig), if any.
+struct Checkpoint {
+    dir: PathBuf,
+    s3: Option<(String, String)>,
+}
+
+/// Tells where the job runs (this host, its hosts' folders).
+fn announce_placement(job: &TrainingJob, dir: &Path, events: &JobEvents) {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    let _ = events.send(JobEvent::Placement {
+        details: serde_json::json!({
+            "kind": "local",
+            "host": host,
+            "hosts": slots::host_names(job.spec.nodes),
+            "procs_per_node": job.spec.procs_per_node,
+            "job_dir": dir,
+        }),
+    });
+}
+
+/// Ships the code: a private copy, so editing the source during a run
+/// changes nothing. Copied off the async runtime: a large or slow folder
+/// must not stall other work.
+async fn ship_code(
+    job: &TrainingJob,
+    dir: &Path,
+    events: &JobEvents,
+) -> Result<Option<PathBuf>, BackendError> {
+    let Some(src) = &job.spec.source_dir else {
+        return Ok(None);
+    };
+    let code = dir.join("code");
+    let (from, to) = (PathBuf::from(src), code.clone());
+    let skipped = tokio::task::spawn_blocking(move || {
+        let mut skipped = Vec::new();
+        switchyard_backend::files::copy_tree(&from, &to, &mut skipped).map(|_| skipped)
+    })
+    .await
+    .map_err(|e| BackendError::Permanent(format!("copying sourceDir {src}: {e}")))?
+    .map_err(|e| setup(e, &format!("cannot copy sourceDir {src}")))?;
+    for p in skipped {
+        let message = format!(
+            "sourceDir: skipped {} (not a regular file, folder or link)",
+            p.display()
+        );
+        let _ = events.send(JobEvent::Status { message });
+    }
+    Ok(Some(code))
+}
+
+/// Each host's folder with the runtime contract's files, its channels and
+/// the checkpoint folder linked in.
+fn write_hosts(
+    job: &TrainingJob,
+    dir: &Path,
+    code_dir: Option<&Path>,
+    channels: &BTreeMap<String, PathBuf>,
+    checkpoint: &Path,
+) -> Result<Vec<HostLayout>, BackendError> {
+    let instance_type = job
+        .spec
+        .instance_type
+        .clone()
+        .unwrap_or_else(|| "local".into());
+    let submit = code_dir
+        .map(|d| d.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let layouts: Vec<HostLayout> = (0..job.spec.nodes)
+        .map(|n| HostLayout::new(dir.join("hosts").join(contract::host_name(n))))
+        .collect();
+    for (n, layout) in layouts.iter().enumerate() {
+        contract::write_host(job, n as u32, &instance_type, &submit, layout)
+            .map_err(|e| setup(e, "cannot write the host files"))?;
+        for (name, path) in channels {
+            replace_symlink(path, &layout.channel_dir(name))
+                .map_err(|e| setup(e, "cannot link a channel"))?;
+        }
+        replace_symlink(checkpoint, &layout.checkpoint_dir())
+            .map_err(|e| setup(e, "cannot link the checkpoint directory"))?;
+    }
+    Ok(layouts)
+}
+
+/// What the restart policy makes of a failed attempt.
+enum AfterFailure {
+    Restart,
+    Fail(String),
+}
+
+/// The restart policy's decision after attempt `restarts` failed with exit
+/// `code` for `reason`: restart the gang while the policy allows it and the
+/// backoff limit is not reached, else fail saying why no restart was made.
+fn after_failure(
+    spec: &switchyard_training::TrainingJobSpec,
+    restarts: u32,
+    code: i32,
+    reason: String,
+) -> AfterFailure {
+    let retryable = match spec.restart_policy {
+        RestartPolicy::Never => false,
+        RestartPolicy::OnFailure => true,
+        RestartPolicy::ExitCode => code >= 128,
+    };
+    if retryable && restarts < spec.backoff_limit {
+        return AfterFailure::Restart;
+    }
+    AfterFailure::Fail(if retryable {
+        format!(
+            "{reason} (gave up after {restarts} restarts: backoffLimit {})",
+            spec.backoff_limit
+        )
+    } else if spec.restart_policy == RestartPolicy::ExitCode && restarts < spec.backoff_limit {
+        format!("{reason} (exit code {code} is not retryable under restartPolicy ExitCode)")
+    } else {
+        reason
+    })
+}
+
+impl LocalTraining {
+    /// A local checkpoint folder; an `s3://` checkpoint is synced into it
+    /// before the first attempt and back after each one.
+    async fn restore_checkpoint(
+        &self,
+        job: &TrainingJob,
+        dir: &Path,
+        events: &JobEvents,
+    ) -> Result<Checkpoint, BackendError> {
+        let s3 = job.spec.checkpoint.as_deref().and_then(parse_s3_uri);
+        let local = match (&job.spec.checkpoint, &s3) {
+            (Some(c), None) => PathBuf::from(c),
+            _ => dir.join("checkpoints"),
+        };
+        std::fs::create_dir_all(&local)
+            .map_err(|e| setup(e, &format!("cannot create {}", local.display())))?;
+        if let (Some((bucket, prefix)), Some(store)) = (&s3, &self.s3) {
+            let stats = store
+                .download_into(bucket, prefix, &local)
+                .await
+                .map_err(|e| BackendError::Permanent(format!("spec.checkpoint: {e}")))?;
+            let message = format!(
+                "checkpoint: {} files restored from s3://{bucket}/{prefix}",
+                stats.downloaded
+            );
+            let _ = events.send(JobEvent::Status { message });
+        }
+        Ok(Checkpoint { dir: local, s3 })
+    }
+
+    /// Saves the checkpoint folder back to S3 after an attempt.
+    async fn save_checkpoint(&self, checkpoint: &Checkpoint, events: &JobEvents) {
+        let (Some((bucket, prefix)), Some(s3)) = (&checkpoint.s3, &self.s3) else {
+            return;
+        };
+        let message = match s3.upload_dir(&checkpoint.dir, bucket, prefix).await {
+            Ok(n) => format!("checkpoint: {n} files saved to s3://{bucket}/{prefix}"),
+            Err(e) => format!("checkpoint upload failed: {e}"),
+        };
+        let _ = events.send(JobEvent::Status { message });
+    }
+
+    /// Runs the gang's attempts until one succeeds, the job is canceled or
+    /// times out, or the restart policy gives up. Returns the job's state,
+    /// its failure reason and how often the gang restarted.
+    async fn attempts(
+        &self,
+        gang: &Gang<'_>,
+        checkpoint: &Checkpoint,
+        events: &JobEvents,
+    ) -> Result<(JobState, Option<String>, u32), BackendError> {
+        let spec = &gang.job.spec;
+        let mut restarts = 0u32;
+        loop {
+            for l in &gang.layouts {
+                let _ = std::fs::remove_file(l.failure_file());
+            }
+            let port = free_port()?;
+            let _ = events.send(JobEvent::Started {
+                attempt: restarts,
+                master_port: port,
+            });
+            let ending = self.attempt(gang, restarts, port).await?;
+            self.save_checkpoint(checkpoint, events).await;
+            let (code, reason) = match ending {
+                Ending::AllSucceeded => return Ok((JobState::Succeeded, None, restarts)),
+                Ending::Canceled => {
+                    return Ok((JobState::Canceled, Some("canceled".into()), restarts))
+                }
+                Ending::TimedOut => {
+                    let s = spec.max_runtime_seconds.unwrap_or(0);
+                    let why = format!("MaxRuntimeExceeded: the job ran longer than maxRuntimeSeconds ({s}s) and was stopped");
+                    return Ok((JobState::Failed, Some(why), restarts));
+                }
+                Ending::RankFailed {
+                    rank,
+                    host,
+                    code,
+                    what,
+                } => {
+                    let reason = failure_text(&gang.layouts).unwrap_or_else(|| {
+                        let tail = gang.logs.tail(rank);
+                        if tail.is_empty() {
+                            format!("rank {rank} ({host}) {what}")
+                        } else {
+                            format!("rank {rank} ({host}) {what}; last output:\n{tail}")
+                        }
+                    });
+                    (code, reason)
+                }
+            };
+            match after_failure(spec, restarts, code, reason.clone()) {
+                AfterFailure::Restart => {
+                    restarts += 1;
+                    let _ = events.send(JobEvent::Restarting {
+                        attempt: restarts,
+                        reason,
+                    });
+                }
+                AfterFailure::Fail(why) => return Ok((JobState::Failed, Some(why), restarts)),
+            }
+        }
+    }
+
+    /// Puts rank 0's model where `spec.output` says (a folder, or `s3://`),
+    /// and returns where it is.
+    async fn deliver_model(
+        &self,
+        job: &TrainingJob,
+        rank0: &HostLayout,
+        events: &JobEvents,
+    ) -> Result<String, BackendError> {
+        let rank0_model = rank0.model_dir();
+        let output = &job.spec.output;
+        Ok(
+            match (output, output.as_deref().and_then(parse_s3_uri), &self.s3) {
+                (Some(out), Some((bucket, prefix)), Some(s3)) => {
+                    let n = s3
+                        .upload_dir(&rank0_model, &bucket, &prefix)
+                        .await
+                        .map_err(|e| BackendError::Permanent(format!("spec.output: {e}")))?;
+                    let _ = events.send(JobEvent::Status {
+                        message: format!("model: {n} files uploaded to {out}"),
+                    });
+                    out.clone()
+                }
+                (Some(out), _, _) => {
+                    switchyard_backend::files::copy_tree(
+                        &rank0_model,
+                        Path::new(out),
+                        &mut Vec::new(),
+                    )
+                    .map_err(|e| setup(e, &format!("cannot copy the model to {out}")))?;
+                    out.clone()
+                }
+                (None, _, _) => rank0_model.to_string_lossy().into_owned(),
+            },
+        )
+    }
+}
+
+/// One job's gang, made ready once for all its attempts.
+struct Gang<'a> {
+    job: &'a TrainingJob,
+    job_id: &'a str,
+    layouts: Vec<HostLayout>,
+    code_dir: Option<PathBuf>,
+    /// The GPUs admission granted the whole gang, node by node.
+    gpus: Vec<u32>,
+    logs: RankLogs,
+    deadline: Option<Instant>,
+    cancel: &'a CancellationToken,
 }
 
 /// CPUs and GPUs the whole gang needs.
@@ -561,25 +672,30 @@ fn failure_text(layouts: &[HostLayout]) -> Option<String> {
 
 impl LocalTraining {
     /// Starts every rank and waits for the gang to end.
-    #[allow(clippy::too_many_arguments)]
     async fn attempt(
         &self,
-        job: &TrainingJob,
-        job_id: &str,
+        gang: &Gang<'_>,
         attempt: u32,
         port: u16,
-        layouts: &[HostLayout],
-        code_dir: Option<&Path>,
-        gpus: &[u32],
-        logs: &RankLogs,
-        deadline: Option<Instant>,
-        cancel: &CancellationToken,
     ) -> Result<Ending, BackendError> {
-        let spec = &job.spec;
+        let plans = self.plan_ranks(gang, attempt, port)?;
+        let ranks = self.spawn_ranks(plans).await?;
+        Ok(self.wait_gang(ranks, gang.deadline, gang.cancel).await)
+    }
+
+    /// Every rank's command line, environment, folder and log, prepared
+    /// before the first rank starts (everything that can fail fails here).
+    fn plan_ranks(
+        &self,
+        gang: &Gang<'_>,
+        attempt: u32,
+        port: u16,
+    ) -> Result<Vec<RankPlan>, BackendError> {
+        let (job, spec) = (gang.job, &gang.job.spec);
+        let code_dir = gang.code_dir.as_deref();
         let gpus_per_node = spec.resources.gpu as usize;
-        // Everything that can fail is prepared before the first rank starts.
         let mut plans = Vec::new();
-        for (node, layout) in layouts.iter().enumerate() {
+        for (node, layout) in gang.layouts.iter().enumerate() {
             let node = node as u32;
             let host = contract::host_name(node);
             for local_rank in 0..spec.procs_per_node {
@@ -592,10 +708,11 @@ impl LocalTraining {
                     num_gpus: spec.resources.gpu,
                     instance_type: spec.instance_type.clone().unwrap_or_else(|| "local".into()),
                     code_dir: code_dir.map(Path::to_path_buf),
-                    run_id: format!("{job_id}-{attempt}"),
+                    run_id: format!("{}-{attempt}", gang.job_id),
                 };
                 let mut env = contract::rank_env(job, layout, &placement);
-                let mine = gpus
+                let mine = gang
+                    .gpus
                     .iter()
                     .skip(node as usize * gpus_per_node)
                     .take(gpus_per_node);
@@ -618,16 +735,37 @@ impl LocalTraining {
                     .map(Path::to_path_buf)
                     .unwrap_or_else(|| layout.base.clone());
                 let rank = Slot { node, local_rank }.rank(spec.procs_per_node);
-                let sink = logs.sink(job, &host, rank)?;
-                plans.push((rank, host.clone(), argv, env, cwd, sink));
+                let sink = gang.logs.sink(job, &host, rank)?;
+                plans.push(RankPlan {
+                    rank,
+                    host: host.clone(),
+                    argv,
+                    env,
+                    cwd,
+                    sink,
+                });
             }
         }
+        Ok(plans)
+    }
+
+    /// Starts every planned rank; when one cannot start, those started are
+    /// stopped again.
+    async fn spawn_ranks(&self, plans: Vec<RankPlan>) -> Result<Vec<Rank>, BackendError> {
         let mut ranks: Vec<Rank> = Vec::new();
-        for (rank, host, argv, env, cwd, sink) in plans {
+        for RankPlan {
+            rank,
+            host,
+            argv,
+            env,
+            cwd,
+            sink,
+        } in plans
+        {
             match spawn_group(&argv, &env, &[], &cwd, sink) {
                 Ok(spawned) => ranks.push(Rank {
                     rank,
-                    host: host.clone(),
+                    host,
                     spawned,
                 }),
                 Err(e) => {
@@ -639,8 +777,17 @@ impl LocalTraining {
                 }
             }
         }
+        Ok(ranks)
+    }
 
-        // Wait for every rank; the first failure, a timeout or a cancel stops the rest.
+    /// Waits for every rank; the first failure, a timeout or a cancel stops
+    /// the rest (SIGTERM, then SIGKILL after the grace period).
+    async fn wait_gang(
+        &self,
+        ranks: Vec<Rank>,
+        deadline: Option<Instant>,
+        cancel: &CancellationToken,
+    ) -> Ending {
         let mut pending = futures::stream::FuturesUnordered::new();
         let mut running: HashMap<u32, (String, u32, tokio::task::JoinHandle<()>)> = HashMap::new();
         for r in ranks {
@@ -696,6 +843,6 @@ impl LocalTraining {
                 kill_at = Some(Instant::now() + self.config.kill_grace);
             }
         }
-        Ok(ending.unwrap_or(Ending::AllSucceeded))
+        ending.unwrap_or(Ending::AllSucceeded)
     }
 }

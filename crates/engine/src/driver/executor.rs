@@ -100,7 +100,6 @@ async fn run_container(
     mut inputs: Io,
     rec: &mut TaskRecord,
 ) -> Result<Outcome, String> {
-    let (task, comp, container) = (step.task, step.comp, step.container);
     // What an earlier execution of this run recorded for the task (a run
     // executes again only as a resume, or a retry, which resumes).
     let earlier = if ctx.resume {
@@ -115,85 +114,149 @@ async fn run_container(
     {
         return Ok(done);
     }
-    let caching = ctx.cache
-        && task
-            .caching_options
-            .as_ref()
-            .is_some_and(|c| c.enable_cache);
-    let fp = fingerprint(
-        comp,
-        container,
-        &inputs,
-        task.caching_options
-            .as_ref()
-            .and_then(|c| c.cache_key.as_deref()),
-    );
-    rec.fingerprint = Some(fp.clone());
+    let cache = Cache::of(ctx, step, &inputs);
+    rec.fingerprint = Some(cache.fingerprint.clone());
     // After the cache key, as KFP's driver adds it.
-    super::task_config::fill_inputs(comp, container, &step.platform, &mut inputs.parameters);
-    if caching {
-        if let Ok(Some(hit)) = ctx.store.get_cache(&fp).await {
-            let io = Io::from_value(&hit.outputs);
-            let available = match &io {
-                Some(io) => staging::artifacts_available(ctx, io).await,
-                None => false,
-            };
-            if let Some(io) = io.filter(|_| available) {
-                rec.cached = true;
-                rec.started_at = Some(Utc::now());
-                return Ok(ctx.finish(rec, State::Succeeded, io, None).await);
-            }
+    super::task_config::fill_inputs(
+        step.comp,
+        step.container,
+        &step.platform,
+        &mut inputs.parameters,
+    );
+    if let Some(hit) = cache.hit(ctx).await {
+        rec.cached = true;
+        rec.started_at = Some(Utc::now());
+        return Ok(ctx.finish(rec, State::Succeeded, hit, None).await);
+    }
+    let mut prepared = prepare(ctx, key, step, &inputs)?;
+    let log = TaskLog::open(ctx, key)?;
+    rec.log_path = Some(log.path.to_string_lossy().into_owned());
+    if staging::uses_staging(ctx, &inputs) {
+        let hook = ctx
+            .run_values
+            .staging
+            .python_env(prepared.env.get("PYTHONPATH").map(String::as_str))?;
+        prepared.env.extend(hook);
+        staging::stage_in(ctx, &inputs, &log).await?;
+    }
+    // Attempt numbers of ended attempts are never reused within a run: a
+    // task run again (a resumed run, a retried one) goes on from its last
+    // recorded attempt, so what a backend made for an ended attempt (a Pod
+    // named after it) is never taken for this one's. An attempt whose end
+    // was never recorded (its process died) is followed again instead.
+    let first = next_attempt(earlier.as_ref(), ctx.reattach);
+    let attempts = Attempts {
+        ctx,
+        key,
+        step,
+        prepared: &prepared,
+        log: &log,
+    };
+    attempts.run(rec, first, &cache).await
+}
+
+/// Whether a task's result is cached, and under which key.
+struct Cache {
+    enabled: bool,
+    fingerprint: String,
+}
+
+impl Cache {
+    fn of(ctx: &RunCtx, step: &Step<'_>, inputs: &Io) -> Cache {
+        let options = step.task.caching_options.as_ref();
+        Cache {
+            enabled: ctx.cache && options.is_some_and(|c| c.enable_cache),
+            fingerprint: fingerprint(
+                step.comp,
+                step.container,
+                inputs,
+                options.and_then(|c| c.cache_key.as_deref()),
+            ),
         }
     }
 
+    /// The outputs of an earlier execution with the same key, when caching is
+    /// on and its artifacts are still there.
+    async fn hit(&self, ctx: &RunCtx) -> Option<Io> {
+        if !self.enabled {
+            return None;
+        }
+        let hit = ctx.store.get_cache(&self.fingerprint).await.ok()??;
+        let io = Io::from_value(&hit.outputs)?;
+        staging::artifacts_available(ctx, &io).await.then_some(io)
+    }
+
+    /// Publishes a task's outputs under its key (when caching is on and the
+    /// run is still this process's).
+    async fn publish(&self, ctx: &RunCtx, key: &str, outputs: &Io) {
+        if !self.enabled || ctx.lost.is_cancelled() {
+            return;
+        }
+        let entry = CacheEntry {
+            fingerprint: self.fingerprint.clone(),
+            outputs: outputs.to_value(),
+            run_id: ctx.run_id.clone(),
+            task_key: key.to_string(),
+            created_at: Utc::now(),
+        };
+        if let Err(e) = ctx.store.put_cache(&entry).await {
+            tracing::warn!(task = key, error = %e, "could not write cache entry");
+        }
+    }
+}
+
+/// A container task made ready to run: its folder, where its outputs go, and
+/// its resolved command line and environment.
+struct Prepared {
+    task_dir: std::path::PathBuf,
+    exec_output: String,
+    outputs: Io,
+    output_files: Map<String, Value>,
+    argv: Vec<String>,
+    env: BTreeMap<String, String>,
+}
+
+/// Creates the task's folders, names its output artifacts and parameter
+/// files, and resolves its command line with KFP's placeholders.
+fn prepare(ctx: &RunCtx, key: &str, step: &Step<'_>, inputs: &Io) -> Result<Prepared, String> {
+    let (comp, container) = (step.comp, step.container);
     let task_dir = ctx.run_dir.join(key_dir(key));
     let param_dir = task_dir.join(".params");
     std::fs::create_dir_all(&param_dir)
         .map_err(|e| format!("cannot create {}: {e}", param_dir.display()))?;
     let mut outputs = Io::default();
     for (name, def) in &comp.output_definitions.artifacts {
-        let uri = match &ctx.remote_base {
-            // KFP's layout: <root>/<pipeline>/<run>/<task>/<output>.
-            Some(base) => {
-                let uri = format!("{base}/{}/{name}", key_dir(key));
-                let local = ctx.run_values.staging.local_path(&uri);
-                if let Some(parent) = std::path::Path::new(&local).parent() {
-                    std::fs::create_dir_all(parent)
-                        .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-                }
-                uri
-            }
-            None => task_dir.join(name).to_string_lossy().into_owned(),
-        };
         outputs.artifacts.insert(
             name.clone(),
             vec![Artifact {
                 name: name.clone(),
                 artifact_type: ArtifactTypeJson::from(&def.artifact_type),
-                uri,
+                uri: output_uri(ctx, key, &task_dir, name)?,
                 metadata: Map::new(),
             }],
         );
     }
-    let mut output_files = Map::new();
-    for name in comp.output_definitions.parameters.keys() {
-        output_files.insert(
-            name.clone(),
-            Value::String(param_dir.join(name).to_string_lossy().into_owned()),
-        );
-    }
+    let output_files: Map<String, Value> = comp
+        .output_definitions
+        .parameters
+        .keys()
+        .map(|name| {
+            let file = param_dir.join(name).to_string_lossy().into_owned();
+            (name.clone(), Value::String(file))
+        })
+        .collect();
     let exec_output = task_dir
         .join("executor_output.json")
         .to_string_lossy()
         .into_owned();
-    let executor_input = executor_input_json(&inputs, &outputs, &output_files, &exec_output);
+    let executor_input = executor_input_json(inputs, &outputs, &output_files, &exec_output);
     let executor_input_text = executor_input.to_string();
     if let Some(ws) = &ctx.run_values.workspace_path {
         std::fs::create_dir_all(ws)
             .map_err(|e| format!("cannot create the run's workspace {ws}: {e}"))?;
     }
     let pctx = PlaceholderContext {
-        inputs: &inputs,
+        inputs,
         outputs: &outputs,
         output_files: &output_files,
         executor_output_file: &exec_output,
@@ -207,106 +270,181 @@ async fn run_container(
     if argv.is_empty() {
         return Err("the container has no command".into());
     }
-    let mut env: BTreeMap<String, String> = container
+    let env = container
         .env
         .iter()
         .map(|e| (e.name.clone(), e.value.clone()))
         .collect();
+    Ok(Prepared {
+        task_dir,
+        exec_output,
+        outputs,
+        output_files,
+        argv,
+        env,
+    })
+}
 
-    let log = TaskLog::open(ctx, key)?;
-    rec.log_path = Some(log.path.to_string_lossy().into_owned());
-    let sink = log.sink.clone();
-    if staging::uses_staging(ctx, &inputs) {
-        let hook = ctx
-            .run_values
-            .staging
-            .python_env(env.get("PYTHONPATH").map(String::as_str))?;
-        env.extend(hook);
-        staging::stage_in(ctx, &inputs, &log).await?;
-    }
-
-    // Exit handlers (ALL_UPSTREAM_TASKS_COMPLETED) run even after the run was
-    // canceled: their job gets its own token, not the run's.
-    let finalizer = task.runs_after_upstream_failure();
-    let job_cancel = if finalizer {
-        CancellationToken::new()
-    } else {
-        ctx.cancel.child_token()
+/// Where output artifact `name` goes: KFP's layout under a remote root
+/// (`<root>/<pipeline>/<run>/<task>/<output>`, staged locally), else the
+/// task's folder.
+fn output_uri(
+    ctx: &RunCtx,
+    key: &str,
+    task_dir: &std::path::Path,
+    name: &str,
+) -> Result<String, String> {
+    let Some(base) = &ctx.remote_base else {
+        return Ok(task_dir.join(name).to_string_lossy().into_owned());
     };
-    let retry = task.retry_policy.clone().unwrap_or_default();
-    // Attempt numbers of ended attempts are never reused within a run: a
-    // task run again (a resumed run, a retried one) goes on from its last
-    // recorded attempt, so what a backend made for an ended attempt (a Pod
-    // named after it) is never taken for this one's. An attempt whose end
-    // was never recorded (its process died) is followed again instead.
-    let first_attempt = next_attempt(earlier.as_ref(), ctx.reattach);
-    let mut attempt = first_attempt;
-    loop {
-        if ctx.cancel.is_cancelled() && !finalizer {
-            return Ok(ctx.canceled(rec).await);
-        }
-        // Leftovers of an earlier attempt must not be read as this one's outputs.
-        let _ = std::fs::remove_file(&exec_output);
-        for f in output_files.values().filter_map(Value::as_str) {
-            let _ = std::fs::remove_file(f);
-        }
-        let permit = tokio::select! {
-            p = ctx.slots.acquire() => p.map_err(|e| e.to_string())?,
-            _ = ctx.cancel.cancelled(), if !finalizer => {
+    let uri = format!("{base}/{}/{name}", key_dir(key));
+    let local = ctx.run_values.staging.local_path(&uri);
+    if let Some(parent) = std::path::Path::new(&local).parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    Ok(uri)
+}
+
+/// A prepared container task's attempts, retried by its retry policy.
+struct Attempts<'a> {
+    ctx: &'a Arc<RunCtx>,
+    key: &'a str,
+    step: &'a Step<'a>,
+    prepared: &'a Prepared,
+    log: &'a TaskLog,
+}
+
+impl Attempts<'_> {
+    async fn run(
+        &self,
+        rec: &mut TaskRecord,
+        first: u32,
+        cache: &Cache,
+    ) -> Result<Outcome, String> {
+        let ctx = self.ctx;
+        // Exit handlers (ALL_UPSTREAM_TASKS_COMPLETED) run even after the run was
+        // canceled: their job gets its own token, not the run's.
+        let finalizer = self.step.task.runs_after_upstream_failure();
+        let job_cancel = if finalizer {
+            CancellationToken::new()
+        } else {
+            ctx.cancel.child_token()
+        };
+        let retry = self.step.task.retry_policy.clone().unwrap_or_default();
+        let mut attempt = first;
+        loop {
+            if ctx.cancel.is_cancelled() && !finalizer {
                 return Ok(ctx.canceled(rec).await);
             }
-        };
-        rec.state = State::Running;
-        rec.attempt = attempt;
-        rec.started_at = Some(Utc::now());
-        ctx.save(rec).await?;
+            self.clear_outputs();
+            let permit = tokio::select! {
+                p = ctx.slots.acquire() => p.map_err(|e| e.to_string())?,
+                _ = ctx.cancel.cancelled(), if !finalizer => {
+                    return Ok(ctx.canceled(rec).await);
+                }
+            };
+            rec.state = State::Running;
+            rec.attempt = attempt;
+            rec.started_at = Some(Utc::now());
+            ctx.save(rec).await?;
+            let job = self.job(attempt, attempt == first);
+            // Taken over by another process: stop following, and leave what the
+            // backend started running. The new owner follows the same attempt;
+            // a cancel here would delete the Pod under it.
+            let result = tokio::select! {
+                biased;
+                _ = ctx.lost.cancelled() => {
+                    return Err("another process took the run over; this one stopped following the task".into());
+                }
+                r = ctx.backend.run(job, self.log.sink.clone(), job_cancel.clone()) => r,
+            };
+            drop(permit);
+            let end = self.end_of(result);
+            let first_line = match &end {
+                AttemptEnd::Failed { message, .. } => message.lines().next().unwrap_or_default(),
+                _ => "",
+            }
+            .to_string();
+            match after_attempt(&retry, first, attempt, end) {
+                AttemptNext::Succeed => return self.succeed(rec, cache).await,
+                AttemptNext::Cancel => return Ok(ctx.canceled(rec).await),
+                AttemptNext::Fail { message } => return Err(message),
+                AttemptNext::Retry {
+                    attempt: next,
+                    retry: n,
+                    wait,
+                } => {
+                    (self.log.sink)(&format!(
+                        "[switchyard] attempt {next} failed ({first_line}); retry {n}/{} in {:.1}s",
+                        retry.max_retry_count,
+                        wait.as_secs_f64()
+                    ));
+                    attempt = next;
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = ctx.cancel.cancelled() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Leftovers of an earlier attempt must not be read as this one's outputs.
+    fn clear_outputs(&self) {
+        let _ = std::fs::remove_file(&self.prepared.exec_output);
+        for f in self
+            .prepared
+            .output_files
+            .values()
+            .filter_map(Value::as_str)
+        {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+
+    /// The backend's job for one attempt; the first also says what the
+    /// backend cannot honour of it.
+    fn job(&self, attempt: u32, first: bool) -> Job {
+        let (ctx, key, step) = (self.ctx, self.key, self.step);
+        // Lets a step (the training-job component) tag what it creates with
+        // the run and task it belongs to, and run a training job it submits
+        // to Kubernetes under the run's service account.
+        let mut env = self.prepared.env.clone();
+        env.insert("SWITCHYARD_RUN_ID".into(), ctx.run_id.to_string());
+        env.insert("SWITCHYARD_TASK".into(), key.to_string());
+        if let Some(account) = &ctx.service_account {
+            env.insert(crate::SERVICE_ACCOUNT_ENV.into(), account.clone());
+        }
         let mut job = Job {
             id: format!("{}-{}-{}", ctx.run_id, key_dir(key), attempt),
             run_id: ctx.run_id.clone(),
             display_name: key.to_string(),
-            image: container.image.clone(),
-            argv: argv.clone(),
-            env: {
-                // Lets a step (the training-job component) tag what it creates
-                // with the run and task it belongs to.
-                let mut env = env.clone();
-                env.insert("SWITCHYARD_RUN_ID".into(), ctx.run_id.to_string());
-                env.insert("SWITCHYARD_TASK".into(), key.to_string());
-                // ... and the run's service account, which a training job it
-                // submits to Kubernetes runs under.
-                if let Some(account) = &ctx.service_account {
-                    env.insert(crate::SERVICE_ACCOUNT_ENV.into(), account.clone());
-                }
-                env
-            },
-            work_dir: task_dir.clone(),
-            resources: crate::resources::from_ir(container.resources.as_ref()),
+            image: step.container.image.clone(),
+            argv: self.prepared.argv.clone(),
+            env,
+            work_dir: self.prepared.task_dir.clone(),
+            resources: crate::resources::from_ir(step.container.resources.as_ref()),
             platform: step.platform.clone(),
             service_account: ctx.service_account.clone(),
         };
-        super::task_config::withhold(comp, container, &mut job);
-        if attempt == first_attempt {
+        super::task_config::withhold(step.comp, step.container, &mut job);
+        if first {
+            let sink = &self.log.sink;
             for message in ctx.backend.unhonoured(&job) {
-                ctx.notice(key, message, &sink);
+                ctx.notice(key, message, sink);
             }
             if let (Some(ws), Some(size)) = (&ctx.run_values.workspace_path, &ctx.workspace_size) {
-                ctx.notice(key, format!("the workspace's size ({size}) is not enforced: the run's workspace is the folder {ws}"), &sink);
+                ctx.notice(key, format!("the workspace's size ({size}) is not enforced: the run's workspace is the folder {ws}"), sink);
             }
         }
-        // Taken over by another process: stop following, and leave what the
-        // backend started running. The new owner follows the same attempt;
-        // a cancel here would delete the Pod under it.
-        let result = tokio::select! {
-            biased;
-            _ = ctx.lost.cancelled() => {
-                return Err("another process took the run over; this one stopped following the task".into());
-            }
-            r = ctx.backend.run(job, sink.clone(), job_cancel.clone()) => r,
-        };
-        drop(permit);
-        // A failure's message ends with the task's last output.
+        job
+    }
+
+    /// How an attempt ended; a failure's message ends with the task's last output.
+    fn end_of(&self, result: Result<StepOutcome, BackendError>) -> AttemptEnd {
         let failed = |message: String, retryable| {
-            let tail_text = log.tail();
+            let tail_text = self.log.tail();
             let message = if tail_text.is_empty() {
                 message
             } else {
@@ -314,65 +452,32 @@ async fn run_container(
             };
             AttemptEnd::Failed { message, retryable }
         };
-        let end = match result {
+        match result {
             Ok(StepOutcome::Succeeded) => AttemptEnd::Succeeded,
             Ok(StepOutcome::Canceled) => AttemptEnd::Canceled,
             Ok(StepOutcome::Failed { message, .. }) => failed(message, true),
             Err(BackendError::Retryable(message)) => failed(message, true),
             Err(BackendError::Permanent(message)) => failed(message, false),
-        };
-        let first_line = match &end {
-            AttemptEnd::Failed { message, .. } => message.lines().next().unwrap_or_default(),
-            _ => "",
         }
-        .to_string();
-        match after_attempt(&retry, first_attempt, attempt, end) {
-            AttemptNext::Succeed => {
-                let outs = collect_outputs(
-                    comp,
-                    outputs.clone(),
-                    &output_files,
-                    &exec_output,
-                    &ctx.run_values.staging,
-                )?;
-                staging::stage_out(ctx, &outs, &log).await?;
-                let out = ctx.finish(rec, State::Succeeded, outs.clone(), None).await;
-                if caching && out.state == State::Succeeded {
-                    let entry = CacheEntry {
-                        fingerprint: fp.clone(),
-                        outputs: outs.to_value(),
-                        run_id: ctx.run_id.clone(),
-                        task_key: key.to_string(),
-                        created_at: Utc::now(),
-                    };
-                    // A run taken over is not this process's to publish any more.
-                    if !ctx.lost.is_cancelled() {
-                        if let Err(e) = ctx.store.put_cache(&entry).await {
-                            tracing::warn!(task = key, error = %e, "could not write cache entry");
-                        }
-                    }
-                }
-                return Ok(out);
-            }
-            AttemptNext::Cancel => return Ok(ctx.canceled(rec).await),
-            AttemptNext::Fail { message } => return Err(message),
-            AttemptNext::Retry {
-                attempt: next,
-                retry: n,
-                wait,
-            } => {
-                sink(&format!(
-                    "[switchyard] attempt {next} failed ({first_line}); retry {n}/{} in {:.1}s",
-                    retry.max_retry_count,
-                    wait.as_secs_f64()
-                ));
-                attempt = next;
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = ctx.cancel.cancelled() => {}
-                }
-            }
+    }
+
+    /// Collects and stages out the outputs, records the task SUCCEEDED, and
+    /// publishes its cache entry.
+    async fn succeed(&self, rec: &mut TaskRecord, cache: &Cache) -> Result<Outcome, String> {
+        let (ctx, p) = (self.ctx, self.prepared);
+        let outs = collect_outputs(
+            self.step.comp,
+            p.outputs.clone(),
+            &p.output_files,
+            &p.exec_output,
+            &ctx.run_values.staging,
+        )?;
+        staging::stage_out(ctx, &outs, self.log).await?;
+        let out = ctx.finish(rec, State::Succeeded, outs.clone(), None).await;
+        if out.state == State::Succeeded {
+            cache.publish(ctx, self.key, &outs).await;
         }
+        Ok(out)
     }
 }
 

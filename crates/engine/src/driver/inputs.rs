@@ -81,59 +81,161 @@ pub(super) fn resolve_inputs(
     dag_inputs: &Io,
     upstream: &BTreeMap<String, Outcome>,
 ) -> Result<Io, String> {
-    let mut io = Io::default();
-    // First everything but constants, which may refer to the others.
-    let mut raw: Map<String, Value> = Map::new();
-    for (pname, p) in &task.inputs.parameters {
-        let mut value: Option<Value> = if let Some(src) = &p.component_input_parameter {
-            dag_inputs.parameters.get(src).cloned()
-        } else if let Some(t) = &p.task_output_parameter {
-            let o = upstream.get(&t.producer_task);
-            match o {
-                Some(o) if o.state == State::Succeeded => Some(
-                    o.outputs
-                        .parameters
-                        .get(&t.output_parameter_key)
-                        .cloned()
-                        .ok_or_else(|| {
-                            format!(
-                                "input '{pname}': task '{}' did not produce output '{}'",
-                                t.producer_task, t.output_parameter_key
-                            )
-                        })?,
-                ),
-                _ => None,
+    let from = Sources {
+        ctx,
+        key,
+        dag_inputs,
+        upstream,
+    };
+    let raw = from.parameters(task)?;
+    let mut io = Io {
+        parameters: typed_parameters(task, comp, raw)?,
+        ..Default::default()
+    };
+    // Why an artifact input has no value, for the error if it is required.
+    let mut missing: BTreeMap<&str, String> = BTreeMap::new();
+    for (aname, a) in &task.inputs.artifacts {
+        match from.artifact(a) {
+            Ok(Some(v)) => {
+                io.artifacts.insert(aname.clone(), v);
             }
-        } else if let Some(rv) = &p.runtime_value {
+            Ok(None) => {}
+            Err(why) => {
+                missing.insert(aname, why);
+            }
+        }
+    }
+    defaults_and_required(task, comp, &mut io, &missing)?;
+    Ok(io)
+}
+
+/// Where a task's inputs come from.
+struct Sources<'a> {
+    ctx: &'a RunCtx,
+    key: &'a str,
+    dag_inputs: &'a Io,
+    upstream: &'a BTreeMap<String, Outcome>,
+}
+
+impl Sources<'_> {
+    /// Every parameter the task gives a value, selectors applied; constants
+    /// are still unfilled (they may refer to the others).
+    fn parameters(&self, task: &TaskSpec) -> Result<Map<String, Value>, String> {
+        let mut raw = Map::new();
+        for (pname, p) in &task.inputs.parameters {
+            let value = self
+                .parameter(p)
+                .map_err(|e| format!("input '{pname}': {e}"))?;
+            let value = match (&p.parameter_expression_selector, value) {
+                (Some(sel), Some(v)) => {
+                    Some(eval_selector(sel, &v).map_err(|e| format!("input '{pname}': {e}"))?)
+                }
+                (_, v) => v,
+            };
+            if let Some(v) = value {
+                raw.insert(pname.clone(), v);
+            }
+        }
+        Ok(raw)
+    }
+
+    fn parameter(
+        &self,
+        p: &switchyard_spec::ir::InputParameterSpec,
+    ) -> Result<Option<Value>, String> {
+        if let Some(src) = &p.component_input_parameter {
+            return Ok(self.dag_inputs.parameters.get(src).cloned());
+        }
+        if let Some(t) = &p.task_output_parameter {
+            return match self.upstream.get(&t.producer_task) {
+                Some(o) if o.state == State::Succeeded => o
+                    .outputs
+                    .parameters
+                    .get(&t.output_parameter_key)
+                    .cloned()
+                    .map(Some)
+                    .ok_or_else(|| {
+                        format!(
+                            "task '{}' did not produce output '{}'",
+                            t.producer_task, t.output_parameter_key
+                        )
+                    }),
+                _ => Ok(None),
+            };
+        }
+        if let Some(rv) = &p.runtime_value {
             // `show(job=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)`: filled by the driver.
             let filled = match &rv.constant {
-                Value::String(s) => ctx
+                Value::String(s) => self
+                    .ctx
                     .run_values
-                    .fill_constant(s, super::executor::task_name(key), key)
-                    .map_err(|e| format!("input '{pname}': {e}"))?
+                    .fill_constant(s, super::executor::task_name(self.key), self.key)?
                     .map(Value::String),
                 _ => None,
             };
-            Some(filled.unwrap_or_else(|| rv.constant.clone()))
-        } else if let Some(fs) = &p.task_final_status {
-            let o = upstream
+            return Ok(Some(filled.unwrap_or_else(|| rv.constant.clone())));
+        }
+        if let Some(fs) = &p.task_final_status {
+            let o = self
+                .upstream
                 .get(&fs.producer_task)
                 .cloned()
                 .unwrap_or_else(|| Outcome::ended(State::Skipped, None));
-            Some(final_status(ctx, &fs.producer_task, &o))
-        } else {
-            None
-        };
-        if let (Some(sel), Some(v)) = (&p.parameter_expression_selector, &value) {
-            value = Some(eval_selector(sel, v).map_err(|e| format!("input '{pname}': {e}"))?);
+            return Ok(Some(final_status(self.ctx, &fs.producer_task, &o)));
         }
-        if let Some(v) = value {
-            raw.insert(pname.clone(), v);
+        Ok(None)
+    }
+
+    /// An artifact input's value, `Ok(None)` for one the task gives no
+    /// source, or why it has none.
+    fn artifact(
+        &self,
+        a: &switchyard_spec::ir::InputArtifactSpec,
+    ) -> Result<Option<Vec<crate::io::Artifact>>, String> {
+        if let Some(src) = &a.component_input_artifact {
+            let whose = if self.key.contains('/') {
+                "the enclosing pipeline's"
+            } else {
+                "the pipeline's"
+            };
+            return match self.dag_inputs.artifacts.get(src) {
+                Some(v) => Ok(Some(v.clone())),
+                None => Err(format!("{whose} input artifact '{src}' was given no value")),
+            };
+        }
+        let Some(t) = &a.task_output_artifact else {
+            return Ok(None);
+        };
+        match self.upstream.get(&t.producer_task) {
+            Some(o) if o.state == State::Succeeded => {
+                match o.outputs.artifacts.get(&t.output_artifact_key) {
+                    Some(v) => Ok(Some(v.clone())),
+                    None => Err(format!(
+                        "task '{}' produced no artifact '{}'",
+                        t.producer_task, t.output_artifact_key
+                    )),
+                }
+            }
+            _ => Err(format!(
+                "its producer '{}' did not succeed",
+                t.producer_task
+            )),
         }
     }
-    // Constants can hold `{{$.inputs.parameters['pipelinechannel--x']}}` (a pipeline
-    // parameter inside a dict or list literal); KFP fills them from the task's inputs.
+}
+
+/// Fills constants that hold `{{$.inputs.parameters['pipelinechannel--x']}}`
+/// (a pipeline parameter inside a dict or list literal) from the task's other
+/// inputs, as KFP does, and gives executors values of their declared type;
+/// DAG components pass values through untouched, as KFP's driver does (loop
+/// items of untyped lists).
+fn typed_parameters(
+    task: &TaskSpec,
+    comp: &ComponentSpec,
+    raw: Map<String, Value>,
+) -> Result<Map<String, Value>, String> {
     let channels = raw.clone();
+    let mut typed = Map::new();
     for (pname, v) in raw {
         let is_constant = task
             .inputs
@@ -151,63 +253,25 @@ pub(super) fn resolve_inputs(
             // Only there to fill constants; the component does not declare it.
             continue;
         }
-        // Executors get values of their declared type; DAG components pass values
-        // through untouched, as KFP's driver does (loop items of untyped lists).
         let v = match def {
             Some(def) if comp.executor_label.is_some() => {
                 normalize(def.parameter_type, v).map_err(|e| format!("input '{pname}': {e}"))?
             }
             _ => v,
         };
-        io.parameters.insert(pname, v);
+        typed.insert(pname, v);
     }
-    // Why an artifact input has no value, for the error if it is required.
-    let mut missing: BTreeMap<&str, String> = BTreeMap::new();
-    for (aname, a) in &task.inputs.artifacts {
-        let value = if let Some(src) = &a.component_input_artifact {
-            let v = dag_inputs.artifacts.get(src).cloned();
-            if v.is_none() {
-                let whose = if key.contains('/') {
-                    "the enclosing pipeline's"
-                } else {
-                    "the pipeline's"
-                };
-                missing.insert(
-                    aname,
-                    format!("{whose} input artifact '{src}' was given no value"),
-                );
-            }
-            v
-        } else if let Some(t) = &a.task_output_artifact {
-            match upstream.get(&t.producer_task) {
-                Some(o) if o.state == State::Succeeded => {
-                    let v = o.outputs.artifacts.get(&t.output_artifact_key).cloned();
-                    if v.is_none() {
-                        missing.insert(
-                            aname,
-                            format!(
-                                "task '{}' produced no artifact '{}'",
-                                t.producer_task, t.output_artifact_key
-                            ),
-                        );
-                    }
-                    v
-                }
-                _ => {
-                    missing.insert(
-                        aname,
-                        format!("its producer '{}' did not succeed", t.producer_task),
-                    );
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        if let Some(v) = value {
-            io.artifacts.insert(aname.clone(), v);
-        }
-    }
+    Ok(typed)
+}
+
+/// Component defaults for parameters without a value; an executor's
+/// required input without one is an error saying why it has none.
+fn defaults_and_required(
+    task: &TaskSpec,
+    comp: &ComponentSpec,
+    io: &mut Io,
+    missing: &BTreeMap<&str, String>,
+) -> Result<(), String> {
     for (pname, def) in &comp.input_definitions.parameters {
         if io.parameters.contains_key(pname) {
             continue;
@@ -225,20 +289,21 @@ pub(super) fn resolve_inputs(
             ));
         }
     }
-    if comp.executor_label.is_some() {
-        for (aname, def) in &comp.input_definitions.artifacts {
-            if !io.artifacts.contains_key(aname) && !def.is_optional {
-                let why = missing
-                    .get(aname.as_str())
-                    .cloned()
-                    .unwrap_or_else(|| "the task gives it no source".into());
-                return Err(format!(
-                    "required input artifact '{aname}' has no value: {why}"
-                ));
-            }
+    if comp.executor_label.is_none() {
+        return Ok(());
+    }
+    for (aname, def) in &comp.input_definitions.artifacts {
+        if !io.artifacts.contains_key(aname) && !def.is_optional {
+            let why = missing
+                .get(aname.as_str())
+                .cloned()
+                .unwrap_or_else(|| "the task gives it no source".into());
+            return Err(format!(
+                "required input artifact '{aname}' has no value: {why}"
+            ));
         }
     }
-    Ok(io)
+    Ok(())
 }
 
 #[cfg(test)]
