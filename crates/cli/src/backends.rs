@@ -72,10 +72,10 @@ impl Backends for ConfiguredBackends {
             }
             BackendKind::Kubernetes => {
                 let config =
-                    switchyard_kubernetes::backend::KubernetesConfig::from_env(c.jobs_dir.clone())
+                    switchyard_kubernetes::training::KubernetesConfig::from_env(c.jobs_dir.clone())
                         .map_err(RunnerError::Refused)?;
                 Ok(Arc::new(
-                    switchyard_kubernetes::backend::KubernetesBackend::new(config),
+                    switchyard_kubernetes::training::KubernetesBackend::new(config),
                 ))
             }
         }

@@ -111,9 +111,9 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                 ..paths.local_backend()
             })),
             "kubernetes" => {
-                let config = switchyard_kubernetes::tasks::TaskPodConfig::from_env(&paths.home)
+                let config = switchyard_kubernetes::steps::TaskPodConfig::from_env(&paths.home)
                     .map_err(anyhow::Error::msg)?;
-                Arc::new(switchyard_kubernetes::tasks::PodTaskBackend::new(config))
+                Arc::new(switchyard_kubernetes::steps::PodTaskBackend::new(config))
             }
             other => {
                 anyhow::bail!("SWITCHYARD_TASK_BACKEND: '{other}' must be local or kubernetes")

@@ -95,6 +95,111 @@ pub struct RunPolicy {
     pub managed_by: Option<String>,
 }
 
+/// A replica's `restartPolicy`, read once from the string Kubeflow's API
+/// carries (the CRD keeps it a string, as Kubeflow's does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaRestart {
+    Always,
+    OnFailure,
+    Never,
+    ExitCode,
+}
+
+impl ReplicaRestart {
+    /// Absent, or a value Kubeflow does not know: OnFailure, its default.
+    pub fn parse(s: Option<&str>) -> Self {
+        match s {
+            Some("Always") => Self::Always,
+            Some("Never") => Self::Never,
+            Some("ExitCode") => Self::ExitCode,
+            _ => Self::OnFailure,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "Always",
+            Self::OnFailure => "OnFailure",
+            Self::Never => "Never",
+            Self::ExitCode => "ExitCode",
+        }
+    }
+
+    /// Whether a pod that exited with `code` is restarted: never under
+    /// Never, only for a signal (≥ 128) under ExitCode, always otherwise.
+    pub fn retries(self, code: i32) -> bool {
+        match self {
+            Self::Never => false,
+            Self::ExitCode => code >= 128,
+            Self::OnFailure | Self::Always => true,
+        }
+    }
+
+    /// Whether the kubelet restarts the container in place (OnFailure,
+    /// Always); ExitCode and Never leave restarts to the operator.
+    pub fn in_place(self) -> bool {
+        matches!(self, Self::OnFailure | Self::Always)
+    }
+}
+
+impl From<switchyard_training::RestartPolicy> for ReplicaRestart {
+    fn from(p: switchyard_training::RestartPolicy) -> Self {
+        match p {
+            switchyard_training::RestartPolicy::Never => Self::Never,
+            switchyard_training::RestartPolicy::OnFailure => Self::OnFailure,
+            switchyard_training::RestartPolicy::ExitCode => Self::ExitCode,
+        }
+    }
+}
+
+/// `runPolicy.cleanPodPolicy`: which pods go when the job ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CleanPods {
+    All,
+    Running,
+    None,
+}
+
+impl CleanPods {
+    /// Absent or unknown: None (Kubeflow's default keeps every pod).
+    pub fn parse(s: Option<&str>) -> Self {
+        match s {
+            Some("All") => Self::All,
+            Some("Running") => Self::Running,
+            _ => Self::None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "All",
+            Self::Running => "Running",
+            Self::None => "None",
+        }
+    }
+
+    /// Whether a pod in `phase` is deleted when the job ends.
+    pub fn deletes(self, phase: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Running => matches!(phase, "Pending" | "Running"),
+            Self::None => false,
+        }
+    }
+}
+
+impl ReplicaSpec {
+    pub fn restart(&self) -> ReplicaRestart {
+        ReplicaRestart::parse(self.restart_policy.as_deref())
+    }
+}
+
+impl RunPolicy {
+    pub fn clean_pods(&self) -> CleanPods {
+        CleanPods::parse(self.clean_pod_policy.as_deref())
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct SchedulingPolicy {

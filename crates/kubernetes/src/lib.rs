@@ -3,17 +3,19 @@
 //! [`operator`] reconciles Kubeflow's PyTorchJob ([`crd`]) into one Pod and one
 //! headless Service per replica ([`pods`]), admitting a gang only when all of it
 //! fits ([`capacity`]), so existing PyTorchJob YAML runs on a cluster with
-//! Switchyard instead of Kubeflow's training operator. [`backend`] turns a
-//! Switchyard TrainingJob into such a PyTorchJob and follows it.
+//! Switchyard instead of Kubeflow's training operator. [`training`] turns a
+//! Switchyard TrainingJob into such a PyTorchJob and follows it; [`steps`]
+//! runs a pipeline's steps as Pods.
 
-pub mod backend;
 pub mod capacity;
 pub mod contract;
 pub mod crd;
 pub mod operator;
 pub mod plan;
 pub mod pods;
-pub mod tasks;
+mod pytorchjob;
+pub mod steps;
+pub mod training;
 
 pub use crd::{PyTorchJob, PyTorchJobSpec};
 pub use operator::{OperatorConfig, OperatorError};

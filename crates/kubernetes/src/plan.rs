@@ -19,7 +19,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use crate::capacity;
-use crate::crd::{JobStatus, PyTorchJob, ReplicaStatus, CONTAINER};
+use crate::crd::{CleanPods, JobStatus, PyTorchJob, ReplicaRestart, ReplicaStatus, CONTAINER};
 use crate::pods::{self, Slot, LABEL_TYPE};
 
 /// How long a non-retryable failure waits for a peer's earlier failure to be
@@ -106,14 +106,9 @@ impl Plan {
     /// name), as cleanPodPolicy says once a job has ended: `None` (Kubeflow's
     /// default) nothing, `Running` the pods still Pending or Running, `All`
     /// every pod.
-    fn clean_up(&mut self, pods: &[Pod], policy: Option<&str>) {
+    fn clean_up(&mut self, pods: &[Pod], policy: CleanPods) {
         for p in pods {
-            let delete = match policy.unwrap_or("None") {
-                "All" => true,
-                "Running" => matches!(phase(p), "Pending" | "Running"),
-                _ => false,
-            };
-            if delete {
+            if policy.deletes(phase(p)) {
                 self.delete_pods.push(p.name_any());
                 self.delete_services.push(p.name_any());
             }
@@ -150,11 +145,7 @@ fn finished_at(p: &Pod) -> Option<i64> {
 
 /// Whether a failed pod may be restarted under its replica's restartPolicy.
 pub fn retryable(policy: &str, code: i32) -> bool {
-    match policy {
-        "Never" => false,
-        "ExitCode" => code >= 128,
-        _ => true, // OnFailure (the default) and Always
-    }
+    ReplicaRestart::parse(Some(policy)).retries(code)
 }
 
 /// Why a pending pod will not start because of its image, if that is so:
@@ -270,7 +261,7 @@ pub fn plan(obs: &Observed, now: Timestamp, resync: Duration) -> Plan {
     // Finished: clean up as the policy says, then expire after the TTL.
     if status.finished() {
         let mut plan = Plan::status(status, Next::AwaitChange);
-        plan.clean_up(pods, run_policy.clean_pod_policy.as_deref());
+        plan.clean_up(pods, run_policy.clean_pods());
         if let (Some(ttl), Some(done)) = (
             run_policy.ttl_seconds_after_finished,
             plan.status.completion_time.clone(),
@@ -491,7 +482,7 @@ impl Running<'_> {
             None => Next::AwaitChange,
         };
         let mut plan = Plan::status(status, next);
-        plan.clean_up(self.obs.pods, self.run_policy.clean_pod_policy.as_deref());
+        plan.clean_up(self.obs.pods, self.run_policy.clean_pods());
         plan
     }
 
@@ -616,11 +607,9 @@ fn decide_failure(
     let (job, pods) = (obs.job, obs.pods);
     let run_policy = job.spec.run_policy.clone().unwrap_or_default();
     let code = exit_code(p);
-    let policy = pods::replica_spec(job, slot)
-        .and_then(|r| r.restart_policy.clone())
-        .unwrap_or_else(|| "OnFailure".into());
+    let policy = pods::replica_spec(job, slot).map_or(ReplicaRestart::OnFailure, |r| r.restart());
     let pod_name = p.name_any();
-    if !retryable(&policy, code) {
+    if !policy.retries(code) {
         // Peers report their end separately: while others still run, give a
         // killed peer a few seconds to show up as the earlier failure.
         let others_running = pods
@@ -630,8 +619,10 @@ fn decide_failure(
         if others_running && age.is_some_and(|a| a < FAILURE_SETTLE_SECONDS) {
             return Plan::status(status, Next::Requeue(Duration::from_secs(1)));
         }
-        let message =
-            format!("pod {pod_name} exited with code {code} (restartPolicy {policy}: not retried)");
+        let message = format!(
+            "pod {pod_name} exited with code {code} (restartPolicy {}: not retried)",
+            policy.as_str()
+        );
         return fail(pods, status, "PyTorchJobFailed", &message, now);
     }
     let restarts = status.restart_count.unwrap_or(0) + 1;

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 
-use crate::crd::{PyTorchJob, CONTAINER, DEFAULT_PORT};
+use crate::crd::{PyTorchJob, ReplicaRestart, CONTAINER, DEFAULT_PORT};
 
 pub const LABEL_JOB: &str = "training.kubeflow.org/job-name";
 pub const LABEL_TYPE: &str = "training.kubeflow.org/replica-type";
@@ -241,16 +241,13 @@ pub fn pod_for(job: &PyTorchJob, slot: &Slot, all: &[Slot]) -> Pod {
     // As Kubeflow: OnFailure and Always restart the container in place (the
     // kubelet), ExitCode and Never leave restarts to the operator. Whole-gang
     // restarts are always the operator's.
-    let policy = replica_spec(job, slot)
-        .and_then(|r| r.restart_policy.clone())
-        .unwrap_or_else(|| "OnFailure".into());
-    spec.restart_policy = Some(
-        match policy.as_str() {
-            "OnFailure" | "Always" if !gang_restarts(job) => policy.as_str(),
-            _ => "Never",
-        }
-        .into(),
-    );
+    let policy = replica_spec(job, slot).map_or(ReplicaRestart::OnFailure, |r| r.restart());
+    let kubelet = if policy.in_place() && !gang_restarts(job) {
+        policy.as_str()
+    } else {
+        "Never"
+    };
+    spec.restart_policy = Some(kubelet.into());
     spec.hostname.get_or_insert_with(|| slot.name(&name));
     let env = env_for(job, slot, all);
     let port = master_port(job);

@@ -25,7 +25,7 @@ use switchyard_backend::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::api_error;
+use crate::training::api_error;
 
 /// The run a task pod belongs to (an annotation: a run id need not be a
 /// valid label value).

@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use switchyard_engine::{Engine, RunOptions};
-use switchyard_kubernetes::tasks::{PodTaskBackend, TaskPodConfig};
+use switchyard_kubernetes::steps::{PodTaskBackend, TaskPodConfig};
 use switchyard_store::{RunStore, SqlStore, State};
 use tokio_util::sync::CancellationToken;
 

@@ -15,14 +15,13 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
-use serde_json::{json, Value};
+use serde_json::json;
 use switchyard_training::contract::{self, HostLayout, Placement};
 
 use crate::contract as pod_contract;
 use switchyard_training::{
     source_files, BackendError, BackendKind, ChannelSource, JobEvent, JobEvents, JobState,
-    MetricScraper, RestartPolicy, SourceFile, Stopped, TrainingBackend, TrainingJob,
-    TrainingOutcome,
+    MetricScraper, SourceFile, Stopped, TrainingBackend, TrainingJob, TrainingOutcome,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -33,7 +32,7 @@ use crate::pods::LABEL_JOB;
 pub const CODE_DIR: &str = "/opt/ml/code";
 /// The most sourceDir bytes shipped in a ConfigMap (Kubernetes allows 1 MiB per object).
 pub const CODE_LIMIT: u64 = 900 * 1024;
-const LABEL_JOB_ID: &str = "switchyard.io/job-id";
+pub(crate) const LABEL_JOB_ID: &str = "switchyard.io/job-id";
 
 /// How TrainingJobs reach the cluster.
 #[derive(Debug, Clone)]
@@ -115,7 +114,7 @@ impl KubernetesConfig {
 
 /// Runs TrainingJobs as PyTorchJobs.
 pub struct KubernetesBackend {
-    config: KubernetesConfig,
+    pub(crate) config: KubernetesConfig,
 }
 
 fn refuse(field: &str, message: impl std::fmt::Display) -> BackendError {
@@ -176,7 +175,7 @@ fn code_dir(job: &TrainingJob) -> Option<&'static str> {
 /// The variables every pod of the job shares: the SageMaker-style contract
 /// (hyperparameters, channels, folders) and the job's own `env`. The operator
 /// adds what differs per pod (RANK, SM_CURRENT_HOST, MASTER_ADDR…).
-fn shared_env(job: &TrainingJob) -> BTreeMap<String, String> {
+pub(crate) fn shared_env(job: &TrainingJob) -> BTreeMap<String, String> {
     let placement = Placement {
         node: 0,
         local_rank: 0,
@@ -242,192 +241,6 @@ impl KubernetesBackend {
         crate::client(self.config.kubeconfig.as_deref())
             .await
             .map_err(BackendError::Permanent)
-    }
-
-    /// The PyTorchJob document for a TrainingJob.
-    /// `code` is the listing of `sourceDir` (the ConfigMap's keys are `f<index>`).
-    pub fn render(&self, job: &TrainingJob, job_id: &str, code: &[SourceFile]) -> Value {
-        let s = &job.spec;
-        let name = object_name(&job.name, job_id);
-        let mut env: Vec<Value> = shared_env(job)
-            .into_iter()
-            .map(|(k, v)| json!({"name": k, "value": v}))
-            .collect();
-        env.push(json!({"name": "PYTHONUNBUFFERED", "value": "1"}));
-        let command: Vec<String> = match (&s.command, &s.entry_point) {
-            (Some(cmd), _) => cmd.clone(),
-            (None, Some(ep)) => {
-                let mut c = if s.procs_per_node > 1 {
-                    // torchrun reads PET_* (set by the operator) as its arguments.
-                    vec!["python".into(), "-m".into(), "torch.distributed.run".into()]
-                } else {
-                    vec!["python".into()]
-                };
-                c.push(format!("{CODE_DIR}/{ep}"));
-                c.extend(contract::user_args(job));
-                c
-            }
-            (None, None) => Vec::new(),
-        };
-        // The SageMaker half of the contract, per host, set up before the command.
-        let command: Vec<String> = [
-            "sh".to_string(),
-            format!("{}/{}", pod_contract::CONTRACT_DIR, pod_contract::START_KEY),
-        ]
-        .into_iter()
-        .chain(command)
-        .collect();
-        let mut resources = json!({"requests": {"cpu": s.resources.cpu.to_string()}});
-        if let Some(m) = &s.resources.memory {
-            resources["requests"]["memory"] = json!(m);
-        }
-        if s.resources.gpu > 0 {
-            resources["limits"] = json!({"nvidia.com/gpu": s.resources.gpu.to_string()});
-        }
-        let mut mounts = vec![
-            json!({"name": "model", "mountPath": "/opt/ml/model"}),
-            json!({"name": "output", "mountPath": "/opt/ml/output"}),
-        ];
-        let mut volumes = vec![
-            json!({"name": "model", "emptyDir": {}}),
-            json!({"name": "output", "emptyDir": {}}),
-        ];
-        // `output` and `checkpoint` on the data claim (preflight refused anything else):
-        // the master's model folder is the output folder; every pod shares the
-        // checkpoint folder, which outlives a restarted gang.
-        let on_claim = |p: &Option<String>| {
-            let c = self.config.data_claim.as_ref()?;
-            Some((c.claim.clone(), c.sub_path(Path::new(p.as_deref()?))?))
-        };
-        let model_on_claim = on_claim(&self.model_location(job, job_id));
-        match on_claim(&s.checkpoint) {
-            Some((claim, sub)) => {
-                volumes
-                    .push(json!({"name": "data", "persistentVolumeClaim": {"claimName": claim}}));
-                mounts.push(
-                    json!({"name": "data", "mountPath": "/opt/ml/checkpoints", "subPath": sub}),
-                );
-            }
-            None => {
-                volumes.push(json!({"name": "checkpoints", "emptyDir": {}}));
-                mounts.push(json!({"name": "checkpoints", "mountPath": "/opt/ml/checkpoints"}));
-            }
-        }
-        let contract_items: Vec<Value> = pod_contract::keys(job)
-            .into_iter()
-            .map(|k| json!({"key": k, "path": k}))
-            .collect();
-        volumes.push(json!({"name": "contract", "configMap": {"name": format!("{name}-code"), "items": contract_items}}));
-        mounts.push(
-            json!({"name": "contract", "mountPath": pod_contract::CONTRACT_DIR, "readOnly": true}),
-        );
-        volumes.push(json!({"name": "input-config", "emptyDir": {}}));
-        mounts.push(json!({"name": "input-config", "mountPath": "/opt/ml/input/config"}));
-        let mut init = Vec::new();
-        if s.source_dir.is_some() {
-            let items: Vec<Value> = code
-                .iter()
-                .enumerate()
-                .map(|(i, f)| json!({"key": format!("f{i}"), "path": f.rel}))
-                .collect();
-            volumes.push(json!({"name": "code", "configMap": {"name": format!("{name}-code"), "items": items}}));
-            mounts.push(json!({"name": "code", "mountPath": CODE_DIR}));
-        }
-        for ch in &job.channels {
-            let path = format!("/opt/ml/input/data/{}", ch.name);
-            let vol = format!("ch-{}", ch.name.to_lowercase().replace('_', "-"));
-            match &ch.source {
-                ChannelSource::Efs {
-                    file_system_id,
-                    path: sub,
-                } => {
-                    let claim = self
-                        .config
-                        .efs_claims
-                        .get(file_system_id)
-                        .cloned()
-                        .unwrap_or_default();
-                    volumes.push(json!({"name": vol, "persistentVolumeClaim": {"claimName": claim, "readOnly": true}}));
-                    mounts.push(json!({"name": vol, "mountPath": path, "subPath": sub.trim_start_matches('/'), "readOnly": true}));
-                }
-                ChannelSource::S3 { bucket, prefix } => {
-                    volumes.push(json!({"name": vol, "emptyDir": {}}));
-                    mounts.push(json!({"name": vol, "mountPath": path}));
-                    init.push(json!({
-                        "name": format!("download-{vol}"),
-                        "image": self.config.s3_image,
-                        "command": ["aws", "s3", "sync", format!("s3://{bucket}/{prefix}"), path.clone()],
-                        "volumeMounts": [{"name": vol, "mountPath": path}],
-                    }));
-                }
-                ChannelSource::Local(_) => {}
-            }
-        }
-        let template = json!({
-            "metadata": {"labels": {LABEL_JOB_ID: job_id}},
-            "spec": {
-                "initContainers": init,
-                "containers": [{
-                    "name": CONTAINER,
-                    "image": s.image.clone().unwrap_or_default(),
-                    "command": command,
-                    "workingDir": if s.source_dir.is_some() { CODE_DIR } else { "/" },
-                    "env": env,
-                    "resources": resources,
-                    "volumeMounts": mounts,
-                }],
-                "volumes": volumes,
-                // Absent: the namespace's `default` account.
-                "serviceAccountName": s.service_account,
-            },
-        });
-        let policy = match s.restart_policy {
-            RestartPolicy::Never => "Never",
-            RestartPolicy::OnFailure => "OnFailure",
-            RestartPolicy::ExitCode => "ExitCode",
-        };
-        let mut master = template.clone();
-        if let Some((claim, sub)) = model_on_claim {
-            let spec = &mut master["spec"];
-            if !spec["volumes"]
-                .as_array()
-                .is_some_and(|v| v.iter().any(|v| v["name"] == "data"))
-            {
-                if let Some(v) = spec["volumes"].as_array_mut() {
-                    v.push(json!({"name": "data", "persistentVolumeClaim": {"claimName": claim}}));
-                }
-            }
-            if let Some(m) = spec["containers"][0]["volumeMounts"].as_array_mut() {
-                m.retain(|m| m["name"] != "model");
-                m.push(json!({"name": "data", "mountPath": "/opt/ml/model", "subPath": sub}));
-            }
-        }
-        let mut replicas =
-            json!({"Master": {"replicas": 1, "restartPolicy": policy, "template": master}});
-        if s.nodes > 1 {
-            replicas["Worker"] =
-                json!({"replicas": s.nodes - 1, "restartPolicy": policy, "template": template});
-        }
-        let mut run_policy = json!({"backoffLimit": s.backoff_limit, "cleanPodPolicy": "Running"});
-        if let Some(t) = s.max_runtime_seconds {
-            run_policy["activeDeadlineSeconds"] = json!(t);
-        }
-        json!({
-            "apiVersion": "kubeflow.org/v1",
-            "kind": "PyTorchJob",
-            "metadata": {
-                "name": name,
-                "namespace": s.namespace.clone().unwrap_or_else(|| self.config.namespace.clone()),
-                "labels": {LABEL_JOB_ID: job_id, "switchyard.io/job-name": job.name},
-                // A static gang cannot continue without a lost rank: restart it whole.
-                "annotations": {crate::pods::RESTART_SCOPE: "gang"},
-            },
-            "spec": {
-                "pytorchReplicaSpecs": replicas,
-                "runPolicy": run_policy,
-                "nprocPerNode": s.procs_per_node.to_string(),
-            },
-        })
     }
 }
 
@@ -557,8 +370,10 @@ impl TrainingBackend for KubernetesBackend {
 
     async fn stop(&self, job: &TrainingJob, job_id: &str) -> Result<Stopped, BackendError> {
         let doc = self.render(job, job_id, &[]);
-        let ns = doc["metadata"]["namespace"].as_str().unwrap_or("default");
-        let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+        let ns = doc.namespace().unwrap_or_else(|| "default".into());
+        let ns = ns.as_str();
+        let name = doc.name_any();
+        let name = name.as_str();
         let jobs: Api<PyTorchJob> = Api::namespaced(self.client().await?, ns);
         let found = jobs
             .get_opt(name)
@@ -700,18 +515,10 @@ impl KubernetesBackend {
         job_id: &str,
         code: &[SourceFile],
     ) -> Result<Submitted, BackendError> {
-        let doc = self.render(job, job_id, code);
-        let ns = doc["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or("default")
-            .to_string();
-        let name = doc["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let pj = self.render(job, job_id, code);
+        let ns = pj.namespace().unwrap_or_else(|| "default".into());
+        let name = pj.name_any();
         let jobs: Api<PyTorchJob> = Api::namespaced(client.clone(), &ns);
-        let pj: PyTorchJob = serde_json::from_value(doc)
-            .map_err(|e| BackendError::Permanent(format!("rendering the PyTorchJob: {e}")))?;
         let created = match jobs.create(&PostParams::default(), &pj).await {
             Ok(j) => j,
             // Submitted before (same job id): follow that one.
@@ -912,6 +719,7 @@ fn pod_node(p: &Pod) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn api_failures_that_may_pass_are_retryable() {
@@ -980,10 +788,19 @@ mod tests {
             .collect()
     }
 
+    fn render(b: &KubernetesBackend, j: &TrainingJob, id: &str, code: &[SourceFile]) -> Value {
+        serde_json::to_value(b.render(j, id, code)).expect("serializes")
+    }
+
     #[test]
     fn every_pod_runs_under_the_jobs_service_account() {
         let b = KubernetesBackend::new(config(None));
-        let doc = b.render(&job("  serviceAccount: pipeline-runner\n"), "job-1", &[]);
+        let doc = render(
+            &b,
+            &job("  serviceAccount: pipeline-runner\n"),
+            "job-1",
+            &[],
+        );
         let replicas = &doc["spec"]["pytorchReplicaSpecs"];
         for r in ["Master", "Worker"] {
             assert_eq!(
@@ -991,7 +808,7 @@ mod tests {
                 "{r}"
             );
         }
-        let plain = b.render(&job(""), "job-1", &[]);
+        let plain = render(&b, &job(""), "job-1", &[]);
         assert!(
             plain["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
                 ["serviceAccountName"]
@@ -1008,7 +825,7 @@ mod tests {
         let b = KubernetesBackend::new(config(Some(claim.clone())));
         let j = job("  output: /data/models/m1\n  checkpoint: /data/ckpt/m1\n");
         b.preflight(&j).expect("on the claim");
-        let doc = b.render(&j, "job-1", &[]);
+        let doc = render(&b, &j, "job-1", &[]);
         let replicas = &doc["spec"]["pytorchReplicaSpecs"];
         let master = mounts(&replicas["Master"]);
         let worker = mounts(&replicas["Worker"]);
@@ -1036,7 +853,7 @@ mod tests {
             b.model_location(&j, "job-1").as_deref(),
             Some("/data/switchyard-jobs/job-1/model")
         );
-        let master = mounts(&b.render(&j, "job-1", &[])["spec"]["pytorchReplicaSpecs"]["Master"]);
+        let master = mounts(&render(&b, &j, "job-1", &[])["spec"]["pytorchReplicaSpecs"]["Master"]);
         assert!(master.contains(&("/opt/ml/model".into(), "switchyard-jobs/job-1/model".into())));
     }
 
