@@ -9,7 +9,6 @@ mod commands;
 mod config;
 mod progress;
 mod report;
-mod training_step;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -125,7 +124,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Server(args) => Some(commands::server::path_roots(args)?),
         _ => None,
     };
-    let backend = Arc::new(training_step::TrainingSteps::new(
+    let backend = Arc::new(switchyard_runner::step::TrainingSteps::new(
         backend,
         paths.job_runner(store.clone())?,
         roots,

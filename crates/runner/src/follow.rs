@@ -69,10 +69,12 @@ impl JobRunner {
             rx,
             lost.clone(),
         ));
+        // Taken over: what runs is the new follower's; detach from it (the
+        // watcher fires `cancel` too, so `lost` must be seen first).
         let result = tokio::select! {
-            r = run_reattaching(&*backend, job, &id, &tx, &cancel) => Some(r),
-            // Taken over: what runs is the new follower's; detach from it.
+            biased;
             _ = lost.cancelled() => None,
+            r = run_reattaching(&*backend, job, &id, &tx, &cancel) => Some(r),
         };
         drop(tx);
         let canceled = cancel.is_cancelled();

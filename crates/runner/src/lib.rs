@@ -9,6 +9,7 @@
 mod follow;
 mod records;
 mod recover;
+pub mod step;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use switchyard_store::{JobRecord, JobStore, Lease, State, StoreError, TaskLink};
 use switchyard_training::{TrainingBackend, TrainingJob};
 
 pub use follow::REATTACH_TRIES;
-pub use records::{job_detail_json, job_json, rank_logs, RankLog};
+pub use records::{headline, job_detail_json, job_json, rank_logs, RankLog};
 pub use recover::{Adopted, EarlierJob};
 
 /// Why a job could not be started or recorded.

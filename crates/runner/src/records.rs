@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 use switchyard_store::JobRecord;
+use switchyard_training::TrainingJob;
 
 use crate::RunnerError;
 
@@ -79,4 +80,15 @@ pub fn job_detail_json(j: &JobRecord, events: &[switchyard_store::JobEventRecord
         .collect::<Vec<_>>()
         .into();
     v
+}
+
+/// The line that introduces a job when it starts: its name, id, gang and backend.
+pub fn headline(job: &TrainingJob, id: &str) -> String {
+    format!(
+        "Job {} ({id}): {} × {} on {}",
+        job.name,
+        job.spec.nodes,
+        job.spec.procs_per_node,
+        job.spec.backend.as_str()
+    )
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use switchyard_runner::{Backends, JobRunner, Notice, NoticeSink, RunnerError, REATTACH_TRIES};
-use switchyard_store::{JobStore, Kind, LifecycleStore, MemoryStore, State};
+use switchyard_store::{Claim, JobStore, Kind, LifecycleStore, MemoryStore, State};
 use switchyard_training::{
     load, BackendError, BackendKind, JobEvents, JobState, Stopped, TrainingBackend, TrainingJob,
     TrainingOutcome,
@@ -25,6 +25,8 @@ enum Answer {
     Lost,
     /// A permanent error.
     Refused,
+    /// Says all ranks started, then runs until canceled.
+    Hangs,
 }
 
 /// Answers each `run` with the next scripted answer (the last one repeats)
@@ -58,8 +60,8 @@ impl TrainingBackend for Scripted {
         &self,
         _job: &TrainingJob,
         job_id: &str,
-        _events: JobEvents,
-        _cancel: CancellationToken,
+        events: JobEvents,
+        cancel: CancellationToken,
     ) -> Result<TrainingOutcome, BackendError> {
         self.runs.lock().expect("runs").push(job_id.to_string());
         let answer = {
@@ -80,6 +82,14 @@ impl TrainingBackend for Scripted {
                 return Err(BackendError::Permanent(
                     "CreateTrainingJob: ValidationException: bad role".into(),
                 ))
+            }
+            Answer::Hangs => {
+                let _ = events.send(switchyard_training::JobEvent::Started {
+                    attempt: 0,
+                    master_port: 29500,
+                });
+                cancel.cancelled().await;
+                JobState::Canceled
             }
         };
         Ok(TrainingOutcome {
@@ -302,4 +312,55 @@ async fn canceling_a_run_stops_the_jobs_its_steps_submitted() {
         store.get_job(&followed).await.expect("job").state,
         State::Running
     );
+}
+
+/// A follower whose lease expired and whose job another process took over
+/// stops following it and writes nothing more: no end, no event, no lease
+/// change; and what runs is left to the new follower (not stopped).
+#[tokio::test(start_paused = true)]
+async fn a_follower_that_lost_its_job_writes_nothing_and_leaves_it_running() {
+    let backend = Scripted::new(vec![Answer::Hangs]);
+    let (runner, store, said) = runner(backend.clone());
+    let runner = Arc::new(runner);
+    let prepared = runner.prepare(&job()).await.expect("prepared");
+    let id = prepared.record.id.clone();
+    let follower = {
+        let (runner, notice) = (runner.clone(), sink(&said));
+        tokio::spawn(async move {
+            runner
+                .execute(prepared, &job(), CancellationToken::new(), notice)
+                .await
+        })
+    };
+    // Running, as its follower recorded.
+    for _ in 0..50 {
+        if store.get_job(&id).await.expect("job").state == State::Running {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let before = store.get_job(&id).await.expect("job");
+    assert_eq!(before.state, State::Running);
+    // Another process takes it over (as after this one's lease expired).
+    let other = switchyard_store::Lease {
+        owner: "elsewhere/1/1".into(),
+        host: "elsewhere".into(),
+        pid: 1,
+        until: chrono::Utc::now() + chrono::Duration::seconds(60),
+    };
+    assert!(store
+        .claim(Kind::Job, &id, before.lease.as_ref(), &other, Claim::lease_only())
+        .await
+        .expect("claim"));
+    let events = store.job_events(&id).await.expect("events").len();
+    let ended = follower.await.expect("joined");
+    let Err(RunnerError::Refused(why)) = ended else {
+        panic!("expected a refusal, got {ended:?}");
+    };
+    assert!(why.contains("taken over by elsewhere/1/1"), "{why}");
+    let now = store.get_job(&id).await.expect("job");
+    assert_eq!(now.state, State::Running, "no end written");
+    assert_eq!(now.lease.map(|l| l.owner).as_deref(), Some("elsewhere/1/1"));
+    assert_eq!(store.job_events(&id).await.expect("events").len(), events);
+    assert!(backend.stops.lock().expect("stops").is_empty(), "not stopped");
 }

@@ -49,17 +49,6 @@ pub async fn execute(
     follow(&runner, prepared, job, display).await
 }
 
-/// The line a job's progress starts with: name, id, gang, backend.
-pub fn headline(job: &TrainingJob, id: &str) -> String {
-    format!(
-        "Job {} ({id}): {} × {} on {}",
-        job.name,
-        job.spec.nodes,
-        job.spec.procs_per_node,
-        job.spec.backend.as_str()
-    )
-}
-
 /// Follows a recorded job to its end, printing its progress.
 pub async fn follow(
     runner: &switchyard_runner::JobRunner,
@@ -68,7 +57,7 @@ pub async fn follow(
     display: &DisplayArgs,
 ) -> Result<JobRecord> {
     if display.output != OutputFormat::Json {
-        eprintln!("{}", headline(job, &prepared.record.id));
+        eprintln!("{}", switchyard_runner::headline(job, &prepared.record.id));
     }
     let cancel = CancellationToken::new();
     let interrupted = crate::commands::run::cancel_on_signal(cancel.clone());
