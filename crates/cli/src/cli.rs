@@ -248,4 +248,8 @@ pub struct OperatorArgs {
     /// Re-check every job this often, in seconds (deadlines, capacity).
     #[arg(long, default_value_t = 10)]
     pub resync_seconds: u64,
+    /// The cluster to reconcile (default: KUBECONFIG, ~/.kube/config or the
+    /// in-cluster service account).
+    #[arg(long)]
+    pub kubeconfig: Option<std::path::PathBuf>,
 }

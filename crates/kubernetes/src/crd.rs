@@ -494,3 +494,22 @@ pub fn crd(
 pub fn crd_yaml() -> String {
     serde_saphyr::to_string(&crd()).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    /// The CRD shipped in deploy/ is the one the Rust types generate: a
+    /// change to the types without `switchyard operator --print-crd >
+    /// deploy/crd-pytorchjob.yaml` fails here, in the fast loop.
+    #[test]
+    fn the_shipped_crd_is_the_generated_one() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/crd-pytorchjob.yaml"
+        );
+        let shipped = std::fs::read_to_string(path).expect("deploy/crd-pytorchjob.yaml");
+        assert!(
+            shipped == super::crd_yaml(),
+            "deploy/crd-pytorchjob.yaml is stale: switchyard operator --print-crd > deploy/crd-pytorchjob.yaml"
+        );
+    }
+}

@@ -27,6 +27,9 @@ pub enum OperatorError {
     Kube(#[from] kube::Error),
     #[error("{0}")]
     Invalid(String),
+    /// No cluster to reconcile: the kubeconfig named, or the one inferred.
+    #[error("{0}")]
+    Config(String),
 }
 
 /// How the operator runs.
@@ -55,6 +58,19 @@ struct Ctx {
 }
 
 /// Runs the controller until the process stops.
+/// Runs the operator against the cluster of `kubeconfig`, else KUBECONFIG,
+/// ~/.kube/config or the in-cluster service account, so a caller needs no
+/// Kubernetes client of its own.
+pub async fn run_on(
+    kubeconfig: Option<&std::path::Path>,
+    config: OperatorConfig,
+) -> Result<(), OperatorError> {
+    let client = crate::client(kubeconfig)
+        .await
+        .map_err(OperatorError::Config)?;
+    run(client, config).await
+}
+
 pub async fn run(client: Client, config: OperatorConfig) -> Result<(), OperatorError> {
     crate::install_crypto();
     let (jobs, pods_api, svcs): (Api<PyTorchJob>, Api<Pod>, Api<Service>) = match &config.namespace

@@ -236,7 +236,7 @@ async fn run_here(
                     prepared.record.id
                 ));
                 say(headline(&recorded, &prepared.record.id));
-                return Ok(runner.execute(*prepared, &recorded, cancel, notice).await?);
+                return runner.execute(*prepared, &recorded, cancel, notice).await;
             }
             // Followed by another process: wait for it to end, then look again.
             EarlierJob::FollowedElsewhere(_) => {
@@ -249,7 +249,7 @@ async fn run_here(
     }
     let prepared = runner.prepare(job).await?;
     say(headline(job, &prepared.record.id));
-    Ok(runner.execute(prepared, job, cancel, notice).await?)
+    runner.execute(prepared, job, cancel, notice).await
 }
 
 /// A training-job step read from its executor input: the protocol's

@@ -349,7 +349,13 @@ async fn a_follower_that_lost_its_job_writes_nothing_and_leaves_it_running() {
         until: chrono::Utc::now() + chrono::Duration::seconds(60),
     };
     assert!(store
-        .claim(Kind::Job, &id, before.lease.as_ref(), &other, Claim::lease_only())
+        .claim(
+            Kind::Job,
+            &id,
+            before.lease.as_ref(),
+            &other,
+            Claim::lease_only()
+        )
         .await
         .expect("claim"));
     let events = store.job_events(&id).await.expect("events").len();
@@ -362,5 +368,8 @@ async fn a_follower_that_lost_its_job_writes_nothing_and_leaves_it_running() {
     assert_eq!(now.state, State::Running, "no end written");
     assert_eq!(now.lease.map(|l| l.owner).as_deref(), Some("elsewhere/1/1"));
     assert_eq!(store.job_events(&id).await.expect("events").len(), events);
-    assert!(backend.stops.lock().expect("stops").is_empty(), "not stopped");
+    assert!(
+        backend.stops.lock().expect("stops").is_empty(),
+        "not stopped"
+    );
 }

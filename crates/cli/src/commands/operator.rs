@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use switchyard_kubernetes::{operator, OperatorConfig};
 
 use crate::cli::OperatorArgs;
@@ -12,15 +12,11 @@ pub async fn run(args: &OperatorArgs) -> Result<i32> {
         print!("{}", switchyard_kubernetes::crd::crd_yaml());
         return Ok(0);
     }
-    switchyard_kubernetes::install_crypto();
-    let client = kube::Client::try_default()
-        .await
-        .context("no Kubernetes cluster configured (KUBECONFIG, ~/.kube/config or the in-cluster service account)")?;
     let config = OperatorConfig {
         namespace: args.namespace.clone(),
         resync: Duration::from_secs(args.resync_seconds.max(1)),
     };
     tracing::info!(namespace = ?config.namespace, "reconciling PyTorchJobs");
-    operator::run(client, config).await?;
+    operator::run_on(args.kubeconfig.as_deref(), config).await?;
     Ok(0)
 }
