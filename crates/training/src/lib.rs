@@ -7,6 +7,7 @@
 //! are scraped from log lines the same way everywhere ([`MetricScraper`]).
 
 pub mod contract;
+pub mod job;
 pub mod python;
 pub mod slots;
 pub mod spec;
@@ -17,11 +18,12 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-pub use spec::{BackendKind, RestartPolicy, SageMakerSettings, TrainingJobSpec};
-pub use validate::{
-    check_path_roots, load, local_paths, Channel, ChannelSource, PathOutside, TrainingJob,
-    LABEL_RUN_ID, LABEL_TASK,
+pub use job::{
+    check_path_roots, local_paths, Channel, ChannelSource, PathOutside, TrainingJob, LABEL_RUN_ID,
+    LABEL_TASK,
 };
+pub use spec::{BackendKind, RestartPolicy, SageMakerSettings, TrainingJobSpec};
+pub use validate::load;
 
 /// The one apiVersion this version reads.
 pub const API_VERSION: &str = "switchyard/v1";

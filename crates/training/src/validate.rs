@@ -7,134 +7,9 @@ use std::path::{Path, PathBuf};
 use regex::Regex;
 use serde_json::Value;
 
+use crate::job::{Channel, ChannelSource, TrainingJob};
 use crate::spec::{BackendKind, TrainingJobDoc, TrainingJobSpec};
 use crate::JobSpecError;
-
-/// The label naming the pipeline run that submitted a job.
-pub const LABEL_RUN_ID: &str = "switchyard.io/run-id";
-/// The label naming the pipeline task (its key in the run) that submitted a job.
-pub const LABEL_TASK: &str = "switchyard.io/task";
-
-/// Where a channel's data comes from.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ChannelSource {
-    Local(PathBuf),
-    S3 {
-        bucket: String,
-        prefix: String,
-    },
-    Efs {
-        file_system_id: String,
-        path: String,
-    },
-}
-
-#[derive(Debug, Clone)]
-pub struct Channel {
-    pub name: String,
-    pub uri: String,
-    pub source: ChannelSource,
-}
-
-/// A validated job: paths absolute, channels classified, metric regexes compiled.
-#[derive(Debug, Clone)]
-pub struct TrainingJob {
-    pub name: String,
-    /// `metadata.labels`; a pipeline step adds [`LABEL_RUN_ID`] and [`LABEL_TASK`].
-    pub labels: std::collections::BTreeMap<String, String>,
-    pub spec: TrainingJobSpec,
-    pub channels: Vec<Channel>,
-    pub metrics: Vec<(String, Regex)>,
-}
-
-impl TrainingJob {
-    pub fn world_size(&self) -> u32 {
-        self.spec.nodes * self.spec.procs_per_node
-    }
-
-    /// The document as it will be recorded (paths resolved).
-    pub fn to_json(&self) -> Value {
-        serde_json::json!({
-            "apiVersion": crate::API_VERSION,
-            "kind": "TrainingJob",
-            "metadata": if self.labels.is_empty() {
-                serde_json::json!({"name": self.name})
-            } else {
-                serde_json::json!({"name": self.name, "labels": self.labels})
-            },
-            "spec": self.spec,
-        })
-    }
-}
-
-/// Every local path the job reads or writes, with the field that names it:
-/// what a server checks before running a job someone posted over HTTP.
-pub fn local_paths(job: &TrainingJob) -> Vec<(String, PathBuf)> {
-    let mut out = Vec::new();
-    if let Some(dir) = &job.spec.source_dir {
-        out.push(("spec.sourceDir".to_string(), PathBuf::from(dir)));
-    }
-    for ch in &job.channels {
-        if let ChannelSource::Local(p) = &ch.source {
-            out.push((format!("spec.channels.{}", ch.name), p.clone()));
-        }
-    }
-    for (field, value) in [
-        ("spec.output", &job.spec.output),
-        ("spec.checkpoint", &job.spec.checkpoint),
-    ] {
-        if let Some(v) = value.as_deref().filter(|v| !v.contains("://")) {
-            out.push((field.to_string(), PathBuf::from(v)));
-        }
-    }
-    out
-}
-
-/// A local path of a job outside the folders a server may use for it.
-#[derive(Debug, thiserror::Error)]
-#[error("{field}: {} is outside the folders this server may use for the jobs it is sent (posted, or a step of a pipeline it runs) ({}); start the server with --path-root to allow another", path.display(), roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", "))]
-pub struct PathOutside {
-    pub field: String,
-    pub path: PathBuf,
-    pub roots: Vec<PathBuf>,
-}
-
-/// Every local path of the job must lie under one of `roots` once links are
-/// resolved: a job a server is sent reads and writes with the server's rights.
-pub fn check_path_roots(job: &TrainingJob, roots: &[PathBuf]) -> Result<(), PathOutside> {
-    match local_paths(job).into_iter().find(|(_, path)| {
-        let resolved = resolve_existing(path);
-        !roots.iter().any(|r| resolved.starts_with(r))
-    }) {
-        None => Ok(()),
-        Some((field, path)) => Err(PathOutside {
-            field,
-            path,
-            roots: roots.to_vec(),
-        }),
-    }
-}
-
-/// `path` with links resolved as far as it exists (an output folder may not exist yet).
-fn resolve_existing(path: &Path) -> PathBuf {
-    let mut rest = Vec::new();
-    let mut cur = path.to_path_buf();
-    loop {
-        if let Ok(c) = cur.canonicalize() {
-            return rest
-                .iter()
-                .rev()
-                .fold(c, |acc: PathBuf, part| acc.join(part));
-        }
-        match (cur.parent(), cur.file_name()) {
-            (Some(parent), Some(name)) => {
-                rest.push(name.to_os_string());
-                cur = parent.to_path_buf();
-            }
-            _ => return path.to_path_buf(),
-        }
-    }
-}
 
 fn invalid(field: &str, message: impl Into<String>) -> JobSpecError {
     JobSpecError::Invalid {
@@ -262,6 +137,30 @@ fn check(doc: TrainingJobDoc, base: &Path) -> Result<TrainingJob, JobSpecError> 
     }
     check_name(&doc.metadata.name)?;
     let mut spec = doc.spec;
+    check_numbers(&spec)?;
+    check_code(&mut spec, base)?;
+    let channels = check_channels(&mut spec, base)?;
+    check_locations(&mut spec, base)?;
+    let metrics = check_metrics(&spec)?;
+    for k in spec.env.keys() {
+        if k.is_empty() || k.contains('=') {
+            return Err(invalid(
+                &format!("spec.env.{k}"),
+                "is not a valid variable name",
+            ));
+        }
+    }
+    Ok(TrainingJob {
+        name: doc.metadata.name,
+        labels: doc.metadata.labels,
+        spec,
+        channels,
+        metrics,
+    })
+}
+
+/// Counts, resources and times.
+fn check_numbers(spec: &TrainingJobSpec) -> Result<(), JobSpecError> {
     if spec.nodes == 0 {
         return Err(invalid("spec.nodes", "must be at least 1"));
     }
@@ -308,7 +207,13 @@ fn check(doc: TrainingJobDoc, base: &Path) -> Result<TrainingJob, JobSpecError> 
         }
     }
 
-    // Code: a script in a shipped directory, or a command. Empty means not given.
+    Ok(())
+}
+
+/// The code: a script in a shipped directory, or a command; an image for
+/// every backend but the local one.
+fn check_code(spec: &mut TrainingJobSpec, base: &Path) -> Result<(), JobSpecError> {
+    // Empty means not given.
     spec.entry_point = spec.entry_point.take().filter(|e| !e.is_empty());
     spec.source_dir = spec.source_dir.take().filter(|d| !d.is_empty());
     if let Some(dir) = &spec.source_dir {
@@ -367,6 +272,11 @@ fn check(doc: TrainingJobDoc, base: &Path) -> Result<TrainingJob, JobSpecError> 
         ));
     }
 
+    Ok(())
+}
+
+/// Each channel's name and source; local ones are made absolute.
+fn check_channels(spec: &mut TrainingJobSpec, base: &Path) -> Result<Vec<Channel>, JobSpecError> {
     let mut channels = Vec::new();
     for (name, uri) in &spec.channels {
         let field = format!("spec.channels.{name}");
@@ -392,6 +302,11 @@ fn check(doc: TrainingJobDoc, base: &Path) -> Result<TrainingJob, JobSpecError> 
                 .insert(ch.name.clone(), p.to_string_lossy().into_owned());
         }
     }
+    Ok(channels)
+}
+
+/// `output` and `checkpoint`: a local path (made absolute) or `s3://`.
+fn check_locations(spec: &mut TrainingJobSpec, base: &Path) -> Result<(), JobSpecError> {
     for (field, value) in [
         ("spec.output", &mut spec.output),
         ("spec.checkpoint", &mut spec.checkpoint),
@@ -409,6 +324,11 @@ fn check(doc: TrainingJobDoc, base: &Path) -> Result<TrainingJob, JobSpecError> 
             }
         }
     }
+    Ok(())
+}
+
+/// Each metric's regex, compiled, with the capture group around the number.
+fn check_metrics(spec: &TrainingJobSpec) -> Result<Vec<(String, Regex)>, JobSpecError> {
     let mut metrics = Vec::new();
     for (i, m) in spec.metrics.iter().enumerate() {
         let re = Regex::new(&m.regex)
@@ -421,21 +341,7 @@ fn check(doc: TrainingJobDoc, base: &Path) -> Result<TrainingJob, JobSpecError> 
         }
         metrics.push((m.name.clone(), re));
     }
-    for k in spec.env.keys() {
-        if k.is_empty() || k.contains('=') {
-            return Err(invalid(
-                &format!("spec.env.{k}"),
-                "is not a valid variable name",
-            ));
-        }
-    }
-    Ok(TrainingJob {
-        name: doc.metadata.name,
-        labels: doc.metadata.labels,
-        spec,
-        channels,
-        metrics,
-    })
+    Ok(metrics)
 }
 
 fn parse_channel(field: &str, uri: &str, base: &Path) -> Result<ChannelSource, JobSpecError> {
