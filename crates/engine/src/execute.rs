@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
 use serde_json::Value;
-use switchyard_spec::{validate, PipelineSpec};
+use switchyard_kfp_spec::{validate, PipelineSpec};
 use switchyard_store::lifecycle::{self, Claim, Kind, Watched};
 use switchyard_store::{Holder, RunRecord, RunUpdate, State};
 use tokio::sync::Semaphore;
@@ -340,7 +340,7 @@ async fn read_spec(run: &RunRecord) -> Result<PipelineSpec, EngineError> {
                 id,
                 reason: e.to_string(),
             })?;
-        let spec = switchyard_spec::parse::from_value(value)?;
+        let spec = switchyard_kfp_spec::parse::from_value(value)?;
         validate(&spec)?;
         Ok(spec)
     })

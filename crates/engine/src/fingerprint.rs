@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use switchyard_spec::{ComponentSpec, ContainerSpec};
+use switchyard_kfp_spec::{ComponentSpec, ContainerSpec};
 
 use crate::io::Io;
 

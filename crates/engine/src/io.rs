@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use switchyard_spec::ArtifactType;
+use switchyard_kfp_spec::ArtifactType;
 
 /// One artifact as the executor protocol describes it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -27,8 +27,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use switchyard_spec::params::resolve_pipeline_parameters;
-use switchyard_spec::{validate, ParsedPipeline, SpecError};
+use switchyard_kfp_spec::params::resolve_pipeline_parameters;
+use switchyard_kfp_spec::{validate, ParsedPipeline, SpecError};
 use switchyard_store::{LifecycleStore, RunRecord, RunStore, State, StoreError};
 
 pub use artifacts::{ArtifactStore, PipelineRoot};

@@ -3,7 +3,7 @@
 //! the same here as on a cluster.
 
 use serde_json::Value;
-use switchyard_spec::params::value_to_text;
+use switchyard_kfp_spec::params::value_to_text;
 
 use crate::artifacts::Staging;
 use crate::io::Io;

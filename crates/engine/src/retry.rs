@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use switchyard_spec::RetryPolicy;
+use switchyard_kfp_spec::RetryPolicy;
 
 /// Parses a protobuf-JSON duration (`"1s"`, `"0.5s"`, `"3600s"`), also accepting
 /// `ms`, `m` and `h` suffixes that people write by hand.

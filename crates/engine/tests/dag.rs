@@ -12,7 +12,7 @@ use std::time::Duration;
 use switchyard_backend::fake::{Scripted, ScriptedBackend};
 use switchyard_backend::{Backend, BackendError, Job, LogSink, StepOutcome};
 use switchyard_engine::{Engine, EngineError, OrphanCancel, RunOptions};
-use switchyard_spec::parse_pipeline;
+use switchyard_kfp_spec::parse_pipeline;
 use switchyard_store::{Kind, Lease, LifecycleStore, MemoryStore, RunRecord, RunStore, State};
 use tokio_util::sync::CancellationToken;
 

@@ -101,7 +101,7 @@ async fn pipeline_steps_run_as_pods_with_their_platform_config() {
         .await;
     let work = tempfile::tempdir().unwrap();
     let text = compile(&work.path().join("compiled"));
-    let pipeline = switchyard_spec::parse_pipeline(&text).unwrap();
+    let pipeline = switchyard_kfp_spec::parse_pipeline(&text).unwrap();
 
     let home = work.path().join("home");
     std::fs::create_dir_all(&home).unwrap();

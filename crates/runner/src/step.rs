@@ -621,7 +621,7 @@ mod in_process {
             "/../engine/tests/fixtures/fx_training.yaml"
         );
         let text = std::fs::read_to_string(fixture).expect("fixture");
-        let pipeline = switchyard_spec::parse_pipeline(&text).expect("kfp-compiled");
+        let pipeline = switchyard_kfp_spec::parse_pipeline(&text).expect("kfp-compiled");
         let opts = RunOptions {
             service_account: None,
             parallelism: 2,

@@ -12,7 +12,7 @@ const ENTRY: &str = "pipeline.yaml";
 
 /// The most a pipeline read from an archive may unpack to: the spec parser's
 /// own limit (a small archive can unpack to far more than it weighs).
-const MAX_UNPACKED: u64 = switchyard_spec::parse::MAX_SPEC_BYTES as u64;
+const MAX_UNPACKED: u64 = switchyard_kfp_spec::parse::MAX_SPEC_BYTES as u64;
 
 /// The most entries a `.tar.gz` may have (a pipeline package holds one or a few).
 const MAX_ENTRIES: u32 = 10_000;

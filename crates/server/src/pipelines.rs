@@ -8,7 +8,7 @@ use axum::Json;
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use switchyard_spec::ParsedPipeline;
+use switchyard_kfp_spec::ParsedPipeline;
 use switchyard_store::{PipelineRecord, PipelineVersionRecord, Tags};
 
 use crate::error::{ApiError, ApiResult};
@@ -30,10 +30,10 @@ pub(crate) async fn checked_pipeline(text: String) -> ApiResult<(ParsedPipeline,
 }
 
 fn checked_pipeline_now(text: &str) -> ApiResult<(ParsedPipeline, Value)> {
-    let parsed =
-        switchyard_spec::parse_pipeline(text).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let parsed = switchyard_kfp_spec::parse_pipeline(text)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     check_pipeline_name(&parsed.spec.pipeline_info.name)?;
-    switchyard_spec::validate(&parsed.spec).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    switchyard_kfp_spec::validate(&parsed.spec).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     // The document as uploaded, as KFP stores and returns it.
     let stored = match &parsed.platform_spec {
         Some(p) => json!({"pipeline_spec": parsed.document, "platform_spec": p}),

@@ -73,10 +73,10 @@ pub(crate) async fn create(
     let (spec, pipeline_id, version_id) = pipeline_source(&s, b.pipeline_spec, version).await?;
     // Everything a fired run needs is checked now, not at its first slot.
     let parsed = parse_spec(&spec).await?;
-    switchyard_spec::validate(&parsed.spec)
+    switchyard_kfp_spec::validate(&parsed.spec)
         .map_err(|e| ApiError::BadRequest(format!("pipeline_spec: {e}")))?;
     let rc = b.runtime_config.unwrap_or_default();
-    switchyard_spec::params::resolve_pipeline_parameters(&parsed.spec.root, &rc.parameters)
+    switchyard_kfp_spec::params::resolve_pipeline_parameters(&parsed.spec.root, &rc.parameters)
         .map_err(|e| ApiError::BadRequest(format!("runtime_config.parameters: {e}")))?;
     run_root(&s, &rc, parsed.spec.default_pipeline_root.as_deref())?;
     let experiment_id = experiment_of(&s, b.experiment_id).await?;

@@ -55,10 +55,10 @@ pub(crate) async fn pipeline_source(
 }
 
 /// The compiled pipeline of a request: a bare spec or `{pipeline_spec, platform_spec}`.
-pub(crate) async fn parse_spec(spec: &Value) -> ApiResult<switchyard_spec::ParsedPipeline> {
+pub(crate) async fn parse_spec(spec: &Value) -> ApiResult<switchyard_kfp_spec::ParsedPipeline> {
     let text = spec.to_string();
     off_runtime(move || {
-        switchyard_spec::parse_pipeline(&text)
+        switchyard_kfp_spec::parse_pipeline(&text)
             .map_err(|e| ApiError::BadRequest(format!("pipeline_spec: {e}")))
     })
     .await
@@ -90,7 +90,7 @@ pub(crate) fn run_root(
 
 /// Everything a new run is made of, whoever starts it (a request or a schedule).
 pub(crate) struct NewRunOf {
-    pub parsed: switchyard_spec::ParsedPipeline,
+    pub parsed: switchyard_kfp_spec::ParsedPipeline,
     pub pipeline_id: Option<String>,
     pub version_id: Option<String>,
     pub experiment_id: String,

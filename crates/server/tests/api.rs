@@ -189,9 +189,9 @@ async fn died_while_running(s: &Server) -> (switchyard_store::RunRecord, Vec<Str
     (run, step)
 }
 
-fn fx_dag() -> switchyard_spec::ParsedPipeline {
+fn fx_dag() -> switchyard_kfp_spec::ParsedPipeline {
     let text = serde_json::to_string(&fixture("fx_dag")).expect("json");
-    switchyard_spec::parse_pipeline(&text).expect("pipeline")
+    switchyard_kfp_spec::parse_pipeline(&text).expect("pipeline")
 }
 
 fn options(s: &Server) -> switchyard_engine::RunOptions {

@@ -128,12 +128,13 @@ fn string_repr(s: &str) -> String {
 
 /// `json.dumps(v, sort_keys=True, separators=(",", ":"), ensure_ascii=True)`.
 pub fn json_dumps(v: &Value) -> String {
-    const PYTHON: switchyard_spec::json_text::Dialect = switchyard_spec::json_text::Dialect {
-        number,
-        string: dump_str,
-    };
+    const PYTHON: switchyard_kfp_spec::json_text::Dialect =
+        switchyard_kfp_spec::json_text::Dialect {
+            number,
+            string: dump_str,
+        };
     let mut out = String::new();
-    switchyard_spec::json_text::write_sorted(v, &PYTHON, &mut out);
+    switchyard_kfp_spec::json_text::write_sorted(v, &PYTHON, &mut out);
     out
 }
 

@@ -110,7 +110,7 @@ pub async fn run(server: &str, args: &RunArgs) -> Result<i32> {
     let text = std::fs::read_to_string(&args.pipeline)
         .with_context(|| format!("cannot read pipeline file {}", args.pipeline.display()))?;
     // Parsed here too, so a broken file is reported before anything is sent.
-    let parsed = switchyard_spec::parse_pipeline(&text)
+    let parsed = switchyard_kfp_spec::parse_pipeline(&text)
         .with_context(|| format!("{}", args.pipeline.display()))?;
     let params = crate::commands::run::parse_params(&args.params)?;
     let mut spec = json!({ "pipeline_spec": parsed.spec });

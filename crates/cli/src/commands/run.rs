@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use switchyard_engine::{Engine, PipelineRoot, RunOptions};
-use switchyard_spec::parse_pipeline;
+use switchyard_kfp_spec::parse_pipeline;
 use switchyard_store::RunStore;
 use tokio_util::sync::CancellationToken;
 

@@ -1,7 +1,7 @@
 //! Bad pipelines are refused with an error that names the place, before any
 //! run record is written.
 
-use switchyard_spec::{parse_pipeline, InputParameterSpec, PipelineSpec};
+use switchyard_kfp_spec::{parse_pipeline, InputParameterSpec, PipelineSpec};
 
 use crate::common::{pipeline, Sandbox};
 

@@ -63,7 +63,7 @@ fn placeholders_resolve_like_kfp() {
 fn missing_command_fails_the_task_with_a_hint() {
     // A container whose command is not installed here: the error says so.
     let sb = Sandbox::new();
-    let mut parsed = switchyard_spec::parse_pipeline(
+    let mut parsed = switchyard_kfp_spec::parse_pipeline(
         &std::fs::read_to_string(crate::common::pipeline("container_placeholders")).unwrap(),
     )
     .unwrap()

@@ -49,7 +49,7 @@ fn fill_placeholders(v: Value, inputs: &Map<String, Value>) -> Value {
                 let name = &after[..end];
                 out.push_str(&rest[..start]);
                 match inputs.get(name) {
-                    Some(val) => out.push_str(&switchyard_spec::params::value_to_text(val)),
+                    Some(val) => out.push_str(&switchyard_kfp_spec::params::value_to_text(val)),
                     None => out.push_str(&rest[start..start + OPEN.len() + end + CLOSE.len()]),
                 }
                 rest = &after[end + CLOSE.len()..];
@@ -141,7 +141,7 @@ impl Sources<'_> {
 
     fn parameter(
         &self,
-        p: &switchyard_spec::ir::InputParameterSpec,
+        p: &switchyard_kfp_spec::ir::InputParameterSpec,
     ) -> Result<Option<Value>, String> {
         if let Some(src) = &p.component_input_parameter {
             return Ok(self.dag_inputs.parameters.get(src).cloned());
@@ -190,7 +190,7 @@ impl Sources<'_> {
     /// source, or why it has none.
     fn artifact(
         &self,
-        a: &switchyard_spec::ir::InputArtifactSpec,
+        a: &switchyard_kfp_spec::ir::InputArtifactSpec,
     ) -> Result<Option<Vec<crate::io::Artifact>>, String> {
         if let Some(src) = &a.component_input_artifact {
             let whose = if self.key.contains('/') {

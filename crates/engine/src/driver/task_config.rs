@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
-use switchyard_spec::{ComponentSpec, ContainerSpec, ParameterType};
+use switchyard_kfp_spec::{ComponentSpec, ContainerSpec, ParameterType};
 
 use crate::backend::Job;
 

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use switchyard_spec::DriverOp;
+use switchyard_kfp_spec::DriverOp;
 
 use crate::backend::VolumeClaim;
 
