@@ -174,14 +174,12 @@ impl SageMakerBackend {
     async fn submit(
         &self,
         c: &Clients,
-        job: &TrainingJob,
-        resolved: &Resolved,
-        name: &str,
-        job_id: &str,
+        sub: &render::Submission<'_>,
         events: &JobEvents,
         cancel: &CancellationToken,
         create_attempted: &mut bool,
     ) -> Result<bool, BackendError> {
+        let (job, resolved, name) = (sub.job, sub.resolved, sub.name.as_str());
         let mut backoff = Backoff::new(Duration::from_millis(500), self.config.max_poll_interval);
         // A job with this name is this Switchyard job submitted before.
         loop {
@@ -215,21 +213,9 @@ impl SageMakerBackend {
         if cancel.is_cancelled() {
             return Err(BackendError::Permanent(CANCELED_BEFORE_CREATE.into()));
         }
-        let run_ref = job.labels.get(switchyard_training::LABEL_RUN_ID).map(|r| {
-            let task = job.labels.get(switchyard_training::LABEL_TASK);
-            (r.as_str(), task.map(String::as_str).unwrap_or(""))
-        });
         backoff.success();
         loop {
-            let request = render::render(
-                c.sagemaker.create_training_job(),
-                job,
-                resolved,
-                name,
-                job_id,
-                &staged,
-                run_ref,
-            );
+            let request = sub.request(c.sagemaker.create_training_job(), &staged);
             *create_attempted = true;
             match request.send().await {
                 Ok(out) => {
@@ -285,20 +271,12 @@ impl TrainingBackend for SageMakerBackend {
         cancel: CancellationToken,
     ) -> Result<TrainingOutcome, BackendError> {
         let resolved = render::resolve(job, &self.config)?;
-        let name = render::training_job_name(&job.name, job_id);
+        let sub = render::Submission::new(job, &resolved, job_id);
+        let name = sub.name.clone();
         let c = self.clients(resolved.region.as_deref());
         let mut create_attempted = false;
         match self
-            .submit(
-                &c,
-                job,
-                &resolved,
-                &name,
-                job_id,
-                &events,
-                &cancel,
-                &mut create_attempted,
-            )
+            .submit(&c, &sub, &events, &cancel, &mut create_attempted)
             .await
         {
             Ok(_) => {}

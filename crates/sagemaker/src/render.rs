@@ -110,7 +110,70 @@ pub fn encode_hyperparameter(v: &Value) -> String {
 pub fn resolve(job: &TrainingJob, config: &SageMakerConfig) -> Result<Resolved, BackendError> {
     let spec = &job.spec;
     let sm = &spec.sagemaker;
-    let role_arn = spec
+    let role_arn = role(job, config)?;
+    // Only SageMaker's toolkit (an entry point) starts several processes per
+    // host; a container command runs once per host.
+    if spec.procs_per_node > 1 && spec.entry_point.is_none() {
+        return Err(refuse(
+            "spec.procsPerNode",
+            format!(
+                "{} processes per host need spec.entryPoint (SageMaker's PyTorch container then starts them with torchrun); with spec.command the container runs it once per host — set procsPerNode: 1 or use entryPoint",
+                spec.procs_per_node
+            ),
+        ));
+    }
+
+    let instance_type = instance_type(job, config)?;
+    let bucket = sm.bucket.clone().or_else(|| config.bucket.clone());
+    let prefix = sm
+        .prefix
+        .clone()
+        .map(|p| p.trim_matches('/').to_string())
+        .unwrap_or_else(|| config.prefix.clone());
+    if spec.entry_point.is_some() && bucket.is_none() {
+        return Err(no_bucket(
+            "spec.sourceDir",
+            "sourceDir is uploaded to S3 as sourcedir.tar.gz",
+        ));
+    }
+
+    let subnets = if sm.subnets.is_empty() {
+        config.subnets.clone()
+    } else {
+        sm.subnets.clone()
+    };
+    let security_group_ids = if sm.security_group_ids.is_empty() {
+        config.security_group_ids.clone()
+    } else {
+        sm.security_group_ids.clone()
+    };
+    if subnets.is_empty() != security_group_ids.is_empty() {
+        return Err(refuse(
+            "spec.sagemaker.subnets",
+            "a VPC needs both subnets and securityGroupIds (or neither)",
+        ));
+    }
+
+    let uploads = channel_uploads(job, config, &subnets, bucket.is_some())?;
+    let output_path = output_path(job, bucket.as_deref(), &prefix)?;
+    check_limits(job)?;
+    Ok(Resolved {
+        role_arn,
+        region: sm.region.clone().or_else(|| config.region.clone()),
+        bucket,
+        prefix,
+        instance_type,
+        subnets,
+        security_group_ids,
+        output_path,
+        uploads,
+    })
+}
+
+/// The execution role: the job's, else the configured one, an IAM role ARN.
+fn role(job: &TrainingJob, config: &SageMakerConfig) -> Result<String, BackendError> {
+    let role_arn = job
+        .spec
         .role_arn
         .clone()
         .filter(|r| !r.is_empty())
@@ -130,19 +193,14 @@ pub fn resolve(job: &TrainingJob, config: &SageMakerConfig) -> Result<Resolved, 
         ));
     }
 
-    // Only SageMaker's toolkit (an entry point) starts several processes per
-    // host; a container command runs once per host.
-    if spec.procs_per_node > 1 && spec.entry_point.is_none() {
-        return Err(refuse(
-            "spec.procsPerNode",
-            format!(
-                "{} processes per host need spec.entryPoint (SageMaker's PyTorch container then starts them with torchrun); with spec.command the container runs it once per host — set procsPerNode: 1 or use entryPoint",
-                spec.procs_per_node
-            ),
-        ));
-    }
+    Ok(role_arn)
+}
 
-    // Instance type: named, or derived from resources.
+/// The instance type: named (and checked against the job's resources when
+/// Switchyard's table knows it), or derived from the resources; within the
+/// configured instance limit for the job's node count.
+fn instance_type(job: &TrainingJob, config: &SageMakerConfig) -> Result<String, BackendError> {
+    let spec = &job.spec;
     let res = &spec.resources;
     let memory_gib = res
         .memory
@@ -216,42 +274,17 @@ pub fn resolve(job: &TrainingJob, config: &SageMakerConfig) -> Result<Resolved, 
         ));
     }
 
-    let bucket = sm.bucket.clone().or_else(|| config.bucket.clone());
-    let prefix = sm
-        .prefix
-        .clone()
-        .map(|p| p.trim_matches('/').to_string())
-        .unwrap_or_else(|| config.prefix.clone());
-    let no_bucket = |field: &str, why: &str| {
-        refuse(
-            field,
-            format!("{why}, and no bucket is configured: set spec.sagemaker.bucket or SWITCHYARD_SAGEMAKER_BUCKET"),
-        )
-    };
-    if spec.entry_point.is_some() && bucket.is_none() {
-        return Err(no_bucket(
-            "spec.sourceDir",
-            "sourceDir is uploaded to S3 as sourcedir.tar.gz",
-        ));
-    }
+    Ok(instance_type)
+}
 
-    let subnets = if sm.subnets.is_empty() {
-        config.subnets.clone()
-    } else {
-        sm.subnets.clone()
-    };
-    let security_group_ids = if sm.security_group_ids.is_empty() {
-        config.security_group_ids.clone()
-    } else {
-        sm.security_group_ids.clone()
-    };
-    if subnets.is_empty() != security_group_ids.is_empty() {
-        return Err(refuse(
-            "spec.sagemaker.subnets",
-            "a VPC needs both subnets and securityGroupIds (or neither)",
-        ));
-    }
-
+/// Each channel checked against where it can come from; the local ones to
+/// upload first (they need a bucket).
+fn channel_uploads(
+    job: &TrainingJob,
+    config: &SageMakerConfig,
+    subnets: &[String],
+    has_bucket: bool,
+) -> Result<Vec<(String, std::path::PathBuf)>, BackendError> {
     let mut uploads = Vec::new();
     for ch in &job.channels {
         let field = format!("spec.channels.{}", ch.name);
@@ -274,7 +307,7 @@ pub fn resolve(job: &TrainingJob, config: &SageMakerConfig) -> Result<Resolved, 
                         format!("{} is a local path and local channels are refused here (SWITCHYARD_SAGEMAKER_LOCAL_CHANNELS=refuse); put the data in S3 or EFS", path.display()),
                     ));
                 }
-                if bucket.is_none() {
+                if !has_bucket {
                     return Err(no_bucket(&field, "a local channel is uploaded to S3 first"));
                 }
                 uploads.push((ch.name.clone(), path.clone()));
@@ -282,6 +315,24 @@ pub fn resolve(job: &TrainingJob, config: &SageMakerConfig) -> Result<Resolved, 
         }
     }
 
+    Ok(uploads)
+}
+
+fn no_bucket(field: &str, why: &str) -> BackendError {
+    refuse(
+        field,
+        format!("{why}, and no bucket is configured: set spec.sagemaker.bucket or SWITCHYARD_SAGEMAKER_BUCKET"),
+    )
+}
+
+/// Where the model goes: `spec.output` (an `s3://` URI), else the bucket's
+/// `<prefix>/output`; a local checkpoint is refused (SageMaker syncs with S3).
+fn output_path(
+    job: &TrainingJob,
+    bucket: Option<&str>,
+    prefix: &str,
+) -> Result<String, BackendError> {
+    let spec = &job.spec;
     let output_path = match spec.output.as_deref() {
         Some(o) if o.starts_with("s3://") => o.trim_end_matches('/').to_string(),
         Some(o) => {
@@ -292,8 +343,8 @@ pub fn resolve(job: &TrainingJob, config: &SageMakerConfig) -> Result<Resolved, 
                 ),
             ))
         }
-        None => match &bucket {
-            Some(b) => format!("s3://{b}/{}", join_key(&prefix, "output")),
+        None => match bucket {
+            Some(b) => format!("s3://{b}/{}", join_key(prefix, "output")),
             None => return Err(no_bucket("spec.output", "the model goes to S3")),
         },
     };
@@ -308,6 +359,13 @@ pub fn resolve(job: &TrainingJob, config: &SageMakerConfig) -> Result<Resolved, 
         }
     }
 
+    Ok(output_path)
+}
+
+/// SageMaker's own limits: runtime, volume, retries, hyperparameters,
+/// variables and tags.
+fn check_limits(job: &TrainingJob) -> Result<(), BackendError> {
+    let spec = &job.spec;
     let runtime = spec.max_runtime_seconds.unwrap_or(DEFAULT_MAX_RUNTIME);
     if runtime > MAX_RUNTIME_LIMIT {
         return Err(refuse(
@@ -370,17 +428,7 @@ pub fn resolve(job: &TrainingJob, config: &SageMakerConfig) -> Result<Resolved, 
         }
     }
 
-    Ok(Resolved {
-        role_arn,
-        region: sm.region.clone().or_else(|| config.region.clone()),
-        bucket,
-        prefix,
-        instance_type,
-        subnets,
-        security_group_ids,
-        output_path,
-        uploads,
-    })
+    Ok(())
 }
 
 /// `prefix/rest` without doubled or leading slashes.
@@ -398,62 +446,185 @@ fn user_tags(job: &TrainingJob) -> BTreeMap<String, String> {
     job.spec.tags.clone()
 }
 
-/// Fills a CreateTrainingJob request. `run` is the pipeline run and task the
-/// job belongs to, when it was started by a pipeline step.
-pub fn render(
-    request: CreateTrainingJobFluentBuilder,
-    job: &TrainingJob,
-    resolved: &Resolved,
-    name: &str,
-    job_id: &str,
-    staged: &Staged,
-    run: Option<(&str, &str)>,
-) -> CreateTrainingJobFluentBuilder {
+/// One job as it is submitted: the job, the choices [`resolve`] made, and
+/// the SageMaker name it gets.
+pub struct Submission<'a> {
+    pub job: &'a TrainingJob,
+    pub resolved: &'a Resolved,
+    pub name: String,
+    pub job_id: &'a str,
+}
+
+impl<'a> Submission<'a> {
+    pub fn new(job: &'a TrainingJob, resolved: &'a Resolved, job_id: &'a str) -> Self {
+        Submission {
+            job,
+            resolved,
+            name: training_job_name(&job.name, job_id),
+            job_id,
+        }
+    }
+
+    /// The run and task a pipeline step's job belongs to, from its labels.
+    fn run(&self) -> Option<(&str, &str)> {
+        let labels = &self.job.labels;
+        labels.get(switchyard_training::LABEL_RUN_ID).map(|r| {
+            let task = labels.get(switchyard_training::LABEL_TASK);
+            (r.as_str(), task.map(String::as_str).unwrap_or(""))
+        })
+    }
+
+    /// The CreateTrainingJob request, once staging put the code and local
+    /// channels in S3.
+    pub fn request(
+        &self,
+        request: CreateTrainingJobFluentBuilder,
+        staged: &Staged,
+    ) -> CreateTrainingJobFluentBuilder {
+        let (spec, resolved) = (&self.job.spec, self.resolved);
+        let mode = match spec.input_mode.as_deref() {
+            Some("FastFile") => TrainingInputMode::Fastfile,
+            Some("Pipe") => TrainingInputMode::Pipe,
+            _ => TrainingInputMode::File,
+        };
+        let hps = self.hyperparameters(staged);
+        let channels = channels(self.job, staged, &mode);
+        let mut stopping = StoppingCondition::builder()
+            .max_runtime_in_seconds(spec.max_runtime_seconds.unwrap_or(DEFAULT_MAX_RUNTIME) as i32);
+        if spec.use_spot_instances {
+            stopping =
+                stopping.set_max_wait_time_in_seconds(spec.max_wait_seconds.map(|w| w as i32));
+        }
+        let mut req = request
+            .training_job_name(&self.name)
+            .role_arn(&resolved.role_arn)
+            .algorithm_specification(algorithm(self.job, mode))
+            .set_hyper_parameters((!hps.is_empty()).then(|| hps.into_iter().collect()))
+            .set_input_data_config((!channels.is_empty()).then_some(channels))
+            .output_data_config(
+                OutputDataConfig::builder()
+                    .s3_output_path(&resolved.output_path)
+                    .build(),
+            )
+            .resource_config(
+                ResourceConfig::builder()
+                    .instance_type(TrainingInstanceType::from(resolved.instance_type.as_str()))
+                    .instance_count(spec.nodes as i32)
+                    .volume_size_in_gb(spec.volume_size_gb.unwrap_or(DEFAULT_VOLUME_GB) as i32)
+                    .build(),
+            )
+            .stopping_condition(stopping.build())
+            .enable_managed_spot_training(spec.use_spot_instances)
+            .enable_network_isolation(spec.sagemaker.enable_network_isolation)
+            .enable_inter_container_traffic_encryption(
+                spec.sagemaker.enable_inter_container_traffic_encryption,
+            )
+            // SAGEMAKER_BASE_DIR as on every backend (the toolkit's default there).
+            .set_environment(Some(
+                std::iter::once(("SAGEMAKER_BASE_DIR".to_string(), "/opt/ml".to_string()))
+                    .chain(spec.env.clone())
+                    .collect(),
+            ))
+            .set_tags(Some(self.tags()));
+        if let Some(c) = &spec.checkpoint {
+            req = req.checkpoint_config(
+                CheckpointConfig::builder()
+                    .s3_uri(c)
+                    .local_path(CHECKPOINT_LOCAL_PATH)
+                    .build(),
+            );
+        }
+        if !resolved.subnets.is_empty() {
+            req = req.vpc_config(
+                VpcConfig::builder()
+                    .set_subnets(Some(resolved.subnets.clone()))
+                    .set_security_group_ids(Some(resolved.security_group_ids.clone()))
+                    .build(),
+            );
+        }
+        if spec.restart_policy != RestartPolicy::Never && spec.backoff_limit > 0 {
+            req = req.retry_strategy(
+                RetryStrategy::builder()
+                    .maximum_retry_attempts(spec.backoff_limit as i32)
+                    .build(),
+            );
+        }
+        req
+    }
+
+    /// The job's hyperparameters, JSON-encoded; with an entry point also
+    /// the toolkit's (the same as every backend writes, procsPerNode
+    /// included, with SageMaker's own job name and the region).
+    fn hyperparameters(&self, staged: &Staged) -> BTreeMap<String, String> {
+        let spec = &self.job.spec;
+        let mut hps: BTreeMap<String, String> = spec
+            .hyperparameters
+            .iter()
+            .map(|(k, v)| (k.clone(), encode_hyperparameter(v)))
+            .collect();
+        if let (Some(_), Some(dir)) = (&spec.entry_point, &staged.submit_directory) {
+            for (k, v) in contract::sagemaker_hyperparameters(self.job, &self.name, dir) {
+                hps.insert(k, encode_hyperparameter(&v));
+            }
+            if let Some(r) = &self.resolved.region {
+                hps.insert(
+                    "sagemaker_region".into(),
+                    Value::String(r.clone()).to_string(),
+                );
+            }
+        }
+        hps
+    }
+
+    /// The user's tags, then Switchyard's: the job, and for a pipeline
+    /// step's job its run and task.
+    fn tags(&self) -> Vec<Tag> {
+        let mut own = vec![
+            (TAG_JOB_ID, self.job_id.to_string()),
+            (TAG_JOB_NAME, self.job.name.clone()),
+        ];
+        if let Some((run_id, task)) = self.run() {
+            own.push((TAG_RUN_ID, run_id.to_string()));
+            own.push((TAG_TASK, task.chars().take(256).collect()));
+        }
+        user_tags(self.job)
+            .into_iter()
+            .chain(own.into_iter().map(|(k, v)| (k.to_string(), v)))
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect()
+    }
+}
+
+/// The image, input mode and metrics; a command as the container's entry
+/// point and arguments.
+fn algorithm(job: &TrainingJob, mode: TrainingInputMode) -> AlgorithmSpecification {
     let spec = &job.spec;
-    let mode = match spec.input_mode.as_deref() {
-        Some("FastFile") => TrainingInputMode::Fastfile,
-        Some("Pipe") => TrainingInputMode::Pipe,
-        _ => TrainingInputMode::File,
-    };
+    let metrics = spec
+        .metrics
+        .iter()
+        .map(|m| {
+            MetricDefinition::builder()
+                .name(&m.name)
+                .regex(&m.regex)
+                .build()
+        })
+        .collect();
     let mut algo = AlgorithmSpecification::builder()
         .training_image(spec.image.clone().unwrap_or_default())
-        .training_input_mode(mode.clone())
-        .set_metric_definitions(Some(
-            spec.metrics
-                .iter()
-                .map(|m| {
-                    MetricDefinition::builder()
-                        .name(&m.name)
-                        .regex(&m.regex)
-                        .build()
-                })
-                .collect(),
-        ));
+        .training_input_mode(mode)
+        .set_metric_definitions(Some(metrics));
     if let Some(cmd) = &spec.command {
         algo = algo
             .container_entrypoint(cmd[0].clone())
             .set_container_arguments((cmd.len() > 1).then(|| cmd[1..].to_vec()));
     }
+    algo.build()
+}
 
-    let mut hps: BTreeMap<String, String> = spec
-        .hyperparameters
-        .iter()
-        .map(|(k, v)| (k.clone(), encode_hyperparameter(v)))
-        .collect();
-    let quoted = |s: &str| Value::String(s.to_string()).to_string();
-    if let (Some(_), Some(dir)) = (&spec.entry_point, &staged.submit_directory) {
-        // The same as every backend writes (procsPerNode included), with
-        // SageMaker's own job name and the region.
-        for (k, v) in contract::sagemaker_hyperparameters(job, name, dir) {
-            hps.insert(k, encode_hyperparameter(&v));
-        }
-        if let Some(r) = &resolved.region {
-            hps.insert("sagemaker_region".into(), quoted(r));
-        }
-    }
-
-    let channels: Vec<Channel> = job
-        .channels
+/// Each channel: EFS read in File mode; S3 (and local channels, staged to
+/// S3) in the job's input mode.
+fn channels(job: &TrainingJob, staged: &Staged, mode: &TrainingInputMode) -> Vec<Channel> {
+    job.channels
         .iter()
         .map(|ch| {
             let source = match &ch.source {
@@ -497,86 +668,7 @@ pub fn render(
                 })
                 .build()
         })
-        .collect();
-
-    let mut stopping = StoppingCondition::builder()
-        .max_runtime_in_seconds(spec.max_runtime_seconds.unwrap_or(DEFAULT_MAX_RUNTIME) as i32);
-    if spec.use_spot_instances {
-        stopping = stopping.set_max_wait_time_in_seconds(spec.max_wait_seconds.map(|w| w as i32));
-    }
-
-    let mut tags: Vec<Tag> = user_tags(job)
-        .into_iter()
-        .map(|(k, v)| Tag::builder().key(k).value(v).build())
-        .collect();
-    let mut own = vec![
-        (TAG_JOB_ID, job_id.to_string()),
-        (TAG_JOB_NAME, job.name.clone()),
-    ];
-    if let Some((run_id, task)) = run {
-        own.push((TAG_RUN_ID, run_id.to_string()));
-        own.push((TAG_TASK, task.chars().take(256).collect()));
-    }
-    tags.extend(
-        own.into_iter()
-            .map(|(k, v)| Tag::builder().key(k).value(v).build()),
-    );
-
-    let mut req = request
-        .training_job_name(name)
-        .role_arn(&resolved.role_arn)
-        .algorithm_specification(algo.build())
-        .set_hyper_parameters((!hps.is_empty()).then(|| hps.into_iter().collect()))
-        .set_input_data_config((!channels.is_empty()).then_some(channels))
-        .output_data_config(
-            OutputDataConfig::builder()
-                .s3_output_path(&resolved.output_path)
-                .build(),
-        )
-        .resource_config(
-            ResourceConfig::builder()
-                .instance_type(TrainingInstanceType::from(resolved.instance_type.as_str()))
-                .instance_count(spec.nodes as i32)
-                .volume_size_in_gb(spec.volume_size_gb.unwrap_or(DEFAULT_VOLUME_GB) as i32)
-                .build(),
-        )
-        .stopping_condition(stopping.build())
-        .enable_managed_spot_training(spec.use_spot_instances)
-        .enable_network_isolation(spec.sagemaker.enable_network_isolation)
-        .enable_inter_container_traffic_encryption(
-            spec.sagemaker.enable_inter_container_traffic_encryption,
-        )
-        // SAGEMAKER_BASE_DIR as on every backend (the toolkit's default there).
-        .set_environment(Some(
-            std::iter::once(("SAGEMAKER_BASE_DIR".to_string(), "/opt/ml".to_string()))
-                .chain(spec.env.clone())
-                .collect(),
-        ))
-        .set_tags(Some(tags));
-    if let Some(c) = &spec.checkpoint {
-        req = req.checkpoint_config(
-            CheckpointConfig::builder()
-                .s3_uri(c)
-                .local_path(CHECKPOINT_LOCAL_PATH)
-                .build(),
-        );
-    }
-    if !resolved.subnets.is_empty() {
-        req = req.vpc_config(
-            VpcConfig::builder()
-                .set_subnets(Some(resolved.subnets.clone()))
-                .set_security_group_ids(Some(resolved.security_group_ids.clone()))
-                .build(),
-        );
-    }
-    if spec.restart_policy != RestartPolicy::Never && spec.backoff_limit > 0 {
-        req = req.retry_strategy(
-            RetryStrategy::builder()
-                .maximum_retry_attempts(spec.backoff_limit as i32)
-                .build(),
-        );
-    }
-    req
+        .collect()
 }
 
 #[cfg(test)]

@@ -97,20 +97,46 @@ fn schemas() -> Value {
     })
 }
 
+/// The KFP API's prefix.
+const V2: &str = "/apis/v2beta1";
+
+/// The document's paths, each with its methods' operations.
+#[derive(Default)]
+struct Paths(Map<String, Value>);
+
+impl Paths {
+    fn add(&mut self, path: String, method: &str, o: Value) {
+        let entry = self.0.entry(path).or_insert_with(|| json!({}));
+        entry[method] = o;
+    }
+}
+
 /// The document.
 pub fn document() -> Value {
-    let v = "/apis/v2beta1";
-    let mut paths = Map::new();
-    let mut add = |path: String, method: &str, o: Value| {
-        let entry = paths.entry(path).or_insert_with(|| json!({}));
-        entry[method] = o;
-    };
-    add(
+    let mut paths = Paths::default();
+    experiments(&mut paths);
+    pipelines(&mut paths);
+    runs(&mut paths);
+    recurring_runs(&mut paths);
+    switchyard(&mut paths);
+    let paths = paths.0;
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "Switchyard (Kubeflow Pipelines v2beta1 API)", "version": env!("CARGO_PKG_VERSION")},
+        "paths": paths,
+        "components": {"schemas": schemas(), "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    })
+}
+
+/// Health, and KFP's experiments.
+fn experiments(paths: &mut Paths) {
+    let v = V2;
+    paths.add(
         format!("{v}/healthz"),
         "get",
         op("Health", vec![], None, "Healthz"),
     );
-    add(
+    paths.add(
         format!("{v}/experiments"),
         "post",
         op(
@@ -120,12 +146,12 @@ pub fn document() -> Value {
             "Experiment",
         ),
     );
-    add(
+    paths.add(
         format!("{v}/experiments"),
         "get",
         op("List experiments", list_params(), None, "ExperimentList"),
     );
-    add(
+    paths.add(
         format!("{v}/experiments/{{id}}"),
         "get",
         op(
@@ -135,7 +161,7 @@ pub fn document() -> Value {
             "Experiment",
         ),
     );
-    add(
+    paths.add(
         format!("{v}/experiments/{{id}}"),
         "delete",
         op(
@@ -145,7 +171,24 @@ pub fn document() -> Value {
             "Empty",
         ),
     );
-    add(
+    for action in ["archive", "unarchive"] {
+        paths.add(
+            format!("{v}/experiments/{{id}}:{action}"),
+            "post",
+            op(
+                &format!("{action} an experiment"),
+                vec![path_param("id")],
+                None,
+                "Empty",
+            ),
+        );
+    }
+}
+
+/// KFP's pipelines and their versions.
+fn pipelines(paths: &mut Paths) {
+    let v = V2;
+    paths.add(
         format!("{v}/pipelines"),
         "post",
         op(
@@ -155,12 +198,12 @@ pub fn document() -> Value {
             "Pipeline",
         ),
     );
-    add(
+    paths.add(
         format!("{v}/pipelines"),
         "get",
         op("List pipelines", list_params(), None, "PipelineList"),
     );
-    add(
+    paths.add(
         format!("{v}/pipelines/upload"),
         "post",
         op(
@@ -170,7 +213,7 @@ pub fn document() -> Value {
             "Pipeline",
         ),
     );
-    add(
+    paths.add(
         format!("{v}/pipelines/upload_version"),
         "post",
         op(
@@ -180,7 +223,7 @@ pub fn document() -> Value {
             "PipelineVersion",
         ),
     );
-    add(
+    paths.add(
         format!("{v}/pipelines/names/{{name}}"),
         "get",
         op(
@@ -190,12 +233,12 @@ pub fn document() -> Value {
             "Pipeline",
         ),
     );
-    add(
+    paths.add(
         format!("{v}/pipelines/{{id}}"),
         "get",
         op("Get a pipeline", vec![path_param("id")], None, "Pipeline"),
     );
-    add(
+    paths.add(
         format!("{v}/pipelines/{{id}}"),
         "delete",
         op(
@@ -208,7 +251,7 @@ pub fn document() -> Value {
             "Empty",
         ),
     );
-    add(
+    paths.add(
         format!("{v}/pipelines/{{id}}"),
         "patch",
         op(
@@ -218,7 +261,7 @@ pub fn document() -> Value {
             "Pipeline",
         ),
     );
-    add(
+    paths.add(
         format!("{v}/pipelines/create"),
         "post",
         op(
@@ -230,23 +273,23 @@ pub fn document() -> Value {
     );
     let mut vp = list_params();
     vp.push(path_param("id"));
-    add(
+    paths.add(
         format!("{v}/pipelines/{{id}}/versions"),
         "get",
         op("List versions", vp, None, "PipelineVersionList"),
     );
     let ids = || vec![path_param("id"), path_param("vid")];
-    add(
+    paths.add(
         format!("{v}/pipelines/{{id}}/versions/{{vid}}"),
         "get",
         op("Get a version", ids(), None, "PipelineVersion"),
     );
-    add(
+    paths.add(
         format!("{v}/pipelines/{{id}}/versions/{{vid}}"),
         "delete",
         op("Delete a version", ids(), None, "Empty"),
     );
-    add(
+    paths.add(
         format!("{v}/pipelines/{{id}}/versions/{{vid}}"),
         "patch",
         op(
@@ -256,28 +299,33 @@ pub fn document() -> Value {
             "PipelineVersion",
         ),
     );
-    add(
+}
+
+/// KFP's runs.
+fn runs(paths: &mut Paths) {
+    let v = V2;
+    paths.add(
         format!("{v}/runs"),
         "post",
         op("Create a run", vec![], Some(json_body("NewRun")), "Run"),
     );
-    add(
+    paths.add(
         format!("{v}/runs"),
         "get",
         op("List runs", list_params(), None, "RunList"),
     );
-    add(
+    paths.add(
         format!("{v}/runs/{{id}}"),
         "get",
         op("Get a run", vec![path_param("id")], None, "Run"),
     );
-    add(
+    paths.add(
         format!("{v}/runs/{{id}}"),
         "delete",
         op("Delete a run", vec![path_param("id")], None, "Empty"),
     );
     for action in ["terminate", "retry", "archive", "unarchive"] {
-        add(
+        paths.add(
             format!("{v}/runs/{{id}}:{action}"),
             "post",
             op(
@@ -288,7 +336,12 @@ pub fn document() -> Value {
             ),
         );
     }
-    add(
+}
+
+/// KFP's recurring runs.
+fn recurring_runs(paths: &mut Paths) {
+    let v = V2;
+    paths.add(
         format!("{v}/recurringruns"),
         "post",
         op(
@@ -298,7 +351,7 @@ pub fn document() -> Value {
             "RecurringRun",
         ),
     );
-    add(
+    paths.add(
         format!("{v}/recurringruns"),
         "get",
         op(
@@ -308,7 +361,7 @@ pub fn document() -> Value {
             "RecurringRunList",
         ),
     );
-    add(
+    paths.add(
         format!("{v}/recurringruns/{{id}}"),
         "get",
         op(
@@ -318,7 +371,7 @@ pub fn document() -> Value {
             "RecurringRun",
         ),
     );
-    add(
+    paths.add(
         format!("{v}/recurringruns/{{id}}"),
         "delete",
         op(
@@ -329,7 +382,7 @@ pub fn document() -> Value {
         ),
     );
     for action in ["enable", "disable"] {
-        add(
+        paths.add(
             format!("{v}/recurringruns/{{id}}:{action}"),
             "post",
             op(
@@ -340,18 +393,10 @@ pub fn document() -> Value {
             ),
         );
     }
-    for action in ["archive", "unarchive"] {
-        add(
-            format!("{v}/experiments/{{id}}:{action}"),
-            "post",
-            op(
-                &format!("{action} an experiment"),
-                vec![path_param("id")],
-                None,
-                "Empty",
-            ),
-        );
-    }
+}
+
+/// Switchyard's own endpoints: task logs, run details, artifacts, job metrics.
+fn switchyard(paths: &mut Paths) {
     let mut lp = vec![
         path_param("id"),
         json!({"name": "task", "in": "query", "required": true, "schema": {"type": "string"}}),
@@ -364,12 +409,12 @@ pub fn document() -> Value {
         "Empty",
     );
     log_op["responses"]["200"] = json!({"description": "the log", "content": {"text/plain": {"schema": {"type": "string"}}}});
-    add(
+    paths.add(
         "/apis/switchyard/v1/runs/{id}/logs".to_string(),
         "get",
         log_op,
     );
-    add(
+    paths.add(
         "/apis/switchyard/v1/runs/{id}".to_string(),
         "get",
         op(
@@ -396,12 +441,12 @@ pub fn document() -> Value {
     art_op["responses"]["200"] = json!({"description": "the artifact", "content": {
         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         "application/json": {"schema": {"type": "object"}}}});
-    add(
+    paths.add(
         "/apis/switchyard/v1/runs/{id}/artifact".to_string(),
         "get",
         art_op,
     );
-    add(
+    paths.add(
         "/apis/switchyard/v1/jobs/{id}/metrics".to_string(),
         "get",
         op(
@@ -411,10 +456,4 @@ pub fn document() -> Value {
             "Empty",
         ),
     );
-    json!({
-        "openapi": "3.0.3",
-        "info": {"title": "Switchyard (Kubeflow Pipelines v2beta1 API)", "version": env!("CARGO_PKG_VERSION")},
-        "paths": paths,
-        "components": {"schemas": schemas(), "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
-    })
 }
