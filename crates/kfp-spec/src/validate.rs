@@ -128,13 +128,58 @@ fn check_dag(
     visiting: &mut Vec<String>,
     done: &mut BTreeMap<String, usize>,
 ) -> Result<usize, SpecError> {
-    let mut height = 0;
-    let dag_place = if comp_name == "root" {
-        "root DAG".to_string()
-    } else {
-        format!("DAG of '{comp_name}'")
+    let check = DagCheck {
+        spec,
+        comp_name,
+        comp,
+        dag,
+        dag_place: if comp_name == "root" {
+            "root DAG".to_string()
+        } else {
+            format!("DAG of '{comp_name}'")
+        },
     };
+    let mut height = 0;
     for (key, task) in &dag.tasks {
+        let child = check.task(key, task)?;
+        height = height.max(check_component(
+            spec,
+            &task.component_ref.name,
+            child,
+            visiting,
+            done,
+        )?);
+    }
+    check.outputs()?;
+    if let Some(cycle) = find_cycle(dag) {
+        return Err(SpecError::Cycle {
+            dag: check.dag_place,
+            cycle,
+        });
+    }
+    Ok(height)
+}
+
+/// One DAG being checked, and how errors name it.
+struct DagCheck<'a> {
+    spec: &'a PipelineSpec,
+    comp_name: &'a str,
+    comp: &'a ComponentSpec,
+    dag: &'a DagSpec,
+    dag_place: String,
+}
+
+impl<'a> DagCheck<'a> {
+    /// A task of the DAG: its name, component, upstream tasks, the
+    /// component inputs it reads and its iterator. Returns its component.
+    fn task(&self, key: &str, task: &crate::TaskSpec) -> Result<&'a ComponentSpec, SpecError> {
+        let (spec, comp_name, comp, dag, dag_place) = (
+            self.spec,
+            self.comp_name,
+            self.comp,
+            self.dag,
+            &self.dag_place,
+        );
         let place = format!("{dag_place}, task '{key}'");
         check_path_name(&place, key, false)?;
         let child = spec
@@ -171,9 +216,9 @@ fn check_dag(
             if let Some(src) = &a.component_input_artifact {
                 if !comp.input_definitions.artifacts.contains_key(src) {
                     return Err(SpecError::Invalid {
-                        place: format!("{place}, input artifact '{aname}'"),
-                        message: format!("reads component input artifact '{src}', which '{comp_name}' does not declare"),
-                    });
+                    place: format!("{place}, input artifact '{aname}'"),
+                    message: format!("reads component input artifact '{src}', which '{comp_name}' does not declare"),
+                });
                 }
             }
         }
@@ -197,53 +242,46 @@ fn check_dag(
                 }
             }
         }
-        height = height.max(check_component(
-            spec,
-            &task.component_ref.name,
-            child,
-            visiting,
-            done,
-        )?);
+        Ok(child)
     }
-    for (out, sel) in &dag.outputs.parameters {
-        let producers: Vec<&str> = match (&sel.value_from_parameter, &sel.value_from_oneof) {
-            (Some(p), _) => vec![p.producer_subtask.as_str()],
-            (None, Some(o)) => o
-                .parameter_selectors
-                .iter()
-                .map(|s| s.producer_subtask.as_str())
-                .collect(),
-            (None, None) => vec![],
-        };
-        for p in producers {
-            if !dag.tasks.contains_key(p) {
-                return Err(SpecError::Invalid {
-                    place: format!("{dag_place}, output '{out}'"),
-                    message: format!("selects from task '{p}', which is not in the DAG"),
-                });
+
+    /// The DAG's outputs select from tasks it has.
+    fn outputs(&self) -> Result<(), SpecError> {
+        let (dag, dag_place) = (self.dag, &self.dag_place);
+        for (out, sel) in &dag.outputs.parameters {
+            let producers: Vec<&str> = match (&sel.value_from_parameter, &sel.value_from_oneof) {
+                (Some(p), _) => vec![p.producer_subtask.as_str()],
+                (None, Some(o)) => o
+                    .parameter_selectors
+                    .iter()
+                    .map(|s| s.producer_subtask.as_str())
+                    .collect(),
+                (None, None) => vec![],
+            };
+            for p in producers {
+                if !dag.tasks.contains_key(p) {
+                    return Err(SpecError::Invalid {
+                        place: format!("{dag_place}, output '{out}'"),
+                        message: format!("selects from task '{p}', which is not in the DAG"),
+                    });
+                }
             }
         }
-    }
-    for (out, sel) in &dag.outputs.artifacts {
-        for s in &sel.artifact_selectors {
-            if !dag.tasks.contains_key(&s.producer_subtask) {
-                return Err(SpecError::Invalid {
-                    place: format!("{dag_place}, output artifact '{out}'"),
-                    message: format!(
-                        "selects from task '{}', which is not in the DAG",
-                        s.producer_subtask
-                    ),
-                });
+        for (out, sel) in &dag.outputs.artifacts {
+            for s in &sel.artifact_selectors {
+                if !dag.tasks.contains_key(&s.producer_subtask) {
+                    return Err(SpecError::Invalid {
+                        place: format!("{dag_place}, output artifact '{out}'"),
+                        message: format!(
+                            "selects from task '{}', which is not in the DAG",
+                            s.producer_subtask
+                        ),
+                    });
+                }
             }
         }
+        Ok(())
     }
-    if let Some(cycle) = find_cycle(dag) {
-        return Err(SpecError::Cycle {
-            dag: dag_place,
-            cycle,
-        });
-    }
-    Ok(height)
 }
 
 /// Returns one cycle (as a closed path of task names) if the DAG has any.

@@ -456,11 +456,62 @@ impl Running<'_> {
         // (exit code ≥ 128) is taken as the cause rather than its peers' errors.
         failed.sort_by_key(|(_, p)| (finished_at(p).unwrap_or(i64::MAX), exit_code(p) < 128));
         match failed.first().copied() {
-            Some((slot, p)) => ControlFlow::Break(decide_failure(
-                self.obs, self.name, self.slots, status, slot, p, self.now,
-            )),
+            Some((slot, p)) => ControlFlow::Break(self.decide_failure(status, slot, p)),
             None => ControlFlow::Continue(status),
         }
+    }
+
+    /// The earliest failed pod decides: restart (as its replica's restartPolicy
+    /// and the backoff limit allow) or fail the job.
+    fn decide_failure(&self, mut status: JobStatus, slot: &Slot, p: &Pod) -> Plan {
+        let (job, pods, name, slots, now) =
+            (self.obs.job, self.obs.pods, self.name, self.slots, self.now);
+        let run_policy = &self.run_policy;
+        let code = exit_code(p);
+        let policy =
+            pods::replica_spec(job, slot).map_or(ReplicaRestart::OnFailure, |r| r.restart());
+        let pod_name = p.name_any();
+        if !policy.retries(code) {
+            // Peers report their end separately: while others still run, give a
+            // killed peer a few seconds to show up as the earlier failure.
+            let others_running = pods
+                .iter()
+                .any(|o| o.name_any() != pod_name && matches!(phase(o), "Pending" | "Running"));
+            let age = finished_at(p).map(|at| now.as_second() - at);
+            if others_running && age.is_some_and(|a| a < FAILURE_SETTLE_SECONDS) {
+                return Plan::status(status, Next::Requeue(Duration::from_secs(1)));
+            }
+            let message = format!(
+                "pod {pod_name} exited with code {code} (restartPolicy {}: not retried)",
+                policy.as_str()
+            );
+            return fail(pods, status, "PyTorchJobFailed", &message, now);
+        }
+        let restarts = status.restart_count.unwrap_or(0) + 1;
+        if let Some(limit) = run_policy.backoff_limit {
+            if restarts > limit {
+                let message =
+                    format!("pod {pod_name} exited with code {code}; backoffLimit {limit} reached");
+                return fail(pods, status, "BackoffLimitExceeded", &message, now);
+            }
+        }
+        status.restart_count = Some(restarts);
+        status.set(
+            &Time(now),
+            "Restarting",
+            "PyTorchJobRestarting",
+            &format!("pod {pod_name} exited with code {code}; restarting (restart {restarts})"),
+        );
+        status.replica_statuses = replica_statuses(name, slots, &[]);
+        let mut plan = Plan::status(status, Next::Requeue(Duration::from_millis(500)));
+        // As Kubeflow, only the failed pod is recreated; a job that asked for
+        // whole-gang restarts (Switchyard's own) restarts every pod.
+        plan.delete_pods = if pods::gang_restarts(job) {
+            pods.iter().map(|p| p.name_any()).collect()
+        } else {
+            vec![pod_name]
+        };
+        plan
     }
 
     /// The job succeeded. Workers still running after the master finished
@@ -591,65 +642,6 @@ impl Running<'_> {
             Next::Requeue(self.resync.min(Duration::from_secs(3))),
         ))
     }
-}
-
-/// The earliest failed pod decides: restart (as its replica's restartPolicy
-/// and the backoff limit allow) or fail the job.
-fn decide_failure(
-    obs: &Observed,
-    name: &str,
-    slots: &[Slot],
-    mut status: JobStatus,
-    slot: &Slot,
-    p: &Pod,
-    now: Timestamp,
-) -> Plan {
-    let (job, pods) = (obs.job, obs.pods);
-    let run_policy = job.spec.run_policy.clone().unwrap_or_default();
-    let code = exit_code(p);
-    let policy = pods::replica_spec(job, slot).map_or(ReplicaRestart::OnFailure, |r| r.restart());
-    let pod_name = p.name_any();
-    if !policy.retries(code) {
-        // Peers report their end separately: while others still run, give a
-        // killed peer a few seconds to show up as the earlier failure.
-        let others_running = pods
-            .iter()
-            .any(|o| o.name_any() != pod_name && matches!(phase(o), "Pending" | "Running"));
-        let age = finished_at(p).map(|at| now.as_second() - at);
-        if others_running && age.is_some_and(|a| a < FAILURE_SETTLE_SECONDS) {
-            return Plan::status(status, Next::Requeue(Duration::from_secs(1)));
-        }
-        let message = format!(
-            "pod {pod_name} exited with code {code} (restartPolicy {}: not retried)",
-            policy.as_str()
-        );
-        return fail(pods, status, "PyTorchJobFailed", &message, now);
-    }
-    let restarts = status.restart_count.unwrap_or(0) + 1;
-    if let Some(limit) = run_policy.backoff_limit {
-        if restarts > limit {
-            let message =
-                format!("pod {pod_name} exited with code {code}; backoffLimit {limit} reached");
-            return fail(pods, status, "BackoffLimitExceeded", &message, now);
-        }
-    }
-    status.restart_count = Some(restarts);
-    status.set(
-        &Time(now),
-        "Restarting",
-        "PyTorchJobRestarting",
-        &format!("pod {pod_name} exited with code {code}; restarting (restart {restarts})"),
-    );
-    status.replica_statuses = replica_statuses(name, slots, &[]);
-    let mut plan = Plan::status(status, Next::Requeue(Duration::from_millis(500)));
-    // As Kubeflow, only the failed pod is recreated; a job that asked for
-    // whole-gang restarts (Switchyard's own) restarts every pod.
-    plan.delete_pods = if pods::gang_restarts(job) {
-        pods.iter().map(|p| p.name_any()).collect()
-    } else {
-        vec![pod_name]
-    };
-    plan
 }
 
 /// `replicaStatuses` as Kubeflow counts them: a Running pod is active (one

@@ -304,117 +304,12 @@ impl Backend for PodTaskBackend {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let client = self.client().await?;
         let pods: Api<Pod> = Api::namespaced(client, &self.config.namespace);
-        match pods.create(&PostParams::default(), &pod).await {
-            Ok(_) => {}
-            // The same attempt submitted before (a resumed run): follow that pod.
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            // Over a ResourceQuota: room comes back when other tasks end.
-            Err(kube::Error::Api(e)) if e.code == 403 && e.message.contains("exceeded quota") => {
-                return Err(BackendError::Retryable(format!(
-                    "pod {name} waits for quota: {}",
-                    e.message
-                )))
-            }
-            Err(kube::Error::Api(e)) if e.code == 400 || e.code == 422 || e.code == 403 => {
-                let fix = if e.message.contains("serviceaccount") {
-                    format!(
-                        " (create the ServiceAccount in namespace {}, or name another as the run's service_account or the server's --service-account)",
-                        self.config.namespace
-                    )
-                } else {
-                    String::new()
-                };
-                return Err(BackendError::Permanent(format!(
-                    "the API server refused pod {name}: {}{fix}",
-                    e.message
-                )));
-            }
-            Err(e) => {
-                return Err(BackendError::Retryable(format!(
-                    "cannot create pod {name}: {e}"
-                )))
-            }
-        }
+        self.create(&pods, &pod, &name).await?;
         logs(&format!(
             "[switchyard] pod {}/{name} created",
             self.config.namespace
         ));
-        let fields = format!("metadata.name={name}");
-        let mut stream = watcher::watcher(pods.clone(), watcher::Config::default().fields(&fields))
-            .default_backoff()
-            .boxed();
-        let mut reader: Option<tokio::task::JoinHandle<()>> = None;
-        loop {
-            let ev = tokio::select! {
-                _ = cancel.cancelled() => {
-                    let _ = pods.delete(&name, &DeleteParams::default().grace_period(0)).await;
-                    return Ok(StepOutcome::Canceled);
-                }
-                ev = stream.try_next() => ev,
-            };
-            let p = match ev {
-                Ok(Some(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => p,
-                Ok(Some(watcher::Event::Delete(_))) => {
-                    return Ok(StepOutcome::Failed {
-                        exit_code: None,
-                        message: format!("pod {name} was deleted"),
-                    })
-                }
-                Ok(Some(_)) => continue,
-                Ok(None) => {
-                    return Err(BackendError::Retryable("the watch on the pod ended".into()))
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "pod watch error; retrying");
-                    continue;
-                }
-            };
-            let phase = p
-                .status
-                .as_ref()
-                .and_then(|s| s.phase.clone())
-                .unwrap_or_default();
-            let ended = phase == "Succeeded" || phase == "Failed";
-            if (phase == "Running" || ended) && reader.is_none() {
-                // Follows a running pod; a pod that ended before it was seen
-                // running is read once.
-                let (pods, name, logs) = (pods.clone(), name.clone(), logs.clone());
-                reader = Some(tokio::spawn(async move {
-                    let params = LogParams {
-                        follow: !ended,
-                        container: Some("main".into()),
-                        ..Default::default()
-                    };
-                    if let Ok(s) = pods.log_stream(&name, &params).await {
-                        let mut lines = s.lines();
-                        while let Ok(Some(line)) = lines.try_next().await {
-                            logs(&line);
-                        }
-                    }
-                }));
-            }
-            if ended {
-                // The last lines (usually the error) belong before the outcome.
-                if let Some(r) = reader.take() {
-                    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), r).await;
-                }
-            }
-            match phase.as_str() {
-                "Succeeded" => return Ok(StepOutcome::Succeeded),
-                "Failed" => {
-                    let code = exit_code(&p);
-                    return Ok(StepOutcome::Failed {
-                        exit_code: code,
-                        message: format!(
-                            "pod {name} failed{}",
-                            code.map(|c| format!(" with exit code {c}"))
-                                .unwrap_or_default()
-                        ),
-                    });
-                }
-                _ => {}
-            }
-        }
+        follow_pod(&pods, &name, &logs, &cancel).await
     }
 
     /// The claim KFP's driver creates for `CreatePVC`, in the task namespace,
@@ -548,6 +443,130 @@ fn claim_doc(claim: &VolumeClaim) -> Value {
         },
         "spec": spec,
     })
+}
+
+impl PodTaskBackend {
+    /// Creates the step's pod; one the same attempt submitted before (a
+    /// resumed run) is followed as it is.
+    async fn create(&self, pods: &Api<Pod>, pod: &Pod, name: &str) -> Result<(), BackendError> {
+        match pods.create(&PostParams::default(), pod).await {
+            Ok(_) => {}
+            // The same attempt submitted before (a resumed run): follow that pod.
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            // Over a ResourceQuota: room comes back when other tasks end.
+            Err(kube::Error::Api(e)) if e.code == 403 && e.message.contains("exceeded quota") => {
+                return Err(BackendError::Retryable(format!(
+                    "pod {name} waits for quota: {}",
+                    e.message
+                )))
+            }
+            Err(kube::Error::Api(e)) if e.code == 400 || e.code == 422 || e.code == 403 => {
+                let fix = if e.message.contains("serviceaccount") {
+                    format!(
+                            " (create the ServiceAccount in namespace {}, or name another as the run's service_account or the server's --service-account)",
+                            self.config.namespace
+                        )
+                } else {
+                    String::new()
+                };
+                return Err(BackendError::Permanent(format!(
+                    "the API server refused pod {name}: {}{fix}",
+                    e.message
+                )));
+            }
+            Err(e) => {
+                return Err(BackendError::Retryable(format!(
+                    "cannot create pod {name}: {e}"
+                )))
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Follows the step's pod to its end: its log into `logs` once it runs, its
+/// phase into the step's outcome; a cancel deletes it.
+async fn follow_pod(
+    pods: &Api<Pod>,
+    name: &str,
+    logs: &LogSink,
+    cancel: &CancellationToken,
+) -> Result<StepOutcome, BackendError> {
+    let name = name.to_string();
+    let fields = format!("metadata.name={name}");
+    let mut stream = watcher::watcher(pods.clone(), watcher::Config::default().fields(&fields))
+        .default_backoff()
+        .boxed();
+    let mut reader: Option<tokio::task::JoinHandle<()>> = None;
+    loop {
+        let ev = tokio::select! {
+            _ = cancel.cancelled() => {
+                let _ = pods.delete(&name, &DeleteParams::default().grace_period(0)).await;
+                return Ok(StepOutcome::Canceled);
+            }
+            ev = stream.try_next() => ev,
+        };
+        let p = match ev {
+            Ok(Some(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => p,
+            Ok(Some(watcher::Event::Delete(_))) => {
+                return Ok(StepOutcome::Failed {
+                    exit_code: None,
+                    message: format!("pod {name} was deleted"),
+                })
+            }
+            Ok(Some(_)) => continue,
+            Ok(None) => return Err(BackendError::Retryable("the watch on the pod ended".into())),
+            Err(e) => {
+                tracing::debug!(error = %e, "pod watch error; retrying");
+                continue;
+            }
+        };
+        let phase = p
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default();
+        let ended = phase == "Succeeded" || phase == "Failed";
+        if (phase == "Running" || ended) && reader.is_none() {
+            // Follows a running pod; a pod that ended before it was seen
+            // running is read once.
+            let (pods, name, logs) = (pods.clone(), name.clone(), logs.clone());
+            reader = Some(tokio::spawn(async move {
+                let params = LogParams {
+                    follow: !ended,
+                    container: Some("main".into()),
+                    ..Default::default()
+                };
+                if let Ok(s) = pods.log_stream(&name, &params).await {
+                    let mut lines = s.lines();
+                    while let Ok(Some(line)) = lines.try_next().await {
+                        logs(&line);
+                    }
+                }
+            }));
+        }
+        if ended {
+            // The last lines (usually the error) belong before the outcome.
+            if let Some(r) = reader.take() {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(10), r).await;
+            }
+        }
+        match phase.as_str() {
+            "Succeeded" => return Ok(StepOutcome::Succeeded),
+            "Failed" => {
+                let code = exit_code(&p);
+                return Ok(StepOutcome::Failed {
+                    exit_code: code,
+                    message: format!(
+                        "pod {name} failed{}",
+                        code.map(|c| format!(" with exit code {c}"))
+                            .unwrap_or_default()
+                    ),
+                });
+            }
+            _ => {}
+        }
+    }
 }
 
 #[cfg(test)]

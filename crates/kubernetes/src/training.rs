@@ -244,52 +244,6 @@ impl KubernetesBackend {
     }
 }
 
-/// Streams one pod's log into its rank file and the job's events.
-fn follow_pod_log(
-    pods: Api<Pod>,
-    pod: String,
-    rank: u32,
-    host: String,
-    dir: PathBuf,
-    scraper: MetricScraper,
-    events: JobEvents,
-) {
-    tokio::spawn(async move {
-        let params = LogParams {
-            follow: true,
-            container: Some(CONTAINER.into()),
-            ..Default::default()
-        };
-        let stream = match pods.log_stream(&pod, &params).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::debug!(pod = %pod, error = %e, "no log yet");
-                return;
-            }
-        };
-        let _ = std::fs::create_dir_all(&dir);
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(switchyard_training::slots::rank_log(&dir, &host, rank))
-            .ok();
-        let mut lines = stream.lines();
-        while let Ok(Some(line)) = lines.try_next().await {
-            if let Some(f) = file.as_mut() {
-                let _ = writeln!(f, "{line}");
-            }
-            for (name, value) in scraper.scrape(&line) {
-                let _ = events.send(JobEvent::Metric { name, value });
-            }
-            let _ = events.send(JobEvent::Log {
-                host: host.clone(),
-                rank,
-                line,
-            });
-        }
-    });
-}
-
 #[async_trait::async_trait]
 impl TrainingBackend for KubernetesBackend {
     fn kind(&self) -> BackendKind {
@@ -631,20 +585,61 @@ impl Follow<'_> {
                 continue;
             }
             let node = pod_node(p);
-            follow_pod_log(
-                self.pods.clone(),
+            let rank = switchyard_training::slots::Slot {
+                node,
+                local_rank: 0,
+            }
+            .rank(self.job.spec.procs_per_node);
+            self.stream_log(
                 p.name_any(),
-                switchyard_training::slots::Slot {
-                    node,
-                    local_rank: 0,
-                }
-                .rank(self.job.spec.procs_per_node),
+                rank,
                 switchyard_training::slots::host_name(node),
-                self.logs_dir.clone(),
-                self.scraper.clone(),
-                self.lines.clone(),
             );
         }
+    }
+
+    /// Streams one pod's log into its rank file and the job's events.
+    fn stream_log(&self, pod: String, rank: u32, host: String) {
+        let (pods, dir, scraper, events) = (
+            self.pods.clone(),
+            self.logs_dir.clone(),
+            self.scraper.clone(),
+            self.lines.clone(),
+        );
+        tokio::spawn(async move {
+            let params = LogParams {
+                follow: true,
+                container: Some(CONTAINER.into()),
+                ..Default::default()
+            };
+            let stream = match pods.log_stream(&pod, &params).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(pod = %pod, error = %e, "no log yet");
+                    return;
+                }
+            };
+            let _ = std::fs::create_dir_all(&dir);
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(switchyard_training::slots::rank_log(&dir, &host, rank))
+                .ok();
+            let mut lines = stream.lines();
+            while let Ok(Some(line)) = lines.try_next().await {
+                if let Some(f) = file.as_mut() {
+                    let _ = writeln!(f, "{line}");
+                }
+                for (name, value) in scraper.scrape(&line) {
+                    let _ = events.send(JobEvent::Metric { name, value });
+                }
+                let _ = events.send(JobEvent::Log {
+                    host: host.clone(),
+                    rank,
+                    line,
+                });
+            }
+        });
     }
 
     /// Reports the newest true condition once (running, restarting, other).

@@ -57,6 +57,16 @@ impl LocalBackend {
             warm_failed: std::sync::atomic::AtomicBool::new(false),
         }
     }
+
+    /// How a step started here is watched: its log, its cancel, the grace
+    /// period before SIGKILL.
+    fn watch(&self, logs: &LogSink, cancel: &CancellationToken) -> process::Watch {
+        process::Watch {
+            logs: logs.clone(),
+            cancel: cancel.clone(),
+            grace: self.config.kill_grace,
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -167,15 +177,7 @@ impl Backend for LocalBackend {
                 full.insert("_KFP_RUNTIME".into(), "true".into());
                 let ran = self
                     .warm
-                    .run(
-                        venv,
-                        step,
-                        full,
-                        &job.work_dir,
-                        logs.clone(),
-                        cancel.clone(),
-                        self.config.kill_grace,
-                    )
+                    .run(venv, step, full, &job.work_dir, self.watch(&logs, &cancel))
                     .await;
                 match ran {
                     Ok(outcome) => return outcome,
@@ -193,16 +195,8 @@ impl Backend for LocalBackend {
                 }
             }
         }
-        process::run_process(
-            &argv,
-            &env,
-            &remove_env,
-            &job.work_dir,
-            logs,
-            cancel,
-            self.config.kill_grace,
-        )
-        .await
+        let watch = self.watch(&logs, &cancel);
+        process::run_process(&argv, &env, &remove_env, &job.work_dir, watch).await
     }
 }
 

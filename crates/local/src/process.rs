@@ -173,18 +173,30 @@ pub async fn stop(child: &mut Child, pid: u32, grace: Duration) {
     }
 }
 
+/// How a started step is watched: where its output goes, what stops it, and
+/// how long it gets to stop (SIGTERM, then SIGKILL after `grace`).
+#[derive(Clone)]
+pub struct Watch {
+    pub logs: LogSink,
+    pub cancel: CancellationToken,
+    pub grace: Duration,
+}
+
 /// Runs `argv` in its own process group and waits for it. On cancel the group
-/// gets SIGTERM, then SIGKILL after `grace`. Whatever the group left behind is
-/// killed when the leader exits, so nothing outlives the job.
+/// gets SIGTERM, then SIGKILL after the grace period. Whatever the group left
+/// behind is killed when the leader exits, so nothing outlives the job.
 pub async fn run_process(
     argv: &[String],
     env: &BTreeMap<String, String>,
     remove_env: &[&str],
     work_dir: &Path,
-    logs: LogSink,
-    cancel: CancellationToken,
-    grace: Duration,
+    watch: Watch,
 ) -> Result<StepOutcome, BackendError> {
+    let Watch {
+        logs,
+        cancel,
+        grace,
+    } = watch;
     let mut sp = spawn_group(argv, env, remove_env, work_dir, logs)?;
     let status = tokio::select! {
         s = sp.child.wait() => Some(s),

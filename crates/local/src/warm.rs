@@ -20,9 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use switchyard_backend::{BackendError, LogSink, StepOutcome};
+use switchyard_backend::{BackendError, StepOutcome};
 use tokio::io::AsyncBufReadExt;
-use tokio_util::sync::CancellationToken;
 
 use crate::process::{drain, signal_group};
 
@@ -189,17 +188,19 @@ impl WarmPythons {
 
     /// Runs `step` as a fork of the environment's server. `Err(Fallback)`
     /// means nothing ran: start the step plainly.
-    #[allow(clippy::too_many_arguments)]
     pub async fn run(
         &self,
         venv: &Path,
         step: Step,
         env: BTreeMap<String, String>,
         work_dir: &Path,
-        logs: LogSink,
-        cancel: CancellationToken,
-        grace: Duration,
+        watch: crate::process::Watch,
     ) -> Result<Result<StepOutcome, BackendError>, Fallback> {
+        let crate::process::Watch {
+            logs,
+            cancel,
+            grace,
+        } = watch;
         let server = self.server(venv).await.map_err(Fallback)?;
         // kfp's launcher writes the source to a fresh folder; so does this.
         let program = tempdir_for(&env).map_err(Fallback)?;

@@ -6,13 +6,12 @@ use super::*;
 /// A container or importer task.
 pub(super) async fn run_executor(
     ctx: &Arc<RunCtx>,
-    key: &str,
-    task: &TaskSpec,
-    comp: &ComponentSpec,
+    at: &TaskAt<'_>,
     inputs: Io,
     mut rec: TaskRecord,
     platform: BTreeMap<String, Value>,
 ) -> Outcome {
+    let (key, task, comp) = (at.key, at.task, at.comp);
     let label = comp.executor_label.clone().unwrap_or_default();
     let Some(exec) = ctx.spec.deployment_spec.executors.get(&label).cloned() else {
         let msg = format!("task '{key}': executor '{label}' not found");

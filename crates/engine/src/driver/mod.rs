@@ -498,6 +498,15 @@ fn dag_outcome(ctx: &RunCtx, comp_name: &str, results: &BTreeMap<String, Outcome
     }
 }
 
+/// One task where it sits in the run: its key, its spec in the DAG, and its
+/// component (by name and spec).
+pub(crate) struct TaskAt<'a> {
+    pub key: &'a str,
+    pub task: &'a TaskSpec,
+    pub comp_name: &'a str,
+    pub comp: &'a ComponentSpec,
+}
+
 /// Runs one task of a DAG: resolves its inputs, checks its condition, then
 /// dispatches to a loop, a sub-DAG or an executor.
 fn run_task(
@@ -574,8 +583,14 @@ fn run_task(
                 return Outcome::ended(State::Failed, Some(e));
             }
         }
+        let at = TaskAt {
+            key: &key,
+            task: &task,
+            comp_name: &comp_name,
+            comp: &comp,
+        };
         match kind {
-            "loop" => run_loop(&ctx, &key, &task, &comp_name, &comp, inputs, rec).await,
+            "loop" => run_loop(&ctx, &at, inputs, rec).await,
             "dag" => {
                 let out = run_dag(ctx.clone(), Scope::child(&key), comp_name, inputs).await;
                 ctx.finish(&mut rec, out.state, out.outputs, out.error)
@@ -586,7 +601,7 @@ fn run_task(
                     Ok(p) => p,
                     Err(e) => return ctx.fail(&mut rec, format!("task '{key}': {e}")).await,
                 };
-                run_executor(&ctx, &key, &task, &comp, inputs, rec, platform).await
+                run_executor(&ctx, &at, inputs, rec, platform).await
             }
         }
     })
