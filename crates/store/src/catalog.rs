@@ -95,7 +95,7 @@ async fn update_labels(
         .await
         .map_err(q("update pipeline or version"))?;
     if r.rows_affected() == 0 {
-        return Err(not_found(kind, id));
+        return Err(StoreError::not_found(kind, id));
     }
     Ok(())
 }
@@ -144,13 +144,6 @@ fn recurring(row: &AnyRow) -> Result<RecurringRunRecord> {
     })
 }
 
-fn not_found(kind: &'static str, id: &str) -> StoreError {
-    StoreError::NotFound {
-        kind,
-        id: id.to_string(),
-    }
-}
-
 async fn insert_version(conn: &mut sqlx::AnyConnection, v: &PipelineVersionRecord) -> Result<()> {
     sqlx::query(
         "INSERT INTO pipeline_versions (id, pipeline_id, name, display_name, description, spec, created_at, tags) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
@@ -190,7 +183,7 @@ impl CatalogStore for SqlStore {
             .fetch_optional(self.pool())
             .await
             .map_err(q("get experiment"))?
-            .ok_or_else(|| not_found("experiment", id))?;
+            .ok_or_else(|| StoreError::not_found("experiment", id))?;
         experiment(&row)
     }
 
@@ -220,7 +213,7 @@ impl CatalogStore for SqlStore {
             .await
             .map_err(q("update experiment"))?;
         if r.rows_affected() == 0 {
-            return Err(not_found("experiment", id));
+            return Err(StoreError::not_found("experiment", id));
         }
         if state == "ARCHIVED" {
             // As KFP: archiving an experiment archives its runs and disables
@@ -252,7 +245,7 @@ impl CatalogStore for SqlStore {
             .await
             .map_err(q("delete experiment"))?;
         if r.rows_affected() == 0 {
-            return Err(not_found("experiment", id));
+            return Err(StoreError::not_found("experiment", id));
         }
         Ok(())
     }
@@ -285,7 +278,7 @@ impl CatalogStore for SqlStore {
             .fetch_optional(self.pool())
             .await
             .map_err(q("get pipeline"))?
-            .ok_or_else(|| not_found("pipeline", id))?;
+            .ok_or_else(|| StoreError::not_found("pipeline", id))?;
         pipeline(&row)
     }
 
@@ -313,7 +306,7 @@ impl CatalogStore for SqlStore {
             .await
             .map_err(q("delete pipeline"))?;
         if r.rows_affected() == 0 {
-            return Err(not_found("pipeline", id));
+            return Err(StoreError::not_found("pipeline", id));
         }
         Ok(())
     }
@@ -359,7 +352,7 @@ impl CatalogStore for SqlStore {
             .fetch_optional(self.pool())
             .await
             .map_err(q("get pipeline version"))?
-            .ok_or_else(|| not_found("pipeline version", id))?;
+            .ok_or_else(|| StoreError::not_found("pipeline version", id))?;
         version(&row)
     }
 
@@ -381,7 +374,7 @@ impl CatalogStore for SqlStore {
             .await
             .map_err(q("delete pipeline version"))?;
         if r.rows_affected() == 0 {
-            return Err(not_found("pipeline version", id));
+            return Err(StoreError::not_found("pipeline version", id));
         }
         Ok(())
     }
@@ -433,7 +426,7 @@ impl CatalogStore for SqlStore {
             .await
             .map_err(q("delete run"))?;
         if r.rows_affected() == 0 {
-            return Err(not_found("run", run_id));
+            return Err(StoreError::not_found("run", run_id));
         }
         Ok(())
     }
@@ -537,7 +530,7 @@ impl CatalogStore for SqlStore {
             .fetch_optional(self.pool())
             .await
             .map_err(q("read recurring run"))?
-            .ok_or_else(|| not_found("recurring run", id))?;
+            .ok_or_else(|| StoreError::not_found("recurring run", id))?;
         recurring(&row)
     }
 
@@ -571,7 +564,7 @@ impl CatalogStore for SqlStore {
         .await
         .map_err(q("enable or disable recurring run"))?;
         if r.rows_affected() == 0 {
-            return Err(not_found("recurring run", id));
+            return Err(StoreError::not_found("recurring run", id));
         }
         Ok(())
     }
@@ -614,7 +607,7 @@ impl CatalogStore for SqlStore {
             .await
             .map_err(q("delete recurring run"))?;
         if r.rows_affected() == 0 {
-            return Err(not_found("recurring run", id));
+            return Err(StoreError::not_found("recurring run", id));
         }
         Ok(())
     }

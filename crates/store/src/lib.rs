@@ -48,6 +48,16 @@ pub enum StoreError {
     AmbiguousJob(String),
 }
 
+impl StoreError {
+    /// No `kind` record (experiment, pipeline, …) with this id.
+    pub(crate) fn not_found(kind: &'static str, id: &str) -> Self {
+        StoreError::NotFound {
+            kind,
+            id: id.to_string(),
+        }
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 use chrono::{DateTime, Utc};

@@ -34,6 +34,14 @@ impl Kind {
             Kind::Job => "job",
         }
     }
+
+    /// The error for a record of this kind that does not exist.
+    pub(crate) fn not_found(self, id: &str) -> crate::StoreError {
+        match self {
+            Kind::Run => crate::StoreError::RunNotFound(id.to_string()),
+            Kind::Job => crate::StoreError::JobNotFound(id.to_string()),
+        }
+    }
 }
 
 /// The states in which a record is still held, renewed and recoverable.

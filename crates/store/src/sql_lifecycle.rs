@@ -7,7 +7,7 @@ use sqlx::Row;
 
 use crate::lifecycle::{Claim, Control, Kind, LifecycleStore};
 use crate::sql::{parse_state, placeholders, q, ts};
-use crate::{Lease, Result, SqlStore, StoreError};
+use crate::{Lease, Result, SqlStore};
 
 /// The kind's table, its error column, and the history row a state change adds.
 struct Columns {
@@ -30,13 +30,6 @@ fn columns(kind: Kind) -> Columns {
             history:
                 "INSERT INTO job_events (job_id, state, message, at) VALUES ($1, $2, NULL, $3)",
         },
-    }
-}
-
-fn not_found(kind: Kind, id: &str) -> StoreError {
-    match kind {
-        Kind::Run => StoreError::RunNotFound(id.to_string()),
-        Kind::Job => StoreError::JobNotFound(id.to_string()),
     }
 }
 
@@ -143,7 +136,7 @@ impl LifecycleStore for SqlStore {
             .fetch_optional(self.pool())
             .await
             .map_err(q("read control"))?
-            .ok_or_else(|| not_found(kind, id))?;
+            .ok_or_else(|| kind.not_found(id))?;
         Ok(Control {
             state: parse_state(&row.get::<String, _>("state"), kind.noun())?,
             cancel_requested: row.get::<i64, _>("cancel_requested") != 0,

@@ -31,13 +31,6 @@ pub(super) struct Catalog {
     recurring: BTreeMap<String, RecurringRunRecord>,
 }
 
-fn not_found(kind: &'static str, id: &str) -> StoreError {
-    StoreError::NotFound {
-        kind,
-        id: id.to_string(),
-    }
-}
-
 fn exists(kind: &'static str, name: &str) -> StoreError {
     StoreError::AlreadyExists {
         kind,
@@ -67,7 +60,7 @@ impl Catalog {
             return Err(exists("pipeline version", &v.name));
         }
         if !self.pipelines.contains_key(&v.pipeline_id) {
-            return Err(not_found("pipeline", &v.pipeline_id));
+            return Err(StoreError::not_found("pipeline", &v.pipeline_id));
         }
         self.versions.insert(v.id.clone(), v.clone());
         Ok(())
@@ -147,7 +140,7 @@ impl CatalogStore for MemoryStore {
             .experiments
             .get(id)
             .cloned()
-            .ok_or_else(|| not_found("experiment", id))
+            .ok_or_else(|| StoreError::not_found("experiment", id))
     }
 
     async fn experiment_by_name(&self, name: &str) -> Result<Option<ExperimentRecord>> {
@@ -173,7 +166,7 @@ impl CatalogStore for MemoryStore {
             .catalog
             .experiments
             .get_mut(id)
-            .ok_or_else(|| not_found("experiment", id))?;
+            .ok_or_else(|| StoreError::not_found("experiment", id))?;
         e.storage_state = state.to_string();
         if state == "ARCHIVED" {
             d.archive_experiment(id);
@@ -184,7 +177,7 @@ impl CatalogStore for MemoryStore {
     async fn delete_experiment(&self, id: &str) -> Result<()> {
         match self.data().catalog.experiments.remove(id) {
             Some(_) => Ok(()),
-            None => Err(not_found("experiment", id)),
+            None => Err(StoreError::not_found("experiment", id)),
         }
     }
 
@@ -215,7 +208,7 @@ impl CatalogStore for MemoryStore {
             .pipelines
             .get(id)
             .cloned()
-            .ok_or_else(|| not_found("pipeline", id))
+            .ok_or_else(|| StoreError::not_found("pipeline", id))
     }
 
     async fn pipeline_by_name(&self, name: &str) -> Result<Option<PipelineRecord>> {
@@ -239,7 +232,7 @@ impl CatalogStore for MemoryStore {
         let c = &mut d.catalog;
         c.pipelines
             .remove(id)
-            .ok_or_else(|| not_found("pipeline", id))?;
+            .ok_or_else(|| StoreError::not_found("pipeline", id))?;
         c.versions.retain(|_, v| v.pipeline_id != id);
         Ok(())
     }
@@ -255,7 +248,7 @@ impl CatalogStore for MemoryStore {
             .catalog
             .pipelines
             .get_mut(id)
-            .ok_or_else(|| not_found("pipeline", id))?;
+            .ok_or_else(|| StoreError::not_found("pipeline", id))?;
         set_labels(&mut p.display_name, &mut p.tags, display_name, tags);
         Ok(())
     }
@@ -271,7 +264,7 @@ impl CatalogStore for MemoryStore {
             .catalog
             .versions
             .get_mut(id)
-            .ok_or_else(|| not_found("pipeline version", id))?;
+            .ok_or_else(|| StoreError::not_found("pipeline version", id))?;
         set_labels(&mut v.display_name, &mut v.tags, display_name, tags);
         Ok(())
     }
@@ -286,7 +279,7 @@ impl CatalogStore for MemoryStore {
             .versions
             .get(id)
             .cloned()
-            .ok_or_else(|| not_found("pipeline version", id))
+            .ok_or_else(|| StoreError::not_found("pipeline version", id))
     }
 
     async fn list_versions(&self, pipeline_id: &str) -> Result<Vec<PipelineVersionRecord>> {
@@ -304,14 +297,14 @@ impl CatalogStore for MemoryStore {
     async fn delete_version(&self, id: &str) -> Result<()> {
         match self.data().catalog.versions.remove(id) {
             Some(_) => Ok(()),
-            None => Err(not_found("pipeline version", id)),
+            None => Err(StoreError::not_found("pipeline version", id)),
         }
     }
 
     async fn put_run_catalog(&self, c: &RunCatalog) -> Result<()> {
         let mut d = self.data();
         if !d.runs.contains_key(&c.run_id) {
-            return Err(not_found("run", &c.run_id));
+            return Err(StoreError::not_found("run", &c.run_id));
         }
         d.catalog.runs.insert(c.run_id.clone(), c.clone());
         Ok(())
@@ -371,7 +364,7 @@ impl CatalogStore for MemoryStore {
         let mut d = self.data();
         d.runs
             .remove(run_id)
-            .ok_or_else(|| not_found("run", run_id))?;
+            .ok_or_else(|| StoreError::not_found("run", run_id))?;
         // What SQL deletes with it by foreign key.
         d.tasks.retain(|(run, _), _| run != run_id);
         d.transitions.retain(|(run, _)| run != run_id);
@@ -398,7 +391,7 @@ impl CatalogStore for MemoryStore {
             .recurring
             .get(id)
             .cloned()
-            .ok_or_else(|| not_found("recurring run", id))
+            .ok_or_else(|| StoreError::not_found("recurring run", id))
     }
 
     async fn list_recurring_runs(&self) -> Result<Vec<RecurringRunRecord>> {
@@ -427,7 +420,7 @@ impl CatalogStore for MemoryStore {
             .catalog
             .recurring
             .get_mut(id)
-            .ok_or_else(|| not_found("recurring run", id))?;
+            .ok_or_else(|| StoreError::not_found("recurring run", id))?;
         r.enabled = enabled;
         r.error = None;
         r.updated_at = Utc::now();
@@ -462,7 +455,7 @@ impl CatalogStore for MemoryStore {
     async fn delete_recurring_run(&self, id: &str) -> Result<()> {
         match self.data().catalog.recurring.remove(id) {
             Some(_) => Ok(()),
-            None => Err(not_found("recurring run", id)),
+            None => Err(StoreError::not_found("recurring run", id)),
         }
     }
 

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use super::{stored, takes, Data, MemoryStore};
 use crate::lifecycle::{Claim, Control, Kind, LifecycleStore, UNFINISHED};
-use crate::{Lease, Result, State, StoreError};
+use crate::{Lease, Result, State};
 
 /// The lifecycle fields of one run or job.
 struct Lived<'a> {
@@ -51,13 +51,6 @@ impl Data {
             Kind::Run => self.transition(id, None, state),
             Kind::Job => self.job_event(id, state, None),
         }
-    }
-}
-
-fn not_found(kind: Kind, id: &str) -> StoreError {
-    match kind {
-        Kind::Run => StoreError::RunNotFound(id.to_string()),
-        Kind::Job => StoreError::JobNotFound(id.to_string()),
     }
 }
 
@@ -134,7 +127,7 @@ impl LifecycleStore for MemoryStore {
 
     async fn control(&self, kind: Kind, id: &str) -> Result<Control> {
         let mut d = self.data();
-        let l = d.lived(kind, id).ok_or_else(|| not_found(kind, id))?;
+        let l = d.lived(kind, id).ok_or_else(|| kind.not_found(id))?;
         Ok(Control {
             state: *l.state,
             cancel_requested: *l.cancel,
