@@ -53,6 +53,24 @@ impl JobRunner {
         cancel: CancellationToken,
         notice: NoticeSink,
     ) -> Result<JobRecord, RunnerError> {
+        let id = prepared.record.id.clone();
+        let followed = self.follow(prepared, job, cancel, notice).await;
+        if followed.is_err() {
+            // Whatever failed, this process holds the job no more: the lease
+            // keeper must not keep renewing a job nobody follows (it would
+            // never count as orphaned). A no-op when another holds it.
+            self.let_go(&id).await;
+        }
+        followed
+    }
+
+    async fn follow(
+        &self,
+        prepared: Prepared,
+        job: &TrainingJob,
+        cancel: CancellationToken,
+        notice: NoticeSink,
+    ) -> Result<JobRecord, RunnerError> {
         let Prepared {
             record,
             backend,

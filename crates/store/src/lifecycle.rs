@@ -200,7 +200,7 @@ pub async fn watch(
                 let Ok(control) = store.control(kind, id).await else { continue };
                 if control.owner.as_deref() != Some(me.as_str()) {
                     let owner = control.owner.unwrap_or_else(|| "nobody".into());
-                    tracing::error!(kind = kind.noun(), %id, %owner, "this process lost the record to another; stopping its work");
+                    tracing::error!(%id, %owner, "this process lost the {} to another; stopping its work", kind.noun());
                     lost.cancel();
                     cancel.cancel();
                     return Watched::Lost { owner };
