@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use switchyard_store::lifecycle::{self, Claim, Kind, Orphan};
+use switchyard_store::lifecycle::{self, Claim, Kind, Orphan, Request, Target};
 use switchyard_store::{Holder, Lease, LifecycleStore, RunRecord, RunUpdate, State};
 
 use crate::{Engine, EngineError};
@@ -65,17 +65,17 @@ impl Engine {
         };
         let me = &Holder::current().id;
         let stop = || self.stop_and_record(&run, me);
+        let target = Target {
+            kind: Kind::Run,
+            id: &run.id,
+            observed: run.lease.as_ref(),
+            claim,
+            // A cancel accepted stays accepted: the run stays CANCELING
+            // with its request when what it left running cannot be stopped.
+            request: Request::First,
+        };
         Ok(
-            match lifecycle::cancel_orphan(
-                &store,
-                Kind::Run,
-                &run.id,
-                run.lease.as_ref(),
-                claim,
-                stop,
-            )
-            .await?
-            {
+            match lifecycle::cancel_orphan(&store, target, stop).await? {
                 Orphan::Ended(stopped) => OrphanCancel::Canceled(stopped),
                 Orphan::Held => OrphanCancel::Held,
             },

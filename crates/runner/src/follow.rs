@@ -53,29 +53,32 @@ impl JobRunner {
         cancel: CancellationToken,
         notice: NoticeSink,
     ) -> Result<JobRecord, RunnerError> {
-        let id = prepared.record.id.clone();
-        let followed = self.follow(prepared, job, cancel, notice).await;
-        if followed.is_err() {
-            // Whatever failed, this process holds the job no more: the lease
-            // keeper must not keep renewing a job nobody follows (it would
-            // never count as orphaned). A no-op when another holds it.
-            self.let_go(&id).await;
-        }
+        // However following ends (or if this future is dropped), this
+        // process holds the job no more: the lease keeper must not renew a
+        // job nobody follows, which would never count as orphaned. Its end,
+        // when recorded, already cleared the lease; another's is left alone.
+        let Prepared {
+            record,
+            backend,
+            adopted,
+            hold,
+        } = prepared;
+        let followed = self
+            .follow(record, backend, adopted, job, cancel, notice)
+            .await;
+        hold.release().await;
         followed
     }
 
     async fn follow(
         &self,
-        prepared: Prepared,
+        record: JobRecord,
+        backend: Arc<dyn TrainingBackend>,
+        adopted: bool,
         job: &TrainingJob,
         cancel: CancellationToken,
         notice: NoticeSink,
     ) -> Result<JobRecord, RunnerError> {
-        let Prepared {
-            record,
-            backend,
-            adopted,
-        } = prepared;
         let id = record.id.clone();
         let (lost, done) = (CancellationToken::new(), CancellationToken::new());
         let watcher = self.watcher(&id, &cancel, &lost, &done);

@@ -79,6 +79,8 @@ pub struct Prepared {
     /// Taken over from a follower that died: it may still run where it was
     /// submitted, so a failure to follow it must not record it ended.
     adopted: bool,
+    /// The job's lease, given back when following ends or never starts.
+    hold: switchyard_store::Hold,
 }
 
 /// Whether an unfinished job has lost its follower (the process that
@@ -178,10 +180,16 @@ impl JobRunner {
             finished_at: None,
         };
         self.store.create_job(&record).await?;
+        let hold = switchyard_store::Hold::new(
+            self.store.clone(),
+            switchyard_store::Kind::Job,
+            &record.id,
+        );
         Ok(Prepared {
             record,
             backend,
             adopted: false,
+            hold,
         })
     }
 }

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use switchyard_store::lifecycle::{self, Claim, Kind, Orphan};
-use switchyard_store::{Holder, JobRecord, LifecycleStore, State};
+use switchyard_store::lifecycle::{self, Claim, Kind, Orphan, Request, Target};
+use switchyard_store::{Hold, Holder, JobRecord, LifecycleStore, State};
 use switchyard_training::{Stopped, TrainingJob};
 
 use crate::{job_of, orphaned, task_link, JobRunner, Prepared, RunnerError};
@@ -59,16 +59,19 @@ impl JobRunner {
                 self.store.get_job(&rec.id).await?,
             )));
         }
+        // Given back on every way out but following it.
+        let hold = Hold::new(self.store.clone(), Kind::Job, &rec.id);
         let job = job_of(rec)?;
         let backend = match self.backend_for(&job).await {
             Ok(b) => b,
             Err(e) => {
-                self.let_go(&rec.id).await;
+                hold.release().await;
                 return Err(left_as_it_was(&rec.id, &e));
             }
         };
         let me = Holder::current();
-        self.store
+        let said = self
+            .store
             .add_job_event(
                 &rec.id,
                 rec.state,
@@ -80,11 +83,16 @@ impl JobRunner {
             )
             .await?;
         let record = self.store.get_job(&rec.id).await?;
+        if !said {
+            // Taken by another process in the meantime.
+            return Ok(Adopted::NotMine(Box::new(record)));
+        }
         Ok(Adopted::Mine(
             Box::new(Prepared {
                 record,
                 backend,
                 adopted: true,
+                hold,
             }),
             Box::new(job),
         ))
@@ -124,10 +132,15 @@ impl JobRunner {
         }
         let store: Arc<dyn LifecycleStore> = self.store.clone();
         let stop = || self.stop_and_record(rec);
-        let claim = Claim::lease_only();
-        match lifecycle::cancel_orphan(&store, Kind::Job, &rec.id, rec.lease.as_ref(), claim, stop)
-            .await?
-        {
+        let target = Target {
+            kind: Kind::Job,
+            id: &rec.id,
+            observed: rec.lease.as_ref(),
+            claim: Claim::lease_only(),
+            // A job that cannot be stopped is left exactly as it was.
+            request: Request::Never,
+        };
+        match lifecycle::cancel_orphan(&store, target, stop).await? {
             Orphan::Ended(done) => Ok(Some(done)),
             Orphan::Held => Ok(None),
         }

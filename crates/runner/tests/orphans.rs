@@ -373,3 +373,42 @@ async fn a_follower_that_lost_its_job_writes_nothing_and_leaves_it_running() {
         "not stopped"
     );
 }
+
+/// A follower whose work is dropped midway (its step's run was taken over,
+/// a request abandoned) gives the job back: the process's lease keeper must
+/// not keep a job nobody follows held, so another process can adopt it.
+#[tokio::test(start_paused = true)]
+async fn a_follower_dropped_midway_gives_its_job_back() {
+    let backend = Scripted::new(vec![Answer::Hangs]);
+    let (runner, store, said) = runner(backend.clone());
+    let runner = Arc::new(runner);
+    let prepared = runner.prepare(&job()).await.expect("prepared");
+    let id = prepared.record.id.clone();
+    let follower = {
+        let (runner, notice) = (runner.clone(), sink(&said));
+        tokio::spawn(async move {
+            runner
+                .execute(prepared, &job(), CancellationToken::new(), notice)
+                .await
+        })
+    };
+    for _ in 0..50 {
+        if store.get_job(&id).await.expect("job").state == State::Running {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(store.get_job(&id).await.expect("job").lease.is_some());
+    follower.abort();
+    let _ = follower.await;
+    for _ in 0..50 {
+        if store.get_job(&id).await.expect("job").lease.is_none() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let now = store.get_job(&id).await.expect("job");
+    assert!(now.lease.is_none(), "given back: {:?}", now.lease);
+    assert_eq!(now.state, State::Running, "unfinished, for a resume");
+    assert!(switchyard_runner::orphaned(&now));
+}

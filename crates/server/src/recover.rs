@@ -66,43 +66,53 @@ pub fn keep_recovering(state: AppState) {
 
 /// Both kinds' unfinished records that nobody holds, runs first. Only runs
 /// a server created (they have a catalog entry) are a server's to resume:
-/// `switchyard run` resumes its own.
+/// `switchyard run` resumes its own. A kind whose records cannot be read is
+/// said and skipped, so the other is still recovered.
 async fn orphans(state: &AppState) -> Result<Vec<Orphaned>, ApiError> {
     let mut found = Vec::new();
     for kind in Kind::ALL {
-        match kind {
-            Kind::Run => {
-                let unfinished = RunFilter {
-                    field: RunField::State,
-                    negate: false,
-                    values: UNFINISHED.iter().map(|s| s.as_str().to_string()).collect(),
-                };
-                let (runs, _) = state
-                    .catalog
-                    .page_runs(None, &[unfinished], false, 0, i64::MAX as u64)
-                    .await?;
-                let ours = |id: &str| state.active.lock().is_ok_and(|a| a.contains(id));
-                found.extend(
-                    runs.into_iter()
-                        .filter(|(run, catalog)| {
-                            catalog.is_some() && !held(run.lease.as_ref()) && !ours(&run.id)
-                        })
-                        .map(|(run, _)| Orphaned::Run(run)),
-                );
+        match orphans_of(state, kind).await {
+            Ok(some) => found.extend(some),
+            // Runs first, as before: their failure is the scan's.
+            Err(e) if kind == Kind::Run => return Err(e),
+            Err(e) => {
+                tracing::warn!(kind = kind.noun(), error = %e, "cannot list what no process holds; skipped in this scan")
             }
-            Kind::Job => found.extend(
-                state
-                    .jobs
-                    .store()
-                    .unfinished_jobs()
-                    .await?
-                    .into_iter()
-                    .filter(|j| !held(j.lease.as_ref()))
-                    .map(Orphaned::Job),
-            ),
         }
     }
     Ok(found)
+}
+
+async fn orphans_of(state: &AppState, kind: Kind) -> Result<Vec<Orphaned>, ApiError> {
+    Ok(match kind {
+        Kind::Run => {
+            let unfinished = RunFilter {
+                field: RunField::State,
+                negate: false,
+                values: UNFINISHED.iter().map(|s| s.as_str().to_string()).collect(),
+            };
+            let (runs, _) = state
+                .catalog
+                .page_runs(None, &[unfinished], false, 0, i64::MAX as u64)
+                .await?;
+            let ours = |id: &str| state.active.lock().is_ok_and(|a| a.contains(id));
+            runs.into_iter()
+                .filter(|(run, catalog)| {
+                    catalog.is_some() && !held(run.lease.as_ref()) && !ours(&run.id)
+                })
+                .map(|(run, _)| Orphaned::Run(run))
+                .collect()
+        }
+        Kind::Job => state
+            .jobs
+            .store()
+            .unfinished_jobs()
+            .await?
+            .into_iter()
+            .filter(|j| !held(j.lease.as_ref()))
+            .map(Orphaned::Job)
+            .collect(),
+    })
 }
 
 fn held(lease: Option<&Lease>) -> bool {

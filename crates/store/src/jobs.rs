@@ -198,19 +198,21 @@ impl JobStore for SqlStore {
         message: &str,
         owner: Option<&str>,
     ) -> Result<bool> {
-        let res = sqlx::query(
+        let sql = format!(
             "INSERT INTO job_events (job_id, state, message, at) SELECT $1, $2, $3, $4 \
-             WHERE $5 IS NULL OR EXISTS (SELECT 1 FROM jobs WHERE id = $6 AND owner_id = $5)",
-        )
-        .bind(id)
-        .bind(state.as_str())
-        .bind(message)
-        .bind(ts(&Utc::now()))
-        .bind(owner)
-        .bind(id)
-        .execute(self.pool())
-        .await
-        .map_err(q("add job event"))?;
+             WHERE $5 IS NULL OR EXISTS (SELECT 1 FROM jobs WHERE id = $6 AND owner_id = $5{})",
+            self.share_lock()
+        );
+        let res = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(state.as_str())
+            .bind(message)
+            .bind(ts(&Utc::now()))
+            .bind(owner)
+            .bind(id)
+            .execute(self.pool())
+            .await
+            .map_err(q("add job event"))?;
         Ok(res.rows_affected() > 0)
     }
 
@@ -266,19 +268,21 @@ impl JobStore for SqlStore {
         let now = ts(&Utc::now());
         let mut tx = self.pool().begin().await.map_err(q("add job metrics"))?;
         for (name, value) in points {
-            let res = sqlx::query(
+            let sql = format!(
                 "INSERT INTO job_metrics (job_id, name, value, at) SELECT $1, $2, $3, $4 \
-                 WHERE $5 IS NULL OR EXISTS (SELECT 1 FROM jobs WHERE id = $6 AND owner_id = $5)",
-            )
-            .bind(id)
-            .bind(name)
-            .bind(*value)
-            .bind(&now)
-            .bind(owner)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(q("add job metrics"))?;
+                 WHERE $5 IS NULL OR EXISTS (SELECT 1 FROM jobs WHERE id = $6 AND owner_id = $5{})",
+                self.share_lock()
+            );
+            let res = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .bind(name)
+                .bind(*value)
+                .bind(&now)
+                .bind(owner)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(q("add job metrics"))?;
             if res.rows_affected() == 0 {
                 tx.rollback().await.map_err(q("add job metrics"))?;
                 return Ok(false);

@@ -17,7 +17,7 @@ mod sql;
 mod sql_lifecycle;
 
 pub use lease::{expiry, lease_ttl, process_alive, renew_every, Holder, Lease};
-pub use lifecycle::{Claim, Control, Kind, LifecycleStore, Orphan, Watched, UNFINISHED};
+pub use lifecycle::{Claim, Control, Hold, Kind, LifecycleStore, Orphan, Watched, UNFINISHED};
 pub use memory::MemoryStore;
 pub use model::*;
 pub use sql::{Dialect, SqlStore};

@@ -223,18 +223,87 @@ pub enum Orphan<T> {
     Held,
 }
 
-/// Cancels record `id` when no process works on it: writes the cancel
-/// request first (so a process that takes it meanwhile stops at once), takes
-/// it by a compare-and-set on the lease it had (`observed`; of this cancel
-/// and a process resuming it, one wins), then runs `stop`, which stops what
-/// the backend still runs for it and records its end. When `stop` fails the
-/// record is released again, so a second cancel or a recovery retries.
+/// A record this process holds, given back when the holding ends however
+/// it ends: [`Hold::release`] at the end of the work, or, when the work's
+/// future is dropped midway (a follower detached, a request abandoned), a
+/// release spawned from `drop`. Without it the one lease keeper would renew
+/// the record for as long as the process lives and nobody could take it over.
+/// Releasing is fenced by the owner: a record another process took, or one
+/// whose end already cleared its lease, is left as it is.
+pub struct Hold {
+    store: Arc<dyn LifecycleStore>,
+    kind: Kind,
+    id: String,
+    armed: bool,
+}
+
+impl Hold {
+    pub fn new(store: Arc<dyn LifecycleStore>, kind: Kind, id: &str) -> Self {
+        Hold {
+            store,
+            kind,
+            id: id.to_string(),
+            armed: true,
+        }
+    }
+
+    /// Gives the record back now (if this process still holds it).
+    pub async fn release(mut self) {
+        self.armed = false;
+        let me = &Holder::current().id;
+        if let Err(e) = self.store.release(self.kind, &self.id, me).await {
+            tracing::warn!(kind = self.kind.noun(), id = %self.id, error = %e, "could not give the record back; its lease expires instead");
+        }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (store, kind, id) = (self.store.clone(), self.kind, std::mem::take(&mut self.id));
+        runtime.spawn(async move {
+            let _ = store.release(kind, &id, &Holder::current().id).await;
+        });
+    }
+}
+
+/// Whether [`cancel_orphan`] writes the cancel request before it claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// First, and kept when the stop fails: a process that takes the record
+    /// meanwhile (or later) stops at once; a run's cancel was accepted and
+    /// stays accepted.
+    First,
+    /// Not at all: when the stop fails the record is left exactly as it was
+    /// (a training job: a later resume follows it again).
+    Never,
+}
+
+/// The record [`cancel_orphan`] is to cancel, as the caller saw it.
+pub struct Target<'a> {
+    pub kind: Kind,
+    pub id: &'a str,
+    /// Its lease when the caller looked (judged expired or absent).
+    pub observed: Option<&'a Lease>,
+    /// What taking it changes besides the owner.
+    pub claim: Claim<'a>,
+    pub request: Request,
+}
+
+/// Cancels a record when no process works on it: takes it by a
+/// compare-and-set on the lease it had (of this cancel and a process
+/// resuming it, one wins), then runs `stop`, which stops what the backend
+/// still runs for it and records its end. When `stop` fails (or this future
+/// is dropped) the record is released again, so a second cancel or a
+/// recovery retries.
 pub async fn cancel_orphan<T, E, F, Fut>(
     store: &Arc<dyn LifecycleStore>,
-    kind: Kind,
-    id: &str,
-    observed: Option<&Lease>,
-    claim: Claim<'_>,
+    target: Target<'_>,
     stop: F,
 ) -> std::result::Result<Orphan<T>, E>
 where
@@ -242,20 +311,27 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = std::result::Result<T, E>>,
 {
+    let Target {
+        kind,
+        id,
+        observed,
+        claim,
+        request,
+    } = target;
     if observed.is_some_and(Lease::held) {
         return Ok(Orphan::Held);
     }
-    store.request_cancel(kind, id).await?;
+    if request == Request::First {
+        store.request_cancel(kind, id).await?;
+    }
     keep_leases(store);
     let me = Holder::current();
     if !store.claim(kind, id, observed, &me.lease(), claim).await? {
         return Ok(Orphan::Held);
     }
-    match stop().await {
-        Ok(done) => Ok(Orphan::Ended(done)),
-        Err(e) => {
-            let _ = store.release(kind, id, &me.id).await;
-            Err(e)
-        }
-    }
+    let hold = Hold::new(store.clone(), kind, id);
+    let stopped = stop().await;
+    // Stopped: its end cleared the lease, so this gives back nothing.
+    hold.release().await;
+    stopped.map(Orphan::Ended)
 }

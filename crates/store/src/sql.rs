@@ -263,6 +263,19 @@ impl SqlStore {
         self.dialect
     }
 
+    /// What an owner-fenced write appends to its `EXISTS (SELECT … owner_id
+    /// = …)`: on PostgreSQL a share lock on the owning row, so a take-over
+    /// committing meanwhile is waited for and then seen (READ COMMITTED
+    /// re-reads a locked row), and a take-over waits for the write. SQLite's
+    /// write lock, taken first, already orders them.
+    pub(crate) fn share_lock(&self) -> &'static str {
+        if self.dialect == Dialect::Postgres {
+            " FOR SHARE"
+        } else {
+            ""
+        }
+    }
+
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
     }
@@ -535,11 +548,7 @@ impl RunStore for SqlStore {
         // take-over committing meanwhile is waited for and then seen (READ
         // COMMITTED re-reads a locked row), and a take-over waits for this
         // write. SQLite's write lock, taken first, already orders them.
-        let lock = if self.dialect == Dialect::Postgres {
-            " FOR SHARE"
-        } else {
-            ""
-        };
+        let lock = self.share_lock();
         let sql = format!(
             "INSERT INTO tasks (run_id, task_key, name, parent_key, kind, state, attempt, cached, inputs, outputs, \
                log_path, error, fingerprint, started_at, finished_at) \
