@@ -19,7 +19,8 @@ use crate::events::EventSender;
 use crate::io::Io;
 use crate::{artifacts, run_values, workspace, Engine, EngineError};
 
-const RUN_CANCELED: &str = "run canceled";
+/// The error of a run (and its unfinished tasks) that ended canceled.
+pub(crate) const RUN_CANCELED: &str = "run canceled";
 
 /// The states a run is taken from: a fresh run only when PENDING; a resume
 /// from any state but SUCCEEDED.
@@ -85,7 +86,7 @@ impl Engine {
                 // A stored spec that cannot be executed (e.g. recorded before
                 // a limit existed) fails its run instead of leaving it RUNNING.
                 let error = format!("the run cannot be executed: {e}");
-                self.record_end(&run.id, &[State::Running], State::Failed, None, error)
+                self.record_end(&run.id, &[State::Running], State::Failed, None, Some(error))
                     .await?;
                 return Err(e);
             }
@@ -266,31 +267,18 @@ impl Engine {
         error: Option<String>,
         outputs: Option<Value>,
     ) -> Result<RunRecord, EngineError> {
-        let me = Holder::current();
-        let update = RunUpdate {
-            outputs,
-            error,
-            finished_at: Some(Utc::now()),
-            if_owned_by: Some(me.id.clone()),
-            ..Default::default()
-        };
         let mut finished = self
-            .store
-            .transition_run(id, &[State::Running], state, update)
+            .record_end(id, &[State::Running], state, outputs, error)
             .await?;
         if !finished {
             // CANCELING (a terminate took it there meanwhile) ends CANCELED, never SUCCEEDED.
+            let canceled = Some(RUN_CANCELED.to_string());
             finished = self
-                .record_end(
-                    id,
-                    &[State::Canceling],
-                    State::Canceled,
-                    None,
-                    RUN_CANCELED.into(),
-                )
+                .record_end(id, &[State::Canceling], State::Canceled, None, canceled)
                 .await?;
         }
-        self.store.release(Kind::Run, id, &me.id).await?;
+        let me = &Holder::current().id;
+        self.store.release(Kind::Run, id, me).await?;
         if !finished {
             // Someone moved the run while it executed (e.g. marked it canceled).
             return Err(EngineError::State {
@@ -305,19 +293,20 @@ impl Engine {
         Ok(self.store.get_run(id).await?)
     }
 
-    /// Moves the run from `from` to the final `to` with `error`, fenced by
-    /// this process's lease; false when it was not in `from` or not ours.
+    /// Moves the run from `from` to the final `to` with its outputs or
+    /// error, fenced by this process's lease; false when it was not in
+    /// `from` or not ours.
     pub(crate) async fn record_end(
         &self,
         id: &str,
         from: &[State],
         to: State,
         outputs: Option<Value>,
-        error: String,
+        error: Option<String>,
     ) -> Result<bool, EngineError> {
         let update = RunUpdate {
             outputs,
-            error: Some(error),
+            error,
             finished_at: Some(Utc::now()),
             if_owned_by: Some(Holder::current().id.clone()),
             ..Default::default()

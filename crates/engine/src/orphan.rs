@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use switchyard_store::lifecycle::{self, Claim, Kind, Orphan, Request, Target};
-use switchyard_store::{Holder, Lease, LifecycleStore, RunRecord, RunUpdate, State};
+use switchyard_store::{Holder, Lease, LifecycleStore, RunRecord, State};
 
+use crate::execute::RUN_CANCELED;
 use crate::{Engine, EngineError};
 
 /// How a cancel of a run nobody executes went.
@@ -19,8 +20,6 @@ pub enum OrphanCancel {
     /// A process holds the run (now): it stops on the cancel request.
     Held,
 }
-
-const RUN_CANCELED: &str = "run canceled";
 
 fn refused(run: &RunRecord, reason: String) -> EngineError {
     EngineError::State {
@@ -105,15 +104,15 @@ impl Engine {
                 return Err(taken());
             }
         }
-        let update = RunUpdate {
-            error: Some(RUN_CANCELED.into()),
-            finished_at: Some(now),
-            if_owned_by: Some(me.to_string()),
-            ..Default::default()
-        };
+        let canceled = Some(RUN_CANCELED.to_string());
         let moved = self
-            .store
-            .transition_run(&run.id, &[State::Canceling], State::Canceled, update)
+            .record_end(
+                &run.id,
+                &[State::Canceling],
+                State::Canceled,
+                None,
+                canceled,
+            )
             .await?;
         if !moved {
             return Err(taken());

@@ -149,7 +149,8 @@ impl JobRunner {
 
     /// A job whose run ended in an error while what was submitted may still
     /// run (an adopted job, or one the backend lost contact with): the record
-    /// is left as it was, for a later resume or a cancel, which stops it.
+    /// is left as it was (`execute` gives it back), for a later resume or a
+    /// cancel, which stops it.
     async fn left_running(
         &self,
         id: &str,
@@ -157,10 +158,10 @@ impl JobRunner {
         lost_contact: bool,
         canceled: bool,
     ) -> Result<JobRecord, RunnerError> {
-        self.let_go(id).await;
         if lost_contact && canceled {
-            // Canceled meanwhile: stop it by its identity, as a cancel
-            // of a job nobody follows does.
+            // Canceled meanwhile: stop it by its identity, as a cancel of a
+            // job nobody follows does (given back first, so it is one).
+            self.let_go(id).await;
             let now = self.store.get_job(id).await?;
             match self.cancel_orphan(&now).await {
                 Ok(Some(done)) => return Ok(done),

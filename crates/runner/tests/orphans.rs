@@ -314,31 +314,41 @@ async fn canceling_a_run_stops_the_jobs_its_steps_submitted() {
     );
 }
 
-/// A follower whose lease expired and whose job another process took over
-/// stops following it and writes nothing more: no end, no event, no lease
-/// change; and what runs is left to the new follower (not stopped).
-#[tokio::test(start_paused = true)]
-async fn a_follower_that_lost_its_job_writes_nothing_and_leaves_it_running() {
-    let backend = Scripted::new(vec![Answer::Hangs]);
-    let (runner, store, said) = runner(backend.clone());
+/// A job followed by a runner in its own task until it runs: the store, the
+/// job's id and the follower.
+async fn following(
+    backend: Arc<Scripted>,
+) -> (
+    Arc<MemoryStore>,
+    String,
+    tokio::task::JoinHandle<Result<switchyard_store::JobRecord, RunnerError>>,
+) {
+    let (runner, store, said) = runner(backend);
     let runner = Arc::new(runner);
     let prepared = runner.prepare(&job()).await.expect("prepared");
     let id = prepared.record.id.clone();
-    let follower = {
-        let (runner, notice) = (runner.clone(), sink(&said));
-        tokio::spawn(async move {
-            runner
-                .execute(prepared, &job(), CancellationToken::new(), notice)
-                .await
-        })
-    };
-    // Running, as its follower recorded.
+    let notice = sink(&said);
+    let follower = tokio::spawn(async move {
+        runner
+            .execute(prepared, &job(), CancellationToken::new(), notice)
+            .await
+    });
     for _ in 0..50 {
         if store.get_job(&id).await.expect("job").state == State::Running {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    (store, id, follower)
+}
+
+/// A follower whose lease expired and whose job another process took over
+/// stops following it and writes nothing more: no end, no event, no lease
+/// change; and what runs is left to the new follower (not stopped).
+#[tokio::test(start_paused = true)]
+async fn a_follower_that_lost_its_job_writes_nothing_and_leaves_it_running() {
+    let backend = Scripted::new(vec![Answer::Hangs]);
+    let (store, id, follower) = following(backend.clone()).await;
     let before = store.get_job(&id).await.expect("job");
     assert_eq!(before.state, State::Running);
     // Another process takes it over (as after this one's lease expired).
@@ -380,24 +390,7 @@ async fn a_follower_that_lost_its_job_writes_nothing_and_leaves_it_running() {
 #[tokio::test(start_paused = true)]
 async fn a_follower_dropped_midway_gives_its_job_back() {
     let backend = Scripted::new(vec![Answer::Hangs]);
-    let (runner, store, said) = runner(backend.clone());
-    let runner = Arc::new(runner);
-    let prepared = runner.prepare(&job()).await.expect("prepared");
-    let id = prepared.record.id.clone();
-    let follower = {
-        let (runner, notice) = (runner.clone(), sink(&said));
-        tokio::spawn(async move {
-            runner
-                .execute(prepared, &job(), CancellationToken::new(), notice)
-                .await
-        })
-    };
-    for _ in 0..50 {
-        if store.get_job(&id).await.expect("job").state == State::Running {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let (store, id, follower) = following(backend.clone()).await;
     assert!(store.get_job(&id).await.expect("job").lease.is_some());
     follower.abort();
     let _ = follower.await;

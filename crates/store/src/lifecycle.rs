@@ -178,28 +178,22 @@ pub async fn watch(
     done: &CancellationToken,
 ) -> Watched {
     let me = &Holder::current().id;
-    let owner_now = || async {
-        store
-            .control(kind, id)
-            .await
-            .ok()
-            .and_then(|c| c.owner)
-            .unwrap_or_else(|| "nobody".into())
-    };
+    let named = |owner: Option<String>| owner.unwrap_or_else(|| "nobody".into());
     loop {
         tokio::select! {
             biased;
             // Before `done`: a fenced write that failed may also have ended the work.
             _ = lost.cancelled() => {
                 cancel.cancel();
-                return Watched::Lost { owner: owner_now().await };
+                let owner = store.control(kind, id).await.ok().and_then(|c| c.owner);
+                return Watched::Lost { owner: named(owner) };
             }
             _ = done.cancelled() => return Watched::Done,
             _ = cancel.cancelled() => return Watched::Canceled,
             _ = tokio::time::sleep(WATCH_EVERY) => {
                 let Ok(control) = store.control(kind, id).await else { continue };
                 if control.owner.as_deref() != Some(me.as_str()) {
-                    let owner = control.owner.unwrap_or_else(|| "nobody".into());
+                    let owner = named(control.owner);
                     tracing::error!(%id, %owner, "this process lost the {} to another; stopping its work", kind.noun());
                     lost.cancel();
                     cancel.cancel();
