@@ -17,15 +17,14 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use switchyard_training::contract::{self, HostLayout, Placement};
-use switchyard_training::TrainingJob;
+use switchyard_training::modeltrainer::{self, Launch};
+use switchyard_training::shell::{self, Splice, CPUS, MASTER_ADDR, MASTER_PORT};
+use switchyard_training::{Contract, TrainingJob};
 
 /// Where the ConfigMap's contract keys are mounted in every pod.
 pub const CONTRACT_DIR: &str = "/opt/ml/.switchyard";
 /// The ConfigMap key of the prologue.
 pub const START_KEY: &str = "sy-start.sh";
-
-/// Stands for the node's CPU count until the pod knows it (never a real count).
-const CPUS: u32 = 4_000_000_007;
 
 /// The prologue: `sh -c START switchyard-start COMMAND...`.
 pub const START: &str = r#"set -e
@@ -38,44 +37,29 @@ mkdir -p /opt/ml/input/config /opt/ml/model /opt/ml/output/data /opt/ml/output/i
 for f in hyperparameters.json resourceconfig.json inputdataconfig.json; do
   cp "$c/sy-host-$n-$f" "/opt/ml/input/config/$f"
 done
+if [ -f "$c/sy-drivers-sourcecode.json" ]; then
+  mkdir -p /opt/ml/input/data/sm_drivers/distributed_drivers
+  cp "$c/sy-drivers-sourcecode.json" /opt/ml/input/data/sm_drivers/sourcecode.json
+  cp "$c/sy-drivers-distributed.json" /opt/ml/input/data/sm_drivers/distributed.json
+fi
+if [ -f "$c/sy-requirements" ]; then
+  r="$(cat "$c/sy-requirements")"
+  echo "switchyard: installing $r" >&2
+  python -m pip install --disable-pip-version-check --no-input -r "$r" >&2
+fi
 exec env "$@"
 "#;
 
-/// `'…'` for the shell, with `'` spelled `'\''`.
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-/// One `NAME=VALUE` word for `env`; where the value holds the CPU stand-in
-/// (as `SM_NUM_CPUS` and the `num_cpus` of `SM_TRAINING_ENV` do), the node's
-/// count is spliced in.
-fn assignment(name: &str, value: &str) -> String {
-    let marker = CPUS.to_string();
-    let text = format!("{name}={value}");
-    let spliced = |needle: &str, with: &str| {
-        text.split(needle)
-            .map(quote)
-            .collect::<Vec<_>>()
-            .join(&format!("{}\"$SM_NUM_CPUS\"", quote(with)))
-    };
-    match name {
-        "SM_NUM_CPUS" if value == marker => spliced(&marker, ""),
-        "SM_TRAINING_ENV" => spliced(&format!("\"num_cpus\":{marker}"), "\"num_cpus\":"),
-        _ => quote(&text),
-    }
-}
-
-/// A host's variables as the file the prologue sources: `set --` puts them
-/// before the command, for `exec env "$@"`.
-fn env_file(vars: impl Iterator<Item = (String, String)>) -> String {
-    let mut out = String::from("set --");
-    for (k, v) in vars {
-        out.push_str(" \\\n  ");
-        out.push_str(&assignment(&k, &v));
-    }
-    out.push_str(" \\\n  \"$@\"\n");
-    out
-}
+/// The keys of `contract: modeltrainer`'s driver channel files and of the
+/// requirements file's name.
+const DRIVER_KEYS: [(&str, &str); 2] = [
+    ("sy-drivers-sourcecode.json", modeltrainer::SOURCE_CODE_JSON),
+    (
+        "sy-drivers-distributed.json",
+        modeltrainer::DISTRIBUTED_JSON,
+    ),
+];
+const REQUIREMENTS_KEY: &str = "sy-requirements";
 
 /// Whether a variable belongs to the SageMaker half, which pods get per host
 /// from the prologue (not from the shared pod template).
@@ -94,12 +78,19 @@ fn file_key(node: u32, name: &str) -> String {
 /// The names of the keys [`files`] makes, without rendering them (the pod
 /// template lists them in its volume).
 pub fn keys(job: &TrainingJob) -> Vec<String> {
-    std::iter::once(START_KEY.to_string())
+    let mut keys: Vec<String> = std::iter::once(START_KEY.to_string())
         .chain((0..job.spec.nodes).flat_map(|n| {
             std::iter::once(env_key(n))
                 .chain(contract::CONFIG_FILES.iter().map(move |f| file_key(n, f)))
         }))
-        .collect()
+        .collect();
+    if job.spec.contract == Contract::ModelTrainer {
+        keys.extend(DRIVER_KEYS.iter().map(|(k, _)| k.to_string()));
+        if job.spec.requirements.is_some() {
+            keys.push(REQUIREMENTS_KEY.to_string());
+        }
+    }
+    keys
 }
 
 /// The ConfigMap keys of the contract: the prologue, and per host its
@@ -117,36 +108,19 @@ pub fn files(
         let placement = Placement {
             node,
             local_rank: 0,
-            master_addr: String::new(),
-            master_port: 0,
-            num_cpus: CPUS,
+            master_addr: MASTER_ADDR.marker.to_string(),
+            master_port: MASTER_PORT.number(),
+            num_cpus: CPUS.number(),
             num_gpus: job.spec.resources.gpu,
             instance_type: instance_type.to_string(),
             code_dir: code_dir.map(PathBuf::from),
             // One run of the job (the operator names its pods after it).
             run_id: job.name.clone(),
         };
-        // One process per pod runs without torchrun, which would set these.
-        let torchrun = [
-            "TORCHELASTIC_RUN_ID",
-            "LOCAL_RANK",
-            "LOCAL_WORLD_SIZE",
-            "NODE_RANK",
-            "GROUP_RANK",
-            "GROUP_WORLD_SIZE",
-            "ROLE_RANK",
-            "ROLE_WORLD_SIZE",
-            "ROLE_NAME",
-        ];
-        let single = job.spec.procs_per_node == 1;
-        let env = env_file(
-            contract::rank_env(job, &layout, &placement)
-                .into_iter()
-                .filter(|(k, _)| {
-                    (is_sagemaker_var(k) || (single && torchrun.contains(&k.as_str())))
-                        && !job.spec.env.contains_key(k)
-                }),
-        );
+        let env = match job.spec.contract {
+            Contract::Toolkit => toolkit_env(job, &layout, &placement),
+            Contract::ModelTrainer => modeltrainer_env(job, &layout, &placement),
+        };
         out.insert(env_key(node), env);
         for (name, text) in
             contract::host_config_files(job, node, instance_type, code_dir.unwrap_or(""))?
@@ -157,43 +131,67 @@ pub fn files(
             );
         }
     }
+    if job.spec.contract == Contract::ModelTrainer {
+        for ((key, _), (_, text)) in DRIVER_KEYS.iter().zip(modeltrainer::driver_files(job)) {
+            out.insert(key.to_string(), String::from_utf8_lossy(&text).into_owned());
+        }
+        if let Some(r) = &job.spec.requirements {
+            out.insert(REQUIREMENTS_KEY.to_string(), r.clone());
+        }
+    }
     Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The toolkit's SageMaker half (the pod template has the rest), and with
+/// one process per pod what torchrun would set.
+fn toolkit_env(job: &TrainingJob, layout: &HostLayout, placement: &Placement) -> String {
+    // One process per pod runs without torchrun, which would set these.
+    let torchrun = [
+        "TORCHELASTIC_RUN_ID",
+        "LOCAL_RANK",
+        "LOCAL_WORLD_SIZE",
+        "NODE_RANK",
+        "GROUP_RANK",
+        "GROUP_WORLD_SIZE",
+        "ROLE_RANK",
+        "ROLE_WORLD_SIZE",
+        "ROLE_NAME",
+    ];
+    let single = job.spec.procs_per_node == 1;
+    shell::env_file(
+        contract::rank_env(job, layout, placement)
+            .into_iter()
+            .filter(|(k, _)| {
+                (is_sagemaker_var(k) || (single && torchrun.contains(&k.as_str())))
+                    && !job.spec.env.contains_key(k)
+            }),
+        &[CPUS],
+    )
+}
 
-    #[test]
-    fn the_variables_reach_the_command_with_the_cpu_count_spliced_in() {
-        let training = format!("{{\"a\":\"it's\",\"num_cpus\":{CPUS},\"z\":1}}");
-        let file = env_file(
-            [
-                ("SM_TRAINING_ENV".to_string(), training),
-                ("SM_NUM_CPUS".to_string(), CPUS.to_string()),
-                (
-                    "SM_CHANNEL_VAL-DATA".to_string(),
-                    "/opt/ml/input/data/val-data".to_string(),
-                ),
-            ]
-            .into_iter(),
-        );
-        // Through a real shell, as the prologue runs it.
-        let script = format!("SM_NUM_CPUS=7\n{file}exec env \"$@\"",);
-        let out = std::process::Command::new("sh")
-            .args(["-c", &script, "sh", "env"])
-            .output()
-            .unwrap();
-        let mut seen: Vec<&str> = std::str::from_utf8(&out.stdout)
-            .unwrap()
-            .lines()
-            .filter(|l| l.starts_with("SM_"))
-            .collect();
-        seen.sort();
-        assert_eq!(
-            seen.join("\n") + "\n",
-            "SM_CHANNEL_VAL-DATA=/opt/ml/input/data/val-data\nSM_NUM_CPUS=7\nSM_TRAINING_ENV={\"a\":\"it's\",\"num_cpus\":7,\"z\":1}\n",
-            "{file}"
-        );
+/// Everything ModelTrainer's drivers give a host (its master is the one the
+/// operator names), the torchrun driver's settings, and with one process per
+/// pod what torchrun gives a worker beyond the operator's `RANK`,
+/// `WORLD_SIZE` and `MASTER_*`.
+fn modeltrainer_env(job: &TrainingJob, layout: &HostLayout, placement: &Placement) -> String {
+    let mut vars = modeltrainer::host_env(job, layout, placement, false);
+    if let Launch::Torchrun { .. } = modeltrainer::launch(job) {
+        vars.extend(modeltrainer::torchrun_driver_env(&placement.instance_type));
+        if job.spec.procs_per_node == 1 {
+            let given = ["RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"];
+            vars.extend(
+                modeltrainer::worker_env(job, placement, "")
+                    .into_iter()
+                    .filter(|(k, _)| {
+                        !given.contains(&k.as_str()) && k != "TORCHELASTIC_ERROR_FILE"
+                    }),
+            );
+        }
     }
+    let splices: [Splice; 3] = [CPUS, MASTER_ADDR, MASTER_PORT];
+    shell::env_file(
+        vars.into_iter()
+            .filter(|(k, _)| !job.spec.env.contains_key(k)),
+        &splices,
+    )
 }

@@ -15,12 +15,14 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use switchyard_training::{contract, ChannelSource, SourceFile, TrainingJob};
+use switchyard_training::{contract, ChannelSource, Contract, SourceFile, TrainingJob};
 
 use crate::contract as pod_contract;
 use crate::crd::CONTAINER;
 use crate::crd::{CleanPods, PyTorchJob, PyTorchJobSpec, ReplicaRestart, ReplicaSpec, RunPolicy};
-use crate::training::{object_name, shared_env, KubernetesBackend, CODE_DIR, LABEL_JOB_ID};
+use crate::training::{
+    code_dir, object_name, shared_env, KubernetesBackend, CODE_DIR, LABEL_JOB_ID,
+};
 
 /// The volumes and mounts of the training container.
 #[derive(Default)]
@@ -102,14 +104,7 @@ impl KubernetesBackend {
                     name: CONTAINER.into(),
                     image: Some(s.image.clone().unwrap_or_default()),
                     command: Some(command(job)),
-                    working_dir: Some(
-                        if s.source_dir.is_some() {
-                            CODE_DIR
-                        } else {
-                            "/"
-                        }
-                        .into(),
-                    ),
+                    working_dir: Some(code_dir(job).unwrap_or("/").into()),
                     env: Some(env(job)),
                     resources: Some(resources(job)),
                     volume_mounts: Some(storage.mounts),
@@ -242,7 +237,8 @@ impl KubernetesBackend {
                 .enumerate()
                 .map(|(i, f)| key(format!("f{i}"), f.rel.clone()))
                 .collect();
-            st.add(config_map("code", &map, items), mount("code", CODE_DIR));
+            let at = code_dir(job).unwrap_or(CODE_DIR);
+            st.add(config_map("code", &map, items), mount("code", at));
         }
         for ch in &job.channels {
             self.channel(&mut st, &ch.name, &ch.source);
@@ -302,9 +298,9 @@ impl KubernetesBackend {
 /// operator's `PET_*` as its arguments, when several processes share a pod).
 fn command(job: &TrainingJob) -> Vec<String> {
     let s = &job.spec;
-    let user: Vec<String> = match (&s.command, &s.entry_point) {
-        (Some(cmd), _) => cmd.clone(),
-        (None, Some(ep)) => {
+    let user: Vec<String> = match (&s.command, &s.entry_point, s.contract) {
+        (Some(cmd), _, _) => cmd.clone(),
+        (None, Some(ep), Contract::Toolkit) => {
             let mut c: Vec<String> = if s.procs_per_node > 1 {
                 vec!["python".into(), "-m".into(), "torch.distributed.run".into()]
             } else {
@@ -314,7 +310,24 @@ fn command(job: &TrainingJob) -> Vec<String> {
             c.extend(contract::user_args(job));
             c
         }
-        (None, None) => Vec::new(),
+        (None, Some(ep), Contract::ModelTrainer) => {
+            // As ModelTrainer's drivers start it, from the code channel; a
+            // shell script through `sh` (the code's ConfigMap is read-only,
+            // so it cannot be made executable there).
+            let mut c: Vec<String> = if s.procs_per_node > 1 {
+                ["python", "-m", "torch.distributed.run"]
+                    .map(String::from)
+                    .to_vec()
+            } else if ep.ends_with(".sh") {
+                vec!["/bin/sh".into()]
+            } else {
+                vec!["python".into(), "-u".into()]
+            };
+            c.push(ep.clone());
+            c.extend(contract::user_args(job));
+            c
+        }
+        (None, None, _) => Vec::new(),
     };
     // The SageMaker half of the contract, per host, set up before the command.
     let start = format!("{}/{}", pod_contract::CONTRACT_DIR, pod_contract::START_KEY);
@@ -322,9 +335,12 @@ fn command(job: &TrainingJob) -> Vec<String> {
 }
 
 fn env(job: &TrainingJob) -> Vec<EnvVar> {
+    // ModelTrainer's workers run `python -u` instead (see `command`).
+    let unbuffered = (job.spec.contract == Contract::Toolkit)
+        .then(|| ("PYTHONUNBUFFERED".to_string(), "1".to_string()));
     shared_env(job)
         .into_iter()
-        .chain([("PYTHONUNBUFFERED".to_string(), "1".to_string())])
+        .chain(unbuffered)
         .map(|(name, value)| EnvVar {
             name,
             value: Some(value),

@@ -20,8 +20,8 @@ use switchyard_training::contract::{self, HostLayout, Placement};
 
 use crate::contract as pod_contract;
 use switchyard_training::{
-    source_files, BackendError, BackendKind, ChannelSource, JobEvent, JobEvents, JobState,
-    MetricScraper, SourceFile, Stopped, TrainingBackend, TrainingJob, TrainingOutcome,
+    source_files, BackendError, BackendKind, ChannelSource, Contract, JobEvent, JobEvents,
+    JobState, MetricScraper, SourceFile, Stopped, TrainingBackend, TrainingJob, TrainingOutcome,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +30,8 @@ use crate::pods::LABEL_JOB;
 
 /// Where the code is mounted in the training container.
 pub const CODE_DIR: &str = "/opt/ml/code";
+/// `contract: modeltrainer`'s code channel in the pods.
+pub const MODELTRAINER_CODE_DIR: &str = "/opt/ml/input/data/code";
 /// The most sourceDir bytes shipped in a ConfigMap (Kubernetes allows 1 MiB per object).
 pub const CODE_LIMIT: u64 = 900 * 1024;
 pub(crate) const LABEL_JOB_ID: &str = "switchyard.io/job-id";
@@ -167,15 +169,26 @@ fn instance_type(job: &TrainingJob) -> String {
         .unwrap_or_else(|| "kubernetes".into())
 }
 
-/// Where the shipped code is in the pods (none without a sourceDir).
-fn code_dir(job: &TrainingJob) -> Option<&'static str> {
-    job.spec.source_dir.as_ref().map(|_| CODE_DIR)
+/// Where the shipped code is in the pods (none without a sourceDir):
+/// ModelTrainer's code channel, or the toolkit's code folder.
+pub(crate) fn code_dir(job: &TrainingJob) -> Option<&'static str> {
+    job.spec
+        .source_dir
+        .as_ref()
+        .map(|_| match job.spec.contract {
+            Contract::Toolkit => CODE_DIR,
+            Contract::ModelTrainer => MODELTRAINER_CODE_DIR,
+        })
 }
 
 /// The variables every pod of the job shares: the SageMaker-style contract
 /// (hyperparameters, channels, folders) and the job's own `env`. The operator
 /// adds what differs per pod (RANK, SM_CURRENT_HOST, MASTER_ADDR…).
 pub(crate) fn shared_env(job: &TrainingJob) -> BTreeMap<String, String> {
+    if job.spec.contract == Contract::ModelTrainer {
+        // All of ModelTrainer's variables are per host (the prologue's).
+        return job.spec.env.clone();
+    }
     let placement = Placement {
         node: 0,
         local_rank: 0,

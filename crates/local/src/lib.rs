@@ -9,6 +9,7 @@
 pub mod admission;
 mod guard;
 mod process;
+mod requirements;
 pub mod training;
 pub mod venv;
 mod warm;

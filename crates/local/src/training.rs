@@ -18,8 +18,9 @@ use switchyard_backend::LogSink;
 use switchyard_training::contract::{self, HostLayout, Placement};
 use switchyard_training::slots::{self, Slot};
 use switchyard_training::{
-    parse_s3_uri, BackendError, BackendKind, ChannelSource, JobEvent, JobEvents, JobState,
-    MetricScraper, ObjectStore, RestartPolicy, TrainingBackend, TrainingJob, TrainingOutcome,
+    modeltrainer, parse_s3_uri, BackendError, BackendKind, ChannelSource, Contract, JobEvent,
+    JobEvents, JobState, MetricScraper, ObjectStore, RestartPolicy, TrainingBackend, TrainingJob,
+    TrainingOutcome,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -318,6 +319,9 @@ impl TrainingBackend for LocalTraining {
         let code_dir = ship_code(job, &dir, &events).await?;
         let checkpoint = self.restore_checkpoint(job, &dir, &events).await?;
         let layouts = write_hosts(job, &dir, code_dir.as_deref(), &channels, &checkpoint.dir)?;
+        let python = self
+            .job_python(job, &dir, code_dir.as_deref(), &events)
+            .await?;
 
         // Admission: wait for the CPUs and GPUs the whole gang needs.
         let (cpus, gpus) = demand(job);
@@ -343,6 +347,7 @@ impl TrainingBackend for LocalTraining {
             job_id,
             layouts,
             code_dir,
+            python,
             gpus: grant.gpus.clone(),
             logs: RankLogs {
                 dir: logs_dir,
@@ -460,8 +465,48 @@ fn write_hosts(
         }
         replace_symlink(checkpoint, &layout.checkpoint_dir())
             .map_err(|e| setup(e, "cannot link the checkpoint directory"))?;
+        if let (Contract::ModelTrainer, Some(code)) = (job.spec.contract, code_dir) {
+            // A copy, not a link: the script's working directory must be the
+            // channel's own path (a link resolves to the shared copy).
+            let mut skipped = Vec::new();
+            let dest = layout.channel_dir(modeltrainer::CODE_CHANNEL);
+            switchyard_backend::files::copy_tree(code, &dest, &mut skipped)
+                .map_err(|e| setup(e, "cannot copy the code into the code channel"))?;
+        }
     }
     Ok(layouts)
+}
+
+/// Where a rank of `job` starts on `layout`'s host: ModelTrainer's code
+/// channel, or the shipped `sourceDir` (the host's folder without one).
+fn working_dir(job: &TrainingJob, layout: &HostLayout, code_dir: Option<&Path>) -> PathBuf {
+    match (job.spec.contract, code_dir) {
+        (Contract::ModelTrainer, Some(_)) => layout.channel_dir(modeltrainer::CODE_CHANNEL),
+        (_, Some(code)) => code.to_path_buf(),
+        (_, None) => layout.base.clone(),
+    }
+}
+
+impl LocalTraining {
+    /// The interpreter of the job's entry point: the configured one, or, for
+    /// a job with `requirements`, its own environment with them installed.
+    async fn job_python(
+        &self,
+        job: &TrainingJob,
+        dir: &Path,
+        code_dir: Option<&Path>,
+        events: &JobEvents,
+    ) -> Result<String, BackendError> {
+        match (&job.spec.requirements, code_dir) {
+            (Some(req), Some(code)) => {
+                let python =
+                    crate::requirements::install(&self.config.python, dir, code, req, events)
+                        .await?;
+                Ok(python.to_string_lossy().into_owned())
+            }
+            _ => Ok(self.config.python.clone()),
+        }
+    }
 }
 
 /// What the restart policy makes of a failed attempt.
@@ -646,6 +691,9 @@ struct Gang<'a> {
     job_id: &'a str,
     layouts: Vec<HostLayout>,
     code_dir: Option<PathBuf>,
+    /// The interpreter that runs an entry point (the job's own environment
+    /// when it has `requirements`).
+    python: String,
     /// The GPUs admission granted the whole gang, node by node.
     gpus: Vec<u32>,
     logs: RankLogs,
@@ -703,7 +751,7 @@ impl LocalTraining {
                     node,
                     local_rank,
                     master_addr: "127.0.0.1".into(),
-                    master_port: port,
+                    master_port: port.into(),
                     num_cpus: contract::host_cpus(),
                     num_gpus: spec.resources.gpu,
                     instance_type: spec.instance_type.clone().unwrap_or_else(|| "local".into()),
@@ -720,20 +768,22 @@ impl LocalTraining {
                     "CUDA_VISIBLE_DEVICES".into(),
                     mine.map(u32::to_string).collect::<Vec<_>>().join(","),
                 );
-                let argv: Vec<String> = match (&spec.entry_point, &spec.command) {
-                    (Some(ep), _) => {
-                        let mut a = vec![self.config.python.clone(), ep.clone()];
-                        a.extend(contract::user_args(job));
-                        a
+                if let Some(file) = env.get("TORCHELASTIC_ERROR_FILE") {
+                    // torchrun makes the folder of each worker's error file.
+                    if let Some(parent) = Path::new(file).parent() {
+                        std::fs::create_dir_all(parent)
+                            .map_err(|e| setup(e, "cannot create the error file's folder"))?;
                     }
-                    (None, Some(cmd)) => cmd.clone(),
-                    (None, None) => {
-                        return Err(BackendError::Permanent("spec.entryPoint: missing".into()))
-                    }
-                };
-                let cwd = code_dir
-                    .map(Path::to_path_buf)
-                    .unwrap_or_else(|| layout.base.clone());
+                }
+                let argv: Vec<String> =
+                    match (contract::entry_argv(job, &gang.python), &spec.command) {
+                        (Some(argv), _) => argv,
+                        (None, Some(cmd)) => cmd.clone(),
+                        (None, None) => {
+                            return Err(BackendError::Permanent("spec.entryPoint: missing".into()))
+                        }
+                    };
+                let cwd = working_dir(job, layout, code_dir);
                 let rank = Slot { node, local_rank }.rank(spec.procs_per_node);
                 let sink = gang.logs.sink(job, &host, rank)?;
                 plans.push(RankPlan {

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 
 use serde_json::{json, Map, Value};
 
-use crate::TrainingJob;
+use crate::{modeltrainer, Contract, TrainingJob};
 
 pub use crate::slots::{host_name, host_names};
 
@@ -74,7 +74,7 @@ pub struct Placement {
     pub node: u32,
     pub local_rank: u32,
     pub master_addr: String,
-    pub master_port: u16,
+    pub master_port: u32,
     /// CPUs and GPUs of this host as the toolkit counts them (all the
     /// host's online CPUs: [`host_cpus`]).
     pub num_cpus: u32,
@@ -138,6 +138,11 @@ pub fn sagemaker_hyperparameters(
     m
 }
 
+/// Whether the job's script is written for ModelTrainer's drivers.
+fn modeltrainer(job: &TrainingJob) -> bool {
+    job.spec.contract == Contract::ModelTrainer
+}
+
 /// `hyperparameters.json`: the job's hyperparameters and the SDK's
 /// `sagemaker_*` ones, every value a JSON-encoded string (as SageMaker stores them).
 pub fn hyperparameters_file(job: &TrainingJob, submit_directory: &str) -> Value {
@@ -178,10 +183,26 @@ pub fn hyperparameters(job: &TrainingJob) -> Map<String, Value> {
         .collect()
 }
 
-/// The command-line arguments the toolkit passes to an entry point
-/// (`to_cmd_args`): `--name value` in name order, spelled as Python's `str()`.
+/// The command-line arguments the entry point gets: the toolkit's
+/// `to_cmd_args` (`--name value` in name order, spelled as Python's `str()`),
+/// or ModelTrainer's ([`modeltrainer::cli_args`]).
 pub fn user_args(job: &TrainingJob) -> Vec<String> {
+    if modeltrainer(job) {
+        return modeltrainer::cli_args(job);
+    }
     crate::python::to_cmd_args(&hyperparameters(job))
+}
+
+/// The argv of one process of an entry-point job started with `python` (as
+/// the toolkit or ModelTrainer's driver starts it); `None` for a command job.
+pub fn entry_argv(job: &TrainingJob, python: &str) -> Option<Vec<String>> {
+    if modeltrainer(job) {
+        return modeltrainer::entry_argv(job, python);
+    }
+    let entry = job.spec.entry_point.as_ref()?;
+    let mut argv = vec![python.to_string(), entry.clone()];
+    argv.extend(user_args(job));
+    Some(argv)
 }
 
 fn instance_groups(job: &TrainingJob, instance_type: &str) -> Value {
@@ -234,6 +255,9 @@ pub fn host_config_files(
     instance_type: &str,
     submit_directory: &str,
 ) -> io::Result<Vec<(&'static str, Vec<u8>)>> {
+    if modeltrainer(job) {
+        return modeltrainer::host_config_files(job, node, instance_type);
+    }
     let pretty = |v: &Value| serde_json::to_vec_pretty(v).map_err(io::Error::other);
     let [hyperparameters, resources, inputs] = CONFIG_FILES;
     Ok(vec![
@@ -257,6 +281,9 @@ pub fn write_host(
     submit_directory: &str,
     layout: &HostLayout,
 ) -> io::Result<()> {
+    if modeltrainer(job) {
+        return modeltrainer::write_host(job, node, instance_type, layout);
+    }
     for d in [
         layout.config_dir(),
         layout.data_dir(),
@@ -459,8 +486,12 @@ pub fn sm_env(job: &TrainingJob, env: &Map<String, Value>) -> BTreeMap<String, S
 }
 
 /// Every variable one process gets: the torchrun half, the SageMaker half, then
-/// the job's own `env` (which wins).
+/// the job's own `env` (which wins); for `contract: modeltrainer` what
+/// ModelTrainer's drivers give ([`modeltrainer::rank_env`]).
 pub fn rank_env(job: &TrainingJob, layout: &HostLayout, p: &Placement) -> BTreeMap<String, String> {
+    if modeltrainer(job) {
+        return modeltrainer::rank_env(job, layout, p);
+    }
     let s = &job.spec;
     let world = job.world_size();
     let rank = crate::slots::Slot {

@@ -8,7 +8,9 @@
 
 pub mod contract;
 pub mod job;
+pub mod modeltrainer;
 pub mod python;
+pub mod shell;
 pub mod slots;
 pub mod spec;
 pub mod validate;
@@ -22,7 +24,7 @@ pub use job::{
     check_path_roots, local_paths, Channel, ChannelSource, PathOutside, TrainingJob, LABEL_RUN_ID,
     LABEL_TASK,
 };
-pub use spec::{BackendKind, RestartPolicy, SageMakerSettings, TrainingJobSpec};
+pub use spec::{BackendKind, Contract, RestartPolicy, SageMakerSettings, TrainingJobSpec};
 pub use validate::load;
 
 /// The one apiVersion this version reads.

@@ -5,6 +5,7 @@
 //! these follow CPython exactly, floats included.
 
 use serde_json::{Number, Value};
+use switchyard_kfp_spec::json_text;
 
 /// `str(v)` of the value `json.loads` gives: strings as they are, `None`,
 /// `True`/`False`, containers as their `repr`.
@@ -126,15 +127,23 @@ fn string_repr(s: &str) -> String {
     out
 }
 
+const PYTHON: json_text::Dialect = json_text::Dialect {
+    number,
+    string: dump_str,
+};
+
 /// `json.dumps(v, sort_keys=True, separators=(",", ":"), ensure_ascii=True)`.
 pub fn json_dumps(v: &Value) -> String {
-    const PYTHON: switchyard_kfp_spec::json_text::Dialect =
-        switchyard_kfp_spec::json_text::Dialect {
-            number,
-            string: dump_str,
-        };
     let mut out = String::new();
-    switchyard_kfp_spec::json_text::write_sorted(v, &PYTHON, &mut out);
+    json_text::write_sorted(v, &PYTHON, &mut out);
+    out
+}
+
+/// `json.dumps(v)` with Python's defaults: keys in the mapping's order,
+/// `", "` and `": "`, non-ASCII escaped.
+pub fn json_dumps_default(v: &Value) -> String {
+    let mut out = String::new();
+    json_text::write(v, &PYTHON, &json_text::Layout::PYTHON_DEFAULT, &mut out);
     out
 }
 

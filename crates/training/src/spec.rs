@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// The whole document.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -52,6 +52,26 @@ impl BackendKind {
             "sagemaker" => Some(BackendKind::Sagemaker),
             _ => None,
         }
+    }
+}
+
+/// Which SageMaker spelling of the runtime contract every rank sees
+/// (docs/runtime-contract.md): a script is written for one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Contract {
+    /// The classic `sagemaker-training` toolkit's (DLC images, the v2 SDK's
+    /// `Estimator`).
+    #[default]
+    Toolkit,
+    /// The v3 SDK's `ModelTrainer` drivers' (`sm_drivers`, any image with
+    /// bash and Python).
+    ModelTrainer,
+}
+
+impl Contract {
+    pub fn is_toolkit(&self) -> bool {
+        *self == Contract::Toolkit
     }
 }
 
@@ -118,6 +138,10 @@ pub struct MetricDefinition {
 pub struct TrainingJobSpec {
     #[serde(default)]
     pub backend: BackendKind,
+    /// The contract the script is written for: `toolkit` (the default) or
+    /// `modeltrainer`.
+    #[serde(default, skip_serializing_if = "Contract::is_toolkit")]
+    pub contract: Contract,
     /// The training image (used where containers run; recorded locally).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
@@ -130,6 +154,11 @@ pub struct TrainingJobSpec {
     /// Or an explicit command (no hyperparameter arguments are added).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
+    /// `contract: modeltrainer`: a requirements file in `sourceDir`, installed
+    /// into the job's environment before the script starts (ModelTrainer's
+    /// `SourceCode.requirements`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requirements: Option<String>,
     #[serde(default = "one")]
     pub nodes: u32,
     #[serde(default = "one")]
@@ -138,8 +167,10 @@ pub struct TrainingJobSpec {
     pub resources: Resources,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_type: Option<String>,
+    /// In the order written: ModelTrainer passes them to the script in that
+    /// order (the toolkit sorts them).
     #[serde(default)]
-    pub hyperparameters: BTreeMap<String, Value>,
+    pub hyperparameters: Map<String, Value>,
     /// Channel name to URI: a local path, `s3://bucket/prefix` or `efs://fs-id/path`.
     #[serde(default)]
     pub channels: BTreeMap<String, String>,

@@ -8,7 +8,7 @@ use regex::Regex;
 use serde_json::Value;
 
 use crate::job::{Channel, ChannelSource, TrainingJob};
-use crate::spec::{BackendKind, TrainingJobDoc, TrainingJobSpec};
+use crate::spec::{BackendKind, Contract, TrainingJobDoc, TrainingJobSpec};
 use crate::JobSpecError;
 
 fn invalid(field: &str, message: impl Into<String>) -> JobSpecError {
@@ -142,6 +142,7 @@ fn check(doc: TrainingJobDoc, base: &Path) -> Result<TrainingJob, JobSpecError> 
     let channels = check_channels(&mut spec, base)?;
     check_locations(&mut spec, base)?;
     let metrics = check_metrics(&spec)?;
+    check_contract(&spec)?;
     for k in spec.env.keys() {
         if k.is_empty() || k.contains('=') {
             return Err(invalid(
@@ -303,6 +304,89 @@ fn check_channels(spec: &mut TrainingJobSpec, base: &Path) -> Result<Vec<Channel
         }
     }
     Ok(channels)
+}
+
+/// What a ModelTrainer-style job cannot be: its launcher exports every
+/// channel and hyperparameter as a shell variable, keeps two channel names
+/// for itself, runs a script only through Python (or `sh` on one process),
+/// and starts a command once per host.
+fn check_contract(spec: &TrainingJobSpec) -> Result<(), JobSpecError> {
+    if spec.contract != Contract::ModelTrainer {
+        if spec.requirements.is_some() {
+            return Err(invalid(
+                "spec.requirements",
+                "is read with contract: modeltrainer (the toolkit's containers install a requirements.txt in sourceDir themselves)",
+            ));
+        }
+        return Ok(());
+    }
+    let shell_name = |n: &str| n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    for name in spec.channels.keys() {
+        if [
+            crate::modeltrainer::CODE_CHANNEL,
+            crate::modeltrainer::DRIVERS_CHANNEL,
+        ]
+        .contains(&name.as_str())
+        {
+            return Err(invalid(
+                &format!("spec.channels.{name}"),
+                "is the name of a channel ModelTrainer keeps for itself (code, sm_drivers); rename the channel",
+            ));
+        }
+        if !shell_name(name) {
+            return Err(invalid(
+                &format!("spec.channels.{name}"),
+                "under contract: modeltrainer a channel name is letters, digits and '_' (its launcher exports SM_CHANNEL_<NAME>, which a shell refuses with '-')",
+            ));
+        }
+    }
+    for name in spec.hyperparameters.keys() {
+        if name.is_empty() || !shell_name(&name.replace('-', "_")) {
+            return Err(invalid(
+                &format!("spec.hyperparameters.{name}"),
+                "under contract: modeltrainer a hyperparameter name is letters, digits, '_' and '-' (its launcher exports SM_HP_<NAME>)",
+            ));
+        }
+    }
+    let world = spec.nodes * spec.procs_per_node;
+    if let Some(ep) = &spec.entry_point {
+        if !(ep.ends_with(".py") || ep.ends_with(".sh")) {
+            return Err(invalid(
+                "spec.entryPoint",
+                format!("'{ep}': ModelTrainer runs .py and .sh scripts only"),
+            ));
+        }
+        if ep.ends_with(".sh") && world > 1 {
+            return Err(invalid(
+                "spec.entryPoint",
+                format!("'{ep}': a job of more than one process runs its script under torchrun, which needs a .py script"),
+            ));
+        }
+    }
+    if spec.command.is_some() && spec.procs_per_node > 1 {
+        return Err(invalid(
+            "spec.procsPerNode",
+            "under contract: modeltrainer a command runs once per host (ModelTrainer's SourceCode.command); use entryPoint for more processes per host",
+        ));
+    }
+    if let Some(req) = &spec.requirements {
+        let dir = spec.source_dir.as_deref().ok_or_else(|| {
+            invalid(
+                "spec.sourceDir",
+                "is required with requirements (the file is in sourceDir)",
+            )
+        })?;
+        if Path::new(req).is_absolute()
+            || req.split('/').any(|c| c == "..")
+            || !Path::new(dir).join(req).is_file()
+        {
+            return Err(invalid(
+                "spec.requirements",
+                format!("'{req}' is not a file in sourceDir {dir}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `output` and `checkpoint`: a local path (made absolute) or `s3://`.

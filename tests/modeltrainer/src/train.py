@@ -1,0 +1,59 @@
+"""What one process of a training job sees, written to $DUMP_DIR as JSON: its
+arguments, working directory, environment, the host's config files and the
+driver channel's JSON files. With more than one process it also joins the
+process group (gloo) and sums the ranks, so the variables are shown to work,
+not only to exist."""
+import json
+import os
+import sys
+
+here = os.getcwd()
+env = dict(os.environ)
+base = os.path.dirname(env.get("SM_INPUT_DIR", "/opt/ml/input"))
+
+
+def read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError as e:
+        return f"<{type(e).__name__}>"
+
+
+config = env.get("SM_INPUT_CONFIG_DIR", "")
+data = env.get("SM_INPUT_DATA_DIR", "")
+dump = {
+    "argv": sys.argv,
+    "cwd": here,
+    "base": base,
+    "env": env,
+    "files": {
+        name: read(os.path.join(config, name))
+        for name in ("hyperparameters.json", "resourceconfig.json", "inputdataconfig.json")
+    },
+    "drivers": {
+        name: read(os.path.join(data, "sm_drivers", name))
+        for name in ("sourcecode.json", "distributed.json")
+    },
+    "code": sorted(os.listdir(here)),
+    "train": sorted(os.listdir(env["SM_CHANNEL_TRAIN"])) if "SM_CHANNEL_TRAIN" in env else None,
+}
+try:
+    import tinyreq  # installed from requirements.txt, when the job has one
+
+    dump["requirement"] = tinyreq.VALUE
+except ImportError:
+    dump["requirement"] = None
+if int(env.get("WORLD_SIZE", "1")) > 1:
+    import torch
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    t = torch.tensor([float(dist.get_rank())])
+    dist.all_reduce(t)
+    dump["rank_sum"] = t.item()
+    dist.destroy_process_group()
+name = f"{env.get('SM_CURRENT_HOST', 'host')}-{env.get('LOCAL_RANK', '0')}.json"
+with open(os.path.join(env["DUMP_DIR"], name), "w") as f:
+    json.dump(dump, f)
+print(f"dumped {name}")
