@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod follow;
 pub mod instance;
+pub mod launcher;
 pub mod logs;
 pub mod render;
 pub mod sourcedir;
@@ -22,8 +23,8 @@ use std::time::Duration;
 use aws_config::SdkConfig;
 use switchyard_s3::S3Store;
 use switchyard_training::{
-    parse_s3_uri, BackendError, BackendKind, JobEvent, JobEvents, MetricScraper, ObjectStore,
-    Stopped, TrainingBackend, TrainingJob, TrainingOutcome,
+    parse_s3_uri, BackendError, BackendKind, Contract, JobEvent, JobEvents, MetricScraper,
+    ObjectStore, Stopped, TrainingBackend, TrainingJob, TrainingOutcome,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -123,9 +124,10 @@ impl SageMakerBackend {
         let status = |message: String| {
             let _ = events.send(JobEvent::Status { message });
         };
-        if let (Some(dir), Some(_), Some(bucket)) = (
+        let modeltrainer = job.spec.contract == Contract::ModelTrainer;
+        if let (Some(dir), true, Some(bucket)) = (
             &job.spec.source_dir,
-            &job.spec.entry_point,
+            job.spec.entry_point.is_some() || modeltrainer,
             &resolved.bucket,
         ) {
             let dir = PathBuf::from(dir);
@@ -148,7 +150,19 @@ impl SageMakerBackend {
             } else {
                 format!("sourceDir unchanged; using {uri}")
             });
-            staged.submit_directory = Some(uri);
+            if modeltrainer {
+                // The code channel: the archive's own prefix (the launcher unpacks it).
+                let folder = key.trim_end_matches("sourcedir.tar.gz");
+                staged.code_uri = Some(format!("s3://{bucket}/{folder}"));
+            } else {
+                staged.submit_directory = Some(uri);
+            }
+        }
+        if let (true, Some(bucket)) = (modeltrainer, &resolved.bucket) {
+            staged.launcher_uri = Some(
+                self.stage_launcher(c, job, resolved, bucket, events)
+                    .await?,
+            );
         }
         for (channel, path) in &resolved.uploads {
             let Some(bucket) = &resolved.bucket else {
@@ -167,6 +181,39 @@ impl SageMakerBackend {
             staged.channel_uris.insert(channel.clone(), uri);
         }
         Ok(staged)
+    }
+
+    /// Uploads the launcher of a `contract: modeltrainer` job (once per
+    /// content) and returns its channel's S3 URI.
+    async fn stage_launcher(
+        &self,
+        c: &Clients,
+        job: &TrainingJob,
+        resolved: &Resolved,
+        bucket: &str,
+        events: &JobEvents,
+    ) -> Result<String, BackendError> {
+        let l = launcher::launcher(job, &resolved.instance_type);
+        let folder = join_key(&resolved.prefix, &format!("sm_drivers/{}", l.sha256));
+        let mut uploaded = 0;
+        for (name, bytes) in l.files {
+            let key = format!("{folder}/{name}");
+            if c.s3.put_once(bucket, &key, bytes).await.map_err(|e| {
+                BackendError::Permanent(format!(
+                    "uploading the launcher to s3://{bucket}/{key}: {e}"
+                ))
+            })? {
+                uploaded += 1;
+            }
+        }
+        let uri = format!("s3://{bucket}/{folder}/");
+        let message = if uploaded > 0 {
+            format!("launcher uploaded to {uri}")
+        } else {
+            format!("launcher unchanged; using {uri}")
+        };
+        let _ = events.send(JobEvent::Status { message });
+        Ok(uri)
     }
 
     /// Creates the job unless it exists already; true when this call created it.

@@ -17,10 +17,12 @@ use aws_sdk_sagemaker::types::{
     TrainingInputMode, TrainingInstanceType, VpcConfig,
 };
 use serde_json::Value;
-use switchyard_training::{contract, BackendError, ChannelSource, RestartPolicy, TrainingJob};
+use switchyard_training::{
+    contract, modeltrainer, BackendError, ChannelSource, Contract, RestartPolicy, TrainingJob,
+};
 
 use crate::config::{LocalChannels, SageMakerConfig};
-use crate::instance;
+use crate::{instance, launcher};
 
 /// Where the training container sees checkpoints (SageMaker's default).
 pub const CHECKPOINT_LOCAL_PATH: &str = "/opt/ml/checkpoints";
@@ -59,6 +61,9 @@ pub struct Staged {
     pub submit_directory: Option<String>,
     /// Channel name → the S3 URI a local channel was uploaded to.
     pub channel_uris: BTreeMap<String, String>,
+    /// `contract: modeltrainer`: the code channel's and the launcher's S3 prefixes.
+    pub code_uri: Option<String>,
+    pub launcher_uri: Option<String>,
 }
 
 fn refuse(field: &str, message: impl std::fmt::Display) -> BackendError {
@@ -106,6 +111,15 @@ pub fn encode_hyperparameter(v: &Value) -> String {
     v.to_string()
 }
 
+/// A hyperparameter as the job's contract sends it: JSON (the v2 SDK) or
+/// ModelTrainer's `safe_serialize` (a string as it is).
+fn encode_for(job: &TrainingJob, v: &Value) -> String {
+    match job.spec.contract {
+        Contract::Toolkit => encode_hyperparameter(v),
+        Contract::ModelTrainer => modeltrainer::encode(v),
+    }
+}
+
 /// Checks the job against what SageMaker and the configuration allow.
 pub fn resolve(job: &TrainingJob, config: &SageMakerConfig) -> Result<Resolved, BackendError> {
     let spec = &job.spec;
@@ -130,6 +144,12 @@ pub fn resolve(job: &TrainingJob, config: &SageMakerConfig) -> Result<Resolved, 
         .clone()
         .map(|p| p.trim_matches('/').to_string())
         .unwrap_or_else(|| config.prefix.clone());
+    if spec.contract == Contract::ModelTrainer && bucket.is_none() {
+        return Err(no_bucket(
+            "spec.contract",
+            "a modeltrainer job's launcher and code are uploaded to S3 as channels",
+        ));
+    }
     if spec.entry_point.is_some() && bucket.is_none() {
         return Err(no_bucket(
             "spec.sourceDir",
@@ -384,14 +404,22 @@ fn check_limits(job: &TrainingJob) -> Result<(), BackendError> {
             "SageMaker retries a job at most 30 times (RetryStrategy.MaximumRetryAttempts)",
         ));
     }
-    if spec.hyperparameters.len() + 6 > 100 {
+    // The toolkit's jobs carry up to 6 `sagemaker_*` ones; ModelTrainer's none.
+    let reserved = if spec.contract == Contract::ModelTrainer {
+        0
+    } else {
+        6
+    };
+    if spec.hyperparameters.len() + reserved > 100 {
         return Err(refuse(
             "spec.hyperparameters",
-            "SageMaker takes at most 100 hyperparameters, 6 of which Switchyard uses",
+            format!(
+                "SageMaker takes at most 100 hyperparameters, {reserved} of which Switchyard uses"
+            ),
         ));
     }
     for (k, v) in &spec.hyperparameters {
-        if k.len() > 256 || encode_hyperparameter(v).len() > 2500 {
+        if k.len() > 256 || encode_for(job, v).len() > 2500 {
             return Err(refuse(
                 &format!("spec.hyperparameters.{k}"),
                 "keys are at most 256 characters and values at most 2500",
@@ -488,7 +516,8 @@ impl<'a> Submission<'a> {
             _ => TrainingInputMode::File,
         };
         let hps = self.hyperparameters(staged);
-        let channels = channels(self.job, staged, &mode);
+        let mut channels = channels(self.job, staged, &mode);
+        channels.extend(modeltrainer_channels(staged));
         let mut stopping = StoppingCondition::builder()
             .max_runtime_in_seconds(spec.max_runtime_seconds.unwrap_or(DEFAULT_MAX_RUNTIME) as i32);
         if spec.use_spot_instances {
@@ -498,7 +527,7 @@ impl<'a> Submission<'a> {
         let mut req = request
             .training_job_name(&self.name)
             .role_arn(&resolved.role_arn)
-            .algorithm_specification(algorithm(self.job, mode))
+            .algorithm_specification(algorithm(self.job, mode, staged))
             .set_hyper_parameters((!hps.is_empty()).then(|| hps.into_iter().collect()))
             .set_input_data_config((!channels.is_empty()).then_some(channels))
             .output_data_config(
@@ -519,12 +548,7 @@ impl<'a> Submission<'a> {
             .enable_inter_container_traffic_encryption(
                 spec.sagemaker.enable_inter_container_traffic_encryption,
             )
-            // SAGEMAKER_BASE_DIR as on every backend (the toolkit's default there).
-            .set_environment(Some(
-                std::iter::once(("SAGEMAKER_BASE_DIR".to_string(), "/opt/ml".to_string()))
-                    .chain(spec.env.clone())
-                    .collect(),
-            ))
+            .set_environment(self.environment())
             .set_tags(Some(self.tags()));
         if let Some(c) = &spec.checkpoint {
             req = req.checkpoint_config(
@@ -552,11 +576,31 @@ impl<'a> Submission<'a> {
         req
     }
 
+    /// The container's variables: the job's `env`, and for the toolkit
+    /// SAGEMAKER_BASE_DIR as on every backend (the toolkit's default there).
+    fn environment(&self) -> Option<std::collections::HashMap<String, String>> {
+        let env = &self.job.spec.env;
+        match self.job.spec.contract {
+            Contract::ModelTrainer => (!env.is_empty()).then(|| env.clone().into_iter().collect()),
+            Contract::Toolkit => Some(
+                std::iter::once(("SAGEMAKER_BASE_DIR".to_string(), "/opt/ml".to_string()))
+                    .chain(env.clone())
+                    .collect(),
+            ),
+        }
+    }
+
     /// The job's hyperparameters, JSON-encoded; with an entry point also
     /// the toolkit's (the same as every backend writes, procsPerNode
     /// included, with SageMaker's own job name and the region).
     fn hyperparameters(&self, staged: &Staged) -> BTreeMap<String, String> {
         let spec = &self.job.spec;
+        if spec.contract == Contract::ModelTrainer {
+            // As ModelTrainer sends them; its launcher adds none.
+            return modeltrainer::encoded_hyperparameters(self.job)
+                .into_iter()
+                .collect();
+        }
         let mut hps: BTreeMap<String, String> = spec
             .hyperparameters
             .iter()
@@ -597,7 +641,11 @@ impl<'a> Submission<'a> {
 
 /// The image, input mode and metrics; a command as the container's entry
 /// point and arguments.
-fn algorithm(job: &TrainingJob, mode: TrainingInputMode) -> AlgorithmSpecification {
+fn algorithm(
+    job: &TrainingJob,
+    mode: TrainingInputMode,
+    staged: &Staged,
+) -> AlgorithmSpecification {
     let spec = &job.spec;
     let metrics = spec
         .metrics
@@ -613,12 +661,47 @@ fn algorithm(job: &TrainingJob, mode: TrainingInputMode) -> AlgorithmSpecificati
         .training_image(spec.image.clone().unwrap_or_default())
         .training_input_mode(mode)
         .set_metric_definitions(Some(metrics));
-    if let Some(cmd) = &spec.command {
+    if staged.launcher_uri.is_some() {
+        // ModelTrainer's way: the launcher from its channel, for a script
+        // and a command alike.
+        algo = algo
+            .container_entrypoint(launcher::ENTRYPOINT)
+            .set_container_arguments(Some(launcher::arguments()));
+    } else if let Some(cmd) = &spec.command {
         algo = algo
             .container_entrypoint(cmd[0].clone())
             .set_container_arguments((cmd.len() > 1).then(|| cmd[1..].to_vec()));
     }
     algo.build()
+}
+
+/// A `contract: modeltrainer` job's own two channels, after the job's: the
+/// code and the launcher (always files).
+fn modeltrainer_channels(staged: &Staged) -> Vec<Channel> {
+    [
+        (modeltrainer::CODE_CHANNEL, &staged.code_uri),
+        (modeltrainer::DRIVERS_CHANNEL, &staged.launcher_uri),
+    ]
+    .into_iter()
+    .filter_map(|(name, uri)| {
+        let source = DataSource::builder()
+            .s3_data_source(
+                S3DataSource::builder()
+                    .s3_uri(uri.clone()?)
+                    .s3_data_type(S3DataType::S3Prefix)
+                    .s3_data_distribution_type(S3DataDistribution::FullyReplicated)
+                    .build(),
+            )
+            .build();
+        Some(
+            Channel::builder()
+                .channel_name(name)
+                .data_source(source)
+                .input_mode(TrainingInputMode::File)
+                .build(),
+        )
+    })
+    .collect()
 }
 
 /// Each channel: EFS read in File mode; S3 (and local channels, staged to

@@ -28,6 +28,7 @@ use serde_json::{json, Map, Value};
 
 use crate::contract::{HostLayout, Placement};
 use crate::python::json_dumps_default;
+use crate::shell;
 use crate::slots::{host_name, host_names};
 use crate::TrainingJob;
 
@@ -306,7 +307,9 @@ fn master(p: &Placement, on_sagemaker: bool) -> (String, u32) {
 }
 
 /// What `environment.py` exports on a host (every value the text the shell
-/// reads back), then the platform's `TRAINING_JOB_NAME`.
+/// reads back), then the platform's `TRAINING_JOB_NAME`. On SageMaker the
+/// platform sets that name (not Switchyard's): it is left out, and the job's
+/// name in `SM_TRAINING_ENV` is the launcher's [`shell::JOB_NAME`] splice.
 pub fn host_env(
     job: &TrainingJob,
     layout: &HostLayout,
@@ -405,7 +408,7 @@ pub fn host_env(
         "input_config_dir": path(layout.config_dir()),
         "input_data_dir": path(layout.data_dir()),
         "input_dir": path(layout.input_dir()),
-        "job_name": job.name,
+        "job_name": if on_sagemaker { shell::JOB_NAME.marker } else { job.name.as_str() },
         "log_level": LOG_LEVEL,
         "model_dir": path(layout.model_dir()),
         "network_interface_name": "eth0",
@@ -417,7 +420,9 @@ pub fn host_env(
     });
     env.push(("SM_TRAINING_ENV".into(), training_env));
     let mut out: Vec<(String, String)> = env.into_iter().map(|(k, v)| (k, encode(&v))).collect();
-    out.push(("TRAINING_JOB_NAME".into(), job.name.clone()));
+    if !on_sagemaker {
+        out.push(("TRAINING_JOB_NAME".into(), job.name.clone()));
+    }
     out
 }
 

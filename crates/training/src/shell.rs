@@ -29,6 +29,11 @@ pub const GPUS: Splice = Splice {
     marker: "4000000009",
     var: "SM_NUM_GPUS",
 };
+/// The job's name as the platform gives it (SageMaker's `TRAINING_JOB_NAME`).
+pub const JOB_NAME: Splice = Splice {
+    marker: "4000000015",
+    var: "TRAINING_JOB_NAME",
+};
 /// The master's address and port as the pod's operator gives them.
 pub const MASTER_ADDR: Splice = Splice {
     marker: "4000000011",
