@@ -3,7 +3,8 @@
 Reads only the runtime contract, so it runs unchanged under `switchyard job run`
 (any backend), torchrun, a Kubeflow PyTorchJob or a SageMaker PyTorch container:
 - torch.distributed's env:// rendezvous (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE);
-- hyperparameters as command-line arguments (as the SageMaker toolkit passes them);
+- hyperparameters as command-line arguments (as the SageMaker toolkit, or
+  the v3 SDK's ModelTrainer with `contract: modeltrainer`, passes them);
 - SM_MODEL_DIR for the model (rank 0), the checkpoint directory for resuming,
   SM_OUTPUT_DIR/failure for a failure reason.
 
@@ -40,7 +41,11 @@ def parse_args():
 
 
 def checkpoint_dir():
-    d = os.path.join(os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"), "checkpoints")
+    # <base>/checkpoints: the toolkit names the base (SAGEMAKER_BASE_DIR);
+    # ModelTrainer does not, but its SM_MODEL_DIR is <base>/model.
+    base = os.environ.get("SAGEMAKER_BASE_DIR") or os.path.dirname(
+        os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))
+    d = os.path.join(base, "checkpoints")
     os.makedirs(d, exist_ok=True)
     return d
 

@@ -776,6 +776,86 @@ async fn the_pytorch_container_runs_procs_per_node_with_the_same_arguments() {
     );
 }
 
+/// `contract: modeltrainer`: the request has ModelTrainer's shape (its
+/// container command, the code and the launcher as channels after the job's,
+/// hyperparameters as it encodes them, no `sagemaker_*` ones), the launcher
+/// is uploaded once per content, and the job's env is the whole Environment.
+#[tokio::test]
+async fn a_modeltrainer_job_is_submitted_the_way_modeltrainer_submits_it() {
+    let s = setup();
+    let spec = "  contract: modeltrainer\n  sourceDir: src\n  entryPoint: train.py\n  nodes: 2\n  procsPerNode: 2\n  instanceType: ml.c5.xlarge\n  hyperparameters: {epochs: 3, e: 1, flag: 'true', opts: {b: 2, a: x}, lr: 1e-05}\n  channels: {train: 's3://datasets/digits/train'}\n  env: {NCCL_DEBUG: INFO}\n";
+    let j = job(&s, spec);
+    let mut bodies = Vec::new();
+    let mut puts = Vec::new();
+    for id in ["job-mt-1", "job-mt-2"] {
+        let fake = Arc::new(Fake::default());
+        let name = name_for(id);
+        fake.script(
+            "DescribeTrainingJob",
+            vec![not_found_job(), recorded("describe-completed.json", &name)],
+        )
+        .script("CreateTrainingJob", vec![recorded("create.json", &name)]);
+        let backend = SageMakerBackend::with_sdk_config(s.config.clone(), sdk(fake.clone()), true);
+        let ran = run(&backend, &j, id, false).await;
+        assert_eq!(ran.outcome().state, JobState::Succeeded, "{:?}", ran.result);
+        bodies.push(fake.body_of("CreateTrainingJob"));
+        puts.push(
+            fake.ops()
+                .into_iter()
+                .filter(|o| o.starts_with("S3 PUT"))
+                .collect::<Vec<_>>(),
+        );
+    }
+    let b = &bodies[0];
+    let algo = &b["AlgorithmSpecification"];
+    assert_eq!(algo["ContainerEntrypoint"], json!(["/bin/bash"]));
+    assert_eq!(
+        algo["ContainerArguments"],
+        json!(["-c", "chmod +x /opt/ml/input/data/sm_drivers/sm_train.sh && /opt/ml/input/data/sm_drivers/sm_train.sh"])
+    );
+    assert_eq!(
+        b["HyperParameters"],
+        json!({"epochs": "3", "e": "1", "flag": "true", "opts": "{\"b\": 2, \"a\": \"x\"}", "lr": "1e-05"})
+    );
+    assert_eq!(b["Environment"], json!({"NCCL_DEBUG": "INFO"}));
+    let channels: Vec<&str> = b["InputDataConfig"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["ChannelName"].as_str().unwrap())
+        .collect();
+    assert_eq!(channels, ["train", "code", "sm_drivers"]);
+    let uri = |i: usize| {
+        b["InputDataConfig"][i]["DataSource"]["S3DataSource"]["S3Uri"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(uri(1).starts_with("s3://staging/") && uri(1).contains("/sourcedir/"), "{}", uri(1));
+    assert!(uri(2).contains("/sm_drivers/") && uri(2).ends_with('/'), "{}", uri(2));
+    // The launcher: its files under one content-addressed prefix, one env file per host.
+    let drivers = uri(2).trim_start_matches("s3://").to_string();
+    let uploaded: Vec<String> = puts[0]
+        .iter()
+        .filter_map(|o| o.strip_prefix(&format!("S3 PUT /{drivers}")).map(str::to_string))
+        .collect();
+    for f in [
+        "sm_train.sh",
+        "sy_run.py",
+        "sy_launch.json",
+        "sourcecode.json",
+        "distributed.json",
+        "sy-host-algo-1.env",
+        "sy-host-algo-2.env",
+    ] {
+        assert!(uploaded.iter().any(|u| u == f), "{f} not in {uploaded:?}");
+    }
+    // The same job under another id: the same content, the same keys (which
+    // `put_once` skips when they exist; this fake has none).
+    assert_eq!(bodies[1]["InputDataConfig"], b["InputDataConfig"]);
+    assert_eq!(puts[1], puts[0]);
+}
+
 #[tokio::test]
 async fn a_command_job_uses_the_container_entrypoint() {
     let s = setup();

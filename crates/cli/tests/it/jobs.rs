@@ -228,7 +228,12 @@ fn params_digests(sb: &Sandbox, job: &Value) -> Vec<String> {
 #[ignore = "needs PyTorch (scripts/setup --torch)"]
 fn ddp_digits_two_nodes_and_two_processes() {
     let sb = Sandbox::new();
-    for (nodes, procs) in [("2", "1"), ("1", "2")] {
+    // The same script under both SageMaker contracts.
+    for (nodes, procs, contract) in [
+        ("2", "1", "toolkit"),
+        ("1", "2", "toolkit"),
+        ("2", "1", "modeltrainer"),
+    ] {
         let (code, job, stderr) = sb.job(
             &digits(),
             &[
@@ -238,6 +243,8 @@ fn ddp_digits_two_nodes_and_two_processes() {
                 &format!("spec.procsPerNode={procs}"),
                 "--set",
                 "spec.hyperparameters.epochs=8",
+                "--set",
+                &format!("spec.contract={contract}"),
             ],
         );
         assert_eq!(code, 0, "{nodes}x{procs}: {job:#}\n{stderr}");
@@ -257,6 +264,14 @@ fn ddp_digits_two_nodes_and_two_processes() {
 #[test]
 #[ignore = "needs PyTorch (scripts/setup --torch)"]
 fn a_killed_rank_restarts_the_gang_which_resumes_from_the_checkpoint() {
+    // Under both contracts (ModelTrainer's has no SAGEMAKER_BASE_DIR: the
+    // script finds <base>/checkpoints next to SM_MODEL_DIR).
+    for contract in ["toolkit", "modeltrainer"] {
+        killed_rank_resumes(contract);
+    }
+}
+
+fn killed_rank_resumes(contract: &str) {
     let sb = Sandbox::new();
     let out = sb.path("model-out");
     let (code, job, stderr) = sb.job(
@@ -270,6 +285,8 @@ fn a_killed_rank_restarts_the_gang_which_resumes_from_the_checkpoint() {
             "spec.hyperparameters.fail-code=137",
             "--set",
             &format!("spec.output={out}"),
+            "--set",
+            &format!("spec.contract={contract}"),
         ],
     );
     assert_eq!(code, 0, "{job:#}\n{stderr}");
