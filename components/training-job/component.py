@@ -7,6 +7,10 @@ Use in a pipeline:
     t = training_job(name="digits", backend=runtime, source_dir="examples/ddp-digits", entry_point="train.py", nodes=2)
     t.outputs["model"], t.outputs["job_name"], t.outputs["state"], t.outputs["backend_used"]
 
+`contract` is the SageMaker contract the script is written for: "toolkit" (the
+classic training toolkit's) or "modeltrainer" (the v3 SDK's ModelTrainer; then
+`requirements` may name a requirements file in source_dir).
+
 The step runs `switchyard job run-component`, which reads the inputs below through
 the KFP executor protocol, submits the job to `backend`, follows it, and copies the
 model (rank 0's SM_MODEL_DIR) into the `model` artifact.
@@ -46,6 +50,8 @@ def training_job(
     max_runtime_seconds: int = 0,
     metrics: list = [],
     role_arn: str = "",
+    contract: str = "toolkit",
+    requirements: str = "",
 ):
     return dsl.ContainerSpec(
         image=IMAGE,

@@ -7,6 +7,7 @@ chosen backend, and a last step reads the model, whichever branch made it.
 
 Compile:  python examples/hybrid/pipeline.py     (writes examples/hybrid/pipeline.yaml)
 Run:      switchyard run examples/hybrid/pipeline.yaml -p training_runtime=local
+          (add -p contract=modeltrainer to give the script the v3 SDK's ModelTrainer contract)
 (relative paths such as source_dir are taken from where `switchyard run` starts;
 run it from the repository root, with SWITCHYARD_TRAINING_PYTHON naming a Python
 that has PyTorch and scikit-learn.)
@@ -44,9 +45,10 @@ def report(model: Input[Model], min_accuracy: float) -> float:
 @dsl.pipeline(name="hybrid-training", description="Choose where to train at run time: this machine, Kubernetes or SageMaker.")
 def hybrid_training(training_runtime: str = "local", epochs: int = 8, nodes: int = 2,
                     source_dir: str = "examples/ddp-digits", image: str = "pytorch/pytorch:2.5.1-cpu",
-                    role_arn: str = "", min_accuracy: float = 0.9) -> float:
+                    role_arn: str = "", min_accuracy: float = 0.9, contract: str = "toolkit") -> float:
     check = check_runtime(training_runtime=training_runtime)
     common = dict(name="digits-ddp", image=image, source_dir=source_dir, entry_point="train.py", nodes=nodes,
+                  contract=contract,
                   hyperparameters={"epochs": epochs, "lr": 0.1}, resources={"cpu": 0.5},
                   restart_policy="ExitCode", max_runtime_seconds=1800,
                   metrics=[{"name": "test_accuracy", "regex": "test_accuracy=([0-9.]+)"}])

@@ -45,6 +45,8 @@ const FIELDS: &[(&str, &str)] = &[
     ("max_runtime_seconds", "maxRuntimeSeconds"),
     ("metrics", "metrics"),
     ("role_arn", "roleArn"),
+    ("contract", "contract"),
+    ("requirements", "requirements"),
 ];
 
 /// Empty strings, lists and maps, and zero runtimes mean "not set".

@@ -1,4 +1,5 @@
-"""What one process of a training job sees, written to $DUMP_DIR as JSON: its
+"""What one process of a training job sees, written to $DUMP_DIR as JSON (or
+as one `SY-DUMP` line of its log where there is no DUMP_DIR): its
 arguments, working directory, environment, the host's config files and the
 driver channel's JSON files. With more than one process it also joins the
 process group (gloo) and sums the ranks, so the variables are shown to work,
@@ -53,7 +54,10 @@ if int(env.get("WORLD_SIZE", "1")) > 1:
     dist.all_reduce(t)
     dump["rank_sum"] = t.item()
     dist.destroy_process_group()
-name = f"{env.get('SM_CURRENT_HOST', 'host')}-{env.get('LOCAL_RANK', '0')}.json"
-with open(os.path.join(env["DUMP_DIR"], name), "w") as f:
-    json.dump(dump, f)
-print(f"dumped {name}")
+name = f"{env.get('SM_CURRENT_HOST', 'host')}-{env.get('LOCAL_RANK', '0')}"
+if "DUMP_DIR" in env:
+    with open(os.path.join(env["DUMP_DIR"], name + ".json"), "w") as f:
+        json.dump(dump, f)
+    print(f"dumped {name}")
+else:  # in a pod: the log carries it
+    print("SY-DUMP " + json.dumps({"name": name, "dump": dump}), flush=True)

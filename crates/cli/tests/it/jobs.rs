@@ -542,7 +542,7 @@ fn the_training_job_component_is_up_to_date() {
 fn hybrid_pipeline_chooses_the_backend_at_run_time() {
     let sb = Sandbox::new();
     let pipeline = compile_script(&sb, "examples/hybrid/pipeline.py", "hybrid.yaml");
-    let run = |runtime: &str| {
+    let run = |runtime: &str, contract: &str| {
         let out = sb
             .cmd()
             .current_dir(crate::common::repo_root())
@@ -557,6 +557,8 @@ fn hybrid_pipeline_chooses_the_backend_at_run_time() {
                 &format!("training_runtime={runtime}"),
                 "-p",
                 "epochs=6",
+                "-p",
+                &format!("contract={contract}"),
             ])
             .output()
             .unwrap();
@@ -564,7 +566,15 @@ fn hybrid_pipeline_chooses_the_backend_at_run_time() {
             .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
         (out.status.code(), v)
     };
-    let (code, v) = run("local");
+    // The same pipeline with the script given the v3 SDK's contract.
+    let (code, v) = run("local", "modeltrainer");
+    assert_eq!(code, Some(0), "{v:#}");
+    let t = crate::common::task(&v, "condition-branches-1/condition-2/training-job");
+    let id = t["outputs"]["job_id"].as_str().unwrap_or_default().to_string();
+    let job = sb.run(&["job", "get", &id, "-o", "json"]).json();
+    assert_eq!(job["spec"]["spec"]["contract"], "modeltrainer", "{job:#}");
+
+    let (code, v) = run("local", "toolkit");
     assert_eq!(code, Some(0), "{v:#}");
     assert!(v["outputs"]["Output"].as_f64().unwrap() >= 0.9);
     let t = crate::common::task(&v, "condition-branches-1/condition-2/training-job");
@@ -578,7 +588,7 @@ fn hybrid_pipeline_chooses_the_backend_at_run_time() {
     let jobs = sb.run(&["job", "list", "-o", "json"]).json();
     assert_eq!(jobs["jobs"][0]["state"], "SUCCEEDED");
 
-    let (code, v) = run("mainframe");
+    let (code, v) = run("mainframe", "toolkit");
     assert_eq!(code, Some(1));
     assert!(
         v["error"]

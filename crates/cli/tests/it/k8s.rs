@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::{repo_root, wait_until, Sandbox};
+use crate::common::{repo_file, repo_root, torch_python, wait_until, Sandbox};
 
 fn cache() -> PathBuf {
     std::env::var_os("SWITCHYARD_K8S_CACHE")
@@ -639,6 +639,75 @@ fn the_runtime_contract_holds_in_pods_as_the_toolkit_sees_it() {
             "{logs}"
         );
     }
+}
+
+/// `contract: modeltrainer` in pods, side by side with ModelTrainer's own
+/// drivers (tests/modeltrainer/pods.py): every difference must be one that
+/// docs/runtime-contract.md lists for Kubernetes.
+#[test]
+#[ignore = "needs the local Kubernetes cluster (scripts/k8s-cluster start), moto and sagemaker-train (scripts/setup --modeltrainer)"]
+fn the_modeltrainer_contract_in_pods_is_what_modeltrainer_gives() {
+    let k = kube();
+    let mut ns = k.namespace("mtpods");
+    let mut env = ns.data_claim();
+    // The dataset the harness also puts in moto's S3 for ModelTrainer.
+    let data = tempfile::tempdir().expect("data");
+    for (rel, text) in [
+        ("digits/train.csv", "x,y\n1,2\n"),
+        ("digits/more/part-1.csv", "x,y\n3,4\n"),
+    ] {
+        let p = data.path().join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("dir");
+        std::fs::write(p, text).expect("file");
+    }
+    ns.claim("mt-data", data.path());
+    env.push(("SWITCHYARD_K8S_EFS_CLAIMS", "fs-mt=mt-data".into()));
+    let op = ns.operator();
+    let sb = Sandbox::new();
+    let out = Command::new(crate::common::python())
+        .arg(repo_file("tests/modeltrainer/pods.py"))
+        .arg(sb.path("harness"))
+        .arg("efs://fs-mt/digits")
+        .envs(sb.cmd().get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("SWITCHYARD_BIN", env!("CARGO_BIN_EXE_switchyard"))
+        .env("SWITCHYARD_TEST_TORCH_PYTHON", torch_python())
+        .output()
+        .expect("pods.py");
+    assert!(
+        out.status.success(),
+        "{}\n{}\noperator:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        op.log()
+    );
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+
+    // The digits example trains under this contract in pods too.
+    let model = ns.data.path().join("mt-model");
+    let out_s = format!("spec.output={}", model.display());
+    let args = job_args(&[
+        "--set",
+        "spec.contract=modeltrainer",
+        "--set",
+        "spec.hyperparameters.epochs=6",
+        "--set",
+        &out_s,
+    ]);
+    let res = job_cmd(&sb, &env, &args).output().expect("job run");
+    let job: Value = serde_json::from_slice(&res.stdout).unwrap_or(Value::Null);
+    assert_eq!(
+        job["state"],
+        "SUCCEEDED",
+        "{job:#}\n{}\noperator:\n{}",
+        String::from_utf8_lossy(&res.stderr),
+        op.log()
+    );
+    assert!(
+        job["metrics"]["test_accuracy"].as_f64().unwrap_or(0.0) >= 0.9,
+        "{job:#}"
+    );
+    assert!(model.join("model.pt").is_file(), "{job:#}");
 }
 
 /// `switchyard job run examples/ddp-digits/job.yaml --backend kubernetes`, with
