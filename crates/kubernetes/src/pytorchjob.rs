@@ -335,12 +335,9 @@ fn command(job: &TrainingJob) -> Vec<String> {
 }
 
 fn env(job: &TrainingJob) -> Vec<EnvVar> {
-    // ModelTrainer's workers run `python -u` instead (see `command`).
-    let unbuffered = (job.spec.contract == Contract::Toolkit)
-        .then(|| ("PYTHONUNBUFFERED".to_string(), "1".to_string()));
     shared_env(job)
         .into_iter()
-        .chain(unbuffered)
+        .chain([("PYTHONUNBUFFERED".to_string(), "1".to_string())])
         .map(|(name, value)| EnvVar {
             name,
             value: Some(value),

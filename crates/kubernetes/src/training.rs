@@ -898,11 +898,37 @@ mod tests {
 
     #[test]
     fn the_contract_volume_lists_exactly_the_contract_files() {
-        let j = job("");
+        for extra in ["", "  contract: modeltrainer\n"] {
+            let j = job(extra);
+            let files = pod_contract::files(&j, "kubernetes", None).unwrap();
+            let keys: Vec<String> = files.into_keys().collect();
+            let mut listed = pod_contract::keys(&j);
+            listed.sort();
+            assert_eq!(listed, keys);
+        }
+    }
+
+    #[test]
+    fn modeltrainer_pods_get_its_variables_per_host_with_the_operators_master() {
+        let j = job("  contract: modeltrainer\n  hyperparameters: {learning-rate: 0.1}\n");
         let files = pod_contract::files(&j, "kubernetes", None).unwrap();
-        let keys: Vec<String> = files.into_keys().collect();
-        let mut listed = pod_contract::keys(&j);
-        listed.sort();
-        assert_eq!(listed, keys);
+        let host = &files["sy-host-1.env"];
+        for want in [
+            "'SM_MASTER_ADDR='\"$MASTER_ADDR\"''",
+            "'SM_MASTER_PORT='\"$MASTER_PORT\"''",
+            "'SM_CURRENT_HOST=algo-2'",
+            "'SM_CURRENT_HOST_RANK=1'",
+            "'SM_HP_LEARNING_RATE=0.1'",
+            "'SM_NUM_CPUS='\"$SM_NUM_CPUS\"''",
+            "'TRAINING_JOB_NAME=t'",
+        ] {
+            assert!(host.contains(want), "{want} not in\n{host}");
+        }
+        assert!(files.contains_key("sy-drivers-distributed.json"));
+        // Every variable is per host: the pod template carries none of them.
+        let pj = render(&KubernetesBackend::new(config(None)), &j, "job-1", &[]);
+        let env = &pj["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]
+            ["env"];
+        assert!(env.as_array().is_none_or(|e| e.is_empty()), "{env:#}");
     }
 }

@@ -831,13 +831,24 @@ async fn a_modeltrainer_job_is_submitted_the_way_modeltrainer_submits_it() {
             .unwrap()
             .to_string()
     };
-    assert!(uri(1).starts_with("s3://staging/") && uri(1).contains("/sourcedir/"), "{}", uri(1));
-    assert!(uri(2).contains("/sm_drivers/") && uri(2).ends_with('/'), "{}", uri(2));
+    assert!(
+        uri(1).starts_with("s3://staging/") && uri(1).contains("/sourcedir/"),
+        "{}",
+        uri(1)
+    );
+    assert!(
+        uri(2).contains("/sm_drivers/") && uri(2).ends_with('/'),
+        "{}",
+        uri(2)
+    );
     // The launcher: its files under one content-addressed prefix, one env file per host.
     let drivers = uri(2).trim_start_matches("s3://").to_string();
     let uploaded: Vec<String> = puts[0]
         .iter()
-        .filter_map(|o| o.strip_prefix(&format!("S3 PUT /{drivers}")).map(str::to_string))
+        .filter_map(|o| {
+            o.strip_prefix(&format!("S3 PUT /{drivers}"))
+                .map(str::to_string)
+        })
         .collect();
     for f in [
         "sm_train.sh",

@@ -570,7 +570,10 @@ fn hybrid_pipeline_chooses_the_backend_at_run_time() {
     let (code, v) = run("local", "modeltrainer");
     assert_eq!(code, Some(0), "{v:#}");
     let t = crate::common::task(&v, "condition-branches-1/condition-2/training-job");
-    let id = t["outputs"]["job_id"].as_str().unwrap_or_default().to_string();
+    let id = t["outputs"]["job_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let job = sb.run(&["job", "get", &id, "-o", "json"]).json();
     assert_eq!(job["spec"]["spec"]["contract"], "modeltrainer", "{job:#}");
 
