@@ -150,6 +150,7 @@ def spec_of(name, source, job):
         "requirements": job.get("requirements"), "nodes": job["nodes"], "procs": job["procs"],
         "instance_type": "ml.c5.xlarge", "hyperparameters": job["hyperparameters"],
         "channels": {"train": f"s3://{BUCKET}/digits"}, "bucket": BUCKET, "role": ROLE,
+        "environment": {"FAIL_CODE": str(job["fail"])} if job.get("fail") else {},
     }
 
 
@@ -179,7 +180,10 @@ def run_in_hosts(request, root, endpoint, job, dump):
     env = host_env(python_env_for(root, job))
     results = sagemaker_host.run(request, root, client("s3", endpoint), env)
     for code, log, _ in results:
-        assert code == 0, log[-6000:]
+        if job.get("fail"):
+            assert code != 0, log[-6000:]
+        else:
+            assert code == 0, log[-6000:]
     return env, results
 
 
@@ -203,6 +207,8 @@ def job_yaml(name, source, job, dump, backend="local", channel=None):
         "instanceType": "ml.c5.xlarge", "hyperparameters": job["hyperparameters"],
         "channels": {"train": f"s3://{BUCKET}/digits"}, "env": {"DUMP_DIR": str(dump)},
     }
+    if job.get("fail"):
+        spec["env"]["FAIL_CODE"] = str(job["fail"])
     if job.get("requirements"):
         spec["requirements"] = job["requirements"]
     if backend == "kubernetes":
@@ -235,6 +241,9 @@ def switchyard_local(name, source, job, endpoint, tmp):
     env = switchyard_env(endpoint, tmp / "home")
     out = subprocess.run([os.environ["SWITCHYARD_BIN"], "job", "run", str(path), "-q"],
                          env=env, capture_output=True, text=True, timeout=600)
+    if job.get("fail"):
+        assert out.returncode != 0, out.stdout[-3000:] + out.stderr[-6000:]
+        return env, out
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-6000:]
     return env, read_dumps(dump)
 
@@ -254,6 +263,9 @@ def switchyard_sagemaker(name, source, job, endpoint, tmp):
              if j["TrainingJobName"].startswith(name)]
     assert len(names) == 1, names
     request = sm.describe_training_job(TrainingJobName=names[0])
+    # moto keeps no Environment; the request had the job's env there (the
+    # replay test in crates/sagemaker checks the request itself).
+    request["Environment"] = json.loads(path.read_text())["spec"]["env"]
     dump = tmp / "dump-sagemaker"
     dump.mkdir()
     host, _ = run_in_hosts(request, tmp / "switchyard-hosts", endpoint, job, dump)

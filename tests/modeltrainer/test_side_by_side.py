@@ -53,3 +53,21 @@ def test_sagemaker_launcher_gives_what_modeltrainer_gives(kind, moto, source, tm
     assert sy_request["HyperParameters"] == request["HyperParameters"]
     check(differences(ref, ref_env, request["TrainingJobName"], got, sy_env,
                       sy_request["TrainingJobName"]), "sagemaker")
+
+
+def test_a_failed_script_leaves_a_failure_file_as_modeltrainer_does(moto, source, tmp_path):
+    """A script that fails without writing /opt/ml/output/failure: ModelTrainer's
+    drivers write one (SageMaker's FailureReason), and so does Switchyard's
+    launcher; the local backend's job fails with the exit code in its reason."""
+    job = {"nodes": 1, "procs": 1, "hyperparameters": {"epochs": 1}, "fail": 3}
+    modeltrainer("mt-fail", source, job, moto, tmp_path)
+    switchyard_sagemaker("sy-fail", source, job, moto, tmp_path)
+    texts = {}
+    for side in ("modeltrainer-hosts", "switchyard-hosts"):
+        failure = tmp_path / side / "algo-1" / "output" / "failure"
+        assert failure.is_file() and failure.read_text().strip(), side
+        texts[side] = failure.read_text()
+    assert "exit code 3" in texts["modeltrainer-hosts"] or "status 3" in texts["modeltrainer-hosts"], texts
+    assert "exited with status 3" in texts["switchyard-hosts"], texts
+    _, out = switchyard_local("sy-fail", source, job, moto, tmp_path)
+    assert "exited with code 3" in out.stdout + out.stderr, out.stdout + out.stderr

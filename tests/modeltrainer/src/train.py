@@ -3,11 +3,15 @@ as one `SY-DUMP` line of its log where there is no DUMP_DIR): its
 arguments, working directory, environment, the host's config files and the
 driver channel's JSON files. With more than one process it also joins the
 process group (gloo) and sums the ranks, so the variables are shown to work,
-not only to exist."""
+not only to exist. With FAIL_CODE set it fails at once with that code
+(writing no failure file: the launcher's is what is checked)."""
 import json
 import os
 import sys
 
+if os.environ.get("FAIL_CODE"):
+    print("failing on purpose", flush=True)
+    sys.exit(int(os.environ["FAIL_CODE"]))
 here = os.getcwd()
 env = dict(os.environ)
 base = os.path.dirname(env.get("SM_INPUT_DIR", "/opt/ml/input"))
