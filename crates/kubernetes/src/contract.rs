@@ -44,8 +44,13 @@ if [ -f "$c/sy-drivers-sourcecode.json" ]; then
 fi
 if [ -f "$c/sy-requirements" ]; then
   r="$(cat "$c/sy-requirements")"
+  python -m pip --version >/dev/null 2>&1 || {
+    echo "switchyard: spec.requirements: the image's python has no pip (python -m pip fails): add pip to the image, or drop requirements" >&2
+    exit 2
+  }
   echo "switchyard: installing $r" >&2
-  python -m pip install --disable-pip-version-check --no-input -r "$r" >&2
+  # Into the image's Python, as ModelTrainer installs (the container is the job's own).
+  PIP_BREAK_SYSTEM_PACKAGES=1 python -m pip install --disable-pip-version-check --no-input -r "$r" >&2
 fi
 exec env "$@"
 "#;

@@ -708,6 +708,34 @@ fn the_modeltrainer_contract_in_pods_is_what_modeltrainer_gives() {
         "{job:#}"
     );
     assert!(model.join("model.pt").is_file(), "{job:#}");
+
+    // `requirements` in an image whose Python has no pip (this test image has
+    // none): the job fails saying so, rather than at the script's import.
+    let src = tempfile::tempdir().expect("src");
+    std::fs::write(src.path().join("train.py"), "print('ran')\n").expect("script");
+    std::fs::write(src.path().join("requirements.txt"), "tinyreq\n").expect("requirements");
+    let spec = src.path().join("job.yaml");
+    std::fs::write(
+        &spec,
+        "apiVersion: switchyard/v1\nkind: TrainingJob\nmetadata: {name: mt-req}\nspec:\n  contract: modeltrainer\n  sourceDir: .\n  entryPoint: train.py\n  requirements: requirements.txt\n",
+    )
+    .expect("job");
+    let res = sb
+        .cmd()
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .args(["job", "run"])
+        .arg(&spec)
+        .args(job_args(&["--output", "json"]))
+        .output()
+        .expect("job run");
+    let job: Value = serde_json::from_slice(&res.stdout).unwrap_or(Value::Null);
+    assert_eq!(job["state"], "FAILED", "{job:#}");
+    let id = job["job_id"].as_str().unwrap_or_default();
+    let logs = sb.run(&["job", "logs", id]).stdout;
+    assert!(
+        format!("{job}{logs}").contains("the image's python has no pip"),
+        "{job:#}\n{logs}"
+    );
 }
 
 /// `switchyard job run examples/ddp-digits/job.yaml --backend kubernetes`, with

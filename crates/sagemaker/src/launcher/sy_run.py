@@ -57,8 +57,15 @@ def main():
     if len(sys.argv) > 1 and sys.argv[1] == "worker":
         return worker(p)
     if p.get("requirements"):
+        if subprocess.call([sys.executable, "-m", "pip", "--version"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) != 0:
+            fail("spec.requirements: the image's python has no pip (python -m pip fails): "
+                 "add pip to the image, or drop requirements", 2)
+        # Into the image's Python, as ModelTrainer installs (the container is the job's own).
+        os.environ["PIP_BREAK_SYSTEM_PACKAGES"] = "1"
         run([sys.executable, "-m", "pip", "install", "--disable-pip-version-check",
              "--no-input", "-r", p["requirements"]], "installing the requirements")
+        del os.environ["PIP_BREAK_SYSTEM_PACKAGES"]
     launch = p["launch"]
     if launch == "command":
         run(p["command"], "the command")
