@@ -31,6 +31,9 @@ pub const START: &str = r#"set -e
 n="${PET_NODE_RANK:-${RANK:-0}}"
 c=/opt/ml/.switchyard
 [ -f "$c/sy-host-$n.env" ] || { echo "switchyard: no contract for node rank $n" >&2; exit 2; }
+PY="$(command -v python3 || command -v python || echo python)"
+# `sy-python` (ModelTrainer's commands): the image's python3, else python.
+if [ "${1:-}" = sy-python ]; then shift; set -- "$PY" "$@"; fi
 SM_NUM_CPUS="$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc --all)"
 . "$c/sy-host-$n.env"
 mkdir -p /opt/ml/input/config /opt/ml/model /opt/ml/output/data /opt/ml/output/intermediate
@@ -44,13 +47,13 @@ if [ -f "$c/sy-drivers-sourcecode.json" ]; then
 fi
 if [ -f "$c/sy-requirements" ]; then
   r="$(cat "$c/sy-requirements")"
-  python -m pip --version >/dev/null 2>&1 || {
+  "$PY" -m pip --version >/dev/null 2>&1 || {
     echo "switchyard: spec.requirements: the image's python has no pip (python -m pip fails): add pip to the image, or drop requirements" >&2
     exit 2
   }
   echo "switchyard: installing $r" >&2
   # Into the image's Python, as ModelTrainer installs (the container is the job's own).
-  PIP_BREAK_SYSTEM_PACKAGES=1 python -m pip install --disable-pip-version-check --no-input -r "$r" >&2
+  PIP_BREAK_SYSTEM_PACKAGES=1 "$PY" -m pip install --disable-pip-version-check --no-input -r "$r" >&2
 fi
 exec env "$@"
 "#;
@@ -65,6 +68,11 @@ const DRIVER_KEYS: [(&str, &str); 2] = [
     ),
 ];
 const REQUIREMENTS_KEY: &str = "sy-requirements";
+/// ModelTrainer's launcher and its plan: torchrun's workers in a pod run the
+/// script through it, so that torchrun's option parser never sees the
+/// script's arguments.
+pub const RUN_KEY: &str = "sy_run.py";
+const PLAN_KEY: &str = "sy_launch.json";
 
 /// Whether a variable belongs to the SageMaker half, which pods get per host
 /// from the prologue (not from the shared pod template).
@@ -91,6 +99,7 @@ pub fn keys(job: &TrainingJob) -> Vec<String> {
         .collect();
     if job.spec.contract == Contract::ModelTrainer {
         keys.extend(DRIVER_KEYS.iter().map(|(k, _)| k.to_string()));
+        keys.extend([RUN_KEY.to_string(), PLAN_KEY.to_string()]);
         if job.spec.requirements.is_some() {
             keys.push(REQUIREMENTS_KEY.to_string());
         }
@@ -143,6 +152,11 @@ pub fn files(
         if let Some(r) = &job.spec.requirements {
             out.insert(REQUIREMENTS_KEY.to_string(), r.clone());
         }
+        out.insert(RUN_KEY.to_string(), modeltrainer::RUN_PY.to_string());
+        out.insert(
+            PLAN_KEY.to_string(),
+            modeltrainer::launch_plan(job).to_string(),
+        );
     }
     Ok(out)
 }
@@ -176,14 +190,17 @@ fn toolkit_env(job: &TrainingJob, layout: &HostLayout, placement: &Placement) ->
 
 /// Everything ModelTrainer's drivers give a host (its master is the one the
 /// operator names), the torchrun driver's settings, and with one process per
-/// pod what torchrun gives a worker beyond the operator's `RANK`,
-/// `WORLD_SIZE` and `MASTER_*`.
+/// pod what torchrun gives a worker beyond the operator's `WORLD_SIZE` and
+/// `MASTER_*`. Node ranks follow the host names sorted as text, as the
+/// drivers' `--node_rank`: `RANK` with one process per pod, torchrun's
+/// `PET_NODE_RANK` with more. Over the pod's environment (the job's `env`),
+/// as the drivers' sourced file is.
 fn modeltrainer_env(job: &TrainingJob, layout: &HostLayout, placement: &Placement) -> String {
     let mut vars = modeltrainer::host_env(job, layout, placement, false);
     if let Launch::Torchrun { .. } = modeltrainer::launch(job) {
         vars.extend(modeltrainer::torchrun_driver_env(&placement.instance_type));
         if job.spec.procs_per_node == 1 {
-            let given = ["RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"];
+            let given = ["WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"];
             vars.extend(
                 modeltrainer::worker_env(job, placement, "")
                     .into_iter()
@@ -191,12 +208,11 @@ fn modeltrainer_env(job: &TrainingJob, layout: &HostLayout, placement: &Placemen
                         !given.contains(&k.as_str()) && k != "TORCHELASTIC_ERROR_FILE"
                     }),
             );
+        } else {
+            let rank = modeltrainer::host_rank(placement.node, job.spec.nodes);
+            vars.push(("PET_NODE_RANK".into(), rank.to_string()));
         }
     }
     let splices: [Splice; 3] = [CPUS, MASTER_ADDR, MASTER_PORT];
-    shell::env_file(
-        vars.into_iter()
-            .filter(|(k, _)| !job.spec.env.contains_key(k)),
-        &splices,
-    )
+    shell::env_file(vars.into_iter(), &splices)
 }

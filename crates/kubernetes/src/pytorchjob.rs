@@ -15,7 +15,9 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use switchyard_training::{contract, ChannelSource, Contract, SourceFile, TrainingJob};
+use switchyard_training::{
+    contract, modeltrainer, ChannelSource, Contract, SourceFile, TrainingJob,
+};
 
 use crate::contract as pod_contract;
 use crate::crd::CONTAINER;
@@ -76,6 +78,19 @@ fn mount(name: &str, path: &str) -> VolumeMount {
         mount_path: path.into(),
         ..Default::default()
     }
+}
+
+/// Whether the file at `path` is executable by its owner.
+fn executable(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o100 != 0)
+}
+
+/// Whether `rel` is the `.sh` entry point of a ModelTrainer-style job.
+fn is_shell_entry(job: &TrainingJob, rel: &str) -> bool {
+    job.spec.contract == Contract::ModelTrainer
+        && job.spec.entry_point.as_deref() == Some(rel)
+        && rel.ends_with(".sh")
 }
 
 fn key(key: String, path: String) -> KeyToPath {
@@ -235,7 +250,12 @@ impl KubernetesBackend {
             let items = code
                 .iter()
                 .enumerate()
-                .map(|(i, f)| key(format!("f{i}"), f.rel.clone()))
+                .map(|(i, f)| KeyToPath {
+                    // Executable as in sourceDir, and a ModelTrainer `.sh`
+                    // entry point always (its driver makes it so).
+                    mode: (executable(&f.path) || is_shell_entry(job, &f.rel)).then_some(0o755),
+                    ..key(format!("f{i}"), f.rel.clone())
+                })
                 .collect();
             let at = code_dir(job).unwrap_or(CODE_DIR);
             st.add(config_map("code", &map, items), mount("code", at));
@@ -299,7 +319,8 @@ impl KubernetesBackend {
 fn command(job: &TrainingJob) -> Vec<String> {
     let s = &job.spec;
     let user: Vec<String> = match (&s.command, &s.entry_point, s.contract) {
-        (Some(cmd), _, _) => cmd.clone(),
+        (Some(_), _, Contract::ModelTrainer) => modeltrainer::command_argv(job).unwrap_or_default(),
+        (Some(cmd), _, Contract::Toolkit) => cmd.clone(),
         (None, Some(ep), Contract::Toolkit) => {
             let mut c: Vec<String> = if s.procs_per_node > 1 {
                 vec!["python".into(), "-m".into(), "torch.distributed.run".into()]
@@ -310,28 +331,39 @@ fn command(job: &TrainingJob) -> Vec<String> {
             c.extend(contract::user_args(job));
             c
         }
-        (None, Some(ep), Contract::ModelTrainer) => {
-            // As ModelTrainer's drivers start it, from the code channel; a
-            // shell script through `sh` (the code's ConfigMap is read-only,
-            // so it cannot be made executable there).
-            let mut c: Vec<String> = if s.procs_per_node > 1 {
-                ["python", "-m", "torch.distributed.run"]
-                    .map(String::from)
-                    .to_vec()
-            } else if ep.ends_with(".sh") {
-                vec!["/bin/sh".into()]
-            } else {
-                vec!["python".into(), "-u".into()]
-            };
-            c.push(ep.clone());
-            c.extend(contract::user_args(job));
-            c
-        }
+        (None, Some(ep), Contract::ModelTrainer) => modeltrainer_command(job, ep),
         (None, None, _) => Vec::new(),
     };
     // The SageMaker half of the contract, per host, set up before the command.
     let start = format!("{}/{}", pod_contract::CONTRACT_DIR, pod_contract::START_KEY);
     ["sh".to_string(), start].into_iter().chain(user).collect()
+}
+
+/// A `contract: modeltrainer` entry point as the drivers start it, from the
+/// code channel with the image's Python (`sy-python`, which the prologue
+/// resolves): one process runs the script (a `.sh` as `./ENTRY`, its
+/// ConfigMap item executable); more run under torchrun, whose workers
+/// start the script through `sy_run.py` so that torchrun never parses its
+/// arguments.
+fn modeltrainer_command(job: &TrainingJob, ep: &str) -> Vec<String> {
+    let args = contract::user_args(job);
+    if job.spec.procs_per_node > 1 {
+        let run = format!("{}/{}", pod_contract::CONTRACT_DIR, pod_contract::RUN_KEY);
+        return ["sy-python", "-m", "torch.distributed.run", &run, "worker"]
+            .map(String::from)
+            .to_vec();
+    }
+    if ep.ends_with(".sh") {
+        let quoted: Vec<String> = args.iter().map(|a| modeltrainer::shell_quote(a)).collect();
+        return vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            format!("./{ep} {}", quoted.join(" ")),
+        ];
+    }
+    let mut c = vec!["sy-python".to_string(), ep.to_string()];
+    c.extend(args);
+    c
 }
 
 fn env(job: &TrainingJob) -> Vec<EnvVar> {

@@ -20,8 +20,8 @@ use switchyard_training::contract::{self, HostLayout, Placement};
 
 use crate::contract as pod_contract;
 use switchyard_training::{
-    source_files, BackendError, BackendKind, ChannelSource, Contract, JobEvent, JobEvents,
-    JobState, MetricScraper, SourceFile, Stopped, TrainingBackend, TrainingJob, TrainingOutcome,
+    code_files, BackendError, BackendKind, ChannelSource, Contract, JobEvent, JobEvents, JobState,
+    MetricScraper, SourceFile, Stopped, TrainingBackend, TrainingJob, TrainingOutcome,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -321,7 +321,7 @@ impl TrainingBackend for KubernetesBackend {
             }
         }
         if let Some(dir) = &s.source_dir {
-            let size: u64 = source_files(Path::new(dir))
+            let size: u64 = code_files(job, Path::new(dir))
                 .map_err(|e| refuse("spec.sourceDir", e))?
                 .iter()
                 .map(|f| f.size)
@@ -386,7 +386,9 @@ impl TrainingBackend for KubernetesBackend {
         let client = self.client().await?;
         // sourceDir is listed once here and read once for the ConfigMap.
         let code = match &job.spec.source_dir {
-            Some(dir) => source_files(Path::new(dir)).map_err(|e| refuse("spec.sourceDir", e))?,
+            Some(dir) => {
+                code_files(job, Path::new(dir)).map_err(|e| refuse("spec.sourceDir", e))?
+            }
             None => Vec::new(),
         };
         let submitted = self.submit(&client, job, job_id, &code).await?;
@@ -914,21 +916,27 @@ mod tests {
         let files = pod_contract::files(&j, "kubernetes", None).unwrap();
         let host = &files["sy-host-1.env"];
         for want in [
-            "'SM_MASTER_ADDR='\"$MASTER_ADDR\"''",
-            "'SM_MASTER_PORT='\"$MASTER_PORT\"''",
+            "'SM_MASTER_ADDR='\"$MASTER_ADDR\"",
+            "'SM_MASTER_PORT='\"$MASTER_PORT\"",
             "'SM_CURRENT_HOST=algo-2'",
             "'SM_CURRENT_HOST_RANK=1'",
             "'SM_HP_LEARNING_RATE=0.1'",
-            "'SM_NUM_CPUS='\"$SM_NUM_CPUS\"''",
+            "'SM_NUM_CPUS='\"$SM_NUM_CPUS\"",
             "'TRAINING_JOB_NAME=t'",
         ] {
             assert!(host.contains(want), "{want} not in\n{host}");
         }
         assert!(files.contains_key("sy-drivers-distributed.json"));
-        // Every variable is per host: the pod template carries none of them.
+        // Every contract variable is per host: the pod template carries none.
         let pj = render(&KubernetesBackend::new(config(None)), &j, "job-1", &[]);
         let env = &pj["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]
             ["env"];
-        assert!(env.as_array().is_none_or(|e| e.is_empty()), "{env:#}");
+        let names: Vec<&str> = env
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["name"].as_str())
+            .collect();
+        assert_eq!(names, ["PYTHONUNBUFFERED"], "{env:#}");
     }
 }

@@ -467,11 +467,17 @@ fn write_hosts(
             .map_err(|e| setup(e, "cannot link the checkpoint directory"))?;
         if let (Contract::ModelTrainer, Some(code)) = (job.spec.contract, code_dir) {
             // A copy, not a link: the script's working directory must be the
-            // channel's own path (a link resolves to the shared copy).
-            let mut skipped = Vec::new();
+            // channel's own path (a link resolves to the shared copy). What
+            // ModelTrainer leaves out of its upload is left out here too.
             let dest = layout.channel_dir(modeltrainer::CODE_CHANNEL);
-            switchyard_backend::files::copy_tree(code, &dest, &mut skipped)
-                .map_err(|e| setup(e, "cannot copy the code into the code channel"))?;
+            let what = |e| setup(e, &format!("cannot copy the code into {}", dest.display()));
+            for f in switchyard_training::code_files(job, code).map_err(what)? {
+                let to = dest.join(&f.rel);
+                if let Some(parent) = to.parent() {
+                    std::fs::create_dir_all(parent).map_err(what)?;
+                }
+                std::fs::copy(&f.path, &to).map_err(what)?;
+            }
         }
     }
     Ok(layouts)
@@ -771,20 +777,20 @@ impl LocalTraining {
                 if let Some(file) = env.get("TORCHELASTIC_ERROR_FILE") {
                     // torchrun makes the folder of each worker's error file.
                     if let Some(parent) = Path::new(file).parent() {
-                        std::fs::create_dir_all(parent)
-                            .map_err(|e| setup(e, "cannot create the error file's folder"))?;
+                        std::fs::create_dir_all(parent).map_err(|e| {
+                            setup(e, &format!("cannot create {}", parent.display()))
+                        })?;
                     }
                 }
-                let argv: Vec<String> =
-                    match (contract::entry_argv(job, &gang.python), &spec.command) {
-                        (Some(argv), _) => argv,
-                        (None, Some(cmd)) => cmd.clone(),
-                        (None, None) => {
-                            return Err(BackendError::Permanent("spec.entryPoint: missing".into()))
-                        }
-                    };
+                let argv = contract::process_argv(job, &gang.python)
+                    .ok_or_else(|| BackendError::Permanent("spec.entryPoint: missing".into()))?;
                 let cwd = working_dir(job, layout, code_dir);
-                let rank = Slot { node, local_rank }.rank(spec.procs_per_node);
+                // The rank the process is told (ModelTrainer's follows the
+                // host names sorted as text), else its slot's.
+                let rank = env
+                    .get("RANK")
+                    .and_then(|r| r.parse().ok())
+                    .unwrap_or_else(|| Slot { node, local_rank }.rank(spec.procs_per_node));
                 let sink = gang.logs.sink(job, &host, rank)?;
                 plans.push(RankPlan {
                     rank,

@@ -10,7 +10,6 @@
 //! launcher fills in the host's CPU and GPU counts, unpacks the code, installs
 //! `requirements`, and starts the script as the drivers do.
 
-use serde_json::json;
 use sha2::{Digest, Sha256};
 use switchyard_training::contract::{HostLayout, Placement};
 use switchyard_training::modeltrainer::{self, Launch};
@@ -20,7 +19,6 @@ use switchyard_training::{slots, TrainingJob};
 /// The container's entry point and arguments, as ModelTrainer's.
 pub const ENTRYPOINT: &str = "/bin/bash";
 const SM_TRAIN: &str = include_str!("launcher/sm_train.sh");
-const RUN: &str = include_str!("launcher/sy_run.py");
 
 /// `ContainerArguments`: make the launcher executable and run it.
 pub fn arguments() -> Vec<String> {
@@ -38,31 +36,16 @@ pub struct Launcher {
     pub sha256: String,
 }
 
-/// How `sy_run.py` starts the script.
-fn plan(job: &TrainingJob) -> serde_json::Value {
-    let s = &job.spec;
-    let (launch, procs) = match modeltrainer::launch(job) {
-        Launch::Script { .. } => ("script", 1),
-        Launch::Torchrun { procs, .. } => ("torchrun", procs),
-        Launch::Command(_) => ("command", 1),
-    };
-    json!({
-        "launch": launch,
-        "entry": s.entry_point,
-        "args": modeltrainer::cli_args(job),
-        "command": s.command,
-        "procs": procs,
-        "requirements": s.requirements,
-    })
-}
-
 /// Every file of the channel for `job` on `instance_type`.
 pub fn launcher(job: &TrainingJob, instance_type: &str) -> Launcher {
     let layout = HostLayout::new("/opt/ml");
     let mut files: Vec<(String, Vec<u8>)> = vec![
         ("sm_train.sh".into(), SM_TRAIN.as_bytes().to_vec()),
-        ("sy_run.py".into(), RUN.as_bytes().to_vec()),
-        ("sy_launch.json".into(), plan(job).to_string().into_bytes()),
+        ("sy_run.py".into(), modeltrainer::RUN_PY.as_bytes().to_vec()),
+        (
+            "sy_launch.json".into(),
+            modeltrainer::launch_plan(job).to_string().into_bytes(),
+        ),
     ];
     for (name, text) in modeltrainer::driver_files(job) {
         files.push((name.to_string(), text));
@@ -84,13 +67,11 @@ pub fn launcher(job: &TrainingJob, instance_type: &str) -> Launcher {
         if torchrun {
             vars.extend(modeltrainer::torchrun_driver_env(instance_type));
         }
-        // The job's own `env` is the container's Environment, and wins.
-        let vars = vars
-            .into_iter()
-            .filter(|(k, _)| !job.spec.env.contains_key(k));
+        // Over the container's Environment (the job's `env`), as the
+        // drivers' sourced file is.
         files.push((
             format!("sy-host-{}.env", slots::host_name(node)),
-            shell::env_file(vars, &[CPUS, GPUS, JOB_NAME]).into_bytes(),
+            shell::env_file(vars.into_iter(), &[CPUS, GPUS, JOB_NAME]).into_bytes(),
         ));
     }
     let mut digest = Sha256::new();

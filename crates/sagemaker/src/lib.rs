@@ -131,10 +131,12 @@ impl SageMakerBackend {
             &resolved.bucket,
         ) {
             let dir = PathBuf::from(dir);
-            let archive = tokio::task::spawn_blocking(move || sourcedir::pack(&dir))
-                .await
-                .map_err(|e| BackendError::Permanent(e.to_string()))?
-                .map_err(BackendError::Permanent)?;
+            let code_job = job.clone();
+            let archive =
+                tokio::task::spawn_blocking(move || sourcedir::pack_code(&code_job, &dir))
+                    .await
+                    .map_err(|e| BackendError::Permanent(e.to_string()))?
+                    .map_err(BackendError::Permanent)?;
             let key = join_key(
                 &resolved.prefix,
                 &format!("sourcedir/{}/sourcedir.tar.gz", archive.sha256),

@@ -8,6 +8,7 @@ use std::path::Path;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use sha2::{Digest, Sha256};
+use switchyard_training::TrainingJob;
 
 /// A packed source folder.
 pub struct SourceArchive {
@@ -20,8 +21,21 @@ pub struct SourceArchive {
 /// Packs every file under `dir` (following file symlinks; skipping
 /// `__pycache__` and `.git`).
 pub fn pack(dir: &Path) -> Result<SourceArchive, String> {
+    pack_files(dir, switchyard_training::source_files(dir))
+}
+
+/// Packs a job's code as its contract ships it
+/// ([`switchyard_training::code_files`]).
+pub fn pack_code(job: &TrainingJob, dir: &Path) -> Result<SourceArchive, String> {
+    pack_files(dir, switchyard_training::code_files(job, dir))
+}
+
+fn pack_files(
+    dir: &Path,
+    files: std::io::Result<Vec<switchyard_training::SourceFile>>,
+) -> Result<SourceArchive, String> {
     let ctx = |e: std::io::Error| format!("cannot pack sourceDir {}: {e}", dir.display());
-    let files = switchyard_training::source_files(dir).map_err(ctx)?;
+    let files = files.map_err(ctx)?;
     let mut tar = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::default()));
     tar.mode(tar::HeaderMode::Deterministic);
     for f in &files {

@@ -193,13 +193,16 @@ pub fn user_args(job: &TrainingJob) -> Vec<String> {
     crate::python::to_cmd_args(&hyperparameters(job))
 }
 
-/// The argv of one process of an entry-point job started with `python` (as
-/// the toolkit or ModelTrainer's driver starts it); `None` for a command job.
-pub fn entry_argv(job: &TrainingJob, python: &str) -> Option<Vec<String>> {
+/// The argv of one process started with `python`, as the toolkit or
+/// ModelTrainer's drivers start it: an entry point with its arguments, or
+/// the job's command (for ModelTrainer one line run by bash).
+pub fn process_argv(job: &TrainingJob, python: &str) -> Option<Vec<String>> {
     if modeltrainer(job) {
-        return modeltrainer::entry_argv(job, python);
+        return modeltrainer::entry_argv(job, python).or_else(|| modeltrainer::command_argv(job));
     }
-    let entry = job.spec.entry_point.as_ref()?;
+    let Some(entry) = &job.spec.entry_point else {
+        return job.spec.command.clone();
+    };
     let mut argv = vec![python.to_string(), entry.clone()];
     argv.extend(user_args(job));
     Some(argv)

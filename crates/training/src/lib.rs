@@ -225,22 +225,37 @@ pub struct SourceFile {
 /// and `.git` are left out (they differ run to run and mean nothing in another
 /// image), file symlinks are followed.
 pub fn source_files(dir: &std::path::Path) -> std::io::Result<Vec<SourceFile>> {
+    files_except(dir, &["__pycache__", ".git"])
+}
+
+/// The files of a job's code as its contract ships them: ModelTrainer leaves
+/// out more names than the toolkit ([`modeltrainer::IGNORED`]).
+pub fn code_files(job: &TrainingJob, dir: &std::path::Path) -> std::io::Result<Vec<SourceFile>> {
+    match job.spec.contract {
+        Contract::ModelTrainer => files_except(dir, &modeltrainer::IGNORED),
+        Contract::Toolkit => source_files(dir),
+    }
+}
+
+/// Every file under `dir` but those under a name in `skip` (at any level).
+fn files_except(dir: &std::path::Path, skip: &[&str]) -> std::io::Result<Vec<SourceFile>> {
     fn walk(
         root: &std::path::Path,
         d: &std::path::Path,
+        skip: &[&str],
         out: &mut Vec<SourceFile>,
     ) -> std::io::Result<()> {
         let mut entries: Vec<_> = std::fs::read_dir(d)?.collect::<Result<_, _>>()?;
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
             let name = e.file_name();
-            if name == "__pycache__" || name == ".git" {
+            if skip.iter().any(|s| name == *s) {
                 continue;
             }
             let path = e.path();
             let ty = e.file_type()?;
             if ty.is_dir() {
-                walk(root, &path, out)?;
+                walk(root, &path, skip, out)?;
             } else if ty.is_file() || (ty.is_symlink() && path.is_file()) {
                 out.push(SourceFile {
                     rel: path
@@ -256,7 +271,7 @@ pub fn source_files(dir: &std::path::Path) -> std::io::Result<Vec<SourceFile>> {
         Ok(())
     }
     let mut out = Vec::new();
-    walk(dir, dir, &mut out)?;
+    walk(dir, dir, skip, &mut out)?;
     Ok(out)
 }
 

@@ -102,7 +102,14 @@ pub fn encode(v: &Value) -> String {
 
 /// `safe_deserialize` of a string: what `json.loads` gives, or the string.
 pub fn decode(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
+    match serde_json::from_str(text) {
+        // Python's integer minus zero is zero.
+        Ok(Value::Number(n)) if n.as_f64() == Some(0.0) && !text.contains(['.', 'e', 'E']) => {
+            Value::from(0)
+        }
+        Ok(v) => v,
+        Err(_) => Value::String(text.to_string()),
+    }
 }
 
 /// The hyperparameters as ModelTrainer sends them (CreateTrainingJob's
@@ -124,12 +131,76 @@ pub fn hyperparameters(job: &TrainingJob) -> Map<String, Value> {
 }
 
 /// The script's arguments: `--name value` for each hyperparameter in order
-/// (one-letter names too), every value as `encode` spells it.
+/// (one-letter names too), every value as `encode` spells it. The drivers
+/// decode each value of `SM_HPS` once more first, so a string that holds
+/// JSON text (`'"1.50"'`) is read again (`1.5`).
 pub fn cli_args(job: &TrainingJob) -> Vec<String> {
     hyperparameters(job)
         .iter()
-        .flat_map(|(k, v)| [format!("--{k}"), encode(v)])
+        .flat_map(|(k, v)| {
+            let again = match v {
+                Value::String(s) => decode(s),
+                other => other.clone(),
+            };
+            [format!("--{k}"), encode(&again)]
+        })
         .collect()
+}
+
+/// Why a hyperparameter cannot travel as ModelTrainer's drivers would read
+/// it: text `json.loads` reads as a value JSON cannot carry (`NaN`,
+/// `Infinity`, a number beyond a 64-bit float or integer), at either of the
+/// drivers' two decodings. `None` when it can.
+pub fn unrepresentable(v: &Value) -> Option<String> {
+    let first = encode(v);
+    let mut texts = vec![first.clone()];
+    if let Value::String(s) = decode(&first) {
+        texts.push(s);
+    }
+    texts.into_iter().find_map(|t| {
+        let reason = python_only(&t)?;
+        Some(format!("'{t}' is read by ModelTrainer's drivers as {reason}, which Switchyard cannot pass on unchanged; give another value"))
+    })
+}
+
+/// What Python's `json.loads` reads from `text` that serde_json does not
+/// read the same way.
+fn python_only(text: &str) -> Option<&'static str> {
+    let t = text.trim_matches([' ', '\t', '\n', '\r']);
+    if t.contains("NaN") || t.contains("Infinity") {
+        // json.loads takes the bare words where a value may be.
+        let replaced = t
+            .replace("-Infinity", "0")
+            .replace("Infinity", "0")
+            .replace("NaN", "0");
+        if serde_json::from_str::<Value>(t).is_err()
+            && serde_json::from_str::<Value>(&replaced).is_ok()
+        {
+            return Some("a float NaN or infinity");
+        }
+    }
+    let number = t.strip_prefix('-').unwrap_or(t);
+    let is_number = !number.is_empty()
+        && number
+            .chars()
+            .all(|c| c.is_ascii_digit() || ".eE+-".contains(c))
+        && number.starts_with(|c: char| c.is_ascii_digit());
+    if is_number {
+        match serde_json::from_str::<Value>(t) {
+            Err(_) if t.parse::<f64>().is_ok_and(f64::is_infinite) => {
+                return Some("an infinite float")
+            }
+            Ok(_)
+                if number.chars().all(|c| c.is_ascii_digit())
+                    && (number.parse::<u64>().is_err()
+                        || (t.starts_with('-') && number.parse::<i64>().is_err())) =>
+            {
+                return Some("an integer beyond 64 bits")
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The argv of one process of an entry-point job on a backend that starts
@@ -156,7 +227,7 @@ pub fn entry_argv(job: &TrainingJob, python: &str) -> Option<Vec<String>> {
 }
 
 /// Python's `shlex.quote`.
-fn shell_quote(s: &str) -> String {
+pub fn shell_quote(s: &str) -> String {
     let safe = |c: char| c.is_ascii_alphanumeric() || "@%+=:,./-_".contains(c);
     if s.is_empty() {
         "''".into()
@@ -207,9 +278,54 @@ pub fn source_code_json(job: &TrainingJob) -> Value {
         "source_dir": s.source_dir,
         "requirements": s.requirements,
         "entry_script": s.entry_point,
-        "command": s.command.as_ref().map(|c| c.join(" ")),
+        "command": command_line(job),
         "args": Value::Null,
-        "ignore_patterns": [".env", ".git", "__pycache__", ".DS_Store", ".cache", ".ipynb_checkpoints"],
+        "ignore_patterns": IGNORED,
+    })
+}
+
+/// What ModelTrainer leaves out of the code it uploads (its `SourceCode`'s
+/// default `ignore_patterns`, names matched at every level).
+pub const IGNORED: [&str; 6] = [
+    ".env",
+    ".git",
+    "__pycache__",
+    ".DS_Store",
+    ".cache",
+    ".ipynb_checkpoints",
+];
+
+/// A command job's one shell line: its words joined with spaces, as
+/// ModelTrainer joins `command.split()` before its launcher `eval`s it.
+pub fn command_line(job: &TrainingJob) -> Option<String> {
+    job.spec.command.as_ref().map(|c| c.join(" "))
+}
+
+/// A command job's argv: the line run by bash, so that variables expand
+/// and `&&` or a pipe work as under the drivers' `eval`.
+pub fn command_argv(job: &TrainingJob) -> Option<Vec<String>> {
+    command_line(job).map(|line| vec!["/bin/bash".into(), "-c".into(), line])
+}
+
+/// The launcher that starts the script where no one else does (SageMaker,
+/// and torchrun's workers in pods): `sy_run.py`, reading [`launch_plan`].
+pub const RUN_PY: &str = include_str!("launcher/sy_run.py");
+
+/// How `sy_run.py` starts the script (`sy_launch.json`).
+pub fn launch_plan(job: &TrainingJob) -> Value {
+    let s = &job.spec;
+    let (launch, procs) = match launch(job) {
+        Launch::Script { .. } => ("script", 1),
+        Launch::Torchrun { procs, .. } => ("torchrun", procs),
+        Launch::Command(_) => ("command", 1),
+    };
+    json!({
+        "launch": launch,
+        "entry": s.entry_point,
+        "args": cli_args(job),
+        "command": command_line(job),
+        "procs": procs,
+        "requirements": s.requirements,
     })
 }
 
@@ -228,11 +344,11 @@ pub fn driver_files(job: &TrainingJob) -> Vec<(&'static str, Vec<u8>)> {
     vec![
         (
             SOURCE_CODE_JSON,
-            source_code_json(job).to_string().into_bytes(),
+            json_dumps_default(&source_code_json(job)).into_bytes(),
         ),
         (
             DISTRIBUTED_JSON,
-            distributed_json(job).to_string().into_bytes(),
+            json_dumps_default(&distributed_json(job)).into_bytes(),
         ),
     ]
 }
@@ -330,6 +446,12 @@ pub fn host_env(
         .collect();
     let resource_config = crate::contract::resource_config(job, p.node, &p.instance_type);
     let input_data_config = input_data_config(job);
+    // `environment.py` reads SM_LOG_LEVEL from the container's environment
+    // (a string then), 20 without one.
+    let log_level = s
+        .env
+        .get("SM_LOG_LEVEL")
+        .map_or(json!(LOG_LEVEL), |l| json!(l));
     let mut env: Vec<(String, Value)> = vec![
         ("SM_MODEL_DIR".into(), json!(path(layout.model_dir()))),
         ("SM_INPUT_DIR".into(), json!(path(layout.input_dir()))),
@@ -347,7 +469,7 @@ pub fn host_env(
             "SM_OUTPUT_DATA_DIR".into(),
             json!(path(layout.output_data_dir())),
         ),
-        ("SM_LOG_LEVEL".into(), json!(LOG_LEVEL)),
+        ("SM_LOG_LEVEL".into(), log_level.clone()),
         ("SM_MASTER_ADDR".into(), json!(master_addr)),
         ("SM_MASTER_PORT".into(), json!(master_port)),
         (
@@ -409,7 +531,7 @@ pub fn host_env(
         "input_data_dir": path(layout.data_dir()),
         "input_dir": path(layout.input_dir()),
         "job_name": if on_sagemaker { shell::JOB_NAME.marker } else { job.name.as_str() },
-        "log_level": LOG_LEVEL,
+        "log_level": log_level,
         "model_dir": path(layout.model_dir()),
         "network_interface_name": "eth0",
         "num_cpus": p.num_cpus,
@@ -508,17 +630,17 @@ pub fn error_file(layout: &HostLayout, p: &Placement) -> PathBuf {
 }
 
 /// Every variable one process gets on a backend that starts the processes
-/// itself (local): the host's, the torchrun driver's and torchrun's for a
-/// torchrun launch, then the job's own `env` (which wins).
+/// itself (local): the job's own `env`, then over it (as the drivers'
+/// sourced file, their settings and torchrun override the container's
+/// environment) the host's, and the torchrun driver's and torchrun's for a
+/// torchrun launch.
 pub fn rank_env(job: &TrainingJob, layout: &HostLayout, p: &Placement) -> BTreeMap<String, String> {
-    let mut env: BTreeMap<String, String> = host_env(job, layout, p, false).into_iter().collect();
+    let mut env: BTreeMap<String, String> = job.spec.env.clone();
+    env.extend(host_env(job, layout, p, false));
     if let Launch::Torchrun { .. } = launch(job) {
         env.extend(torchrun_driver_env(&p.instance_type));
         let error_file = error_file(layout, p);
         env.extend(worker_env(job, p, &error_file.to_string_lossy()));
-    }
-    for (k, v) in &job.spec.env {
-        env.insert(k.clone(), v.clone());
     }
     env
 }

@@ -340,12 +340,16 @@ fn check_contract(spec: &TrainingJobSpec) -> Result<(), JobSpecError> {
             ));
         }
     }
-    for name in spec.hyperparameters.keys() {
+    for (name, value) in &spec.hyperparameters {
+        let field = format!("spec.hyperparameters.{name}");
         if name.is_empty() || !shell_name(&name.replace('-', "_")) {
             return Err(invalid(
-                &format!("spec.hyperparameters.{name}"),
+                &field,
                 "under contract: modeltrainer a hyperparameter name is letters, digits, '_' and '-' (its launcher exports SM_HP_<NAME>)",
             ));
+        }
+        if let Some(why) = crate::modeltrainer::unrepresentable(value) {
+            return Err(invalid(&field, why));
         }
     }
     let world = spec.nodes * spec.procs_per_node;

@@ -171,7 +171,7 @@ fn one_process_runs_as_the_basic_driver_and_more_under_torchrun() {
     );
     assert!(!env.contains_key("TORCHELASTIC_USE_AGENT_STORE"));
     assert_eq!(
-        contract::entry_argv(&gang, "python3").expect("argv")[..3],
+        contract::process_argv(&gang, "python3").expect("argv")[..3],
         ["python3", "-u", "train.py"]
     );
 }
@@ -245,4 +245,84 @@ fn what_modeltrainer_cannot_run_is_refused_naming_the_field() {
         "  sourceDir: src\n  entryPoint: run.sh\n  requirements: requirements.txt\n",
     )
     .expect("a shell script on one process");
+}
+
+#[test]
+fn the_drivers_second_decoding_and_values_json_cannot_carry() {
+    let dir = code();
+    // A string holding JSON text is read again for the arguments (not for SM_HPS).
+    let j = job(
+        dir.path(),
+        "  sourceDir: src\n  entryPoint: train.py\n  hyperparameters: {x: '\"1.50\"', z: '-0'}\n",
+    )
+    .expect("job");
+    assert_eq!(contract::user_args(&j), ["--x", "1.5", "--z", "0"]);
+    let env = contract::rank_env(&j, &HostLayout::new("/opt/ml"), &placement(0));
+    assert_eq!(env["SM_HPS"], "{\"x\": \"1.50\", \"z\": 0}");
+    // What json.loads reads but JSON cannot carry is refused, naming the field.
+    for (value, words) in [
+        ("NaN", "NaN or infinity"),
+        ("'[1, Infinity]'", "NaN or infinity"),
+        ("'123456789012345678901234567890'", "beyond 64 bits"),
+        ("'1e999'", "infinite"),
+        ("'\"NaN\"'", "NaN or infinity"),
+    ] {
+        let spec = format!(
+            "  sourceDir: src\n  entryPoint: train.py\n  hyperparameters: {{v: {value}}}\n"
+        );
+        match job(dir.path(), &spec) {
+            Err(JobSpecError::Invalid { field, message }) => {
+                assert_eq!(field, "spec.hyperparameters.v", "{value}");
+                assert!(message.contains(words), "{value}: {message}");
+            }
+            other => panic!("{value}: expected a refusal, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_drivers_variables_win_over_the_jobs_env_but_the_log_level_is_read_from_it() {
+    let dir = code();
+    let j = job(
+        dir.path(),
+        "  sourceDir: src\n  entryPoint: train.py\n  nodes: 2\n  env: {SM_MODEL_DIR: /elsewhere, NCCL_PROTO: LL, SM_LOG_LEVEL: '10', OWN: x}\n",
+    )
+    .expect("job");
+    let env = contract::rank_env(&j, &HostLayout::new("/opt/ml"), &placement(0));
+    assert_eq!(env["SM_MODEL_DIR"], "/opt/ml/model");
+    assert_eq!(env["NCCL_PROTO"], "simple");
+    assert_eq!(env["OWN"], "x");
+    assert_eq!(env["SM_LOG_LEVEL"], "10");
+    assert!(env["SM_TRAINING_ENV"].contains("\"log_level\": \"10\""));
+}
+
+#[test]
+fn a_command_is_one_shell_line_and_the_code_leaves_out_what_modeltrainer_does() {
+    let dir = code();
+    let j = job(
+        dir.path(),
+        "  sourceDir: src\n  command: [torchrun, --nproc_per_node, $SM_NUM_GPUS, train.py]\n",
+    )
+    .expect("job");
+    assert_eq!(
+        contract::process_argv(&j, "python3").expect("argv"),
+        [
+            "/bin/bash",
+            "-c",
+            "torchrun --nproc_per_node $SM_NUM_GPUS train.py"
+        ]
+    );
+    let env = contract::rank_env(&j, &HostLayout::new("/opt/ml"), &placement(0));
+    assert_eq!(env["SM_ENTRY_SCRIPT"], "null");
+    for hidden in [".env", ".cache/x", "sub/.DS_Store"] {
+        let p = dir.path().join("src").join(hidden);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("dir");
+        std::fs::write(p, "secret").expect("file");
+    }
+    let files: Vec<String> = switchyard_training::code_files(&j, &dir.path().join("src"))
+        .expect("files")
+        .into_iter()
+        .map(|f| f.rel)
+        .collect();
+    assert_eq!(files, ["requirements.txt", "run.sh", "train.py"]);
 }

@@ -14,12 +14,16 @@ fail() {
     echo "switchyard: $1" >&2
     exit "${2:-1}"
 }
+# Any other command that fails leaves a failure file too, as the drivers' trap does.
+trap 'fail "the launcher failed (exit $?) at line $LINENO of sm_train.sh"' ERR
 PY="$(command -v python3 || command -v python)" || fail "no python3 or python on PATH in the training image"
 host="$("$PY" -c 'import json; print(json.load(open("/opt/ml/input/config/resourceconfig.json"))["current_host"])')" \
     || fail "cannot read /opt/ml/input/config/resourceconfig.json"
 [ -f "$d/sy-host-$host.env" ] || fail "the launcher has no environment for host $host"
-SM_NUM_CPUS="$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc --all)"
+# As the drivers count them: multiprocessing.cpu_count(), and nvidia-smi's GPUs.
+SM_NUM_CPUS="$("$PY" -c 'import multiprocessing; print(multiprocessing.cpu_count())')"
 SM_NUM_GPUS="$( (nvidia-smi --list-gpus 2>/dev/null || true) | grep -c '^GPU ' || true)"
+mkdir -p "$d/distributed_drivers"  # SM_DISTRIBUTED_DRIVER_DIR names it
 code=/opt/ml/input/data/code
 if [ -f "$code/sourcedir.tar.gz" ]; then
     # The code travels as one content-addressed archive; unpacked, the channel

@@ -1,6 +1,6 @@
-"""Switchyard's launcher for `contract: modeltrainer` jobs on SageMaker: runs
-the job's script as ModelTrainer's drivers run it (sy_launch.json says how),
-with every variable already set by sm_train.sh.
+"""Switchyard's launcher for `contract: modeltrainer` jobs: runs the job's
+script as ModelTrainer's drivers run it (sy_launch.json says how), with every
+variable already set (by sm_train.sh on SageMaker, the prologue in a pod).
 
 - `requirements`: pip-installed into this interpreter first;
 - `script`: `python ENTRY ARGS` (a `.sh` through /bin/sh), once per host;
@@ -8,7 +8,8 @@ with every variable already set by sm_train.sh.
   on several hosts, `SM_MASTER_ADDR:SM_MASTER_PORT` and this host's rank;
   each worker is this file again (`worker`), which runs ENTRY with ARGS, so
   torchrun's own option parser never sees the script's arguments;
-- `command`: the command as given, no arguments added.
+- `command`: the command's one line through bash (as the drivers `eval` it),
+  no arguments added.
 
 A failure is written to /opt/ml/output/failure (unless the script wrote one).
 """
@@ -29,10 +30,15 @@ def plan():
 
 
 def fail(message, code):
-    os.makedirs(os.path.dirname(FAILURE), exist_ok=True)
-    if not (os.path.exists(FAILURE) and os.path.getsize(FAILURE) > 0):
-        with open(FAILURE, "a") as f:
-            f.write(message + "\n")
+    """Writes the failure file (unless the script wrote one) and exits with
+    `code` (a signal's negative code as Python exits with it, 256 + code)."""
+    try:
+        os.makedirs(os.path.dirname(FAILURE), exist_ok=True)
+        if not (os.path.exists(FAILURE) and os.path.getsize(FAILURE) > 0):
+            with open(FAILURE, "a") as f:
+                f.write(message + "\n")
+    except OSError as e:
+        print(f"switchyard: cannot write {FAILURE}: {e}", file=sys.stderr)
     print(f"switchyard: {message}", file=sys.stderr, flush=True)
     sys.exit(code)
 
@@ -41,7 +47,7 @@ def run(argv, what):
     print(f"switchyard: {' '.join(shlex.quote(a) for a in argv)}", flush=True)
     code = subprocess.call(argv)
     if code != 0:
-        fail(f"{what} exited with status {code}: {' '.join(argv)}", code if code > 0 else 1)
+        fail(f"{what} exited with status {code}: {' '.join(argv)}", code)
 
 
 def worker(p):
@@ -68,7 +74,8 @@ def main():
         del os.environ["PIP_BREAK_SYSTEM_PACKAGES"]
     launch = p["launch"]
     if launch == "command":
-        run(p["command"], "the command")
+        # One shell line, as ModelTrainer's launcher evals it.
+        run(["/bin/bash", "-c", p["command"]], "the command")
     elif launch == "script" and p["entry"].endswith(".sh"):
         args = " ".join(shlex.quote(a) for a in p["args"])
         run(["/bin/sh", "-c", f"chmod +x {p['entry']} && ./{p['entry']} {args}"], "the script")
