@@ -66,10 +66,17 @@ impl Backends for ConfiguredBackends {
             BackendKind::Sagemaker => {
                 let config = switchyard_sagemaker::SageMakerConfig::from_env(c.jobs_dir.clone())
                     .map_err(|e| RunnerError::Refused(e.to_string()))?;
+                // A job that cannot resolve is refused before the AWS SDK
+                // looks for credentials and a region (no call leaves here).
+                switchyard_sagemaker::render::resolve(job, &config)
+                    .map_err(|e| RunnerError::Refused(e.to_string()))?;
                 Ok(Arc::new(
                     switchyard_sagemaker::SageMakerBackend::from_env(config).await,
                 ))
             }
+            BackendKind::Auto => Err(RunnerError::Refused(
+                "spec.backend: auto is placed on a backend before it runs".into(),
+            )),
             BackendKind::Kubernetes => {
                 let config =
                     switchyard_kubernetes::training::KubernetesConfig::from_env(c.jobs_dir.clone())

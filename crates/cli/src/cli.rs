@@ -134,7 +134,8 @@ pub enum JobCommand {
     Run {
         /// The TrainingJob file.
         file: PathBuf,
-        /// Override spec.backend (local, kubernetes, sagemaker).
+        /// Override spec.backend (local, kubernetes, sagemaker, or auto: placed
+        /// by spec.placement, see `job place`).
         #[arg(long)]
         backend: Option<String>,
         /// Override a field: `spec.hyperparameters.epochs=3` (repeatable; values read as YAML).
@@ -142,6 +143,17 @@ pub enum JobCommand {
         sets: Vec<String>,
         #[command(flatten)]
         display: DisplayArgs,
+    },
+    /// Say where a TrainingJob would run with `backend: auto`, and why,
+    /// without submitting it (every candidate's capacity, price and reason).
+    Place {
+        /// The TrainingJob file.
+        file: PathBuf,
+        /// Override a field (repeatable; values read as YAML).
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        sets: Vec<String>,
+        #[arg(long, short, value_enum, default_value = "text")]
+        output: OutputFormat,
     },
     /// List recent jobs.
     List {

@@ -160,6 +160,9 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             )
             .await
         }
+        Command::Job(JobCommand::Place { file, sets, output }) => {
+            commands::job::place(&paths, store.clone(), &file, &sets, output).await
+        }
         Command::Job(JobCommand::List { limit, output }) => {
             commands::job::list(store.as_ref(), limit, output).await
         }

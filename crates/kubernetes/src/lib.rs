@@ -7,6 +7,7 @@
 //! Switchyard TrainingJob into such a PyTorchJob and follows it; [`steps`]
 //! runs a pipeline's steps as Pods.
 
+mod assess;
 pub mod capacity;
 pub mod contract;
 pub mod crd;

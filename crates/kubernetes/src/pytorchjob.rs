@@ -378,7 +378,7 @@ fn env(job: &TrainingJob) -> Vec<EnvVar> {
         .collect()
 }
 
-fn resources(job: &TrainingJob) -> ResourceRequirements {
+pub(crate) fn resources(job: &TrainingJob) -> ResourceRequirements {
     let r = &job.spec.resources;
     let mut requests = BTreeMap::from([("cpu".to_string(), Quantity(r.cpu.to_string()))]);
     if let Some(m) = &r.memory {

@@ -250,7 +250,7 @@ impl KubernetesBackend {
         })
     }
 
-    async fn client(&self) -> Result<Client, BackendError> {
+    pub(crate) async fn client(&self) -> Result<Client, BackendError> {
         crate::client(self.config.kubeconfig.as_deref())
             .await
             .map_err(BackendError::Permanent)
@@ -261,6 +261,10 @@ impl KubernetesBackend {
 impl TrainingBackend for KubernetesBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::Kubernetes
+    }
+
+    async fn assess(&self, job: &TrainingJob) -> switchyard_training::placement::Assessment {
+        self.assess_now(job).await
     }
 
     fn preflight(&self, job: &TrainingJob) -> Result<(), BackendError> {

@@ -126,6 +126,24 @@ impl Admission {
             .collect()
     }
 
+    /// The CPUs and GPUs no running job holds now (and the machine's own).
+    pub fn free_now(&self) -> Result<(f64, u32), String> {
+        let cap = self.capacity.clone();
+        with_ledger(&self.path, |entries| {
+            let cpus: f64 = entries.iter().map(|e| e.cpus).sum();
+            let gpus: usize = entries.iter().map(|e| e.gpus.len()).sum();
+            (
+                (cap.cpus - cpus).max(0.0),
+                cap.gpus.saturating_sub(gpus as u32),
+            )
+        })
+    }
+
+    /// The machine's CPUs and GPUs in all.
+    pub fn total(&self) -> (f64, u32) {
+        (self.capacity.cpus, self.capacity.gpus)
+    }
+
     /// Refuses a request larger than the whole machine (it could never start).
     pub fn check_fits(&self, cpus: f64, gpus: u32) -> Result<(), String> {
         if cpus > self.capacity.cpus + 1e-9 || gpus > self.capacity.gpus {

@@ -18,9 +18,9 @@ use switchyard_backend::LogSink;
 use switchyard_training::contract::{self, HostLayout, Placement};
 use switchyard_training::slots::{self, Slot};
 use switchyard_training::{
-    modeltrainer, parse_s3_uri, BackendError, BackendKind, ChannelSource, Contract, JobEvent,
-    JobEvents, JobState, MetricScraper, ObjectStore, RestartPolicy, TrainingBackend, TrainingJob,
-    TrainingOutcome,
+    modeltrainer, parse_s3_uri, placement, BackendError, BackendKind, ChannelSource, Contract,
+    JobEvent, JobEvents, JobState, MetricScraper, ObjectStore, RestartPolicy, TrainingBackend,
+    TrainingJob, TrainingOutcome,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -301,6 +301,31 @@ impl TrainingBackend for LocalTraining {
             .check_fits(cpus, gpus)
             .map_err(BackendError::Permanent)?;
         self.check_channels(job)
+    }
+
+    /// Room now is what admission has free; cost per node-hour from
+    /// `SWITCHYARD_LOCAL_COST_PER_NODE_HOUR` (not counted without it).
+    async fn assess(&self, job: &TrainingJob) -> placement::Assessment {
+        if let Err(e) = self.preflight(job) {
+            return placement::Assessment::refused(BackendKind::Local, e.to_string());
+        }
+        let (cpus, gpus) = demand(job);
+        let (free_cpus, free_gpus) = self.admission.free_now().unwrap_or((0.0, 0));
+        let (all_cpus, all_gpus) = self.admission.total();
+        let starts_now = cpus <= free_cpus + 1e-9 && gpus <= free_gpus;
+        placement::Assessment {
+            backend: BackendKind::Local,
+            refusal: None,
+            starts_now,
+            detail: format!(
+                "needs {cpus} CPUs and {gpus} GPUs; this machine has {free_cpus} CPUs and {free_gpus} GPUs free of {all_cpus} and {all_gpus}"
+            ),
+            est_start_seconds: None,
+            est_duration_seconds: None,
+            hourly_usd: placement::cost_per_node_hour("SWITCHYARD_LOCAL_COST_PER_NODE_HOUR")
+                .map(|c| c * f64::from(job.spec.nodes)),
+            unpriced: false,
+        }
     }
 
     async fn run(

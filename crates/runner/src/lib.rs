@@ -7,6 +7,7 @@
 //! this crate do not.
 
 mod follow;
+mod place;
 mod records;
 mod recover;
 pub mod step;

@@ -14,6 +14,7 @@ pub mod follow;
 pub mod instance;
 pub mod launcher;
 pub mod logs;
+pub mod prices;
 pub mod render;
 pub mod sourcedir;
 
@@ -310,6 +311,48 @@ impl TrainingBackend for SageMakerBackend {
 
     fn preflight(&self, job: &TrainingJob) -> Result<(), BackendError> {
         render::resolve(job, &self.config).map(|_| ())
+    }
+
+    /// Whether the job resolves here (role, bucket, instance type, limits),
+    /// and its price: the instance type's hourly price × `nodes` (less the
+    /// spot discount with `useSpotInstances`). The account's quota for the
+    /// type is not read yet: SageMaker is taken to have room.
+    async fn assess(&self, job: &TrainingJob) -> switchyard_training::placement::Assessment {
+        use switchyard_training::placement::Assessment;
+        let kind = BackendKind::Sagemaker;
+        let resolved = match render::resolve(job, &self.config) {
+            Ok(r) => r,
+            Err(e) => return Assessment::refused(kind, e.to_string()),
+        };
+        let price = match prices::hourly(&resolved.instance_type) {
+            Ok(p) => p,
+            Err(e) => return Assessment::refused(kind, e),
+        };
+        let nodes = f64::from(job.spec.nodes);
+        let spot = if job.spec.use_spot_instances {
+            1.0 - prices::spot_discount()
+        } else {
+            1.0
+        };
+        Assessment {
+            backend: kind,
+            refusal: None,
+            starts_now: true,
+            detail: format!(
+                "{} × {}{}",
+                job.spec.nodes,
+                resolved.instance_type,
+                if job.spec.use_spot_instances {
+                    " (spot)"
+                } else {
+                    ""
+                }
+            ),
+            est_start_seconds: None,
+            est_duration_seconds: None,
+            hourly_usd: price.map(|p| p * nodes * spot),
+            unpriced: price.is_none(),
+        }
     }
 
     async fn run(

@@ -9,6 +9,7 @@
 pub mod contract;
 pub mod job;
 pub mod modeltrainer;
+pub mod placement;
 pub mod python;
 pub mod shell;
 pub mod slots;
@@ -24,7 +25,10 @@ pub use job::{
     check_path_roots, local_paths, Channel, ChannelSource, PathOutside, TrainingJob, LABEL_RUN_ID,
     LABEL_TASK,
 };
-pub use spec::{BackendKind, Contract, RestartPolicy, SageMakerSettings, TrainingJobSpec};
+pub use spec::{
+    BackendKind, Contract, Objective, PlacementSpec, RestartPolicy, SageMakerSettings,
+    TrainingJobSpec,
+};
 pub use validate::load;
 
 /// The one apiVersion this version reads.
@@ -124,6 +128,24 @@ pub trait TrainingBackend: Send + Sync {
     /// cannot run here (an unmapped EFS channel, a missing credential).
     fn preflight(&self, _job: &TrainingJob) -> Result<(), BackendError> {
         Ok(())
+    }
+    /// What this backend says of running `job` now, for `backend: auto`
+    /// ([`placement`]): by default whether its preflight accepts the job,
+    /// with room now and no cost counted.
+    async fn assess(&self, job: &TrainingJob) -> placement::Assessment {
+        match self.preflight(job) {
+            Err(e) => placement::Assessment::refused(self.kind(), e.to_string()),
+            Ok(()) => placement::Assessment {
+                backend: self.kind(),
+                refusal: None,
+                starts_now: true,
+                detail: String::new(),
+                est_start_seconds: None,
+                est_duration_seconds: None,
+                hourly_usd: None,
+                unpriced: false,
+            },
+        }
     }
     async fn run(
         &self,

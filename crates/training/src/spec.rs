@@ -34,6 +34,9 @@ pub enum BackendKind {
     Local,
     Kubernetes,
     Sagemaker,
+    /// Switchyard decides among `spec.placement.candidates` when the job is
+    /// submitted ([`crate::placement`]); a job never runs as `auto`.
+    Auto,
 }
 
 impl BackendKind {
@@ -42,6 +45,7 @@ impl BackendKind {
             BackendKind::Local => "local",
             BackendKind::Kubernetes => "kubernetes",
             BackendKind::Sagemaker => "sagemaker",
+            BackendKind::Auto => "auto",
         }
     }
 
@@ -50,6 +54,7 @@ impl BackendKind {
             "local" => Some(BackendKind::Local),
             "kubernetes" | "k8s" => Some(BackendKind::Kubernetes),
             "sagemaker" => Some(BackendKind::Sagemaker),
+            "auto" => Some(BackendKind::Auto),
             _ => None,
         }
     }
@@ -73,6 +78,39 @@ impl Contract {
     pub fn is_toolkit(&self) -> bool {
         *self == Contract::Toolkit
     }
+}
+
+/// What placement optimises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Objective {
+    /// The soonest start (a backend with room now), then the shortest run.
+    #[default]
+    Time,
+    /// The lowest estimated cost.
+    Cost,
+}
+
+/// `spec.placement` of a `backend: auto` job.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlacementSpec {
+    /// The backends it may go to, in order of preference for ties (default:
+    /// every backend configured here).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<BackendKind>,
+    #[serde(default)]
+    pub objective: Objective,
+    /// Fail over when not all ranks run by then (not acted on yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_start_seconds: Option<u64>,
+    /// Candidates estimated above it are not chosen.
+    #[serde(
+        default,
+        rename = "maxCostUSD",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_cost_usd: Option<f64>,
 }
 
 /// When a failed gang is started again (as the PyTorchJob operator decides).
@@ -138,6 +176,9 @@ pub struct MetricDefinition {
 pub struct TrainingJobSpec {
     #[serde(default)]
     pub backend: BackendKind,
+    /// `backend: auto`: where Switchyard may place the job, and by what.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<PlacementSpec>,
     /// The contract the script is written for: `toolkit` (the default) or
     /// `modeltrainer`.
     #[serde(default, skip_serializing_if = "Contract::is_toolkit")]

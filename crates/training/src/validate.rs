@@ -143,6 +143,7 @@ fn check(doc: TrainingJobDoc, base: &Path) -> Result<TrainingJob, JobSpecError> 
     check_locations(&mut spec, base)?;
     let metrics = check_metrics(&spec)?;
     check_contract(&spec)?;
+    check_placement(&spec)?;
     for k in spec.env.keys() {
         if k.is_empty() || k.contains('=') {
             return Err(invalid(
@@ -266,7 +267,10 @@ fn check_code(spec: &mut TrainingJobSpec, base: &Path) -> Result<(), JobSpecErro
             }
         }
     }
-    if spec.backend != BackendKind::Local && spec.image.as_deref().unwrap_or("").is_empty() {
+    // An `auto` job's image is each candidate's to need (placement says so).
+    if !matches!(spec.backend, BackendKind::Local | BackendKind::Auto)
+        && spec.image.as_deref().unwrap_or("").is_empty()
+    {
         return Err(invalid(
             "spec.image",
             format!("is required for the {} backend", spec.backend.as_str()),
@@ -304,6 +308,43 @@ fn check_channels(spec: &mut TrainingJobSpec, base: &Path) -> Result<Vec<Channel
         }
     }
     Ok(channels)
+}
+
+/// `placement` belongs to `backend: auto`, and names real backends once each.
+fn check_placement(spec: &TrainingJobSpec) -> Result<(), JobSpecError> {
+    let Some(p) = &spec.placement else {
+        return Ok(());
+    };
+    if spec.backend != BackendKind::Auto {
+        return Err(invalid(
+            "spec.placement",
+            format!(
+                "is read with backend: auto (this job names backend {})",
+                spec.backend.as_str()
+            ),
+        ));
+    }
+    for (i, c) in p.candidates.iter().enumerate() {
+        if *c == BackendKind::Auto || p.candidates[..i].contains(c) {
+            return Err(invalid(
+                "spec.placement.candidates",
+                format!("'{}' is not a backend to place on, or is named twice (use local, kubernetes, sagemaker)", c.as_str()),
+            ));
+        }
+    }
+    if p.max_cost_usd.is_some_and(|c| !(c > 0.0 && c.is_finite())) {
+        return Err(invalid(
+            "spec.placement.maxCostUSD",
+            "must be a positive number of dollars",
+        ));
+    }
+    if p.max_start_seconds == Some(0) {
+        return Err(invalid(
+            "spec.placement.maxStartSeconds",
+            "must be positive",
+        ));
+    }
+    Ok(())
 }
 
 /// What a ModelTrainer-style job cannot be: its launcher exports every

@@ -37,18 +37,6 @@ pub fn load_file(file: &Path, sets: &[String], backend: Option<&str>) -> Result<
         .with_context(|| format!("{}", file.display()))
 }
 
-/// Records, runs and follows one job, printing its progress; returns its final record.
-pub async fn execute(
-    paths: &Paths,
-    store: Arc<dyn JobStore>,
-    job: &TrainingJob,
-    display: &DisplayArgs,
-) -> Result<JobRecord> {
-    let runner = paths.job_runner(store)?;
-    let prepared = runner.prepare(job).await?;
-    follow(&runner, prepared, job, display).await
-}
-
 /// Follows a recorded job to its end, printing its progress.
 pub async fn follow(
     runner: &switchyard_runner::JobRunner,
@@ -113,8 +101,36 @@ pub async fn run(
     display: &DisplayArgs,
 ) -> Result<i32> {
     let job = load_file(file, sets, backend)?;
-    let rec = execute(paths, store, &job, display).await?;
+    let runner = paths.job_runner(store)?;
+    let (job, decision) = runner.place(&job).await?;
+    if let (Some(d), false) = (&decision, display.output == OutputFormat::Json) {
+        eprint!("{}", d.explain());
+    }
+    let prepared = runner.prepare(&job).await?;
+    if let Some(d) = &decision {
+        runner.record_decision(&prepared, d).await?;
+    }
+    let rec = follow(&runner, prepared, &job, display).await?;
     report(&rec, display.output)
+}
+
+/// `job place`: where a `backend: auto` job would go now and why, without
+/// submitting anything; exit 2 when no candidate can run it.
+pub async fn place(
+    paths: &Paths,
+    store: Arc<dyn JobStore>,
+    file: &Path,
+    sets: &[String],
+    output: OutputFormat,
+) -> Result<i32> {
+    let job = load_file(file, sets, Some("auto"))?;
+    let decision = paths.job_runner(store)?.decide(&job).await;
+    if output == OutputFormat::Json {
+        println!("{}", serde_json::to_string_pretty(&decision)?);
+    } else {
+        print!("{}", decision.explain());
+    }
+    Ok(if decision.chosen.is_some() { 0 } else { 2 })
 }
 
 pub async fn list(store: &dyn JobStore, limit: u32, output: OutputFormat) -> Result<i32> {

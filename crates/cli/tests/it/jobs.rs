@@ -261,6 +261,120 @@ fn ddp_digits_two_nodes_and_two_processes() {
     }
 }
 
+/// `backend: auto` with no cluster and no SageMaker configured: `job place`
+/// says why each candidate can or cannot run the job, `job run` goes to
+/// the one that can and records why, and a job none can run is refused.
+#[test]
+#[ignore = "needs PyTorch (scripts/setup --torch)"]
+fn an_auto_job_is_placed_where_it_can_run_and_says_why() {
+    let sb = Sandbox::new();
+    let no_cloud = [
+        ("KUBECONFIG", "/nonexistent/kubeconfig".to_string()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
+        (
+            "SWITCHYARD_TRAINING_PYTHON",
+            crate::common::torch_python().to_string_lossy().into_owned(),
+        ),
+    ];
+    let out = sb.run_with(
+        &no_cloud,
+        &[
+            "job",
+            "place",
+            &digits(),
+            "--set",
+            "spec.resources.cpu=0.5",
+            "-o",
+            "json",
+        ],
+    );
+    let d = out.json();
+    assert_eq!(d["chosen"], "local", "{d:#}");
+    let reasons: Vec<String> = d["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{}: {}",
+                c["backend"].as_str().unwrap(),
+                c["reason"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(
+        reasons[0].starts_with("kubernetes: the cluster is not reachable"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].starts_with("sagemaker: spec.roleArn: missing"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[2].starts_with("local: can start now"),
+        "{reasons:?}"
+    );
+
+    let out = sb.run_with(
+        &no_cloud,
+        &[
+            "job",
+            "run",
+            &digits(),
+            "--backend",
+            "auto",
+            "-q",
+            "-o",
+            "json",
+            "--set",
+            "spec.resources.cpu=0.5",
+            "--set",
+            "spec.hyperparameters.epochs=2",
+        ],
+    );
+    let job = out.json();
+    assert_eq!(
+        (&job["state"], &job["backend"]),
+        (&Value::from("SUCCEEDED"), &Value::from("local")),
+        "{job:#}"
+    );
+    let got = sb
+        .run(&["job", "get", job["job_id"].as_str().unwrap(), "-o", "json"])
+        .json();
+    assert!(
+        got["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("placement: placed on local")
+                    && m.contains("; kubernetes: the cluster is not reachable")))),
+        "{got:#}"
+    );
+    assert_eq!(got["spec"]["spec"]["backend"], "local");
+
+    // Nothing can run it: refused before anything is recorded, exit 2.
+    let out = sb.run_with(
+        &no_cloud,
+        &[
+            "job",
+            "run",
+            &digits(),
+            "--backend",
+            "auto",
+            "--set",
+            "spec.resources.cpu=64",
+        ],
+    );
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("spec.placement: no candidate can run this job (kubernetes: the cluster is not reachable"),
+        "{}",
+        out.stderr
+    );
+    let jobs = sb.run(&["job", "list", "-o", "json"]).json();
+    assert_eq!(jobs["jobs"].as_array().map(Vec::len), Some(1), "{jobs:#}");
+}
+
 #[test]
 #[ignore = "needs PyTorch (scripts/setup --torch)"]
 fn a_killed_rank_restarts_the_gang_which_resumes_from_the_checkpoint() {

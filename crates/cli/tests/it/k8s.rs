@@ -132,7 +132,8 @@ impl Kube {
             .collect()
     }
 
-    /// The CRD, and the operator's ClusterRole bound to the operator's user.
+    /// The CRD, the operator's ClusterRole bound to the operator's user and
+    /// the server's (placement's read of capacity) to the server's.
     fn base(&self) {
         self.kubectl(&[
             "apply",
@@ -142,16 +143,21 @@ impl Kube {
                 .to_str()
                 .expect("utf8"),
         ]);
-        for doc in self.deploy_docs("operator.yaml") {
-            if doc["kind"] == "ClusterRole" {
-                let name = doc["metadata"]["name"].as_str().expect("name").to_string();
-                self.apply(&doc);
-                self.apply(&json!({
-                    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-                    "metadata": {"name": format!("{name}-test")},
-                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-                    "subjects": [{"kind": "User", "name": "switchyard-operator", "apiGroup": "rbac.authorization.k8s.io"}],
-                }));
+        for (file, user) in [
+            ("operator.yaml", "switchyard-operator"),
+            ("server.yaml", "switchyard-server"),
+        ] {
+            for doc in self.deploy_docs(file) {
+                if doc["kind"] == "ClusterRole" {
+                    let name = doc["metadata"]["name"].as_str().expect("name").to_string();
+                    self.apply(&doc);
+                    self.apply(&json!({
+                        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                        "metadata": {"name": format!("{name}-test")},
+                        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+                        "subjects": [{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}],
+                    }));
+                }
             }
         }
         wait_until(
@@ -639,6 +645,122 @@ fn the_runtime_contract_holds_in_pods_as_the_toolkit_sees_it() {
             "{logs}"
         );
     }
+}
+
+/// `backend: auto` against the real cluster: the decision reads the nodes'
+/// free capacity as the operator's admission does, explains every
+/// candidate, and `job run` follows it.
+#[test]
+#[ignore = "needs the local Kubernetes cluster (scripts/k8s-cluster start)"]
+fn placement_reads_the_clusters_capacity_and_explains_every_candidate() {
+    let k = kube();
+    let mut ns = k.namespace("place");
+    let env = ns.data_claim();
+    let sb = Sandbox::new();
+    let small = [
+        "--set",
+        "spec.image=switchyard.local/pytorch:dev",
+        "--set",
+        "spec.resources.cpu=0.5",
+        "--set",
+        "spec.resources.memory=512Mi",
+    ];
+    let place = |extra: &[&str]| -> (Option<i32>, Value) {
+        let out = sb
+            .cmd()
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .args(["job", "place"])
+            .arg(repo_root().join("examples/ddp-digits/job.yaml"))
+            .args(small)
+            .args(extra)
+            .args(["-o", "json"])
+            .output()
+            .expect("job place");
+        let v = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code(), v)
+    };
+    let reason = |d: &Value, backend: &str| {
+        d["candidates"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["backend"] == backend))
+            .map(|c| c["reason"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    // The gang fits now; no candidate's cost is counted, SageMaker has no
+    // role here: cost goes to the first candidate that can run it.
+    let (code, d) = place(&["--set", "spec.placement.objective=cost"]);
+    assert_eq!(
+        (code, &d["chosen"]),
+        (Some(0), &json!("kubernetes")),
+        "{d:#}"
+    );
+    assert!(
+        reason(&d, "kubernetes").contains("fit the free capacity now"),
+        "{d:#}"
+    );
+    assert!(reason(&d, "sagemaker").contains("spec.roleArn"), "{d:#}");
+
+    // A pod holding most of the node's CPUs: the gang would wait there, so
+    // time goes to this machine, which has room now; cost still to the cluster.
+    k.apply(&json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "holder", "namespace": ns.name},
+        "spec": {"containers": [{"name": "hold", "image": "switchyard.local/pause:1",
+            "imagePullPolicy": "Never", "resources": {"requests": {"cpu": "1500m"}}}]},
+    }));
+    wait_until("the holder to be bound", Duration::from_secs(60), || {
+        ns.get(&["get", "pod", "holder"])["spec"]["nodeName"].is_string()
+    });
+    let (code, d) = place(&["--set", "spec.placement.objective=time"]);
+    assert_eq!((code, &d["chosen"]), (Some(0), &json!("local")), "{d:#}");
+    assert!(
+        reason(&d, "kubernetes").starts_with("would wait for room"),
+        "{d:#}"
+    );
+    let (_, d) = place(&["--set", "spec.placement.objective=cost"]);
+    assert_eq!(d["chosen"], "kubernetes", "{d:#}");
+    k.kubectl(&["-n", &ns.name, "delete", "pod", "holder", "--wait=true"]);
+
+    // Too large for any node and for this machine: refused, every reason given.
+    let (code, d) = place(&["--set", "spec.resources.cpu=64"]);
+    assert_eq!((code, &d["chosen"]), (Some(2), &Value::Null), "{d:#}");
+    assert!(
+        reason(&d, "kubernetes").contains("do not fit even an idle cluster"),
+        "{d:#}"
+    );
+    assert!(reason(&d, "local").contains("this machine has"), "{d:#}");
+
+    // `job run --backend auto` goes where `job place` says, and records why.
+    let op = ns.operator();
+    let mut args: Vec<&str> = vec!["--backend", "auto"];
+    args.extend(small);
+    args.extend([
+        "--set",
+        "spec.placement.objective=cost",
+        "--set",
+        "spec.hyperparameters.epochs=2",
+    ]);
+    let res = job_cmd(&sb, &env, &args).output().expect("job run");
+    let job: Value = serde_json::from_slice(&res.stdout).unwrap_or(Value::Null);
+    assert_eq!(
+        (&job["state"], &job["backend"]),
+        (&json!("SUCCEEDED"), &json!("kubernetes")),
+        "{job:#}\n{}\noperator:\n{}",
+        String::from_utf8_lossy(&res.stderr),
+        op.log()
+    );
+    let id = job["job_id"].as_str().unwrap_or_default();
+    let got = sb.run(&["job", "get", id, "-o", "json"]).json();
+    assert!(
+        got["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("placement: placed on kubernetes")))),
+        "{got:#}"
+    );
 }
 
 /// `contract: modeltrainer` in pods, side by side with ModelTrainer's own
