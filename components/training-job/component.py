@@ -7,6 +7,9 @@ Use in a pipeline:
     t = training_job(name="digits", backend=runtime, source_dir="examples/ddp-digits", entry_point="train.py", nodes=2)
     t.outputs["model"], t.outputs["job_name"], t.outputs["state"], t.outputs["backend_used"]
 
+`backend="auto"` lets Switchyard place the job (by `placement`: candidates,
+objective, maxCostUSD; see docs/training-jobs.md); `backend_used` says where.
+
 `contract` is the SageMaker contract the script is written for: "toolkit" (the
 classic training toolkit's) or "modeltrainer" (the v3 SDK's ModelTrainer; then
 `requirements` may name a requirements file in source_dir).
@@ -52,6 +55,7 @@ def training_job(
     role_arn: str = "",
     contract: str = "toolkit",
     requirements: str = "",
+    placement: dict = {},
 ):
     return dsl.ContainerSpec(
         image=IMAGE,

@@ -1,6 +1,6 @@
 """The AWS hybrid-training design in KFP v2, runnable end to end on one machine.
 
-A `training_runtime` parameter (local | kubernetes | sagemaker) is checked by a
+A `training_runtime` parameter (local | kubernetes | sagemaker | auto) is checked by a
 first step; dsl.If branches then run the same TrainingJob — the DDP digits script
 in examples/ddp-digits — through Switchyard's training-job component on the
 chosen backend, and a last step reads the model, whichever branch made it.
@@ -24,8 +24,8 @@ training_job = components.load_component_from_file(str(HERE.parent.parent / "com
 @dsl.component(base_image="python:3.11")
 def check_runtime(training_runtime: str) -> str:
     runtime = training_runtime.strip().lower()
-    if runtime not in ("local", "kubernetes", "sagemaker"):
-        raise ValueError(f"training_runtime must be local, kubernetes or sagemaker, not {training_runtime!r}")
+    if runtime not in ("local", "kubernetes", "sagemaker", "auto"):
+        raise ValueError(f"training_runtime must be local, kubernetes, sagemaker or auto, not {training_runtime!r}")
     print(f"training on {runtime}")
     return runtime
 
@@ -56,9 +56,12 @@ def hybrid_training(training_runtime: str = "local", epochs: int = 8, nodes: int
         local = training_job(backend="local", **common).set_caching_options(False)
     with dsl.Elif(check.output == "kubernetes"):
         k8s = training_job(backend="kubernetes", **common).set_caching_options(False)
-    with dsl.Else():
+    with dsl.Elif(check.output == "sagemaker"):
         sm = training_job(backend="sagemaker", role_arn=role_arn, instance_type="ml.c5.xlarge", **common).set_caching_options(False)
-    model = dsl.OneOf(local.outputs["model"], k8s.outputs["model"], sm.outputs["model"])
+    with dsl.Else():
+        # Switchyard decides: the backend that can start it soonest.
+        auto = training_job(backend="auto", role_arn=role_arn, instance_type="ml.c5.xlarge", **common).set_caching_options(False)
+    model = dsl.OneOf(local.outputs["model"], k8s.outputs["model"], sm.outputs["model"], auto.outputs["model"])
     return report(model=model, min_accuracy=min_accuracy).output
 
 

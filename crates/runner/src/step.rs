@@ -47,6 +47,7 @@ const FIELDS: &[(&str, &str)] = &[
     ("role_arn", "roleArn"),
     ("contract", "contract"),
     ("requirements", "requirements"),
+    ("placement", "placement"),
 ];
 
 /// Empty strings, lists and maps, and zero runtimes mean "not set".
@@ -249,9 +250,14 @@ async fn run_here(
             }
         }
     }
-    let prepared = runner.prepare(job).await?;
-    say(headline(job, &prepared.record.id));
-    runner.execute(prepared, job, cancel, notice).await
+    let (job, decision) = runner.place(job).await?;
+    let prepared = runner.prepare(&job).await?;
+    if let Some(d) = &decision {
+        runner.record_decision(&prepared, d).await?;
+        say(format!("placement: {}", d.summary()));
+    }
+    say(headline(&job, &prepared.record.id));
+    runner.execute(prepared, &job, cancel, notice).await
 }
 
 /// A training-job step read from its executor input: the protocol's

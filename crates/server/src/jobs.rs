@@ -50,7 +50,13 @@ pub async fn submit(
     if let Some(earlier) = task_job(&s, &job).await? {
         return Ok(Json(job_json(&earlier)));
     }
+    // `backend: auto`: placed first (a job no candidate can run is a 400
+    // with every candidate's reason).
+    let (job, decision) = s.jobs.place(&job).await?;
     let prepared = s.jobs.prepare(&job).await?;
+    if let Some(d) = &decision {
+        s.jobs.record_decision(&prepared, d).await?;
+    }
     let doc = job_json(&prepared.record);
     follow_in_background(&s, prepared, job);
     Ok(Json(doc))

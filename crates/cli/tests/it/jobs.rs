@@ -661,6 +661,9 @@ fn hybrid_pipeline_chooses_the_backend_at_run_time() {
             .cmd()
             .current_dir(crate::common::repo_root())
             .env("SWITCHYARD_TRAINING_PYTHON", crate::common::torch_python())
+            // `auto` finds no cluster and no cloud here.
+            .env("KUBECONFIG", "/nonexistent/kubeconfig")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
             .args([
                 "run",
                 &pipeline,
@@ -711,9 +714,14 @@ fn hybrid_pipeline_chooses_the_backend_at_run_time() {
         v["error"]
             .as_str()
             .unwrap()
-            .contains("training_runtime must be local, kubernetes or sagemaker"),
+            .contains("training_runtime must be local, kubernetes, sagemaker or auto"),
         "{v:#}"
     );
+    // `auto` with no cluster and no SageMaker role here: placed on this machine.
+    let (code, v) = run("auto", "toolkit");
+    assert_eq!(code, Some(0), "{v:#}");
+    let t = crate::common::task(&v, "condition-branches-1/condition-5/training-job-4");
+    assert_eq!(t["outputs"]["backend_used"], "local", "{t:#}");
 }
 
 /// `switchyard server` on a free port of 127.0.0.1 with a token; killed when dropped.
