@@ -26,7 +26,10 @@ impl JobRunner {
             } else {
                 match self.backend_for(&there).await {
                     Err(e) => Assessment::refused(kind, e.to_string()),
-                    Ok(backend) => backend.assess(&there).await,
+                    Ok(backend) => Assessment {
+                        backend: kind,
+                        ..backend.assess(&there).await
+                    },
                 }
             };
             assessments.push(a);

@@ -335,3 +335,41 @@ async fn recovery_finishes_an_accepted_cancel_and_stops_jobs_of_ended_runs() {
         State::Canceled
     );
 }
+
+/// `backend: auto` through the API: placed before it is recorded (the record
+/// and the answer name the chosen backend, its first event says why), and a
+/// job no candidate can run is a 400 with every candidate's reason.
+#[tokio::test]
+async fn an_auto_job_is_placed_before_it_is_recorded() {
+    let s = server(None, 1 << 20).await;
+    let post = |body: &'static str| {
+        request(Method::POST, "/apis/switchyard/v1/jobs")
+            .header(header::CONTENT_TYPE, "application/yaml")
+            .body(Body::from(body))
+            .expect("request")
+    };
+    let (status, body) = send(
+        &s,
+        post("apiVersion: switchyard/v1\nkind: TrainingJob\nmetadata: {name: j}\nspec:\n  backend: auto\n  image: img\n  command: [python3, -c, pass]\n  placement: {candidates: [kubernetes, local], objective: cost}\n"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["backend"], "kubernetes", "{body}");
+    let id = body["job_id"].as_str().expect("id").to_string();
+    let (_, got) = get(&s, &format!("/apis/switchyard/v1/jobs/{id}")).await;
+    assert!(
+        got["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("placement: placed on kubernetes")))),
+        "{got}"
+    );
+    let (status, body) = send(
+        &s,
+        post("apiVersion: switchyard/v1\nkind: TrainingJob\nmetadata: {name: j}\nspec:\n  backend: auto\n  command: [python3, -c, pass]\n  placement: {candidates: [sagemaker]}\n"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_kfp_error(&body, 3, "sagemaker: needs spec.image");
+}
