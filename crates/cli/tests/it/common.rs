@@ -236,3 +236,15 @@ pub fn success_stdout(out: Output) -> String {
 fn manifest_dir() -> String {
     std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
 }
+
+/// Whether `job get -o json`'s events hold one whose message starts with
+/// `prefix` and contains every one of `parts`.
+pub fn has_event(job: &Value, prefix: &str, parts: &[&str]) -> bool {
+    job["events"].as_array().is_some_and(|e| {
+        e.iter().any(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(prefix) && parts.iter().all(|p| m.contains(p)))
+        })
+    })
+}

@@ -342,12 +342,11 @@ fn an_auto_job_is_placed_where_it_can_run_and_says_why() {
         .run(&["job", "get", job["job_id"].as_str().unwrap(), "-o", "json"])
         .json();
     assert!(
-        got["events"]
-            .as_array()
-            .is_some_and(|e| e.iter().any(|e| e["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("placement: placed on local")
-                    && m.contains("; kubernetes: the cluster is not reachable")))),
+        crate::common::has_event(
+            &got,
+            "placement: placed on local",
+            &["; kubernetes: the cluster is not reachable"]
+        ),
         "{got:#}"
     );
     assert_eq!(got["spec"]["spec"]["backend"], "local");

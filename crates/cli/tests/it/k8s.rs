@@ -754,11 +754,7 @@ fn placement_reads_the_clusters_capacity_and_explains_every_candidate() {
     let id = job["job_id"].as_str().unwrap_or_default();
     let got = sb.run(&["job", "get", id, "-o", "json"]).json();
     assert!(
-        got["events"]
-            .as_array()
-            .is_some_and(|e| e.iter().any(|e| e["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("placement: placed on kubernetes")))),
+        crate::common::has_event(&got, "placement: placed on kubernetes", &[]),
         "{got:#}"
     );
 }
