@@ -38,7 +38,8 @@ impl JobRunner {
     }
 
     /// The job as it will run: a `backend: auto` job placed (its backend the
-    /// chosen one, and the decision), any other as it is. A job no candidate
+    /// chosen one, its `placement` dropped, and the decision), any other as
+    /// it is. A job no candidate
     /// can run is refused with every candidate's reason.
     pub async fn place(
         &self,
@@ -51,8 +52,11 @@ impl JobRunner {
         let Some(chosen) = decision.chosen else {
             return Err(RunnerError::Refused(decision.refusal()));
         };
+        // Recorded as a job of that backend (its first event says why), so
+        // that reading the record back (recovery, resume) is a plain job.
         let mut placed = job.clone();
         placed.spec.backend = chosen;
+        placed.spec.placement = None;
         Ok((placed, Some(decision)))
     }
 }

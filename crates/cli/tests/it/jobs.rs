@@ -349,7 +349,9 @@ fn an_auto_job_is_placed_where_it_can_run_and_says_why() {
         ),
         "{got:#}"
     );
+    // Recorded as a local job (what recovery reads back is a plain job).
     assert_eq!(got["spec"]["spec"]["backend"], "local");
+    assert_eq!(got["spec"]["spec"]["placement"], Value::Null);
 
     // Nothing can run it: refused before anything is recorded, exit 2.
     let out = sb.run_with(
