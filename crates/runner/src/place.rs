@@ -2,10 +2,68 @@
 //! ([`switchyard_training::placement::decide`]) picks one, and the job goes on
 //! as if it had named that backend.
 
+use switchyard_store::{JobRecord, State};
 use switchyard_training::placement::{self, Assessment, Decision};
 use switchyard_training::{BackendKind, TrainingJob};
 
 use crate::{JobRunner, RunnerError};
+
+/// How many recent job records are read for a job's history.
+const HISTORY_SCAN: u32 = 1000;
+/// How many of its latest successful runs on a backend make an estimate.
+const HISTORY_RUNS: usize = 5;
+
+/// The median of `v` (not empty).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// `a` with estimates from the job's own history on its backend: the
+/// median time from submission to start, and from start to end, of its
+/// latest successful runs of the same name there (unknown without one).
+fn with_history(mut a: Assessment, earlier: &[JobRecord], name: &str) -> Assessment {
+    if a.refusal.is_some() {
+        return a;
+    }
+    let runs: Vec<(f64, f64)> = earlier
+        .iter()
+        .filter(|r| r.name == name && r.backend == a.backend.as_str())
+        .filter(|r| r.state == State::Succeeded)
+        .filter_map(|r| {
+            let (start, end) = (r.started_at?, r.finished_at?);
+            let secs = |d: chrono::TimeDelta| d.num_milliseconds() as f64 / 1000.0;
+            Some((
+                secs(start - r.created_at).max(0.0),
+                secs(end - start).max(0.0),
+            ))
+        })
+        .take(HISTORY_RUNS)
+        .collect();
+    if runs.is_empty() {
+        return a;
+    }
+    let start = median(runs.iter().map(|r| r.0).collect());
+    let run = median(runs.iter().map(|r| r.1).collect());
+    a.est_start_seconds = a.est_start_seconds.or(Some(start));
+    a.est_duration_seconds = a.est_duration_seconds.or(Some(run));
+    let n = runs.len();
+    let note = format!(
+        "its last {n} run{} here took {run:.0} s, {start:.0} s to start (median)",
+        if n == 1 { "" } else { "s" }
+    );
+    a.detail = if a.detail.is_empty() {
+        note
+    } else {
+        format!("{}; {note}", a.detail)
+    };
+    a
+}
 
 impl JobRunner {
     /// What every candidate says of `job` now, and the decision. A backend
@@ -13,6 +71,9 @@ impl JobRunner {
     /// with the setting it misses as its reason.
     pub async fn decide(&self, job: &TrainingJob) -> Decision {
         let spec = job.spec.placement.as_ref();
+        // The job's own history: its earlier runs of the same name (a store
+        // that cannot be read gives none, and estimates stay unknown).
+        let earlier = self.store.list_jobs(HISTORY_SCAN).await.unwrap_or_default();
         let mut assessments = Vec::new();
         for kind in placement::candidates(spec) {
             let mut there = job.clone();
@@ -32,7 +93,7 @@ impl JobRunner {
                     },
                 }
             };
-            assessments.push(a);
+            assessments.push(with_history(a, &earlier, &job.name));
         }
         placement::decide(spec, assessments)
     }
@@ -79,5 +140,64 @@ impl JobRunner {
             )
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Duration, Utc};
+
+    fn record(name: &str, backend: &str, state: State, queued: i64, ran: i64) -> JobRecord {
+        let created = Utc::now() - Duration::seconds(1000);
+        let started = created + Duration::seconds(queued);
+        JobRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: name.into(),
+            backend: backend.into(),
+            state,
+            spec: serde_json::Value::Null,
+            restarts: 0,
+            model: None,
+            metrics: None,
+            failure_reason: None,
+            placement: None,
+            logs_dir: None,
+            lease: None,
+            task: None,
+            created_at: created,
+            started_at: Some(started),
+            finished_at: Some(started + Duration::seconds(ran)),
+        }
+    }
+
+    #[test]
+    fn estimates_come_from_the_jobs_own_successful_runs_on_that_backend() {
+        let earlier = vec![
+            record("digits", "local", State::Succeeded, 2, 40),
+            record("digits", "local", State::Succeeded, 4, 60),
+            record("digits", "local", State::Failed, 1, 1),
+            record("digits", "kubernetes", State::Succeeded, 30, 90),
+            record("other", "local", State::Succeeded, 1, 1),
+        ];
+        let ok = Assessment {
+            backend: BackendKind::Local,
+            refusal: None,
+            starts_now: true,
+            detail: String::new(),
+            est_start_seconds: None,
+            est_duration_seconds: None,
+            hourly_usd: None,
+            unpriced: false,
+        };
+        let a = with_history(ok.clone(), &earlier, "digits");
+        assert_eq!(a.est_start_seconds, Some(3.0));
+        assert_eq!(a.est_duration_seconds, Some(50.0));
+        assert_eq!(
+            a.detail,
+            "its last 2 runs here took 50 s, 3 s to start (median)"
+        );
+        let none = with_history(ok, &earlier, "new-job");
+        assert_eq!(none.est_duration_seconds, None);
     }
 }

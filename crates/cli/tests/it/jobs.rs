@@ -352,6 +352,34 @@ fn an_auto_job_is_placed_where_it_can_run_and_says_why() {
     // Recorded as a local job (what recovery reads back is a plain job).
     assert_eq!(got["spec"]["spec"]["backend"], "local");
     assert_eq!(got["spec"]["spec"]["placement"], Value::Null);
+    // Its run is now its history there: the next decision estimates from it.
+    let d = sb
+        .run_with(
+            &no_cloud,
+            &[
+                "job",
+                "place",
+                &digits(),
+                "--set",
+                "spec.resources.cpu=0.5",
+                "-o",
+                "json",
+            ],
+        )
+        .json();
+    let local = &d["candidates"][2];
+    assert!(
+        local["est_duration_seconds"]
+            .as_f64()
+            .is_some_and(|s| s > 0.0),
+        "{d:#}"
+    );
+    assert!(
+        local["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("its last 1 run here took")),
+        "{d:#}"
+    );
 
     // Nothing can run it: refused before anything is recorded, exit 2.
     let out = sb.run_with(
