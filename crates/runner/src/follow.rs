@@ -326,7 +326,10 @@ async fn record_event(
                 .await
         }
         JobEvent::Placement { details } => {
-            rec.placement = Some(details);
+            rec.placement = Some(crate::place::merge_placement(
+                rec.placement.as_ref(),
+                details,
+            ));
             store.update_job(rec, None, owner).await
         }
     })

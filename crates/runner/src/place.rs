@@ -123,24 +123,47 @@ impl JobRunner {
 }
 
 impl JobRunner {
-    /// Records where a placed job went and why, as its first event.
+    /// Records where a placed job went and why: in its record's
+    /// `placement` (`chosen`, `objective`, `decided_at`, `candidates`; the
+    /// backend adds where it runs) and as its first event.
     pub async fn record_decision(
         &self,
-        prepared: &crate::Prepared,
+        prepared: &mut crate::Prepared,
         decision: &Decision,
     ) -> Result<(), RunnerError> {
         let owner = prepared.record.lease.as_ref().map(|l| l.owner.clone());
+        let mut doc = serde_json::to_value(decision)
+            .map_err(|e| RunnerError::Refused(format!("the placement decision: {e}")))?;
+        doc["decided_at"] = serde_json::json!(chrono::Utc::now());
+        prepared.record.placement = Some(doc);
         let message = format!("placement: {}", decision.summary());
         self.store
-            .add_job_event(
-                &prepared.record.id,
-                switchyard_store::State::Pending,
-                &message,
-                owner.as_deref(),
-            )
+            .update_job(&prepared.record, Some(&message), owner.as_deref())
             .await?;
         Ok(())
     }
+}
+
+/// The decision's fields of a job's `placement`, kept when its backend
+/// reports where it runs.
+pub const DECISION_FIELDS: [&str; 4] = ["chosen", "objective", "decided_at", "candidates"];
+
+/// Where the job runs (`details`, from its backend), with the placement
+/// decision `earlier` held, if any.
+pub fn merge_placement(
+    earlier: Option<&serde_json::Value>,
+    mut details: serde_json::Value,
+) -> serde_json::Value {
+    if let (Some(serde_json::Value::Object(old)), serde_json::Value::Object(new)) =
+        (earlier, &mut details)
+    {
+        for k in DECISION_FIELDS {
+            if let Some(v) = old.get(k) {
+                new.insert(k.to_string(), v.clone());
+            }
+        }
+    }
+    details
 }
 
 #[cfg(test)]
@@ -169,6 +192,27 @@ mod tests {
             started_at: Some(started),
             finished_at: Some(started + Duration::seconds(ran)),
         }
+    }
+
+    #[test]
+    fn where_a_job_runs_keeps_why_it_was_placed_there() {
+        let decided = serde_json::json!({"chosen": "local", "objective": "time", "decided_at": "t", "candidates": [], "kind": "old"});
+        let merged = merge_placement(
+            Some(&decided),
+            serde_json::json!({"kind": "local", "host": "h"}),
+        );
+        assert_eq!(
+            merged,
+            serde_json::json!({"kind": "local", "host": "h", "chosen": "local", "objective": "time", "decided_at": "t", "candidates": []})
+        );
+        // A job that was not placed keeps only where it runs.
+        assert_eq!(
+            merge_placement(
+                Some(&serde_json::json!({"kind": "x"})),
+                serde_json::json!({"kind": "y"})
+            ),
+            serde_json::json!({"kind": "y"})
+        );
     }
 
     #[test]

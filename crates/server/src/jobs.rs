@@ -53,9 +53,9 @@ pub async fn submit(
     // `backend: auto`: placed first (a job no candidate can run is a 400
     // with every candidate's reason).
     let (job, decision) = s.jobs.place(&job).await?;
-    let prepared = s.jobs.prepare(&job).await?;
+    let mut prepared = s.jobs.prepare(&job).await?;
     if let Some(d) = &decision {
-        s.jobs.record_decision(&prepared, d).await?;
+        s.jobs.record_decision(&mut prepared, d).await?;
     }
     let doc = job_json(&prepared.record);
     follow_in_background(&s, prepared, job);

@@ -355,6 +355,8 @@ async fn an_auto_job_is_placed_before_it_is_recorded() {
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["backend"], "kubernetes", "{body}");
+    assert_eq!(body["placement"]["chosen"], "kubernetes", "{body}");
+    assert_eq!(body["placement"]["objective"], "cost", "{body}");
     let id = body["job_id"].as_str().expect("id").to_string();
     let (_, got) = get(&s, &format!("/apis/switchyard/v1/jobs/{id}")).await;
     assert!(

@@ -106,9 +106,9 @@ pub async fn run(
     if let (Some(d), false) = (&decision, display.output == OutputFormat::Json) {
         eprint!("{}", d.explain());
     }
-    let prepared = runner.prepare(&job).await?;
+    let mut prepared = runner.prepare(&job).await?;
     if let Some(d) = &decision {
-        runner.record_decision(&prepared, d).await?;
+        runner.record_decision(&mut prepared, d).await?;
     }
     let rec = follow(&runner, prepared, &job, display).await?;
     report(&rec, display.output)
@@ -172,6 +172,20 @@ pub async fn get(store: &dyn JobStore, id: &str, output: OutputFormat) -> Result
     );
     if let Some(r) = &j.failure_reason {
         println!("  failure:  {}", r.lines().next().unwrap_or(""));
+    }
+    if let Some(p) = j.placement.as_ref().filter(|p| p.get("chosen").is_some()) {
+        println!(
+            "  placed:   {} (objective {})",
+            p["chosen"].as_str().unwrap_or("none"),
+            p["objective"].as_str().unwrap_or("")
+        );
+        for c in p["candidates"].as_array().into_iter().flatten() {
+            println!(
+                "            {:<10} {}",
+                c["backend"].as_str().unwrap_or(""),
+                c["reason"].as_str().unwrap_or("")
+            );
+        }
     }
     if let Some(m) = &j.model {
         println!("  model:    {m}");

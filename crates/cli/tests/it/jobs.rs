@@ -349,6 +349,23 @@ fn an_auto_job_is_placed_where_it_can_run_and_says_why() {
         ),
         "{got:#}"
     );
+    // The decision in the record's placement, with where the job ran.
+    let p = &got["placement"];
+    assert_eq!(
+        (&p["chosen"], &p["objective"], &p["kind"]),
+        (
+            &Value::from("local"),
+            &Value::from("time"),
+            &Value::from("local")
+        ),
+        "{got:#}"
+    );
+    assert_eq!(p["candidates"].as_array().map(Vec::len), Some(3), "{got:#}");
+    assert!(p["decided_at"].is_string(), "{got:#}");
+    let text = sb
+        .run(&["job", "get", job["job_id"].as_str().unwrap()])
+        .stdout;
+    assert!(text.contains("placed:   local (objective time)"), "{text}");
     // Recorded as a local job (what recovery reads back is a plain job).
     assert_eq!(got["spec"]["spec"]["backend"], "local");
     assert_eq!(got["spec"]["spec"]["placement"], Value::Null);

@@ -757,6 +757,8 @@ fn placement_reads_the_clusters_capacity_and_explains_every_candidate() {
         crate::common::has_event(&got, "placement: placed on kubernetes", &[]),
         "{got:#}"
     );
+    assert_eq!(got["placement"]["chosen"], "kubernetes", "{got:#}");
+    assert_eq!(got["placement"]["objective"], "cost", "{got:#}");
 }
 
 /// `contract: modeltrainer` in pods, side by side with ModelTrainer's own
