@@ -249,6 +249,25 @@ def test_a_training_job_page_plots_its_metrics(browser, request, server, tmp_pat
     assert not page.errors, page.errors
 
 
+def test_an_auto_job_page_shows_why_it_was_placed_there(browser, request, server, tmp_path):
+    doc = _job(tmp_path, seconds=0.05, epochs=2).replace(
+        "  nodes: 2\n",
+        "  nodes: 2\n  backend: auto\n  placement: {candidates: [sagemaker, local], objective: cost}\n")
+    job = requests.post(server.url + "/apis/switchyard/v1/jobs", data=doc, timeout=30,
+                        headers={"Content-Type": "application/yaml"}).json()
+    assert job["backend"] == "local", job
+    page = open_page(browser, request)
+    page.goto(f"{server.url}/#/jobs/{job['job_id']}")
+    expect(page.locator("h1 .state")).to_have_text("SUCCEEDED", timeout=60_000)
+    expect(page.locator("#why")).to_contain_text("Placed on local by backend: auto (objective cost)")
+    table = page.locator("#placement-candidates")
+    expect(table.locator("tbody tr")).to_have_count(2)
+    expect(table).to_contain_text("needs spec.image")
+    expect(table.locator("tr.chosen")).to_contain_text("local")
+    shot(page, "training-job-placed")
+    assert not page.errors, page.errors
+
+
 def test_cancel_a_training_job(browser, request, server, tmp_path):
     job = requests.post(server.url + "/apis/switchyard/v1/jobs", data=_job(tmp_path, seconds=5, epochs=50), timeout=30).json()
     page = open_page(browser, request)

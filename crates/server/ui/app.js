@@ -898,14 +898,29 @@
     return h('dl', { class: 'kv', id: 'placement' }, rows.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
   }
 
+  /** A `backend: auto` job's decision: the objective and every candidate's reason. */
+  function decisionView(p) {
+    const rows = (p.candidates || []).map((c) => h('tr', { class: c.backend === p.chosen ? 'chosen' : '' },
+      h('td', {}, c.backend === p.chosen ? '✓ ' + c.backend : c.backend),
+      h('td', {}, c.feasible ? 'yes' : 'no'),
+      h('td', {}, c.reason),
+      h('td', {}, c.est_cost_usd == null ? '—' : '$' + c.est_cost_usd.toFixed(2))));
+    return h('div', {},
+      h('p', {}, 'Placed on ', h('code', {}, p.chosen), ' by ', h('code', {}, 'backend: auto'), ' (objective ', h('code', {}, p.objective), ') at ', fmtTime(p.decided_at), '.'),
+      h('table', { id: 'placement-candidates' }, h('thead', {}, h('tr', {}, h('th', {}, 'candidate'), h('th', {}, 'can run it'), h('th', {}, 'why'), h('th', {}, 'estimated cost'))), h('tbody', {}, rows)));
+  }
+
   /** Why this backend: the pipeline task and the conditions above it, or the submitted spec. */
   async function whyView(j) {
     const labels = ((j.spec || {}).metadata || {}).labels || {};
     const runId = labels['switchyard.io/run-id'];
     const taskKey = labels['switchyard.io/task'];
     const backend = ((j.spec || {}).spec || {}).backend || j.backend;
+    const placed = j.placement && j.placement.chosen ? decisionView(j.placement) : null;
+    if (!runId && placed) return h('div', { id: 'why' }, placed);
     if (!runId) return h('p', { id: 'why' }, 'spec.backend: ', h('code', {}, backend), ' in the submitted TrainingJob (or --backend).');
     const out = h('div', { id: 'why' }, h('p', {}, 'Submitted by task ', h('code', {}, taskKey), ' of run ', h('a', { href: '#/runs/' + runId }, runId), ' with backend ', h('code', {}, backend), '.'));
+    if (placed) add(out, placed);
     try {
       const run = await api('/apis/switchyard/v1/runs/' + runId);
       const spec = run.pipeline_spec || {};
