@@ -52,6 +52,24 @@ impl KubernetesBackend {
             .await
         {
             Ok(Ok(n)) => n.items,
+            // Without cluster-wide read rights the job may still run here;
+            // only its room now is unknown.
+            Ok(Err(kube::Error::Api(e))) if e.code == 403 => {
+                return Assessment {
+                    backend: kind,
+                    refusal: None,
+                    starts_now: false,
+                    detail: format!(
+                        "room now unknown: cannot read the cluster's nodes ({})",
+                        e.message
+                    ),
+                    est_start_seconds: None,
+                    est_duration_seconds: None,
+                    hourly_usd: placement::cost_per_node_hour("SWITCHYARD_K8S_COST_PER_NODE_HOUR")
+                        .map(|c| c * f64::from(job.spec.nodes)),
+                    unpriced: false,
+                }
+            }
             Ok(Err(e)) => {
                 return Assessment::refused(kind, format!("cannot read the cluster's nodes: {e}"))
             }

@@ -125,22 +125,34 @@ impl JobRunner {
 impl JobRunner {
     /// Records where a placed job went and why: in its record's
     /// `placement` (`chosen`, `objective`, `decided_at`, `candidates`; the
-    /// backend adds where it runs) and as its first event.
-    pub async fn record_decision(
-        &self,
-        prepared: &mut crate::Prepared,
-        decision: &Decision,
-    ) -> Result<(), RunnerError> {
+    /// backend adds where it runs) and as its first event. The job is
+    /// recorded already and goes on either way: a write that fails is logged,
+    /// not made the job's failure (which would leave it recorded, unfollowed).
+    pub async fn record_decision(&self, prepared: &mut crate::Prepared, decision: &Decision) {
         let owner = prepared.record.lease.as_ref().map(|l| l.owner.clone());
-        let mut doc = serde_json::to_value(decision)
-            .map_err(|e| RunnerError::Refused(format!("the placement decision: {e}")))?;
+        let mut doc = match serde_json::to_value(decision) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(job = %prepared.record.id, "placement decision not recorded: {e}");
+                return;
+            }
+        };
         doc["decided_at"] = serde_json::json!(chrono::Utc::now());
         prepared.record.placement = Some(doc);
         let message = format!("placement: {}", decision.summary());
-        self.store
+        match self
+            .store
             .update_job(&prepared.record, Some(&message), owner.as_deref())
-            .await?;
-        Ok(())
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(job = %prepared.record.id, "placement decision not recorded: the job was taken over")
+            }
+            Err(e) => {
+                tracing::warn!(job = %prepared.record.id, "placement decision not recorded: {e}")
+            }
+        }
     }
 }
 

@@ -253,7 +253,7 @@ async fn run_here(
     let (job, decision) = runner.place(job).await?;
     let mut prepared = runner.prepare(&job).await?;
     if let Some(d) = &decision {
-        runner.record_decision(&mut prepared, d).await?;
+        runner.record_decision(&mut prepared, d).await;
         say(format!("placement: {}", d.summary()));
     }
     say(headline(&job, &prepared.record.id));

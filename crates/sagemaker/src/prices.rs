@@ -50,6 +50,11 @@ pub fn hourly(instance_type: &str) -> Result<Option<f64>, String> {
                 )
             })?;
         if let Some(p) = table.get(instance_type) {
+            if !(p.is_finite() && *p >= 0.0) {
+                return Err(format!(
+                    "SWITCHYARD_SAGEMAKER_PRICES: {path} gives {instance_type} the price {p}, which is not a price"
+                ));
+            }
             return Ok(Some(*p));
         }
     }

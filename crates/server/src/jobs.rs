@@ -55,7 +55,7 @@ pub async fn submit(
     let (job, decision) = s.jobs.place(&job).await?;
     let mut prepared = s.jobs.prepare(&job).await?;
     if let Some(d) = &decision {
-        s.jobs.record_decision(&mut prepared, d).await?;
+        s.jobs.record_decision(&mut prepared, d).await;
     }
     let doc = job_json(&prepared.record);
     follow_in_background(&s, prepared, job);

@@ -169,6 +169,11 @@ fn cost(a: &Assessment) -> Option<f64> {
 pub fn decide(spec: Option<&PlacementSpec>, assessments: Vec<Assessment>) -> Decision {
     let objective = spec.map(|p| p.objective).unwrap_or_default();
     let max_cost = spec.and_then(|p| p.max_cost_usd);
+    // Estimates decide only where every candidate that can run has one: an
+    // unknown time is not a short one.
+    let usable: Vec<&Assessment> = assessments.iter().filter(|a| a.refusal.is_none()).collect();
+    let starts_known = usable.iter().all(|a| a.est_start_seconds.is_some());
+    let runs_known = usable.iter().all(|a| a.est_duration_seconds.is_some());
     let mut candidates = Vec::new();
     let mut best: Option<(usize, (u8, f64, f64))> = None;
     for (i, a) in assessments.iter().enumerate() {
@@ -177,6 +182,9 @@ pub fn decide(spec: Option<&PlacementSpec>, assessments: Vec<Assessment>) -> Dec
             (Some(c), Some(m)) if c > m => {
                 Some(format!("estimated at ${c:.2}, above maxCostUSD ${m:.2}"))
             }
+            (None, Some(m)) if a.unpriced => Some(format!(
+                "its price is unknown, so maxCostUSD ${m:.2} cannot be checked"
+            )),
             _ => None,
         };
         let refusal = a.refusal.clone().or(over);
@@ -189,13 +197,14 @@ pub fn decide(spec: Option<&PlacementSpec>, assessments: Vec<Assessment>) -> Dec
             let key = match objective {
                 Objective::Time => (
                     u8::from(!a.starts_now),
-                    a.est_start_seconds.unwrap_or(0.0),
-                    a.est_duration_seconds.unwrap_or(0.0),
+                    a.est_start_seconds.filter(|_| starts_known).unwrap_or(0.0),
+                    a.est_duration_seconds.filter(|_| runs_known).unwrap_or(0.0),
                 ),
+                // Equal costs: the one that can start now.
                 Objective::Cost => (
                     0,
                     est_cost.unwrap_or(if a.unpriced { f64::INFINITY } else { 0.0 }),
-                    0.0,
+                    f64::from(u8::from(!a.starts_now)),
                 ),
             };
             if best.as_ref().is_none_or(|(_, k)| key < *k) {
@@ -281,6 +290,18 @@ mod tests {
             vec![ok(Kubernetes, true, None), ok(Local, true, None)],
         );
         assert_eq!(tie.chosen, Some(Kubernetes));
+        // Equal costs: the one that can start now.
+        let waits = decide(
+            Some(&spec(Objective::Cost, None)),
+            vec![ok(Kubernetes, false, None), ok(Local, true, None)],
+        );
+        assert_eq!(waits.chosen, Some(Local));
+        // An unknown time is not a short one: a candidate without history
+        // does not win on time over one with it.
+        let mut known = ok(Local, true, None);
+        known.est_duration_seconds = Some(60.0);
+        let d = decide(None, vec![known, ok(Sagemaker, true, Some(1.0))]);
+        assert_eq!(d.chosen, Some(Local));
     }
 
     #[test]
@@ -300,6 +321,11 @@ mod tests {
             d.candidates[1].reason,
             "estimated at $30.00, above maxCostUSD $25.00"
         );
+        let mut unpriced = ok(Sagemaker, true, None);
+        unpriced.unpriced = true;
+        let blind = decide(Some(&spec(Objective::Time, Some(25.0))), vec![unpriced]);
+        assert_eq!(blind.chosen, None);
+        assert!(blind.candidates[0].reason.contains("cannot be checked"));
         assert_eq!(
             d.refusal(),
             "spec.placement: no candidate can run this job (kubernetes: needs 4 CPU on each of 2 nodes; sagemaker: estimated at $30.00, above maxCostUSD $25.00)"

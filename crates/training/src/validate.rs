@@ -77,6 +77,12 @@ pub fn load(
     }
     if let Some(b) = backend {
         apply_set(&mut doc, &format!("spec.backend={b}"))?;
+        // `--backend B` overrides an `auto` file's choice, placement and all.
+        if b != "auto" {
+            if let Some(spec) = doc.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.remove("placement");
+            }
+        }
     }
     let doc: TrainingJobDoc =
         serde_path_to_error::deserialize(doc).map_err(|e| JobSpecError::Invalid {

@@ -64,3 +64,13 @@ fn bad_placements_are_refused_naming_the_field() {
         }
     }
 }
+
+#[test]
+fn naming_a_backend_overrides_an_auto_file_and_its_placement() {
+    let text = "apiVersion: switchyard/v1\nkind: TrainingJob\nmetadata: {name: p}\nspec:\n  command: [python3, -c, pass]\n  backend: auto\n  placement: {objective: cost}\n";
+    let j = load(text, std::path::Path::new("/"), &[], Some("local")).expect("overridden");
+    assert_eq!(j.spec.backend, BackendKind::Local);
+    assert_eq!(j.spec.placement, None);
+    let j = load(text, std::path::Path::new("/"), &[], Some("auto")).expect("auto");
+    assert!(j.spec.placement.is_some());
+}

@@ -108,7 +108,7 @@ pub async fn run(
     }
     let mut prepared = runner.prepare(&job).await?;
     if let Some(d) = &decision {
-        runner.record_decision(&mut prepared, d).await?;
+        runner.record_decision(&mut prepared, d).await;
     }
     let rec = follow(&runner, prepared, &job, display).await?;
     report(&rec, display.output)
