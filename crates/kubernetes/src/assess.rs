@@ -22,6 +22,13 @@ fn pod_amount(job: &TrainingJob) -> Amount {
     })
 }
 
+/// An hour of the job on the cluster: `SWITCHYARD_K8S_COST_PER_NODE_HOUR` ×
+/// nodes, not counted without it.
+fn hourly(job: &TrainingJob) -> Option<f64> {
+    placement::cost_per_node_hour("SWITCHYARD_K8S_COST_PER_NODE_HOUR")
+        .map(|c| c * f64::from(job.spec.nodes))
+}
+
 /// Whether a node reports Ready.
 fn ready(n: &Node) -> bool {
     n.status
@@ -55,20 +62,15 @@ impl KubernetesBackend {
             // Without cluster-wide read rights the job may still run here;
             // only its room now is unknown.
             Ok(Err(kube::Error::Api(e))) if e.code == 403 => {
-                return Assessment {
-                    backend: kind,
-                    refusal: None,
-                    starts_now: false,
-                    detail: format!(
+                return Assessment::can_run(
+                    kind,
+                    false,
+                    format!(
                         "room now unknown: cannot read the cluster's nodes ({})",
                         e.message
                     ),
-                    est_start_seconds: None,
-                    est_duration_seconds: None,
-                    hourly_usd: placement::cost_per_node_hour("SWITCHYARD_K8S_COST_PER_NODE_HOUR")
-                        .map(|c| c * f64::from(job.spec.nodes)),
-                    unpriced: false,
-                }
+                    hourly(job),
+                )
             }
             Ok(Err(e)) => {
                 return Assessment::refused(kind, format!("cannot read the cluster's nodes: {e}"))
@@ -98,16 +100,6 @@ impl KubernetesBackend {
                 }
             },
         };
-        Assessment {
-            backend: kind,
-            refusal: None,
-            starts_now,
-            detail,
-            est_start_seconds: None,
-            est_duration_seconds: None,
-            hourly_usd: placement::cost_per_node_hour("SWITCHYARD_K8S_COST_PER_NODE_HOUR")
-                .map(|c| c * f64::from(job.spec.nodes)),
-            unpriced: false,
-        }
+        Assessment::can_run(kind, starts_now, detail, hourly(job))
     }
 }

@@ -313,19 +313,15 @@ impl TrainingBackend for LocalTraining {
         let (free_cpus, free_gpus) = self.admission.free_now().unwrap_or((0.0, 0));
         let (all_cpus, all_gpus) = self.admission.total();
         let starts_now = cpus <= free_cpus + 1e-9 && gpus <= free_gpus;
-        placement::Assessment {
-            backend: BackendKind::Local,
-            refusal: None,
+        placement::Assessment::can_run(
+            BackendKind::Local,
             starts_now,
-            detail: format!(
+            format!(
                 "needs {cpus} CPUs and {gpus} GPUs; this machine has {free_cpus} CPUs and {free_gpus} GPUs free of {all_cpus} and {all_gpus}"
             ),
-            est_start_seconds: None,
-            est_duration_seconds: None,
-            hourly_usd: placement::cost_per_node_hour("SWITCHYARD_LOCAL_COST_PER_NODE_HOUR")
+            placement::cost_per_node_hour("SWITCHYARD_LOCAL_COST_PER_NODE_HOUR")
                 .map(|c| c * f64::from(job.spec.nodes)),
-            unpriced: false,
-        }
+        )
     }
 
     async fn run(

@@ -236,16 +236,7 @@ mod tests {
             record("digits", "kubernetes", State::Succeeded, 30, 90),
             record("other", "local", State::Succeeded, 1, 1),
         ];
-        let ok = Assessment {
-            backend: BackendKind::Local,
-            refusal: None,
-            starts_now: true,
-            detail: String::new(),
-            est_start_seconds: None,
-            est_duration_seconds: None,
-            hourly_usd: None,
-            unpriced: false,
-        };
+        let ok = Assessment::can_run(BackendKind::Local, true, "", None);
         let a = with_history(ok.clone(), &earlier, "digits");
         assert_eq!(a.est_start_seconds, Some(3.0));
         assert_eq!(a.est_duration_seconds, Some(50.0));

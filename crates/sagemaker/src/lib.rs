@@ -334,24 +334,19 @@ impl TrainingBackend for SageMakerBackend {
         } else {
             1.0
         };
+        let detail = format!(
+            "{} × {}{}",
+            job.spec.nodes,
+            resolved.instance_type,
+            if job.spec.use_spot_instances {
+                " (spot)"
+            } else {
+                ""
+            }
+        );
         Assessment {
-            backend: kind,
-            refusal: None,
-            starts_now: true,
-            detail: format!(
-                "{} × {}{}",
-                job.spec.nodes,
-                resolved.instance_type,
-                if job.spec.use_spot_instances {
-                    " (spot)"
-                } else {
-                    ""
-                }
-            ),
-            est_start_seconds: None,
-            est_duration_seconds: None,
-            hourly_usd: price.map(|p| p * nodes * spot),
             unpriced: price.is_none(),
+            ..Assessment::can_run(kind, true, detail, price.map(|p| p * nodes * spot))
         }
     }
 

@@ -135,16 +135,7 @@ pub trait TrainingBackend: Send + Sync {
     async fn assess(&self, job: &TrainingJob) -> placement::Assessment {
         match self.preflight(job) {
             Err(e) => placement::Assessment::refused(self.kind(), e.to_string()),
-            Ok(()) => placement::Assessment {
-                backend: self.kind(),
-                refusal: None,
-                starts_now: true,
-                detail: String::new(),
-                est_start_seconds: None,
-                est_duration_seconds: None,
-                hourly_usd: None,
-                unpriced: false,
-            },
+            Ok(()) => placement::Assessment::can_run(self.kind(), true, "", None),
         }
     }
     async fn run(

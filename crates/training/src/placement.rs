@@ -42,13 +42,27 @@ impl Assessment {
     /// A backend that cannot take the job, saying why.
     pub fn refused(backend: BackendKind, why: impl Into<String>) -> Self {
         Assessment {
-            backend,
             refusal: Some(why.into()),
-            starts_now: false,
-            detail: String::new(),
+            ..Assessment::can_run(backend, false, "", None)
+        }
+    }
+
+    /// A backend that can take the job: whether now, what it said, its
+    /// hourly cost (`None`: not counted); estimates unknown.
+    pub fn can_run(
+        backend: BackendKind,
+        starts_now: bool,
+        detail: impl Into<String>,
+        hourly_usd: Option<f64>,
+    ) -> Self {
+        Assessment {
+            backend,
+            refusal: None,
+            starts_now,
+            detail: detail.into(),
             est_start_seconds: None,
             est_duration_seconds: None,
-            hourly_usd: None,
+            hourly_usd,
             unpriced: false,
         }
     }
