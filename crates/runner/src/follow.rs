@@ -16,7 +16,9 @@ use switchyard_training::{
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio_util::sync::CancellationToken;
 
+use crate::failover::{close_attempt, no_room_in, Failover};
 use crate::{JobRunner, Notice, NoticeSink, Prepared, RunnerError};
+use switchyard_training::placement::Decision;
 
 /// How often a job whose backend lost contact with it (a `Retryable` error:
 /// the cloud API down or throttling for minutes) is re-attached to before it
@@ -36,8 +38,26 @@ fn state_of(s: JobState) -> State {
     }
 }
 
+/// What one attempt came to.
+struct Attempt {
+    /// The record as its events left it.
+    rec: JobRecord,
+    /// How it ended; `None`: taken over by another process.
+    result: Option<Result<TrainingOutcome, BackendError>>,
+    /// Whether all its ranks started.
+    started: bool,
+    /// Stopped to fail over: why, and where it goes.
+    moving: Option<String>,
+    next: Option<(Decision, TrainingJob, Arc<dyn TrainingBackend>)>,
+}
+
+/// Whether the run ended because it was stopped (canceled).
+fn stopped(r: &Result<TrainingOutcome, BackendError>) -> bool {
+    matches!(r, Ok(o) if o.state == JobState::Canceled)
+}
+
 /// This process's lease owner id: every write of a followed job is fenced by it.
-fn me() -> &'static str {
+pub(crate) fn me() -> &'static str {
     &Holder::current().id
 }
 
@@ -62,14 +82,16 @@ impl JobRunner {
             backend,
             adopted,
             hold,
+            failover,
         } = prepared;
         let followed = self
-            .follow(record, backend, adopted, job, cancel, notice)
+            .follow(record, backend, adopted, job, cancel, notice, failover)
             .await;
         hold.release().await;
         followed
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn follow(
         &self,
         record: JobRecord,
@@ -78,30 +100,73 @@ impl JobRunner {
         job: &TrainingJob,
         cancel: CancellationToken,
         notice: NoticeSink,
+        mut failover: Option<Failover>,
     ) -> Result<JobRecord, RunnerError> {
         let id = record.id.clone();
         let (lost, done) = (CancellationToken::new(), CancellationToken::new());
         let watcher = self.watcher(&id, &cancel, &lost, &done);
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<JobEvent>();
-        let follower = tokio::spawn(record_events(
-            self.store.clone(),
-            record,
-            notice,
-            rx,
-            lost.clone(),
-        ));
-        // Taken over: what runs is the new follower's; detach from it (the
-        // watcher fires `cancel` too, so `lost` must be seen first).
-        let result = tokio::select! {
-            biased;
-            _ = lost.cancelled() => None,
-            r = run_reattaching(&*backend, job, &id, &tx, &cancel) => Some(r),
+        let (mut rec, mut backend, mut job) = (record, backend, job.clone());
+        // One attempt per backend the job is placed on; a placed job moves
+        // on when it does not start (`failover`).
+        let result = loop {
+            let attempt = self
+                .attempt(
+                    &rec,
+                    &*backend,
+                    &job,
+                    &cancel,
+                    &lost,
+                    &notice,
+                    failover.as_ref(),
+                )
+                .await;
+            rec = attempt.rec;
+            let Some(result) = attempt.result.filter(|_| !lost.is_cancelled()) else {
+                break None;
+            };
+            let why = attempt
+                .moving
+                .or_else(|| no_room_in(&result, attempt.started));
+            let next = match (&why, failover.as_mut()) {
+                (Some(why), Some(f)) if !cancel.is_cancelled() => match attempt.next {
+                    Some(n) => Some(Ok(n)),
+                    None => Some(self.next_placement(&job, f).await),
+                }
+                .map(|n| (n, why.clone(), f)),
+                _ => None,
+            };
+            match next {
+                Some((Ok((decision, placed, next_backend)), why, f)) => {
+                    notice(Notice::Status(&format!(
+                        "failover to {}: {why}",
+                        decision.chosen.map_or("", |c| c.as_str())
+                    )));
+                    if !self
+                        .record_failover(&mut rec, f, &decision, &placed, &why)
+                        .await?
+                    {
+                        break None;
+                    }
+                    (backend, job) = (next_backend, placed);
+                }
+                Some((Err(none), why, _)) => {
+                    let _ = self
+                        .store
+                        .add_job_event(
+                            &id,
+                            rec.state,
+                            &format!("no failover ({why}): {none}"),
+                            Some(me()),
+                        )
+                        .await;
+                    break Some(result);
+                }
+                None => break Some(result),
+            }
         };
-        drop(tx);
         let canceled = cancel.is_cancelled();
         done.cancel();
         let _ = watcher.await;
-        let _ = follower.await;
         let Some(result) = result.filter(|_| !lost.is_cancelled()) else {
             return Err(taken_over(&id, &self.store.get_job(&id).await?));
         };
@@ -124,10 +189,98 @@ impl JobRunner {
         rec.failure_reason = outcome.failure_reason;
         rec.lease = None;
         rec.finished_at = Some(Utc::now());
+        close_attempt(&mut rec.placement, rec.state.as_str());
         if !self.store.update_job(&rec, None, Some(me())).await? {
             return Err(taken_over(&id, &self.store.get_job(&id).await?));
         }
         Ok(rec)
+    }
+
+    /// One attempt: `job` run on `backend` with its events recorded, until it
+    /// ends, the job is taken over (`result` `None`), or, for a placed job
+    /// not started within `maxStartSeconds` with another candidate that can
+    /// take it, stopped there (`moving` says why, `next` is where).
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt(
+        &self,
+        rec: &JobRecord,
+        backend: &dyn TrainingBackend,
+        job: &TrainingJob,
+        cancel: &CancellationToken,
+        lost: &CancellationToken,
+        notice: &NoticeSink,
+        failover: Option<&Failover>,
+    ) -> Attempt {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<JobEvent>();
+        let started = CancellationToken::new();
+        let follower = tokio::spawn(record_events(
+            self.store.clone(),
+            rec.clone(),
+            notice.clone(),
+            rx,
+            lost.clone(),
+            started.clone(),
+        ));
+        let stop = cancel.child_token();
+        let mut limit = failover.and_then(Failover::start_limit);
+        let (mut moving, mut next) = (None, None);
+        let mut run = Box::pin(run_reattaching(backend, job, &rec.id, &tx, &stop));
+        let result = loop {
+            let deadline = async {
+                match limit {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            // Taken over: what runs is the new follower's; detach from it
+            // (the watcher fires `cancel` too, so `lost` must be seen first).
+            tokio::select! {
+                biased;
+                _ = lost.cancelled() => break None,
+                r = &mut run => break Some(r),
+                _ = deadline, if !started.is_cancelled() => {
+                    limit = None;
+                    let secs = failover.and_then(Failover::start_limit).map_or(0, |d| d.as_secs());
+                    let why = format!("not all ranks running after {secs} s (maxStartSeconds)");
+                    let Some(f) = failover else { continue };
+                    match self.next_placement(job, f).await {
+                        Ok(n) => {
+                            let _ = tx.send(JobEvent::Status {
+                                message: format!("{why}: stopping it here to place it elsewhere"),
+                            });
+                            stop.cancel();
+                            (moving, next) = (Some(why), Some(n));
+                        }
+                        Err(none) => {
+                            let _ = tx.send(JobEvent::Status {
+                                message: format!("{why}, but it stays: {none}"),
+                            });
+                        }
+                    }
+                }
+            }
+        };
+        drop(run);
+        drop(tx);
+        let rec = match follower.await {
+            Ok(r) => r,
+            Err(_) => self
+                .store
+                .get_job(&rec.id)
+                .await
+                .unwrap_or_else(|_| rec.clone()),
+        };
+        // Started meanwhile: it stays, whatever the deadline said.
+        if started.is_cancelled() && result.as_ref().is_some_and(|r| !stopped(r)) {
+            (moving, next) = (None, None);
+        }
+        Attempt {
+            rec,
+            result,
+            started: started.is_cancelled(),
+            moving,
+            next,
+        }
     }
 
     /// The store's lifecycle watcher for job `id`, until `done`; the leases
@@ -233,7 +386,8 @@ async fn record_events(
     notice: NoticeSink,
     mut rx: UnboundedReceiver<JobEvent>,
     lost: CancellationToken,
-) {
+    started: CancellationToken,
+) -> JobRecord {
     let mut pending: Vec<(String, f64)> = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let written = |ok: Result<bool, switchyard_store::StoreError>| {
@@ -258,6 +412,9 @@ async fn record_events(
             pending.push((name, value));
             continue;
         }
+        if matches!(ev, JobEvent::Started { .. } | JobEvent::Running { .. }) {
+            started.cancel();
+        }
         if let Some(ok) = record_event(&*store, &mut rec, &notice, ev).await {
             written(ok);
         }
@@ -265,6 +422,7 @@ async fn record_events(
     if !pending.is_empty() {
         written(store.add_job_metrics(&rec.id, &pending, Some(me())).await);
     }
+    rec
 }
 
 /// Shows one event and writes what it changes (`None`: nothing to write).

@@ -6,6 +6,7 @@
 //! them (it is the only place that links the cloud SDKs), so the server and
 //! this crate do not.
 
+mod failover;
 mod follow;
 mod place;
 mod records;
@@ -82,6 +83,8 @@ pub struct Prepared {
     adopted: bool,
     /// The job's lease, given back when following ends or never starts.
     hold: switchyard_store::Hold,
+    /// Where a placed job may go when its backend does not start it.
+    failover: Option<failover::Failover>,
 }
 
 /// Whether an unfinished job has lost its follower (the process that
@@ -191,6 +194,7 @@ impl JobRunner {
             backend,
             adopted: false,
             hold,
+            failover: None,
         })
     }
 }

@@ -87,10 +87,27 @@ impl JobRunner {
             } else {
                 match self.backend_for(&there).await {
                     Err(e) => Assessment::refused(kind, e.to_string()),
-                    Ok(backend) => Assessment {
-                        backend: kind,
-                        ..backend.assess(&there).await
-                    },
+                    Ok(backend) => {
+                        // A checkpoint it cannot read where it is goes
+                        // with the job (copied when it is placed there).
+                        let home = backend.checkpoint_home(&there);
+                        if let Some(h) = &home {
+                            there.spec.checkpoint = Some(h.clone());
+                        }
+                        let mut a = Assessment {
+                            backend: kind,
+                            ..backend.assess(&there).await
+                        };
+                        if let (Some(h), None) = (&home, &a.refusal) {
+                            let note = format!("the checkpoint would be copied to {h}");
+                            a.detail = if a.detail.is_empty() {
+                                note
+                            } else {
+                                format!("{}; {note}", a.detail)
+                            };
+                        }
+                        a
+                    }
                 }
             };
             assessments.push(with_history(a, &earlier, &job.name));
@@ -115,17 +132,16 @@ impl JobRunner {
         };
         // Recorded as a job of that backend (its first event says why), so
         // that reading the record back (recovery, resume) is a plain job.
-        let mut placed = job.clone();
-        placed.spec.backend = chosen;
-        placed.spec.placement = None;
+        let (placed, _) = self.placed_on(job, chosen).await?;
         Ok((placed, Some(decision)))
     }
 }
 
 impl JobRunner {
     /// Records where a placed job went and why: in its record's
-    /// `placement` (`chosen`, `objective`, `decided_at`, `candidates`; the
-    /// backend adds where it runs) and as its first event. The job is
+    /// `placement` (`chosen`, `objective`, `decided_at`, `candidates`, its
+    /// first `attempts` entry; the backend adds where it runs) and as its
+    /// first event; the job may fail over from then on. The job is
     /// recorded already and goes on either way: a write that fails is logged,
     /// not made the job's failure (which would leave it recorded, unfollowed).
     pub async fn record_decision(&self, prepared: &mut crate::Prepared, decision: &Decision) {
@@ -139,6 +155,10 @@ impl JobRunner {
         };
         doc["decided_at"] = serde_json::json!(chrono::Utc::now());
         prepared.record.placement = Some(doc);
+        if let Some(chosen) = decision.chosen {
+            crate::failover::open_attempt(&mut prepared.record.placement, chosen);
+        }
+        prepared.failover = crate::failover::Failover::new(decision);
         let message = format!("placement: {}", decision.summary());
         match self
             .store
@@ -158,7 +178,13 @@ impl JobRunner {
 
 /// The decision's fields of a job's `placement`, kept when its backend
 /// reports where it runs.
-pub const DECISION_FIELDS: [&str; 4] = ["chosen", "objective", "decided_at", "candidates"];
+pub const DECISION_FIELDS: [&str; 5] = [
+    "chosen",
+    "objective",
+    "decided_at",
+    "candidates",
+    "attempts",
+];
 
 /// Where the job runs (`details`, from its backend), with the placement
 /// decision `earlier` held, if any.

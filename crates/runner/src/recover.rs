@@ -93,6 +93,7 @@ impl JobRunner {
                 backend,
                 adopted: true,
                 hold,
+                failover: None,
             }),
             Box::new(job),
         ))

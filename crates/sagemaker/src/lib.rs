@@ -15,6 +15,7 @@ pub mod instance;
 pub mod launcher;
 pub mod logs;
 pub mod prices;
+pub mod quota;
 pub mod render;
 pub mod sourcedir;
 
@@ -49,6 +50,7 @@ pub struct SageMakerBackend {
 struct Clients {
     sagemaker: aws_sdk_sagemaker::Client,
     logs: aws_sdk_cloudwatchlogs::Client,
+    quotas: aws_sdk_servicequotas::Client,
     s3: S3Store,
     region: String,
 }
@@ -93,6 +95,11 @@ impl SageMakerBackend {
                 .region(r.clone())
                 .build(),
         );
+        let quotas = aws_sdk_servicequotas::Client::from_conf(
+            aws_sdk_servicequotas::config::Builder::from(&self.sdk)
+                .region(r.clone())
+                .build(),
+        );
         let s3 = aws_sdk_s3::Client::from_conf(
             aws_sdk_s3::config::Builder::from(&self.sdk)
                 .region(r)
@@ -102,6 +109,7 @@ impl SageMakerBackend {
         Clients {
             sagemaker,
             logs,
+            quotas,
             s3: S3Store::new(s3, self.config.jobs_dir.join(".s3-cache")),
             region,
         }
@@ -315,8 +323,8 @@ impl TrainingBackend for SageMakerBackend {
 
     /// Whether the job resolves here (role, bucket, instance type, limits),
     /// and its price: the instance type's hourly price × `nodes` (less the
-    /// spot discount with `useSpotInstances`). The account's quota for the
-    /// type is not read yet: SageMaker is taken to have room.
+    /// spot discount with `useSpotInstances`); refused when the account's
+    /// quota for the type has no room for it now ([`quota`]).
     async fn assess(&self, job: &TrainingJob) -> switchyard_training::placement::Assessment {
         use switchyard_training::placement::Assessment;
         let kind = BackendKind::Sagemaker;
@@ -334,8 +342,27 @@ impl TrainingBackend for SageMakerBackend {
         } else {
             1.0
         };
+        // Room now: SageMaker refuses a job beyond the account's quota
+        // rather than queueing it. A quota that cannot be read (no rights to
+        // Service Quotas, no answer) does not refuse the job: it is said.
+        let c = self.clients(resolved.region.as_deref());
+        let checked = tokio::time::timeout(
+            Duration::from_secs(10),
+            quota::room(&c.quotas, &c.sagemaker, &resolved.instance_type),
+        )
+        .await;
+        let room = match checked {
+            Ok(Ok(room)) => {
+                if let Some(why) = room.refusal(&resolved.instance_type, job.spec.nodes) {
+                    return Assessment::refused(kind, why);
+                }
+                room.describe(job.spec.nodes)
+            }
+            Ok(Err(e)) => format!("quota not checked ({e})"),
+            Err(_) => "quota not checked (no answer in 10 s)".to_string(),
+        };
         let detail = format!(
-            "{} × {}{}",
+            "{} × {}{}, {room}",
             job.spec.nodes,
             resolved.instance_type,
             if job.spec.use_spot_instances {
@@ -348,6 +375,54 @@ impl TrainingBackend for SageMakerBackend {
             unpriced: price.is_none(),
             ..Assessment::can_run(kind, true, detail, price.map(|p| p * nodes * spot))
         }
+    }
+
+    /// A local checkpoint folder (this machine's, or a Kubernetes data
+    /// claim mounted here) is kept under the bucket's
+    /// `<prefix>/checkpoints/<digest of its path>`: the same folder always
+    /// maps to the same place, so a later run placed here resumes too.
+    fn checkpoint_home(&self, job: &TrainingJob) -> Option<String> {
+        let c = job.spec.checkpoint.as_deref()?;
+        if c.starts_with("s3://") {
+            return None;
+        }
+        let sm = &job.spec.sagemaker;
+        let bucket = sm.bucket.clone().or_else(|| self.config.bucket.clone())?;
+        let prefix = sm
+            .prefix
+            .clone()
+            .map(|p| p.trim_matches('/').to_string())
+            .unwrap_or_else(|| self.config.prefix.clone());
+        let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(c.as_bytes()));
+        Some(format!(
+            "s3://{bucket}/{}",
+            join_key(&prefix, &format!("checkpoints/{}", &digest[..16]))
+        ))
+    }
+
+    async fn take_checkpoint(&self, job: &TrainingJob) -> Result<TrainingJob, BackendError> {
+        let (Some(home), Some(from)) = (self.checkpoint_home(job), &job.spec.checkpoint) else {
+            return Ok(job.clone());
+        };
+        let from = Path::new(from);
+        if from.exists() {
+            let (bucket, prefix) = parse_s3_uri(&home)
+                .ok_or_else(|| BackendError::Permanent(format!("bad checkpoint home {home}")))?;
+            let region = job.spec.sagemaker.region.as_deref();
+            self.clients(region.or(self.config.region.as_deref()))
+                .s3
+                .upload_dir(from, &bucket, &prefix)
+                .await
+                .map_err(|e| {
+                    BackendError::Permanent(format!(
+                        "spec.checkpoint: copying {} to {home}: {e}",
+                        from.display()
+                    ))
+                })?;
+        }
+        let mut moved = job.clone();
+        moved.spec.checkpoint = Some(home);
+        Ok(moved)
     }
 
     async fn run(

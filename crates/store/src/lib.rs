@@ -125,7 +125,8 @@ pub trait JobStore: LifecycleStore {
     /// By id, unambiguous id prefix, or the name of the latest job with that name.
     async fn get_job(&self, id: &str) -> Result<JobRecord>;
     async fn list_jobs(&self, limit: u32) -> Result<Vec<JobRecord>>;
-    /// Writes the job's mutable fields; a state change adds an event. With
+    /// Writes the job's mutable fields (its backend and spec too: a placed
+    /// job that fails over runs elsewhere from then on); a state change adds an event. With
     /// `owner`, the write is fenced as task writes are: it happens only while
     /// `owner` still holds the job, in the same statement, and false (nothing
     /// written) says another process took it over.

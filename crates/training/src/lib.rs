@@ -148,6 +148,20 @@ pub trait TrainingBackend: Send + Sync {
     /// Stops the job `job_id` with no `run` following it (its follower died):
     /// from what `job` and `job_id` name alone, so a SageMaker job or a
     /// PyTorchJob does not keep running, and billing, after a cancel.
+    /// Where this backend would keep `job`'s checkpoint when it cannot read
+    /// it where it is (a job placed here, or failed over from a backend
+    /// that kept it elsewhere): `None` when it reads it as it is.
+    fn checkpoint_home(&self, _job: &TrainingJob) -> Option<String> {
+        None
+    }
+
+    /// `job` as it runs here: its checkpoint copied to
+    /// [`checkpoint_home`](Self::checkpoint_home) (so the script resumes from
+    /// the last one saved elsewhere) and `spec.checkpoint` pointed there.
+    async fn take_checkpoint(&self, job: &TrainingJob) -> Result<TrainingJob, BackendError> {
+        Ok(job.clone())
+    }
+
     async fn stop(&self, _job: &TrainingJob, _job_id: &str) -> Result<Stopped, BackendError> {
         Ok(Stopped::Nothing(
             "its processes ended with the process that followed them".into(),

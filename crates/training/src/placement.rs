@@ -86,6 +86,10 @@ pub struct Decision {
     pub chosen: Option<BackendKind>,
     pub objective: Objective,
     pub candidates: Vec<Candidate>,
+    /// What the job asked for (candidates, limits): where it may go next
+    /// when the chosen backend does not start it.
+    #[serde(skip)]
+    pub asked: Option<PlacementSpec>,
 }
 
 impl Decision {
@@ -158,6 +162,23 @@ pub fn cost_per_node_hour(var: &str) -> Option<f64> {
         .ok()
         .and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|c| c.is_finite() && *c >= 0.0)
+}
+
+/// The error codes with which a backend says it has no room for the job:
+/// SageMaker refuses a create beyond the account's quota
+/// (`ResourceLimitExceeded`) and fails a job it cannot get instances for
+/// (`CapacityError`, `InsufficientCapacity…`). Such a failure before any
+/// rank started is one placement fails over from.
+const NO_ROOM: [&str; 3] = [
+    "ResourceLimitExceeded",
+    "CapacityError",
+    "InsufficientCapacity",
+];
+
+/// Whether `failure` (a backend's error or a job's failure reason) says the
+/// backend had no room for the job, rather than that the job is wrong.
+pub fn no_room(failure: &str) -> bool {
+    NO_ROOM.iter().any(|code| failure.contains(code))
 }
 
 /// The candidates of a placement, in order: the spec's, else [`ALL`].
@@ -238,6 +259,7 @@ pub fn decide(spec: Option<&PlacementSpec>, assessments: Vec<Assessment>) -> Dec
         chosen: best.map(|(i, _)| assessments[i].backend),
         objective,
         candidates,
+        asked: spec.cloned(),
     }
 }
 
@@ -316,6 +338,18 @@ mod tests {
         known.est_duration_seconds = Some(60.0);
         let d = decide(None, vec![known, ok(Sagemaker, true, Some(1.0))]);
         assert_eq!(d.chosen, Some(Local));
+    }
+
+    #[test]
+    fn a_full_quota_or_no_instances_is_no_room_a_bad_job_is_not() {
+        assert!(no_room("CreateTrainingJob: ResourceLimitExceeded: The account-level service limit 'ml.m5.xlarge for training job usage' is 2 Instances"));
+        assert!(no_room(
+            "CapacityError: Unable to provision requested ML compute capacity."
+        ));
+        assert!(!no_room(
+            "AlgorithmError: ExecuteUserScriptError: exit code 1"
+        ));
+        assert!(!no_room("CreateTrainingJob: ValidationException: bad role"));
     }
 
     #[test]

@@ -101,7 +101,7 @@ pub struct PlacementSpec {
     pub candidates: Vec<BackendKind>,
     #[serde(default)]
     pub objective: Objective,
-    /// Fail over when not all ranks run by then (not acted on yet).
+    /// Fail over to the next candidate when not all ranks run by then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_start_seconds: Option<u64>,
     /// Candidates estimated above it are not chosen.

@@ -386,8 +386,6 @@ impl JobStore for MemoryStore {
         *stored_job = JobRecord {
             id: stored_job.id.clone(),
             name: stored_job.name.clone(),
-            backend: stored_job.backend.clone(),
-            spec: stored_job.spec.clone(),
             task: stored_job.task.clone(),
             created_at: stored_job.created_at,
             lease,

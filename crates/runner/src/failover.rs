@@ -1,0 +1,274 @@
+//! Failing over: a placed job that its backend has not started within
+//! `maxStartSeconds`, or that the backend had no room for before any rank
+//! started, is stopped there and placed again among the candidates not tried
+//! yet, its checkpoint taken along. Every attempt is kept in the record's
+//! `placement.attempts`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{json, Value};
+use switchyard_store::JobRecord;
+use switchyard_training::placement::{self, Decision};
+use switchyard_training::{
+    BackendError, BackendKind, JobState, PlacementSpec, TrainingBackend, TrainingJob,
+    TrainingOutcome,
+};
+
+use crate::{JobRunner, RunnerError};
+
+/// What a placed job may still fall back on.
+#[derive(Debug, Clone)]
+pub struct Failover {
+    asked: PlacementSpec,
+    tried: Vec<BackendKind>,
+}
+
+impl Failover {
+    /// For a job `decision` placed (none when nothing was chosen).
+    pub(crate) fn new(decision: &Decision) -> Option<Self> {
+        Some(Failover {
+            asked: decision.asked.clone().unwrap_or_default(),
+            tried: vec![decision.chosen?],
+        })
+    }
+
+    /// How long an attempt may take to have all its ranks running.
+    pub(crate) fn start_limit(&self) -> Option<Duration> {
+        self.asked.max_start_seconds.map(Duration::from_secs)
+    }
+
+    /// The job as `backend: auto` again, among the candidates not tried
+    /// (`None`: every one was).
+    fn remaining(&self, job: &TrainingJob) -> Option<TrainingJob> {
+        let left: Vec<BackendKind> = placement::candidates(Some(&self.asked))
+            .into_iter()
+            .filter(|c| !self.tried.contains(c))
+            .collect();
+        if left.is_empty() {
+            return None;
+        }
+        let mut auto = job.clone();
+        auto.spec.backend = BackendKind::Auto;
+        auto.spec.placement = Some(PlacementSpec {
+            candidates: left,
+            ..self.asked.clone()
+        });
+        Some(auto)
+    }
+}
+
+/// Why an attempt that ended before any rank started moves on (`None`: its
+/// end stands): the backend said it had no room for the job
+/// ([`placement::no_room`]). A job that fails for its own reasons fails
+/// wherever it runs, so it is not tried elsewhere.
+pub(crate) fn no_room_in(
+    result: &Result<TrainingOutcome, BackendError>,
+    started: bool,
+) -> Option<String> {
+    if started {
+        return None;
+    }
+    let why = match result {
+        Err(e) => e.to_string(),
+        Ok(o) if o.state == JobState::Failed => o.failure_reason.clone().unwrap_or_default(),
+        Ok(_) => return None,
+    };
+    placement::no_room(&why).then(|| first_line(&why))
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").to_string()
+}
+
+/// Opens an attempt on `backend` in a record's `placement.attempts`.
+pub(crate) fn open_attempt(placement: &mut Option<Value>, backend: BackendKind) {
+    let doc = placement.get_or_insert_with(|| json!({}));
+    if !doc.is_object() {
+        *doc = json!({});
+    }
+    let attempts = doc
+        .as_object_mut()
+        .map(|o| o.entry("attempts").or_insert_with(|| json!([])));
+    if let Some(Value::Array(a)) = attempts {
+        a.push(json!({
+            "backend": backend.as_str(),
+            "started_at": Utc::now(),
+            "ended_at": null,
+            "outcome": null,
+        }));
+    }
+}
+
+/// Closes the open attempt (the last one, not ended) with `outcome`.
+pub(crate) fn close_attempt(placement: &mut Option<Value>, outcome: &str) {
+    let Some(Value::Array(a)) = placement.as_mut().and_then(|p| p.get_mut("attempts")) else {
+        return;
+    };
+    if let Some(last) = a.last_mut().filter(|l| l["ended_at"].is_null()) {
+        last["ended_at"] = json!(Utc::now());
+        last["outcome"] = json!(outcome);
+    }
+}
+
+impl JobRunner {
+    /// `job` (a `backend: auto` one) as it runs on `chosen`: that backend
+    /// named, its placement dropped, its checkpoint where that backend reads
+    /// it ([`TrainingBackend::take_checkpoint`]).
+    pub(crate) async fn placed_on(
+        &self,
+        job: &TrainingJob,
+        chosen: BackendKind,
+    ) -> Result<(TrainingJob, Arc<dyn TrainingBackend>), RunnerError> {
+        let mut placed = job.clone();
+        placed.spec.backend = chosen;
+        placed.spec.placement = None;
+        let backend = self.backend_for(&placed).await?;
+        let placed = backend
+            .take_checkpoint(&placed)
+            .await
+            .map_err(|e| RunnerError::Refused(e.to_string()))?;
+        Ok((placed, backend))
+    }
+
+    /// Where the job goes next: placed again among the candidates not tried
+    /// yet, as the first decision was (`Err`: why none can take it).
+    pub(crate) async fn next_placement(
+        &self,
+        job: &TrainingJob,
+        f: &Failover,
+    ) -> Result<(Decision, TrainingJob, Arc<dyn TrainingBackend>), String> {
+        let Some(auto) = f.remaining(job) else {
+            return Err("no other candidate is left".into());
+        };
+        let decision = self.decide(&auto).await;
+        let Some(chosen) = decision.chosen else {
+            return Err(decision.refusal());
+        };
+        let (placed, backend) = self
+            .placed_on(&auto, chosen)
+            .await
+            .map_err(|e| e.to_string())?;
+        backend.preflight(&placed).map_err(|e| e.to_string())?;
+        Ok((decision, placed, backend))
+    }
+
+    /// Records the move to the next attempt: the one that did not start
+    /// closed (`failed over: why`), the new decision, the new backend and
+    /// spec, an event. Fenced by this process's lease.
+    pub(crate) async fn record_failover(
+        &self,
+        rec: &mut JobRecord,
+        f: &mut Failover,
+        decision: &Decision,
+        job: &TrainingJob,
+        why: &str,
+    ) -> Result<bool, RunnerError> {
+        let Some(chosen) = decision.chosen else {
+            return Ok(true);
+        };
+        close_attempt(&mut rec.placement, &format!("failed over: {why}"));
+        let mut doc = serde_json::to_value(decision).unwrap_or_else(|_| json!({}));
+        doc["decided_at"] = json!(Utc::now());
+        if let (Some(Value::Object(new)), Some(attempts)) = (
+            Some(&mut doc),
+            rec.placement.as_ref().and_then(|p| p.get("attempts")),
+        ) {
+            new.insert("attempts".into(), attempts.clone());
+        }
+        rec.placement = Some(doc);
+        open_attempt(&mut rec.placement, chosen);
+        rec.backend = chosen.as_str().into();
+        rec.spec = job.to_json();
+        f.tried.push(chosen);
+        let message = format!(
+            "failover to {}: {why}; {}",
+            chosen.as_str(),
+            decision.summary()
+        );
+        Ok(self
+            .store
+            .update_job(rec, Some(&message), Some(crate::follow::me()))
+            .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempts_open_and_close_in_the_placement() {
+        let mut p = Some(json!({"chosen": "kubernetes"}));
+        open_attempt(&mut p, BackendKind::Kubernetes);
+        close_attempt(&mut p, "failed over: not all ranks running after 60 s");
+        open_attempt(&mut p, BackendKind::Sagemaker);
+        close_attempt(&mut p, "SUCCEEDED");
+        // Closing again changes nothing: no attempt is open.
+        close_attempt(&mut p, "FAILED");
+        let a = p.as_ref().and_then(|p| p["attempts"].as_array().cloned());
+        let a = a.unwrap_or_default();
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[0]["backend"], "kubernetes");
+        assert_eq!(
+            a[0]["outcome"],
+            "failed over: not all ranks running after 60 s"
+        );
+        assert_eq!(
+            (&a[1]["backend"], &a[1]["outcome"]),
+            (&json!("sagemaker"), &json!("SUCCEEDED"))
+        );
+        assert!(a[1]["ended_at"].is_string());
+    }
+
+    #[test]
+    fn only_no_room_before_the_start_moves_a_job() {
+        let failed = |why: &str| {
+            Ok(TrainingOutcome {
+                state: JobState::Failed,
+                restarts: 0,
+                model: None,
+                metrics: Default::default(),
+                failure_reason: Some(why.into()),
+            })
+        };
+        let capacity = failed("CapacityError: Unable to provision requested ML compute capacity.");
+        assert!(no_room_in(&capacity, false).is_some());
+        assert_eq!(no_room_in(&capacity, true), None);
+        assert_eq!(no_room_in(&failed("AlgorithmError: exit 1"), false), None);
+        let refused = Err(BackendError::Permanent(
+            "CreateTrainingJob: ResourceLimitExceeded: limit is 2".into(),
+        ));
+        assert!(no_room_in(&refused, false).is_some());
+    }
+
+    #[test]
+    fn the_next_placement_is_among_the_candidates_not_tried() {
+        let f = Failover {
+            asked: PlacementSpec {
+                candidates: vec![BackendKind::Kubernetes, BackendKind::Sagemaker],
+                max_start_seconds: Some(60),
+                ..Default::default()
+            },
+            tried: vec![BackendKind::Kubernetes],
+        };
+        let job = switchyard_training::load(
+            "apiVersion: switchyard/v1\nkind: TrainingJob\nmetadata: {name: j}\nspec:\n  backend: local\n  command: [\"true\"]\n",
+            std::path::Path::new("/"),
+            &[],
+            None,
+        )
+        .expect("job");
+        let auto = f.remaining(&job).expect("one left");
+        assert_eq!(auto.spec.backend, BackendKind::Auto);
+        let p = auto.spec.placement.expect("placement");
+        assert_eq!(p.candidates, vec![BackendKind::Sagemaker]);
+        assert_eq!(p.max_start_seconds, Some(60));
+        let done = Failover {
+            tried: vec![BackendKind::Kubernetes, BackendKind::Sagemaker],
+            ..f
+        };
+        assert!(done.remaining(&job).is_none());
+    }
+}

@@ -1,0 +1,314 @@
+//! Failover of a `backend: auto` job: a backend that has not started all
+//! ranks within `maxStartSeconds`, or that had no room for the job, gives it
+//! up to the next candidate; the first attempt is stopped (never left
+//! running) and every attempt is recorded. Paused clock, memory store,
+//! scripted backends.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use switchyard_runner::{Backends, JobRunner, NoticeSink, RunnerError};
+use switchyard_store::{JobStore, MemoryStore, State};
+use switchyard_training::{
+    load, BackendError, BackendKind, JobEvent, JobEvents, JobState, TrainingBackend, TrainingJob,
+    TrainingOutcome,
+};
+use tokio_util::sync::CancellationToken;
+
+/// How a scripted backend behaves.
+#[derive(Debug, Clone, Copy)]
+enum Behaviour {
+    /// Never starts the gang (pods unschedulable): waits to be stopped.
+    NeverStarts,
+    /// Fails before starting: no instances to give.
+    NoCapacity,
+    /// Starts, then fails for the job's own reason.
+    FailsItself,
+    /// Starts all ranks and succeeds.
+    Succeeds,
+}
+
+struct Scripted {
+    kind: BackendKind,
+    behaviour: Behaviour,
+    /// What happened to each run: `canceled` or how it ended.
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+#[async_trait::async_trait]
+impl TrainingBackend for Scripted {
+    fn kind(&self) -> BackendKind {
+        self.kind
+    }
+
+    async fn run(
+        &self,
+        job: &TrainingJob,
+        _job_id: &str,
+        events: JobEvents,
+        cancel: CancellationToken,
+    ) -> Result<TrainingOutcome, BackendError> {
+        let name = self.kind.as_str();
+        let say = |what: &str| {
+            self.log
+                .lock()
+                .expect("log")
+                .push(format!("{name}: {what} ({})", job.spec.backend.as_str()));
+        };
+        say("run");
+        let started = || {
+            let _ = events.send(JobEvent::Started {
+                attempt: 0,
+                master_port: 29500,
+            });
+        };
+        let (state, why) = match self.behaviour {
+            Behaviour::NeverStarts => {
+                let _ = events.send(JobEvent::Status {
+                    message: "waiting for capacity".into(),
+                });
+                cancel.cancelled().await;
+                say("stopped");
+                (JobState::Canceled, Some("canceled".to_string()))
+            }
+            Behaviour::NoCapacity => (
+                JobState::Failed,
+                Some("CapacityError: Unable to provision requested ML compute capacity.".into()),
+            ),
+            Behaviour::FailsItself => {
+                started();
+                (JobState::Failed, Some("AlgorithmError: exit code 1".into()))
+            }
+            Behaviour::Succeeds => {
+                started();
+                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                (JobState::Succeeded, None)
+            }
+        };
+        Ok(TrainingOutcome {
+            state,
+            restarts: 0,
+            model: None,
+            metrics: Default::default(),
+            failure_reason: why,
+        })
+    }
+}
+
+struct Several(BTreeMap<&'static str, Arc<Scripted>>);
+
+#[async_trait::async_trait]
+impl Backends for Several {
+    async fn backend_for(
+        &self,
+        job: &TrainingJob,
+    ) -> Result<Arc<dyn TrainingBackend>, RunnerError> {
+        let kind = job.spec.backend.as_str();
+        match self.0.get(kind) {
+            Some(b) => Ok(b.clone() as Arc<dyn TrainingBackend>),
+            None => Err(RunnerError::Refused(format!("{kind} is not configured"))),
+        }
+    }
+    async fn fetch_model(&self, _: &TrainingJob, _: &str, _: &Path) -> Result<(), RunnerError> {
+        Ok(())
+    }
+}
+
+fn auto_job(candidates: &str, max_start: u64) -> TrainingJob {
+    let doc = format!(
+        "apiVersion: switchyard/v1\nkind: TrainingJob\nmetadata: {{name: digits}}\nspec:\n  backend: auto\n  image: train:1\n  command: [python3]\n  placement:\n    candidates: [{candidates}]\n    maxStartSeconds: {max_start}\n"
+    );
+    load(&doc, Path::new("."), &[], None).expect("a valid job")
+}
+
+struct World {
+    runner: JobRunner,
+    store: Arc<MemoryStore>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+fn world(backends: &[(BackendKind, Behaviour)]) -> World {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let map = backends
+        .iter()
+        .map(|(kind, behaviour)| {
+            (
+                kind.as_str(),
+                Arc::new(Scripted {
+                    kind: *kind,
+                    behaviour: *behaviour,
+                    log: log.clone(),
+                }),
+            )
+        })
+        .collect();
+    let store = Arc::new(MemoryStore::new());
+    let dir = std::env::temp_dir().join("switchyard-failover-test");
+    World {
+        runner: JobRunner::new(store.clone(), Arc::new(Several(map)), dir),
+        store,
+        log,
+    }
+}
+
+fn quiet() -> NoticeSink {
+    Arc::new(|_| {})
+}
+
+/// Places, records and follows `job` as `job run` does.
+async fn run(
+    w: &World,
+    job: &TrainingJob,
+    cancel: CancellationToken,
+) -> switchyard_store::JobRecord {
+    let (placed, decision) = w.runner.place(job).await.expect("placed");
+    let mut prepared = w.runner.prepare(&placed).await.expect("prepared");
+    if let Some(d) = &decision {
+        w.runner.record_decision(&mut prepared, d).await;
+    }
+    w.runner
+        .execute(prepared, &placed, cancel, quiet())
+        .await
+        .expect("followed to its end")
+}
+
+fn events(messages: &[switchyard_store::JobEventRecord]) -> Vec<String> {
+    messages.iter().filter_map(|e| e.message.clone()).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_not_started_in_time_moves_to_the_next_candidate() {
+    use BackendKind::*;
+    let w = world(&[
+        (Kubernetes, Behaviour::NeverStarts),
+        (Sagemaker, Behaviour::Succeeds),
+    ]);
+    let began = tokio::time::Instant::now();
+    let rec = run(
+        &w,
+        &auto_job("kubernetes, sagemaker", 60),
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(
+        (rec.state, rec.backend.as_str()),
+        (State::Succeeded, "sagemaker")
+    );
+    // 60 s waiting on the cluster, 30 s training on SageMaker.
+    assert_eq!(began.elapsed().as_secs(), 90);
+    let log = w.log.lock().expect("log").clone();
+    assert_eq!(
+        log,
+        [
+            "kubernetes: run (kubernetes)",
+            "kubernetes: stopped (kubernetes)",
+            "sagemaker: run (sagemaker)"
+        ],
+        "the first attempt is stopped before the next starts"
+    );
+    let p = rec.placement.clone().expect("placement");
+    assert_eq!(p["chosen"], "sagemaker", "{p:#}");
+    let attempts = p["attempts"].as_array().cloned().unwrap_or_default();
+    assert_eq!(attempts.len(), 2, "{p:#}");
+    assert_eq!(attempts[0]["backend"], "kubernetes");
+    assert_eq!(
+        attempts[0]["outcome"],
+        "failed over: not all ranks running after 60 s (maxStartSeconds)"
+    );
+    assert_eq!(
+        (&attempts[1]["backend"], &attempts[1]["outcome"]),
+        (
+            &serde_json::json!("sagemaker"),
+            &serde_json::json!("SUCCEEDED")
+        )
+    );
+    // The record's spec is the job as it ran last (a plain SageMaker job).
+    assert_eq!(rec.spec["spec"]["backend"], "sagemaker", "{:#}", rec.spec);
+    let said = events(&w.store.job_events(&rec.id).await.expect("events"));
+    assert!(
+        said.iter().any(|m| m.starts_with(
+            "failover to sagemaker: not all ranks running after 60 s (maxStartSeconds); placed on sagemaker"
+        )),
+        "{said:#?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_room_before_the_start_moves_the_job_at_once() {
+    use BackendKind::*;
+    let w = world(&[
+        (Sagemaker, Behaviour::NoCapacity),
+        (Local, Behaviour::Succeeds),
+    ]);
+    let began = tokio::time::Instant::now();
+    let rec = run(
+        &w,
+        &auto_job("sagemaker, local", 600),
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(
+        (rec.state, rec.backend.as_str()),
+        (State::Succeeded, "local")
+    );
+    assert_eq!(began.elapsed().as_secs(), 30, "no wait for maxStartSeconds");
+    let attempts = rec.placement.as_ref().map(|p| p["attempts"].clone());
+    let first = attempts.as_ref().map(|a| a[0]["outcome"].clone());
+    assert_eq!(
+        first,
+        Some(serde_json::json!(
+            "failed over: CapacityError: Unable to provision requested ML compute capacity."
+        ))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_that_fails_for_its_own_reasons_is_not_moved() {
+    use BackendKind::*;
+    let w = world(&[
+        (Kubernetes, Behaviour::FailsItself),
+        (Sagemaker, Behaviour::Succeeds),
+    ]);
+    let rec = run(
+        &w,
+        &auto_job("kubernetes, sagemaker", 60),
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(
+        (rec.state, rec.backend.as_str()),
+        (State::Failed, "kubernetes")
+    );
+    assert_eq!(w.log.lock().expect("log").len(), 1);
+    let attempts = rec.placement.as_ref().map(|p| p["attempts"].clone());
+    assert_eq!(
+        attempts.as_ref().and_then(|a| a.as_array().map(Vec::len)),
+        Some(1)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_no_other_candidate_the_job_keeps_waiting_where_it_is() {
+    use BackendKind::*;
+    // SageMaker is a candidate but not configured here: nowhere to go.
+    let w = world(&[(Kubernetes, Behaviour::NeverStarts)]);
+    let cancel = CancellationToken::new();
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(300)).await;
+        stop.cancel();
+    });
+    let rec = run(&w, &auto_job("kubernetes, sagemaker", 60), cancel).await;
+    assert_eq!(
+        (rec.state, rec.backend.as_str()),
+        (State::Canceled, "kubernetes")
+    );
+    let said = events(&w.store.job_events(&rec.id).await.expect("events"));
+    assert!(
+        said.iter().any(|m| m.starts_with(
+            "not all ranks running after 60 s (maxStartSeconds), but it stays: spec.placement: no candidate can run this job (sagemaker: sagemaker is not configured)"
+        )),
+        "{said:#?}"
+    );
+}
