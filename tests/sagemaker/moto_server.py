@@ -50,6 +50,12 @@ def _init_running(self, *args, **kwargs):
         self.training_job_status = "Failed"
         self.secondary_status = "Failed"
         self.failure_reason = CAPACITY_ERROR
+        # It never reached its instances: no training start, no metrics.
+        self.training_start_time = None
+        self.final_metric_data_list = []
+        self.secondary_status_transitions.append({
+            "Status": "Failed", "StartTime": self.creation_time, "EndTime": self.creation_time,
+            "StatusMessage": CAPACITY_ERROR})
     elif SECONDS > 0:
         self.training_job_status = "InProgress"
         self.secondary_status = "Training"

@@ -28,7 +28,7 @@ impl Moto {
 
     /// tests/sagemaker/moto_server.py: moto, plus StopTrainingJob and jobs
     /// that run a while (moto has neither).
-    fn start_with(env: &[(&str, String)]) -> Moto {
+    pub fn start_with(env: &[(&str, String)]) -> Moto {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
