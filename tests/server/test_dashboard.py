@@ -268,6 +268,78 @@ def test_an_auto_job_page_shows_why_it_was_placed_there(browser, request, server
     assert not page.errors, page.errors
 
 
+def test_the_kpi_page_charts_what_the_job_records_add_up_to(browser, request, tmp_path):
+    """Two finished jobs on a server that counts a node-hour at $3.60: the
+    KPIs (JSON, CSV, /metrics, the page's charts) add up the numbers each job
+    stored when it ended."""
+    with tempfile.TemporaryDirectory() as home:
+        server = Server(pathlib.Path(home), env={"SWITCHYARD_LOCAL_COST_PER_NODE_HOUR": "3.6"}).start()
+        try:
+            _kpi_page(browser, request, server, tmp_path)
+        finally:
+            server.kill()
+
+
+def _kpi_page(browser, request, server, tmp_path):
+    ok = requests.post(server.url + "/apis/switchyard/v1/jobs", data=_job(tmp_path, seconds=0.5, epochs=2), timeout=30).json()
+    bad = _job(tmp_path, seconds=0.1, epochs=1).replace("entryPoint: train.py", "command: [python3, -c, 'import sys; sys.exit(3)']")
+    bad = requests.post(server.url + "/apis/switchyard/v1/jobs", data=bad, timeout=30).json()
+    records = []
+    for j in (ok, bad):
+        deadline = time.time() + 60
+        while True:
+            r = requests.get(f"{server.url}/apis/switchyard/v1/jobs/{j['job_id']}", timeout=10).json()
+            if r["state"] in ("SUCCEEDED", "FAILED", "CANCELED") and r["kpi"] and r["finished_at"]:
+                records.append(r)
+                break
+            assert time.time() < deadline, r
+            time.sleep(0.2)
+    assert [r["state"] for r in records] == ["SUCCEEDED", "FAILED"]
+    k = records[0]["kpi"]
+    # 2 nodes × its run seconds, at $3.60 a node-hour.
+    assert k["instance_seconds"] == pytest.approx(2 * k["run_seconds"])
+    assert k["est_cost_usd"] == pytest.approx(k["instance_seconds"] / 3600 * 3.6)
+    cost = sum(r["kpi"]["est_cost_usd"] for r in records)
+    report = requests.get(server.url + "/apis/switchyard/v1/kpis?group_by=backend", timeout=10).json()
+    (row,) = report["rows"]
+    assert (row["backend"], row["jobs"], row["succeeded"], row["failed"]) == ("local", 2, 1, 1)
+    assert row["est_cost_usd"] == pytest.approx(cost)
+    assert row["instance_hours"] == pytest.approx(sum(r["kpi"]["instance_seconds"] for r in records) / 3600)
+    csv = requests.get(server.url + "/apis/switchyard/v1/kpis?group_by=backend,day&format=csv", timeout=10)
+    assert csv.headers["content-type"].startswith("text/csv")
+    head, line = csv.text.splitlines()
+    assert head.startswith("backend,day,jobs,succeeded,failed,")
+    assert line.startswith(f"local,{records[0]['created_at'][:10]},2,1,1,")
+    bad_query = requests.get(server.url + "/apis/switchyard/v1/kpis?group_by=week", timeout=10)
+    assert bad_query.status_code == 400 and "group_by: 'week'" in bad_query.text
+    metrics = requests.get(server.url + "/metrics", timeout=10).text
+    line = next(l for l in metrics.splitlines() if l.startswith('switchyard_training_cost_usd_total{backend="local"}'))
+    assert float(line.split()[-1]) == pytest.approx(cost, abs=1e-6)
+    assert 'switchyard_training_queue_seconds_count{backend="local"} 2' in metrics
+
+    page = open_page(browser, request)
+    page.goto(f"{server.url}/#/kpis")
+    expect(page.locator("#kpi-summary")).to_contain_text("2 finished jobs, 50% succeeded")
+    bars = page.locator("#kpi-cost rect[data-series=local]")
+    expect(bars).to_have_count(1)
+    assert float(bars.get_attribute("data-value")) == pytest.approx(cost)
+    expect(page.locator("#kpi-success rect[data-series=succeeded]")).to_have_attribute("data-value", "50")
+    # Eight queue-time buckets; both jobs waited under 5 s.
+    queue = page.locator("#kpi-queue rect[data-series=local]")
+    expect(queue).to_have_count(8)
+    expect(queue.first).to_have_attribute("data-value", "2")
+    expect(page.locator("#kpi-gpu")).to_be_visible()
+    expect(page.locator("#kpi-table tr[data-backend=local]")).to_contain_text("2")
+    with page.expect_download() as d:
+        page.click("#kpi-csv")
+    assert pathlib.Path(d.value.path()).read_text().splitlines()[1].startswith("local,")
+    shot(page, "kpis")
+    # A range with nothing in it says so.
+    page.goto(f"{server.url}/#/kpis?from=2099-01-01")
+    expect(page.locator("#main")).to_contain_text("No finished training jobs in this range.")
+    assert not page.errors, page.errors
+
+
 def test_cancel_a_training_job(browser, request, server, tmp_path):
     job = requests.post(server.url + "/apis/switchyard/v1/jobs", data=_job(tmp_path, seconds=5, epochs=50), timeout=30).json()
     page = open_page(browser, request)

@@ -52,6 +52,9 @@ pub enum Command {
     /// Reconcile Kubeflow PyTorchJobs (kubeflow.org/v1) on the cluster of
     /// KUBECONFIG (or the in-cluster service account).
     Operator(OperatorArgs),
+    /// What training took and cost (the KPIs of finished jobs), added up
+    /// per backend, day or name.
+    Kpi(KpiArgs),
     /// Print the logs of a run, or of one of its tasks.
     Logs {
         /// Run id (or an unambiguous prefix).
@@ -65,6 +68,28 @@ pub enum Command {
 pub enum OutputFormat {
     Text,
     Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KpiFormat {
+    Text,
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Args)]
+pub struct KpiArgs {
+    /// Jobs submitted from then on: RFC 3339 or a day (2026-12-01).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Jobs submitted before then.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// backend, day or name, or several joined by commas.
+    #[arg(long, default_value = "backend")]
+    pub group_by: String,
+    #[arg(long, short, value_enum, default_value = "text")]
+    pub output: KpiFormat,
 }
 
 #[derive(Debug, Args)]

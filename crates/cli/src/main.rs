@@ -71,6 +71,7 @@ fn prints_only(command: &Command) -> bool {
             | Command::Job(
                 JobCommand::List { .. } | JobCommand::Get { .. } | JobCommand::Logs { .. }
             )
+            | Command::Kpi(_)
     )
 }
 
@@ -192,5 +193,6 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Logs { run, task } => {
             commands::logs::logs(store.as_ref(), &run, task.as_deref()).await
         }
+        Command::Kpi(args) => commands::kpi::kpi(store.as_ref(), &args).await,
     }
 }

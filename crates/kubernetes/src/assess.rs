@@ -22,11 +22,13 @@ fn pod_amount(job: &TrainingJob) -> Amount {
     })
 }
 
-/// An hour of the job on the cluster: `SWITCHYARD_K8S_COST_PER_NODE_HOUR` ×
-/// nodes, not counted without it.
-fn hourly(job: &TrainingJob) -> Option<f64> {
-    placement::cost_per_node_hour("SWITCHYARD_K8S_COST_PER_NODE_HOUR")
-        .map(|c| c * f64::from(job.spec.nodes))
+/// An hour of the job on the cluster: its pods' requests, and
+/// `SWITCHYARD_K8S_COST_PER_NODE_HOUR` × nodes (not counted without it).
+pub fn rates(job: &TrainingJob) -> switchyard_training::kpi::Rates {
+    switchyard_training::kpi::Rates::requested(
+        job,
+        placement::cost_per_node_hour("SWITCHYARD_K8S_COST_PER_NODE_HOUR"),
+    )
 }
 
 /// Whether a node reports Ready.
@@ -69,7 +71,7 @@ impl KubernetesBackend {
                         "room now unknown: cannot read the cluster's nodes ({})",
                         e.message
                     ),
-                    hourly(job),
+                    rates(job).hourly_usd,
                 )
             }
             Ok(Err(e)) => {
@@ -100,6 +102,6 @@ impl KubernetesBackend {
                 }
             },
         };
-        Assessment::can_run(kind, starts_now, detail, hourly(job))
+        Assessment::can_run(kind, starts_now, detail, rates(job).hourly_usd)
     }
 }

@@ -267,6 +267,10 @@ impl TrainingBackend for KubernetesBackend {
         self.assess_now(job).await
     }
 
+    fn rates(&self, job: &TrainingJob) -> switchyard_training::kpi::Rates {
+        crate::assess::rates(job)
+    }
+
     fn preflight(&self, job: &TrainingJob) -> Result<(), BackendError> {
         let s = &job.spec;
         let ns = s

@@ -319,8 +319,16 @@ impl TrainingBackend for LocalTraining {
             format!(
                 "needs {cpus} CPUs and {gpus} GPUs; this machine has {free_cpus} CPUs and {free_gpus} GPUs free of {all_cpus} and {all_gpus}"
             ),
-            placement::cost_per_node_hour("SWITCHYARD_LOCAL_COST_PER_NODE_HOUR")
-                .map(|c| c * f64::from(job.spec.nodes)),
+            self.rates(job).hourly_usd,
+        )
+    }
+
+    /// The job's requests; `SWITCHYARD_LOCAL_COST_PER_NODE_HOUR` × nodes
+    /// (not counted without it).
+    fn rates(&self, job: &TrainingJob) -> switchyard_training::kpi::Rates {
+        switchyard_training::kpi::Rates::requested(
+            job,
+            placement::cost_per_node_hour("SWITCHYARD_LOCAL_COST_PER_NODE_HOUR"),
         )
     }
 

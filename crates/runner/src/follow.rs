@@ -190,6 +190,16 @@ impl JobRunner {
         rec.lease = None;
         rec.finished_at = Some(Utc::now());
         close_attempt(&mut rec.placement, rec.state.as_str());
+        let kpi = switchyard_training::kpi::job_kpi(
+            &rec.backend,
+            rec.state.as_str(),
+            job.spec.nodes,
+            &backend.rates(&job),
+            rec.created_at,
+            rec.started_at,
+            rec.finished_at,
+        );
+        rec.kpi = serde_json::to_value(kpi).ok();
         if !self.store.update_job(&rec, None, Some(me())).await? {
             return Err(taken_over(&id, &self.store.get_job(&id).await?));
         }

@@ -8,6 +8,7 @@
 
 mod failover;
 mod follow;
+pub mod kpi;
 mod place;
 mod records;
 mod recover;
@@ -177,6 +178,7 @@ impl JobRunner {
             metrics: None,
             failure_reason: None,
             placement: None,
+            kpi: None,
             lease: Some(switchyard_store::Holder::current().lease()),
             task: task_link(job),
             created_at: Utc::now(),

@@ -223,6 +223,7 @@ mod tests {
             metrics: None,
             failure_reason: None,
             placement: None,
+            kpi: None,
             logs_dir: None,
             lease: None,
             task: None,

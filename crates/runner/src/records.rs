@@ -63,6 +63,7 @@ pub fn job_json(j: &JobRecord) -> Value {
         "failure_reason": j.failure_reason,
         "logs": j.logs_dir,
         "placement": j.placement,
+        "kpi": crate::kpi::kpi_of(j),
         "created_at": j.created_at,
         "started_at": j.started_at,
         "finished_at": j.finished_at,

@@ -332,16 +332,10 @@ impl TrainingBackend for SageMakerBackend {
             Ok(r) => r,
             Err(e) => return Assessment::refused(kind, e.to_string()),
         };
-        let price = match prices::hourly(&resolved.instance_type) {
-            Ok(p) => p,
-            Err(e) => return Assessment::refused(kind, e),
-        };
-        let nodes = f64::from(job.spec.nodes);
-        let spot = if job.spec.use_spot_instances {
-            1.0 - prices::spot_discount()
-        } else {
-            1.0
-        };
+        if let Err(e) = prices::hourly(&resolved.instance_type) {
+            return Assessment::refused(kind, e);
+        }
+        let rates = self.rates(job);
         // Room now: SageMaker refuses a job beyond the account's quota
         // rather than queueing it. A quota that cannot be read (no rights to
         // Service Quotas, no answer) does not refuse the job: it is said.
@@ -372,8 +366,33 @@ impl TrainingBackend for SageMakerBackend {
             }
         );
         Assessment {
-            unpriced: price.is_none(),
-            ..Assessment::can_run(kind, true, detail, price.map(|p| p * nodes * spot))
+            unpriced: rates.hourly_usd.is_none(),
+            ..Assessment::can_run(kind, true, detail, rates.hourly_usd)
+        }
+    }
+
+    /// The instance type's price × instances (less the spot discount with
+    /// `useSpotInstances`), its vCPUs and GPUs; a job that does not resolve
+    /// or an unpriced type is not counted.
+    fn rates(&self, job: &TrainingJob) -> switchyard_training::kpi::Rates {
+        let Ok(resolved) = render::resolve(job, &self.config) else {
+            return switchyard_training::kpi::Rates::requested(job, None);
+        };
+        let kind = &resolved.instance_type;
+        let known = instance::TABLE.iter().find(|t| t.name == kind.as_str());
+        let nodes = f64::from(job.spec.nodes);
+        let on_demand = prices::hourly(kind).ok().flatten().map(|p| p * nodes);
+        let spot = if job.spec.use_spot_instances {
+            1.0 - prices::spot_discount()
+        } else {
+            1.0
+        };
+        switchyard_training::kpi::Rates {
+            hourly_usd: on_demand.map(|p| p * spot),
+            on_demand_hourly_usd: on_demand,
+            cpus_per_node: known.map_or(job.spec.resources.cpu, |t| f64::from(t.vcpus)),
+            gpus_per_node: known.map_or(job.spec.resources.gpu, |t| t.gpus),
+            instance_type: Some(kind.clone()),
         }
     }
 

@@ -12,6 +12,7 @@ mod experiments;
 mod guard;
 mod http;
 mod jobs;
+mod kpis;
 mod list;
 mod logs;
 mod lookup;

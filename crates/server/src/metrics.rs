@@ -1,5 +1,6 @@
 //! `/metrics` in the Prometheus text format: runs, tasks and jobs by state, how
-//! long they took, and how many runs wait for a slot.
+//! long they took, how many runs wait for a slot, and the training KPIs per
+//! backend (cost, spot savings, instance- and GPU-hours, queue time).
 
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
@@ -101,5 +102,64 @@ pub async fn metrics(State(s): State<AppState>) -> ApiResult<impl IntoResponse> 
         "switchyard_run_slots_free {}\n",
         s.run_slots.available_permits()
     ));
+    training_kpis(&mut out, &crate::kpis::report_for(&s, None, None, Some("backend")).await?);
     Ok(([(CONTENT_TYPE, "text/plain; version=0.0.4")], out))
+}
+
+/// The training KPIs of every finished job, per backend (the same numbers
+/// as `/apis/switchyard/v1/kpis?group_by=backend`).
+fn training_kpis(out: &mut String, report: &switchyard_runner::kpi::KpiReport) {
+    type Pick = fn(&switchyard_runner::kpi::KpiRow) -> f64;
+    let counters: [(&str, &str, Pick); 4] = [
+        (
+            "switchyard_training_cost_usd_total",
+            "Estimated cost of finished training jobs (USD; backends whose cost is not counted add 0).",
+            |r| r.est_cost_usd,
+        ),
+        (
+            "switchyard_training_spot_savings_usd_total",
+            "What managed spot training saved against on-demand (USD).",
+            |r| r.spot_savings_usd,
+        ),
+        (
+            "switchyard_training_instance_hours_total",
+            "Nodes (instances, pods, local hosts) x hours of finished training jobs.",
+            |r| r.instance_hours,
+        ),
+        (
+            "switchyard_training_gpu_hours_total",
+            "GPU-hours held by finished training jobs.",
+            |r| r.gpu_hours,
+        ),
+    ];
+    for (name, help, pick) in counters {
+        family(out, name, "counter", help);
+        for r in &report.rows {
+            out.push_str(&format!(
+                "{name}{{backend=\"{}\"}} {:.6}\n",
+                escape(r.backend.as_deref().unwrap_or("")),
+                pick(r)
+            ));
+        }
+    }
+    let name = "switchyard_training_queue_seconds";
+    family(
+        out,
+        name,
+        "histogram",
+        "Seconds from submission to all ranks running, of finished training jobs.",
+    );
+    for r in &report.rows {
+        let backend = escape(r.backend.as_deref().unwrap_or(""));
+        let buckets = report.queue_histogram.get(r.backend.as_deref().unwrap_or(""));
+        for (le, n) in buckets.into_iter().flatten() {
+            out.push_str(&format!(
+                "{name}_bucket{{backend=\"{backend}\",le=\"{le}\"}} {n}\n"
+            ));
+        }
+        out.push_str(&format!(
+            "{name}_sum{{backend=\"{backend}\"}} {:.3}\n{name}_count{{backend=\"{backend}\"}} {}\n",
+            r.queue_seconds_sum, r.started
+        ));
+    }
 }

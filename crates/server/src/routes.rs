@@ -43,6 +43,7 @@ pub fn router() -> Router<AppState> {
             get(crate::jobs::get).post(crate::jobs::action),
         )
         .route("/apis/switchyard/v1/jobs/{id}/logs", get(crate::jobs::logs))
+        .route("/apis/switchyard/v1/kpis", get(crate::kpis::kpis))
         .route(
             "/apis/v2beta1/experiments",
             post(experiments::create_experiment).get(experiments::list_experiments),

@@ -2,7 +2,7 @@
 // (KFP v2beta1 plus /apis/switchyard/v1), no build step, nothing from the
 // internet. Pages are hash routes: #/runs, #/runs/ID, #/pipelines,
 // #/pipelines/ID, #/experiments, #/experiments/ID, #/schedules, #/schedules/ID,
-// #/new-run?pipeline=ID&version=VID, #/jobs, #/jobs/ID (and the
+// #/new-run?pipeline=ID&version=VID, #/jobs, #/jobs/ID, #/kpis (and the
 // #/KIND/details/ID links kfp.Client prints).
 (function () {
   'use strict';
@@ -190,6 +190,7 @@
       recurringrun: () => schedulePage(parts[1]),
       'new-run': () => newRunPage(params),
       jobs: () => (parts[1] ? jobPage(parts[1]) : jobsPage()),
+      kpis: () => kpiPage(params),
     };
     const render = pages[parts[0]] || (() => { location.hash = '#/runs'; });
     Promise.resolve(render()).catch((e) => set(main, errorBox(e)));
@@ -907,7 +908,11 @@
       h('td', {}, c.est_cost_usd == null ? '—' : '$' + c.est_cost_usd.toFixed(2))));
     return h('div', {},
       h('p', {}, 'Placed on ', h('code', {}, p.chosen), ' by ', h('code', {}, 'backend: auto'), ' (objective ', h('code', {}, p.objective), ') at ', fmtTime(p.decided_at), '.'),
-      h('table', { id: 'placement-candidates' }, h('thead', {}, h('tr', {}, h('th', {}, 'candidate'), h('th', {}, 'can run it'), h('th', {}, 'why'), h('th', {}, 'estimated cost'))), h('tbody', {}, rows)));
+      h('table', { id: 'placement-candidates' }, h('thead', {}, h('tr', {}, h('th', {}, 'candidate'), h('th', {}, 'can run it'), h('th', {}, 'why'), h('th', {}, 'estimated cost'))), h('tbody', {}, rows)),
+      (p.attempts || []).length ? h('table', { id: 'placement-attempts' },
+        h('thead', {}, h('tr', {}, h('th', {}, 'attempt'), h('th', {}, 'backend'), h('th', {}, 'started'), h('th', {}, 'ended'), h('th', {}, 'outcome'))),
+        h('tbody', {}, p.attempts.map((a, i) => h('tr', {}, h('td', { class: 'num' }, i + 1), h('td', {}, a.backend),
+          h('td', {}, fmtTime(a.started_at)), h('td', {}, a.ended_at ? fmtTime(a.ended_at) : '—'), h('td', {}, a.outcome || 'running'))))) : null);
   }
 
   /** Why this backend: the pipeline task and the conditions above it, or the submitted spec. */
@@ -942,6 +947,101 @@
       add(out, h('p', { class: 'muted' }, e.message));
     }
     return out;
+  }
+
+  // ------------------------------------------------------------ KPIs
+
+  /** A bar chart: one group of bars per category, one bar per series. */
+  function barChart(id, title, categories, series, fmt, top) {
+    const W = 640, H = 220, L = 56, B = 34, T = 24, R = 10;
+    const ns = 'http://www.w3.org/2000/svg';
+    const svg = document.createElementNS(ns, 'svg');
+    svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
+    svg.setAttribute('class', 'chart');
+    svg.setAttribute('role', 'img');
+    svg.setAttribute('aria-label', title);
+    svg.id = id;
+    const mk = (tag, attrs, text) => {
+      const e = document.createElementNS(ns, tag);
+      for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
+      if (text !== undefined) e.textContent = text;
+      add(svg, e);
+      return e;
+    };
+    const max = top || Math.max(0, ...series.flatMap((s) => s.values)) || 1;
+    const sy = (v) => H - B - (v / max) * (H - B - T);
+    mk('text', { x: L, y: 14 }, title);
+    mk('line', { class: 'axis', x1: L, y1: H - B, x2: W - R, y2: H - B });
+    mk('line', { class: 'axis', x1: L, y1: T, x2: L, y2: H - B });
+    mk('text', { x: 2, y: T + 4 }, fmt(max));
+    mk('text', { x: 2, y: H - B }, fmt(0));
+    const slot = (W - L - R) / Math.max(1, categories.length);
+    const bar = Math.min(48, Math.max(2, (slot * 0.8) / Math.max(1, series.length)));
+    categories.forEach((c, i) => {
+      mk('text', { x: L + i * slot + 2, y: H - B + 14 }, c);
+      series.forEach((s, j) => {
+        const v = s.values[i] || 0;
+        const r = mk('rect', { x: (L + i * slot + slot * 0.1 + j * bar).toFixed(1), y: sy(v).toFixed(1), width: (bar - 1).toFixed(1), height: (H - B - sy(v)).toFixed(1), class: 'bar bar-' + j, 'data-series': s.name, 'data-category': c, 'data-value': v });
+        const tip = document.createElementNS(ns, 'title');
+        tip.textContent = `${s.name} ${c}: ${fmt(v)}`;
+        r.append(tip);
+      });
+    });
+    series.forEach((s, j) => {
+      mk('rect', { x: W - R - 120, y: T + j * 14 - 8, width: 10, height: 10, class: 'bar bar-' + j });
+      mk('text', { x: W - R - 106, y: T + j * 14 + 1 }, s.name);
+    });
+    return svg;
+  }
+
+  async function kpiPage(params) {
+    const from = params.get('from') || '';
+    const to = params.get('to') || '';
+    const range = new URLSearchParams();
+    if (from) range.set('from', from);
+    if (to) range.set('to', to);
+    const q = (group) => '/apis/switchyard/v1/kpis?group_by=' + group + (range.toString() ? '&' + range : '');
+    const [byDay, byBackend] = await Promise.all([api(q('backend,day')), api(q('backend'))]);
+    const backends = byBackend.rows.map((r) => r.backend);
+    const days = [...new Set(byDay.rows.map((r) => r.day))].sort();
+    const perDay = (field) => backends.map((b) => ({ name: b, values: days.map((d) => { const r = byDay.rows.find((x) => x.backend === b && x.day === d); return r ? r[field] : 0; }) }));
+    // Cents, or two significant digits below a cent (a short job's cost).
+    const usd = (v) => '$' + (v > 0 && v < 0.01 ? Number(v).toPrecision(2) : Number(v).toFixed(2));
+    const num = (v) => Number(Number(v).toPrecision(3)).toString();
+    const buckets = Object.values(byDay.queue_histogram)[0] || [];
+    const bounds = buckets.map(([le]) => (le === '+Inf' ? '> ' + buckets[buckets.length - 2][0] + ' s' : '≤ ' + le + ' s'));
+    // The histogram is cumulative (as Prometheus'); bars show each bucket.
+    const queue = backends.map((b) => {
+      const c = (byBackend.queue_histogram[b] || []).map(([, n]) => n);
+      return { name: b, values: c.map((n, i) => n - (i ? c[i - 1] : 0)) };
+    });
+    const form = h('form', { class: 'toolbar', id: 'kpi-range', onsubmit: (e) => {
+      e.preventDefault();
+      const p = new URLSearchParams();
+      if (e.target.from.value) p.set('from', e.target.from.value);
+      if (e.target.to.value) p.set('to', e.target.to.value);
+      location.hash = '#/kpis' + (p.toString() ? '?' + p : '');
+    } },
+    h('label', {}, 'From ', h('input', { type: 'date', name: 'from', value: from })),
+    h('label', {}, ' to ', h('input', { type: 'date', name: 'to', value: to })),
+    h('button', { type: 'submit' }, 'Show'),
+    h('button', { type: 'button', id: 'kpi-csv', onclick: () => download(q('backend,day') + '&format=csv', 'switchyard-kpis.csv') }, 'Download CSV'));
+    const t = byBackend.totals;
+    set(main, h('h1', {}, 'Training KPIs'), form,
+      h('p', { class: 'muted', id: 'kpi-summary' }, `${t.jobs} finished jobs, ${Math.round(t.success_rate * 100)}% succeeded, ${usd(t.est_cost_usd)} estimated cost`,
+        t.jobs_not_costed ? ` (${t.jobs_not_costed} on backends whose cost is not counted)` : '', `, ${usd(t.spot_savings_usd)} saved by spot, ${num(t.gpu_hours)} GPU-hours.`),
+      t.jobs ? h('div', { class: 'charts', id: 'kpi-charts' },
+        barChart('kpi-cost', 'Estimated cost per backend per day (USD)', days, perDay('est_cost_usd'), usd),
+        barChart('kpi-gpu', 'GPU-hours per backend per day', days, perDay('gpu_hours'), num),
+        barChart('kpi-queue', 'Queue time (submission to all ranks running): jobs', bounds, queue, num),
+        barChart('kpi-success', 'Success rate per backend (%)', backends, [{ name: 'succeeded', values: byBackend.rows.map((r) => Math.round(r.success_rate * 1000) / 10) }], (v) => num(v) + '%', 100))
+        : h('p', { class: 'muted' }, 'No finished training jobs in this range.'),
+      h('div', { class: 'panel table-wrap' }, h('table', { id: 'kpi-table' },
+        h('thead', {}, h('tr', {}, ['backend', 'jobs', 'succeeded', 'failed', 'canceled', 'queue p50', 'node-hours', 'GPU-hours', 'est. cost', 'spot saved'].map((c) => h('th', {}, c)))),
+        h('tbody', {}, byBackend.rows.map((r) => h('tr', { 'data-backend': r.backend }, h('td', {}, r.backend), h('td', { class: 'num' }, r.jobs), h('td', { class: 'num' }, r.succeeded),
+          h('td', { class: 'num' }, r.failed), h('td', { class: 'num' }, r.canceled), h('td', { class: 'num' }, r.queue_seconds_p50 == null ? '—' : num(r.queue_seconds_p50) + ' s'),
+          h('td', { class: 'num' }, num(r.instance_hours)), h('td', { class: 'num' }, num(r.gpu_hours)),
+          h('td', { class: 'num' }, r.jobs_not_costed === r.jobs ? 'not counted' : usd(r.est_cost_usd)), h('td', { class: 'num' }, usd(r.spot_savings_usd))))))));
   }
 
   function chart(name, points) {

@@ -25,6 +25,7 @@ fn job_from_row(row: &AnyRow) -> Result<JobRecord> {
         failure_reason: row.get("failure_reason"),
         logs_dir: row.get("logs_dir"),
         placement: parse_json(row.get("placement"), &what)?,
+        kpi: parse_json(row.get("kpi"), &what)?,
         lease: lease_from_row(row),
         task: match (
             row.get::<Option<String>, _>("run_id"),
@@ -147,7 +148,7 @@ impl JobStore for SqlStore {
         let old: Option<Option<String>> = sqlx::query_scalar(
             "UPDATE jobs SET state = $1, restarts = $2, model = $3, metrics = $4, failure_reason = $5, logs_dir = $6, \
              owner_pid = $7, started_at = $8, finished_at = $9, placement = $10, owner_id = $13, owner_host = $14, \
-             backend = $17, spec = $18, \
+             backend = $17, spec = $18, kpi = $19, \
              lease_until = CASE WHEN $15 IS NULL THEN NULL WHEN owner_id = $13 AND lease_until > $15 THEN lease_until ELSE $15 END \
              WHERE id = $11 AND COALESCE(owner_id, '') = COALESCE($16, owner_id, '') \
              RETURNING (SELECT state FROM job_events WHERE job_id = $12 ORDER BY seq DESC LIMIT 1)",
@@ -172,6 +173,7 @@ impl JobStore for SqlStore {
         // A placed job that failed over runs elsewhere from then on.
         .bind(&j.backend)
         .bind(j.spec.to_string())
+        .bind(j.kpi.as_ref().map(Value::to_string))
         .fetch_optional(&mut *tx)
         .await
         .map_err(q("update job"))?;

@@ -161,6 +161,11 @@ pub struct JobRecord {
     /// and console link, cluster namespace and pods).
     #[serde(default)]
     pub placement: Option<Value>,
+    /// What the job took and cost, written when it ends (queue and run
+    /// seconds, instance-, CPU- and GPU-seconds, estimated cost, spot
+    /// savings): what the KPIs add up.
+    #[serde(default)]
+    pub kpi: Option<Value>,
     /// The process following the job, while it does.
     #[serde(default)]
     pub lease: Option<crate::Lease>,

@@ -47,6 +47,7 @@ const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     ),
     (8, include_str!("../migrations/sqlite/0008_job_task.sql")),
     (9, include_str!("../migrations/sqlite/0009_kfp_fields.sql")),
+    (10, include_str!("../migrations/sqlite/0010_job_kpi.sql")),
 ];
 
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
@@ -71,6 +72,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
         9,
         include_str!("../migrations/postgres/0009_kfp_fields.sql"),
     ),
+    (10, include_str!("../migrations/postgres/0010_job_kpi.sql")),
 ];
 
 /// The error of an insert: `AlreadyExists` (naming the `kind` and `name`)

@@ -8,6 +8,7 @@
 
 pub mod contract;
 pub mod job;
+pub mod kpi;
 pub mod modeltrainer;
 pub mod placement;
 pub mod python;
@@ -148,6 +149,12 @@ pub trait TrainingBackend: Send + Sync {
     /// Stops the job `job_id` with no `run` following it (its follower died):
     /// from what `job` and `job_id` name alone, so a SageMaker job or a
     /// PyTorchJob does not keep running, and billing, after a cancel.
+    /// What an hour of `job` holds and costs here (placement's cost, the
+    /// KPIs): by default its own requests, its cost not counted.
+    fn rates(&self, job: &TrainingJob) -> kpi::Rates {
+        kpi::Rates::requested(job, None)
+    }
+
     /// Where this backend would keep `job`'s checkpoint when it cannot read
     /// it where it is (a job placed here, or failed over from a backend
     /// that kept it elsewhere): `None` when it reads it as it is.

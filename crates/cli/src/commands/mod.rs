@@ -2,6 +2,7 @@
 
 pub mod component;
 pub mod job;
+pub mod kpi;
 pub mod logs;
 pub mod operator;
 pub mod remote;

@@ -527,7 +527,10 @@ fn placement_reads_sagemakers_quota_and_fails_over_when_it_has_no_instances() {
     let place = |file: &str| -> (Option<i32>, Value) {
         let mut c = sb.cmd();
         sagemaker_env(&moto, &mut c);
-        let out = c.args(["job", "place", file, "-o", "json"]).output().unwrap();
+        let out = c
+            .args(["job", "place", file, "-o", "json"])
+            .output()
+            .unwrap();
         let v = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
         (out.status.code(), v)
@@ -541,7 +544,11 @@ fn placement_reads_sagemakers_quota_and_fails_over_when_it_has_no_instances() {
     };
     let m5 = auto_job(&sb, "ml.m5.xlarge");
     let (code, d) = place(&m5);
-    assert_eq!((code, &d["chosen"]), (Some(0), &Value::from("sagemaker")), "{d:#}");
+    assert_eq!(
+        (code, &d["chosen"]),
+        (Some(0), &Value::from("sagemaker")),
+        "{d:#}"
+    );
     assert!(
         reason(&d, "sagemaker").contains("1 × ml.m5.xlarge, quota 1 instances, 0 in use, 1 needed"),
         "{d:#}"
@@ -551,7 +558,11 @@ fn placement_reads_sagemakers_quota_and_fails_over_when_it_has_no_instances() {
         "sm.create_training_job(TrainingJobName='holder', AlgorithmSpecification={'TrainingImage': 'x', 'TrainingInputMode': 'File'}, RoleArn='arn:aws:iam::123456789012:role/r', OutputDataConfig={'S3OutputPath': 's3://sm-staging/o'}, ResourceConfig={'InstanceType': 'ml.m5.xlarge', 'InstanceCount': 1, 'VolumeSizeInGB': 5}, StoppingCondition={'MaxRuntimeInSeconds': 900})",
     );
     let (code, d) = place(&m5);
-    assert_eq!((code, &d["chosen"]), (Some(0), &Value::from("local")), "{d:#}");
+    assert_eq!(
+        (code, &d["chosen"]),
+        (Some(0), &Value::from("local")),
+        "{d:#}"
+    );
     assert_eq!(
         reason(&d, "sagemaker"),
         "needs 1 × ml.m5.xlarge; the account's quota \"ml.m5.xlarge for training job usage\" is 1 and 1 are in use by training jobs in progress (SageMaker would refuse it: ResourceLimitExceeded)",
@@ -570,7 +581,10 @@ fn placement_reads_sagemakers_quota_and_fails_over_when_it_has_no_instances() {
     );
     let id = job["job_id"].as_str().unwrap_or_default();
     let got = sb.run(&["job", "get", id, "-o", "json"]).json();
-    let attempts = got["placement"]["attempts"].as_array().cloned().unwrap_or_default();
+    let attempts = got["placement"]["attempts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(attempts.len(), 2, "{got:#}");
     assert_eq!(attempts[0]["backend"], "sagemaker", "{got:#}");
     assert!(
@@ -579,7 +593,10 @@ fn placement_reads_sagemakers_quota_and_fails_over_when_it_has_no_instances() {
             .is_some_and(|o| o.starts_with("failed over: ") && o.contains("CapacityError")),
         "{got:#}"
     );
-    assert_eq!((&attempts[1]["backend"], &attempts[1]["outcome"]), (&Value::from("local"), &Value::from("SUCCEEDED")));
+    assert_eq!(
+        (&attempts[1]["backend"], &attempts[1]["outcome"]),
+        (&Value::from("local"), &Value::from("SUCCEEDED"))
+    );
     assert!(
         crate::common::has_event(&got, "failover to local: ", &["CapacityError"]),
         "{got:#}"

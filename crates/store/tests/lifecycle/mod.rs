@@ -56,6 +56,7 @@ pub fn job(id: &str, state: State, lease: Option<Lease>) -> JobRecord {
         failure_reason: None,
         logs_dir: None,
         placement: None,
+        kpi: None,
         lease,
         task: None,
         created_at: Utc::now(),

@@ -1,0 +1,71 @@
+//! `GET /apis/switchyard/v1/kpis`: what training took and cost, added up per
+//! backend, day or name over a time range ([`switchyard_runner::kpi`]), as
+//! JSON or, with `format=csv`, as CSV for QuickSight, Athena or a spreadsheet.
+
+use axum::extract::{Query, State};
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use switchyard_runner::kpi::{self, GroupBy, KpiReport};
+
+use crate::error::{ApiError, ApiResult};
+use crate::AppState;
+
+/// How many of the newest jobs the KPIs read at most.
+pub const KPI_SCAN: u32 = 100_000;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct KpiQuery {
+    from: Option<String>,
+    to: Option<String>,
+    group_by: Option<String>,
+    format: Option<String>,
+}
+
+/// The report the query asks for (a bad field is a 400 naming it).
+pub async fn report_for(
+    s: &AppState,
+    from: Option<&str>,
+    to: Option<&str>,
+    group_by: Option<&str>,
+) -> ApiResult<KpiReport> {
+    let time = |field: &str, v: Option<&str>| {
+        v.map(|t| kpi::parse_time(field, t))
+            .transpose()
+            .map_err(ApiError::BadRequest)
+    };
+    let (from, to) = (time("from", from)?, time("to", to)?);
+    let group_by = GroupBy::parse_list(group_by.unwrap_or("")).map_err(ApiError::BadRequest)?;
+    let records = s.jobs.store().list_jobs(KPI_SCAN).await?;
+    Ok(kpi::report(&records, from, to, &group_by))
+}
+
+pub async fn kpis(
+    State(s): State<AppState>,
+    Query(q): Query<KpiQuery>,
+) -> ApiResult<Response> {
+    let csv = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "format: '{other}' is not a format; use json or csv"
+            )))
+        }
+    };
+    let report = report_for(&s, q.from.as_deref(), q.to.as_deref(), q.group_by.as_deref()).await?;
+    Ok(if csv {
+        (
+            [
+                (CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (CONTENT_DISPOSITION, "attachment; filename=\"switchyard-kpis.csv\""),
+            ],
+            kpi::to_csv(&report),
+        )
+            .into_response()
+    } else {
+        Json(report).into_response()
+    })
+}
