@@ -4,8 +4,9 @@ moto records CreateTrainingJob and answers DescribeTrainingJob (every job is
 Completed at once) but runs no container, so nothing writes the job's logs or
 its model. This script does what the instances would, for every new job: one
 CloudWatch Logs stream per instance in /aws/sagemaker/TrainingJobs with the
-lines a training script prints, and model.tar.gz (metrics.json + model.pt) at
-the job's ModelArtifacts.S3ModelArtifacts.
+lines a training script prints (first the files SageMaker would restore into
+/opt/ml/checkpoints from CheckpointConfig.S3Uri), and model.tar.gz
+(metrics.json + model.pt) at the job's ModelArtifacts.S3ModelArtifacts.
 
 Usage: stand_in.py ENDPOINT ACCURACY   (prints "watching" once ready; stopped by PID)
 """
@@ -37,13 +38,30 @@ def tar_gz(files):
     return buf.getvalue()
 
 
+def checkpoint(d):
+    """(relative key, text) of every object under the job's CheckpointConfig.S3Uri."""
+    uri = (d.get("CheckpointConfig") or {}).get("S3Uri")
+    if not uri:
+        return []
+    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    prefix = prefix.rstrip("/") + "/"
+    out = []
+    for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
+        body = s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read().decode(errors="replace").strip()
+        out.append((o["Key"][len(prefix):], body))
+    return out
+
+
 def play(name):
     d = sm.describe_training_job(TrainingJobName=name)
     now = int(time.time() * 1000)
     for host in range(1, d["ResourceConfig"]["InstanceCount"] + 1):
         stream = f"{name}/algo-{host}-{now // 1000}"
         logs.create_log_stream(logGroupName=GROUP, logStreamName=stream)
-        lines = [f"algo-{host}: epoch 1 loss=0.40", f"algo-{host}: epoch 2 loss=0.20"]
+        # SageMaker copies CheckpointConfig.S3Uri into /opt/ml/checkpoints
+        # before the script starts: say what a script would find there.
+        lines = [f"algo-{host}: checkpoint {k}={v}" for k, v in checkpoint(d)]
+        lines += [f"algo-{host}: epoch 1 loss=0.40", f"algo-{host}: epoch 2 loss=0.20"]
         if host == 1:
             lines.append(f"test_accuracy={accuracy}")
         logs.put_log_events(logGroupName=GROUP, logStreamName=stream,

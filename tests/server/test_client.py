@@ -367,6 +367,33 @@ def test_hybrid_example_through_the_client(server, tmp_path):
     assert [j["state"] for j in jobs] == ["SUCCEEDED"], jobs
 
 
+def test_hybrid_example_with_auto_placement_through_the_client(server, tmp_path):
+    """training_runtime=auto: the training step asks Switchyard where to run;
+    with no cluster and no SageMaker role configured for this server, the
+    decision (recorded with the job, every candidate's reason) is this machine."""
+    import subprocess
+    import requests
+    repo = os.path.join(os.path.dirname(__file__), "..", "..")
+    path = str(tmp_path / "hybrid.yaml")
+    subprocess.run([sys.executable, "-W", "ignore", os.path.join(repo, "examples/hybrid/pipeline.py"), path], check=True,
+                   capture_output=True)
+    c = client(server)
+    result = c.create_run_from_pipeline_package(path, arguments={"training_runtime": "auto", "epochs": 5})
+    run = c.wait_for_run_completion(result.run_id, timeout=600)
+    assert run.state == "SUCCEEDED", run.error
+    states = {t.display_name: t.state for t in run.run_details.task_details}
+    assert states["condition-5"] == "SUCCEEDED" and states["report"] == "SUCCEEDED", states
+    assert states["condition-3"] == "SKIPPED" and states["condition-4"] == "SKIPPED", states
+    (job,) = requests.get(server.url + "/apis/switchyard/v1/jobs").json()["jobs"]
+    detail = requests.get(server.url + "/apis/switchyard/v1/jobs/" + job["job_id"]).json()
+    p = detail["placement"]
+    assert (detail["state"], detail["backend"], p["chosen"]) == ("SUCCEEDED", "local", "local"), detail
+    reasons = {c["backend"]: c["reason"] for c in p["candidates"]}
+    assert reasons["sagemaker"].startswith("spec.roleArn"), reasons
+    assert [(a["backend"], a["outcome"]) for a in p["attempts"]] == [("local", "SUCCEEDED")], p
+    assert detail["kpi"]["outcome"] == "SUCCEEDED" and detail["kpi"]["run_seconds"] > 0, detail["kpi"]
+
+
 def test_oversize_bodies_and_inline_versions(tmp_path, compiled):
     import requests
     import yaml

@@ -67,8 +67,15 @@ impl Backends for ConfiguredBackends {
                 let config = switchyard_sagemaker::SageMakerConfig::from_env(c.jobs_dir.clone())
                     .map_err(|e| RunnerError::Refused(e.to_string()))?;
                 // A job that cannot resolve is refused before the AWS SDK
-                // looks for credentials and a region (no call leaves here).
-                switchyard_sagemaker::render::resolve(job, &config)
+                // looks for credentials and a region (no call leaves here);
+                // a local checkpoint is resolved where a job placed here
+                // would keep it (a job that names sagemaker itself is still
+                // refused it, by the backend's preflight).
+                let mut probe = job.clone();
+                if let Some(home) = switchyard_sagemaker::render::checkpoint_home(job, &config) {
+                    probe.spec.checkpoint = Some(home);
+                }
+                switchyard_sagemaker::render::resolve(&probe, &config)
                     .map_err(|e| RunnerError::Refused(e.to_string()))?;
                 Ok(Arc::new(
                     switchyard_sagemaker::SageMakerBackend::from_env(config).await,

@@ -83,9 +83,19 @@ impl JobRunner {
             adopted,
             hold,
             failover,
+            code_digest,
         } = prepared;
         let followed = self
-            .follow(record, backend, adopted, job, cancel, notice, failover)
+            .follow(
+                record,
+                backend,
+                adopted,
+                job,
+                cancel,
+                notice,
+                failover,
+                code_digest,
+            )
             .await;
         hold.release().await;
         followed
@@ -101,6 +111,7 @@ impl JobRunner {
         cancel: CancellationToken,
         notice: NoticeSink,
         mut failover: Option<Failover>,
+        code_digest: Option<String>,
     ) -> Result<JobRecord, RunnerError> {
         let id = record.id.clone();
         let (lost, done) = (CancellationToken::new(), CancellationToken::new());
@@ -190,7 +201,7 @@ impl JobRunner {
         rec.lease = None;
         rec.finished_at = Some(Utc::now());
         close_attempt(&mut rec.placement, rec.state.as_str());
-        let kpi = switchyard_training::kpi::job_kpi(
+        let mut kpi = switchyard_training::kpi::job_kpi(
             &rec.backend,
             rec.state.as_str(),
             job.spec.nodes,
@@ -199,6 +210,7 @@ impl JobRunner {
             rec.started_at,
             rec.finished_at,
         );
+        kpi.code_digest = code_digest;
         rec.kpi = serde_json::to_value(kpi).ok();
         if !self.store.update_job(&rec, None, Some(me())).await? {
             return Err(taken_over(&id, &self.store.get_job(&id).await?));

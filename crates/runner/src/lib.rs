@@ -86,6 +86,9 @@ pub struct Prepared {
     hold: switchyard_store::Hold,
     /// Where a placed job may go when its backend does not start it.
     failover: Option<failover::Failover>,
+    /// What it runs ([`switchyard_training::kpi::code_digest`]), kept with
+    /// its KPIs: later runs of the same code find their history by it.
+    code_digest: Option<String>,
 }
 
 /// Whether an unfinished job has lost its follower (the process that
@@ -197,6 +200,7 @@ impl JobRunner {
             adopted: false,
             hold,
             failover: None,
+            code_digest: switchyard_training::kpi::code_digest(job),
         })
     }
 }

@@ -24,16 +24,28 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
+/// Whether `r` is an earlier run of the job: the same name, or the same
+/// code ([`switchyard_training::kpi::code_digest`]) under another name.
+fn same_job(r: &JobRecord, name: &str, digest: Option<&str>) -> bool {
+    r.name == name
+        || digest.is_some_and(|d| r.kpi.as_ref().and_then(|k| k["code_digest"].as_str()) == Some(d))
+}
+
 /// `a` with estimates from the job's own history on its backend: the
 /// median time from submission to start, and from start to end, of its
-/// latest successful runs of the same name there (unknown without one).
-fn with_history(mut a: Assessment, earlier: &[JobRecord], name: &str) -> Assessment {
+/// latest successful runs there, by name or code (unknown without one).
+fn with_history(
+    mut a: Assessment,
+    earlier: &[JobRecord],
+    name: &str,
+    digest: Option<&str>,
+) -> Assessment {
     if a.refusal.is_some() {
         return a;
     }
     let runs: Vec<(f64, f64)> = earlier
         .iter()
-        .filter(|r| r.name == name && r.backend == a.backend.as_str())
+        .filter(|r| same_job(r, name, digest) && r.backend == a.backend.as_str())
         .filter(|r| r.state == State::Succeeded)
         .filter_map(|r| {
             let (start, end) = (r.started_at?, r.finished_at?);
@@ -74,6 +86,7 @@ impl JobRunner {
         // The job's own history: its earlier runs of the same name (a store
         // that cannot be read gives none, and estimates stay unknown).
         let earlier = self.store.list_jobs(HISTORY_SCAN).await.unwrap_or_default();
+        let digest = switchyard_training::kpi::code_digest(job);
         let mut assessments = Vec::new();
         for kind in placement::candidates(spec) {
             let mut there = job.clone();
@@ -110,7 +123,7 @@ impl JobRunner {
                     }
                 }
             };
-            assessments.push(with_history(a, &earlier, &job.name));
+            assessments.push(with_history(a, &earlier, &job.name, digest.as_deref()));
         }
         placement::decide(spec, assessments)
     }
@@ -264,14 +277,19 @@ mod tests {
             record("other", "local", State::Succeeded, 1, 1),
         ];
         let ok = Assessment::can_run(BackendKind::Local, true, "", None);
-        let a = with_history(ok.clone(), &earlier, "digits");
+        let a = with_history(ok.clone(), &earlier, "digits", None);
         assert_eq!(a.est_start_seconds, Some(3.0));
         assert_eq!(a.est_duration_seconds, Some(50.0));
         assert_eq!(
             a.detail,
             "its last 2 runs here took 50 s, 3 s to start (median)"
         );
-        let none = with_history(ok, &earlier, "new-job");
+        let none = with_history(ok.clone(), &earlier, "new-job", Some("abc"));
         assert_eq!(none.est_duration_seconds, None);
+        // The same code under another name shares its history.
+        let mut renamed = record("digits-v2", "local", State::Succeeded, 1, 30);
+        renamed.kpi = Some(serde_json::json!({"code_digest": "abc"}));
+        let by_code = with_history(ok, &[renamed], "new-job", Some("abc"));
+        assert_eq!(by_code.est_duration_seconds, Some(30.0));
     }
 }

@@ -94,6 +94,7 @@ impl JobRunner {
                 adopted: true,
                 hold,
                 failover: None,
+                code_digest: switchyard_training::kpi::code_digest(&job),
             }),
             Box::new(job),
         ))

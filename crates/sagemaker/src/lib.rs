@@ -396,27 +396,9 @@ impl TrainingBackend for SageMakerBackend {
         }
     }
 
-    /// A local checkpoint folder (this machine's, or a Kubernetes data
-    /// claim mounted here) is kept under the bucket's
-    /// `<prefix>/checkpoints/<digest of its path>`: the same folder always
-    /// maps to the same place, so a later run placed here resumes too.
+    /// See [`render::checkpoint_home`].
     fn checkpoint_home(&self, job: &TrainingJob) -> Option<String> {
-        let c = job.spec.checkpoint.as_deref()?;
-        if c.starts_with("s3://") {
-            return None;
-        }
-        let sm = &job.spec.sagemaker;
-        let bucket = sm.bucket.clone().or_else(|| self.config.bucket.clone())?;
-        let prefix = sm
-            .prefix
-            .clone()
-            .map(|p| p.trim_matches('/').to_string())
-            .unwrap_or_else(|| self.config.prefix.clone());
-        let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(c.as_bytes()));
-        Some(format!(
-            "s3://{bucket}/{}",
-            join_key(&prefix, &format!("checkpoints/{}", &digest[..16]))
-        ))
+        render::checkpoint_home(job, &self.config)
     }
 
     async fn take_checkpoint(&self, job: &TrainingJob) -> Result<TrainingJob, BackendError> {

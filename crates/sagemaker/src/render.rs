@@ -120,6 +120,31 @@ fn encode_for(job: &TrainingJob, v: &Value) -> String {
     }
 }
 
+/// Where a job placed on SageMaker keeps a local checkpoint folder (this
+/// machine's, or a Kubernetes data claim mounted here): under the bucket's
+/// `<prefix>/checkpoints/<digest of its path>`, so the same folder always
+/// maps to the same place and a later run placed here resumes too. `None`
+/// for an `s3://` checkpoint (read where it is), or without a bucket.
+pub fn checkpoint_home(job: &TrainingJob, config: &SageMakerConfig) -> Option<String> {
+    use sha2::Digest;
+    let c = job.spec.checkpoint.as_deref()?;
+    if c.starts_with("s3://") {
+        return None;
+    }
+    let sm = &job.spec.sagemaker;
+    let bucket = sm.bucket.clone().or_else(|| config.bucket.clone())?;
+    let prefix = sm
+        .prefix
+        .clone()
+        .map(|p| p.trim_matches('/').to_string())
+        .unwrap_or_else(|| config.prefix.clone());
+    let digest = hex::encode(sha2::Sha256::digest(c.as_bytes()));
+    Some(format!(
+        "s3://{bucket}/{}",
+        join_key(&prefix, &format!("checkpoints/{}", &digest[..16]))
+    ))
+}
+
 /// Checks the job against what SageMaker and the configuration allow.
 pub fn resolve(job: &TrainingJob, config: &SageMakerConfig) -> Result<Resolved, BackendError> {
     let spec = &job.spec;

@@ -42,10 +42,7 @@ pub async fn report_for(
     Ok(kpi::report(&records, from, to, &group_by))
 }
 
-pub async fn kpis(
-    State(s): State<AppState>,
-    Query(q): Query<KpiQuery>,
-) -> ApiResult<Response> {
+pub async fn kpis(State(s): State<AppState>, Query(q): Query<KpiQuery>) -> ApiResult<Response> {
     let csv = match q.format.as_deref() {
         None | Some("json") => false,
         Some("csv") => true,
@@ -55,12 +52,21 @@ pub async fn kpis(
             )))
         }
     };
-    let report = report_for(&s, q.from.as_deref(), q.to.as_deref(), q.group_by.as_deref()).await?;
+    let report = report_for(
+        &s,
+        q.from.as_deref(),
+        q.to.as_deref(),
+        q.group_by.as_deref(),
+    )
+    .await?;
     Ok(if csv {
         (
             [
                 (CONTENT_TYPE, "text/csv; charset=utf-8"),
-                (CONTENT_DISPOSITION, "attachment; filename=\"switchyard-kpis.csv\""),
+                (
+                    CONTENT_DISPOSITION,
+                    "attachment; filename=\"switchyard-kpis.csv\"",
+                ),
             ],
             kpi::to_csv(&report),
         )

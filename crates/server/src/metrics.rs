@@ -102,7 +102,10 @@ pub async fn metrics(State(s): State<AppState>) -> ApiResult<impl IntoResponse> 
         "switchyard_run_slots_free {}\n",
         s.run_slots.available_permits()
     ));
-    training_kpis(&mut out, &crate::kpis::report_for(&s, None, None, Some("backend")).await?);
+    training_kpis(
+        &mut out,
+        &crate::kpis::report_for(&s, None, None, Some("backend")).await?,
+    );
     Ok(([(CONTENT_TYPE, "text/plain; version=0.0.4")], out))
 }
 
@@ -151,7 +154,9 @@ fn training_kpis(out: &mut String, report: &switchyard_runner::kpi::KpiReport) {
     );
     for r in &report.rows {
         let backend = escape(r.backend.as_deref().unwrap_or(""));
-        let buckets = report.queue_histogram.get(r.backend.as_deref().unwrap_or(""));
+        let buckets = report
+            .queue_histogram
+            .get(r.backend.as_deref().unwrap_or(""));
         for (le, n) in buckets.into_iter().flatten() {
             out.push_str(&format!(
                 "{name}_bucket{{backend=\"{backend}\",le=\"{le}\"}} {n}\n"

@@ -38,10 +38,40 @@ impl Rates {
     }
 }
 
+/// What the job runs, as one digest: the files it ships from `sourceDir`
+/// (paths and contents), its entry point, command and image. Runs of the
+/// same code under another name share their history (placement's
+/// estimates); `None` when `sourceDir` cannot be read.
+pub fn code_digest(job: &TrainingJob) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let s = &job.spec;
+    for part in [s.image.as_deref(), s.entry_point.as_deref()] {
+        h.update(part.unwrap_or("").as_bytes());
+        h.update([0]);
+    }
+    for arg in s.command.iter().flatten() {
+        h.update(arg.as_bytes());
+        h.update([0]);
+    }
+    if let Some(dir) = &s.source_dir {
+        for f in crate::code_files(job, std::path::Path::new(dir)).ok()? {
+            h.update(f.rel.as_bytes());
+            h.update([0]);
+            h.update(std::fs::read(&f.path).ok()?);
+            h.update([0]);
+        }
+    }
+    Some(hex::encode(h.finalize()))
+}
+
 /// One finished job's KPIs.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct JobKpi {
     pub backend: String,
+    /// [`code_digest`] of what it ran, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_digest: Option<String>,
     /// How it ended: `SUCCEEDED`, `FAILED`, `CANCELED`.
     pub outcome: String,
     /// From submission to all ranks running (`None`: it never started).
@@ -89,6 +119,7 @@ pub fn job_kpi(
     };
     JobKpi {
         backend: backend.to_string(),
+        code_digest: None,
         outcome: outcome.to_string(),
         queue_seconds: queue,
         run_seconds: run,

@@ -18,7 +18,8 @@ pub async fn kpi(store: &dyn JobStore, args: &KpiArgs) -> Result<i32> {
             .map_err(|e| anyhow!("--{e}"))
     };
     let (from, to) = (time("from", &args.from)?, time("to", &args.to)?);
-    let group_by = GroupBy::parse_list(&args.group_by).map_err(|e| anyhow!("--{}", e.replace('_', "-")))?;
+    let group_by =
+        GroupBy::parse_list(&args.group_by).map_err(|e| anyhow!("--{}", e.replace('_', "-")))?;
     let records = store.list_jobs(KPI_SCAN).await?;
     let report = kpi::report(&records, from, to, &group_by);
     match args.output {
@@ -61,7 +62,8 @@ fn table(rows: &[KpiRow], totals: &KpiRow, group_by: &[GroupBy]) -> String {
             "{key:<28} {:>5} {:>8} {:>9} {:>9} {:>9} {:>12} {:>10}\n",
             r.jobs,
             format!("{:.0}%", r.success_rate * 100.0),
-            r.queue_seconds_p50.map_or("-".into(), |q| format!("{q:.0} s")),
+            r.queue_seconds_p50
+                .map_or("-".into(), |q| format!("{q:.0} s")),
             format!("{:.2}", r.instance_hours),
             format!("{:.2}", r.gpu_hours),
             cost,

@@ -762,6 +762,113 @@ fn placement_reads_the_clusters_capacity_and_explains_every_candidate() {
     assert_eq!(got["placement"]["objective"], "cost", "{got:#}");
 }
 
+/// Failover: a `backend: auto` job placed on the cluster (objective cost:
+/// the cluster's cost is not counted) whose gang cannot start there (a pod
+/// holds the node's CPUs) is stopped after `maxStartSeconds` and placed on
+/// SageMaker (moto, with tests/sagemaker/stand_in.py playing the
+/// instances), its checkpoint on the data claim copied to S3 first; the
+/// PyTorchJob is gone, and the record keeps both attempts.
+#[test]
+#[ignore = "needs the local Kubernetes cluster (scripts/k8s-cluster start) and moto (scripts/setup)"]
+fn a_job_the_cluster_cannot_start_fails_over_to_sagemaker_with_its_checkpoint() {
+    let k = kube();
+    let mut ns = k.namespace("failover");
+    let env = ns.data_claim();
+    let ckpt = ns.data.path().join("ckpt/digits");
+    std::fs::create_dir_all(&ckpt).expect("checkpoint dir");
+    std::fs::write(ckpt.join("state.txt"), "step=7\n").expect("checkpoint");
+    let moto = crate::moto::Moto::start();
+    moto.put("sm-staging", &[]);
+    let _instances = moto.sagemaker_stand_in(0.94);
+    let op = ns.operator();
+    k.apply(&json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "holder", "namespace": ns.name},
+        "spec": {"containers": [{"name": "hold", "image": "switchyard.local/pause:1",
+            "imagePullPolicy": "Never", "resources": {"requests": {"cpu": "1500m"}}}]},
+    }));
+    wait_until("the holder to be bound", Duration::from_secs(60), || {
+        ns.get(&["get", "pod", "holder"])["spec"]["nodeName"].is_string()
+    });
+    let sb = Sandbox::new();
+    let checkpoint = format!("spec.checkpoint={}", ckpt.display());
+    let mut c = job_cmd(
+        &sb,
+        &env,
+        &[
+            "--backend",
+            "auto",
+            "--set",
+            "spec.image=switchyard.local/pytorch:dev",
+            "--set",
+            "spec.resources.memory=512Mi",
+            "--set",
+            &checkpoint,
+            "--set",
+            "spec.placement.candidates=[kubernetes, sagemaker]",
+            "--set",
+            "spec.placement.objective=cost",
+            "--set",
+            "spec.placement.maxStartSeconds=20",
+        ],
+    );
+    moto.env(&mut c);
+    c.env("SWITCHYARD_SAGEMAKER_ROLE_ARN", "arn:aws:iam::123456789012:role/SwitchyardTraining")
+        .env("SWITCHYARD_SAGEMAKER_BUCKET", "sm-staging")
+        .env("SWITCHYARD_SAGEMAKER_POLL_SECONDS", "1")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    let res = c.output().expect("job run");
+    let job: Value = serde_json::from_slice(&res.stdout).unwrap_or(Value::Null);
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(
+        (&job["state"], &job["backend"]),
+        (&json!("SUCCEEDED"), &json!("sagemaker")),
+        "{job:#}\n{stderr}\noperator:\n{}",
+        op.log()
+    );
+    let id = job["job_id"].as_str().unwrap_or_default();
+    let got = sb.run(&["job", "get", id, "-o", "json"]).json();
+    let p = &got["placement"];
+    let attempts = p["attempts"].as_array().cloned().unwrap_or_default();
+    assert_eq!(attempts.len(), 2, "{got:#}");
+    assert_eq!(
+        (&attempts[0]["backend"], &attempts[0]["outcome"]),
+        (
+            &json!("kubernetes"),
+            &json!("failed over: not all ranks running after 20 s (maxStartSeconds)")
+        ),
+        "{got:#}"
+    );
+    assert_eq!(
+        (&attempts[1]["backend"], &attempts[1]["outcome"]),
+        (&json!("sagemaker"), &json!("SUCCEEDED")),
+        "{got:#}"
+    );
+    assert!(
+        crate::common::has_event(&got, "placement: placed on kubernetes", &[]),
+        "{got:#}"
+    );
+    assert!(
+        crate::common::has_event(&got, "failover to sagemaker: not all ranks running after 20 s", &[]),
+        "{got:#}"
+    );
+    // The checkpoint went with it: copied to S3, named in CheckpointConfig,
+    // restored where the script looks (what the stand-in read there).
+    let home = got["spec"]["spec"]["checkpoint"].as_str().unwrap_or_default().to_string();
+    assert!(home.starts_with("s3://sm-staging/switchyard/checkpoints/"), "{got:#}");
+    let uri = moto.boto3("j = sm.list_training_jobs()['TrainingJobSummaries'][0]['TrainingJobName']\nprint(sm.describe_training_job(TrainingJobName=j)['CheckpointConfig']['S3Uri'])");
+    assert_eq!(uri.trim(), home);
+    let logs = sb.run(&["job", "logs", id]).stdout;
+    assert!(logs.contains("checkpoint state.txt=step=7"), "{logs}");
+    // Nothing left on the cluster.
+    let jobs = ns.get(&["get", "pytorchjobs"]);
+    assert_eq!(jobs["items"].as_array().map(Vec::len), Some(0), "{jobs:#}");
+    // Its KPIs: SageMaker's price for the instances it held.
+    assert_eq!(got["kpi"]["backend"], "sagemaker", "{got:#}");
+    assert!(got["kpi"]["est_cost_usd"].as_f64().is_some(), "{got:#}");
+    k.kubectl(&["-n", &ns.name, "delete", "pod", "holder", "--wait=true"]);
+}
+
 /// `contract: modeltrainer` in pods, side by side with ModelTrainer's own
 /// drivers (tests/modeltrainer/pods.py): every difference must be one that
 /// docs/runtime-contract.md lists for Kubernetes.
