@@ -3,7 +3,9 @@ digits job, (a) with no cluster and no SageMaker configured (the candidates
 refuse at once; local admission decides), (b) against the local test cluster
 (scripts/k8s-cluster start: the nodes and every pod listed, the gang placed by
 the operator's admission rule), with SageMaker configured (role, bucket,
-region: its resolution and price, no AWS call). Wall time of the whole
+region: its resolution and price) against the moto server on 127.0.0.1
+(tests/sagemaker/moto_server.py, with a training quota: ListServiceQuotas and
+the jobs in progress are read on every decision). Wall time of the whole
 command, process start included; median and max of N runs.
 
 Usage: python bench/placement.py --binary PATH [--repeat 10]
@@ -11,8 +13,10 @@ Usage: python bench/placement.py --binary PATH [--repeat 10]
 import argparse
 import os
 import pathlib
+import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -50,12 +54,31 @@ def main():
     if not kubeconfig.exists():
         print("no test cluster running (scripts/k8s-cluster start): the cluster case is skipped")
         return
-    env = dict(base, SWITCHYARD_K8S_KUBECONFIG=str(kubeconfig),
-               SWITCHYARD_SAGEMAKER_ROLE_ARN="arn:aws:iam::123456789012:role/SwitchyardTraining",
-               SWITCHYARD_SAGEMAKER_BUCKET="bench-bucket", AWS_REGION="us-east-1")
-    med, top, out = timed(a.binary, env, a.repeat)
-    print(f"test cluster + SageMaker resolved: median {med * 1000:.0f} ms, max {top * 1000:.0f} ms ({a.repeat} runs)")
-    print(out)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    moto = subprocess.Popen([sys.executable, str(REPO / "tests/sagemaker/moto_server.py"), "-H", "127.0.0.1", "-p", str(port)],
+                            env=dict(os.environ, SWITCHYARD_MOTO_SAGEMAKER_QUOTAS='{"ml.c5.xlarge": 4}'),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.time() < deadline, "moto did not start"
+                time.sleep(0.1)
+        env = dict(base, SWITCHYARD_K8S_KUBECONFIG=str(kubeconfig),
+                   SWITCHYARD_SAGEMAKER_ROLE_ARN="arn:aws:iam::123456789012:role/SwitchyardTraining",
+                   SWITCHYARD_SAGEMAKER_BUCKET="bench-bucket", AWS_REGION="us-east-1",
+                   AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test")
+        med, top, out = timed(a.binary, env, a.repeat)
+        print(f"test cluster + SageMaker (moto, quota read): median {med * 1000:.0f} ms, max {top * 1000:.0f} ms ({a.repeat} runs)")
+        print(out)
+    finally:
+        moto.terminate()
+        moto.wait(timeout=30)
 
 
 if __name__ == "__main__":

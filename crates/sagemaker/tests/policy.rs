@@ -9,6 +9,12 @@ const ACTIONS: &[(&str, &str)] = &[
     ("create_training_job", "sagemaker:CreateTrainingJob"),
     ("describe_training_job", "sagemaker:DescribeTrainingJob"),
     ("stop_training_job", "sagemaker:StopTrainingJob"),
+    ("list_training_jobs", "sagemaker:ListTrainingJobs"),
+    ("list_service_quotas", "servicequotas:ListServiceQuotas"),
+    (
+        "list_aws_default_service_quotas",
+        "servicequotas:ListAWSDefaultServiceQuotas",
+    ),
     ("describe_log_streams", "logs:DescribeLogStreams"),
     ("get_log_events", "logs:GetLogEvents"),
     ("head_object", "s3:GetObject"),

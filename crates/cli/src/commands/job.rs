@@ -186,6 +186,26 @@ pub async fn get(store: &dyn JobStore, id: &str, output: OutputFormat) -> Result
                 c["reason"].as_str().unwrap_or("")
             );
         }
+        for (i, a) in p["attempts"].as_array().into_iter().flatten().enumerate() {
+            println!(
+                "  attempt {}: {:<10} {}",
+                i + 1,
+                a["backend"].as_str().unwrap_or(""),
+                a["outcome"].as_str().unwrap_or("running")
+            );
+        }
+    }
+    if let Some(k) = switchyard_runner::kpi::kpi_of(&j) {
+        let cost = k
+            .est_cost_usd
+            .map_or("cost not counted".to_string(), |c| format!("about ${c:.4}"));
+        println!(
+            "  kpi:      queued {}, ran {}, {:.4} node-hours, {:.4} GPU-hours, {cost}",
+            k.queue_seconds.map_or("-".into(), |q| format!("{q:.1} s")),
+            k.run_seconds.map_or("-".into(), |r| format!("{r:.1} s")),
+            k.instance_seconds / 3600.0,
+            k.gpu_seconds / 3600.0,
+        );
     }
     if let Some(m) = &j.model {
         println!("  model:    {m}");

@@ -762,7 +762,9 @@ fn placement_reads_the_clusters_capacity_and_explains_every_candidate() {
     assert_eq!(got["placement"]["objective"], "cost", "{got:#}");
 }
 
-/// Failover: a `backend: auto` job placed on the cluster (objective cost:
+/// Placement with SageMaker configured (moto) and the cluster busy: time
+/// goes to SageMaker, and so does a gang too large for any node. Failover:
+/// a `backend: auto` job placed on the cluster (objective cost:
 /// the cluster's cost is not counted) whose gang cannot start there (a pod
 /// holds the node's CPUs) is stopped after `maxStartSeconds` and placed on
 /// SageMaker (moto, with tests/sagemaker/stand_in.py playing the
@@ -791,6 +793,54 @@ fn a_job_the_cluster_cannot_start_fails_over_to_sagemaker_with_its_checkpoint() 
         ns.get(&["get", "pod", "holder"])["spec"]["nodeName"].is_string()
     });
     let sb = Sandbox::new();
+    let sagemaker = |c: &mut Command| {
+        moto.env(c);
+        c.env(
+            "SWITCHYARD_SAGEMAKER_ROLE_ARN",
+            "arn:aws:iam::123456789012:role/SwitchyardTraining",
+        )
+        .env("SWITCHYARD_SAGEMAKER_BUCKET", "sm-staging")
+        .env("SWITCHYARD_SAGEMAKER_POLL_SECONDS", "1")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    };
+    // `job place` first, with the cluster busy: time goes to SageMaker (it
+    // can start now), and a gang too large for any node goes there too.
+    let place = |extra: &[&str]| -> Value {
+        let mut c = sb.cmd();
+        c.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        sagemaker(&mut c);
+        let out = c
+            .args(["job", "place"])
+            .arg(repo_root().join("examples/ddp-digits/job.yaml"))
+            .args([
+                "--set",
+                "spec.image=switchyard.local/pytorch:dev",
+                "--set",
+                "spec.placement.candidates=[kubernetes, sagemaker]",
+            ])
+            .args(extra)
+            .args(["-o", "json"])
+            .output()
+            .expect("job place");
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)))
+    };
+    let d = place(&["--set", "spec.placement.objective=time"]);
+    assert_eq!(d["chosen"], "sagemaker", "{d:#}");
+    assert!(
+        d["candidates"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("would wait for room")),
+        "{d:#}"
+    );
+    let d = place(&["--set", "spec.resources.cpu=3"]);
+    assert_eq!(d["chosen"], "sagemaker", "{d:#}");
+    assert!(
+        d["candidates"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("do not fit even an idle cluster")),
+        "{d:#}"
+    );
     let checkpoint = format!("spec.checkpoint={}", ckpt.display());
     let mut c = job_cmd(
         &sb,
@@ -812,11 +862,7 @@ fn a_job_the_cluster_cannot_start_fails_over_to_sagemaker_with_its_checkpoint() 
             "spec.placement.maxStartSeconds=20",
         ],
     );
-    moto.env(&mut c);
-    c.env("SWITCHYARD_SAGEMAKER_ROLE_ARN", "arn:aws:iam::123456789012:role/SwitchyardTraining")
-        .env("SWITCHYARD_SAGEMAKER_BUCKET", "sm-staging")
-        .env("SWITCHYARD_SAGEMAKER_POLL_SECONDS", "1")
-        .env("AWS_EC2_METADATA_DISABLED", "true");
+    sagemaker(&mut c);
     let res = c.output().expect("job run");
     let job: Value = serde_json::from_slice(&res.stdout).unwrap_or(Value::Null);
     let stderr = String::from_utf8_lossy(&res.stderr);
@@ -849,13 +895,23 @@ fn a_job_the_cluster_cannot_start_fails_over_to_sagemaker_with_its_checkpoint() 
         "{got:#}"
     );
     assert!(
-        crate::common::has_event(&got, "failover to sagemaker: not all ranks running after 20 s", &[]),
+        crate::common::has_event(
+            &got,
+            "failover to sagemaker: not all ranks running after 20 s",
+            &[]
+        ),
         "{got:#}"
     );
     // The checkpoint went with it: copied to S3, named in CheckpointConfig,
     // restored where the script looks (what the stand-in read there).
-    let home = got["spec"]["spec"]["checkpoint"].as_str().unwrap_or_default().to_string();
-    assert!(home.starts_with("s3://sm-staging/switchyard/checkpoints/"), "{got:#}");
+    let home = got["spec"]["spec"]["checkpoint"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        home.starts_with("s3://sm-staging/switchyard/checkpoints/"),
+        "{got:#}"
+    );
     let uri = moto.boto3("j = sm.list_training_jobs()['TrainingJobSummaries'][0]['TrainingJobName']\nprint(sm.describe_training_job(TrainingJobName=j)['CheckpointConfig']['S3Uri'])");
     assert_eq!(uri.trim(), home);
     let logs = sb.run(&["job", "logs", id]).stdout;
