@@ -5,6 +5,7 @@
 //! rather than queueing it, so a job that does not fit is not placed there.
 
 use aws_sdk_sagemaker::types::TrainingJobStatus;
+use aws_sdk_servicequotas::types::ServiceQuota;
 
 use crate::error::{classify, ApiError};
 
@@ -74,8 +75,7 @@ async fn quota(
     instance_type: &str,
 ) -> Result<Option<f64>, ApiError> {
     let name = quota_name(instance_type);
-    let mut token = None;
-    loop {
+    let applied = find(&name, |token| async move {
         let page = client
             .list_service_quotas()
             .service_code("sagemaker")
@@ -83,21 +83,16 @@ async fn quota(
             .send()
             .await
             .map_err(|e| classify("ListServiceQuotas", &e))?;
-        if let Some(v) = page
-            .quotas()
-            .iter()
-            .find(|q| q.quota_name() == Some(name.as_str()))
-            .and_then(|q| q.value())
-        {
-            return Ok(Some(v));
-        }
-        token = page.next_token().map(str::to_string);
-        if token.is_none() {
-            break;
-        }
+        Ok((
+            page.quotas().to_vec(),
+            page.next_token().map(str::to_string),
+        ))
+    })
+    .await?;
+    if applied.is_some() {
+        return Ok(applied);
     }
-    let mut token = None;
-    loop {
+    find(&name, |token| async move {
         let page = client
             .list_aws_default_service_quotas()
             .service_code("sagemaker")
@@ -105,15 +100,32 @@ async fn quota(
             .send()
             .await
             .map_err(|e| classify("ListAWSDefaultServiceQuotas", &e))?;
-        if let Some(v) = page
-            .quotas()
+        Ok((
+            page.quotas().to_vec(),
+            page.next_token().map(str::to_string),
+        ))
+    })
+    .await
+}
+
+/// The value of the quota called `name` in a paged listing (`page` answers
+/// one page and the next token).
+async fn find<F, Fut>(name: &str, mut page: F) -> Result<Option<f64>, ApiError>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<ServiceQuota>, Option<String>), ApiError>>,
+{
+    let mut token = None;
+    loop {
+        let (quotas, next) = page(token).await?;
+        if let Some(v) = quotas
             .iter()
-            .find(|q| q.quota_name() == Some(name.as_str()))
+            .find(|q| q.quota_name() == Some(name))
             .and_then(|q| q.value())
         {
             return Ok(Some(v));
         }
-        token = page.next_token().map(str::to_string);
+        token = next;
         if token.is_none() {
             return Ok(None);
         }

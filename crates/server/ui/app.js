@@ -951,23 +951,30 @@
 
   // ------------------------------------------------------------ KPIs
 
-  /** A bar chart: one group of bars per category, one bar per series. */
-  function barChart(id, title, categories, series, fmt, top) {
-    const W = 640, H = 220, L = 56, B = 34, T = 24, R = 10;
-    const ns = 'http://www.w3.org/2000/svg';
-    const svg = document.createElementNS(ns, 'svg');
+  const SVG_NS = 'http://www.w3.org/2000/svg';
+
+  /** An empty chart W × H labelled `label`, and `mk(tag, attrs, text)`, which adds an element to it. */
+  function svgChart(W, H, label) {
+    const svg = document.createElementNS(SVG_NS, 'svg');
     svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
     svg.setAttribute('class', 'chart');
     svg.setAttribute('role', 'img');
-    svg.setAttribute('aria-label', title);
-    svg.id = id;
+    svg.setAttribute('aria-label', label);
     const mk = (tag, attrs, text) => {
-      const e = document.createElementNS(ns, tag);
+      const e = document.createElementNS(SVG_NS, tag);
       for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
       if (text !== undefined) e.textContent = text;
       add(svg, e);
       return e;
     };
+    return [svg, mk];
+  }
+
+  /** A bar chart: one group of bars per category, one bar per series. */
+  function barChart(id, title, categories, series, fmt, top) {
+    const W = 640, H = 220, L = 56, B = 34, T = 24, R = 10;
+    const [svg, mk] = svgChart(W, H, title);
+    svg.id = id;
     const max = top || Math.max(0, ...series.flatMap((s) => s.values)) || 1;
     const sy = (v) => H - B - (v / max) * (H - B - T);
     mk('text', { x: L, y: 14 }, title);
@@ -982,7 +989,7 @@
       series.forEach((s, j) => {
         const v = s.values[i] || 0;
         const r = mk('rect', { x: (L + i * slot + slot * 0.1 + j * bar).toFixed(1), y: sy(v).toFixed(1), width: (bar - 1).toFixed(1), height: (H - B - sy(v)).toFixed(1), class: 'bar bar-' + j, 'data-series': s.name, 'data-category': c, 'data-value': v });
-        const tip = document.createElementNS(ns, 'title');
+        const tip = document.createElementNS(SVG_NS, 'title');
         tip.textContent = `${s.name} ${c}: ${fmt(v)}`;
         r.append(tip);
       });
@@ -1046,13 +1053,8 @@
 
   function chart(name, points) {
     const W = 320, H = 160, L = 44, B = 22, T = 18, R = 10;
-    const ns = 'http://www.w3.org/2000/svg';
-    const svg = document.createElementNS(ns, 'svg');
-    svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
-    svg.setAttribute('class', 'chart');
-    svg.setAttribute('role', 'img');
     const last = points[points.length - 1];
-    svg.setAttribute('aria-label', `${name}: ${points.length} values, last ${last.value}`);
+    const [svg, mk] = svgChart(W, H, `${name}: ${points.length} values, last ${last.value}`);
     svg.dataset.metric = name;
     const xs = points.map((p) => new Date(p.at).getTime());
     const ys = points.map((p) => p.value);
@@ -1061,13 +1063,6 @@
     if (y1 === y0) { y1 += 0.5; y0 -= 0.5; }
     const sx = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
     const sy = (y) => H - B - ((y - y0) / (y1 - y0)) * (H - B - T);
-    const mk = (tag, attrs, text) => {
-      const e = document.createElementNS(ns, tag);
-      for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
-      if (text !== undefined) e.textContent = text;
-      add(svg, e);
-      return e;
-    };
     mk('text', { x: L, y: 12 }, `${name} (last ${Number(last.value.toPrecision(4))})`);
     mk('line', { class: 'axis', x1: L, y1: H - B, x2: W - R, y2: H - B });
     mk('line', { class: 'axis', x1: L, y1: T, x2: L, y2: H - B });

@@ -248,3 +248,12 @@ pub fn has_event(job: &Value, prefix: &str, parts: &[&str]) -> bool {
         })
     })
 }
+
+/// The reason a placement decision (`job place -o json`) gives for `backend`.
+pub fn candidate_reason(decision: &Value, backend: &str) -> String {
+    decision["candidates"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["backend"] == backend))
+        .map(|c| c["reason"].as_str().unwrap_or("").to_string())
+        .unwrap_or_default()
+}

@@ -647,6 +647,20 @@ fn the_runtime_contract_holds_in_pods_as_the_toolkit_sees_it() {
     }
 }
 
+/// A pod `holder` requesting 1.5 of the node's 2 CPUs, bound before this
+/// returns: a gang of 1-CPU pods waits for room.
+fn hold_cpus(k: &Kube, ns: &Ns<'_>) {
+    k.apply(&json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "holder", "namespace": ns.name},
+        "spec": {"containers": [{"name": "hold", "image": "switchyard.local/pause:1",
+            "imagePullPolicy": "Never", "resources": {"requests": {"cpu": "1500m"}}}]},
+    }));
+    wait_until("the holder to be bound", Duration::from_secs(60), || {
+        ns.get(&["get", "pod", "holder"])["spec"]["nodeName"].is_string()
+    });
+}
+
 /// `backend: auto` against the real cluster: the decision reads the nodes'
 /// free capacity as the operator's admission does, explains every
 /// candidate, and `job run` follows it.
@@ -681,13 +695,7 @@ fn placement_reads_the_clusters_capacity_and_explains_every_candidate() {
             .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
         (out.status.code(), v)
     };
-    let reason = |d: &Value, backend: &str| {
-        d["candidates"]
-            .as_array()
-            .and_then(|c| c.iter().find(|c| c["backend"] == backend))
-            .map(|c| c["reason"].as_str().unwrap_or("").to_string())
-            .unwrap_or_default()
-    };
+    let reason = crate::common::candidate_reason;
     // The gang fits now; no candidate's cost is counted, SageMaker has no
     // role here: cost goes to the first candidate that can run it.
     let (code, d) = place(&["--set", "spec.placement.objective=cost"]);
@@ -705,15 +713,7 @@ fn placement_reads_the_clusters_capacity_and_explains_every_candidate() {
     // A pod holding most of the node's CPUs: the gang would wait there, so
     // time goes to this machine, which has room now; and so does cost (both
     // cost nothing counted: the one with room now).
-    k.apply(&json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "holder", "namespace": ns.name},
-        "spec": {"containers": [{"name": "hold", "image": "switchyard.local/pause:1",
-            "imagePullPolicy": "Never", "resources": {"requests": {"cpu": "1500m"}}}]},
-    }));
-    wait_until("the holder to be bound", Duration::from_secs(60), || {
-        ns.get(&["get", "pod", "holder"])["spec"]["nodeName"].is_string()
-    });
+    hold_cpus(&k, &ns);
     let (code, d) = place(&["--set", "spec.placement.objective=time"]);
     assert_eq!((code, &d["chosen"]), (Some(0), &json!("local")), "{d:#}");
     assert!(
@@ -783,15 +783,7 @@ fn a_job_the_cluster_cannot_start_fails_over_to_sagemaker_with_its_checkpoint() 
     moto.put("sm-staging", &[]);
     let _instances = moto.sagemaker_stand_in(0.94);
     let op = ns.operator();
-    k.apply(&json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "holder", "namespace": ns.name},
-        "spec": {"containers": [{"name": "hold", "image": "switchyard.local/pause:1",
-            "imagePullPolicy": "Never", "resources": {"requests": {"cpu": "1500m"}}}]},
-    }));
-    wait_until("the holder to be bound", Duration::from_secs(60), || {
-        ns.get(&["get", "pod", "holder"])["spec"]["nodeName"].is_string()
-    });
+    hold_cpus(&k, &ns);
     let sb = Sandbox::new();
     let sagemaker = |c: &mut Command| {
         moto.env(c);

@@ -535,13 +535,7 @@ fn placement_reads_sagemakers_quota_and_fails_over_when_it_has_no_instances() {
             .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
         (out.status.code(), v)
     };
-    let reason = |d: &Value, backend: &str| {
-        d["candidates"]
-            .as_array()
-            .and_then(|c| c.iter().find(|c| c["backend"] == backend))
-            .map(|c| c["reason"].as_str().unwrap_or("").to_string())
-            .unwrap_or_default()
-    };
+    let reason = crate::common::candidate_reason;
     let m5 = auto_job(&sb, "ml.m5.xlarge");
     let (code, d) = place(&m5);
     assert_eq!(
