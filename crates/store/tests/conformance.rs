@@ -454,10 +454,20 @@ async fn job_claims_and_task_links(store: Arc<dyn JobStore>) {
         }
     };
     assert_eq!(unfinished(&store).await, ["jc1"]);
+    // A placed job that failed over runs elsewhere: its backend and spec
+    // are written with the rest; its KPIs when it ends.
+    job.backend = "sagemaker".into();
+    job.spec = serde_json::json!({"spec": {"backend": "sagemaker"}});
     job.state = State::Succeeded;
     job.lease = None;
+    job.kpi = Some(serde_json::json!({"backend": "sagemaker", "est_cost_usd": 0.25}));
     assert!(store.update_job(&job, None, None).await.unwrap());
     assert!(unfinished(&store).await.is_empty());
+    let back = store.get_job("jc1").await.unwrap();
+    assert_eq!(
+        (back.backend.as_str(), &back.spec, &back.kpi),
+        ("sagemaker", &job.spec, &job.kpi)
+    );
     // A second job of the task (a retry) is the one found; other tasks find none.
     job.id = "jc2".into();
     job.state = State::Pending;
