@@ -313,7 +313,7 @@ def _kpi_page(browser, request, server, tmp_path):
     bad_query = requests.get(server.url + "/apis/switchyard/v1/kpis?group_by=week", timeout=10)
     assert bad_query.status_code == 400 and "group_by: 'week'" in bad_query.text
     metrics = requests.get(server.url + "/metrics", timeout=10).text
-    line = next(l for l in metrics.splitlines() if l.startswith('switchyard_training_cost_usd_total{backend="local"}'))
+    line = next(l for l in metrics.splitlines() if l.startswith('switchyard_training_cost_usd{backend="local"}'))
     assert float(line.split()[-1]) == pytest.approx(cost, abs=1e-6)
     assert 'switchyard_training_queue_seconds_count{backend="local"} 2' in metrics
 
@@ -329,7 +329,9 @@ def _kpi_page(browser, request, server, tmp_path):
     expect(queue).to_have_count(8)
     expect(queue.first).to_have_attribute("data-value", "2")
     expect(page.locator("#kpi-gpu")).to_be_visible()
-    expect(page.locator("#kpi-table tr[data-backend=local]")).to_contain_text("2")
+    cells = page.locator("#kpi-table tr[data-backend=local] td")
+    expect(cells).to_have_count(10)
+    assert [cells.nth(i).inner_text() for i in range(5)] == ["local", "2", "1", "1", "0"]
     with page.expect_download() as d:
         page.click("#kpi-csv")
     assert pathlib.Path(d.value.path()).read_text().splitlines()[1].startswith("local,")

@@ -18,42 +18,49 @@ use switchyard_training::{
 
 use crate::{JobRunner, RunnerError};
 
-/// What a placed job may still fall back on.
+/// What a placed job may still fall back on: the job as submitted (each
+/// move places it again from there, so its checkpoint is the one it was
+/// submitted with, wherever an earlier attempt was to keep it), and the
+/// backends tried.
 #[derive(Debug, Clone)]
 pub struct Failover {
-    asked: PlacementSpec,
+    submitted: TrainingJob,
     tried: Vec<BackendKind>,
 }
 
 impl Failover {
-    /// For a job `decision` placed (none when nothing was chosen).
-    pub(crate) fn new(decision: &Decision) -> Option<Self> {
+    /// For a job `placed` on a backend (none when nothing was chosen).
+    pub(crate) fn new(placed: &crate::Placed) -> Option<Self> {
         Some(Failover {
-            asked: decision.asked.clone().unwrap_or_default(),
-            tried: vec![decision.chosen?],
+            submitted: placed.submitted.clone(),
+            tried: vec![placed.decision.chosen?],
         })
+    }
+
+    fn asked(&self) -> PlacementSpec {
+        self.submitted.spec.placement.clone().unwrap_or_default()
     }
 
     /// How long an attempt may take to have all its ranks running.
     pub(crate) fn start_limit(&self) -> Option<Duration> {
-        self.asked.max_start_seconds.map(Duration::from_secs)
+        self.asked().max_start_seconds.map(Duration::from_secs)
     }
 
-    /// The job as `backend: auto` again, among the candidates not tried
-    /// (`None`: every one was).
-    fn remaining(&self, job: &TrainingJob) -> Option<TrainingJob> {
-        let left: Vec<BackendKind> = placement::candidates(Some(&self.asked))
+    /// The job as submitted, among the candidates not tried (`None`: every
+    /// one was).
+    fn remaining(&self) -> Option<TrainingJob> {
+        let asked = self.asked();
+        let left: Vec<BackendKind> = placement::candidates(Some(&asked))
             .into_iter()
             .filter(|c| !self.tried.contains(c))
             .collect();
         if left.is_empty() {
             return None;
         }
-        let mut auto = job.clone();
-        auto.spec.backend = BackendKind::Auto;
+        let mut auto = self.submitted.clone();
         auto.spec.placement = Some(PlacementSpec {
             candidates: left,
-            ..self.asked.clone()
+            ..asked
         });
         Some(auto)
     }
@@ -136,10 +143,9 @@ impl JobRunner {
     /// yet, as the first decision was (`Err`: why none can take it).
     pub(crate) async fn next_placement(
         &self,
-        job: &TrainingJob,
         f: &Failover,
     ) -> Result<(Decision, TrainingJob, Arc<dyn TrainingBackend>), String> {
-        let Some(auto) = f.remaining(job) else {
+        let Some(auto) = f.remaining() else {
             return Err("no other candidate is left".into());
         };
         let decision = self.decide(&auto).await;
@@ -245,23 +251,22 @@ mod tests {
 
     #[test]
     fn the_next_placement_is_among_the_candidates_not_tried() {
-        let f = Failover {
-            asked: PlacementSpec {
-                candidates: vec![BackendKind::Kubernetes, BackendKind::Sagemaker],
-                max_start_seconds: Some(60),
-                ..Default::default()
-            },
-            tried: vec![BackendKind::Kubernetes],
-        };
         let job = switchyard_training::load(
-            "apiVersion: switchyard/v1\nkind: TrainingJob\nmetadata: {name: j}\nspec:\n  backend: local\n  command: [\"true\"]\n",
+            "apiVersion: switchyard/v1\nkind: TrainingJob\nmetadata: {name: j}\nspec:\n  backend: auto\n  command: [\"true\"]\n  checkpoint: /data/ckpt\n  placement: {candidates: [kubernetes, sagemaker], maxStartSeconds: 60}\n",
             std::path::Path::new("/"),
             &[],
             None,
         )
         .expect("job");
-        let auto = f.remaining(&job).expect("one left");
+        let f = Failover {
+            submitted: job,
+            tried: vec![BackendKind::Kubernetes],
+        };
+        assert_eq!(f.start_limit(), Some(Duration::from_secs(60)));
+        let auto = f.remaining().expect("one left");
         assert_eq!(auto.spec.backend, BackendKind::Auto);
+        // Placed again from the job as submitted: its own checkpoint.
+        assert_eq!(auto.spec.checkpoint.as_deref(), Some("/data/ckpt"));
         let p = auto.spec.placement.expect("placement");
         assert_eq!(p.candidates, vec![BackendKind::Sagemaker]);
         assert_eq!(p.max_start_seconds, Some(60));
@@ -269,6 +274,6 @@ mod tests {
             tried: vec![BackendKind::Kubernetes, BackendKind::Sagemaker],
             ..f
         };
-        assert!(done.remaining(&job).is_none());
+        assert!(done.remaining().is_none());
     }
 }

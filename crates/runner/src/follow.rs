@@ -47,14 +47,12 @@ struct Attempt {
     /// Whether all its ranks started.
     started: bool,
     /// Stopped to fail over: why, and where it goes.
-    moving: Option<String>,
-    next: Option<(Decision, TrainingJob, Arc<dyn TrainingBackend>)>,
+    moving: Option<(String, Next)>,
 }
 
-/// Whether the run ended because it was stopped (canceled).
-fn stopped(r: &Result<TrainingOutcome, BackendError>) -> bool {
-    matches!(r, Ok(o) if o.state == JobState::Canceled)
-}
+/// Where a job fails over to: the decision, the job as it runs there, and
+/// the backend.
+type Next = (Decision, TrainingJob, Arc<dyn TrainingBackend>);
 
 /// This process's lease owner id: every write of a followed job is fenced by it.
 pub(crate) fn me() -> &'static str {
@@ -135,19 +133,21 @@ impl JobRunner {
             let Some(result) = attempt.result.filter(|_| !lost.is_cancelled()) else {
                 break None;
             };
-            let why = attempt
-                .moving
-                .or_else(|| no_room_in(&result, attempt.started));
-            let next = match (&why, failover.as_mut()) {
-                (Some(why), Some(f)) if !cancel.is_cancelled() => match attempt.next {
-                    Some(n) => Some(Ok(n)),
-                    None => Some(self.next_placement(&job, f).await),
+            let (Some(f), false) = (failover.as_mut(), cancel.is_cancelled()) else {
+                break Some(result);
+            };
+            let (why, next) = match (attempt.moving, no_room_in(&result, attempt.started)) {
+                (Some((why, next)), _) => (why, Ok(next)),
+                (None, Some(why)) => {
+                    let next = self.next_placement(f).await;
+                    (why, next)
                 }
-                .map(|n| (n, why.clone(), f)),
-                _ => None,
+                (None, None) => break Some(result),
             };
             match next {
-                Some((Ok((decision, placed, next_backend)), why, f)) => {
+                // Canceled while the next place was decided: it ends here.
+                Ok(_) if cancel.is_cancelled() => break Some(result),
+                Ok((decision, placed, next_backend)) => {
                     notice(Notice::Status(&format!(
                         "failover to {}: {why}",
                         decision.chosen.map_or("", |c| c.as_str())
@@ -160,7 +160,7 @@ impl JobRunner {
                     }
                     (backend, job) = (next_backend, placed);
                 }
-                Some((Err(none), why, _)) => {
+                Err(none) => {
                     let _ = self
                         .store
                         .add_job_event(
@@ -172,7 +172,6 @@ impl JobRunner {
                         .await;
                     break Some(result);
                 }
-                None => break Some(result),
             }
         };
         let canceled = cancel.is_cancelled();
@@ -234,23 +233,41 @@ impl JobRunner {
         failover: Option<&Failover>,
     ) -> Attempt {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<JobEvent>();
-        let started = CancellationToken::new();
         let follower = tokio::spawn(record_events(
             self.store.clone(),
             rec.clone(),
             notice.clone(),
             rx,
             lost.clone(),
-            started.clone(),
         ));
+        // The backend's events pass through here first: a start is seen as
+        // soon as it is sent, not after the writes queued before it.
+        let (btx, mut brx) = tokio::sync::mpsc::unbounded_channel::<JobEvent>();
+        let started = CancellationToken::new();
+        let forwarder = {
+            let (started, tx) = (started.clone(), tx.clone());
+            tokio::spawn(async move {
+                while let Some(ev) = brx.recv().await {
+                    if matches!(ev, JobEvent::Started { .. } | JobEvent::Running { .. }) {
+                        started.cancel();
+                    }
+                    let _ = tx.send(ev);
+                }
+            })
+        };
         let stop = cancel.child_token();
-        let mut limit = failover.and_then(Failover::start_limit);
-        let (mut moving, mut next) = (None, None);
-        let mut run = Box::pin(run_reattaching(backend, job, &rec.id, &tx, &stop));
+        let limit = failover.and_then(Failover::start_limit);
+        let mut deadline = limit.map(|d| tokio::time::Instant::now() + d);
+        let mut moving = None;
+        let mut run = Box::pin(run_reattaching(backend, job, &rec.id, &btx, &stop));
         let result = loop {
-            let deadline = async {
-                match limit {
-                    Some(d) => tokio::time::sleep(d).await,
+            // Fires only while not all ranks run.
+            let not_started = async {
+                match deadline {
+                    Some(t) => tokio::select! {
+                        _ = tokio::time::sleep_until(t) => {}
+                        _ = started.cancelled() => std::future::pending().await,
+                    },
                     None => std::future::pending().await,
                 }
             };
@@ -260,18 +277,24 @@ impl JobRunner {
                 biased;
                 _ = lost.cancelled() => break None,
                 r = &mut run => break Some(r),
-                _ = deadline, if !started.is_cancelled() => {
-                    limit = None;
-                    let secs = failover.and_then(Failover::start_limit).map_or(0, |d| d.as_secs());
-                    let why = format!("not all ranks running after {secs} s (maxStartSeconds)");
+                _ = not_started => {
+                    deadline = None;
                     let Some(f) = failover else { continue };
-                    match self.next_placement(job, f).await {
+                    let secs = limit.map_or(0, |d| d.as_secs());
+                    let why = format!("not all ranks running after {secs} s (maxStartSeconds)");
+                    let next = self.next_placement(f).await;
+                    // Started, or canceled, while the next place was decided:
+                    // it stays.
+                    if started.is_cancelled() || stop.is_cancelled() {
+                        continue;
+                    }
+                    match next {
                         Ok(n) => {
                             let _ = tx.send(JobEvent::Status {
                                 message: format!("{why}: stopping it here to place it elsewhere"),
                             });
                             stop.cancel();
-                            (moving, next) = (Some(why), Some(n));
+                            moving = Some((why, n));
                         }
                         Err(none) => {
                             let _ = tx.send(JobEvent::Status {
@@ -283,7 +306,9 @@ impl JobRunner {
             }
         };
         drop(run);
+        drop(btx);
         drop(tx);
+        let _ = forwarder.await;
         let rec = match follower.await {
             Ok(r) => r,
             Err(_) => self
@@ -292,16 +317,21 @@ impl JobRunner {
                 .await
                 .unwrap_or_else(|_| rec.clone()),
         };
-        // Started meanwhile: it stays, whatever the deadline said.
-        if started.is_cancelled() && result.as_ref().is_some_and(|r| !stopped(r)) {
-            (moving, next) = (None, None);
+        // Moved on only once what ran here is known to be stopped: the
+        // backend is asked by the job's identity (idempotent). Not
+        // confirmed, the job stays here and its own result stands (a lost
+        // contact is left for a resume, which reaches it).
+        if moving.is_some() && !cancel.is_cancelled() {
+            if let Err(e) = backend.stop(job, &rec.id).await {
+                tracing::warn!(job = %rec.id, error = %e, "not failed over: the first attempt could not be confirmed stopped");
+                moving = None;
+            }
         }
         Attempt {
             rec,
             result,
             started: started.is_cancelled(),
             moving,
-            next,
         }
     }
 
@@ -408,7 +438,6 @@ async fn record_events(
     notice: NoticeSink,
     mut rx: UnboundedReceiver<JobEvent>,
     lost: CancellationToken,
-    started: CancellationToken,
 ) -> JobRecord {
     let mut pending: Vec<(String, f64)> = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -433,9 +462,6 @@ async fn record_events(
         if let JobEvent::Metric { name, value } = ev {
             pending.push((name, value));
             continue;
-        }
-        if matches!(ev, JobEvent::Started { .. } | JobEvent::Running { .. }) {
-            started.cancel();
         }
         if let Some(ok) = record_event(&*store, &mut rec, &notice, ev).await {
             written(ok);

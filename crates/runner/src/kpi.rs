@@ -128,12 +128,13 @@ pub fn kpi_of(rec: &JobRecord) -> Option<JobKpi> {
     ))
 }
 
+/// The `p` quantile of `sorted`, interpolated between the two nearest
+/// values (the median of an even count is the mean of the middle two).
 fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted.get(i).copied()
+    let last = sorted.len().checked_sub(1)?;
+    let at = last as f64 * p;
+    let (lo, hi) = (at.floor() as usize, at.ceil() as usize);
+    Some(sorted[lo] + (sorted[hi.min(last)] - sorted[lo]) * (at - lo as f64))
 }
 
 /// Adds `kpis` up into one row.
@@ -421,8 +422,10 @@ mod tests {
         assert_eq!(sm.spot_savings_usd, 2.0);
         assert_eq!(
             (sm.queue_seconds_p50, sm.queue_seconds_p90),
-            (Some(120.0), Some(120.0))
+            (Some(90.0), Some(114.0))
         );
+        assert_eq!(percentile(&[1.0, 2.0, 3.0], 0.5), Some(2.0));
+        assert_eq!(percentile(&[], 0.5), None);
         assert_eq!(r.totals.jobs, 3);
         // Cumulative buckets: ≤60 holds the 60 s one, ≤300 both.
         let h = &r.queue_histogram["sagemaker"];
@@ -433,7 +436,7 @@ mod tests {
         let lines: Vec<&str> = csv.lines().collect();
         assert!(lines[0].starts_with("backend,jobs,succeeded,failed,canceled,success_rate,"));
         assert!(
-            lines[2].starts_with("sagemaker,2,1,1,0,0.5000,90.000,120.000,120.000,3600.000,"),
+            lines[2].starts_with("sagemaker,2,1,1,0,0.5000,90.000,90.000,114.000,3600.000,"),
             "{csv}"
         );
         // Outside the range: nothing.

@@ -22,6 +22,7 @@ use switchyard_store::{JobRecord, JobStore, Lease, State, StoreError, TaskLink};
 use switchyard_training::{TrainingBackend, TrainingJob};
 
 pub use follow::REATTACH_TRIES;
+pub use place::Placed;
 pub use records::{headline, job_detail_json, job_json, rank_logs, RankLog};
 pub use recover::{Adopted, EarlierJob};
 

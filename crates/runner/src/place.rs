@@ -31,6 +31,21 @@ fn same_job(r: &JobRecord, name: &str, digest: Option<&str>) -> bool {
         || digest.is_some_and(|d| r.kpi.as_ref().and_then(|k| k["code_digest"].as_str()) == Some(d))
 }
 
+/// When a job was submitted to the backend it ran on: its last attempt's
+/// start (a job that failed over waited elsewhere first), else its
+/// submission.
+fn submitted_here(r: &JobRecord) -> chrono::DateTime<chrono::Utc> {
+    r.placement
+        .as_ref()
+        .and_then(|p| {
+            p["attempts"].as_array()?.last()?["started_at"]
+                .as_str()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(r.created_at)
+}
+
 /// `a` with estimates from the job's own history on its backend: the
 /// median time from submission to start, and from start to end, of its
 /// latest successful runs there, by name or code (unknown without one).
@@ -51,7 +66,7 @@ fn with_history(
             let (start, end) = (r.started_at?, r.finished_at?);
             let secs = |d: chrono::TimeDelta| d.num_milliseconds() as f64 / 1000.0;
             Some((
-                secs(start - r.created_at).max(0.0),
+                secs(start - submitted_here(r)).max(0.0),
                 secs(end - start).max(0.0),
             ))
         })
@@ -135,7 +150,7 @@ impl JobRunner {
     pub async fn place(
         &self,
         job: &TrainingJob,
-    ) -> Result<(TrainingJob, Option<Decision>), RunnerError> {
+    ) -> Result<(TrainingJob, Option<Placed>), RunnerError> {
         if job.spec.backend != BackendKind::Auto {
             return Ok((job.clone(), None));
         }
@@ -146,8 +161,21 @@ impl JobRunner {
         // Recorded as a job of that backend (its first event says why), so
         // that reading the record back (recovery, resume) is a plain job.
         let (placed, _) = self.placed_on(job, chosen).await?;
-        Ok((placed, Some(decision)))
+        Ok((
+            placed,
+            Some(Placed {
+                decision,
+                submitted: job.clone(),
+            }),
+        ))
     }
+}
+
+/// Where a `backend: auto` job was placed and why, with the job as
+/// submitted (a failover places it again from there).
+pub struct Placed {
+    pub decision: Decision,
+    pub(crate) submitted: TrainingJob,
 }
 
 impl JobRunner {
@@ -157,7 +185,8 @@ impl JobRunner {
     /// first event; the job may fail over from then on. The job is
     /// recorded already and goes on either way: a write that fails is logged,
     /// not made the job's failure (which would leave it recorded, unfollowed).
-    pub async fn record_decision(&self, prepared: &mut crate::Prepared, decision: &Decision) {
+    pub async fn record_decision(&self, prepared: &mut crate::Prepared, placed: &Placed) {
+        let decision = &placed.decision;
         let owner = prepared.record.lease.as_ref().map(|l| l.owner.clone());
         let mut doc = match serde_json::to_value(decision) {
             Ok(d) => d,
@@ -171,7 +200,7 @@ impl JobRunner {
         if let Some(chosen) = decision.chosen {
             crate::failover::open_attempt(&mut prepared.record.placement, chosen);
         }
-        prepared.failover = crate::failover::Failover::new(decision);
+        prepared.failover = crate::failover::Failover::new(placed);
         let message = format!("placement: {}", decision.summary());
         match self
             .store

@@ -254,7 +254,7 @@ async fn run_here(
     let mut prepared = runner.prepare(&job).await?;
     if let Some(d) = &decision {
         runner.record_decision(&mut prepared, d).await;
-        say(format!("placement: {}", d.summary()));
+        say(format!("placement: {}", d.decision.summary()));
     }
     say(headline(&job, &prepared.record.id));
     runner.execute(prepared, &job, cancel, notice).await

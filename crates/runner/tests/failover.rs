@@ -27,6 +27,12 @@ enum Behaviour {
     FailsItself,
     /// Starts all ranks and succeeds.
     Succeeds,
+    /// Starts at once and trains for two minutes.
+    RunsLong,
+    /// Starts, then fails saying it lost its instances.
+    StartsThenNoCapacity,
+    /// Never starts, and cannot be confirmed stopped (the API down).
+    Unstoppable,
 }
 
 struct Scripted {
@@ -36,10 +42,41 @@ struct Scripted {
     log: Arc<Mutex<Vec<String>>>,
 }
 
+/// Where the scripted SageMaker keeps a checkpoint from elsewhere.
+const HOME: &str = "s3://bucket/checkpoints/digits";
+
 #[async_trait::async_trait]
 impl TrainingBackend for Scripted {
     fn kind(&self) -> BackendKind {
         self.kind
+    }
+
+    fn checkpoint_home(&self, job: &TrainingJob) -> Option<String> {
+        let local = job.spec.checkpoint.as_deref()?.starts_with('/');
+        (self.kind == BackendKind::Sagemaker && local).then(|| HOME.to_string())
+    }
+
+    async fn take_checkpoint(&self, job: &TrainingJob) -> Result<TrainingJob, BackendError> {
+        let mut moved = job.clone();
+        if let Some(home) = self.checkpoint_home(job) {
+            moved.spec.checkpoint = Some(home);
+        }
+        Ok(moved)
+    }
+
+    async fn stop(
+        &self,
+        _job: &TrainingJob,
+        _job_id: &str,
+    ) -> Result<switchyard_training::Stopped, BackendError> {
+        self.log
+            .lock()
+            .expect("log")
+            .push(format!("{}: asked to stop", self.kind.as_str()));
+        match self.behaviour {
+            Behaviour::Unstoppable => Err(BackendError::Retryable("the API is down".into())),
+            _ => Ok(switchyard_training::Stopped::Nothing("ended".into())),
+        }
     }
 
     async fn run(
@@ -57,6 +94,9 @@ impl TrainingBackend for Scripted {
                 .push(format!("{name}: {what} ({})", job.spec.backend.as_str()));
         };
         say("run");
+        if let Some(c) = &job.spec.checkpoint {
+            say(&format!("checkpoint {c}"));
+        }
         let started = || {
             let _ = events.send(JobEvent::Started {
                 attempt: 0,
@@ -84,6 +124,29 @@ impl TrainingBackend for Scripted {
                 started();
                 tokio::time::sleep(std::time::Duration::from_secs(30)).await;
                 (JobState::Succeeded, None)
+            }
+            Behaviour::RunsLong => {
+                started();
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(120)) => (JobState::Succeeded, None),
+                    _ = cancel.cancelled() => {
+                        say("stopped");
+                        (JobState::Canceled, None)
+                    }
+                }
+            }
+            Behaviour::StartsThenNoCapacity => {
+                started();
+                (
+                    JobState::Failed,
+                    Some("CapacityError: the instances were reclaimed".into()),
+                )
+            }
+            Behaviour::Unstoppable => {
+                cancel.cancelled().await;
+                return Err(BackendError::Retryable(
+                    "DescribeTrainingJob: ServiceUnavailable (gave up)".into(),
+                ));
             }
         };
         Ok(TrainingOutcome {
@@ -117,7 +180,7 @@ impl Backends for Several {
 
 fn auto_job(candidates: &str, max_start: u64) -> TrainingJob {
     let doc = format!(
-        "apiVersion: switchyard/v1\nkind: TrainingJob\nmetadata: {{name: digits}}\nspec:\n  backend: auto\n  image: train:1\n  command: [python3]\n  placement:\n    candidates: [{candidates}]\n    maxStartSeconds: {max_start}\n"
+        "apiVersion: switchyard/v1\nkind: TrainingJob\nmetadata: {{name: digits}}\nspec:\n  backend: auto\n  image: train:1\n  command: [python3]\n  checkpoint: /data/ckpt/digits\n  placement:\n    candidates: [{candidates}]\n    maxStartSeconds: {max_start}\n"
     );
     load(&doc, Path::new("."), &[], None).expect("a valid job")
 }
@@ -202,10 +265,13 @@ async fn a_job_not_started_in_time_moves_to_the_next_candidate() {
         log,
         [
             "kubernetes: run (kubernetes)",
+            "kubernetes: checkpoint /data/ckpt/digits (kubernetes)",
             "kubernetes: stopped (kubernetes)",
-            "sagemaker: run (sagemaker)"
+            "kubernetes: asked to stop",
+            "sagemaker: run (sagemaker)",
+            "sagemaker: checkpoint s3://bucket/checkpoints/digits (sagemaker)",
         ],
-        "the first attempt is stopped before the next starts"
+        "the first attempt is stopped, and confirmed so, before the next starts; the checkpoint goes with it"
     );
     let p = rec.placement.clone().expect("placement");
     assert_eq!(p["chosen"], "sagemaker", "{p:#}");
@@ -280,7 +346,11 @@ async fn a_job_that_fails_for_its_own_reasons_is_not_moved() {
         (rec.state, rec.backend.as_str()),
         (State::Failed, "kubernetes")
     );
-    assert_eq!(w.log.lock().expect("log").len(), 1);
+    assert_eq!(
+        w.log.lock().expect("log").len(),
+        2,
+        "one run (and its checkpoint)"
+    );
     let attempts = rec.placement.as_ref().map(|p| p["attempts"].clone());
     assert_eq!(
         attempts.as_ref().and_then(|a| a.as_array().map(Vec::len)),
@@ -311,4 +381,93 @@ async fn with_no_other_candidate_the_job_keeps_waiting_where_it_is() {
         )),
         "{said:#?}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_that_started_in_time_is_never_moved_however_long_it_runs() {
+    use BackendKind::*;
+    let w = world(&[
+        (Kubernetes, Behaviour::RunsLong),
+        (Sagemaker, Behaviour::Succeeds),
+    ]);
+    let rec = run(
+        &w,
+        &auto_job("kubernetes, sagemaker", 10),
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(
+        (rec.state, rec.backend.as_str()),
+        (State::Succeeded, "kubernetes")
+    );
+    let log = w.log.lock().expect("log").clone();
+    assert_eq!(
+        log,
+        [
+            "kubernetes: run (kubernetes)",
+            "kubernetes: checkpoint /data/ckpt/digits (kubernetes)"
+        ]
+    );
+    let said = events(&w.store.job_events(&rec.id).await.expect("events"));
+    assert!(
+        !said.iter().any(|m| m.contains("maxStartSeconds")),
+        "{said:#?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_room_after_the_start_is_the_jobs_failure_not_a_failover() {
+    use BackendKind::*;
+    let w = world(&[
+        (Sagemaker, Behaviour::StartsThenNoCapacity),
+        (Local, Behaviour::Succeeds),
+    ]);
+    let rec = run(
+        &w,
+        &auto_job("sagemaker, local", 60),
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(
+        (rec.state, rec.backend.as_str()),
+        (State::Failed, "sagemaker")
+    );
+    assert!(!w
+        .log
+        .lock()
+        .expect("log")
+        .iter()
+        .any(|l| l.starts_with("local")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_first_attempt_not_confirmed_stopped_keeps_the_job_where_it_is() {
+    use BackendKind::*;
+    let w = world(&[
+        (Kubernetes, Behaviour::Unstoppable),
+        (Sagemaker, Behaviour::Succeeds),
+    ]);
+    let job = auto_job("kubernetes, sagemaker", 60);
+    let (placed, decision) = w.runner.place(&job).await.expect("placed");
+    let mut prepared = w.runner.prepare(&placed).await.expect("prepared");
+    let id = prepared.record.id.clone();
+    if let Some(d) = &decision {
+        w.runner.record_decision(&mut prepared, d).await;
+    }
+    let err = w
+        .runner
+        .execute(prepared, &placed, CancellationToken::new(), quiet())
+        .await
+        .expect_err("left for a resume");
+    assert!(err.to_string().contains("may still run"), "{err}");
+    // Nothing started elsewhere; the record still points at the cluster,
+    // where a resume or a cancel reaches the job.
+    let log = w.log.lock().expect("log").clone();
+    assert!(!log.iter().any(|l| l.starts_with("sagemaker")), "{log:?}");
+    let rec = w.store.get_job(&id).await.expect("job");
+    assert_eq!(
+        (rec.state, rec.backend.as_str()),
+        (State::Pending, "kubernetes")
+    );
+    assert_eq!(rec.spec["spec"]["backend"], "kubernetes");
 }

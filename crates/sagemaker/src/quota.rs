@@ -133,55 +133,68 @@ where
 }
 
 /// Instances of `instance_type` held by the account's training jobs in
-/// progress (a summary does not say its instances: each is described).
+/// progress or stopping (a summary does not say its instances: each is
+/// described, eight at a time).
 async fn in_use(client: &aws_sdk_sagemaker::Client, instance_type: &str) -> Result<u32, ApiError> {
+    use futures::stream::{self, StreamExt, TryStreamExt};
     let mut names = Vec::new();
-    let mut token = None;
-    loop {
-        let page = client
-            .list_training_jobs()
-            .status_equals(TrainingJobStatus::InProgress)
-            .max_results(100)
-            .set_next_token(token)
-            .send()
-            .await
-            .map_err(|e| classify("ListTrainingJobs", &e))?;
-        names.extend(
-            page.training_job_summaries()
-                .iter()
-                .filter(|s| s.training_job_status() == Some(&TrainingJobStatus::InProgress))
-                .filter_map(|s| s.training_job_name().map(str::to_string)),
-        );
-        token = page.next_token().map(str::to_string);
-        if token.is_none() || names.len() >= MAX_DESCRIBED {
-            break;
-        }
-    }
-    let mut used = 0;
-    for name in names.iter().take(MAX_DESCRIBED) {
-        let d = match client
-            .describe_training_job()
-            .training_job_name(name)
-            .send()
-            .await
-        {
-            Ok(d) => d,
-            // Ended and gone meanwhile: it holds nothing.
-            Err(e) if classify("DescribeTrainingJob", &e).kind == crate::error::Kind::NotFound => {
-                continue
-            }
-            Err(e) => return Err(classify("DescribeTrainingJob", &e)),
-        };
-        if d.training_job_status() != Some(&TrainingJobStatus::InProgress) {
-            continue;
-        }
-        if let Some(r) = d.resource_config() {
-            if r.instance_type().map(|t| t.as_str()) == Some(instance_type) {
-                used += r.instance_count().unwrap_or(0).max(0) as u32;
+    for status in [TrainingJobStatus::InProgress, TrainingJobStatus::Stopping] {
+        let mut token = None;
+        loop {
+            let page = client
+                .list_training_jobs()
+                .status_equals(status.clone())
+                .max_results(100)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| classify("ListTrainingJobs", &e))?;
+            names.extend(
+                page.training_job_summaries()
+                    .iter()
+                    .filter(|s| s.training_job_status() == Some(&status))
+                    .filter_map(|s| s.training_job_name().map(str::to_string)),
+            );
+            token = page.next_token().map(str::to_string);
+            if token.is_none() || names.len() >= MAX_DESCRIBED {
+                break;
             }
         }
     }
-    Ok(used)
+    let held: Vec<u32> = stream::iter(names.into_iter().take(MAX_DESCRIBED))
+        .map(|name| async move {
+            let d = match client
+                .describe_training_job()
+                .training_job_name(&name)
+                .send()
+                .await
+            {
+                Ok(d) => d,
+                // Ended and gone meanwhile: it holds nothing.
+                Err(e)
+                    if classify("DescribeTrainingJob", &e).kind == crate::error::Kind::NotFound =>
+                {
+                    return Ok(0)
+                }
+                Err(e) => return Err(classify("DescribeTrainingJob", &e)),
+            };
+            let holding = matches!(
+                d.training_job_status(),
+                Some(TrainingJobStatus::InProgress | TrainingJobStatus::Stopping)
+            );
+            Ok(match d.resource_config() {
+                Some(r)
+                    if holding && r.instance_type().map(|t| t.as_str()) == Some(instance_type) =>
+                {
+                    r.instance_count().unwrap_or(0).max(0) as u32
+                }
+                _ => 0,
+            })
+        })
+        .buffer_unordered(8)
+        .try_collect()
+        .await?;
+    Ok(held.iter().sum())
 }
 
 #[cfg(test)]

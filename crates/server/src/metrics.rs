@@ -109,34 +109,36 @@ pub async fn metrics(State(s): State<AppState>) -> ApiResult<impl IntoResponse> 
     Ok(([(CONTENT_TYPE, "text/plain; version=0.0.4")], out))
 }
 
-/// The training KPIs of every finished job, per backend (the same numbers
-/// as `/apis/switchyard/v1/kpis?group_by=backend`).
+/// The training KPIs of every finished job on record, per backend (the
+/// same numbers as `/apis/switchyard/v1/kpis?group_by=backend`).
 fn training_kpis(out: &mut String, report: &switchyard_runner::kpi::KpiReport) {
     type Pick = fn(&switchyard_runner::kpi::KpiRow) -> f64;
     let counters: [(&str, &str, Pick); 4] = [
         (
-            "switchyard_training_cost_usd_total",
+            "switchyard_training_cost_usd",
             "Estimated cost of finished training jobs (USD; backends whose cost is not counted add 0).",
             |r| r.est_cost_usd,
         ),
         (
-            "switchyard_training_spot_savings_usd_total",
+            "switchyard_training_spot_savings_usd",
             "What managed spot training saved against on-demand (USD).",
             |r| r.spot_savings_usd,
         ),
         (
-            "switchyard_training_instance_hours_total",
+            "switchyard_training_instance_hours",
             "Nodes (instances, pods, local hosts) x hours of finished training jobs.",
             |r| r.instance_hours,
         ),
         (
-            "switchyard_training_gpu_hours_total",
+            "switchyard_training_gpu_hours",
             "GPU-hours held by finished training jobs.",
             |r| r.gpu_hours,
         ),
     ];
     for (name, help, pick) in counters {
-        family(out, name, "counter", help);
+        // Gauges, not counters: recomputed from the job records on each
+        // scrape, they would drop if records went away.
+        family(out, name, "gauge", help);
         for r in &report.rows {
             out.push_str(&format!(
                 "{name}{{backend=\"{}\"}} {:.6}\n",

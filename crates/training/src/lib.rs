@@ -146,9 +146,6 @@ pub trait TrainingBackend: Send + Sync {
         events: JobEvents,
         cancel: CancellationToken,
     ) -> Result<TrainingOutcome, BackendError>;
-    /// Stops the job `job_id` with no `run` following it (its follower died):
-    /// from what `job` and `job_id` name alone, so a SageMaker job or a
-    /// PyTorchJob does not keep running, and billing, after a cancel.
     /// What an hour of `job` holds and costs here (placement's cost, the
     /// KPIs): by default its own requests, its cost not counted.
     fn rates(&self, job: &TrainingJob) -> kpi::Rates {
@@ -169,6 +166,9 @@ pub trait TrainingBackend: Send + Sync {
         Ok(job.clone())
     }
 
+    /// Stops the job `job_id` with no `run` following it (its follower died):
+    /// from what `job` and `job_id` name alone, so a SageMaker job or a
+    /// PyTorchJob does not keep running, and billing, after a cancel.
     async fn stop(&self, _job: &TrainingJob, _job_id: &str) -> Result<Stopped, BackendError> {
         Ok(Stopped::Nothing(
             "its processes ended with the process that followed them".into(),

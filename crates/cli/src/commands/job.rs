@@ -104,7 +104,7 @@ pub async fn run(
     let runner = paths.job_runner(store)?;
     let (job, decision) = runner.place(&job).await?;
     if let (Some(d), false) = (&decision, display.output == OutputFormat::Json) {
-        eprint!("{}", d.explain());
+        eprint!("{}", d.decision.explain());
     }
     let mut prepared = runner.prepare(&job).await?;
     if let Some(d) = &decision {
