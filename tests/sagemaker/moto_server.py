@@ -16,7 +16,9 @@ Service Quotas for SageMaker: ListServiceQuotas / ListAWSDefaultServiceQuotas
 instances, with those of the jobs in progress, exceed it with
 ResourceLimitExceeded, as SageMaker does. SWITCHYARD_MOTO_NO_CAPACITY=type,…
 makes jobs on those types fail as SageMaker's do when AWS has no instances to
-give (FailureReason "CapacityError: …"). Everything else is moto's.
+give (FailureReason "CapacityError: …"); SWITCHYARD_MOTO_SLOW_START=type,…
+keeps jobs on those types InProgress/Starting (no instances yet) until
+stopped. Everything else is moto's.
 
 Usage: moto_server.py -H 127.0.0.1 -p PORT   (moto_server's own arguments)
 """
@@ -34,6 +36,7 @@ from moto.servicequotas import responses as sq_responses
 SECONDS = float(os.environ.get("SWITCHYARD_MOTO_TRAINING_SECONDS", "0") or 0)
 QUOTAS = json.loads(os.environ.get("SWITCHYARD_MOTO_SAGEMAKER_QUOTAS", "{}") or "{}")
 NO_CAPACITY = {t for t in os.environ.get("SWITCHYARD_MOTO_NO_CAPACITY", "").split(",") if t}
+SLOW_START = {t for t in os.environ.get("SWITCHYARD_MOTO_SLOW_START", "").split(",") if t}
 CAPACITY_ERROR = ("CapacityError: Unable to provision requested ML compute capacity. "
                   "Please retry using a different ML instance type.")
 _init = models.FakeTrainingJob.__init__
@@ -56,6 +59,14 @@ def _init_running(self, *args, **kwargs):
         self.secondary_status_transitions.append({
             "Status": "Failed", "StartTime": self.creation_time, "EndTime": self.creation_time,
             "StatusMessage": CAPACITY_ERROR})
+    elif self.resource_config.get("InstanceType") in SLOW_START:
+        # Waiting for instances, as long as it takes (until stopped).
+        self.ends_at = float("inf")
+        self.training_job_status = "InProgress"
+        self.secondary_status = "Starting"
+        self.training_start_time = None
+        self.training_end_time = None
+        self.final_metric_data_list = []
     elif SECONDS > 0:
         self.training_job_status = "InProgress"
         self.secondary_status = "Training"
