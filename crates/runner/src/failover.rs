@@ -26,7 +26,15 @@ use crate::{JobRunner, RunnerError};
 pub struct Failover {
     submitted: TrainingJob,
     tried: Vec<BackendKind>,
+    /// How long the current attempt has waited already (an attempt taken
+    /// over from a follower that died), counted against `maxStartSeconds`.
+    waited: Duration,
 }
+
+/// The record's `placement` fields that keep what the job asked for, so
+/// that a process taking the job over can still fail it over.
+pub(crate) const ASKED: &str = "asked";
+pub(crate) const SUBMITTED_CHECKPOINT: &str = "submitted_checkpoint";
 
 impl Failover {
     /// For a job `placed` on a backend (none when nothing was chosen).
@@ -34,6 +42,37 @@ impl Failover {
         Some(Failover {
             submitted: placed.submitted.clone(),
             tried: vec![placed.decision.chosen?],
+            waited: Duration::ZERO,
+        })
+    }
+
+    /// For a placed job taken over from a follower that died (`job` is its
+    /// recorded spec): what it asked for, from its record, the backends its
+    /// attempts tried, and how long the current one has waited. `None` for
+    /// a job that was not placed, or whose ranks had started.
+    pub(crate) fn from_record(rec: &JobRecord, job: &TrainingJob) -> Option<Self> {
+        let p = rec.placement.as_ref()?;
+        if rec.state != switchyard_store::State::Pending {
+            return None;
+        }
+        let asked: PlacementSpec = serde_json::from_value(p.get(ASKED)?.clone()).ok()?;
+        let attempts = p["attempts"].as_array()?;
+        let tried: Vec<BackendKind> = attempts
+            .iter()
+            .filter_map(|a| serde_json::from_value(a["backend"].clone()).ok())
+            .collect();
+        let since = attempts.last()?["started_at"]
+            .as_str()?
+            .parse::<chrono::DateTime<Utc>>()
+            .ok()?;
+        let mut submitted = job.clone();
+        submitted.spec.backend = BackendKind::Auto;
+        submitted.spec.placement = Some(asked);
+        submitted.spec.checkpoint = p[SUBMITTED_CHECKPOINT].as_str().map(str::to_string);
+        Some(Failover {
+            submitted,
+            tried,
+            waited: (Utc::now() - since).to_std().unwrap_or_default(),
         })
     }
 
@@ -41,9 +80,17 @@ impl Failover {
         self.submitted.spec.placement.clone().unwrap_or_default()
     }
 
-    /// How long an attempt may take to have all its ranks running.
+    /// `maxStartSeconds` as the job asked for it.
+    pub(crate) fn max_start_seconds(&self) -> Option<u64> {
+        self.asked().max_start_seconds
+    }
+
+    /// How long the current attempt may still take to have all its ranks
+    /// running.
     pub(crate) fn start_limit(&self) -> Option<Duration> {
-        self.asked().max_start_seconds.map(Duration::from_secs)
+        self.asked()
+            .max_start_seconds
+            .map(|s| Duration::from_secs(s).saturating_sub(self.waited))
     }
 
     /// The job as submitted, among the candidates not tried (`None`: every
@@ -177,17 +224,19 @@ impl JobRunner {
         close_attempt(&mut rec.placement, &format!("failed over: {why}"));
         let mut doc = serde_json::to_value(decision).unwrap_or_else(|_| json!({}));
         doc["decided_at"] = json!(Utc::now());
-        if let (Some(Value::Object(new)), Some(attempts)) = (
-            Some(&mut doc),
-            rec.placement.as_ref().and_then(|p| p.get("attempts")),
-        ) {
-            new.insert("attempts".into(), attempts.clone());
+        if let (Value::Object(new), Some(Value::Object(old))) = (&mut doc, rec.placement.as_ref()) {
+            for k in ["attempts", ASKED, SUBMITTED_CHECKPOINT] {
+                if let Some(v) = old.get(k) {
+                    new.insert(k.into(), v.clone());
+                }
+            }
         }
         rec.placement = Some(doc);
         open_attempt(&mut rec.placement, chosen);
         rec.backend = chosen.as_str().into();
         rec.spec = job.to_json();
         f.tried.push(chosen);
+        f.waited = Duration::ZERO;
         let message = format!(
             "failover to {}: {why}; {}",
             chosen.as_str(),
@@ -261,6 +310,7 @@ mod tests {
         let f = Failover {
             submitted: job,
             tried: vec![BackendKind::Kubernetes],
+            waited: Duration::ZERO,
         };
         assert_eq!(f.start_limit(), Some(Duration::from_secs(60)));
         let auto = f.remaining().expect("one left");
@@ -275,5 +325,66 @@ mod tests {
             ..f
         };
         assert!(done.remaining().is_none());
+    }
+}
+
+#[cfg(test)]
+mod taken_over {
+    use super::*;
+
+    #[test]
+    fn a_job_taken_over_keeps_what_it_asked_for_and_the_time_it_waited() {
+        let placed = switchyard_training::load(
+            "apiVersion: switchyard/v1\nkind: TrainingJob\nmetadata: {name: j}\nspec:\n  backend: sagemaker\n  image: i\n  command: [\"true\"]\n  checkpoint: s3://b/checkpoints/abc\n",
+            std::path::Path::new("/"),
+            &[],
+            None,
+        )
+        .expect("job");
+        let started = Utc::now() - chrono::Duration::seconds(45);
+        let mut rec = JobRecord {
+            id: "j1".into(),
+            name: "j".into(),
+            backend: "sagemaker".into(),
+            state: switchyard_store::State::Pending,
+            spec: placed.to_json(),
+            restarts: 0,
+            model: None,
+            metrics: None,
+            failure_reason: None,
+            placement: Some(json!({
+                "chosen": "sagemaker",
+                ASKED: {"candidates": ["kubernetes", "sagemaker", "local"], "maxStartSeconds": 60},
+                SUBMITTED_CHECKPOINT: "/data/ckpt",
+                "attempts": [
+                    {"backend": "kubernetes", "started_at": started - chrono::Duration::seconds(60), "ended_at": started, "outcome": "failed over: …"},
+                    {"backend": "sagemaker", "started_at": started, "ended_at": null, "outcome": null},
+                ],
+            })),
+            kpi: None,
+            logs_dir: None,
+            lease: None,
+            task: None,
+            created_at: started,
+            started_at: None,
+            finished_at: None,
+        };
+        let f = Failover::from_record(&rec, &placed).expect("placed");
+        assert_eq!(f.tried, [BackendKind::Kubernetes, BackendKind::Sagemaker]);
+        let left = f.start_limit().expect("limit");
+        assert!(
+            left <= Duration::from_secs(15) && left >= Duration::from_secs(13),
+            "{left:?}"
+        );
+        let next = f.remaining().expect("local is left");
+        assert_eq!(next.spec.checkpoint.as_deref(), Some("/data/ckpt"));
+        assert_eq!(next.spec.backend, BackendKind::Auto);
+        assert_eq!(
+            next.spec.placement.map(|p| p.candidates),
+            Some(vec![BackendKind::Local])
+        );
+        // Its ranks had started: nothing to fail over from.
+        rec.state = switchyard_store::State::Running;
+        assert!(Failover::from_record(&rec, &placed).is_none());
     }
 }

@@ -104,7 +104,7 @@ impl JobRunner {
         &self,
         record: JobRecord,
         backend: Arc<dyn TrainingBackend>,
-        adopted: bool,
+        mut adopted: bool,
         job: &TrainingJob,
         cancel: CancellationToken,
         notice: NoticeSink,
@@ -158,7 +158,8 @@ impl JobRunner {
                     {
                         break None;
                     }
-                    (backend, job) = (next_backend, placed);
+                    // Submitted by this process from here on.
+                    (backend, job, adopted) = (next_backend, placed, false);
                 }
                 Err(none) => {
                     let _ = self
@@ -280,7 +281,7 @@ impl JobRunner {
                 _ = not_started => {
                     deadline = None;
                     let Some(f) = failover else { continue };
-                    let secs = limit.map_or(0, |d| d.as_secs());
+                    let secs = f.max_start_seconds().unwrap_or(0);
                     let why = format!("not all ranks running after {secs} s (maxStartSeconds)");
                     let next = self.next_placement(f).await;
                     // Started, or canceled, while the next place was decided:

@@ -196,6 +196,12 @@ impl JobRunner {
             }
         };
         doc["decided_at"] = serde_json::json!(chrono::Utc::now());
+        // What it asked for, for whoever fails it over (this process, or
+        // one that takes it over after this one died).
+        doc[crate::failover::ASKED] =
+            serde_json::to_value(&placed.submitted.spec.placement).unwrap_or_default();
+        doc[crate::failover::SUBMITTED_CHECKPOINT] =
+            serde_json::json!(placed.submitted.spec.checkpoint);
         prepared.record.placement = Some(doc);
         if let Some(chosen) = decision.chosen {
             crate::failover::open_attempt(&mut prepared.record.placement, chosen);
@@ -220,12 +226,14 @@ impl JobRunner {
 
 /// The decision's fields of a job's `placement`, kept when its backend
 /// reports where it runs.
-pub const DECISION_FIELDS: [&str; 5] = [
+pub const DECISION_FIELDS: [&str; 7] = [
     "chosen",
     "objective",
     "decided_at",
     "candidates",
     "attempts",
+    crate::failover::ASKED,
+    crate::failover::SUBMITTED_CHECKPOINT,
 ];
 
 /// Where the job runs (`details`, from its backend), with the placement

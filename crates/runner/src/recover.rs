@@ -87,13 +87,14 @@ impl JobRunner {
             // Taken by another process in the meantime.
             return Ok(Adopted::NotMine(Box::new(record)));
         }
+        let failover = crate::failover::Failover::from_record(&record, &job);
         Ok(Adopted::Mine(
             Box::new(Prepared {
                 record,
                 backend,
                 adopted: true,
                 hold,
-                failover: None,
+                failover,
                 code_digest: switchyard_training::kpi::code_digest(&job),
             }),
             Box::new(job),

@@ -471,3 +471,88 @@ async fn a_first_attempt_not_confirmed_stopped_keeps_the_job_where_it_is() {
     );
     assert_eq!(rec.spec["spec"]["backend"], "kubernetes");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_job_taken_over_after_its_follower_died_still_fails_over() {
+    use BackendKind::*;
+    let w = Arc::new(world(&[
+        (Kubernetes, Behaviour::NeverStarts),
+        (Sagemaker, Behaviour::Succeeds),
+    ]));
+    let job = auto_job("kubernetes, sagemaker", 60);
+    let (placed, decision) = w.runner.place(&job).await.expect("placed");
+    let mut prepared = w.runner.prepare(&placed).await.expect("prepared");
+    let id = prepared.record.id.clone();
+    if let Some(d) = &decision {
+        w.runner.record_decision(&mut prepared, d).await;
+    }
+    // The first follower dies while the gang waits for room.
+    let first = {
+        let w = w.clone();
+        tokio::spawn(async move {
+            let _ = w
+                .runner
+                .execute(prepared, &placed, CancellationToken::new(), quiet())
+                .await;
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(20)).await;
+    first.abort();
+    let _ = first.await;
+    let mut rec = w.store.get_job(&id).await.expect("job");
+    for _ in 0..50 {
+        if switchyard_runner::orphaned(&rec) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        rec = w.store.get_job(&id).await.expect("job");
+    }
+    assert!(switchyard_runner::orphaned(&rec), "{:?}", rec.lease);
+    // Another process takes it over: it re-attaches, and still moves on.
+    let switchyard_runner::Adopted::Mine(prepared, recorded) =
+        w.runner.adopt(&rec).await.expect("adopted")
+    else {
+        panic!("not taken over");
+    };
+    let done = w
+        .runner
+        .execute(*prepared, &recorded, CancellationToken::new(), quiet())
+        .await
+        .expect("followed to its end");
+    assert_eq!(
+        (done.state, done.backend.as_str()),
+        (State::Succeeded, "sagemaker")
+    );
+    let outcomes: Vec<String> = done
+        .placement
+        .as_ref()
+        .and_then(|p| p["attempts"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .map(|a| {
+            format!(
+                "{} {}",
+                a["backend"].as_str().unwrap_or(""),
+                a["outcome"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            "kubernetes failed over: not all ranks running after 60 s (maxStartSeconds)",
+            "sagemaker SUCCEEDED"
+        ]
+    );
+    let log = w.log.lock().expect("log").clone();
+    assert!(
+        log.contains(&"kubernetes: asked to stop".to_string()),
+        "{log:?}"
+    );
+    assert!(
+        log.contains(
+            &"sagemaker: checkpoint s3://bucket/checkpoints/digits (sagemaker)".to_string()
+        ),
+        "placed from the job as submitted: {log:?}"
+    );
+}
