@@ -349,12 +349,18 @@ def test_training_jobs_over_http(server):
     assert _wait_job(base, jid)["state"] == "CANCELED"
 
 
-def test_hybrid_example_through_the_client(server, tmp_path):
+def _hybrid_package(tmp_path):
+    """examples/hybrid/pipeline.py compiled by the real kfp SDK; its path."""
     import subprocess
     repo = os.path.join(os.path.dirname(__file__), "..", "..")
     path = str(tmp_path / "hybrid.yaml")
     subprocess.run([sys.executable, "-W", "ignore", os.path.join(repo, "examples/hybrid/pipeline.py"), path], check=True,
                    capture_output=True)
+    return path
+
+
+def test_hybrid_example_through_the_client(server, tmp_path):
+    path = _hybrid_package(tmp_path)
     c = client(server)
     result = c.create_run_from_pipeline_package(path, arguments={"training_runtime": "local", "epochs": 5})
     run = c.wait_for_run_completion(result.run_id, timeout=600)
@@ -371,12 +377,8 @@ def test_hybrid_example_with_auto_placement_through_the_client(server, tmp_path)
     """training_runtime=auto: the training step asks Switchyard where to run;
     with no cluster and no SageMaker role configured for this server, the
     decision (recorded with the job, every candidate's reason) is this machine."""
-    import subprocess
     import requests
-    repo = os.path.join(os.path.dirname(__file__), "..", "..")
-    path = str(tmp_path / "hybrid.yaml")
-    subprocess.run([sys.executable, "-W", "ignore", os.path.join(repo, "examples/hybrid/pipeline.py"), path], check=True,
-                   capture_output=True)
+    path = _hybrid_package(tmp_path)
     c = client(server)
     result = c.create_run_from_pipeline_package(path, arguments={"training_runtime": "auto", "epochs": 5})
     run = c.wait_for_run_completion(result.run_id, timeout=600)

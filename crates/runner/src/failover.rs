@@ -342,33 +342,24 @@ mod taken_over {
         )
         .expect("job");
         let started = Utc::now() - chrono::Duration::seconds(45);
-        let mut rec = JobRecord {
-            id: "j1".into(),
-            name: "j".into(),
-            backend: "sagemaker".into(),
-            state: switchyard_store::State::Pending,
-            spec: placed.to_json(),
-            restarts: 0,
-            model: None,
-            metrics: None,
-            failure_reason: None,
-            placement: Some(json!({
-                "chosen": "sagemaker",
-                ASKED: {"candidates": ["kubernetes", "sagemaker", "local"], "maxStartSeconds": 60},
-                SUBMITTED_CHECKPOINT: "/data/ckpt",
-                "attempts": [
-                    {"backend": "kubernetes", "started_at": started - chrono::Duration::seconds(60), "ended_at": started, "outcome": "failed over: …"},
-                    {"backend": "sagemaker", "started_at": started, "ended_at": null, "outcome": null},
-                ],
-            })),
-            kpi: None,
-            logs_dir: None,
-            lease: None,
-            task: None,
-            created_at: started,
-            started_at: None,
-            finished_at: None,
-        };
+        let mut rec = crate::test_records::finished(
+            "j",
+            "sagemaker",
+            switchyard_store::State::Pending,
+            started,
+            0,
+            0,
+        );
+        (rec.spec, rec.started_at, rec.finished_at) = (placed.to_json(), None, None);
+        rec.placement = Some(json!({
+            "chosen": "sagemaker",
+            ASKED: {"candidates": ["kubernetes", "sagemaker", "local"], "maxStartSeconds": 60},
+            SUBMITTED_CHECKPOINT: "/data/ckpt",
+            "attempts": [
+                {"backend": "kubernetes", "started_at": started - chrono::Duration::seconds(60), "ended_at": started, "outcome": "failed over: …"},
+                {"backend": "sagemaker", "started_at": started, "ended_at": null, "outcome": null},
+            ],
+        }));
         let f = Failover::from_record(&rec, &placed).expect("placed");
         assert_eq!(f.tried, [BackendKind::Kubernetes, BackendKind::Sagemaker]);
         let left = f.start_limit().expect("limit");

@@ -83,6 +83,7 @@ impl JobRunner {
             failover,
             code_digest,
         } = prepared;
+        let code_digest = code_digest.or_else(|| switchyard_training::kpi::code_digest(job));
         let followed = self
             .follow(
                 record,

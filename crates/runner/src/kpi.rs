@@ -8,8 +8,13 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use switchyard_store::JobRecord;
+use switchyard_store::{JobRecord, JobStore};
 use switchyard_training::kpi::{job_kpi, JobKpi, Rates};
+
+use crate::RunnerError;
+
+/// How many of the newest jobs the KPIs read at most.
+pub const SCAN: u32 = 100_000;
 
 /// What rows are grouped by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -22,6 +27,14 @@ pub enum GroupBy {
 }
 
 impl GroupBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupBy::Backend => "backend",
+            GroupBy::Day => "day",
+            GroupBy::Name => "name",
+        }
+    }
+
     /// `backend`, `day`, `name`, or several joined by commas; empty is
     /// `backend`.
     pub fn parse_list(text: &str) -> Result<Vec<GroupBy>, String> {
@@ -81,6 +94,17 @@ pub struct KpiRow {
     pub est_cost_usd: f64,
     pub spot_savings_usd: f64,
     pub jobs_not_costed: u64,
+}
+
+impl KpiRow {
+    /// The row's value of the grouping `g` (`None` when not grouped by it).
+    pub fn key(&self, g: GroupBy) -> Option<&str> {
+        match g {
+            GroupBy::Backend => self.backend.as_deref(),
+            GroupBy::Day => self.day.as_deref(),
+            GroupBy::Name => self.name.as_deref(),
+        }
+    }
 }
 
 /// The numbers of every finished job in `[from, to)`, grouped.
@@ -186,6 +210,26 @@ fn bound(le: f64) -> String {
     }
 }
 
+/// The KPIs of the store's finished jobs for a request's `from`, `to` and
+/// `group_by` as written (the API's query, the CLI's options): a bad one is
+/// refused naming it.
+pub async fn read(
+    store: &dyn JobStore,
+    from: Option<&str>,
+    to: Option<&str>,
+    group_by: &str,
+) -> Result<KpiReport, RunnerError> {
+    let time = |field: &str, v: Option<&str>| {
+        v.map(|t| parse_time(field, t))
+            .transpose()
+            .map_err(RunnerError::Refused)
+    };
+    let (from, to) = (time("from", from)?, time("to", to)?);
+    let group_by = GroupBy::parse_list(group_by).map_err(RunnerError::Refused)?;
+    let records = store.list_jobs(SCAN).await?;
+    Ok(report(&records, from, to, &group_by))
+}
+
 /// The KPIs of the finished jobs among `records` submitted in `[from, to)`.
 pub fn report(
     records: &[JobRecord],
@@ -256,15 +300,7 @@ pub fn report(
 /// The rows as CSV (a header line, then one line per group), for
 /// spreadsheets, QuickSight and Athena.
 pub fn to_csv(report: &KpiReport) -> String {
-    let mut head: Vec<&str> = report
-        .group_by
-        .iter()
-        .map(|g| match g {
-            GroupBy::Backend => "backend",
-            GroupBy::Day => "day",
-            GroupBy::Name => "name",
-        })
-        .collect();
+    let mut head: Vec<&str> = report.group_by.iter().map(|g| g.as_str()).collect();
     head.extend([
         "jobs",
         "succeeded",
@@ -288,12 +324,7 @@ pub fn to_csv(report: &KpiReport) -> String {
     for r in &report.rows {
         let mut cells: Vec<String> = Vec::new();
         for g in &report.group_by {
-            let v = match g {
-                GroupBy::Backend => &r.backend,
-                GroupBy::Day => &r.day,
-                GroupBy::Name => &r.name,
-            };
-            cells.push(csv_cell(v.as_deref().unwrap_or("")));
+            cells.push(csv_cell(r.key(*g).unwrap_or("")));
         }
         cells.extend([
             r.jobs.to_string(),
@@ -345,7 +376,6 @@ pub fn parse_time(field: &str, text: &str) -> Result<DateTime<Utc>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::Duration;
     use switchyard_store::State;
 
     fn rec(
@@ -359,8 +389,7 @@ mod tests {
         let created = "2026-12-07T10:00:00Z"
             .parse::<DateTime<Utc>>()
             .unwrap_or_default();
-        let started = created + Duration::seconds(queued);
-        let finished = started + Duration::seconds(ran);
+        let mut r = crate::test_records::finished(name, backend, state, created, queued, ran);
         let rates = Rates {
             hourly_usd: cost,
             on_demand_hourly_usd: cost.map(|c| c * 2.0),
@@ -374,28 +403,11 @@ mod tests {
             2,
             &rates,
             created,
-            Some(started),
-            Some(finished),
+            r.started_at,
+            r.finished_at,
         );
-        JobRecord {
-            id: uuid::Uuid::new_v4().to_string(),
-            name: name.into(),
-            backend: backend.into(),
-            state,
-            spec: serde_json::Value::Null,
-            restarts: 0,
-            model: None,
-            metrics: None,
-            failure_reason: None,
-            placement: None,
-            kpi: serde_json::to_value(k).ok(),
-            logs_dir: None,
-            lease: None,
-            task: None,
-            created_at: created,
-            started_at: Some(started),
-            finished_at: Some(finished),
-        }
+        r.kpi = serde_json::to_value(k).ok();
+        r
     }
 
     #[test]

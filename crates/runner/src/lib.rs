@@ -88,7 +88,8 @@ pub struct Prepared {
     /// Where a placed job may go when its backend does not start it.
     failover: Option<failover::Failover>,
     /// What it runs ([`switchyard_training::kpi::code_digest`]), kept with
-    /// its KPIs: later runs of the same code find their history by it.
+    /// its KPIs: later runs of the same code find their history by it. Read
+    /// once: by the placement for a placed job, else when it is followed.
     code_digest: Option<String>,
 }
 
@@ -201,7 +202,46 @@ impl JobRunner {
             adopted: false,
             hold,
             failover: None,
-            code_digest: switchyard_training::kpi::code_digest(job),
+            code_digest: None,
         })
+    }
+}
+
+/// Job records for the unit tests.
+#[cfg(test)]
+pub(crate) mod test_records {
+    use chrono::{DateTime, Duration, Utc};
+    use switchyard_store::{JobRecord, State};
+
+    /// A job `name` on `backend` submitted at `created`, that waited
+    /// `queued` seconds and ran `ran` seconds, ending in `state`.
+    pub fn finished(
+        name: &str,
+        backend: &str,
+        state: State,
+        created: DateTime<Utc>,
+        queued: i64,
+        ran: i64,
+    ) -> JobRecord {
+        let started = created + Duration::seconds(queued);
+        JobRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: name.into(),
+            backend: backend.into(),
+            state,
+            spec: serde_json::Value::Null,
+            restarts: 0,
+            model: None,
+            metrics: None,
+            failure_reason: None,
+            placement: None,
+            kpi: None,
+            logs_dir: None,
+            lease: None,
+            task: None,
+            created_at: created,
+            started_at: Some(started),
+            finished_at: Some(started + Duration::seconds(ran)),
+        }
     }
 }

@@ -84,11 +84,7 @@ fn with_history(
         "its last {n} run{} here took {run:.0} s, {start:.0} s to start (median)",
         if n == 1 { "" } else { "s" }
     );
-    a.detail = if a.detail.is_empty() {
-        note
-    } else {
-        format!("{}; {note}", a.detail)
-    };
+    a.add_detail(&note);
     a
 }
 
@@ -97,11 +93,17 @@ impl JobRunner {
     /// that is not configured here is a candidate that cannot take the job,
     /// with the setting it misses as its reason.
     pub async fn decide(&self, job: &TrainingJob) -> Decision {
+        self.decide_with(job, switchyard_training::kpi::code_digest(job).as_deref())
+            .await
+    }
+
+    /// [`decide`](Self::decide) for a job whose code digest is known.
+    async fn decide_with(&self, job: &TrainingJob, digest: Option<&str>) -> Decision {
         let spec = job.spec.placement.as_ref();
-        // The job's own history: its earlier runs of the same name (a store
-        // that cannot be read gives none, and estimates stay unknown).
+        // The job's own history: its earlier runs of the same name or code
+        // (a store that cannot be read gives none, and estimates stay
+        // unknown).
         let earlier = self.store.list_jobs(HISTORY_SCAN).await.unwrap_or_default();
-        let digest = switchyard_training::kpi::code_digest(job);
         let mut assessments = Vec::new();
         for kind in placement::candidates(spec) {
             let mut there = job.clone();
@@ -127,18 +129,13 @@ impl JobRunner {
                             ..backend.assess(&there).await
                         };
                         if let (Some(h), None) = (&home, &a.refusal) {
-                            let note = format!("the checkpoint would be copied to {h}");
-                            a.detail = if a.detail.is_empty() {
-                                note
-                            } else {
-                                format!("{}; {note}", a.detail)
-                            };
+                            a.add_detail(&format!("the checkpoint would be copied to {h}"));
                         }
                         a
                     }
                 }
             };
-            assessments.push(with_history(a, &earlier, &job.name, digest.as_deref()));
+            assessments.push(with_history(a, &earlier, &job.name, digest));
         }
         placement::decide(spec, assessments)
     }
@@ -154,7 +151,8 @@ impl JobRunner {
         if job.spec.backend != BackendKind::Auto {
             return Ok((job.clone(), None));
         }
-        let decision = self.decide(job).await;
+        let code_digest = switchyard_training::kpi::code_digest(job);
+        let decision = self.decide_with(job, code_digest.as_deref()).await;
         let Some(chosen) = decision.chosen else {
             return Err(RunnerError::Refused(decision.refusal()));
         };
@@ -166,6 +164,7 @@ impl JobRunner {
             Some(Placed {
                 decision,
                 submitted: job.clone(),
+                code_digest,
             }),
         ))
     }
@@ -176,6 +175,8 @@ impl JobRunner {
 pub struct Placed {
     pub decision: Decision,
     pub(crate) submitted: TrainingJob,
+    /// Its code digest, read once for the decision's history.
+    code_digest: Option<String>,
 }
 
 impl JobRunner {
@@ -207,6 +208,7 @@ impl JobRunner {
             crate::failover::open_attempt(&mut prepared.record.placement, chosen);
         }
         prepared.failover = crate::failover::Failover::new(placed);
+        prepared.code_digest = placed.code_digest.clone();
         let message = format!("placement: {}", decision.summary());
         match self
             .store
@@ -261,26 +263,7 @@ mod tests {
 
     fn record(name: &str, backend: &str, state: State, queued: i64, ran: i64) -> JobRecord {
         let created = Utc::now() - Duration::seconds(1000);
-        let started = created + Duration::seconds(queued);
-        JobRecord {
-            id: uuid::Uuid::new_v4().to_string(),
-            name: name.into(),
-            backend: backend.into(),
-            state,
-            spec: serde_json::Value::Null,
-            restarts: 0,
-            model: None,
-            metrics: None,
-            failure_reason: None,
-            placement: None,
-            kpi: None,
-            logs_dir: None,
-            lease: None,
-            task: None,
-            created_at: created,
-            started_at: Some(started),
-            finished_at: Some(started + Duration::seconds(ran)),
-        }
+        crate::test_records::finished(name, backend, state, created, queued, ran)
     }
 
     #[test]

@@ -95,7 +95,7 @@ impl JobRunner {
                 adopted: true,
                 hold,
                 failover,
-                code_digest: switchyard_training::kpi::code_digest(&job),
+                code_digest: None,
             }),
             Box::new(job),
         ))

@@ -35,6 +35,31 @@ use error::{classify, Kind};
 use follow::Backoff;
 use render::{join_key, Resolved, Staged};
 
+/// What an hour of `job` costs and holds on its resolved instance type at
+/// `price` an instance-hour: × instances (less the spot discount with
+/// `useSpotInstances`; `None` for an unpriced type), its vCPUs and GPUs.
+fn rates_of(
+    job: &TrainingJob,
+    resolved: &Resolved,
+    price: Option<f64>,
+) -> switchyard_training::kpi::Rates {
+    let kind = &resolved.instance_type;
+    let known = instance::TABLE.iter().find(|t| t.name == kind.as_str());
+    let on_demand = price.map(|p| p * f64::from(job.spec.nodes));
+    let spot = if job.spec.use_spot_instances {
+        1.0 - prices::spot_discount()
+    } else {
+        1.0
+    };
+    switchyard_training::kpi::Rates {
+        hourly_usd: on_demand.map(|p| p * spot),
+        on_demand_hourly_usd: on_demand,
+        cpus_per_node: known.map_or(job.spec.resources.cpu, |t| f64::from(t.vcpus)),
+        gpus_per_node: known.map_or(job.spec.resources.gpu, |t| t.gpus),
+        instance_type: Some(kind.clone()),
+    }
+}
+
 /// Region used when neither the job, the configuration nor the AWS chain names one.
 pub const DEFAULT_REGION: &str = "us-east-1";
 
@@ -332,10 +357,10 @@ impl TrainingBackend for SageMakerBackend {
             Ok(r) => r,
             Err(e) => return Assessment::refused(kind, e.to_string()),
         };
-        if let Err(e) = prices::hourly(&resolved.instance_type) {
-            return Assessment::refused(kind, e);
-        }
-        let rates = self.rates(job);
+        let rates = match prices::hourly(&resolved.instance_type) {
+            Ok(price) => rates_of(job, &resolved, price),
+            Err(e) => return Assessment::refused(kind, e),
+        };
         // Room now: SageMaker refuses a job beyond the account's quota
         // rather than queueing it. A quota that cannot be read (no rights to
         // Service Quotas, no answer) does not refuse the job: it is said.
@@ -375,24 +400,12 @@ impl TrainingBackend for SageMakerBackend {
     /// `useSpotInstances`), its vCPUs and GPUs; a job that does not resolve
     /// or an unpriced type is not counted.
     fn rates(&self, job: &TrainingJob) -> switchyard_training::kpi::Rates {
-        let Ok(resolved) = render::resolve(job, &self.config) else {
-            return switchyard_training::kpi::Rates::requested(job, None);
-        };
-        let kind = &resolved.instance_type;
-        let known = instance::TABLE.iter().find(|t| t.name == kind.as_str());
-        let nodes = f64::from(job.spec.nodes);
-        let on_demand = prices::hourly(kind).ok().flatten().map(|p| p * nodes);
-        let spot = if job.spec.use_spot_instances {
-            1.0 - prices::spot_discount()
-        } else {
-            1.0
-        };
-        switchyard_training::kpi::Rates {
-            hourly_usd: on_demand.map(|p| p * spot),
-            on_demand_hourly_usd: on_demand,
-            cpus_per_node: known.map_or(job.spec.resources.cpu, |t| f64::from(t.vcpus)),
-            gpus_per_node: known.map_or(job.spec.resources.gpu, |t| t.gpus),
-            instance_type: Some(kind.clone()),
+        match render::resolve(job, &self.config) {
+            Ok(resolved) => {
+                let price = prices::hourly(&resolved.instance_type).ok().flatten();
+                rates_of(job, &resolved, price)
+            }
+            Err(_) => switchyard_training::kpi::Rates::requested(job, None),
         }
     }
 

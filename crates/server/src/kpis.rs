@@ -7,13 +7,10 @@ use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use switchyard_runner::kpi::{self, GroupBy, KpiReport};
+use switchyard_runner::kpi::{self, KpiReport};
 
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
-
-/// How many of the newest jobs the KPIs read at most.
-pub const KPI_SCAN: u32 = 100_000;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -31,15 +28,7 @@ pub async fn report_for(
     to: Option<&str>,
     group_by: Option<&str>,
 ) -> ApiResult<KpiReport> {
-    let time = |field: &str, v: Option<&str>| {
-        v.map(|t| kpi::parse_time(field, t))
-            .transpose()
-            .map_err(ApiError::BadRequest)
-    };
-    let (from, to) = (time("from", from)?, time("to", to)?);
-    let group_by = GroupBy::parse_list(group_by.unwrap_or("")).map_err(ApiError::BadRequest)?;
-    let records = s.jobs.store().list_jobs(KPI_SCAN).await?;
-    Ok(kpi::report(&records, from, to, &group_by))
+    Ok(kpi::read(&**s.jobs.store(), from, to, group_by.unwrap_or("")).await?)
 }
 
 pub async fn kpis(State(s): State<AppState>, Query(q): Query<KpiQuery>) -> ApiResult<Response> {

@@ -66,6 +66,15 @@ impl Assessment {
             unpriced: false,
         }
     }
+
+    /// Adds `note` to what it says of the job (after what it said already).
+    pub fn add_detail(&mut self, note: &str) {
+        if self.detail.is_empty() {
+            self.detail = note.to_string();
+        } else {
+            self.detail = format!("{}; {note}", self.detail);
+        }
+    }
 }
 
 /// One candidate as the decision saw it.
@@ -86,10 +95,6 @@ pub struct Decision {
     pub chosen: Option<BackendKind>,
     pub objective: Objective,
     pub candidates: Vec<Candidate>,
-    /// What the job asked for (candidates, limits): where it may go next
-    /// when the chosen backend does not start it.
-    #[serde(skip)]
-    pub asked: Option<PlacementSpec>,
 }
 
 impl Decision {
@@ -125,26 +130,26 @@ impl Decision {
             ),
             None => "no candidate can run this job".to_string(),
         };
-        let each: Vec<String> = self
-            .candidates
-            .iter()
-            .map(|c| format!("{}: {}", c.backend.as_str(), c.reason))
-            .collect();
-        format!("{head}; {}", each.join("; "))
+        format!("{head}; {}", self.reasons())
     }
 
     /// Why no candidate can run the job, every candidate's reason in one
     /// sentence (a refusal's message).
     pub fn refusal(&self) -> String {
-        let reasons: Vec<String> = self
+        format!(
+            "spec.placement: no candidate can run this job ({})",
+            self.reasons()
+        )
+    }
+
+    /// Every candidate's reason: `backend: reason; …`.
+    fn reasons(&self) -> String {
+        let each: Vec<String> = self
             .candidates
             .iter()
             .map(|c| format!("{}: {}", c.backend.as_str(), c.reason))
             .collect();
-        format!(
-            "spec.placement: no candidate can run this job ({})",
-            reasons.join("; ")
-        )
+        each.join("; ")
     }
 }
 
@@ -259,7 +264,6 @@ pub fn decide(spec: Option<&PlacementSpec>, assessments: Vec<Assessment>) -> Dec
         chosen: best.map(|(i, _)| assessments[i].backend),
         objective,
         candidates,
-        asked: spec.cloned(),
     }
 }
 

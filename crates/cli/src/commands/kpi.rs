@@ -7,25 +7,26 @@ use switchyard_store::JobStore;
 
 use crate::cli::{KpiArgs, KpiFormat};
 
-/// How many of the newest jobs are read at most (as the server does).
-const KPI_SCAN: u32 = 100_000;
-
 pub async fn kpi(store: &dyn JobStore, args: &KpiArgs) -> Result<i32> {
-    let time = |field: &str, v: &Option<String>| {
-        v.as_deref()
-            .map(|t| kpi::parse_time(field, t))
-            .transpose()
-            .map_err(|e| anyhow!("--{e}"))
-    };
-    let (from, to) = (time("from", &args.from)?, time("to", &args.to)?);
-    let group_by =
-        GroupBy::parse_list(&args.group_by).map_err(|e| anyhow!("--{}", e.replace('_', "-")))?;
-    let records = store.list_jobs(KPI_SCAN).await?;
-    let report = kpi::report(&records, from, to, &group_by);
+    // The same reading as the server's `/kpis`; an option is named as typed.
+    let report = kpi::read(
+        store,
+        args.from.as_deref(),
+        args.to.as_deref(),
+        &args.group_by,
+    )
+    .await
+    .map_err(|e| match e {
+        switchyard_runner::RunnerError::Refused(m) => {
+            anyhow!("--{}", m.replacen("group_by", "group-by", 1))
+        }
+        other => other.into(),
+    })?;
+    let group_by = &report.group_by;
     match args.output {
         KpiFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         KpiFormat::Csv => print!("{}", kpi::to_csv(&report)),
-        KpiFormat::Text => print!("{}", table(&report.rows, &report.totals, &group_by)),
+        KpiFormat::Text => print!("{}", table(&report.rows, &report.totals, group_by)),
     }
     Ok(0)
 }
@@ -33,25 +34,10 @@ pub async fn kpi(store: &dyn JobStore, args: &KpiArgs) -> Result<i32> {
 /// One line per group and a total: jobs, success, queue, hours, cost.
 fn table(rows: &[KpiRow], totals: &KpiRow, group_by: &[GroupBy]) -> String {
     let keys = |r: &KpiRow| -> String {
-        group_by
-            .iter()
-            .map(|g| match g {
-                GroupBy::Backend => r.backend.clone(),
-                GroupBy::Day => r.day.clone(),
-                GroupBy::Name => r.name.clone(),
-            })
-            .map(|v| v.unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join(" ")
+        let each: Vec<&str> = group_by.iter().map(|g| r.key(*g).unwrap_or("")).collect();
+        each.join(" ")
     };
-    let head: Vec<&str> = group_by
-        .iter()
-        .map(|g| match g {
-            GroupBy::Backend => "BACKEND",
-            GroupBy::Day => "DAY",
-            GroupBy::Name => "NAME",
-        })
-        .collect();
+    let head: Vec<String> = group_by.iter().map(|g| g.as_str().to_uppercase()).collect();
     let line = |key: &str, r: &KpiRow| {
         let cost = if r.jobs_not_costed == r.jobs {
             "not counted".to_string()
