@@ -274,14 +274,30 @@ pub struct ServerArgs {
     pub service_account: String,
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum TrainJobsArg {
+    Auto,
+    Always,
+    Never,
+}
+
 #[derive(Debug, Args)]
 pub struct OperatorArgs {
     /// Watch only this namespace (default: all).
     #[arg(long)]
     pub namespace: Option<String>,
-    /// Print the PyTorchJob CustomResourceDefinition (YAML) and exit.
+    /// Print the CustomResourceDefinitions (PyTorchJob; TrainJob,
+    /// TrainingRuntime, ClusterTrainingRuntime) as YAML and exit.
     #[arg(long)]
     pub print_crd: bool,
+    /// Print Kubeflow Trainer's `torch-distributed` ClusterTrainingRuntime
+    /// (YAML) and exit.
+    #[arg(long)]
+    pub print_runtimes: bool,
+    /// Reconcile TrainJobs: `auto` when the cluster's TrainJob CRD is
+    /// Switchyard's (not Kubeflow Trainer's), `always`, or `never`.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub trainjobs: TrainJobsArg,
     /// Re-check every job this often, in seconds (deadlines, capacity).
     #[arg(long, default_value_t = 10)]
     pub resync_seconds: u64,

@@ -5,7 +5,8 @@
 //! fits ([`capacity`]), so existing PyTorchJob YAML runs on a cluster with
 //! Switchyard instead of Kubeflow's training operator. [`training`] turns a
 //! Switchyard TrainingJob into such a PyTorchJob and follows it; [`steps`]
-//! runs a pipeline's steps as Pods.
+//! runs a pipeline's steps as Pods. [`trainjob`] does the same for Kubeflow
+//! Trainer v2's TrainJob.
 
 mod assess;
 pub mod capacity;
@@ -17,9 +18,10 @@ pub mod pods;
 mod pytorchjob;
 pub mod steps;
 pub mod training;
+pub mod trainjob;
 
 pub use crd::{PyTorchJob, PyTorchJobSpec};
-pub use operator::{OperatorConfig, OperatorError};
+pub use operator::{OperatorConfig, OperatorError, TrainJobs};
 
 /// Chooses rustls's crypto provider for the process. The workspace links both
 /// `ring` (kube) and `aws-lc-rs` (the AWS SDK), and rustls refuses to guess

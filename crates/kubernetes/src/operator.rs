@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -39,6 +40,8 @@ pub struct OperatorConfig {
     pub namespace: Option<String>,
     /// Re-check every job this often even without events (deadlines, capacity).
     pub resync: Duration,
+    /// Whether to reconcile TrainJobs.
+    pub trainjobs: TrainJobs,
 }
 
 impl Default for OperatorConfig {
@@ -46,18 +49,33 @@ impl Default for OperatorConfig {
         OperatorConfig {
             namespace: None,
             resync: Duration::from_secs(10),
+            trainjobs: TrainJobs::Auto,
         }
     }
 }
+
+/// Whether the operator reconciles TrainJobs. Two controllers acting on one
+/// TrainJob would each make its pods, so with `Auto` Switchyard takes
+/// TrainJobs only when the cluster's TrainJob CRD is the one Switchyard
+/// installs (labelled [`CRD_OWNER`]); a cluster that runs Kubeflow Trainer
+/// has Trainer's CRD, and Trainer's controller keeps them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrainJobs {
+    Auto,
+    Always,
+    Never,
+}
+
+/// The label on the CRDs Switchyard generates (`app.kubernetes.io/managed-by: switchyard`).
+pub const CRD_OWNER: (&str, &str) = ("app.kubernetes.io/managed-by", "switchyard");
 
 struct Ctx {
     client: Client,
     config: OperatorConfig,
     /// See [`reconcile`].
-    admission: tokio::sync::Mutex<()>,
+    admission: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// Runs the controller until the process stops.
 /// Runs the operator against the cluster of `kubeconfig`, else KUBECONFIG,
 /// ~/.kube/config or the in-cluster service account, so a caller needs no
 /// Kubernetes client of its own.
@@ -71,8 +89,57 @@ pub async fn run_on(
     run(client, config).await
 }
 
+/// Runs the PyTorchJob controller and, as [`TrainJobs`] says, the TrainJob
+/// controller, until the process stops. Each kind needs its CRD; with
+/// neither installed the operator refuses to start.
 pub async fn run(client: Client, config: OperatorConfig) -> Result<(), OperatorError> {
     crate::install_crypto();
+    let admission = Arc::new(tokio::sync::Mutex::new(()));
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let pytorch_crd = crds.get_opt("pytorchjobs.kubeflow.org").await?;
+    let trainjob_crd = crds.get_opt("trainjobs.trainer.kubeflow.org").await?;
+    let ours = trainjob_crd
+        .as_ref()
+        .is_some_and(|c| c.labels().get(CRD_OWNER.0).map(String::as_str) == Some(CRD_OWNER.1));
+    let trainjobs = match (config.trainjobs, &trainjob_crd) {
+        (TrainJobs::Never, _) | (_, None) => false,
+        (TrainJobs::Always, Some(_)) => true,
+        (TrainJobs::Auto, Some(_)) => ours,
+    };
+    if trainjob_crd.is_some() && !trainjobs && config.trainjobs == TrainJobs::Auto {
+        tracing::info!(
+            "the TrainJob CRD is not Switchyard's (no {}={} label): Kubeflow Trainer's controller reconciles TrainJobs here; Switchyard leaves them (--trainjobs always overrides)",
+            CRD_OWNER.0,
+            CRD_OWNER.1
+        );
+    }
+    if pytorch_crd.is_none() && !trainjobs {
+        return Err(OperatorError::Invalid(
+            "neither the PyTorchJob nor (Switchyard's) TrainJob CRD is installed; install them first: switchyard operator --print-crd | kubectl apply --server-side -f -".into(),
+        ));
+    }
+    let pytorch = async {
+        match pytorch_crd {
+            Some(_) => run_pytorchjobs(client.clone(), config.clone(), admission.clone()).await,
+            None => Ok(()),
+        }
+    };
+    let train = async {
+        if trainjobs {
+            tracing::info!("reconciling TrainJobs");
+            crate::trainjob::operator::run(client.clone(), config.clone(), admission.clone()).await
+        } else {
+            Ok(())
+        }
+    };
+    tokio::try_join!(pytorch, train).map(|_| ())
+}
+
+async fn run_pytorchjobs(
+    client: Client,
+    config: OperatorConfig,
+    admission: Arc<tokio::sync::Mutex<()>>,
+) -> Result<(), OperatorError> {
     let (jobs, pods_api, svcs): (Api<PyTorchJob>, Api<Pod>, Api<Service>) = match &config.namespace
     {
         Some(ns) => (
@@ -95,7 +162,7 @@ pub async fn run(client: Client, config: OperatorConfig) -> Result<(), OperatorE
     let ctx = Arc::new(Ctx {
         client,
         config,
-        admission: tokio::sync::Mutex::new(()),
+        admission,
     });
     let owned = watcher::Config::default().labels(LABEL_JOB);
     Controller::new(jobs, watcher::Config::default())
@@ -268,7 +335,7 @@ impl Apis {
 }
 
 /// A delete of something already gone succeeded.
-fn absent_is_fine<T>(r: Result<T, kube::Error>) -> Result<(), OperatorError> {
+pub(crate) fn absent_is_fine<T>(r: Result<T, kube::Error>) -> Result<(), OperatorError> {
     match r {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
@@ -325,7 +392,7 @@ async fn reconcile_hpa(
     }
 }
 
-async fn create_ignoring_conflict<K>(api: &Api<K>, obj: &K) -> Result<(), OperatorError>
+pub(crate) async fn create_ignoring_conflict<K>(api: &Api<K>, obj: &K) -> Result<(), OperatorError>
 where
     K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
 {

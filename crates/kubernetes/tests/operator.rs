@@ -155,6 +155,7 @@ fn spawn_operator(client: Client) -> tokio::task::JoinHandle<()> {
         let config = OperatorConfig {
             namespace: None,
             resync: Duration::from_secs(1),
+            ..Default::default()
         };
         if let Err(e) = operator::run(client, config).await {
             panic!("operator: {e}");

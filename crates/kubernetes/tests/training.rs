@@ -44,6 +44,7 @@ async fn a_training_job_runs_as_a_pytorchjob_to_completion() {
                 OperatorConfig {
                     namespace: None,
                     resync: Duration::from_secs(1),
+                    ..Default::default()
                 },
             )
             .await;

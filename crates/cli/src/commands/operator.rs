@@ -1,22 +1,38 @@
-//! `switchyard operator`: the PyTorchJob controller, or its CRD.
+//! `switchyard operator`: the PyTorchJob and TrainJob controllers, or their CRDs.
 
 use std::time::Duration;
 
 use anyhow::Result;
-use switchyard_kubernetes::{operator, OperatorConfig};
+use switchyard_kubernetes::{operator, OperatorConfig, TrainJobs};
 
-use crate::cli::OperatorArgs;
+use crate::cli::{OperatorArgs, TrainJobsArg};
 
 pub async fn run(args: &OperatorArgs) -> Result<i32> {
     if args.print_crd {
-        print!("{}", switchyard_kubernetes::crd::crd_yaml());
+        print!(
+            "{}---\n{}",
+            switchyard_kubernetes::crd::crd_yaml(),
+            switchyard_kubernetes::trainjob::api::crds_yaml()
+        );
+        return Ok(0);
+    }
+    if args.print_runtimes {
+        print!(
+            "{}",
+            switchyard_kubernetes::trainjob::api::TORCH_RUNTIME_YAML
+        );
         return Ok(0);
     }
     let config = OperatorConfig {
         namespace: args.namespace.clone(),
         resync: Duration::from_secs(args.resync_seconds.max(1)),
+        trainjobs: match args.trainjobs {
+            TrainJobsArg::Auto => TrainJobs::Auto,
+            TrainJobsArg::Always => TrainJobs::Always,
+            TrainJobsArg::Never => TrainJobs::Never,
+        },
     };
-    tracing::info!(namespace = ?config.namespace, "reconciling PyTorchJobs");
+    tracing::info!(namespace = ?config.namespace, "operator starting");
     operator::run_on(args.kubeconfig.as_deref(), config).await?;
     Ok(0)
 }

@@ -26,15 +26,15 @@ fn cache() -> PathBuf {
 }
 
 /// The running test cluster, its users' kubeconfigs and kubectl.
-struct Kube {
-    admin: PathBuf,
+pub(crate) struct Kube {
+    pub(crate) admin: PathBuf,
     operator: PathBuf,
     server: PathBuf,
     kubectl: PathBuf,
     _turn: MutexGuard<'static, ()>,
 }
 
-fn kube() -> Kube {
+pub(crate) fn kube() -> Kube {
     static TURN: Mutex<()> = Mutex::new(());
     let turn = TURN.lock().unwrap_or_else(|e| e.into_inner());
     let c = cache();
@@ -61,7 +61,7 @@ fn kube() -> Kube {
 }
 
 impl Kube {
-    fn try_kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+    pub(crate) fn try_kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
         let mut child = Command::new(&self.kubectl)
             .arg("--kubeconfig")
             .arg(&self.admin)
@@ -94,24 +94,24 @@ impl Kube {
         }
     }
 
-    fn kubectl(&self, args: &[&str]) -> String {
+    pub(crate) fn kubectl(&self, args: &[&str]) -> String {
         self.try_kubectl(args, None)
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn apply(&self, doc: &Value) {
+    pub(crate) fn apply(&self, doc: &Value) {
         self.try_kubectl(&["apply", "-f", "-"], Some(&doc.to_string()))
             .unwrap_or_else(|e| panic!("{e}\n{doc:#}"));
     }
 
-    fn json(&self, args: &[&str]) -> Value {
+    pub(crate) fn json(&self, args: &[&str]) -> Value {
         let mut all = args.to_vec();
         all.extend(["-o", "json"]);
         serde_json::from_str(&self.kubectl(&all)).expect("kubectl JSON")
     }
 
     /// The documents of a deploy/ manifest, as the API server reads them.
-    fn deploy_docs(&self, name: &str) -> Vec<Value> {
+    pub(crate) fn deploy_docs(&self, name: &str) -> Vec<Value> {
         let path = repo_root().join("deploy").join(name);
         let out = self.kubectl(&[
             "create",
@@ -135,14 +135,15 @@ impl Kube {
     /// The CRD, the operator's ClusterRole bound to the operator's user and
     /// the server's (placement's read of capacity) to the server's.
     fn base(&self) {
-        self.kubectl(&[
-            "apply",
-            "-f",
-            repo_root()
-                .join("deploy/crd-pytorchjob.yaml")
-                .to_str()
-                .expect("utf8"),
-        ]);
+        for crd in ["deploy/crd-pytorchjob.yaml", "deploy/crd-trainer.yaml"] {
+            self.kubectl(&[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "-f",
+                repo_root().join(crd).to_str().expect("utf8"),
+            ]);
+        }
         for (file, user) in [
             ("operator.yaml", "switchyard-operator"),
             ("server.yaml", "switchyard-server"),
@@ -173,7 +174,7 @@ impl Kube {
     /// A namespace for one test, with deploy/server.yaml's Role bound to the
     /// server's user and a ReadWriteMany claim `switchyard-data` backed by a
     /// folder of this machine (returned): the data claim the backends use.
-    fn namespace(&self, prefix: &str) -> Ns<'_> {
+    pub(crate) fn namespace(&self, prefix: &str) -> Ns<'_> {
         let name = format!("{prefix}-{}", &uuid_like()[..6]);
         self.kubectl(&["create", "namespace", &name]);
         for doc in self.deploy_docs("server.yaml") {
@@ -215,9 +216,9 @@ fn uuid_like() -> String {
 }
 
 /// One test's namespace; deleted (with its volumes) when dropped.
-struct Ns<'a> {
+pub(crate) struct Ns<'a> {
     kube: &'a Kube,
-    name: String,
+    pub(crate) name: String,
     /// The folder behind the `switchyard-data` claim.
     data: tempfile::TempDir,
     volumes: Vec<String>,
@@ -277,14 +278,26 @@ impl Ns<'_> {
         ]
     }
 
-    fn get(&self, args: &[&str]) -> Value {
+    /// kubectl in this namespace, as the cluster's admin.
+    pub(crate) fn kubectl_ns(&self, args: &[&str]) -> String {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        self.kube.kubectl(&all)
+    }
+
+    /// A container's log.
+    pub(crate) fn kube_logs(&self, pod: &str, container: &str) -> String {
+        self.kubectl_ns(&["logs", pod, "-c", container])
+    }
+
+    pub(crate) fn get(&self, args: &[&str]) -> Value {
         let mut all = vec!["-n", self.name.as_str()];
         all.extend_from_slice(args);
         self.kube.json(&all)
     }
 
     /// `switchyard operator` for this namespace, as the operator's user.
-    fn operator(&self) -> Operator {
+    pub(crate) fn operator(&self) -> Operator {
         let log = tempfile::NamedTempFile::new().expect("log");
         let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .args([
@@ -349,13 +362,13 @@ fn path_str(p: &Path) -> String {
 }
 
 /// A running `switchyard operator`, stopped (by its PID) when dropped.
-struct Operator {
+pub(crate) struct Operator {
     child: Child,
     log: tempfile::NamedTempFile,
 }
 
 impl Operator {
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 }

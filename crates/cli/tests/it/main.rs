@@ -15,4 +15,5 @@ mod s3;
 mod s3_root;
 mod sagemaker;
 mod semantics;
+mod trainjob;
 mod warm;

@@ -1,0 +1,448 @@
+//! Kubeflow Trainer v2's TrainJob on the real test cluster, reconciled by
+//! `switchyard operator` on the host (deploy/operator.yaml's rights): a
+//! 2-node × 2-process gloo all-reduce through the `torch-distributed`
+//! runtime's plain `torchrun`, gang restarts under the runtime's failure
+//! policy, suspend/resume, the deadline, Trainer's admission rules, and
+//! runtimes Switchyard does not run.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::k8s::{kube, Kube, Ns};
+
+const IMAGE: &str = "switchyard.local/pytorch:dev";
+
+/// Every rank adds its global rank + 1; each prints the sum and the world.
+const ALL_REDUCE: &str = r#"
+import os, socket, torch, torch.distributed as dist
+dist.init_process_group("gloo")
+t = torch.tensor([float(dist.get_rank() + 1)])
+dist.all_reduce(t)
+print(f"host={socket.gethostname()} rank={dist.get_rank()} world={dist.get_world_size()} sum={t.item():.0f}", flush=True)
+dist.destroy_process_group()
+"#;
+
+/// `bash -c` writing the script and starting plain `torchrun` (no options:
+/// the runtime's `PET_*` variables are its configuration), as the Kubeflow
+/// SDK's CustomTrainer does.
+fn torchrun(script: &str) -> Vec<String> {
+    vec![
+        "bash".into(),
+        "-c".into(),
+        format!("cat > /tmp/train.py <<'EOF'\n{script}\nEOF\ntorchrun /tmp/train.py"),
+    ]
+}
+
+/// Trainer's `torch-distributed` runtime (deploy/runtimes-torch.yaml) with
+/// the test image, under `name`, and the Job/failure-policy changes given.
+fn runtime(k: &Kube, name: &str, backoff: Option<i64>, max_restarts: Option<i64>) {
+    let mut rt = k.deploy_docs("runtimes-torch.yaml").remove(0);
+    rt["metadata"]["name"] = json!(name);
+    let rj = &mut rt["spec"]["template"]["spec"]["replicatedJobs"][0]["template"];
+    rj["spec"]["template"]["spec"]["containers"][0]["image"] = json!(IMAGE);
+    if let Some(b) = backoff {
+        rj["spec"]["backoffLimit"] = json!(b);
+    }
+    if let Some(m) = max_restarts {
+        rt["spec"]["template"]["spec"]["failurePolicy"] = json!({"maxRestarts": m});
+    }
+    k.apply(&rt);
+}
+
+fn trainjob(ns: &Ns<'_>, name: &str, runtime: &str, spec: Value) -> Value {
+    let mut s = json!({"runtimeRef": {"name": runtime}});
+    if let (Some(o), Some(extra)) = (s.as_object_mut(), spec.as_object()) {
+        o.extend(extra.clone());
+    }
+    json!({
+        "apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob",
+        "metadata": {"name": name, "namespace": ns.name},
+        "spec": s,
+    })
+}
+
+fn condition(j: &Value, t: &str) -> Option<(String, String, String)> {
+    j["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == t)
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or_default().to_string(),
+                c["reason"].as_str().unwrap_or_default().to_string(),
+                c["message"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+}
+
+/// Waits until `done` holds for the TrainJob; panics with its status, its
+/// pods and the operator's log otherwise.
+fn wait_for(
+    ns: &Ns<'_>,
+    op: &crate::k8s::Operator,
+    name: &str,
+    secs: u64,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let j = ns.get(&["get", "trainjob", name]);
+        if done(&j) {
+            return j;
+        }
+        if Instant::now() > deadline {
+            let pods = ns.get(&["get", "pods"]);
+            let phases: Vec<String> = pods["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| format!("{} {}", p["metadata"]["name"], p["status"]["phase"]))
+                .collect();
+            panic!(
+                "TrainJob {name}: not {what} in {secs} s:\n{:#}\npods: {phases:?}\noperator log:\n{}",
+                j["status"],
+                op.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn pods_of(ns: &Ns<'_>, job: &str) -> Vec<Value> {
+    ns.get(&[
+        "get",
+        "pods",
+        "-l",
+        &format!("jobset.sigs.k8s.io/jobset-name={job}"),
+    ])["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn env_of(pod: &Value) -> std::collections::BTreeMap<String, Value> {
+    pod["spec"]["containers"][0]["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let v = if e["value"].is_null() {
+                e["valueFrom"].clone()
+            } else {
+                e["value"].clone()
+            };
+            (e["name"].as_str().unwrap_or_default().to_string(), v)
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs the local Kubernetes cluster (scripts/k8s-cluster start)"]
+fn a_two_node_trainjob_all_reduces_through_plain_torchrun_and_completes() {
+    let k = kube();
+    let ns = k.namespace("tj-ok");
+    runtime(&k, "torch-distributed", None, None);
+    let op = ns.operator();
+    k.apply(&trainjob(
+        &ns,
+        "allreduce",
+        "torch-distributed",
+        json!({"trainer": {
+            "numNodes": 2, "numProcPerNode": 2, "command": torchrun(ALL_REDUCE),
+            "env": [{"name": "EPOCHS", "value": "1"}],
+            "resourcesPerNode": {"requests": {"cpu": "200m", "memory": "512Mi"}},
+        }}),
+    ));
+    let started = Instant::now();
+    let j = wait_for(&ns, &op, "allreduce", 240, "Complete", |j| {
+        condition(j, "Complete").is_some() || condition(j, "Failed").is_some()
+    });
+    assert_eq!(
+        condition(&j, "Complete"),
+        Some((
+            "True".into(),
+            "AllJobsCompleted".into(),
+            "jobset completed successfully".into()
+        )),
+        "{:#}\n{}",
+        j["status"],
+        op.log()
+    );
+    eprintln!(
+        "created → Complete: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        j["status"]["jobsStatus"],
+        json!([{"name": "node", "ready": 0, "succeeded": 1, "failed": 0, "active": 0, "suspended": 0}])
+    );
+    let pods = pods_of(&ns, "allreduce");
+    assert_eq!(pods.len(), 2, "one pod per node");
+    let mut hosts: Vec<String> = Vec::new();
+    for p in &pods {
+        let idx = p["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"]
+            .as_str()
+            .expect("index")
+            .to_string();
+        let host = format!("allreduce-node-0-{idx}");
+        assert_eq!(p["spec"]["hostname"], json!(host));
+        assert_eq!(p["spec"]["subdomain"], json!("allreduce"));
+        assert!(p["metadata"]["name"]
+            .as_str()
+            .expect("name")
+            .starts_with(&format!("{host}-")));
+        assert_eq!(
+            p["metadata"]["labels"]["jobset.sigs.k8s.io/replicatedjob-name"],
+            "node"
+        );
+        let env = env_of(p);
+        assert_eq!(env["PET_NNODES"], json!("2"));
+        assert_eq!(env["PET_NPROC_PER_NODE"], json!("2"));
+        assert_eq!(
+            env["PET_MASTER_ADDR"],
+            json!("allreduce-node-0-0.allreduce")
+        );
+        assert_eq!(env["PET_MASTER_PORT"], json!("29500"));
+        assert_eq!(env["EPOCHS"], json!("1"));
+        assert_eq!(
+            env["PET_NODE_RANK"]["fieldRef"]["fieldPath"],
+            json!("metadata.annotations['batch.kubernetes.io/job-completion-index']")
+        );
+        let log = ns.kube_logs(p["metadata"]["name"].as_str().expect("name"), "node");
+        for line in log.lines().filter(|l| l.starts_with("host=")) {
+            assert!(line.ends_with("world=4 sum=10"), "{line}");
+        }
+        assert_eq!(
+            log.lines().filter(|l| l.starts_with("host=")).count(),
+            2,
+            "{log}"
+        );
+        hosts.push(host);
+    }
+    hosts.sort();
+    assert_eq!(hosts, ["allreduce-node-0-0", "allreduce-node-0-1"]);
+    let svc = ns.get(&["get", "service", "allreduce"]);
+    assert_eq!(svc["spec"]["clusterIP"], "None");
+    assert_eq!(svc["spec"]["publishNotReadyAddresses"], true);
+    let snapshot = ns.get(&["get", "configmap", "allreduce-runtime-snapshot"]);
+    assert!(snapshot["data"]["runtime"]
+        .as_str()
+        .expect("runtime")
+        .contains("torch-distributed"));
+}
+
+#[test]
+#[ignore = "needs the local Kubernetes cluster (scripts/k8s-cluster start)"]
+fn a_failing_rank_restarts_the_gang_as_the_failure_policy_allows_then_fails() {
+    let k = kube();
+    let ns = k.namespace("tj-fail");
+    runtime(&k, "torch-restart-once", Some(0), Some(1));
+    runtime(&k, "torch-no-policy", Some(0), None);
+    let op = ns.operator();
+    let fail_rank_1 = vec![
+        "bash".to_string(),
+        "-c".to_string(),
+        "echo node $PET_NODE_RANK; if [ \"$PET_NODE_RANK\" = 1 ]; then exit 3; fi; sleep 60"
+            .to_string(),
+    ];
+    k.apply(&trainjob(
+        &ns,
+        "restarts",
+        "torch-restart-once",
+        json!({"trainer": {"numNodes": 2, "command": fail_rank_1}}),
+    ));
+    k.apply(&trainjob(
+        &ns,
+        "nopolicy",
+        "torch-no-policy",
+        json!({"trainer": {"numNodes": 2, "command": fail_rank_1}}),
+    ));
+    let j = wait_for(&ns, &op, "restarts", 180, "Failed", |j| {
+        condition(j, "Failed").is_some()
+    });
+    assert_eq!(
+        condition(&j, "Failed"),
+        Some((
+            "True".into(),
+            "ReachedMaxRestarts".into(),
+            "jobset failed due to reaching max number of restarts".into()
+        ))
+    );
+    assert_eq!(
+        j["metadata"]["annotations"]["trainer.switchyard.io/restarts"],
+        "1"
+    );
+    assert_eq!(j["status"]["jobsStatus"][0]["failed"], 1);
+    // The second attempt's pods are what is left; none still runs.
+    let pods = pods_of(&ns, "restarts");
+    assert!(!pods.is_empty());
+    for p in &pods {
+        assert_eq!(
+            p["metadata"]["labels"]["jobset.sigs.k8s.io/restart-attempt"],
+            "1"
+        );
+    }
+    wait_for(&ns, &op, "restarts", 60, "without running pods", |_| {
+        pods_of(&ns, "restarts")
+            .iter()
+            .all(|p| p["status"]["phase"] != "Running")
+    });
+    let j = wait_for(&ns, &op, "nopolicy", 120, "Failed", |j| {
+        condition(j, "Failed").is_some()
+    });
+    assert_eq!(
+        condition(&j, "Failed").map(|c| c.1),
+        Some("FailedJobs".to_string())
+    );
+    assert!(j["metadata"]["annotations"]["trainer.switchyard.io/restarts"].is_null());
+}
+
+#[test]
+#[ignore = "needs the local Kubernetes cluster (scripts/k8s-cluster start)"]
+fn suspend_resume_and_the_deadline_behave_as_trainers() {
+    let k = kube();
+    let ns = k.namespace("tj-suspend");
+    runtime(&k, "torch-distributed", None, None);
+    let op = ns.operator();
+    let sleep = |s: u32| vec!["bash".to_string(), "-c".to_string(), format!("sleep {s}")];
+    k.apply(&trainjob(
+        &ns,
+        "later",
+        "torch-distributed",
+        json!({"suspend": true, "trainer": {"numNodes": 2, "command": sleep(3)}}),
+    ));
+    let j = wait_for(&ns, &op, "later", 60, "Suspended", |j| {
+        condition(j, "Suspended").is_some()
+    });
+    assert_eq!(
+        condition(&j, "Suspended"),
+        Some((
+            "True".into(),
+            "Suspended".into(),
+            "TrainJob is suspended".into()
+        ))
+    );
+    assert_eq!(j["status"]["jobsStatus"][0]["suspended"], 1);
+    assert!(pods_of(&ns, "later").is_empty());
+    ns.kubectl_ns(&[
+        "patch",
+        "trainjob",
+        "later",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"suspend":false}}"#,
+    ]);
+    let j = wait_for(&ns, &op, "later", 180, "Complete", |j| {
+        condition(j, "Complete").is_some()
+    });
+    assert_eq!(
+        condition(&j, "Suspended").map(|c| (c.0, c.1)),
+        Some(("False".into(), "Resumed".into()))
+    );
+
+    k.apply(&trainjob(
+        &ns,
+        "slow",
+        "torch-distributed",
+        json!({"activeDeadlineSeconds": 8, "trainer": {"numNodes": 2, "command": sleep(600)}}),
+    ));
+    let j = wait_for(&ns, &op, "slow", 90, "Failed", |j| {
+        condition(j, "Failed").is_some()
+    });
+    assert_eq!(
+        condition(&j, "Failed"),
+        Some((
+            "True".into(),
+            "DeadlineExceeded".into(),
+            "TrainJob exceeded its active deadline".into()
+        ))
+    );
+    wait_for(&ns, &op, "slow", 60, "without pods", |_| {
+        pods_of(&ns, "slow").is_empty()
+    });
+}
+
+#[test]
+#[ignore = "needs the local Kubernetes cluster (scripts/k8s-cluster start)"]
+fn trainers_admission_rules_refuse_bad_trainjobs_and_unsupported_runtimes_fail_with_a_reason() {
+    let k = kube();
+    let ns = k.namespace("tj-admit");
+    let refused = |doc: Value| -> String {
+        k.try_kubectl(&["apply", "-f", "-"], Some(&doc.to_string()))
+            .expect_err("refused")
+    };
+    let env = json!({"trainer": {"env": [{"name": "PET_NNODES", "value": "9"}]}});
+    assert!(refused(trainjob(&ns, "reserved", "torch-distributed", env))
+        .contains("must not have reserved envs"));
+    assert!(refused(trainjob(&ns, "Upper", "torch-distributed", json!({}))).contains("RFC 1035"));
+    assert!(refused(trainjob(
+        &ns,
+        "managed",
+        "torch-distributed",
+        json!({"managedBy": "someone/else"})
+    ))
+    .contains("ManagedBy must be"));
+    assert!(refused(trainjob(
+        &ns,
+        "deadline",
+        "torch-distributed",
+        json!({"activeDeadlineSeconds": 0})
+    ))
+    .contains("activeDeadlineSeconds"));
+    // Defaults as Trainer's CRD gives them, and an immutable runtimeRef.
+    k.apply(&trainjob(
+        &ns,
+        "kept",
+        "torch-distributed",
+        json!({"suspend": true}),
+    ));
+    let j = ns.get(&["get", "trainjob", "kept"]);
+    assert_eq!(j["spec"]["runtimeRef"]["kind"], "ClusterTrainingRuntime");
+    assert_eq!(j["spec"]["runtimeRef"]["apiGroup"], "trainer.kubeflow.org");
+    assert_eq!(
+        j["spec"]["managedBy"],
+        "trainer.kubeflow.org/trainjob-controller"
+    );
+    assert!(
+        refused(trainjob(&ns, "kept", "other", json!({"suspend": true}))).contains("immutable")
+    );
+
+    // An MPI runtime, and a runtime kind Trainer does not know.
+    k.apply(&json!({
+        "apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainingRuntime",
+        "metadata": {"name": "deepspeed-distributed", "namespace": ns.name},
+        "spec": {"mlPolicy": {"numNodes": 1, "mpi": {"numProcPerNode": 1}},
+                 "template": {"spec": {"replicatedJobs": [{"name": "node", "template": {
+                     "metadata": {"labels": {"trainer.kubeflow.org/trainjob-ancestor-step": "trainer"}},
+                     "spec": {"template": {"spec": {"containers": [{"name": "node", "image": IMAGE}]}}}}}]}}},
+    }));
+    let op = ns.operator();
+    let mut odd = trainjob(&ns, "odd", "x", json!({}));
+    odd["spec"]["runtimeRef"]["kind"] = json!("FancyRuntime");
+    k.apply(&odd);
+    let mut mpi = trainjob(&ns, "mpi2", "deepspeed-distributed", json!({}));
+    mpi["spec"]["runtimeRef"]["kind"] = json!("TrainingRuntime");
+    k.apply(&mpi);
+    let j = wait_for(&ns, &op, "mpi2", 60, "Failed", |j| {
+        condition(j, "Failed").is_some()
+    });
+    let (status, reason, message) = condition(&j, "Failed").expect("failed");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "TrainingRuntimeNotSupported")
+    );
+    assert!(
+        message.contains("TrainingRuntime/deepspeed-distributed") && message.contains("mpi"),
+        "{message}"
+    );
+    let j = wait_for(&ns, &op, "odd", 60, "Failed", |j| {
+        condition(j, "Failed").is_some()
+    });
+    assert_eq!(
+        condition(&j, "Failed").map(|c| c.2),
+        Some("unsupported runtime: FancyRuntime.trainer.kubeflow.org".to_string())
+    );
+    assert!(pods_of(&ns, "mpi2").is_empty());
+}

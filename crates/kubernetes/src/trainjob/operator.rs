@@ -1,0 +1,365 @@
+//! The TrainJob controller: reads a TrainJob, its runtime (from the
+//! `<job>-runtime-snapshot` ConfigMap once the job has started, as Trainer
+//! keeps it, so editing a runtime does not change running jobs), its pods,
+//! and the cluster when a gang is to be admitted; asks
+//! [`plan`](super::plan::plan); applies the answer. Level-triggered like the
+//! PyTorchJob controller: nothing is kept between passes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Service};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::{Deserialize, Serialize};
+
+use super::api::{
+    ClusterTrainingRuntime, TrainJob, TrainJobStatus, TrainingRuntime, TrainingRuntimeSpec,
+    CLUSTER_RUNTIME, GROUP, RUNTIME,
+};
+use super::plan::{self, Observed, Plan, Runtime, RESTARTS};
+use super::pods::LABEL_JOBSET;
+use super::resolve::{self, Unsupported};
+use crate::operator::{absent_is_fine, create_ignoring_conflict, OperatorConfig, OperatorError};
+use crate::plan::Next;
+
+struct Ctx {
+    client: Client,
+    config: OperatorConfig,
+    admission: Arc<tokio::sync::Mutex<()>>,
+    recorder: Recorder,
+}
+
+/// Runs the TrainJob controller until the process stops. `admission` is
+/// shared with the PyTorchJob controller so two gangs are never admitted
+/// into the same free capacity.
+pub async fn run(
+    client: Client,
+    config: OperatorConfig,
+    admission: Arc<tokio::sync::Mutex<()>>,
+) -> Result<(), OperatorError> {
+    let (jobs, pods, svcs): (Api<TrainJob>, Api<Pod>, Api<Service>) = match &config.namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+        ),
+    };
+    jobs.list(&ListParams::default().limit(1)).await.map_err(|e| {
+        OperatorError::Invalid(format!(
+            "cannot list TrainJobs ({e}); install the CRDs first: switchyard operator --print-crd | kubectl apply --server-side -f -"
+        ))
+    })?;
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "switchyard-trainjob-controller".into(),
+            instance: std::env::var("HOSTNAME").ok(),
+        },
+    );
+    let ctx = Arc::new(Ctx {
+        client,
+        config,
+        admission,
+        recorder,
+    });
+    let owned = watcher::Config::default().labels(LABEL_JOBSET);
+    Controller::new(jobs, watcher::Config::default())
+        .owns(pods, owned.clone())
+        .owns(svcs, owned)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => tracing::debug!(trainjob = %obj.name, "reconciled"),
+                Err(e) => tracing::warn!(error = %e, "TrainJob reconcile failed"),
+            }
+        })
+        .await;
+    Ok(())
+}
+
+fn error_policy(_job: Arc<TrainJob>, err: &OperatorError, _ctx: Arc<Ctx>) -> Action {
+    tracing::warn!(error = %err, "will retry");
+    Action::requeue(Duration::from_secs(2))
+}
+
+/// What the snapshot ConfigMap holds (key `runtime`): the runtime object.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RuntimeObject {
+    api_version: String,
+    kind: String,
+    metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    spec: TrainingRuntimeSpec,
+}
+
+const SNAPSHOT_SUFFIX: &str = "-runtime-snapshot";
+
+/// Why a runtime could not be had this pass.
+enum Lookup {
+    Found(RuntimeObject),
+    Unsupported(String),
+    /// Not (yet) there: an event says so and the pass is retried.
+    Missing(String),
+}
+
+async fn runtime_of(client: &Client, job: &TrainJob, ns: &str) -> Result<Lookup, OperatorError> {
+    let r = &job.spec.runtime_ref;
+    if r.group() != GROUP || !matches!(r.kind(), CLUSTER_RUNTIME | RUNTIME) {
+        return Ok(Lookup::Unsupported(format!(
+            "unsupported runtime: {}.{}",
+            r.kind(),
+            r.group()
+        )));
+    }
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let snapshot_name = format!("{}{SNAPSHOT_SUFFIX}", job.name_any());
+    if let Some(cm) = maps.get_opt(&snapshot_name).await? {
+        let owned = cm
+            .owner_references()
+            .iter()
+            .any(|o| o.controller == Some(true) && Some(&o.uid) == job.metadata.uid.as_ref());
+        if !owned {
+            return Ok(Lookup::Unsupported(format!(
+                "invalid runtime snapshot: ConfigMap {snapshot_name} exists but is owned by another object"
+            )));
+        }
+        let text = cm
+            .data
+            .as_ref()
+            .and_then(|d| d.get("runtime"))
+            .cloned()
+            .unwrap_or_default();
+        return match serde_saphyr::from_str::<RuntimeObject>(&text) {
+            Ok(obj) if obj.kind == r.kind() && obj.metadata.name.as_deref() == Some(&r.name) => {
+                Ok(Lookup::Found(obj))
+            }
+            Ok(obj) => Ok(Lookup::Unsupported(format!(
+                "invalid runtime snapshot: ConfigMap {snapshot_name} holds {}/{} but the job refers to {}/{}",
+                obj.kind,
+                obj.metadata.name.unwrap_or_default(),
+                r.kind(),
+                r.name
+            ))),
+            Err(e) => Ok(Lookup::Unsupported(format!(
+                "invalid runtime snapshot: ConfigMap {snapshot_name}: {e}"
+            ))),
+        };
+    }
+    let found = if r.kind() == CLUSTER_RUNTIME {
+        let api: Api<ClusterTrainingRuntime> = Api::all(client.clone());
+        api.get_opt(&r.name).await?.map(|rt| RuntimeObject {
+            api_version: format!("{GROUP}/v1alpha1"),
+            kind: CLUSTER_RUNTIME.into(),
+            metadata: rt.metadata,
+            spec: rt.spec.spec,
+        })
+    } else {
+        let api: Api<TrainingRuntime> = Api::namespaced(client.clone(), ns);
+        api.get_opt(&r.name).await?.map(|rt| RuntimeObject {
+            api_version: format!("{GROUP}/v1alpha1"),
+            kind: RUNTIME.into(),
+            metadata: rt.metadata,
+            spec: rt.spec.spec,
+        })
+    };
+    let Some(mut obj) = found else {
+        let where_ = if r.kind() == RUNTIME {
+            format!(" in namespace {ns}")
+        } else {
+            String::new()
+        };
+        return Ok(Lookup::Missing(format!(
+            "{} {:?} not found{where_}: create it (switchyard operator --print-runtimes shows the torch runtime) or fix spec.runtimeRef",
+            r.kind(),
+            r.name
+        )));
+    };
+    obj.metadata.managed_fields = None;
+    let snapshot = ConfigMap {
+        metadata: kube::api::ObjectMeta {
+            name: Some(snapshot_name),
+            namespace: Some(ns.to_string()),
+            owner_references: job.controller_owner_ref(&()).map(|o| vec![o]),
+            ..Default::default()
+        },
+        data: Some(
+            [(
+                "runtime".to_string(),
+                serde_saphyr::to_string(&obj).unwrap_or_default(),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    create_ignoring_conflict(&maps, &snapshot).await?;
+    Ok(Lookup::Found(obj))
+}
+
+async fn reconcile(job: Arc<TrainJob>, ctx: Arc<Ctx>) -> Result<Action, OperatorError> {
+    let ns = job.namespace().unwrap_or_else(|| "default".into());
+    let name = job.name_any();
+    let jobs: Api<TrainJob> = Api::namespaced(ctx.client.clone(), &ns);
+    let job = match jobs.get_opt(&name).await? {
+        Some(j) if j.metadata.deletion_timestamp.is_none() && !plan::managed_elsewhere(&j) => j,
+        _ => return Ok(Action::await_change()),
+    };
+    let before = job.status.clone().unwrap_or_default();
+    // A finished job needs no runtime: only its leftovers are stopped.
+    let lookup = if plan::finished(&before) {
+        None
+    } else {
+        Some(runtime_of(&ctx.client, &job, &ns).await?)
+    };
+    let resolved = match &lookup {
+        Some(Lookup::Found(obj)) => Some(
+            resolve::resolve(
+                &job,
+                &obj.kind,
+                obj.metadata.name.as_deref().unwrap_or_default(),
+                &obj.spec,
+            )
+            .map_err(|Unsupported(why)| why),
+        ),
+        Some(Lookup::Unsupported(why)) => Some(Err(why.clone())),
+        Some(Lookup::Missing(why)) => {
+            let reference = job.object_ref(&());
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "TrainJobResourcesCreationFailed".into(),
+                note: Some(why.clone()),
+                action: "Reconciling".into(),
+                secondary: None,
+            };
+            if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+                tracing::warn!(error = %e, "cannot record an event");
+            }
+            tracing::warn!(trainjob = %name, "{why}");
+            return Ok(Action::requeue(Duration::from_secs(5)));
+        }
+        None => None,
+    };
+    let empty_gang = resolve::Gang {
+        jobs: Vec::new(),
+        max_restarts: None,
+        subdomain: name.clone(),
+    };
+    let runtime = match &resolved {
+        Some(Ok(gang)) => Runtime::Resolved(gang),
+        Some(Err(why)) => Runtime::Unsupported(why),
+        None => Runtime::Resolved(&empty_gang),
+    };
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let svcs: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+    let selector = ListParams::default().labels(&format!("{LABEL_JOBSET}={name}"));
+    let pods = pods_api.list(&selector).await?.items;
+    let services = svcs.list(&selector).await?.items;
+    let mut observed = Observed {
+        job: &job,
+        runtime,
+        pods: &pods,
+        services: &services,
+        cluster: None,
+    };
+    let resync = ctx.config.resync;
+    let mut decided = plan::plan(&observed, Timestamp::now(), resync);
+    let _admission = if decided.needs_cluster || !decided.create_pods.is_empty() {
+        Some(ctx.admission.lock().await)
+    } else {
+        None
+    };
+    let cluster;
+    if decided.needs_cluster {
+        let nodes: Api<Node> = Api::all(ctx.client.clone());
+        let all_pods: Api<Pod> = Api::all(ctx.client.clone());
+        cluster = (
+            nodes.list(&ListParams::default()).await?.items,
+            all_pods.list(&ListParams::default()).await?.items,
+        );
+        observed.cluster = Some((&cluster.0, &cluster.1));
+        decided = plan::plan(&observed, Timestamp::now(), resync);
+    }
+    apply(&jobs, &pods_api, &svcs, &job, &before, decided).await
+}
+
+/// Carries out a plan in its documented order.
+async fn apply(
+    jobs: &Api<TrainJob>,
+    pods: &Api<Pod>,
+    svcs: &Api<Service>,
+    job: &TrainJob,
+    before: &TrainJobStatus,
+    mut plan: Plan,
+) -> Result<Action, OperatorError> {
+    let name = job.name_any();
+    if let Some(n) = plan.restarts {
+        let patch = serde_json::json!({"metadata": {"annotations": {RESTARTS: n.to_string()}}});
+        jobs.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    for pod in &plan.delete_pods {
+        absent_is_fine(
+            pods.delete(pod, &DeleteParams::default().grace_period(0))
+                .await,
+        )?;
+    }
+    if let Some(svc) = &plan.create_service {
+        create_ignoring_conflict(svcs, svc).await?;
+    }
+    for pod in &plan.create_pods {
+        match create_ignoring_conflict(pods, pod).await {
+            Err(OperatorError::Kube(kube::Error::Api(e))) if e.code == 422 || e.code == 400 => {
+                // The template itself is refused: no retry can help.
+                let message = format!(
+                    "the API server refused pod {}: {}",
+                    pod.name_any(),
+                    e.message
+                );
+                plan::set_condition(
+                    &mut plan.status,
+                    plan::FAILED,
+                    true,
+                    "JobCreationFailed",
+                    &message,
+                    &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
+                );
+                plan.next = Next::Requeue(Duration::from_secs(1));
+                break;
+            }
+            other => other?,
+        }
+    }
+    if &plan.status != before {
+        let mut v = serde_json::to_value(&plan.status).unwrap_or_default();
+        // A merge patch keeps what it does not mention: name every field
+        // but trainerStatus, which only the ranks write (a pass must not
+        // put back the value it read).
+        if let Some(o) = v.as_object_mut() {
+            o.remove("trainerStatus");
+            for k in ["conditions", "jobsStatus"] {
+                o.entry(k).or_insert(serde_json::Value::Null);
+            }
+        }
+        jobs.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({"status": v})),
+        )
+        .await?;
+    }
+    Ok(match plan.next {
+        Next::AwaitChange => Action::await_change(),
+        Next::Requeue(after) => Action::requeue(after),
+    })
+}

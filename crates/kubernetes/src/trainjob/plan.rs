@@ -1,0 +1,485 @@
+//! One reconcile pass over a TrainJob, decided as a pure function of what
+//! the pass observed (the job, its resolved runtime, its pods, the cluster
+//! when a gang is to be admitted) and the time — as the PyTorchJob
+//! [`plan`](crate::plan) is — with the results Trainer v2.3 and JobSet show:
+//!
+//! - no condition while the job runs (the Kubeflow SDK reads "no condition
+//!   and every pod running" as `Running`);
+//! - `Suspended` (`Suspended`/`Resumed`), `Complete` (`AllJobsCompleted`),
+//!   `Failed` (`FailedJobs`, `ReachedMaxRestarts`, `DeadlineExceeded`,
+//!   `TrainingRuntimeNotSupported`) with Trainer's and JobSet's messages;
+//! - `jobsStatus` counting Jobs per replicated job, as JobSet does;
+//! - a Job fails when its failed pods plus in-place container restarts
+//!   pass its `backoffLimit`; a failed Job restarts the whole gang while
+//!   the runtime's `failurePolicy.maxRestarts` allows (each restart a new
+//!   `restart-attempt`), else fails the TrainJob;
+//! - the deadline counts from creation, or from the last resume.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use super::api::{JobStatus, TrainJob, TrainJobStatus, CONTROLLER};
+use super::pods::{self, COMPLETION_INDEX, LABEL_RESTART, LABEL_RJOB};
+use super::resolve::{Gang, GangJob};
+use crate::capacity;
+use crate::plan::{image_failure, phase, Next};
+
+pub const COMPLETE: &str = "Complete";
+pub const FAILED: &str = "Failed";
+pub const SUSPENDED: &str = "Suspended";
+/// The annotation on the TrainJob counting its gang's restarts (JobSet keeps
+/// it in its own status; without a JobSet object it lives on the TrainJob).
+pub const RESTARTS: &str = "trainer.switchyard.io/restarts";
+
+/// The runtime as the pass found it.
+#[derive(Debug, Clone, Copy)]
+pub enum Runtime<'a> {
+    Resolved(&'a Gang),
+    /// Switchyard does not run it: the job fails, naming why.
+    Unsupported(&'a str),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Observed<'a> {
+    pub job: &'a TrainJob,
+    pub runtime: Runtime<'a>,
+    /// The job's pods (by the jobset-name label).
+    pub pods: &'a [Pod],
+    pub services: &'a [Service],
+    /// Nodes and every pod, once a plan asked for them ([`Plan::needs_cluster`]).
+    pub cluster: Option<(&'a [Node], &'a [Pod])>,
+}
+
+/// One pass's decisions, applied in this order: restarts annotation, pod
+/// deletions, service creation, pod creations, status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// A new gang restart count to record before anything else.
+    pub restarts: Option<i32>,
+    pub delete_pods: Vec<String>,
+    pub create_service: Option<Service>,
+    pub create_pods: Vec<Pod>,
+    pub status: TrainJobStatus,
+    pub next: Next,
+    pub needs_cluster: bool,
+}
+
+impl Plan {
+    fn status(status: TrainJobStatus, next: Next) -> Plan {
+        Plan {
+            restarts: None,
+            delete_pods: Vec::new(),
+            create_service: None,
+            create_pods: Vec::new(),
+            status,
+            next,
+            needs_cluster: false,
+        }
+    }
+
+    /// Every pod still Pending or Running is deleted.
+    fn stop_running(&mut self, pods: &[Pod]) {
+        self.delete_pods.extend(
+            pods.iter()
+                .filter(|p| matches!(phase(p), "Pending" | "Running"))
+                .map(|p| p.name_any()),
+        );
+    }
+}
+
+/// Sets a condition as Kubernetes' `meta.SetStatusCondition` does: the
+/// transition time changes only when the status does.
+pub fn set_condition(
+    status: &mut TrainJobStatus,
+    type_: &str,
+    value: bool,
+    reason: &str,
+    message: &str,
+    now: &Time,
+) {
+    let value = if value { "True" } else { "False" };
+    match status.conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != value {
+                c.last_transition_time = now.clone();
+            }
+            c.status = value.into();
+            c.reason = reason.into();
+            c.message = message.into();
+        }
+        None => status.conditions.push(Condition {
+            type_: type_.into(),
+            status: value.into(),
+            reason: reason.into(),
+            message: message.into(),
+            last_transition_time: now.clone(),
+            observed_generation: None,
+        }),
+    }
+}
+
+pub fn is_true(status: &TrainJobStatus, type_: &str) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
+}
+
+/// Whether the job has ended (`Complete` or `Failed`).
+pub fn finished(status: &TrainJobStatus) -> bool {
+    is_true(status, COMPLETE) || is_true(status, FAILED)
+}
+
+/// The gang restarts recorded on the job.
+pub fn restarts(job: &TrainJob) -> i32 {
+    job.annotations()
+        .get(RESTARTS)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Whether another controller owns the job (`spec.managedBy`).
+pub fn managed_elsewhere(job: &TrainJob) -> bool {
+    job.spec
+        .managed_by
+        .as_deref()
+        .is_some_and(|m| !m.is_empty() && m != CONTROLLER)
+}
+
+pub fn plan(obs: &Observed, now: Timestamp, resync: Duration) -> Plan {
+    let job = obs.job;
+    let t = Time(now);
+    let mut status = job.status.clone().unwrap_or_default();
+    if job.metadata.deletion_timestamp.is_some() || managed_elsewhere(job) {
+        return Plan::status(status, Next::AwaitChange);
+    }
+    let gang = match obs.runtime {
+        Runtime::Unsupported(why) => {
+            set_condition(
+                &mut status,
+                FAILED,
+                true,
+                "TrainingRuntimeNotSupported",
+                why,
+                &t,
+            );
+            let mut plan = Plan::status(status, Next::AwaitChange);
+            plan.stop_running(obs.pods);
+            return plan;
+        }
+        Runtime::Resolved(g) => g,
+    };
+    if finished(&status) {
+        let mut plan = Plan::status(status, Next::AwaitChange);
+        plan.stop_running(obs.pods);
+        return plan;
+    }
+    if job.spec.suspend.unwrap_or(false) {
+        set_condition(
+            &mut status,
+            SUSPENDED,
+            true,
+            "Suspended",
+            "TrainJob is suspended",
+            &t,
+        );
+        status.jobs_status = gang
+            .jobs
+            .iter()
+            .map(|j| JobStatus {
+                name: j.name.clone(),
+                suspended: 1,
+                ..Default::default()
+            })
+            .collect();
+        let mut plan = Plan::status(status, Next::AwaitChange);
+        plan.delete_pods = obs.pods.iter().map(|p| p.name_any()).collect();
+        return plan;
+    }
+    if is_true(&status, SUSPENDED) {
+        set_condition(
+            &mut status,
+            SUSPENDED,
+            false,
+            "Resumed",
+            "TrainJob is resumed",
+            &t,
+        );
+    }
+    // The deadline: from creation, or from the last resume.
+    let mut deadline_left = None;
+    if let Some(ads) = job.spec.active_deadline_seconds {
+        let start = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == SUSPENDED && c.status == "False")
+            .map(|c| c.last_transition_time.0)
+            .or(job.metadata.creation_timestamp.as_ref().map(|c| c.0));
+        if let Some(start) = start {
+            let left = start.as_second() + ads - now.as_second();
+            if left <= 0 {
+                set_condition(
+                    &mut status,
+                    FAILED,
+                    true,
+                    "DeadlineExceeded",
+                    "TrainJob exceeded its active deadline",
+                    &t,
+                );
+                let mut plan = Plan::status(status, Next::AwaitChange);
+                plan.delete_pods = obs.pods.iter().map(|p| p.name_any()).collect();
+                return plan;
+            }
+            deadline_left = Some(left);
+        }
+    }
+    let attempt = restarts(job);
+    let current: Vec<&Pod> = obs
+        .pods
+        .iter()
+        .filter(|p| p.labels().get(LABEL_RESTART) == Some(&attempt.to_string()))
+        .collect();
+    // Pods of an earlier attempt (a restart the last pass began) go.
+    let stale: Vec<String> = obs
+        .pods
+        .iter()
+        .filter(|p| p.labels().get(LABEL_RESTART) != Some(&attempt.to_string()))
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| p.name_any())
+        .collect();
+    let jobs: Vec<JobView> = gang
+        .jobs
+        .iter()
+        .map(|gj| JobView::of(gj, &current, now))
+        .collect();
+    status.jobs_status = jobs.iter().map(JobView::status).collect();
+
+    if jobs.iter().all(|j| j.state == JobState::Succeeded) {
+        set_condition(
+            &mut status,
+            COMPLETE,
+            true,
+            "AllJobsCompleted",
+            "jobset completed successfully",
+            &t,
+        );
+        return Plan::status(status, Next::AwaitChange);
+    }
+    if let Some(failed) = jobs.iter().find(|j| matches!(j.state, JobState::Failed(_))) {
+        let why = match &failed.state {
+            JobState::Failed(why) => why.clone(),
+            _ => String::new(),
+        };
+        match gang.max_restarts {
+            Some(max) if attempt < max => {
+                tracing::info!(job = %job.name_any(), restart = attempt + 1, %why, "restarting the gang");
+                let mut plan = Plan::status(status, Next::Requeue(Duration::from_millis(500)));
+                plan.restarts = Some(attempt + 1);
+                plan.delete_pods = obs.pods.iter().map(|p| p.name_any()).collect();
+                return plan;
+            }
+            Some(_) => set_condition(
+                &mut status,
+                FAILED,
+                true,
+                "ReachedMaxRestarts",
+                "jobset failed due to reaching max number of restarts",
+                &t,
+            ),
+            None => set_condition(
+                &mut status,
+                FAILED,
+                true,
+                "FailedJobs",
+                "jobset failed due to one or more job failures",
+                &t,
+            ),
+        }
+        tracing::info!(job = %job.name_any(), %why, "failed");
+        let mut plan = Plan::status(status, Next::AwaitChange);
+        plan.stop_running(obs.pods);
+        return plan;
+    }
+
+    let mut plan = Plan::status(status, Next::Requeue(resync));
+    plan.delete_pods = stale;
+    if !obs.services.iter().any(|s| s.name_any() == gang.subdomain) {
+        plan.create_service = Some(pods::service_for(job, gang));
+    }
+    let missing: Vec<(&GangJob, i32, u32)> = gang
+        .jobs
+        .iter()
+        .zip(&jobs)
+        .flat_map(|(gj, view)| view.missing.iter().map(move |(i, seq)| (gj, *i, *seq)))
+        .collect();
+    if !missing.is_empty() && current.is_empty() {
+        // The whole gang: only when all of it fits.
+        let Some((nodes, all_pods)) = obs.cluster else {
+            let mut wait = Plan::status(plan.status, Next::AwaitChange);
+            wait.needs_cluster = true;
+            return wait;
+        };
+        let amounts: Vec<capacity::Amount> = missing
+            .iter()
+            .filter_map(|(gj, _, _)| gj.template.spec.as_ref())
+            .map(capacity::requests)
+            .collect();
+        if let Err(why) = capacity::place(nodes, all_pods, &amounts) {
+            tracing::debug!(job = %job.name_any(), %why, "waiting for capacity");
+            plan.next = Next::Requeue(resync.min(Duration::from_secs(3)));
+            return plan;
+        }
+    }
+    plan.create_pods = missing
+        .iter()
+        .map(|(gj, i, seq)| pods::pod_for(job, gang, gj, *i, attempt, *seq))
+        .collect();
+    if let Some(left) = deadline_left {
+        plan.next = Next::Requeue(Duration::from_secs(
+            left.clamp(1, resync.as_secs().max(1) as i64) as u64,
+        ));
+    }
+    plan
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum JobState {
+    Active,
+    Succeeded,
+    /// Why (the pod and its exit, or the image).
+    Failed(String),
+}
+
+/// One replicated job's Job, as the Job controller would see it from its pods.
+struct JobView {
+    name: String,
+    state: JobState,
+    /// Pods Pending or Running (the Job's `active`).
+    active: i32,
+    /// Pods Running and Ready, or Succeeded, cover every index.
+    ready: bool,
+    /// Indexes without a live or succeeded pod, with the pod's sequence number.
+    missing: Vec<(i32, u32)>,
+}
+
+impl JobView {
+    fn of(gj: &GangJob, pods: &[&Pod], now: Timestamp) -> JobView {
+        let mine: Vec<&Pod> = pods
+            .iter()
+            .copied()
+            .filter(|p| p.labels().get(LABEL_RJOB) == Some(&gj.name))
+            .collect();
+        let of_index = |i: i32| -> Vec<&Pod> {
+            mine.iter()
+                .copied()
+                .filter(|p| p.labels().get(COMPLETION_INDEX) == Some(&i.to_string()))
+                .collect()
+        };
+        let live = |p: &Pod| {
+            p.metadata.deletion_timestamp.is_none() && matches!(phase(p), "Pending" | "Running")
+        };
+        let mut failures = 0;
+        let mut first_failure = None;
+        let (mut active, mut ready_or_done, mut succeeded) = (0, 0, 0);
+        let mut missing = Vec::new();
+        for i in 0..gj.parallelism {
+            let ps = of_index(i);
+            let failed: Vec<&Pod> = ps
+                .iter()
+                .copied()
+                .filter(|p| phase(p) == "Failed")
+                .collect();
+            failures += failed.len() as i32;
+            if first_failure.is_none() {
+                first_failure = failed
+                    .first()
+                    .map(|p| format!("pod {} failed", p.name_any()));
+            }
+            // In-place restarts (restartPolicy OnFailure) count as failures.
+            for p in ps.iter().filter(|p| live(p)) {
+                let restarts: i32 = p
+                    .status
+                    .iter()
+                    .flat_map(|s| s.container_statuses.iter().flatten())
+                    .map(|c| c.restart_count)
+                    .sum();
+                if restarts > 0 && first_failure.is_none() {
+                    first_failure =
+                        Some(format!("pod {} restarted {restarts} times", p.name_any()));
+                }
+                failures += restarts;
+            }
+            if let Some(why) = ps.iter().find_map(|p| image_failure(p, now)) {
+                return JobView {
+                    name: gj.name.clone(),
+                    state: JobState::Failed(why),
+                    active: 0,
+                    ready: false,
+                    missing: Vec::new(),
+                };
+            }
+            if ps.iter().any(|p| phase(p) == "Succeeded") {
+                succeeded += 1;
+                ready_or_done += 1;
+            } else if let Some(p) = ps.iter().find(|p| live(p)) {
+                active += 1;
+                if phase(p) == "Running" && pod_ready(p) {
+                    ready_or_done += 1;
+                }
+            } else {
+                missing.push((i, ps.len() as u32));
+            }
+        }
+        let state = if failures > gj.backoff_limit {
+            JobState::Failed(format!(
+                "Job {} has reached the specified backoff limit {} ({})",
+                gj.name,
+                gj.backoff_limit,
+                first_failure.unwrap_or_default()
+            ))
+        } else if succeeded == gj.parallelism {
+            JobState::Succeeded
+        } else {
+            JobState::Active
+        };
+        JobView {
+            name: gj.name.clone(),
+            active,
+            ready: ready_or_done >= gj.parallelism,
+            missing: if state == JobState::Active {
+                missing
+            } else {
+                Vec::new()
+            },
+            state,
+        }
+    }
+
+    /// JobSet's count for this replicated job (one Job).
+    fn status(&self) -> JobStatus {
+        let (finished_ok, finished_failed) = (
+            self.state == JobState::Succeeded,
+            matches!(self.state, JobState::Failed(_)),
+        );
+        let running = !finished_ok && !finished_failed;
+        JobStatus {
+            name: self.name.clone(),
+            ready: i32::from(running && self.ready),
+            succeeded: i32::from(finished_ok),
+            failed: i32::from(finished_failed),
+            active: i32::from(running && self.active > 0),
+            suspended: 0,
+        }
+    }
+}
+
+fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}

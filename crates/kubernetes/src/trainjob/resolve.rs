@@ -1,0 +1,386 @@
+//! A TrainJob and its runtime, resolved into the gang of pods to run, as
+//! Trainer v2.3 builds its JobSet: the runtime's template, then the
+//! TrainJob's `runtimePatches` in order, then its `trainer` (image, command,
+//! args, env, resources, node count), then the torch plugin's `PET_*`
+//! variables and port. Pure: the operator reads the runtime, this decides.
+
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use serde_json::{json, Value};
+
+use super::api::{
+    TrainJob, TrainingRuntimeSpec, ANCESTOR_TRAINER, LABEL_ANCESTOR, NODE, TORCH_PORT,
+};
+
+/// One replicated job of the runtime, as its Job would be: `parallelism`
+/// pods (indexes 0…), each from `template`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GangJob {
+    /// The replicated job's name (`node`).
+    pub name: String,
+    pub parallelism: i32,
+    /// The Job's `backoffLimit` (Kubernetes' default 6): failed pods and
+    /// in-place container restarts beyond it fail the Job.
+    pub backoff_limit: i32,
+    /// The pod template, resolved; per-index names and labels are added
+    /// when a pod is made.
+    pub template: PodTemplateSpec,
+}
+
+/// What a TrainJob runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gang {
+    pub jobs: Vec<GangJob>,
+    /// JobSet's `failurePolicy.maxRestarts`; `None` without a failure policy
+    /// (the first failed Job fails the TrainJob, reason `FailedJobs`).
+    pub max_restarts: Option<i32>,
+    /// The headless Service's name and the pods' subdomain.
+    pub subdomain: String,
+}
+
+impl Gang {
+    pub fn pods(&self) -> i32 {
+        self.jobs.iter().map(|j| j.parallelism).sum()
+    }
+}
+
+/// Why Switchyard does not run a runtime (the TrainJob gets Trainer's
+/// `TrainingRuntimeNotSupported` reason with this message).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unsupported(pub String);
+
+/// Resolves `job` against its runtime (`runtime_name` of `kind`).
+pub fn resolve(
+    job: &TrainJob,
+    kind: &str,
+    runtime_name: &str,
+    runtime: &TrainingRuntimeSpec,
+) -> Result<Gang, Unsupported> {
+    let name = kind_name(kind, runtime_name);
+    let policy = runtime.ml_policy.clone().unwrap_or_default();
+    if let Some(fw) = policy.framework().filter(|f| *f != "torch") {
+        return Err(Unsupported(format!(
+            "unsupported runtime: {name} uses mlPolicy.{fw}; Switchyard's operator runs torch runtimes (and plain JobSet templates) only"
+        )));
+    }
+    if job.spec.initializer.is_some() {
+        return Err(Unsupported(format!(
+            "unsupported runtime: {name} with spec.initializer: Switchyard's operator does not run dataset or model initializers yet; fetch the data in the trainer"
+        )));
+    }
+    let spec = &runtime.template.spec;
+    if spec.replicated_jobs.is_empty() {
+        return Err(Unsupported(format!(
+            "unsupported runtime: {name} has no replicatedJobs in its template"
+        )));
+    }
+    let trainer = job.spec.trainer.clone().unwrap_or_default();
+    let num_nodes = trainer.num_nodes.or(policy.num_nodes).unwrap_or(1).max(1);
+    let job_name = job.metadata.name.clone().unwrap_or_default();
+    let mut jobs = Vec::new();
+    for rj in &spec.replicated_jobs {
+        let mut tmpl = rj.template.clone();
+        let ancestor = tmpl
+            .pointer(&format!(
+                "/metadata/labels/{}",
+                LABEL_ANCESTOR.replace('/', "~1")
+            ))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let is_trainer = ancestor.as_deref() == Some(ANCESTOR_TRAINER);
+        if !is_trainer {
+            return Err(Unsupported(format!(
+                "unsupported runtime: {name} has replicated job {:?} ({}); Switchyard's operator runs the trainer step only (initializers and launchers are not supported yet)",
+                rj.name,
+                ancestor.map_or("no trainjob-ancestor-step label".to_string(), |a| format!("ancestor step {a}")),
+            )));
+        }
+        if rj.replicas.unwrap_or(1) != 1 {
+            return Err(Unsupported(format!(
+                "unsupported runtime: {name}: replicated job {:?} has replicas {}; Trainer runs the trainer with one Job",
+                rj.name,
+                rj.replicas.unwrap_or(1)
+            )));
+        }
+        for patch in &job.spec.runtime_patches {
+            if let Some(p) = patch.training_runtime_spec.as_ref().and_then(|s| {
+                s.pointer("/template/spec/replicatedJobs")?
+                    .as_array()?
+                    .iter()
+                    .find(|r| r["name"] == rj.name.as_str())
+                    .cloned()
+            }) {
+                apply_patch(&mut tmpl, &p);
+            }
+        }
+        let backoff_limit = tmpl
+            .pointer("/spec/backoffLimit")
+            .and_then(Value::as_i64)
+            .unwrap_or(6) as i32;
+        let mut pod = tmpl.pointer("/spec/template").cloned().unwrap_or(json!({}));
+        apply_trainer(&mut pod, &trainer);
+        if policy.torch.is_some() {
+            let nproc = nproc_per_node(&trainer, &pod);
+            let envs = pet_env(&job_name, num_nodes, &nproc);
+            let node = container(&mut pod, NODE);
+            if let Some(c) = node {
+                upsert_by(c, "env", "name", &envs);
+                upsert_by(
+                    c,
+                    "ports",
+                    "containerPort",
+                    &[json!({"containerPort": TORCH_PORT})],
+                );
+            }
+            for target in policy
+                .torch
+                .as_ref()
+                .and_then(|t| t.env_injection.as_ref())
+                .map(|e| e.targets.as_slice())
+                .unwrap_or_default()
+                .iter()
+                .filter(|t| t.job_name == rj.name)
+            {
+                for cname in &target.container_names {
+                    match container(&mut pod, cname) {
+                        Some(c) => upsert_by(c, "env", "name", &envs),
+                        None => {
+                            return Err(Unsupported(format!(
+                                "runtime {name}: envInjection target podSet {:?} container {cname:?} not found in runtime template",
+                                target.job_name
+                            )))
+                        }
+                    }
+                }
+            }
+        }
+        if pod.pointer("/spec/restartPolicy").is_none() {
+            pod["spec"]["restartPolicy"] = json!("OnFailure");
+        }
+        let template: PodTemplateSpec = serde_json::from_value(pod).map_err(|e| {
+            Unsupported(format!(
+                "runtime {name}: replicated job {:?}: the pod template is not valid: {e}",
+                rj.name
+            ))
+        })?;
+        jobs.push(GangJob {
+            name: rj.name.clone(),
+            parallelism: num_nodes,
+            backoff_limit,
+            template,
+        });
+    }
+    let subdomain = spec
+        .network
+        .as_ref()
+        .and_then(|n| n.subdomain.clone())
+        .unwrap_or(job_name);
+    Ok(Gang {
+        jobs,
+        max_restarts: spec
+            .failure_policy
+            .as_ref()
+            .map(|f| f.max_restarts.unwrap_or(0)),
+        subdomain,
+    })
+}
+
+/// `ClusterTrainingRuntime/torch-distributed`, as messages name a runtime.
+pub fn kind_name(kind: &str, name: &str) -> String {
+    format!("{kind}/{name}")
+}
+
+/// The TrainJob's `trainer` on the runtime's `node` container.
+fn apply_trainer(pod: &mut Value, trainer: &super::api::Trainer) {
+    let Some(c) = container(pod, NODE) else {
+        return;
+    };
+    if let Some(image) = &trainer.image {
+        c["image"] = json!(image);
+    }
+    if let Some(command) = &trainer.command {
+        c["command"] = json!(command);
+    }
+    if let Some(args) = &trainer.args {
+        c["args"] = json!(args);
+    }
+    if let Some(r) = &trainer.resources_per_node {
+        c["resources"] = serde_json::to_value(r).unwrap_or_default();
+    }
+    let env: Vec<Value> = trainer
+        .env
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap_or_default())
+        .collect();
+    upsert_by(c, "env", "name", &env);
+}
+
+/// `PET_NPROC_PER_NODE`: the TrainJob's `numProcPerNode`, else `auto` with
+/// GPUs, else the node's CPUs (requests, else limits, rounded up; at least 1).
+fn nproc_per_node(trainer: &super::api::Trainer, pod: &Value) -> String {
+    if let Some(n) = trainer.num_proc_per_node {
+        return n.to_string();
+    }
+    let resources = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["name"] == NODE))
+        .map(|c| c["resources"].clone())
+        .unwrap_or(Value::Null);
+    let quantity = |kind: &str, key: &str| {
+        resources[kind][key]
+            .as_str()
+            .map(str::to_string)
+            .or_else(|| resources[kind][key].as_f64().map(|f| f.to_string()))
+            .and_then(|q| switchyard_training::validate::quantity(&q))
+            .filter(|v| *v > 0.0)
+    };
+    let gpus =
+        quantity("requests", "nvidia.com/gpu").or_else(|| quantity("limits", "nvidia.com/gpu"));
+    if gpus.is_some() {
+        return "auto".into();
+    }
+    let cpus = quantity("requests", "cpu")
+        .or_else(|| quantity("limits", "cpu"))
+        .map(|c| c.ceil() as i64)
+        .unwrap_or(0);
+    cpus.max(1).to_string()
+}
+
+/// The torch plugin's variables for a job `job` of `nodes` nodes.
+fn pet_env(job: &str, nodes: i32, nproc: &str) -> Vec<Value> {
+    vec![
+        json!({"name": "PET_NNODES", "value": nodes.to_string()}),
+        json!({"name": "PET_NPROC_PER_NODE", "value": nproc}),
+        json!({"name": "PET_NODE_RANK", "valueFrom": {"fieldRef": {
+            "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}}),
+        json!({"name": "PET_MASTER_ADDR", "value": format!("{job}-{NODE}-0-0.{job}")}),
+        json!({"name": "PET_MASTER_PORT", "value": TORCH_PORT.to_string()}),
+    ]
+}
+
+/// The container `name` of a pod template (JSON), if there is one.
+fn container<'a>(pod: &'a mut Value, name: &str) -> Option<&'a mut Value> {
+    pod.pointer_mut("/spec/containers")?
+        .as_array_mut()?
+        .iter_mut()
+        .find(|c| c["name"] == name)
+}
+
+/// Sets each of `items` in the list `field` of `obj`, replacing the entry
+/// with the same `key` (as Kubernetes' strategic merge does for env, ports,
+/// volumes, containers), else appending.
+fn upsert_by(obj: &mut Value, field: &str, key: &str, items: &[Value]) {
+    if items.is_empty() {
+        return;
+    }
+    if !obj[field].is_array() {
+        obj[field] = json!([]);
+    }
+    if let Some(list) = obj[field].as_array_mut() {
+        for item in items {
+            match list.iter_mut().find(|x| x[key] == item[key]) {
+                Some(x) => *x = item.clone(),
+                None => list.push(item.clone()),
+            }
+        }
+    }
+}
+
+/// One runtime patch's replicated job (`{name, template: {metadata, spec:
+/// {template: {metadata, spec}}}}`) onto the runtime's Job template:
+/// labels and annotations merged, containers matched by name (env and
+/// volume mounts merged into them), volumes by name, tolerations and
+/// scheduling gates appended, the rest set.
+fn apply_patch(job_template: &mut Value, patch: &Value) {
+    let Some(p) = patch.get("template") else {
+        return;
+    };
+    merge_meta(&mut job_template["metadata"], &p["metadata"]);
+    let Some(pt) = p.pointer("/spec/template") else {
+        return;
+    };
+    let pod = &mut job_template["spec"]["template"];
+    merge_meta(&mut pod["metadata"], &pt["metadata"]);
+    let Some(ps) = pt.get("spec").and_then(Value::as_object) else {
+        return;
+    };
+    for (k, v) in ps {
+        match k.as_str() {
+            "containers" | "initContainers" => {
+                for cp in v.as_array().into_iter().flatten() {
+                    let cname = cp["name"].as_str().unwrap_or_default().to_string();
+                    let list = &mut pod["spec"][k.as_str()];
+                    if !list.is_array() {
+                        *list = json!([]);
+                    }
+                    let Some(arr) = list.as_array_mut() else {
+                        continue;
+                    };
+                    let at = match arr.iter().position(|c| c["name"] == cname.as_str()) {
+                        Some(i) => i,
+                        None => {
+                            arr.push(json!({"name": cname}));
+                            arr.len() - 1
+                        }
+                    };
+                    let c = &mut arr[at];
+                    for (ck, cv) in cp.as_object().into_iter().flatten() {
+                        match ck.as_str() {
+                            "env" => upsert_by(
+                                c,
+                                "env",
+                                "name",
+                                cv.as_array().map(Vec::as_slice).unwrap_or_default(),
+                            ),
+                            "volumeMounts" => upsert_by(
+                                c,
+                                "volumeMounts",
+                                "mountPath",
+                                cv.as_array().map(Vec::as_slice).unwrap_or_default(),
+                            ),
+                            "name" => {}
+                            _ => c[ck.as_str()] = cv.clone(),
+                        }
+                    }
+                }
+            }
+            "volumes" | "imagePullSecrets" => upsert_by(
+                &mut pod["spec"],
+                k,
+                "name",
+                v.as_array().map(Vec::as_slice).unwrap_or_default(),
+            ),
+            "tolerations" | "schedulingGates" => {
+                let list = &mut pod["spec"][k.as_str()];
+                if !list.is_array() {
+                    *list = json!([]);
+                }
+                if let (Some(arr), Some(add)) = (list.as_array_mut(), v.as_array()) {
+                    arr.extend(add.iter().cloned());
+                }
+            }
+            "nodeSelector" => merge_map(&mut pod["spec"]["nodeSelector"], v),
+            _ => pod["spec"][k.as_str()] = v.clone(),
+        }
+    }
+}
+
+fn merge_meta(into: &mut Value, from: &Value) {
+    for key in ["labels", "annotations"] {
+        if from.get(key).is_some() {
+            merge_map(&mut into[key], &from[key]);
+        }
+    }
+}
+
+fn merge_map(into: &mut Value, from: &Value) {
+    if !into.is_object() {
+        *into = json!({});
+    }
+    if let (Some(i), Some(f)) = (into.as_object_mut(), from.as_object()) {
+        for (k, v) in f {
+            i.insert(k.clone(), v.clone());
+        }
+    }
+}
