@@ -275,19 +275,29 @@ fn a_failing_rank_restarts_the_gang_as_the_failure_policy_allows_then_fails() {
         "1"
     );
     assert_eq!(j["status"]["jobsStatus"][0]["failed"], 1);
-    // The second attempt's pods are what is left; none still runs.
-    let pods = pods_of(&ns, "restarts");
-    assert!(!pods.is_empty());
-    for p in &pods {
-        assert_eq!(
-            p["metadata"]["labels"]["jobset.sigs.k8s.io/restart-attempt"],
-            "1"
-        );
-    }
+    let events = ns.get(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=restarts",
+    ]);
+    let restarted = events["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["reason"] == "Restarting");
+    let note = restarted
+        .map(|e| e["message"].to_string())
+        .unwrap_or_default();
+    assert!(
+        note.contains("restart 1") && note.contains("backoff limit 0"),
+        "{events:#}"
+    );
+    // As a Job past its backoff limit, the failed gang's pods are deleted.
     wait_for(&ns, &op, "restarts", 60, "without running pods", |_| {
-        pods_of(&ns, "restarts")
-            .iter()
-            .all(|p| p["status"]["phase"] != "Running")
+        pods_of(&ns, "restarts").iter().all(|p| {
+            p["status"]["phase"] != "Running" || !p["metadata"]["deletionTimestamp"].is_null()
+        })
     });
     let j = wait_for(&ns, &op, "nopolicy", 120, "Failed", |j| {
         condition(j, "Failed").is_some()

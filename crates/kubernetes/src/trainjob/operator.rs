@@ -234,17 +234,14 @@ async fn reconcile(job: Arc<TrainJob>, ctx: Arc<Ctx>) -> Result<Action, Operator
         ),
         Some(Lookup::Unsupported(why)) => Some(Err(why.clone())),
         Some(Lookup::Missing(why)) => {
-            let reference = job.object_ref(&());
-            let event = Event {
-                type_: EventType::Warning,
-                reason: "TrainJobResourcesCreationFailed".into(),
-                note: Some(why.clone()),
-                action: "Reconciling".into(),
-                secondary: None,
-            };
-            if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-                tracing::warn!(error = %e, "cannot record an event");
-            }
+            publish(
+                &ctx.recorder,
+                &job,
+                EventType::Warning,
+                "TrainJobResourcesCreationFailed",
+                why,
+            )
+            .await;
             tracing::warn!(trainjob = %name, "{why}");
             return Ok(Action::requeue(Duration::from_secs(5)));
         }
@@ -290,7 +287,32 @@ async fn reconcile(job: Arc<TrainJob>, ctx: Arc<Ctx>) -> Result<Action, Operator
         observed.cluster = Some((&cluster.0, &cluster.1));
         decided = plan::plan(&observed, Timestamp::now(), resync);
     }
+    if let Some((n, why)) = &decided.restarts {
+        publish(
+            &ctx.recorder,
+            &job,
+            EventType::Normal,
+            "Restarting",
+            &format!("restarting the gang (restart {n}): {why}"),
+        )
+        .await;
+    }
     apply(&jobs, &pods_api, &svcs, &job, &before, decided).await
+}
+
+/// Records an event on the TrainJob (`kubectl describe trainjob` shows it);
+/// a failure to record is logged, not fatal.
+async fn publish(recorder: &Recorder, job: &TrainJob, type_: EventType, reason: &str, note: &str) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconciling".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, &job.object_ref(&())).await {
+        tracing::warn!(error = %e, "cannot record an event");
+    }
 }
 
 /// Carries out a plan in its documented order.
@@ -303,7 +325,7 @@ async fn apply(
     mut plan: Plan,
 ) -> Result<Action, OperatorError> {
     let name = job.name_any();
-    if let Some(n) = plan.restarts {
+    if let Some((n, _)) = &plan.restarts {
         let patch = serde_json::json!({"metadata": {"annotations": {RESTARTS: n.to_string()}}});
         jobs.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;

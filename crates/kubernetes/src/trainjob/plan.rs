@@ -58,8 +58,8 @@ pub struct Observed<'a> {
 /// deletions, service creation, pod creations, status.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
-    /// A new gang restart count to record before anything else.
-    pub restarts: Option<i32>,
+    /// A new gang restart count to record before anything else, and why.
+    pub restarts: Option<(i32, String)>,
     pub delete_pods: Vec<String>,
     pub create_service: Option<Service>,
     pub create_pods: Vec<Pod>,
@@ -278,7 +278,7 @@ pub fn plan(obs: &Observed, now: Timestamp, resync: Duration) -> Plan {
             Some(max) if attempt < max => {
                 tracing::info!(job = %job.name_any(), restart = attempt + 1, %why, "restarting the gang");
                 let mut plan = Plan::status(status, Next::Requeue(Duration::from_millis(500)));
-                plan.restarts = Some(attempt + 1);
+                plan.restarts = Some((attempt + 1, why));
                 plan.delete_pods = obs.pods.iter().map(|p| p.name_any()).collect();
                 return plan;
             }

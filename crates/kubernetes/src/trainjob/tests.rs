@@ -305,7 +305,12 @@ fn a_failed_job_restarts_the_whole_gang_until_max_restarts() {
         with_phase(pods[1].clone(), "Failed", Some(1)),
     ];
     let p = pass(&j, &g, &failed, "2026-12-07T10:00:40Z");
-    assert_eq!(p.restarts, Some(1));
+    assert_eq!(p.restarts.as_ref().map(|r| r.0), Some(1));
+    assert!(
+        p.restarts.as_ref().unwrap().1.contains("backoff limit 0"),
+        "{:?}",
+        p.restarts
+    );
     assert_eq!(p.delete_pods.len(), 2);
     assert!(condition(&p, "Failed").is_none());
 
