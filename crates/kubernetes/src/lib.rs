@@ -18,6 +18,7 @@ pub mod pods;
 mod pytorchjob;
 pub mod steps;
 pub mod training;
+mod training_trainjob;
 pub mod trainjob;
 
 pub use crd::{PyTorchJob, PyTorchJobSpec};

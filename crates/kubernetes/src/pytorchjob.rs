@@ -118,7 +118,7 @@ impl KubernetesBackend {
                 containers: vec![Container {
                     name: CONTAINER.into(),
                     image: Some(s.image.clone().unwrap_or_default()),
-                    command: Some(command(job)),
+                    command: Some(command_through(job, false)),
                     working_dir: Some(code_dir(job).unwrap_or("/").into()),
                     env: Some(env(job)),
                     resources: Some(resources(job)),
@@ -315,14 +315,15 @@ impl KubernetesBackend {
 
 /// The container's command: the contract's start script, then the job's
 /// command, or its entry point (through torchrun, which reads the
-/// operator's `PET_*` as its arguments, when several processes share a pod).
-fn command(job: &TrainingJob) -> Vec<String> {
+/// operator's `PET_*` as its arguments, when several processes share a pod
+/// or `torchrun` asks for it: a TrainJob's runtime gives only `PET_*`).
+pub(crate) fn command_through(job: &TrainingJob, torchrun: bool) -> Vec<String> {
     let s = &job.spec;
     let user: Vec<String> = match (&s.command, &s.entry_point, s.contract) {
         (Some(_), _, Contract::ModelTrainer) => modeltrainer::command_argv(job).unwrap_or_default(),
         (Some(cmd), _, Contract::Toolkit) => cmd.clone(),
         (None, Some(ep), Contract::Toolkit) => {
-            let mut c: Vec<String> = if s.procs_per_node > 1 {
+            let mut c: Vec<String> = if s.procs_per_node > 1 || torchrun {
                 vec!["python".into(), "-m".into(), "torch.distributed.run".into()]
             } else {
                 vec!["python".into()]
@@ -367,9 +368,10 @@ fn modeltrainer_command(job: &TrainingJob, ep: &str) -> Vec<String> {
 }
 
 fn env(job: &TrainingJob) -> Vec<EnvVar> {
-    shared_env(job)
-        .into_iter()
-        .chain([("PYTHONUNBUFFERED".to_string(), "1".to_string())])
+    let mut vars = shared_env(job);
+    vars.entry("PYTHONUNBUFFERED".to_string())
+        .or_insert_with(|| "1".to_string());
+    vars.into_iter()
         .map(|(name, value)| EnvVar {
             name,
             value: Some(value),

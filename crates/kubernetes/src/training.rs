@@ -21,7 +21,8 @@ use switchyard_training::contract::{self, HostLayout, Placement};
 use crate::contract as pod_contract;
 use switchyard_training::{
     code_files, BackendError, BackendKind, ChannelSource, Contract, JobEvent, JobEvents, JobState,
-    MetricScraper, SourceFile, Stopped, TrainingBackend, TrainingJob, TrainingOutcome,
+    KubernetesApi, MetricScraper, SourceFile, Stopped, TrainingBackend, TrainingJob,
+    TrainingOutcome,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -50,6 +51,11 @@ pub struct KubernetesConfig {
     pub jobs_dir: PathBuf,
     /// The ReadWriteMany claim that local `output` and `checkpoint` paths live on.
     pub data_claim: Option<DataClaim>,
+    /// The API jobs are submitted as when they do not say (`SWITCHYARD_K8S_API`).
+    pub api: KubernetesApi,
+    /// The TrainJob runtime when a job names none (`SWITCHYARD_K8S_RUNTIME`,
+    /// default `torch-distributed`).
+    pub runtime: String,
 }
 
 /// A PersistentVolumeClaim that this process also sees as a folder: a local
@@ -73,7 +79,8 @@ impl DataClaim {
 }
 
 impl KubernetesConfig {
-    /// `SWITCHYARD_K8S_NAMESPACE` (default `default`), `SWITCHYARD_K8S_EFS_CLAIMS`
+    /// `SWITCHYARD_K8S_NAMESPACE` (default `default`), `SWITCHYARD_K8S_API`
+    /// (`auto`, `PyTorchJob` or `TrainJob`), `SWITCHYARD_K8S_RUNTIME`, `SWITCHYARD_K8S_EFS_CLAIMS`
     /// (`fs-id=claim,…`), `SWITCHYARD_K8S_S3_IMAGE`, `SWITCHYARD_K8S_KUBECONFIG`,
     /// `SWITCHYARD_K8S_DATA_CLAIM` + `SWITCHYARD_K8S_DATA_MOUNT` (default: the
     /// task claim, `SWITCHYARD_K8S_TASK_CLAIM` + `SWITCHYARD_K8S_TASK_MOUNT`).
@@ -90,7 +97,19 @@ impl KubernetesConfig {
             })?;
             efs_claims.insert(fs.trim().to_string(), claim.trim().to_string());
         }
+        let api = match var("SWITCHYARD_K8S_API").as_deref() {
+            None | Some("auto") => KubernetesApi::Auto,
+            Some("PyTorchJob") => KubernetesApi::PyTorchJob,
+            Some("TrainJob") => KubernetesApi::TrainJob,
+            Some(other) => {
+                return Err(format!(
+                    "SWITCHYARD_K8S_API: '{other}' is not auto, PyTorchJob or TrainJob"
+                ))
+            }
+        };
         Ok(KubernetesConfig {
+            api,
+            runtime: var("SWITCHYARD_K8S_RUNTIME").unwrap_or_else(|| "torch-distributed".into()),
             namespace: var("SWITCHYARD_K8S_NAMESPACE").unwrap_or_else(|| "default".into()),
             efs_claims,
             s3_image: var("SWITCHYARD_K8S_S3_IMAGE")
@@ -328,6 +347,9 @@ impl TrainingBackend for KubernetesBackend {
                 Some(_) => {}
             }
         }
+        if s.kubernetes.api.unwrap_or(self.config.api) == KubernetesApi::TrainJob {
+            self.trainjob_preflight(job)?;
+        }
         if let Some(dir) = &s.source_dir {
             let size: u64 = code_files(job, Path::new(dir))
                 .map_err(|e| refuse("spec.sourceDir", e))?
@@ -349,7 +371,12 @@ impl TrainingBackend for KubernetesBackend {
         let ns = ns.as_str();
         let name = doc.name_any();
         let name = name.as_str();
-        let jobs: Api<PyTorchJob> = Api::namespaced(self.client().await?, ns);
+        let client = self.client().await?;
+        // Submitted as either API (the choice may have been automatic).
+        if let Some(stopped) = self.stop_trainjob(&client, ns, name).await? {
+            return Ok(stopped);
+        }
+        let jobs: Api<PyTorchJob> = Api::namespaced(client, ns);
         let found = jobs
             .get_opt(name)
             .await
@@ -399,18 +426,98 @@ impl TrainingBackend for KubernetesBackend {
             }
             None => Vec::new(),
         };
+        if self.api_for(&client, job).await? == KubernetesApi::TrainJob {
+            return self
+                .run_trainjob(&client, job, job_id, &code, events, cancel)
+                .await;
+        }
         let submitted = self.submit(&client, job, job_id, &code).await?;
         let (ns, name) = (submitted.ns.clone(), submitted.name.clone());
         let _ = events.send(JobEvent::Status {
             message: format!("created PyTorchJob {ns}/{name}"),
         });
         let jobs: Api<PyTorchJob> = Api::namespaced(client.clone(), &ns);
-        let (mtx, mut mrx) = tokio::sync::mpsc::unbounded_channel::<JobEvent>();
-        let mut follow = Follow {
+        let follow = self.follow(job, job_id, &client, &ns, &name, Followed::PyTorchJob);
+        follow
+            .watch(jobs, &events, cancel, |j, follow| {
+                let st = j.status.as_ref()?;
+                follow.report(st, &events);
+                follow.end_of(st, || self.model_location(job, job_id))
+            })
+            .await
+    }
+}
+
+/// Which kind of object a [`Follow`] follows: where its pods are found, which
+/// container is the training one, which node a pod is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Followed {
+    PyTorchJob,
+    TrainJob,
+}
+
+impl Followed {
+    fn selector(self, name: &str) -> String {
+        match self {
+            Followed::PyTorchJob => format!("{LABEL_JOB}={name}"),
+            Followed::TrainJob => format!("{}={name}", crate::trainjob::pods::LABEL_JOBSET),
+        }
+    }
+
+    fn container(self) -> &'static str {
+        match self {
+            Followed::PyTorchJob => CONTAINER,
+            Followed::TrainJob => crate::trainjob::api::NODE,
+        }
+    }
+
+    /// The node (host index) a pod runs: a PyTorchJob's Master is 0,
+    /// Worker `i` is `i + 1`; a TrainJob's pod is its completion index.
+    fn node_of(self, p: &Pod) -> u32 {
+        let labels = p.labels();
+        let label = |k: &str| {
+            labels
+                .get(k)
+                .and_then(|i| i.parse::<u32>().ok())
+                .unwrap_or(0)
+        };
+        match self {
+            Followed::PyTorchJob => {
+                let worker = labels
+                    .get("training.kubeflow.org/replica-type")
+                    .map(String::as_str)
+                    == Some("worker");
+                label("training.kubeflow.org/replica-index") + u32::from(worker)
+            }
+            Followed::TrainJob => label(crate::trainjob::pods::COMPLETION_INDEX),
+        }
+    }
+
+    fn kind(self) -> &'static str {
+        match self {
+            Followed::PyTorchJob => "PyTorchJob",
+            Followed::TrainJob => "TrainJob",
+        }
+    }
+}
+
+impl KubernetesBackend {
+    pub(crate) fn follow<'a>(
+        &self,
+        job: &'a TrainingJob,
+        job_id: &str,
+        client: &Client,
+        ns: &str,
+        name: &str,
+        kind: Followed,
+    ) -> Follow<'a> {
+        let (lines, rx) = tokio::sync::mpsc::unbounded_channel::<JobEvent>();
+        Follow {
             job,
-            pods: Api::namespaced(client, &ns),
-            ns: ns.clone(),
-            name: name.clone(),
+            kind,
+            pods: Api::namespaced(client.clone(), ns),
+            ns: ns.to_string(),
+            name: name.to_string(),
             logs_dir: self.config.jobs_dir.join(job_id).join("logs"),
             scraper: MetricScraper::new(job),
             following: Default::default(),
@@ -418,61 +525,9 @@ impl TrainingBackend for KubernetesBackend {
             metrics: BTreeMap::new(),
             last_message: String::new(),
             restarts: 0,
-            lines: mtx,
-        };
-        let fields = format!("metadata.name={name}");
-        let mut stream = watcher::watcher(jobs.clone(), watcher::Config::default().fields(&fields))
-            .default_backoff()
-            .boxed();
-        let outcome = loop {
-            let ev = tokio::select! {
-                _ = cancel.cancelled() => {
-                    let _ = jobs.delete(&name, &DeleteParams::background()).await;
-                    break follow.ended(JobState::Canceled, Some(format!("canceled: PyTorchJob {ns}/{name} deleted")));
-                }
-                m = mrx.recv() => {
-                    if let Some(m) = m {
-                        if let JobEvent::Metric { name, value } = &m {
-                            follow.metrics.insert(name.clone(), *value);
-                        }
-                        let _ = events.send(m);
-                    }
-                    continue;
-                }
-                ev = stream.try_next() => ev,
-            };
-            let j = match ev {
-                Ok(Some(watcher::Event::Apply(j) | watcher::Event::InitApply(j))) => j,
-                Ok(Some(watcher::Event::Delete(_))) => {
-                    break follow.ended(
-                        JobState::Canceled,
-                        Some(format!("PyTorchJob {ns}/{name} was deleted")),
-                    );
-                }
-                Ok(Some(_)) => continue,
-                Ok(None) => {
-                    return Err(BackendError::Permanent(
-                        "the watch on the PyTorchJob ended".into(),
-                    ))
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "watch error; the watcher retries");
-                    continue;
-                }
-            };
-            let Some(st) = j.status.clone() else { continue };
-            follow.pods_seen(&events).await;
-            follow.report(&st, &events);
-            if let Some(outcome) = follow.end_of(&st, || self.model_location(job, job_id)) {
-                break outcome;
-            }
-        };
-        // Lines already read still arrive.
-        drop(follow);
-        while let Ok(m) = mrx.try_recv() {
-            let _ = events.send(m);
+            lines,
+            rx: Some(rx),
         }
-        Ok(outcome)
     }
 }
 
@@ -510,7 +565,9 @@ impl KubernetesBackend {
                 ))
             }
         };
-        let cm = code_config_map(job, code, &created, &ns, &name)?;
+        let owner = json!({"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "name": name,
+            "uid": created.metadata.uid, "controller": false});
+        let cm = code_config_map(job, code, owner, &ns, &name)?;
         let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
         match cms.create(&PostParams::default(), &cm).await {
             Ok(_) => {}
@@ -527,13 +584,13 @@ impl KubernetesBackend {
     }
 }
 
-/// The ConfigMap `<name>-code` of a job's PyTorchJob: the runtime contract's
+/// The ConfigMap `<name>-code` of a job's PyTorchJob or TrainJob (`owner`): the runtime contract's
 /// files, and `sourceDir`'s files as `f<index>` (text as data, anything else,
-/// pickles or images, byte for byte as binaryData), owned by the PyTorchJob.
-fn code_config_map(
+/// pickles or images, byte for byte as binaryData), owned by that job.
+pub(crate) fn code_config_map(
     job: &TrainingJob,
     code: &[SourceFile],
-    created: &PyTorchJob,
+    owner: serde_json::Value,
     ns: &str,
     name: &str,
 ) -> Result<ConfigMap, BackendError> {
@@ -553,8 +610,7 @@ fn code_config_map(
     }
     serde_json::from_value(json!({
         "metadata": {"name": format!("{name}-code"), "namespace": ns,
-            "ownerReferences": [{"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "name": name,
-                "uid": created.metadata.uid, "controller": false}]},
+            "ownerReferences": [owner]},
         "data": data,
         "binaryData": binary,
     }))
@@ -563,8 +619,9 @@ fn code_config_map(
 
 /// What following one PyTorchJob keeps: the pods seen, their log streams,
 /// the metrics and the last condition reported.
-struct Follow<'a> {
+pub(crate) struct Follow<'a> {
     job: &'a TrainingJob,
+    kind: Followed,
     pods: Api<Pod>,
     ns: String,
     name: String,
@@ -580,22 +637,100 @@ struct Follow<'a> {
     restarts: u32,
     /// Where the log streams send their lines and metrics.
     lines: tokio::sync::mpsc::UnboundedSender<JobEvent>,
+    rx: Option<tokio::sync::mpsc::UnboundedReceiver<JobEvent>>,
 }
 
 impl Follow<'_> {
+    /// Watches the followed object (`jobs`, by name) until `ended` says how
+    /// the job ended, it is deleted, or `cancel` fires (then it is deleted);
+    /// the pods' logs and metrics are forwarded to `events` meanwhile.
+    pub(crate) async fn watch<K>(
+        mut self,
+        jobs: Api<K>,
+        events: &JobEvents,
+        cancel: CancellationToken,
+        mut ended: impl FnMut(&K, &mut Self) -> Option<TrainingOutcome>,
+    ) -> Result<TrainingOutcome, BackendError>
+    where
+        K: kube::Resource
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned
+            + Send
+            + Sync
+            + 'static,
+    {
+        let (ns, name, kind) = (self.ns.clone(), self.name.clone(), self.kind.kind());
+        let mut mrx = self
+            .rx
+            .take()
+            .ok_or_else(|| BackendError::Permanent("followed twice".into()))?;
+        let fields = format!("metadata.name={name}");
+        let mut stream = watcher::watcher(jobs.clone(), watcher::Config::default().fields(&fields))
+            .default_backoff()
+            .boxed();
+        let outcome = loop {
+            let ev = tokio::select! {
+                _ = cancel.cancelled() => {
+                    let _ = jobs.delete(&name, &DeleteParams::background()).await;
+                    break self.ended(JobState::Canceled, Some(format!("canceled: {kind} {ns}/{name} deleted")));
+                }
+                m = mrx.recv() => {
+                    if let Some(m) = m {
+                        if let JobEvent::Metric { name, value } = &m {
+                            self.metrics.insert(name.clone(), *value);
+                        }
+                        let _ = events.send(m);
+                    }
+                    continue;
+                }
+                ev = stream.try_next() => ev,
+            };
+            let j = match ev {
+                Ok(Some(watcher::Event::Apply(j) | watcher::Event::InitApply(j))) => j,
+                Ok(Some(watcher::Event::Delete(_))) => {
+                    break self.ended(
+                        JobState::Canceled,
+                        Some(format!("{kind} {ns}/{name} was deleted")),
+                    );
+                }
+                Ok(Some(_)) => continue,
+                Ok(None) => {
+                    return Err(BackendError::Permanent(format!(
+                        "the watch on the {kind} ended"
+                    )))
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "watch error; the watcher retries");
+                    continue;
+                }
+            };
+            self.pods_seen(events).await;
+            if let Some(outcome) = ended(&j, &mut self) {
+                break outcome;
+            }
+        };
+        // Lines already read still arrive.
+        drop(self);
+        while let Ok(m) = mrx.try_recv() {
+            let _ = events.send(m);
+        }
+        Ok(outcome)
+    }
+
     /// The job's pods now: placement when it changed, and one log stream per
     /// rank once its pod runs.
     async fn pods_seen(&mut self, events: &JobEvents) {
         let list = self
             .pods
-            .list(&ListParams::default().labels(&format!("{LABEL_JOB}={}", self.name)))
+            .list(&ListParams::default().labels(&self.kind.selector(&self.name)))
             .await
             .map(|l| l.items)
             .unwrap_or_default();
         let before = self.placed.len();
         self.placed.extend(list.iter().map(|p| p.name_any()));
         if self.placed.len() != before {
-            let details = json!({"kind": "kubernetes", "namespace": self.ns, "name": self.name, "pods": self.placed});
+            let details = json!({"kind": "kubernetes", "api": self.kind.kind(), "namespace": self.ns, "name": self.name, "pods": self.placed});
             let _ = events.send(JobEvent::Placement { details });
         }
         for p in &list {
@@ -607,7 +742,7 @@ impl Follow<'_> {
             if !started || !self.following.insert(uid) {
                 continue;
             }
-            let node = pod_node(p);
+            let node = self.kind.node_of(p);
             let rank = switchyard_training::slots::Slot {
                 node,
                 local_rank: 0,
@@ -623,6 +758,7 @@ impl Follow<'_> {
 
     /// Streams one pod's log into its rank file and the job's events.
     fn stream_log(&self, pod: String, rank: u32, host: String) {
+        let container = self.kind.container();
         let (pods, dir, scraper, events) = (
             self.pods.clone(),
             self.logs_dir.clone(),
@@ -632,7 +768,7 @@ impl Follow<'_> {
         tokio::spawn(async move {
             let params = LogParams {
                 follow: true,
-                container: Some(CONTAINER.into()),
+                container: Some(container.into()),
                 ..Default::default()
             };
             let stream = match pods.log_stream(&pod, &params).await {
@@ -708,7 +844,7 @@ impl Follow<'_> {
         None
     }
 
-    fn ended(&self, state: JobState, failure_reason: Option<String>) -> TrainingOutcome {
+    pub(crate) fn ended(&self, state: JobState, failure_reason: Option<String>) -> TrainingOutcome {
         TrainingOutcome {
             state,
             restarts: self.restarts,
@@ -717,21 +853,6 @@ impl Follow<'_> {
             failure_reason,
         }
     }
-}
-
-/// The node (host index) a PyTorchJob pod runs: the Master is 0, Worker `i`
-/// is `i + 1`.
-fn pod_node(p: &Pod) -> u32 {
-    let labels = p.labels();
-    let index: u32 = labels
-        .get("training.kubeflow.org/replica-index")
-        .and_then(|i| i.parse().ok())
-        .unwrap_or(0);
-    let worker = labels
-        .get("training.kubeflow.org/replica-type")
-        .map(String::as_str)
-        == Some("worker");
-    index + u32::from(worker)
 }
 
 #[cfg(test)]
@@ -782,6 +903,8 @@ mod tests {
             kubeconfig: None,
             jobs_dir: PathBuf::from("/tmp/jobs"),
             data_claim: claim,
+            api: KubernetesApi::Auto,
+            runtime: "torch-distributed".into(),
         }
     }
 

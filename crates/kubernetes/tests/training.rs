@@ -59,6 +59,8 @@ async fn a_training_job_runs_as_a_pytorchjob_to_completion() {
         kubeconfig: Some(c.kubeconfig_for("switchyard-server", cluster::SERVER_TOKEN)),
         jobs_dir: work.path().join("jobs"),
         data_claim: None,
+        api: switchyard_training::KubernetesApi::PyTorchJob,
+        runtime: "torch-distributed".into(),
     };
     let backend = KubernetesBackend::new(config.clone());
 

@@ -27,8 +27,8 @@ pub use job::{
     LABEL_TASK,
 };
 pub use spec::{
-    BackendKind, Contract, Objective, PlacementSpec, RestartPolicy, SageMakerSettings,
-    TrainingJobSpec,
+    BackendKind, Contract, KubernetesApi, KubernetesSettings, Objective, PlacementSpec,
+    RestartPolicy, SageMakerSettings, TrainingJobSpec,
 };
 pub use validate::load;
 

@@ -248,6 +248,9 @@ pub struct TrainingJobSpec {
     /// SageMaker settings that have no meaning elsewhere.
     #[serde(default, skip_serializing_if = "SageMakerSettings::is_empty")]
     pub sagemaker: SageMakerSettings,
+    /// Settings only the Kubernetes backend reads.
+    #[serde(default, skip_serializing_if = "KubernetesSettings::is_empty")]
+    pub kubernetes: KubernetesSettings,
     /// Kubernetes: the namespace of the PyTorchJob.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
@@ -286,6 +289,46 @@ pub struct SageMakerSettings {
     /// Encrypt traffic between the training instances.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub enable_inter_container_traffic_encryption: bool,
+}
+
+/// Which Kubeflow API a job is submitted as on Kubernetes.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default, PartialEq, Eq)]
+pub enum KubernetesApi {
+    /// PyTorchJob where the cluster serves it, else TrainJob where it serves
+    /// that (the choice is made per job, by API discovery).
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
+    /// Kubeflow's `kubeflow.org/v1` PyTorchJob (training operator v1).
+    PyTorchJob,
+    /// Kubeflow Trainer v2's `trainer.kubeflow.org/v1alpha1` TrainJob.
+    TrainJob,
+}
+
+impl KubernetesApi {
+    pub fn is_auto(&self) -> bool {
+        *self == KubernetesApi::Auto
+    }
+}
+
+/// Settings only the Kubernetes backend reads; each falls back to
+/// Switchyard's configuration (`SWITCHYARD_K8S_API`, `SWITCHYARD_K8S_RUNTIME`).
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KubernetesSettings {
+    /// `auto` (default), `PyTorchJob` or `TrainJob`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<KubernetesApi>,
+    /// With TrainJob: the ClusterTrainingRuntime it references (default
+    /// `torch-distributed`, the runtime Kubeflow Trainer ships for PyTorch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+}
+
+impl KubernetesSettings {
+    pub fn is_empty(&self) -> bool {
+        *self == KubernetesSettings::default()
+    }
 }
 
 impl SageMakerSettings {

@@ -220,7 +220,7 @@ pub(crate) struct Ns<'a> {
     kube: &'a Kube,
     pub(crate) name: String,
     /// The folder behind the `switchyard-data` claim.
-    data: tempfile::TempDir,
+    pub(crate) data: tempfile::TempDir,
     volumes: Vec<String>,
 }
 
@@ -267,7 +267,7 @@ impl Ns<'_> {
     }
 
     /// The data claim, as the backends' environment names it.
-    fn data_claim(&mut self) -> Vec<(&'static str, String)> {
+    pub(crate) fn data_claim(&mut self) -> Vec<(&'static str, String)> {
         let dir = self.data.path().to_path_buf();
         self.claim("switchyard-data", &dir);
         vec![
@@ -1029,7 +1029,7 @@ fn the_modeltrainer_contract_in_pods_is_what_modeltrainer_gives() {
 
 /// `switchyard job run examples/ddp-digits/job.yaml --backend kubernetes`, with
 /// the output and the checkpoint on the data claim.
-fn job_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+pub(crate) fn job_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "--backend",
         "kubernetes",
@@ -1044,7 +1044,7 @@ fn job_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     args
 }
 
-fn job_cmd(sb: &Sandbox, env: &[(&'static str, String)], args: &[&str]) -> Command {
+pub(crate) fn job_cmd(sb: &Sandbox, env: &[(&'static str, String)], args: &[&str]) -> Command {
     let mut c = sb.cmd();
     c.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     c.args(["job", "run"])

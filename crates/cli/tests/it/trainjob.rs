@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::k8s::{kube, Kube, Ns};
+use crate::common::Sandbox;
+use crate::k8s::{job_args, job_cmd, kube, Kube, Ns};
 
 const IMAGE: &str = "switchyard.local/pytorch:dev";
 
@@ -455,4 +456,87 @@ fn trainers_admission_rules_refuse_bad_trainjobs_and_unsupported_runtimes_fail_w
         Some("unsupported runtime: FancyRuntime.trainer.kubeflow.org".to_string())
     );
     assert!(pods_of(&ns, "mpi2").is_empty());
+}
+
+#[test]
+#[ignore = "needs the local Kubernetes cluster (scripts/k8s-cluster start)"]
+fn job_run_submits_a_trainjob_that_trains_ddp_digits_with_the_runtime_contract() {
+    let k = kube();
+    let mut ns = k.namespace("tj-job");
+    let env = ns.data_claim();
+    let data = ns.data.path().to_path_buf();
+    runtime(&k, "torch-distributed", None, None);
+    let op = ns.operator();
+    let sb = Sandbox::new();
+    let out = data.join("model-out");
+    let out_s = format!("spec.output={}", out.display());
+    let args = job_args(&[
+        "--set",
+        &out_s,
+        "--set",
+        "spec.hyperparameters.epochs=3",
+        "--set",
+        "spec.kubernetes.api=TrainJob",
+    ]);
+    let res = job_cmd(&sb, &env, &args).output().expect("job run");
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    assert!(
+        res.status.success(),
+        "{stdout}\n{}\noperator:\n{}",
+        String::from_utf8_lossy(&res.stderr),
+        op.log()
+    );
+    let job: Value = serde_json::from_str(&stdout).expect("job JSON");
+    assert_eq!(job["state"], "SUCCEEDED", "{job:#}");
+    assert!(
+        job["metrics"]["test_accuracy"].as_f64().unwrap_or(0.0) >= 0.8,
+        "{job:#}"
+    );
+    assert_eq!(job["model"], json!(out.to_string_lossy()), "{job:#}");
+    assert!(out.join("model.pt").is_file());
+    // A TrainJob of the runtime, in Trainer's fields only; no PyTorchJob.
+    let tj = &ns.get(&["get", "trainjobs"])["items"][0];
+    assert_eq!(tj["spec"]["runtimeRef"]["name"], "torch-distributed");
+    assert_eq!(tj["spec"]["trainer"]["numNodes"], 2);
+    assert_eq!(
+        tj["spec"]["runtimePatches"][0]["manager"],
+        "switchyard.io/kubernetes-backend"
+    );
+    assert!(ns.get(&["get", "pytorchjobs"])["items"]
+        .as_array()
+        .is_some_and(|a| a.is_empty()));
+    let id = job["job_id"].as_str().expect("id");
+    // Rank 1's log, through torchrun in its pod; the toolkit's view of its host.
+    let r1 = sb.run(&["job", "logs", id, "--rank", "1"]);
+    assert!(
+        r1.stdout.contains("test_accuracy=") || r1.stdout.contains("loss="),
+        "{}",
+        r1.stdout
+    );
+    let pods = pods_of(&ns, tj["metadata"]["name"].as_str().expect("name"));
+    assert_eq!(pods.len(), 2);
+    for p in &pods {
+        assert_eq!(env_of(p)["PET_NNODES"], json!("2"));
+        // The contract's prologue (SM_* per host), then torchrun reading PET_*.
+        let cmd: Vec<&str> = p["spec"]["containers"][0]["command"]
+            .as_array()
+            .expect("command")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(
+            cmd[..8],
+            [
+                "env",
+                "-C",
+                "/opt/ml/code",
+                "sh",
+                "/opt/ml/.switchyard/sy-start.sh",
+                "python",
+                "-m",
+                "torch.distributed.run"
+            ],
+            "{cmd:?}"
+        );
+    }
 }

@@ -108,7 +108,7 @@ const SNAPSHOT_SUFFIX: &str = "-runtime-snapshot";
 
 /// Why a runtime could not be had this pass.
 enum Lookup {
-    Found(RuntimeObject),
+    Found(Box<RuntimeObject>),
     Unsupported(String),
     /// Not (yet) there: an event says so and the pass is retried.
     Missing(String),
@@ -143,7 +143,7 @@ async fn runtime_of(client: &Client, job: &TrainJob, ns: &str) -> Result<Lookup,
             .unwrap_or_default();
         return match serde_saphyr::from_str::<RuntimeObject>(&text) {
             Ok(obj) if obj.kind == r.kind() && obj.metadata.name.as_deref() == Some(&r.name) => {
-                Ok(Lookup::Found(obj))
+                Ok(Lookup::Found(Box::new(obj)))
             }
             Ok(obj) => Ok(Lookup::Unsupported(format!(
                 "invalid runtime snapshot: ConfigMap {snapshot_name} holds {}/{} but the job refers to {}/{}",
@@ -204,7 +204,7 @@ async fn runtime_of(client: &Client, job: &TrainJob, ns: &str) -> Result<Lookup,
         ..Default::default()
     };
     create_ignoring_conflict(&maps, &snapshot).await?;
-    Ok(Lookup::Found(obj))
+    Ok(Lookup::Found(Box::new(obj)))
 }
 
 async fn reconcile(job: Arc<TrainJob>, ctx: Arc<Ctx>) -> Result<Action, OperatorError> {
