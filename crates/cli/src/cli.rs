@@ -298,6 +298,16 @@ pub struct OperatorArgs {
     /// Switchyard's (not Kubeflow Trainer's), `always`, or `never`.
     #[arg(long, value_enum, default_value = "auto")]
     pub trainjobs: TrainJobsArg,
+    /// Serve Kubeflow Trainer's TrainJob progress API (ranks POST
+    /// `trainerStatus`) on this address, e.g. 0.0.0.0:10443; needs
+    /// --progress-url.
+    #[arg(long, requires = "progress_url")]
+    pub progress_listen: Option<std::net::SocketAddr>,
+    /// The `https://HOST:PORT` pods reach --progress-listen at (the
+    /// operator's Service, e.g. https://switchyard-operator.switchyard-system.svc:10443);
+    /// its host is in the endpoint's certificate.
+    #[arg(long, requires = "progress_listen")]
+    pub progress_url: Option<String>,
     /// Re-check every job this often, in seconds (deadlines, capacity).
     #[arg(long, default_value_t = 10)]
     pub resync_seconds: u64,

@@ -42,6 +42,9 @@ pub struct OperatorConfig {
     pub resync: Duration,
     /// Whether to reconcile TrainJobs.
     pub trainjobs: TrainJobs,
+    /// TrainJob progress endpoint: where it listens and the `https://` URL
+    /// pods reach it at ([`crate::trainjob::progress`]); off when `None`.
+    pub progress: Option<(std::net::SocketAddr, String)>,
 }
 
 impl Default for OperatorConfig {
@@ -50,6 +53,7 @@ impl Default for OperatorConfig {
             namespace: None,
             resync: Duration::from_secs(10),
             trainjobs: TrainJobs::Auto,
+            progress: None,
         }
     }
 }

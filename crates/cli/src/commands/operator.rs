@@ -31,6 +31,17 @@ pub async fn run(args: &OperatorArgs) -> Result<i32> {
             TrainJobsArg::Always => TrainJobs::Always,
             TrainJobsArg::Never => TrainJobs::Never,
         },
+        progress: match (&args.progress_listen, &args.progress_url) {
+            (Some(listen), Some(url)) => {
+                if !url.starts_with("https://") {
+                    anyhow::bail!(
+                        "--progress-url {url}: must be an https:// URL (ranks post over TLS)"
+                    );
+                }
+                Some((*listen, url.clone()))
+            }
+            _ => None,
+        },
     };
     tracing::info!(namespace = ?config.namespace, "operator starting");
     operator::run_on(args.kubeconfig.as_deref(), config).await?;

@@ -298,6 +298,11 @@ impl Ns<'_> {
 
     /// `switchyard operator` for this namespace, as the operator's user.
     pub(crate) fn operator(&self) -> Operator {
+        self.operator_with(&[])
+    }
+
+    /// The operator with more options.
+    pub(crate) fn operator_with(&self, extra: &[&str]) -> Operator {
         let log = tempfile::NamedTempFile::new().expect("log");
         let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .args([
@@ -307,6 +312,7 @@ impl Ns<'_> {
                 "--resync-seconds",
                 "2",
             ])
+            .args(extra)
             .env("KUBECONFIG", &self.kube.operator)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

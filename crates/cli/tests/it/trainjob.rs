@@ -540,3 +540,93 @@ fn job_run_submits_a_trainjob_that_trains_ddp_digits_with_the_runtime_contract()
         );
     }
 }
+
+/// A rank's report through Trainer's progress API: the variables, the token
+/// and the CA its pod was given.
+const REPORT: &str = r#"
+import json, os, ssl, urllib.request, urllib.error
+url = os.environ["KUBEFLOW_TRAINER_SERVER_URL"]
+ctx = ssl.create_default_context(cafile=os.environ["KUBEFLOW_TRAINER_SERVER_CA_CERT"])
+token = open(os.environ["KUBEFLOW_TRAINER_SERVER_TOKEN"]).read().strip()
+def post(u, body, tok):
+    req = urllib.request.Request(u, data=json.dumps(body).encode(), method="POST",
+        headers={"Authorization": "Bearer " + tok, "Content-Type": "application/json"})
+    try:
+        return urllib.request.urlopen(req, context=ctx, timeout=10).status
+    except urllib.error.HTTPError as e:
+        return e.code
+print("other", post(url.replace("/trainjobs/progress/", "/trainjobs/victim/"), {"trainerStatus": {"progressPercentage": 99}}, token), flush=True)
+print("none", post(url, {"trainerStatus": {"progressPercentage": 1}}, ""), flush=True)
+print("bad", post(url, {"trainerStatus": {"progressPercentage": 150}}, token), flush=True)
+print("own", post(url, {"trainerStatus": {"progressPercentage": 60, "estimatedRemainingSeconds": 30,
+      "metrics": [{"name": "loss", "value": "0.25"}]}}, token), flush=True)
+"#;
+
+#[test]
+#[ignore = "needs the local Kubernetes cluster (scripts/k8s-cluster start)"]
+fn a_rank_reports_progress_that_only_its_own_trainjob_takes() {
+    let k = kube();
+    let ns = k.namespace("tj-progress");
+    runtime(&k, "torch-distributed", None, None);
+    // Pods reach the host's operator at the node's address (the cluster's bridge).
+    let node = k.json(&["get", "nodes"]);
+    let ip = node["items"][0]["status"]["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["type"] == "InternalIP")
+        .and_then(|a| a["address"].as_str())
+        .expect("node InternalIP")
+        .to_string();
+    let port = std::net::TcpListener::bind((ip.as_str(), 0))
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let (listen, url) = (format!("{ip}:{port}"), format!("https://{ip}:{port}"));
+    let op = ns.operator_with(&["--progress-listen", &listen, "--progress-url", &url]);
+    k.apply(&trainjob(
+        &ns,
+        "victim",
+        "torch-distributed",
+        json!({"suspend": true}),
+    ));
+    let script = vec!["python3".to_string(), "-c".to_string(), REPORT.to_string()];
+    k.apply(&trainjob(
+        &ns,
+        "progress",
+        "torch-distributed",
+        json!({"trainer": {"numNodes": 1, "command": script}}),
+    ));
+    let j = wait_for(&ns, &op, "progress", 180, "Complete", |j| {
+        condition(j, "Complete").is_some() || condition(j, "Failed").is_some()
+    });
+    let pod = &pods_of(&ns, "progress")[0];
+    let log = ns.kube_logs(pod["metadata"]["name"].as_str().expect("name"), "node");
+    assert!(
+        condition(&j, "Complete").is_some(),
+        "{:#}\n{log}\n{}",
+        j["status"],
+        op.log()
+    );
+    for want in ["other 403", "none 403", "bad 422", "own 200"] {
+        assert!(log.lines().any(|l| l == want), "{want} in:\n{log}");
+    }
+    let ts = &j["status"]["trainerStatus"];
+    assert_eq!(ts["progressPercentage"], 60, "{ts:#}");
+    assert_eq!(ts["estimatedRemainingSeconds"], 30);
+    assert_eq!(ts["metrics"], json!([{"name": "loss", "value": "0.25"}]));
+    assert!(ts["lastUpdatedTime"].is_string());
+    let env = env_of(pod);
+    assert_eq!(
+        env["KUBEFLOW_TRAINER_SERVER_URL"],
+        json!(format!(
+            "{url}/apis/trainer.kubeflow.org/v1alpha1/namespaces/{}/trainjobs/progress/status",
+            ns.name
+        ))
+    );
+    assert_eq!(
+        env["KUBEFLOW_TRAINER_SERVER_TOKEN"],
+        json!("/var/run/secrets/kubeflow/trainer/token")
+    );
+    assert!(ns.get(&["get", "trainjob", "victim"])["status"]["trainerStatus"].is_null());
+}

@@ -473,6 +473,16 @@ pub fn crds() -> Vec<Crd> {
         env["x-kubernetes-list-type"] = "map".into();
         env["x-kubernetes-list-map-keys"] = serde_json::json!(["name"]);
     }
+    let ts = &mut v["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+        ["properties"]["trainerStatus"]["properties"];
+    ts["progressPercentage"]["minimum"] = 0.into();
+    ts["progressPercentage"]["maximum"] = 100.into();
+    ts["estimatedRemainingSeconds"]["minimum"] = 0.into();
+    ts["metrics"]["maxItems"] = 256.into();
+    for field in ["name", "value"] {
+        ts["metrics"]["items"]["properties"][field]["minLength"] = 1.into();
+        ts["metrics"]["items"]["properties"][field]["maxLength"] = 64.into();
+    }
     let trainjob = serde_json::from_value(v).unwrap_or(trainjob);
     let one_policy = [(
         "mlPolicy",

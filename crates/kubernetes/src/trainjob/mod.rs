@@ -11,6 +11,7 @@ pub mod api;
 pub mod operator;
 pub mod plan;
 pub mod pods;
+pub mod progress;
 pub mod resolve;
 
 pub use api::{ClusterTrainingRuntime, TrainJob, TrainJobSpec, TrainingRuntime};

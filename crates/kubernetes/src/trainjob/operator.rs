@@ -24,6 +24,7 @@ use super::api::{
 };
 use super::plan::{self, Observed, Plan, Runtime, RESTARTS};
 use super::pods::LABEL_JOBSET;
+use super::progress;
 use super::resolve::{self, Unsupported};
 use crate::operator::{absent_is_fine, create_ignoring_conflict, OperatorConfig, OperatorError};
 use crate::plan::Next;
@@ -33,6 +34,7 @@ struct Ctx {
     config: OperatorConfig,
     admission: Arc<tokio::sync::Mutex<()>>,
     recorder: Recorder,
+    progress: Option<progress::Progress>,
 }
 
 /// Runs the TrainJob controller until the process stops. `admission` is
@@ -67,11 +69,20 @@ pub async fn run(
             instance: std::env::var("HOSTNAME").ok(),
         },
     );
+    let progress = match &config.progress {
+        Some((listen, url)) => Some(
+            progress::start(client.clone(), *listen, url)
+                .await
+                .map_err(|e| OperatorError::Config(e.to_string()))?,
+        ),
+        None => None,
+    };
     let ctx = Arc::new(Ctx {
         client,
         config,
         admission,
         recorder,
+        progress,
     });
     let owned = watcher::Config::default().labels(LABEL_JOBSET);
     Controller::new(jobs, watcher::Config::default())
@@ -230,6 +241,12 @@ async fn reconcile(job: Arc<TrainJob>, ctx: Arc<Ctx>) -> Result<Action, Operator
                 obj.metadata.name.as_deref().unwrap_or_default(),
                 &obj.spec,
             )
+            .map(|mut gang| {
+                if let Some(p) = &ctx.progress {
+                    progress::inject(&mut gang, &ns, &name, p);
+                }
+                gang
+            })
             .map_err(|Unsupported(why)| why),
         ),
         Some(Lookup::Unsupported(why)) => Some(Err(why.clone())),
@@ -286,6 +303,10 @@ async fn reconcile(job: Arc<TrainJob>, ctx: Arc<Ctx>) -> Result<Action, Operator
         );
         observed.cluster = Some((&cluster.0, &cluster.1));
         decided = plan::plan(&observed, Timestamp::now(), resync);
+    }
+    if let (Some(p), false) = (&ctx.progress, decided.create_pods.is_empty()) {
+        let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+        create_ignoring_conflict(&maps, &progress::ca_config_map(&job, p)).await?;
     }
     if let Some((n, why)) = &decided.restarts {
         publish(
