@@ -249,6 +249,38 @@ def test_a_training_job_page_plots_its_metrics(browser, request, server, tmp_pat
     assert not page.errors, page.errors
 
 
+def test_a_job_page_shows_the_progress_a_rank_reported(browser, request, server, tmp_path):
+    """The trainer_* metrics a TrainJob's progress reports become (Kubeflow
+    Trainer's progress API; recorded by the kubernetes backend, test
+    trainjob::job_run_records_the_progress…) as the job page shows them."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "train.py").write_text(textwrap.dedent("""
+        for pct, left in [(20, 120), (60, 30)]:
+            print(f"trainer_progress_percentage={pct} trainer_estimated_remaining_seconds={left}", flush=True)
+    """))
+    spec = textwrap.dedent(f"""
+        apiVersion: switchyard/v1
+        kind: TrainingJob
+        metadata: {{name: progress}}
+        spec:
+          sourceDir: {src}
+          entryPoint: train.py
+          metrics:
+          - {{name: trainer_progress_percentage, regex: 'trainer_progress_percentage=([0-9.]+)'}}
+          - {{name: trainer_estimated_remaining_seconds, regex: 'trainer_estimated_remaining_seconds=([0-9.]+)'}}
+    """)
+    job = requests.post(server.url + "/apis/switchyard/v1/jobs", data=spec, timeout=30).json()
+    page = open_page(browser, request)
+    page.goto(f"{server.url}/#/jobs/{job['job_id']}")
+    expect(page.locator("h1 .state")).to_have_text("SUCCEEDED", timeout=60_000)
+    progress = page.locator("#job-progress")
+    expect(progress.locator(".pct")).to_have_text("60 %")
+    expect(progress.locator("progress")).to_have_attribute("value", "60")
+    expect(progress.locator(".left")).to_contain_text("about 30.0 s left")
+    assert not page.errors, page.errors
+
+
 def test_an_auto_job_page_shows_why_it_was_placed_there(browser, request, server, tmp_path):
     doc = _job(tmp_path, seconds=0.05, epochs=2).replace(
         "  nodes: 2\n",

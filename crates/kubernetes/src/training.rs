@@ -844,6 +844,11 @@ impl Follow<'_> {
         None
     }
 
+    /// Records a metric's latest value (it ends up in the outcome).
+    pub(crate) fn metric(&mut self, name: &str, value: f64) {
+        self.metrics.insert(name.to_string(), value);
+    }
+
     pub(crate) fn ended(&self, state: JobState, failure_reason: Option<String>) -> TrainingOutcome {
         TrainingOutcome {
             state,

@@ -198,9 +198,21 @@ impl KubernetesBackend {
         let follow = self.follow(job, job_id, client, &ns, &name, Followed::TrainJob);
         let nodes = job.spec.nodes;
         let mut running = false;
+        let mut reported = None;
         follow
             .watch(jobs, &events, cancel, |j: &TrainJob, follow| {
                 let st = j.status.clone().unwrap_or_default();
+                if let Some(ts) = st
+                    .trainer_status
+                    .as_ref()
+                    .filter(|ts| Some(&ts.last_updated_time) != reported.as_ref())
+                {
+                    reported = Some(ts.last_updated_time.clone());
+                    for (name, value) in progress_metrics(ts) {
+                        follow.metric(&name, value);
+                        let _ = events.send(JobEvent::Metric { name, value });
+                    }
+                }
                 if is_true(&st, COMPLETE) {
                     return Some(TrainingOutcome {
                         model: self.model_location(job, job_id),
@@ -308,4 +320,28 @@ fn strip_nulls(v: serde_json::Value) -> serde_json::Value {
         }
         other => other,
     }
+}
+
+/// The metric names a rank's progress report is recorded under.
+pub const PROGRESS_PERCENTAGE: &str = "trainer_progress_percentage";
+pub const REMAINING_SECONDS: &str = "trainer_estimated_remaining_seconds";
+
+/// A progress report as the job's metrics: the percentage, the time left,
+/// and each reported metric whose value is a number (under its own name).
+pub fn progress_metrics(ts: &crate::trainjob::api::TrainerStatus) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    if let Some(p) = ts.progress_percentage {
+        out.push((PROGRESS_PERCENTAGE.to_string(), p as f64));
+    }
+    if let Some(r) = ts.estimated_remaining_seconds {
+        out.push((REMAINING_SECONDS.to_string(), r as f64));
+    }
+    for m in &ts.metrics {
+        if let Ok(v) = m.value.trim().parse::<f64>() {
+            if v.is_finite() {
+                out.push((m.name.clone(), v));
+            }
+        }
+    }
+    out
 }

@@ -1075,6 +1075,19 @@
     return svg;
   }
 
+  // A rank's progress report (Kubeflow Trainer's progress API, recorded as
+  // the job's trainer_* metrics): percentage, time left, when reported.
+  function progressView(series) {
+    const last = (n) => { const p = series[n]; return p && p.length ? p[p.length - 1] : null; };
+    const pct = last('trainer_progress_percentage');
+    if (!pct) return [];
+    const left = last('trainer_estimated_remaining_seconds');
+    return [h('dt', {}, 'Progress'), h('dd', { id: 'job-progress' },
+      h('progress', { max: '100', value: String(pct.value) }), ' ', h('span', { class: 'pct' }, `${pct.value} %`),
+      left ? h('span', { class: 'left' }, ` · about ${fmtDuration(new Date(0).toISOString(), new Date(left.value * 1000).toISOString())} left`) : '',
+      h('span', { class: 'muted' }, ` · reported ${fmtTime(pct.at)}`))];
+  }
+
   async function jobPage(id) {
     const head = h('h1', {});
     const actions = h('div', { class: 'actions' });
@@ -1106,18 +1119,19 @@
       set(actions, FINAL.has(j.state) ? null : h('button', {
         class: 'danger', onclick: async (e) => { e.target.disabled = true; await post('/apis/switchyard/v1/jobs/' + j.job_id + ':cancel').catch((err) => add(actions, errorBox(err))); },
       }, 'Cancel job'));
+      const m = await api('/apis/switchyard/v1/jobs/' + id + '/metrics');
+      const series = Object.entries(m.series || {});
       set(summary, 
         h('dt', {}, 'Job'), h('dd', {}, h('code', {}, j.job_id)),
         h('dt', {}, 'Backend'), h('dd', { id: 'job-backend' }, j.backend),
         h('dt', {}, 'Duration'), h('dd', {}, fmtDuration(j.started_at || j.created_at, j.finished_at)),
         h('dt', {}, 'Restarts'), h('dd', {}, String(j.restarts || 0)),
+        progressView(m.series || {}),
         j.model ? [h('dt', {}, 'Model'), h('dd', {}, h('code', {}, j.model))] : [],
         j.failure_reason ? [h('dt', {}, 'Failure'), h('dd', { class: 'error' }, j.failure_reason)] : []);
       set(where, placementView(j));
       if (!whyDone) { whyDone = true; set(why, await whyView(j)); }
       set(events, ...(j.events || []).map((e) => h('tr', {}, h('td', { class: 'optional' }, fmtTime(e.at)), h('td', {}, badge(e.state)), h('td', {}, e.message || ''))));
-      const m = await api('/apis/switchyard/v1/jobs/' + id + '/metrics');
-      const series = Object.entries(m.series || {});
       set(charts, ...(series.length ? series.map(([n, pts]) => chart(n, pts)) : [h('p', { class: 'muted' }, 'No metric values yet (spec.metrics scrapes them from the logs).')]));
       if (!ranksDone) {
         ranksDone = true;

@@ -568,21 +568,7 @@ fn a_rank_reports_progress_that_only_its_own_trainjob_takes() {
     let k = kube();
     let ns = k.namespace("tj-progress");
     runtime(&k, "torch-distributed", None, None);
-    // Pods reach the host's operator at the node's address (the cluster's bridge).
-    let node = k.json(&["get", "nodes"]);
-    let ip = node["items"][0]["status"]["addresses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|a| a["type"] == "InternalIP")
-        .and_then(|a| a["address"].as_str())
-        .expect("node InternalIP")
-        .to_string();
-    let port = std::net::TcpListener::bind((ip.as_str(), 0))
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let (listen, url) = (format!("{ip}:{port}"), format!("https://{ip}:{port}"));
+    let (listen, url) = progress_endpoint(&k);
     let op = ns.operator_with(&["--progress-listen", &listen, "--progress-url", &url]);
     k.apply(&trainjob(
         &ns,
@@ -629,4 +615,93 @@ fn a_rank_reports_progress_that_only_its_own_trainjob_takes() {
         json!("/var/run/secrets/kubeflow/trainer/token")
     );
     assert!(ns.get(&["get", "trainjob", "victim"])["status"]["trainerStatus"].is_null());
+}
+
+/// Where the operator's progress endpoint listens and the URL pods use:
+/// the node's address (the cluster's bridge on this machine), a free port.
+fn progress_endpoint(k: &Kube) -> (String, String) {
+    let node = k.json(&["get", "nodes"]);
+    let ip = node["items"][0]["status"]["addresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["type"] == "InternalIP")
+        .and_then(|a| a["address"].as_str())
+        .expect("node InternalIP")
+        .to_string();
+    let port = std::net::TcpListener::bind((ip.as_str(), 0))
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    (format!("{ip}:{port}"), format!("https://{ip}:{port}"))
+}
+
+#[test]
+#[ignore = "needs the local Kubernetes cluster (scripts/k8s-cluster start)"]
+fn job_run_records_the_progress_its_rank_reports_through_the_trainjob() {
+    let k = kube();
+    let mut ns = k.namespace("tj-jobprog");
+    let env = ns.data_claim();
+    runtime(&k, "torch-distributed", None, None);
+    let (listen, url) = progress_endpoint(&k);
+    let op = ns.operator_with(&["--progress-listen", &listen, "--progress-url", &url]);
+    let sb = Sandbox::new();
+    let report = r#"
+import json, os, ssl, time, urllib.request
+ctx = ssl.create_default_context(cafile=os.environ["KUBEFLOW_TRAINER_SERVER_CA_CERT"])
+token = open(os.environ["KUBEFLOW_TRAINER_SERVER_TOKEN"]).read().strip()
+body = {"trainerStatus": {"progressPercentage": 60, "estimatedRemainingSeconds": 30,
+        "metrics": [{"name": "loss", "value": "0.25"}, {"name": "phase", "value": "warmup"}]}}
+req = urllib.request.Request(os.environ["KUBEFLOW_TRAINER_SERVER_URL"], data=json.dumps(body).encode(),
+    method="POST", headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+print("reported", urllib.request.urlopen(req, context=ctx, timeout=10).status, flush=True)
+time.sleep(3)
+"#;
+    let job_file = sb.work.path().join("progress.yaml");
+    std::fs::write(
+        &job_file,
+        serde_json::to_string(&json!({
+            "apiVersion": "switchyard/v1", "kind": "TrainingJob",
+            "metadata": {"name": "reports-progress"},
+            "spec": {"backend": "kubernetes", "image": IMAGE, "command": ["python3", "-c", report],
+                     "resources": {"cpu": 0.2, "memory": "256Mi"},
+                     "kubernetes": {"api": "TrainJob"}},
+        }))
+        .expect("json"),
+    )
+    .expect("job file");
+    let res = sb
+        .cmd()
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .args([
+            "job",
+            "run",
+            job_file.to_str().expect("utf8"),
+            "--output",
+            "json",
+        ])
+        .output()
+        .expect("job run");
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    assert!(
+        res.status.success(),
+        "{stdout}\n{}\noperator:\n{}",
+        String::from_utf8_lossy(&res.stderr),
+        op.log()
+    );
+    let job: Value = serde_json::from_str(&stdout).expect("job JSON");
+    assert_eq!(job["state"], "SUCCEEDED", "{job:#}");
+    assert_eq!(
+        job["metrics"]["trainer_progress_percentage"], 60.0,
+        "{job:#}"
+    );
+    assert_eq!(
+        job["metrics"]["trainer_estimated_remaining_seconds"], 30.0,
+        "{job:#}"
+    );
+    assert_eq!(job["metrics"]["loss"], 0.25, "{job:#}");
+    assert!(
+        job["metrics"]["phase"].is_null(),
+        "not a number: not a metric"
+    );
 }
