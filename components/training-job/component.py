@@ -10,6 +10,10 @@ Use in a pipeline:
 `backend="auto"` lets Switchyard place the job (by `placement`: candidates,
 objective, maxCostUSD; see docs/training-jobs.md); `backend_used` says where.
 
+`kubernetes` holds what only the kubernetes backend reads: {"api": "TrainJob"}
+submits a Kubeflow Trainer v2 TrainJob (runtime {"runtime": "torch-distributed"}
+by default) instead of a PyTorchJob; "auto" (default) asks the cluster.
+
 `contract` is the SageMaker contract the script is written for: "toolkit" (the
 classic training toolkit's) or "modeltrainer" (the v3 SDK's ModelTrainer; then
 `requirements` may name a requirements file in source_dir).
@@ -56,6 +60,7 @@ def training_job(
     contract: str = "toolkit",
     requirements: str = "",
     placement: dict = {},
+    kubernetes: dict = {},
 ):
     return dsl.ContainerSpec(
         image=IMAGE,

@@ -7,7 +7,8 @@ chosen backend, and a last step reads the model, whichever branch made it.
 
 Compile:  python examples/hybrid/pipeline.py     (writes examples/hybrid/pipeline.yaml)
 Run:      switchyard run examples/hybrid/pipeline.yaml -p training_runtime=local
-          (add -p contract=modeltrainer to give the script the v3 SDK's ModelTrainer contract)
+          (add -p contract=modeltrainer to give the script the v3 SDK's ModelTrainer contract;
+          -p 'kubernetes={"api": "TrainJob"}' to train on Kubernetes as a Kubeflow Trainer TrainJob)
 (relative paths such as source_dir are taken from where `switchyard run` starts;
 run it from the repository root, with SWITCHYARD_TRAINING_PYTHON naming a Python
 that has PyTorch and scikit-learn.)
@@ -45,7 +46,8 @@ def report(model: Input[Model], min_accuracy: float) -> float:
 @dsl.pipeline(name="hybrid-training", description="Choose where to train at run time: this machine, Kubernetes or SageMaker.")
 def hybrid_training(training_runtime: str = "local", epochs: int = 8, nodes: int = 2,
                     source_dir: str = "examples/ddp-digits", image: str = "pytorch/pytorch:2.5.1-cpu",
-                    role_arn: str = "", min_accuracy: float = 0.9, contract: str = "toolkit") -> float:
+                    role_arn: str = "", min_accuracy: float = 0.9, contract: str = "toolkit",
+                    kubernetes: dict = {}) -> float:
     check = check_runtime(training_runtime=training_runtime)
     common = dict(name="digits-ddp", image=image, source_dir=source_dir, entry_point="train.py", nodes=nodes,
                   contract=contract,
@@ -55,7 +57,8 @@ def hybrid_training(training_runtime: str = "local", epochs: int = 8, nodes: int
     with dsl.If(check.output == "local"):
         local = training_job(backend="local", **common).set_caching_options(False)
     with dsl.Elif(check.output == "kubernetes"):
-        k8s = training_job(backend="kubernetes", **common).set_caching_options(False)
+        # kubernetes={"api": "TrainJob"}: Kubeflow Trainer's TrainJob instead of a PyTorchJob.
+        k8s = training_job(backend="kubernetes", kubernetes=kubernetes, **common).set_caching_options(False)
     with dsl.Elif(check.output == "sagemaker"):
         sm = training_job(backend="sagemaker", role_arn=role_arn, instance_type="ml.c5.xlarge", **common).set_caching_options(False)
     with dsl.Else():

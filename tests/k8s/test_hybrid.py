@@ -37,7 +37,12 @@ def training_namespace():
     ns = f"hybrid-{uuid.uuid4().hex[:6]}"
     data = pathlib.Path(tempfile.mkdtemp(prefix="switchyard-claim-"))
     kubectl("apply", "-f", str(REPO / "deploy/crd-pytorchjob.yaml"))
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "deploy/crd-trainer.yaml"))
     kubectl("create", "namespace", ns)
+    # Kubeflow Trainer's torch runtime, in the test image, for the TrainJob variant.
+    runtime = deploy_docs("runtimes-torch.yaml")[0]
+    runtime["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]["containers"][0]["image"] = "switchyard.local/pytorch:dev"
+    apply(runtime)
     docs = []
     for d in deploy_docs("operator.yaml"):
         if d["kind"] == "ClusterRole":
@@ -74,7 +79,8 @@ def training_namespace():
         kubectl("delete", "pv", pv, "--wait=false", check=False)
 
 
-def test_hybrid_pipeline_trains_in_pods(training_namespace, tmp_path, monkeypatch):
+@pytest.mark.parametrize("api", ["PyTorchJob", "TrainJob"])
+def test_hybrid_pipeline_trains_in_pods(training_namespace, tmp_path, monkeypatch, api):
     ns, data = training_namespace
     # The server's data folder is the claim's folder: the model the pods write
     # there is where the training step reads it.
@@ -88,7 +94,8 @@ def test_hybrid_pipeline_trains_in_pods(training_namespace, tmp_path, monkeypatc
                        capture_output=True)
         c = kfp.Client(host=server.url)
         result = c.create_run_from_pipeline_package(path, arguments={
-            "training_runtime": "kubernetes", "epochs": 8, "image": "switchyard.local/pytorch:dev"})
+            "training_runtime": "kubernetes", "epochs": 8, "image": "switchyard.local/pytorch:dev",
+            "kubernetes": {"api": api}})
         run = c.wait_for_run_completion(result.run_id, timeout=600)
         log = (data / "server.log").read_text(errors="replace")
         assert run.state == "SUCCEEDED", f"{run.error}\n{log[-4000:]}"
@@ -104,7 +111,12 @@ def test_hybrid_pipeline_trains_in_pods(training_namespace, tmp_path, monkeypatc
         assert job["metrics"]["test_accuracy"] >= 0.9, job
         placement = job["placement"]
         assert placement["kind"] == "kubernetes" and placement["namespace"] == ns, placement
-        assert sorted(placement["pods"]) == [f"{placement['name']}-master-0", f"{placement['name']}-worker-0"], placement
+        assert placement["api"] == api, placement
+        if api == "PyTorchJob":
+            assert sorted(placement["pods"]) == [f"{placement['name']}-master-0", f"{placement['name']}-worker-0"], placement
+        else:  # JobSet-style names: <job>-node-0-<index>-<suffix>
+            hosts = sorted(p.rsplit("-", 1)[0] for p in placement["pods"])
+            assert hosts == [f"{placement['name']}-node-0-0", f"{placement['name']}-node-0-1"], placement
         # The run page's document links the step to its job.
         detail = requests.get(server.url + f"/apis/switchyard/v1/runs/{result.run_id}", timeout=10).json()
         step = next(t for t in detail["tasks"] if t["name"] == "training-job-2")

@@ -144,49 +144,88 @@ async fn run_pytorchjobs(
     config: OperatorConfig,
     admission: Arc<tokio::sync::Mutex<()>>,
 ) -> Result<(), OperatorError> {
-    let (jobs, pods_api, svcs): (Api<PyTorchJob>, Api<Pod>, Api<Service>) = match &config.namespace
-    {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => (
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-        ),
-    };
-    // Fails early, with a clear message, when the CRD is not installed.
-    jobs.list(&ListParams::default().limit(1)).await.map_err(|e| {
-        OperatorError::Invalid(format!(
-            "cannot list PyTorchJobs ({e}); install the CRD first: switchyard operator --print-crd | kubectl apply -f -"
-        ))
-    })?;
+    let ns = config.namespace.clone();
     let ctx = Arc::new(Ctx {
-        client,
+        client: client.clone(),
         config,
         admission,
     });
-    let owned = watcher::Config::default().labels(LABEL_JOB);
+    run_controller::<PyTorchJob, _, _, _>(
+        &client,
+        ns.as_deref(),
+        LABEL_JOB,
+        "switchyard operator --print-crd | kubectl apply --server-side -f -",
+        reconcile,
+        ctx,
+    )
+    .await
+}
+
+/// Runs one controller of `K` (in one namespace, or all) that owns the pods
+/// and Services labelled `label`, until the process stops. Fails early,
+/// saying how to install it (`install`), when `K`'s CRD is not served.
+pub(crate) async fn run_controller<K, C, F, Fut>(
+    client: &Client,
+    namespace: Option<&str>,
+    label: &str,
+    install: &str,
+    reconcile: F,
+    ctx: Arc<C>,
+) -> Result<(), OperatorError>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    C: Send + Sync + 'static,
+    F: FnMut(Arc<K>, Arc<C>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<Action, OperatorError>> + Send + 'static,
+{
+    fn api<T>(client: &Client, ns: Option<&str>) -> Api<T>
+    where
+        T: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    {
+        match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let jobs: Api<K> = api(client, namespace);
+    let kind = K::kind(&()).to_string();
+    jobs.list(&ListParams::default().limit(1))
+        .await
+        .map_err(|e| {
+            OperatorError::Invalid(format!(
+                "cannot list {kind}s ({e}); install the CRD first: {install}"
+            ))
+        })?;
+    let owned = watcher::Config::default().labels(label);
     Controller::new(jobs, watcher::Config::default())
-        .owns(pods_api, owned.clone())
-        .owns(svcs, owned)
+        .owns(api::<Pod>(client, namespace), owned.clone())
+        .owns(api::<Service>(client, namespace), owned)
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            match res {
-                Ok((obj, _)) => tracing::debug!(job = %obj.name, "reconciled"),
-                Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+        .run(
+            reconcile,
+            |_job, err: &OperatorError, _ctx| {
+                tracing::warn!(error = %err, "will retry");
+                Action::requeue(Duration::from_secs(2))
+            },
+            ctx,
+        )
+        .for_each(|res| {
+            let kind = kind.clone();
+            async move {
+                match res {
+                    Ok((obj, _)) => tracing::debug!(%kind, job = %obj.name, "reconciled"),
+                    Err(e) => tracing::warn!(%kind, error = %e, "reconcile failed"),
+                }
             }
         })
         .await;
     Ok(())
-}
-
-fn error_policy(_job: Arc<PyTorchJob>, err: &OperatorError, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %err, "will retry");
-    Action::requeue(Duration::from_secs(2))
 }
 
 /// One pass over one job: observe, [`plan`](crate::plan::plan), apply.

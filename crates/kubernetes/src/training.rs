@@ -550,44 +550,62 @@ impl KubernetesBackend {
         let pj = self.render(job, job_id, code);
         let ns = pj.namespace().unwrap_or_else(|| "default".into());
         let name = pj.name_any();
-        let jobs: Api<PyTorchJob> = Api::namespaced(client.clone(), &ns);
-        let created = match jobs.create(&PostParams::default(), &pj).await {
-            Ok(j) => j,
-            // Submitted before (same job id): follow that one.
-            Err(kube::Error::Api(e)) if e.code == 409 => jobs
-                .get(&name)
-                .await
-                .map_err(|e| api_error(format!("PyTorchJob {ns}/{name}"), e))?,
-            Err(e) => {
-                return Err(api_error(
-                    format!("cannot create PyTorchJob {ns}/{name}"),
-                    e,
-                ))
-            }
-        };
-        let owner = json!({"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "name": name,
-            "uid": created.metadata.uid, "controller": false});
-        let cm = code_config_map(job, code, owner, &ns, &name)?;
-        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-        match cms.create(&PostParams::default(), &cm).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => {
-                // Without its code the job could only hang: take it back.
-                let _ = jobs.delete(&name, &DeleteParams::background()).await;
-                return Err(BackendError::Permanent(format!(
-                    "cannot create the code and contract ConfigMap: {e}"
-                )));
-            }
-        }
+        create_with_code(client, job, code, &pj, Followed::PyTorchJob).await?;
         Ok(Submitted { ns, name })
+    }
+}
+
+/// Creates `obj` (a PyTorchJob or TrainJob; one submitted before under the
+/// same name, i.e. the same job id, is followed instead) and the ConfigMap
+/// with the job's code and contract files, owned by it. Without its code
+/// the job could only hang, so a ConfigMap that cannot be made takes the
+/// object back.
+pub(crate) async fn create_with_code<K>(
+    client: &Client,
+    job: &TrainingJob,
+    code: &[SourceFile],
+    obj: &K,
+    kind: Followed,
+) -> Result<K, BackendError>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned,
+{
+    let ns = obj.namespace().unwrap_or_else(|| "default".into());
+    let name = obj.name_any();
+    let what = format!("{} {ns}/{name}", kind.kind());
+    let jobs: Api<K> = Api::namespaced(client.clone(), &ns);
+    let created = match jobs.create(&PostParams::default(), obj).await {
+        Ok(j) => j,
+        Err(kube::Error::Api(e)) if e.code == 409 => jobs
+            .get(&name)
+            .await
+            .map_err(|e| api_error(what.clone(), e))?,
+        Err(e) => return Err(api_error(format!("cannot create {what}"), e)),
+    };
+    let owner = json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "name": name,
+        "uid": created.meta().uid, "controller": false});
+    let cm = code_config_map(job, code, owner, &ns, &name)?;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    match cms.create(&PostParams::default(), &cm).await {
+        Ok(_) => Ok(created),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(created),
+        Err(e) => {
+            let _ = jobs.delete(&name, &DeleteParams::background()).await;
+            Err(BackendError::Permanent(format!(
+                "cannot create the code and contract ConfigMap: {e}"
+            )))
+        }
     }
 }
 
 /// The ConfigMap `<name>-code` of a job's PyTorchJob or TrainJob (`owner`): the runtime contract's
 /// files, and `sourceDir`'s files as `f<index>` (text as data, anything else,
 /// pickles or images, byte for byte as binaryData), owned by that job.
-pub(crate) fn code_config_map(
+fn code_config_map(
     job: &TrainingJob,
     code: &[SourceFile],
     owner: serde_json::Value,

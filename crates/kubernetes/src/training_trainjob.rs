@@ -13,8 +13,8 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{ConfigMap, PodSpec};
-use kube::api::{DeleteParams, PostParams};
+use k8s_openapi::api::core::v1::PodSpec;
+use kube::api::DeleteParams;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use switchyard_training::{
@@ -23,7 +23,7 @@ use switchyard_training::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::training::{api_error, Followed, KubernetesBackend};
+use crate::training::{api_error, create_with_code, Followed, KubernetesBackend};
 use crate::trainjob::api::{TrainJob, NODE};
 use crate::trainjob::plan::{is_true, COMPLETE, FAILED};
 
@@ -166,29 +166,8 @@ impl KubernetesBackend {
         let tj = self.render_trainjob(job, job_id, code);
         let ns = tj.namespace().unwrap_or_else(|| "default".into());
         let name = tj.name_any();
+        let created = create_with_code(client, job, code, &tj, Followed::TrainJob).await?;
         let jobs: Api<TrainJob> = Api::namespaced(client.clone(), &ns);
-        let created = match jobs.create(&PostParams::default(), &tj).await {
-            Ok(j) => j,
-            Err(kube::Error::Api(e)) if e.code == 409 => jobs
-                .get(&name)
-                .await
-                .map_err(|e| api_error(format!("TrainJob {ns}/{name}"), e))?,
-            Err(e) => return Err(api_error(format!("cannot create TrainJob {ns}/{name}"), e)),
-        };
-        let owner = json!({"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob",
-            "name": name, "uid": created.metadata.uid, "controller": false});
-        let cm: ConfigMap = crate::training::code_config_map(job, code, owner, &ns, &name)?;
-        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-        match cms.create(&PostParams::default(), &cm).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => {
-                let _ = jobs.delete(&name, &DeleteParams::background()).await;
-                return Err(BackendError::Permanent(format!(
-                    "cannot create the code and contract ConfigMap: {e}"
-                )));
-            }
-        }
         let _ = events.send(JobEvent::Status {
             message: format!(
                 "created TrainJob {ns}/{name} (runtime {})",

@@ -48,6 +48,7 @@ const FIELDS: &[(&str, &str)] = &[
     ("contract", "contract"),
     ("requirements", "requirements"),
     ("placement", "placement"),
+    ("kubernetes", "kubernetes"),
 ];
 
 /// Empty strings, lists and maps, and zero runtimes mean "not set".

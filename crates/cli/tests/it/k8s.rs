@@ -226,7 +226,7 @@ pub(crate) struct Ns<'a> {
 
 impl Ns<'_> {
     /// A claim named `claim` in this namespace, bound to a hostPath volume on `dir`.
-    fn claim(&mut self, claim: &str, dir: &Path) {
+    pub(crate) fn claim(&mut self, claim: &str, dir: &Path) {
         let pv = format!("{}-{claim}", self.name);
         self.kube.apply(&json!({
             "apiVersion": "v1", "kind": "PersistentVolume",
@@ -1337,7 +1337,7 @@ fn job_logs_stream_live_from_pods_and_cancel_deletes_the_pytorchjob() {
 
 /// `switchyard` with pipeline steps as Pods in `ns`; the data folder is the
 /// claim's folder, so outputs come back through it.
-fn pod_steps(sb: &Sandbox, k: &Kube, ns: &str, data: &Path) -> Command {
+pub(crate) fn pod_steps(sb: &Sandbox, k: &Kube, ns: &str, data: &Path) -> Command {
     let mut c = sb.cmd();
     c.env("SWITCHYARD_HOME", data)
         .env("SWITCHYARD_TASK_BACKEND", "kubernetes")
@@ -1350,7 +1350,13 @@ fn pod_steps(sb: &Sandbox, k: &Kube, ns: &str, data: &Path) -> Command {
 
 /// Runs a test pipeline with `cmd` (see [`pod_steps`]); fails showing the
 /// namespace's pods unless the run succeeded; returns the run document.
-fn run_on_pods(k: &Kube, ns: &str, mut cmd: Command, pipeline: &str, args: &[&str]) -> Value {
+pub(crate) fn run_on_pods(
+    k: &Kube,
+    ns: &str,
+    mut cmd: Command,
+    pipeline: &str,
+    args: &[&str],
+) -> Value {
     let p = crate::common::pipeline(pipeline);
     let out = cmd
         .args([

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::common::Sandbox;
-use crate::k8s::{job_args, job_cmd, kube, Kube, Ns};
+use crate::k8s::{job_args, job_cmd, kube, pod_steps, run_on_pods, Kube, Ns};
 
 const IMAGE: &str = "switchyard.local/pytorch:dev";
 
@@ -704,4 +704,71 @@ time.sleep(3)
         job["metrics"]["phase"].is_null(),
         "not a number: not a metric"
     );
+}
+
+#[test]
+#[ignore = "needs the local Kubernetes cluster (scripts/k8s-cluster start)"]
+fn a_pipeline_step_launches_a_trainjob_with_its_task_config() {
+    let k = kube();
+    let mut ns = k.namespace("tj-kfp");
+    let data = ns.data.path().to_path_buf();
+    ns.claim("switchyard-data", &data);
+    runtime(&k, "torch-distributed", None, None);
+    // What a KFP admin grants the run's service account to launch TrainJobs.
+    for doc in [
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+               "metadata": {"name": "launch-trainjobs", "namespace": ns.name},
+               "rules": [{"apiGroups": ["trainer.kubeflow.org"], "resources": ["trainjobs"], "verbs": ["create", "get"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": "launch-trainjobs", "namespace": ns.name},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "launch-trainjobs"},
+               "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": ns.name}]}),
+    ] {
+        k.apply(&doc);
+    }
+    let op = ns.operator();
+    let sb = Sandbox::new();
+    let cmd = pod_steps(&sb, &k, &ns.name, &data);
+    let run = run_on_pods(&k, &ns.name, cmd, "k8s_trainjob", &["-p", "nodes=2"]);
+    let out = run["outputs"]["Output"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        out.ends_with("Complete AllJobsCompleted"),
+        "{out}\n{run:#}\n{}",
+        op.log()
+    );
+    let name = out.split_whitespace().next().expect("name");
+    let pods = pods_of(&ns, name);
+    assert_eq!(pods.len(), 2);
+    for p in &pods {
+        // The task's TaskConfig: its env and its resources, on the TrainJob's nodes.
+        assert_eq!(env_of(p)["EPOCHS"], json!("2"));
+        let requests = &p["spec"]["containers"][0]["resources"]["requests"];
+        assert_eq!(
+            (requests["cpu"].as_str(), requests["memory"].as_str()),
+            (Some("200m"), Some("300Mi")),
+            "{requests}"
+        );
+        let log = ns.kube_logs(p["metadata"]["name"].as_str().expect("name"), "node");
+        assert_eq!(
+            log.lines()
+                .filter(|l| l.ends_with("world=4 sum=10 epochs=2"))
+                .count(),
+            2,
+            "{log}"
+        );
+    }
+    // The launching step's own pod: its env applied to it (apply_to_task),
+    // its resources not (RESOURCES is passed through only).
+    let steps: Vec<Value> = ns.get(&["get", "pods"])["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["metadata"]["labels"]["jobset.sigs.k8s.io/jobset-name"].is_null())
+        .cloned()
+        .collect();
+    assert_eq!(steps.len(), 1, "one step pod");
+    assert_eq!(env_of(&steps[0]).get("EPOCHS"), Some(&json!("2")));
 }

@@ -8,13 +8,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
 
@@ -26,7 +24,9 @@ use super::plan::{self, Observed, Plan, Runtime, RESTARTS};
 use super::pods::LABEL_JOBSET;
 use super::progress;
 use super::resolve::{self, Unsupported};
-use crate::operator::{absent_is_fine, create_ignoring_conflict, OperatorConfig, OperatorError};
+use crate::operator::{
+    absent_is_fine, create_ignoring_conflict, run_controller, OperatorConfig, OperatorError,
+};
 use crate::plan::Next;
 
 struct Ctx {
@@ -45,23 +45,6 @@ pub async fn run(
     config: OperatorConfig,
     admission: Arc<tokio::sync::Mutex<()>>,
 ) -> Result<(), OperatorError> {
-    let (jobs, pods, svcs): (Api<TrainJob>, Api<Pod>, Api<Service>) = match &config.namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => (
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-        ),
-    };
-    jobs.list(&ListParams::default().limit(1)).await.map_err(|e| {
-        OperatorError::Invalid(format!(
-            "cannot list TrainJobs ({e}); install the CRDs first: switchyard operator --print-crd | kubectl apply --server-side -f -"
-        ))
-    })?;
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -84,25 +67,16 @@ pub async fn run(
         recorder,
         progress,
     });
-    let owned = watcher::Config::default().labels(LABEL_JOBSET);
-    Controller::new(jobs, watcher::Config::default())
-        .owns(pods, owned.clone())
-        .owns(svcs, owned)
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            match res {
-                Ok((obj, _)) => tracing::debug!(trainjob = %obj.name, "reconciled"),
-                Err(e) => tracing::warn!(error = %e, "TrainJob reconcile failed"),
-            }
-        })
-        .await;
-    Ok(())
-}
-
-fn error_policy(_job: Arc<TrainJob>, err: &OperatorError, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(error = %err, "will retry");
-    Action::requeue(Duration::from_secs(2))
+    let ns = ctx.config.namespace.clone();
+    run_controller::<TrainJob, _, _, _>(
+        &ctx.client.clone(),
+        ns.as_deref(),
+        LABEL_JOBSET,
+        "switchyard operator --print-crd | kubectl apply --server-side -f -",
+        reconcile,
+        ctx,
+    )
+    .await
 }
 
 /// What the snapshot ConfigMap holds (key `runtime`): the runtime object.
