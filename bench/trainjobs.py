@@ -1,13 +1,14 @@
-"""Switchyard's operator on the same 4-node gloo job as a Kubeflow Trainer v2
-TrainJob (runtime `torch-distributed`, plain `torchrun`) and as a v1
-PyTorchJob, on the local test cluster (scripts/k8s-cluster start),
-alternated runs.
+"""The same 4-node gloo job as a Kubeflow Trainer v2 TrainJob (runtime
+`torch-distributed`, plain `torchrun`) under Switchyard's operator and under
+Kubeflow Trainer v2.3 with JobSet v0.12 (as scripts/conformance-trainer runs
+them), and as a v1 PyTorchJob under Switchyard's operator, on the local test
+cluster (scripts/k8s-cluster start).
 
-Usage: python bench/trainjobs.py --switchyard PATH [--repeat 5]
+Usage: python bench/trainjobs.py --switchyard PATH [--trainer PATH --jobset PATH] [--repeat 5]
 
 For each run: seconds from the object's creation to all four pods Running, and
-to Complete (TrainJob) / Succeeded (PyTorchJob). The upstream Trainer v2.3
-controller manager (with JobSet's) is not run here yet: see docs/trainjob.md.
+to Complete (TrainJob) / Succeeded (PyTorchJob). Switchyard's two runs
+alternate; Trainer's (its CRDs replace Switchyard's while they run) come after.
 """
 import argparse
 import json
@@ -20,6 +21,7 @@ import time
 import uuid
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+sys.path.insert(1, str(pathlib.Path(__file__).resolve().parents[1] / "tests/k8s"))
 from operators import KUBECONFIG, SCRIPT, job, kubectl  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -60,6 +62,8 @@ def measure(kind, ns, name, timeout=300):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--switchyard", required=True)
+    p.add_argument("--trainer")
+    p.add_argument("--jobset")
     p.add_argument("--repeat", type=int, default=5)
     args = p.parse_args()
     assert KUBECONFIG.exists(), "start the test cluster first: scripts/k8s-cluster start"
@@ -88,11 +92,33 @@ def main():
             kubectl("delete", "namespace", ns, "--wait=true", "--timeout=120s", check=False)
             results[kind].append(r)
             print(f"{kind:10s} run {i + 1}: all Running {r[0]:.2f} s, ended {r[1]:.2f} s", flush=True)
-    print(f"\nmedian of {args.repeat}, 4 nodes, Switchyard's operator (logs in {logs}):")
-    print("| API | created → all Running | created → Complete/Succeeded |")
+    if args.trainer and args.jobset:
+        import trainer_side_by_side as sbs
+        work = pathlib.Path(tempfile.mkdtemp(prefix="trainjob-bench-upstream-"))
+        ca = sbs.certs(work / "certs")
+        procs, hooks = sbs.start_upstream(args, work, ca)
+        results["TrainJob (Kubeflow Trainer v2.3)"] = []
+        try:
+            kubectl("apply", "-f", "-", stdin=json.dumps(runtime))
+            for i in range(args.repeat):
+                ns = f"bench-up-{uuid.uuid4().hex[:5]}"
+                kubectl("create", "namespace", ns)
+                r = measure("TrainJob", ns, "bench")
+                kubectl("delete", "namespace", ns, "--wait=true", "--timeout=120s", check=False)
+                results["TrainJob (Kubeflow Trainer v2.3)"].append(r)
+                print(f"Trainer    run {i + 1}: all Running {r[0]:.2f} s, ended {r[1]:.2f} s", flush=True)
+        finally:
+            sbs.stop(procs)
+            for h in hooks:
+                kubectl("delete", h["kind"].lower(), h["metadata"]["name"], check=False)
+            kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "deploy/crd-trainer.yaml"))
+    print(f"\nmedian of {args.repeat}, 4 nodes (logs in {logs}):")
+    print("| API, controller | created → all Running | created → Complete/Succeeded |")
     print("|---|---|---|")
+    names = {"TrainJob": "TrainJob, Switchyard", "PyTorchJob": "PyTorchJob, Switchyard"}
     for kind, rs in results.items():
-        print(f"| {kind} | {statistics.median(r[0] for r in rs):.2f} s | {statistics.median(r[1] for r in rs):.2f} s |")
+        print(f"| {names.get(kind, kind)} | {statistics.median(r[0] for r in rs):.2f} s | "
+              f"{statistics.median(r[1] for r in rs):.2f} s |")
 
 
 if __name__ == "__main__":

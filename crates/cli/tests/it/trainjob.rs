@@ -263,7 +263,7 @@ fn a_failing_rank_restarts_the_gang_as_the_failure_policy_allows_then_fails() {
         Some((
             "True".into(),
             "ReachedMaxRestarts".into(),
-            "jobset failed due to reaching max number of restarts".into()
+            "jobset failed due to reaching max number of restarts (first failed job: restarts-node-0)".into()
         ))
     );
     assert_eq!(

@@ -325,11 +325,13 @@ async fn apply(
         jobs.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
     }
+    // With the pods' own grace period, as the Job controller deletes them:
+    // ranks get SIGTERM and time to save a checkpoint.
     for pod in &plan.delete_pods {
-        absent_is_fine(
-            pods.delete(pod, &DeleteParams::default().grace_period(0))
-                .await,
-        )?;
+        absent_is_fine(pods.delete(pod, &DeleteParams::default()).await)?;
+    }
+    if let Some(svc) = &plan.delete_service {
+        absent_is_fine(svcs.delete(svc, &DeleteParams::default()).await)?;
     }
     if let Some(svc) = &plan.create_service {
         create_ignoring_conflict(svcs, svc).await?;

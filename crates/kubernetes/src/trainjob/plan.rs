@@ -62,6 +62,9 @@ pub struct Plan {
     pub restarts: Option<(i32, String)>,
     pub delete_pods: Vec<String>,
     pub create_service: Option<Service>,
+    /// The headless Service to delete (a job past its deadline loses it with
+    /// its JobSet under Trainer).
+    pub delete_service: Option<String>,
     pub create_pods: Vec<Pod>,
     pub status: TrainJobStatus,
     pub next: Next,
@@ -74,6 +77,7 @@ impl Plan {
             restarts: None,
             delete_pods: Vec::new(),
             create_service: None,
+            delete_service: None,
             create_pods: Vec::new(),
             status,
             next,
@@ -198,6 +202,8 @@ pub fn plan(obs: &Observed, now: Timestamp, resync: Duration) -> Plan {
             .collect();
         let mut plan = Plan::status(status, Next::AwaitChange);
         plan.delete_pods = obs.pods.iter().map(|p| p.name_any()).collect();
+        // A suspended JobSet keeps its Service.
+        plan.create_service = missing_service(obs, job, gang);
         return plan;
     }
     if is_true(&status, SUSPENDED) {
@@ -230,8 +236,14 @@ pub fn plan(obs: &Observed, now: Timestamp, resync: Duration) -> Plan {
                     "TrainJob exceeded its active deadline",
                     &t,
                 );
+                // As Trainer deletes the JobSet: its pods and its Service go.
                 let mut plan = Plan::status(status, Next::AwaitChange);
                 plan.delete_pods = obs.pods.iter().map(|p| p.name_any()).collect();
+                plan.delete_service = obs
+                    .services
+                    .iter()
+                    .any(|s| s.name_any() == gang.subdomain)
+                    .then(|| gang.subdomain.clone());
                 return plan;
             }
             deadline_left = Some(left);
@@ -274,6 +286,8 @@ pub fn plan(obs: &Observed, now: Timestamp, resync: Duration) -> Plan {
             JobState::Failed(why) => why.clone(),
             _ => String::new(),
         };
+        // JobSet v0.12's messages name the first failed Job.
+        let first = pods::job_name(&job.name_any(), &failed.name);
         match gang.max_restarts {
             Some(max) if attempt < max => {
                 tracing::info!(job = %job.name_any(), restart = attempt + 1, %why, "restarting the gang");
@@ -287,7 +301,7 @@ pub fn plan(obs: &Observed, now: Timestamp, resync: Duration) -> Plan {
                 FAILED,
                 true,
                 "ReachedMaxRestarts",
-                "jobset failed due to reaching max number of restarts",
+                &format!("jobset failed due to reaching max number of restarts (first failed job: {first})"),
                 &t,
             ),
             None => set_condition(
@@ -295,7 +309,7 @@ pub fn plan(obs: &Observed, now: Timestamp, resync: Duration) -> Plan {
                 FAILED,
                 true,
                 "FailedJobs",
-                "jobset failed due to one or more job failures",
+                &format!("jobset failed due to one or more job failures (first failed job: {first})"),
                 &t,
             ),
         }
@@ -306,9 +320,18 @@ pub fn plan(obs: &Observed, now: Timestamp, resync: Duration) -> Plan {
     }
 
     let mut plan = Plan::status(status, Next::Requeue(resync));
+    plan.create_service = missing_service(obs, job, gang);
+    // Pods still terminating (a gang restart's, a suspend's) go first: their
+    // host names are the new pods', and rank 0's must resolve to one pod.
+    let leaving = !stale.is_empty()
+        || obs
+            .pods
+            .iter()
+            .any(|p| p.metadata.deletion_timestamp.is_some());
     plan.delete_pods = stale;
-    if !obs.services.iter().any(|s| s.name_any() == gang.subdomain) {
-        plan.create_service = Some(pods::service_for(job, gang));
+    if leaving {
+        plan.next = Next::Requeue(Duration::from_secs(1));
+        return plan;
     }
     let missing: Vec<(&GangJob, i32, u32)> = gang
         .jobs
@@ -482,4 +505,10 @@ fn pod_ready(p: &Pod) -> bool {
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The headless Service, when the job does not have it yet.
+fn missing_service(obs: &Observed, job: &TrainJob, gang: &Gang) -> Option<Service> {
+    (!obs.services.iter().any(|s| s.name_any() == gang.subdomain))
+        .then(|| pods::service_for(job, gang))
 }

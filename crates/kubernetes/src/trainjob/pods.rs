@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Pod, Service, ServiceSpec};
+use k8s_openapi::api::core::v1::{
+    EnvVar, EnvVarSource, ObjectFieldSelector, Pod, Service, ServiceSpec,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
@@ -84,6 +86,28 @@ pub fn pod_for(
     }
     annotations.insert(COMPLETION_INDEX.to_string(), index.to_string());
     let mut spec = template.spec.unwrap_or_default();
+    // What the Job controller gives every container of an Indexed Job's pod.
+    for c in spec
+        .init_containers
+        .iter_mut()
+        .flatten()
+        .chain(spec.containers.iter_mut())
+    {
+        let env = c.env.get_or_insert_with(Vec::new);
+        if !env.iter().any(|e| e.name == "JOB_COMPLETION_INDEX") {
+            env.push(EnvVar {
+                name: "JOB_COMPLETION_INDEX".into(),
+                value: None,
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector {
+                        api_version: Some("v1".into()),
+                        field_path: format!("metadata.labels['{COMPLETION_INDEX}']"),
+                    }),
+                    ..Default::default()
+                }),
+            });
+        }
+    }
     spec.hostname = Some(host.clone());
     spec.subdomain = Some(gang.subdomain.clone());
     Pod {

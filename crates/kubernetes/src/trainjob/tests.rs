@@ -162,6 +162,10 @@ fn the_torch_plugin_gives_each_node_trainers_variables_names_and_port() {
             ),
             ("PET_MASTER_ADDR", "tj-node-0-0.tj"),
             ("PET_MASTER_PORT", "29500"),
+            (
+                "JOB_COMPLETION_INDEX",
+                "fieldRef:metadata.labels['batch.kubernetes.io/job-completion-index']"
+            ),
         ]
         .map(|(a, b)| (a.to_string(), b.to_string()))
     );
@@ -316,6 +320,10 @@ fn a_failed_job_restarts_the_whole_gang_until_max_restarts() {
 
     // The next attempt's pods carry restart-attempt 1; its failure is the last.
     j.metadata.annotations = Some([(plan::RESTARTS.to_string(), "1".to_string())].into());
+    // The next attempt waits for the last one's pods to be gone (same host names).
+    let p = pass(&j, &g, &failed, "2026-12-07T10:00:41Z");
+    assert!(p.create_pods.is_empty() && !p.needs_cluster);
+    assert_eq!(p.delete_pods.len(), 2);
     let again = first_pods(&j, &g);
     assert_eq!(again[0].labels()["jobset.sigs.k8s.io/restart-attempt"], "1");
     assert_ne!(again[0].name_any(), pods[0].name_any());
@@ -329,7 +337,8 @@ fn a_failed_job_restarts_the_whole_gang_until_max_restarts() {
         Some((
             "True".into(),
             "ReachedMaxRestarts".into(),
-            "jobset failed due to reaching max number of restarts".into()
+            "jobset failed due to reaching max number of restarts (first failed job: tj-node-0)"
+                .into()
         ))
     );
     assert_eq!(p.delete_pods, vec![again[1].name_any()]);
