@@ -100,32 +100,46 @@ pub async fn run(client: Client, config: OperatorConfig) -> Result<(), OperatorE
     crate::install_crypto();
     let admission = Arc::new(tokio::sync::Mutex::new(()));
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let pytorch_crd = crds.get_opt("pytorchjobs.kubeflow.org").await?;
-    let trainjob_crd = crds.get_opt("trainjobs.trainer.kubeflow.org").await?;
-    let ours = trainjob_crd
-        .as_ref()
-        .is_some_and(|c| c.labels().get(CRD_OWNER.0).map(String::as_str) == Some(CRD_OWNER.1));
-    let trainjobs = match (config.trainjobs, &trainjob_crd) {
-        (TrainJobs::Never, _) | (_, None) => false,
-        (TrainJobs::Always, Some(_)) => true,
-        (TrainJobs::Auto, Some(_)) => ours,
+    let (pytorch_crd, trainjob_crd, ours) = match (
+        crds.get_opt("pytorchjobs.kubeflow.org").await,
+        crds.get_opt("trainjobs.trainer.kubeflow.org").await,
+    ) {
+        (Ok(p), Ok(t)) => {
+            let ours = t.as_ref().is_some_and(|c| {
+                c.labels().get(CRD_OWNER.0).map(String::as_str) == Some(CRD_OWNER.1)
+            });
+            (p.is_some(), t.is_some(), ours)
+        }
+        // A ClusterRole from before TrainJobs (no `get` on CRDs): PyTorchJobs
+        // as before, TrainJobs only when asked for (whose CRD is unknown).
+        (Err(kube::Error::Api(e)), _) | (_, Err(kube::Error::Api(e))) if e.code == 403 => {
+            tracing::warn!("cannot read CRDs (deploy/operator.yaml grants get on customresourcedefinitions); reconciling PyTorchJobs, and TrainJobs only with --trainjobs always");
+            (true, config.trainjobs == TrainJobs::Always, false)
+        }
+        (Err(e), _) | (_, Err(e)) => return Err(e.into()),
     };
-    if trainjob_crd.is_some() && !trainjobs && config.trainjobs == TrainJobs::Auto {
+    let trainjobs = match (config.trainjobs, trainjob_crd) {
+        (TrainJobs::Never, _) | (_, false) => false,
+        (TrainJobs::Always, true) => true,
+        (TrainJobs::Auto, true) => ours,
+    };
+    if trainjob_crd && !trainjobs && config.trainjobs == TrainJobs::Auto {
         tracing::info!(
             "the TrainJob CRD is not Switchyard's (no {}={} label): Kubeflow Trainer's controller reconciles TrainJobs here; Switchyard leaves them (--trainjobs always overrides)",
             CRD_OWNER.0,
             CRD_OWNER.1
         );
     }
-    if pytorch_crd.is_none() && !trainjobs {
+    if !pytorch_crd && !trainjobs {
         return Err(OperatorError::Invalid(
             "neither the PyTorchJob nor (Switchyard's) TrainJob CRD is installed; install them first: switchyard operator --print-crd | kubectl apply --server-side -f -".into(),
         ));
     }
     let pytorch = async {
-        match pytorch_crd {
-            Some(_) => run_pytorchjobs(client.clone(), config.clone(), admission.clone()).await,
-            None => Ok(()),
+        if pytorch_crd {
+            run_pytorchjobs(client.clone(), config.clone(), admission.clone()).await
+        } else {
+            Ok(())
         }
     };
     let train = async {

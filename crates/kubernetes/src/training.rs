@@ -426,7 +426,11 @@ impl TrainingBackend for KubernetesBackend {
             }
             None => Vec::new(),
         };
-        if self.api_for(&client, job).await? == KubernetesApi::TrainJob {
+        let api = match self.submitted_as(&client, job, job_id).await? {
+            Some(api) => api,
+            None => self.api_for(&client, job).await?,
+        };
+        if api == KubernetesApi::TrainJob {
             return self
                 .run_trainjob(&client, job, job_id, &code, events, cancel)
                 .await;
@@ -860,6 +864,13 @@ impl Follow<'_> {
             return Some(self.ended(JobState::Failed, why));
         }
         None
+    }
+
+    /// Records that the gang has restarted `n` times; whether that is news.
+    pub(crate) fn restarted(&mut self, n: u32) -> bool {
+        let news = n > self.restarts;
+        self.restarts = self.restarts.max(n);
+        news
     }
 
     /// Records a metric's latest value (it ends up in the outcome).

@@ -47,24 +47,62 @@ impl KubernetesBackend {
         let served = |gv: &'static str, plural: &'static str| {
             let client = client.clone();
             async move {
-                client
-                    .list_api_group_resources(gv)
-                    .await
-                    .map(|l| l.resources.iter().any(|r| r.name == plural))
-                    .unwrap_or(false)
+                match client.list_api_group_resources(gv).await {
+                    Ok(l) => Ok(l.resources.iter().any(|r| r.name == plural)),
+                    // The group is not served at all.
+                    Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+                    // Not knowing must not choose the other kind.
+                    Err(e) => Err(api_error(format!("API discovery of {gv}"), e)),
+                }
             }
         };
-        Ok(if served("kubeflow.org/v1", "pytorchjobs").await {
+        Ok(if served("kubeflow.org/v1", "pytorchjobs").await? {
             KubernetesApi::PyTorchJob
-        } else if served("trainer.kubeflow.org/v1alpha1", "trainjobs").await {
+        } else if served("trainer.kubeflow.org/v1alpha1", "trainjobs").await? {
             KubernetesApi::TrainJob
         } else {
             KubernetesApi::PyTorchJob
         })
     }
 
+    /// The kind an earlier run of this job id already submitted, if any: a
+    /// resumed or retried job follows what exists, whatever `auto` would
+    /// choose now (a second gang of the other kind would train beside it).
+    pub(crate) async fn submitted_as(
+        &self,
+        client: &Client,
+        job: &TrainingJob,
+        job_id: &str,
+    ) -> Result<Option<KubernetesApi>, BackendError> {
+        let doc = self.render(job, job_id, &[]);
+        let ns = doc.namespace().unwrap_or_else(|| "default".into());
+        let name = doc.name_any();
+        let absent =
+            |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 404 || s.code == 403);
+        let tjs: Api<TrainJob> = Api::namespaced(client.clone(), &ns);
+        match tjs.get_opt(&name).await {
+            Ok(Some(_)) => return Ok(Some(KubernetesApi::TrainJob)),
+            Ok(None) => {}
+            Err(e) if absent(&e) => {}
+            Err(e) => return Err(api_error(format!("TrainJob {ns}/{name}"), e)),
+        }
+        let pjs: Api<crate::crd::PyTorchJob> = Api::namespaced(client.clone(), &ns);
+        match pjs.get_opt(&name).await {
+            Ok(Some(_)) => Ok(Some(KubernetesApi::PyTorchJob)),
+            Ok(None) => Ok(None),
+            Err(e) if absent(&e) => Ok(None),
+            Err(e) => Err(api_error(format!("PyTorchJob {ns}/{name}"), e)),
+        }
+    }
+
     /// What a TrainJob cannot carry, refused before anything is created.
     pub(crate) fn trainjob_preflight(&self, job: &TrainingJob) -> Result<(), BackendError> {
+        if !job.name.starts_with(|c: char| c.is_ascii_lowercase()) {
+            return Err(BackendError::Permanent(format!(
+                "metadata.name: '{}' must start with a lower-case letter to be a TrainJob's name (Trainer requires an RFC 1035 label): rename the job, or use api: PyTorchJob",
+                job.name
+            )));
+        }
         if job.spec.contract == Contract::ModelTrainer {
             return Err(BackendError::Permanent(
                 "spec.kubernetes.api: TrainJob runs contract: toolkit jobs; contract: modeltrainer needs api: PyTorchJob".into(),
@@ -181,6 +219,16 @@ impl KubernetesBackend {
         follow
             .watch(jobs, &events, cancel, |j: &TrainJob, follow| {
                 let st = j.status.clone().unwrap_or_default();
+                let restarts = crate::trainjob::plan::restarts(j).max(0) as u32;
+                if follow.restarted(restarts) {
+                    let _ = events.send(JobEvent::Restarting {
+                        attempt: restarts,
+                        reason: format!(
+                            "TrainJob {}: the gang failed; restarted by the runtime's failure policy (restart {restarts})",
+                            j.name_any()
+                        ),
+                    });
+                }
                 if let Some(ts) = st
                     .trainer_status
                     .as_ref()
@@ -233,8 +281,9 @@ impl KubernetesBackend {
         let jobs: Api<TrainJob> = Api::namespaced(client.clone(), ns);
         let found = match jobs.get_opt(name).await {
             Ok(f) => f,
-            // No TrainJob API on this cluster: nothing of this kind to stop.
-            Err(kube::Error::Api(e)) if e.code == 404 => None,
+            // No TrainJob API on this cluster (404), or no right to it (a Role
+            // from before TrainJobs, 403): nothing of this kind to stop here.
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 403 => None,
             Err(e) => return Err(api_error(format!("TrainJob {ns}/{name}"), e)),
         };
         let Some(found) = found else {

@@ -116,8 +116,9 @@ async fn runtime_of(client: &Client, job: &TrainJob, ns: &str) -> Result<Lookup,
             .iter()
             .any(|o| o.controller == Some(true) && Some(&o.uid) == job.metadata.uid.as_ref());
         if !owned {
-            return Ok(Lookup::Unsupported(format!(
-                "invalid runtime snapshot: ConfigMap {snapshot_name} exists but is owned by another object"
+            // An earlier job of this name's snapshot, not yet collected: wait.
+            return Ok(Lookup::Missing(format!(
+                "ConfigMap {snapshot_name} belongs to another object (an earlier TrainJob of this name?); waiting for it to go"
             )));
         }
         let text = cm
@@ -142,9 +143,24 @@ async fn runtime_of(client: &Client, job: &TrainJob, ns: &str) -> Result<Lookup,
             ))),
         };
     }
+    let unreadable = |e: kube::Error| -> Result<Lookup, OperatorError> {
+        match e {
+            // Kept as written by the API server, but not a runtime Switchyard can read.
+            kube::Error::SerdeError(e) => Ok(Lookup::Unsupported(format!(
+                "runtime {}/{} cannot be read: {e}",
+                r.kind(),
+                r.name
+            ))),
+            other => Err(other.into()),
+        }
+    };
     let found = if r.kind() == CLUSTER_RUNTIME {
         let api: Api<ClusterTrainingRuntime> = Api::all(client.clone());
-        api.get_opt(&r.name).await?.map(|rt| RuntimeObject {
+        let got = match api.get_opt(&r.name).await {
+            Ok(got) => got,
+            Err(e) => return unreadable(e),
+        };
+        got.map(|rt| RuntimeObject {
             api_version: format!("{GROUP}/v1alpha1"),
             kind: CLUSTER_RUNTIME.into(),
             metadata: rt.metadata,
@@ -152,7 +168,11 @@ async fn runtime_of(client: &Client, job: &TrainJob, ns: &str) -> Result<Lookup,
         })
     } else {
         let api: Api<TrainingRuntime> = Api::namespaced(client.clone(), ns);
-        api.get_opt(&r.name).await?.map(|rt| RuntimeObject {
+        let got = match api.get_opt(&r.name).await {
+            Ok(got) => got,
+            Err(e) => return unreadable(e),
+        };
+        got.map(|rt| RuntimeObject {
             api_version: format!("{GROUP}/v1alpha1"),
             kind: RUNTIME.into(),
             metadata: rt.metadata,
@@ -251,8 +271,10 @@ async fn reconcile(job: Arc<TrainJob>, ctx: Arc<Ctx>) -> Result<Action, Operator
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let svcs: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
     let selector = ListParams::default().labels(&format!("{LABEL_JOBSET}={name}"));
-    let pods = pods_api.list(&selector).await?.items;
-    let services = svcs.list(&selector).await?.items;
+    // Only what this job (this uid) owns: a job deleted and made again under
+    // the same name, or a JobSet of that name, has pods with the same labels.
+    let pods: Vec<Pod> = owned_by(pods_api.list(&selector).await?.items, &job);
+    let services: Vec<Service> = owned_by(svcs.list(&selector).await?.items, &job);
     let mut observed = Observed {
         job: &job,
         runtime,
@@ -278,9 +300,8 @@ async fn reconcile(job: Arc<TrainJob>, ctx: Arc<Ctx>) -> Result<Action, Operator
         observed.cluster = Some((&cluster.0, &cluster.1));
         decided = plan::plan(&observed, Timestamp::now(), resync);
     }
-    if let (Some(p), false) = (&ctx.progress, decided.create_pods.is_empty()) {
-        let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
-        create_ignoring_conflict(&maps, &progress::ca_config_map(&job, p)).await?;
+    if let (Some(p), false) = (&ctx.progress, plan::finished(&decided.status)) {
+        ensure_ca(&Api::namespaced(ctx.client.clone(), &ns), &job, p).await?;
     }
     if let Some((n, why)) = &decided.restarts {
         publish(
@@ -320,6 +341,13 @@ async fn apply(
     mut plan: Plan,
 ) -> Result<Action, OperatorError> {
     let name = job.name_any();
+    // A pass that ends the job records that before it deletes pods: their
+    // restarts and exit codes are what showed the failure, and a pass that
+    // stopped in between must not find a job without them and no end.
+    let written = plan::finished(&plan.status) && !plan::finished(before);
+    if written {
+        write_status(jobs, &name, &plan.status, before).await?;
+    }
     if let Some((n, _)) = &plan.restarts {
         let patch = serde_json::json!({"metadata": {"annotations": {RESTARTS: n.to_string()}}});
         jobs.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -359,26 +387,80 @@ async fn apply(
             other => other?,
         }
     }
-    if &plan.status != before {
-        let mut v = serde_json::to_value(&plan.status).unwrap_or_default();
-        // A merge patch keeps what it does not mention: name every field
-        // but trainerStatus, which only the ranks write (a pass must not
-        // put back the value it read).
-        if let Some(o) = v.as_object_mut() {
-            o.remove("trainerStatus");
-            for k in ["conditions", "jobsStatus"] {
-                o.entry(k).or_insert(serde_json::Value::Null);
-            }
-        }
-        jobs.patch_status(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(&serde_json::json!({"status": v})),
-        )
-        .await?;
+    if !written {
+        write_status(jobs, &name, &plan.status, before).await?;
     }
     Ok(match plan.next {
         Next::AwaitChange => Action::await_change(),
         Next::Requeue(after) => Action::requeue(after),
     })
+}
+
+/// The job's `<job>-tls-config` holds this operator's CA: made when missing,
+/// replaced when it holds another (the operator made a new CA when it
+/// started; pods' projected volumes follow the change) or belongs to an
+/// earlier job of the same name.
+async fn ensure_ca(
+    maps: &Api<ConfigMap>,
+    job: &TrainJob,
+    p: &progress::Progress,
+) -> Result<(), OperatorError> {
+    let want = progress::ca_config_map(job, p);
+    let name = want.name_any();
+    match maps.get_opt(&name).await? {
+        None => create_ignoring_conflict(maps, &want).await,
+        Some(have) if have.data == want.data && owned_by(vec![have.clone()], job).len() == 1 => {
+            Ok(())
+        }
+        Some(have) => {
+            let mut next = want;
+            next.metadata.resource_version = have.metadata.resource_version;
+            maps.replace(&name, &kube::api::PostParams::default(), &next)
+                .await?;
+            Ok(())
+        }
+    }
+}
+
+/// Writes the status when it changed: a merge patch that names every field
+/// but trainerStatus, which only the ranks write (a pass must not put back
+/// the value it read).
+async fn write_status(
+    jobs: &Api<TrainJob>,
+    name: &str,
+    status: &TrainJobStatus,
+    before: &TrainJobStatus,
+) -> Result<(), OperatorError> {
+    if status == before {
+        return Ok(());
+    }
+    let mut v = serde_json::to_value(status).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("trainerStatus");
+        for k in ["conditions", "jobsStatus"] {
+            o.entry(k).or_insert(serde_json::Value::Null);
+        }
+    }
+    jobs.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(&serde_json::json!({"status": v})),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The objects whose controller is `job` (by uid).
+fn owned_by<K: Resource>(items: Vec<K>, job: &TrainJob) -> Vec<K> {
+    let uid = job.metadata.uid.as_deref();
+    items
+        .into_iter()
+        .filter(|o| {
+            o.meta()
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|r| r.controller == Some(true) && Some(r.uid.as_str()) == uid)
+        })
+        .collect()
 }

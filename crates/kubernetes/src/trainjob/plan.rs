@@ -405,7 +405,7 @@ impl JobView {
         let live = |p: &Pod| {
             p.metadata.deletion_timestamp.is_none() && matches!(phase(p), "Pending" | "Running")
         };
-        let mut failures = 0;
+        let (mut failed_pods, mut restarts) = (0, 0);
         let mut first_failure = None;
         let (mut active, mut ready_or_done, mut succeeded) = (0, 0, 0);
         let mut missing = Vec::new();
@@ -416,25 +416,30 @@ impl JobView {
                 .copied()
                 .filter(|p| phase(p) == "Failed")
                 .collect();
-            failures += failed.len() as i32;
+            failed_pods += failed.len() as i32;
             if first_failure.is_none() {
                 first_failure = failed
                     .first()
                     .map(|p| format!("pod {} failed", p.name_any()));
             }
-            // In-place restarts (restartPolicy OnFailure) count as failures.
+            // In-place restarts of the active pods' containers, init
+            // containers too (restartPolicy OnFailure), as the Job controller counts.
             for p in ps.iter().filter(|p| live(p)) {
-                let restarts: i32 = p
+                let n: i32 = p
                     .status
                     .iter()
-                    .flat_map(|s| s.container_statuses.iter().flatten())
+                    .flat_map(|s| {
+                        s.container_statuses
+                            .iter()
+                            .flatten()
+                            .chain(s.init_container_statuses.iter().flatten())
+                    })
                     .map(|c| c.restart_count)
                     .sum();
-                if restarts > 0 && first_failure.is_none() {
-                    first_failure =
-                        Some(format!("pod {} restarted {restarts} times", p.name_any()));
+                if n > 0 && first_failure.is_none() {
+                    first_failure = Some(format!("pod {} restarted {n} times", p.name_any()));
                 }
-                failures += restarts;
+                restarts += n;
             }
             if let Some(why) = ps.iter().find_map(|p| image_failure(p, now)) {
                 return JobView {
@@ -454,10 +459,32 @@ impl JobView {
                     ready_or_done += 1;
                 }
             } else {
-                missing.push((i, ps.len() as u32));
+                // After the highest sequence number of the index's pods: a
+                // replacement never takes a name still in use.
+                let next = ps
+                    .iter()
+                    .filter_map(|p| pods::seq_of(p))
+                    .max()
+                    .map_or(0, |m| m + 1);
+                missing.push((i, next));
             }
         }
-        let state = if failures > gj.backoff_limit {
+        // The Job controller's two limits: failed pods past backoffLimit, and
+        // (restartPolicy OnFailure) in-place restarts reaching it (any, when it is 0).
+        let on_failure = gj
+            .template
+            .spec
+            .as_ref()
+            .and_then(|s| s.restart_policy.as_deref())
+            == Some("OnFailure");
+        let limit = gj.backoff_limit;
+        let past_restarts = on_failure
+            && if limit == 0 {
+                restarts > 0
+            } else {
+                restarts >= limit
+            };
+        let state = if failed_pods > limit || past_restarts {
             JobState::Failed(format!(
                 "Job {} has reached the specified backoff limit {} ({})",
                 gj.name,

@@ -23,6 +23,15 @@ pub const LABEL_JOB_INDEX: &str = "jobset.sigs.k8s.io/job-index";
 pub const LABEL_JOB_GLOBAL_INDEX: &str = "jobset.sigs.k8s.io/job-global-index";
 /// Which restart of the whole gang a pod belongs to (JobSet's counter).
 pub const LABEL_RESTART: &str = "jobset.sigs.k8s.io/restart-attempt";
+/// Which pod of its index (in its restart attempt) a pod is: 0 for the first,
+/// then one more for each replacement (restartPolicy Never).
+pub const LABEL_SEQ: &str = "trainer.switchyard.io/pod-seq";
+
+/// A pod's [`LABEL_SEQ`].
+pub fn seq_of(p: &Pod) -> Option<u32> {
+    p.labels().get(LABEL_SEQ)?.parse().ok()
+}
+
 /// A pod's index in its Job; also an annotation, which `PET_NODE_RANK` reads.
 pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
 pub const LABEL_JOB_NAME: &str = "batch.kubernetes.io/job-name";
@@ -67,6 +76,7 @@ pub fn pod_for(
         (COMPLETION_INDEX, index.to_string()),
         (LABEL_JOB_NAME, job_name(&name, &gj.name)),
         ("job-name", job_name(&name, &gj.name)),
+        (LABEL_SEQ, seq.to_string()),
     ];
     for (k, v) in job_set_labels.iter() {
         labels.insert(k.to_string(), v.clone());

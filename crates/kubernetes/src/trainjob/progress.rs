@@ -141,20 +141,13 @@ pub async fn start(
     listen: SocketAddr,
     url: &str,
 ) -> Result<Progress, ProgressError> {
-    let host = url
-        .trim_start_matches("https://")
-        .split(['/', ':'])
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    let host = url_host(url);
     let (ca_pem, config) = certificates(&host).map_err(ProgressError::Cert)?;
     let tcp = TcpListener::bind(listen)
         .await
         .map_err(|e| ProgressError::Listen(listen, e))?;
-    let listener = Tls {
-        tcp,
-        acceptor: TlsAcceptor::from(Arc::new(config)),
-    };
+    let listener = Tls::new(tcp, TlsAcceptor::from(Arc::new(config)))
+        .map_err(|e| ProgressError::Listen(listen, e))?;
     let app = Router::new()
         .route(
             "/apis/trainer.kubeflow.org/v1alpha1/namespaces/{ns}/trainjobs/{name}/status",
@@ -172,6 +165,17 @@ pub async fn start(
         url: url.trim_end_matches('/').to_string(),
         ca_pem,
     })
+}
+
+/// The host of an `https://HOST[:PORT][/…]` URL (an IPv6 address without
+/// its brackets).
+fn url_host(url: &str) -> String {
+    let rest = url.trim_start_matches("https://");
+    let authority = rest.split('/').next().unwrap_or_default();
+    match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default().to_string(),
+        None => authority.split(':').next().unwrap_or_default().to_string(),
+    }
 }
 
 /// A CA (its PEM) and a server configuration with a certificate it signed
@@ -208,10 +212,51 @@ fn certificates(host: &str) -> Result<(String, rustls::ServerConfig), String> {
     Ok((ca_cert.pem(), config))
 }
 
-/// TCP with a TLS handshake per connection, for `axum::serve`.
+/// TLS connections for `axum::serve`. Handshakes run in tasks of their own
+/// (at most [`HANDSHAKES`] at once, each within 5 s), so a client that
+/// connects and sends nothing holds up no one else.
 struct Tls {
-    tcp: TcpListener,
-    acceptor: TlsAcceptor,
+    ready: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    addr: SocketAddr,
+}
+
+const HANDSHAKES: usize = 64;
+
+impl Tls {
+    fn new(tcp: TcpListener, acceptor: TlsAcceptor) -> std::io::Result<Tls> {
+        let addr = tcp.local_addr()?;
+        let (tx, ready) = tokio::sync::mpsc::channel(HANDSHAKES);
+        let slots = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES));
+        tokio::spawn(async move {
+            loop {
+                let (stream, peer) = match tcp.accept().await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "accept");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    match tokio::time::timeout(Duration::from_secs(5), acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, peer)).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(Tls { ready, addr })
+    }
 }
 
 impl axum::serve::Listener for Tls {
@@ -219,25 +264,15 @@ impl axum::serve::Listener for Tls {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let (stream, addr) = match self.tcp.accept().await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::debug!(error = %e, "accept");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            match tokio::time::timeout(Duration::from_secs(5), self.acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => return (tls, addr),
-                Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
-            }
+        match self.ready.recv().await {
+            Some(conn) => conn,
+            // The accepting task ended (the process is stopping).
+            None => std::future::pending().await,
         }
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.tcp.local_addr()
+        Ok(self.addr)
     }
 }
 
@@ -335,6 +370,28 @@ async fn report(
     };
     status.last_updated_time = Some(Time(Timestamp::now()));
     let jobs: Api<TrainJob> = Api::namespaced(client, &ns);
+    // A job another controller manages (MultiKueue) is not this endpoint's.
+    match jobs.get_opt(&name).await {
+        Ok(Some(j)) if super::plan::managed_elsewhere(&j) => {
+            return refuse(StatusCode::FORBIDDEN, "Forbidden", "Forbidden");
+        }
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return refuse(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                &format!("TrainJob {ns}/{name} not found"),
+            )
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the TrainJob");
+            return refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                "Internal error",
+            );
+        }
+    }
     // Each report replaces the last (a merge patch keeps what it does not
     // name: absent fields are named as null).
     let patch = json!({"status": {"trainerStatus": {
@@ -364,5 +421,16 @@ async fn report(
                 "Internal error",
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_certificate_names_the_urls_host() {
+        assert_eq!(super::url_host("https://10.0.0.1:10443"), "10.0.0.1");
+        assert_eq!(super::url_host("https://op.ns.svc:10443/x"), "op.ns.svc");
+        assert_eq!(super::url_host("https://[fd00::1]:10443"), "fd00::1");
+        assert_eq!(super::url_host("https://host"), "host");
     }
 }

@@ -79,7 +79,16 @@ pub fn resolve(
     let job_name = job.metadata.name.clone().unwrap_or_default();
     let mut jobs = Vec::new();
     for rj in &spec.replicated_jobs {
-        let mut tmpl = rj.template.clone();
+        // Typed once: a runtime is kept as written, so a template that is not
+        // a Job template is refused here, by name, not met as a panic later.
+        let typed: k8s_openapi::api::batch::v1::JobTemplateSpec =
+            serde_json::from_value(rj.template.clone()).map_err(|e| {
+                Unsupported(format!(
+                    "runtime {name}: replicated job {:?}: template is not a Job template: {e}",
+                    rj.name
+                ))
+            })?;
+        let mut tmpl = serde_json::to_value(typed).unwrap_or_default();
         let ancestor = tmpl
             .pointer(&format!(
                 "/metadata/labels/{}",
@@ -154,8 +163,8 @@ pub fn resolve(
                 }
             }
         }
-        if pod.pointer("/spec/restartPolicy").is_none() {
-            pod["spec"]["restartPolicy"] = json!("OnFailure");
+        if let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.entry("restartPolicy").or_insert(json!("OnFailure"));
         }
         let template: PodTemplateSpec = serde_json::from_value(pod).map_err(|e| {
             Unsupported(format!(
@@ -288,14 +297,22 @@ fn upsert_by(obj: &mut Value, field: &str, key: &str, items: &[Value]) {
 }
 
 /// One runtime patch's replicated job (`{name, template: {metadata, spec:
-/// {template: {metadata, spec}}}}`) onto the runtime's Job template:
-/// labels and annotations merged, containers matched by name (env and
-/// volume mounts merged into them), volumes by name, tolerations and
-/// scheduling gates appended, the rest set.
+/// {template: {metadata, spec}}}}`) onto the runtime's Job template, as far
+/// as Trainer's patch type reaches: labels and annotations merged,
+/// containers matched by name (env and volume mounts merged into them,
+/// securityContext set), volumes and image pull secrets by name,
+/// tolerations and scheduling gates appended, node selector merged, service
+/// account, security context, affinity and grace period set; any other field
+/// is ignored, as Trainer's CRD prunes it.
 fn apply_patch(job_template: &mut Value, patch: &Value) {
     let Some(p) = patch.get("template") else {
         return;
     };
+    // The template was normalized from a typed Job template: its objects are
+    // objects, so the indexing below only ever adds to them.
+    if !job_template.is_object() {
+        return;
+    }
     merge_meta(&mut job_template["metadata"], &p["metadata"]);
     let Some(pt) = p.pointer("/spec/template") else {
         return;
@@ -325,6 +342,9 @@ fn apply_patch(job_template: &mut Value, patch: &Value) {
                         }
                     };
                     let c = &mut arr[at];
+                    if !c.is_object() {
+                        continue;
+                    }
                     for (ck, cv) in cp.as_object().into_iter().flatten() {
                         match ck.as_str() {
                             "env" => upsert_by(
@@ -339,8 +359,9 @@ fn apply_patch(job_template: &mut Value, patch: &Value) {
                                 "mountPath",
                                 cv.as_array().map(Vec::as_slice).unwrap_or_default(),
                             ),
-                            "name" => {}
-                            _ => c[ck.as_str()] = cv.clone(),
+                            "securityContext" => c[ck.as_str()] = cv.clone(),
+                            // Trainer's container patch has only these fields.
+                            _ => {}
                         }
                     }
                 }
@@ -361,7 +382,12 @@ fn apply_patch(job_template: &mut Value, patch: &Value) {
                 }
             }
             "nodeSelector" => merge_map(&mut pod["spec"]["nodeSelector"], v),
-            _ => pod["spec"][k.as_str()] = v.clone(),
+            "serviceAccountName"
+            | "securityContext"
+            | "affinity"
+            | "terminationGracePeriodSeconds" => pod["spec"][k.as_str()] = v.clone(),
+            // Trainer's pod patch has only the fields above (its CRD prunes the rest).
+            _ => {}
         }
     }
 }

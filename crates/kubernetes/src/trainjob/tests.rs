@@ -375,19 +375,44 @@ fn in_place_restarts_count_against_the_backoff_limit() {
         .ok();
         vec![p, with_phase(pods[1].clone(), "Running", None)]
     };
+    // As the Job controller: OnFailure restarts fail the Job on reaching the
+    // limit (failed pods on passing it).
     assert!(condition(
-        &pass(&j, &g, &restarted(2), "2026-12-07T10:00:40Z"),
+        &pass(&j, &g, &restarted(1), "2026-12-07T10:00:40Z"),
         "Failed"
     )
     .is_none());
     assert_eq!(
         condition(
-            &pass(&j, &g, &restarted(3), "2026-12-07T10:00:40Z"),
+            &pass(&j, &g, &restarted(2), "2026-12-07T10:00:40Z"),
             "Failed"
         )
         .map(|c| c.1),
         Some("FailedJobs".to_string())
     );
+}
+
+#[test]
+fn a_replacement_pod_never_takes_a_name_still_in_use() {
+    // restartPolicy Never, backoffLimit 6: a failed pod is replaced; pods
+    // numbered 0 and 2 remain (1 was deleted by someone): the next is 3.
+    let mut rt = runtime(json!({}));
+    rt.spec.spec.template.spec.replicated_jobs[0].template["spec"]["template"]["spec"]
+        ["restartPolicy"] = json!("Never");
+    let j = job(json!({"runtimeRef": {"name": "torch-distributed"}, "trainer": {"numNodes": 1}}));
+    let g = gang(&j, &rt);
+    let pod = |seq| super::pods::pod_for(&j, &g, &g.jobs[0], 0, 0, seq);
+    let left = vec![
+        with_phase(pod(0), "Failed", Some(1)),
+        with_phase(pod(2), "Failed", Some(1)),
+    ];
+    let p = pass(&j, &g, &left, "2026-12-07T10:00:40Z");
+    assert!(condition(&p, "Failed").is_none(), "2 failures, limit 6");
+    assert_eq!(p.create_pods.len(), 1);
+    assert_eq!(p.create_pods[0].name_any(), pod(3).name_any());
+    assert!(![pod(0), pod(2)]
+        .iter()
+        .any(|q| q.name_any() == p.create_pods[0].name_any()));
 }
 
 #[test]
