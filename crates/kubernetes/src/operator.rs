@@ -242,6 +242,18 @@ where
     Ok(())
 }
 
+/// Every node and every pod of the cluster, for admitting a whole gang (the
+/// caller holds the admission lock from this read to its last pod created,
+/// so two gangs are never admitted into the same free capacity).
+pub(crate) async fn read_cluster(client: &Client) -> Result<(Vec<Node>, Vec<Pod>), OperatorError> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::all(client.clone());
+    Ok((
+        nodes.list(&ListParams::default()).await?.items,
+        pods.list(&ListParams::default()).await?.items,
+    ))
+}
+
 /// One pass over one job: observe, [`plan`](crate::plan::plan), apply.
 async fn reconcile(job: Arc<PyTorchJob>, ctx: Arc<Ctx>) -> Result<Action, OperatorError> {
     let ns = job.namespace().unwrap_or_else(|| "default".into());
@@ -282,12 +294,7 @@ async fn reconcile(job: Arc<PyTorchJob>, ctx: Arc<Ctx>) -> Result<Action, Operat
     };
     let cluster;
     if decided.needs_cluster {
-        let nodes: Api<Node> = Api::all(ctx.client.clone());
-        let all_pods: Api<Pod> = Api::all(ctx.client.clone());
-        cluster = (
-            nodes.list(&ListParams::default()).await?.items,
-            all_pods.list(&ListParams::default()).await?.items,
-        );
+        cluster = read_cluster(&ctx.client).await?;
         observed.cluster = Some((&cluster.0, &cluster.1));
         decided = plan::plan(&observed, Timestamp::now(), resync);
     }

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -291,12 +291,7 @@ async fn reconcile(job: Arc<TrainJob>, ctx: Arc<Ctx>) -> Result<Action, Operator
     };
     let cluster;
     if decided.needs_cluster {
-        let nodes: Api<Node> = Api::all(ctx.client.clone());
-        let all_pods: Api<Pod> = Api::all(ctx.client.clone());
-        cluster = (
-            nodes.list(&ListParams::default()).await?.items,
-            all_pods.list(&ListParams::default()).await?.items,
-        );
+        cluster = crate::operator::read_cluster(&ctx.client).await?;
         observed.cluster = Some((&cluster.0, &cluster.1));
         decided = plan::plan(&observed, Timestamp::now(), resync);
     }
