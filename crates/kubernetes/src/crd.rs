@@ -16,9 +16,9 @@ pub const DEFAULT_PORT: i32 = 23456;
 /// The container the operator configures (Kubeflow's convention).
 pub const CONTAINER: &str = "pytorch";
 
-/// Pod templates are passed through as Kubernetes validates them; the CRD does
-/// not repeat the whole Pod schema.
-fn preserve_unknown_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+/// Pod templates (and a TrainJob's JobSet templates) are passed through as
+/// Kubernetes validates them; the CRDs do not repeat their whole schemas.
+pub(crate) fn preserve_unknown_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     serde_json::from_value(serde_json::json!({
         "type": "array",
         "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
@@ -26,7 +26,7 @@ fn preserve_unknown_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema 
     .unwrap_or_default()
 }
 
-fn preserve_unknown(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+pub(crate) fn preserve_unknown(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     serde_json::from_value(serde_json::json!({
         "type": "object",
         "x-kubernetes-preserve-unknown-fields": true
@@ -445,8 +445,7 @@ const ADMISSION: &[(&str, &str, &str)] = &[
 /// The CRD: the schema derived from the types, with the admission rules and
 /// just enough of the pod template typed for them (names and images of the
 /// containers; everything else is kept as written).
-pub fn crd(
-) -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+pub fn crd() -> Crd {
     use kube::CustomResourceExt;
     let mut v = serde_json::to_value(PyTorchJob::crd()).unwrap_or_default();
     let schema = &mut v["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
@@ -474,20 +473,34 @@ pub fn crd(
             }},
         }},
     });
-    for (path, rule, message) in ADMISSION {
+    let crd = serde_json::from_value(v).unwrap_or_else(|_| PyTorchJob::crd());
+    add_rules(crd, "", ADMISSION)
+}
+
+pub(crate) type Crd =
+    k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+
+/// Adds CEL rules (`x-kubernetes-validations`) to a generated CRD's schema,
+/// each at its dotted path under `root` (`""` is the object itself).
+pub(crate) fn add_rules(crd: Crd, root: &str, rules: &[(&str, &str, &str)]) -> Crd {
+    let fallback = crd.clone();
+    let mut v = serde_json::to_value(crd).unwrap_or_default();
+    let schema = &mut v["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    for (path, rule, message) in rules {
         let mut at = &mut *schema;
-        for part in path.split('.').filter(|p| !p.is_empty()) {
-            at = &mut at["properties"][part];
+        for part in root.split('.').chain(path.split('.')) {
+            if !part.is_empty() {
+                at = &mut at["properties"][part];
+            }
         }
-        let list = at["x-kubernetes-validations"]
+        let mut list = at["x-kubernetes-validations"]
             .as_array()
             .cloned()
             .unwrap_or_default();
-        let mut list = list;
         list.push(serde_json::json!({"rule": rule, "message": message}));
         at["x-kubernetes-validations"] = serde_json::Value::Array(list);
     }
-    serde_json::from_value(v).unwrap_or_else(|_| PyTorchJob::crd())
+    serde_json::from_value(v).unwrap_or(fallback)
 }
 
 /// The CRD as YAML, for deploy/ and `--print-crd`.

@@ -474,15 +474,7 @@ fn job_run_submits_a_trainjob_that_trains_ddp_digits_with_the_runtime_contract()
         "spec.kubernetes.api=TrainJob",
     ]);
     let res = job_cmd(&sb, &env, &args).output().expect("job run");
-    let stdout = String::from_utf8_lossy(&res.stdout);
-    assert!(
-        res.status.success(),
-        "{stdout}\n{}\noperator:\n{}",
-        String::from_utf8_lossy(&res.stderr),
-        op.log()
-    );
-    let job: Value = serde_json::from_str(&stdout).expect("job JSON");
-    assert_eq!(job["state"], "SUCCEEDED", "{job:#}");
+    let job = succeeded(&res, &op);
     assert!(
         job["metrics"]["test_accuracy"].as_f64().unwrap_or(0.0) >= 0.8,
         "{job:#}"
@@ -677,15 +669,7 @@ time.sleep(3)
         ])
         .output()
         .expect("job run");
-    let stdout = String::from_utf8_lossy(&res.stdout);
-    assert!(
-        res.status.success(),
-        "{stdout}\n{}\noperator:\n{}",
-        String::from_utf8_lossy(&res.stderr),
-        op.log()
-    );
-    let job: Value = serde_json::from_str(&stdout).expect("job JSON");
-    assert_eq!(job["state"], "SUCCEEDED", "{job:#}");
+    let job = succeeded(&res, &op);
     assert_eq!(
         job["metrics"]["trainer_progress_percentage"], 60.0,
         "{job:#}"
@@ -761,4 +745,19 @@ fn a_pipeline_step_launches_a_trainjob_with_its_task_config() {
         .collect();
     assert_eq!(steps.len(), 1, "one step pod");
     assert_eq!(env_of(&steps[0]).get("EPOCHS"), Some(&json!("2")));
+}
+
+/// The job a `job run --output json` printed, which must have succeeded (its
+/// output, errors and the operator's log otherwise).
+fn succeeded(res: &std::process::Output, op: &crate::k8s::Operator) -> Value {
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    assert!(
+        res.status.success(),
+        "{stdout}\n{}\noperator:\n{}",
+        String::from_utf8_lossy(&res.stderr),
+        op.log()
+    );
+    let job: Value = serde_json::from_str(&stdout).expect("job JSON");
+    assert_eq!(job["state"], "SUCCEEDED", "{job:#}");
+    job
 }

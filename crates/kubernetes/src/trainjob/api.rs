@@ -12,6 +12,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::crd::{add_rules, preserve_unknown, preserve_unknown_list, Crd};
+
 pub const GROUP: &str = "trainer.kubeflow.org";
 /// `spec.managedBy` of the TrainJobs Trainer's own controller (and this one) reconciles.
 pub const CONTROLLER: &str = "trainer.kubeflow.org/trainjob-controller";
@@ -36,24 +38,6 @@ pub const RESERVED_ENV: [&str; 5] = [
     "PET_MASTER_ADDR",
     "PET_MASTER_PORT",
 ];
-
-/// Objects kept as written: Kubernetes (or JobSet) validates them where they
-/// land; the CRD does not repeat their schemas.
-fn preserve_unknown(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    serde_json::from_value(serde_json::json!({
-        "type": "object",
-        "x-kubernetes-preserve-unknown-fields": true
-    }))
-    .unwrap_or_default()
-}
-
-fn preserve_unknown_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    serde_json::from_value(serde_json::json!({
-        "type": "array",
-        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
-    }))
-    .unwrap_or_default()
-}
 
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, JsonSchema, Default)]
 #[kube(
@@ -365,9 +349,6 @@ pub struct Network {
     pub other: BTreeMap<String, serde_json::Value>,
 }
 
-type Crd =
-    k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-
 const IMMUTABLE: (&str, &str) = ("self == oldSelf", "field is immutable");
 
 /// Trainer's admission rules on TrainJob: (path under `spec`, rule, message).
@@ -402,29 +383,6 @@ const TRAINJOB_RULES: &[(&str, &str, &str)] = &[
         "storageUri may be empty, or it must be a valid URI (scheme://...)",
     ),
 ];
-
-/// Adds CEL rules to a generated CRD's schema, each at its path under `root`.
-pub(crate) fn add_rules(crd: Crd, root: &str, rules: &[(&str, &str, &str)]) -> Crd {
-    let fallback = crd.clone();
-    let mut v = serde_json::to_value(crd).unwrap_or_default();
-    let schema = &mut v["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
-    for (path, rule, message) in rules {
-        let mut at = &mut *schema;
-        for part in root.split('.').chain(path.split('.')) {
-            if !part.is_empty() {
-                at = &mut at["properties"][part];
-            }
-        }
-        // A list's rule applies to the list, not to its items.
-        let mut list = at["x-kubernetes-validations"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        list.push(serde_json::json!({"rule": rule, "message": message}));
-        at["x-kubernetes-validations"] = serde_json::Value::Array(list);
-    }
-    serde_json::from_value(v).unwrap_or(fallback)
-}
 
 /// The three CRDs, with Trainer's defaults and rules.
 pub fn crds() -> Vec<Crd> {
