@@ -31,7 +31,9 @@ ALL_REDUCE = ("import socket, torch, torch.distributed as dist\n"
               "dist.init_process_group('gloo')\n"
               "t = torch.tensor([float(dist.get_rank() + 1)])\n"
               "dist.all_reduce(t)\n"
-              "print(f'host={socket.gethostname()} rank={dist.get_rank()} world={dist.get_world_size()} sum={t.item():.0f}', flush=True)\n")
+              "print(f'host={socket.gethostname()} rank={dist.get_rank()} world={dist.get_world_size()} sum={t.item():.0f}', flush=True)\n"
+              # Without it a rank may abort at exit (gloo's threads), and the gang waits.
+              "dist.destroy_process_group()\n")
 
 
 def torchrun(script):
@@ -202,10 +204,16 @@ def webhooks(manifest, port, ca, prefix):
     return out
 
 
+def install_crds(path):
+    """Applies CRDs and waits until the API server serves them."""
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+    kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(path))
+
+
 def start_upstream(args, work, ca):
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(JOBSET_MOD / "config/components/crd/bases"))
     for crd in sorted((TRAINER_MOD / "manifests/base/crds").glob("trainer.kubeflow.org_*.yaml")):
-        kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+        install_crds(crd)
     hooks = webhooks(JOBSET_MOD / "config/components/webhook/manifests.yaml", PORTS["jobset"], ca, "sbs-jobset") + \
         webhooks(TRAINER_MOD / "manifests/base/webhook/manifests.yaml", PORTS["trainer"], ca, "sbs-trainer")
     env = dict(os.environ, KUBECONFIG=str(CACHE / "kubeconfig"), POD_NAMESPACE="kubeflow-system")
@@ -268,6 +276,8 @@ def main():
     args = p.parse_args()
     work = pathlib.Path(tempfile.mkdtemp(prefix="trainer-sbs-"))
     ca = certs(work / "certs")
+    # A fresh cluster has no Trainer CRDs yet: Switchyard's, until Trainer's replace them.
+    install_crds(REPO / "deploy/crd-trainer.yaml")
     apply(runtime("sbs-torch"), runtime("sbs-restart-once", backoff=0, max_restarts=1),
           runtime("sbs-no-policy", backoff=0))
     results = {}
@@ -279,7 +289,7 @@ def main():
         for h in hooks:
             kubectl("delete", h["kind"].lower(), h["metadata"]["name"], check=False)
     # Switchyard's CRDs back (the CRD Trainer installed is replaced), then its operator.
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "deploy/crd-trainer.yaml"))
+    install_crds(REPO / "deploy/crd-trainer.yaml")
     apply(runtime("sbs-torch"), runtime("sbs-restart-once", backoff=0, max_restarts=1),
           runtime("sbs-no-policy", backoff=0))
     ns = f"sbs-sy-{uuid.uuid4().hex[:5]}"

@@ -44,6 +44,8 @@ def launch_trainjob(num_nodes: int, task_config: dsl.TaskConfig) -> str:
         "t = torch.tensor([float(dist.get_rank() + 1)])\n"
         "dist.all_reduce(t)\n"
         "print(f\"rank={dist.get_rank()} world={dist.get_world_size()} sum={t.item():.0f} epochs={os.environ.get('EPOCHS')}\", flush=True)\n"
+        # Without it a rank may abort at exit (gloo's threads), and the gang waits.
+        "dist.destroy_process_group()\n"
     )
     name = f"from-pipeline-{int(time.time())}"
     call("POST", base, {
