@@ -47,10 +47,10 @@ def apply(*docs):
     kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(docs)}))
 
 
-def host_volume(name, folder, namespace, claim):
+def host_volume(name, folder, namespace, claim, size="10Gi", modes=("ReadWriteMany",)):
     """A PersistentVolume on a folder of this machine, reserved for one claim."""
     return {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
-            "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
+            "spec": {"capacity": {"storage": size}, "accessModes": list(modes), "storageClassName": "",
                      "persistentVolumeReclaimPolicy": "Retain",
                      "hostPath": {"path": str(folder), "type": "DirectoryOrCreate"},
                      "claimRef": {"namespace": namespace, "name": claim}}}

@@ -3,6 +3,10 @@ as a user of Kubeflow Trainer would, and prints what it saw as one JSON
 object. Run by test_trainer_sdk.py with the SDK's own venv:
 
     trainer_sdk_driver.py NAMESPACE KUBECONFIG IMAGE
+    trainer_sdk_driver.py NAMESPACE KUBECONFIG IMAGE --s3 ENDPOINT JOB_NAME
+
+The second form trains once on the `torch-distributed-with-initializers`
+runtime with the SDK's S3 dataset and model initializers.
 """
 import json
 import sys
@@ -29,7 +33,31 @@ def all_reduce():
     dist.destroy_process_group()
 
 
+def read_workspace():
+    """The function of the S3 job: what the initializers left in /workspace."""
+    import pathlib
+
+    files = sorted(str(p.relative_to("/workspace")) for p in pathlib.Path("/workspace").rglob("*") if p.is_file())
+    print("sdk files=" + ",".join(files), flush=True)
+
+
 client = TrainerClient(KubernetesBackendConfig(namespace=ns, config_file=kubeconfig))
+if sys.argv[4:5] == ["--s3"]:
+    from kubeflow.trainer import Initializer, S3DatasetInitializer, S3ModelInitializer
+    from kubeflow.trainer.options import Name
+
+    endpoint, name = sys.argv[5:7]
+    keys = dict(endpoint=endpoint, access_key_id="test", secret_access_key="test")
+    client.train(
+        runtime=client.get_runtime("torch-distributed-with-initializers"),
+        initializer=Initializer(dataset=S3DatasetInitializer(storage_uri="s3://data/digits", **keys),
+                                model=S3ModelInitializer(storage_uri="s3://models/m", **keys)),
+        trainer=CustomTrainer(func=read_workspace, num_nodes=1),
+        options=[Name(name)])
+    job = client.wait_for_job_status(name, status={"Complete", "Failed"}, timeout=240, polling_interval=1)
+    print(json.dumps({"status": job.status, "steps": sorted((s.name, s.status) for s in job.steps),
+                      "logs": list(client.get_job_logs(name))}))
+    sys.exit(0)
 out = {"runtimes": sorted(r.name for r in client.list_runtimes())}
 runtime = client.get_runtime("torch-distributed")
 out["runtime"] = {"name": runtime.name, "framework": runtime.trainer.framework}

@@ -52,6 +52,10 @@ pub enum Command {
     /// Reconcile Kubeflow PyTorchJobs (kubeflow.org/v1) on the cluster of
     /// KUBECONFIG (or the in-cluster service account).
     Operator(OperatorArgs),
+    /// Kubeflow Trainer's dataset or model initializer (the step a
+    /// TrainJob's runtime runs before its trainer): fetches `STORAGE_URI`
+    /// (s3://bucket/prefix) into the shared workspace volume.
+    Initializer(InitializerArgs),
     /// What training took and cost (the KPIs of finished jobs), added up
     /// per backend, day or name.
     Kpi(KpiArgs),
@@ -281,6 +285,22 @@ pub enum TrainJobsArg {
     Never,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InitializerKind {
+    Dataset,
+    Model,
+}
+
+#[derive(Debug, Args)]
+pub struct InitializerArgs {
+    /// What to fetch: into `<workspace>/dataset` or `<workspace>/model`.
+    #[arg(value_enum)]
+    pub kind: InitializerKind,
+    /// The volume Trainer's runtimes mount for initializers and trainer.
+    #[arg(long, default_value = "/workspace")]
+    pub workspace: std::path::PathBuf,
+}
+
 #[derive(Debug, Args)]
 pub struct OperatorArgs {
     /// Watch only this namespace (default: all).
@@ -291,7 +311,8 @@ pub struct OperatorArgs {
     #[arg(long)]
     pub print_crd: bool,
     /// Print Kubeflow Trainer's `torch-distributed` ClusterTrainingRuntime
-    /// (YAML) and exit.
+    /// and `torch-distributed-with-initializers` (S3 initializers run by
+    /// Switchyard's image) as YAML and exit.
     #[arg(long)]
     pub print_runtimes: bool,
     /// Reconcile TrainJobs: `auto` when the cluster's TrainJob CRD is

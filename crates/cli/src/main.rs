@@ -91,6 +91,9 @@ async fn dispatch(cli: Cli) -> Result<i32> {
     if let Command::Operator(args) = &cli.command {
         return commands::operator::run(args).await;
     }
+    if let Command::Initializer(args) = &cli.command {
+        return commands::initializer::run(args).await;
+    }
     let paths = Paths::resolve(cli.home.clone())?;
     let store = Arc::new(match &cli.database {
         Some(url) => SqlStore::connect(url)
@@ -188,7 +191,9 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             )
             .await
         }
-        Command::Operator(_) => unreachable!("handled before the store is opened"),
+        Command::Operator(_) | Command::Initializer(_) => {
+            unreachable!("handled before the store is opened")
+        }
         Command::Server(args) => commands::server::serve(&paths, engine, store.clone(), args).await,
         Command::Logs { run, task } => {
             commands::logs::logs(store.as_ref(), &run, task.as_deref()).await

@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use switchyard_training::{DownloadStats, ObjectStore};
 use tokio::io::AsyncWriteExt;
 
+pub mod initializer;
+
 /// S3 for channels, models and checkpoints.
 pub struct S3Store {
     client: Client,

@@ -1,6 +1,7 @@
 //! One module per command.
 
 pub mod component;
+pub mod initializer;
 pub mod job;
 pub mod kpi;
 pub mod logs;

@@ -17,10 +17,8 @@ pub async fn run(args: &OperatorArgs) -> Result<i32> {
         return Ok(0);
     }
     if args.print_runtimes {
-        print!(
-            "{}",
-            switchyard_kubernetes::trainjob::api::TORCH_RUNTIME_YAML
-        );
+        use switchyard_kubernetes::trainjob::api::{INITIALIZERS_RUNTIME_YAML, TORCH_RUNTIME_YAML};
+        print!("{TORCH_RUNTIME_YAML}---\n{INITIALIZERS_RUNTIME_YAML}");
         return Ok(0);
     }
     let config = OperatorConfig {

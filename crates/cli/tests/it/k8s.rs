@@ -227,22 +227,13 @@ pub(crate) struct Ns<'a> {
 impl Ns<'_> {
     /// A claim named `claim` in this namespace, bound to a hostPath volume on `dir`.
     pub(crate) fn claim(&mut self, claim: &str, dir: &Path) {
-        let pv = format!("{}-{claim}", self.name);
-        self.kube.apply(&json!({
-            "apiVersion": "v1", "kind": "PersistentVolume",
-            "metadata": {"name": pv},
-            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
-                     "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
-                     "hostPath": {"path": dir.to_str().expect("utf8"), "type": "DirectoryOrCreate"},
-                     "claimRef": {"namespace": self.name, "name": claim}},
-        }));
+        let pv = self.volume_for(claim, dir);
         self.kube.apply(&json!({
             "apiVersion": "v1", "kind": "PersistentVolumeClaim",
             "metadata": {"name": claim, "namespace": self.name},
             "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": pv,
                      "resources": {"requests": {"storage": "1Gi"}}},
         }));
-        self.volumes.push(pv);
         let ns = self.name.clone();
         wait_until(
             &format!("claim {claim} bound"),
@@ -264,6 +255,23 @@ impl Ns<'_> {
                     .is_ok_and(|p| p == "Bound")
             },
         );
+    }
+
+    /// A hostPath volume on `dir` reserved for the claim `claim` of this
+    /// namespace (made by someone else: an operator from a claim template),
+    /// as a cluster without a volume provisioner needs; returns its name.
+    pub(crate) fn volume_for(&mut self, claim: &str, dir: &Path) -> String {
+        let pv = format!("{}-{claim}", self.name);
+        self.kube.apply(&json!({
+            "apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": pv},
+            "spec": {"capacity": {"storage": "50Gi"}, "accessModes": ["ReadWriteMany", "ReadWriteOnce"],
+                     "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+                     "hostPath": {"path": dir.to_str().expect("utf8"), "type": "DirectoryOrCreate"},
+                     "claimRef": {"namespace": self.name, "name": claim}},
+        }));
+        self.volumes.push(pv.clone());
+        pv
     }
 
     /// The data claim, as the backends' environment names it.

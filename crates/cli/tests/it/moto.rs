@@ -29,25 +29,31 @@ impl Moto {
     /// tests/sagemaker/moto_server.py: moto, plus StopTrainingJob and jobs
     /// that run a while (moto has neither).
     pub fn start_with(env: &[(&str, String)]) -> Moto {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
+        Moto::start_on("127.0.0.1", env)
+    }
+
+    /// A moto server listening on `host` (the test cluster's bridge address,
+    /// which its pods reach, or 127.0.0.1).
+    pub fn start_on(host: &str, env: &[(&str, String)]) -> Moto {
+        let port = std::net::TcpListener::bind((host, 0))
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let child = Command::new(python())
             .arg(repo_file("tests/sagemaker/moto_server.py"))
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-H", host, "-p", &port.to_string()])
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start moto_server (scripts/setup installs it)");
         wait_until("moto to listen", Duration::from_secs(30), || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
+            TcpStream::connect((host, port)).is_ok()
         });
         Moto {
             child,
-            endpoint: format!("http://127.0.0.1:{port}"),
+            endpoint: format!("http://{host}:{port}"),
         }
     }
 

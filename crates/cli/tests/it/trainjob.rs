@@ -604,18 +604,24 @@ fn a_rank_reports_progress_that_only_its_own_trainjob_takes() {
     assert!(ns.get(&["get", "trainjob", "victim"])["status"]["trainerStatus"].is_null());
 }
 
-/// Where the operator's progress endpoint listens and the URL pods use:
-/// the node's address (the cluster's bridge on this machine), a free port.
-fn progress_endpoint(k: &Kube) -> (String, String) {
+/// The node's address: the cluster's bridge on this machine, which pods
+/// reach (and nothing off this machine).
+fn node_ip(k: &Kube) -> String {
     let node = k.json(&["get", "nodes"]);
-    let ip = node["items"][0]["status"]["addresses"]
+    node["items"][0]["status"]["addresses"]
         .as_array()
         .into_iter()
         .flatten()
         .find(|a| a["type"] == "InternalIP")
         .and_then(|a| a["address"].as_str())
         .expect("node InternalIP")
-        .to_string();
+        .to_string()
+}
+
+/// Where the operator's progress endpoint listens and the URL pods use:
+/// the node's address (the cluster's bridge on this machine), a free port.
+fn progress_endpoint(k: &Kube) -> (String, String) {
+    let ip = node_ip(k);
     let port = std::net::TcpListener::bind((ip.as_str(), 0))
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -760,4 +766,228 @@ fn succeeded(res: &std::process::Output, op: &crate::k8s::Operator) -> Value {
     let job: Value = serde_json::from_str(&stdout).expect("job JSON");
     assert_eq!(job["state"], "SUCCEEDED", "{job:#}");
     job
+}
+
+/// deploy/runtimes-torch-initializers.yaml under `name`, the trainer on the
+/// test image; `once`: initializers that fail at their first error
+/// (backoffLimit 0, restartPolicy Never) instead of retrying.
+fn initializers_runtime(k: &Kube, name: &str, once: bool) {
+    let mut rt = k.deploy_docs("runtimes-torch-initializers.yaml").remove(0);
+    rt["metadata"]["name"] = json!(name);
+    for rj in rt["spec"]["template"]["spec"]["replicatedJobs"]
+        .as_array_mut()
+        .expect("replicatedJobs")
+    {
+        let trainer = rj["name"] == "node";
+        let t = &mut rj["template"]["spec"];
+        if trainer {
+            t["template"]["spec"]["containers"][0]["image"] = json!(IMAGE);
+        } else if once {
+            t["backoffLimit"] = json!(0);
+            t["template"]["spec"]["restartPolicy"] = json!("Never");
+        }
+    }
+    k.apply(&rt);
+}
+
+/// What each trainer node found under /workspace, and the dataset's sum.
+const READ_WORKSPACE: &str = r#"
+import os, pathlib
+files = sorted(str(p.relative_to("/workspace")) for p in pathlib.Path("/workspace").rglob("*") if p.is_file())
+total = sum(int(x) for x in open("/workspace/dataset/train.csv").read().split())
+print(f"node={os.environ['PET_NODE_RANK']} files={','.join(files)} sum={total}", flush=True)
+"#;
+
+fn rjob(p: &Value) -> &str {
+    p["metadata"]["labels"]["jobset.sigs.k8s.io/replicatedjob-name"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+#[test]
+#[ignore = "needs the local Kubernetes cluster (scripts/k8s-cluster start) and moto (scripts/setup)"]
+fn s3_initializers_fetch_dataset_and_model_before_the_trainer_starts() {
+    let k = kube();
+    let mut ns = k.namespace("tj-init");
+    // On the bridge: the initializers' pods fetch from it.
+    let moto = crate::moto::Moto::start_on(&node_ip(&k), &[]);
+    moto.put(
+        "data",
+        &[
+            ("digits/train.csv", "1 2 3 4"),
+            ("digits/sub/notes.txt", "n"),
+            ("digits/weights.pt", "ignored"),
+        ],
+    );
+    moto.put("models", &[("m/config.json", "{}")]);
+    ns.kubectl_ns(&[
+        "create",
+        "secret",
+        "generic",
+        "s3-keys",
+        "--from-literal=ACCESS_KEY_ID=test",
+        "--from-literal=SECRET_ACCESS_KEY=test",
+    ]);
+    initializers_runtime(&k, "torch-distributed-with-initializers", false);
+    let workspace = tempfile::tempdir().expect("tempdir");
+    ns.volume_for("initializer-fetch", workspace.path());
+    let op = ns.operator();
+    let endpoint = json!({"name": "ENDPOINT", "value": moto.endpoint});
+    k.apply(&trainjob(
+        &ns,
+        "fetch",
+        "torch-distributed-with-initializers",
+        json!({
+            "initializer": {
+                // As the Kubeflow SDK's S3DatasetInitializer writes it.
+                "dataset": {"storageUri": "s3://data/digits", "env": [
+                    endpoint, {"name": "ACCESS_KEY_ID", "value": "test"},
+                    {"name": "SECRET_ACCESS_KEY", "value": "test"},
+                    {"name": "IGNORE_PATTERNS", "value": "*.pt"}]},
+                // The keys from a secret instead.
+                "model": {"storageUri": "s3://models/m", "env": [endpoint],
+                          "secretRef": {"name": "s3-keys"}},
+            },
+            "trainer": {"numNodes": 2, "command": ["python3", "-c", READ_WORKSPACE]},
+        }),
+    ));
+    let j = wait_for(&ns, &op, "fetch", 240, "finished", |j| {
+        condition(j, "Complete").is_some() || condition(j, "Failed").is_some()
+    });
+    assert_eq!(
+        condition(&j, "Complete").map(|c| c.1),
+        Some("AllJobsCompleted".into()),
+        "{:#}\n{}",
+        j["status"],
+        op.log()
+    );
+    let one_done = |name: &str| json!({"name": name, "ready": 0, "succeeded": 1, "failed": 0, "active": 0, "suspended": 0});
+    assert_eq!(
+        j["status"]["jobsStatus"],
+        json!([
+            one_done("dataset-initializer"),
+            one_done("model-initializer"),
+            one_done("node")
+        ])
+    );
+    let pods = pods_of(&ns, "fetch");
+    let mut steps: Vec<&str> = pods.iter().map(rjob).collect();
+    steps.sort();
+    assert_eq!(
+        steps,
+        ["dataset-initializer", "model-initializer", "node", "node"]
+    );
+    // The trainer started only after both initializers had finished.
+    let finished: Vec<String> = pods
+        .iter()
+        .filter(|p| rjob(p) != "node")
+        .map(|p| {
+            p["status"]["containerStatuses"][0]["state"]["terminated"]["finishedAt"]
+                .as_str()
+                .expect("initializer finished")
+                .to_string()
+        })
+        .collect();
+    for p in pods.iter().filter(|p| rjob(p) == "node") {
+        let created = p["metadata"]["creationTimestamp"]
+            .as_str()
+            .expect("created");
+        assert!(
+            finished.iter().all(|f| f.as_str() <= created),
+            "trainer pod created {created} before initializers finished {finished:?}"
+        );
+        let name = p["metadata"]["name"].as_str().expect("name");
+        let log = ns.kube_logs(name, "node");
+        assert!(
+            log.contains("files=dataset/sub/notes.txt,dataset/train.csv,model/config.json sum=10"),
+            "{name}: {log}"
+        );
+    }
+    let ds = pods
+        .iter()
+        .find(|p| rjob(p) == "dataset-initializer")
+        .expect("dataset pod");
+    assert!(ds["metadata"]["name"]
+        .as_str()
+        .expect("name")
+        .starts_with("fetch-dataset-initializer-0-0-"));
+    let env = env_of(ds);
+    assert_eq!(env["STORAGE_URI"], json!("s3://data/digits"));
+    let ms = pods
+        .iter()
+        .find(|p| rjob(p) == "model-initializer")
+        .expect("model pod");
+    assert_eq!(
+        ms["spec"]["containers"][0]["envFrom"],
+        json!([{"secretRef": {"name": "s3-keys"}}])
+    );
+    // JobSet's claim, deleted with the job (retentionPolicy Delete).
+    let pvc = ns.get(&["get", "pvc", "initializer-fetch"]);
+    assert_eq!(pvc["metadata"]["ownerReferences"][0]["kind"], "TrainJob");
+    assert_eq!(pvc["status"]["phase"], "Bound");
+}
+
+#[test]
+#[ignore = "needs the local Kubernetes cluster (scripts/k8s-cluster start) and moto (scripts/setup)"]
+fn an_initializer_that_cannot_fetch_fails_the_trainjob_before_any_trainer_runs() {
+    let k = kube();
+    let mut ns = k.namespace("tj-initbad");
+    let moto = crate::moto::Moto::start_on(&node_ip(&k), &[]);
+    initializers_runtime(&k, "tj-init-once", true);
+    let workspace = tempfile::tempdir().expect("tempdir");
+    ns.volume_for("initializer-nobucket", workspace.path());
+    let op = ns.operator();
+    // Hugging Face: refused by name, nothing started.
+    k.apply(&trainjob(
+        &ns,
+        "hf",
+        "tj-init-once",
+        json!({"initializer": {"dataset": {"storageUri": "hf://tatsu-lab/alpaca"}}}),
+    ));
+    // A bucket that does not exist: the dataset step fails, the trainer never starts.
+    k.apply(&trainjob(
+        &ns,
+        "nobucket",
+        "tj-init-once",
+        json!({"initializer": {"dataset": {"storageUri": "s3://nothere/x", "env": [
+            {"name": "ENDPOINT", "value": moto.endpoint},
+            {"name": "ACCESS_KEY_ID", "value": "test"}, {"name": "SECRET_ACCESS_KEY", "value": "test"}]}},
+               "trainer": {"command": ["python3", "-c", "print('trained')"]}}),
+    ));
+    let hf = wait_for(&ns, &op, "hf", 60, "Failed", |j| {
+        condition(j, "Failed").is_some()
+    });
+    let (status, reason, message) = condition(&hf, "Failed").expect("failed");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "TrainingRuntimeNotSupported")
+    );
+    assert!(
+        message.contains("hf://tatsu-lab/alpaca") && message.contains("s3://"),
+        "{message}"
+    );
+    assert!(pods_of(&ns, "hf").is_empty());
+    let bad = wait_for(&ns, &op, "nobucket", 120, "Failed", |j| {
+        condition(j, "Failed").is_some()
+    });
+    assert_eq!(
+        condition(&bad, "Failed"),
+        Some((
+            "True".into(),
+            "FailedJobs".into(),
+            "jobset failed due to one or more job failures (first failed job: nobucket-dataset-initializer-0)".into()
+        )),
+        "{}",
+        op.log()
+    );
+    let pods = pods_of(&ns, "nobucket");
+    assert!(pods.iter().all(|p| rjob(p) != "node"), "no trainer pod");
+    let ds = pods
+        .iter()
+        .find(|p| rjob(p) == "dataset-initializer")
+        .expect("dataset pod");
+    let why = ds["status"]["containerStatuses"][0]["state"]["terminated"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(why.contains("NoSuchBucket"), "termination message: {why:?}");
 }

@@ -464,6 +464,10 @@ pub fn crds() -> Vec<Crd> {
 
 /// Trainer v2.3's `torch-distributed` ClusterTrainingRuntime (deploy/runtimes-torch.yaml).
 pub const TORCH_RUNTIME_YAML: &str = include_str!("../../../../deploy/runtimes-torch.yaml");
+/// A torch runtime whose dataset and model initializers are Switchyard's
+/// (deploy/runtimes-torch-initializers.yaml).
+pub const INITIALIZERS_RUNTIME_YAML: &str =
+    include_str!("../../../../deploy/runtimes-torch-initializers.yaml");
 
 /// The CRDs as one YAML stream, for deploy/ and `--print-crd`.
 pub fn crds_yaml() -> String {
@@ -498,5 +502,25 @@ mod tests {
             Some("torch")
         );
         assert_eq!(rt.spec.spec.template.spec.replicated_jobs[0].name, "node");
+    }
+
+    /// The initializers runtime resolves: two initializers, then the trainer
+    /// on the shared claim.
+    #[test]
+    fn the_shipped_initializers_runtime_resolves() {
+        let rt: super::ClusterTrainingRuntime =
+            serde_saphyr::from_str(super::INITIALIZERS_RUNTIME_YAML).expect("runtime parses");
+        let job: super::TrainJob = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "j"},
+            "spec": {"runtimeRef": {"name": "torch-distributed-with-initializers"},
+                     "initializer": {"dataset": {"storageUri": "s3://b/p"}}},
+        }))
+        .expect("job");
+        let gang =
+            crate::trainjob::resolve::resolve(&job, "ClusterTrainingRuntime", "x", &rt.spec.spec)
+                .expect("resolves");
+        let names: Vec<&str> = gang.jobs.iter().map(|j| j.name.as_str()).collect();
+        assert_eq!(names, ["dataset-initializer", "model-initializer", "node"]);
+        assert_eq!(gang.claims.len(), 1);
     }
 }

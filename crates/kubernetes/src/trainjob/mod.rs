@@ -8,6 +8,7 @@
 //! capacity check as PyTorchJobs (docs/kubernetes.md says why).
 
 pub mod api;
+pub mod initializer;
 pub mod operator;
 pub mod plan;
 pub mod pods;

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -262,6 +262,7 @@ async fn reconcile(job: Arc<TrainJob>, ctx: Arc<Ctx>) -> Result<Action, Operator
         jobs: Vec::new(),
         max_restarts: None,
         subdomain: name.clone(),
+        claims: Vec::new(),
     };
     let runtime = match &resolved {
         Some(Ok(gang)) => Runtime::Resolved(gang),
@@ -359,28 +360,41 @@ async fn apply(
     if let Some(svc) = &plan.create_service {
         create_ignoring_conflict(svcs, svc).await?;
     }
-    for pod in &plan.create_pods {
-        match create_ignoring_conflict(pods, pod).await {
-            Err(OperatorError::Kube(kube::Error::Api(e))) if e.code == 422 || e.code == 400 => {
-                // The template itself is refused: no retry can help.
-                let message = format!(
-                    "the API server refused pod {}: {}",
-                    pod.name_any(),
-                    e.message
-                );
-                plan::set_condition(
-                    &mut plan.status,
-                    plan::FAILED,
-                    true,
-                    "JobCreationFailed",
-                    &message,
-                    &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
-                );
-                plan.next = Next::Requeue(Duration::from_secs(1));
+    // The claims, then the pods that mount them; an object the API server
+    // refuses (a template no retry can fix) fails the job, naming it.
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(
+        pods.clone().into_client(),
+        &job.namespace().unwrap_or_default(),
+    );
+    let mut refused = None;
+    for claim in &plan.create_claims {
+        refused = refused_by_server(
+            create_ignoring_conflict(&claims, claim).await,
+            "claim",
+            claim,
+        )?;
+        if refused.is_some() {
+            break;
+        }
+    }
+    if refused.is_none() {
+        for pod in &plan.create_pods {
+            refused = refused_by_server(create_ignoring_conflict(pods, pod).await, "pod", pod)?;
+            if refused.is_some() {
                 break;
             }
-            other => other?,
         }
+    }
+    if let Some(message) = refused {
+        plan::set_condition(
+            &mut plan.status,
+            plan::FAILED,
+            true,
+            "JobCreationFailed",
+            &message,
+            &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
+        );
+        plan.next = Next::Requeue(Duration::from_secs(1));
     }
     if !written {
         write_status(jobs, &name, &plan.status, before).await?;
@@ -389,6 +403,25 @@ async fn apply(
         Next::AwaitChange => Action::await_change(),
         Next::Requeue(after) => Action::requeue(after),
     })
+}
+
+/// A creation the API server refused as invalid (422, 400), as the message
+/// the job fails with; other errors are the pass's (retried).
+fn refused_by_server<K: ResourceExt>(
+    created: Result<(), OperatorError>,
+    what: &str,
+    obj: &K,
+) -> Result<Option<String>, OperatorError> {
+    match created {
+        Err(OperatorError::Kube(kube::Error::Api(e))) if e.code == 422 || e.code == 400 => {
+            Ok(Some(format!(
+                "the API server refused {what} {}: {}",
+                obj.name_any(),
+                e.message
+            )))
+        }
+        other => other.map(|()| None),
+    }
 }
 
 /// The job's `<job>-tls-config` holds this operator's CA: made when missing,

@@ -17,14 +17,14 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use super::api::{JobStatus, TrainJob, TrainJobStatus, CONTROLLER};
 use super::pods::{self, COMPLETION_INDEX, LABEL_RESTART, LABEL_RJOB};
-use super::resolve::{Gang, GangJob};
+use super::resolve::{Dependency, Gang, GangJob};
 use crate::capacity;
 use crate::plan::{image_failure, phase, Next};
 
@@ -55,7 +55,7 @@ pub struct Observed<'a> {
 }
 
 /// One pass's decisions, applied in this order: restarts annotation, pod
-/// deletions, service creation, pod creations, status.
+/// deletions, service creation, claim creations, pod creations, status.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     /// A new gang restart count to record before anything else, and why.
@@ -65,6 +65,8 @@ pub struct Plan {
     /// The headless Service to delete (a job past its deadline loses it with
     /// its JobSet under Trainer).
     pub delete_service: Option<String>,
+    /// The shared claims, made (when missing) before the pods that mount them.
+    pub create_claims: Vec<PersistentVolumeClaim>,
     pub create_pods: Vec<Pod>,
     pub status: TrainJobStatus,
     pub next: Next,
@@ -78,6 +80,7 @@ impl Plan {
             delete_pods: Vec::new(),
             create_service: None,
             delete_service: None,
+            create_claims: Vec::new(),
             create_pods: Vec::new(),
             status,
             next,
@@ -333,13 +336,27 @@ pub fn plan(obs: &Observed, now: Timestamp, resync: Duration) -> Plan {
         plan.next = Next::Requeue(Duration::from_secs(1));
         return plan;
     }
+    // A job waits for the jobs it depends on (JobSet's `dependsOn`: the
+    // initializers before the trainer).
+    let reached = |d: &Dependency| {
+        jobs.iter().any(|v| {
+            v.name == d.job && (v.state == JobState::Succeeded || (!d.complete && v.ready))
+        })
+    };
     let missing: Vec<(&GangJob, i32, u32)> = gang
         .jobs
         .iter()
         .zip(&jobs)
+        .filter(|(gj, _)| gj.depends_on.iter().all(reached))
         .flat_map(|(gj, view)| view.missing.iter().map(move |(i, seq)| (gj, *i, *seq)))
         .collect();
-    if !missing.is_empty() && current.is_empty() {
+    // Jobs starting now (none of their pods made yet) start whole.
+    let starting = missing.iter().all(|(gj, _, _)| {
+        !current
+            .iter()
+            .any(|p| p.labels().get(LABEL_RJOB) == Some(&gj.name))
+    });
+    if !missing.is_empty() && starting {
         // The whole gang: only when all of it fits.
         let Some((nodes, all_pods)) = obs.cluster else {
             let mut wait = Plan::status(plan.status, Next::AwaitChange);
@@ -361,6 +378,13 @@ pub fn plan(obs: &Observed, now: Timestamp, resync: Duration) -> Plan {
         .iter()
         .map(|(gj, i, seq)| pods::pod_for(job, gang, gj, *i, attempt, *seq))
         .collect();
+    if !plan.create_pods.is_empty() {
+        plan.create_claims = gang
+            .claims
+            .iter()
+            .map(|c| pods::claim_for(job, c))
+            .collect();
+    }
     if let Some(left) = deadline_left {
         plan.next = Next::Requeue(Duration::from_secs(
             left.clamp(1, resync.as_secs().max(1) as i64) as u64,
@@ -418,9 +442,7 @@ impl JobView {
                 .collect();
             failed_pods += failed.len() as i32;
             if first_failure.is_none() {
-                first_failure = failed
-                    .first()
-                    .map(|p| format!("pod {} failed", p.name_any()));
+                first_failure = failed.first().map(|p| failure_of(p));
             }
             // In-place restarts of the active pods' containers, init
             // containers too (restartPolicy OnFailure), as the Job controller counts.
@@ -524,6 +546,21 @@ impl JobView {
             active: i32::from(running && self.active > 0),
             suspended: 0,
         }
+    }
+}
+
+/// "pod X failed", with its container's termination message (an
+/// initializer writes why it failed there) when it left one.
+fn failure_of(p: &Pod) -> String {
+    let message = p
+        .status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.message.clone())
+        .find(|m| !m.trim().is_empty());
+    match message {
+        Some(m) => format!("pod {} failed: {}", p.name_any(), m.trim()),
+        None => format!("pod {} failed", p.name_any()),
     }
 }
 

@@ -8,12 +8,13 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    EnvVar, EnvVarSource, ObjectFieldSelector, Pod, Service, ServiceSpec,
+    EnvVar, EnvVarSource, ObjectFieldSelector, PersistentVolumeClaim, Pod, Service, ServiceSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
 use super::api::TrainJob;
+use super::initializer::Claim;
 use super::resolve::{Gang, GangJob};
 
 pub const LABEL_JOBSET: &str = "jobset.sigs.k8s.io/jobset-name";
@@ -154,6 +155,17 @@ pub fn service_for(job: &TrainJob, gang: &Gang) -> Service {
         }),
         status: None,
     }
+}
+
+/// A shared claim in the job's namespace; owned by the job (deleted with
+/// it) only when its policy says `whenDeleted: Delete`, as JobSet does.
+pub fn claim_for(job: &TrainJob, claim: &Claim) -> PersistentVolumeClaim {
+    let mut pvc = claim.claim.clone();
+    pvc.metadata.namespace = job.namespace();
+    if claim.owned {
+        pvc.metadata.owner_references = job.controller_owner_ref(&()).map(|o| vec![o]);
+    }
+    pvc
 }
 
 fn global_index(gang: &Gang, gj: &GangJob) -> usize {

@@ -96,7 +96,8 @@ pub fn inject(gang: &mut Gang, ns: &str, name: &str, p: &Progress) {
         ]},
     }))
     .unwrap_or_default();
-    for gj in &mut gang.jobs {
+    // As Trainer's status plugin: the trainer's pods only.
+    for gj in gang.jobs.iter_mut().filter(|j| j.trainer) {
         let Some(spec) = gj.template.spec.as_mut() else {
             continue;
         };

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use super::api::{
     TrainJob, TrainingRuntimeSpec, ANCESTOR_TRAINER, LABEL_ANCESTOR, NODE, TORCH_PORT,
 };
+use super::initializer::{self, Claim};
 
 /// One replicated job of the runtime, as its Job would be: `parallelism`
 /// pods (indexes 0…), each from `template`.
@@ -24,6 +25,17 @@ pub struct GangJob {
     /// The pod template, resolved; per-index names and labels are added
     /// when a pod is made.
     pub template: PodTemplateSpec,
+    /// JobSet's `dependsOn`: the jobs this one waits for before its pods are made.
+    pub depends_on: Vec<Dependency>,
+    /// The trainer step (ancestor `trainer`), not an initializer.
+    pub trainer: bool,
+}
+
+/// One `dependsOn` entry: `job` must be `Complete` (or only `Ready`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dependency {
+    pub job: String,
+    pub complete: bool,
 }
 
 /// What a TrainJob runs.
@@ -35,6 +47,9 @@ pub struct Gang {
     pub max_restarts: Option<i32>,
     /// The headless Service's name and the pods' subdomain.
     pub subdomain: String,
+    /// The claims the pods share (JobSet's `volumeClaimPolicies`), made
+    /// before the first pod.
+    pub claims: Vec<Claim>,
 }
 
 impl Gang {
@@ -63,11 +78,7 @@ pub fn resolve(
             "unsupported runtime: {name} uses mlPolicy.{fw}; Switchyard's operator runs torch runtimes (and plain JobSet templates) only"
         )));
     }
-    if job.spec.initializer.is_some() {
-        return Err(Unsupported(format!(
-            "unsupported runtime: {name} with spec.initializer: Switchyard's operator does not run dataset or model initializers yet; fetch the data in the trainer"
-        )));
-    }
+    initializer::check_runtime(job, &name, runtime)?;
     let spec = &runtime.template.spec;
     if spec.replicated_jobs.is_empty() {
         return Err(Unsupported(format!(
@@ -77,6 +88,8 @@ pub fn resolve(
     let trainer = job.spec.trainer.clone().unwrap_or_default();
     let num_nodes = trainer.num_nodes.or(policy.num_nodes).unwrap_or(1).max(1);
     let job_name = job.metadata.name.clone().unwrap_or_default();
+    let claims = initializer::claims(&job_name, runtime)
+        .map_err(|Unsupported(why)| Unsupported(format!("runtime {name}: {why}")))?;
     let mut jobs = Vec::new();
     for rj in &spec.replicated_jobs {
         // Typed once: a runtime is kept as written, so a template that is not
@@ -97,14 +110,16 @@ pub fn resolve(
             .and_then(Value::as_str)
             .map(str::to_string);
         let is_trainer = ancestor.as_deref() == Some(ANCESTOR_TRAINER);
-        if !is_trainer {
+        let init_step = ancestor.as_deref().and_then(initializer::step);
+        if !is_trainer && init_step.is_none() {
             return Err(Unsupported(format!(
-                "unsupported runtime: {name} has replicated job {:?} ({}); Switchyard's operator runs the trainer step only (initializers and launchers are not supported yet)",
+                "unsupported runtime: {name} has replicated job {:?} ({}); Switchyard's operator runs the trainer and the dataset and model initializers (launchers are not supported)",
                 rj.name,
                 ancestor.map_or("no trainjob-ancestor-step label".to_string(), |a| format!("ancestor step {a}")),
             )));
         }
-        if rj.replicas.unwrap_or(1) != 1 {
+        // Trainer runs each initializer as one Job whatever the replicas say.
+        if is_trainer && rj.replicas.unwrap_or(1) != 1 {
             return Err(Unsupported(format!(
                 "unsupported runtime: {name}: replicated job {:?} has replicas {}; Trainer runs the trainer with one Job",
                 rj.name,
@@ -127,8 +142,13 @@ pub fn resolve(
             .and_then(Value::as_i64)
             .unwrap_or(6) as i32;
         let mut pod = tmpl.pointer("/spec/template").cloned().unwrap_or(json!({}));
-        apply_trainer(&mut pod, &trainer);
-        if policy.torch.is_some() {
+        if let Some(step) = init_step {
+            initializer::apply(job, step, &mut pod, &name)?;
+        } else {
+            apply_trainer(&mut pod, &trainer);
+        }
+        initializer::add_volumes(&mut pod, &claims);
+        if is_trainer && policy.torch.is_some() {
             let nproc = nproc_per_node(&trainer, &pod);
             let envs = pet_env(&job_name, num_nodes, &nproc);
             let node = container(&mut pod, NODE);
@@ -172,12 +192,43 @@ pub fn resolve(
                 rj.name
             ))
         })?;
+        let depends_on =
+            depends_on(rj.depends_on.as_deref().unwrap_or_default()).map_err(|why| {
+                Unsupported(format!(
+                    "runtime {name}: replicated job {:?}: {why}",
+                    rj.name
+                ))
+            })?;
+        // The trainer runs on numNodes; an initializer as its Job template says.
+        let parallelism = if is_trainer {
+            num_nodes
+        } else {
+            tmpl.pointer("/spec/parallelism")
+                .and_then(Value::as_i64)
+                .unwrap_or(1)
+                .max(1) as i32
+        };
         jobs.push(GangJob {
             name: rj.name.clone(),
-            parallelism: num_nodes,
+            parallelism,
             backoff_limit,
             template,
+            depends_on,
+            trainer: is_trainer,
         });
+    }
+    // JobSet's rule: a job depends only on jobs before it.
+    for (at, j) in jobs.iter().enumerate() {
+        if let Some(d) = j
+            .depends_on
+            .iter()
+            .find(|d| !jobs[..at].iter().any(|e| e.name == d.job))
+        {
+            return Err(Unsupported(format!(
+                "runtime {name}: replicated job {:?} depends on {:?}, which is not a replicated job before it",
+                j.name, d.job
+            )));
+        }
     }
     let subdomain = spec
         .network
@@ -191,7 +242,32 @@ pub fn resolve(
             .as_ref()
             .map(|f| f.max_restarts.unwrap_or(0)),
         subdomain,
+        claims,
     })
+}
+
+/// JobSet's `dependsOn` entries (`{name, status: Complete|Ready}`).
+fn depends_on(raw: &[Value]) -> Result<Vec<Dependency>, String> {
+    raw.iter()
+        .map(|d| {
+            let job = d["name"]
+                .as_str()
+                .ok_or_else(|| format!("dependsOn entry {d} has no name"))?;
+            let complete = match d["status"].as_str() {
+                Some("Complete") => true,
+                Some("Ready") => false,
+                other => {
+                    return Err(format!(
+                        "dependsOn {job:?} has status {other:?}; JobSet knows Complete and Ready"
+                    ))
+                }
+            };
+            Ok(Dependency {
+                job: job.to_string(),
+                complete,
+            })
+        })
+        .collect()
 }
 
 /// `ClusterTrainingRuntime/torch-distributed`, as messages name a runtime.
@@ -279,7 +355,7 @@ fn container<'a>(pod: &'a mut Value, name: &str) -> Option<&'a mut Value> {
 /// Sets each of `items` in the list `field` of `obj`, replacing the entry
 /// with the same `key` (as Kubernetes' strategic merge does for env, ports,
 /// volumes, containers), else appending.
-fn upsert_by(obj: &mut Value, field: &str, key: &str, items: &[Value]) {
+pub(crate) fn upsert_by(obj: &mut Value, field: &str, key: &str, items: &[Value]) {
     if items.is_empty() {
         return;
     }

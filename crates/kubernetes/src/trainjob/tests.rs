@@ -491,3 +491,249 @@ fn a_gang_that_does_not_fit_waits_whole_and_other_controllers_jobs_are_left() {
     let p = pass(&k, &g, &[], "2026-12-07T10:00:01Z");
     assert!(!p.needs_cluster && p.create_pods.is_empty() && p.status.conditions.is_empty());
 }
+
+fn initializers_runtime() -> ClusterTrainingRuntime {
+    serde_saphyr::from_str(super::api::INITIALIZERS_RUNTIME_YAML).expect("runtime")
+}
+
+fn with_dataset(dataset: serde_json::Value) -> TrainJob {
+    job(json!({
+        "runtimeRef": {"name": "torch-distributed-with-initializers"},
+        "trainer": {"image": "img:1", "numNodes": 2},
+        "initializer": {"dataset": dataset},
+    }))
+}
+
+fn container_json(p: &Pod) -> serde_json::Value {
+    serde_json::to_value(&p.spec.as_ref().unwrap().containers[0]).unwrap()
+}
+
+#[test]
+fn the_trainjobs_initializer_reaches_its_step_and_the_claim_every_pod() {
+    let j = with_dataset(json!({
+        "storageUri": "s3://data/digits",
+        "env": [{"name": "ENDPOINT", "value": "http://minio:9000"}, {"name": "IGNORE_PATTERNS", "value": "*.pt"}],
+        "secretRef": {"name": "s3-keys"},
+    }));
+    let g = gang(&j, &initializers_runtime());
+    let names: Vec<&str> = g.jobs.iter().map(|j| j.name.as_str()).collect();
+    assert_eq!(names, ["dataset-initializer", "model-initializer", "node"]);
+    // Trainer's rules: the trainer waits for both; each initializer is one pod.
+    let node = &g.jobs[2];
+    assert_eq!(
+        node.depends_on
+            .iter()
+            .map(|d| (d.job.as_str(), d.complete))
+            .collect::<Vec<_>>(),
+        [("dataset-initializer", true), ("model-initializer", true)]
+    );
+    assert_eq!((g.jobs[0].parallelism, node.parallelism), (1, 2));
+    let ds = container_json(&super::pods::pod_for(&j, &g, &g.jobs[0], 0, 0, 0));
+    let env: Vec<(&str, &str)> = ds["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["value"].is_string())
+        .map(|e| (e["name"].as_str().unwrap(), e["value"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        env,
+        [
+            ("STORAGE_URI", "s3://data/digits"),
+            ("ENDPOINT", "http://minio:9000"),
+            ("IGNORE_PATTERNS", "*.pt")
+        ]
+    );
+    assert_eq!(ds["envFrom"], json!([{"secretRef": {"name": "s3-keys"}}]));
+    // Only the trainer gets the torch plugin's variables.
+    assert!(!ds.to_string().contains("PET_"));
+    // The model step gets nothing of the dataset's.
+    let ms = container_json(&super::pods::pod_for(&j, &g, &g.jobs[1], 0, 0, 0));
+    assert!(!ms.to_string().contains("STORAGE_URI"), "{ms}");
+    // JobSet's claim: `initializer-<job>`, owned (whenDeleted: Delete), on every pod.
+    assert_eq!(g.claims.len(), 1);
+    let claim = super::pods::claim_for(&j, &g.claims[0]);
+    assert_eq!(claim.metadata.name.as_deref(), Some("initializer-tj"));
+    assert_eq!(claim.metadata.namespace.as_deref(), Some("ns"));
+    assert_eq!(
+        claim.metadata.owner_references.as_ref().map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(
+        claim.metadata.labels.as_ref().unwrap()["jobset.sigs.k8s.io/jobset-name"],
+        "tj"
+    );
+    for gj in &g.jobs {
+        let vols = serde_json::to_value(&gj.template.spec.as_ref().unwrap().volumes).unwrap();
+        assert_eq!(
+            vols,
+            json!([{"name": "initializer", "persistentVolumeClaim": {"claimName": "initializer-tj"}}]),
+            "{}",
+            gj.name
+        );
+    }
+}
+
+#[test]
+fn a_trainjob_asking_for_what_the_runtime_lacks_is_refused_as_trainer_does() {
+    let j = job(json!({
+        "runtimeRef": {"name": "torch-distributed"},
+        "initializer": {"model": {"storageUri": "s3://models/m"}},
+    }));
+    let why = resolve(
+        &j,
+        "ClusterTrainingRuntime",
+        "torch-distributed",
+        &runtime(json!({})).spec.spec,
+    )
+    .unwrap_err()
+    .0;
+    assert!(
+        why.contains(
+            "must have model-initializer job when trainJob is configured with input modelConfig"
+        ),
+        "{why}"
+    );
+    let mut rt = initializers_runtime();
+    rt.spec.spec.template.spec.replicated_jobs[0].template["spec"]["template"]["spec"]
+        ["containers"][0]["volumeMounts"] = json!([]);
+    let why = resolve(
+        &with_dataset(json!({"storageUri": "s3://b/p"})),
+        "ClusterTrainingRuntime",
+        "x",
+        &rt.spec.spec,
+    )
+    .unwrap_err()
+    .0;
+    assert!(
+        why.contains(
+            "must have volumeMount with name - initializer in container dataset-initializer"
+        ),
+        "{why}"
+    );
+}
+
+#[test]
+fn hugging_face_is_refused_by_name_for_switchyards_initializer() {
+    let why = resolve(
+        &with_dataset(json!({"storageUri": "hf://tatsu-lab/alpaca"})),
+        "ClusterTrainingRuntime",
+        "torch-distributed-with-initializers",
+        &initializers_runtime().spec.spec,
+    )
+    .unwrap_err()
+    .0;
+    assert!(why.contains("hf://tatsu-lab/alpaca"), "{why}");
+    assert!(why.contains("spec.initializer.dataset.storageUri"), "{why}");
+    // Another image (Trainer's own initializer) is left to fetch it.
+    let mut rt = initializers_runtime();
+    rt.spec.spec.template.spec.replicated_jobs[0].template["spec"]["template"]["spec"]
+        ["containers"][0]["command"] = json!(["python", "-m", "pkg.initializers.dataset"]);
+    assert!(resolve(
+        &with_dataset(json!({"storageUri": "hf://tatsu-lab/alpaca"})),
+        "ClusterTrainingRuntime",
+        "x",
+        &rt.spec.spec
+    )
+    .is_ok());
+}
+
+#[test]
+fn the_trainer_starts_once_the_initializers_complete_and_their_failure_fails_the_job() {
+    let j = with_dataset(json!({"storageUri": "s3://data/digits"}));
+    let g = gang(&j, &initializers_runtime());
+    let first = first_pods(&j, &g);
+    let made: Vec<String> = first
+        .iter()
+        .map(|p| p.labels()["jobset.sigs.k8s.io/replicatedjob-name"].clone())
+        .collect();
+    assert_eq!(made, ["dataset-initializer", "model-initializer"]);
+    // One initializer done, the other running: still no trainer.
+    let mixed = vec![
+        with_phase(first[0].clone(), "Succeeded", Some(0)),
+        with_phase(first[1].clone(), "Running", None),
+    ];
+    let p = pass(&j, &g, &mixed, "2026-12-07T10:00:10Z");
+    assert!(p.create_pods.is_empty(), "{:?}", p.create_pods);
+    assert!(p.status.conditions.is_empty());
+    let counts: Vec<(i32, i32)> = p
+        .status
+        .jobs_status
+        .iter()
+        .map(|s| (s.succeeded, s.active))
+        .collect();
+    assert_eq!(counts, [(1, 0), (0, 1), (0, 0)]);
+    // Both done: the trainer's two nodes, as a new gang (capacity read first).
+    let done = vec![
+        with_phase(first[0].clone(), "Succeeded", Some(0)),
+        with_phase(first[1].clone(), "Succeeded", Some(0)),
+    ];
+    let p = pass(&j, &g, &done, "2026-12-07T10:00:20Z");
+    assert!(p.needs_cluster);
+    let nodes = [node()];
+    let obs = Observed {
+        job: &j,
+        runtime: Runtime::Resolved(&g),
+        pods: &done,
+        services: &[],
+        cluster: Some((&nodes, &done)),
+    };
+    let p = plan::plan(&obs, at("2026-12-07T10:00:20Z"), Duration::from_secs(10));
+    let trainer: Vec<String> = p.create_pods.iter().map(|p| p.name_any()).collect();
+    assert_eq!(trainer.len(), 2);
+    assert!(
+        trainer.iter().all(|n| n.starts_with("tj-node-0-")),
+        "{trainer:?}"
+    );
+    assert_eq!(
+        p.create_claims.len(),
+        1,
+        "the claim is made (again, idempotently) with pods"
+    );
+    // An initializer that fails (backoffLimit 0 here) fails the job as JobSet names it.
+    let mut rt = initializers_runtime();
+    rt.spec.spec.template.spec.replicated_jobs[0].template["spec"]["backoffLimit"] = json!(0);
+    let g = gang(&j, &rt);
+    let failed = vec![
+        with_phase(first[0].clone(), "Failed", Some(1)),
+        with_phase(first[1].clone(), "Succeeded", Some(0)),
+    ];
+    let p = pass(&j, &g, &failed, "2026-12-07T10:00:20Z");
+    assert_eq!(
+        condition(&p, "Failed"),
+        Some((
+            "True".into(),
+            "FailedJobs".into(),
+            "jobset failed due to one or more job failures (first failed job: tj-dataset-initializer-0)".into()
+        ))
+    );
+    assert!(p.create_pods.is_empty());
+}
+
+#[test]
+fn dependencies_must_name_an_earlier_job() {
+    let mut rt = initializers_runtime();
+    rt.spec.spec.template.spec.replicated_jobs[2].depends_on =
+        Some(vec![json!({"name": "nope", "status": "Complete"})]);
+    let why = resolve(
+        &with_dataset(json!({})),
+        "ClusterTrainingRuntime",
+        "x",
+        &rt.spec.spec,
+    )
+    .unwrap_err()
+    .0;
+    assert!(why.contains("depends on \"nope\""), "{why}");
+    rt.spec.spec.template.spec.replicated_jobs[2].depends_on = Some(vec![
+        json!({"name": "dataset-initializer", "status": "Done"}),
+    ]);
+    let why = resolve(
+        &with_dataset(json!({})),
+        "ClusterTrainingRuntime",
+        "x",
+        &rt.spec.spec,
+    )
+    .unwrap_err()
+    .0;
+    assert!(why.contains("Complete and Ready"), "{why}");
+}
