@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 
 use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_s3::Client;
+use futures::StreamExt;
+
+/// Objects downloaded at once.
+const PARALLEL: usize = 8;
 
 /// Why an initializer cannot run; each names the variable to fix.
 #[derive(Debug, thiserror::Error)]
@@ -146,7 +150,10 @@ pub async fn fetch(source: &Source, dest: &Path) -> Result<Fetched, InitError> {
             path: dest.into(),
             why: e.to_string(),
         })?;
+    // Every key first: a key that cannot be written is refused before any
+    // file is, so a refused dataset leaves nothing half there.
     let mut done = Fetched::default();
+    let mut wanted = Vec::new();
     let mut pages = client
         .list_objects_v2()
         .bucket(bucket)
@@ -176,19 +183,28 @@ pub async fn fetch(source: &Source, dest: &Path) -> Result<Fetched, InitError> {
                     dest.display()
                 ))
             })?;
-            let target = dest.join(&rel);
-            tracing::info!(key, to = %target.display(), "downloading");
-            crate::download(&client, bucket, key, &target)
-                .await
-                .map_err(InitError::S3)?;
-            done.files += 1;
-            done.bytes += obj.size().unwrap_or(0).max(0) as u64;
+            wanted.push((
+                key.to_string(),
+                dest.join(rel),
+                obj.size().unwrap_or(0).max(0) as u64,
+            ));
         }
     }
+    // Several objects at a time: a dataset is many small files.
+    let mut downloads = futures::stream::iter(wanted.iter().map(|(key, target, _)| {
+        tracing::info!(key, to = %target.display(), "downloading");
+        crate::download(&client, bucket, key, target)
+    }))
+    .buffer_unordered(PARALLEL);
+    while let Some(result) = downloads.next().await {
+        result.map_err(InitError::S3)?;
+    }
+    done.files = wanted.len() as u64;
+    done.bytes = wanted.iter().map(|(_, _, size)| size).sum();
+    // As Trainer's initializer: nothing under the prefix is not an error
+    // (the trainer meets an empty folder), but it is said.
     if done.files == 0 && done.ignored.is_empty() {
-        return Err(InitError::S3(format!(
-            "s3://{bucket}/{prefix} has no objects: check STORAGE_URI (and ENDPOINT)"
-        )));
+        tracing::warn!("s3://{bucket}/{prefix} has no objects: check STORAGE_URI (and ENDPOINT)");
     }
     Ok(done)
 }

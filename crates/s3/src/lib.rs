@@ -454,7 +454,11 @@ async fn download(client: &Client, bucket: &str, key: &str, target: &Path) -> Re
             .await
             .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
     }
-    let tmp = target.with_extension("switchyard-partial");
+    // Beside the target, named after all of it: downloads running at once
+    // into one folder (`a.csv`, `a.json`) never share a partial file.
+    let mut partial = target.as_os_str().to_owned();
+    partial.push(".switchyard-partial");
+    let tmp = PathBuf::from(partial);
     let mut file = tokio::fs::File::create(&tmp)
         .await
         .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
