@@ -73,15 +73,16 @@ def free_port(host="127.0.0.1"):
         return s.getsockname()[1]
 
 
-def start_moto(repo):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, str(repo / "tests/sagemaker/moto_server.py"), "-H", "127.0.0.1",
+def start_moto(repo, host="127.0.0.1"):
+    """moto's S3 on `host` (127.0.0.1, or the test cluster's bridge for pods)."""
+    port = free_port(host)
+    proc = subprocess.Popen([sys.executable, str(repo / "tests/sagemaker/moto_server.py"), "-H", host,
                              "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 30
     while True:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc, f"http://127.0.0.1:{port}"
+            socket.create_connection((host, port), timeout=1).close()
+            return proc, f"http://{host}:{port}"
         except OSError:
             if time.time() > deadline:
                 proc.kill()

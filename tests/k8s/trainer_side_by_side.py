@@ -19,7 +19,8 @@ import time
 import uuid
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from kube import CACHE, REPO, apply, deploy_docs, docs_of, kubectl  # noqa: E402
+from kube import CACHE, REPO, apply, deploy_docs, docs_of, host_volume, kubectl  # noqa: E402
+import initializer_side_by_side as initializers  # noqa: E402
 
 GOMOD = pathlib.Path(subprocess.run(["go", "env", "GOMODCACHE"], capture_output=True, text=True).stdout.strip())
 TRAINER_MOD = GOMOD / "github.com/kubeflow/trainer/v2@v2.3.0"
@@ -52,6 +53,34 @@ def runtime(name, backoff=None, max_restarts=None):
     return rt
 
 
+def initializers_runtime(name):
+    """deploy/runtimes-torch-initializers.yaml: Switchyard's image fetches for both controllers."""
+    rt = deploy_docs("runtimes-torch-initializers.yaml")[0]
+    rt["metadata"]["name"] = name
+    for rj in rt["spec"]["template"]["spec"]["replicatedJobs"]:
+        if rj["name"] == "node":
+            rj["template"]["spec"]["template"]["spec"]["containers"][0]["image"] = IMAGE
+    return rt
+
+
+READ_WORKSPACE = ("import os, pathlib\n"
+                  "files = sorted(str(p.relative_to('/workspace')) for p in pathlib.Path('/workspace').rglob('*') if p.is_file())\n"
+                  "print('files=' + ','.join(files) + ' rank=' + os.environ['PET_NODE_RANK'], flush=True)\n")
+
+# Set by main(): moto's S3 on the cluster's bridge.
+S3 = {"endpoint": None}
+
+
+def initializer_spec():
+    endpoint = {"name": "ENDPOINT", "value": S3["endpoint"]}
+    return {"initializer": {
+        "dataset": {"storageUri": "s3://data/digits", "env": [
+            endpoint, {"name": "ACCESS_KEY_ID", "value": "test"}, {"name": "SECRET_ACCESS_KEY", "value": "test"},
+            {"name": "IGNORE_PATTERNS", "value": "*.pt"}]},
+        "model": {"storageUri": "s3://data/models/m", "env": [endpoint], "secretRef": {"name": "sbs-keys"}}},
+        "trainer": {"numNodes": 2, "command": ["python3", "-c", READ_WORKSPACE]}}
+
+
 # name → (runtime, spec, what to wait for)
 JOBS = {
     "allreduce": ("sbs-torch", {"trainer": {"numNodes": 2, "numProcPerNode": 2, "command": torchrun(ALL_REDUCE),
@@ -63,6 +92,8 @@ JOBS = {
     "nopolicy": ("sbs-no-policy", {"trainer": {"numNodes": 2, "command": ["bash", "-c", 'if [ "$PET_NODE_RANK" = 1 ]; then exit 3; fi; sleep 30']}}, "end"),
     "deadline": ("sbs-torch", {"activeDeadlineSeconds": 8, "trainer": {"numNodes": 2, "command": ["sleep", "600"]}}, "end"),
     "suspended": ("sbs-torch", {"suspend": True, "trainer": {"numNodes": 2, "command": ["sleep", "1"]}}, "suspended"),
+    # The spec is made once moto runs (initializer_spec).
+    "initializers": ("sbs-init", None, "end"),
 }
 
 
@@ -105,7 +136,12 @@ def pod_view(p):
     keep = ("jobset.sigs.k8s.io/jobset-name", "jobset.sigs.k8s.io/replicatedjob-name", "jobset.sigs.k8s.io/job-index",
             "jobset.sigs.k8s.io/replicatedjob-replicas", "jobset.sigs.k8s.io/restart-attempt",
             "batch.kubernetes.io/job-completion-index", "batch.kubernetes.io/job-name")
+    volumes = sorted((v["name"], v.get("persistentVolumeClaim", {}).get("claimName"))
+                     for v in p["spec"].get("volumes", []) if "persistentVolumeClaim" in v)
     return {
+        "container": c["name"], "envFrom": c.get("envFrom"), "claims": volumes,
+        "mounts": sorted((m["name"], m["mountPath"]) for m in c.get("volumeMounts", [])
+                         if not m["mountPath"].startswith("/var/run/secrets")),
         "host": p["spec"].get("hostname"), "subdomain": p["spec"].get("subdomain"),
         "name_prefix": p["metadata"]["name"].rsplit("-", 1)[0],
         "restartPolicy": p["spec"].get("restartPolicy"),
@@ -119,10 +155,13 @@ def summary(ns, name, what):
     j, pods, _, _ = observe(ns, name, what)
     logs = {}
     for p in pods:
-        r = kubectl("-n", ns, "logs", p["metadata"]["name"], "-c", "node", check=False)
+        container = p["spec"]["containers"][0]["name"]
+        r = kubectl("-n", ns, "logs", p["metadata"]["name"], "-c", container, check=False)
         # Two processes of a node may print at once: the records, not the lines.
         text = r.stdout if hasattr(r, "stdout") else r
-        logs[p["spec"].get("hostname")] = sorted(re.findall(r"host=\S+ rank=\d+ world=\d+ sum=\d+|PET_\w+=\S*", text))
+        logs[p["spec"].get("hostname")] = sorted(re.findall(
+            r"host=\S+ rank=\d+ world=\d+ sum=\d+|PET_\w+=\S*|files=\S* rank=\d+", text))
+    claims = json.loads(kubectl("-n", ns, "get", "pvc", "-o", "json"))["items"]
     svc = kubectl("-n", ns, "get", "service", name, "-o", "json", check=False)
     svc = json.loads(svc.stdout) if hasattr(svc, "stdout") and svc.returncode == 0 else {}
     return {
@@ -134,6 +173,9 @@ def summary(ns, name, what):
                     "publishNotReadyAddresses": svc.get("spec", {}).get("publishNotReadyAddresses"),
                     "selector": svc.get("spec", {}).get("selector")} if svc else None,
         "snapshot": kubectl("-n", ns, "get", "configmap", f"{name}-runtime-snapshot", check=False).returncode == 0,
+        "claims": sorted((c["metadata"]["name"], c["metadata"].get("labels", {}).get("jobset.sigs.k8s.io/jobset-name"),
+                          c["spec"].get("accessModes"), c["spec"].get("resources"), c["status"].get("phase"))
+                         for c in claims if c["metadata"]["name"].endswith(f"-{name}")),
         "seconds": times(j, pods),
     }
 
@@ -161,7 +203,14 @@ def times(j, pods):
 
 def run_all(kind, ns):
     kubectl("create", "namespace", ns)
+    kubectl("-n", ns, "create", "secret", "generic", "sbs-keys", "--from-literal=ACCESS_KEY_ID=test",
+            "--from-literal=SECRET_ACCESS_KEY=test")
+    # The initializers' claim, on a folder of this machine (no volume provisioner here).
+    folder = pathlib.Path(tempfile.mkdtemp(prefix=f"{ns}-initializer-"))
+    apply(host_volume(f"{ns}-initializer", folder, ns, "initializer-initializers", size="20Gi",
+                      modes=("ReadWriteOnce",)))
     for name, (rt, spec, _) in JOBS.items():
+        spec = spec if spec is not None else initializer_spec()
         apply({"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob",
                "metadata": {"name": name, "namespace": ns},
                "spec": {"runtimeRef": {"name": rt}, **spec}})
@@ -278,21 +327,41 @@ def main():
     ca = certs(work / "certs")
     # A fresh cluster has no Trainer CRDs yet: Switchyard's, until Trainer's replace them.
     install_crds(REPO / "deploy/crd-trainer.yaml")
-    apply(runtime("sbs-torch"), runtime("sbs-restart-once", backoff=0, max_restarts=1),
-          runtime("sbs-no-policy", backoff=0))
-    results = {}
-    procs, hooks = start_upstream(args, work, ca)
+    runtimes = [runtime("sbs-torch"), runtime("sbs-restart-once", backoff=0, max_restarts=1),
+                runtime("sbs-no-policy", backoff=0), initializers_runtime("sbs-init")]
+    apply(*runtimes)
+    nodes = json.loads(kubectl("get", "nodes", "-o", "json"))
+    bridge = next(a["address"] for a in nodes["items"][0]["status"]["addresses"] if a["type"] == "InternalIP")
+    moto, S3["endpoint"] = initializers.start_moto(REPO, bridge)
+    namespaces = []
     try:
-        results["trainer"] = run_all("trainer", f"sbs-up-{uuid.uuid4().hex[:5]}")
+        s3 = initializers.s3_client(S3["endpoint"])
+        s3.create_bucket(Bucket="data")
+        for key, body in initializers.OBJECTS.items():
+            s3.put_object(Bucket="data", Key=key, Body=body)
+        results = {}
+        procs, hooks = start_upstream(args, work, ca)
+        try:
+            namespaces.append(f"sbs-up-{uuid.uuid4().hex[:5]}")
+            results["trainer"] = run_all("trainer", namespaces[-1])
+        finally:
+            stop(procs)
+            for h in hooks:
+                kubectl("delete", h["kind"].lower(), h["metadata"]["name"], check=False)
+        run_switchyard_and_compare(args, work, runtimes, results, namespaces)
     finally:
-        stop(procs)
-        for h in hooks:
-            kubectl("delete", h["kind"].lower(), h["metadata"]["name"], check=False)
+        moto.terminate()
+        moto.wait(timeout=30)
+        for ns in namespaces:
+            kubectl("delete", "pv", f"{ns}-initializer", "--wait=false", check=False)
+
+
+def run_switchyard_and_compare(args, work, runtimes, results, namespaces):
     # Switchyard's CRDs back (the CRD Trainer installed is replaced), then its operator.
     install_crds(REPO / "deploy/crd-trainer.yaml")
-    apply(runtime("sbs-torch"), runtime("sbs-restart-once", backoff=0, max_restarts=1),
-          runtime("sbs-no-policy", backoff=0))
+    apply(*runtimes)
     ns = f"sbs-sy-{uuid.uuid4().hex[:5]}"
+    namespaces.append(ns)
     op = subprocess.Popen([args.switchyard, "operator", "--namespace", ns, "--resync-seconds", "2"],
                           env=dict(os.environ, KUBECONFIG=str(CACHE / "kubeconfig")),
                           stdout=open(work / "switchyard.log", "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

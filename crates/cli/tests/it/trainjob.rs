@@ -864,10 +864,11 @@ fn s3_initializers_fetch_dataset_and_model_before_the_trainer_starts() {
     let one_done = |name: &str| json!({"name": name, "ready": 0, "succeeded": 1, "failed": 0, "active": 0, "suspended": 0});
     assert_eq!(
         j["status"]["jobsStatus"],
+        // JobSet's order: by name, last first.
         json!([
-            one_done("dataset-initializer"),
+            one_done("node"),
             one_done("model-initializer"),
-            one_done("node")
+            one_done("dataset-initializer")
         ])
     );
     let pods = pods_of(&ns, "fetch");

@@ -194,15 +194,16 @@ pub fn plan(obs: &Observed, now: Timestamp, resync: Duration) -> Plan {
             "TrainJob is suspended",
             &t,
         );
-        status.jobs_status = gang
-            .jobs
-            .iter()
-            .map(|j| JobStatus {
-                name: j.name.clone(),
-                suspended: 1,
-                ..Default::default()
-            })
-            .collect();
+        status.jobs_status = jobset_order(
+            gang.jobs
+                .iter()
+                .map(|j| JobStatus {
+                    name: j.name.clone(),
+                    suspended: 1,
+                    ..Default::default()
+                })
+                .collect(),
+        );
         let mut plan = Plan::status(status, Next::AwaitChange);
         plan.delete_pods = obs.pods.iter().map(|p| p.name_any()).collect();
         // A suspended JobSet keeps its Service.
@@ -271,7 +272,7 @@ pub fn plan(obs: &Observed, now: Timestamp, resync: Duration) -> Plan {
         .iter()
         .map(|gj| JobView::of(gj, &current, now))
         .collect();
-    status.jobs_status = jobs.iter().map(JobView::status).collect();
+    status.jobs_status = jobset_order(jobs.iter().map(JobView::status).collect());
 
     if jobs.iter().all(|j| j.state == JobState::Succeeded) {
         set_condition(
@@ -547,6 +548,14 @@ impl JobView {
             suspended: 0,
         }
     }
+}
+
+/// JobSet v0.12 keeps its replicated jobs' statuses sorted by name, last
+/// first (`node`, `model-initializer`, `dataset-initializer`); Trainer
+/// copies them in that order.
+fn jobset_order(mut statuses: Vec<JobStatus>) -> Vec<JobStatus> {
+    statuses.sort_by(|a, b| b.name.cmp(&a.name));
+    statuses
 }
 
 /// "pod X failed", with its container's termination message (an

@@ -662,7 +662,8 @@ fn the_trainer_starts_once_the_initializers_complete_and_their_failure_fails_the
         .iter()
         .map(|s| (s.succeeded, s.active))
         .collect();
-    assert_eq!(counts, [(1, 0), (0, 1), (0, 0)]);
+    // In JobSet's order: node, model-initializer, dataset-initializer.
+    assert_eq!(counts, [(0, 0), (0, 1), (1, 0)]);
     // Both done: the trainer's two nodes, as a new gang (capacity read first).
     let done = vec![
         with_phase(first[0].clone(), "Succeeded", Some(0)),
