@@ -201,14 +201,60 @@ def times(j, pods):
     return {"running": max(starts) - t0 if starts else None, "ended": min(ends) - t0 if ends else None}
 
 
+def pods_of(ns, name):
+    return json.loads(kubectl("-n", ns, "get", "pods", "-l", f"jobset.sigs.k8s.io/jobset-name={name}",
+                              "-o", "json"))["items"]
+
+
+def wait(what, ok, timeout=180):
+    t0 = time.monotonic()
+    while not ok():
+        if time.monotonic() - t0 > timeout:
+            raise SystemExit(f"not {what} in {timeout} s")
+        time.sleep(0.5)
+
+
+def suspend_midway(ns):
+    """A job on the initializers runtime suspended once its trainer runs, then
+    resumed: what stays (the finished initializers), what goes, the end."""
+    name = "midway"
+    spec = initializer_spec()
+    spec["trainer"]["command"] = ["bash", "-c", "sleep 10; python3 -c \"$0\"", READ_WORKSPACE]
+    apply({"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob",
+           "metadata": {"name": name, "namespace": ns}, "spec": {"runtimeRef": {"name": "sbs-init"}, **spec}})
+    running = lambda: sum(1 for p in pods_of(ns, name)  # noqa: E731
+                          if p["metadata"]["labels"].get("jobset.sigs.k8s.io/replicatedjob-name") == "node"
+                          and p["status"].get("phase") == "Running") == 2
+    wait("trainer running", running)
+    kubectl("-n", ns, "patch", "trainjob", name, "--type=merge", "-p", '{"spec":{"suspend":true}}')
+
+    def settled():
+        j = json.loads(kubectl("-n", ns, "get", "trainjob", name, "-o", "json"))
+        suspended = any(c["type"] == "Suspended" and c["status"] == "True" for c in j.get("status", {}).get("conditions", []))
+        nodes = [p for p in pods_of(ns, name) if p["metadata"]["labels"].get("jobset.sigs.k8s.io/replicatedjob-name") == "node"]
+        js = j.get("status", {}).get("jobsStatus") or []
+        return suspended and not nodes and any(s["name"] == "node" and s.get("suspended") for s in js)
+    wait("suspended, the trainer's pods gone", settled)
+    time.sleep(3)
+    j = json.loads(kubectl("-n", ns, "get", "trainjob", name, "-o", "json"))
+    while_suspended = {
+        "jobsStatus": j["status"].get("jobsStatus"),
+        "pods": sorted((p["metadata"]["labels"].get("jobset.sigs.k8s.io/replicatedjob-name"), p["status"].get("phase"))
+                       for p in pods_of(ns, name)),
+    }
+    kubectl("-n", ns, "patch", "trainjob", name, "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    return {"while_suspended": while_suspended, "resumed": summary(ns, name, "end")}
+
+
 def run_all(kind, ns):
     kubectl("create", "namespace", ns)
     kubectl("-n", ns, "create", "secret", "generic", "sbs-keys", "--from-literal=ACCESS_KEY_ID=test",
             "--from-literal=SECRET_ACCESS_KEY=test")
     # The initializers' claim, on a folder of this machine (no volume provisioner here).
     folder = pathlib.Path(tempfile.mkdtemp(prefix=f"{ns}-initializer-"))
-    apply(host_volume(f"{ns}-initializer", folder, ns, "initializer-initializers", size="20Gi",
-                      modes=("ReadWriteOnce",)))
+    for job in ("initializers", "midway"):
+        apply(host_volume(f"{ns}-{job}", folder / job, ns, f"initializer-{job}", size="20Gi",
+                          modes=("ReadWriteOnce",)))
     for name, (rt, spec, _) in JOBS.items():
         spec = spec if spec is not None else initializer_spec()
         apply({"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob",
@@ -222,6 +268,10 @@ def run_all(kind, ns):
     kubectl("-n", ns, "patch", "trainjob", "suspended", "--type=merge", "-p", '{"spec":{"suspend":false}}')
     out["resumed"] = summary(ns, "suspended", "end")
     print(f"{kind:10s} {'resumed':11s} {out['resumed']['conditions']}", flush=True)
+    midway = suspend_midway(ns)
+    out["midway-suspended"] = midway["while_suspended"]
+    out["midway-resumed"] = midway["resumed"]
+    print(f"{kind:10s} {'midway':11s} {midway['while_suspended']} {midway['resumed']['conditions']}", flush=True)
     return out
 
 
@@ -353,7 +403,8 @@ def main():
         moto.terminate()
         moto.wait(timeout=30)
         for ns in namespaces:
-            kubectl("delete", "pv", f"{ns}-initializer", "--wait=false", check=False)
+            for job in ("initializers", "midway"):
+                kubectl("delete", "pv", f"{ns}-{job}", "--wait=false", check=False)
 
 
 def run_switchyard_and_compare(args, work, runtimes, results, namespaces):
@@ -376,14 +427,14 @@ def run_switchyard_and_compare(args, work, runtimes, results, namespaces):
     for name in results["trainer"]:
         a, b = dict(results["trainer"][name]), dict(results["switchyard"][name])
         for key in ("seconds",):
-            a.pop(key), b.pop(key)
+            a.pop(key, None), b.pop(key, None)
         for path, x, y in diff(a, b):
             differences += 1
             print(f"  {name}{path}: {json.dumps(x)} | {json.dumps(y)}")
     print("\n| job | Trainer: created → last container started | → ended | Switchyard: → last started | → ended |")
     print("|---|---|---|---|---|")
     fmt = lambda v: "—" if v is None else f"{v:.1f} s"  # noqa: E731
-    for name in results["trainer"]:
+    for name in (n for n in results["trainer"] if "seconds" in results["trainer"][n]):
         t, s = results["trainer"][name]["seconds"], results["switchyard"][name]["seconds"]
         print(f"| {name} | {fmt(t['running'])} | {fmt(t['ended'])} | {fmt(s['running'])} | {fmt(s['ended'])} |")
     print(f"\n{differences} differences")

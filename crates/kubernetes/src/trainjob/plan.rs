@@ -185,6 +185,25 @@ pub fn plan(obs: &Observed, now: Timestamp, resync: Duration) -> Plan {
         plan.stop_running(obs.pods);
         return plan;
     }
+    let attempt = restarts(job);
+    let current: Vec<&Pod> = obs
+        .pods
+        .iter()
+        .filter(|p| p.labels().get(LABEL_RESTART) == Some(&attempt.to_string()))
+        .collect();
+    // Pods of an earlier attempt (a restart the last pass began) go.
+    let stale: Vec<String> = obs
+        .pods
+        .iter()
+        .filter(|p| p.labels().get(LABEL_RESTART) != Some(&attempt.to_string()))
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| p.name_any())
+        .collect();
+    let jobs: Vec<JobView> = gang
+        .jobs
+        .iter()
+        .map(|gj| JobView::of(gj, &current, now))
+        .collect();
     if job.spec.suspend.unwrap_or(false) {
         set_condition(
             &mut status,
@@ -194,18 +213,23 @@ pub fn plan(obs: &Observed, now: Timestamp, resync: Duration) -> Plan {
             "TrainJob is suspended",
             &t,
         );
+        // As a suspended Job: its running pods go, what finished stays
+        // (a resumed job runs only what had not, and keeps its failures).
         status.jobs_status = jobset_order(
-            gang.jobs
-                .iter()
-                .map(|j| JobStatus {
-                    name: j.name.clone(),
-                    suspended: 1,
-                    ..Default::default()
+            jobs.iter()
+                .map(|v| match v.state {
+                    JobState::Active => JobStatus {
+                        name: v.name.clone(),
+                        suspended: 1,
+                        ..Default::default()
+                    },
+                    _ => v.status(),
                 })
                 .collect(),
         );
         let mut plan = Plan::status(status, Next::AwaitChange);
-        plan.delete_pods = obs.pods.iter().map(|p| p.name_any()).collect();
+        plan.stop_running(obs.pods);
+        plan.delete_pods.extend(stale);
         // A suspended JobSet keeps its Service.
         plan.create_service = missing_service(obs, job, gang);
         return plan;
@@ -253,25 +277,6 @@ pub fn plan(obs: &Observed, now: Timestamp, resync: Duration) -> Plan {
             deadline_left = Some(left);
         }
     }
-    let attempt = restarts(job);
-    let current: Vec<&Pod> = obs
-        .pods
-        .iter()
-        .filter(|p| p.labels().get(LABEL_RESTART) == Some(&attempt.to_string()))
-        .collect();
-    // Pods of an earlier attempt (a restart the last pass began) go.
-    let stale: Vec<String> = obs
-        .pods
-        .iter()
-        .filter(|p| p.labels().get(LABEL_RESTART) != Some(&attempt.to_string()))
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .map(|p| p.name_any())
-        .collect();
-    let jobs: Vec<JobView> = gang
-        .jobs
-        .iter()
-        .map(|gj| JobView::of(gj, &current, now))
-        .collect();
     status.jobs_status = jobset_order(jobs.iter().map(JobView::status).collect());
 
     if jobs.iter().all(|j| j.state == JobState::Succeeded) {

@@ -738,3 +738,60 @@ fn dependencies_must_name_an_earlier_job() {
     .0;
     assert!(why.contains("Complete and Ready"), "{why}");
 }
+
+#[test]
+fn a_suspend_keeps_what_finished_and_the_resume_runs_only_the_rest() {
+    let mut j = with_dataset(json!({"storageUri": "s3://data/digits"}));
+    let g = gang(&j, &initializers_runtime());
+    let inits = first_pods(&j, &g);
+    let trainer_pod = |i| super::pods::pod_for(&j, &g, &g.jobs[2], i, 0, 0);
+    let pods = vec![
+        with_phase(inits[0].clone(), "Succeeded", Some(0)),
+        with_phase(inits[1].clone(), "Succeeded", Some(0)),
+        with_phase(trainer_pod(0), "Running", None),
+        with_phase(trainer_pod(1), "Running", None),
+    ];
+    j.spec.suspend = Some(true);
+    let p = pass(&j, &g, &pods, "2026-12-07T10:01:00Z");
+    assert_eq!(
+        condition(&p, "Suspended").map(|c| c.1),
+        Some("Suspended".into())
+    );
+    let mut deleted = p.delete_pods.clone();
+    deleted.sort();
+    let mut running: Vec<String> = pods[2..].iter().map(|p| p.name_any()).collect();
+    running.sort();
+    assert_eq!(deleted, running, "only the trainer's running pods go");
+    let counts: Vec<(&str, i32, i32)> = p
+        .status
+        .jobs_status
+        .iter()
+        .map(|s| (s.name.as_str(), s.succeeded, s.suspended))
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            ("node", 0, 1),
+            ("model-initializer", 1, 0),
+            ("dataset-initializer", 1, 0)
+        ]
+    );
+    // Resumed: the initializers stay done; only the trainer's pods are made.
+    j.status = Some(p.status);
+    j.spec.suspend = Some(false);
+    let nodes = [node()];
+    let obs = Observed {
+        job: &j,
+        runtime: Runtime::Resolved(&g),
+        pods: &pods[..2],
+        services: &[],
+        cluster: Some((&nodes, &pods[..2])),
+    };
+    let p = plan::plan(&obs, at("2026-12-07T10:02:00Z"), Duration::from_secs(10));
+    let made: Vec<String> = p
+        .create_pods
+        .iter()
+        .map(|p| p.labels()["jobset.sigs.k8s.io/replicatedjob-name"].clone())
+        .collect();
+    assert_eq!(made, ["node", "node"]);
+}
