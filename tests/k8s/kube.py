@@ -26,6 +26,12 @@ def require_cluster():
     kubectl("get", "--raw", "/readyz")
 
 
+def node_ip():
+    """The node's address: the cluster's bridge on this machine, which pods reach."""
+    nodes = json.loads(kubectl("get", "nodes", "-o", "json"))
+    return next(a["address"] for a in nodes["items"][0]["status"]["addresses"] if a["type"] == "InternalIP")
+
+
 def deploy_docs(name):
     return docs_of(REPO / "deploy" / name)
 

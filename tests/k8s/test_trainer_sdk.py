@@ -8,16 +8,14 @@ S3ModelInitializer (moto's S3, on the cluster's bridge) before a CustomTrainer. 
 import json
 import os
 import pathlib
-import socket
 import subprocess
-import sys
 import tempfile
-import time
 import uuid
 
 import pytest
 
-from kube import BIN, CACHE, REPO, apply, deploy_docs, host_volume, kubectl, require_cluster
+import initializer_side_by_side as initializers
+from kube import BIN, CACHE, REPO, apply, deploy_docs, host_volume, kubectl, node_ip, require_cluster
 from test_hybrid import bind
 
 IMAGE = "switchyard.local/pytorch:dev"
@@ -82,23 +80,9 @@ def test_the_kubeflow_sdk_trains_and_follows_trainjobs(trainer_namespace):
 @pytest.fixture
 def bridge_moto():
     """moto's S3 on the node's address (the cluster's bridge, which pods reach)."""
-    nodes = json.loads(kubectl("get", "nodes", "-o", "json"))
-    ip = next(a["address"] for a in nodes["items"][0]["status"]["addresses"] if a["type"] == "InternalIP")
-    with socket.socket() as s:
-        s.bind((ip, 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, str(REPO / "tests/sagemaker/moto_server.py"), "-H", ip, "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, endpoint = initializers.start_moto(REPO, node_ip())
     try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                socket.create_connection((ip, port), timeout=1).close()
-                break
-            except OSError:
-                assert time.time() < deadline, "moto did not start"
-                time.sleep(0.2)
-        yield f"http://{ip}:{port}"
+        yield endpoint
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -19,7 +19,7 @@ import time
 import uuid
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from kube import CACHE, REPO, apply, deploy_docs, docs_of, host_volume, kubectl  # noqa: E402
+from kube import CACHE, REPO, apply, deploy_docs, docs_of, host_volume, kubectl, node_ip  # noqa: E402
 import initializer_side_by_side as initializers  # noqa: E402
 
 GOMOD = pathlib.Path(subprocess.run(["go", "env", "GOMODCACHE"], capture_output=True, text=True).stdout.strip())
@@ -380,9 +380,7 @@ def main():
     runtimes = [runtime("sbs-torch"), runtime("sbs-restart-once", backoff=0, max_restarts=1),
                 runtime("sbs-no-policy", backoff=0), initializers_runtime("sbs-init")]
     apply(*runtimes)
-    nodes = json.loads(kubectl("get", "nodes", "-o", "json"))
-    bridge = next(a["address"] for a in nodes["items"][0]["status"]["addresses"] if a["type"] == "InternalIP")
-    moto, S3["endpoint"] = initializers.start_moto(REPO, bridge)
+    moto, S3["endpoint"] = initializers.start_moto(REPO, node_ip())
     namespaces = []
     try:
         s3 = initializers.s3_client(S3["endpoint"])

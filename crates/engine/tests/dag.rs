@@ -46,7 +46,10 @@ impl Fixture {
     async fn create_with(&self, fixture: &str, params: &[(&str, &str)]) -> RunRecord {
         let path = format!(
             "{}/tests/fixtures/{fixture}.yaml",
-            env!("CARGO_MANIFEST_DIR")
+            // At run time: a binary built by another checkout sharing the
+            // target folder must read this checkout's fixtures.
+            std::env::var("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
         );
         let text = std::fs::read_to_string(&path).expect("fixture (scripts/compile-fixtures)");
         let pipeline = parse_pipeline(&text).expect("a kfp-compiled pipeline");

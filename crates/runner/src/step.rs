@@ -625,9 +625,10 @@ mod in_process {
         let steps = Arc::new(ScriptedBackend::new());
         let backend = Arc::new(TrainingSteps::new(steps.clone(), runner, roots));
         let engine = Engine::new(store.clone(), backend, dir.join("logs"));
-        let fixture = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../engine/tests/fixtures/fx_training.yaml"
+        let fixture = format!(
+            "{}/../engine/tests/fixtures/fx_training.yaml",
+            std::env::var("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
         );
         let text = std::fs::read_to_string(fixture).expect("fixture");
         let pipeline = switchyard_kfp_spec::parse_pipeline(&text).expect("kfp-compiled");

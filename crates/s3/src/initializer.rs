@@ -18,7 +18,7 @@ const PARALLEL: usize = 8;
 /// Why an initializer cannot run; each names the variable to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
-    #[error("STORAGE_URI {uri}: Hugging Face is not reachable from this machine and Switchyard's initializer fetches s3:// only; copy the files to S3 and give s3://bucket/prefix")]
+    #[error("STORAGE_URI {uri}: Switchyard's initializer fetches s3:// only (it has no Hugging Face client); copy the files to S3 and give s3://bucket/prefix, or use a runtime with an initializer image that reaches Hugging Face")]
     HuggingFace { uri: String },
     #[error("STORAGE_URI {uri:?} is not s3://bucket/prefix, the one source Switchyard's initializer fetches")]
     Scheme { uri: String },
@@ -31,7 +31,7 @@ pub enum InitError {
 }
 
 /// Where to fetch from, read from the initializer's environment.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Clone, Default, PartialEq)]
 pub struct Source {
     pub bucket: String,
     pub prefix: String,
@@ -42,6 +42,25 @@ pub struct Source {
     pub role_arn: Option<String>,
     /// Shell patterns (Python's `fnmatch`) on the whole key.
     pub ignore_patterns: Vec<String>,
+}
+
+/// The secret key never reaches a log.
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("endpoint", &self.endpoint)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "…"),
+            )
+            .field("region", &self.region)
+            .field("role_arn", &self.role_arn)
+            .field("ignore_patterns", &self.ignore_patterns)
+            .finish()
+    }
 }
 
 impl Source {
@@ -96,9 +115,6 @@ impl Source {
             .filter(|r| !r.is_empty())
             .unwrap_or_else(|| "us-east-1".into());
         let mut loader = aws_config::from_env().region(Region::new(region));
-        if let Some(e) = &self.endpoint {
-            loader = loader.endpoint_url(e);
-        }
         if let (Some(id), Some(secret)) = (&self.access_key_id, &self.secret_access_key) {
             loader = loader.credentials_provider(Credentials::new(
                 id.clone(),
@@ -120,9 +136,10 @@ impl Source {
                 .credentials_provider(aws_sdk_s3::config::SharedCredentialsProvider::new(role))
                 .build();
         }
+        // ENDPOINT is S3's only: assuming ROLE_ARN still asks STS itself.
         let mut builder = aws_sdk_s3::config::Builder::from(&config);
-        if self.endpoint.is_some() {
-            builder = builder.force_path_style(true);
+        if let Some(e) = &self.endpoint {
+            builder = builder.endpoint_url(e).force_path_style(true);
         }
         Client::from_conf(builder.build())
     }
@@ -190,6 +207,7 @@ pub async fn fetch(source: &Source, dest: &Path) -> Result<Fetched, InitError> {
             ));
         }
     }
+    let wanted = one_per_file(wanted, dest)?;
     // Several objects at a time: a dataset is many small files.
     let mut downloads = futures::stream::iter(wanted.iter().map(|(key, target, _)| {
         tracing::info!(key, to = %target.display(), "downloading");
@@ -213,37 +231,121 @@ pub async fn fetch(source: &Source, dest: &Path) -> Result<Fetched, InitError> {
 /// leading `/`, or the file name when the prefix is the whole key), kept
 /// inside the destination.
 fn relative(key: &str, prefix: &str) -> Option<String> {
-    let rest = key.strip_prefix(prefix)?.trim_start_matches('/');
-    let rel = if rest.is_empty() {
-        key.rsplit('/').next()?
-    } else {
-        rest
-    };
-    let safe = !rel.is_empty()
-        && rel
-            .split('/')
-            .all(|c| !c.is_empty() && c != ".." && c != ".");
-    safe.then(|| rel.to_string())
+    if key == prefix {
+        let name = key.rsplit('/').next()?;
+        return crate::relative_key(name, "").map(String::from);
+    }
+    crate::relative_key(key, prefix).map(String::from)
 }
 
-/// `fnmatch` patterns: `*` crosses `/`, as in Python.
-fn patterns(raw: &[String]) -> Result<globset::GlobSet, InitError> {
-    let mut set = globset::GlobSetBuilder::new();
-    for p in raw {
-        let glob = globset::GlobBuilder::new(p)
-            .literal_separator(false)
-            .backslash_escape(false)
-            .build()
-            .map_err(|e| InitError::Pattern {
-                pattern: p.clone(),
-                why: e.to_string(),
-            })?;
-        set.add(glob);
+/// Keys that land on the same file (`d/a` and `da` under `d`) are written
+/// once, the last listed winning as in Trainer's one-by-one download; a
+/// file that is also another's folder (`a` and `a/b`) is refused.
+fn one_per_file(
+    wanted: Vec<(String, PathBuf, u64)>,
+    dest: &Path,
+) -> Result<Vec<(String, PathBuf, u64)>, InitError> {
+    let mut last = std::collections::HashMap::new();
+    for (i, (_, target, _)) in wanted.iter().enumerate() {
+        last.insert(target.clone(), i);
     }
-    set.build().map_err(|e| InitError::Pattern {
+    let kept: Vec<(String, PathBuf, u64)> = wanted
+        .into_iter()
+        .enumerate()
+        .filter(|(i, (_, target, _))| last.get(target) == Some(i))
+        .map(|(_, w)| w)
+        .collect();
+    for (key, target, _) in &kept {
+        let folder_too = target
+            .ancestors()
+            .skip(1)
+            .take_while(|a| *a != dest)
+            .find(|a| last.contains_key(*a));
+        if let Some(a) = folder_too {
+            let other = kept
+                .iter()
+                .find(|(_, t, _)| t == a)
+                .map(|(k, _, _)| k.as_str())
+                .unwrap_or_default();
+            return Err(InitError::S3(format!(
+                "keys {other:?} and {key:?} need {} as a file and as a folder: rename one",
+                a.display()
+            )));
+        }
+    }
+    Ok(kept)
+}
+
+/// Python's `fnmatch` patterns, as one regular expression: `*` (which
+/// crosses `/`), `?`, `[seq]`, `[!seq]`; everything else literal, an
+/// unclosed `[` too.
+fn patterns(raw: &[String]) -> Result<regex::Regex, InitError> {
+    let alternatives: Vec<String> = raw.iter().map(|p| fnmatch_regex(p)).collect();
+    let joined = if alternatives.is_empty() {
+        // Matches nothing.
+        r"[^\s\S]".to_string()
+    } else {
+        alternatives.join("|")
+    };
+    regex::Regex::new(&format!("^(?s:{joined})$")).map_err(|e| InitError::Pattern {
         pattern: raw.join(","),
         why: e.to_string(),
     })
+}
+
+/// One pattern as `fnmatch.translate` reads it.
+fn fnmatch_regex(pattern: &str) -> String {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut out = String::from("(?:");
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        i += 1;
+        match c {
+            '*' => {
+                while chars.get(i) == Some(&'*') {
+                    i += 1;
+                }
+                out.push_str(".*");
+            }
+            '?' => out.push('.'),
+            '[' => {
+                // The closing `]`: a `!`, then a `]`, right after `[` belong to the set.
+                let mut j = i;
+                if chars.get(j) == Some(&'!') {
+                    j += 1;
+                }
+                if chars.get(j) == Some(&']') {
+                    j += 1;
+                }
+                while j < chars.len() && chars[j] != ']' {
+                    j += 1;
+                }
+                if j >= chars.len() {
+                    out.push_str(r"\[");
+                    continue;
+                }
+                let set: String = chars[i..j].iter().collect();
+                i = j + 1;
+                let (negated, body) = match set.strip_prefix('!') {
+                    Some(rest) => (true, rest.to_string()),
+                    None => (false, set),
+                };
+                out.push_str(if negated { "[^" } else { "[" });
+                for ch in body.chars() {
+                    // Literal in a set (the regex crate reads these as operators).
+                    if matches!(ch, '\\' | '[' | ']' | '&' | '~' | '^') {
+                        out.push('\\');
+                    }
+                    out.push(ch);
+                }
+                out.push(']');
+            }
+            _ => out.push_str(&regex::escape(&c.to_string())),
+        }
+    }
+    out.push(')');
+    out
 }
 
 #[cfg(test)]
@@ -309,6 +411,7 @@ mod tests {
         assert_eq!(relative("x/../../etc/passwd", "x").as_deref(), None);
         assert_eq!(relative("x//a", "x").as_deref(), Some("a"));
         assert_eq!(relative("x/a//b", "x").as_deref(), None);
+        assert_eq!(relative("..", "..").as_deref(), None);
     }
 
     #[test]
@@ -318,6 +421,43 @@ mod tests {
         assert!(set.is_match("cache/a/b"));
         assert!(set.is_match("file1.txt"));
         assert!(!set.is_match("model/config.json"));
-        assert!(patterns(&["[".into()]).is_err());
+        assert!(!set.is_match("x/cache/a"), "anchored at the start");
+        // What fnmatch reads literally: an unclosed `[`, braces, regex characters.
+        let odd = patterns(&["[".into(), "{a,b}".into(), "a+b(1).txt".into()]).unwrap();
+        assert!(odd.is_match("["));
+        assert!(odd.is_match("{a,b}") && !odd.is_match("a"));
+        assert!(odd.is_match("a+b(1).txt"));
+        let sets = patterns(&[
+            "data[0-9].csv".into(),
+            "[!a]x".into(),
+            "[]]y".into(),
+            "[&~]z".into(),
+        ])
+        .unwrap();
+        assert!(sets.is_match("data7.csv") && !sets.is_match("dataX.csv"));
+        assert!(sets.is_match("bx") && !sets.is_match("ax"));
+        assert!(sets.is_match("]y"));
+        assert!(sets.is_match("&z") && sets.is_match("~z"));
+        assert!(!patterns(&[]).unwrap().is_match("anything"));
+    }
+
+    #[test]
+    fn keys_on_one_file_are_written_once_and_a_file_folder_clash_is_refused() {
+        let dest = Path::new("/ws/dataset");
+        let w = |k: &str, rel: &str| (k.to_string(), dest.join(rel), 1u64);
+        let kept = one_per_file(vec![w("d/a", "a"), w("d/b", "b"), w("da", "a")], dest).unwrap();
+        let keys: Vec<&str> = kept.iter().map(|(k, _, _)| k.as_str()).collect();
+        assert_eq!(keys, ["d/b", "da"], "the last listed wins");
+        let e = one_per_file(vec![w("d/a", "a"), w("d/a/b", "a/b")], dest).unwrap_err();
+        assert!(e.to_string().contains("as a file and as a folder"), "{e}");
+    }
+
+    #[test]
+    fn the_secret_key_is_not_in_debug_output() {
+        let s = Source {
+            secret_access_key: Some("hunter2".into()),
+            ..Source::default()
+        };
+        assert!(!format!("{s:?}").contains("hunter2"));
     }
 }

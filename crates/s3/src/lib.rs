@@ -454,10 +454,11 @@ async fn download(client: &Client, bucket: &str, key: &str, target: &Path) -> Re
             .await
             .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
     }
-    // Beside the target, named after all of it: downloads running at once
-    // into one folder (`a.csv`, `a.json`) never share a partial file.
+    // Beside the target, named after all of it and this download: downloads
+    // running at once into one folder (`a.csv`, `a.json`) never share a
+    // partial file, nor meet a key that is called like one.
     let mut partial = target.as_os_str().to_owned();
-    partial.push(".switchyard-partial");
+    partial.push(format!(".{}.switchyard-partial", unique()));
     let tmp = PathBuf::from(partial);
     let mut file = tokio::fs::File::create(&tmp)
         .await

@@ -483,7 +483,11 @@ mod tests {
     /// deploy/crd-trainer.yaml is what the types generate.
     #[test]
     fn the_shipped_crds_are_the_generated_ones() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/crd-trainer.yaml");
+        let path = format!(
+            "{}/../../deploy/crd-trainer.yaml",
+            std::env::var("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
+        );
         let shipped = std::fs::read_to_string(path).expect("deploy/crd-trainer.yaml");
         assert!(
             shipped == super::crds_yaml(),

@@ -156,7 +156,7 @@ fn check_source(c: &Value, step: &str, runtime_name: &str) -> Result<(), Unsuppo
     match uri.split_once("://").map(|(s, _)| s) {
         Some("s3") => Ok(()),
         Some("hf") => Err(Unsupported(format!(
-            "unsupported initializer: {step} of {runtime_name} fetches {uri}: Switchyard's initializer fetches s3:// only, and Hugging Face is not reachable from this cluster's pods; copy the files to S3 and give spec.initializer.{} s3://bucket/prefix, or use a runtime whose initializer image can reach huggingface.co",
+            "unsupported initializer: {step} of {runtime_name} fetches {uri}: Switchyard's initializer fetches s3:// only (no Hugging Face client; clusters it serves often have no route to Hugging Face); copy the files to S3 and give spec.initializer.{} s3://bucket/prefix, or use a runtime whose initializer image can reach huggingface.co",
             if step == DATASET { "dataset.storageUri" } else { "model.storageUri" }
         ))),
         _ => Err(Unsupported(format!(
@@ -187,7 +187,8 @@ pub struct Claim {
     pub claim: PersistentVolumeClaim,
     /// The template's name: the volume pods mount it as.
     pub volume: String,
-    /// Deleted with the job (`retentionPolicy.whenDeleted: Delete`), else kept.
+    /// Deleted with the job: `retentionPolicy.whenDeleted` Delete, JobSet's
+    /// default (its webhook and Trainer's CRD fill it in); `Retain` keeps it.
     pub owned: bool,
 }
 
@@ -207,7 +208,7 @@ pub fn claims(job_name: &str, runtime: &TrainingRuntimeSpec) -> Result<Vec<Claim
             .retention_policy
             .as_ref()
             .and_then(|r| r.when_deleted.as_deref())
-            == Some("Delete");
+            != Some("Retain");
         for t in p.templates {
             let volume = t.metadata.name.clone().unwrap_or_default();
             if volume.is_empty() {

@@ -367,15 +367,22 @@ async fn apply(
         &job.namespace().unwrap_or_default(),
     );
     let mut refused = None;
+    let mut claims_ready = true;
     for claim in &plan.create_claims {
-        refused = refused_by_server(
-            create_ignoring_conflict(&claims, claim).await,
-            "claim",
-            claim,
-        )?;
-        if refused.is_some() {
-            break;
+        match ensure_claim(&claims, claim, job).await? {
+            ClaimState::Ready => {}
+            ClaimState::Leaving => claims_ready = false,
+            ClaimState::Refused(why) => {
+                refused = Some(why);
+                break;
+            }
         }
+    }
+    if !claims_ready && refused.is_none() {
+        // A claim of the same name is still being deleted (the job was made
+        // again): its pods would wait on it forever; make them once it is gone.
+        plan.create_pods.clear();
+        plan.next = Next::Requeue(Duration::from_secs(1));
     }
     if refused.is_none() {
         for pod in &plan.create_pods {
@@ -403,6 +410,49 @@ async fn apply(
         Next::AwaitChange => Action::await_change(),
         Next::Requeue(after) => Action::requeue(after),
     })
+}
+
+enum ClaimState {
+    Ready,
+    /// A claim of that name is being deleted.
+    Leaving,
+    /// The job fails with this message.
+    Refused(String),
+}
+
+/// The claim exists and is this job's to use: made when missing; one being
+/// deleted is waited for; one the job should own but another object does
+/// (a user's claim of that name) is refused, naming it, as JobSet's webhook
+/// refuses it.
+async fn ensure_claim(
+    api: &Api<PersistentVolumeClaim>,
+    claim: &PersistentVolumeClaim,
+    job: &TrainJob,
+) -> Result<ClaimState, OperatorError> {
+    let name = claim.name_any();
+    let Some(found) = api.get_opt(&name).await? else {
+        return Ok(
+            match refused_by_server(create_ignoring_conflict(api, claim).await, "claim", claim)? {
+                Some(why) => ClaimState::Refused(why),
+                None => ClaimState::Ready,
+            },
+        );
+    };
+    if found.metadata.deletion_timestamp.is_some() {
+        return Ok(ClaimState::Leaving);
+    }
+    let wants_owner = claim.metadata.owner_references.is_some();
+    let uid = job.metadata.uid.as_deref();
+    let ours = found
+        .owner_references()
+        .iter()
+        .any(|o| Some(o.uid.as_str()) == uid);
+    if wants_owner && !ours {
+        return Ok(ClaimState::Refused(format!(
+            "claim {name} exists and is not this TrainJob's (the runtime's volumeClaimPolicies make it, deleted with the job): delete it or rename the job"
+        )));
+    }
+    Ok(ClaimState::Ready)
 }
 
 /// A creation the API server refused as invalid (422, 400), as the message

@@ -204,6 +204,18 @@ pub fn plan(obs: &Observed, now: Timestamp, resync: Duration) -> Plan {
         .iter()
         .map(|gj| JobView::of(gj, &current, now))
         .collect();
+    // A job waits for the jobs it depends on (JobSet's `dependsOn`: the
+    // initializers before the trainer).
+    let reached = |d: &Dependency| {
+        jobs.iter().any(|v| {
+            v.name == d.job && (v.state == JobState::Succeeded || (!d.complete && v.ready))
+        })
+    };
+    let has_pods = |name: &str| {
+        current
+            .iter()
+            .any(|p| p.labels().get(LABEL_RJOB).map(String::as_str) == Some(name))
+    };
     if job.spec.suspend.unwrap_or(false) {
         set_condition(
             &mut status,
@@ -215,12 +227,16 @@ pub fn plan(obs: &Observed, now: Timestamp, resync: Duration) -> Plan {
         );
         // As a suspended Job: its running pods go, what finished stays
         // (a resumed job runs only what had not, and keeps its failures).
+        // A Job JobSet has not made yet (its dependencies unmet) counts nothing.
         status.jobs_status = jobset_order(
             jobs.iter()
-                .map(|v| match v.state {
+                .zip(&gang.jobs)
+                .map(|(v, gj)| match v.state {
                     JobState::Active => JobStatus {
                         name: v.name.clone(),
-                        suspended: 1,
+                        suspended: i32::from(
+                            has_pods(&gj.name) || gj.depends_on.iter().all(reached),
+                        ),
                         ..Default::default()
                     },
                     _ => v.status(),
@@ -342,13 +358,6 @@ pub fn plan(obs: &Observed, now: Timestamp, resync: Duration) -> Plan {
         plan.next = Next::Requeue(Duration::from_secs(1));
         return plan;
     }
-    // A job waits for the jobs it depends on (JobSet's `dependsOn`: the
-    // initializers before the trainer).
-    let reached = |d: &Dependency| {
-        jobs.iter().any(|v| {
-            v.name == d.job && (v.state == JobState::Succeeded || (!d.complete && v.ready))
-        })
-    };
     let missing: Vec<(&GangJob, i32, u32)> = gang
         .jobs
         .iter()
@@ -356,45 +365,48 @@ pub fn plan(obs: &Observed, now: Timestamp, resync: Duration) -> Plan {
         .filter(|(gj, _)| gj.depends_on.iter().all(reached))
         .flat_map(|(gj, view)| view.missing.iter().map(move |(i, seq)| (gj, *i, *seq)))
         .collect();
-    // Jobs starting now (none of their pods made yet) start whole.
-    let starting = missing.iter().all(|(gj, _, _)| {
-        !current
-            .iter()
-            .any(|p| p.labels().get(LABEL_RJOB) == Some(&gj.name))
-    });
-    if !missing.is_empty() && starting {
-        // The whole gang: only when all of it fits.
+    // Jobs starting now (none of their pods made yet) start whole, when all
+    // of them fit; a replacement pod of a running job needs no admission.
+    let (starting, replacing): (Vec<_>, Vec<_>) = missing
+        .into_iter()
+        .partition(|(gj, _, _)| !has_pods(&gj.name));
+    let mut missing = replacing;
+    if !starting.is_empty() {
         let Some((nodes, all_pods)) = obs.cluster else {
             let mut wait = Plan::status(plan.status, Next::AwaitChange);
             wait.needs_cluster = true;
             return wait;
         };
-        let amounts: Vec<capacity::Amount> = missing
+        let amounts: Vec<capacity::Amount> = starting
             .iter()
             .filter_map(|(gj, _, _)| gj.template.spec.as_ref())
             .map(capacity::requests)
             .collect();
-        if let Err(why) = capacity::place(nodes, all_pods, &amounts) {
-            tracing::debug!(job = %job.name_any(), %why, "waiting for capacity");
-            plan.next = Next::Requeue(resync.min(Duration::from_secs(3)));
-            return plan;
+        match capacity::place(nodes, all_pods, &amounts) {
+            Ok(_) => missing.extend(starting),
+            Err(why) => {
+                tracing::debug!(job = %job.name_any(), %why, "waiting for capacity");
+                plan.next = Next::Requeue(resync.min(Duration::from_secs(3)));
+            }
         }
     }
     plan.create_pods = missing
         .iter()
         .map(|(gj, i, seq)| pods::pod_for(job, gang, gj, *i, attempt, *seq))
         .collect();
-    if !plan.create_pods.is_empty() {
-        plan.create_claims = gang
-            .claims
-            .iter()
-            .map(|c| pods::claim_for(job, c))
-            .collect();
-    }
+    // The claims on every pass of a running job (JobSet's too): one deleted
+    // under running pods is made again before any pod that needs it.
+    plan.create_claims = gang
+        .claims
+        .iter()
+        .map(|c| pods::claim_for(job, c))
+        .collect();
     if let Some(left) = deadline_left {
-        plan.next = Next::Requeue(Duration::from_secs(
-            left.clamp(1, resync.as_secs().max(1) as i64) as u64,
-        ));
+        let until = Duration::from_secs(left.clamp(1, resync.as_secs().max(1) as i64) as u64);
+        plan.next = match plan.next {
+            Next::Requeue(after) => Next::Requeue(after.min(until)),
+            Next::AwaitChange => Next::Requeue(until),
+        };
     }
     plan
 }
@@ -441,10 +453,12 @@ impl JobView {
         let mut missing = Vec::new();
         for i in 0..gj.parallelism {
             let ps = of_index(i);
+            // A pod deleted while it ran (a suspend, a restart) is not a
+            // failure of the Job, whatever phase it ends in.
             let failed: Vec<&Pod> = ps
                 .iter()
                 .copied()
-                .filter(|p| phase(p) == "Failed")
+                .filter(|p| phase(p) == "Failed" && p.metadata.deletion_timestamp.is_none())
                 .collect();
             failed_pods += failed.len() as i32;
             if first_failure.is_none() {
@@ -465,7 +479,10 @@ impl JobView {
                     .map(|c| c.restart_count)
                     .sum();
                 if n > 0 && first_failure.is_none() {
-                    first_failure = Some(format!("pod {} restarted {n} times", p.name_any()));
+                    first_failure = Some(match termination_message(p) {
+                        Some(m) => format!("pod {} restarted {n} times: {m}", p.name_any()),
+                        None => format!("pod {} restarted {n} times", p.name_any()),
+                    });
                 }
                 restarts += n;
             }
@@ -566,16 +583,22 @@ fn jobset_order(mut statuses: Vec<JobStatus>) -> Vec<JobStatus> {
 /// "pod X failed", with its container's termination message (an
 /// initializer writes why it failed there) when it left one.
 fn failure_of(p: &Pod) -> String {
-    let message = p
-        .status
-        .iter()
-        .flat_map(|s| s.container_statuses.iter().flatten())
-        .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.message.clone())
-        .find(|m| !m.trim().is_empty());
-    match message {
-        Some(m) => format!("pod {} failed: {}", p.name_any(), m.trim()),
+    match termination_message(p) {
+        Some(m) => format!("pod {} failed: {m}", p.name_any()),
         None => format!("pod {} failed", p.name_any()),
     }
+}
+
+/// The termination message a container left, now or before its last
+/// in-place restart.
+fn termination_message(p: &Pod) -> Option<String> {
+    p.status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .flat_map(|c| [c.state.as_ref(), c.last_state.as_ref()])
+        .filter_map(|st| st?.terminated.as_ref()?.message.clone())
+        .map(|m| m.trim().to_string())
+        .find(|m| !m.is_empty())
 }
 
 fn pod_ready(p: &Pod) -> bool {

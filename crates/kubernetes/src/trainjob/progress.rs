@@ -81,7 +81,8 @@ pub fn ca_config_map(job: &TrainJob, p: &Progress) -> ConfigMap {
     }
 }
 
-/// Gives every pod of the gang the variables, the projected token and the CA.
+/// Gives every pod of the trainer step the variables, the projected token
+/// and the CA (the initializers report no progress).
 pub fn inject(gang: &mut Gang, ns: &str, name: &str, p: &Progress) {
     let env = [
         (ENV_URL, format!("{}{}", p.url, path(ns, name))),

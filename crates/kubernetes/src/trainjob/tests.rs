@@ -795,3 +795,71 @@ fn a_suspend_keeps_what_finished_and_the_resume_runs_only_the_rest() {
         .collect();
     assert_eq!(made, ["node", "node"]);
 }
+
+#[test]
+fn claims_are_deleted_with_the_job_unless_the_policy_says_retain() {
+    let policy = |p: serde_json::Value| {
+        let mut rt = initializers_runtime();
+        let mut policy = json!({"templates": [{"metadata": {"name": "initializer"},
+                                               "spec": {"accessModes": ["ReadWriteOnce"]}}]});
+        if !p.is_null() {
+            policy["retentionPolicy"] = p;
+        }
+        rt.spec
+            .spec
+            .template
+            .spec
+            .other
+            .insert("volumeClaimPolicies".into(), json!([policy]));
+        gang(&with_dataset(json!({"storageUri": "s3://b/p"})), &rt).claims[0].owned
+    };
+    // JobSet's default (its webhook, Trainer's CRD) is Delete.
+    assert!(policy(serde_json::Value::Null));
+    assert!(policy(json!({})));
+    assert!(policy(json!({"whenDeleted": "Delete"})));
+    assert!(!policy(json!({"whenDeleted": "Retain"})));
+}
+
+#[test]
+fn a_suspended_job_counts_a_trainer_not_started_yet_as_nothing() {
+    let mut j = with_dataset(json!({"storageUri": "s3://data/digits"}));
+    j.spec.suspend = Some(true);
+    let g = gang(&j, &initializers_runtime());
+    let p = pass(&j, &g, &[], "2026-12-07T10:00:05Z");
+    let counts: Vec<(&str, i32)> = p
+        .status
+        .jobs_status
+        .iter()
+        .map(|s| (s.name.as_str(), s.suspended))
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            ("node", 0),
+            ("model-initializer", 1),
+            ("dataset-initializer", 1)
+        ]
+    );
+}
+
+#[test]
+fn a_pod_deleted_while_it_ran_is_not_a_failure() {
+    let rt = runtime(json!({"backoffLimit": 0}));
+    let j = two_nodes();
+    let g = gang(&j, &rt);
+    let pods = first_pods(&j, &g);
+    let mut leaving = with_phase(pods[0].clone(), "Failed", Some(143));
+    leaving.metadata.deletion_timestamp =
+        serde_json::from_value(json!("2026-12-07T10:00:20Z")).ok();
+    let p = pass(
+        &j,
+        &g,
+        &[leaving, with_phase(pods[1].clone(), "Running", None)],
+        "2026-12-07T10:00:21Z",
+    );
+    assert!(
+        condition(&p, "Failed").is_none(),
+        "{:?}",
+        p.status.conditions
+    );
+}

@@ -171,9 +171,12 @@ pub fn assert_kfp_error(body: &Value, code: i64, needle: &str) {
 
 /// A kfp-compiled engine fixture, as its YAML text.
 pub fn fixture_text(name: &str) -> String {
+    // At run time: a test binary built by another checkout sharing the
+    // target folder must read this checkout's files.
     let path = format!(
         "{}/../engine/tests/fixtures/{name}.yaml",
-        env!("CARGO_MANIFEST_DIR")
+        std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
     );
     std::fs::read_to_string(path).expect("fixture")
 }
