@@ -3,7 +3,7 @@ from the trainer module, with OpenDAL as its image has it) side by side with
 `switchyard initializer`, against the same moto S3 on 127.0.0.1: for each
 case (prefixes with and without a trailing slash, a whole key, ignore
 patterns, the SDK's model defaults, a prefix that is also the start of
-another, nothing under the prefix, a missing bucket, a key with `..`) both fetch into their
+another, nothing under the prefix, a missing bucket, a key with `..`, two keys on one file, fnmatch sets) both fetch into their
 own workspace; the file trees (paths and bytes) and success are compared.
 Prints every difference and exits 1 if any. Run by scripts/conformance-trainer:
 
@@ -35,6 +35,9 @@ OBJECTS = {
     "models/m/model.safetensors": b"tensors",
     "models/m/pytorch_model.bin": b"bin",
     "models/m/sub/tokenizer.model": b"tok",
+    # Two keys that land on one file under the prefix `dup`.
+    "dup/a": b"slash",
+    "dupa": b"joined",
 }
 
 CASES = [
@@ -42,6 +45,8 @@ CASES = [
     ("dataset", "s3://data/digits/", None),
     ("dataset", "s3://data/digits", "*.pt"),
     ("dataset", "s3://data/digits", "sub/*, *.csv"),
+    ("dataset", "s3://data/digits", "*[0-9]*, *[!a-z].txt, {x}"),
+    ("dataset", "s3://data/dup", None),
     ("dataset", "s3://data/single/file.bin", None),
     ("model", "s3://data/models/m", SDK_MODEL_IGNORE),
     ("model", "s3://data/models/m/", "*/sub/*"),
