@@ -983,6 +983,28 @@ fn an_initializer_that_cannot_fetch_fails_the_trainjob_before_any_trainer_runs()
     );
     let pods = pods_of(&ns, "nobucket");
     assert!(pods.iter().all(|p| rjob(p) != "node"), "no trainer pod");
+    // A claim of the name the job's would have, someone else's: refused by name.
+    k.apply(&json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "initializer-taken", "namespace": ns.name},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }));
+    k.apply(&trainjob(
+        &ns,
+        "taken",
+        "tj-init-once",
+        json!({"initializer": {"dataset": {"storageUri": "s3://nothere/x"}}}),
+    ));
+    let taken = wait_for(&ns, &op, "taken", 60, "Failed", |j| {
+        condition(j, "Failed").is_some()
+    });
+    let (_, reason, message) = condition(&taken, "Failed").expect("failed");
+    assert_eq!(reason, "JobCreationFailed");
+    assert!(
+        message.contains("claim initializer-taken exists and is not this TrainJob's"),
+        "{message}"
+    );
+    assert!(pods_of(&ns, "taken").is_empty());
     let ds = pods
         .iter()
         .find(|p| rjob(p) == "dataset-initializer")
