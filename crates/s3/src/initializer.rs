@@ -171,41 +171,26 @@ pub async fn fetch(source: &Source, dest: &Path) -> Result<Fetched, InitError> {
     // file is, so a refused dataset leaves nothing half there.
     let mut done = Fetched::default();
     let mut wanted = Vec::new();
-    let mut pages = client
-        .list_objects_v2()
-        .bucket(bucket)
-        .prefix(prefix)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| {
+    for obj in crate::list_objects(&client, bucket, prefix)
+        .await
+        .map_err(InitError::S3)?
+    {
+        let key = obj.key.as_str();
+        if key.ends_with('/') {
+            continue;
+        }
+        if ignore.is_match(key) {
+            tracing::info!(key, "ignored (IGNORE_PATTERNS)");
+            done.ignored.push(obj.key);
+            continue;
+        }
+        let rel = relative(key, prefix).ok_or_else(|| {
             InitError::S3(format!(
-                "cannot list s3://{bucket}/{prefix}: {}",
-                crate::describe(&e)
+                "s3://{bucket}/{key}: the key does not map to a path inside {}",
+                dest.display()
             ))
         })?;
-        for obj in page.contents() {
-            let Some(key) = obj.key() else { continue };
-            if key.ends_with('/') {
-                continue;
-            }
-            if ignore.is_match(key) {
-                tracing::info!(key, "ignored (IGNORE_PATTERNS)");
-                done.ignored.push(key.to_string());
-                continue;
-            }
-            let rel = relative(key, prefix).ok_or_else(|| {
-                InitError::S3(format!(
-                    "s3://{bucket}/{key}: the key does not map to a path inside {}",
-                    dest.display()
-                ))
-            })?;
-            wanted.push((
-                key.to_string(),
-                dest.join(rel),
-                obj.size().unwrap_or(0).max(0) as u64,
-            ));
-        }
+        wanted.push((obj.key.clone(), dest.join(rel), obj.size));
     }
     let wanted = one_per_file(wanted, dest)?;
     // Several objects at a time: a dataset is many small files.

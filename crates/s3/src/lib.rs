@@ -41,31 +41,19 @@ struct Listed {
 impl S3Store {
     /// Every object under `prefix` whose key maps to a safe relative path.
     async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<Listed>, String> {
-        let mut out = Vec::new();
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(prefix)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page =
-                page.map_err(|e| format!("cannot list s3://{bucket}/{prefix}: {}", describe(&e)))?;
-            for obj in page.contents() {
-                let Some(key) = obj.key() else { continue };
-                let Some(rel) = relative_key(key, prefix) else {
-                    continue;
-                };
-                out.push(Listed {
-                    key: key.to_string(),
-                    rel: rel.to_string(),
-                    etag: obj.e_tag().unwrap_or_default().to_string(),
-                    size: obj.size().unwrap_or(0).max(0) as u64,
-                });
-            }
-        }
-        Ok(out)
+        Ok(list_objects(&self.client, bucket, prefix)
+            .await?
+            .into_iter()
+            .filter_map(|o| {
+                let rel = relative_key(&o.key, prefix)?.to_string();
+                Some(Listed {
+                    rel,
+                    key: o.key,
+                    etag: o.etag,
+                    size: o.size,
+                })
+            })
+            .collect())
     }
 
     /// Builds a client from the environment (the standard AWS configuration chain).
@@ -288,6 +276,36 @@ impl S3Store {
         let digest = hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(prefix.as_bytes())[..8]);
         self.cache.join(bucket).join(digest)
     }
+}
+
+/// One object as a listing gives it.
+struct Object {
+    key: String,
+    etag: String,
+    size: u64,
+}
+
+/// Every object under `prefix`, every page of the listing.
+async fn list_objects(client: &Client, bucket: &str, prefix: &str) -> Result<Vec<Object>, String> {
+    let mut out = Vec::new();
+    let mut pages = client
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page =
+            page.map_err(|e| format!("cannot list s3://{bucket}/{prefix}: {}", describe(&e)))?;
+        out.extend(page.contents().iter().filter_map(|o| {
+            Some(Object {
+                key: o.key()?.to_string(),
+                etag: o.e_tag().unwrap_or_default().to_string(),
+                size: o.size().unwrap_or(0).max(0) as u64,
+            })
+        }));
+    }
+    Ok(out)
 }
 
 /// Removes a file or a folder, whichever `path` is (a half-done download).

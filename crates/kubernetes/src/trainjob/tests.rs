@@ -713,29 +713,17 @@ fn the_trainer_starts_once_the_initializers_complete_and_their_failure_fails_the
 
 #[test]
 fn dependencies_must_name_an_earlier_job() {
-    let mut rt = initializers_runtime();
-    rt.spec.spec.template.spec.replicated_jobs[2].depends_on =
-        Some(vec![json!({"name": "nope", "status": "Complete"})]);
-    let why = resolve(
-        &with_dataset(json!({})),
-        "ClusterTrainingRuntime",
-        "x",
-        &rt.spec.spec,
-    )
-    .unwrap_err()
-    .0;
+    let refused = |depends_on: serde_json::Value| {
+        let mut rt = initializers_runtime();
+        rt.spec.spec.template.spec.replicated_jobs[2].depends_on = Some(vec![depends_on]);
+        let j = with_dataset(json!({}));
+        resolve(&j, "ClusterTrainingRuntime", "x", &rt.spec.spec)
+            .unwrap_err()
+            .0
+    };
+    let why = refused(json!({"name": "nope", "status": "Complete"}));
     assert!(why.contains("depends on \"nope\""), "{why}");
-    rt.spec.spec.template.spec.replicated_jobs[2].depends_on = Some(vec![
-        json!({"name": "dataset-initializer", "status": "Done"}),
-    ]);
-    let why = resolve(
-        &with_dataset(json!({})),
-        "ClusterTrainingRuntime",
-        "x",
-        &rt.spec.spec,
-    )
-    .unwrap_err()
-    .0;
+    let why = refused(json!({"name": "dataset-initializer", "status": "Done"}));
     assert!(why.contains("Complete and Ready"), "{why}");
 }
 
