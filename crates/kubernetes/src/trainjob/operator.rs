@@ -299,6 +299,9 @@ async fn reconcile(job: Arc<TrainJob>, ctx: Arc<Ctx>) -> Result<Action, Operator
     if let (Some(p), false) = (&ctx.progress, plan::finished(&decided.status)) {
         ensure_ca(&Api::namespaced(ctx.client.clone(), &ns), &job, p).await?;
     }
+    if let Some((reason, message)) = &decided.warning {
+        publish(&ctx.recorder, &job, EventType::Warning, reason, message).await;
+    }
     if let Some((n, why)) = &decided.restarts {
         publish(
             &ctx.recorder,

@@ -71,6 +71,9 @@ pub struct Plan {
     pub status: TrainJobStatus,
     pub next: Next,
     pub needs_cluster: bool,
+    /// Something the job waits on that a person may have to fix, said as a
+    /// Warning Event (reason, message).
+    pub warning: Option<(String, String)>,
 }
 
 impl Plan {
@@ -85,6 +88,7 @@ impl Plan {
             status,
             next,
             needs_cluster: false,
+            warning: None,
         }
     }
 
@@ -355,7 +359,11 @@ pub fn plan(obs: &Observed, now: Timestamp, resync: Duration) -> Plan {
             .any(|p| p.metadata.deletion_timestamp.is_some());
     plan.delete_pods = stale;
     if leaving {
-        plan.next = Next::Requeue(Duration::from_secs(1));
+        plan.warning = stuck_terminating(obs.pods, now);
+        // Pods that take that long are looked at (and said) less often; their
+        // going wakes the job anyway.
+        let after = if plan.warning.is_some() { 5 } else { 1 };
+        plan.next = Next::Requeue(Duration::from_secs(after));
         return plan;
     }
     let missing: Vec<(&GangJob, i32, u32)> = gang
@@ -570,6 +578,35 @@ impl JobView {
             suspended: 0,
         }
     }
+}
+
+/// How long past its grace period a deleted pod may take before the wait
+/// for it is said (a lost node keeps its pods Terminating for good).
+const STUCK_AFTER: i64 = 60;
+
+/// Pods deleted long ago that still hold their names (the next gang reuses
+/// them), as the warning that says what to do.
+fn stuck_terminating(pods: &[Pod], now: Timestamp) -> Option<(String, String)> {
+    let stuck: Vec<String> = pods
+        .iter()
+        .filter(|p| {
+            let Some(deleted) = &p.metadata.deletion_timestamp else {
+                return false;
+            };
+            let grace = p.metadata.deletion_grace_period_seconds.unwrap_or(30);
+            now.as_second() - deleted.0.as_second() > grace + STUCK_AFTER
+        })
+        .map(|p| p.name_any())
+        .collect();
+    (!stuck.is_empty()).then(|| {
+        (
+            "PodsStuckTerminating".to_string(),
+            format!(
+                "waiting for pods {} to go (deleted over {STUCK_AFTER} s past their grace period; their node may be lost): the gang starts again once they are gone; if the node is gone for good, delete them with --force --grace-period=0",
+                stuck.join(", ")
+            ),
+        )
+    })
 }
 
 /// JobSet v0.12 keeps its replicated jobs' statuses sorted by name, last

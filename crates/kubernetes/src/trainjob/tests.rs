@@ -851,3 +851,37 @@ fn a_pod_deleted_while_it_ran_is_not_a_failure() {
         p.status.conditions
     );
 }
+
+#[test]
+fn pods_stuck_terminating_are_said_with_what_to_do() {
+    let j = two_nodes();
+    let g = gang(&j, &runtime(json!({})));
+    let pods = first_pods(&j, &g);
+    let deleted_at = |t: &str| {
+        let mut p = with_phase(pods[0].clone(), "Running", None);
+        p.metadata.deletion_timestamp = serde_json::from_value(json!(t)).ok();
+        p.metadata.deletion_grace_period_seconds = Some(30);
+        vec![p, with_phase(pods[1].clone(), "Running", None)]
+    };
+    // Within its grace period and a minute more: waited for quietly.
+    let p = pass(
+        &j,
+        &g,
+        &deleted_at("2026-12-07T10:00:00Z"),
+        "2026-12-07T10:01:20Z",
+    );
+    assert_eq!(p.warning, None);
+    assert!(p.create_pods.is_empty());
+    let p = pass(
+        &j,
+        &g,
+        &deleted_at("2026-12-07T10:00:00Z"),
+        "2026-12-07T10:01:31Z",
+    );
+    let (reason, message) = p.warning.expect("said");
+    assert_eq!(reason, "PodsStuckTerminating");
+    assert!(
+        message.contains(&pods[0].name_any()) && message.contains("--force"),
+        "{message}"
+    );
+}
