@@ -73,19 +73,15 @@ impl Source {
         let Some(uri) = var("STORAGE_URI") else {
             return Ok(None);
         };
-        let (scheme, rest) = uri.split_once("://").unwrap_or(("", ""));
-        match scheme {
-            "s3" => {}
-            "hf" => return Err(InitError::HuggingFace { uri }),
-            _ => return Err(InitError::Scheme { uri }),
+        if uri.starts_with("hf://") {
+            return Err(InitError::HuggingFace { uri });
         }
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.is_empty() {
+        let Some((bucket, prefix)) = switchyard_training::parse_s3_uri(&uri) else {
             return Err(InitError::Scheme { uri });
-        }
+        };
         Ok(Some(Source {
-            bucket: bucket.into(),
-            prefix: prefix.into(),
+            bucket,
+            prefix,
             endpoint: var("ENDPOINT"),
             access_key_id: var("ACCESS_KEY_ID"),
             secret_access_key: var("SECRET_ACCESS_KEY"),

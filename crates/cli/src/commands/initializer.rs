@@ -10,11 +10,11 @@ use switchyard_s3::initializer::{fetch, Source};
 use crate::cli::{InitializerArgs, InitializerKind};
 
 pub async fn run(args: &InitializerArgs) -> Result<i32> {
-    let (what, dir) = match args.kind {
-        InitializerKind::Dataset => ("dataset", "dataset"),
-        InitializerKind::Model => ("model", "model"),
+    let what = match args.kind {
+        InitializerKind::Dataset => "dataset",
+        InitializerKind::Model => "model",
     };
-    let dest = args.workspace.join(dir);
+    let dest = args.workspace.join(what);
     tracing::info!("starting {what} initialization");
     let outcome = async {
         match Source::from_vars(|k| std::env::var(k).ok())? {

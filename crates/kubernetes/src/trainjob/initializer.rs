@@ -65,19 +65,18 @@ pub fn check_runtime(
                 "must have {step} job when trainJob is configured with input {input}"
             )));
         };
-        let containers = rj
+        let Some(c) = rj
             .template
             .pointer("/spec/template/spec/containers")
             .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let Some(c) = containers.iter().find(|c| c["name"] == step) else {
+            .and_then(|cs| cs.iter().find(|c| c["name"] == step))
+        else {
             return Err(invalid(format!(
                 "must have container with name - {step} in the {step} job"
             )));
         };
-        let mounts = c["volumeMounts"].as_array().cloned().unwrap_or_default();
-        if !mounts.iter().any(|m| m["name"] == VOLUME) {
+        let mounts = c["volumeMounts"].as_array().into_iter().flatten();
+        if !mounts.into_iter().any(|m| m["name"] == VOLUME) {
             return Err(invalid(format!(
                 "must have volumeMount with name - {VOLUME} in container {step} of the {step} job"
             )));

@@ -402,13 +402,15 @@ pub fn plan(obs: &Observed, now: Timestamp, resync: Duration) -> Plan {
         .iter()
         .map(|(gj, i, seq)| pods::pod_for(job, gang, gj, *i, attempt, *seq))
         .collect();
-    // The claims on every pass of a running job (JobSet's too): one deleted
-    // under running pods is made again before any pod that needs it.
-    plan.create_claims = gang
-        .claims
-        .iter()
-        .map(|c| pods::claim_for(job, c))
-        .collect();
+    // The claims with every pass that makes pods (a running pod keeps its
+    // claim from going): one deleted since is made again first.
+    if !plan.create_pods.is_empty() {
+        plan.create_claims = gang
+            .claims
+            .iter()
+            .map(|c| pods::claim_for(job, c))
+            .collect();
+    }
     if let Some(left) = deadline_left {
         let until = Duration::from_secs(left.clamp(1, resync.as_secs().max(1) as i64) as u64);
         plan.next = match plan.next {
@@ -470,7 +472,7 @@ impl JobView {
                 .collect();
             failed_pods += failed.len() as i32;
             if first_failure.is_none() {
-                first_failure = failed.first().map(|p| failure_of(p));
+                first_failure = failed.first().map(|p| failure_of(p, "failed"));
             }
             // In-place restarts of the active pods' containers, init
             // containers too (restartPolicy OnFailure), as the Job controller counts.
@@ -487,10 +489,7 @@ impl JobView {
                     .map(|c| c.restart_count)
                     .sum();
                 if n > 0 && first_failure.is_none() {
-                    first_failure = Some(match termination_message(p) {
-                        Some(m) => format!("pod {} restarted {n} times: {m}", p.name_any()),
-                        None => format!("pod {} restarted {n} times", p.name_any()),
-                    });
+                    first_failure = Some(failure_of(p, &format!("restarted {n} times")));
                 }
                 restarts += n;
             }
@@ -617,12 +616,12 @@ fn jobset_order(mut statuses: Vec<JobStatus>) -> Vec<JobStatus> {
     statuses
 }
 
-/// "pod X failed", with its container's termination message (an
+/// "pod X <what>", with its container's termination message (an
 /// initializer writes why it failed there) when it left one.
-fn failure_of(p: &Pod) -> String {
+fn failure_of(p: &Pod, what: &str) -> String {
     match termination_message(p) {
-        Some(m) => format!("pod {} failed: {m}", p.name_any()),
-        None => format!("pod {} failed", p.name_any()),
+        Some(m) => format!("pod {} {what}: {m}", p.name_any()),
+        None => format!("pod {} {what}", p.name_any()),
     }
 }
 

@@ -158,7 +158,7 @@ pub fn service_for(job: &TrainJob, gang: &Gang) -> Service {
 }
 
 /// A shared claim in the job's namespace; owned by the job (deleted with
-/// it) only when its policy says `whenDeleted: Delete`, as JobSet does.
+/// it) unless its policy says `whenDeleted: Retain`, as JobSet does.
 pub fn claim_for(job: &TrainJob, claim: &Claim) -> PersistentVolumeClaim {
     let mut pvc = claim.claim.clone();
     pvc.metadata.namespace = job.namespace();

@@ -48,7 +48,7 @@ pub struct Gang {
     /// The headless Service's name and the pods' subdomain.
     pub subdomain: String,
     /// The claims the pods share (JobSet's `volumeClaimPolicies`), made
-    /// before the first pod.
+    /// before the pods that mount them.
     pub claims: Vec<Claim>,
 }
 
